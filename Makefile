@@ -1,0 +1,33 @@
+# Set-up and the two commands the README starts with. Works on a fresh clone with only
+# Python 3.11: the venv is created when missing and re-installed when pyproject.toml or
+# constraints.txt change.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SUITE  ?= suites/quick.yaml
+JOBS   ?=
+
+.PHONY: bench test lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Run the default suite (resumes if results/ already holds part of it) and write reports/.
+bench: $(STAMP)
+	$(BIN)/modelopt run $(SUITE) --out results/$(basename $(notdir $(SUITE))) $(if $(JOBS),--jobs $(JOBS))
+	$(BIN)/modelopt report results/$(basename $(notdir $(SUITE))) --out reports
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check modelopt tests benchmarks
+
+clean:
+	rm -rf $(VENV) results .benchmarks

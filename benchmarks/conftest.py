@@ -1,0 +1,49 @@
+"""pytest-benchmark entry point: one test per cell x seed of a suite (--suite PATH)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SUITE = ROOT / "suites" / "quick.yaml"
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("modelopt")
+    group.addoption("--suite", default=str(DEFAULT_SUITE), help="suite YAML to benchmark")
+    group.addoption("--results-out", default=None,
+                    help="results directory to append to (default results/<suite name>)")
+
+
+def _load_suite(config):
+    from modelopt.suite import SuiteError, load
+
+    try:
+        return load(config.getoption("--suite"))
+    except SuiteError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_generate_tests(metafunc):
+    if "cell_run" in metafunc.fixturenames:
+        suite = _load_suite(metafunc.config)
+        runs = suite.runs()
+        from modelopt.report import axis_labels
+
+        labels = axis_labels([c.config for c, _ in runs]).apply(
+            lambda r: "-".join(str(v) for v in r.values), axis=1).tolist()
+        metafunc.parametrize("cell_run", runs,
+                             ids=[f"{lab}-seed{seed}" for lab, (_, seed) in zip(labels, runs)])
+
+
+@pytest.fixture(scope="session")
+def suite(request):
+    return _load_suite(request.config)
+
+
+@pytest.fixture(scope="session")
+def results_dir(request, suite):
+    out = request.config.getoption("--results-out") or (ROOT / "results" / suite.name)
+    return Path(out)

@@ -1,0 +1,38 @@
+"""Each cell x seed trains in its own process (outside the timed region); the benchmark
+fixture then times batch-1 inference of the trained model, and every modelopt metric goes
+into extra_info, so `--benchmark-json` carries accuracy next to time."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+
+from modelopt import results, runner
+from modelopt.report import axis_labels
+
+
+def test_cell(benchmark, suite, cell_run, results_dir):
+    cell, seed = cell_run
+    labels = axis_labels([c.config for c in suite.cells])
+    row = labels.iloc[list(suite.cells).index(cell)]
+    benchmark.group = f"{suite.name}: " + ", ".join(f"{k[5:]}={v}" for k, v in row.items())
+    with tempfile.TemporaryDirectory() as tmp:
+        records = []
+        sched = runner.Scheduler(suite, 1, on_record=records.append, model_dir=tmp)
+        sched.run([runner.Job(cell, seed, 1, cell.config["train"]["timeout_s"])])
+        rec = records[0]
+        results.append(results.results_path(results_dir), rec)
+        benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
+                                     "status": rec["status"], **rec["metrics"]})
+        benchmark.extra_info.pop("confusion", None)
+        if rec["status"] != "ok":
+            pytest.fail(f"{rec['status']}: {rec['error']}")
+        # our own file, written a moment ago by the cell's process: a whole pickled module
+        # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
+        saved = torch.load(f"{tmp}/{cell.cell_id}-{seed}.pt", weights_only=False)
+    model, example = saved["model"].eval(), saved["example"]
+    torch.set_num_threads(rec["env"].get("latency_threads", 1))
+    with torch.inference_mode():
+        benchmark.pedantic(model, args=(example,), warmup_rounds=20, rounds=200, iterations=10)

@@ -1,0 +1,5 @@
+import sys
+
+from modelopt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,236 @@
+"""One cell x seed, in stages: data -> model -> train -> compress -> measure.
+
+Each stage is a plain function of what the previous one produced; this module knows
+nothing about files, processes or progress bars (runner.py does).
+"""
+
+from __future__ import annotations
+
+import copy
+import platform
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from modelopt import backends, data as data_mod, distill, losses, measure, models, optim
+from modelopt import preprocess, prune, quantize
+from modelopt.train import Outcome, Plan, fit, predict, total_steps
+
+
+class Diverged(RuntimeError):
+    def __init__(self, step: int, phase: str):
+        super().__init__(f"loss became NaN/inf at {phase} step {step}")
+        self.step, self.phase = step, phase
+
+
+@dataclass
+class CellOutput:
+    status: str  # ok | diverged
+    metrics: dict
+    curves: list[dict]
+    env: dict
+    extra: dict = field(default_factory=dict)  # per-cell detail (grad norms, histograms)
+    error: str | None = None
+    model: nn.Module | None = None
+    example: torch.Tensor | None = None
+
+
+def setup(backend: backends.Backend, threads: int) -> int:
+    """Deterministic kernels and a fixed thread count: the same seed gives the same numbers."""
+    threads = backend.threads or threads
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if backend.is_cuda:
+        torch.backends.cudnn.benchmark = False
+    return threads
+
+
+def make_plan(config: dict, model: nn.Module, data: data_mod.Data, steps: int, phase: str,
+              optimizer_spec: dict | None = None) -> Plan:
+    """The optimizer, schedule, loss and hooks of one training phase."""
+    train_cfg = config["train"]
+    opt_spec = optimizer_spec or config["optimizer"]
+    full_batch = bool(optim.OPTIMIZERS.get(opt_spec["name"]).flags.get("full_batch"))
+    opt = optim.build_optimizer(opt_spec, [p for p in model.parameters() if p.requires_grad])
+    sched_spec = config.get("schedule")
+    schedule = optim.build_schedule(sched_spec, opt, steps)
+    on_eval = bool(sched_spec and optim.SCHEDULES.get(sched_spec["name"]).flags.get("on_eval"))
+    terms = optim.build_terms(config.get("regularization") or [])
+    plan = Plan(steps=steps, batch_size=train_cfg["batch_size"],
+                eval_every=train_cfg["eval_every"], optimizer=opt,
+                loss_fn=losses.build(config.get("loss"), data.task), schedule=schedule,
+                schedule_on_eval=on_eval, full_batch=full_batch,
+                record_grad_norms="grad_norms" in train_cfg.get("record", []), phase=phase)
+    for t in terms:
+        if t.penalty is not None:
+            plan.loss_terms.append(lambda m, x, y, out, pen=t.penalty: pen(m))
+        if t.before_step is not None:
+            plan.before_step.append(t.before_step)
+    plan.after_step += quantize.train_hooks(config.get("quantize"))
+    plan.augment = preprocess.augmenter(config.get("augment") or [], data)
+    return plan
+
+
+def train_model(config: dict, seed: int, backend: backends.Backend,
+                data: data_mod.Data | None = None) -> tuple[nn.Module, data_mod.Data, Outcome]:
+    """Data, model and the main training phase of a config (also used for KD teachers)."""
+    train_cfg = config["train"]
+    if data is None:
+        data = load_data(config, seed)
+    torch.manual_seed(seed)  # paired seeds: same architecture + seed -> same initial weights
+    model = models.build(config["model"], data.input_shape, data.num_outputs).to(backend.device)
+    full_batch = bool(optim.OPTIMIZERS.get(config["optimizer"]["name"]).flags.get("full_batch"))
+    steps = total_steps(train_cfg, len(data.x_train), full_batch)
+    plan = make_plan(config, model, data, steps, "train")
+    if config.get("distill"):
+        term, plan.loss_weight, info = distill.loss_term(config["distill"], config, data, seed,
+                                                         backend, teacher_trainer)
+        plan.loss_terms.append(term)
+        data.info.update(info)
+    outcome = fit(model, data, plan, backend, seed, train_cfg["eval_batch_size"])
+    if outcome.diverged_at is not None:
+        raise Diverged(outcome.diverged_at, "train")
+    return model, data, outcome
+
+
+def teacher_trainer(teacher_config: dict, seed: int, backend, data):
+    model, _, outcome = train_model(teacher_config, seed, backend, data)
+    return model, outcome
+
+
+def load_data(config: dict, seed: int) -> data_mod.Data:
+    raw = data_mod.load(config["dataset"], seed, config["train"]["val_fraction"])
+    return preprocess.apply(config.get("preprocess") or [], raw, seed)
+
+
+def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1,
+             keep_model: bool = False, gate=None) -> CellOutput:
+    """Train, compress and measure one cell. `gate()` is called before the timed
+    measurements: the runner uses it so that no other cell trains while this one is timed."""
+    from modelopt.suite import registries
+
+    registries()  # user plugins (MODELOPT_PLUGINS) register in this process too
+    backend = backends.build(config["backend"])
+    threads = setup(backend, threads)
+    data = load_data(config, seed)
+    example = data.x_test[:1].clone()
+    with measure.PeakMemory() as mem:
+        if backend.is_cuda:
+            torch.cuda.reset_peak_memory_stats(backend.device)
+        try:
+            model, data, outcome = train_model(config, seed, backend, data)
+        except Diverged as d:
+            return CellOutput("diverged", {"diverged_at_step": d.step}, [], env(backend, threads,
+                              latency_threads), error=str(d))
+        curves = list(outcome.curves)
+        extra: dict = {"grad_norms": outcome.grad_norms} if outcome.grad_norms else {}
+        final_phase = outcome
+        compress_info: dict = {}
+        if config.get("prune"):
+            finetune = _finetuner(config, data, backend, seed)
+            compress_info, ft_outcome, hist = prune.apply(config["prune"], model, data, finetune)
+            extra["weight_histograms"] = hist
+            if ft_outcome is not None:
+                curves += ft_outcome.curves
+                final_phase = ft_outcome
+                if ft_outcome.grad_norms:
+                    extra.setdefault("grad_norms", []).extend(ft_outcome.grad_norms)
+        metrics = evaluate(model, data, backend, config["train"]["eval_batch_size"])
+        best = final_phase.best
+        key = "accuracy" if data.task == "classification" else "r2"
+        metrics[f"{key}_best_val"] = best["test_score"] if best else None
+        metrics["best_val_step"] = best["step"] if best else None
+        metrics["final_step"] = outcome.steps
+    metrics["peak_rss_mb"] = mem.peak_mb
+    metrics["baseline_rss_mb"] = mem.baseline_mb
+    if backend.is_cuda:
+        metrics["peak_cuda_mb"] = measure.cuda_peak_mb(backend.device)
+    metrics["train_seconds"] = outcome.train_seconds
+    metrics["train_samples_s"] = outcome.samples / outcome.train_seconds if outcome.train_seconds else None
+    metrics.update(compress_info)
+    metrics.update(data.info)
+
+    deploy = model
+    if config.get("quantize"):
+        deploy, q_info = quantize.apply(config["quantize"], model, data, backend)
+        metrics.update(q_info)
+        if deploy is not model:  # the quantized model is what ships: re-measure its accuracy
+            q_metrics = evaluate(deploy, data, backend.__class__("cpu", "cpu", None),
+                                 config["train"]["eval_batch_size"])
+            metrics.update({k: v for k, v in q_metrics.items() if k != "loss"})
+    metrics.update(static_metrics(deploy, example, backend if deploy is model else None))
+    if gate is not None:
+        gate()
+    metrics.update(timing_metrics(deploy, data, example, config["train"]["batch_size"],
+                                  backend if deploy is model else _CPU, latency_threads))
+    if "slimmed" in compress_info.get("_models", {}):
+        slim = compress_info.pop("_models")["slimmed"]
+        lat = measure.latency(slim, example, backend, latency_threads)
+        metrics["slimmed_latency_ms_p50"] = lat.p50_ms
+        metrics["slimmed_latency_ms_p90"] = lat.p90_ms
+    metrics.pop("_models", None)
+    return CellOutput("ok", metrics, curves, env(backend, threads, latency_threads), extra,
+                      model=deploy if keep_model else None, example=example)
+
+
+_CPU = backends.Backend("cpu", "cpu", None)
+
+
+def _finetuner(config, data, backend, seed):
+    def finetune(model: nn.Module, steps: int, phase: str) -> Outcome:
+        plan = make_plan(config, model, data, steps, phase)
+        out = fit(model, data, plan, backend, seed + 7919, config["train"]["eval_batch_size"])
+        if out.diverged_at is not None:
+            raise Diverged(out.diverged_at, phase)
+        return out
+
+    return finetune
+
+
+def evaluate(model: nn.Module, data: data_mod.Data, backend, eval_batch: int) -> dict:
+    out = predict(model, data.x_test, backend, eval_batch)
+    if data.task == "classification":
+        metrics = measure.classification_metrics(out, data.y_test, data.num_classes)
+        metrics["loss"] = float(nn.functional.cross_entropy(out, data.y_test))
+        return metrics
+    scale, shift = data.target_scale if hasattr(data, "target_scale") else (1.0, 0.0)
+    metrics = measure.regression_metrics(out, data.y_test, scale, shift)
+    metrics["loss"] = float(nn.functional.mse_loss(out.reshape(-1), data.y_test))
+    return metrics
+
+
+def static_metrics(model: nn.Module, example: torch.Tensor, backend) -> dict:
+    dev = backend.device if backend is not None else "cpu"
+    params, nonzero = measure.count_params(model)
+    return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
+            "size_bytes": measure.size_bytes(model),
+            "size_bytes_compressed": measure.size_bytes_compressed(model),
+            "flops": measure.flops(copy.deepcopy(model).cpu() if dev != "cpu" else model,
+                                   example) if _flop_countable(model) else None,
+            "flops_nonzero": measure.flops_nonzero(model.cpu() if dev == "cpu" else
+                                                   copy.deepcopy(model).cpu(), example)
+            if _flop_countable(model) else None}
+
+
+def _flop_countable(model: nn.Module) -> bool:
+    # FlopCounterMode has no formulas for quantized kernels
+    return not any(hasattr(m, "_packed_params") for m in model.modules())
+
+
+def timing_metrics(model, data, example, batch_size, backend, latency_threads) -> dict:
+    lat = measure.latency(model, example, backend, latency_threads)
+    batch = data.x_test[:batch_size]
+    lat_b = measure.latency(model, batch, backend, latency_threads)
+    return {"latency_ms_p50": lat.p50_ms, "latency_ms_p90": lat.p90_ms, "latency_runs": lat.runs,
+            "latency_ms_batch_p50": lat_b.p50_ms,
+            "throughput_samples_s": len(batch) / (lat_b.p50_ms / 1e3)}
+
+
+def env(backend: backends.Backend, threads: int, latency_threads: int) -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version(),
+            "device": backend.device, "threads": threads, "latency_threads": latency_threads,
+            "cpu": measure.cpu_model(), "cpu_count": measure.cpu_count()}
+    if backend.is_cuda:
+        info["gpu"] = torch.cuda.get_device_name(backend.device)
+    return info

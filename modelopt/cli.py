@@ -1,0 +1,158 @@
+"""The `modelopt` command: run, report, list (heavy imports stay inside each command)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _err(msg: str, code: int = 2) -> int:
+    print(f"modelopt: error: {msg}", file=sys.stderr)
+    return code
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N (e.g. 2/3), got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"--shard {text}: I must be in 1..N")
+    return i, n
+
+
+def cmd_run(args) -> int:
+    from modelopt import runner
+    from modelopt.suite import SuiteError, load
+
+    try:
+        suite = load(args.suite)
+    except SuiteError as exc:
+        return _err(str(exc))
+    out = Path(args.out or Path("results") / suite.name)
+    from tqdm import tqdm
+
+    bar = None
+
+    def on_plan(todo: int, done: int) -> None:
+        nonlocal bar
+        if done:
+            print(f"resuming in {out}: {done} cell x seed already ok, {todo} to run "
+                  "(--no-resume to run all again)", file=sys.stderr)
+        bar = tqdm(total=todo, unit="cell", desc=suite.name, disable=args.quiet or None)
+
+    def on_record(rec: dict) -> None:
+        label = f"{rec['cell_id']} seed {rec['seed']}"
+        if rec["status"] != "ok":
+            msg = (rec["error"] or "").splitlines()[0] if rec["error"] else ""
+            tqdm.write(f"{rec['status']}: {label}: {msg}", file=sys.stderr)
+        if bar:
+            acc = rec["metrics"].get("accuracy")
+            bar.set_postfix_str(f"last {rec['status']}" + (f" acc {acc:.3f}" if acc else ""))
+            bar.update(1)
+
+    try:
+        summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
+                             force=args.force, shard=args.shard, fail_fast=args.fail_fast,
+                             on_record=on_record, on_plan=on_plan)
+    except runner.ResumeError as exc:
+        return _err(str(exc))
+    if bar:
+        bar.close()
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
+    print(f"{suite.name}: {counts}; results in {out / 'results.jsonl'}", file=sys.stderr)
+    if summary.interrupted:
+        print(f"interrupted: finished results are kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    bad = summary.counts.get("failed", 0) + summary.counts.get("timeout", 0)
+    return 1 if bad else 0
+
+
+def cmd_report(args) -> int:
+    from modelopt import plots, report, results
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        df = results.load([Path(d) for d in args.dirs])
+    except results.ResultsError as exc:
+        return _err(str(exc))
+    if df.empty:
+        return _err("no results to report")
+    pages = []
+    for suite in df["suite"].unique():
+        d = df[df["suite"] == suite]
+        agg = report.aggregate(d)
+        figs = [("Accuracy vs latency", f"{suite}_accuracy_latency.png", plots.accuracy_vs_latency),
+                ("Accuracy vs parameters", f"{suite}_accuracy_params.png", plots.accuracy_vs_params)]
+        embedded = []
+        for title, name, fn in figs:
+            plots.save(fn(agg), out / name)
+            embedded.append((title, name))
+        page = report.suite_page(df, suite, embedded)
+        (out / f"{suite}.md").write_text(page)
+        if args.csv:
+            report.csv_table(agg).to_csv(out / f"{suite}.csv", index=False)
+        pages.append((suite, f"{suite}.md", len(agg)))
+        print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
+    existing = {}
+    index = out / "README.md"
+    (index).write_text(report.index_page(sorted({**existing, **{p[0]: p for p in pages}}.values())))
+    return 0
+
+
+def cmd_list(args) -> int:
+    import inspect
+
+    from modelopt.suite import registries
+
+    for key, reg in registries().items():
+        print(f"{key}:")
+        for e in reg.entries():
+            params = ", ".join(
+                p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+                for p in e.params)
+            flags = "".join(f" [{k}={v}]" for k, v in e.flags.items() if v not in (None, False))
+            print(f"  {e.name}({params}){flags}")
+            if e.doc:
+                print(f"      {e.doc}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelopt", description="Benchmark model-optimization "
+                                "techniques: accuracy, size, FLOPs, latency, memory.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run a suite's cells x seeds, appending to results.jsonl")
+    r.add_argument("suite", help="suite YAML file")
+    r.add_argument("--out", help="results directory (default results/<suite name>)")
+    r.add_argument("--jobs", type=int, default=None, help="parallel cell processes "
+                   "(default: number of cores; each cpu cell uses its `threads`)")
+    r.add_argument("--no-resume", action="store_true", help="rerun cells already ok")
+    r.add_argument("--resume", action="store_true", help="(the default) skip cells already ok")
+    r.add_argument("--force", action="store_true", help="resume even if the suite changed")
+    r.add_argument("--shard", type=_shard, help="run only shard I of N (stable by cell id)")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
+    g.add_argument("--keep-going", action="store_true", help="(the default) run every cell")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(fn=cmd_run)
+    rep = sub.add_parser("report", help="markdown tables and plots from results directories")
+    rep.add_argument("dirs", nargs="+", help="results directories (or results.jsonl files)")
+    rep.add_argument("--out", default="reports", help="output directory (default reports/)")
+    rep.add_argument("--csv", action="store_true", help="also write the aggregated table as CSV")
+    rep.set_defaults(fn=cmd_report)
+    ls = sub.add_parser("list", help="every registered technique with its parameters")
+    ls.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

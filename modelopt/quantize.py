@@ -1,0 +1,54 @@
+"""Quantization (torch.ao dynamic int8) and weight clipping."""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from torch import nn
+
+from modelopt.registry import Registry
+
+# flags: stage ("deploy": converts the trained model; "train": a hook during training)
+QUANTIZERS = Registry("quantize")
+
+
+@QUANTIZERS.register("dynamic_int8", stage="deploy")
+def dynamic_int8(*, layers: Literal["linear", "linear_gru"] = "linear_gru") -> dict:
+    """torch.ao dynamic quantization: int8 weights, activations quantized on the fly (CPU only)."""
+    return {"layers": layers}
+
+
+@QUANTIZERS.register("weight_clip", stage="train")
+def weight_clip(*, clip: float = 0.5) -> dict:
+    """Clip every weight to [-clip, clip] after each optimizer step."""
+    if clip <= 0:
+        raise ValueError(f"weight_clip clip must be > 0, got {clip}")
+    return {"clip": clip}
+
+
+def train_hooks(spec: dict | None) -> list:
+    if not spec or QUANTIZERS.get(spec["name"]).flags["stage"] != "train":
+        return []
+    c = QUANTIZERS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})["clip"]
+
+    def clip(model: nn.Module) -> None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.clamp_(-c, c)
+    return [clip]
+
+
+def apply(spec: dict | None, model: nn.Module, data, backend) -> tuple[nn.Module, dict]:
+    """The model to deploy: a quantized copy for deploy-stage techniques, else the model."""
+    if not spec or QUANTIZERS.get(spec["name"]).flags["stage"] != "deploy":
+        return model, {}
+    from torch.ao.quantization import quantize_dynamic
+
+    opts = QUANTIZERS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    types = {nn.Linear} | ({nn.GRU} if opts["layers"] == "linear_gru" else set())
+    # quantized kernels exist for the CPU only: the deployed copy is measured there
+    fp32 = copy.deepcopy(model).cpu().eval()
+    q = quantize_dynamic(fp32, types, dtype=torch.qint8)
+    return q, {"quantized": True, "quantized_engine": torch.backends.quantized.engine}

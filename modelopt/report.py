@@ -1,0 +1,224 @@
+"""Aggregation over seeds and the markdown report. Pure: DataFrames in, strings out."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from tabulate import tabulate
+
+from modelopt.suite import CELL_KEYS
+
+# metric -> (column title, formatter kind, higher is better)
+METRICS = {
+    "accuracy": ("accuracy %", "pct", True),
+    "accuracy_best_val": ("acc @best val %", "pct", True),
+    "f1_macro": ("F1 macro", "f3", True),
+    "r2": ("R²", "f3", True),
+    "rmse": ("RMSE", "g3", False),
+    "params": ("params", "int", False),
+    "params_nonzero": ("nonzero", "int", False),
+    "flops": ("FLOPs", "si", False),
+    "latency_ms_p50": ("latency p50 ms", "g3", False),
+    "peak_rss_mb": ("peak RSS MB", "f0", False),
+    "train_seconds": ("train s", "f1", False),
+}
+TABLE_METRICS = ["accuracy", "accuracy_best_val", "f1_macro", "r2", "rmse", "params",
+                 "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb", "train_seconds"]
+
+
+def _spec_label(spec, differing: set[str]) -> str:
+    if spec is None:
+        return "none"
+    if isinstance(spec, list):
+        return "+".join(_spec_label(s, differing) for s in spec) or "none"
+    params = [f"{k}={_fmt_param(v)}" for k, v in spec.items() if k != "name" and k in differing]
+    return f"{spec['name']}({', '.join(params)})" if params else spec["name"]
+
+
+def _fmt_param(v) -> str:
+    if isinstance(v, dict) and "model" in v:  # a distillation teacher
+        return _spec_label(v["model"], set(k for k in v["model"] if k != "name"))
+    return str(v)
+
+
+def axis_labels(cells: list[dict]) -> pd.DataFrame:
+    """One column per cell key that varies across `cells`, labelled by name and the
+    parameters that differ (defaults that all cells share are left out)."""
+    cols = {}
+    for key in CELL_KEYS:
+        values = [c.get(key) for c in cells]
+        specs = [s for v in values for s in (v if isinstance(v, list) else [v]) if isinstance(v, (dict, list)) and s]
+        if key == "train":
+            differing = {k for k in (values[0] or {}) if len({str(v.get(k)) for v in values}) > 1}
+            labels = [", ".join(f"{k}={v[k]}" for k in sorted(differing)) for v in values]
+        else:
+            differing = set()
+            by_name: dict[str, list[dict]] = {}
+            for s in specs:
+                if isinstance(s, dict):
+                    by_name.setdefault(s["name"], []).append(s)
+            for group in by_name.values():
+                for k in {k for s in group for k in s if k != "name"}:
+                    if len({str(s.get(k)) for s in group}) > 1:
+                        differing.add(k)
+            labels = [_spec_label(v, differing) for v in values]
+        if len(set(labels)) > 1:
+            cols[key] = labels
+    if not cols:
+        cols["model"] = [c["model"]["name"] for c in cells]
+    return pd.DataFrame({f"axis:{k}": v for k, v in cols.items()})
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (suite, cell): axis labels, n seeds ok, status counts, mean and std of
+    every numeric metric over the seeds that finished ok."""
+    if df.empty:
+        return pd.DataFrame()
+    rows = []
+    for (suite, cid), g in df.groupby(["suite", "cell_id"], sort=False):
+        ok = g[g["status"] == "ok"]
+        row = {"suite": suite, "cell_id": cid, "cell": g["cell"].iloc[0], "n": len(ok),
+               "runs": len(g), "statuses": dict(g["status"].value_counts())}
+        errors = g.loc[g["status"] != "ok", "error"].dropna()
+        row["error"] = errors.iloc[0].splitlines()[0] if len(errors) else None
+        for col in df.columns:
+            if col in ("suite", "cell_id", "seed", "status", "error", "cell", "curves", "extra",
+                       "env", "duration_s", "started_at"):
+                continue
+            vals = pd.to_numeric(ok[col], errors="coerce").dropna() if len(ok) else pd.Series([], dtype=float)
+            if len(vals) == 0:
+                continue
+            row[col] = float(vals.mean())
+            row[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        rows.append(row)
+    agg = pd.DataFrame(rows)
+    labels = []
+    for suite, g in agg.groupby("suite", sort=False):
+        lab = axis_labels(list(g["cell"]))
+        lab.index = g.index
+        labels.append(lab)
+    agg = pd.concat([agg, pd.concat(labels)], axis=1)
+    return agg
+
+
+def label_columns(agg: pd.DataFrame) -> list[str]:
+    """The axis columns of an aggregate (named `axis:<cell key>`)."""
+    return [c for c in agg.columns if str(c).startswith("axis:")]
+
+
+def fmt(value: float, std: float | None, kind: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    def one(v):
+        if kind == "pct":
+            return f"{100 * v:.1f}"
+        if kind == "int":
+            return f"{v:,.0f}"
+        if kind == "si":
+            for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+                if abs(v) >= div:
+                    return f"{v / div:.3g}{unit}"
+            return f"{v:.3g}"
+        if kind.startswith("f"):
+            return f"{v:.{int(kind[1:])}f}"
+        return f"{v:.{int(kind[1:])}g}"
+    if std is None or std == 0 or kind in ("int",) and std == 0:
+        return one(value)
+    return f"{one(value)} ± {one(std)}"
+
+
+def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:
+    """A GitHub-markdown table: the axes that vary, mean ± std over n seeds per metric."""
+    ok = agg[agg["n"] > 0].copy()
+    if ok.empty:
+        return "_no cell finished ok_"
+    metrics = [m for m in (metrics or TABLE_METRICS) if m in ok.columns]
+    if sort_by and sort_by in ok.columns:
+        ok = ok.sort_values(sort_by, ascending=not METRICS.get(sort_by, ("", "", True))[2])
+    labels = label_columns(ok)
+    best = {}
+    for m in metrics:
+        vals = ok[m].dropna()
+        if len(vals) > 1 and vals.nunique() > 1:
+            best[m] = vals.max() if METRICS[m][2] else vals.min()
+    rows = []
+    for _, r in ok.iterrows():
+        row = [r[c] for c in labels]
+        for m in metrics:
+            cell = fmt(r.get(m), r.get(f"{m}_std"), METRICS[m][1])
+            if m in best and r.get(m) == best[m]:
+                cell = f"**{cell}**"
+            row.append(cell)
+        row.append(int(r["n"]))
+        rows.append(row)
+    headers = [c[5:] for c in labels] + [METRICS[m][0] for m in metrics] + ["n"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def failures(agg: pd.DataFrame) -> str:
+    bad = agg[agg["statuses"].map(lambda s: any(k != "ok" for k in s))]
+    if bad.empty:
+        return ""
+    rows = []
+    for _, r in bad.iterrows():
+        what = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items() if k != "ok")
+        labels = "; ".join(f"{c[5:]}={r[c]}" for c in label_columns(agg))
+        rows.append([labels, what, (r["error"] or "")[:160]])
+    return tabulate(rows, headers=["cell", "not ok", "first error"], tablefmt="github")
+
+
+def describe_env(df: pd.DataFrame) -> dict:
+    env = next((e for e in df["env"] if e), {})
+    dates = df["started_at"].dropna()
+    return {"torch": env.get("torch", "?"), "cpu": env.get("cpu", "?"),
+            "device": env.get("device", "?"), "commit": env.get("git_commit") or "?",
+            "threads": env.get("threads", "?"), "latency_threads": env.get("latency_threads", "?"),
+            "date": str(dates.max())[:10] if len(dates) else "?"}
+
+
+def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
+               description: str = "") -> str:
+    """The markdown page of one suite."""
+    d = df[df["suite"] == suite]
+    agg = aggregate(d)
+    env = describe_env(d)
+    seeds = sorted(d["seed"].unique().tolist())
+    first = d["cell"].iloc[0]
+    lines = [f"# {suite}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    lines += [
+        f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
+        "figures are mean ± std over seeds",
+        f"- **data**: {first['dataset']['name']} · **machine**: {env['cpu']} ({env['device']}), "
+        f"training threads {env['threads']}, latency threads {env['latency_threads']}",
+        f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
+        "- accuracy: test accuracy at the final step; *acc @best val*: test accuracy at the "
+        "evaluation with the best validation accuracy (chosen on validation only)",
+        "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
+        "zeros counted); latency: batch 1, median of torch.utils.benchmark blocks",
+        "",
+        table(agg, sort_by=None),
+        "",
+    ]
+    fails = failures(agg)
+    if fails:
+        lines += ["## Cells that did not finish ok", "", fails, ""]
+    for title, path in plots:
+        lines += [f"## {title}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)
+
+
+def index_page(suites: list[tuple[str, str, int]]) -> str:
+    lines = ["# modelopt reports", "", "| suite | cells | page |", "|---|---|---|"]
+    for name, page, n in suites:
+        lines.append(f"| {name} | {n} | [{page}]({page}) |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(agg: pd.DataFrame) -> pd.DataFrame:
+    drop = [c for c in ("cell", "statuses") if c in agg.columns]
+    return agg.drop(columns=drop)
+
+

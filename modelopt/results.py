@@ -1,0 +1,105 @@
+"""The results store: one JSON object per line, appended atomically; loaded as a DataFrame."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+
+RESULTS_FILE = "results.jsonl"
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read; the message names the file and line."""
+
+
+def results_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p / RESULTS_FILE if p.is_dir() or not p.suffix else p
+
+
+def _clean(value):
+    """JSON has no NaN/inf: write them as null so every reader accepts the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def append(path: str | Path, record: dict) -> None:
+    """Append one whole line with a single write, then flush and fsync: a killed run leaves
+    at most one torn last line, which `read` skips."""
+    p = results_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(_clean(record), sort_keys=True, allow_nan=False) + "\n").encode()
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read(path: str | Path, latest: bool = True) -> list[dict]:
+    """All records; with `latest`, only the last one per (cell_id, seed) (a rerun replaces)."""
+    p = results_path(path)
+    if not p.exists():
+        raise ResultsError(f"{p}: no results file here (run `modelopt run SUITE --out {p.parent}`)")
+    raw = p.read_bytes()
+    lines = raw.split(b"\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "cell_id" not in rec or "seed" not in rec:
+                raise ValueError("not a result object (needs cell_id and seed)")
+        except (ValueError, UnicodeDecodeError) as exc:
+            if i == len(lines) and not raw.endswith(b"\n"):
+                warnings.warn(f"{p}:{i}: ignoring a truncated last line (a run was killed "
+                              "while writing it)", stacklevel=2)
+                continue
+            raise ResultsError(f"{p}:{i}: malformed result line ({exc})") from None
+        records.append(rec)
+    if not latest:
+        return records
+    last = {(r["cell_id"], r["seed"]): r for r in records}
+    return list(last.values())
+
+
+def repair(path: str | Path) -> None:
+    """Cut a torn last line off before appending, so the next record starts on its own line."""
+    p = results_path(path)
+    if not p.exists():
+        return
+    raw = p.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        with open(p, "r+b") as f:
+            f.truncate(cut)
+
+
+def load(path: str | Path | list):
+    """Results as a pandas DataFrame: one row per cell x seed, metrics as columns."""
+    import pandas as pd
+
+    paths = path if isinstance(path, list) else [path]
+    rows = []
+    for p in paths:
+        for rec in read(p):
+            row = {k: rec.get(k) for k in ("suite", "cell_id", "seed", "status", "error",
+                                           "duration_s", "started_at")}
+            row["cell"] = rec.get("cell")
+            row["curves"] = rec.get("curves") or []
+            row["extra"] = rec.get("extra") or {}
+            row["env"] = rec.get("env") or {}
+            for k, v in (rec.get("metrics") or {}).items():
+                row[k] = v
+            rows.append(row)
+    return pd.DataFrame(rows)

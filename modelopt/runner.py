@@ -1,0 +1,363 @@
+"""Runs cells: one child process per cell x seed, time limits, packing onto cores, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import subprocess
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Callable
+
+from modelopt import results
+from modelopt.suite import Cell, Suite
+
+STATUSES = ("ok", "failed", "diverged", "timeout", "skipped")
+META_FILE = "suite.json"
+
+
+class ResumeError(RuntimeError):
+    """The output directory holds results of a different suite."""
+
+
+# ---------------------------------------------------------------- child side
+
+def _child_main(conn, config: dict, seed: int, threads: int, latency_threads: int,
+                model_path: str | None) -> None:
+    """Runs in a fresh process (forkserver): what happens here cannot hurt the run."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+    def gate():  # ask the parent for the machine before timing; block until it says go
+        conn.send(("measure?", None))
+        conn.recv()
+
+    try:
+        from modelopt.cell import run_cell
+
+        out = run_cell(config, seed, threads, latency_threads, keep_model=model_path is not None,
+                       gate=gate)
+        if model_path and out.model is not None:
+            import torch
+
+            torch.save({"model": out.model, "example": out.example}, model_path)
+        conn.send(("result", {"status": out.status, "error": out.error, "metrics": out.metrics,
+                              "curves": out.curves, "env": out.env, "extra": out.extra}))
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
+        tb = traceback.format_exc().strip().splitlines()
+        conn.send(("result", {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                              "traceback": "\n".join(tb[-12:])}))
+    finally:
+        conn.close()
+
+
+_CTX = None
+
+
+def context():
+    """A forkserver context whose server has torch and modelopt imported: each cell starts
+    as a cheap fork of it, with a fresh memory high-water mark (MEASUREMENT.md)."""
+    global _CTX
+    if _CTX is None:
+        # glibc keeps freed memory; a fixed mmap threshold makes peaks repeatable
+        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["modelopt.cell"])
+        _CTX = ctx
+    return _CTX
+
+
+# ---------------------------------------------------------------- parent side
+
+@dataclass
+class Job:
+    cell: Cell
+    seed: int
+    slots: int
+    timeout_s: float | None
+
+
+@dataclass
+class Active:
+    job: Job
+    proc: object
+    conn: object
+    started: float
+    deadline: float | None
+    state: str = "training"  # training | waiting | measuring
+    remaining: float | None = None
+
+
+@dataclass
+class Summary:
+    counts: dict = field(default_factory=dict)
+    skipped_done: int = 0
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> int:
+        return sum(v for k, v in self.counts.items() if k not in ("ok", "skipped"))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cell_slots(cell: Cell, jobs: int) -> int:
+    """Worker slots (cores) a cell takes: its thread count (or ranks); at most all of them."""
+    backend = cell.config["backend"]
+    need = backend.get("threads") or 1
+    if backend["name"] == "ddp":
+        need = backend.get("world_size", 2) * (backend.get("threads") or 1)
+    return max(1, min(int(need), jobs))
+
+
+def shard_of(cell_id: str, n: int) -> int:
+    """Stable shard (1..n) of a cell: from its id, so every machine agrees."""
+    return int(hashlib.sha1(cell_id.encode()).hexdigest(), 16) % n + 1
+
+
+def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
+              done: set | None = None) -> list[Job]:
+    out = []
+    for cell, seed in suite.runs():
+        if shard and shard_of(cell.cell_id, shard[1]) != shard[0]:
+            continue
+        if done and (cell.cell_id, seed) in done:
+            continue
+        out.append(Job(cell, seed, cell_slots(cell, jobs), cell.config["train"].get("timeout_s")))
+    return out
+
+
+def check_resume(out_dir: Path, suite: Suite, force: bool) -> set:
+    """(cell_id, seed) pairs already ok; refuses results of a changed suite unless forced."""
+    meta_path = out_dir / META_FILE
+    res_path = results.results_path(out_dir)
+    meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path}
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("content_hash") != suite.content_hash and not force:
+            raise ResumeError(
+                f"{out_dir} holds results of suite '{old.get('suite')}' with a different "
+                f"content (hash {old.get('content_hash')} vs {suite.content_hash}). Use another "
+                "--out, or --force to add to it anyway.")
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(meta_path)
+    if not res_path.exists():
+        return set()
+    results.repair(res_path)
+    return {(r["cell_id"], r["seed"]) for r in results.read(res_path) if r.get("status") == "ok"}
+
+
+def make_record(suite: Suite, job: Job, started_at: str, duration: float, payload: dict,
+                commit: str | None) -> dict:
+    env = dict(payload.get("env") or {})
+    env["git_commit"] = commit
+    error = payload.get("error")
+    if payload.get("traceback"):
+        error = f"{error}\n{payload['traceback']}"
+    return {"suite": suite.name, "suite_hash": suite.content_hash, "cell_id": job.cell.cell_id,
+            "seed": job.seed, "cell": job.cell.config, "status": payload["status"],
+            "error": error, "metrics": payload.get("metrics") or {},
+            "curves": payload.get("curves") or [], "env": env,
+            "extra": payload.get("extra") or {}, "started_at": started_at,
+            "duration_s": duration}
+
+
+class Scheduler:
+    """Packs cell processes onto `jobs` slots. Before a cell times its inference it asks for
+    the machine; it is granted only when no other cell is training or timing, and no new
+    cell starts while one waits, so latency figures never overlap another cell's work."""
+
+    def __init__(self, suite: Suite, jobs: int, latency_threads: int = 1,
+                 on_record: Callable[[dict], None] | None = None, model_dir: str | None = None,
+                 fail_fast: bool = False):
+        from modelopt.backends import available
+
+        self.suite, self.jobs, self.latency_threads = suite, jobs, latency_threads
+        self.on_record, self.model_dir, self.fail_fast = on_record, model_dir, fail_fast
+        self.available = available
+        self.commit = git_commit()
+        self.active: dict = {}
+        self.summary = Summary()
+
+    def _start(self, job: Job) -> None:
+        ctx = context()
+        parent, child = ctx.Pipe()
+        model_path = (os.path.join(self.model_dir, f"{job.cell.cell_id}-{job.seed}.pt")
+                      if self.model_dir else None)
+        threads = job.cell.config["backend"].get("threads") or 1
+        proc = ctx.Process(target=_child_main, daemon=True,
+                           args=(child, job.cell.config, job.seed, threads,
+                                 self.latency_threads, model_path))
+        proc.start()
+        child.close()
+        now = time.monotonic()
+        self.active[parent] = Active(job, proc, parent, now,
+                                     now + job.timeout_s if job.timeout_s else None)
+        self._started_at = getattr(self, "_started_at", {})
+        self._started_at[parent] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def _finish(self, a: Active, payload: dict) -> dict:
+        self.active.pop(a.conn, None)
+        a.conn.close()
+        a.proc.join(timeout=5)
+        if a.proc.is_alive():
+            a.proc.kill()
+            a.proc.join()
+        rec = make_record(self.suite, a.job, self._started_at.pop(a.conn),
+                          time.monotonic() - a.started, payload, self.commit)
+        self._emit(rec)
+        return rec
+
+    def _emit(self, rec: dict) -> None:
+        self.summary.counts[rec["status"]] = self.summary.counts.get(rec["status"], 0) + 1
+        if self.on_record:
+            self.on_record(rec)
+
+    def _kill(self, a: Active) -> None:
+        a.proc.terminate()
+        a.proc.join(timeout=3)
+        if a.proc.is_alive():
+            a.proc.kill()
+            a.proc.join()
+
+    def run(self, jobs_list: list[Job]) -> Summary:
+        pending = deque(jobs_list)
+        free = self.jobs
+        try:
+            while pending or self.active:
+                if self.fail_fast and self.summary.failed:
+                    pending.clear()
+                    if not self.active:
+                        break
+                busy_timing = any(a.state in ("waiting", "measuring") for a in self.active.values())
+                while pending and not busy_timing and pending[0].slots <= free:
+                    job = pending.popleft()
+                    reason = self.available(job.cell.config["backend"])
+                    if reason:
+                        status = "skipped" if self.suite.spec.skip_unavailable else "failed"
+                        self._emit(make_record(self.suite, job, _now(), 0.0,
+                                               {"status": status, "error": reason}, self.commit))
+                        continue
+                    self._start(job)
+                    free -= job.slots
+                self._grant()
+                timeout = self._next_deadline()
+                ready = wait(list(self.active), timeout=timeout)
+                for conn in ready:
+                    a = self.active.get(conn)
+                    if a is None:
+                        continue
+                    try:
+                        kind, payload = conn.recv()
+                    except (EOFError, OSError):  # died without a word: crash, os._exit, OOM kill
+                        a.proc.join(timeout=5)
+                        code = a.proc.exitcode
+                        self._finish(a, {"status": "failed", "error": _exit_reason(code)})
+                        free += a.job.slots
+                        continue
+                    if kind == "measure?":
+                        a.state = "waiting"
+                        if a.deadline is not None:  # waiting for the machine is not its time
+                            a.remaining = a.deadline - time.monotonic()
+                    else:
+                        self._finish(a, payload)
+                        free += a.job.slots
+                now = time.monotonic()
+                for a in list(self.active.values()):
+                    if a.state != "waiting" and a.deadline is not None and now > a.deadline:
+                        self._kill(a)
+                        self._finish(a, {"status": "timeout", "error":
+                                         f"exceeded timeout_s={a.job.timeout_s:g}; the cell's "
+                                         "process was ended"})
+                        free += a.job.slots
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            for a in list(self.active.values()):
+                self._kill(a)
+            self.active.clear()
+        return self.summary
+
+    def _grant(self) -> None:
+        states = [a.state for a in self.active.values()]
+        if "training" in states or "measuring" in states:
+            return
+        for a in self.active.values():
+            if a.state == "waiting":
+                a.state = "measuring"
+                if a.remaining is not None:
+                    a.deadline = time.monotonic() + a.remaining
+                a.conn.send("go")
+                return
+
+    def _next_deadline(self) -> float:
+        deadlines = [a.deadline for a in self.active.values()
+                     if a.deadline is not None and a.state != "waiting"]
+        if not deadlines:
+            return 1.0
+        return max(0.01, min(1.0, min(deadlines) - time.monotonic()))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        hint = " (SIGKILL: often the out-of-memory killer)" if name == "SIGKILL" else ""
+        return f"the cell's process died from signal {name}{hint}"
+    return f"the cell's process exited with code {code} without reporting a result"
+
+
+def default_jobs() -> int:
+    from modelopt.measure import cpu_count
+
+    return cpu_count()
+
+
+def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,
+        force: bool = False, shard: tuple[int, int] | None = None, fail_fast: bool = False,
+        on_record: Callable[[dict], None] | None = None,
+        on_plan: Callable[[int, int], None] | None = None) -> Summary:
+    """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result."""
+    out = Path(out_dir)
+    jobs = jobs or default_jobs()
+    done = check_resume(out, suite, force) if resume else set()
+    if not resume and results.results_path(out).exists():
+        results.repair(out)
+        check_resume(out, suite, True)
+    todo = plan_jobs(suite, jobs, shard, done)
+    if on_plan:
+        on_plan(len(todo), len(done))
+    path = results.results_path(out)
+
+    def record(rec: dict) -> None:
+        results.append(path, rec)
+        if on_record:
+            on_record(rec)
+
+    sched = Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast)
+    summary = sched.run(todo)
+    summary.skipped_done = len(done)
+    return summary

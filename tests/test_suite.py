@@ -1,0 +1,147 @@
+import subprocess
+import sys
+
+import pytest
+
+from modelopt.suite import SuiteError, cell_id, expand, parse
+
+BASE = """
+name: s
+seeds: [0]
+defaults:
+  dataset: mnist1d
+  model: cnn
+  optimizer: {name: adam, lr: 0.01}
+"""
+
+
+def err(text: str) -> SuiteError:
+    with pytest.raises(SuiteError) as e:
+        parse(text, "suite.yaml")
+    return e.value
+
+
+def test_unknown_top_level_key_names_it():
+    e = err(BASE + "matrx:\n  model: [mlp]\n")
+    assert e.where == "matrx" and "did you mean 'matrix'" in e.message
+
+
+def test_unknown_name_lists_choices_and_closest():
+    e = err(BASE + "matrix:\n  optimizer: [adma]\n")
+    assert e.where == "matrix.optimizer[0]"
+    assert "did you mean 'adam'" in e.message and "sgd" in e.message
+
+
+def test_unknown_parameter_names_what_is_accepted():
+    e = err(BASE + "matrix:\n  optimizer: [{name: adam, momentum: 0.9}]\n")
+    assert e.where == "matrix.optimizer[0]"
+    assert "has no parameter 'momentum'" in e.message and "betas" in e.message
+
+
+def test_wrong_type():
+    e = err(BASE + "matrix:\n  model: [{name: mlp, hidden: many}]\n")
+    assert "hidden" in e.message and "many" in e.message
+
+
+def test_empty_matrix_and_empty_axis():
+    assert err(BASE).where == "matrix"
+    assert err(BASE + "matrix:\n  model: []\n").where == "matrix.model"
+
+
+def test_train_field_error_names_field():
+    e = err(BASE + "matrix:\n  model: [mlp]\n  train: [{steps: -1}]\n")
+    assert "train" in e.where and "steps" in e.where
+
+
+def test_unknown_cell_key():
+    e = err(BASE + "matrix:\n  modle: [mlp]\n")
+    assert e.where == "matrix.modle[0]" and "did you mean 'model'" in e.message
+
+
+def test_model_dataset_mismatch_is_caught_before_running():
+    e = err(BASE + "matrix:\n  model: [cnn2d]\n")
+    assert "cnn2d" in e.message and "mnist1d" in e.message
+
+
+def test_not_yaml_and_not_mapping():
+    assert "YAML" in err("a: [").message
+    assert "mapping" in err("- 1\n- 2").message
+
+
+def test_cli_exit_2_without_traceback(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(BASE + "matrix:\n  optimizer: [adma]\n")
+    r = subprocess.run([sys.executable, "-m", "modelopt", "run", str(p), "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "matrix.optimizer[0]" in r.stderr and str(p) in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+# ---------------------------------------------------------------- matrix semantics
+
+def test_expand_product_exclude_include_like_github():
+    matrix = {"fruit": ["apple", "pear"], "animal": ["cat", "dog"]}
+    include = [{"color": "green"}, {"color": "pink", "animal": "cat"},
+               {"fruit": "apple", "shape": "circle"}, {"fruit": "banana"},
+               {"fruit": "banana", "animal": "cat"}]
+    combos = expand(matrix, include, [])
+    # the worked example in GitHub's documentation for jobs.<id>.strategy.matrix.include
+    assert combos == [
+        {"fruit": "apple", "animal": "cat", "color": "pink", "shape": "circle"},
+        {"fruit": "apple", "animal": "dog", "color": "green", "shape": "circle"},
+        {"fruit": "pear", "animal": "cat", "color": "pink"},
+        {"fruit": "pear", "animal": "dog", "color": "green"},
+        {"fruit": "banana"},
+        {"fruit": "banana", "animal": "cat"},
+    ]
+    assert expand(matrix, [], [{"fruit": "apple", "animal": "cat"}]) == [
+        {"fruit": "apple", "animal": "dog"}, {"fruit": "pear", "animal": "cat"},
+        {"fruit": "pear", "animal": "dog"}]
+    assert len(expand(matrix, [], [{"fruit": "apple"}])) == 2  # partial match excludes
+
+
+def test_parse_resolves_cells_and_merges_defaults():
+    s = parse(BASE + """
+matrix:
+  model: [mlp, cnn]
+  optimizer: [sgd, {name: adam, lr: 0.003}]
+exclude:
+  - {model: mlp, optimizer: sgd}
+include:
+  - {model: linear, optimizer: sgd}
+""")
+    cfgs = [c.config for c in s.cells]
+    assert len(cfgs) == 4
+    names = [(c["model"]["name"], c["optimizer"]["name"], c["optimizer"]["lr"]) for c in cfgs]
+    assert ("mlp", "adam", 0.003) in names and ("mlp", "sgd", 0.01) not in names
+    sgd = next(c for c in cfgs if c["optimizer"]["name"] == "sgd")
+    assert sgd["optimizer"]["lr"] == 0.01  # sgd's own default, not adam's lr from defaults
+    assert all(c["model"].get("hidden", 100) == 100 for c in cfgs if c["model"]["name"] == "mlp")
+    assert s.runs() == [(c, 0) for c in s.cells]
+
+
+def test_dotted_keys_set_parameters():
+    s = parse(BASE + "matrix:\n  model: [mlp]\n  model.hidden: [8, 16]\n  train.steps: [5]\n")
+    assert sorted(c.config["model"]["hidden"] for c in s.cells) == [8, 16]
+    assert all(c.config["train"]["steps"] == 5 for c in s.cells)
+
+
+def test_cell_id_is_stable_and_seed_free():
+    a = parse(BASE + "matrix:\n  model: [mlp]\n")
+    b = parse(BASE.replace("seeds: [0]", "seeds: [0, 1, 2]") + "matrix:\n  model: [mlp]\n")
+    assert a.cells[0].cell_id == b.cells[0].cell_id == cell_id(a.cells[0].config)
+    c = parse(BASE + "matrix:\n  model: [{name: mlp, hidden: 99}]\n")
+    assert c.cells[0].cell_id != a.cells[0].cell_id
+
+
+def test_shipped_suites_are_valid():
+    from pathlib import Path
+
+    from modelopt.suite import load
+
+    suites = sorted((Path(__file__).parent.parent / "suites").glob("*.yaml"))
+    assert suites
+    for p in suites:
+        assert load(p).cells
