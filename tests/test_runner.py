@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from modelopt import results, runner
+from modelopt.suite import load, parse
+
+REQUIRED_METRICS = ["accuracy", "accuracy_best_val", "f1_macro", "loss", "params",
+                    "params_nonzero", "size_bytes", "flops", "latency_ms_p50", "latency_ms_p90",
+                    "latency_ms_batch_p50", "throughput_samples_s", "train_seconds",
+                    "train_samples_s", "peak_rss_mb"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "modelopt", *args], capture_output=True,
+                          text=True)
+
+
+def test_run_writes_results_in_the_documented_format(tiny_suite_file, tmp_path):
+    out = tmp_path / "out"
+    r = run_cli("run", str(tiny_suite_file), "--out", str(out), "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 2
+    for rec in recs:
+        assert set(rec) >= {"suite", "cell_id", "seed", "cell", "status", "error", "metrics",
+                            "curves", "env", "started_at", "duration_s"}
+        assert rec["status"] == "ok" and rec["error"] is None and rec["suite"] == "tiny"
+        for m in REQUIRED_METRICS:
+            assert isinstance(rec["metrics"][m], (int, float)), m
+        assert 0 <= rec["metrics"]["accuracy"] <= 1
+        assert [c["step"] for c in rec["curves"]] == [10, 20, 30]
+        assert set(rec["curves"][0]) >= {"step", "train_loss", "val_score"}
+        assert set(rec["env"]) >= {"torch", "device", "threads", "cpu", "git_commit"}
+    # report from the same directory
+    rep = run_cli("report", str(out), "--out", str(tmp_path / "rep"), "--csv")
+    assert rep.returncode == 0, rep.stderr
+    page = (tmp_path / "rep" / "tiny.md").read_text()
+    assert "| model" in page and "linear" in page and "mlp" in page
+    assert (tmp_path / "rep" / "tiny_accuracy_latency.png").stat().st_size > 5000
+    assert (tmp_path / "rep" / "tiny.csv").exists()
+
+
+def test_same_suite_twice_gives_identical_numbers(tiny_suite_file, tmp_path):
+    suite = load(tiny_suite_file)
+    for d in ("a", "b"):
+        assert not runner.run(suite, tmp_path / d, jobs=1).failed
+    a, b = (sorted(results.read(tmp_path / d), key=lambda r: r["cell_id"]) for d in ("a", "b"))
+    for ra, rb in zip(a, b):
+        for k in ("accuracy", "loss", "f1_macro", "accuracy_best_val", "params", "flops"):
+            assert ra["metrics"][k] == rb["metrics"][k]
+        assert [c["train_loss"] for c in ra["curves"]] == [c["train_loss"] for c in rb["curves"]]
+
+
+FAULTS = """
+name: faults
+seeds: [0]
+timeout_s: 120
+defaults:
+  dataset: {name: synthetic, n_samples: 200, n_features: 6, n_classes: 3}
+  optimizer: {name: sgd, lr: 0.1}
+  train: {steps: 20, batch_size: 32, eval_every: 10}
+matrix:
+  model: [linear, {name: test_crash, how: raise}, {name: test_crash, how: exit},
+          {name: test_crash, how: sleep}]
+include:
+  - {model: {name: mlp, hidden: 4}, optimizer: {name: sgd, lr: 1.0e+30}}
+  - {model: {name: test_crash, how: sleep}, train: {timeout_s: 4}}
+exclude: []
+"""
+
+
+def test_faulty_cells_get_their_status_and_the_run_goes_on(tmp_path):
+    p = tmp_path / "faults.yaml"
+    p.write_text(FAULTS)
+    r = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2")
+    assert r.returncode == 1
+    recs = results.read(tmp_path / "o")
+    by = {(x["cell"]["model"]["name"], x["cell"]["model"].get("how"),
+           x["cell"]["optimizer"]["lr"]): x for x in recs}
+    assert by[("linear", None, 0.1)]["status"] == "ok"
+    assert by[("mlp", None, 1e30)]["status"] == "diverged"
+    assert "NaN" in by[("mlp", None, 1e30)]["error"]
+    raised = by[("test_crash", "raise", 0.1)]
+    assert raised["status"] == "failed" and "RuntimeError: deliberate failure" in raised["error"]
+    assert "in forward" in raised["error"] and "File " in raised["error"]  # traceback tail
+    exited = by[("test_crash", "exit", 0.1)]
+    assert exited["status"] == "failed" and "exited with code 3" in exited["error"]
+    assert by[("test_crash", "sleep", 0.1)]["status"] == "timeout"
+    assert "1 ok" in r.stderr and "1 timeout" in r.stderr
+
+
+def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_path):
+    suite = load(tiny_suite_file)
+    out = tmp_path / "o"
+    runner.run(suite, out, jobs=1)
+    planned = []
+    runner.run(suite, out, jobs=1, on_plan=lambda todo, done: planned.append((todo, done)))
+    assert planned == [(0, 2)]
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    changed = parse(tiny_suite_file.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    with pytest.raises(runner.ResumeError, match="different"):
+        runner.run(changed, out, jobs=1)
+    runner.run(changed, out, jobs=1, force=True)
+    assert len(results.read(out)) == 4
+
+
+def test_unavailable_backend_is_failed_or_skipped(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    text = ("name: c\nseeds: [0]\ndefaults: {dataset: synthetic, model: linear, optimizer: sgd}\n"
+            "matrix: {backend: [cuda]}\n")
+    s = parse(text)
+    runner.run(s, tmp_path / "a", jobs=1)
+    rec = results.read(tmp_path / "a")[0]
+    assert rec["status"] == "failed" and "CUDA is not available" in rec["error"]
+    s = parse(text + "skip_unavailable: true\n")
+    runner.run(s, tmp_path / "b", jobs=1)
+    assert results.read(tmp_path / "b")[0]["status"] == "skipped"
