@@ -1,0 +1,99 @@
+import pytest
+import torch
+from torch import nn
+
+from modelopt import optim
+
+
+@pytest.mark.parametrize("name", optim.OPTIMIZERS.names())
+def test_every_optimizer_lowers_a_toy_loss(name):
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(5))
+    opt = optim.build_optimizer({"name": name, "lr": 0.05}, [w])
+    start = float((w.detach() ** 2).sum())
+    for _ in range(50):
+        opt.zero_grad()
+        (w ** 2).sum().backward()
+        opt.step()
+    assert float((w.detach() ** 2).sum()) < start * 0.9
+
+
+def test_optimizers_are_what_they_say():
+    p = [nn.Parameter(torch.zeros(1))]
+    assert optim.build_optimizer({"name": "nesterov"}, p).defaults["nesterov"] is True
+    assert optim.build_optimizer({"name": "momentum"}, p).defaults["momentum"] == 0.9
+    assert optim.build_optimizer({"name": "sgd"}, p).defaults["momentum"] == 0
+    assert isinstance(optim.build_optimizer({"name": "adamw"}, p), torch.optim.AdamW)
+    assert optim.OPTIMIZERS.get("gd").flags["full_batch"]
+
+
+def test_adam_takes_no_momentum():
+    from modelopt.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="no parameter 'momentum'"):
+        optim.OPTIMIZERS.check("adam", {"momentum": 0.9})
+
+
+def lrs(spec, steps, total=100):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = optim.build_schedule(spec, opt, total)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_schedules_give_the_documented_rates():
+    assert lrs({"name": "constant"}, 5) == [1.0] * 5
+    s = lrs({"name": "step", "step_size": 10, "gamma": 0.5}, 25)
+    assert s[9] == 1.0 and s[10] == 0.5 and s[20] == 0.25
+    e = lrs({"name": "exponential", "gamma": 0.9}, 3)
+    assert e == pytest.approx([1.0, 0.9, 0.81])
+    c = lrs({"name": "cosine", "eta_min": 0.0}, 101)
+    assert c[0] == 1.0 and c[50] == pytest.approx(0.5) and c[100] == pytest.approx(0.0, abs=1e-9)
+    w = lrs({"name": "warmup_cosine", "warmup_steps": 10}, 60, total=110)
+    assert w[0] == pytest.approx(0.1) and w[10] == pytest.approx(1.0)
+    assert w[59] < w[10] and all(a < b for a, b in zip(w[:10], w[1:11]))
+
+
+def test_plateau_reduces_on_flat_validation():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = optim.build_schedule({"name": "plateau", "factor": 0.5, "patience": 1}, opt, 100)
+    for _ in range(4):
+        sched.step(0.5)
+    assert opt.param_groups[0]["lr"] < 1.0
+    assert optim.SCHEDULES.get("plateau").flags["on_eval"]
+
+
+def test_l1_drives_weights_to_zero_faster_than_no_penalty():
+    def train(terms):
+        torch.manual_seed(0)
+        x = torch.randn(256, 20)
+        y = x[:, :2].sum(1, keepdim=True) + torch.randn(256, 1)  # only 2 of 20 inputs matter
+        m = nn.Linear(20, 1)
+        opt = torch.optim.Adam(m.parameters(), lr=0.01)
+        for _ in range(500):
+            loss = ((m(x) - y) ** 2).mean() + sum(t.penalty(m) for t in terms if t.penalty)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return m.weight.detach().abs()[0, 2:].mean()
+
+    # least squares gives the 18 useless inputs weights of ~0.05 (fitting the noise)
+    assert train(optim.build_terms([{"name": "l1", "weight": 0.1}])) < 0.5 * train([])
+
+
+def test_l2_and_grad_clip_terms():
+    m = nn.Linear(2, 1, bias=True)
+    with torch.no_grad():
+        m.weight.fill_(2.0)
+        m.bias.fill_(5.0)
+    (t,) = optim.build_terms([{"name": "l2", "weight": 0.5}])
+    assert float(t.penalty(m)) == pytest.approx(0.5 * 8.0)  # biases are not penalised
+    (c,) = optim.build_terms([{"name": "grad_clip", "max_norm": 1.0}])
+    (m(torch.ones(1, 2)) * 100).sum().backward()
+    c.before_step(m)
+    total = torch.sqrt(sum(p.grad.pow(2).sum() for p in m.parameters()))
+    assert float(total) == pytest.approx(1.0, rel=1e-4)
