@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from modelopt import backends, data as data_mod, distill, losses, measure, models, optim
-from modelopt import preprocess, prune, quantize
+from modelopt import backends, distill, losses, measure, models, optim, preprocess, prune, quantize
+from modelopt import data as data_mod
 from modelopt.train import Outcome, Plan, fit, predict, total_steps
 
 

@@ -63,7 +63,7 @@ def cmd_run(args) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
     print(f"{suite.name}: {counts}; results in {out / 'results.jsonl'}", file=sys.stderr)
     if summary.interrupted:
-        print(f"interrupted: finished results are kept; run the same command again to resume",
+        print("interrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)
         return 130
     bad = summary.counts.get("failed", 0) + summary.counts.get("timeout", 0)

@@ -12,7 +12,6 @@ from torch import nn
 
 from modelopt.backends import Backend
 
-
 # ---------------------------------------------------------------- task metrics
 
 def classification_metrics(outputs: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:

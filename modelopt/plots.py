@@ -32,8 +32,12 @@ def pareto_front(xs, ys) -> list[int]:
 def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
              ylabel: str = "test accuracy (%)", logx: bool = True) -> plt.Figure:
     """Scatter of y vs x with error bars from the seeds and the Pareto front."""
-    ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(8, 5), dpi=DPI)
+    if x not in agg.columns or y not in agg.columns:
+        ax.text(0.5, 0.5, f"no {x if x not in agg.columns else y} in these results",
+                ha="center", va="center", transform=ax.transAxes)
+        return fig
+    ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()].reset_index(drop=True)
     scale = 100 if y.startswith("accuracy") else 1
     labels = _labels(ok)
     cmap = plt.get_cmap("tab20" if len(ok) > 10 else "tab10")

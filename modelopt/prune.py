@@ -215,7 +215,7 @@ def slim(model: nn.Module, example: torch.Tensor) -> nn.Module:
 
     slimmed = copy.deepcopy(model).cpu().eval()
     dg = tp.DependencyGraph().build_dependency(slimmed, example_inputs=example.cpu())
-    for i, layer, _ in _hidden_layers(slimmed):
+    for _, layer, _ in _hidden_layers(slimmed):
         dead = torch.nonzero(layer.weight.detach().flatten(1).abs().sum(1) == 0).flatten().tolist()
         if not dead:
             continue

@@ -48,7 +48,8 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
     cols = {}
     for key in CELL_KEYS:
         values = [c.get(key) for c in cells]
-        specs = [s for v in values for s in (v if isinstance(v, list) else [v]) if isinstance(v, (dict, list)) and s]
+        specs = [s for v in values if isinstance(v, (dict, list))
+                 for s in (v if isinstance(v, list) else [v]) if s]
         if key == "train":
             differing = {k for k in (values[0] or {}) if len({str(v.get(k)) for v in values}) > 1}
             labels = [", ".join(f"{k}={v[k]}" for k in sorted(differing)) for v in values]
@@ -94,7 +95,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
     agg = pd.DataFrame(rows)
     labels = []
-    for suite, g in agg.groupby("suite", sort=False):
+    for _, g in agg.groupby("suite", sort=False):
         lab = axis_labels(list(g["cell"]))
         lab.index = g.index
         labels.append(lab)

@@ -1,0 +1,157 @@
+
+import pytest
+import torch
+from torch import nn
+
+from modelopt import distill, prune, quantize
+from modelopt.data import DATASETS, split_validation
+from modelopt.measure import count_params
+from modelopt.models import build
+
+
+def mlp():
+    torch.manual_seed(0)
+    return build({"name": "mlp", "hidden": 32}, (12,), 4)
+
+
+def data():
+    return split_validation(DATASETS.build("synthetic", 0, n_samples=300, n_features=12,
+                                           n_classes=4), 0.1, 0)
+
+
+def sparsity(t):
+    return float((t == 0).float().mean())
+
+
+def run(spec, model, d=None, finetune=None):
+    return prune.apply(spec, model, d or data(), finetune or (lambda m, s, ph: None))
+
+
+def test_local_unstructured_reaches_the_amount_per_layer():
+    m = mlp()
+    run({"name": "l1_unstructured", "amount": 0.8}, m)
+    for _, layer in prune.layers(m):
+        assert sparsity(layer.weight) == pytest.approx(0.8, abs=0.01)
+    assert not any(k.endswith("_orig") for k in m.state_dict())  # made permanent
+
+
+def test_global_unstructured_reaches_the_amount_overall():
+    m = mlp()
+    run({"name": "l1_unstructured", "amount": 0.9, "global": True}, m)
+    ws = torch.cat([layer.weight.flatten() for _, layer in prune.layers(m)])
+    assert sparsity(ws) == pytest.approx(0.9, abs=0.002)
+    per_layer = [sparsity(layer.weight) for _, layer in prune.layers(m)]
+    assert max(per_layer) - min(per_layer) > 0.05  # one threshold, so layers differ
+
+
+def test_iterative_rounds_reach_the_final_amount_and_finetune_each_round():
+    m = mlp()
+    calls = []
+    run({"name": "l1_unstructured", "amount": 0.75, "rounds": 3, "finetune_steps": 30}, m,
+        finetune=lambda model, steps, phase: calls.append((steps, phase)))
+    assert calls == [(10, "finetune1"), (10, "finetune2"), (10, "finetune3")]
+    for _, layer in prune.layers(m):
+        assert sparsity(layer.weight) == pytest.approx(0.75, abs=0.02)
+
+
+def test_random_differs_from_l1_on_the_same_weights():
+    a, b = mlp(), mlp()
+    torch.manual_seed(1)
+    run({"name": "l1_unstructured", "amount": 0.5}, a)
+    run({"name": "random_unstructured", "amount": 0.5}, b)
+    wa, wb = a[1].weight, b[1].weight
+    assert sparsity(wb) == pytest.approx(0.5, abs=0.01)
+    assert not torch.equal(wa == 0, wb == 0)
+    # L1 removed the smallest: every kept weight is at least as large as every removed one
+    orig = mlp()[1].weight.detach().abs()
+    assert orig[wa != 0].min() >= orig[wa == 0].max()
+
+
+@pytest.mark.parametrize("name", ["l1_structured", "activation_structured", "random_structured"])
+def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
+    torch.manual_seed(0)
+    m = build({"name": "cnn", "channels": 8, "batchnorm": True}, (1, 40), 4)
+    d = split_validation(DATASETS.build("mnist1d", 0, num_samples=200), 0.1, 0)
+    m.eval()
+    with torch.no_grad():
+        m(d.x_train[:64])
+    info, _, _ = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None)
+    for _, layer, _ in prune._hidden_layers(m):
+        rows = layer.weight.detach().flatten(1).abs().sum(1)
+        assert int((rows == 0).sum()) == 4  # half of 8 channels, as whole channels
+    assert info["slimmed_params"] < count_params(m)[0] * 0.6
+    assert info["slimmed_max_abs_diff"] < 1e-5  # same outputs as the masked model
+
+
+def test_activation_pruning_removes_dead_neurons_first():
+    torch.manual_seed(0)
+    m = build({"name": "mlp", "hidden": 10, "depth": 1}, (12,), 4)
+    dead = [2, 5, 7]
+    with torch.no_grad():  # zero weights and bias into these neurons: activation always 0
+        m[1].weight[dead] = 0
+        m[1].bias[dead] = 0
+        m[1].weight[[0, 1]] *= 0.01  # small but alive: L1 would pick these first
+    prune.apply({"name": "activation_structured", "amount": 0.3}, m, data(), lambda *a: None)
+    removed = torch.nonzero(m[1].weight.abs().sum(1) == 0).flatten().tolist()
+    assert removed == dead
+
+
+def test_amount_outside_range_is_rejected():
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        prune.PRUNERS.build("l1_unstructured", amount=1.0)
+
+
+def test_kd_loss_matches_the_formula_by_hand():
+    s = torch.tensor([[1.0, 2.0, 0.5]])
+    t = torch.tensor([[3.0, 0.0, 1.0]])
+    T, alpha = 2.0, 0.7
+    ps, pt = torch.softmax(s / T, 1), torch.softmax(t / T, 1)
+    kl = float((pt * (pt.log() - ps.log())).sum())
+    assert float(distill.kd_loss(s, t, T, alpha)) == pytest.approx(alpha * T * T * kl, rel=1e-5)
+
+
+def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
+    from modelopt.backends import cpu
+
+    d = data()
+    calls = []
+
+    def trainer(cfg, seed, backend, dd):
+        calls.append(seed)
+        torch.manual_seed(seed)
+        return build(cfg["model"], dd.input_shape, dd.num_outputs), None
+
+    teacher = {"model": {"name": "mlp", "hidden": 64}}
+    student = {"dataset": {"name": "synthetic"}, "preprocess": None,
+               "train": {"val_fraction": 0.1}}
+    m1, i1 = distill.get_teacher(teacher, student, 0, cpu(), d, trainer)
+    m2, i2 = distill.get_teacher(teacher, student, 0, cpu(), d, trainer)
+    assert calls == [0] and not i1["teacher_cached"] and i2["teacher_cached"]
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    distill.get_teacher(teacher, student, 1, cpu(), d, trainer)
+    assert calls == [0, 1]  # another seed is another teacher
+
+
+def test_dynamic_int8_runs_and_is_smaller():
+    from modelopt.backends import cpu
+    from modelopt.measure import size_bytes
+
+    torch.manual_seed(0)
+    m = build({"name": "mlp", "hidden": 256}, (12,), 4).eval()  # big enough that weights dominate
+    q, info = quantize.apply({"name": "dynamic_int8", "layers": "linear"}, m, None, cpu())
+    x = torch.randn(8, 12)
+    assert q(x).shape == (8, 4) and info["quantized"]
+    assert size_bytes(q) < 0.35 * size_bytes(m)  # int8 weights: about a quarter
+    assert count_params(q)[0] == count_params(m)[0]
+    assert (q(x).argmax(1) == m(x).argmax(1)).float().mean() >= 0.75
+
+
+def test_weight_clip_hook_clips():
+    (hook,) = quantize.train_hooks({"name": "weight_clip", "clip": 0.1})
+    m = nn.Linear(4, 4)
+    with torch.no_grad():
+        m.weight.fill_(3.0)
+    hook(m)
+    assert float(m.weight.abs().max()) == pytest.approx(0.1)
+    assert quantize.train_hooks(None) == []

@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from modelopt import preprocess
+from modelopt.data import DATASETS, load, split_validation
+
+
+def synth():
+    return split_validation(DATASETS.build("synthetic", 0, n_samples=400, n_features=6), 0.2, 0)
+
+
+def test_standardize_uses_training_statistics_only():
+    d = synth()
+    shifted = d.__class__(**{**d.__dict__, "x_test": d.x_test + 100.0})  # test far away
+    s = preprocess.apply([{"name": "standardize"}], shifted, 0)
+    assert torch.allclose(s.x_train.mean(0), torch.zeros(6), atol=1e-5)
+    assert torch.allclose(s.x_train.std(0), torch.ones(6), atol=1e-4)
+    assert float(s.x_test.mean()) > 10  # test statistics never leaked into the fit
+
+
+def test_minmax_range_holds_on_train():
+    s = preprocess.apply([{"name": "minmax", "low": -1.0, "high": 1.0}], synth(), 0)
+    assert float(s.x_train.min()) == pytest.approx(-1) and float(s.x_train.max()) == pytest.approx(1)
+
+
+def test_subsample_fraction_and_balance():
+    d = load({"name": "mnist1d"}, 0, 0.0)
+    s = preprocess.apply([{"name": "subsample", "fraction": 0.1, "balanced": True}], d, 0)
+    assert len(s.x_train) == pytest.approx(400, abs=10)
+    before = torch.bincount(d.y_train, minlength=10).float() / len(d.y_train)
+    after = torch.bincount(s.y_train, minlength=10).float() / len(s.y_train)
+    assert torch.allclose(before, after, atol=0.01)
+
+
+def test_dedupe_drops_exact_duplicates():
+    d = synth()
+    doubled = d.__class__(**{**d.__dict__, "x_train": torch.cat([d.x_train, d.x_train[:7]]),
+                             "y_train": torch.cat([d.y_train, d.y_train[:7]])})
+    s = preprocess.apply([{"name": "dedupe"}], doubled, 0)
+    assert s.info["duplicates_dropped"] == 7 and len(s.x_train) == len(d.x_train)
+
+
+@pytest.mark.parametrize("name,shape,params,zero", [
+    ("shift", (16, 1, 40), {"max_steps": 5}, {"max_steps": 0}),
+    ("noise", (16, 1, 40), {"sigma": 0.1}, {"sigma": 0.0}),
+    ("scale", (16, 1, 40), {"low": 0.5, "high": 1.5}, {"low": 1.0, "high": 1.0}),
+    ("rotation", (16, 1, 8, 8), {"degrees": 30.0}, {"degrees": 0.0}),
+    ("resized_crop", (16, 1, 8, 8), {"scale": (0.5, 0.9)}, {"scale": (1.0, 1.0), "ratio": (1.0, 1.0)}),
+    ("hflip", (16, 1, 8, 8), {"p": 0.5}, {"p": 0.0}),
+])
+def test_augmentations(name, shape, params, zero):
+    x = torch.rand(shape)
+    fn = preprocess.AUGMENT.build(name, **params)
+    out = fn(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.dtype == x.dtype and not torch.equal(out, x)
+    again = fn(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # the same seed gives the same batch
+    ident = preprocess.AUGMENT.build(name, **zero)(x, torch.Generator().manual_seed(0))
+    assert torch.allclose(ident, x, atol=1e-6)  # identity at zero strength
