@@ -194,7 +194,7 @@ def evaluate(model: nn.Module, data: data_mod.Data, backend, eval_batch: int) ->
         metrics = measure.classification_metrics(out, data.y_test, data.num_classes)
         metrics["loss"] = float(nn.functional.cross_entropy(out, data.y_test))
         return metrics
-    scale, shift = data.target_scale if hasattr(data, "target_scale") else (1.0, 0.0)
+    scale, shift = data.target_scale
     metrics = measure.regression_metrics(out, data.y_test, scale, shift)
     metrics["loss"] = float(nn.functional.mse_loss(out.reshape(-1), data.y_test))
     return metrics

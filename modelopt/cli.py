@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -81,6 +82,12 @@ def cmd_report(args) -> int:
         return _err(str(exc))
     if df.empty:
         return _err("no results to report")
+    descriptions = {}
+    for d in args.dirs:  # what `modelopt run` noted about the suite beside its results
+        meta = Path(d) / "suite.json"
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            descriptions[info.get("suite")] = info.get("description", "")
     pages = []
     for suite in df["suite"].unique():
         d = df[df["suite"] == suite]
@@ -91,16 +98,27 @@ def cmd_report(args) -> int:
         for title, name, fn in figs:
             plots.save(fn(agg), out / name)
             embedded.append((title, name))
-        page = report.suite_page(df, suite, embedded)
+        page = report.suite_page(df, suite, embedded, descriptions.get(suite, ""))
         (out / f"{suite}.md").write_text(page)
         if args.csv:
             report.csv_table(agg).to_csv(out / f"{suite}.csv", index=False)
         pages.append((suite, f"{suite}.md", len(agg)))
         print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
-    existing = {}
     index = out / "README.md"
-    (index).write_text(report.index_page(sorted({**existing, **{p[0]: p for p in pages}}.values())))
+    known = _index_entries(index) | {p[0]: p for p in pages}
+    index.write_text(report.index_page(sorted(known.values())))
     return 0
+
+
+def _index_entries(index: Path) -> dict:
+    """Suites already listed in an index, so reporting one suite keeps the others' links."""
+    import re
+
+    if not index.is_file():
+        return {}
+    rows = re.findall(r"^\| (\S+) \| (\d+) \| \[(\S+)\]", index.read_text(), re.M)
+    return {name: (name, page, int(n)) for name, n, page in rows
+            if (index.parent / page).is_file()}
 
 
 def cmd_list(args) -> int:

@@ -8,6 +8,7 @@ import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -134,6 +135,79 @@ def synthetic(seed: int, /, n_samples: int = 2000, n_features: int = 20, n_class
     return _to_data("synthetic", xtr, ytr, xte, yte, n_classes)
 
 
+# ---------------------------------------------------------------- regression
+
+def _regression(name, x, y, test_fraction, split_seed) -> Data:
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(np.asarray(x, dtype=np.float32),
+                                          np.asarray(y, dtype=np.float32),
+                                          test_size=test_fraction, random_state=split_seed)
+    return _to_data(name, xtr, ytr, xte, yte, 0, task="regression")
+
+
+@DATASETS.register("diabetes", task="regression", input="vector")
+def diabetes(seed: int, /, test_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """scikit-learn's diabetes progression (442 patients, 10 features, shipped with it)."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    return _regression("diabetes", d.data, d.target, test_fraction, split_seed)
+
+
+@DATASETS.register("synthetic_regression", task="regression", input="vector")
+def synthetic_regression(seed: int, /, n_samples: int = 1000, n_features: int = 10,
+                         n_informative: int = 5, noise: float = 10.0,
+                         test_fraction: float = 0.2, data_seed: int = 0) -> Data:
+    """A random linear target with gaussian noise (scikit-learn make_regression)."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=n_samples, n_features=n_features,
+                           n_informative=min(n_informative, n_features), noise=noise,
+                           random_state=data_seed)
+    return _regression("synthetic_regression", x, y, test_fraction, data_seed)
+
+
+@DATASETS.register("csv", input="vector")
+def csv(seed: int, /, path: str, target: str,
+        task: Literal["classification", "regression"] = "regression",
+        test_fraction: float = 0.2, split_seed: int = 0) -> Data:
+    """A local CSV table: numeric feature columns and a `target` column."""
+    import pandas as pd
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataUnavailable(f"csv: no file at {p.resolve()}")
+    df = pd.read_csv(p)
+    if target not in df.columns:
+        raise ValueError(f"csv: {p} has no column '{target}'; columns: {', '.join(df.columns)}")
+    features = df.drop(columns=[target])
+    bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if bad:
+        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
+    if task == "regression":
+        return _regression("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
+                           split_seed)
+    from sklearn.model_selection import train_test_split
+
+    labels, y = np.unique(df[target].to_numpy(), return_inverse=True)
+    xtr, xte, ytr, yte = train_test_split(features.to_numpy(np.float32), y,
+                                          test_size=test_fraction, random_state=split_seed,
+                                          stratify=y)
+    return _to_data("csv", xtr, ytr, xte, yte, len(labels))
+
+
+def standardize_targets(data: Data) -> Data:
+    """Regression targets to zero mean, unit std with training statistics; metrics are
+    reported back in the original units through `target_scale`."""
+    if data.task != "regression":
+        return data
+    mean, std = float(data.y_train.mean()), float(data.y_train.std().clamp_min(1e-12))
+    f = lambda y: (y - mean) / std  # noqa: E731
+    return replace(data, y_train=f(data.y_train), y_val=f(data.y_val), y_test=f(data.y_test),
+                   target_scale=(std, mean))
+
+
 # ---------------------------------------------------------------- torchvision, local only
 
 _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -221,4 +295,11 @@ def split_validation(data: Data, val_fraction: float, seed: int) -> Data:
 def load(spec: dict, seed: int, val_fraction: float) -> Data:
     params = {k: v for k, v in spec.items() if k != "name"}
     data = DATASETS.build(spec["name"], seed, **params)
-    return split_validation(data, val_fraction, seed)
+    return standardize_targets(split_validation(data, val_fraction, seed))
+
+
+def task_of(spec: dict) -> str:
+    """A dataset's task, known before it loads (for validation and reports)."""
+    if spec["name"] == "csv":
+        return spec.get("task", "regression")
+    return DATASETS.get(spec["name"]).flags.get("task", "classification")

@@ -7,6 +7,7 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
+from modelopt.data import task_of
 from modelopt.suite import CELL_KEYS
 
 # metric -> (column title, formatter kind, higher is better)
@@ -15,7 +16,9 @@ METRICS = {
     "accuracy_best_val": ("acc @best val %", "pct", True),
     "f1_macro": ("F1 macro", "f3", True),
     "r2": ("R²", "f3", True),
+    "r2_best_val": ("R² @best val", "f3", True),
     "rmse": ("RMSE", "g3", False),
+    "mae": ("MAE", "g3", False),
     "params": ("params", "int", False),
     "params_nonzero": ("nonzero", "int", False),
     "flops": ("FLOPs", "si", False),
@@ -23,8 +26,11 @@ METRICS = {
     "peak_rss_mb": ("peak RSS MB", "f0", False),
     "train_seconds": ("train s", "f1", False),
 }
-TABLE_METRICS = ["accuracy", "accuracy_best_val", "f1_macro", "r2", "rmse", "params",
-                 "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb", "train_seconds"]
+COST_METRICS = ["params", "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb",
+                "train_seconds"]
+TASK_METRICS = {"classification": ["accuracy", "accuracy_best_val", "f1_macro"],
+                "regression": ["r2", "r2_best_val", "rmse", "mae"]}
+TABLE_METRICS = TASK_METRICS["classification"] + TASK_METRICS["regression"] + COST_METRICS
 
 
 def _spec_label(spec, differing: set[str]) -> str:
@@ -79,13 +85,15 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (suite, cid), g in df.groupby(["suite", "cell_id"], sort=False):
         ok = g[g["status"] == "ok"]
-        row = {"suite": suite, "cell_id": cid, "cell": g["cell"].iloc[0], "n": len(ok),
+        cell = g["cell"].iloc[0]
+        row = {"suite": suite, "cell_id": cid, "cell": cell, "task": task_of(cell["dataset"]),
+               "n": len(ok),
                "runs": len(g), "statuses": dict(g["status"].value_counts())}
         errors = g.loc[g["status"] != "ok", "error"].dropna()
         row["error"] = errors.iloc[0].splitlines()[0] if len(errors) else None
         for col in df.columns:
             if col in ("suite", "cell_id", "seed", "status", "error", "cell", "curves", "extra",
-                       "env", "duration_s", "started_at"):
+                       "env", "duration_s", "started_at", "task"):
                 continue
             vals = pd.to_numeric(ok[col], errors="coerce").dropna() if len(ok) else pd.Series([], dtype=float)
             if len(vals) == 0:
@@ -185,14 +193,14 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     agg = aggregate(d)
     env = describe_env(d)
     seeds = sorted(d["seed"].unique().tolist())
-    first = d["cell"].iloc[0]
+    datasets = ", ".join(sorted({c["dataset"]["name"] for c in d["cell"]}))
     lines = [f"# {suite}", ""]
     if description:
         lines += [description.strip(), ""]
     lines += [
         f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
         "figures are mean ± std over seeds",
-        f"- **data**: {first['dataset']['name']} · **machine**: {env['cpu']} ({env['device']}), "
+        f"- **data**: {datasets} · **machine**: {env['cpu']} ({env['device']}), "
         f"training threads {env['threads']}, latency threads {env['latency_threads']}",
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
         "- accuracy: test accuracy at the final step; *acc @best val*: test accuracy at the "
@@ -200,9 +208,13 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
         "zeros counted); latency: batch 1, median of torch.utils.benchmark blocks",
         "",
-        table(agg, sort_by=None),
-        "",
     ]
+    tasks = list(dict.fromkeys(agg["task"]))
+    for task in tasks:  # a regression and a classification cell are never ranked together
+        part = agg[agg["task"] == task]
+        if len(tasks) > 1:
+            lines += [f"## {task.capitalize()} cells", ""]
+        lines += [table(part, TASK_METRICS[task] + COST_METRICS), ""]
     fails = failures(agg)
     if fails:
         lines += ["## Cells that did not finish ok", "", fails, ""]

@@ -145,7 +145,8 @@ def check_resume(out_dir: Path, suite: Suite, force: bool) -> set:
     """(cell_id, seed) pairs already ok; refuses results of a changed suite unless forced."""
     meta_path = out_dir / META_FILE
     res_path = results.results_path(out_dir)
-    meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path}
+    meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
+            "description": suite.spec.description}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old.get("content_hash") != suite.content_hash and not force:

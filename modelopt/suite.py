@@ -246,6 +246,17 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         fitting = [e.name for e in regs["model"].entries() if kind in e.flags.get("accepts", ())]
         raise RegistryError(f"model '{mname}' takes {'/'.join(accepts)} inputs but dataset "
                             f"'{dname}' gives {kind} inputs; models for it: {', '.join(fitting)}")
+    from modelopt.data import task_of
+
+    task = task_of(cell["dataset"])
+    loss = cell.get("loss")
+    if loss:
+        loss_task = regs["loss"].get(loss["name"]).flags.get("task")
+        if loss_task and loss_task != task:
+            raise RegistryError(f"loss '{loss['name']}' is for {loss_task}, but dataset "
+                                f"'{dname}' is a {task} task")
+    if task == "regression" and cell.get("distill"):
+        raise RegistryError("distill (kd) needs a classification dataset")
     for aug in cell.get("augment") or []:
         inputs = regs["augment"].get(aug["name"]).flags.get("inputs")
         if kind and inputs and kind not in inputs:

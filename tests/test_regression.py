@@ -1,0 +1,80 @@
+import math
+
+import pytest
+
+from modelopt.cell import run_cell
+from modelopt.suite import SuiteError, parse
+
+
+def suite(text):
+    return parse("name: r\nseeds: [0]\n" + text)
+
+
+def test_linear_on_noise_free_regression_fits_exactly():
+    s = suite("""
+defaults:
+  dataset: {name: synthetic_regression, n_samples: 400, n_features: 5, noise: 0.0}
+  model: linear
+  optimizer: {name: adam, lr: 0.05}
+  train: {steps: 400, batch_size: 64, eval_every: 100}
+matrix: {model: [linear]}
+""")
+    out = run_cell(s.cells[0].config, 0)
+    m = out.metrics
+    assert m["r2"] > 0.99 and m["r2_best_val"] > 0.99
+    assert m["rmse"] == pytest.approx(math.sqrt(m["mse"]))
+    for absent in ("accuracy", "f1_macro", "accuracy_best_val"):
+        assert absent not in m  # a metric of the other task is absent, never 0
+
+
+def test_classification_has_no_regression_metrics():
+    s = suite("""
+defaults:
+  dataset: {name: synthetic, n_samples: 200}
+  optimizer: adam
+  train: {steps: 20, eval_every: 10}
+matrix: {model: [linear]}
+""")
+    m = run_cell(s.cells[0].config, 0).metrics
+    assert "accuracy" in m and not {"r2", "mse", "rmse", "mae"} & set(m)
+
+
+def test_loss_must_match_the_task():
+    with pytest.raises(SuiteError, match="huber"):
+        suite("defaults: {dataset: mnist1d, model: mlp, optimizer: adam, loss: huber}\n"
+              "matrix: {model: [mlp]}\n")
+    s = suite("defaults: {dataset: diabetes, model: mlp, optimizer: adam}\n"
+              "matrix: {loss: [mse, {name: huber, delta: 0.5}]}\n")
+    assert len(s.cells) == 2
+
+
+def test_csv_dataset(tmp_path):
+    import numpy as np
+
+    from modelopt.data import load
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 3))
+    lines = ["a,b,c,y"] + [f"{r[0]},{r[1]},{r[2]},{r.sum()}" for r in x]
+    (tmp_path / "t.csv").write_text("\n".join(lines))
+    d = load({"name": "csv", "path": str(tmp_path / "t.csv"), "target": "y",
+              "task": "regression"}, 0, 0.0)
+    assert d.task == "regression" and d.x_train.shape == (40, 3)
+    assert abs(float(d.y_train.mean())) < 1e-5  # standardized on the training split
+
+
+def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
+    import pandas as pd
+
+    from modelopt import report
+
+    def row(ds, cid, **metrics):
+        return {"suite": "m", "cell_id": cid, "seed": 0, "status": "ok", "error": None,
+                "cell": {"dataset": {"name": ds}, "model": {"name": "mlp"}}, "curves": [],
+                "extra": {}, "env": {}, "started_at": None, "duration_s": 1, **metrics}
+    df = pd.DataFrame([row("diabetes", "a", r2=0.4, rmse=50.0), row("mnist1d", "b", accuracy=0.6)])
+    page = report.suite_page(df, "m")
+    assert "## Classification cells" in page and "## Regression cells" in page
+    sections = {part.split("\n", 1)[0]: part for part in page.split("## ")[1:]}
+    assert "R²" not in sections["Classification cells"]
+    assert "accuracy" not in sections["Regression cells"] and "R²" in sections["Regression cells"]
