@@ -162,8 +162,10 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
     metrics.update(static_metrics(deploy, example, backend if deploy is model else None))
     if gate is not None:
         gate()
-    metrics.update(timing_metrics(deploy, data, example, config["train"]["batch_size"],
-                                  backend if deploy is model else _CPU, latency_threads))
+    timing, extra["latency_blocks_ms"] = timing_metrics(
+        deploy, data, example, config["train"]["batch_size"],
+        backend if deploy is model else _CPU, latency_threads)
+    metrics.update(timing)
     if "slimmed" in compress_info.get("_models", {}):
         slim = compress_info.pop("_models")["slimmed"]
         lat = measure.latency(slim, example, backend, latency_threads)
@@ -218,13 +220,14 @@ def _flop_countable(model: nn.Module) -> bool:
     return not any(hasattr(m, "_packed_params") for m in model.modules())
 
 
-def timing_metrics(model, data, example, batch_size, backend, latency_threads) -> dict:
+def timing_metrics(model, data, example, batch_size, backend, latency_threads):
+    """(latency metrics at batch 1 and at the training batch size, batch-1 block times)."""
     lat = measure.latency(model, example, backend, latency_threads)
     batch = data.x_test[:batch_size]
     lat_b = measure.latency(model, batch, backend, latency_threads)
-    return {"latency_ms_p50": lat.p50_ms, "latency_ms_p90": lat.p90_ms, "latency_runs": lat.runs,
-            "latency_ms_batch_p50": lat_b.p50_ms,
-            "throughput_samples_s": len(batch) / (lat_b.p50_ms / 1e3)}
+    return ({"latency_ms_p50": lat.p50_ms, "latency_ms_p90": lat.p90_ms, "latency_runs": lat.runs,
+             "latency_ms_batch_p50": lat_b.p50_ms,
+             "throughput_samples_s": len(batch) / (lat_b.p50_ms / 1e3)}, list(lat.blocks_ms))
 
 
 def env(backend: backends.Backend, threads: int, latency_threads: int) -> dict:

@@ -139,6 +139,46 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from modelopt import compare
+
+    try:
+        rules = {}
+        meta = Path(args.current) / "suite.json"
+        if meta.is_file():  # thresholds the suite sets, then the command line's
+            for metric, text in (json.loads(meta.read_text()).get("thresholds") or {}).items():
+                rules.update([compare.parse_threshold(f"{metric}:{text}")])
+        for text in args.fail_on or []:
+            rules.update([compare.parse_threshold(text)])
+        cmp = compare.compare(args.baseline, args.current, rules)
+    except compare.CompareError as exc:
+        return _err(str(exc))
+    text = compare.markdown(cmp, rules, all_rows=args.all)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    print(compare.summary(cmp).replace("**", ""), file=sys.stderr)
+    return 1 if cmp.regressions else 0
+
+
+def cmd_export(args) -> int:
+    from modelopt import export, results
+
+    try:
+        df = results.load([Path(d) for d in args.results])
+    except results.ResultsError as exc:
+        return _err(str(exc))
+    entries = export.github_action_benchmark(df)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for direction, name in (("bigger", "bigger_is_better.json"), ("smaller", "smaller_is_better.json")):
+        if not entries[direction]:
+            return _err(f"no {direction}-is-better figures to export (no ok cells?)")
+        (out / name).write_text(json.dumps(entries[direction], indent=1) + "\n")
+        print(f"wrote {out / name} ({len(entries[direction])} entries)", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="modelopt", description="Benchmark model-optimization "
                                 "techniques: accuracy, size, FLOPs, latency, memory.")
@@ -162,6 +202,19 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default="reports", help="output directory (default reports/)")
     rep.add_argument("--csv", action="store_true", help="also write the aggregated table as CSV")
     rep.set_defaults(fn=cmd_report)
+    c = sub.add_parser("compare", help="baseline vs current: exit 1 on a regression")
+    c.add_argument("baseline", help="results directory, results.jsonl or pytest-benchmark JSON")
+    c.add_argument("current", help="results directory, results.jsonl or pytest-benchmark JSON")
+    c.add_argument("--fail-on", action="append", metavar="METRIC:TOL",
+                   help="tolerance, e.g. latency_ms_p50:15%% or accuracy:0.5 (points); repeatable")
+    c.add_argument("--all", action="store_true", help="list every figure, not only changes")
+    c.add_argument("--out", help="also write the markdown table to this file")
+    c.set_defaults(fn=cmd_compare)
+    e = sub.add_parser("export", help="write results for other tools")
+    e.add_argument("results", nargs="+", help="results directories")
+    e.add_argument("--format", choices=["github-action-benchmark"], default="github-action-benchmark")
+    e.add_argument("--out", default="benchmark-export", help="output directory")
+    e.set_defaults(fn=cmd_export)
     ls = sub.add_parser("list", help="every registered technique with its parameters")
     ls.set_defaults(fn=cmd_list)
     return p

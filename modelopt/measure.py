@@ -125,13 +125,15 @@ class Latency:
     p90_ms: float
     runs: int
     threads: int
+    blocks_ms: tuple[float, ...] = ()  # per-run time of each block: the spread, for compare
 
     @classmethod
     def from_measurement(cls, m, threads: int) -> "Latency":
         # Measurement.times: per-run time of each block (torch.utils.benchmark)
         times = np.asarray(m.times) * 1e3
         return cls(float(np.percentile(times, 50)), float(np.percentile(times, 90)),
-                   int(m.number_per_run * len(m.times)), threads)
+                   int(m.number_per_run * len(m.times)), threads,
+                   tuple(round(float(t), 6) for t in times))
 
 
 def latency(model: nn.Module, example: torch.Tensor, backend: Backend, threads: int = 1,
