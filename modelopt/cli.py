@@ -121,6 +121,18 @@ def _index_entries(index: Path) -> dict:
             if (index.parent / page).is_file()}
 
 
+def cmd_merge(args) -> int:
+    from modelopt import results, runner
+
+    try:
+        n = runner.merge(args.dirs, args.out)
+    except (runner.ResumeError, results.ResultsError) as exc:
+        return _err(str(exc))
+    print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_list(args) -> int:
     import inspect
 
@@ -215,6 +227,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["github-action-benchmark"], default="github-action-benchmark")
     e.add_argument("--out", default="benchmark-export", help="output directory")
     e.set_defaults(fn=cmd_export)
+    m = sub.add_parser("merge", help="combine shard directories of one suite")
+    m.add_argument("dirs", nargs="+", help="results directories (from --shard runs)")
+    m.add_argument("--out", required=True, help="new results directory")
+    m.set_defaults(fn=cmd_merge)
     ls = sub.add_parser("list", help="every registered technique with its parameters")
     ls.set_defaults(fn=cmd_list)
     return p

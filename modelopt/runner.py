@@ -362,3 +362,36 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
     summary = sched.run(todo)
     summary.skipped_done = len(done)
     return summary
+
+
+def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
+    """Combine shard directories of one suite into `out_dir`; returns the records written.
+    Refuses directories of different suites (name or content)."""
+    metas = []
+    for d in dirs:
+        meta = Path(d) / META_FILE
+        if not meta.is_file():
+            raise ResumeError(f"{d}: no {META_FILE} here; is it a `modelopt run` output directory?")
+        metas.append(json.loads(meta.read_text()))
+    hashes = {(m.get("suite"), m.get("content_hash")) for m in metas}
+    if len(hashes) > 1:
+        listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
+                            for d, m in zip(dirs, metas))
+        raise ResumeError(f"cannot merge results of different suites: {listing}")
+    records: dict = {}
+    for d in dirs:
+        if not results.results_path(d).exists():  # a shard that had no cells
+            continue
+        for rec in results.read(d):
+            key = (rec["cell_id"], rec["seed"])
+            # an ok result beats a failed one for the same cell x seed
+            if key not in records or records[key].get("status") != "ok":
+                records[key] = rec
+    out = Path(out_dir)
+    if results.results_path(out).exists():
+        raise ResumeError(f"{out} already holds results; merge into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / META_FILE).write_text(json.dumps(metas[0], indent=2))
+    for rec in records.values():
+        results.append(out, rec)
+    return len(records)

@@ -121,3 +121,64 @@ def test_unavailable_backend_is_failed_or_skipped(tmp_path):
     s = parse(text + "skip_unavailable: true\n")
     runner.run(s, tmp_path / "b", jobs=1)
     assert results.read(tmp_path / "b")[0]["status"] == "skipped"
+
+
+SHARDS = """
+name: shards
+seeds: [0, 1]
+defaults:
+  dataset: {name: synthetic, n_samples: 200, n_features: 6, n_classes: 3}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 10, batch_size: 32, eval_every: 5}
+matrix:
+  model: [linear, {name: mlp, hidden: 8}, {name: mlp, hidden: 12}]
+"""
+
+
+def test_shards_merged_equal_one_unsharded_run(tmp_path):
+    suite = parse(SHARDS)
+    runner.run(suite, tmp_path / "all", jobs=2)
+    for i in (1, 2, 3):
+        runner.run(suite, tmp_path / f"s{i}", jobs=2, shard=(i, 3))
+    assert runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged") == 6
+    key = lambda r: (r["cell_id"], r["seed"])  # noqa: E731
+    whole = {key(r): r for r in results.read(tmp_path / "all")}
+    merged = {key(r): r for r in results.read(tmp_path / "merged")}
+    assert whole.keys() == merged.keys()
+    for k in whole:
+        assert whole[k]["metrics"]["accuracy"] == merged[k]["metrics"]["accuracy"]
+    other = tmp_path / "other"
+    runner.run(parse(SHARDS.replace("steps: 10", "steps: 11")), other, jobs=2, shard=(1, 3))
+    with pytest.raises(runner.ResumeError, match="different suites"):
+        runner.merge([tmp_path / "s1", other], tmp_path / "bad")
+
+
+def test_killed_run_resumes_with_each_cell_once(tmp_path):
+    import os
+    import signal
+    import time
+
+    p = tmp_path / "s.yaml"
+    p.write_text(SHARDS.replace("steps: 10", "steps: 400").replace("seeds: [0, 1]",
+                                                                    "seeds: [0, 1, 2]"))
+    out = tmp_path / "o"
+    proc = subprocess.Popen([sys.executable, "-m", "modelopt", "run", str(p), "--out", str(out),
+                             "--jobs", "1", "-q"], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    res = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if res.exists() and len(res.read_bytes().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its cell processes, mid-run
+    proc.wait()
+    done_before = len(results.read(out))
+    assert 2 <= done_before < 9
+    r = run_cli("run", str(p), "--out", str(out), "--jobs", "2", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "resuming" in r.stderr
+    lines = [json.loads(x) for x in res.read_text().splitlines()]
+    keys = [(x["cell_id"], x["seed"]) for x in lines]
+    assert len(keys) == len(set(keys)) == 9  # every cell x seed exactly once
+    assert all(x["status"] == "ok" for x in lines)
