@@ -318,6 +318,9 @@ def parse(text: str | bytes, path: str = "<suite>") -> Suite:
         raise SuiteError(path, "", "nested too deeply") from None
     if not isinstance(doc, dict):
         raise SuiteError(path, "", f"a suite is a mapping with name, matrix, ...; got {type(doc).__name__}")
+    if _too_large(doc):
+        raise SuiteError(path, "", f"too large once YAML aliases are expanded (over {MAX_NODES:,} "
+                         "values, or nested deeper than 50): write the cells out, or use matrix")
     try:
         spec = SuiteFile(**{str(k): v for k, v in doc.items()})
     except ValidationError as exc:
@@ -335,8 +338,9 @@ def parse(text: str | bytes, path: str = "<suite>") -> Suite:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
             raise SuiteError(path, f"{where}.{loc}" if loc else where, first["msg"]) from None
-        except (TypeError, RecursionError) as exc:
-            raise SuiteError(path, where, f"invalid value ({exc})") from None
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+            # anything else that a value makes go wrong is still the value's fault
+            raise SuiteError(path, where, f"invalid value ({type(exc).__name__}: {exc})") from None
 
     # Check every value where it is written, so the message points at the right line.
     defaults = {}
@@ -385,6 +389,26 @@ def parse(text: str | bytes, path: str = "<suite>") -> Suite:
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash)
+
+
+MAX_NODES = 200_000
+
+
+def _too_large(doc: Any) -> bool:
+    """Aliases let a few lines of YAML expand to billions of values ("billion laughs"); count
+    values as they would be expanded and stop early."""
+    count, stack = 0, [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES or depth > 50:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node.keys())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return False
 
 
 def load(path: str | Path) -> Suite:
