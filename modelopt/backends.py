@@ -65,6 +65,30 @@ def cuda(*, device: int = 0, amp: bool = False,
     return Backend("cuda", f"cuda:{device}", 1, dtype)
 
 
+@BACKENDS.register("ddp", slots="world_size")
+def ddp(*, world_size: int = 2, dist_backend: Literal["gloo", "nccl"] = "gloo",
+        threads: int = 1, device: Literal["cpu", "cuda"] = "cpu") -> Backend:
+    """DistributedDataParallel over world_size processes (gloo on CPU, nccl on GPUs)."""
+    from modelopt.measure import cpu_count
+
+    if world_size < 1:
+        raise BackendUnavailable(f"ddp world_size must be >= 1, got {world_size}")
+    if device == "cpu":
+        if dist_backend == "nccl":
+            raise BackendUnavailable("ddp: nccl needs device: cuda; use gloo on the CPU")
+        if world_size * threads > cpu_count():
+            raise BackendUnavailable(f"ddp: world_size {world_size} x {threads} threads needs "
+                                     f"{world_size * threads} CPUs; this machine has {cpu_count()}")
+    else:
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("CUDA is not available here (ddp with device: cuda)")
+        if world_size > torch.cuda.device_count():
+            raise BackendUnavailable(f"ddp: world_size {world_size} needs that many GPUs; "
+                                     f"this machine has {torch.cuda.device_count()}")
+    return Backend("ddp", "cpu" if device == "cpu" else "cuda:0", threads, None, world_size,
+                   dist_backend)
+
+
 def build(spec: dict) -> Backend:
     return BACKENDS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 

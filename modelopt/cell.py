@@ -78,6 +78,8 @@ def train_model(config: dict, seed: int, backend: backends.Backend,
     train_cfg = config["train"]
     if data is None:
         data = load_data(config, seed)
+    if backend.world_size > 1:
+        return _train_ddp(config, seed, backend, data)
     torch.manual_seed(seed)  # paired seeds: same architecture + seed -> same initial weights
     model = models.build(config["model"], data.input_shape, data.num_outputs).to(backend.device)
     full_batch = bool(optim.OPTIMIZERS.get(config["optimizer"]["name"]).flags.get("full_batch"))
@@ -92,6 +94,20 @@ def train_model(config: dict, seed: int, backend: backends.Backend,
     if outcome.diverged_at is not None:
         raise Diverged(outcome.diverged_at, "train")
     return model, data, outcome
+
+
+def _train_ddp(config, seed, backend, data):
+    from modelopt import distributed
+
+    if config.get("distill"):
+        raise ValueError("distill with the ddp backend is not supported; use cpu or cuda")
+    state, outcome, startup = distributed.train(config, seed, backend)
+    if outcome.diverged_at is not None:
+        raise Diverged(outcome.diverged_at, "train")
+    model = models.build(config["model"], data.input_shape, data.num_outputs)
+    model.load_state_dict(state)
+    data.info["ddp_startup_s"] = startup  # rank start-up, reported apart from training
+    return model.to("cpu" if not backend.is_cuda else backend.device), data, outcome
 
 
 def teacher_trainer(teacher_config: dict, seed: int, backend, data):

@@ -39,6 +39,7 @@ class Plan:
     full_batch: bool = False
     record_grad_norms: bool = False
     phase: str = "train"
+    shard: tuple[int, int] | None = None  # (rank, world_size) under DDP
 
 
 @dataclass
@@ -115,8 +116,12 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         t0 = time.perf_counter()
         if pos + batch > n:  # new epoch: fresh permutation (the tail of the last one is dropped)
             order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + batch].to(dev)
+        idx = order[pos:pos + batch]
         pos += batch
+        n_global = len(idx)
+        if plan.shard is not None:  # rank r takes r::world of the global batch
+            idx = idx[plan.shard[0]::plan.shard[1]]
+        idx = idx.to(dev)
         xb, yb = x_train[idx], y_train[idx]
         if plan.augment is not None:
             xb = plan.augment(xb, aug_gen)
@@ -145,9 +150,14 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
             plan.schedule.step()
         loss_value = loss.detach()
         backend.synchronize()
+        finite = bool(torch.isfinite(loss_value))
+        if plan.shard is not None:  # every rank stops at the same step, or they would hang
+            flag = torch.tensor([1.0 if finite else 0.0], device=dev)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = bool(flag.item() > 0)
         seconds += time.perf_counter() - t0
-        samples += len(idx)
-        if not torch.isfinite(loss_value):
+        samples += n_global
+        if not finite:
             diverged_at = step
             break
         loss_sum += float(loss_value)
@@ -155,9 +165,11 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
 
         if step % plan.eval_every == 0 or step == plan.steps:
             if plan.record_grad_norms:
-                grad_norms.append({"step": step, "phase": plan.phase, **_layer_grad_norms(model)})
-            val = score(predict(model, data.x_val, backend, eval_batch), data.y_val, data.task)
-            test = score(predict(model, data.x_test, backend, eval_batch), data.y_test, data.task)
+                grad_norms.append({"step": step, "phase": plan.phase,
+                                   **_layer_grad_norms(getattr(model, "module", model))})
+            net = getattr(model, "module", model)  # DDP's wrapper would sync buffers in forward
+            val = score(predict(net, data.x_val, backend, eval_batch), data.y_val, data.task)
+            test = score(predict(net, data.x_test, backend, eval_batch), data.y_test, data.task)
             curves.append({"phase": plan.phase, "step": step, "train_loss": loss_sum / loss_count,
                            "val_score": val, "seconds": seconds,
                            "lr": float(plan.optimizer.param_groups[0]["lr"])})

@@ -1,0 +1,76 @@
+import psutil
+import pytest
+import torch
+
+from modelopt import backends, distributed
+from modelopt.cell import setup, train_model
+from modelopt.suite import parse
+
+SUITE = """
+name: b
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 10, n_classes: 3}
+  model: {name: mlp, hidden: 16}
+  optimizer: {name: sgd, lr: 0.1}
+  train: {steps: 20, batch_size: 64, eval_every: 10}
+matrix:
+  backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]
+"""
+
+
+def ranks_alive():
+    """Spawned rank processes still running (multiprocessing's resource tracker is not one)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_ddp_two_ranks_matches_single_process_weights():
+    cells = parse(SUITE).cells
+    cpu_cfg, ddp_cfg = (c.config for c in cells)
+    setup(backends.build(cpu_cfg["backend"]), 1)
+    single, _, _ = train_model(cpu_cfg, 0, backends.build(cpu_cfg["backend"]))
+    state, outcome, startup = distributed.train(ddp_cfg, 0, backends.build(ddp_cfg["backend"]))
+    assert startup > 0 and outcome.samples == 20 * 64  # the global rate counts both ranks
+    for name, w in single.state_dict().items():
+        # same global batch, same initial weights: only the summation order differs
+        # (two half-batch means averaged by all-reduce vs one mean)
+        assert torch.allclose(w, state[name], atol=1e-5), name
+    assert ranks_alive() == []
+
+
+def test_a_rank_that_raises_fails_the_cell_and_leaves_no_process():
+    cfg = parse(SUITE.replace("model: {name: mlp, hidden: 16}",
+                              "model: {name: test_crash, how: raise}")).cells[1].config
+    with pytest.raises(distributed.RankFailed, match="rank [01]: RuntimeError: deliberate"):
+        distributed.train(cfg, 0, backends.build(cfg["backend"]))
+    assert ranks_alive() == []
+
+
+def test_ddp_larger_than_the_machine_is_refused():
+    with pytest.raises(backends.BackendUnavailable, match="CPUs"):
+        backends.build({"name": "ddp", "world_size": 64, "dist_backend": "gloo",
+                        "threads": 1, "device": "cpu"})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_cell_with_amp_runs_and_reports_gpu_memory():
+    from modelopt.cell import run_cell
+
+    cfg = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
+                              "backend: [{name: cuda, amp: true}]")).cells[0].config
+    out = run_cell(cfg, 0)
+    assert out.status == "ok" and out.metrics["peak_cuda_mb"] > 0
+    assert out.env["device"].startswith("cuda") and out.metrics["latency_ms_p50"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_unavailable_message():
+    with pytest.raises(backends.BackendUnavailable, match="CUDA is not available here"):
+        backends.build({"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"})
