@@ -202,7 +202,8 @@ class Scheduler:
         model_path = (os.path.join(self.model_dir, f"{job.cell.cell_id}-{job.seed}.pt")
                       if self.model_dir else None)
         threads = job.cell.config["backend"].get("threads") or 1
-        proc = ctx.Process(target=_child_main, daemon=True,
+        # not a daemon: a cell may start processes of its own (ddp ranks)
+        proc = ctx.Process(target=_child_main, daemon=False,
                            args=(child, job.cell.config, job.seed, threads,
                                  self.latency_threads, model_path))
         proc.start()

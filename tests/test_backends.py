@@ -74,3 +74,13 @@ def test_cuda_cell_with_amp_runs_and_reports_gpu_memory():
 def test_cuda_unavailable_message():
     with pytest.raises(backends.BackendUnavailable, match="CUDA is not available here"):
         backends.build({"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"})
+
+
+def test_ddp_cell_through_the_runner(tmp_path):
+    from modelopt import results, runner
+
+    suite = parse(SUITE.replace("backend: [cpu, ", "backend: ["))
+    runner.run(suite, tmp_path, jobs=2)
+    (rec,) = results.read(tmp_path)
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["metrics"]["ddp_startup_s"] > 0 and rec["metrics"]["accuracy"] > 0.4
