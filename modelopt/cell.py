@@ -7,6 +7,7 @@ nothing about files, processes or progress bars (runner.py does).
 from __future__ import annotations
 
 import copy
+import math
 import platform
 from dataclasses import dataclass, field
 
@@ -116,7 +117,9 @@ def teacher_trainer(teacher_config: dict, seed: int, backend, data):
 
 
 def load_data(config: dict, seed: int) -> data_mod.Data:
-    raw = data_mod.load(config["dataset"], seed, config["train"]["val_fraction"])
+    t = config["train"]
+    raw = data_mod.load(config["dataset"], seed, t["val_fraction"], t.get("folds", 0),
+                        t.get("fold", 0))
     return preprocess.apply(config.get("preprocess") or [], raw, seed)
 
 
@@ -157,6 +160,11 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
         key = "accuracy" if data.task == "classification" else "r2"
         metrics[f"{key}_best_val"] = best["test_score"] if best else None
         metrics["best_val_step"] = best["step"] if best else None
+        final_val = [c["val_score"] for c in final_phase.curves
+                     if c["val_score"] is not None and not math.isnan(c["val_score"])]
+        metrics["val_score"] = final_val[-1] if final_val else None  # for tune, never test
+        metrics.update(time_to_target(outcome.curves, config["train"].get("target"),
+                                      outcome.train_seconds, outcome.steps))
         metrics["final_step"] = outcome.steps
     metrics["peak_rss_mb"] = mem.peak_mb
     metrics["baseline_rss_mb"] = mem.baseline_mb
@@ -193,6 +201,18 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
 
 
 _CPU = backends.Backend("cpu", "cpu", None)
+
+
+def time_to_target(curves: list[dict], target: float | None, seconds: float, steps: int) -> dict:
+    """Training seconds and steps until the validation score first reached `target`; a cell
+    that never does is `target_reached: false` and counts its whole budget."""
+    if target is None:
+        return {}
+    for c in curves:
+        if c["phase"] == "train" and c["val_score"] is not None and c["val_score"] >= target:
+            return {"target_reached": True, "time_to_target_s": c["seconds"],
+                    "steps_to_target": c["step"]}
+    return {"target_reached": False, "time_to_target_s": seconds, "steps_to_target": steps}
 
 
 def _finetuner(config, data, backend, seed):

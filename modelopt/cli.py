@@ -94,6 +94,9 @@ def cmd_report(args) -> int:
         agg = report.aggregate(d)
         figs = [("Accuracy vs latency", f"{suite}_accuracy_latency.png", plots.accuracy_vs_latency),
                 ("Accuracy vs parameters", f"{suite}_accuracy_params.png", plots.accuracy_vs_params)]
+        if d["curves"].map(bool).any():
+            figs.append(("Training curves", f"{suite}_curves.png",
+                         lambda a, d=d: plots.training_curves(d, a)))
         embedded = []
         for title, name, fn in figs:
             plots.save(fn(agg), out / name)

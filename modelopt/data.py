@@ -279,23 +279,32 @@ def cifar10(seed: int, /, root: str, limit: int | None = None) -> Data:
 
 # ---------------------------------------------------------------- splits
 
-def split_validation(data: Data, val_fraction: float, seed: int) -> Data:
-    """Carve a validation split from the training split; the seed picks which samples."""
-    if val_fraction <= 0:
-        return data
+def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
+                     fold: int = 0) -> Data:
+    """Carve a validation split from the training split; the seed picks which samples.
+    With `folds`, validation is fold `fold` of k equal parts (k-fold cross-validation)."""
     n = len(data.x_train)
-    n_val = max(1, int(round(n * val_fraction)))
     g = torch.Generator().manual_seed(10_007 + seed)
     perm = torch.randperm(n, generator=g)
-    val, train = perm[:n_val], perm[n_val:]
+    if folds:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold {fold} outside 0..{folds - 1}")
+        parts = torch.tensor_split(perm, folds)
+        val = parts[fold]
+        train = torch.cat([p for i, p in enumerate(parts) if i != fold])
+    elif val_fraction <= 0:
+        return data
+    else:
+        n_val = max(1, int(round(n * val_fraction)))
+        val, train = perm[:n_val], perm[n_val:]
     return replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
                    x_val=data.x_train[val], y_val=data.y_train[val])
 
 
-def load(spec: dict, seed: int, val_fraction: float) -> Data:
+def load(spec: dict, seed: int, val_fraction: float, folds: int = 0, fold: int = 0) -> Data:
     params = {k: v for k, v in spec.items() if k != "name"}
     data = DATASETS.build(spec["name"], seed, **params)
-    return standardize_targets(split_validation(data, val_fraction, seed))
+    return standardize_targets(split_validation(data, val_fraction, seed, folds, fold))
 
 
 def task_of(spec: dict) -> str:

@@ -73,3 +73,54 @@ def save(fig: plt.Figure, path) -> None:
     # fixed metadata so the same data gives the same bytes
     fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+
+
+def _mean_curve(curves_list: list[list[dict]], x: str) -> tuple[list, list, list]:
+    """Mean and std of the validation score over seeds, aligned by evaluation index."""
+    import numpy as np
+
+    runs = [[c for c in curves if c.get("phase", "train") == "train"] for curves in curves_list]
+    n = min(len(r) for r in runs) if runs else 0
+    xs = np.mean([[r[i][x] for i in range(n)] for r in runs], axis=0) if n else []
+    vals = np.array([[r[i]["val_score"] if r[i]["val_score"] is not None else np.nan
+                      for i in range(n)] for r in runs], dtype=float)
+    return list(xs), list(np.nanmean(vals, axis=0)) if n else [], \
+        list(np.nanstd(vals, axis=0)) if n else []
+
+
+def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Figure:
+    """Validation score vs step and vs training seconds, one line per cell (mean over
+    seeds, band = ± std). For tuned suites, the chosen setting of each group."""
+    from modelopt.report import aggregate, tuned
+
+    agg = aggregate(df) if agg is None else agg
+    chosen = tuned(agg)
+    show = chosen if not chosen.empty else agg[agg["n"] > 0]
+    show = show.reset_index(drop=True)
+    labels = _labels(show)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=DPI, sharey=True)
+    cmap = plt.get_cmap("tab20" if len(show) > 10 else "tab10")
+    scale = 100 if (show["task"] == "classification").all() else 1
+    for i, r in show.iterrows():
+        runs = df[(df["cell_id"] == r["cell_id"]) & (df["status"] == "ok")]["curves"].tolist()
+        for ax, x in zip(axes, ("step", "seconds")):
+            xs, mean, std = _mean_curve(runs, x)
+            if not xs:
+                continue
+            m = [scale * v for v in mean]
+            sd = [scale * v for v in std]
+            ax.plot(xs, m, color=cmap(i % cmap.N), label=labels[i] if x == "step" else None)
+            ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
+                            color=cmap(i % cmap.N), alpha=0.15, lw=0)
+    ylabel = "validation accuracy (%)" if scale == 100 else "validation R²"
+    axes[0].set_xlabel("training step")
+    axes[1].set_xlabel("training time (s, evaluation excluded, log scale)")
+    axes[1].set_xscale("log")
+    axes[0].set_ylabel(ylabel)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    n = int(show["n"].max()) if len(show) else 0
+    fig.suptitle(f"Training curves (mean ± std over n ≤ {n} seeds)")
+    fig.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig

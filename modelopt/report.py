@@ -15,6 +15,8 @@ METRICS = {
     "accuracy": ("accuracy %", "pct", True),
     "accuracy_best_val": ("acc @best val %", "pct", True),
     "f1_macro": ("F1 macro", "f3", True),
+    "time_to_target_s": ("time to target s", "f1", False),
+    "target_reached": ("target reached", "f2", True),
     "r2": ("R²", "f3", True),
     "r2_best_val": ("R² @best val", "f3", True),
     "rmse": ("RMSE", "g3", False),
@@ -27,7 +29,7 @@ METRICS = {
     "train_seconds": ("train s", "f1", False),
 }
 COST_METRICS = ["params", "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb",
-                "train_seconds"]
+                "train_seconds", "time_to_target_s", "target_reached"]
 TASK_METRICS = {"classification": ["accuracy", "accuracy_best_val", "f1_macro"],
                 "regression": ["r2", "r2_best_val", "rmse", "mae"]}
 TABLE_METRICS = TASK_METRICS["classification"] + TASK_METRICS["regression"] + COST_METRICS
@@ -86,14 +88,15 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     for (suite, cid), g in df.groupby(["suite", "cell_id"], sort=False):
         ok = g[g["status"] == "ok"]
         cell = g["cell"].iloc[0]
+        group = g["group"].iloc[0] if "group" in g.columns else None
         row = {"suite": suite, "cell_id": cid, "cell": cell, "task": task_of(cell["dataset"]),
-               "n": len(ok),
+               "group": group if isinstance(group, dict) else None, "n": len(ok),
                "runs": len(g), "statuses": dict(g["status"].value_counts())}
         errors = g.loc[g["status"] != "ok", "error"].dropna()
         row["error"] = errors.iloc[0].splitlines()[0] if len(errors) else None
         for col in df.columns:
             if col in ("suite", "cell_id", "seed", "status", "error", "cell", "curves", "extra",
-                       "env", "duration_s", "started_at", "task"):
+                       "env", "duration_s", "started_at", "task", "group"):
                 continue
             vals = pd.to_numeric(ok[col], errors="coerce").dropna() if len(ok) else pd.Series([], dtype=float)
             if len(vals) == 0:
@@ -215,6 +218,15 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         if len(tasks) > 1:
             lines += [f"## {task.capitalize()} cells", ""]
         lines += [table(part, TASK_METRICS[task] + COST_METRICS), ""]
+    primary = "accuracy" if "classification" in tasks else "r2"
+    tune = tune_table(agg, primary)
+    if tune:
+        lines += ["## Tuned: the best setting per cell, chosen on validation", "",
+                  "Each row's setting has the best mean validation score over the seeds; the "
+                  "test figure beside it was never used for the choice.", "", tune, ""]
+    cv = cv_table(d, agg, primary)
+    if cv:
+        lines += ["## Cross-validation", "", cv, ""]
     fails = failures(agg)
     if fails:
         lines += ["## Cells that did not finish ok", "", fails, ""]
@@ -228,6 +240,59 @@ def index_page(suites: list[tuple[str, str, int]]) -> str:
     for name, page, n in suites:
         lines.append(f"| {name} | {n} | [{page}]({page}) |")
     return "\n".join(lines) + "\n"
+
+
+def tuned(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per tune group, the setting with the best mean *validation* score (never test)."""
+    rows = []
+    t = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "tune") & (agg["n"] > 0)]
+    if t.empty or "val_score" not in t.columns:
+        return pd.DataFrame()
+    for _, g in t.groupby(t["group"].map(lambda x: x["id"]), sort=False):
+        best = g.loc[g["val_score"].idxmax()].copy()
+        best["chosen"] = ", ".join(f"{k}={v}" for k, v in best["group"]["values"].items())
+        best["candidates"] = len(g)
+        rows.append(best)
+    return pd.DataFrame(rows)
+
+
+def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
+    best = tuned(agg)
+    if best.empty:
+        return ""
+    tuned_keys = {k.split(".")[0] for v in best["group"] for k in v["values"]}
+    labels = [c for c in label_columns(best) if c[5:] not in tuned_keys]
+    kind = METRICS.get(metric, ("", "g3", True))[1]
+    rows = []
+    for _, r in best.sort_values("val_score", ascending=False).iterrows():
+        rows.append([r[c] for c in labels] + [
+            r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
+            fmt(r.get(metric), r.get(f"{metric}_std"), kind), int(r["n"]), int(r["candidates"])])
+    headers = ([c[5:] for c in labels] + ["chosen on validation", "validation",
+                                          f"test {METRICS.get(metric, (metric,))[0]}", "n",
+                                          "settings tried"])
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> str:
+    """Cross-validation: mean ± std over every fold x seed of each matrix cell."""
+    cv = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "cv")]
+    if cv.empty:
+        return ""
+    folds_of = cv.groupby(cv["group"].map(lambda x: x["id"]), sort=False)
+    kind = METRICS.get(metric, ("", "g3", True))[1]
+    labels = [c for c in label_columns(cv) if c != "axis:train"]
+    rows = []
+    for _, g in folds_of:
+        runs = df[df["cell_id"].isin(g["cell_id"]) & (df["status"] == "ok")]
+        vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
+        val = pd.to_numeric(runs.get("val_score"), errors="coerce").dropna()
+        rows.append([g.iloc[0][c] for c in labels] + [
+            fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
+            len(g), len(vals)])
+    headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}", "folds",
+                                          "n (folds × seeds)"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def csv_table(agg: pd.DataFrame) -> pd.DataFrame:

@@ -99,6 +99,7 @@ def load(path: str | Path | list):
             row["curves"] = rec.get("curves") or []
             row["extra"] = rec.get("extra") or {}
             row["env"] = rec.get("env") or {}
+            row["group"] = rec.get("group")
             for k, v in (rec.get("metrics") or {}).items():
                 row[k] = v
             rows.append(row)

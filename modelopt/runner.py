@@ -176,7 +176,7 @@ def make_record(suite: Suite, job: Job, started_at: str, duration: float, payloa
             "error": error, "metrics": payload.get("metrics") or {},
             "curves": payload.get("curves") or [], "env": env,
             "extra": payload.get("extra") or {}, "started_at": started_at,
-            "duration_s": duration}
+            "duration_s": duration, "group": job.cell.group}
 
 
 class Scheduler:

@@ -45,6 +45,9 @@ class TrainConfig(BaseModel):
     timeout_s: float | None = Field(None, gt=0)
     eval_batch_size: int = Field(1000, gt=0)
     record: list[str] = Field(default_factory=list)
+    target: float | None = None  # validation score for time_to_target
+    folds: int = Field(0, ge=0)  # k-fold cross-validation: validation = fold `fold` of k
+    fold: int = Field(0, ge=0)
 
     @field_validator("record")
     @classmethod
@@ -54,6 +57,11 @@ class TrainConfig(BaseModel):
         if bad:
             raise ValueError(f"unknown record {bad}; allowed: {sorted(allowed)}")
         return v
+
+
+class CVConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folds: int = Field(ge=2, le=20)
 
 
 class SuiteFile(BaseModel):
@@ -71,7 +79,8 @@ class SuiteFile(BaseModel):
     baseline: dict[str, Any] | None = None  # the cell the report compares others against
     timeout_s: float | None = Field(None, gt=0)  # default per-cell limit
     skip_unavailable: bool = False
-    tune: dict[str, Any] | None = None
+    tune: dict[str, list[Any]] | None = None  # a grid per matrix cell, chosen on validation
+    cv: CVConfig | None = None
     thresholds: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("seeds")
@@ -88,6 +97,9 @@ class Cell:
 
     config: dict
     cell_id: str
+    # tune / cv variants of one matrix cell share a group:
+    # {"kind": "tune" | "cv", "id": <id of the cell without the variant keys>, "values": {...}}
+    group: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -377,14 +389,21 @@ def parse(text: str | bytes, path: str = "<suite>") -> Suite:
         defaults = {"train": {"timeout_s": spec.timeout_s}, **defaults}
         if "train" in spec.defaults:
             defaults["train"] = {"timeout_s": spec.timeout_s, **spec.defaults["train"]}
+    variants = _variants(spec, path, guard)
     cells, seen = [], set()
     for combo in combos:
         label = ", ".join(f"{k}={_short(v)}" for k, v in combo.items())
-        config = guard(f"cell [{label}]", resolve_cell, copy.deepcopy(defaults), combo, regs)
-        cid = cell_id(config)
-        if cid not in seen:  # two routes to the same cell run it once
-            seen.add(cid)
-            cells.append(Cell(config, cid))
+        base = guard(f"cell [{label}]", resolve_cell, copy.deepcopy(defaults), combo, regs)
+        for kind, values in variants:
+            config = base
+            if values:
+                config = guard(f"{kind} [{label}, {values}]", resolve_cell,
+                               copy.deepcopy(defaults), {**combo, **values}, regs)
+            cid = cell_id(config)
+            group = {"kind": kind, "id": cell_id(base), "values": values} if kind else None
+            if cid not in seen:  # two routes to the same cell run it once
+                seen.add(cid)
+                cells.append(Cell(config, cid, group))
     content_hash = hashlib.sha1(json.dumps(
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]
@@ -409,6 +428,27 @@ def _too_large(doc: Any) -> bool:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
     return False
+
+
+def _variants(spec: SuiteFile, path: str, guard) -> list[tuple[str | None, dict]]:
+    """What each matrix cell becomes: itself, its tune grid, or its cv folds."""
+    if spec.tune and spec.cv:
+        raise SuiteError(path, "cv", "use tune or cv in one suite, not both")
+    if spec.tune:
+        for key, values in spec.tune.items():
+            if not values:
+                raise SuiteError(path, f"tune.{key}", "is an empty list")
+            guard(f"tune.{key}", lambda k: _split_dotted(k)[1] or _bad_tune_key(k), key)
+        keys = list(spec.tune)
+        return [("tune", dict(zip(keys, vals))) for vals in itertools.product(*spec.tune.values())]
+    if spec.cv:
+        k = spec.cv.folds
+        return [("cv", {"train.folds": k, "train.fold": f}) for f in range(k)]
+    return [(None, {})]
+
+
+def _bad_tune_key(key: str):
+    raise RegistryError(f"tune keys set one parameter, like optimizer.lr; got '{key}'")
 
 
 def load(path: str | Path) -> Suite:

@@ -1,0 +1,67 @@
+import pandas as pd
+
+from modelopt import report
+from modelopt.cell import time_to_target
+from modelopt.suite import parse
+
+BASE = """
+name: t
+seeds: [0, 1]
+defaults:
+  dataset: {name: synthetic, n_samples: 200}
+  model: linear
+  optimizer: adam
+  train: {steps: 10, eval_every: 5}
+matrix:
+  optimizer: [sgd, adam]
+"""
+
+
+def test_tune_expands_each_cell_into_a_group():
+    s = parse(BASE + "tune:\n  optimizer.lr: [0.001, 0.01, 0.1]\n")
+    assert len(s.cells) == 6
+    groups = {}
+    for c in s.cells:
+        assert c.group["kind"] == "tune"
+        groups.setdefault(c.group["id"], []).append(c.config["optimizer"]["lr"])
+    assert sorted(map(sorted, groups.values())) == [[0.001, 0.01, 0.1]] * 2
+
+
+def test_cv_expands_into_folds_with_disjoint_validation():
+    from modelopt.data import load
+
+    s = parse(BASE + "cv: {folds: 3}\n")
+    assert len(s.cells) == 6 and {c.config["train"]["fold"] for c in s.cells} == {0, 1, 2}
+    vals = [load({"name": "synthetic", "n_samples": 200}, 0, 0.1, 3, f).x_val for f in range(3)]
+    rows = [{tuple(r.tolist()) for r in v} for v in vals]
+    assert sum(len(r) for r in rows) == 150 and not (rows[0] & rows[1] or rows[1] & rows[2])
+
+
+def row(cell, seed, lr, val, test):
+    return {"suite": "t", "cell_id": cell, "seed": seed, "status": "ok", "error": None,
+            "cell": {"dataset": {"name": "mnist1d"}, "model": {"name": "mlp"},
+                     "optimizer": {"name": "adam", "lr": lr}},
+            "group": {"kind": "tune", "id": "g", "values": {"optimizer.lr": lr}},
+            "curves": [], "extra": {}, "env": {}, "started_at": None, "duration_s": 1,
+            "val_score": val, "accuracy": test}
+
+
+def test_tune_picks_by_validation_not_test():
+    # lr 0.01 is best on validation; lr 0.1 would be best on test: 0.01 must be chosen
+    df = pd.DataFrame([row("a", s, 0.01, 0.90, 0.70) for s in (0, 1)] +
+                      [row("b", s, 0.1, 0.80, 0.95) for s in (0, 1)])
+    best = report.tuned(report.aggregate(df))
+    assert list(best["chosen"]) == ["optimizer.lr=0.01"]
+    assert best.iloc[0]["accuracy"] == 0.70
+    page = report.suite_page(df, "t")
+    assert "chosen on validation" in page and "optimizer.lr=0.01" in page
+
+
+def test_time_to_target():
+    curves = [{"phase": "train", "step": s, "val_score": v, "seconds": s / 10}
+              for s, v in [(10, 0.5), (20, 0.8), (30, 0.9)]]
+    assert time_to_target(curves, 0.8, 3.0, 30) == {
+        "target_reached": True, "time_to_target_s": 2.0, "steps_to_target": 20}
+    assert time_to_target(curves, 0.95, 3.0, 30) == {
+        "target_reached": False, "time_to_target_s": 3.0, "steps_to_target": 30}
+    assert time_to_target(curves, None, 3.0, 30) == {}
