@@ -111,8 +111,8 @@ def _train_ddp(config, seed, backend, data):
     return model.to("cpu" if not backend.is_cuda else backend.device), data, outcome
 
 
-def teacher_trainer(teacher_config: dict, seed: int, backend, data):
-    model, _, outcome = train_model(teacher_config, seed, backend, data)
+def teacher_trainer(teacher_config: dict, seed: int, backend):
+    model, _, outcome = train_model(teacher_config, seed, backend)
     return model, outcome
 
 
@@ -183,7 +183,7 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
             q_metrics = evaluate(deploy, data, backend.__class__("cpu", "cpu", None),
                                  config["train"]["eval_batch_size"])
             metrics.update({k: v for k, v in q_metrics.items() if k != "loss"})
-    metrics.update(static_metrics(deploy, example, backend if deploy is model else None))
+    metrics.update(static_metrics(deploy, model, example))
     if gate is not None:
         gate()
     timing, extra["latency_blocks_ms"] = timing_metrics(
@@ -238,22 +238,17 @@ def evaluate(model: nn.Module, data: data_mod.Data, backend, eval_batch: int) ->
     return metrics
 
 
-def static_metrics(model: nn.Module, example: torch.Tensor, backend) -> dict:
-    dev = backend.device if backend is not None else "cpu"
-    params, nonzero = measure.count_params(model)
+def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) -> dict:
+    """Counts of the deployed model. FLOPs come from its float version on the CPU:
+    FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
+    same multiply-adds."""
+    params, nonzero = measure.count_params(deploy)
+    counted = copy.deepcopy(fp32).cpu()
     return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
-            "size_bytes": measure.size_bytes(model),
-            "size_bytes_compressed": measure.size_bytes_compressed(model),
-            "flops": measure.flops(copy.deepcopy(model).cpu() if dev != "cpu" else model,
-                                   example) if _flop_countable(model) else None,
-            "flops_nonzero": measure.flops_nonzero(model.cpu() if dev == "cpu" else
-                                                   copy.deepcopy(model).cpu(), example)
-            if _flop_countable(model) else None}
-
-
-def _flop_countable(model: nn.Module) -> bool:
-    # FlopCounterMode has no formulas for quantized kernels
-    return not any(hasattr(m, "_packed_params") for m in model.modules())
+            "size_bytes": measure.size_bytes(deploy),
+            "size_bytes_compressed": measure.size_bytes_compressed(deploy),
+            "flops": measure.flops(counted, example),
+            "flops_nonzero": measure.flops_nonzero(counted, example)}
 
 
 def timing_metrics(model, data, example, batch_size, backend, latency_threads):

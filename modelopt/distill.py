@@ -36,29 +36,43 @@ def kd(*, teacher: dict, temperature: float = 4.0, alpha: float = 0.9) -> dict:
     return {"teacher": teacher, "temperature": temperature, "alpha": alpha}
 
 
-def teacher_key(teacher: dict, student: dict, seed: int) -> str:
-    """The teacher depends on its own config, the data it sees and the seed."""
-    what = {"teacher": teacher, "dataset": student["dataset"],
-            "preprocess": student.get("preprocess"), "val_fraction": student["train"]["val_fraction"],
-            "seed": seed}
-    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+# Row selections: the teacher trains on the whole training split even when the student sees
+# a subsample (the regime where Hinton et al. saw distillation help most).
+ROW_SELECTIONS = ("subsample", "dedupe")
 
 
-def get_teacher(teacher_cfg: dict, student_cfg: dict, seed: int, backend, data,
-                trainer: Callable) -> tuple[nn.Module, dict]:
-    """Train the teacher, or load it from the cache (state_dict, weights_only=True)."""
+def teacher_config(teacher: dict, student: dict) -> dict:
+    """The teacher's full cell config: its own model, optimizer and training; the student's
+    dataset, validation split and input transforms (its inputs are the student's batches)."""
+    train = {**teacher["train"], "val_fraction": student["train"]["val_fraction"],
+             "folds": student["train"].get("folds", 0), "fold": student["train"].get("fold", 0)}
+    pre = [p for p in (student.get("preprocess") or []) if p["name"] not in ROW_SELECTIONS]
+    return {**teacher, "dataset": student["dataset"], "preprocess": pre, "train": train,
+            "augment": None, "distill": None, "prune": None, "quantize": None,
+            "backend": student["backend"]}
+
+
+def teacher_key(config: dict, seed: int) -> str:
+    blob = json.dumps({"teacher": config, "seed": seed}, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def get_teacher(config: dict, seed: int, backend, data, trainer: Callable
+                ) -> tuple[nn.Module, dict]:
+    """Train the teacher (`trainer(config, seed, backend)`), or load it from the cache
+    (a state_dict, read with weights_only=True), keyed by its full config and the seed."""
     from modelopt import models
     from modelopt.data import cache_dir
     from modelopt.train import predict, score
 
-    path = cache_dir() / "teachers" / f"{teacher_key(teacher_cfg, student_cfg, seed)}.pt"
-    model = models.build(teacher_cfg["model"], data.input_shape, data.num_outputs)
+    path = cache_dir() / "teachers" / f"{teacher_key(config, seed)}.pt"
+    model = models.build(config["model"], data.input_shape, data.num_outputs)
     info = {"teacher_cached": path.exists()}
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
         model.to(backend.device)
     else:
-        model, _ = trainer(teacher_cfg, seed, backend, data)
+        model, _ = trainer(config, seed, backend)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
@@ -72,9 +86,8 @@ def get_teacher(teacher_cfg: dict, student_cfg: dict, seed: int, backend, data,
 
 def loss_term(spec: dict, student_cfg: dict, data, seed: int, backend, trainer: Callable):
     """(loss term for the training loop, task-loss weight, info for the result)."""
-    teacher_cfg = {**spec["teacher"]}
-    teacher_cfg.setdefault("dataset", student_cfg["dataset"])
-    teacher, info = get_teacher(teacher_cfg, student_cfg, seed, backend, data, trainer)
+    teacher, info = get_teacher(teacher_config(spec["teacher"], student_cfg), seed, backend,
+                                data, trainer)
     t, alpha = spec["temperature"], spec["alpha"]
 
     def term(model, x, y, student_logits):

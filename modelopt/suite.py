@@ -187,10 +187,26 @@ def check_spec_one(key: str, spec: dict, regs: dict[str, Registry]) -> dict:
     return {"name": spec["name"], **regs[key].check(spec["name"], params)}
 
 
+TEACHER_KEYS = ("model", "optimizer", "schedule", "regularization", "train", "loss")
+
+
 def resolve_teacher(teacher: Any, regs: dict[str, Registry]) -> dict:
+    """A teacher is a cell of its own (model, optimizer, training); it shares the student's
+    data, so it takes no dataset, preprocessing or compression keys."""
     if not isinstance(teacher, dict):
-        raise RegistryError(f"distill teacher must be a cell mapping, got {teacher!r}")
-    return resolve_cell({}, teacher, regs, require=("model",))
+        raise RegistryError(f"distill teacher must be a mapping with model, optimizer, train; "
+                            f"got {teacher!r}")
+    bad = [k for k in teacher if k not in TEACHER_KEYS]
+    if bad:
+        raise RegistryError(f"distill teacher key '{bad[0]}' is not allowed; a teacher takes "
+                            f"{', '.join(TEACHER_KEYS)} (it uses the student's data)")
+    if "optimizer" not in teacher:
+        raise RegistryError("distill teacher needs an optimizer")
+    out = {}
+    for key in TEACHER_KEYS:
+        norm = normalize(key, teacher.get(key, {} if key == "train" else None))
+        out[key] = check_spec(key, norm, regs)
+    return out
 
 
 # ---------------------------------------------------------------- expansion

@@ -117,19 +117,22 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
     d = data()
     calls = []
 
-    def trainer(cfg, seed, backend, dd):
+    def trainer(cfg, seed, backend):
         calls.append(seed)
         torch.manual_seed(seed)
-        return build(cfg["model"], dd.input_shape, dd.num_outputs), None
+        return build(cfg["model"], d.input_shape, d.num_outputs), None
 
-    teacher = {"model": {"name": "mlp", "hidden": 64}}
-    student = {"dataset": {"name": "synthetic"}, "preprocess": None,
+    teacher = {"model": {"name": "mlp", "hidden": 64}, "train": {"steps": 5}}
+    student = {"dataset": {"name": "synthetic"}, "backend": {"name": "cpu"},
+               "preprocess": [{"name": "subsample", "fraction": 0.1}],
                "train": {"val_fraction": 0.1}}
-    m1, i1 = distill.get_teacher(teacher, student, 0, cpu(), d, trainer)
-    m2, i2 = distill.get_teacher(teacher, student, 0, cpu(), d, trainer)
+    cfg = distill.teacher_config(teacher, student)
+    assert cfg["preprocess"] == []  # the teacher sees the whole training split
+    m1, i1 = distill.get_teacher(cfg, 0, cpu(), d, trainer)
+    m2, i2 = distill.get_teacher(cfg, 0, cpu(), d, trainer)
     assert calls == [0] and not i1["teacher_cached"] and i2["teacher_cached"]
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    distill.get_teacher(teacher, student, 1, cpu(), d, trainer)
+    distill.get_teacher(cfg, 1, cpu(), d, trainer)
     assert calls == [0, 1]  # another seed is another teacher
 
 
@@ -155,3 +158,31 @@ def test_weight_clip_hook_clips():
     hook(m)
     assert float(m.weight.abs().max()) == pytest.approx(0.1)
     assert quantize.train_hooks(None) == []
+
+
+def test_distilled_students_share_one_cached_teacher(tmp_path, monkeypatch):
+    from modelopt.cell import run_cell
+    from modelopt.suite import parse
+
+    monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
+    s = parse("""
+name: kd
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 300, n_features: 8, n_classes: 3}
+  model: {name: mlp, hidden: 8}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 20, batch_size: 32, eval_every: 10}
+  distill:
+    name: kd
+    teacher: {model: {name: mlp, hidden: 64}, optimizer: {name: adam, lr: 0.01},
+              train: {steps: 40}}
+matrix:
+  distill.temperature: [2.0, 4.0]
+""")
+    a, b = (run_cell(c.config, 0) for c in s.cells)
+    assert a.status == b.status == "ok"
+    assert a.metrics["teacher_cached"] is False and b.metrics["teacher_cached"] is True
+    assert a.metrics["teacher_accuracy"] == b.metrics["teacher_accuracy"] > 0.5
+    assert a.metrics["accuracy"] != b.metrics["accuracy"]  # the temperature mattered
+    assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
