@@ -137,7 +137,7 @@ class Latency:
 
 
 def latency(model: nn.Module, example: torch.Tensor, backend: Backend, threads: int = 1,
-            min_run_time: float = 0.2, warmup: int = 10) -> Latency:
+            min_run_time: float = 0.2, warmup: int = 20) -> Latency:
     """Inference time of model(example): eval mode, inference_mode, warm-up, then
     torch.utils.benchmark's blocked_autorange (it synchronises CUDA)."""
     import torch.utils.benchmark as tb

@@ -69,7 +69,7 @@ def context():
         # glibc keeps freed memory; a fixed mmap threshold makes peaks repeatable
         os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["modelopt.cell"])
+        ctx.set_forkserver_preload(["modelopt.preload"])
         _CTX = ctx
     return _CTX
 
