@@ -94,6 +94,9 @@ def cmd_report(args) -> int:
         agg = report.aggregate(d)
         figs = [("Accuracy vs latency", f"{suite}_accuracy_latency.png", plots.accuracy_vs_latency),
                 ("Accuracy vs parameters", f"{suite}_accuracy_params.png", plots.accuracy_vs_params)]
+        if d["cell"].map(lambda c: bool(c.get("prune"))).any():
+            figs.append(("Accuracy vs sparsity", f"{suite}_sparsity.png",
+                         plots.sparsity_vs_accuracy))
         if d["curves"].map(bool).any():
             figs.append(("Training curves", f"{suite}_curves.png",
                          lambda a, d=d: plots.training_curves(d, a)))

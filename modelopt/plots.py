@@ -45,10 +45,19 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
         ax.errorbar(r[x], r[y] * scale, xerr=r.get(f"{x}_std", 0) or 0,
                     yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="o", capsize=3,
                     color=cmap(i % cmap.N), label=labels[i])
-    front = pareto_front(list(ok[x]), list(ok[y]))
+    xs, ys = list(ok[x]), list(ok[y])
+    slim_x = f"slimmed_{x}"
+    if slim_x in ok.columns:  # the same weights with pruned channels removed
+        for i, r in ok[ok[slim_x].notna()].iterrows():
+            ax.errorbar(r[slim_x], r[y] * scale, xerr=r.get(f"{slim_x}_std", 0) or 0,
+                        yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="s", mfc="none",
+                        capsize=3, color=cmap(i % cmap.N), label=f"{labels[i]} (slimmed)")
+            xs.append(r[slim_x])
+            ys.append(r[y])
+    front = pareto_front(xs, ys)
     if len(front) > 1:
-        ax.plot(ok[x].iloc[front], ok[y].iloc[front] * scale, "--", color="grey", lw=1,
-                label="Pareto front", zorder=0)
+        ax.plot([xs[i] for i in front], [ys[i] * scale for i in front], "--", color="grey",
+                lw=1, label="Pareto front", zorder=0)
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or x)
@@ -123,4 +132,52 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
     fig.suptitle(f"Training curves (mean ± std over n ≤ {n} seeds)")
     fig.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
+    return fig
+
+
+def _method(cell: dict) -> str:
+    """A pruning cell's method without its amount: `l1_unstructured global, 4 rounds`."""
+    p = cell.get("prune")
+    if not p:
+        return "dense"
+    scope = "" if "structured" in p["name"] and "unstructured" not in p["name"] else (
+        "global" if p.get("global") else "per layer")
+    extra = [x for x in (scope,
+                         f"{p['rounds']} rounds" if p.get("rounds", 1) > 1 else "") if x]
+    return p["name"] + (f" ({', '.join(extra)})" if extra else "")
+
+
+def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
+    """Test accuracy vs measured sparsity, a line per model and pruning method; the dense
+    model is a dashed horizontal line. Error bars: std over seeds."""
+    ok = agg[agg["n"] > 0].copy()
+    ok["model_name"] = ok["cell"].map(lambda c: c["model"]["name"])
+    ok["method"] = ok["cell"].map(_method)
+    models = list(dict.fromkeys(ok["model_name"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), dpi=DPI,
+                             squeeze=False)
+    methods = [m for m in dict.fromkeys(ok["method"]) if m != "dense"]
+    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
+    for ax, model in zip(axes[0], models):
+        sub = ok[ok["model_name"] == model]
+        for method in methods:
+            g = sub[sub["method"] == method].sort_values("sparsity")
+            if g.empty:
+                continue
+            ax.errorbar(100 * g["sparsity"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"],
+                        marker="o", capsize=3, color=colors[method], label=method)
+        dense = sub[sub["method"] == "dense"]
+        if not dense.empty:
+            ax.axhline(100 * dense["accuracy"].iloc[0], color="black", ls="--", lw=1,
+                       label="dense")
+        ax.set_title(f"{model}")
+        ax.set_xlabel("sparsity (% of weights zero)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
+               bbox_to_anchor=(0.5, -0.02), frameon=False)
+    n = int(ok["n"].max()) if len(ok) else 0
+    fig.suptitle(f"Accuracy vs sparsity after fine-tuning (mean ± std, n ≤ {n} seeds)")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

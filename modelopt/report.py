@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -24,6 +25,13 @@ METRICS = {
     "params": ("params", "int", False),
     "params_nonzero": ("nonzero", "int", False),
     "flops": ("FLOPs", "si", False),
+    "sparsity": ("sparsity %", "pct", True),
+    "flops_nonzero": ("nonzero FLOPs", "si", False),
+    "size_bytes": ("size B", "si", False),
+    "size_bytes_compressed": ("zipped B", "si", False),
+    "slimmed_params": ("slimmed params", "int", False),
+    "slimmed_latency_ms_p50": ("slimmed latency ms", "g3", False),
+    "teacher_accuracy": ("teacher %", "pct", True),
     "latency_ms_p50": ("latency p50 ms", "g3", False),
     "peak_rss_mb": ("peak RSS MB", "f0", False),
     "train_seconds": ("train s", "f1", False),
@@ -33,6 +41,20 @@ COST_METRICS = ["params", "params_nonzero", "flops", "latency_ms_p50", "peak_rss
 TASK_METRICS = {"classification": ["accuracy", "accuracy_best_val", "f1_macro"],
                 "regression": ["r2", "r2_best_val", "rmse", "mae"]}
 TABLE_METRICS = TASK_METRICS["classification"] + TASK_METRICS["regression"] + COST_METRICS
+
+
+def cost_metrics(agg: pd.DataFrame) -> list[str]:
+    """The cost columns of a table: the usual ones, and what compression adds where it ran."""
+    cells = list(agg["cell"])
+    cols = ["params", "params_nonzero"]
+    if any(c.get("prune") for c in cells):
+        cols += ["sparsity", "flops", "flops_nonzero", "size_bytes", "size_bytes_compressed"]
+    else:
+        cols += ["flops", "size_bytes"]
+    cols += ["latency_ms_p50"]
+    if "slimmed_params" in agg.columns and agg["slimmed_params"].notna().any():
+        cols += ["slimmed_params", "slimmed_latency_ms_p50"]
+    return cols + ["peak_rss_mb", "train_seconds", "time_to_target_s", "target_reached"]
 
 
 def _spec_label(spec, differing: set[str]) -> str:
@@ -217,13 +239,17 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         part = agg[agg["task"] == task]
         if len(tasks) > 1:
             lines += [f"## {task.capitalize()} cells", ""]
-        lines += [table(part, TASK_METRICS[task] + COST_METRICS), ""]
+        lines += [table(part, TASK_METRICS[task] + cost_metrics(part)), ""]
     primary = "accuracy" if "classification" in tasks else "r2"
     tune = tune_table(agg, primary)
     if tune:
         lines += ["## Tuned: the best setting per cell, chosen on validation", "",
                   "Each row's setting has the best mean validation score over the seeds; the "
                   "test figure beside it was never used for the choice.", "", tune, ""]
+    kd = distill_table(agg)
+    if kd:
+        lines += ["## Distillation: teacher, student from scratch, student distilled", "",
+                  kd, ""]
     cv = cv_table(d, agg, primary)
     if cv:
         lines += ["## Cross-validation", "", cv, ""]
@@ -292,6 +318,35 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
             len(g), len(vals)])
     headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}", "folds",
                                           "n (folds × seeds)"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def distill_table(agg: pd.DataFrame) -> str:
+    """Per distilled student: the teacher, the same student from scratch (same data, same
+    seeds), the distilled student and the difference, mean ± std over seeds."""
+    ok = agg[agg["n"] > 0]
+    students = ok[ok["cell"].map(lambda c: bool(c.get("distill")))]
+    if students.empty:
+        return ""
+
+    def without_distill(cell):
+        return json.dumps({k: v for k, v in cell.items() if k != "distill"}, sort_keys=True)
+
+    scratch = {without_distill(c): r for c, (_, r) in zip(ok["cell"], ok.iterrows())
+               if not c.get("distill")}
+    labels = [c for c in label_columns(ok) if c != "axis:distill"]
+    rows = []
+    for _, r in students.iterrows():
+        d = r["cell"]["distill"]
+        base = scratch.get(without_distill(r["cell"]))
+        delta = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base is not None else "–"
+        rows.append([r[c] for c in labels] + [
+            f"T={d['temperature']:g}, α={d['alpha']:g}",
+            fmt(r.get("teacher_accuracy"), r.get("teacher_accuracy_std"), "pct"),
+            fmt(base["accuracy"], base["accuracy_std"], "pct") if base is not None else "–",
+            fmt(r["accuracy"], r["accuracy_std"], "pct"), delta, int(r["n"])])
+    headers = [c[5:] for c in labels] + ["KD", "teacher %", "student from scratch %",
+                                          "student distilled %", "Δ", "n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 

@@ -45,3 +45,37 @@ def test_plots_write_a_png(fn):
 
 def test_pareto_front():
     assert plots.pareto_front([1, 2, 3, 4], [0.5, 0.4, 0.9, 0.8]) == [0, 2]
+
+
+def base_row(cid, seed, cell, **metrics):
+    return {"suite": "s", "cell_id": cid, "seed": seed, "status": "ok", "error": None,
+            "cell": {"dataset": {"name": "mnist1d"}, "model": {"name": "mlp"}, **cell},
+            "curves": [{"phase": "train", "step": s, "val_score": 0.1 * s, "seconds": s / 2}
+                       for s in (1, 2, 3)],
+            "extra": {}, "env": {}, "started_at": None, "duration_s": 1, **metrics}
+
+
+def test_sparsity_plot_and_curves_plot_render():
+    rows = [base_row("d", s, {"prune": None}, accuracy=0.7, sparsity=0.0) for s in (0, 1)]
+    for amount in (0.5, 0.9):
+        for s in (0, 1):
+            rows.append(base_row(f"p{amount}", s, {"prune": {"name": "l1_unstructured",
+                                                              "amount": amount, "global": True,
+                                                              "rounds": 1}},
+                                 accuracy=0.7 - amount / 5, sparsity=amount))
+    df = pd.DataFrame(rows)
+    for fig in (plots.sparsity_vs_accuracy(report.aggregate(df)), plots.training_curves(df)):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        assert buf.tell() > 10_000
+        assert all(ax.get_xlabel() for ax in fig.axes)
+
+
+def test_distill_table_pairs_students_with_scratch():
+    kd = {"name": "kd", "temperature": 2.0, "alpha": 0.5, "teacher": {"model": {"name": "cnn"}}}
+    rows = [base_row("s", s, {"distill": None}, accuracy=a) for s, a in ((0, 0.60), (1, 0.62))]
+    rows += [base_row("k", s, {"distill": kd}, accuracy=a, teacher_accuracy=0.9)
+             for s, a in ((0, 0.65), (1, 0.67))]
+    table = report.distill_table(report.aggregate(pd.DataFrame(rows)))
+    assert "T=2, α=0.5" in table and "90.0" in table and "61.0 ± 1.4" in table
+    assert "+5.0 pt" in table
