@@ -219,8 +219,8 @@ def _split_dotted(key: str) -> tuple[str, str | None]:
 def _normalize_axis_value(key: str, value: Any):
     head, param = _split_dotted(key)
     if param is not None:
-        if head not in SINGLE_KEYS + ("train",):
-            raise RegistryError(f"'{key}': only single techniques and train take dotted keys")
+        if head not in CELL_KEYS:
+            raise RegistryError(f"unknown cell key '{head}'{closest(head, CELL_KEYS)}")
         return value
     return normalize(head, value)
 
@@ -230,6 +230,12 @@ def merge(base: dict, key: str, value: Any) -> None:
     head, param = _split_dotted(key)
     if param is not None:
         current = base.get(head, {} if head == "train" else None)
+        if head in LIST_KEYS:  # a list of techniques: the dotted key needs exactly one
+            if not current or len(current) != 1:
+                raise RegistryError(f"'{key}' sets a parameter of the one {head} technique, but "
+                                    f"{len(current or [])} are chosen; write the list out instead")
+            base[head] = [{**current[0], param: value}]
+            return
         if current is None:
             raise RegistryError(f"'{key}' sets a parameter but no {head} is chosen")
         base[head] = {**current, param: value}
