@@ -92,17 +92,10 @@ def cmd_report(args) -> int:
     for suite in df["suite"].unique():
         d = df[df["suite"] == suite]
         agg = report.aggregate(d)
-        figs = [("Accuracy vs latency", f"{suite}_accuracy_latency.png", plots.accuracy_vs_latency),
-                ("Accuracy vs parameters", f"{suite}_accuracy_params.png", plots.accuracy_vs_params)]
-        if d["cell"].map(lambda c: bool(c.get("prune"))).any():
-            figs.append(("Accuracy vs sparsity", f"{suite}_sparsity.png",
-                         plots.sparsity_vs_accuracy))
-        if d["curves"].map(bool).any():
-            figs.append(("Training curves", f"{suite}_curves.png",
-                         lambda a, d=d: plots.training_curves(d, a)))
         embedded = []
-        for title, name, fn in figs:
-            plots.save(fn(agg), out / name)
+        for title, slug, fig in plots.suite_figures(d, agg):
+            name = f"{suite}_{slug}.png"
+            plots.save(fig, out / name)
             embedded.append((title, name))
         page = report.suite_page(df, suite, embedded, descriptions.get(suite, ""))
         (out / f"{suite}.md").write_text(page)

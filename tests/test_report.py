@@ -79,3 +79,28 @@ def test_distill_table_pairs_students_with_scratch():
     table = report.distill_table(report.aggregate(pd.DataFrame(rows)))
     assert "T=2, α=0.5" in table and "90.0" in table and "61.0 ± 1.4" in table
     assert "+5.0 pt" in table
+
+
+def test_heatmap_learning_curve_grad_norms_confusion_render():
+    rows = []
+    for act in ("relu", "tanh"):
+        for hidden in (8, 16):
+            for s in (0, 1):
+                r = base_row(f"{act}{hidden}", s,
+                             {"model": {"name": "mlp", "activation": act, "hidden": hidden},
+                              "preprocess": [{"name": "subsample", "fraction": hidden / 16}]},
+                             accuracy=0.5 + hidden / 100, train_samples=hidden * 10,
+                             confusion=[[3, 1], [0, 4]])
+                r["extra"] = {"grad_norms": [{"step": st, "phase": "train", "0.weight": 1.0 / st,
+                                              "2.weight": 0.5} for st in (1, 2, 3)]}
+                rows.append(r)
+    df = pd.DataFrame(rows)
+    agg = report.aggregate(df)
+    assert plots.varying_params(list(agg["cell"])) == ["model.activation", "model.hidden",
+                                                       "preprocess"]
+    figs = dict((slug, fig) for _, slug, fig in plots.suite_figures(df, agg))
+    assert {"heatmap", "learning_curve", "grad_norms", "confusion", "curves"} <= set(figs)
+    for fig in figs.values():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        assert buf.tell() > 5_000
