@@ -6,9 +6,11 @@ nothing about files, processes or progress bars (runner.py does).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import platform
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -123,6 +125,21 @@ def load_data(config: dict, seed: int) -> data_mod.Data:
     return preprocess.apply(config.get("preprocess") or [], raw, seed)
 
 
+class Phases:
+    """Wall seconds per stage of a cell (data, train, compress, evaluate, measure)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
 def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1,
              keep_model: bool = False, gate=None) -> CellOutput:
     """Train, compress and measure one cell. `gate()` is called before the timed
@@ -132,72 +149,81 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
     registries()  # user plugins (MODELOPT_PLUGINS) register in this process too
     backend = backends.build(config["backend"])
     threads = setup(backend, threads)
-    data = load_data(config, seed)
+    info = env(backend, threads, latency_threads)
+    phase = Phases()
+    with phase("data"):
+        data = load_data(config, seed)
     example = data.x_test[:1].clone()
-    with measure.PeakMemory() as mem:
+    with measure.PeakMemory() as mem:  # the window: training, compression, evaluation
         if backend.is_cuda:
             torch.cuda.reset_peak_memory_stats(backend.device)
         try:
-            model, data, outcome = train_model(config, seed, backend, data)
+            with phase("train"):
+                model, data, outcome = train_model(config, seed, backend, data)
+            with phase("compress"):
+                pruned = (prune.apply(config["prune"], model, data,
+                                      _finetuner(config, data, backend, seed))
+                          if config.get("prune") else None)
         except Diverged as d:
-            return CellOutput("diverged", {"diverged_at_step": d.step}, [], env(backend, threads,
-                              latency_threads), error=str(d))
-        curves = list(outcome.curves)
-        extra: dict = {"grad_norms": outcome.grad_norms} if outcome.grad_norms else {}
-        final_phase = outcome
-        compress_info: dict = {}
-        if config.get("prune"):
-            finetune = _finetuner(config, data, backend, seed)
-            compress_info, ft_outcome, hist = prune.apply(config["prune"], model, data, finetune)
-            extra["weight_histograms"] = hist
-            if ft_outcome is not None:
-                curves += ft_outcome.curves
-                final_phase = ft_outcome
-                if ft_outcome.grad_norms:
-                    extra.setdefault("grad_norms", []).extend(ft_outcome.grad_norms)
-        metrics = evaluate(model, data, backend, config["train"]["eval_batch_size"])
-        best = final_phase.best
-        key = "accuracy" if data.task == "classification" else "r2"
-        metrics[f"{key}_best_val"] = best["test_score"] if best else None
-        metrics["best_val_step"] = best["step"] if best else None
-        final_val = [c["val_score"] for c in final_phase.curves
-                     if c["val_score"] is not None and not math.isnan(c["val_score"])]
-        metrics["val_score"] = final_val[-1] if final_val else None  # for tune, never test
-        metrics.update(time_to_target(outcome.curves, config["train"].get("target"),
-                                      outcome.train_seconds, outcome.steps))
-        metrics["final_step"] = outcome.steps
-    metrics["peak_rss_mb"] = mem.peak_mb
-    metrics["baseline_rss_mb"] = mem.baseline_mb
+            return CellOutput("diverged", {"diverged_at_step": d.step}, [], info, error=str(d))
+        final = pruned.finetune if pruned and pruned.finetune else outcome
+        with phase("evaluate"):
+            metrics = evaluate(model, data, backend, config["train"]["eval_batch_size"])
+    metrics.update(training_metrics(config, data.task, outcome, final))
+    metrics.update({"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb})
     if backend.is_cuda:
         metrics["peak_cuda_mb"] = measure.cuda_peak_mb(backend.device)
-    metrics["train_seconds"] = outcome.train_seconds
-    metrics["train_samples_s"] = outcome.samples / outcome.train_seconds if outcome.train_seconds else None
-    metrics.update(compress_info)
     metrics.update(data.info)
+    curves, extra = list(outcome.curves), {}
+    norms = outcome.grad_norms + (final.grad_norms if final is not outcome else [])
+    if norms:
+        extra["grad_norms"] = norms
+    if pruned:
+        metrics.update(pruned.info)
+        extra["weight_histograms"] = pruned.histograms
+        curves += final.curves if final is not outcome else []
 
-    deploy = model
-    if config.get("quantize"):
-        deploy, q_info = quantize.apply(config["quantize"], model, data, backend)
-        metrics.update(q_info)
-        if deploy is not model:  # the quantized model is what ships: re-measure its accuracy
-            q_metrics = evaluate(deploy, data, backend.__class__("cpu", "cpu", None),
-                                 config["train"]["eval_batch_size"])
-            metrics.update({k: v for k, v in q_metrics.items() if k != "loss"})
-    metrics.update(static_metrics(deploy, model, example))
+    with phase("measure"):
+        deploy, deploy_backend = model, backend
+        if config.get("quantize"):
+            deploy, q_info = quantize.apply(config["quantize"], model, data, backend)
+            metrics.update(q_info)
+            if deploy is not model:  # the quantized copy is what ships: its accuracy counts
+                deploy_backend = _CPU
+                q_metrics = evaluate(deploy, data, _CPU, config["train"]["eval_batch_size"])
+                metrics.update({k: v for k, v in q_metrics.items() if k != "loss"})
+        metrics.update(static_metrics(deploy, model, example))
     if gate is not None:
-        gate()
-    timing, extra["latency_blocks_ms"] = timing_metrics(
-        deploy, data, example, config["train"]["batch_size"],
-        backend if deploy is model else _CPU, latency_threads)
-    metrics.update(timing)
-    if "slimmed" in compress_info.get("_models", {}):
-        slim = compress_info.pop("_models")["slimmed"]
-        lat = measure.latency(slim, example, backend, latency_threads)
-        metrics["slimmed_latency_ms_p50"] = lat.p50_ms
-        metrics["slimmed_latency_ms_p90"] = lat.p90_ms
-    metrics.pop("_models", None)
-    return CellOutput("ok", metrics, curves, env(backend, threads, latency_threads), extra,
+        gate()  # waiting for the machine is no stage of ours
+    with phase("measure"):
+        timing, extra["latency_blocks_ms"] = timing_metrics(
+            deploy, data, example, config["train"]["batch_size"], deploy_backend, latency_threads)
+        metrics.update(timing)
+        if pruned and pruned.slimmed is not None:
+            lat = measure.latency(pruned.slimmed.to(deploy_backend.device), example,
+                                  deploy_backend, latency_threads)
+            metrics.update({"slimmed_latency_ms_p50": lat.p50_ms, "slimmed_latency_ms_p90": lat.p90_ms})
+    extra["phase_seconds"] = phase.seconds
+    return CellOutput("ok", metrics, curves, info, extra,
                       model=deploy if keep_model else None, example=example)
+
+
+def training_metrics(config: dict, task: str, outcome: Outcome, final: Outcome) -> dict:
+    """Speed, steps, the best-validation figures (of the phase that made the final model)
+    and time to target."""
+    best = final.best
+    key = "accuracy" if task == "classification" else "r2"
+    vals = [c["val_score"] for c in final.curves
+            if c["val_score"] is not None and not math.isnan(c["val_score"])]
+    out = {f"{key}_best_val": best["test_score"] if best else None,
+           "best_val_step": best["step"] if best else None,
+           "val_score": vals[-1] if vals else None,  # what tune chooses by; never test
+           "final_step": outcome.steps, "train_seconds": outcome.train_seconds,
+           "train_samples_s": (outcome.samples / outcome.train_seconds
+                               if outcome.train_seconds else None)}
+    out.update(time_to_target(outcome.curves, config["train"].get("target"),
+                              outcome.train_seconds, outcome.steps))
+    return out
 
 
 _CPU = backends.Backend("cpu", "cpu", None)

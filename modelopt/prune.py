@@ -226,10 +226,17 @@ def slim(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return slimmed
 
 
-def apply(spec: dict, model: nn.Module, data: Data, finetune) -> tuple[dict, object, dict]:
+@dataclass
+class Pruned:
+    info: dict  # metrics: amount, slimmed_* counts
+    finetune: object | None  # the last fine-tuning outcome (train.Outcome)
+    histograms: dict  # weight magnitudes before / after
+    slimmed: nn.Module | None  # structured pruning: the channels physically removed
+
+
+def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
     """Prune in `rounds` (each followed by its share of fine-tuning), make it permanent, and for
-    structured pruning build the slimmed model. Returns (metrics, last fine-tune outcome,
-    weight histograms before/after)."""
+    structured pruning build the slimmed model."""
     from modelopt.measure import count_params, flops, size_bytes
 
     p: Pruning = PRUNERS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
@@ -246,6 +253,7 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> tuple[dict, obj
             outcome = finetune(model, steps, f"finetune{r}" if p.rounds > 1 else "finetune")
     make_permanent(model)
     info: dict = {"prune_amount": p.amount}
+    slimmed = None
     if p.structured:
         example = data.x_test[:1]
         slimmed = slim(model, example)
@@ -254,7 +262,6 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> tuple[dict, obj
             diff = float((slimmed(data.x_test[:256]) - masked(data.x_test[:256])).abs().max())
         params, _ = count_params(slimmed)
         info.update({"slimmed_params": params, "slimmed_flops": flops(slimmed, example),
-                     "slimmed_size_bytes": size_bytes(slimmed), "slimmed_max_abs_diff": diff,
-                     "_models": {"slimmed": slimmed}})
-    return info, outcome, {"before": before, "after": _histogram(model)}
+                     "slimmed_size_bytes": size_bytes(slimmed), "slimmed_max_abs_diff": diff})
+    return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed)
 

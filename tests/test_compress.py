@@ -75,7 +75,7 @@ def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
     m.eval()
     with torch.no_grad():
         m(d.x_train[:64])
-    info, _, _ = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None)
+    info = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None).info
     for _, layer, _ in prune._hidden_layers(m):
         rows = layer.weight.detach().flatten(1).abs().sum(1)
         assert int((rows == 0).sum()) == 4  # half of 8 channels, as whole channels
