@@ -56,9 +56,12 @@ def cmd_run(args) -> int:
     try:
         summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
                              force=args.force, shard=args.shard, fail_fast=args.fail_fast,
-                             on_record=on_record, on_plan=on_plan)
+                             on_record=on_record, on_plan=on_plan, executor=args.executor,
+                             ray_address=args.ray_address)
     except runner.ResumeError as exc:
         return _err(str(exc))
+    except ImportError as exc:
+        return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
     if bar:
         bar.close()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
@@ -206,6 +209,10 @@ def parser() -> argparse.ArgumentParser:
     g = r.add_mutually_exclusive_group()
     g.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     g.add_argument("--keep-going", action="store_true", help="(the default) run every cell")
+    r.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local processes (default) or Ray tasks (pip install 'modelopt[ray]')")
+    r.add_argument("--ray-address", help="an existing Ray cluster (ray.init(address=...)); "
+                   "default: start a local one")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="markdown tables and plots from results directories")

@@ -332,6 +332,82 @@ def _exit_reason(code: int | None) -> str:
     return f"the cell's process exited with code {code} without reporting a result"
 
 
+def _ray_cell(config: dict, seed: int, threads: int, latency_threads: int) -> dict:
+    """A cell as a Ray task (in a Ray worker process)."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    try:
+        from modelopt.cell import run_cell
+
+        out = run_cell(config, seed, threads, latency_threads)
+        env = {**out.env, "executor": "ray", "latency_exclusive": False}
+        return {"status": out.status, "error": out.error, "metrics": out.metrics,
+                "curves": out.curves, "env": env, "extra": out.extra}
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
+        tb = traceback.format_exc().strip().splitlines()
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "traceback": "\n".join(tb[-12:])}
+
+
+class RayScheduler(Scheduler):
+    """Cells as Ray tasks, each asking for its CPUs (and a GPU for cuda cells; world_size of
+    them for ddp). Results stream back to the driver, which appends them as they finish.
+    Ray packs tasks onto the cluster itself, so latency can overlap another cell's training:
+    such results say `latency_exclusive: false` in their env."""
+
+    def __init__(self, *args, address: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.address = address
+
+    def run(self, jobs_list: list[Job]) -> Summary:
+        import ray
+
+        env_vars = {k: os.environ[k] for k in ("MODELOPT_PLUGINS", "PYTHONPATH", "MODELOPT_CACHE")
+                    if k in os.environ}
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env_vars} if env_vars else None)
+        remote = ray.remote(_ray_cell)
+        pending: dict = {}
+        try:
+            for job in jobs_list:
+                reason = self.available(job.cell.config["backend"])
+                if reason:
+                    status = "skipped" if self.suite.spec.skip_unavailable else "failed"
+                    self._emit(make_record(self.suite, job, _now(), 0.0,
+                                           {"status": status, "error": reason}, self.commit))
+                    continue
+                b = job.cell.config["backend"]
+                gpus = (b.get("world_size", 1) if b.get("device") == "cuda" else 1) \
+                    if b["name"] == "cuda" or b.get("device") == "cuda" else 0
+                ref = remote.options(num_cpus=job.slots, num_gpus=gpus, max_retries=0).remote(
+                    job.cell.config, job.seed, b.get("threads") or 1, self.latency_threads)
+                pending[ref] = (job, time.monotonic(), _now())
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                now = time.monotonic()
+                for ref in done:
+                    job, t0, started = pending.pop(ref)
+                    try:
+                        payload = ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - the worker died: crash, OOM
+                        payload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                    self._emit(make_record(self.suite, job, started, now - t0, payload,
+                                           self.commit))
+                for ref, (job, t0, started) in list(pending.items()):
+                    # Ray's clock starts at submission: a queued task's limit counts its wait
+                    if job.timeout_s and now - t0 > job.timeout_s + 60 * len(pending):
+                        ray.cancel(ref, force=True)
+                        pending.pop(ref)
+                        self._emit(make_record(self.suite, job, started, now - t0, {
+                            "status": "timeout", "error": f"exceeded timeout_s={job.timeout_s:g} "
+                            "(Ray task cancelled)"}, self.commit))
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        return self.summary
+
+
 def default_jobs() -> int:
     from modelopt.measure import cpu_count
 
@@ -341,7 +417,8 @@ def default_jobs() -> int:
 def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,
         force: bool = False, shard: tuple[int, int] | None = None, fail_fast: bool = False,
         on_record: Callable[[dict], None] | None = None,
-        on_plan: Callable[[int, int], None] | None = None) -> Summary:
+        on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
+        ray_address: str | None = None) -> Summary:
     """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result."""
     out = Path(out_dir)
     jobs = jobs or default_jobs()
@@ -359,7 +436,11 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         if on_record:
             on_record(rec)
 
-    sched = Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast)
+    if executor == "ray":
+        sched = RayScheduler(suite, jobs, on_record=record, fail_fast=fail_fast,
+                             address=ray_address)
+    else:
+        sched = Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast)
     summary = sched.run(todo)
     summary.skipped_done = len(done)
     return summary

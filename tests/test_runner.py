@@ -182,3 +182,28 @@ def test_killed_run_resumes_with_each_cell_once(tmp_path):
     keys = [(x["cell_id"], x["seed"]) for x in lines]
     assert len(keys) == len(set(keys)) == 9  # every cell x seed exactly once
     assert all(x["status"] == "ok" for x in lines)
+
+
+def test_ray_executor_matches_local_and_records_crashes(tmp_path):
+    pytest.importorskip("ray")
+    text = SHARDS.replace("  model: [linear, {name: mlp, hidden: 8}, {name: mlp, hidden: 12}]",
+                          "  model: [linear, {name: mlp, hidden: 8}, {name: test_crash, how: exit}]"
+                          ).replace("seeds: [0, 1]", "seeds: [0]")
+    suite = parse(text)
+    runner.run(suite, tmp_path / "local", jobs=2)
+    try:
+        runner.run(suite, tmp_path / "ray", jobs=2, executor="ray")
+    finally:
+        import ray
+
+        ray.shutdown()
+    local = {(r["cell_id"], r["seed"]): r for r in results.read(tmp_path / "local")}
+    remote = {(r["cell_id"], r["seed"]): r for r in results.read(tmp_path / "ray")}
+    assert local.keys() == remote.keys()
+    for k, r in remote.items():
+        assert r["status"] == local[k]["status"]
+        if r["status"] == "ok":
+            assert r["metrics"]["accuracy"] == local[k]["metrics"]["accuracy"]
+            assert r["env"]["executor"] == "ray"
+        else:
+            assert r["cell"]["model"]["name"] == "test_crash"
