@@ -222,6 +222,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     lines = [f"# {suite}", ""]
     if description:
         lines += [description.strip(), ""]
+    primary = "accuracy" if (agg["task"] == "classification").any() else "r2"
     lines += [
         f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
         "figures are mean ± std over seeds",
@@ -229,23 +230,25 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         f"training threads {env['threads']}, latency threads {env['latency_threads']}",
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
         "- accuracy: test accuracy at the final step; *acc @best val*: test accuracy at the "
-        "evaluation with the best validation accuracy (chosen on validation only)",
+        "evaluation with the best validation accuracy (chosen on validation only); rows are "
+        "sorted by the first; **bold**: the best of a column",
         "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
         "zeros counted); latency: batch 1, median of torch.utils.benchmark blocks",
         "",
     ]
+    tune = tune_table(agg, primary)
+    if tune:  # for a tuned suite the choice is the headline; every setting follows
+        lines += ["## Tuned: the best setting per cell, chosen on validation", "",
+                  "Each row's setting has the best mean validation score over the seeds; the "
+                  "test figure beside it was never used for the choice.", "", tune, "",
+                  "## Every setting", ""]
     tasks = list(dict.fromkeys(agg["task"]))
     for task in tasks:  # a regression and a classification cell are never ranked together
         part = agg[agg["task"] == task]
         if len(tasks) > 1:
             lines += [f"## {task.capitalize()} cells", ""]
-        lines += [table(part, TASK_METRICS[task] + cost_metrics(part)), ""]
-    primary = "accuracy" if "classification" in tasks else "r2"
-    tune = tune_table(agg, primary)
-    if tune:
-        lines += ["## Tuned: the best setting per cell, chosen on validation", "",
-                  "Each row's setting has the best mean validation score over the seeds; the "
-                  "test figure beside it was never used for the choice.", "", tune, ""]
+        lines += [table(part, TASK_METRICS[task] + cost_metrics(part),
+                        sort_by=TASK_METRICS[task][0]), ""]
     kd = distill_table(agg)
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
@@ -286,17 +289,28 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
     best = tuned(agg)
     if best.empty:
         return ""
-    tuned_keys = {k.split(".")[0] for v in best["group"] for k in v["values"]}
-    labels = [c for c in label_columns(best) if c[5:] not in tuned_keys]
+    def untuned(cell: dict, values: dict) -> dict:  # the cell without its tuned parameters
+        out = dict(cell)
+        for dotted in values:
+            head, _, param = dotted.partition(".")
+            out[head] = {k: v for k, v in out[head].items() if k != param}
+        return out
+
+    best = best.sort_values("val_score", ascending=False)
+    names = axis_labels([untuned(c, g["values"]) for c, g in zip(best["cell"], best["group"])])
+    labels = list(names.columns)
     kind = METRICS.get(metric, ("", "g3", True))[1]
     rows = []
-    for _, r in best.sort_values("val_score", ascending=False).iterrows():
-        rows.append([r[c] for c in labels] + [
+    speed = [m for m in ("train_seconds", "time_to_target_s", "target_reached") if m in best]
+    for (_, r), (_, lab) in zip(best.iterrows(), names.iterrows()):
+        rows.append([lab[c] for c in labels] + [
             r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
-            fmt(r.get(metric), r.get(f"{metric}_std"), kind), int(r["n"]), int(r["candidates"])])
+            fmt(r.get(metric), r.get(f"{metric}_std"), kind)]
+            + [fmt(r.get(m), r.get(f"{m}_std"), METRICS[m][1]) for m in speed]
+            + [int(r["n"]), int(r["candidates"])])
     headers = ([c[5:] for c in labels] + ["chosen on validation", "validation",
-                                          f"test {METRICS.get(metric, (metric,))[0]}", "n",
-                                          "settings tried"])
+                                          f"test {METRICS.get(metric, (metric,))[0]}"]
+               + [METRICS[m][0] for m in speed] + ["n", "settings tried"])
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
