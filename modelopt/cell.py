@@ -264,13 +264,20 @@ def evaluate(model: nn.Module, data: data_mod.Data, backend, eval_batch: int) ->
     return metrics
 
 
+# L1 drives weights towards zero, but an optimizer keeps them hovering around it rather than
+# on it: params_above_1e-3 counts the weights that matter at this (stated) threshold.
+SMALL_WEIGHT = 1e-3
+
+
 def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) -> dict:
     """Counts of the deployed model. FLOPs come from its float version on the CPU:
     FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
     same multiply-adds."""
     params, nonzero = measure.count_params(deploy)
+    _, above = measure.count_params(deploy, threshold=SMALL_WEIGHT)
     counted = copy.deepcopy(fp32).cpu()
     return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
+            "params_above_1e-3": above,
             "size_bytes": measure.size_bytes(deploy),
             "size_bytes_compressed": measure.size_bytes_compressed(deploy),
             "flops": measure.flops(counted, example),

@@ -26,6 +26,7 @@ METRICS = {
     "params_nonzero": ("nonzero", "int", False),
     "flops": ("FLOPs", "si", False),
     "sparsity": ("sparsity %", "pct", True),
+    "params_above_1e-3": ("|w| > 1e-3", "int", False),
     "flops_nonzero": ("nonzero FLOPs", "si", False),
     "size_bytes": ("size B", "si", False),
     "size_bytes_compressed": ("zipped B", "si", False),
@@ -47,6 +48,8 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
     """The cost columns of a table: the usual ones, and what compression adds where it ran."""
     cells = list(agg["cell"])
     cols = ["params", "params_nonzero"]
+    if any(c.get("regularization") for c in cells):
+        cols.append("params_above_1e-3")
     if any(c.get("prune") for c in cells):
         cols += ["sparsity", "flops", "flops_nonzero", "size_bytes", "size_bytes_compressed"]
     else:
