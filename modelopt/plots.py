@@ -120,7 +120,8 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
                 continue
             m = [scale * v for v in mean]
             sd = [scale * v for v in std]
-            ax.plot(xs, m, color=cmap(i % cmap.N), label=labels[i] if x == "step" else None)
+            ax.plot(xs, m, color=cmap(i % cmap.N), marker="o" if len(xs) < 3 else None,
+                    label=labels[i] if x == "step" else None)
             ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                             color=cmap(i % cmap.N), alpha=0.15, lw=0)
     ylabel = "validation accuracy (%)" if scale == 100 else "validation R²"
