@@ -13,6 +13,7 @@ from torch.nn.utils import prune as tprune
 
 from modelopt.data import Data
 from modelopt.registry import Registry
+from modelopt.train import rows
 
 # flags: structured (whole channels / neurons are removed, so a slimmed model is built)
 PRUNERS = Registry("prune")
@@ -180,7 +181,8 @@ def activation_structured(*, amount: float = 0.5, calibration_batches: int = 10,
         dev = next(model.parameters()).device
         with torch.no_grad():  # calibration on the training split only, never test
             for b in range(calibration_batches):
-                xb = data.x_train[b * batch_size:(b + 1) * batch_size]
+                end = min((b + 1) * batch_size, len(data.x_train))
+                xb = rows(data.x_train, torch.arange(b * batch_size, end))
                 if len(xb) == 0:
                     break
                 model(xb.to(dev))

@@ -282,6 +282,11 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
                             f"'{dname}' gives {kind} inputs; models for it: {', '.join(fitting)}")
     from modelopt.data import task_of
 
+    pre = cell.get("preprocess") or []
+    for spec in pre[:-1]:
+        if regs["preprocess"].get(spec["name"]).flags.get("last"):
+            raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "
+                                "(it changes how the inputs are stored)")
     task = task_of(cell["dataset"])
     loss = cell.get("loss")
     if loss:

@@ -53,6 +53,13 @@ class Outcome:
     grad_norms: list[dict]
 
 
+def rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] as a dense batch; x may be stored sparse (the `sparse` preprocessing)."""
+    if x.is_sparse:
+        return torch.index_select(x, 0, idx).to_dense()
+    return x[idx]
+
+
 def total_steps(train_cfg: dict, n_train: int, full_batch: bool) -> int:
     if train_cfg.get("steps"):
         return int(train_cfg["steps"])
@@ -122,7 +129,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         if plan.shard is not None:  # rank r takes r::world of the global batch
             idx = idx[plan.shard[0]::plan.shard[1]]
         idx = idx.to(dev)
-        xb, yb = x_train[idx], y_train[idx]
+        xb, yb = rows(x_train, idx), y_train[idx]
         if plan.augment is not None:
             xb = plan.augment(xb, aug_gen)
         with backend.autocast():
