@@ -85,12 +85,12 @@ def cmd_report(args) -> int:
         return _err(str(exc))
     if df.empty:
         return _err("no results to report")
-    descriptions = {}
+    metas = {}
     for d in args.dirs:  # what `modelopt run` noted about the suite beside its results
         meta = Path(d) / "suite.json"
         if meta.is_file():
             info = json.loads(meta.read_text())
-            descriptions[info.get("suite")] = info.get("description", "")
+            metas[info.get("suite")] = info
     pages = []
     for suite in df["suite"].unique():
         d = df[df["suite"] == suite]
@@ -100,7 +100,9 @@ def cmd_report(args) -> int:
             name = f"{suite}_{slug}.png"
             plots.save(fig, out / name)
             embedded.append((title, name))
-        page = report.suite_page(df, suite, embedded, descriptions.get(suite, ""))
+        meta = metas.get(suite, {})
+        page = report.suite_page(df, suite, embedded, meta.get("description", ""),
+                                 meta.get("baseline"))
         (out / f"{suite}.md").write_text(page)
         if args.csv:
             report.csv_table(agg).to_csv(out / f"{suite}.csv", index=False)

@@ -165,7 +165,31 @@ def fmt(value: float, std: float | None, kind: str) -> str:
     return f"{one(value)} ± {one(std)}"
 
 
-def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:
+def find_baseline(agg: pd.DataFrame, baseline: dict | None) -> pd.Series | None:
+    """The row whose cell matches every key the suite's `baseline:` names (a technique name
+    and the parameters given; `none` for an optional technique that is off)."""
+    if not baseline:
+        return None
+    for _, r in agg[agg["n"] > 0].iterrows():
+        if all(_matches_spec(r["cell"].get(k), v) for k, v in baseline.items()):
+            return r
+    return None
+
+
+def _matches_spec(actual, wanted) -> bool:
+    if wanted in (None, "none", "off", []):
+        return not actual
+    if isinstance(wanted, str):
+        wanted = {"name": wanted}
+    if isinstance(wanted, dict) and isinstance(actual, dict):
+        return all(actual.get(k) == v for k, v in wanted.items())
+    if isinstance(wanted, list) and isinstance(actual, list):
+        return len(wanted) == len(actual) and all(map(_matches_spec, actual, wanted))
+    return actual == wanted
+
+
+def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None,
+          baseline: pd.Series | None = None) -> str:
     """A GitHub-markdown table: the axes that vary, mean ± std over n seeds per metric."""
     ok = agg[agg["n"] > 0].copy()
     if ok.empty:
@@ -187,10 +211,29 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
             if m in best and r.get(m) == best[m]:
                 cell = f"**{cell}**"
             row.append(cell)
+        if baseline is not None:
+            row += _relative(r, baseline)
         row.append(int(r["n"]))
         rows.append(row)
-    headers = [c[5:] for c in labels] + [METRICS[m][0] for m in metrics] + ["n"]
+    headers = [c[5:] for c in labels] + [METRICS[m][0] for m in metrics]
+    if baseline is not None:
+        key = "accuracy" if "accuracy" in ok.columns else "r2"
+        headers += [f"Δ {key} vs baseline", "speed-up × (latency)", "size ×"]
+    headers += ["n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _relative(r: pd.Series, base: pd.Series) -> list[str]:
+    """Δ of the primary metric (points), latency speed-up and size ratio against the baseline."""
+    if r["cell_id"] == base["cell_id"]:
+        return ["baseline", "1.00", "1.00"]
+    key = "accuracy" if "accuracy" in r and pd.notna(r.get("accuracy")) else "r2"
+    scale, unit = (100, " pt") if key == "accuracy" else (1, "")
+    delta = f"{scale * (r[key] - base[key]):+.1f}{unit}" if pd.notna(r.get(key)) else "–"
+    speed = (f"{base['latency_ms_p50'] / r['latency_ms_p50']:.2f}"
+             if r.get("latency_ms_p50") else "–")
+    size = f"{r['size_bytes'] / base['size_bytes']:.2f}" if r.get("size_bytes") else "–"
+    return [delta, speed, size]
 
 
 def failures(agg: pd.DataFrame) -> str:
@@ -215,7 +258,7 @@ def describe_env(df: pd.DataFrame) -> dict:
 
 
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
-               description: str = "") -> str:
+               description: str = "", baseline: dict | None = None) -> str:
     """The markdown page of one suite."""
     d = df[df["suite"] == suite]
     agg = aggregate(d)
@@ -250,8 +293,15 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         part = agg[agg["task"] == task]
         if len(tasks) > 1:
             lines += [f"## {task.capitalize()} cells", ""]
+        base = find_baseline(part, baseline)
+        if base is not None:
+            lines += [f"Baseline for the relative columns: "
+                      f"{' · '.join(str(base[c]) for c in label_columns(part))}.", ""]
         lines += [table(part, TASK_METRICS[task] + cost_metrics(part),
-                        sort_by=TASK_METRICS[task][0]), ""]
+                        sort_by=TASK_METRICS[task][0], baseline=base), ""]
+        scaling = scaling_table(part)
+        if scaling:
+            lines += ["### Scaling", "", scaling, ""]
     kd = distill_table(agg)
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
@@ -365,6 +415,32 @@ def distill_table(agg: pd.DataFrame) -> str:
     headers = [c[5:] for c in labels] + ["KD", "teacher %", "student from scratch %",
                                           "student distilled %", "Δ", "n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def scaling_table(agg: pd.DataFrame) -> str:
+    """Training throughput per backend against one CPU thread: speed-up and efficiency
+    (speed-up / workers, where workers = threads x ranks)."""
+    backend = agg["cell"].map(lambda c: c.get("backend") or {"name": "cpu", "threads": 1})
+    one_thread = backend.map(lambda b: b == {"name": "cpu", "threads": 1})
+    ok = agg[(agg["n"] > 0) & ~one_thread]
+    one = agg[(agg["n"] > 0) & one_thread]
+    if ok.empty or one.empty or "train_samples_s" not in agg.columns:
+        return ""
+    base = one.iloc[0]["train_samples_s"]
+    rows = [["cpu, 1 thread", 1, fmt(base, one.iloc[0].get("train_samples_s_std"), "f0"),
+             "1.00", "1.00"]]
+    for _, r in ok.iterrows():
+        b = r["cell"]["backend"]
+        workers = (b.get("threads") or 1) * b.get("world_size", 1) if b["name"] != "cuda" else 1
+        speedup = r["train_samples_s"] / base
+        name = {"cpu": f"cpu, {b.get('threads')} threads",
+                "ddp": f"ddp, {b.get('world_size')} ranks x {b.get('threads', 1)} thread",
+                "cuda": "cuda" + (" + amp " + b.get("amp_dtype", "") if b.get("amp") else "")}
+        rows.append([name.get(b["name"], b["name"]), workers,
+                     fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
+                     f"{speedup:.2f}", f"{speedup / workers:.2f}" if b["name"] != "cuda" else "–"])
+    return tabulate(rows, headers=["backend", "workers", "train samples/s", "speed-up ×",
+                                   "efficiency"], tablefmt="github", disable_numparse=True)
 
 
 def csv_table(agg: pd.DataFrame) -> pd.DataFrame:

@@ -146,7 +146,8 @@ def check_resume(out_dir: Path, suite: Suite, force: bool) -> set:
     meta_path = out_dir / META_FILE
     res_path = results.results_path(out_dir)
     meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
-            "description": suite.spec.description, "thresholds": suite.spec.thresholds}
+            "description": suite.spec.description, "thresholds": suite.spec.thresholds,
+            "baseline": suite.spec.baseline}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old.get("content_hash") != suite.content_hash and not force:

@@ -104,3 +104,26 @@ def test_heatmap_learning_curve_grad_norms_confusion_render():
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         assert buf.tell() > 5_000
+
+
+def test_relative_columns_against_the_suite_baseline():
+    rows = []
+    for cid, prune, acc, lat, size in (("dense", None, 0.90, 2.0, 1000),
+                                       ("pruned", {"name": "l1_structured"}, 0.88, 1.0, 500)):
+        for s in (0, 1):
+            rows.append(base_row(cid, s, {"prune": prune}, accuracy=acc, latency_ms_p50=lat,
+                                 size_bytes=size))
+    page = report.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    assert "Baseline for the relative columns" in page
+    line = next(x for x in page.splitlines() if x.startswith("| l1_structured"))
+    assert "-2.0 pt" in line and "2.00" in line and "0.50" in line
+
+
+def test_scaling_table():
+    rows = []
+    for cid, backend, rate in (("one", {"name": "cpu", "threads": 1}, 1000.0),
+                               ("two", {"name": "cpu", "threads": 2}, 1500.0),
+                               ("ddp", {"name": "ddp", "world_size": 2, "threads": 1}, 1800.0)):
+        rows.append(base_row(cid, 0, {"backend": backend}, accuracy=0.5, train_samples_s=rate))
+    t = report.scaling_table(report.aggregate(pd.DataFrame(rows)))
+    assert "| cpu, 2 threads" in t and "1.50" in t and "0.75" in t and "0.90" in t
