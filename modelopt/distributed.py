@@ -85,7 +85,16 @@ def train(config: dict, seed: int, backend: Backend, timeout_s: float | None = N
                         error = (f"rank {dead[0]} died with exit code {procs[dead[0]].exitcode} "
                                  "without reporting")
                     elif all(p.exitcode == 0 for p in procs):
-                        error = "ranks exited without a result"
+                        # rank 0 may have exited a moment after its result entered the pipe
+                        try:
+                            kind, rank, payload = queue.get(timeout=10)
+                        except Exception:  # noqa: BLE001 - queue.Empty
+                            error = "ranks exited without a result"
+                            continue
+                        if kind == "error":
+                            error = payload
+                        else:
+                            result = payload
                     continue
                 if kind == "error":
                     error = payload
