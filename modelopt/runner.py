@@ -232,6 +232,16 @@ class Scheduler:
         if self.on_record:
             self.on_record(rec)
 
+    def _unavailable(self, job: Job) -> bool:
+        """Record a cell whose backend this machine lacks (failed, or skipped if the suite
+        says so) instead of starting it."""
+        reason = self.available(job.cell.config["backend"])
+        if reason:
+            status = "skipped" if self.suite.spec.skip_unavailable else "failed"
+            self._emit(make_record(self.suite, job, _now(), 0.0,
+                                   {"status": status, "error": reason}, self.commit))
+        return bool(reason)
+
     def _kill(self, a: Active) -> None:
         a.proc.terminate()
         a.proc.join(timeout=3)
@@ -251,11 +261,7 @@ class Scheduler:
                 busy_timing = any(a.state in ("waiting", "measuring") for a in self.active.values())
                 while pending and not busy_timing and pending[0].slots <= free:
                     job = pending.popleft()
-                    reason = self.available(job.cell.config["backend"])
-                    if reason:
-                        status = "skipped" if self.suite.spec.skip_unavailable else "failed"
-                        self._emit(make_record(self.suite, job, _now(), 0.0,
-                                               {"status": status, "error": reason}, self.commit))
+                    if self._unavailable(job):
                         continue
                     self._start(job)
                     free -= job.slots
@@ -371,15 +377,12 @@ class RayScheduler(Scheduler):
         pending: dict = {}
         try:
             for job in jobs_list:
-                reason = self.available(job.cell.config["backend"])
-                if reason:
-                    status = "skipped" if self.suite.spec.skip_unavailable else "failed"
-                    self._emit(make_record(self.suite, job, _now(), 0.0,
-                                           {"status": status, "error": reason}, self.commit))
+                if self._unavailable(job):
                     continue
                 b = job.cell.config["backend"]
-                gpus = (b.get("world_size", 1) if b.get("device") == "cuda" else 1) \
-                    if b["name"] == "cuda" or b.get("device") == "cuda" else 0
+                gpus = 1 if b["name"] == "cuda" else (
+                    b.get("world_size", 1) if b["name"] == "ddp" and b.get("device") == "cuda"
+                    else 0)
                 ref = remote.options(num_cpus=job.slots, num_gpus=gpus, max_retries=0).remote(
                     job.cell.config, job.seed, b.get("threads") or 1, self.latency_threads)
                 pending[ref] = (job, time.monotonic(), _now())
