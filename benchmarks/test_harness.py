@@ -208,3 +208,25 @@ def test_peak_memory_vs_bare_script(benchmark, tmp_path):
     benchmark.pedantic(both, rounds=1, iterations=1)
     report(benchmark, cell_peak_mb=out["cell"], cell_baseline_mb=out["baseline"],
            bare_peak_mb=out["bare"], ratio=out["cell"] / out["bare"], target_ratio=1.1)
+
+
+@pytest.mark.benchmark(group="harness: false alarms")
+def test_false_alarm_rate(benchmark, tmp_path):
+    """The same suite twice on the same commit, compared: every flagged regression is a
+    false alarm (target: none)."""
+    from modelopt import compare
+
+    suite = parse(QUICK_SHORT)
+    out = {}
+
+    def twice():
+        for name in ("a", "b"):
+            runner.run(suite, tmp_path / name, jobs=2, resume=False)
+        out["cmp"] = compare.compare(tmp_path / "a", tmp_path / "b")
+
+    benchmark.pedantic(twice, rounds=1, iterations=1)
+    cmp = out["cmp"]
+    flagged = [f"{r.label}:{r.metric}" for r in cmp.regressions]
+    noise = sum(r.verdict == "noise" for r in cmp.rows)
+    report(benchmark, figures_compared=len(cmp.rows), false_alarms=len(flagged),
+           beyond_tolerance_but_within_noise=noise, flagged=";".join(flagged) or "none")
