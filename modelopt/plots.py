@@ -60,14 +60,15 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     if len(front) > 1:
         ax.plot([xs[i] for i in front], [ys[i] * scale for i in front], "--", color="grey",
                 lw=1, label="Pareto front", zorder=0)
-    if logx:
+    if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or x)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     n = int(ok["n"].max()) if len(ok) else 0
     ax.set_title(f"{ylabel.split(' (')[0]} vs {(xlabel or x).split(' (')[0]} (mean ± std, n ≤ {n} seeds)")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False,
+              ncol=2 if len(ok) > 4 else 1)
     fig.tight_layout()
     return fig
 
