@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -192,10 +192,6 @@ class PeakMemory:
 
 def cuda_peak_mb(device: str) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)
 
 
 def cpu_model() -> str:

@@ -171,7 +171,4 @@ def build_terms(specs: list[dict]) -> list[Term]:
             for s in specs]
 
 
-def lr_at(optimizer) -> float:
-    return float(optimizer.param_groups[0]["lr"])
-
 

@@ -493,5 +493,3 @@ def _short(value: Any) -> str:
         return "+".join(_short(v) for v in value) or "none"
     return str(value)
 
-
-label_of = _short
