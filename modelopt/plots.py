@@ -209,6 +209,15 @@ def _param(cell: dict, path: str):
     return value.get(tail) if tail and isinstance(value, dict) else value
 
 
+def _short(value) -> str:
+    """A technique value as a person writes it: names only (`shift+noise`, `none`)."""
+    if isinstance(value, dict) and "name" in value:
+        return value["name"]
+    if isinstance(value, list):
+        return "+".join(_short(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
 def heatmap(agg: pd.DataFrame, metric: str = "accuracy") -> plt.Figure | None:
     """Mean `metric` over two varying parameters (one panel per value of a third);
     None when the suite is not such a grid."""
@@ -246,7 +255,10 @@ def heatmap(agg: pd.DataFrame, metric: str = "accuracy") -> plt.Figure | None:
                       rotation=30, ha="right")
         ax.set_yticks(range(len(rv)), [json.loads(x) if x.startswith('"') else x for x in rv])
         ax.set_xlabel(cols_p)
-        ax.set_ylabel(rows_p)
+        if ax is axs[0][0]:
+            ax.set_ylabel(rows_p)
+        else:  # the first panel names the rows for all
+            ax.set_yticks(range(len(rv)), [""] * len(rv))
         if facet_p:
             ax.set_title(f"{facet_p} = {facet}")
     fig.colorbar(im, ax=axs[0].tolist(), label=f"test {metric}" + (" (%)" if scale == 100 else ""))
@@ -294,7 +306,11 @@ def grad_norms(df: pd.DataFrame, agg: pd.DataFrame, max_cells: int = 6) -> plt.F
     if rows.empty:
         return None
     first_seed = rows.sort_values("seed").drop_duplicates("cell_id")
-    cells = first_seed.head(max_cells)
+    # the deepest, then widest nets show vanishing or exploding gradients best
+    depth = first_seed["extra"].map(lambda e: len(e["grad_norms"][0]) - 2)
+    size = first_seed["params"] if "params" in first_seed else depth * 0
+    cells = first_seed.assign(_d=depth, _s=size).sort_values(
+        ["_d", "_s"], ascending=False, kind="stable").head(max_cells)
     labels = dict(zip(agg["cell_id"], _labels(agg)))
     fig, axs = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1, 3.5), dpi=DPI,
                             squeeze=False, sharey=True)
@@ -348,7 +364,8 @@ def learning_curve(agg: pd.DataFrame) -> plt.Figure | None:
     if "train_samples" not in ok.columns or ok["train_samples"].nunique() < 2:
         return None
     others = [p for p in varying_params(list(ok["cell"])) if not p.startswith("preprocess")]
-    group = ok["cell"].map(lambda c: ", ".join(f"{p}={_param(c, p)}" for p in others) or "all")
+    group = ok["cell"].map(lambda c: ", ".join(f"{p}={_short(_param(c, p))}" for p in others)
+                           or "all")
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=DPI)
     for name, g in ok.groupby(group, sort=False):
         g = g.sort_values("train_samples")
