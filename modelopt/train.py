@@ -135,7 +135,9 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         with backend.autocast():
             out = model(xb)
             target = yb if data.task == "classification" else yb.view_as(out)
-            loss = plan.loss_weight * plan.loss_fn(out.float(), target)
+            loss = plan.loss_fn(out.float(), target)
+            if plan.loss_weight != 1.0:
+                loss = plan.loss_weight * loss
             for term in plan.loss_terms:
                 loss = loss + term(model, xb, yb, out)
         plan.optimizer.zero_grad(set_to_none=True)
@@ -155,9 +157,8 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
             hook(model)
         if plan.schedule is not None and not plan.schedule_on_eval:
             plan.schedule.step()
-        loss_value = loss.detach()
-        backend.synchronize()
-        finite = bool(torch.isfinite(loss_value))
+        loss_value = loss.item()  # one read (and, on CUDA, the synchronisation) per step
+        finite = math.isfinite(loss_value)
         if plan.shard is not None:  # every rank stops at the same step, or they would hang
             flag = torch.tensor([1.0 if finite else 0.0], device=dev)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
@@ -167,7 +168,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         if not finite:
             diverged_at = step
             break
-        loss_sum += float(loss_value)
+        loss_sum += loss_value
         loss_count += 1
 
         if step % plan.eval_every == 0 or step == plan.steps:
