@@ -181,11 +181,10 @@ def activation_structured(*, amount: float = 0.5, calibration_batches: int = 10,
         dev = next(model.parameters()).device
         with torch.no_grad():  # calibration on the training split only, never test
             for b in range(calibration_batches):
-                end = min((b + 1) * batch_size, len(data.x_train))
-                xb = rows(data.x_train, torch.arange(b * batch_size, end))
-                if len(xb) == 0:
+                start, end = b * batch_size, min((b + 1) * batch_size, len(data.x_train))
+                if start >= end:  # fewer training samples than the batches asked for
                     break
-                model(xb.to(dev))
+                model(rows(data.x_train, torch.arange(start, end)).to(dev))
         model.train(was)
         for h in handles:
             h.remove()
