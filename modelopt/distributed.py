@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import queue as queue_mod
 import tempfile
 import time
 import traceback
@@ -46,8 +48,11 @@ def _rank_main(rank: int, world: int, init_file: str, config: dict, seed: int, b
             local = Backend(backend.name, dev, backend.threads, backend.amp_dtype)
             outcome = fit(model, data, plan, local, seed, config["train"]["eval_batch_size"])
             if rank == 0:
-                state = {k: v.cpu() for k, v in net.state_dict().items()}
-                queue.put(("ok", rank, (state, outcome)))
+                # plain bytes: a tensor sent through a Queue is shared by handle, and the
+                # receiver cannot open it once this process has exited
+                buf = io.BytesIO()
+                torch.save({k: v.cpu() for k, v in net.state_dict().items()}, buf)
+                queue.put(("ok", rank, (buf.getvalue(), outcome)))
             dist.barrier()
         finally:
             dist.destroy_process_group()
@@ -79,7 +84,7 @@ def train(config: dict, seed: int, backend: Backend, timeout_s: float | None = N
             while result is None and error is None:
                 try:
                     kind, rank, payload = queue.get(timeout=1.0)
-                except Exception:  # noqa: BLE001 - queue.Empty: check the ranks are alive
+                except queue_mod.Empty:  # nothing yet: check that the ranks are alive
                     dead = [r for r, p in enumerate(procs) if p.exitcode not in (None, 0)]
                     if dead:
                         error = (f"rank {dead[0]} died with exit code {procs[dead[0]].exitcode} "
@@ -88,7 +93,7 @@ def train(config: dict, seed: int, backend: Backend, timeout_s: float | None = N
                         # rank 0 may have exited a moment after its result entered the pipe
                         try:
                             kind, rank, payload = queue.get(timeout=10)
-                        except Exception:  # noqa: BLE001 - queue.Empty
+                        except queue_mod.Empty:
                             error = "ranks exited without a result"
                             continue
                         if kind == "error":
@@ -109,6 +114,7 @@ def train(config: dict, seed: int, backend: Backend, timeout_s: float | None = N
                     p.join()
     if error is not None:
         raise RankFailed(error)
-    state, outcome = result
+    blob, outcome = result
+    state = torch.load(io.BytesIO(blob), weights_only=True)
     startup = time.perf_counter() - t0 - outcome.train_seconds
     return state, outcome, startup
