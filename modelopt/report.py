@@ -160,7 +160,7 @@ def fmt(value: float, std: float | None, kind: str) -> str:
         if kind.startswith("f"):
             return f"{v:.{int(kind[1:])}f}"
         return f"{v:.{int(kind[1:])}g}"
-    if std is None or std == 0 or kind in ("int",) and std == 0:
+    if std is None or std == 0:
         return one(value)
     return f"{one(value)} ± {one(std)}"
 

@@ -91,6 +91,7 @@ class Active:
     conn: object
     started: float
     deadline: float | None
+    started_at: str  # wall-clock time for the record
     state: str = "training"  # training | waiting | measuring
     remaining: float | None = None
 
@@ -211,9 +212,7 @@ class Scheduler:
         child.close()
         now = time.monotonic()
         self.active[parent] = Active(job, proc, parent, now,
-                                     now + job.timeout_s if job.timeout_s else None)
-        self._started_at = getattr(self, "_started_at", {})
-        self._started_at[parent] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                                     now + job.timeout_s if job.timeout_s else None, _now())
 
     def _finish(self, a: Active, payload: dict) -> dict:
         self.active.pop(a.conn, None)
@@ -222,7 +221,7 @@ class Scheduler:
         if a.proc.is_alive():
             a.proc.kill()
             a.proc.join()
-        rec = make_record(self.suite, a.job, self._started_at.pop(a.conn),
+        rec = make_record(self.suite, a.job, a.started_at,
                           time.monotonic() - a.started, payload, self.commit)
         self._emit(rec)
         return rec
