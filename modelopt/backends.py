@@ -89,6 +89,16 @@ def ddp(*, world_size: int = 2, dist_backend: Literal["gloo", "nccl"] = "gloo",
                    dist_backend)
 
 
+def launched(spec: dict, local_rank: int, local_world: int) -> Backend:
+    """The ddp backend of one rank of a launched job (torchrun): the world is the launcher's,
+    and only this node's share of it (local_world ranks) must fit on this machine."""
+    from dataclasses import replace
+
+    b = build({**spec, "world_size": local_world})
+    return replace(b, world_size=spec.get("world_size", local_world),
+                   device=f"cuda:{local_rank}" if b.is_cuda else "cpu")
+
+
 def build(spec: dict) -> Backend:
     return BACKENDS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
 

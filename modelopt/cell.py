@@ -104,13 +104,18 @@ def _train_ddp(config, seed, backend, data):
 
     if config.get("distill"):
         raise ValueError("distill with the ddp backend is not supported; use cpu or cuda")
-    state, outcome, startup = distributed.train(config, seed, backend)
+    if torch.distributed.is_initialized():  # this process is rank 0 of a launched job
+        model, outcome = distributed.train_rank(config, seed, backend, data)
+    else:
+        state, outcome, startup = distributed.train(config, seed, backend)
+        model = models.build(config["model"], data.input_shape, data.num_outputs)
+        model.load_state_dict(state)
+        model.to(backend.device)
+        data.info["ddp_startup_s"] = startup  # rank start-up, reported apart from training
+        data.info["ddp_world_size"] = backend.world_size
     if outcome.diverged_at is not None:
         raise Diverged(outcome.diverged_at, "train")
-    model = models.build(config["model"], data.input_shape, data.num_outputs)
-    model.load_state_dict(state)
-    data.info["ddp_startup_s"] = startup  # rank start-up, reported apart from training
-    return model.to("cpu" if not backend.is_cuda else backend.device), data, outcome
+    return model, data, outcome
 
 
 def teacher_trainer(teacher_config: dict, seed: int, backend):
@@ -141,13 +146,15 @@ class Phases:
 
 
 def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1,
-             keep_model: bool = False, gate=None) -> CellOutput:
+             keep_model: bool = False, gate=None,
+             backend: backends.Backend | None = None) -> CellOutput:
     """Train, compress and measure one cell. `gate()` is called before the timed
-    measurements: the runner uses it so that no other cell trains while this one is timed."""
+    measurements: the runner uses it so that no other cell trains while this one is timed.
+    `backend` replaces the config's (a rank of a launched job passes its own)."""
     from modelopt.suite import registries
 
     registries()  # user plugins (MODELOPT_PLUGINS) register in this process too
-    backend = backends.build(config["backend"])
+    backend = backend or backends.build(config["backend"])
     threads = setup(backend, threads)
     info = env(backend, threads, latency_threads)
     phase = Phases()

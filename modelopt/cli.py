@@ -24,14 +24,23 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def cmd_run(args) -> int:
-    from modelopt import runner
+    from modelopt import launch, runner
     from modelopt.suite import SuiteError, load
 
     try:
-        suite = load(args.suite)
+        launched = launch.from_env()
+    except launch.LaunchError as exc:
+        return _err(str(exc))
+    if launched and (args.shard or args.executor != "local"):
+        return _err("under torchrun, --shard and --executor do not apply: the launched ranks "
+                    "train each ddp cell together")
+    try:
+        suite = load(args.suite, launched.world if launched else None)
     except SuiteError as exc:
         return _err(str(exc))
     out = Path(args.out or Path("results") / suite.name)
+    if launched and launched.rank != 0:
+        args.quiet = True  # rank 0 reports and writes; the others only train
     from tqdm import tqdm
 
     bar = None
@@ -54,11 +63,18 @@ def cmd_run(args) -> int:
             bar.update(1)
 
     try:
-        summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
-                             force=args.force, shard=args.shard, fail_fast=args.fail_fast,
-                             on_record=on_record, on_plan=on_plan, executor=args.executor,
-                             ray_address=args.ray_address)
-    except runner.ResumeError as exc:
+        if launched:
+            summary = launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
+                                 resume=not args.no_resume, force=args.force,
+                                 fail_fast=args.fail_fast, on_record=on_record, on_plan=on_plan)
+            if launched.rank != 0:
+                return 0
+        else:
+            summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
+                                 force=args.force, shard=args.shard, fail_fast=args.fail_fast,
+                                 on_record=on_record, on_plan=on_plan, executor=args.executor,
+                                 ray_address=args.ray_address)
+    except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
     except ImportError as exc:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")

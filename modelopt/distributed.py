@@ -18,14 +18,36 @@ class RankFailed(RuntimeError):
     """A rank raised or died; the message is that rank's error."""
 
 
-def _rank_main(rank: int, world: int, init_file: str, config: dict, seed: int, backend: Backend,
-               queue) -> None:
+def train_rank(config: dict, seed: int, backend: Backend, data=None):
+    """This process's share of DDP training in the current process group; returns the bare
+    network (the same on every rank when done) and the outcome. Rank r takes indices
+    r::world_size of each global batch."""
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from modelopt import cell, models
-    from modelopt.suite import registries
     from modelopt.train import fit, total_steps
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if data is None:
+        data = cell.load_data(config, seed)
+    torch.manual_seed(seed)  # every rank builds the same initial weights
+    net = models.build(config["model"], data.input_shape, data.num_outputs).to(backend.device)
+    model = DDP(net, device_ids=[torch.device(backend.device).index] if backend.is_cuda else None)
+    steps = total_steps(config["train"], len(data.x_train), False)
+    plan = cell.make_plan(config, model, data, steps, "train")
+    plan.shard = (rank, world)
+    outcome = fit(model, data, plan, backend, seed, config["train"]["eval_batch_size"])
+    data.info["ddp_world_size"] = world
+    dist.barrier()  # every rank is done before rank 0 goes on to evaluate and time
+    return net, outcome
+
+
+def _rank_main(rank: int, world: int, init_file: str, config: dict, seed: int, backend: Backend,
+               queue) -> None:
+    import torch.distributed as dist
+
+    from modelopt.suite import registries
 
     try:
         registries()  # user plugins (MODELOPT_PLUGINS) register in each rank too
@@ -38,22 +60,15 @@ def _rank_main(rank: int, world: int, init_file: str, config: dict, seed: int, b
         dist.init_process_group(backend.dist_backend, init_method=f"file://{init_file}",
                                 rank=rank, world_size=world)
         try:
-            data = cell.load_data(config, seed)
-            torch.manual_seed(seed)  # every rank builds the same initial weights
-            net = models.build(config["model"], data.input_shape, data.num_outputs).to(dev)
-            model = DDP(net, device_ids=[rank] if backend.is_cuda else None)
-            steps = total_steps(config["train"], len(data.x_train), False)
-            plan = cell.make_plan(config, model, data, steps, "train")
-            plan.shard = (rank, world)
-            local = Backend(backend.name, dev, backend.threads, backend.amp_dtype)
-            outcome = fit(model, data, plan, local, seed, config["train"]["eval_batch_size"])
+            local = Backend(backend.name, dev, backend.threads, backend.amp_dtype, world,
+                            backend.dist_backend)
+            net, outcome = train_rank(config, seed, local)
             if rank == 0:
                 # plain bytes: a tensor sent through a Queue is shared by handle, and the
                 # receiver cannot open it once this process has exited
                 buf = io.BytesIO()
                 torch.save({k: v.cpu() for k, v in net.state_dict().items()}, buf)
                 queue.put(("ok", rank, (buf.getvalue(), outcome)))
-            dist.barrier()
         finally:
             dist.destroy_process_group()
     except BaseException as exc:  # noqa: BLE001 - reported to the cell, which fails

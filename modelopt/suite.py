@@ -345,8 +345,10 @@ def _pydantic_where(err: ValidationError) -> tuple[str, str]:
     return where, msg
 
 
-def parse(text: str | bytes, path: str = "<suite>") -> Suite:
-    """Validate a suite document completely, before anything runs."""
+def parse(text: str | bytes, path: str = "<suite>", ddp_world: int | None = None) -> Suite:
+    """Validate a suite document completely, before anything runs. Under a launcher
+    (torchrun), `ddp_world` is the launched world: it becomes every ddp cell's world_size,
+    so the records and cell ids say how many ranks really trained."""
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -421,11 +423,13 @@ def parse(text: str | bytes, path: str = "<suite>") -> Suite:
     for combo in combos:
         label = ", ".join(f"{k}={_short(v)}" for k, v in combo.items())
         base = guard(f"cell [{label}]", resolve_cell, copy.deepcopy(defaults), combo, regs)
+        _set_ddp_world(base, ddp_world)
         for kind, values in variants:
             config = base
             if values:
                 config = guard(f"{kind} [{label}, {values}]", resolve_cell,
                                copy.deepcopy(defaults), {**combo, **values}, regs)
+                _set_ddp_world(config, ddp_world)
             cid = cell_id(config)
             group = {"kind": kind, "id": cell_id(base), "values": values} if kind else None
             if cid not in seen:  # two routes to the same cell run it once
@@ -435,6 +439,11 @@ def parse(text: str | bytes, path: str = "<suite>") -> Suite:
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash)
+
+
+def _set_ddp_world(config: dict, world: int | None) -> None:
+    if world is not None and config["backend"]["name"] == "ddp":
+        config["backend"]["world_size"] = world
 
 
 MAX_NODES = 200_000
@@ -478,11 +487,11 @@ def _bad_tune_key(key: str):
     raise RegistryError(f"tune keys set one parameter, like optimizer.lr; got '{key}'")
 
 
-def load(path: str | Path) -> Suite:
+def load(path: str | Path, ddp_world: int | None = None) -> Suite:
     p = Path(path)
     if not p.is_file():
         raise SuiteError(str(path), "", "no such suite file")
-    return parse(p.read_bytes(), str(p))
+    return parse(p.read_bytes(), str(p), ddp_world)
 
 
 def _short(value: Any) -> str:

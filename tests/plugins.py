@@ -9,12 +9,17 @@ from modelopt.models import MODELS
 
 
 class _Crash(nn.Linear):
-    def __init__(self, n_in, n_out, how):
+    def __init__(self, n_in, n_out, how, rank):
         super().__init__(n_in, n_out)
-        self.how = how
+        self.how, self.rank = how, rank
+
+    def _mine(self) -> bool:
+        import torch.distributed as dist
+
+        return self.rank < 0 or (dist.is_initialized() and dist.get_rank() == self.rank)
 
     def forward(self, x):
-        if self.training:
+        if self.training and self._mine():
             if self.how == "exit":
                 os._exit(3)
             if self.how == "raise":
@@ -25,8 +30,10 @@ class _Crash(nn.Linear):
 
 
 @MODELS.register("test_crash", accepts=("signal", "vector", "image"))
-def test_crash(input_shape: tuple, num_outputs: int, /, how: str = "raise") -> nn.Module:
-    """A model that fails on purpose in training: raise, exit (os._exit) or sleep."""
+def test_crash(input_shape: tuple, num_outputs: int, /, how: str = "raise",
+               rank: int = -1) -> nn.Module:
+    """A model that fails on purpose in training: raise, exit (os._exit) or sleep; on every
+    process, or only on `rank` of a process group."""
     import math
 
-    return nn.Sequential(nn.Flatten(), _Crash(math.prod(input_shape), num_outputs, how))
+    return nn.Sequential(nn.Flatten(), _Crash(math.prod(input_shape), num_outputs, how, rank))

@@ -1,0 +1,126 @@
+"""`modelopt run` under torchrun: real torchrun processes, gloo on the CPU."""
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+
+import psutil
+import pytest
+
+from modelopt import launch, results
+from modelopt.suite import parse
+
+SUITE = """
+name: launched
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 10, n_classes: 3}
+  model: {name: mlp, hidden: 16}
+  optimizer: {name: sgd, lr: 0.1}
+  train: {steps: 20, batch_size: 64, eval_every: 10}
+matrix:
+  backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(args: list[str], mark: str, nodes: int = 1) -> list[subprocess.CompletedProcess]:
+    """`torchrun ... -m modelopt run ...`: `nodes` agents of one rank each meeting at a c10d
+    rendezvous (two "machines" on this one), or one agent of two ranks."""
+    env = {**os.environ, "MODELOPT_TEST_MARK": mark}
+    if nodes == 1:
+        head = ["--standalone", "--nproc-per-node", "2"]
+    else:
+        head = ["--nnodes", str(nodes), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", mark]
+    cmd = [sys.executable, "-m", "torch.distributed.run", *head, "-m", "modelopt", "run", *args]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(nodes)]
+    out = []
+    for p in procs:
+        text, _ = p.communicate(timeout=300)
+        out.append(subprocess.CompletedProcess(cmd, p.returncode, text))
+    return out
+
+
+def leftovers(mark: str) -> list:
+    """Processes of this test still alive (cell children are not the test's descendants)."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("MODELOPT_TEST_MARK") == mark and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def test_two_nodes_train_the_ddp_cell_as_the_spawned_ranks_do(tmp_path):
+    (tmp_path / "s.yaml").write_text(SUITE)
+    mark = uuid.uuid4().hex
+    runs = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "launched")], mark, 2)
+    assert all(r.returncode == 0 for r in runs), "\n".join(r.stdout[-3000:] for r in runs)
+    recs = {r["cell"]["backend"]["name"]: r for r in results.read(tmp_path / "launched")}
+    ddp, cpu = recs["ddp"], recs["cpu"]
+    assert ddp["status"] == "ok" and cpu["status"] == "ok", (ddp["error"], cpu["error"])
+    assert ddp["cell"]["backend"]["world_size"] == 2 and ddp["metrics"]["ddp_world_size"] == 2
+    assert ddp["env"]["launcher"] == "torchrun" and ddp["env"]["world_size"] == 2
+    assert ddp["metrics"]["train_samples_s"] > 0 and ddp["metrics"]["latency_ms_p50"] > 0
+
+    # the same cell with 2 spawned ranks: the same data, shards and all-reduce, the same loss
+    spawned = subprocess.run([sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"),
+                              "--out", str(tmp_path / "spawned"), "-q"],
+                             env={**os.environ, "MODELOPT_TEST_MARK": mark},
+                             capture_output=True, text=True, timeout=300)
+    assert spawned.returncode == 0, spawned.stderr[-3000:]
+    (ref,) = [r for r in results.read(tmp_path / "spawned") if r["cell"]["backend"]["name"] == "ddp"]
+    assert ref["cell_id"] == ddp["cell_id"] and "launcher" not in ref["env"]
+    for metric in ("loss", "accuracy", "f1_macro"):
+        assert ref["metrics"][metric] == ddp["metrics"][metric], metric
+    assert leftovers(mark) == []
+
+
+def test_a_rank_that_raises_fails_only_its_cell(tmp_path):
+    suite = SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]", """\
+backend: [{name: ddp, dist_backend: gloo}]
+  model: [{name: test_crash, how: raise, rank: 1}, {name: mlp, hidden: 16}]""")
+    (tmp_path / "s.yaml").write_text(suite)
+    mark = uuid.uuid4().hex
+    (run,) = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")], mark)
+    assert run.returncode == 1, run.stdout[-3000:]  # a failed cell: exit 1, after the rest ran
+    recs = {r["cell"]["model"]["name"]: r for r in results.read(tmp_path / "o")}
+    assert recs["test_crash"]["status"] == "failed"
+    # the cell's error is rank 1's own, not rank 0's broken connection
+    assert recs["test_crash"]["error"].startswith("rank 1: RuntimeError: deliberate failure")
+    assert recs["mlp"]["status"] == "ok"  # the next cell ran in a fresh process group
+    assert leftovers(mark) == []
+
+
+def test_the_launched_world_is_every_ddp_cells_world_size():
+    plain = parse(SUITE)
+    launched = parse(SUITE, ddp_world=4)
+    worlds = [c.config["backend"].get("world_size") for c in launched.cells]
+    assert worlds == [None, 4]  # the cpu cell is untouched
+    assert plain.cells[0].cell_id == launched.cells[0].cell_id
+    assert plain.cells[1].cell_id != launched.cells[1].cell_id  # a 4-rank result is its own cell
+    assert plain.content_hash != launched.content_hash
+
+
+def test_launcher_environment_is_read_and_checked():
+    assert launch.from_env({}) is None
+    env = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "node0", "MASTER_PORT": "29500"}
+    got = launch.from_env(env)
+    assert (got.rank, got.world, got.local_rank, got.local_world, got.addr, got.port) == (
+        1, 4, 1, 2, "node0", 29500)
+    with pytest.raises(launch.LaunchError, match="MASTER_ADDR"):
+        launch.from_env({k: v for k, v in env.items() if k != "MASTER_ADDR"})
+    with pytest.raises(launch.LaunchError, match="outside"):
+        launch.from_env({**env, "RANK": "4"})
