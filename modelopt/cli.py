@@ -68,7 +68,7 @@ def cmd_run(args) -> int:
                                  resume=not args.no_resume, force=args.force,
                                  fail_fast=args.fail_fast, on_record=on_record, on_plan=on_plan)
             if launched.rank != 0:
-                return 0
+                return 130 if summary.interrupted else 0
         else:
             summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
                                  force=args.force, shard=args.shard, fail_fast=args.fail_fast,
