@@ -117,7 +117,8 @@ def _child_main(conn, config: dict, seed: int, launch: Launch, key: str, latency
                                      world_size=launch.world, timeout=timeout)
             if launch.rank == 0:
                 out = run_cell(config, seed, threads, latency_threads, backend=backend)
-                out.env.update({"launcher": "torchrun", "world_size": launch.world,
+                launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "env"
+                out.env.update({"launcher": launcher, "world_size": launch.world,
                                 "local_world_size": launch.local_world})
                 result = {"status": out.status, "error": out.error, "metrics": out.metrics,
                           "curves": out.curves, "env": out.env, "extra": out.extra}
@@ -249,6 +250,7 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         ddp = [runner.Job(cells[cid], seed, 1, cells[cid].config["train"].get("timeout_s"))
                for cid, seed in plan["jobs"]]
 
+    stopped = False
     try:
         for k, job in enumerate(ddp):
             key = f"cell/{k}"
@@ -265,19 +267,20 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
             summary.counts[rec["status"]] = summary.counts.get(rec["status"], 0) + 1
             if on_record:
                 on_record(rec)
-            stop = fail_fast and summary.failed
-            store.set(f"{key}/done", "stop" if stop else rec["status"])
-            if stop:
-                return summary
+            stopped = bool(fail_fast and summary.failed)
+            store.set(f"{key}/done", "stop" if stopped else rec["status"])
+            if stopped:
+                break
     except KeyboardInterrupt:
         summary.interrupted = True
         return summary
     if launch.rank != 0:
+        store.add("left", 1)
         return summary
 
     # the rest of the suite runs here, on rank 0's machine, as in a plain run
     rest = [j for j in todo if j.cell.config["backend"]["name"] != "ddp"]
-    if rest:
+    if rest and not stopped:
         def record(rec: dict) -> None:
             results.append(path, rec)
             if on_record:
@@ -287,4 +290,13 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         for status, n in sub.counts.items():
             summary.counts[status] = summary.counts.get(status, 0) + n
         summary.interrupted = sub.interrupted
+    _wait_for_the_others(store, launch.world - 1)
     return summary
+
+
+def _wait_for_the_others(store, n: int, limit_s: float = 60.0) -> None:
+    """Rank 0 may serve the store: it leaves only once the other ranks have read their last
+    key from it (or after limit_s: a rank that died cannot say so)."""
+    end = time.monotonic() + limit_s
+    while store.add("left", 0) < n and time.monotonic() < end:
+        time.sleep(0.2)

@@ -103,6 +103,26 @@ backend: [{name: ddp, dist_backend: gloo}]
     assert leftovers(mark) == []
 
 
+def test_ranks_started_by_another_launcher(tmp_path):
+    """No torchrun agent: rank 0 serves the store itself, and stays until rank 1 is done."""
+    (tmp_path / "s.yaml").write_text(SUITE.replace("backend: [cpu, ", "backend: ["))
+    port, mark = free_port(), uuid.uuid4().hex
+    procs = []
+    for rank in (1, 0):  # rank 1 first: it waits for rank 0's store to appear
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+        env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), MODELOPT_TEST_MARK=mark)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"), "--out",
+             str(tmp_path / "o"), "-q"], env=env, stderr=subprocess.PIPE, text=True))
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    (rec,) = results.read(tmp_path / "o")
+    assert rec["status"] == "ok" and rec["env"]["world_size"] == 2
+    assert rec["env"]["launcher"] == "env"
+    assert leftovers(mark) == []
+
+
 def test_the_launched_world_is_every_ddp_cells_world_size():
     plain = parse(SUITE)
     launched = parse(SUITE, ddp_world=4)
