@@ -70,6 +70,52 @@ def test_cuda_cell_with_amp_runs_and_reports_gpu_memory():
     assert out.env["device"].startswith("cuda") and out.metrics["latency_ms_p50"] > 0
 
 
+def cuda_cell(backend: str, **extra) -> dict:
+    cfg = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
+                              f"backend: [{backend}]")).cells[0].config
+    cfg.update(extra)
+    return cfg
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp_dtype", ["fp16", "bf16"])
+def test_cuda_amp_learns_as_float32_does(amp_dtype):
+    from modelopt.cell import run_cell
+
+    fp32 = run_cell(cuda_cell("{name: cuda}"), 0)
+    amp = run_cell(cuda_cell(f"{{name: cuda, amp: true, amp_dtype: {amp_dtype}}}"), 0)
+    assert fp32.status == amp.status == "ok"
+    # fp16 goes through the GradScaler; both must train, not just run
+    assert amp.metrics["accuracy"] > 0.5
+    assert abs(amp.metrics["accuracy"] - fp32.metrics["accuracy"]) < 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
+    from modelopt.cell import run_cell
+
+    pruned = run_cell(cuda_cell("{name: cuda}", prune={
+        "name": "l1_structured", "amount": 0.5, "finetune_steps": 10}), 0)
+    assert pruned.status == "ok", pruned.error
+    assert pruned.metrics["slimmed_max_abs_diff"] < 1e-4
+    assert pruned.metrics["slimmed_latency_ms_p50"] > 0
+    q = run_cell(cuda_cell("{name: cuda}", quantize={"name": "dynamic_int8"}), 0)
+    assert q.status == "ok", q.error
+    assert q.metrics["accuracy"] > 0.4 and q.env["device"].startswith("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_ddp_nccl_two_gpus_matches_one_gpu():
+    cuda_cfg = cuda_cell("{name: cuda}")
+    ddp_cfg = cuda_cell("{name: ddp, world_size: 2, dist_backend: nccl, device: cuda}")
+    single, _, _ = train_model(cuda_cfg, 0, backends.build(cuda_cfg["backend"]))
+    state, outcome, _ = distributed.train(ddp_cfg, 0, backends.build(ddp_cfg["backend"]))
+    assert outcome.samples == 20 * 64
+    for name, w in single.state_dict().items():
+        assert torch.allclose(w.cpu(), state[name], atol=1e-4), name
+    assert ranks_alive() == []
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_unavailable_message():
     with pytest.raises(backends.BackendUnavailable, match="CUDA is not available here"):
