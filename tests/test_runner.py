@@ -184,6 +184,45 @@ def test_killed_run_resumes_with_each_cell_once(tmp_path):
     assert all(x["status"] == "ok" for x in lines)
 
 
+def test_ctrl_c_ends_the_cells_and_keeps_the_results(tmp_path):
+    import os
+    import signal
+    import time
+    import uuid
+
+    import psutil
+
+    p = tmp_path / "s.yaml"
+    p.write_text(SHARDS.replace("seeds: [0, 1]", "seeds: [0]").replace(
+        "{name: mlp, hidden: 12}]", "{name: test_crash, how: sleep}]"))
+    out, mark = tmp_path / "o", uuid.uuid4().hex
+    proc = subprocess.Popen([sys.executable, "-m", "modelopt", "run", str(p), "--out", str(out),
+                             "--jobs", "1", "-q"], start_new_session=True,
+                            env={**os.environ, "MODELOPT_TEST_MARK": mark},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    res = out / "results.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the two quick cells are done: the sleeper is training
+        if res.exists() and len(res.read_bytes().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    recs = results.read(out)
+    assert [r["status"] for r in recs] == ["ok", "ok"]  # the interrupted cell is not recorded
+    alive = []
+    for q in psutil.process_iter():
+        try:
+            if q.environ().get("MODELOPT_TEST_MARK") == mark and q.status() != "zombie":
+                alive.append(q)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    assert alive == []  # no cell process outlives the run
+
+
 def test_ray_executor_matches_local_and_records_crashes(tmp_path):
     pytest.importorskip("ray")
     text = SHARDS.replace("  model: [linear, {name: mlp, hidden: 8}, {name: mlp, hidden: 12}]",
