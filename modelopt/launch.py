@@ -186,11 +186,8 @@ def run_rank(launch: Launch, store, key: str, job: runner.Job, latency_threads: 
                            f"(on rank {launch.rank}); every rank's process was ended"}
         if payload["status"] in ("failed", "timeout"):
             payload = _first_failure(store, abort, payload)
-            if not parent.closed:
-                try:
-                    parent.send("posted")
-                except OSError:
-                    pass
+            with contextlib.suppress(OSError):
+                parent.send("posted")
     finally:
         parent.close()
         proc.join(timeout=5)

@@ -83,6 +83,29 @@ def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
     assert info["slimmed_max_abs_diff"] < 1e-5  # same outputs as the masked model
 
 
+def test_a_structured_cell_reports_masked_and_slimmed_figures():
+    from modelopt.cell import run_cell
+    from modelopt.suite import parse
+
+    cfg = parse("""
+name: slim
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 300, n_features: 12, n_classes: 4}
+  model: {name: mlp, hidden: 32}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 30, batch_size: 64, eval_every: 30}
+  prune: {name: l1_structured, amount: 0.5, finetune_steps: 10}
+matrix:
+  model: [{name: mlp, hidden: 32}]
+""").cells[0].config
+    m = run_cell(cfg, 0).metrics
+    assert m["params_nonzero"] < m["params"] and m["slimmed_params"] < 0.6 * m["params"]
+    for key in ("latency_ms_p50", "latency_ms_batch_p50", "slimmed_latency_ms_p50",
+                "slimmed_latency_ms_batch_p50"):
+        assert m[key] > 0, key
+
+
 def test_activation_pruning_removes_dead_neurons_first():
     torch.manual_seed(0)
     m = build({"name": "mlp", "hidden": 10, "depth": 1}, (12,), 4)
