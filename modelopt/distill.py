@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Callable
 
 import torch
@@ -74,7 +75,7 @@ def get_teacher(config: dict, seed: int, backend, data, trainer: Callable
     else:
         model, _ = trainer(config, seed, backend)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two students may train it at once
         torch.save(model.state_dict(), tmp)
         tmp.replace(path)  # atomic: a parallel student never reads half a file
     model.eval()

@@ -119,7 +119,20 @@ include:
     sgd = next(c for c in cfgs if c["optimizer"]["name"] == "sgd")
     assert sgd["optimizer"]["lr"] == 0.01  # sgd's own default, not adam's lr from defaults
     assert all(c["model"].get("hidden", 100) == 100 for c in cfgs if c["model"]["name"] == "mlp")
-    assert s.runs() == [(c, 0) for c in s.cells]
+    assert sorted(c.cell_id for c, _ in s.runs()) == sorted(c.cell_id for c in s.cells)
+
+
+def test_runs_come_in_shuffled_passes_one_per_seed():
+    s = parse(BASE.replace("seeds: [0]", "seeds: [0, 1, 2]")
+              + "matrix:\n  model: [mlp]\n  model.hidden: [2, 3, 4, 5, 6, 7, 8, 9]\n")
+    runs = s.runs()
+    passes = [runs[i * 8:(i + 1) * 8] for i in range(3)]
+    for seed, p in zip((0, 1, 2), passes):
+        assert {c.cell_id for c, _ in p} == {c.cell_id for c in s.cells}
+        assert {sd for _, sd in p} == {seed}
+    orders = [[c.cell_id for c, _ in p] for p in passes]
+    assert len({tuple(o) for o in orders}) == 3  # each pass in its own order
+    assert s.runs() == runs  # and the same order every time
 
 
 def test_dotted_keys_set_parameters():
