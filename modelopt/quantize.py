@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Literal
 
 import torch
@@ -50,5 +51,10 @@ def apply(spec: dict | None, model: nn.Module, data, backend) -> tuple[nn.Module
     types = {nn.Linear} | ({nn.GRU} if opts["layers"] == "linear_gru" else set())
     # quantized kernels exist for the CPU only: the deployed copy is measured there
     fp32 = copy.deepcopy(model).cpu().eval()
-    q = quantize_dynamic(fp32, types, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        # torch 2.14 warns once per layer that quantized tensors are deprecated (the README
+        # says so once); the warning would flood a suite's progress output
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor",
+                                category=UserWarning)
+        q = quantize_dynamic(fp32, types, dtype=torch.qint8)
     return q, {"quantized": True, "quantized_engine": torch.backends.quantized.engine}
