@@ -16,6 +16,7 @@ METRICS = {
     "accuracy": ("accuracy %", "pct", True),
     "accuracy_best_val": ("acc @best val %", "pct", True),
     "f1_macro": ("F1 macro", "f3", True),
+    "steps_to_target": ("steps to target", "f0", False),
     "time_to_target_s": ("time to target s", "f1", False),
     "target_reached": ("target reached", "f2", True),
     "r2": ("R²", "f3", True),
@@ -40,7 +41,7 @@ METRICS = {
     "train_seconds": ("train s", "f1", False),
 }
 COST_METRICS = ["params", "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb",
-                "train_seconds", "time_to_target_s", "target_reached"]
+                "train_seconds", "steps_to_target", "time_to_target_s", "target_reached"]
 TASK_METRICS = {"classification": ["accuracy", "accuracy_best_val", "f1_macro"],
                 "regression": ["r2", "r2_best_val", "rmse", "mae"]}
 TABLE_METRICS = TASK_METRICS["classification"] + TASK_METRICS["regression"] + COST_METRICS
@@ -64,7 +65,8 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
         cols += ["slimmed_params", "slimmed_latency_ms_p50"]
         if "slimmed_latency_ms_batch_p50" in agg.columns:
             cols.append("slimmed_latency_ms_batch_p50")
-    return cols + ["peak_rss_mb", "train_seconds", "time_to_target_s", "target_reached"]
+    return cols + ["peak_rss_mb", "train_seconds", "steps_to_target", "time_to_target_s",
+                   "target_reached"]
 
 
 def _spec_label(spec, differing: set[str]) -> str:
@@ -362,7 +364,8 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
     labels = list(names.columns)
     kind = METRICS.get(metric, ("", "g3", True))[1]
     rows = []
-    speed = [m for m in ("train_seconds", "time_to_target_s", "target_reached") if m in best]
+    speed = [m for m in ("train_seconds", "steps_to_target", "time_to_target_s",
+                         "target_reached") if m in best]
     for (_, r), (_, lab) in zip(best.iterrows(), names.iterrows()):
         rows.append([lab[c] for c in labels] + [
             r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
