@@ -1,3 +1,6 @@
+import sys
+
+import pytest
 import torch
 from torch import nn
 
@@ -52,3 +55,36 @@ def test_classification_metrics():
     assert m["accuracy"] == 0.75
     assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert abs(m["f1_macro"] - (1 + 2 / 3 + 2 / 3) / 3) < 1e-9
+
+
+MALLINFO = """
+import ctypes, ctypes.util, torch
+from modelopt.measure import malloc_for_timing
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                "keepcost")]
+libc.mallinfo2.restype = Info
+def mmapped_after_alloc():
+    before = libc.mallinfo2().hblks
+    t = torch.empty(2**18)  # 1 MB: over the runner's 64 KB threshold
+    return libc.mallinfo2().hblks - before
+a = mmapped_after_alloc()
+malloc_for_timing()
+b = mmapped_after_alloc()
+print(a, b)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc mallopt")
+def test_timing_reuses_freed_blocks_instead_of_mmapping_each_tensor():
+    import os
+    import subprocess
+
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}  # as the runner sets it
+    out = subprocess.run([sys.executable, "-c", MALLINFO], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split())
+    assert before == 1 and after == 0  # a fresh mmap per 1 MB tensor, then none
