@@ -210,13 +210,11 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
         if pruned and pruned.slimmed is not None:
             # at batch 1 a small model's time is mostly per-layer dispatch; the batch figure
             # shows what removing channels saves in compute
-            slim = pruned.slimmed.to(deploy_backend.device)
-            lat = measure.latency(slim, example, deploy_backend, latency_threads)
-            lat_b = measure.latency(slim, data.x_test[:config["train"]["batch_size"]],
-                                    deploy_backend, latency_threads)
-            metrics.update({"slimmed_latency_ms_p50": lat.p50_ms,
-                            "slimmed_latency_ms_p90": lat.p90_ms,
-                            "slimmed_latency_ms_batch_p50": lat_b.p50_ms})
+            slim, _ = timing_metrics(pruned.slimmed.to(deploy_backend.device), data, example,
+                                     config["train"]["batch_size"], deploy_backend,
+                                     latency_threads)
+            metrics.update({f"slimmed_{k}": slim[k] for k in (
+                "latency_ms_p50", "latency_ms_p90", "latency_ms_batch_p50")})
     extra["phase_seconds"] = phase.seconds
     return CellOutput("ok", metrics, curves, info, extra,
                       model=deploy if keep_model else None, example=example)
