@@ -1,7 +1,7 @@
 """One cell x seed, in stages: data -> model -> train -> compress -> measure.
 
-Each stage is a plain function of what the previous one produced; this module knows
-nothing about files, processes or progress bars (runner.py does).
+Each stage is a plain function of what the previous one produced. Files, processes and
+progress are the runner's; latency is the timing stage's (timing.py).
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ class CellOutput:
     env: dict
     extra: dict = field(default_factory=dict)  # per-cell detail (grad norms, histograms)
     error: str | None = None
-    model: nn.Module | None = None
-    example: torch.Tensor | None = None
+    # what the timing stage times (timing.py): "model", the deployed model (masked or int8
+    # copy included), and "slimmed" where structured pruning removed channels
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    example: torch.Tensor | None = None  # batch 1
+    batch: torch.Tensor | None = None  # the training batch size
 
 
 def setup(backend: backends.Backend, threads: int) -> int:
@@ -145,22 +148,22 @@ class Phases:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
 
 
-def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1,
-             keep_model: bool = False, gate=None,
+def run_cell(config: dict, seed: int, threads: int = 1,
              backend: backends.Backend | None = None) -> CellOutput:
-    """Train, compress and measure one cell. `gate()` is called before the timed
-    measurements: the runner uses it so that no other cell trains while this one is timed.
-    `backend` replaces the config's (a rank of a launched job passes its own)."""
+    """Train, compress and measure one cell; latency is not measured here but by the run's
+    timing stage, over the models this returns. `backend` replaces the config's (a rank of
+    a launched job passes its own)."""
     from modelopt.suite import registries
 
     registries()  # user plugins (MODELOPT_PLUGINS) register in this process too
     backend = backend or backends.build(config["backend"])
     threads = setup(backend, threads)
-    info = env(backend, threads, latency_threads)
+    info = env(backend, threads)
     phase = Phases()
     with phase("data"):
         data = load_data(config, seed)
     example = data.x_test[:1].clone()
+    probe_before = measure.machine_probe(threads)
     with measure.PeakMemory() as mem:  # the window: training, compression, evaluation
         if backend.is_cuda:
             torch.cuda.reset_peak_memory_stats(backend.device)
@@ -176,7 +179,11 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
         final = pruned.finetune if pruned and pruned.finetune else outcome
         with phase("evaluate"):
             metrics = evaluate(model, data, backend, config["train"]["eval_batch_size"])
+    probe_after = measure.machine_probe(threads)
     metrics.update(training_metrics(config, data.task, outcome, final))
+    # the machine's speed beside the training's, in the same process and minute: compare
+    # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
+    metrics["machine_probe_ms"] = (probe_before + probe_after) / 2
     metrics.update({"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb})
     if backend.is_cuda:
         metrics["peak_cuda_mb"] = measure.cuda_peak_mb(backend.device)
@@ -191,33 +198,20 @@ def run_cell(config: dict, seed: int, threads: int = 1, latency_threads: int = 1
         curves += final.curves if final is not outcome else []
 
     with phase("measure"):
-        deploy, deploy_backend = model, backend
+        deploy = model
         if config.get("quantize"):
             deploy, q_info = quantize.apply(config["quantize"], model, data, backend)
             metrics.update(q_info)
             if deploy is not model:  # the quantized copy is what ships: its accuracy counts
-                deploy_backend = _CPU
                 q_metrics = evaluate(deploy, data, _CPU, config["train"]["eval_batch_size"])
                 metrics.update(q_metrics)  # every test figure, loss included, of the int8 copy
         metrics.update(static_metrics(deploy, model, example))
-    if gate is not None:
-        gate()  # waiting for the machine is no stage of ours
-    measure.malloc_for_timing()
-    with phase("measure"):
-        timing, extra["latency_blocks_ms"] = timing_metrics(
-            deploy, data, example, config["train"]["batch_size"], deploy_backend, latency_threads)
-        metrics.update(timing)
-        if pruned and pruned.slimmed is not None:
-            # at batch 1 a small model's time is mostly per-layer dispatch; the batch figure
-            # shows what removing channels saves in compute
-            slim, _ = timing_metrics(pruned.slimmed.to(deploy_backend.device), data, example,
-                                     config["train"]["batch_size"], deploy_backend,
-                                     latency_threads)
-            metrics.update({f"slimmed_{k}": slim[k] for k in (
-                "latency_ms_p50", "latency_ms_p90", "latency_ms_batch_p50")})
     extra["phase_seconds"] = phase.seconds
-    return CellOutput("ok", metrics, curves, info, extra,
-                      model=deploy if keep_model else None, example=example)
+    models_out = {"model": deploy}
+    if pruned and pruned.slimmed is not None:
+        models_out["slimmed"] = pruned.slimmed
+    return CellOutput("ok", metrics, curves, info, extra, models=models_out, example=example,
+                      batch=data.x_test[:config["train"]["batch_size"]].clone())
 
 
 def training_metrics(config: dict, task: str, outcome: Outcome, final: Outcome) -> dict:
@@ -296,19 +290,9 @@ def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) ->
             "flops_nonzero": measure.flops_nonzero(counted, example)}
 
 
-def timing_metrics(model, data, example, batch_size, backend, latency_threads):
-    """(latency metrics at batch 1 and at the training batch size, batch-1 block times)."""
-    lat = measure.latency(model, example, backend, latency_threads)
-    batch = data.x_test[:batch_size]
-    lat_b = measure.latency(model, batch, backend, latency_threads)
-    return ({"latency_ms_p50": lat.p50_ms, "latency_ms_p90": lat.p90_ms, "latency_runs": lat.runs,
-             "latency_ms_batch_p50": lat_b.p50_ms,
-             "throughput_samples_s": len(batch) / (lat_b.p50_ms / 1e3)}, list(lat.blocks_ms))
-
-
-def env(backend: backends.Backend, threads: int, latency_threads: int) -> dict:
+def env(backend: backends.Backend, threads: int) -> dict:
     info = {"torch": torch.__version__, "python": platform.python_version(),
-            "device": backend.device, "threads": threads, "latency_threads": latency_threads,
+            "device": backend.device, "threads": threads,
             "cpu": measure.cpu_model(), "cpu_count": measure.cpu_count()}
     if backend.is_cuda:
         info["gpu"] = torch.cuda.get_device_name(backend.device)

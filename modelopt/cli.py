@@ -62,6 +62,13 @@ def cmd_run(args) -> int:
             bar.set_postfix_str(f"last {rec['status']}" + (f" acc {acc:.3f}" if acc else ""))
             bar.update(1)
 
+    def on_timing(k: int, n: int) -> None:
+        if bar is not None and k == 0:
+            bar.close()
+        if not args.quiet:
+            print(f"timing every saved model side by side: process {k + 1} of {n}",
+                  file=sys.stderr)
+
     try:
         if launched:
             summary = launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
@@ -73,7 +80,7 @@ def cmd_run(args) -> int:
             summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
                                  force=args.force, shard=args.shard, fail_fast=args.fail_fast,
                                  on_record=on_record, on_plan=on_plan, executor=args.executor,
-                                 ray_address=args.ray_address)
+                                 ray_address=args.ray_address, on_timing=on_timing)
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
     except ImportError as exc:
@@ -97,6 +104,7 @@ def cmd_report(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     try:
         df = results.load([Path(d) for d in args.dirs])
+        docs = results.timings([Path(d) for d in args.dirs])
     except results.ResultsError as exc:
         return _err(str(exc))
     if df.empty:
@@ -118,10 +126,12 @@ def cmd_report(args) -> int:
             embedded.append((title, name))
         meta = metas.get(suite, {})
         page = report.suite_page(df, suite, embedded, meta.get("description", ""),
-                                 meta.get("baseline"))
+                                 meta.get("baseline"), docs.get(suite))
         (out / f"{suite}.md").write_text(page)
         if args.csv:
-            report.csv_table(agg).to_csv(out / f"{suite}.csv", index=False)
+            base, _ = report.find_baseline(agg, meta.get("baseline"))
+            report.csv_table(report.add_speedups(agg, docs.get(suite), base)).to_csv(
+                out / f"{suite}.csv", index=False)
         pages.append((suite, f"{suite}.md", len(agg)))
         print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
     index = out / "README.md"
@@ -174,6 +184,10 @@ def cmd_list(args) -> int:
 def cmd_compare(args) -> int:
     from modelopt import compare
 
+    def progress(k: int, n: int) -> None:
+        print(f"re-timing both runs' models side by side: process {k + 1} of {n}",
+              file=sys.stderr)
+
     try:
         rules = {}
         meta = Path(args.current) / "suite.json"
@@ -182,7 +196,9 @@ def cmd_compare(args) -> int:
                 rules.update([compare.parse_threshold(f"{metric}:{text}")])
         for text in args.fail_on or []:
             rules.update([compare.parse_threshold(text)])
-        cmp = compare.compare(args.baseline, args.current, rules)
+        cmp = compare.compare(args.baseline, args.current, rules,
+                              allow_missing=args.allow_missing, retime=not args.no_retime,
+                              processes=args.timing_processes, progress=progress)
     except compare.CompareError as exc:
         return _err(str(exc))
     text = compare.markdown(cmp, rules, all_rows=args.all)
@@ -190,7 +206,32 @@ def cmd_compare(args) -> int:
         Path(args.out).write_text(text + "\n")
     print(text)
     print(compare.summary(cmp).replace("**", ""), file=sys.stderr)
-    return 1 if cmp.regressions else 0
+    return 1 if cmp.failed else 0
+
+
+def cmd_time(args) -> int:
+    from modelopt import results, timing
+
+    def progress(k: int, n: int) -> None:
+        print(f"timing process {k + 1} of {n}", file=sys.stderr)
+
+    try:
+        recs = results.read(args.dir)
+    except results.ResultsError as exc:
+        return _err(str(exc))
+    ok = {(r["cell_id"], r["seed"]) for r in recs if r.get("status") == "ok"}
+    suites = {r["suite"] for r in recs}
+    if len(suites) != 1:
+        return _err(f"{args.dir}: holds {len(suites)} suites; time one run at a time")
+    try:
+        n = timing.run_stage(args.dir, suites.pop(), ok, processes=args.processes,
+                             progress=progress)
+    except timing.TimingError as exc:
+        return _err(str(exc), 1)
+    if not n:
+        return _err(f"{args.dir}: no saved models of ok cells under {timing.MODELS_DIR}/")
+    print(f"timed {n} models; wrote {Path(args.dir) / timing.TIMING_FILE}", file=sys.stderr)
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -245,7 +286,18 @@ def parser() -> argparse.ArgumentParser:
                    help="tolerance, e.g. latency_ms_p50:15%% or accuracy:0.5 (points); repeatable")
     c.add_argument("--all", action="store_true", help="list every figure, not only changes")
     c.add_argument("--out", help="also write the markdown table to this file")
+    c.add_argument("--allow-missing", action="store_true",
+                   help="cells on one side only do not fail the gate")
+    c.add_argument("--no-retime", action="store_true",
+                   help="do not re-time the two runs' saved models (latency is then not gated)")
+    c.add_argument("--timing-processes", type=int, default=None,
+                   help="fresh processes for re-timing (default 3)")
     c.set_defaults(fn=cmd_compare)
+    t = sub.add_parser("time", help="(re-)time every saved model of a results directory side "
+                       "by side (after merge, or to refresh latency)")
+    t.add_argument("dir", help="results directory")
+    t.add_argument("--processes", type=int, default=3, help="fresh timing processes (default 3)")
+    t.set_defaults(fn=cmd_time)
     e = sub.add_parser("export", help="write results for other tools")
     e.add_argument("results", nargs="+", help="results directories")
     e.add_argument("--format", choices=["github-action-benchmark"], default="github-action-benchmark")

@@ -1,85 +1,72 @@
-"""Baseline vs current: per-metric direction and tolerance, a Welch t-test over seeds, verdicts."""
+"""Baseline vs current: the regression gate.
+
+A cell that was ok and is not any more is a regression; so is a cell on one side only
+(unless allowed). Figures are compared per metric (metrics.TABLE: direction and tolerance)
+with the process as the unit: seeds, paired by seed, for what training produces; timing
+processes for latency, re-timed side by side (timing.py). Training speed is compared per
+unit of the machine's speed (machine_probe_ms, taken in each cell's process), because two
+runs differ by the machine as well as the code.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-from dataclasses import dataclass
+import statistics
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from modelopt import metrics as M
+
+ALPHA = 0.05  # significance level of the paired t-test over seeds
+PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
+LATENCY = {("model", "ms_batch1"): "latency_ms_p50", ("model", "ms_batch"): "latency_ms_batch_p50",
+           ("slimmed", "ms_batch1"): "slimmed_latency_ms_p50",
+           ("slimmed", "ms_batch"): "slimmed_latency_ms_batch_p50"}
 
 
 class CompareError(ValueError):
     """Input that cannot be compared (missing file, corrupt line, different suites)."""
 
 
-@dataclass(frozen=True)
-class Rule:
-    higher_is_better: bool
-    tolerance: float  # how much worse is still fine
-    relative: bool  # tolerance as a fraction of the baseline, else in the metric's units
-    unit: str = ""
-
-    @property
-    def exact(self) -> bool:
-        return self.tolerance == 0
-
-
-# Defaults: accuracy-like fractions in absolute points, timings and memory relative,
-# counts exact. Noise-aware on top: see `verdict`.
-RULES: dict[str, Rule] = {
-    "accuracy": Rule(True, 0.01, False, "fraction"),
-    "accuracy_best_val": Rule(True, 0.01, False, "fraction"),
-    "f1_macro": Rule(True, 0.01, False, "fraction"),
-    "precision_macro": Rule(True, 0.01, False, "fraction"),
-    "recall_macro": Rule(True, 0.01, False, "fraction"),
-    "r2": Rule(True, 0.01, False, ""),
-    "r2_best_val": Rule(True, 0.01, False, ""),
-    "mse": Rule(False, 0.05, True, ""),
-    "rmse": Rule(False, 0.05, True, ""),
-    "mae": Rule(False, 0.05, True, ""),
-    "latency_ms_p50": Rule(False, 0.10, True, "ms"),
-    "latency_ms_p90": Rule(False, 0.10, True, "ms"),
-    "latency_ms_batch_p50": Rule(False, 0.10, True, "ms"),
-    "throughput_samples_s": Rule(True, 0.10, True, "samples/s"),
-    "train_samples_s": Rule(True, 0.10, True, "samples/s"),
-    "train_seconds": Rule(False, 0.10, True, "s"),
-    "peak_rss_mb": Rule(False, 0.05, True, "MB"),
-    "params": Rule(False, 0.0, False, ""),
-    "params_nonzero": Rule(False, 0.0, False, ""),
-    "flops": Rule(False, 0.0, False, "FLOPs"),
-    "flops_nonzero": Rule(False, 0.0, False, "FLOPs"),
-    "size_bytes": Rule(False, 0.0, False, "bytes"),
-}
-FRACTIONS = {k for k, r in RULES.items() if r.unit == "fraction"}
-ALPHA = 0.05  # Welch t-test significance level
-BLOCKS = "latency_ms_p50:blocks"  # batch-1 block times, the samples behind latency_ms_p50
-
-
-def parse_threshold(text: str) -> tuple[str, Rule]:
+def parse_threshold(text: str) -> tuple[str, M.Metric]:
     """`latency_ms_p50:15%` (relative) or `accuracy:0.5` (absolute; points for accuracy-like
-    fractions) -> (metric, rule with that tolerance)."""
-    m = re.fullmatch(r"([A-Za-z0-9_]+):([0-9]*\.?[0-9]+)(%?)", text.strip())
+    fractions) -> (metric, the metric with that tolerance)."""
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+):([0-9]*\.?[0-9]+)(%?)", text.strip())
     if not m:
         raise CompareError(f"threshold {text!r}: expected METRIC:NUMBER or METRIC:NUMBER% "
                            "(e.g. latency_ms_p50:15% or accuracy:0.5)")
     name, value, pct = m.group(1), float(m.group(2)), m.group(3) == "%"
-    if name not in RULES:
-        raise CompareError(f"threshold {text!r}: unknown metric '{name}'; known: "
-                           f"{', '.join(RULES)}")
-    base = RULES[name]
+    base = M.TABLE.get(name)
+    if base is None or base.higher_is_better is None:
+        gated = ", ".join(x.name for x in M.directed())
+        raise CompareError(f"threshold {text!r}: '{name}' is not a metric the gate can judge; "
+                           f"known: {gated}")
     if pct:
-        return name, Rule(base.higher_is_better, value / 100, True, base.unit)
-    tol = value / 100 if name in FRACTIONS else value
-    return name, Rule(base.higher_is_better, tol, False, base.unit)
+        return name, base.with_tolerance("relative", value / 100)
+    if base.unit == "fraction":
+        return name, base.with_tolerance("points", value / 100)
+    return name, base.with_tolerance("absolute", value)
 
 
 # ---------------------------------------------------------------- loading
 
-def load_side(path: str | Path) -> tuple[str | None, dict[str, dict], dict[str, str]]:
-    """(suite name, {cell_id: {metric: [values over seeds]}}, {cell_id: label})."""
+@dataclass
+class Side:
+    """One side of a comparison: per cell, per seed, its status and figures."""
+    suite: str | None
+    status: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
+    figures: dict[str, dict[int, dict]] = field(default_factory=dict)
+    configs: dict[str, dict] = field(default_factory=dict)
+    run_dir: Path | None = None  # a results directory (its saved models can be re-timed)
+
+    def ok_seeds(self, cid: str) -> set[int]:
+        return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
+
+
+def load_side(path: str | Path) -> Side:
     from modelopt import results
 
     p = Path(path)
@@ -93,10 +80,12 @@ def load_side(path: str | Path) -> tuple[str | None, dict[str, dict], dict[str, 
     if len(suites) > 1:
         raise CompareError(f"{p}: holds several suites ({', '.join(map(str, suites))}); "
                            "compare one at a time")
-    return _collect(recs, suites.pop() if suites else None)
+    side = _collect(recs, suites.pop() if suites else None)
+    side.run_dir = p if p.is_dir() else p.parent
+    return side
 
 
-def _load_benchmark_json(p: Path):
+def _load_benchmark_json(p: Path) -> Side:
     try:
         doc = json.loads(p.read_text())
         benches = doc["benchmarks"]
@@ -108,33 +97,26 @@ def _load_benchmark_json(p: Path):
         if "cell_id" not in info:
             raise CompareError(f"{p}: benchmark {i} ({b.get('name')}) has no modelopt extra_info")
         suites.add((b.get("group") or "").split(":")[0])
-        metrics = {k: v for k, v in info.items() if k not in ("cell_id", "seed", "status")}
-        recs.append({"cell_id": info["cell_id"], "seed": info.get("seed"),
-                     "status": info.get("status", "ok"), "metrics": metrics,
-                     "label": b.get("group") or b.get("name")})
+        figures = {k: v for k, v in info.items() if k not in ("cell_id", "seed", "status", "cell",
+                                                              "error")}
+        recs.append({"cell_id": info["cell_id"], "seed": info.get("seed", 0),
+                     "status": info.get("status", "ok"), "error": info.get("error"),
+                     "metrics": figures, "cell": info.get("cell")})
     return _collect(recs, suites.pop() if len(suites) == 1 else None)
 
 
-def _collect(recs: list[dict], suite: str | None):
-    cells: dict[str, dict] = {}
-    labels: dict[str, str] = {}
+def _collect(recs: list[dict], suite: str | None) -> Side:
+    side = Side(suite)
     for r in recs:
-        if r.get("status") != "ok":
-            continue
-        slot = cells.setdefault(r["cell_id"], {})
-        for k, v in (r.get("metrics") or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                slot.setdefault(k, []).append(float(v))
-        # per-block latency times: the measurement's own spread, pooled over seeds
-        for block in ((r.get("extra") or {}).get("latency_blocks_ms") or []):
-            slot.setdefault(BLOCKS, []).append(float(block))
-        labels[r["cell_id"]] = r.get("label") or _label(r.get("cell") or {})
-    return suite, cells, labels
-
-
-def _label(cell: dict) -> str:
-    model = cell.get("model") or {}
-    return model.get("name", "?")
+        cid, seed = r["cell_id"], r["seed"]
+        error = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
+        side.status.setdefault(cid, {})[seed] = (r.get("status") or "failed", error)
+        side.configs.setdefault(cid, r.get("cell") or {})
+        if r.get("status") == "ok":
+            side.figures.setdefault(cid, {})[seed] = {
+                k: float(v) for k, v in (r.get("metrics") or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return side
 
 
 # ---------------------------------------------------------------- verdicts
@@ -142,53 +124,131 @@ def _label(cell: dict) -> str:
 @dataclass
 class Row:
     cell_id: str
-    label: str
     metric: str
-    baseline: float
-    current: float
-    change: float  # relative (fraction) for relative rules, absolute otherwise
+    baseline: float | None
+    current: float | None
+    change: float | None  # relative (fraction) for relative tolerances, absolute otherwise
     verdict: str  # ok | regressed | improved | noise
-    p_value: float | None
+    p_value: float | None = None
+    ci: tuple[float, float] | None = None  # re-timed latency: interval of current/baseline
+    n: int = 0  # the replicates: paired seeds, or timing processes
+    note: str = ""
 
 
-def welch_p(a: list[float], b: list[float]) -> float | None:
-    if len(a) < 2 or len(b) < 2:
+def paired_p(base: list[float], cur: list[float]) -> float | None:
+    """Two-sided paired t-test over seeds (seed k on both sides: the same data and initial
+    weights). Equal differences (a deterministic change) give p = 0, none gives 1."""
+    if len(base) < 2:
         return None
-    if np.std(a) == 0 and np.std(b) == 0:
-        return 0.0 if np.mean(a) != np.mean(b) else 1.0
-    from scipy.stats import ttest_ind
+    diffs = [c - b for b, c in zip(base, cur)]
+    if statistics.pstdev(diffs) == 0:
+        return 0.0 if diffs[0] != 0 else 1.0
+    from scipy.stats import ttest_rel
 
-    return float(ttest_ind(a, b, equal_var=False).pvalue)
-
-
-def rank_p(a: list[float], b: list[float]) -> float | None:
-    """Mann-Whitney U: timing blocks have heavy tails (a preempted block), where a t-test
-    loses its power; ranks do not care how far out an outlier is."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    with warnings.catch_warnings():  # near-constant differences: scipy warns, p is still right
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_rel(cur, base).pvalue)
 
 
-def verdict(rule: Rule, base: list[float], cur: list[float],
-            samples: tuple[list[float], list[float]] | None = None
-            ) -> tuple[str, float, float | None]:
-    """A change is a regression only when it is worse than the tolerance AND (where both
-    sides have >= 2 values) a test says it is not noise (p < ALPHA): Welch's t-test over
-    the seeds, or, given `samples` (latency: every timed block of every seed), Mann-Whitney."""
-    b, c = float(np.mean(base)), float(np.mean(cur))
-    delta = c - b
-    change = delta / abs(b) if rule.relative and b != 0 else delta
-    worse = -change if rule.higher_is_better else change  # > 0 means worse
-    p = None if rule.exact else (rank_p(*samples) if samples else welch_p(base, cur))
-    if worse > rule.tolerance + 1e-12:
-        if p is not None and p >= ALPHA:
-            return "noise", change, p
-        return "regressed", change, p
-    if -worse > rule.tolerance + 1e-12 and (p is None or p < ALPHA):
+def _change(metric: M.Metric, b: float, c: float) -> tuple[float, float]:
+    """(change as shown, how much worse it is in the tolerance's units: > 0 is worse)."""
+    change = (c - b) / abs(b) if metric.kind == "relative" and b != 0 else c - b
+    return change, (-change if metric.higher_is_better else change)
+
+
+def verdict(metric: M.Metric, base: list[float], cur: list[float]) -> tuple[str, float, float | None]:
+    """Worse than the tolerance AND (with >= 2 paired seeds) p < ALPHA: regressed; worse
+    than the tolerance but not significant: noise. Counts (exact) have no noise."""
+    b, c = statistics.fmean(base), statistics.fmean(cur)
+    change, worse = _change(metric, b, c)
+    p = None if metric.kind == "exact" else paired_p(base, cur)
+    significant = p is None or p < ALPHA
+    if worse > metric.tolerance + 1e-12:
+        return ("regressed" if significant else "noise"), change, p
+    if -worse > metric.tolerance + 1e-12 and significant:
         return "improved", change, p
     return "ok", change, p
+
+
+def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
+                 only: list[str] | None) -> list[Row]:
+    seeds = sorted(set(base.figures.get(cid, {})) & set(cur.figures.get(cid, {})))
+    rows = []
+    for name, metric in rules.items():
+        if not metric.gated or (only and name not in only) or (metric.timing and name != PROBED):
+            continue  # latency is judged by re-timing (below); other timings are not gated
+        pairs = [(base.figures[cid][s].get(name), cur.figures[cid][s].get(name)) for s in seeds]
+        if name == PROBED:  # samples/s x probe ms: the training's speed per machine speed
+            probes = [(base.figures[cid][s].get("machine_probe_ms"),
+                       cur.figures[cid][s].get("machine_probe_ms")) for s in seeds]
+            pairs = [(b * pb, c * pc) if None not in (b, c, pb, pc) else (None, None)
+                     for (b, c), (pb, pc) in zip(pairs, probes)]
+        pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
+        if not pairs:
+            continue
+        v, change, p = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
+        rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
+                        statistics.fmean(c for _, c in pairs), change, v, p, n=len(pairs),
+                        note="per machine probe" if name == PROBED else ""))
+    return rows
+
+
+def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
+    """Seeds ok in the baseline that are not ok now (failed, timeout, diverged or absent)."""
+    lost = sorted(base.ok_seeds(cid) - cur.ok_seeds(cid))
+    gained = sorted(cur.ok_seeds(cid) - base.ok_seeds(cid))
+    if lost:
+        why = "; ".join(f"seed {s}: " + (": ".join(x for x in cur.status[cid][s] if x)
+                                         if s in cur.status.get(cid, {}) else "not run")
+                        for s in lost)
+        return Row(cid, "status", len(base.ok_seeds(cid)), len(cur.ok_seeds(cid)), None,
+                   "regressed", note=why[:300])
+    if gained:
+        return Row(cid, "status", len(base.ok_seeds(cid)), len(cur.ok_seeds(cid)), None,
+                   "improved", note=f"seeds {gained} ok now")
+    return None
+
+
+def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metric],
+                processes: int, progress=None) -> list[Row]:
+    """Both runs' saved models timed in the same K processes, interleaved: per cell the
+    ratio current/baseline within each process, an interval over the processes."""
+    from modelopt import timing
+
+    items = []
+    for cid in cells:
+        seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
+        for label, side in (("baseline", base), ("current", cur)):
+            items += timing.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)
+    if not items:
+        return []
+    rows_t = timing.time_artifacts(items, processes, progress=progress)
+    out = []
+    for cid in cells:
+        for (kind, field_), name in LATENCY.items():
+            metric = rules[name]
+            pick = {"cell_id": cid, "kind": kind}
+            r = timing.ratio(rows_t, {**pick, "side": "current"}, {**pick, "side": "baseline"},
+                             field_)
+            if r is None:
+                continue
+            b = statistics.median(x[field_] for x in rows_t if x["side"] == "baseline"
+                                  and x["cell_id"] == cid and x["kind"] == kind)
+            c = statistics.median(x[field_] for x in rows_t if x["side"] == "current"
+                                  and x["cell_id"] == cid and x["kind"] == kind)
+            change = r.mean - 1
+            # a slowdown beyond the tolerance whose interval excludes 1 regresses
+            if change > metric.tolerance and (r.n < 2 or r.ci_low > 1):
+                v = "regressed"
+            elif change > metric.tolerance:
+                v = "noise"
+            elif -change > metric.tolerance and (r.n < 2 or r.ci_high < 1):
+                v = "improved"
+            else:
+                v = "ok"
+            out.append(Row(cid, name, b, c, change, v, ci=(r.ci_low - 1, r.ci_high - 1), n=r.n,
+                           note="re-timed side by side"))
+    return out
 
 
 @dataclass
@@ -197,75 +257,133 @@ class Comparison:
     only_baseline: list[str]
     only_current: list[str]
     labels: dict[str, str]
+    allow_missing: bool = False
+    latency: str = ""  # how latency was judged, for the note under the table
 
     @property
     def regressions(self) -> list[Row]:
         return [r for r in self.rows if r.verdict == "regressed"]
 
-
-def compare(baseline: str | Path, current: str | Path, thresholds: dict[str, Rule] | None = None,
-            metrics: list[str] | None = None) -> Comparison:
-    b_suite, b_cells, b_labels = load_side(baseline)
-    c_suite, c_cells, c_labels = load_side(current)
-    if b_suite and c_suite and b_suite != c_suite:
-        raise CompareError(f"different suites: baseline '{b_suite}', current '{c_suite}'")
-    rules = {**RULES, **(thresholds or {})}
-    rows = []
-    for cid in [c for c in b_cells if c in c_cells]:
-        for metric in metrics or rules:
-            if metric not in rules or metric not in b_cells[cid] or metric not in c_cells[cid]:
-                continue
-            samples = None
-            if metric == "latency_ms_p50" and BLOCKS in b_cells[cid] and BLOCKS in c_cells[cid]:
-                samples = (b_cells[cid][BLOCKS], c_cells[cid][BLOCKS])
-            v, change, p = verdict(rules[metric], b_cells[cid][metric], c_cells[cid][metric],
-                                   samples)
-            rows.append(Row(cid, c_labels.get(cid) or b_labels.get(cid, cid), metric,
-                            float(np.mean(b_cells[cid][metric])),
-                            float(np.mean(c_cells[cid][metric])), change, v, p))
-    return Comparison(rows, sorted(set(b_cells) - set(c_cells)),
-                      sorted(set(c_cells) - set(b_cells)), {**b_labels, **c_labels})
+    @property
+    def failed(self) -> bool:
+        missing = bool(self.only_baseline or self.only_current) and not self.allow_missing
+        return bool(self.regressions) or missing
 
 
-def _num(v: float) -> str:
+def compare(baseline: str | Path, current: str | Path,
+            thresholds: dict[str, M.Metric] | None = None, metrics: list[str] | None = None,
+            allow_missing: bool = False, retime: bool = True,
+            processes: int | None = None, progress=None) -> Comparison:
+    from modelopt import timing
+
+    base, cur = load_side(baseline), load_side(current)
+    if base.suite and cur.suite and base.suite != cur.suite:
+        raise CompareError(f"different suites: baseline '{base.suite}', current '{cur.suite}'")
+    rules = {**M.TABLE, **(thresholds or {})}
+    common = [c for c in base.status if c in cur.status]
+    rows: list[Row] = []
+    for cid in common:
+        status = _status_row(cid, base, cur)
+        if status:
+            rows.append(status)
+        rows += _figure_rows(cid, base, cur, rules, metrics)
+    latency = ("not gated: latency from two separate runs differs by the machine as much as "
+               "by the code; compare two results directories with their saved models to "
+               "re-time them side by side")
+    if retime and base.run_dir and cur.run_dir:
+        both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
+        timed = retime_rows(base, cur, both, rules, processes or timing.PROCESSES, progress)
+        rows += [r for r in timed if not metrics or r.metric in metrics]
+        if timed:
+            latency = (f"re-timed: both runs' saved models in the same "
+                       f"{processes or timing.PROCESSES} fresh processes, interleaved")
+    labels = _labels({**cur.configs, **base.configs})
+    return Comparison(rows, sorted(set(base.status) - set(cur.status)),
+                      sorted(set(cur.status) - set(base.status)), labels, allow_missing, latency)
+
+
+def _labels(configs: dict[str, dict]) -> dict[str, str]:
+    """Each cell named by the axes that differ between the cells (not by its hash)."""
+    ids = [c for c, cfg in configs.items() if cfg]
+    if not ids:
+        return {}
+    from modelopt.report import axis_labels
+
+    lab = axis_labels([configs[c] for c in ids])
+    return {cid: ", ".join(f"{k[5:]}={v}" for k, v in row.items())
+            for cid, (_, row) in zip(ids, lab.iterrows())}
+
+
+# ---------------------------------------------------------------- the markdown
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "–"
     return f"{v:,.0f}" if abs(v) >= 1000 or float(v).is_integer() else f"{v:.4g}"
 
 
-def markdown(cmp: Comparison, rules: dict[str, Rule] | None = None, all_rows: bool = False) -> str:
-    """A table for a pull-request comment, and the method in one line under it."""
+def _fmt_change(r: Row, metric: M.Metric | None) -> str:
+    if r.change is None or metric is None:
+        return "–"
+    if r.ci is not None:
+        return f"{100 * r.change:+.1f} % [{100 * r.ci[0]:+.1f}, {100 * r.ci[1]:+.1f}]"
+    if metric.kind == "relative":
+        return f"{100 * r.change:+.1f} %"
+    if metric.kind == "points":
+        return f"{100 * r.change:+.2f} pt"
+    return f"{r.change:+.4g}"
+
+
+def _fmt_tolerance(metric: M.Metric | None) -> str:
+    if metric is None:
+        return "any seed"
+    if metric.kind == "relative":
+        return f"{100 * metric.tolerance:g} %"
+    if metric.kind == "points":
+        return f"{100 * metric.tolerance:g} pt"
+    return "exact" if metric.kind == "exact" else f"{metric.tolerance:g}"
+
+
+def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
+             all_rows: bool = False) -> str:
+    """A table for a pull-request comment, and the method under it."""
     from tabulate import tabulate
 
-    rules = {**RULES, **(rules or {})}
+    rules = {**M.TABLE, **(rules or {})}
     icon = {"regressed": "❌ regressed", "improved": "✅ improved", "noise": "〰 within noise",
             "ok": "ok"}
     shown = [r for r in cmp.rows if all_rows or r.verdict != "ok"]
     body = []
     for r in shown:
-        rule = rules[r.metric]
-        change = f"{100 * r.change:+.1f} %" if rule.relative else (
-            f"{100 * r.change:+.2f} pt" if r.metric in FRACTIONS else f"{r.change:+.4g}")
-        tol = (f"{100 * rule.tolerance:g} %" if rule.relative else
-               f"{100 * rule.tolerance:g} pt" if r.metric in FRACTIONS else f"{rule.tolerance:g}")
+        metric = rules.get(r.metric)
         p = "–" if r.p_value is None else f"{r.p_value:.3f}"
-        body.append([f"{r.label} ({r.cell_id[:8]})", r.metric, _num(r.baseline),
-                     _num(r.current), change, tol, p, icon[r.verdict]])
-    test = "p (Welch; latency: Mann-Whitney)"
+        name = r.metric + (f" ({r.note})" if r.note and r.metric != "status" else "")
+        verdict = icon[r.verdict] + (f": {r.note}" if r.metric == "status" else "")
+        body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
+                     _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
+                     r.n or "–", verdict])
     lines = [summary(cmp), ""]
     if body:
-        lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current", "change",
-                                             "tolerance", test, "verdict"],
+        lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
+                                             "change [95 % CI]", "tolerance", "p (paired t)",
+                                             "n", "verdict"],
                               tablefmt="github", disable_numparse=True))
     else:
         lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
     for title, ids in (("Only in the baseline", cmp.only_baseline),
                        ("Only in the current run", cmp.only_current)):
         if ids:
-            lines += ["", f"{title}: " + ", ".join(f"{cmp.labels.get(i, i)} ({i[:8]})" for i in ids)]
-    lines += ["", f"A figure regresses when it is worse than its tolerance and a test gives "
-              f"p < {ALPHA} (otherwise it is reported as within noise): Welch's t-test over the "
-              "seeds, and for batch-1 latency a Mann-Whitney U test over every timed block of "
-              "every seed. With one seed a side, the tolerance alone decides. Counts (params, "
-              "FLOPs, size) have zero tolerance."]
+            lines += ["", f"{title}"
+                      + (" (allowed by --allow-missing)" if cmp.allow_missing else
+                         " (fails the gate; --allow-missing to accept)") + ": "
+                      + ", ".join(cmp.labels.get(i, i[:8]) for i in ids)]
+    lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
+              "failed, timed out, diverged or absent now regresses. A figure regresses when it "
+              f"is worse than its tolerance and a paired t-test over the seeds gives p < {ALPHA} "
+              "(worse but not significant: within noise; one seed a side: the tolerance alone). "
+              "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
+              "the machine's speed (× machine_probe_ms, a fixed workload timed in each cell's "
+              f"process). Latency: {cmp.latency}."]
     return "\n".join(lines)
 
 
@@ -274,6 +392,8 @@ def summary(cmp: Comparison) -> str:
     n_imp = sum(r.verdict == "improved" for r in cmp.rows)
     cells = len({r.cell_id for r in cmp.rows})
     missing = len(cmp.only_baseline) + len(cmp.only_current)
-    status = "REGRESSION" if n_reg else "OK"
+    status = "REGRESSION" if cmp.failed else "OK"
     return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
-            f"over {cells} cells compared" + (f"; {missing} cells on one side only" if missing else ""))
+            f"over {cells} cells compared" + (f"; {missing} cells on one side only"
+                                              + (" (allowed)" if cmp.allow_missing else "")
+                                              if missing else ""))

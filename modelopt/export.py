@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelopt.compare import RULES
+from modelopt import metrics as M
 
 
 def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, list[dict]]:
@@ -17,11 +17,11 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
     out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
     for _, r in agg[agg["n"] > 0].iterrows():
         label = ", ".join(f"{c[5:]}={r[c]}" for c in label_columns(agg))
-        for metric in metrics or RULES:
+        for metric in metrics or [m.name for m in M.directed()]:
             value = r.get(metric)
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 continue
-            rule = RULES[metric]
+            rule = M.TABLE[metric]
             entry = {"name": f"{r['suite']} [{label}] {metric}", "unit": rule.unit or "value",
                      "value": float(value),
                      "range": f"± {float(r.get(f'{metric}_std', 0) or 0):.4g}",

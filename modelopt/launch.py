@@ -25,7 +25,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
-from modelopt import results, runner
+from modelopt import results, runner, timing
 from modelopt.suite import Suite
 
 # How long a rank waits for the others (for rank 0's plan, or for rank 0 to finish measuring
@@ -91,8 +91,8 @@ def connect(launch: Launch, timeout: timedelta, host: bool = False):
 
 # ---------------------------------------------------------------- one rank of one cell
 
-def _child_main(conn, config: dict, seed: int, launch: Launch, key: str, latency_threads: int,
-                timeout_s: float | None) -> None:
+def _child_main(conn, config: dict, cell_id: str, seed: int, launch: Launch, key: str,
+                model_dir: str, timeout_s: float | None) -> None:
     """One rank of one ddp cell, in a fresh process: joins the cell's process group, trains
     its share; rank 0 then evaluates and measures like any cell."""
     import torch
@@ -116,7 +116,9 @@ def _child_main(conn, config: dict, seed: int, launch: Launch, key: str, latency
             dist.init_process_group(backend.dist_backend, store=store, rank=launch.rank,
                                      world_size=launch.world, timeout=timeout)
             if launch.rank == 0:
-                out = run_cell(config, seed, threads, latency_threads, backend=backend)
+                out = run_cell(config, seed, threads, backend=backend)
+                if out.status == "ok":
+                    timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
                 launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "env"
                 out.env.update({"launcher": launcher, "world_size": launch.world,
                                 "local_world_size": launch.local_world})
@@ -155,7 +157,7 @@ def _is_peer_error(exc: BaseException) -> bool:
         s in text for s in ("Connection closed by peer", "Connection reset", "gloo", "NCCL"))
 
 
-def run_rank(launch: Launch, store, key: str, job: runner.Job, latency_threads: int) -> dict:
+def run_rank(launch: Launch, store, key: str, job: runner.Job, model_dir: str) -> dict:
     """Run this rank's share of one cell in a child process; its result payload.
 
     A failure anywhere is posted under `key/abort` (the first one wins), and every rank then
@@ -163,8 +165,8 @@ def run_rank(launch: Launch, store, key: str, job: runner.Job, latency_threads: 
     ctx = runner.context()
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_child_main, daemon=False,
-                       args=(child, job.cell.config, job.seed, launch, key, latency_threads,
-                             job.timeout_s))
+                       args=(child, job.cell.config, job.cell.cell_id, job.seed, launch, key,
+                             model_dir, job.timeout_s))
     proc.start()
     child.close()
     abort = f"{key}/abort"
@@ -218,7 +220,7 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         force: bool = False, fail_fast: bool = False,
         on_record: Callable[[dict], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None,
-        latency_threads: int = 1) -> runner.Summary:
+        timing_processes: int | None = None) -> runner.Summary:
     """This rank's part of a launched run. Every rank must load the same suite."""
     signal.signal(signal.SIGTERM, _interrupt)
     store = connect(launch, WAIT, host=launch.rank == 0)
@@ -252,7 +254,7 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         for k, job in enumerate(ddp):
             key = f"cell/{k}"
             started_at, t0 = runner._now(), time.monotonic()
-            payload = run_rank(launch, store, key, job, latency_threads)
+            payload = run_rank(launch, store, key, job, str(Path(out_dir) / timing.MODELS_DIR))
             if launch.rank != 0:
                 store.wait([f"{key}/done"], WAIT)
                 if store.get(f"{key}/done").decode() == "stop":
@@ -283,11 +285,14 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
             if on_record:
                 on_record(rec)
 
-        sub = runner.Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast).run(rest)
+        sub = runner.Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast,
+                               model_dir=str(out / timing.MODELS_DIR)).run(rest)
         for status, n in sub.counts.items():
             summary.counts[status] = summary.counts.get(status, 0) + n
         summary.interrupted = sub.interrupted
     _wait_for_the_others(store, launch.world - 1)
+    if not summary.interrupted:  # the other ranks are done: the machine is rank 0's to time on
+        summary.interrupted = not runner.time_run(out, suite, timing_processes)
     return summary
 
 

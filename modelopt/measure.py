@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import platform
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,24 +162,26 @@ def latency(model: nn.Module, example: torch.Tensor, backend: Backend, threads: 
     return Latency.from_blocks(blocks, number, threads)
 
 
-def malloc_for_timing() -> None:
-    """Let glibc keep freed blocks for reuse before timing. The runner fixes
-    MALLOC_MMAP_THRESHOLD_ at 64 KB so that memory peaks repeat; but then every tensor over
-    64 KB is a fresh mmap with its page faults, on every call: measured here, a cnn at batch
-    100 took 1.7-2.4 ms that way and 0.7-1.1 ms with glibc's defaults. The memory window is
-    closed by now, so timing runs with thresholds as high as glibc's dynamic ones go."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name or platform.system() != "Linux":
-        return
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt"):  # not glibc (musl)
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's ceiling for its dynamic threshold
-    libc.mallopt(m_trim_threshold, 64 * 2**20)
+def machine_probe(threads: int, repeats: int = 3, steps: int = 4) -> float:
+    """Milliseconds of a fixed training workload (a small conv net's forward, backward and
+    SGD step on fixed data): how fast this process's share of the machine is right now.
+    Median of `repeats`, so one preempted repeat does not move it. Run in the cell's process
+    beside its training, it lets compare tell the code's speed from the machine's."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 32, 5, padding=2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(32 * 40, 10))
+    x, y = torch.randn(100, 1, 40, generator=g), torch.randint(0, 10, (100,), generator=g)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    times = []
+    for _ in range(repeats + 1):  # the first repeat warms up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]) * 1e3)
 
 
 # ---------------------------------------------------------------- memory
@@ -196,7 +198,8 @@ def _status_kb(field: str) -> int:
 class PeakMemory:
     """Process RSS high-water mark over a region, reset at its start (Linux clear_refs).
 
-    ru_maxrss cannot be reset and tracemalloc misses torch's allocations; see MEASUREMENT.md.
+    ru_maxrss cannot be reset and tracemalloc misses torch's allocations (README, "How
+    memory is measured").
     """
 
     baseline_mb: float = float("nan")

@@ -21,6 +21,12 @@ PRUNERS = Registry("prune")
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
+class TechniqueError(RuntimeError):
+    """A technique ran but did not do what was asked (sparsity not reached, a slimmed model that
+    computes something else, nothing quantized): the cell fails with this message instead of
+    recording figures of a model that is not the one asked for."""
+
+
 @dataclass(frozen=True)
 class Pruning:
     """What to prune and how; `mask(model, amount, data)` adds masks for one round."""
@@ -30,6 +36,7 @@ class Pruning:
     rounds: int
     mask: Callable[[nn.Module, float, Data], None]
     structured: bool = False
+    global_: bool = False  # unstructured: `amount` is of all targeted weights, not of each layer
 
 
 def _check(amount: float, rounds: int, finetune_steps: int) -> None:
@@ -61,7 +68,8 @@ def l1_unstructured(*, amount: float = 0.5, global_: bool = False, finetune_step
                     rounds: int = 1) -> Pruning:
     """Zero the smallest-magnitude weights, per layer or globally (`global: true`)."""
     _check(amount, rounds, finetune_steps)
-    return Pruning(amount, finetune_steps, rounds, _unstructured(tprune.L1Unstructured, global_))
+    return Pruning(amount, finetune_steps, rounds, _unstructured(tprune.L1Unstructured, global_),
+                   global_=global_)
 
 
 @PRUNERS.register("random_unstructured", structured=False)
@@ -70,7 +78,7 @@ def random_unstructured(*, amount: float = 0.5, global_: bool = False, finetune_
     """Zero randomly chosen weights: the control for magnitude pruning."""
     _check(amount, rounds, finetune_steps)
     return Pruning(amount, finetune_steps, rounds,
-                   _unstructured(tprune.RandomUnstructured, global_))
+                   _unstructured(tprune.RandomUnstructured, global_), global_=global_)
 
 
 # ---------------------------------------------------------------- structured
@@ -227,6 +235,97 @@ def slim(model: nn.Module, example: torch.Tensor) -> nn.Module:
     return slimmed
 
 
+# ---------------------------------------------------------------- checking
+
+def _zeros(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """Per prunable layer: (zero weights, all-zero output channels), to tell afterwards what the
+    technique zeroed from what was zero already."""
+    out = {}
+    for name, m in layers(model):
+        w = m.weight.detach()
+        out[name] = (int((w == 0).sum()), int((w.flatten(1).abs().sum(1) == 0).sum()))
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def check_unstructured(model: nn.Module, method: str, p: Pruning,
+                       before: dict[str, tuple[int, int]]) -> None:
+    """The zeroed fraction of the targeted weights (all of them for global pruning, each layer
+    otherwise) is `amount`, within torch's rounding of amount x n to whole weights each round."""
+    ws = {name: m.weight.detach() for name, m in layers(model)}
+    groups = {"over all targeted layers": list(ws)} if p.global_ else {f"layer {n!r}": [n] for n in ws}
+    wrong = []
+    for label, names in groups.items():
+        n = sum(ws[k].numel() for k in names)
+        zeros = sum(int((ws[k] == 0).sum()) for k in names)
+        already = sum(before[k][0] for k in names)
+        tol = p.rounds  # half a weight of rounding per round, plus the schedule's float error
+        if not p.amount * n - tol <= zeros <= p.amount * n + tol + already:
+            wrong.append(f"{label}: {_pct(zeros / n)} ({zeros} of {n} weights zero)")
+    if wrong:
+        scope = "of all targeted weights" if p.global_ else "of every layer's weights"
+        raise TechniqueError(f"{method} asked {_pct(p.amount)} {scope} zeroed, reached "
+                             + "; ".join(wrong))
+
+
+def check_structured(model: nn.Module, method: str, amount: float,
+                     before: dict[str, tuple[int, int]]) -> None:
+    """Every prunable layer anywhere in the model but the output layer (the last one) has about
+    round(amount x channels) output channels zeroed; a layer the method did not reach is named
+    with the reason, since a silent skip reads as a model pruned far less than asked."""
+    found = layers(model)
+    reached = {id(layer) for _, layer, _ in _hidden_layers(model)}
+    wrong, zeroed_all, channels_all = [], 0, 0
+    for name, layer in found[:-1]:
+        channels = layer.weight.shape[0]
+        zeroed = int((layer.weight.detach().flatten(1).abs().sum(1) == 0).sum())
+        zeroed_all, channels_all = zeroed_all + zeroed, channels_all + channels
+        want = amount * channels
+        # round() to whole channels (half a channel either way), one channel always kept
+        if min(want - 0.5, channels - 1) - 1e-6 <= zeroed <= want + 0.5 + before[name][1] + 1e-6:
+            continue
+        what = f"layer {name!r} ({zeroed} of {channels} channels zeroed)"
+        if id(layer) in reached:
+            wrong.append(f"{what} was pruned to {_pct(zeroed / channels)}")
+        elif "." in name:
+            wrong.append(f"{what} is nested inside a block ({name.rsplit('.', 1)[0]!r}): structured"
+                         " pruning here handles only a plain nn.Sequential of layers")
+        else:
+            wrong.append(f"{what} was not reached: the method takes the last top-level layer for"
+                         f" the output layer, but the model's last prunable layer is {found[-1][0]!r}")
+    if wrong:
+        raise TechniqueError(
+            f"{method} asked {_pct(amount)} of the output channels of every layer but the output"
+            f" layer {found[-1][0]!r}, reached {_pct(zeroed_all / channels_all)} overall: "
+            + "; ".join(wrong))
+
+
+# slimmed and masked models differ only in float32 summation order (smaller matmuls), so their
+# outputs agree far within 1e-4 of the output scale (the tests see < 1e-5); a slimming that
+# removed the wrong channels differs by the size of the outputs themselves (11-27 seen)
+SLIM_ATOL, SLIM_RTOL = 1e-4, 1e-4
+
+
+def check_slimmed(slimmed: nn.Module, masked: nn.Module, x: torch.Tensor) -> float:
+    """max |slimmed(x) - masked(x)|; raises TechniqueError past atol + rtol x max |masked(x)|."""
+    with torch.no_grad():
+        ref = masked(x)
+        diff = float((slimmed(x) - ref).abs().max())
+    tol = SLIM_ATOL + SLIM_RTOL * float(ref.abs().max())
+    if not diff <= tol:  # NaN fails too
+        raise TechniqueError(
+            f"the slimmed model (channels removed by Torch-Pruning) differs from the masked model"
+            f" by up to {diff:.3g} on {len(x)} test inputs, past the tolerance {tol:.3g}"
+            f" ({SLIM_ATOL:g} + {SLIM_RTOL:g} x max |masked output|): it does not compute what the"
+            " pruned model computes, so its size and latency would describe another model")
+    return diff
+
+
+# ---------------------------------------------------------------- applying
+
 @dataclass
 class Pruned:
     info: dict  # metrics: amount, slimmed_* counts
@@ -236,12 +335,13 @@ class Pruned:
 
 
 def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
-    """Prune in `rounds` (each followed by its share of fine-tuning), make it permanent, and for
-    structured pruning build the slimmed model."""
+    """Prune in `rounds` (each followed by its share of fine-tuning), make it permanent, check
+    that the asked sparsity was reached, and for structured pruning build the slimmed model and
+    check that it computes what the masked model computes."""
     from modelopt.measure import count_params, flops, size_bytes
 
     p: Pruning = PRUNERS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
-    before = _histogram(model)
+    before, zeros_before = _histogram(model), _zeros(model)
     outcome = None
     for r in range(1, p.rounds + 1):
         # cumulative sparsity after round r, geometric so each round removes the same share
@@ -253,16 +353,17 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
         if steps > 0:
             outcome = finetune(model, steps, f"finetune{r}" if p.rounds > 1 else "finetune")
     make_permanent(model)
+    if p.structured:
+        check_structured(model, spec["name"], p.amount, zeros_before)
+    else:
+        check_unstructured(model, spec["name"], p, zeros_before)
     info: dict = {"prune_amount": p.amount}
     slimmed = None
     if p.structured:
         example = data.x_test[:1]
         slimmed = slim(model, example)
-        masked = copy.deepcopy(model).cpu().eval()
-        with torch.no_grad():
-            diff = float((slimmed(data.x_test[:256]) - masked(data.x_test[:256])).abs().max())
+        diff = check_slimmed(slimmed, copy.deepcopy(model).cpu().eval(), data.x_test[:256])
         params, _ = count_params(slimmed)
         info.update({"slimmed_params": params, "slimmed_flops": flops(slimmed, example),
                      "slimmed_size_bytes": size_bytes(slimmed), "slimmed_max_abs_diff": diff})
     return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed)
-

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from modelopt.prune import TechniqueError
 from modelopt.registry import Registry
 
 # flags: stage ("deploy": converts the trained model; "train": a hook during training)
@@ -45,6 +46,7 @@ def apply(spec: dict | None, model: nn.Module, data, backend) -> tuple[nn.Module
     """The model to deploy: a quantized copy for deploy-stage techniques, else the model."""
     if not spec or QUANTIZERS.get(spec["name"]).flags["stage"] != "deploy":
         return model, {}
+    from torch.ao.nn.quantized import dynamic as nnqd
     from torch.ao.quantization import quantize_dynamic
 
     opts = QUANTIZERS.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
@@ -57,4 +59,16 @@ def apply(spec: dict | None, model: nn.Module, data, backend) -> tuple[nn.Module
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor",
                                 category=UserWarning)
         q = quantize_dynamic(fp32, types, dtype=torch.qint8)
-    return q, {"quantized": True, "quantized_engine": torch.backends.quantized.engine}
+    # quantize_dynamic leaves a model without those layer types as it was, with no word: an
+    # "int8" cell would then measure the float model
+    n = sum(isinstance(m, (nnqd.Linear, nnqd.GRU)) for m in q.modules())
+    if n == 0:
+        asked = " and ".join(t.__name__ for t in sorted(types, key=lambda t: t.__name__))
+        present = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
+        raise TechniqueError(
+            f"{spec['name']} (layers: {opts['layers']}) quantizes {asked} layers, and the model"
+            f" ({type(model).__name__}) has none (quantize_dynamic matches exact types, not"
+            f" subclasses): its layers are {', '.join(present)}. Dynamic int8 has no Conv"
+            " kernels; use a model with Linear layers or no quantize")
+    return q, {"quantized": True, "quantized_layers": n,
+               "quantized_engine": torch.backends.quantized.engine}

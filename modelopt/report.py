@@ -8,38 +8,19 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
-from modelopt.data import task_of
+from modelopt import metrics as M
+from modelopt import timing
 from modelopt.suite import CELL_KEYS
 
-# metric -> (column title, formatter kind, higher is better)
-METRICS = {
-    "accuracy": ("accuracy %", "pct", True),
-    "accuracy_best_val": ("acc @best val %", "pct", True),
-    "f1_macro": ("F1 macro", "f3", True),
-    "steps_to_target": ("steps to target", "f0", False),
-    "time_to_target_s": ("time to target s", "f1", False),
-    "target_reached": ("target reached", "f2", True),
-    "r2": ("R²", "f3", True),
-    "r2_best_val": ("R² @best val", "f3", True),
-    "rmse": ("RMSE", "g3", False),
-    "mae": ("MAE", "g3", False),
-    "params": ("params", "int", False),
-    "params_nonzero": ("nonzero", "int", False),
-    "flops": ("FLOPs", "si", False),
-    "sparsity": ("sparsity %", "pct", True),
-    "params_above_1e-3": ("|w| > 1e-3", "int", False),
-    "flops_nonzero": ("nonzero FLOPs", "si", False),
-    "size_bytes": ("size B", "si", False),
-    "size_bytes_compressed": ("zipped B", "si", False),
-    "slimmed_params": ("slimmed params", "int", False),
-    "slimmed_latency_ms_p50": ("slimmed latency ms", "g3", False),
-    "slimmed_latency_ms_batch_p50": ("slimmed batch ms", "g3", False),
-    "latency_ms_batch_p50": ("batch latency ms", "g3", False),
-    "teacher_accuracy": ("teacher %", "pct", True),
-    "latency_ms_p50": ("latency p50 ms", "g3", False),
-    "peak_rss_mb": ("peak RSS MB", "f0", False),
-    "train_seconds": ("train s", "f1", False),
-}
+
+def _title(m: str) -> str:
+    return M.TABLE[m].title
+
+
+def _kind(m: str) -> str:
+    return M.TABLE[m].fmt
+
+
 COST_METRICS = ["params", "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb",
                 "train_seconds", "steps_to_target", "time_to_target_s", "target_reached"]
 TASK_METRICS = {"classification": ["accuracy", "accuracy_best_val", "f1_macro"],
@@ -57,16 +38,12 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
         cols += ["sparsity", "flops", "flops_nonzero", "size_bytes", "size_bytes_compressed"]
     else:
         cols += ["flops", "size_bytes"]
-    cols += ["latency_ms_p50"]
-    compressed = any(c.get("prune") or c.get("quantize") for c in cells)
-    if compressed and "latency_ms_batch_p50" in agg.columns:
-        cols.append("latency_ms_batch_p50")
+    cols += ["latency_ms_p50", "latency_ms_batch_p50"]
     if "slimmed_params" in agg.columns and agg["slimmed_params"].notna().any():
-        cols += ["slimmed_params", "slimmed_latency_ms_p50"]
-        if "slimmed_latency_ms_batch_p50" in agg.columns:
-            cols.append("slimmed_latency_ms_batch_p50")
-    return cols + ["peak_rss_mb", "train_seconds", "steps_to_target", "time_to_target_s",
-                   "target_reached"]
+        cols += ["slimmed_params", "slimmed_size_bytes", "slimmed_latency_ms_p50",
+                 "slimmed_latency_ms_batch_p50"]
+    return cols + ["speedup_batch", "speedup_batch1", "peak_rss_mb", "train_seconds",
+                   "train_samples_s", "steps_to_target", "time_to_target_s", "target_reached"]
 
 
 def _spec_label(spec, differing: set[str]) -> str:
@@ -123,7 +100,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         ok = g[g["status"] == "ok"]
         cell = g["cell"].iloc[0]
         group = g["group"].iloc[0] if "group" in g.columns else None
-        row = {"suite": suite, "cell_id": cid, "cell": cell, "task": task_of(cell["dataset"]),
+        task = g["task"].iloc[0] if "task" in g.columns else "classification"
+        row = {"suite": suite, "cell_id": cid, "cell": cell, "task": task,
                "group": group if isinstance(group, dict) else None, "n": len(ok),
                "runs": len(g), "statuses": dict(g["status"].value_counts())}
         errors = g.loc[g["status"] != "ok", "error"].dropna()
@@ -174,15 +152,22 @@ def fmt(value: float, std: float | None, kind: str) -> str:
     return f"{one(value)} ± {one(std)}"
 
 
-def find_baseline(agg: pd.DataFrame, baseline: dict | None) -> pd.Series | None:
-    """The row whose cell matches every key the suite's `baseline:` names (a technique name
-    and the parameters given; `none` for an optional technique that is off)."""
-    if not baseline:
-        return None
-    for _, r in agg[agg["n"] > 0].iterrows():
-        if all(_matches_spec(r["cell"].get(k), v) for k, v in baseline.items()):
-            return r
-    return None
+def find_baseline(agg: pd.DataFrame, baseline: dict | None) -> tuple[pd.Series | None, str]:
+    """(the baseline row, how it was chosen). The row whose cell matches every key the
+    suite's `baseline:` names (a technique name and the parameters given; `none` for an
+    optional technique that is off); without `baseline:`, the only uncompressed cell (no
+    prune, quantize or distill) if there is exactly one."""
+    ok = agg[agg["n"] > 0]
+    if baseline:
+        for _, r in ok.iterrows():
+            if all(_matches_spec(r["cell"].get(k), v) for k, v in baseline.items()):
+                return r, "the suite's `baseline:`"
+        return None, ""
+    plain = ok[ok["cell"].map(lambda c: not any(c.get(k) for k in ("prune", "quantize",
+                                                                    "distill")))]
+    if len(plain) == 1 and len(ok) > 1:
+        return plain.iloc[0], "the suite names no `baseline:`; picked the only uncompressed cell"
+    return None, ""
 
 
 def _matches_spec(actual, wanted) -> bool:
@@ -197,52 +182,121 @@ def _matches_spec(actual, wanted) -> bool:
     return actual == wanted
 
 
-def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None,
-          baseline: pd.Series | None = None) -> str:
+def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:
     """A GitHub-markdown table: the axes that vary, mean ± std over n seeds per metric."""
     ok = agg[agg["n"] > 0].copy()
     if ok.empty:
         return "_no cell finished ok_"
     metrics = [m for m in (metrics or TABLE_METRICS) if m in ok.columns]
     if sort_by and sort_by in ok.columns:
-        ok = ok.sort_values(sort_by, ascending=not METRICS.get(sort_by, ("", "", True))[2])
+        ok = ok.sort_values(sort_by, ascending=not M.TABLE[sort_by].higher_is_better)
     labels = label_columns(ok)
     best = {}
     for m in metrics:
         vals = ok[m].dropna()
-        if len(vals) > 1 and vals.nunique() > 1:
-            best[m] = vals.max() if METRICS[m][2] else vals.min()
+        if len(vals) > 1 and vals.nunique() > 1 and M.TABLE[m].higher_is_better is not None:
+            best[m] = vals.max() if M.TABLE[m].higher_is_better else vals.min()
     rows = []
     for _, r in ok.iterrows():
         row = [r[c] for c in labels]
         for m in metrics:
-            cell = fmt(r.get(m), r.get(f"{m}_std"), METRICS[m][1])
+            cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
             if m in best and r.get(m) == best[m]:
                 cell = f"**{cell}**"
             row.append(cell)
-        if baseline is not None:
-            row += _relative(r, baseline)
         row.append(int(r["n"]))
         rows.append(row)
-    headers = [c[5:] for c in labels] + [METRICS[m][0] for m in metrics]
-    if baseline is not None:
-        key = "accuracy" if "accuracy" in ok.columns else "r2"
-        headers += [f"Δ {key} vs baseline", "speed-up × (latency)", "size ×"]
-    headers += ["n"]
+    headers = [c[5:] for c in labels] + [_title(m) for m in metrics] + ["n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _relative(r: pd.Series, base: pd.Series) -> list[str]:
-    """Δ of the primary metric (points), latency speed-up and size ratio against the baseline."""
+def shipped_kind(r: pd.Series) -> str:
+    """What would ship: the slimmed model where structured pruning built one, else the
+    deployed model (the int8 copy, or the trained one)."""
+    return "slimmed" if pd.notna(r.get("slimmed_params")) else "model"
+
+
+def _shipped(r: pd.Series, name: str):
+    slim = r.get(f"slimmed_{name}")
+    return (slim, r.get(f"slimmed_{name}_std")) if shipped_kind(r) == "slimmed" and pd.notna(
+        slim) else (r.get(name), r.get(f"{name}_std"))
+
+
+def add_speedups(agg: pd.DataFrame, doc: dict | None, base: pd.Series | None) -> pd.DataFrame:
+    """speedup_batch / speedup_batch1 and their interval ends per row: the baseline's latency
+    over the shipped model's, both timed in the same processes (timing.speedups)."""
+    if base is None or not doc:
+        return agg
+    kinds = {r["cell_id"]: shipped_kind(r) for _, r in agg[agg["n"] > 0].iterrows()}
+    ups = timing.speedups(doc, base["cell_id"], kinds)
+    out = agg.copy()
+    for name in [k for f in ups.values() for k in f]:
+        out[name] = out["cell_id"].map(lambda c, n=name: ups.get(c, {}).get(n))
+    return out
+
+
+def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
+    """Δ of the primary metric against the baseline, paired by seed; ≈ marks a difference a
+    paired t-test cannot tell from noise (p >= 0.05, or a single seed)."""
+    from modelopt.compare import ALPHA, paired_p
+
     if r["cell_id"] == base["cell_id"]:
-        return ["baseline", "1.00", "1.00"]
-    key = "accuracy" if "accuracy" in r and pd.notna(r.get("accuracy")) else "r2"
-    scale, unit = (100, " pt") if key == "accuracy" else (1, "")
-    delta = f"{scale * (r[key] - base[key]):+.1f}{unit}" if pd.notna(r.get(key)) else "–"
-    speed = (f"{base['latency_ms_p50'] / r['latency_ms_p50']:.2f}"
-             if r.get("latency_ms_p50") else "–")
-    size = f"{r['size_bytes'] / base['size_bytes']:.2f}" if r.get("size_bytes") else "–"
-    return [delta, speed, size]
+        return "baseline"
+    ok = df[df["status"] == "ok"]
+    a = ok[ok["cell_id"] == base["cell_id"]].set_index("seed")[key]
+    b = ok[ok["cell_id"] == r["cell_id"]].set_index("seed")[key]
+    seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
+    if not seeds:
+        return "–"
+    p = paired_p([float(a[s]) for s in seeds], [float(b[s]) for s in seeds])
+    scale, unit = (100, " pt") if M.TABLE[key].unit == "fraction" else (1, "")
+    mark = "≈ " if p is None or p >= ALPHA else ""
+    return f"{mark}{scale * (b[seeds].mean() - a[seeds].mean()):+.1f}{unit}"
+
+
+def _speedup(r: pd.Series, name: str) -> str:
+    v, lo, hi = r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")
+    if v is None or pd.isna(v):
+        return "–"
+    if pd.isna(lo):
+        return f"{v:.2f}"
+    mark = "≈ " if lo <= 1 <= hi else ""
+    return f"{mark}{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def headline(df: pd.DataFrame, agg: pd.DataFrame, base: pd.Series | None, task: str) -> str:
+    """The suite's answer in a few columns: the axes that vary, the primary metric, and for
+    each cell the figures of the model that would ship (slimmed where one exists), with
+    speed-up and size against the baseline and their intervals. ≈: within noise."""
+    ok = agg[agg["n"] > 0]
+    if ok.empty:
+        return ""
+    key = M.primary(task)
+    ok = ok.sort_values(key, ascending=False)
+    labels = label_columns(ok)
+    rows = []
+    for _, r in ok.iterrows():
+        params, params_sd = _shipped(r, "params")
+        size, _ = _shipped(r, "size_bytes")
+        lat, lat_sd = _shipped(r, "latency_ms_batch_p50")
+        row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key))]
+        if base is not None:
+            row.append(_delta(df, r, base, key))
+        row += [fmt(params, params_sd, "int") + (" (slimmed)" if shipped_kind(r) == "slimmed"
+                                                  else ""),
+                fmt(lat, lat_sd, "g3")]
+        if base is not None:
+            base_size = base.get("size_bytes")
+            row += [_speedup(r, "speedup_batch"),
+                    f"{size / base_size:.2f}" if size and base_size else "–"]
+        rows.append(row + [int(r["n"])])
+    headers = [c[5:] for c in labels] + [_title(key)]
+    if base is not None:
+        headers.append(f"Δ {key} vs baseline")
+    headers += ["params shipped", "batch latency ms"]
+    if base is not None:
+        headers += ["speed-up × [95 % CI]", "size ×"]
+    return tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)
 
 
 def failures(agg: pd.DataFrame) -> str:
@@ -262,13 +316,14 @@ def describe_env(df: pd.DataFrame) -> dict:
     dates = df["started_at"].dropna()
     return {"torch": env.get("torch", "?"), "cpu": env.get("cpu", "?"),
             "device": env.get("device", "?"), "commit": env.get("git_commit") or "?",
-            "threads": env.get("threads", "?"), "latency_threads": env.get("latency_threads", "?"),
+            "threads": env.get("threads", "?"),
             "date": str(dates.max())[:10] if len(dates) else "?"}
 
 
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
-               description: str = "", baseline: dict | None = None) -> str:
-    """The markdown page of one suite."""
+               description: str = "", baseline: dict | None = None,
+               timing_doc: dict | None = None) -> str:
+    """The markdown page of one suite: its headline table, then every figure."""
     d = df[df["suite"] == suite]
     agg = aggregate(d)
     env = describe_env(d)
@@ -278,37 +333,45 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     if description:
         lines += [description.strip(), ""]
     primary = "accuracy" if (agg["task"] == "classification").any() else "r2"
+    timed = (f"{timing_doc['processes']} fresh processes × {timing_doc['rounds']} interleaved "
+             f"rounds, {timing_doc['threads']} thread" if timing_doc else "not timed")
     lines += [
         f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
         "figures are mean ± std over seeds",
         f"- **data**: {datasets} · **machine**: {env['cpu']} ({env['device']}), "
-        f"training threads {env['threads']}, latency threads {env['latency_threads']}",
+        f"training threads {env['threads']}; latency: every saved model timed side by side "
+        f"({timed})",
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
         "- accuracy: test accuracy at the final step; *acc @best val*: test accuracy at the "
-        "evaluation with the best validation accuracy (chosen on validation only); rows are "
-        "sorted by the first; **bold**: the best of a column",
+        "evaluation with the best validation accuracy (chosen on validation only); **bold**: "
+        "the best of a column",
         "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
-        "zeros counted); latency: batch 1, median of torch.utils.benchmark blocks; batch "
-        "latency: the same at the training batch size",
+        "zeros counted); latency: per call at batch 1 and at the training batch size, median "
+        "over the timing processes of each process's median block",
+        "- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
+        "within each timing process, mean and 95 % t-interval over the processes; **≈** marks "
+        "a difference within noise (an interval that includes 1, or a paired t-test over seeds "
+        "with p ≥ 0.05)",
         "",
     ]
     tune = tune_table(agg, primary)
     if tune:  # for a tuned suite the choice is the headline; every setting follows
         lines += ["## Tuned: the best setting per cell, chosen on validation", "",
                   "Each row's setting has the best mean validation score over the seeds; the "
-                  "test figure beside it was never used for the choice.", "", tune, "",
-                  "## Every setting", ""]
+                  "test figure beside it was never used for the choice.", "", tune, ""]
     tasks = list(dict.fromkeys(agg["task"]))
     for task in tasks:  # a regression and a classification cell are never ranked together
         part = agg[agg["task"] == task]
-        if len(tasks) > 1:
-            lines += [f"## {task.capitalize()} cells", ""]
-        base = find_baseline(part, baseline)
+        base, how = find_baseline(part, baseline)
+        part = add_speedups(part, timing_doc, base)
+        title = f" ({task} cells)" if len(tasks) > 1 else ""
+        lines += [f"## Headline{title}", ""]
         if base is not None:
-            lines += [f"Baseline for the relative columns: "
+            lines += [f"Baseline ({how}): "
                       f"{' · '.join(str(base[c]) for c in label_columns(part))}.", ""]
-        lines += [table(part, TASK_METRICS[task] + cost_metrics(part),
-                        sort_by=TASK_METRICS[task][0], baseline=base), ""]
+        lines += [headline(d, part, base, task), "", f"## Every figure{title}", "",
+                  table(part, TASK_METRICS[task] + cost_metrics(part),
+                        sort_by=TASK_METRICS[task][0]), ""]
         scaling = scaling_table(part)
         if scaling:
             lines += ["### Scaling", "", scaling, ""]
@@ -362,7 +425,7 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
     best = best.sort_values("val_score", ascending=False)
     names = axis_labels([untuned(c, g["values"]) for c, g in zip(best["cell"], best["group"])])
     labels = list(names.columns)
-    kind = METRICS.get(metric, ("", "g3", True))[1]
+    kind = _kind(metric)
     rows = []
     speed = [m for m in ("train_seconds", "steps_to_target", "time_to_target_s",
                          "target_reached") if m in best]
@@ -370,11 +433,11 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
         rows.append([lab[c] for c in labels] + [
             r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
             fmt(r.get(metric), r.get(f"{metric}_std"), kind)]
-            + [fmt(r.get(m), r.get(f"{m}_std"), METRICS[m][1]) for m in speed]
+            + [fmt(r.get(m), r.get(f"{m}_std"), _kind(m)) for m in speed]
             + [int(r["n"]), int(r["candidates"])])
     headers = ([c[5:] for c in labels] + ["chosen on validation", "validation",
-                                          f"test {METRICS.get(metric, (metric,))[0]}"]
-               + [METRICS[m][0] for m in speed] + ["n", "settings tried"])
+                                          f"test {_title(metric)}"]
+               + [_title(m) for m in speed] + ["n", "settings tried"])
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
@@ -384,7 +447,7 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
     if cv.empty:
         return ""
     folds_of = cv.groupby(cv["group"].map(lambda x: x["id"]), sort=False)
-    kind = METRICS.get(metric, ("", "g3", True))[1]
+    kind = _kind(metric)
     labels = [c for c in label_columns(cv) if c != "axis:train"]
     rows = []
     for _, g in folds_of:

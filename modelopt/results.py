@@ -85,16 +85,39 @@ def repair(path: str | Path) -> None:
             f.truncate(cut)
 
 
+def task(rec: dict) -> str:
+    """The record's task (records before it was stored: told by its figures)."""
+    if rec.get("task"):
+        return rec["task"]
+    return "regression" if "r2" in (rec.get("metrics") or {}) else "classification"
+
+
+def timings(path: str | Path | list) -> dict:
+    """The timing-stage documents of results directories, by suite name."""
+    from modelopt import timing
+
+    out = {}
+    for p in path if isinstance(path, list) else [path]:
+        doc = timing.read(p)
+        if doc:
+            out[doc["suite"]] = doc
+    return out
+
+
 def load(path: str | Path | list):
     """Results as a pandas DataFrame: one row per cell x seed, metrics as columns."""
     import pandas as pd
 
+    from modelopt import timing
+
     paths = path if isinstance(path, list) else [path]
     rows = []
     for p in paths:
+        latency = timing.figures(timing.read(p))  # the run's timing stage, per cell x seed
         for rec in read(p):
             row = {k: rec.get(k) for k in ("suite", "cell_id", "seed", "status", "error",
                                            "duration_s", "started_at")}
+            row["task"] = task(rec)
             row["cell"] = rec.get("cell")
             row["curves"] = rec.get("curves") or []
             row["extra"] = rec.get("extra") or {}
@@ -102,5 +125,7 @@ def load(path: str | Path | list):
             row["group"] = rec.get("group")
             for k, v in (rec.get("metrics") or {}).items():
                 row[k] = v
+            if rec.get("status") == "ok":
+                row.update(latency.get((rec["cell_id"], rec["seed"]), {}))
             rows.append(row)
     return pd.DataFrame(rows)

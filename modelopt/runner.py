@@ -17,7 +17,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Callable
 
-from modelopt import results
+from modelopt import results, timing
 from modelopt.suite import Cell, Suite
 
 STATUSES = ("ok", "failed", "diverged", "timeout", "skipped")
@@ -30,32 +30,36 @@ class ResumeError(RuntimeError):
 
 # ---------------------------------------------------------------- child side
 
-def _child_main(conn, config: dict, seed: int, threads: int, latency_threads: int,
-                model_path: str | None) -> None:
+def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
+                model_dir: str | None) -> None:
     """Runs in a fresh process (forkserver): what happens here cannot hurt the run."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from modelopt.cell import run_cell
 
-    def gate():  # ask the parent for the machine before timing; block until it says go
-        conn.send(("measure?", None))
-        conn.recv()
+    conn.send(("result", cell_payload(lambda: run_cell(config, seed, threads), cell_id, seed,
+                                      model_dir)))
+    conn.close()
+
+
+def cell_payload(run, cell_id: str, seed: int, model_dir: str | None) -> dict:
+    """A cell's outcome as a record payload: its figures, and its models saved for the
+    timing stage; an exception becomes `failed` with the traceback's last lines."""
+    from modelopt import timing
 
     try:
-        from modelopt.cell import run_cell
-
-        out = run_cell(config, seed, threads, latency_threads, keep_model=model_path is not None,
-                       gate=gate)
-        if model_path and out.model is not None:
-            import torch
-
-            torch.save({"model": out.model, "example": out.example}, model_path)
-        conn.send(("result", {"status": out.status, "error": out.error, "metrics": out.metrics,
-                              "curves": out.curves, "env": out.env, "extra": out.extra}))
+        out = run()
+        if model_dir and out.status == "ok":
+            timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
+        return {"status": out.status, "error": out.error, "metrics": out.metrics,
+                "curves": out.curves, "env": out.env, "extra": out.extra}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
-        tb = traceback.format_exc().strip().splitlines()
-        conn.send(("result", {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                              "traceback": "\n".join(tb[-12:])}))
-    finally:
-        conn.close()
+        return failure(exc)
+
+
+def failure(exc: BaseException, prefix: str = "") -> dict:
+    tb = traceback.format_exc().strip().splitlines()
+    return {"status": "failed", "error": f"{prefix}{type(exc).__name__}: {exc}",
+            "traceback": "\n".join(tb[-12:])}
 
 
 _CTX = None
@@ -63,11 +67,11 @@ _CTX = None
 
 def context():
     """A forkserver context whose server has torch and modelopt imported: each cell starts
-    as a cheap fork of it, with a fresh memory high-water mark (MEASUREMENT.md)."""
+    as a cheap fork of it, with a fresh memory high-water mark (README, "How memory is
+    measured"). glibc's malloc keeps its defaults: users train with them, and a fixed mmap
+    threshold slowed training to 0.75x and doubled batch latency here."""
     global _CTX
     if _CTX is None:
-        # glibc keeps freed memory; a fixed mmap threshold makes peaks repeatable
-        os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["modelopt.preload"])
         _CTX = ctx
@@ -92,8 +96,6 @@ class Active:
     started: float
     deadline: float | None
     started_at: str  # wall-clock time for the record
-    state: str = "training"  # training | waiting | measuring
-    remaining: float | None = None
 
 
 @dataclass
@@ -173,8 +175,12 @@ def make_record(suite: Suite, job: Job, started_at: str, duration: float, payloa
     error = payload.get("error")
     if payload.get("traceback"):
         error = f"{error}\n{payload['traceback']}"
+    from modelopt.data import task_of
+
+    # the task travels with the record: report, compare and export read files only
     return {"suite": suite.name, "suite_hash": suite.content_hash, "cell_id": job.cell.cell_id,
-            "seed": job.seed, "cell": job.cell.config, "status": payload["status"],
+            "seed": job.seed, "cell": job.cell.config, "task": task_of(job.cell.config["dataset"]),
+            "status": payload["status"],
             "error": error, "metrics": payload.get("metrics") or {},
             "curves": payload.get("curves") or [], "env": env,
             "extra": payload.get("extra") or {}, "started_at": started_at,
@@ -182,16 +188,16 @@ def make_record(suite: Suite, job: Job, started_at: str, duration: float, payloa
 
 
 class Scheduler:
-    """Packs cell processes onto `jobs` slots. Before a cell times its inference it asks for
-    the machine; it is granted only when no other cell is training or timing, and no new
-    cell starts while one waits, so latency figures never overlap another cell's work."""
+    """Packs cell processes onto `jobs` slots. Cells only train and count here: latency is
+    timed afterwards, side by side, by the timing stage (timing.py), so no cell needs the
+    machine alone."""
 
-    def __init__(self, suite: Suite, jobs: int, latency_threads: int = 1,
+    def __init__(self, suite: Suite, jobs: int,
                  on_record: Callable[[dict], None] | None = None, model_dir: str | None = None,
                  fail_fast: bool = False):
         from modelopt.backends import available
 
-        self.suite, self.jobs, self.latency_threads = suite, jobs, latency_threads
+        self.suite, self.jobs = suite, jobs
         self.on_record, self.model_dir, self.fail_fast = on_record, model_dir, fail_fast
         self.available = available
         self.commit = git_commit()
@@ -201,13 +207,11 @@ class Scheduler:
     def _start(self, job: Job) -> None:
         ctx = context()
         parent, child = ctx.Pipe()
-        model_path = (os.path.join(self.model_dir, f"{job.cell.cell_id}-{job.seed}.pt")
-                      if self.model_dir else None)
         threads = job.cell.config["backend"].get("threads") or 1
         # not a daemon: a cell may start processes of its own (ddp ranks)
         proc = ctx.Process(target=_child_main, daemon=False,
-                           args=(child, job.cell.config, job.seed, threads,
-                                 self.latency_threads, model_path))
+                           args=(child, job.cell.config, job.cell.cell_id, job.seed, threads,
+                                 self.model_dir))
         proc.start()
         child.close()
         now = time.monotonic()
@@ -257,14 +261,12 @@ class Scheduler:
                     pending.clear()
                     if not self.active:
                         break
-                busy_timing = any(a.state in ("waiting", "measuring") for a in self.active.values())
-                while pending and not busy_timing and pending[0].slots <= free:
+                while pending and pending[0].slots <= free:
                     job = pending.popleft()
                     if self._unavailable(job):
                         continue
                     self._start(job)
                     free -= job.slots
-                self._grant()
                 timeout = self._next_deadline()
                 ready = wait(list(self.active), timeout=timeout)
                 for conn in ready:
@@ -272,23 +274,18 @@ class Scheduler:
                     if a is None:
                         continue
                     try:
-                        kind, payload = conn.recv()
+                        _, payload = conn.recv()
                     except (EOFError, OSError):  # died without a word: crash, os._exit, OOM kill
                         a.proc.join(timeout=5)
                         code = a.proc.exitcode
                         self._finish(a, {"status": "failed", "error": _exit_reason(code)})
                         free += a.job.slots
                         continue
-                    if kind == "measure?":
-                        a.state = "waiting"
-                        if a.deadline is not None:  # waiting for the machine is not its time
-                            a.remaining = a.deadline - time.monotonic()
-                    else:
-                        self._finish(a, payload)
-                        free += a.job.slots
+                    self._finish(a, payload)
+                    free += a.job.slots
                 now = time.monotonic()
                 for a in list(self.active.values()):
-                    if a.state != "waiting" and a.deadline is not None and now > a.deadline:
+                    if a.deadline is not None and now > a.deadline:
                         self._kill(a)
                         self._finish(a, {"status": "timeout", "error":
                                          f"exceeded timeout_s={a.job.timeout_s:g}; the cell's "
@@ -301,21 +298,8 @@ class Scheduler:
             self.active.clear()
         return self.summary
 
-    def _grant(self) -> None:
-        states = [a.state for a in self.active.values()]
-        if "training" in states or "measuring" in states:
-            return
-        for a in self.active.values():
-            if a.state == "waiting":
-                a.state = "measuring"
-                if a.remaining is not None:
-                    a.deadline = time.monotonic() + a.remaining
-                a.conn.send("go")
-                return
-
     def _next_deadline(self) -> float:
-        deadlines = [a.deadline for a in self.active.values()
-                     if a.deadline is not None and a.state != "waiting"]
+        deadlines = [a.deadline for a in self.active.values() if a.deadline is not None]
         if not deadlines:
             return 1.0
         return max(0.01, min(1.0, min(deadlines) - time.monotonic()))
@@ -338,27 +322,22 @@ def _exit_reason(code: int | None) -> str:
     return f"the cell's process exited with code {code} without reporting a result"
 
 
-def _ray_cell(config: dict, seed: int, threads: int, latency_threads: int) -> dict:
-    """A cell as a Ray task (in a Ray worker process)."""
+def _ray_cell(config: dict, cell_id: str, seed: int, threads: int, model_dir: str) -> dict:
+    """A cell as a Ray task (in a Ray worker process). Its models are saved to `model_dir`,
+    which must be on a file system the driver sees (a local cluster's is)."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    try:
-        from modelopt.cell import run_cell
+    from modelopt.cell import run_cell
 
-        out = run_cell(config, seed, threads, latency_threads)
-        env = {**out.env, "executor": "ray", "latency_exclusive": False}
-        return {"status": out.status, "error": out.error, "metrics": out.metrics,
-                "curves": out.curves, "env": env, "extra": out.extra}
-    except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
-        tb = traceback.format_exc().strip().splitlines()
-        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                "traceback": "\n".join(tb[-12:])}
+    payload = cell_payload(lambda: run_cell(config, seed, threads), cell_id, seed, model_dir)
+    if payload.get("env") is not None:
+        payload["env"] = {**payload["env"], "executor": "ray"}
+    return payload
 
 
 class RayScheduler(Scheduler):
     """Cells as Ray tasks, each asking for its CPUs (and a GPU for cuda cells; world_size of
     them for ddp). Results stream back to the driver, which appends them as they finish.
-    Ray packs tasks onto the cluster itself, so latency can overlap another cell's training:
-    such results say `latency_exclusive: false` in their env."""
+    Latency is timed afterwards on the driver's machine by the timing stage, like any run's."""
 
     def __init__(self, *args, address: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -383,7 +362,8 @@ class RayScheduler(Scheduler):
                     b.get("world_size", 1) if b["name"] == "ddp" and b.get("device") == "cuda"
                     else 0)
                 ref = remote.options(num_cpus=job.slots, num_gpus=gpus, max_retries=0).remote(
-                    job.cell.config, job.seed, b.get("threads") or 1, self.latency_threads)
+                    job.cell.config, job.cell.cell_id, job.seed, b.get("threads") or 1,
+                    self.model_dir)
                 pending[ref] = (job, time.monotonic(), _now())
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
@@ -421,8 +401,10 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         force: bool = False, shard: tuple[int, int] | None = None, fail_fast: bool = False,
         on_record: Callable[[dict], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
-        ray_address: str | None = None) -> Summary:
-    """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result."""
+        ray_address: str | None = None, timing_processes: int | None = None,
+        on_timing: Callable[[int, int], None] | None = None) -> Summary:
+    """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result;
+    then time every ok cell's saved models side by side (timing.run_stage)."""
     out = Path(out_dir)
     jobs = jobs or default_jobs()
     done = check_resume(out, suite, force) if resume else set()
@@ -439,14 +421,30 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         if on_record:
             on_record(rec)
 
+    model_dir = str(out / timing.MODELS_DIR)
     if executor == "ray":
         sched = RayScheduler(suite, jobs, on_record=record, fail_fast=fail_fast,
-                             address=ray_address)
+                             address=ray_address, model_dir=model_dir)
     else:
-        sched = Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast)
+        sched = Scheduler(suite, jobs, on_record=record, fail_fast=fail_fast,
+                          model_dir=model_dir)
     summary = sched.run(todo)
     summary.skipped_done = len(done)
+    if not summary.interrupted:
+        summary.interrupted = not time_run(out, suite, timing_processes, on_timing)
     return summary
+
+
+def time_run(out: Path, suite: Suite, processes: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> bool:
+    """The timing stage over the suite's ok cells in `out`; False if interrupted."""
+    ok = {(r["cell_id"], r["seed"]) for r in results.read(out) if r.get("status") == "ok"
+          and r.get("suite") == suite.name} if results.results_path(out).exists() else set()
+    try:
+        timing.run_stage(out, suite.name, ok, processes=processes or timing.PROCESSES, progress=progress)
+    except KeyboardInterrupt:
+        return False
+    return True
 
 
 def merge(dirs: list[str | Path], out_dir: str | Path) -> int:

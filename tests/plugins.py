@@ -37,3 +37,20 @@ def test_crash(input_shape: tuple, num_outputs: int, /, how: str = "raise",
     import math
 
     return nn.Sequential(nn.Flatten(), _Crash(math.prod(input_shape), num_outputs, how, rank))
+
+
+class Slowed(nn.Module):
+    """A saved model made `factor` times slower for real: each call spins until
+    `factor` x the wrapped model's own time has passed (the compare gate's test)."""
+
+    def __init__(self, model: nn.Module, factor: float):
+        super().__init__()
+        self.model, self.factor = model, factor
+
+    def forward(self, x):
+        t0 = time.perf_counter()
+        out = self.model(x)
+        end = t0 + self.factor * (time.perf_counter() - t0)
+        while time.perf_counter() < end:
+            pass
+        return out

@@ -67,7 +67,7 @@ def test_cuda_cell_with_amp_runs_and_reports_gpu_memory():
                               "backend: [{name: cuda, amp: true}]")).cells[0].config
     out = run_cell(cfg, 0)
     assert out.status == "ok" and out.metrics["peak_cuda_mb"] > 0
-    assert out.env["device"].startswith("cuda") and out.metrics["latency_ms_p50"] > 0
+    assert out.env["device"].startswith("cuda") and out.metrics["train_samples_s"] > 0
 
 
 def cuda_cell(backend: str, **extra) -> dict:
@@ -98,7 +98,7 @@ def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
         "name": "l1_structured", "amount": 0.5, "finetune_steps": 10}), 0)
     assert pruned.status == "ok", pruned.error
     assert pruned.metrics["slimmed_max_abs_diff"] < 1e-4
-    assert pruned.metrics["slimmed_latency_ms_p50"] > 0
+    assert "slimmed" in pruned.models and pruned.metrics["slimmed_params"] > 0
     q = run_cell(cuda_cell("{name: cuda}", quantize={"name": "dynamic_int8"}), 0)
     assert q.status == "ok", q.error
     assert q.metrics["accuracy"] > 0.4 and q.env["device"].startswith("cuda")

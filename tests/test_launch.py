@@ -72,7 +72,8 @@ def test_two_nodes_train_the_ddp_cell_as_the_spawned_ranks_do(tmp_path):
     assert ddp["status"] == "ok" and cpu["status"] == "ok", (ddp["error"], cpu["error"])
     assert ddp["cell"]["backend"]["world_size"] == 2 and ddp["metrics"]["ddp_world_size"] == 2
     assert ddp["env"]["launcher"] == "torchrun" and ddp["env"]["world_size"] == 2
-    assert ddp["metrics"]["train_samples_s"] > 0 and ddp["metrics"]["latency_ms_p50"] > 0
+    assert ddp["metrics"]["train_samples_s"] > 0
+    assert results.load(tmp_path / "launched")["latency_ms_p50"].gt(0).all()  # timed on rank 0
 
     # the same cell with 2 spawned ranks: the same data, shards and all-reduce, the same loss
     spawned = subprocess.run([sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"),

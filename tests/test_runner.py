@@ -8,9 +8,9 @@ from modelopt import results, runner
 from modelopt.suite import load, parse
 
 REQUIRED_METRICS = ["accuracy", "accuracy_best_val", "f1_macro", "loss", "params",
-                    "params_nonzero", "size_bytes", "flops", "latency_ms_p50", "latency_ms_p90",
-                    "latency_ms_batch_p50", "throughput_samples_s", "train_seconds",
-                    "train_samples_s", "peak_rss_mb"]
+                    "params_nonzero", "size_bytes", "flops", "train_seconds",
+                    "train_samples_s", "machine_probe_ms", "peak_rss_mb"]
+TIMED = ["latency_ms_p50", "latency_ms_p90", "latency_ms_batch_p50", "latency_processes"]
 
 
 def run_cli(*args):
@@ -34,6 +34,12 @@ def test_run_writes_results_in_the_documented_format(tiny_suite_file, tmp_path):
         assert [c["step"] for c in rec["curves"]] == [10, 20, 30]
         assert set(rec["curves"][0]) >= {"step", "train_loss", "val_score"}
         assert set(rec["env"]) >= {"torch", "device", "threads", "cpu", "git_commit"}
+        assert rec["task"] == "classification"
+    # the timing stage: every ok cell x seed's model, timed side by side, in the loaded table
+    df = results.load(out)
+    for m in TIMED:
+        assert (df[m] > 0).all(), m
+    assert (df["latency_processes"] == 3).all()
     # report from the same directory
     rep = run_cli("report", str(out), "--out", str(tmp_path / "rep"), "--csv")
     assert rep.returncode == 0, rep.stderr

@@ -1,0 +1,289 @@
+"""Paired, interleaved latency: every saved model of a run timed side by side.
+
+Timing each model in its own process mixes the model's speed with the process's and the
+minute's: the same model varies by 20-40 % between processes here, while two models timed
+in interleaved, shuffled rounds of one process read within 0.2 % of each other. So a run
+saves each cell x seed's deployable model, and this stage loads all of them into each of K
+fresh processes (one after another, nothing else running) and times them round by round.
+Ratios against a baseline are taken within a process; the K processes are the replicates
+(README, "How latency is measured").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import statistics
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_DIR = "models"
+TIMING_FILE = "timing.json"
+PROCESSES = 3  # replicates: the unit of a latency interval
+ROUNDS = 20
+BLOCK_S = 0.005  # each timed block lasts about this long (calls per block are sized to it)
+WARMUP = 10
+
+
+@dataclass(frozen=True)
+class Artifact:
+    cell_id: str
+    seed: int
+    kind: str  # model | slimmed (metrics.LATENCY_FIGURES)
+    path: Path
+    side: str = ""  # compare times two runs' models together: baseline | current
+
+    @property
+    def key(self) -> str:
+        return f"{self.side}:{self.cell_id}:{self.seed}:{self.kind}"
+
+
+def artifact_path(model_dir: str | Path, cell_id: str, seed: int, kind: str) -> Path:
+    return Path(model_dir) / f"{cell_id}-{seed}-{kind}.pt"
+
+
+def save(path: str | Path, model, example, batch) -> None:
+    """A whole pickled module (pruned, quantized and slimmed models cannot be rebuilt from
+    a state_dict and the config alone) and the inputs it is timed on; atomic."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    device = str(next(iter(model.parameters()), torch.zeros(0)).device)
+    torch.save({"model": model, "example": example.cpu(), "batch": batch.cpu(),
+                "device": device}, tmp)
+    tmp.replace(path)
+
+
+def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict, example, batch):
+    for kind, model in models.items():
+        if model is not None:
+            save(artifact_path(model_dir, cell_id, seed, kind), model, example, batch)
+
+
+def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
+              side: str = "") -> list[Artifact]:
+    """The saved models of a run (of the given (cell_id, seed) pairs only, if given)."""
+    run_dir = Path(run_dir)
+    found = []
+    for p in sorted((run_dir if run_dir.is_dir() else run_dir.parent).glob(f"{MODELS_DIR}/*.pt")):
+        cell_id, seed, kind = p.stem.rsplit("-", 2)
+        if keys is None or (cell_id, int(seed)) in keys:
+            found.append(Artifact(cell_id, int(seed), kind, p, side))
+    return found
+
+
+# ---------------------------------------------------------------- one timing process
+
+def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_seed: int):
+    """Load every model, then time them in `rounds` rounds, each in a shuffled order: one
+    block of calls per model and batch size per round. Sends {key: {batch: [ms per block]}}."""
+    try:
+        import torch
+        import torch.utils.benchmark as tb
+
+        from modelopt.suite import registries
+
+        registries()  # plugin models must be importable to unpickle
+        torch.set_num_threads(threads)
+        timers = {}
+        for key, path in items:
+            with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
+                warnings.simplefilter("ignore", UserWarning)
+                saved = torch.load(path, weights_only=False)  # our own file, from the run
+            model, device = saved["model"].eval(), saved["device"]
+            for batch, x in (("1", saved["example"]), ("batch", saved["batch"])):
+                x = x.to(device)
+                with torch.inference_mode():
+                    for _ in range(WARMUP):
+                        model(x)
+                # Timer synchronises CUDA; inference_mode is part of the timed statement
+                timer = tb.Timer(stmt="with torch.inference_mode(): model(x)",
+                                 globals={"model": model, "x": x, "torch": torch},
+                                 num_threads=threads)
+                per_call = timer.timeit(5).median
+                timers[(key, batch)] = (timer, max(1, int(BLOCK_S / max(per_call, 1e-9))))
+        rng = random.Random(order_seed)
+        blocks: dict = {k: [] for k in timers}
+        for _ in range(rounds):
+            order = list(timers)
+            rng.shuffle(order)
+            for k in order:
+                timer, number = timers[k]
+                blocks[k].append(timer.timeit(number).median * 1e3)
+        out: dict = {}
+        for (key, batch), ms in blocks.items():
+            out.setdefault(key, {})[batch] = ms
+        conn.send(("ok", out))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+class TimingError(RuntimeError):
+    pass
+
+
+def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: int = ROUNDS,
+                   threads: int = 1, progress=None) -> list[dict]:
+    """Per process and artifact: median and p90 of the per-call block times at batch 1 and at
+    the saved batch size. Processes run one after another, each a fresh fork."""
+    from modelopt.runner import context
+
+    ctx = context()
+    rows = []
+    for k in range(processes):
+        if progress:
+            progress(k, processes)
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_child, args=(child, [(a.key, str(a.path)) for a in items],
+                                                rounds, threads, k))
+        proc.start()
+        child.close()
+        try:
+            status, payload = parent.recv()
+        except EOFError:
+            proc.join()
+            status, payload = "error", f"the timing process died (exit code {proc.exitcode})"
+        finally:  # on Ctrl-C too: no timing process outlives the run
+            parent.close()
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        if status != "ok":
+            raise TimingError(f"timing process {k}: {payload}")
+        for a in items:
+            b1, bb = payload[a.key]["1"], payload[a.key]["batch"]
+            rows.append({"side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
+                         "process": k,
+                         "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
+                         "ms_batch": statistics.median(bb), "blocks": len(b1)})
+    return rows
+
+
+def _p90(values: list[float]) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(math.ceil(0.9 * len(s))) - 1)]
+
+
+# ---------------------------------------------------------------- the stage and its file
+
+def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]], threads: int = 1,
+              processes: int = PROCESSES, rounds: int = ROUNDS, progress=None) -> int:
+    """Time every saved model of the ok (cell_id, seed) pairs of a run, side by side, and
+    write timing.json (replacing it: a timing of part of a run cannot be paired with the
+    rest). Returns the number of models timed."""
+    items = artifacts(run_dir, keys)
+    if not items:
+        return 0
+    rows = time_artifacts(items, processes, rounds, threads, progress)
+    write(run_dir, {"suite": suite, "processes": processes, "rounds": rounds, "threads": threads,
+                    "block_s": BLOCK_S, "rows": rows})
+    return len(items)
+
+
+def write(run_dir: str | Path, doc: dict) -> None:
+    p = Path(run_dir) / TIMING_FILE
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(p)
+
+
+def read(run_dir: str | Path) -> dict | None:
+    p = Path(run_dir)
+    p = (p if p.is_dir() else p.parent) / TIMING_FILE
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
+    """Latency metrics per (cell_id, seed): the median over processes of each process's
+    median block (and p90), for the deployed model and, where there is one, the slimmed."""
+    from modelopt.metrics import LATENCY_FIGURES
+
+    if not doc:
+        return {}
+    by: dict = {}
+    for r in doc["rows"]:
+        by.setdefault((r["cell_id"], r["seed"], r["kind"]), []).append(r)
+    out: dict = {}
+    for (cid, seed, kind), rows in by.items():
+        b1_name, bb_name = LATENCY_FIGURES[kind]
+        m = out.setdefault((cid, seed), {"latency_processes": len(rows)})
+        m[b1_name] = statistics.median(r["ms_batch1"] for r in rows)
+        m[bb_name] = statistics.median(r["ms_batch"] for r in rows)
+        if kind == "model":
+            m["latency_ms_p90"] = statistics.median(r["p90_ms_batch1"] for r in rows)
+    return out
+
+
+# ---------------------------------------------------------------- ratios within a process
+
+@dataclass(frozen=True)
+class Ratio:
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int  # processes
+
+    def excludes_one(self) -> bool:
+        return self.ci_low > 1 or self.ci_high < 1
+
+
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student's t interval over replicates (the processes)."""
+    from scipy.stats import t
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    half = t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
+    """time(num) / time(den), where num and den pick rows by their fields (e.g. cell_id and
+    kind): per process, the geometric mean over the seeds both have; then a t interval over
+    the processes, the replicates."""
+    def pick(r, want):
+        return all(r.get(k) == v for k, v in want.items())
+
+    t: dict = {}
+    for r in rows:
+        for side, want in (("num", num), ("den", den)):
+            if pick(r, want):
+                t[(side, r["process"], r["seed"])] = r[field]
+    per_process = []
+    for p in sorted({k[1] for k in t}):
+        logs = [math.log(t[("num", p, s)] / t[("den", p, s)])
+                for (side, q, s) in t if side == "num" and q == p and ("den", p, s) in t]
+        if logs:
+            per_process.append(math.exp(statistics.fmean(logs)))
+    if not per_process:
+        return None
+    return Ratio(*t_interval(per_process), len(per_process))
+
+
+def speedups(doc: dict | None, baseline_id: str, cells: dict[str, str]) -> dict[str, dict]:
+    """Per cell: baseline latency over the latency of the model that would ship (`cells`
+    maps cell_id -> kind: 'slimmed' where one exists, else 'model'), at the training batch
+    size and at batch 1, each with its interval over the timing processes."""
+    if not doc:
+        return {}
+    out = {}
+    for cid, kind in cells.items():
+        fig = {}
+        for name, field in (("speedup_batch", "ms_batch"), ("speedup_batch1", "ms_batch1")):
+            r = ratio(doc["rows"], {"cell_id": baseline_id, "kind": "model"},
+                      {"cell_id": cid, "kind": kind}, field)
+            if r is not None:
+                fig.update({name: r.mean, f"{name}_ci_low": r.ci_low,
+                            f"{name}_ci_high": r.ci_high})
+        out[cid] = fig
+    return out
