@@ -23,6 +23,18 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _replicates(text: str) -> int:
+    """Timing processes are the replicates of a latency interval: three at least."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 3:
+        raise argparse.ArgumentTypeError(f"needs an integer >= 3 (the timing processes are "
+                                         f"the replicates of an interval), got {text!r}")
+    return n
+
+
 def cmd_run(args) -> int:
     from modelopt import launch, runner
     from modelopt.suite import SuiteError, load
@@ -290,13 +302,14 @@ def parser() -> argparse.ArgumentParser:
                    help="cells on one side only do not fail the gate")
     c.add_argument("--no-retime", action="store_true",
                    help="do not re-time the two runs' saved models (latency is then not gated)")
-    c.add_argument("--timing-processes", type=int, default=None,
-                   help="fresh processes for re-timing (default 3)")
+    c.add_argument("--timing-processes", type=_replicates, default=None,
+                   help="fresh processes for re-timing, at least 3 (default 3)")
     c.set_defaults(fn=cmd_compare)
     t = sub.add_parser("time", help="(re-)time every saved model of a results directory side "
                        "by side (after merge, or to refresh latency)")
     t.add_argument("dir", help="results directory")
-    t.add_argument("--processes", type=int, default=3, help="fresh timing processes (default 3)")
+    t.add_argument("--processes", type=_replicates, default=3,
+                   help="fresh timing processes, at least 3 (default 3)")
     t.set_defaults(fn=cmd_time)
     e = sub.add_parser("export", help="write results for other tools")
     e.add_argument("results", nargs="+", help="results directories")

@@ -100,7 +100,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         ok = g[g["status"] == "ok"]
         cell = g["cell"].iloc[0]
         group = g["group"].iloc[0] if "group" in g.columns else None
-        task = g["task"].iloc[0] if "task" in g.columns else "classification"
+        task = (g["task"].iloc[0] if "task" in g.columns and pd.notna(g["task"].iloc[0]) else
+                "regression" if "r2" in g.columns and g["r2"].notna().any() else "classification")
         row = {"suite": suite, "cell_id": cid, "cell": cell, "task": task,
                "group": group if isinstance(group, dict) else None, "n": len(ok),
                "runs": len(g), "statuses": dict(g["status"].value_counts())}

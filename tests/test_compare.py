@@ -145,8 +145,10 @@ def test_latency_slowdown_of_a_saved_model_is_flagged_on_re_timing(baseline, tmp
     row = next(r for r in cmp.rows if r.metric == "latency_ms_batch_p50" and r.cell_id == first)
     # at least the 30 % spun (the wrapper adds its own call on a ~20 µs model)
     assert row.change > 0.2 and row.ci[0] > 0 and row.n == 3
-    r = cli(baseline, cur, "--timing-processes", "2")
+    r = cli(baseline, cur)
     assert r.returncode == 1 and "re-timed side by side" in r.stdout
+    # an interval needs replicates: fewer than 3 timing processes is refused
+    assert cli(baseline, cur, "--timing-processes", "2").returncode == 2
 
 
 def test_without_saved_models_latency_is_not_gated(baseline, tmp_path):

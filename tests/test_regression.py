@@ -74,7 +74,9 @@ def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
                 "extra": {}, "env": {}, "started_at": None, "duration_s": 1, **metrics}
     df = pd.DataFrame([row("diabetes", "a", r2=0.4, rmse=50.0), row("mnist1d", "b", accuracy=0.6)])
     page = report.suite_page(df, "m")
-    assert "## Classification cells" in page and "## Regression cells" in page
+    assert "## Headline (classification cells)" in page and "## Headline (regression cells)" in page
     sections = {part.split("\n", 1)[0]: part for part in page.split("## ")[1:]}
-    assert "R²" not in sections["Classification cells"]
-    assert "accuracy" not in sections["Regression cells"] and "R²" in sections["Regression cells"]
+    for part in ("Headline", "Every figure"):
+        assert "R²" not in sections[f"{part} (classification cells)"]
+        reg = sections[f"{part} (regression cells)"]
+        assert "accuracy" not in reg and "R²" in reg

@@ -106,17 +106,48 @@ def test_heatmap_learning_curve_grad_norms_confusion_render():
         assert buf.tell() > 5_000
 
 
-def test_relative_columns_against_the_suite_baseline():
+def headline_rows():
     rows = []
-    for cid, prune, acc, lat, size in (("dense", None, 0.90, 2.0, 1000),
-                                       ("pruned", {"name": "l1_structured"}, 0.88, 1.0, 500)):
+    for cid, prune, acc, size, slim in (("dense", None, 0.90, 1000, None),
+                                        ("masked", {"name": "l1_unstructured"}, 0.89, 1000, None),
+                                        ("pruned", {"name": "l1_structured"}, 0.88, 1000, 400)):
         for s in (0, 1):
-            rows.append(base_row(cid, s, {"prune": prune}, accuracy=acc, latency_ms_p50=lat,
-                                 size_bytes=size))
-    page = report.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
-    assert "Baseline for the relative columns" in page
-    line = next(x for x in page.splitlines() if x.startswith("| l1_structured"))
-    assert "-2.0 pt" in line and "2.00" in line and "0.50" in line
+            extra = {"slimmed_params": 50, "slimmed_size_bytes": slim} if slim else {}
+            rows.append(base_row(cid, s, {"prune": prune}, accuracy=acc + 0.001 * s,
+                                 size_bytes=size, **extra))
+    # three timing processes: the slimmed model at half the baseline's time, the masked one
+    # at the baseline's, each process a little faster or slower as a whole
+    doc = {"processes": 3, "rounds": 20, "threads": 1, "rows": []}
+    for p, machine in enumerate((1.0, 1.2, 0.9)):
+        for cid, kind, ms in (("dense", "model", 2.0), ("masked", "model", 2.0),
+                              ("pruned", "model", 2.0), ("pruned", "slimmed", 1.0)):
+            for s in (0, 1):
+                jitter = 1 + 0.01 * ((p + s + len(cid)) % 3 - 1) if cid == "masked" else 1
+                doc["rows"].append({"cell_id": cid, "seed": s, "kind": kind, "process": p,
+                                    "ms_batch1": ms * machine * jitter, "p90_ms_batch1": 0,
+                                    "ms_batch": 10 * ms * machine * jitter})
+    return rows, doc
+
+
+def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
+    rows, doc = headline_rows()
+    page = report.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"},
+                             timing_doc=doc)
+    assert "Baseline (the suite's `baseline:`)" in page
+    head = page.split("## Every figure")[0]
+    pruned = next(x for x in head.splitlines() if x.startswith("| l1_structured "))
+    # paired by seed: every seed lost exactly 2 points, so it is no noise; shipped = slimmed
+    assert "-2.0 pt" in pruned and "≈ -2.0" not in pruned and "50 (slimmed)" in pruned
+    assert "2.00 [2.00, 2.00]" in pruned and "| 0.40 " in pruned  # speed-up, size ×
+    masked = next(x for x in head.splitlines() if x.startswith("| l1_unstructured "))
+    assert "≈ 1.0" in masked  # dense shapes: the interval includes 1
+    assert len(head.splitlines()[-1].split("|")) - 2 <= 1 + 8  # the axis + at most 8 columns
+
+
+def test_without_a_baseline_the_only_uncompressed_cell_is_picked_and_named():
+    rows, doc = headline_rows()
+    page = report.suite_page(pd.DataFrame(rows), "s", timing_doc=doc)
+    assert "picked the only uncompressed cell" in page and "2.00 [2.00, 2.00]" in page
 
 
 def test_scaling_table():
