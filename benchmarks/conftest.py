@@ -47,3 +47,8 @@ def suite(request):
 def results_dir(request, suite):
     out = request.config.getoption("--results-out") or (ROOT / "results" / suite.name)
     return Path(out)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "harness: benchmarks of modelopt itself (the gate, the "
+                            "runner), not of a suite")

@@ -36,7 +36,7 @@ def _replicates(text: str) -> int:
 
 
 def cmd_run(args) -> int:
-    from modelopt import launch, runner
+    from modelopt import launch, runner, timing
     from modelopt.suite import SuiteError, load
 
     try:
@@ -95,6 +95,8 @@ def cmd_run(args) -> int:
                                  ray_address=args.ray_address, on_timing=on_timing)
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
+    except timing.TimingError as exc:  # the cells' results are kept; `modelopt time` retries
+        return _err(f"{exc}; the results are kept: `modelopt time {out}` times them again", 1)
     except ImportError as exc:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
     if bar:
@@ -170,8 +172,8 @@ def cmd_merge(args) -> int:
         n = runner.merge(args.dirs, args.out)
     except (runner.ResumeError, results.ResultsError) as exc:
         return _err(str(exc))
-    print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}",
-          file=sys.stderr)
+    print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}; time "
+          f"their saved models side by side with `modelopt time {args.out}`", file=sys.stderr)
     return 0
 
 

@@ -56,10 +56,19 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
                         capsize=3, color=cmap(i % cmap.N), label=f"{labels[i]} (slimmed)")
             xs.append(r[slim_x])
             ys.append(r[y])
-    front = pareto_front(xs, ys)
-    if len(front) > 1:
-        ax.plot([xs[i] for i in front], [ys[i] * scale for i in front], "--", color="grey",
-                lw=1, label="Pareto front", zorder=0)
+    # Pareto-optimal points ringed, per dataset: no line joins points of different models
+    # or datasets, and a front across datasets would compare what is not comparable
+    datasets = [c["dataset"]["name"] for c in ok["cell"]]
+    datasets += [datasets[i] for i, r in ok[ok[slim_x].notna()].iterrows()] if (
+        slim_x in ok.columns) else []
+    ringed = False
+    for ds in dict.fromkeys(datasets):
+        idx = [i for i, d in enumerate(datasets) if d == ds]
+        for j in pareto_front([xs[i] for i in idx], [ys[i] for i in idx]):
+            ax.scatter(xs[idx[j]], ys[idx[j]] * scale, s=220, facecolors="none",
+                       edgecolors="black", lw=1, zorder=0,
+                       label=None if ringed else "Pareto-optimal (per dataset)")
+            ringed = True
     if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or x)
@@ -74,7 +83,9 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
 
 
 def accuracy_vs_latency(agg: pd.DataFrame) -> plt.Figure:
-    return tradeoff(agg, "latency_ms_p50", xlabel="latency p50, batch 1 (ms)")
+    # at the training batch size: at batch 1 a small model's time is mostly dispatch
+    return tradeoff(agg, "latency_ms_batch_p50", xlabel="latency per batch (ms, batch size "
+                    "of training)")
 
 
 def accuracy_vs_params(agg: pd.DataFrame) -> plt.Figure:
@@ -151,34 +162,53 @@ def _method(cell: dict) -> str:
     return p["name"] + (f" ({', '.join(extra)})" if extra else "")
 
 
+def _series(cell: dict) -> str:
+    """A line joins cells that differ only in the pruning amount."""
+    c = {k: v for k, v in cell.items() if k != "prune"}
+    p = {k: v for k, v in (cell.get("prune") or {}).items() if k != "amount"}
+    return json.dumps([c, p], sort_keys=True, default=str)
+
+
 def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
-    """Test accuracy vs measured sparsity, a line per model and pruning method; the dense
-    model is a dashed horizontal line. Error bars: std over seeds."""
+    """Test accuracy vs measured sparsity: a panel per model and dataset, a line per pruning
+    method over the cells that differ only in amount; each dense cell a dashed line labelled
+    with what it is. Error bars: std over seeds."""
     ok = agg[agg["n"] > 0].copy()
-    ok["model_name"] = ok["cell"].map(lambda c: c["model"]["name"])
+    ok["panel"] = ok["cell"].map(lambda c: f"{c['model']['name']} · {c['dataset']['name']}")
     ok["method"] = ok["cell"].map(_method)
-    models = list(dict.fromkeys(ok["model_name"]))
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), dpi=DPI,
+    ok["series"] = ok["cell"].map(_series)
+    ok["label"] = _labels(ok)
+    panels = list(dict.fromkeys(ok["panel"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), dpi=DPI,
                              squeeze=False)
     methods = [m for m in dict.fromkeys(ok["method"]) if m != "dense"]
-    colors = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(methods)}
-    for ax, model in zip(axes[0], models):
-        sub = ok[ok["model_name"] == model]
-        for method in methods:
-            g = sub[sub["method"] == method].sort_values("sparsity")
-            if g.empty:
-                continue
+    colors = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(methods)}
+    styles = ["-", ":", "-.", (0, (5, 1))]
+    for ax, panel in zip(axes[0], panels):
+        sub = ok[ok["panel"] == panel]
+        lines = [s for s in dict.fromkeys(sub["series"])
+                 if (sub[sub["series"] == s]["method"] != "dense").all()]
+        for k, series in enumerate(lines):
+            g = sub[sub["series"] == series].sort_values("sparsity")
+            method = g["method"].iloc[0]
+            label = method if len(lines) == len({*sub["method"]} - {"dense"}) else (
+                f"{method}: {g['label'].iloc[0]}")
             ax.errorbar(100 * g["sparsity"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"],
-                        marker="o", capsize=3, color=colors[method], label=method)
+                        marker="o", capsize=3, color=colors[method], label=label,
+                        ls=styles[k % len(styles)] if label != method else "-")
         dense = sub[sub["method"] == "dense"]
-        if not dense.empty:
-            ax.axhline(100 * dense["accuracy"].iloc[0], color="black", ls="--", lw=1,
-                       label="dense")
-        ax.set_title(f"{model}")
+        for j, (_, d) in enumerate(dense.iterrows()):
+            ax.axhline(100 * d["accuracy"], color="black", ls="--", lw=1, alpha=1 - 0.2 * j,
+                       label="dense" if len(dense) == 1 else f"dense: {d['label']}")
+        ax.set_title(panel)
         ax.set_xlabel("sparsity (% of weights zero)")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    legend: dict = {}
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(lab, h)
+    handles, labels = list(legend.values()), list(legend)
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
                bbox_to_anchor=(0.5, -0.02), frameon=False)
     n = int(ok["n"].max()) if len(ok) else 0

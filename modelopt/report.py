@@ -288,7 +288,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, base: pd.Series | None, task: 
                 fmt(lat, lat_sd, "g3")]
         if base is not None:
             base_size = base.get("size_bytes")
-            row += [_speedup(r, "speedup_batch"),
+            row += ["baseline" if r["cell_id"] == base["cell_id"] else _speedup(r, "speedup_batch"),
                     f"{size / base_size:.2f}" if size and base_size else "–"]
         rows.append(row + [int(r["n"])])
     headers = [c[5:] for c in labels] + [_title(key)]

@@ -477,4 +477,13 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
     (out / META_FILE).write_text(json.dumps(metas[0], indent=2))
     for rec in records.values():
         results.append(out, rec)
+    # the saved models come along; their latency is timed anew by `modelopt time`, since
+    # shards timed on different machines cannot be paired
+    import shutil
+
+    for d in dirs:
+        for p in timing.artifacts(d):
+            if (p.cell_id, p.seed) in records:
+                (out / timing.MODELS_DIR).mkdir(exist_ok=True)
+                shutil.copy2(p.path, out / timing.MODELS_DIR / p.path.name)
     return len(records)

@@ -1,6 +1,4 @@
-import sys
 
-import pytest
 import torch
 from torch import nn
 

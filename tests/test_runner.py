@@ -153,6 +153,12 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     assert whole.keys() == merged.keys()
     for k in whole:
         assert whole[k]["metrics"]["accuracy"] == merged[k]["metrics"]["accuracy"]
+    # the shards' models come along, and `modelopt time` times them side by side
+    assert len(list((tmp_path / "merged" / "models").glob("*.pt"))) == 6
+    r = subprocess.run([sys.executable, "-m", "modelopt", "time", str(tmp_path / "merged")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert results.load(tmp_path / "merged")["latency_ms_batch_p50"].gt(0).all()
     other = tmp_path / "other"
     runner.run(parse(SHARDS.replace("steps: 10", "steps: 11")), other, jobs=2, shard=(1, 3))
     with pytest.raises(runner.ResumeError, match="different suites"):
