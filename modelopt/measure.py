@@ -11,8 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelopt.backends import Backend
-
 # ---------------------------------------------------------------- task metrics
 
 def classification_metrics(outputs: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
@@ -118,49 +116,7 @@ def flops_nonzero(model: nn.Module, example: torch.Tensor) -> int:
     return int(round(total))
 
 
-# ---------------------------------------------------------------- latency
-
-@dataclass(frozen=True)
-class Latency:
-    p50_ms: float
-    p90_ms: float
-    runs: int
-    threads: int
-    blocks_ms: tuple[float, ...] = ()  # per-run time of each block: the spread, for compare
-
-    @classmethod
-    def from_blocks(cls, seconds: list[float], number: int, threads: int) -> "Latency":
-        """From per-call seconds of each block of `number` calls."""
-        times = np.asarray(seconds) * 1e3
-        return cls(float(np.percentile(times, 50)), float(np.percentile(times, 90)),
-                   int(number * len(times)), threads,
-                   tuple(round(float(t), 6) for t in times))
-
-
-def latency(model: nn.Module, example: torch.Tensor, backend: Backend, threads: int = 1,
-            min_run_time: float = 0.2, warmup: int = 20, block_s: float = 0.005,
-            min_blocks: int = 30) -> Latency:
-    """Inference time of model(example): eval mode, inference_mode, warm-up, then blocks of
-    torch.utils.benchmark Timer.timeit (it synchronises CUDA). blocked_autorange sizes its
-    blocks so that a fast model gets only 1-5 of them, too few for a p90 or a test of
-    spread: here each block lasts about `block_s`, and there are at least `min_blocks`."""
-    import torch.utils.benchmark as tb
-
-    model.eval()
-    example = example.to(backend.device)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            model(example)
-        backend.synchronize()
-        timer = tb.Timer(stmt="model(x)", globals={"model": model, "x": example},
-                         num_threads=threads)
-        per_call = timer.timeit(10).median
-        number = max(1, int(block_s / max(per_call, 1e-9)))
-        blocks: list[float] = []
-        while len(blocks) < min_blocks or sum(blocks) * number < min_run_time:
-            blocks.append(timer.timeit(number).median)
-    return Latency.from_blocks(blocks, number, threads)
-
+# ---------------------------------------------------------------- machine speed
 
 def machine_probe(threads: int, repeats: int = 3, steps: int = 4) -> float:
     """Milliseconds of a fixed training workload (a small conv net's forward, backward and
