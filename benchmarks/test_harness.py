@@ -124,8 +124,9 @@ matrix:
 @pytest.mark.benchmark(group="harness: suite throughput")
 def test_parallel_cells(benchmark, tmp_path):
     """The quick suite's cells (1,000 steps instead of 6,000) with --jobs 1 (cells one after
-    another, 2 threads each) vs --jobs 2 (two 1-thread cells side by side). Accuracy, loss
-    and params must not depend on it; the wall time should."""
+    another, 2 threads each; and again with 1 thread each) vs --jobs 2 (two 1-thread cells
+    side by side). Wall time with and without the timing stage. Accuracy, loss and params
+    must not depend on it; the wall time should."""
     one = parse(QUICK_SHORT.replace("train: {", "backend: {name: cpu, threads: 2}\n  train: {"))
     two = parse(QUICK_SHORT)
     wall = {}
@@ -149,7 +150,10 @@ def test_parallel_cells(benchmark, tmp_path):
             phases[k] = phases.get(k, 0.0) + v
     overhead = sum(r["duration_s"] for r in by["jobs2"].values()) - sum(phases.values())
     same_1thread = parse(QUICK_SHORT)
-    runner.run(same_1thread, tmp_path / "jobs1_1thread", jobs=1, resume=False)
+    t0, stage = time.perf_counter(), []
+    runner.run(same_1thread, tmp_path / "jobs1_1thread", jobs=1, resume=False,
+               on_timing=lambda k, n: stage.append(time.perf_counter()))
+    wall["jobs1_1thread"], wall["jobs1_1thread_cells"] = time.perf_counter() - t0, stage[0] - t0
     serial = {(r["cell"]["model"]["name"], r["seed"]): r
               for r in results.read(tmp_path / "jobs1_1thread")}
     identical = all(serial[k]["metrics"][m] == by["jobs2"][k]["metrics"][m]
@@ -158,6 +162,9 @@ def test_parallel_cells(benchmark, tmp_path):
            runs_per_min_jobs1=60 * n / wall["jobs1"], runs_per_min_jobs2=60 * n / wall["jobs2"],
            speedup=wall["jobs1"] / wall["jobs2"], target_speedup=1.85,
            cells_wall_jobs1_s=wall["jobs1_cells"], cells_wall_jobs2_s=wall["jobs2_cells"],
+           wall_jobs1_1thread_s=wall["jobs1_1thread"],
+           speedup_over_1thread_cells_one_at_a_time=wall["jobs1_1thread"] / wall["jobs2"],
+           cells_speedup_over_1thread=wall["jobs1_1thread_cells"] / wall["jobs2_cells"],
            cells_speedup=wall["jobs1_cells"] / wall["jobs2_cells"],
            identical_results_jobs1_vs_jobs2=identical,
            **{f"cell_{k}_s": v for k, v in phases.items()},

@@ -1,10 +1,10 @@
 """Each cell x seed trains in its own process (outside the timed region); the benchmark
 fixture then times batch-1 inference of the trained model, and every modelopt metric goes
-into extra_info, so `--benchmark-json` carries accuracy next to time."""
+into extra_info, so `--benchmark-json` carries accuracy next to time. The models are saved
+beside the results, so `modelopt time DIR` can time them side by side for `modelopt report`
+and `modelopt compare`."""
 
 from __future__ import annotations
-
-import tempfile
 
 import pytest
 import torch
@@ -19,25 +19,25 @@ def test_cell(benchmark, suite, cell_run, results_dir):
     labels = axis_labels([c.config for c in suite.cells])
     row = labels.iloc[list(suite.cells).index(cell)]
     benchmark.group = f"{suite.name}: " + ", ".join(f"{k[5:]}={v}" for k, v in row.items())
-    with tempfile.TemporaryDirectory() as tmp:
-        records = []
-        sched = runner.Scheduler(suite, 1, on_record=records.append, model_dir=tmp)
-        sched.run([runner.Job(cell, seed, 1, cell.config["train"]["timeout_s"])])
-        rec = records[0]
-        results.append(results.results_path(results_dir), rec)
-        undeclared = M.undeclared(rec["metrics"])
-        if undeclared:  # every figure is in the metric table, or this is a bug of ours
-            pytest.fail(f"metrics missing from modelopt/metrics.py: {undeclared}")
-        benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
-                                     "status": rec["status"], "error": rec["error"],
-                                     **{k: v for k, v in rec["metrics"].items()
-                                        if M.TABLE[k].fmt != "none"}})
-        if rec["status"] != "ok":
-            pytest.fail(f"{rec['status']}: {rec['error']}")
-        # our own file, written a moment ago by the cell's process: a whole pickled module
-        # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
-        saved = torch.load(timing.artifact_path(tmp, cell.cell_id, seed, "model"),
-                           weights_only=False)
+    model_dir = results_dir / timing.MODELS_DIR
+    records = []
+    sched = runner.Scheduler(suite, 1, on_record=records.append, model_dir=str(model_dir))
+    sched.run([runner.Job(cell, seed, 1, cell.config["train"]["timeout_s"])])
+    rec = records[0]
+    results.append(results.results_path(results_dir), rec)
+    undeclared = M.undeclared(rec["metrics"])
+    if undeclared:  # every figure is in the metric table, or this is a bug of ours
+        pytest.fail(f"metrics missing from modelopt/metrics.py: {undeclared}")
+    benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
+                                 "status": rec["status"], "error": rec["error"],
+                                 **{k: v for k, v in rec["metrics"].items()
+                                    if M.TABLE[k].fmt != "none"}})
+    if rec["status"] != "ok":
+        pytest.fail(f"{rec['status']}: {rec['error']}")
+    # our own file, written a moment ago by the cell's process: a whole pickled module
+    # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
+    saved = torch.load(timing.artifact_path(model_dir, cell.cell_id, seed, "model"),
+                       weights_only=False)
     model, example = saved["model"].eval(), saved["example"]
     torch.set_num_threads(1)  # as the timing stage times
     with torch.inference_mode():

@@ -163,7 +163,9 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     with phase("data"):
         data = load_data(config, seed)
     example = data.x_test[:1].clone()
-    probe_before = measure.machine_probe(threads)
+    # a CPU workload says nothing of a GPU's speed: cuda cells record no probe
+    probe = (lambda: None) if backend.is_cuda else (lambda: measure.machine_probe(threads))
+    probe_before = probe()
     with measure.PeakMemory() as mem:  # the window: training, compression, evaluation
         if backend.is_cuda:
             torch.cuda.reset_peak_memory_stats(backend.device)
@@ -179,11 +181,12 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         final = pruned.finetune if pruned and pruned.finetune else outcome
         with phase("evaluate"):
             metrics = evaluate(model, data, backend, config["train"]["eval_batch_size"])
-    probe_after = measure.machine_probe(threads)
+    probe_after = probe()
     metrics.update(training_metrics(config, data.task, outcome, final))
     # the machine's speed beside the training's, in the same process and minute: compare
     # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
-    metrics["machine_probe_ms"] = (probe_before + probe_after) / 2
+    if probe_before is not None:
+        metrics["machine_probe_ms"] = (probe_before + probe_after) / 2
     metrics.update({"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb})
     if backend.is_cuda:
         metrics["peak_cuda_mb"] = measure.cuda_peak_mb(backend.device)

@@ -85,14 +85,16 @@ def cmd_run(args) -> int:
         if launched:
             summary = launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
                                  resume=not args.no_resume, force=args.force,
-                                 fail_fast=args.fail_fast, on_record=on_record, on_plan=on_plan)
+                                 fail_fast=args.fail_fast, on_record=on_record, on_plan=on_plan,
+                                 timing_processes=args.timing_processes)
             if launched.rank != 0:
                 return 130 if summary.interrupted else 0
         else:
             summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
                                  force=args.force, shard=args.shard, fail_fast=args.fail_fast,
                                  on_record=on_record, on_plan=on_plan, executor=args.executor,
-                                 ray_address=args.ray_address, on_timing=on_timing)
+                                 ray_address=args.ray_address, on_timing=on_timing,
+                                 timing_processes=args.timing_processes)
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
     except timing.TimingError as exc:  # the cells' results are kept; `modelopt time` retries
@@ -112,6 +114,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
+    import pandas as pd
+
     from modelopt import plots, report, results
 
     out = Path(args.out)
@@ -143,9 +147,10 @@ def cmd_report(args) -> int:
                                  meta.get("baseline"), docs.get(suite))
         (out / f"{suite}.md").write_text(page)
         if args.csv:
-            base, _ = report.find_baseline(agg, meta.get("baseline"))
-            report.csv_table(report.add_speedups(agg, docs.get(suite), base)).to_csv(
-                out / f"{suite}.csv", index=False)
+            parts = [report.add_speedups(part, docs.get(suite),
+                                         report.baselines(part, meta.get("baseline"))[0])
+                     for _, part in agg.groupby("task", sort=False)]  # a task's own baseline
+            report.csv_table(pd.concat(parts)).to_csv(out / f"{suite}.csv", index=False)
         pages.append((suite, f"{suite}.md", len(agg)))
         print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
     index = out / "README.md"
@@ -286,6 +291,8 @@ def parser() -> argparse.ArgumentParser:
                    help="local processes (default) or Ray tasks (pip install 'modelopt[ray]')")
     r.add_argument("--ray-address", help="an existing Ray cluster (ray.init(address=...)); "
                    "default: start a local one")
+    r.add_argument("--timing-processes", type=_replicates, default=None,
+                   help="fresh processes of the timing stage, at least 3 (default 3)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="markdown tables and plots from results directories")

@@ -21,7 +21,7 @@ from modelopt import measure  # noqa: E402
 
 
 def _warm_up() -> None:
-    """One tiny forward/backward/step, a FLOP count and a timing: first-call costs."""
+    """One tiny forward/backward/step, a FLOP count and the metrics: first-call costs."""
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(76, 3))
     opt = torch.optim.Adam(model.parameters())

@@ -62,6 +62,12 @@ def apply(spec: dict | None, model: nn.Module, data, backend) -> tuple[nn.Module
     # quantize_dynamic leaves a model without those layer types as it was, with no word: an
     # "int8" cell would then measure the float model
     n = sum(isinstance(m, (nnqd.Linear, nnqd.GRU)) for m in q.modules())
+    for float_type, int8_type in ((nn.Linear, nnqd.Linear), (nn.GRU, nnqd.GRU)):
+        had = sum(type(m) is float_type for m in fp32.modules())
+        got = sum(isinstance(m, int8_type) for m in q.modules())
+        if float_type in types and got < had:
+            raise TechniqueError(f"{spec['name']} quantized {got} of the model's {had} "
+                                 f"{float_type.__name__} layers")
     if n == 0:
         asked = " and ".join(t.__name__ for t in sorted(types, key=lambda t: t.__name__))
         present = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})

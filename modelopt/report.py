@@ -153,22 +153,41 @@ def fmt(value: float, std: float | None, kind: str) -> str:
     return f"{one(value)} ± {one(std)}"
 
 
-def find_baseline(agg: pd.DataFrame, baseline: dict | None) -> tuple[pd.Series | None, str]:
-    """(the baseline row, how it was chosen). The row whose cell matches every key the
-    suite's `baseline:` names (a technique name and the parameters given; `none` for an
-    optional technique that is off); without `baseline:`, the only uncompressed cell (no
-    prune, quantize or distill) if there is exactly one."""
+COMPRESSION_KEYS = ("prune", "quantize", "distill")
+
+
+def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series], str]:
+    """({cell_id: the row it is compared with}, how they were chosen). The candidates are the
+    rows matching every key the suite's `baseline:` names (a technique name and the
+    parameters given; `none` for an optional technique that is off); without `baseline:`, the
+    uncompressed rows (no prune, quantize or distill), if some rows are compressed. Each row
+    is compared with the candidate equal to it on every other key: with `model: [mlp, cnn]`
+    the pruned cnn against the dense cnn, never the mlp."""
     ok = agg[agg["n"] > 0]
-    if baseline:
-        for _, r in ok.iterrows():
-            if all(_matches_spec(r["cell"].get(k), v) for k, v in baseline.items()):
-                return r, "the suite's `baseline:`"
-        return None, ""
-    plain = ok[ok["cell"].map(lambda c: not any(c.get(k) for k in ("prune", "quantize",
-                                                                    "distill")))]
-    if len(plain) == 1 and len(ok) > 1:
-        return plain.iloc[0], "the suite names no `baseline:`; picked the only uncompressed cell"
-    return None, ""
+    if spec:
+        keys, how = set(spec), "the suite's `baseline:`"
+        cands = [r for _, r in ok.iterrows()
+                 if all(_matches_spec(r["cell"].get(k), v) for k, v in spec.items())]
+    else:
+        keys = set(COMPRESSION_KEYS)
+        how = "the suite names no `baseline:`, so the uncompressed cell"
+        cands = [r for _, r in ok.iterrows() if not any(r["cell"].get(k) for k in keys)]
+        if len(cands) == len(ok):  # nothing compressed: no obvious baseline
+            return {}, ""
+
+    def rest(cell: dict) -> str:
+        return json.dumps({k: v for k, v in cell.items() if k not in keys}, sort_keys=True,
+                          default=str)
+
+    by_rest: dict[str, list] = {}
+    for c in cands:
+        by_rest.setdefault(rest(c["cell"]), []).append(c)
+    out = {}
+    for _, r in ok.iterrows():
+        same = by_rest.get(rest(r["cell"]), [])
+        if len(same) == 1:
+            out[r["cell_id"]] = same[0]
+    return out, (how if out else "")
 
 
 def _matches_spec(actual, wanted) -> bool:
@@ -223,15 +242,16 @@ def _shipped(r: pd.Series, name: str):
         slim) else (r.get(name), r.get(f"{name}_std"))
 
 
-def add_speedups(agg: pd.DataFrame, doc: dict | None, base: pd.Series | None) -> pd.DataFrame:
-    """speedup_batch / speedup_batch1 and their interval ends per row: the baseline's latency
+def add_speedups(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.Series]) -> pd.DataFrame:
+    """speedup_batch / speedup_batch1 and their interval ends per row: its baseline's latency
     over the shipped model's, both timed in the same processes (timing.speedups)."""
-    if base is None or not doc:
+    if not bases or not doc:
         return agg
-    kinds = {r["cell_id"]: shipped_kind(r) for _, r in agg[agg["n"] > 0].iterrows()}
-    ups = timing.speedups(doc, base["cell_id"], kinds)
+    pairs = {r["cell_id"]: (bases[r["cell_id"]]["cell_id"], shipped_kind(r))
+             for _, r in agg[agg["n"] > 0].iterrows() if r["cell_id"] in bases}
+    ups = timing.speedups(doc, pairs)
     out = agg.copy()
-    for name in [k for f in ups.values() for k in f]:
+    for name in dict.fromkeys(k for f in ups.values() for k in f):
         out[name] = out["cell_id"].map(lambda c, n=name: ups.get(c, {}).get(n))
     return out
 
@@ -250,9 +270,11 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     if not seeds:
         return "–"
     p = paired_p([float(a[s]) for s in seeds], [float(b[s]) for s in seeds])
-    scale, unit = (100, " pt") if M.TABLE[key].unit == "fraction" else (1, "")
     mark = "≈ " if p is None or p >= ALPHA else ""
-    return f"{mark}{scale * (b[seeds].mean() - a[seeds].mean()):+.1f}{unit}"
+    change = b[seeds].mean() - a[seeds].mean()
+    if M.TABLE[key].unit == "fraction":
+        return f"{mark}{100 * change:+.1f} pt"
+    return f"{mark}{change:+.3f}"
 
 
 def _speedup(r: pd.Series, name: str) -> str:
@@ -265,10 +287,10 @@ def _speedup(r: pd.Series, name: str) -> str:
     return f"{mark}{v:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def headline(df: pd.DataFrame, agg: pd.DataFrame, base: pd.Series | None, task: str) -> str:
+def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], task: str) -> str:
     """The suite's answer in a few columns: the axes that vary, the primary metric, and for
     each cell the figures of the model that would ship (slimmed where one exists), with
-    speed-up and size against the baseline and their intervals. ≈: within noise."""
+    speed-up and size against its baseline and their intervals. ≈: within noise."""
     ok = agg[agg["n"] > 0]
     if ok.empty:
         return ""
@@ -280,23 +302,25 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, base: pd.Series | None, task: 
         params, params_sd = _shipped(r, "params")
         size, _ = _shipped(r, "size_bytes")
         lat, lat_sd = _shipped(r, "latency_ms_batch_p50")
+        base = bases.get(r["cell_id"])
         row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key))]
-        if base is not None:
-            row.append(_delta(df, r, base, key))
+        if bases:
+            row.append(_delta(df, r, base, key) if base is not None else "–")
         row += [fmt(params, params_sd, "int") + (" (slimmed)" if shipped_kind(r) == "slimmed"
                                                   else ""),
                 fmt(lat, lat_sd, "g3")]
-        if base is not None:
-            base_size = base.get("size_bytes")
-            row += ["baseline" if r["cell_id"] == base["cell_id"] else _speedup(r, "speedup_batch"),
+        if bases:
+            base_size = base.get("size_bytes") if base is not None else None
+            row += ["baseline" if base is not None and r["cell_id"] == base["cell_id"]
+                    else _speedup(r, "speedup_batch"),
                     f"{size / base_size:.2f}" if size and base_size else "–"]
         rows.append(row + [int(r["n"])])
     headers = [c[5:] for c in labels] + [_title(key)]
-    if base is not None:
+    if bases:
         headers.append(f"Δ {key} vs baseline")
     headers += ["params shipped", "batch latency ms"]
-    if base is not None:
-        headers += ["speed-up × [95 % CI]", "size ×"]
+    if bases:
+        headers += ["speed-up × [95 % CI]", "size / baseline"]
     return tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)
 
 
@@ -363,14 +387,20 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     tasks = list(dict.fromkeys(agg["task"]))
     for task in tasks:  # a regression and a classification cell are never ranked together
         part = agg[agg["task"] == task]
-        base, how = find_baseline(part, baseline)
-        part = add_speedups(part, timing_doc, base)
+        bases, how = baselines(part, baseline)
+        part = add_speedups(part, timing_doc, bases)
         title = f" ({task} cells)" if len(tasks) > 1 else ""
         lines += [f"## Headline{title}", ""]
-        if base is not None:
-            lines += [f"Baseline ({how}): "
-                      f"{' · '.join(str(base[c]) for c in label_columns(part))}.", ""]
-        lines += [headline(d, part, base, task), "", f"## Every figure{title}", "",
+        shown = {b["cell_id"]: b for b in bases.values()}
+        if shown:
+            names = "; ".join(" · ".join(str(b[c]) for c in label_columns(part))
+                              for b in shown.values())
+            lines += [f"Baseline ({how}{' with the same other axes' if len(shown) > 1 else ''}"
+                      f"): {names}.", ""]
+        elif baseline:
+            lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
+                      "columns.", ""]
+        lines += [headline(d, part, bases, task), "", f"## Every figure{title}", "",
                   table(part, TASK_METRICS[task] + cost_metrics(part),
                         sort_by=TASK_METRICS[task][0]), ""]
         scaling = scaling_table(part)

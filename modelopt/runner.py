@@ -48,12 +48,15 @@ def cell_payload(run, cell_id: str, seed: int, model_dir: str | None) -> dict:
 
     try:
         out = run()
-        if model_dir and out.status == "ok":
-            timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
-        return {"status": out.status, "error": out.error, "metrics": out.metrics,
-                "curves": out.curves, "env": out.env, "extra": out.extra}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
         return failure(exc)
+    if model_dir and out.status == "ok":
+        try:
+            timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
+        except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
+            out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
+    return {"status": out.status, "error": out.error, "metrics": out.metrics,
+            "curves": out.curves, "env": out.env, "extra": out.extra}
 
 
 def failure(exc: BaseException, prefix: str = "") -> dict:
@@ -421,7 +424,7 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         if on_record:
             on_record(rec)
 
-    model_dir = str(out / timing.MODELS_DIR)
+    model_dir = str((out / timing.MODELS_DIR).resolve())  # Ray workers have another cwd
     if executor == "ray":
         sched = RayScheduler(suite, jobs, on_record=record, fail_fast=fail_fast,
                              address=ray_address, model_dir=model_dir)
@@ -440,8 +443,14 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     """The timing stage over the suite's ok cells in `out`; False if interrupted."""
     ok = {(r["cell_id"], r["seed"]) for r in results.read(out) if r.get("status") == "ok"
           and r.get("suite") == suite.name} if results.results_path(out).exists() else set()
+    missing = ok - {(a.cell_id, a.seed) for a in timing.artifacts(out, ok)}
+    if missing:
+        logging.getLogger("modelopt").warning(
+            "%d ok cell x seed without a saved model get no latency (see their "
+            "extra.timing_error), e.g. %s seed %s", len(missing), *sorted(missing)[0])
     try:
-        timing.run_stage(out, suite.name, ok, processes=processes or timing.PROCESSES, progress=progress)
+        timing.run_stage(out, suite.name, ok, processes=processes or timing.PROCESSES,
+                         progress=progress)
     except KeyboardInterrupt:
         return False
     return True

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODELS_DIR = "models"
+LATENCY_KINDS = ("model", "slimmed")  # metrics.LATENCY_FIGURES
 TIMING_FILE = "timing.json"
 PROCESSES = 3  # replicates: the unit of a latency interval
 ROUNDS = 20
@@ -71,7 +72,10 @@ def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
     run_dir = Path(run_dir)
     found = []
     for p in sorted((run_dir if run_dir.is_dir() else run_dir.parent).glob(f"{MODELS_DIR}/*.pt")):
-        cell_id, seed, kind = p.stem.rsplit("-", 2)
+        parts = p.stem.rsplit("-", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_KINDS:
+            continue  # not a file the run saved
+        cell_id, seed, kind = parts
         if keys is None or (cell_id, int(seed)) in keys:
             found.append(Artifact(cell_id, int(seed), kind, p, side))
     return found
@@ -82,6 +86,9 @@ def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
 def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_seed: int):
     """Load every model, then time them in `rounds` rounds, each in a shuffled order: one
     block of calls per model and batch size per round. Sends {key: {batch: [ms per block]}}."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this process
     try:
         import torch
         import torch.utils.benchmark as tb
@@ -94,8 +101,9 @@ def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_
         for key, path in items:
             with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
                 warnings.simplefilter("ignore", UserWarning)
-                saved = torch.load(path, weights_only=False)  # our own file, from the run
-            model, device = saved["model"].eval(), saved["device"]
+                saved = torch.load(path, weights_only=False,  # our own file, from the run
+                                   map_location=None if torch.cuda.is_available() else "cpu")
+            model, device = saved["model"].eval(), _here(saved["device"])
             for batch, x in (("1", saved["example"]), ("batch", saved["batch"])):
                 x = x.to(device)
                 with torch.inference_mode():
@@ -123,6 +131,15 @@ def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+def _here(device):
+    """Where a saved model is timed: its own device if this machine has it, else the CPU
+    (a GPU run re-timed by compare on a CPU runner)."""
+    import torch
+
+    device = str(device)
+    return device if not device.startswith("cuda") or torch.cuda.is_available() else "cpu"
 
 
 class TimingError(RuntimeError):
@@ -163,7 +180,10 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
             rows.append({"side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
                          "process": k,
                          "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
-                         "ms_batch": statistics.median(bb), "blocks": len(b1)})
+                         "ms_batch": statistics.median(bb), "blocks": len(b1),
+                         # round by round, for ratios of blocks timed moments apart
+                         "rounds_batch1": [round(x, 6) for x in b1],
+                         "rounds_batch": [round(x, 6) for x in bb]})
     return rows
 
 
@@ -231,9 +251,6 @@ class Ratio:
     ci_high: float
     n: int  # processes
 
-    def excludes_one(self) -> bool:
-        return self.ci_low > 1 or self.ci_high < 1
-
 
 def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high): Student's t interval over replicates (the processes)."""
@@ -247,10 +264,14 @@ def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, 
     return mean, mean - half, mean + half
 
 
+ROUNDS_OF = {"ms_batch": "rounds_batch", "ms_batch1": "rounds_batch1"}
+
+
 def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
     """time(num) / time(den), where num and den pick rows by their fields (e.g. cell_id and
-    kind): per process, the geometric mean over the seeds both have; then a t interval over
-    the processes, the replicates."""
+    kind). Within a process, per seed both have: the median over rounds of the ratio of the
+    two blocks of a round (timed moments apart, so a slow stretch slows both); then the
+    geometric mean over the seeds. A t interval over the processes, the replicates."""
     def pick(r, want):
         return all(r.get(k) == v for k, v in want.items())
 
@@ -258,10 +279,11 @@ def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
     for r in rows:
         for side, want in (("num", num), ("den", den)):
             if pick(r, want):
-                t[(side, r["process"], r["seed"])] = r[field]
+                t[(side, r["process"], r["seed"])] = r.get(ROUNDS_OF[field]) or [r[field]]
     per_process = []
     for p in sorted({k[1] for k in t}):
-        logs = [math.log(t[("num", p, s)] / t[("den", p, s)])
+        logs = [math.log(statistics.median(a / b for a, b in zip(t[("num", p, s)],
+                                                                t[("den", p, s)])))
                 for (side, q, s) in t if side == "num" and q == p and ("den", p, s) in t]
         if logs:
             per_process.append(math.exp(statistics.fmean(logs)))
@@ -270,17 +292,18 @@ def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
     return Ratio(*t_interval(per_process), len(per_process))
 
 
-def speedups(doc: dict | None, baseline_id: str, cells: dict[str, str]) -> dict[str, dict]:
-    """Per cell: baseline latency over the latency of the model that would ship (`cells`
-    maps cell_id -> kind: 'slimmed' where one exists, else 'model'), at the training batch
-    size and at batch 1, each with its interval over the timing processes."""
+def speedups(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[str, dict]:
+    """Per cell: its baseline's latency over the latency of the model that would ship, at the
+    training batch size and at batch 1, each with its interval over the timing processes.
+    `pairs` maps cell_id -> (baseline cell_id, kind of the shipped model: 'slimmed' where
+    one exists, else 'model')."""
     if not doc:
         return {}
     out = {}
-    for cid, kind in cells.items():
+    for cid, (base, kind) in pairs.items():
         fig = {}
         for name, field in (("speedup_batch", "ms_batch"), ("speedup_batch1", "ms_batch1")):
-            r = ratio(doc["rows"], {"cell_id": baseline_id, "kind": "model"},
+            r = ratio(doc["rows"], {"cell_id": base, "kind": "model"},
                       {"cell_id": cid, "kind": kind}, field)
             if r is not None:
                 fig.update({name: r.mean, f"{name}_ci_low": r.ci_low,

@@ -48,13 +48,14 @@ def test_classification_metrics():
     assert abs(m["f1_macro"] - (1 + 2 / 3 + 2 / 3) / 3) < 1e-9
 
 
-def test_cell_processes_keep_glibc_malloc_defaults():
+def test_cell_processes_keep_glibc_malloc_defaults(monkeypatch):
     """Users train and infer with glibc's defaults; a fixed MALLOC_MMAP_THRESHOLD_ made
     training 0.75x and batch latency 2x here, so the runner must not set one."""
     import os
 
     from modelopt import runner
 
+    monkeypatch.setattr(runner, "_CTX", None)  # build the context here, not in an earlier test
     before = dict(os.environ)
     runner.context()
     assert "MALLOC_MMAP_THRESHOLD_" not in os.environ and dict(os.environ) == before

@@ -41,7 +41,7 @@ def test_timing_and_report_figures_are_declared():
     doc = {"rows": [{"cell_id": "a", "seed": 0, "kind": kind, "process": 0, "ms_batch1": 1.0,
                      "p90_ms_batch1": 1.2, "ms_batch": 2.0} for kind in M.LATENCY_FIGURES]}
     names += list(timing.figures(doc)[("a", 0)])
-    names += list(timing.speedups(doc, "a", {"a": "slimmed"})["a"])
+    names += list(timing.speedups(doc, {"a": ("a", "slimmed")})["a"])
     assert M.undeclared(names) == []
 
 

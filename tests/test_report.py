@@ -147,7 +147,8 @@ def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
 def test_without_a_baseline_the_only_uncompressed_cell_is_picked_and_named():
     rows, doc = headline_rows()
     page = report.suite_page(pd.DataFrame(rows), "s", timing_doc=doc)
-    assert "picked the only uncompressed cell" in page and "2.00 [2.00, 2.00]" in page
+    assert "names no `baseline:`, so the uncompressed cell" in page
+    assert "2.00 [2.00, 2.00]" in page
 
 
 def test_scaling_table():
@@ -158,3 +159,21 @@ def test_scaling_table():
         rows.append(base_row(cid, 0, {"backend": backend}, accuracy=0.5, train_samples_s=rate))
     t = report.scaling_table(report.aggregate(pd.DataFrame(rows)))
     assert "| cpu, 2 threads" in t and "1.50" in t and "0.75" in t and "0.90" in t
+
+
+def test_each_row_is_compared_with_the_baseline_of_its_own_group():
+    """`baseline: {prune: none}` with two models: the pruned cnn against the dense cnn."""
+    rows = []
+    for model, acc in (("mlp", 0.60), ("cnn", 0.90)):
+        for prune, delta in ((None, 0.0), ({"name": "l1_structured"}, -0.02)):
+            for s in (0, 1):
+                rows.append(base_row(f"{model}-{bool(prune)}", s,
+                                     {"model": {"name": model}, "prune": prune},
+                                     accuracy=acc + delta + 0.001 * s, size_bytes=1000))
+    page = report.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    head = page.split("## Every figure")[0]
+    for model in ("mlp", "cnn"):
+        line = next(x for x in head.splitlines() if x.startswith(f"| {model} ")
+                    and "l1_structured" in x)
+        assert "-2.0 pt" in line  # not cnn vs mlp's 30 points
+    assert "with the same other axes" in head

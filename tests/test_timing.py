@@ -29,7 +29,7 @@ def test_ratio_is_taken_within_a_process_and_replicated_over_processes():
     assert r.n == 3 and r.mean == pytest.approx(sum(per_process) / 3)
     sd = math.sqrt(sum((x - r.mean) ** 2 for x in per_process) / 2)
     assert r.ci_high - r.mean == pytest.approx(4.302653 * sd / math.sqrt(3), rel=1e-5)
-    assert r.excludes_one()
+    assert r.ci_low > 1  # a 2x speed-up, whatever each process's machine speed
 
 
 def test_seeds_pair_and_a_seed_on_one_side_only_is_left_out():
