@@ -4,8 +4,8 @@ A cell that was ok and is not any more is a regression; so is a cell on one side
 (unless allowed). Figures are compared per metric (metrics.TABLE: direction and tolerance)
 with the process as the unit: seeds, paired by seed, for what training produces; timing
 processes for latency, re-timed side by side (timing.py). Training speed is compared per
-unit of the machine's speed (the run's median machine_probe_ms), because two runs differ by
-the machine as well as the code.
+unit of the machine's speed (machine_probe_ms, timed in each cell's own process), because
+two runs differ by the machine as well as the code.
 """
 
 from __future__ import annotations
@@ -68,13 +68,6 @@ class Side:
     def ok_seeds(self, cid: str) -> set[int]:
         return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
 
-    def machine_probe_ms(self) -> float | None:
-        """The run's machine speed: the median probe over every cell x seed of the run. One
-        probe's noise (~10 % here) exceeded the drift it was to remove; the run's median
-        keeps the drift between runs (a busy or slower machine) and drops that noise."""
-        probes = [f["machine_probe_ms"] for seeds in self.figures.values()
-                  for f in seeds.values() if "machine_probe_ms" in f]
-        return statistics.median(probes) if probes else None
 
 
 def load_side(path: str | Path) -> Side:
@@ -206,9 +199,10 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
             continue  # latency is judged by re-timing (below); other timings are not gated
         pairs = [(base.figures[cid][s].get(name), cur.figures[cid][s].get(name)) for s in seeds]
         if name == PROBED:  # samples/s x probe ms: the training's speed per machine speed
-            pb, pc = base.machine_probe_ms(), cur.machine_probe_ms()
+            probes = [(base.figures[cid][s].get("machine_probe_ms"),
+                       cur.figures[cid][s].get("machine_probe_ms")) for s in seeds]
             pairs = [(b * pb, c * pc) if None not in (b, c, pb, pc) else (None, None)
-                     for b, c in pairs]
+                     for (b, c), (pb, pc) in zip(pairs, probes)]
         pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
         if not pairs:
             continue
@@ -412,9 +406,9 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
               f"is worse than its tolerance and a paired t-test over the seeds gives p < {ALPHA} "
               "(worse but not significant: within noise; one seed a side: the tolerance alone). "
               "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
-              "the machine's speed (× the run's median machine_probe_ms, a fixed workload timed "
-              "in every cell's process), with Welch's t-test: seeds pair what training "
-              f"produces, not its speed. Latency: {cmp.latency}."]
+              "the machine's speed (× machine_probe_ms, a fixed workload timed in the cell's "
+              "own process before and after training), with Welch's t-test: seeds pair what "
+              f"training produces, not its speed. Latency: {cmp.latency}."]
     return "\n".join(lines)
 
 

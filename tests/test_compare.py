@@ -121,7 +121,7 @@ def test_training_speed_is_judged_per_machine_speed(baseline, tmp_path):
     slower_code = current_with(tmp_path / "c", baseline, with_speed(0.75, 20.0, True))
     cmp = compare.compare(base, slower_code)
     assert [(r.cell_id, r.metric) for r in cmp.regressions] == [(first, "train_samples_s")]
-    # every probe of the run took longer by as much: the machine was slower, not the code
+    # every cell's probe took longer by as much: the machine was slower, not the code
     slower_machine = current_with(tmp_path / "m", baseline, with_speed(0.75, 20.0 / 0.75))
     assert not compare.compare(base, slower_machine).failed
     # within the tolerance (15 %): no regression
