@@ -13,6 +13,9 @@ DEFAULT_SUITE = ROOT / "suites" / "quick.yaml"
 def pytest_addoption(parser):
     group = parser.getgroup("modelopt")
     group.addoption("--suite", default=str(DEFAULT_SUITE), help="suite YAML to benchmark")
+    group.addoption("--harness", action="store_true",
+                    help="also run modelopt's own benchmarks (tests marked `harness`: the gate's "
+                    "false alarms and power, runner throughput); they take 10-20 minutes")
     group.addoption("--results-out", default=None,
                     help="results directory to append to (default results/<suite name>)")
 
@@ -52,3 +55,13 @@ def results_dir(request, suite):
 def pytest_configure(config):
     config.addinivalue_line("markers", "harness: benchmarks of modelopt itself (the gate, the "
                             "runner), not of a suite")
+
+
+def pytest_collection_modifyitems(config, items):
+    """`pytest benchmarks/` runs the suite; modelopt's self-benchmarks only with --harness."""
+    if config.getoption("--harness"):
+        return
+    keep = [i for i in items if i.get_closest_marker("harness") is None]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep

@@ -2,7 +2,7 @@
 
 Each benchmark measures modelopt against the limit in the same run and records the ratio
 in extra_info (and prints it). Targets are stated, not asserted: these machines are noisy.
-Run alone with `pytest benchmarks/test_harness.py --benchmark-only -s`.
+Run alone with `pytest benchmarks/test_harness.py --benchmark-only --harness -s`.
 """
 
 from __future__ import annotations
