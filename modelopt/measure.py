@@ -154,8 +154,8 @@ def _status_kb(field: str) -> int:
 class PeakMemory:
     """Process RSS high-water mark over a region, reset at its start (Linux clear_refs).
 
-    ru_maxrss cannot be reset and tracemalloc misses torch's allocations (README, "How
-    memory is measured").
+    ru_maxrss cannot be reset and tracemalloc misses torch's allocations (README, "How we
+    measure, and why").
     """
 
     baseline_mb: float = float("nan")

@@ -44,8 +44,6 @@ def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
 def cell_payload(run, cell_id: str, seed: int, model_dir: str | None) -> dict:
     """A cell's outcome as a record payload: its figures, and its models saved for the
     timing stage; an exception becomes `failed` with the traceback's last lines."""
-    from modelopt import timing
-
     try:
         out = run()
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
@@ -59,9 +57,9 @@ def cell_payload(run, cell_id: str, seed: int, model_dir: str | None) -> dict:
             "curves": out.curves, "env": out.env, "extra": out.extra}
 
 
-def failure(exc: BaseException, prefix: str = "") -> dict:
+def failure(exc: BaseException) -> dict:
     tb = traceback.format_exc().strip().splitlines()
-    return {"status": "failed", "error": f"{prefix}{type(exc).__name__}: {exc}",
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
             "traceback": "\n".join(tb[-12:])}
 
 
@@ -70,8 +68,8 @@ _CTX = None
 
 def context():
     """A forkserver context whose server has torch and modelopt imported: each cell starts
-    as a cheap fork of it, with a fresh memory high-water mark (README, "How memory is
-    measured"). glibc's malloc keeps its defaults: users train with them, and a fixed mmap
+    as a cheap fork of it, with a fresh memory high-water mark (README, "How we
+    measure, and why"). glibc's malloc keeps its defaults: users train with them, and a fixed mmap
     threshold slowed training to 0.75x and doubled batch latency here."""
     global _CTX
     if _CTX is None:
