@@ -69,7 +69,6 @@ class Side:
         return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
 
 
-
 def load_side(path: str | Path) -> Side:
     from modelopt import results
 
@@ -182,12 +181,17 @@ def verdict(metric: M.Metric, base: list[float], cur: list[float]) -> tuple[str,
     change, worse = _change(metric, b, c)
     test = welch_p if metric.timing else paired_p  # the seed pairs what training produces
     p = None if metric.kind == "exact" else test(base, cur)
-    significant = p is None or p < ALPHA
-    if worse > metric.tolerance + 1e-12:
-        return ("regressed" if significant else "noise"), change, p
-    if -worse > metric.tolerance + 1e-12 and significant:
-        return "improved", change, p
-    return "ok", change, p
+    return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p
+
+
+def _decide(worse: float, tolerance: float, significant: bool) -> str:
+    """Beyond the tolerance and significant: regressed or improved; beyond it but not
+    significant: noise (only a worse figure is worth reporting as such)."""
+    if worse > tolerance + 1e-12:
+        return "regressed" if significant else "noise"
+    if -worse > tolerance + 1e-12 and significant:
+        return "improved"
+    return "ok"
 
 
 def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
@@ -257,17 +261,10 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
             c = statistics.median(x[field_] for x in rows_t if x["side"] == "current"
                                   and x["cell_id"] == cid and x["kind"] == kind)
             change = r.mean - 1
-            # a slowdown beyond the tolerance whose interval excludes 1 regresses
-            if change > metric.tolerance and (r.n < 2 or r.ci_low > 1):
-                v = "regressed"
-            elif change > metric.tolerance:
-                v = "noise"
-            elif -change > metric.tolerance and (r.n < 2 or r.ci_high < 1):
-                v = "improved"
-            else:
-                v = "ok"
-            out.append(Row(cid, name, b, c, change, v, ci=(r.ci_low - 1, r.ci_high - 1), n=r.n,
-                           note="re-timed side by side"))
+            # significant: the interval over the processes excludes 1 on the side of the change
+            significant = r.n < 2 or (r.ci_low > 1 if change > 0 else r.ci_high < 1)
+            out.append(Row(cid, name, b, c, change, _decide(change, metric.tolerance, significant),
+                           ci=(r.ci_low - 1, r.ci_high - 1), n=r.n, note="re-timed side by side"))
     return out
 
 

@@ -117,8 +117,7 @@ def _child_main(conn, config: dict, cell_id: str, seed: int, launch: Launch, key
                                      world_size=launch.world, timeout=timeout)
             if launch.rank == 0:
                 out = run_cell(config, seed, threads, backend=backend)
-                if out.status == "ok":
-                    timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
+                runner.save_models(out, model_dir, cell_id, seed)
                 launcher = "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "env"
                 out.env.update({"launcher": launcher, "world_size": launch.world,
                                 "local_world_size": launch.local_world})

@@ -48,13 +48,21 @@ def cell_payload(run, cell_id: str, seed: int, model_dir: str | None) -> dict:
         out = run()
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
         return failure(exc)
-    if model_dir and out.status == "ok":
-        try:
-            timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
-        except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
-            out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
+    if model_dir:
+        save_models(out, model_dir, cell_id, seed)
     return {"status": out.status, "error": out.error, "metrics": out.metrics,
             "curves": out.curves, "env": out.env, "extra": out.extra}
+
+
+def save_models(out, model_dir: str, cell_id: str, seed: int) -> None:
+    """An ok cell's models, for the timing stage. One that cannot be saved (an unpicklable
+    plugin model) costs its latency, not its figures: the reason goes into extra."""
+    if out.status != "ok":
+        return
+    try:
+        timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
+    except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
+        out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
 
 
 def failure(exc: BaseException) -> dict:

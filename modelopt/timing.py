@@ -1,12 +1,13 @@
 """Paired, interleaved latency: every saved model of a run timed side by side.
 
 Timing each model in its own process mixes the model's speed with the process's and the
-minute's: the same model varies by 20-40 % between processes here, while two models timed
-in interleaved, shuffled rounds of one process read within 0.2 % of each other. So a run
+minute's: the same model varies by 20-40 % between processes here, while two models of one
+architecture timed in interleaved, shuffled rounds of one process read within 3 % of each
+other (0.2 % for two 64-channel cnns). So a run
 saves each cell x seed's deployable model, and this stage loads all of them into each of K
 fresh processes (one after another, nothing else running) and times them round by round.
 Ratios against a baseline are taken within a process; the K processes are the replicates
-(README, "How latency is measured").
+(README, "How we measure, and why").
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelopt.metrics import LATENCY_FIGURES
+
 MODELS_DIR = "models"
-LATENCY_KINDS = ("model", "slimmed")  # metrics.LATENCY_FIGURES
 TIMING_FILE = "timing.json"
 PROCESSES = 3  # replicates: the unit of a latency interval
 ROUNDS = 20
@@ -73,7 +75,7 @@ def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
     found = []
     for p in sorted((run_dir if run_dir.is_dir() else run_dir.parent).glob(f"{MODELS_DIR}/*.pt")):
         parts = p.stem.rsplit("-", 2)
-        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_KINDS:
+        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_FIGURES:
             continue  # not a file the run saved
         cell_id, seed, kind = parts
         if keys is None or (cell_id, int(seed)) in keys:
@@ -224,8 +226,6 @@ def read(run_dir: str | Path) -> dict | None:
 def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
     """Latency metrics per (cell_id, seed): the median over processes of each process's
     median block (and p90), for the deployed model and, where there is one, the slimmed."""
-    from modelopt.metrics import LATENCY_FIGURES
-
     if not doc:
         return {}
     by: dict = {}
