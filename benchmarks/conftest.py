@@ -21,7 +21,7 @@ def pytest_addoption(parser):
 
 
 def _load_suite(config):
-    from modelopt.suite import SuiteError, load
+    from modelopt.spec.suite import SuiteError, load
 
     try:
         return load(config.getoption("--suite"))
@@ -33,7 +33,7 @@ def pytest_generate_tests(metafunc):
     if "cell_run" in metafunc.fixturenames:
         suite = _load_suite(metafunc.config)
         runs = suite.runs()
-        from modelopt.report import axis_labels
+        from modelopt.results.report import axis_labels
 
         labels = axis_labels([c.config for c, _ in runs]).apply(
             lambda r: "-".join(str(v) for v in r.values), axis=1).tolist()

@@ -24,8 +24,11 @@ import sys
 
 import pytest
 
-from modelopt import compare, results, runner
-from modelopt.suite import parse
+from modelopt.results import compare
+from modelopt.results import store as results
+from modelopt.run import runner
+from modelopt.run.timing import time_artifacts
+from modelopt.spec.suite import parse
 
 pytestmark = pytest.mark.harness
 
@@ -65,8 +68,8 @@ def copy_with(src, dst, cell_id: str, change) -> None:
     (dst / "results.jsonl").unlink()
     for rec in results.read(src):
         rec = copy.deepcopy(rec)
-        if rec["cell_id"] == cell_id:
-            change(rec["metrics"])
+        if rec.cell_id == cell_id:
+            change(rec.metrics)
         results.append(dst, rec)
 
 
@@ -100,13 +103,13 @@ def test_gate_false_alarms_and_power(benchmark, tmp_path):
         alarms, figures, compares = [], 0, 0
         for (a, la), (b, lb) in itertools.permutations(dirs, 2):
             with busy(la or lb):
-                cmp = compare.compare(a, b)
+                cmp = compare.compare(a, b, timer=time_artifacts)
             compares += 1
             figures += len(cmp.rows)
             alarms += [f"{a.name}->{b.name} {f}" for f in flagged(cmp)]
         out.update(alarms=alarms, figures=figures, compares=compares)
-        target = next(r["cell_id"] for r in results.read(dirs[0][0])
-                      if r["cell"]["model"]["name"] == "cnn")
+        target = next(r.cell_id for r in results.read(dirs[0][0])
+                      if r.cell["model"]["name"] == "cnn")
         power = {}
         for name, (base, load), cur in (("quiet", dirs[0], dirs[1][0]),
                                          ("busy", dirs[3], dirs[4][0])):
@@ -125,7 +128,7 @@ def test_gate_false_alarms_and_power(benchmark, tmp_path):
                              "accuracy": lambda m: m.update(accuracy=m["accuracy"] - 0.03)}
                     copy_with(cur, d, target, scale[metric])
                 with busy(load):
-                    cmp = compare.compare(base, d)
+                    cmp = compare.compare(base, d, timer=time_artifacts)
                 power[f"{name} {what}"] = any(r.cell_id == target and r.metric == metric
                                               for r in cmp.regressions)
         out["power"] = power

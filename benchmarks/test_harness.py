@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelopt import backends, results, runner
-from modelopt.cell import load_data, setup, train_model
-from modelopt.models import build
-from modelopt.suite import parse
+from modelopt.results import store as results
+from modelopt.run import backends, runner
+from modelopt.run.plan import load_data, train_here
+from modelopt.spec.suite import parse
+from modelopt.techniques.models import build
 
 pytestmark = pytest.mark.harness
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,14 +93,14 @@ def test_training_loop_overhead(benchmark):
     """modelopt's loop vs a hand-written one vs DataLoader, one thread each, same process."""
     cfg = parse(CNN.replace("STEPS", "2000")).cells[0].config
     backend = backends.build(cfg["backend"])
-    setup(backend, 1)
+    backend.prepare(1)
     data = load_data(cfg, 0)
     rates = {"hand": [], "dataloader": [], "modelopt": []}
 
     def once():
         rates["hand"].append(hand_loop(data, 2000, 100))
         rates["dataloader"].append(dataloader_loop(data, 2000, 100))
-        _, _, outcome = train_model(cfg, 0, backend, data)
+        outcome = train_here(backend, cfg, 0, data).outcome
         rates["modelopt"].append(outcome.samples / outcome.train_seconds)
 
     benchmark.pedantic(once, rounds=3, iterations=1)
@@ -142,21 +143,21 @@ def test_parallel_cells(benchmark, tmp_path):
 
     benchmark.pedantic(run_both, rounds=1, iterations=1)
     n = len(two.runs())
-    by = {d: {(r["cell"]["model"]["name"], r["seed"]): r for r in results.read(tmp_path / d)}
+    by = {d: {(r.cell["model"]["name"], r.seed): r for r in results.read(tmp_path / d)}
           for d in ("jobs1", "jobs2")}
     phases: dict[str, float] = {}
     for r in by["jobs2"].values():
-        for k, v in r["extra"].get("phase_seconds", {}).items():
+        for k, v in r.extra.get("phase_seconds", {}).items():
             phases[k] = phases.get(k, 0.0) + v
-    overhead = sum(r["duration_s"] for r in by["jobs2"].values()) - sum(phases.values())
+    overhead = sum(r.duration_s for r in by["jobs2"].values()) - sum(phases.values())
     same_1thread = parse(QUICK_SHORT)
     t0, stage = time.perf_counter(), []
     runner.run(same_1thread, tmp_path / "jobs1_1thread", jobs=1, resume=False,
                on_timing=lambda k, n: stage.append(time.perf_counter()))
     wall["jobs1_1thread"], wall["jobs1_1thread_cells"] = time.perf_counter() - t0, stage[0] - t0
-    serial = {(r["cell"]["model"]["name"], r["seed"]): r
+    serial = {(r.cell["model"]["name"], r.seed): r
               for r in results.read(tmp_path / "jobs1_1thread")}
-    identical = all(serial[k]["metrics"][m] == by["jobs2"][k]["metrics"][m]
+    identical = all(serial[k].metrics[m] == by["jobs2"][k].metrics[m]
                     for k in serial for m in ("accuracy", "loss", "params"))
     report(benchmark, runs=n, wall_jobs1_s=wall["jobs1"], wall_jobs2_s=wall["jobs2"],
            runs_per_min_jobs1=60 * n / wall["jobs1"], runs_per_min_jobs2=60 * n / wall["jobs2"],
@@ -177,7 +178,7 @@ def test_latency_repeatability(benchmark, tmp_path):
     """The same 2-seed cell run three times. Across runs (each its own timing stage): the
     coefficient of variation of latency_ms_batch_p50. Within a run: seed 1's model over
     seed 0's (the same architecture), per timing process; target within 1.00 ± 0.03."""
-    from modelopt import timing
+    from modelopt.results import latency
 
     suite = parse(CNN.replace("STEPS", "300").replace("seeds: [0]", "seeds: [0, 1]"))
     lat, ratios = [], []
@@ -186,7 +187,7 @@ def test_latency_repeatability(benchmark, tmp_path):
         for i in range(3):
             runner.run(suite, tmp_path / str(i), jobs=1, resume=False)
             lat.append(results.load(tmp_path / str(i))["latency_ms_batch_p50"].mean())
-            rows = timing.read(tmp_path / str(i))["rows"]
+            rows = latency.read(tmp_path / str(i))["rows"]
             for p in sorted({r["process"] for r in rows}):
                 t = {r["seed"]: r["rounds_batch"] for r in rows if r["process"] == p}
                 # as timing.ratio does: the median over rounds of the ratio within a round
@@ -201,8 +202,8 @@ def test_latency_repeatability(benchmark, tmp_path):
 
 BARE = textwrap.dedent("""
     import json, sys, torch
-    from modelopt.cell import load_data
-    from modelopt.models import build
+    from modelopt.run.plan import load_data
+    from modelopt.techniques.models import build
     cfg = json.loads(sys.argv[1])
     torch.set_num_threads(1)
     data = load_data(cfg, 0)
@@ -228,8 +229,8 @@ def test_peak_memory_vs_bare_script(benchmark, tmp_path):
         rec = results.read(tmp_path)[0]
         bare = subprocess.run([sys.executable, "-c", BARE, json.dumps(suite.cells[0].config)],
                               capture_output=True, text=True, check=True)
-        out["cell"] = rec["metrics"]["peak_rss_mb"]
-        out["baseline"] = rec["metrics"]["baseline_rss_mb"]
+        out["cell"] = rec.metrics["peak_rss_mb"]
+        out["baseline"] = rec.metrics["baseline_rss_mb"]
         out["bare"] = json.loads(bare.stdout.strip().splitlines()[-1])["peak_mb"]
 
     benchmark.pedantic(both, rounds=1, iterations=1)
@@ -241,7 +242,7 @@ def test_peak_memory_vs_bare_script(benchmark, tmp_path):
 PLAIN = textwrap.dedent("""
     import json, sys, torch
     from benchmarks.test_harness import hand_loop
-    from modelopt.cell import load_data
+    from modelopt.run.plan import load_data
     cfg, threads = json.loads(sys.argv[1]), int(sys.argv[2])
     torch.set_num_threads(threads)
     rate = hand_loop(load_data(cfg, 0), cfg["train"]["steps"], cfg["train"]["batch_size"])

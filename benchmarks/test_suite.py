@@ -9,9 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modelopt import metrics as M
-from modelopt import results, runner, timing
-from modelopt.report import axis_labels
+from modelopt.results import latency
+from modelopt.results import metrics as M
+from modelopt.results import store as results
+from modelopt.results.report import axis_labels
+from modelopt.run import scheduler
 
 
 def test_cell(benchmark, suite, cell_run, results_dir):
@@ -19,24 +21,24 @@ def test_cell(benchmark, suite, cell_run, results_dir):
     labels = axis_labels([c.config for c in suite.cells])
     row = labels.iloc[list(suite.cells).index(cell)]
     benchmark.group = f"{suite.name}: " + ", ".join(f"{k[5:]}={v}" for k, v in row.items())
-    model_dir = results_dir / timing.MODELS_DIR
+    model_dir = results_dir / latency.MODELS_DIR
     records = []
-    sched = runner.Scheduler(suite, 1, on_record=records.append, model_dir=str(model_dir))
-    sched.run([runner.Job(cell, seed, 1, cell.config["train"]["timeout_s"])])
+    sched = scheduler.Scheduler(suite, 1, on_record=records.append, model_dir=str(model_dir))
+    sched.run([scheduler.job(cell, seed, 1)])
     rec = records[0]
     results.append(results.results_path(results_dir), rec)
-    undeclared = M.undeclared(rec["metrics"])
+    undeclared = M.undeclared(rec.metrics)
     if undeclared:  # every figure is in the metric table, or this is a bug of ours
         pytest.fail(f"metrics missing from modelopt/metrics.py: {undeclared}")
     benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
-                                 "status": rec["status"], "error": rec["error"],
-                                 **{k: v for k, v in rec["metrics"].items()
+                                 "status": rec.status, "error": rec.error,
+                                 **{k: v for k, v in rec.metrics.items()
                                     if M.TABLE[k].fmt != "none"}})
-    if rec["status"] != "ok":
+    if rec.status != "ok":
         pytest.fail(f"{rec['status']}: {rec['error']}")
     # our own file, written a moment ago by the cell's process: a whole pickled module
     # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
-    saved = torch.load(timing.artifact_path(model_dir, cell.cell_id, seed, "model"),
+    saved = torch.load(latency.artifact_path(model_dir, cell.cell_id, seed, "model"),
                        weights_only=False)
     model, example = saved["model"].eval(), saved["example"]
     torch.set_num_threads(1)  # as the timing stage times

@@ -36,8 +36,9 @@ def _replicates(text: str) -> int:
 
 
 def cmd_run(args) -> int:
-    from modelopt import launch, runner, timing
-    from modelopt.suite import SuiteError, load
+    from modelopt.results.latency import TimingError
+    from modelopt.run import launch, runner
+    from modelopt.spec.suite import SuiteError, load
 
     try:
         launched = launch.from_env()
@@ -64,14 +65,14 @@ def cmd_run(args) -> int:
                   "(--no-resume to run all again)", file=sys.stderr)
         bar = tqdm(total=todo, unit="cell", desc=suite.name, disable=args.quiet or None)
 
-    def on_record(rec: dict) -> None:
-        label = f"{rec['cell_id']} seed {rec['seed']}"
-        if rec["status"] != "ok":
-            msg = (rec["error"] or "").splitlines()[0] if rec["error"] else ""
-            tqdm.write(f"{rec['status']}: {label}: {msg}", file=sys.stderr)
+    def on_record(rec) -> None:
+        label = f"{rec.cell_id} seed {rec.seed}"
+        if not rec.ok:
+            msg = rec.error.splitlines()[0] if rec.error else ""
+            tqdm.write(f"{rec.status}: {label}: {msg}", file=sys.stderr)
         if bar:
-            acc = rec["metrics"].get("accuracy")
-            bar.set_postfix_str(f"last {rec['status']}" + (f" acc {acc:.3f}" if acc else ""))
+            acc = rec.metrics.get("accuracy")
+            bar.set_postfix_str(f"last {rec.status}" + (f" acc {acc:.3f}" if acc else ""))
             bar.update(1)
 
     def on_timing(k: int, n: int) -> None:
@@ -97,7 +98,7 @@ def cmd_run(args) -> int:
                                  timing_processes=args.timing_processes)
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
-    except timing.TimingError as exc:  # the cells' results are kept; `modelopt time` retries
+    except TimingError as exc:  # the cells' results are kept; `modelopt time` retries
         return _err(f"{exc}; the results are kept: `modelopt time {out}` times them again", 1)
     except ImportError as exc:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
@@ -109,21 +110,20 @@ def cmd_run(args) -> int:
         print("interrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)
         return 130
-    bad = summary.counts.get("failed", 0) + summary.counts.get("timeout", 0)
-    return 1 if bad else 0
+    return 1 if summary.failed else 0
 
 
 def cmd_report(args) -> int:
     import pandas as pd
 
-    from modelopt import plots, report, results
+    from modelopt.results import plots, report, store
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        df = results.load([Path(d) for d in args.dirs])
-        docs = results.timings([Path(d) for d in args.dirs])
-    except results.ResultsError as exc:
+        df = store.load([Path(d) for d in args.dirs])
+        docs = store.timings([Path(d) for d in args.dirs])
+    except store.ResultsError as exc:
         return _err(str(exc))
     if df.empty:
         return _err("no results to report")
@@ -171,11 +171,12 @@ def _index_entries(index: Path) -> dict:
 
 
 def cmd_merge(args) -> int:
-    from modelopt import results, runner
+    from modelopt.results import store
+    from modelopt.run import runner
 
     try:
         n = runner.merge(args.dirs, args.out)
-    except (runner.ResumeError, results.ResultsError) as exc:
+    except (runner.ResumeError, store.ResultsError) as exc:
         return _err(str(exc))
     print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}; time "
           f"their saved models side by side with `modelopt time {args.out}`", file=sys.stderr)
@@ -184,24 +185,29 @@ def cmd_merge(args) -> int:
 
 def cmd_list(args) -> int:
     import inspect
+    from dataclasses import asdict
 
-    from modelopt.suite import registries
+    from modelopt.spec import plugins
+    from modelopt.spec.registry import describe
 
-    for key, reg in registries().items():
+    for key, reg in plugins.load().items():
         print(f"{key}:")
         for e in reg.entries():
             params = ", ".join(
-                p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+                f"{p.name}: {describe(p.annotation)}"
+                + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
                 for p in e.params)
-            flags = "".join(f" [{k}={v}]" for k, v in e.flags.items() if v not in (None, False))
-            print(f"  {e.name}({params}){flags}")
-            if e.doc:
-                print(f"      {e.doc}")
+            facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
+                            if v not in (None, False))
+            print(f"  {e.name}({params}){facts}")
+            for line in e.doc.splitlines():
+                print(f"      {line}".rstrip())
     return 0
 
 
 def cmd_compare(args) -> int:
-    from modelopt import compare
+    from modelopt.results import compare
+    from modelopt.run.timing import time_artifacts
 
     def progress(k: int, n: int) -> None:
         print(f"re-timing both runs' models side by side: process {k + 1} of {n}",
@@ -216,7 +222,8 @@ def cmd_compare(args) -> int:
         for text in args.fail_on or []:
             rules.update([compare.parse_threshold(text)])
         cmp = compare.compare(args.baseline, args.current, rules,
-                              allow_missing=args.allow_missing, retime=not args.no_retime,
+                              allow_missing=args.allow_missing,
+                              timer=None if args.no_retime else time_artifacts,
                               processes=args.timing_processes, progress=progress)
     except compare.CompareError as exc:
         return _err(str(exc))
@@ -229,36 +236,37 @@ def cmd_compare(args) -> int:
 
 
 def cmd_time(args) -> int:
-    from modelopt import results, timing
+    from modelopt.results import latency, store
+    from modelopt.run import timing
 
     def progress(k: int, n: int) -> None:
         print(f"timing process {k + 1} of {n}", file=sys.stderr)
 
     try:
-        recs = results.read(args.dir)
-    except results.ResultsError as exc:
+        recs = store.read(args.dir)
+    except store.ResultsError as exc:
         return _err(str(exc))
-    ok = {(r["cell_id"], r["seed"]) for r in recs if r.get("status") == "ok"}
-    suites = {r["suite"] for r in recs}
+    ok = {r.key for r in recs if r.ok}
+    suites = {r.suite for r in recs}
     if len(suites) != 1:
         return _err(f"{args.dir}: holds {len(suites)} suites; time one run at a time")
     try:
         n = timing.run_stage(args.dir, suites.pop(), ok, processes=args.processes,
                              progress=progress)
-    except timing.TimingError as exc:
+    except latency.TimingError as exc:
         return _err(str(exc), 1)
     if not n:
-        return _err(f"{args.dir}: no saved models of ok cells under {timing.MODELS_DIR}/")
-    print(f"timed {n} models; wrote {Path(args.dir) / timing.TIMING_FILE}", file=sys.stderr)
+        return _err(f"{args.dir}: no saved models of ok cells under {latency.MODELS_DIR}/")
+    print(f"timed {n} models; wrote {Path(args.dir) / latency.TIMING_FILE}", file=sys.stderr)
     return 0
 
 
 def cmd_export(args) -> int:
-    from modelopt import export, results
+    from modelopt.results import export, store
 
     try:
-        df = results.load([Path(d) for d in args.results])
-    except results.ResultsError as exc:
+        df = store.load([Path(d) for d in args.results])
+    except store.ResultsError as exc:
         return _err(str(exc))
     entries = export.github_action_benchmark(df)
     out = Path(args.out)

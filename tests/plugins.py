@@ -5,7 +5,7 @@ import time
 
 from torch import nn
 
-from modelopt.models import MODELS
+from modelopt.spec.registries import MODELS
 
 
 class _Crash(nn.Linear):

@@ -2,9 +2,9 @@ import psutil
 import pytest
 import torch
 
-from modelopt import backends, distributed
-from modelopt.cell import setup, train_model
-from modelopt.suite import parse
+from modelopt.run import backends, ddp
+from modelopt.run.plan import load_data, train_here
+from modelopt.spec.suite import parse
 
 SUITE = """
 name: b
@@ -34,10 +34,12 @@ def ranks_alive():
 def test_ddp_two_ranks_matches_single_process_weights():
     cells = parse(SUITE).cells
     cpu_cfg, ddp_cfg = (c.config for c in cells)
-    setup(backends.build(cpu_cfg["backend"]), 1)
-    single, _, _ = train_model(cpu_cfg, 0, backends.build(cpu_cfg["backend"]))
-    state, outcome, startup = distributed.train(ddp_cfg, 0, backends.build(ddp_cfg["backend"]))
-    assert startup > 0 and outcome.samples == 20 * 64  # the global rate counts both ranks
+    backends.build(cpu_cfg["backend"]).prepare(1)
+    single = train_here(backends.build(cpu_cfg["backend"]), cpu_cfg, 0).net
+    ranked = backends.build(ddp_cfg["backend"]).train(ddp_cfg, 0, load_data(ddp_cfg, 0))
+    state, outcome = ranked.net.state_dict(), ranked.outcome
+    assert ranked.info["ddp_startup_s"] > 0 and ranked.info["ddp_world_size"] == 2
+    assert outcome.samples == 20 * 64  # the global rate counts both ranks
     for name, w in single.state_dict().items():
         # same global batch, same initial weights: only the summation order differs
         # (two half-batch means averaged by all-reduce vs one mean)
@@ -48,8 +50,8 @@ def test_ddp_two_ranks_matches_single_process_weights():
 def test_a_rank_that_raises_fails_the_cell_and_leaves_no_process():
     cfg = parse(SUITE.replace("model: {name: mlp, hidden: 16}",
                               "model: {name: test_crash, how: raise}")).cells[1].config
-    with pytest.raises(distributed.RankFailed, match="rank [01]: RuntimeError: deliberate"):
-        distributed.train(cfg, 0, backends.build(cfg["backend"]))
+    with pytest.raises(ddp.RankFailed, match="rank [01]: RuntimeError: deliberate"):
+        backends.build(cfg["backend"]).train(cfg, 0, load_data(cfg, 0))
     assert ranks_alive() == []
 
 
@@ -61,7 +63,7 @@ def test_ddp_larger_than_the_machine_is_refused():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_cell_with_amp_runs_and_reports_gpu_memory():
-    from modelopt.cell import run_cell
+    from modelopt.run.cell import run_cell
 
     cfg = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
                               "backend: [{name: cuda, amp: true}]")).cells[0].config
@@ -80,7 +82,7 @@ def cuda_cell(backend: str, **extra) -> dict:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("amp_dtype", ["fp16", "bf16"])
 def test_cuda_amp_learns_as_float32_does(amp_dtype):
-    from modelopt.cell import run_cell
+    from modelopt.run.cell import run_cell
 
     fp32 = run_cell(cuda_cell("{name: cuda}"), 0)
     amp = run_cell(cuda_cell(f"{{name: cuda, amp: true, amp_dtype: {amp_dtype}}}"), 0)
@@ -92,7 +94,7 @@ def test_cuda_amp_learns_as_float32_does(amp_dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
-    from modelopt.cell import run_cell
+    from modelopt.run.cell import run_cell
 
     pruned = run_cell(cuda_cell("{name: cuda}", prune={
         "name": "l1_structured", "amount": 0.5, "finetune_steps": 10}), 0)
@@ -108,8 +110,9 @@ def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
 def test_ddp_nccl_two_gpus_matches_one_gpu():
     cuda_cfg = cuda_cell("{name: cuda}")
     ddp_cfg = cuda_cell("{name: ddp, world_size: 2, dist_backend: nccl, device: cuda}")
-    single, _, _ = train_model(cuda_cfg, 0, backends.build(cuda_cfg["backend"]))
-    state, outcome, _ = distributed.train(ddp_cfg, 0, backends.build(ddp_cfg["backend"]))
+    single = train_here(backends.build(cuda_cfg["backend"]), cuda_cfg, 0).net
+    ranked = backends.build(ddp_cfg["backend"]).train(ddp_cfg, 0, load_data(ddp_cfg, 0))
+    state, outcome = ranked.net.state_dict(), ranked.outcome
     assert outcome.samples == 20 * 64
     for name, w in single.state_dict().items():
         assert torch.allclose(w.cpu(), state[name], atol=1e-4), name
@@ -123,10 +126,11 @@ def test_cuda_unavailable_message():
 
 
 def test_ddp_cell_through_the_runner(tmp_path):
-    from modelopt import results, runner
+    from modelopt.results import store as results
+    from modelopt.run import runner
 
     suite = parse(SUITE.replace("backend: [cpu, ", "backend: ["))
     runner.run(suite, tmp_path, jobs=2)
     (rec,) = results.read(tmp_path)
-    assert rec["status"] == "ok", rec["error"]
-    assert rec["metrics"]["ddp_startup_s"] > 0 and rec["metrics"]["accuracy"] > 0.4
+    assert rec.status == "ok", rec.error
+    assert rec.metrics["ddp_startup_s"] > 0 and rec.metrics["accuracy"] > 0.4

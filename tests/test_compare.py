@@ -5,8 +5,11 @@ import sys
 
 import pytest
 
-from modelopt import compare, results, runner
-from modelopt.suite import parse
+from modelopt.results import compare
+from modelopt.results import store as results
+from modelopt.run import runner
+from modelopt.run.timing import time_artifacts
+from modelopt.spec.suite import parse
 
 SUITE = """
 name: cmp
@@ -44,7 +47,7 @@ def cli(*args):
 
 
 def test_same_results_compare_clean(baseline):
-    cmp = compare.compare(baseline, baseline)
+    cmp = compare.compare(baseline, baseline, timer=time_artifacts)
     assert not cmp.failed and len({r.cell_id for r in cmp.rows}) == 2
     # latency was re-timed side by side: the same models read the same
     assert {r.metric for r in cmp.rows} >= {"latency_ms_p50", "latency_ms_batch_p50"}
@@ -54,11 +57,11 @@ def test_same_results_compare_clean(baseline):
 
 def test_a_run_whose_cells_all_failed_fails_the_gate(baseline, tmp_path):
     def broken(rec):
-        rec.update(status="failed", error="RuntimeError: boom", metrics={})
+        rec.status, rec.error, rec.metrics = "failed", "RuntimeError: boom", {}
 
     r = cli(baseline, current_with(tmp_path, baseline, broken))
     assert r.returncode == 1 and "REGRESSION" in r.stdout and "boom" in r.stdout
-    cmp = compare.compare(baseline, current_with(tmp_path / "b", baseline, broken))
+    cmp = compare.compare(baseline, current_with(tmp_path / "b", baseline, broken), timer=time_artifacts)
     assert {r.metric for r in cmp.regressions} == {"status"} and len(cmp.regressions) == 2
 
 
@@ -66,17 +69,18 @@ def test_one_failed_seed_is_a_regression(baseline, tmp_path):
     first = results.read(baseline)[0]
 
     def diverged(rec):
-        if rec["cell_id"] == first["cell_id"] and rec["seed"] == first["seed"]:
-            rec.update(status="diverged", error="loss became NaN/inf at train step 7", metrics={})
+        if rec.cell_id == first.cell_id and rec.seed == first.seed:
+            rec.status, rec.metrics = "diverged", {}
+            rec.error = "loss became NaN/inf at train step 7"
 
-    cmp = compare.compare(baseline, current_with(tmp_path, baseline, diverged), retime=False)
-    assert [(r.cell_id, r.metric) for r in cmp.regressions] == [(first["cell_id"], "status")]
+    cmp = compare.compare(baseline, current_with(tmp_path, baseline, diverged), timer=None)
+    assert [(r.cell_id, r.metric) for r in cmp.regressions] == [(first.cell_id, "status")]
     assert "NaN" in cmp.regressions[0].note
 
 
 def test_missing_cell_fails_unless_allowed(baseline, tmp_path):
-    first = results.read(baseline)[0]["cell_id"]
-    out = current_with(tmp_path, baseline, lambda rec: rec["cell_id"] != first)
+    first = results.read(baseline)[0].cell_id
+    out = current_with(tmp_path, baseline, lambda rec: rec.cell_id != first)
     r = cli(baseline, out, "--no-retime")
     assert r.returncode == 1 and "Only in the baseline" in r.stdout
     assert "model=" in r.stdout  # named by the axes that differ, not by a hash
@@ -86,20 +90,20 @@ def test_missing_cell_fails_unless_allowed(baseline, tmp_path):
 
 
 def test_accuracy_drop_and_param_change_are_flagged(baseline, tmp_path):
-    first = results.read(baseline)[0]["cell_id"]
+    first = results.read(baseline)[0].cell_id
 
     def worse(rec):
-        if rec["cell_id"] == first:
-            rec["metrics"]["accuracy"] -= 0.03
+        if rec.cell_id == first:
+            rec.metrics["accuracy"] -= 0.03
 
-    cmp = compare.compare(baseline, current_with(tmp_path / "a", baseline, worse), retime=False)
+    cmp = compare.compare(baseline, current_with(tmp_path / "a", baseline, worse), timer=None)
     assert [(r.cell_id, r.metric) for r in cmp.regressions] == [(first, "accuracy")]
 
     def one_more_param(rec):
-        rec["metrics"]["params"] += 1
+        rec.metrics["params"] += 1
 
     cmp = compare.compare(baseline, current_with(tmp_path / "p", baseline, one_more_param),
-                          retime=False)
+                          timer=None)
     assert [r.metric for r in cmp.regressions] == ["params"] * 2
 
 
@@ -108,25 +112,25 @@ SPEED = {0: 1000.0, 1: 1060.0, 2: 970.0}  # samples/s per seed: a spread, set by
 
 def test_training_speed_is_judged_per_machine_speed(baseline, tmp_path):
     """The decision rule on figures set by hand (the benchmark measures it on real reruns)."""
-    first = results.read(baseline)[0]["cell_id"]
+    first = results.read(baseline)[0].cell_id
 
     def with_speed(factor: float, probe: float, only_first: bool = False):
         def change(rec):
-            scale = factor if rec["cell_id"] == first or not only_first else 1.0
-            rec["metrics"].update(train_samples_s=SPEED[rec["seed"]] * scale,
+            scale = factor if rec.cell_id == first or not only_first else 1.0
+            rec.metrics.update(train_samples_s=SPEED[rec.seed] * scale,
                                   machine_probe_ms=probe)
         return change
 
     base = current_with(tmp_path / "b", baseline, with_speed(1.0, 20.0))
     slower_code = current_with(tmp_path / "c", baseline, with_speed(0.75, 20.0, True))
-    cmp = compare.compare(base, slower_code)
+    cmp = compare.compare(base, slower_code, timer=time_artifacts)
     assert [(r.cell_id, r.metric) for r in cmp.regressions] == [(first, "train_samples_s")]
     # every cell's probe took longer by as much: the machine was slower, not the code
     slower_machine = current_with(tmp_path / "m", baseline, with_speed(0.75, 20.0 / 0.75))
-    assert not compare.compare(base, slower_machine).failed
+    assert not compare.compare(base, slower_machine, timer=time_artifacts).failed
     # within the tolerance (15 %): no regression
     assert not compare.compare(base, current_with(tmp_path / "t", baseline,
-                                                  with_speed(0.9, 20.0))).failed
+                                                  with_speed(0.9, 20.0)), timer=time_artifacts).failed
 
 
 def test_latency_slowdown_of_a_saved_model_is_flagged_on_re_timing(baseline, tmp_path):
@@ -140,12 +144,12 @@ def test_latency_slowdown_of_a_saved_model_is_flagged_on_re_timing(baseline, tmp
 
     cur = tmp_path / "cur"
     shutil.copytree(baseline, cur)
-    first = results.read(baseline)[0]["cell_id"]
+    first = results.read(baseline)[0].cell_id
     for p in (cur / "models").glob(f"{first}-*-model.pt"):
         saved = torch.load(p, weights_only=False)
         saved["model"] = Slowed(saved["model"], 1.3)
         torch.save(saved, p)
-    cmp = compare.compare(baseline, cur)
+    cmp = compare.compare(baseline, cur, timer=time_artifacts)
     flagged = {(r.cell_id, r.metric) for r in cmp.regressions}
     assert flagged == {(first, "latency_ms_p50"), (first, "latency_ms_batch_p50")}
     row = next(r for r in cmp.rows if r.metric == "latency_ms_batch_p50" and r.cell_id == first)
@@ -159,19 +163,19 @@ def test_latency_slowdown_of_a_saved_model_is_flagged_on_re_timing(baseline, tmp
 
 def test_without_saved_models_latency_is_not_gated(baseline, tmp_path):
     def slower(rec):
-        rec["metrics"]["latency_ms_p50"] = 10.0  # whatever a separate run measured
+        rec.metrics["latency_ms_p50"] = 10.0  # whatever a separate run measured
 
-    cmp = compare.compare(baseline, current_with(tmp_path, baseline, slower))
+    cmp = compare.compare(baseline, current_with(tmp_path, baseline, slower), timer=time_artifacts)
     assert not cmp.failed and not any(r.metric.startswith("latency") for r in cmp.rows)
     assert "not gated" in compare.markdown(cmp)
 
 
 def test_thresholds_from_the_command_line(baseline, tmp_path):
-    first = results.read(baseline)[0]["cell_id"]
+    first = results.read(baseline)[0].cell_id
 
     def worse(rec):
-        if rec["cell_id"] == first:
-            rec["metrics"]["accuracy"] -= 0.03
+        if rec.cell_id == first:
+            rec.metrics["accuracy"] -= 0.03
 
     cur = current_with(tmp_path, baseline, worse)
     assert cli(baseline, cur, "--no-retime").returncode == 1
@@ -193,13 +197,13 @@ def test_corrupt_baseline_exits_2_with_file_and_line(baseline, tmp_path):
 
 
 def test_pytest_benchmark_json_input(baseline, tmp_path):
-    benches = [{"name": f"test_cell[{r['cell_id']}]", "group": "cmp: x",
-                "extra_info": {"cell_id": r["cell_id"], "seed": r["seed"], "status": "ok",
-                               **r["metrics"]}, "stats": {}}
+    benches = [{"name": f"test_cell[{r.cell_id}]", "group": "cmp: x",
+                "extra_info": {"cell_id": r.cell_id, "seed": r.seed, "status": "ok",
+                               **r.metrics}, "stats": {}}
                for r in results.read(baseline)]
     p = tmp_path / "b.json"
     p.write_text(json.dumps({"benchmarks": benches}))
-    assert not compare.compare(p, baseline).regressions
+    assert not compare.compare(p, baseline, timer=time_artifacts).regressions
 
 
 def test_export_github_action_benchmark(baseline, tmp_path):

@@ -5,10 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from modelopt import distill, prune, quantize
-from modelopt.data import DATASETS, split_validation
-from modelopt.measure import count_params
-from modelopt.models import build
+from modelopt.run.measure import count_params
+from modelopt.techniques import distill, prune, quantize
+from modelopt.techniques.data import DATASETS, split_validation
+from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.models import build
 
 
 def mlp():
@@ -77,17 +78,18 @@ def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
     m.eval()
     with torch.no_grad():
         m(d.x_train[:64])
-    info = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None).info
+    pruned = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None)
+    info = pruned.info
     for _, layer, _ in prune._hidden_layers(m):
         rows = layer.weight.detach().flatten(1).abs().sum(1)
         assert int((rows == 0).sum()) == 4  # half of 8 channels, as whole channels
-    assert info["slimmed_params"] < count_params(m)[0] * 0.6
+    assert count_params(pruned.slimmed)[0] < count_params(m)[0] * 0.6
     assert info["slimmed_max_abs_diff"] < 1e-5  # same outputs as the masked model
 
 
 def test_a_structured_cell_reports_masked_and_slimmed_figures():
-    from modelopt.cell import run_cell
-    from modelopt.suite import parse
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import parse
 
     cfg = parse("""
 name: slim
@@ -153,7 +155,7 @@ def test_every_pruning_method_reaches_its_amount(name, amount):
 
 
 def test_structured_pruning_fails_naming_layers_nested_in_a_block():
-    with pytest.raises(prune.TechniqueError,
+    with pytest.raises(TechniqueError,
                        match=r"asked 50.0 %.*'blocks\.0\.conv1' \(0 of 8 channels zeroed\) is"
                              r" nested inside a block \('blocks\.0'\).*'blocks\.0\.conv2'"):
         run({"name": "l1_structured", "amount": 0.5}, residual_cnn())
@@ -162,12 +164,12 @@ def test_structured_pruning_fails_naming_layers_nested_in_a_block():
 def test_unstructured_pruning_short_of_the_amount_fails():
     local = prune.PRUNERS.build("l1_unstructured", amount=0.5)
     zeros = prune._zeros(m := mlp())
-    with pytest.raises(prune.TechniqueError, match=r"asked 50.0 % of every layer's weights.*"
+    with pytest.raises(TechniqueError, match=r"asked 50.0 % of every layer's weights.*"
                                                    r"reached layer '1': 0.0 % \(0 of 384 weights"):
         prune.check_unstructured(m, "l1_unstructured", local, zeros)
     overall = prune.PRUNERS.build("l1_unstructured", amount=0.5, global_=True)
     torch.nn.utils.prune.l1_unstructured(m[1], "weight", amount=0.9)  # 384 x 0.9 = 346 weights
-    with pytest.raises(prune.TechniqueError, match=r"over all targeted layers: 22.5 % \(346 of"):
+    with pytest.raises(TechniqueError, match=r"over all targeted layers: 22.5 % \(346 of"):
         prune.check_unstructured(m, "l1_unstructured", overall, zeros)
 
 
@@ -178,23 +180,43 @@ def test_a_slimmed_model_that_computes_something_else_fails(monkeypatch):
             slimmed[-1].bias += 1.0
         return slimmed
     monkeypatch.setattr(prune, "slim", wrong_slim)
-    with pytest.raises(prune.TechniqueError, match=r"differs from the masked model by up to 1 on"
+    with pytest.raises(TechniqueError, match=r"differs from the masked model by up to 1 on"
                                                    r" 75 test inputs, past the tolerance"):
         run({"name": "l1_structured", "amount": 0.5}, mlp())
 
 
 def test_dynamic_int8_of_a_model_without_linear_layers_fails():
-    from modelopt.backends import cpu
-
     convs = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
-    with pytest.raises(prune.TechniqueError, match=r"quantizes GRU and Linear layers, and the model"
+    with pytest.raises(TechniqueError, match=r"quantizes GRU and Linear layers, and the model"
                                                    r" \(Sequential\) has none.*Conv1d"):
-        quantize.apply({"name": "dynamic_int8"}, convs, None, cpu())
+        quantize.QUANTIZERS.build("dynamic_int8").convert(convs)
 
 
 def test_amount_outside_range_is_rejected():
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        prune.PRUNERS.build("l1_unstructured", amount=1.0)
+    from modelopt.spec.registry import RegistryError
+
+    with pytest.raises(RegistryError, match=r"parameter 'amount': Input should be less than 1"):
+        prune.PRUNERS.check("l1_unstructured", {"amount": 1.0})
+
+
+def test_kd_parameters_are_checked_when_the_suite_loads():
+    """temperature 0 once validated and then diverged the cell; it is refused up front now."""
+    from modelopt.spec.suite import SuiteError, parse
+
+    text = """
+name: kd0
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 100}
+  model: mlp
+  optimizer: sgd
+  distill: {name: kd, temperature: TEMP, teacher: {model: mlp, optimizer: sgd}}
+matrix: {train.steps: [2]}
+"""
+    with pytest.raises(SuiteError, match=r"defaults.distill: .*'temperature': Input should be "
+                                         r"greater than 0"):
+        parse(text.replace("TEMP", "0"))
+    assert parse(text.replace("TEMP", "2")).cells
 
 
 def test_kd_loss_matches_the_formula_by_hand():
@@ -208,15 +230,16 @@ def test_kd_loss_matches_the_formula_by_hand():
 
 def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
-    from modelopt.backends import cpu
-
     d = data()
     calls = []
 
-    def trainer(cfg, seed, backend):
-        calls.append(seed)
-        torch.manual_seed(seed)
-        return build(cfg["model"], d.input_shape, d.num_outputs), None
+    def get(cfg, seed):
+        def train():
+            calls.append(seed)
+            torch.manual_seed(seed)
+            return build(cfg["model"], d.input_shape, d.num_outputs)
+        return distill.cached_teacher(cfg, seed, build(cfg["model"], d.input_shape,
+                                                       d.num_outputs), train)
 
     teacher = {"model": {"name": "mlp", "hidden": 64}, "train": {"steps": 5}}
     student = {"dataset": {"name": "synthetic"}, "backend": {"name": "cpu"},
@@ -224,21 +247,20 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
                "train": {"val_fraction": 0.1}}
     cfg = distill.teacher_config(teacher, student)
     assert cfg["preprocess"] == []  # the teacher sees the whole training split
-    m1, i1 = distill.get_teacher(cfg, 0, cpu(), d, trainer)
-    m2, i2 = distill.get_teacher(cfg, 0, cpu(), d, trainer)
-    assert calls == [0] and not i1["teacher_cached"] and i2["teacher_cached"]
+    m1, cached1 = get(cfg, 0)
+    m2, cached2 = get(cfg, 0)
+    assert calls == [0] and not cached1 and cached2
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
-    distill.get_teacher(cfg, 1, cpu(), d, trainer)
+    get(cfg, 1)
     assert calls == [0, 1]  # another seed is another teacher
 
 
 def test_dynamic_int8_runs_and_is_smaller():
-    from modelopt.backends import cpu
-    from modelopt.measure import size_bytes
+    from modelopt.run.measure import size_bytes
 
     torch.manual_seed(0)
     m = build({"name": "mlp", "hidden": 256}, (12,), 4).eval()  # big enough that weights dominate
-    q, info = quantize.apply({"name": "dynamic_int8", "layers": "linear"}, m, None, cpu())
+    q, info = quantize.QUANTIZERS.build("dynamic_int8", layers="linear").convert(m)
     x = torch.randn(8, 12)
     assert q(x).shape == (8, 4) and info["quantized"] and info["quantized_layers"] == 3
     assert size_bytes(q) < 0.35 * size_bytes(m)  # int8 weights: about a quarter
@@ -247,18 +269,18 @@ def test_dynamic_int8_runs_and_is_smaller():
 
 
 def test_weight_clip_hook_clips():
-    (hook,) = quantize.train_hooks({"name": "weight_clip", "clip": 0.1})
+    (hook,) = quantize.QUANTIZERS.build("weight_clip", clip=0.1).after_step
     m = nn.Linear(4, 4)
     with torch.no_grad():
         m.weight.fill_(3.0)
     hook(m)
     assert float(m.weight.abs().max()) == pytest.approx(0.1)
-    assert quantize.train_hooks(None) == []
+    assert quantize.QUANTIZERS.build("dynamic_int8").after_step == []
 
 
 def test_distilled_students_share_one_cached_teacher(tmp_path, monkeypatch):
-    from modelopt.cell import run_cell
-    from modelopt.suite import parse
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import parse
 
     monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
     s = parse("""

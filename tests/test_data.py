@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from modelopt.data import DATASETS, DataUnavailable, load, split_validation
+from modelopt.techniques.data import DATASETS, DataUnavailable, load, split_validation
 
 
 def test_mnist1d_shapes_and_cache(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelopt.suite import CELL_KEYS, SuiteError, parse
+from modelopt.spec.schema import CELL_KEYS
+from modelopt.spec.suite import SuiteError, parse
 
 NAMES = ["mnist1d", "digits", "synthetic", "cnn", "mlp", "linear", "gru", "cnn2d", "adam", "sgd",
          "cosine", "l1", "l1_unstructured", "kd", "dynamic_int8", "cpu", "cuda", "standardize",

@@ -9,8 +9,9 @@ import uuid
 import psutil
 import pytest
 
-from modelopt import launch, results
-from modelopt.suite import parse
+from modelopt.results import store as results
+from modelopt.run import launch
+from modelopt.spec.suite import parse
 
 SUITE = """
 name: launched
@@ -67,12 +68,12 @@ def test_two_nodes_train_the_ddp_cell_as_the_spawned_ranks_do(tmp_path):
     mark = uuid.uuid4().hex
     runs = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "launched")], mark, 2)
     assert all(r.returncode == 0 for r in runs), "\n".join(r.stdout[-3000:] for r in runs)
-    recs = {r["cell"]["backend"]["name"]: r for r in results.read(tmp_path / "launched")}
+    recs = {r.cell["backend"]["name"]: r for r in results.read(tmp_path / "launched")}
     ddp, cpu = recs["ddp"], recs["cpu"]
-    assert ddp["status"] == "ok" and cpu["status"] == "ok", (ddp["error"], cpu["error"])
-    assert ddp["cell"]["backend"]["world_size"] == 2 and ddp["metrics"]["ddp_world_size"] == 2
-    assert ddp["env"]["launcher"] == "torchrun" and ddp["env"]["world_size"] == 2
-    assert ddp["metrics"]["train_samples_s"] > 0
+    assert ddp.status == "ok" and cpu.status == "ok", (ddp.error, cpu.error)
+    assert ddp.cell["backend"]["world_size"] == 2 and ddp.metrics["ddp_world_size"] == 2
+    assert ddp.env["launcher"] == "torchrun" and ddp.env["world_size"] == 2
+    assert ddp.metrics["train_samples_s"] > 0
     assert results.load(tmp_path / "launched")["latency_ms_p50"].gt(0).all()  # timed on rank 0
 
     # the same cell with 2 spawned ranks: the same data, shards and all-reduce, the same loss
@@ -81,10 +82,10 @@ def test_two_nodes_train_the_ddp_cell_as_the_spawned_ranks_do(tmp_path):
                              env={**os.environ, "MODELOPT_TEST_MARK": mark},
                              capture_output=True, text=True, timeout=300)
     assert spawned.returncode == 0, spawned.stderr[-3000:]
-    (ref,) = [r for r in results.read(tmp_path / "spawned") if r["cell"]["backend"]["name"] == "ddp"]
-    assert ref["cell_id"] == ddp["cell_id"] and "launcher" not in ref["env"]
+    (ref,) = [r for r in results.read(tmp_path / "spawned") if r.cell["backend"]["name"] == "ddp"]
+    assert ref.cell_id == ddp.cell_id and "launcher" not in ref.env
     for metric in ("loss", "accuracy", "f1_macro"):
-        assert ref["metrics"][metric] == ddp["metrics"][metric], metric
+        assert ref.metrics[metric] == ddp.metrics[metric], metric
     assert leftovers(mark) == []
 
 
@@ -96,11 +97,11 @@ backend: [{name: ddp, dist_backend: gloo}]
     mark = uuid.uuid4().hex
     (run,) = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")], mark)
     assert run.returncode == 1, run.stdout[-3000:]  # a failed cell: exit 1, after the rest ran
-    recs = {r["cell"]["model"]["name"]: r for r in results.read(tmp_path / "o")}
-    assert recs["test_crash"]["status"] == "failed"
+    recs = {r.cell["model"]["name"]: r for r in results.read(tmp_path / "o")}
+    assert recs["test_crash"].status == "failed"
     # the cell's error is rank 1's own, not rank 0's broken connection
-    assert recs["test_crash"]["error"].startswith("rank 1: RuntimeError: deliberate failure")
-    assert recs["mlp"]["status"] == "ok"  # the next cell ran in a fresh process group
+    assert recs["test_crash"].error.startswith("rank 1: RuntimeError: deliberate failure")
+    assert recs["mlp"].status == "ok"  # the next cell ran in a fresh process group
     assert leftovers(mark) == []
 
 
@@ -119,14 +120,14 @@ def test_ranks_started_by_another_launcher(tmp_path):
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     (rec,) = results.read(tmp_path / "o")
-    assert rec["status"] == "ok" and rec["env"]["world_size"] == 2
-    assert rec["env"]["launcher"] == "env"
+    assert rec.status == "ok" and rec.env["world_size"] == 2
+    assert rec.env["launcher"] == "env"
     assert leftovers(mark) == []
 
 
 def test_the_launched_world_is_every_ddp_cells_world_size():
     plain = parse(SUITE)
-    launched = parse(SUITE, ddp_world=4)
+    launched = parse(SUITE, launched_world=4)
     worlds = [c.config["backend"].get("world_size") for c in launched.cells]
     assert worlds == [None, 4]  # the cpu cell is untouched
     assert plain.cells[0].cell_id == launched.cells[0].cell_id

@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from modelopt import measure
+from modelopt.run import measure
 
 
 def test_linear_params_and_flops_by_hand():
@@ -53,11 +53,11 @@ def test_cell_processes_keep_glibc_malloc_defaults(monkeypatch):
     training 0.75x and batch latency 2x here, so the runner must not set one."""
     import os
 
-    from modelopt import runner
+    from modelopt.run import processes
 
-    monkeypatch.setattr(runner, "_CTX", None)  # build the context here, not in an earlier test
+    monkeypatch.setattr(processes, "_CTX", None)  # build the context here, not in an earlier test
     before = dict(os.environ)
-    runner.context()
+    processes.context()
     assert "MALLOC_MMAP_THRESHOLD_" not in os.environ and dict(os.environ) == before
 
 

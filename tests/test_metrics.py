@@ -3,10 +3,10 @@
 import pytest
 import yaml
 
-from modelopt import metrics as M
-from modelopt import timing
-from modelopt.cell import run_cell
-from modelopt.suite import parse
+from modelopt.results import latency
+from modelopt.results import metrics as M
+from modelopt.run.cell import run_cell
+from modelopt.spec.suite import parse
 
 BASE = {"dataset": {"name": "synthetic", "n_samples": 300, "n_features": 12, "n_classes": 3},
         "optimizer": {"name": "adam", "lr": 0.01},
@@ -40,8 +40,8 @@ def test_timing_and_report_figures_are_declared():
     names = [n for pair in M.LATENCY_FIGURES.values() for n in pair]
     doc = {"rows": [{"cell_id": "a", "seed": 0, "kind": kind, "process": 0, "ms_batch1": 1.0,
                      "p90_ms_batch1": 1.2, "ms_batch": 2.0} for kind in M.LATENCY_FIGURES]}
-    names += list(timing.figures(doc)[("a", 0)])
-    names += list(timing.speedups(doc, {"a": ("a", "slimmed")})["a"])
+    names += list(latency.figures(doc)[("a", 0)])
+    names += list(latency.speedups(doc, {"a": ("a", "slimmed")})["a"])
     assert M.undeclared(names) == []
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from modelopt.data import DATASETS
-from modelopt.models import MODELS, build
+from modelopt.techniques.data import DATASETS
+from modelopt.techniques.models import MODELS, build
 
 SHAPES = {"signal": (1, 40), "vector": (12,), "image": (1, 8, 8)}
 
@@ -11,14 +11,14 @@ SHAPES = {"signal": (1, 40), "vector": (12,), "image": (1, 8, 8)}
 def test_every_model_runs_on_every_input_it_accepts(name):
     if name.startswith("test_"):
         pytest.skip("test plugin")
-    for kind in MODELS.get(name).flags["accepts"]:
+    for kind in MODELS.info(name).accepts:
         model = build({"name": name}, SHAPES[kind], 10)
         out = model(torch.randn(3, *SHAPES[kind]))
         assert out.shape == (3, 10)
 
 
 def test_every_dataset_declares_an_input_kind():
-    assert all(e.flags.get("input") in SHAPES for e in DATASETS.entries())
+    assert all(e.info.input in SHAPES for e in DATASETS.entries())
 
 
 def test_mnist1d_paper_sizes():
@@ -44,7 +44,7 @@ def test_width_separable_and_switches_change_the_model():
     ("tanh", [-0.9640276, 0.0, 0.9640276 + 0]), ("sigmoid", [0.1192029, 0.5, 0.8807971]),
 ])
 def test_activation_is_the_function_it_names(act, expect):
-    from modelopt.models import make_activation
+    from modelopt.techniques.models import make_activation
 
     x = torch.tensor([-2.0, 0.0, 2.0])
     got = make_activation(act)(x)

@@ -2,14 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from modelopt import optim
+from modelopt.techniques import optim
 
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS.names())
 def test_every_optimizer_lowers_a_toy_loss(name):
     torch.manual_seed(0)
-    w = nn.Parameter(torch.randn(5))
-    opt = optim.build_optimizer({"name": name, "lr": 0.05}, [w])
+    model = nn.Linear(5, 1, bias=False)
+    w = model.weight
+    opt = optim.build_optimizer({"name": name, "lr": 0.05}, model)
     start = float((w.detach() ** 2).sum())
     for _ in range(50):
         opt.zero_grad()
@@ -19,16 +20,39 @@ def test_every_optimizer_lowers_a_toy_loss(name):
 
 
 def test_optimizers_are_what_they_say():
-    p = [nn.Parameter(torch.zeros(1))]
+    p = nn.Linear(1, 1)
     assert optim.build_optimizer({"name": "nesterov"}, p).defaults["nesterov"] is True
     assert optim.build_optimizer({"name": "momentum"}, p).defaults["momentum"] == 0.9
     assert optim.build_optimizer({"name": "sgd"}, p).defaults["momentum"] == 0
     assert isinstance(optim.build_optimizer({"name": "adamw"}, p), torch.optim.AdamW)
-    assert optim.OPTIMIZERS.get("gd").flags["full_batch"]
+    assert optim.OPTIMIZERS.info("gd").full_batch
+
+
+def test_weight_decay_leaves_biases_and_norm_scales_alone_unless_asked():
+    """As the l2 term does: only weight matrices and kernels decay, unless decay_all."""
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    opt = optim.build_optimizer({"name": "adamw", "weight_decay": 0.1}, model)
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert decay[id(p)] == (0.1 if name.endswith("weight") and p.dim() > 1 else 0.0), name
+    assert {id(p) for p in optim.weights(model)} == {id(p) for p in model.parameters()
+                                                      if decay[id(p)] > 0}
+    every = optim.build_optimizer({"name": "sgd", "weight_decay": 0.1, "decay_all": True}, model)
+    assert [g["weight_decay"] for g in every.param_groups] == [0.1]
+    assert sum(len(g["params"]) for g in every.param_groups) == len(list(model.parameters()))
+
+
+def test_constraints_in_signatures_are_checked_before_anything_runs():
+    from modelopt.spec.registry import RegistryError
+
+    with pytest.raises(RegistryError, match="greater than 0"):
+        optim.OPTIMIZERS.check("sgd", {"lr": 0})
+    with pytest.raises(RegistryError, match="greater than or equal to 0"):
+        optim.OPTIMIZERS.check("adamw", {"weight_decay": -0.1})
 
 
 def test_adam_takes_no_momentum():
-    from modelopt.registry import RegistryError
+    from modelopt.spec.registry import RegistryError
 
     with pytest.raises(RegistryError, match="no parameter 'momentum'"):
         optim.OPTIMIZERS.check("adam", {"momentum": 0.9})
@@ -64,7 +88,7 @@ def test_plateau_reduces_on_flat_validation():
     for _ in range(4):
         sched.step(0.5)
     assert opt.param_groups[0]["lr"] < 1.0
-    assert optim.SCHEDULES.get("plateau").flags["on_eval"]
+    assert optim.SCHEDULES.info("plateau").on_eval
 
 
 def test_l1_drives_weights_to_zero_faster_than_no_penalty():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from modelopt import preprocess
-from modelopt.data import DATASETS, load, split_validation
+from modelopt.techniques import preprocess
+from modelopt.techniques.data import DATASETS, load, split_validation
 
 
 def synth():
@@ -60,8 +60,8 @@ def test_augmentations(name, shape, params, zero):
 
 
 def test_sparse_inputs_train_like_dense_and_save_memory():
-    from modelopt.cell import run_cell
-    from modelopt.suite import SuiteError, parse
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import SuiteError, parse
 
     text = """
 name: sp
@@ -82,15 +82,14 @@ matrix:
     # the same zeroed inputs stored dense give the same accuracy: storage is all that changed
     import torch
 
-    from modelopt import cell as cell_mod
-    from modelopt.data import replace
+    from modelopt.run.backends import cpu
+    from modelopt.run.plan import load_data, train_here
+    from modelopt.techniques.data import replace
 
-    data = cell_mod.load_data(cells[0].config, 0)
+    data = load_data(cells[0].config, 0)
     dense = replace(data, x_train=data.x_train.to_dense())
-    _, _, out_dense = cell_mod.train_model(cells[0].config, 0,
-                                           cell_mod.backends.build({"name": "cpu"}), dense)
-    _, _, out_sparse = cell_mod.train_model(cells[0].config, 0,
-                                            cell_mod.backends.build({"name": "cpu"}), data)
+    out_dense = train_here(cpu(), cells[0].config, 0, dense).outcome
+    out_sparse = train_here(cpu(), cells[0].config, 0, data).outcome
     def without_time(curves):
         return [{k: v for k, v in c.items() if k != "seconds"} for c in curves]
 

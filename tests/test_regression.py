@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from modelopt.cell import run_cell
-from modelopt.suite import SuiteError, parse
+from modelopt.run.cell import run_cell
+from modelopt.spec.suite import SuiteError, parse
 
 
 def suite(text):
@@ -51,7 +51,7 @@ def test_loss_must_match_the_task():
 def test_csv_dataset(tmp_path):
     import numpy as np
 
-    from modelopt.data import load
+    from modelopt.techniques.data import load
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 3))
@@ -66,7 +66,7 @@ def test_csv_dataset(tmp_path):
 def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
     import pandas as pd
 
-    from modelopt import report
+    from modelopt.results import report
 
     def row(ds, cid, **metrics):
         return {"suite": "m", "cell_id": cid, "seed": 0, "status": "ok", "error": None,

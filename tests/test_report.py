@@ -3,7 +3,7 @@ import io
 import pandas as pd
 import pytest
 
-from modelopt import plots, report
+from modelopt.results import plots, report
 
 
 def rows():
@@ -158,7 +158,7 @@ def test_scaling_table():
                                ("ddp", {"name": "ddp", "world_size": 2, "threads": 1}, 1800.0)):
         rows.append(base_row(cid, 0, {"backend": backend}, accuracy=0.5, train_samples_s=rate))
     t = report.scaling_table(report.aggregate(pd.DataFrame(rows)))
-    assert "| cpu, 2 threads" in t and "1.50" in t and "0.75" in t and "0.90" in t
+    assert "| cpu(threads=2)" in t and "1.50" in t and "0.75" in t and "0.90" in t
 
 
 def test_each_row_is_compared_with_the_baseline_of_its_own_group():

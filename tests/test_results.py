@@ -2,13 +2,13 @@ import json
 
 import pytest
 
-from modelopt import results
+from modelopt.results import store as results
+from modelopt.results.record import Record
 
 
 def rec(cell, seed, acc, status="ok"):
-    return {"suite": "s", "cell_id": cell, "seed": seed, "status": status, "error": None,
-            "cell": {"model": {"name": "mlp"}}, "metrics": {"accuracy": acc}, "curves": [],
-            "env": {}}
+    return Record(suite="s", cell_id=cell, seed=seed, status=status,
+                  cell={"model": {"name": "mlp"}}, metrics={"accuracy": acc})
 
 
 def test_append_read_and_latest_wins(tmp_path):
@@ -18,8 +18,8 @@ def test_append_read_and_latest_wins(tmp_path):
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(json.loads(x) for x in lines)
     got = results.read(tmp_path)
-    assert [(r["cell_id"], r["status"]) for r in got] == [("a", "ok"), ("b", "ok")]
-    assert got[1]["metrics"]["accuracy"] is None  # NaN is written as null: valid JSON
+    assert [(r.cell_id, r.status) for r in got] == [("a", "ok"), ("b", "ok")]
+    assert got[1].metrics["accuracy"] is None  # NaN is written as null: valid JSON
     df = results.load(tmp_path)
     assert list(df["accuracy"].fillna(-1)) == [0.9, -1]
 
@@ -32,7 +32,7 @@ def test_truncated_last_line_is_ignored_with_warning(tmp_path):
         assert len(results.read(tmp_path)) == 1
     results.repair(tmp_path)
     results.append(tmp_path, rec("c", 0, 0.5))
-    assert [r["cell_id"] for r in results.read(tmp_path)] == ["a", "c"]
+    assert [r.cell_id for r in results.read(tmp_path)] == ["a", "c"]
 
 
 def test_malformed_line_names_file_and_line(tmp_path):

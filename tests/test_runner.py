@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from modelopt import results, runner
-from modelopt.suite import load, parse
+from modelopt.results import store as results
+from modelopt.run import runner
+from modelopt.spec.suite import load, parse
 
 REQUIRED_METRICS = ["accuracy", "accuracy_best_val", "f1_macro", "loss", "params",
                     "params_nonzero", "size_bytes", "flops", "train_seconds",
@@ -53,11 +54,11 @@ def test_same_suite_twice_gives_identical_numbers(tiny_suite_file, tmp_path):
     suite = load(tiny_suite_file)
     for d in ("a", "b"):
         assert not runner.run(suite, tmp_path / d, jobs=1).failed
-    a, b = (sorted(results.read(tmp_path / d), key=lambda r: r["cell_id"]) for d in ("a", "b"))
+    a, b = (sorted(results.read(tmp_path / d), key=lambda r: r.cell_id) for d in ("a", "b"))
     for ra, rb in zip(a, b):
         for k in ("accuracy", "loss", "f1_macro", "accuracy_best_val", "params", "flops"):
-            assert ra["metrics"][k] == rb["metrics"][k]
-        assert [c["train_loss"] for c in ra["curves"]] == [c["train_loss"] for c in rb["curves"]]
+            assert ra.metrics[k] == rb.metrics[k]
+        assert [c["train_loss"] for c in ra.curves] == [c["train_loss"] for c in rb.curves]
 
 
 FAULTS = """
@@ -84,17 +85,17 @@ def test_faulty_cells_get_their_status_and_the_run_goes_on(tmp_path):
     r = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2")
     assert r.returncode == 1
     recs = results.read(tmp_path / "o")
-    by = {(x["cell"]["model"]["name"], x["cell"]["model"].get("how"),
-           x["cell"]["optimizer"]["lr"]): x for x in recs}
-    assert by[("linear", None, 0.1)]["status"] == "ok"
-    assert by[("mlp", None, 1e30)]["status"] == "diverged"
-    assert "NaN" in by[("mlp", None, 1e30)]["error"]
+    by = {(x.cell["model"]["name"], x.cell["model"].get("how"),
+           x.cell["optimizer"]["lr"]): x for x in recs}
+    assert by[("linear", None, 0.1)].status == "ok"
+    assert by[("mlp", None, 1e30)].status == "diverged"
+    assert "NaN" in by[("mlp", None, 1e30)].error
     raised = by[("test_crash", "raise", 0.1)]
-    assert raised["status"] == "failed" and "RuntimeError: deliberate failure" in raised["error"]
-    assert "in forward" in raised["error"] and "File " in raised["error"]  # traceback tail
+    assert raised.status == "failed" and "RuntimeError: deliberate failure" in raised.error
+    assert "in forward" in raised.error and "File " in raised.error  # traceback tail
     exited = by[("test_crash", "exit", 0.1)]
-    assert exited["status"] == "failed" and "exited with code 3" in exited["error"]
-    assert by[("test_crash", "sleep", 0.1)]["status"] == "timeout"
+    assert exited.status == "failed" and "exited with code 3" in exited.error
+    assert by[("test_crash", "sleep", 0.1)].status == "timeout"
     assert "1 ok" in r.stderr and "1 timeout" in r.stderr
 
 
@@ -123,10 +124,10 @@ def test_unavailable_backend_is_failed_or_skipped(tmp_path):
     s = parse(text)
     runner.run(s, tmp_path / "a", jobs=1)
     rec = results.read(tmp_path / "a")[0]
-    assert rec["status"] == "failed" and "CUDA is not available" in rec["error"]
+    assert rec.status == "failed" and "CUDA is not available" in rec.error
     s = parse(text + "skip_unavailable: true\n")
     runner.run(s, tmp_path / "b", jobs=1)
-    assert results.read(tmp_path / "b")[0]["status"] == "skipped"
+    assert results.read(tmp_path / "b")[0].status == "skipped"
 
 
 SHARDS = """
@@ -147,12 +148,12 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     for i in (1, 2, 3):
         runner.run(suite, tmp_path / f"s{i}", jobs=2, shard=(i, 3))
     assert runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged") == 6
-    key = lambda r: (r["cell_id"], r["seed"])  # noqa: E731
+    key = lambda r: (r.cell_id, r.seed)  # noqa: E731
     whole = {key(r): r for r in results.read(tmp_path / "all")}
     merged = {key(r): r for r in results.read(tmp_path / "merged")}
     assert whole.keys() == merged.keys()
     for k in whole:
-        assert whole[k]["metrics"]["accuracy"] == merged[k]["metrics"]["accuracy"]
+        assert whole[k].metrics["accuracy"] == merged[k].metrics["accuracy"]
     # the shards' models come along, and `modelopt time` times them side by side
     assert len(list((tmp_path / "merged" / "models").glob("*.pt"))) == 6
     r = subprocess.run([sys.executable, "-m", "modelopt", "time", str(tmp_path / "merged")],
@@ -226,7 +227,7 @@ def test_ctrl_c_ends_the_cells_and_keeps_the_results(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     recs = results.read(out)
-    assert [r["status"] for r in recs] == ["ok"] * before  # the interrupted cell is not recorded
+    assert [r.status for r in recs] == ["ok"] * before  # the interrupted cell is not recorded
     alive = []
     for q in psutil.process_iter():
         try:
@@ -250,13 +251,13 @@ def test_ray_executor_matches_local_and_records_crashes(tmp_path):
         import ray
 
         ray.shutdown()
-    local = {(r["cell_id"], r["seed"]): r for r in results.read(tmp_path / "local")}
-    remote = {(r["cell_id"], r["seed"]): r for r in results.read(tmp_path / "ray")}
+    local = {(r.cell_id, r.seed): r for r in results.read(tmp_path / "local")}
+    remote = {(r.cell_id, r.seed): r for r in results.read(tmp_path / "ray")}
     assert local.keys() == remote.keys()
     for k, r in remote.items():
-        assert r["status"] == local[k]["status"]
-        if r["status"] == "ok":
-            assert r["metrics"]["accuracy"] == local[k]["metrics"]["accuracy"]
-            assert r["env"]["executor"] == "ray"
+        assert r.status == local[k].status
+        if r.status == "ok":
+            assert r.metrics["accuracy"] == local[k].metrics["accuracy"]
+            assert r.env["executor"] == "ray"
         else:
-            assert r["cell"]["model"]["name"] == "test_crash"
+            assert r.cell["model"]["name"] == "test_crash"

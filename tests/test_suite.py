@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from modelopt.suite import SuiteError, cell_id, expand, parse
+from modelopt.spec.suite import SuiteError, cell_id, expand, parse
 
 BASE = """
 name: s
@@ -152,7 +152,7 @@ def test_cell_id_is_stable_and_seed_free():
 def test_shipped_suites_are_valid():
     from pathlib import Path
 
-    from modelopt.suite import load
+    from modelopt.spec.suite import load
 
     suites = sorted((Path(__file__).parent.parent / "suites").glob("*.yaml"))
     assert suites

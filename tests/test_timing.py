@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from modelopt import timing
+from modelopt.results import latency
+from modelopt.run import timing
 
 
 def rows(times: dict) -> list[dict]:
@@ -23,7 +24,7 @@ def test_ratio_is_taken_within_a_process_and_replicated_over_processes():
         for s in (0, 1):
             t[("base", "model", p, s)] = 4.0 * machine
             t[("cell", "slimmed", p, s)] = 2.0 * machine * (1.02 if p == 2 else 1.0)
-    r = timing.ratio(rows(t), {"cell_id": "base", "kind": "model"},
+    r = latency.ratio(rows(t), {"cell_id": "base", "kind": "model"},
                      {"cell_id": "cell", "kind": "slimmed"}, "ms_batch")
     per_process = [2.0, 2.0, 2.0 / 1.02]
     assert r.n == 3 and r.mean == pytest.approx(sum(per_process) / 3)
@@ -34,7 +35,7 @@ def test_ratio_is_taken_within_a_process_and_replicated_over_processes():
 
 def test_seeds_pair_and_a_seed_on_one_side_only_is_left_out():
     t = {("a", "model", 0, 0): 1.0, ("b", "model", 0, 0): 2.0, ("b", "model", 0, 1): 100.0}
-    r = timing.ratio(rows(t), {"cell_id": "b", "kind": "model"},
+    r = latency.ratio(rows(t), {"cell_id": "b", "kind": "model"},
                      {"cell_id": "a", "kind": "model"}, "ms_batch")
     assert r.mean == 2.0 and r.n == 1 and math.isnan(r.ci_low)
 
@@ -42,7 +43,7 @@ def test_seeds_pair_and_a_seed_on_one_side_only_is_left_out():
 def test_figures_are_medians_over_processes():
     t = {("a", "model", p, 0): ms for p, ms in enumerate((1.0, 3.0, 2.0))}
     t.update({("a", "slimmed", p, 0): ms for p, ms in enumerate((0.5, 0.4, 0.6))})
-    fig = timing.figures({"rows": rows(t)})[("a", 0)]
+    fig = latency.figures({"rows": rows(t)})[("a", 0)]
     assert fig["latency_ms_batch_p50"] == 2.0 and fig["slimmed_latency_ms_batch_p50"] == 0.5
     assert fig["latency_ms_p50"] == pytest.approx(0.2) and fig["latency_processes"] == 3
 
@@ -51,10 +52,10 @@ def test_saved_models_round_trip_and_time(tmp_path):
     small, big = nn.Linear(8, 2), nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 2))
     x = torch.randn(16, 8)
     for cid, model in (("small", small), ("big", big)):
-        timing.save_all(tmp_path / timing.MODELS_DIR, cid, 0, {"model": model}, x[:1], x)
-    found = timing.artifacts(tmp_path)
+        timing.save_all(tmp_path / latency.MODELS_DIR, cid, 0, {"model": model}, x[:1], x)
+    found = latency.artifacts(tmp_path)
     assert sorted(a.key for a in found) == [":big:0:model", ":small:0:model"]
     out = timing.time_artifacts(found, processes=3, rounds=5)
     assert len(out) == 6 and all(r["ms_batch"] > 0 and r["blocks"] == 5 for r in out)
-    r = timing.ratio(out, {"cell_id": "big"}, {"cell_id": "small"}, "ms_batch")
+    r = latency.ratio(out, {"cell_id": "big"}, {"cell_id": "small"}, "ms_batch")
     assert r.mean > 1  # a 512-wide hidden layer is more work than none, in every process

@@ -1,8 +1,8 @@
 import pandas as pd
 
-from modelopt import report
-from modelopt.cell import time_to_target
-from modelopt.suite import parse
+from modelopt.results import report
+from modelopt.run.cell import time_to_target
+from modelopt.spec.suite import parse
 
 BASE = """
 name: t
@@ -28,7 +28,7 @@ def test_tune_expands_each_cell_into_a_group():
 
 
 def test_cv_expands_into_folds_with_disjoint_validation():
-    from modelopt.data import load
+    from modelopt.techniques.data import load
 
     s = parse(BASE + "cv: {folds: 3}\n")
     assert len(s.cells) == 6 and {c.config["train"]["fold"] for c in s.cells} == {0, 1, 2}

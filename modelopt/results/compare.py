@@ -1,0 +1,396 @@
+"""Baseline vs current: the regression gate.
+
+A cell that was ok and is not any more is a regression; so is a cell on one side only
+(unless allowed). Figures are compared per metric (metrics.TABLE: direction and tolerance)
+with the process as the unit: seeds, paired by seed, for what training produces; timing
+processes for latency, re-timed side by side (timing.py). Training speed is compared per
+unit of the machine's speed (machine_probe_ms, timed in each cell's own process), because
+two runs differ by the machine as well as the code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from modelopt.results import latency, store
+from modelopt.results import metrics as M
+from modelopt.results.stats import ALPHA, paired_p, welch_p
+
+PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
+LATENCY = {("model", "ms_batch1"): "latency_ms_p50", ("model", "ms_batch"): "latency_ms_batch_p50",
+           ("slimmed", "ms_batch1"): "slimmed_latency_ms_p50",
+           ("slimmed", "ms_batch"): "slimmed_latency_ms_batch_p50"}
+
+
+class CompareError(ValueError):
+    """Input that cannot be compared (missing file, corrupt line, different suites)."""
+
+
+def parse_threshold(text: str) -> tuple[str, M.Metric]:
+    """`latency_ms_p50:15%` (relative) or `accuracy:0.5` (absolute; points for accuracy-like
+    fractions) -> (metric, the metric with that tolerance)."""
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+):([0-9]*\.?[0-9]+)(%?)", text.strip())
+    if not m:
+        raise CompareError(f"threshold {text!r}: expected METRIC:NUMBER or METRIC:NUMBER% "
+                           "(e.g. latency_ms_p50:15% or accuracy:0.5)")
+    name, value, pct = m.group(1), float(m.group(2)), m.group(3) == "%"
+    base = M.TABLE.get(name)
+    if base is None or not base.gated:
+        gated = ", ".join(x.name for x in M.gated())
+        raise CompareError(f"threshold {text!r}: '{name}' is not a figure the gate judges; "
+                           f"those are: {gated}")
+    if name in LATENCY.values() and not pct:
+        raise CompareError(f"threshold {text!r}: latency is judged as a ratio of re-timed "
+                           f"models; give a percentage ({name}:{value:g}%)")
+    if pct:
+        return name, base.with_tolerance("relative", value / 100)
+    if base.unit == "fraction":
+        return name, base.with_tolerance("points", value / 100)
+    return name, base.with_tolerance("absolute", value)
+
+
+# ---------------------------------------------------------------- loading
+
+@dataclass
+class Side:
+    """One side of a comparison: per cell, per seed, its status and figures."""
+    suite: str | None
+    status: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
+    figures: dict[str, dict[int, dict]] = field(default_factory=dict)
+    configs: dict[str, dict] = field(default_factory=dict)
+    run_dir: Path | None = None  # a results directory (its saved models can be re-timed)
+
+    def ok_seeds(self, cid: str) -> set[int]:
+        return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
+
+
+def load_side(path: str | Path) -> Side:
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        return _load_benchmark_json(p)
+    try:
+        M.declare_run(p)
+        recs = [r.model_dump() for r in store.read(p)]
+    except store.ResultsError as exc:
+        raise CompareError(str(exc)) from None
+    suites = {r.get("suite") for r in recs}
+    if len(suites) > 1:
+        raise CompareError(f"{p}: holds several suites ({', '.join(map(str, suites))}); "
+                           "compare one at a time")
+    side = _collect(recs, suites.pop() if suites else None)
+    side.run_dir = p if p.is_dir() else p.parent
+    return side
+
+
+def _load_benchmark_json(p: Path) -> Side:
+    try:
+        doc = json.loads(p.read_text())
+        benches = doc["benchmarks"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CompareError(f"{p}: not a pytest-benchmark JSON file ({exc})") from None
+    recs, suites = [], set()
+    for i, b in enumerate(benches):
+        info = b.get("extra_info") or {}
+        if "cell_id" not in info:
+            raise CompareError(f"{p}: benchmark {i} ({b.get('name')}) has no modelopt extra_info")
+        suites.add((b.get("group") or "").split(":")[0])
+        figures = {k: v for k, v in info.items() if k not in ("cell_id", "seed", "status", "cell",
+                                                              "error")}
+        recs.append({"cell_id": info["cell_id"], "seed": info.get("seed", 0),
+                     "status": info.get("status", "ok"), "error": info.get("error"),
+                     "metrics": figures, "cell": info.get("cell")})
+    return _collect(recs, suites.pop() if len(suites) == 1 else None)
+
+
+def _collect(recs: list[dict], suite: str | None) -> Side:
+    side = Side(suite)
+    for r in recs:
+        cid, seed = r["cell_id"], r["seed"]
+        error = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
+        side.status.setdefault(cid, {})[seed] = (r.get("status") or "failed", error)
+        side.configs.setdefault(cid, r.get("cell") or {})
+        if r.get("status") == "ok":
+            side.figures.setdefault(cid, {})[seed] = {
+                k: float(v) for k, v in (r.get("metrics") or {}).items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+    return side
+
+
+# ---------------------------------------------------------------- verdicts
+
+@dataclass
+class Row:
+    cell_id: str
+    metric: str
+    baseline: float | None
+    current: float | None
+    change: float | None  # relative (fraction) for relative tolerances, absolute otherwise
+    verdict: str  # ok | regressed | improved | noise
+    p_value: float | None = None
+    ci: tuple[float, float] | None = None  # re-timed latency: interval of current/baseline
+    n: int = 0  # the replicates: paired seeds, or timing processes
+    note: str = ""
+
+
+def _change(metric: M.Metric, b: float, c: float) -> tuple[float, float]:
+    """(change as shown, how much worse it is in the tolerance's units: > 0 is worse)."""
+    change = (c - b) / abs(b) if metric.kind == "relative" and b != 0 else c - b
+    return change, (-change if metric.higher_is_better else change)
+
+
+def verdict(metric: M.Metric, base: list[float], cur: list[float]) -> tuple[str, float, float | None]:
+    """Worse than the tolerance AND (with >= 2 seeds a side) p < ALPHA: regressed; worse
+    than the tolerance but not significant: noise. Counts (exact) have no noise. Figures
+    that training produces are paired by seed; timings are not (Welch)."""
+    b, c = statistics.fmean(base), statistics.fmean(cur)
+    change, worse = _change(metric, b, c)
+    test = welch_p if metric.timing else paired_p  # the seed pairs what training produces
+    p = None if metric.kind == "exact" else test(base, cur)
+    return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p
+
+
+def _decide(worse: float, tolerance: float, significant: bool) -> str:
+    """Beyond the tolerance and significant: regressed or improved; beyond it but not
+    significant: noise (only a worse figure is worth reporting as such)."""
+    if worse > tolerance + 1e-12:
+        return "regressed" if significant else "noise"
+    if -worse > tolerance + 1e-12 and significant:
+        return "improved"
+    return "ok"
+
+
+def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
+                 only: list[str] | None) -> list[Row]:
+    seeds = sorted(set(base.figures.get(cid, {})) & set(cur.figures.get(cid, {})))
+    rows = []
+    for name, metric in rules.items():
+        if not metric.gated or (only and name not in only) or (metric.timing and name != PROBED):
+            continue  # latency is judged by re-timing (below); other timings are not gated
+        pairs = [(base.figures[cid][s].get(name), cur.figures[cid][s].get(name)) for s in seeds]
+        if name == PROBED:  # samples/s x probe ms: the training's speed per machine speed
+            probes = [(base.figures[cid][s].get("machine_probe_ms"),
+                       cur.figures[cid][s].get("machine_probe_ms")) for s in seeds]
+            pairs = [(b * pb, c * pc) if None not in (b, c, pb, pc) else (None, None)
+                     for (b, c), (pb, pc) in zip(pairs, probes)]
+        pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
+        if not pairs:
+            continue
+        v, change, p = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
+        rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
+                        statistics.fmean(c for _, c in pairs), change, v, p, n=len(pairs),
+                        note="per machine probe" if name == PROBED else ""))
+    return rows
+
+
+def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
+    """Seeds ok in the baseline that are not ok now (failed, timeout, diverged or absent)."""
+    lost = sorted(base.ok_seeds(cid) - cur.ok_seeds(cid))
+    gained = sorted(cur.ok_seeds(cid) - base.ok_seeds(cid))
+    if lost:
+        why = "; ".join(f"seed {s}: " + (": ".join(x for x in cur.status[cid][s] if x)
+                                         if s in cur.status.get(cid, {}) else "not run")
+                        for s in lost)
+        return Row(cid, "status", len(base.ok_seeds(cid)), len(cur.ok_seeds(cid)), None,
+                   "regressed", note=why[:300])
+    if gained:
+        return Row(cid, "status", len(base.ok_seeds(cid)), len(cur.ok_seeds(cid)), None,
+                   "improved", note=f"seeds {gained} ok now")
+    return None
+
+
+# Times saved models side by side: timer(artifacts, processes=, progress=) -> rows. The
+# command passes modelopt.run.timing.time_artifacts; results itself never runs a model.
+Timer = Callable[..., list[dict]]
+
+
+def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metric],
+                timer: Timer, processes: int, progress=None) -> list[Row]:
+    """Both runs' saved models timed in the same K processes, interleaved: per cell the
+    ratio current/baseline within each process, an interval over the processes."""
+    items = []
+    for cid in cells:
+        seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
+        for label, side in (("baseline", base), ("current", cur)):
+            items += latency.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)
+    if not items:
+        return []
+    rows_t = timer(items, processes=processes, progress=progress)
+    out = []
+    for cid in cells:
+        for (kind, field_), name in LATENCY.items():
+            metric = rules[name]
+            pick = {"cell_id": cid, "kind": kind}
+            r = latency.ratio(rows_t, {**pick, "side": "current"}, {**pick, "side": "baseline"},
+                             field_)
+            if r is None:
+                continue
+            b = statistics.median(x[field_] for x in rows_t if x["side"] == "baseline"
+                                  and x["cell_id"] == cid and x["kind"] == kind)
+            c = statistics.median(x[field_] for x in rows_t if x["side"] == "current"
+                                  and x["cell_id"] == cid and x["kind"] == kind)
+            change = r.mean - 1
+            # significant: the interval over the processes excludes 1 on the side of the change
+            significant = r.n < 2 or (r.ci_low > 1 if change > 0 else r.ci_high < 1)
+            out.append(Row(cid, name, b, c, change, _decide(change, metric.tolerance, significant),
+                           ci=(r.ci_low - 1, r.ci_high - 1), n=r.n, note="re-timed side by side"))
+    return out
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]
+    only_baseline: list[str]
+    only_current: list[str]
+    labels: dict[str, str]
+    allow_missing: bool = False
+    latency: str = ""  # how latency was judged, for the note under the table
+
+    @property
+    def regressions(self) -> list[Row]:
+        return [r for r in self.rows if r.verdict == "regressed"]
+
+    @property
+    def failed(self) -> bool:
+        missing = bool(self.only_baseline or self.only_current) and not self.allow_missing
+        return bool(self.regressions) or missing
+
+
+def compare(baseline: str | Path, current: str | Path,
+            thresholds: dict[str, M.Metric] | None = None, metrics: list[str] | None = None,
+            allow_missing: bool = False, timer: Timer | None = None,
+            processes: int | None = None, progress=None) -> Comparison:
+    """Baseline against current. With a `timer`, both runs' saved models are re-timed side by
+    side and latency is gated; without one it is not."""
+    base, cur = load_side(baseline), load_side(current)
+    if base.suite and cur.suite and base.suite != cur.suite:
+        raise CompareError(f"different suites: baseline '{base.suite}', current '{cur.suite}'")
+    rules = {**M.TABLE, **(thresholds or {})}
+    common = [c for c in base.status if c in cur.status]
+    rows: list[Row] = []
+    for cid in common:
+        status = _status_row(cid, base, cur)
+        if status:
+            rows.append(status)
+        rows += _figure_rows(cid, base, cur, rules, metrics)
+    note = ("not gated: latency from two separate runs differs by the machine as much as "
+            "by the code; compare two results directories with their saved models to "
+            "re-time them side by side")
+    if timer and base.run_dir and cur.run_dir and all(
+            latency.artifacts(d) for d in (base.run_dir, cur.run_dir)):
+        both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
+        processes = processes or latency.PROCESSES
+        try:
+            timed = retime_rows(base, cur, both, rules, timer, processes, progress)
+        except latency.TimingError as exc:  # e.g. a model class the current code lacks
+            timed, note = [], f"not gated: re-timing the saved models failed ({exc})"
+        rows += [r for r in timed if not metrics or r.metric in metrics]
+        if timed:
+            note = (f"re-timed: both runs' saved models in the same {processes} fresh "
+                    "processes, interleaved")
+    labels = _labels({**cur.configs, **base.configs})
+    return Comparison(rows, sorted(set(base.status) - set(cur.status)),
+                      sorted(set(cur.status) - set(base.status)), labels, allow_missing, note)
+
+
+def _labels(configs: dict[str, dict]) -> dict[str, str]:
+    """Each cell named by the axes that differ between the cells (not by its hash)."""
+    ids = [c for c, cfg in configs.items() if cfg]
+    if not ids:
+        return {}
+    from modelopt.results.report import axis_labels
+
+    lab = axis_labels([configs[c] for c in ids])
+    return {cid: ", ".join(f"{k[5:]}={v}" for k, v in row.items())
+            for cid, (_, row) in zip(ids, lab.iterrows())}
+
+
+# ---------------------------------------------------------------- the markdown
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if abs(v) >= 1000 or float(v).is_integer() else f"{v:.4g}"
+
+
+def _fmt_change(r: Row, metric: M.Metric | None) -> str:
+    if r.change is None or metric is None:
+        return "–"
+    if r.ci is not None:
+        return f"{100 * r.change:+.1f} % [{100 * r.ci[0]:+.1f}, {100 * r.ci[1]:+.1f}]"
+    if metric.kind == "relative":
+        return f"{100 * r.change:+.1f} %"
+    if metric.kind == "points":
+        return f"{100 * r.change:+.2f} pt"
+    return f"{r.change:+.4g}"
+
+
+def _fmt_tolerance(metric: M.Metric | None) -> str:
+    if metric is None:
+        return "any seed"
+    if metric.kind == "relative":
+        return f"{100 * metric.tolerance:g} %"
+    if metric.kind == "points":
+        return f"{100 * metric.tolerance:g} pt"
+    return "exact" if metric.kind == "exact" else f"{metric.tolerance:g}"
+
+
+def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
+             all_rows: bool = False) -> str:
+    """A table for a pull-request comment, and the method under it."""
+    from tabulate import tabulate
+
+    rules = {**M.TABLE, **(rules or {})}
+    icon = {"regressed": "❌ regressed", "improved": "✅ improved", "noise": "〰 within noise",
+            "ok": "ok"}
+    shown = [r for r in cmp.rows if all_rows or r.verdict != "ok"]
+    body = []
+    for r in shown:
+        metric = rules.get(r.metric)
+        p = "–" if r.p_value is None else f"{r.p_value:.3f}"
+        name = r.metric + (f" ({r.note})" if r.note and r.metric != "status" else "")
+        verdict = icon[r.verdict] + (f": {r.note}" if r.metric == "status" else "")
+        body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
+                     _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
+                     r.n or "–", verdict])
+    lines = [summary(cmp), ""]
+    if body:
+        lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
+                                             "change [95 % CI]", "tolerance", "p",
+                                             "n", "verdict"],
+                              tablefmt="github", disable_numparse=True))
+    else:
+        lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
+    for title, ids in (("Only in the baseline", cmp.only_baseline),
+                       ("Only in the current run", cmp.only_current)):
+        if ids:
+            lines += ["", f"{title}"
+                      + (" (allowed by --allow-missing)" if cmp.allow_missing else
+                         " (fails the gate; --allow-missing to accept)") + ": "
+                      + ", ".join(cmp.labels.get(i, i[:8]) for i in ids)]
+    lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
+              "failed, timed out, diverged or absent now regresses. A figure regresses when it "
+              f"is worse than its tolerance and a paired t-test over the seeds gives p < {ALPHA} "
+              "(worse but not significant: within noise; one seed a side: the tolerance alone). "
+              "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
+              "the machine's speed (× machine_probe_ms, a fixed workload timed in the cell's "
+              "own process before and after training), with Welch's t-test: seeds pair what "
+              f"training produces, not its speed. Latency: {cmp.latency}."]
+    return "\n".join(lines)
+
+
+def summary(cmp: Comparison) -> str:
+    n_reg = len(cmp.regressions)
+    n_imp = sum(r.verdict == "improved" for r in cmp.rows)
+    cells = len({r.cell_id for r in cmp.rows})
+    missing = len(cmp.only_baseline) + len(cmp.only_current)
+    status = "REGRESSION" if cmp.failed else "OK"
+    return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
+            f"over {cells} cells compared" + (f"; {missing} cells on one side only"
+                                              + (" (allowed)" if cmp.allow_missing else "")
+                                              if missing else ""))

@@ -1,0 +1,30 @@
+"""Exports: github-action-benchmark's custom JSON (one file per direction)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modelopt.results import metrics as M
+
+
+def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, list[dict]]:
+    """{"bigger": [...], "smaller": [...]}: entries {name, unit, value, range, extra} for
+    benchmark-action/github-action-benchmark's customBiggerIsBetter / customSmallerIsBetter.
+    One entry per cell and metric: the mean over seeds that finished ok, ± std as range."""
+    from modelopt.results.report import aggregate, label_columns
+
+    agg = aggregate(df)
+    out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
+    for _, r in agg[agg["n"] > 0].iterrows():
+        label = ", ".join(f"{c[5:]}={r[c]}" for c in label_columns(agg))
+        for metric in metrics or [m.name for m in M.directed()]:
+            value = r.get(metric)
+            if value is None or (isinstance(value, float) and np.isnan(value)):
+                continue
+            rule = M.TABLE[metric]
+            entry = {"name": f"{r['suite']} [{label}] {metric}", "unit": rule.unit or "value",
+                     "value": float(value),
+                     "range": f"± {float(r.get(f'{metric}_std', 0) or 0):.4g}",
+                     "extra": f"n={int(r['n'])} seeds; cell {r['cell_id']}"}
+            out["bigger" if rule.higher_is_better else "smaller"].append(entry)
+    return out

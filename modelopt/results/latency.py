@@ -1,0 +1,156 @@
+"""Latency as the timing stage recorded it (timing.json): per cell x seed figures, and
+ratios of two models timed side by side, with their intervals. Reads files only; the
+stage that writes them is modelopt.run.timing (README, "How we measure, and why")."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelopt.results.metrics import LATENCY_FIGURES
+
+MODELS_DIR = "models"
+TIMING_FILE = "timing.json"
+PROCESSES = 3  # replicates: the unit of a latency interval
+
+
+@dataclass(frozen=True)
+class Artifact:
+    cell_id: str
+    seed: int
+    kind: str  # model | slimmed (metrics.LATENCY_FIGURES)
+    path: Path
+    side: str = ""  # compare times two runs' models together: baseline | current
+
+    @property
+    def key(self) -> str:
+        return f"{self.side}:{self.cell_id}:{self.seed}:{self.kind}"
+
+
+def artifact_path(model_dir: str | Path, cell_id: str, seed: int, kind: str) -> Path:
+    return Path(model_dir) / f"{cell_id}-{seed}-{kind}.pt"
+
+
+def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
+              side: str = "") -> list[Artifact]:
+    """The saved models of a run (of the given (cell_id, seed) pairs only, if given)."""
+    run_dir = Path(run_dir)
+    found = []
+    for p in sorted((run_dir if run_dir.is_dir() else run_dir.parent).glob(f"{MODELS_DIR}/*.pt")):
+        parts = p.stem.rsplit("-", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_FIGURES:
+            continue  # not a file the run saved
+        cell_id, seed, kind = parts
+        if keys is None or (cell_id, int(seed)) in keys:
+            found.append(Artifact(cell_id, int(seed), kind, p, side))
+    return found
+
+
+class TimingError(RuntimeError):
+    """The timing stage could not time the saved models (a process failed, a model that does
+    not load); the cells' other figures stand."""
+
+
+def write(run_dir: str | Path, doc: dict) -> None:
+    p = Path(run_dir) / TIMING_FILE
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(p)
+
+
+def read(run_dir: str | Path) -> dict | None:
+    p = Path(run_dir)
+    p = (p if p.is_dir() else p.parent) / TIMING_FILE
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
+    """Latency metrics per (cell_id, seed): the median over processes of each process's
+    median block (and p90), for the deployed model and, where there is one, the slimmed."""
+    if not doc:
+        return {}
+    by: dict = {}
+    for r in doc["rows"]:
+        by.setdefault((r["cell_id"], r["seed"], r["kind"]), []).append(r)
+    out: dict = {}
+    for (cid, seed, kind), rows in by.items():
+        b1_name, bb_name = LATENCY_FIGURES[kind]
+        m = out.setdefault((cid, seed), {"latency_processes": len(rows)})
+        m[b1_name] = statistics.median(r["ms_batch1"] for r in rows)
+        m[bb_name] = statistics.median(r["ms_batch"] for r in rows)
+        if kind == "model":
+            m["latency_ms_p90"] = statistics.median(r["p90_ms_batch1"] for r in rows)
+    return out
+
+
+# ---------------------------------------------------------------- ratios within a process
+
+@dataclass(frozen=True)
+class Ratio:
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int  # processes
+
+
+def t_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student's t interval over replicates (the processes)."""
+    from scipy.stats import t
+
+    n = len(values)
+    mean = statistics.fmean(values)
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    half = t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+ROUNDS_OF = {"ms_batch": "rounds_batch", "ms_batch1": "rounds_batch1"}
+
+
+def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
+    """time(num) / time(den), where num and den pick rows by their fields (e.g. cell_id and
+    kind). Within a process, per seed both have: the median over rounds of the ratio of the
+    two blocks of a round (timed moments apart, so a slow stretch slows both); then the
+    geometric mean over the seeds. A t interval over the processes, the replicates."""
+    def pick(r, want):
+        return all(r.get(k) == v for k, v in want.items())
+
+    t: dict = {}
+    for r in rows:
+        for side, want in (("num", num), ("den", den)):
+            if pick(r, want):
+                t[(side, r["process"], r["seed"])] = r.get(ROUNDS_OF[field]) or [r[field]]
+    per_process = []
+    for p in sorted({k[1] for k in t}):
+        logs = [math.log(statistics.median(a / b for a, b in zip(t[("num", p, s)],
+                                                                t[("den", p, s)])))
+                for (side, q, s) in t if side == "num" and q == p and ("den", p, s) in t]
+        if logs:
+            per_process.append(math.exp(statistics.fmean(logs)))
+    if not per_process:
+        return None
+    return Ratio(*t_interval(per_process), len(per_process))
+
+
+def speedups(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[str, dict]:
+    """Per cell: its baseline's latency over the latency of the model that would ship, at the
+    training batch size and at batch 1, each with its interval over the timing processes.
+    `pairs` maps cell_id -> (baseline cell_id, kind of the shipped model: 'slimmed' where
+    one exists, else 'model')."""
+    if not doc:
+        return {}
+    out = {}
+    for cid, (base, kind) in pairs.items():
+        fig = {}
+        for name, field in (("speedup_batch", "ms_batch"), ("speedup_batch1", "ms_batch1")):
+            r = ratio(doc["rows"], {"cell_id": base, "kind": "model"},
+                      {"cell_id": cid, "kind": kind}, field)
+            if r is not None:
+                fig.update({name: r.mean, f"{name}_ci_low": r.ci_low,
+                            f"{name}_ci_high": r.ci_high})
+        out[cid] = fig
+    return out

@@ -1,0 +1,193 @@
+"""The metric table: every figure modelopt records, declared once.
+
+Report, compare, export and the pytest `extra_info` read this table; a metric that a cell
+records but that is not declared here fails the test suite (tests/test_metrics.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# How much worse a figure may get before the gate calls it a regression:
+#   relative - a fraction of the baseline (timings, memory, errors)
+#   points   - absolute, in the units of a fraction (accuracy 0.01 = one point)
+#   absolute - absolute, in the metric's own units (R²)
+#   exact    - counts: any change in the worse direction
+#   none     - descriptive: reported, never gated
+Tolerance = Literal["relative", "points", "absolute", "exact", "none"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    title: str
+    fmt: str = "g3"  # report formatter: pct, int, si, f<digits>, g<digits>, bool, none
+    higher_is_better: bool | None = None  # None: no direction (descriptive)
+    kind: Tolerance = "none"
+    tolerance: float = 0.0
+    unit: str = ""
+    timing: bool = False  # a wall-clock figure: varies with the machine, not only the code
+
+    @property
+    def gated(self) -> bool:
+        return self.kind != "none"
+
+    def with_tolerance(self, kind: Tolerance, tolerance: float) -> "Metric":
+        return Metric(self.name, self.title, self.fmt, self.higher_is_better, kind, tolerance,
+                      self.unit, self.timing)
+
+
+def _m(name, title, fmt="g3", better=None, kind="none", tol=0.0, unit="", timing=False):
+    return Metric(name, title, fmt, better, kind, tol, unit, timing)
+
+
+_POINT = 0.01  # one percentage point
+TABLE: dict[str, Metric] = {m.name: m for m in [
+    # ---- task figures (test split, final step unless named otherwise)
+    _m("accuracy", "accuracy %", "pct", True, "points", _POINT, "fraction"),
+    _m("accuracy_best_val", "acc @best val %", "pct", True, "points", _POINT, "fraction"),
+    _m("f1_macro", "F1 macro", "f3", True, "points", _POINT, "fraction"),
+    _m("precision_macro", "precision macro", "f3", True, "points", _POINT, "fraction"),
+    _m("recall_macro", "recall macro", "f3", True, "points", _POINT, "fraction"),
+    _m("loss", "test loss", "g3", False, "relative", 0.05),
+    _m("r2", "R²", "f3", True, "absolute", 0.01),
+    _m("r2_best_val", "R² @best val", "f3", True, "absolute", 0.01),
+    _m("mse", "MSE", "g3", False, "relative", 0.05),
+    _m("rmse", "RMSE", "g3", False, "relative", 0.05),
+    _m("mae", "MAE", "g3", False, "relative", 0.05),
+    _m("confusion", "confusion matrix", "none"),
+    _m("val_score", "validation score", "f3", True),  # what tune chooses by; never test
+    _m("best_val_step", "best val step", "int"),
+    _m("final_step", "steps", "int"),
+    _m("cores", "cores", "int"),  # what the backend took of the machine
+    _m("gpus", "GPUs", "int"),
+    _m("diverged_at_step", "diverged at step", "int"),
+    _m("target_reached", "target reached", "f2", True),
+    _m("steps_to_target", "steps to target", "f0", False, "relative", 0.10, "steps"),
+    _m("time_to_target_s", "time to target s", "f1", False, unit="s", timing=True),
+    _m("teacher_accuracy", "teacher %", "pct", True, "points", _POINT, "fraction"),
+    _m("teacher_cached", "teacher cached", "bool"),
+    # ---- what the model costs (counts are exact: the same seed gives the same model)
+    _m("params", "params", "int", False, "exact"),
+    _m("params_nonzero", "nonzero", "int", False, "exact"),
+    _m("params_above_1e-3", "|w| > 1e-3", "int", False, "exact"),
+    _m("sparsity", "sparsity %", "pct", True),
+    _m("flops", "FLOPs", "si", False, "exact", unit="FLOPs"),
+    _m("flops_nonzero", "nonzero FLOPs", "si", False, "exact", unit="FLOPs"),
+    _m("size_bytes", "size B", "si", False, "exact", unit="bytes"),
+    _m("size_bytes_compressed", "zipped B", "si", False, "relative", 0.05, "bytes"),
+    _m("prune_amount", "prune amount", "f2"),
+    _m("slimmed_params", "slimmed params", "int", False, "exact"),
+    _m("slimmed_flops", "slimmed FLOPs", "si", False, "exact", unit="FLOPs"),
+    _m("slimmed_size_bytes", "slimmed size B", "si", False, "exact", unit="bytes"),
+    _m("slimmed_max_abs_diff", "slimmed vs masked max |Δ|", "g3", False),
+    _m("quantized", "quantized", "bool"),
+    _m("quantized_engine", "quantized engine", "none"),
+    _m("quantized_layers", "quantized layers", "int", True, "exact"),
+    # ---- data
+    _m("train_samples", "train samples", "int"),
+    _m("duplicates_dropped", "duplicates dropped", "int"),
+    _m("input_mb_dense", "input MB dense", "f2", unit="MB"),
+    _m("input_mb_sparse", "input MB sparse", "f2", unit="MB"),
+    _m("input_density", "input density", "f3"),
+    # ---- memory
+    _m("peak_rss_mb", "peak RSS MB", "f0", False, "relative", 0.10, "MB"),
+    _m("baseline_rss_mb", "RSS at start MB", "f0", unit="MB"),
+    _m("peak_cuda_mb", "peak CUDA MB", "f0", False, "relative", 0.05, "MB"),
+    # ---- training speed. Gated only as train_samples_s x machine_probe_ms (compare.py):
+    # two runs differ by the machine as well as the code
+    _m("train_seconds", "train s", "f1", False, unit="s", timing=True),
+    _m("train_samples_s", "train samples/s", "f0", True, "relative", 0.15, "samples/s", True),
+    _m("machine_probe_ms", "machine probe ms", "g3", False, unit="ms", timing=True),
+    _m("ddp_startup_s", "ddp start-up s", "f1", False, unit="s", timing=True),
+    _m("ddp_world_size", "ddp ranks", "int"),
+    # ---- latency, from the run's timing stage (timing.py). Gated only when compare re-times
+    # both runs' saved models side by side
+    _m("latency_ms_p50", "latency p50 ms", "g3", False, "relative", 0.10, "ms", True),
+    # p90 over a process's ~5 ms blocks (each a mean of many calls), not a per-call tail
+    _m("latency_ms_p90", "latency p90 ms", "g3", False, unit="ms", timing=True),
+    _m("latency_ms_batch_p50", "batch latency ms", "g3", False, "relative", 0.10, "ms", True),
+    _m("slimmed_latency_ms_p50", "slimmed latency ms", "g3", False, "relative", 0.10, "ms", True),
+    _m("slimmed_latency_ms_batch_p50", "slimmed batch ms", "g3", False, "relative", 0.10, "ms",
+       True),
+    _m("latency_processes", "timing processes", "int"),
+    # ---- derived by the report from the timing stage: baseline latency over this row's,
+    # both timed in the same processes (see timing.speedups)
+    _m("speedup_batch", "speed-up × (batch)", "f2", True, timing=True),
+    _m("speedup_batch1", "speed-up × (batch 1)", "f2", True, timing=True),
+]}
+for _base in ("speedup_batch", "speedup_batch1"):
+    for _end in ("ci_low", "ci_high"):
+        TABLE[f"{_base}_{_end}"] = _m(f"{_base}_{_end}", f"{TABLE[_base].title} {_end}", "f2",
+                                      True, timing=True)
+
+# latency figures and the model they are taken of ("model": what the cell deploys, the
+# masked or int8 copy included; "slimmed": structured pruning with the channels removed)
+LATENCY_FIGURES = {"model": ("latency_ms_p50", "latency_ms_batch_p50"),
+                   "slimmed": ("slimmed_latency_ms_p50", "slimmed_latency_ms_batch_p50")}
+
+
+class UnknownMetric(KeyError):
+    pass
+
+
+def get(name: str) -> Metric:
+    try:
+        return TABLE[name]
+    except KeyError:
+        raise UnknownMetric(f"unknown metric '{name}'; known: {', '.join(TABLE)}") from None
+
+
+def undeclared(names) -> list[str]:
+    """Recorded names that the table does not declare (a test keeps this empty)."""
+    return sorted(n for n in names if n not in TABLE)
+
+
+def gated() -> list[Metric]:
+    return [m for m in TABLE.values() if m.gated]
+
+
+def directed() -> list[Metric]:
+    """Numeric figures with a direction: what export charts."""
+    return [m for m in TABLE.values() if m.higher_is_better is not None and m.fmt != "none"]
+
+
+def primary(task: str) -> str:
+    return "accuracy" if task == "classification" else "r2"
+
+
+# ---------------------------------------------------------------- metrics a run declares
+# A plugin measure (run/measures.py) declares its figures here in the run's process; the run
+# writes the declarations into its suite.json, and readers declare them again from there, so
+# report, compare and export know a plugin's figures without importing the plugin.
+
+RUN_META = "suite.json"
+
+
+def declare(metric: Metric) -> Metric:
+    """Add a figure to the table; declaring the same one twice is harmless, a clash is not."""
+    known = TABLE.get(metric.name)
+    if known is not None and known != metric:
+        raise ValueError(f"metric '{metric.name}' is declared twice, differently: {known} "
+                         f"vs {metric}")
+    TABLE[metric.name] = metric
+    return metric
+
+
+def as_dict(metric: Metric) -> dict:
+    from dataclasses import asdict
+
+    return asdict(metric)
+
+
+def declare_run(run_dir) -> None:
+    """Declare the figures a results directory's run declared (its suite.json)."""
+    import json
+    from pathlib import Path
+
+    p = Path(run_dir)
+    meta = (p if p.is_dir() else p.parent) / RUN_META
+    if meta.is_file():
+        for doc in json.loads(meta.read_text()).get("metrics") or []:
+            declare(Metric(**doc))

@@ -1,0 +1,1 @@
+"""Running cells: planning, training, measuring, backends, processes, ranks and timing."""

@@ -1,0 +1,252 @@
+"""One cell x seed, in stages: data -> train -> compress -> evaluate -> deploy -> measure.
+
+Each stage is a plain function of what the earlier ones produced, returning a typed result;
+`run_cell` calls them in order and merges their figures once. Files, processes and progress
+are the runner's; latency is the timing stage's (timing.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from modelopt.run import backends, measure, measures
+from modelopt.run.plan import Trained, finetuner, load_data
+from modelopt.run.train import Diverged, Outcome, predict
+from modelopt.spec import plugins
+from modelopt.spec.registries import QUANTIZERS
+from modelopt.techniques import prune
+from modelopt.techniques.data import Data
+
+
+@dataclass
+class CellOutput:
+    status: str  # ok | diverged
+    metrics: dict
+    curves: list[dict]
+    env: dict
+    extra: dict = field(default_factory=dict)  # per-cell detail (grad norms, histograms)
+    error: str | None = None
+    # what the timing stage times (timing.py): "model", the deployed model (masked or int8
+    # copy included), and "slimmed" where structured pruning removed channels
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    example: torch.Tensor | None = None  # batch 1
+    batch: torch.Tensor | None = None  # the training batch size
+
+
+class Phases:
+    """Wall seconds per stage of a cell (data, train, compress, evaluate, measure)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+@dataclass
+class Compressed:
+    """The compress stage: pruning's result (None without pruning) and the phase whose
+    outcome made the final model (fine-tuning, else training)."""
+
+    pruned: prune.Pruned | None
+    final: Outcome
+
+
+@dataclass
+class Deployed:
+    """The model that ships (the int8 copy, or the trained model), what converting it did,
+    and its test figures where they differ from the trained model's."""
+
+    model: nn.Module
+    info: dict
+    test: dict
+
+
+def run_cell(config: dict, seed: int, threads: int = 1,
+             backend: backends.Backend | None = None) -> CellOutput:
+    """Train, compress and measure one cell; latency is not measured here but by the run's
+    timing stage, over the models this returns. `backend` replaces the config's (a rank of
+    a launched job passes its own)."""
+    plugins.load()  # user plugins (MODELOPT_PLUGINS) register in this process too
+    backend = backend or backends.build(config["backend"])
+    threads = backend.prepare(threads)
+    phase = Phases()
+    with phase("data"):
+        data = load_data(config, seed)
+    probe = _probe(backend, threads)
+    probe_before = probe()
+    with measure.PeakMemory() as mem:  # the window: training, compression, evaluation
+        backend.reset_peak_memory()
+        try:
+            with phase("train"):
+                trained = backend.train(config, seed, data)
+            with phase("compress"):
+                compressed = compress(config, trained, backend, seed)
+        except Diverged as d:
+            return CellOutput("diverged", {"diverged_at_step": d.step}, [],
+                              env(backend, threads), error=str(d))
+        with phase("evaluate"):
+            test = evaluate(trained.net, trained.data, backend, config["train"]["eval_batch_size"])
+    probe_after = probe()
+    with phase("measure"):
+        deployed = deploy(config, trained)
+        counts = static_metrics(deployed.model, trained.net, data.x_test[:1])
+        extra_figures = measured(deployed, trained, backend, config)
+    memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
+              "cores": backend.cores(), "gpus": backend.gpus(), **backend.peak_memory()}
+    if probe_before is not None:
+        # the machine's speed beside the training's, in the same process and minute: compare
+        # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
+        memory["machine_probe_ms"] = (probe_before + probe_after) / 2
+    out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
+    out.env = env(backend, threads)
+    out.extra["phase_seconds"] = phase.seconds
+    out.batch = data.x_test[:config["train"]["batch_size"]].clone()
+    return out
+
+
+def _probe(backend: backends.Backend, threads: int):
+    if not backend.measures_cpu_speed():
+        return lambda: None
+    return lambda: measure.machine_probe(threads)
+
+
+def compress(config: dict, trained: Trained, backend, seed: int) -> Compressed:
+    """Pruning (with its fine-tuning), in place on the trained network."""
+    if not config.get("prune"):
+        return Compressed(None, trained.outcome)
+    pruned = prune.apply(config["prune"], trained.net, trained.data,
+                         finetuner(config, trained.data, backend, seed))
+    return Compressed(pruned, pruned.finetune or trained.outcome)
+
+
+def deploy(config: dict, trained: Trained) -> Deployed:
+    """The model that ships: the quantizer's conversion of the trained model, if it has one;
+    the converted copy's accuracy is what counts (its every test figure, loss included)."""
+    spec = config.get("quantize")
+    quantizer = QUANTIZERS.build_spec(spec) if spec else None
+    if quantizer is None or quantizer.convert is None:
+        return Deployed(trained.net, {}, {})
+    model, info = quantizer.convert(trained.net)
+    test = evaluate(model, trained.data, backends.CPU, config["train"]["eval_batch_size"])
+    return Deployed(model, info, test)
+
+
+def measured(deployed: Deployed, trained: Trained, backend, config: dict) -> dict:
+    """The figures of registered measures (run/measures.py), on the shipped model."""
+    if not measures.active():
+        return {}
+    on = backends.CPU if deployed.model is not trained.net else backend
+    outputs = predict(deployed.model, trained.data.x_test, on, config["train"]["eval_batch_size"])
+    return measures.compute(measures.Evaluated(deployed.model, trained.data, outputs))
+
+
+def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
+           deployed: Deployed, counts: dict, extra_figures: dict, memory: dict) -> CellOutput:
+    """Every stage's figures, merged once; later stages win where they measure the shipped
+    model (the int8 copy's test figures over the trained model's)."""
+    outcome, final, pruned = trained.outcome, compressed.final, compressed.pruned
+    metrics = {**test, **training_metrics(config, trained.data.task, outcome, final), **memory,
+               **trained.data.info, **trained.info}
+    curves, extra = list(outcome.curves), {}
+    norms = outcome.grad_norms + (final.grad_norms if final is not outcome else [])
+    if norms:
+        extra["grad_norms"] = norms
+    models = {"model": deployed.model}
+    if pruned:
+        metrics.update(pruned.info)
+        extra["weight_histograms"] = pruned.histograms
+        curves += final.curves if final is not outcome else []
+        if pruned.slimmed is not None:
+            models["slimmed"] = pruned.slimmed
+            metrics.update(slimmed_metrics(pruned.slimmed, trained.data.x_test[:1]))
+    metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
+    return CellOutput("ok", metrics, curves, {}, extra, models=models,
+                      example=trained.data.x_test[:1].clone())
+
+
+def training_metrics(config: dict, task: str, outcome: Outcome, final: Outcome) -> dict:
+    """Speed, steps, the best-validation figures (of the phase that made the final model)
+    and time to target."""
+    best = final.best
+    key = "accuracy" if task == "classification" else "r2"
+    vals = [c["val_score"] for c in final.curves
+            if c["val_score"] is not None and not math.isnan(c["val_score"])]
+    out = {f"{key}_best_val": best["test_score"] if best else None,
+           "best_val_step": best["step"] if best else None,
+           "val_score": vals[-1] if vals else None,  # what tune chooses by; never test
+           "final_step": outcome.steps, "train_seconds": outcome.train_seconds,
+           "train_samples_s": (outcome.samples / outcome.train_seconds
+                               if outcome.train_seconds else None)}
+    out.update(time_to_target(outcome.curves, config["train"].get("target"),
+                              outcome.train_seconds, outcome.steps))
+    return out
+
+
+def time_to_target(curves: list[dict], target: float | None, seconds: float, steps: int) -> dict:
+    """Training seconds and steps until the validation score first reached `target`; a cell
+    that never does is `target_reached: false` and counts its whole budget."""
+    if target is None:
+        return {}
+    for c in curves:
+        if c["phase"] == "train" and c["val_score"] is not None and c["val_score"] >= target:
+            return {"target_reached": True, "time_to_target_s": c["seconds"],
+                    "steps_to_target": c["step"]}
+    return {"target_reached": False, "time_to_target_s": seconds, "steps_to_target": steps}
+
+
+def evaluate(model: nn.Module, data: Data, backend, eval_batch: int) -> dict:
+    out = predict(model, data.x_test, backend, eval_batch)
+    if data.task == "classification":
+        metrics = measure.classification_metrics(out, data.y_test, data.num_classes)
+        metrics["loss"] = float(nn.functional.cross_entropy(out, data.y_test))
+        return metrics
+    scale, shift = data.target_scale
+    metrics = measure.regression_metrics(out, data.y_test, scale, shift)
+    metrics["loss"] = float(nn.functional.mse_loss(out.reshape(-1), data.y_test))
+    return metrics
+
+
+# L1 drives weights towards zero, but an optimizer keeps them hovering around it rather than
+# on it: params_above_1e-3 counts the weights that matter at this (stated) threshold.
+SMALL_WEIGHT = 1e-3
+
+
+def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) -> dict:
+    """Counts of the deployed model. FLOPs come from its float version on the CPU:
+    FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
+    same multiply-adds."""
+    params, nonzero = measure.count_params(deploy)
+    _, above = measure.count_params(deploy, threshold=SMALL_WEIGHT)
+    counted = copy.deepcopy(fp32).cpu()
+    return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
+            "params_above_1e-3": above,
+            "size_bytes": measure.size_bytes(deploy),
+            "size_bytes_compressed": measure.size_bytes_compressed(deploy),
+            "flops": measure.flops(counted, example),
+            "flops_nonzero": measure.flops_nonzero(counted, example)}
+
+
+def slimmed_metrics(slimmed: nn.Module, example: torch.Tensor) -> dict:
+    """Counts of the physically smaller model structured pruning built."""
+    params, _ = measure.count_params(slimmed)
+    return {"slimmed_params": params, "slimmed_flops": measure.flops(slimmed, example),
+            "slimmed_size_bytes": measure.size_bytes(slimmed)}
+
+
+def env(backend: backends.Backend, threads: int) -> dict:
+    return {"torch": torch.__version__, "python": platform.python_version(), "threads": threads,
+            "cpu": measure.cpu_model(), "cpu_count": backends.cpu_count(), **backend.env()}

@@ -1,0 +1,111 @@
+"""Ranks of one DDP cell: the one rank entry point, spawned here or launched (torchrun).
+
+Spawned ranks are started and watched with torch.multiprocessing's process context
+(`start_processes` + `ProcessContext.join`): a rank that raises or dies ends the others,
+and its traceback is the cell's error. Every rank trains through `plan.train_here`, the
+path a single process takes, with its share of each global batch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+
+from modelopt.run.backends import DDP
+
+
+class RankFailed(RuntimeError):
+    """A rank raised or died; the message is that rank's error."""
+
+
+# A failed collective's message: another rank is usually the cause.
+PEER_WORDS = ("Connection closed by peer", "Connection reset", "gloo", "NCCL")
+
+
+def is_peer_error(exc: BaseException) -> bool:
+    import torch.distributed as dist
+
+    return isinstance(exc, dist.DistError) or any(w in str(exc) for w in PEER_WORDS)
+
+
+def join_group(backend: DDP, rank: int, world: int, timeout: timedelta, *, store=None,
+               init_file: str | None = None) -> None:
+    """This process into the cell's process group: over a launcher's store, or a file."""
+    import torch.distributed as dist
+
+    if backend.is_cuda:  # one GPU per rank
+        torch.cuda.set_device(backend.device)
+    init = {"store": store} if store is not None else {"init_method": f"file://{init_file}"}
+    dist.init_process_group(backend.dist_backend, rank=rank, world_size=world, timeout=timeout,
+                            **init)
+
+
+def _spawned_rank(rank: int, backend: DDP, init_file: str, config: dict, seed: int,
+                  out_dir: str) -> None:
+    """One spawned rank (torch.multiprocessing calls it with its index first)."""
+    import torch.distributed as dist
+
+    from modelopt.spec import plugins
+
+    plugins.load()  # user plugins register in each rank too
+    mine = backend.as_rank(rank, backend.world_size, rank)
+    mine.prepare(backend.threads or 1)
+    join_group(mine, rank, backend.world_size, timedelta(minutes=30), init_file=init_file)
+    try:
+        trained = mine.train(config, seed, None)
+        if rank == 0:
+            state = {k: v.cpu() for k, v in trained.net.state_dict().items()}
+            torch.save({"state": state, "outcome": trained.outcome, "info": trained.info},
+                       Path(out_dir) / "rank0.pt")
+    except BaseException as exc:
+        # the first rank to fail says why; a rank whose collective broke waits a moment so
+        # that the cause is written first
+        kind = "peer" if is_peer_error(exc) else "cause"
+        tb = traceback.format_exc().strip().splitlines()[-8:]
+        (Path(out_dir) / f"error-{kind}-{rank}.txt").write_text(
+            f"rank {rank}: {type(exc).__name__}: {exc}\n" + "\n".join(tb))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(backend: DDP, config: dict, seed: int, data):
+    """Train on `backend.world_size` spawned ranks; the network rank 0 ends with, on this
+    process's side, with the outcome and the ranks' start-up time."""
+    import torch.multiprocessing as tmp
+
+    from modelopt.run.plan import Trained
+    from modelopt.techniques import models
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        init_file = os.path.join(tmp_dir, "rendezvous")  # file:// avoids port clashes
+        # spawn: each rank a fresh interpreter, sharing no state with this process
+        ctx = tmp.start_processes(_spawned_rank, args=(backend, init_file, config, seed, tmp_dir),
+                                  nprocs=backend.world_size, join=False, start_method="spawn")
+        try:
+            while not ctx.join(grace_period=2):
+                pass
+        except (tmp.ProcessRaisedException, tmp.ProcessExitedException) as exc:
+            raise RankFailed(_first_error(Path(tmp_dir), exc)) from None
+        saved = torch.load(Path(tmp_dir) / "rank0.pt", weights_only=False)  # our own file
+    net = models.build(config["model"], data.input_shape, data.num_outputs)
+    net.load_state_dict(saved["state"])
+    outcome = saved["outcome"]
+    info = {**saved["info"], "ddp_startup_s": time.perf_counter() - t0 - outcome.train_seconds}
+    return Trained(net.to(backend.device), data, outcome, info)
+
+
+def _first_error(folder: Path, exc: Exception) -> str:
+    """The error of the rank that caused the failure (not one whose collective broke after)."""
+    for kind in ("cause", "peer"):
+        found = sorted(folder.glob(f"error-{kind}-*.txt"))
+        if found:
+            return found[0].read_text()
+    return str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)

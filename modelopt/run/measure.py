@@ -1,0 +1,191 @@
+"""Measurements: task metrics, parameters, size, FLOPs, machine speed, peak memory. Each returns
+data; latency is the timing stage's (timing.py)."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+# ---------------------------------------------------------------- task metrics
+
+def classification_metrics(outputs: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    pred = outputs.argmax(1).numpy()
+    true = y.numpy()
+    labels = list(range(num_classes))
+    p, r, f, _ = precision_recall_fscore_support(true, pred, labels=labels, average="macro",
+                                                 zero_division=0)
+    return {"accuracy": float((pred == true).mean()), "f1_macro": float(f),
+            "precision_macro": float(p), "recall_macro": float(r),
+            "confusion": confusion_matrix(true, pred, labels=labels).tolist()}
+
+
+def regression_metrics(outputs: torch.Tensor, y: torch.Tensor, scale: float = 1.0,
+                       shift: float = 0.0) -> dict:
+    """MSE, RMSE, MAE, R^2 in the target's original units (undoing standardization)."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    pred = outputs.reshape(-1).numpy() * scale + shift
+    true = y.numpy() * scale + shift
+    mse = float(mean_squared_error(true, pred))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(mean_absolute_error(true, pred)),
+            "r2": float(r2_score(true, pred))}
+
+
+# ---------------------------------------------------------------- size
+
+def _tensors(model: nn.Module) -> list[torch.Tensor]:
+    """The model's learned tensors as used in forward: parameters, and the packed weights of
+    dynamically quantized Linear layers (which are not parameters)."""
+    tensors = [p.detach() for p in model.parameters()]
+    for mod in model.modules():
+        if hasattr(mod, "_packed_params") and callable(getattr(mod, "weight", None)):
+            w, b = mod.weight(), mod.bias()
+            tensors += [w.dequantize() if w.is_quantized else w] + ([b] if b is not None else [])
+    return tensors
+
+
+def count_params(model: nn.Module, threshold: float = 0.0) -> tuple[int, int]:
+    """(parameters, nonzero parameters). Call after pruning is made permanent (prune.remove).
+
+    `threshold`: magnitudes at or below it count as zero (the report states it, for L1).
+    """
+    tensors = _tensors(model)
+    total = sum(t.numel() for t in tensors)
+    nonzero = sum(int((t.abs() > threshold).sum()) for t in tensors)
+    return total, nonzero
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of the saved state_dict (torch.save), as a user would ship it."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def size_bytes_compressed(model: nn.Module) -> int:
+    """Bytes of the saved state_dict after zlib: where sparsity pays off on disk."""
+    import zlib
+
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return len(zlib.compress(buf.getvalue(), 6))
+
+
+# ---------------------------------------------------------------- FLOPs
+
+def flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on `example` (batch 1), torch.utils.flop_counter convention:
+    2 FLOPs per multiply-add, zeros counted (dense FLOPs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(example)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def flops_nonzero(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs that touch a nonzero weight: each Linear/Conv layer's FLOPs times its weight
+    density; FLOPs elsewhere (GRU, pooling, activations) are counted dense."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(example)
+    model.train(was_training)
+    counts = counter.get_flop_counts()  # keys: "Global", "<RootClass>.<module path>"
+    root = type(model).__name__
+    total = float(counter.get_total_flops())
+    for name, mod in model.named_modules():
+        if name and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+            layer = sum(counts.get(f"{root}.{name}", {}).values())
+            density = float((mod.weight != 0).float().mean())
+            total -= layer * (1.0 - density)
+    return int(round(total))
+
+
+# ---------------------------------------------------------------- machine speed
+
+def machine_probe(threads: int, repeats: int = 3, steps: int = 4) -> float:
+    """Milliseconds of a fixed training workload (a small conv net's forward, backward and
+    SGD step on fixed data): how fast this process's share of the machine is right now.
+    Median of `repeats`, so one preempted repeat does not move it. Run in the cell's process
+    beside its training, it lets compare tell the code's speed from the machine's."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 32, 5, padding=2), nn.ReLU(), nn.Conv1d(32, 32, 5, padding=2),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(32 * 40, 10))
+    x, y = torch.randn(100, 1, 40, generator=g), torch.randint(0, 10, (100,), generator=g)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    times = []
+    for _ in range(repeats + 1):  # the first repeat warms up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]) * 1e3)
+
+
+# ---------------------------------------------------------------- memory
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} missing from /proc/self/status")
+
+
+@dataclass
+class PeakMemory:
+    """Process RSS high-water mark over a region, reset at its start (Linux clear_refs).
+
+    ru_maxrss cannot be reset and tracemalloc misses torch's allocations (README, "How we
+    measure, and why").
+    """
+
+    baseline_mb: float = float("nan")
+    peak_mb: float = float("nan")
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.baseline_mb = _status_kb("VmRSS") / 1024
+            self._ok = True
+        except OSError:  # not Linux, or no permission: leave NaN rather than a wrong figure
+            self._ok = False
+        return self
+
+    def __exit__(self, *exc):
+        if self._ok:
+            self.peak_mb = _status_kb("VmHWM") / 1024
+        return False
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+

@@ -1,0 +1,61 @@
+"""The one place a cell's outcome becomes a record: a payload from the cell's process (its
+figures, or `failed` with the traceback's last lines), then the Record the run appends."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Callable
+
+from modelopt.results.record import Record
+from modelopt.run import timing
+from modelopt.spec.registries import task_of
+from modelopt.spec.schema import Cell, Suite
+
+
+def failure(exc: BaseException, prefix: str = "") -> dict:
+    tb = traceback.format_exc().strip().splitlines()
+    return {"status": "failed", "error": f"{prefix}{type(exc).__name__}: {exc}",
+            "traceback": "\n".join(tb[-12:])}
+
+
+def payload(run: Callable, cell_id: str, seed: int, model_dir: str | None,
+            env: dict | None = None) -> dict:
+    """Run a cell (`run()` returns its CellOutput) into a payload: its figures, and its models
+    saved for the timing stage; an exception becomes `failed`. `env` adds to the record's."""
+    try:
+        out = run()
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
+        return failure(exc)
+    return from_output(out, cell_id, seed, model_dir, env)
+
+
+def from_output(out, cell_id: str, seed: int, model_dir: str | None,
+                env: dict | None = None) -> dict:
+    """A finished cell's payload; its models saved for the timing stage."""
+    if model_dir and out.status == "ok":
+        save_models(out, model_dir, cell_id, seed)
+    return {"status": out.status, "error": out.error, "metrics": out.metrics,
+            "curves": out.curves, "env": {**out.env, **(env or {})}, "extra": out.extra}
+
+
+def save_models(out, model_dir: str, cell_id: str, seed: int) -> None:
+    """An ok cell's models, for the timing stage. One that cannot be saved (an unpicklable
+    plugin model) costs its latency, not its figures: the reason goes into extra."""
+    try:
+        timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
+    except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
+        out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
+
+
+def record(suite: Suite, cell: Cell, seed: int, started_at: str, duration: float,
+           payload: dict, commit: str | None) -> Record:
+    error = payload.get("error")
+    if payload.get("traceback"):
+        error = f"{error}\n{payload['traceback']}"
+    return Record(suite=suite.name, suite_hash=suite.content_hash, cell_id=cell.cell_id,
+                  seed=seed, cell=cell.config, task=task_of(cell.config["dataset"]),
+                  status=payload["status"], error=error, metrics=payload.get("metrics") or {},
+                  curves=payload.get("curves") or [],
+                  env={**(payload.get("env") or {}), "git_commit": commit},
+                  extra=payload.get("extra") or {}, started_at=started_at,
+                  duration_s=duration, group=cell.group)

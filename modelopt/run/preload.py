@@ -1,0 +1,35 @@
+"""Imported once by the runner's forkserver: every cell process forks from a server that
+already paid for imports and first-call set-up (about 3 s a cell otherwise on 2 cores)."""
+
+import logging
+
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" noise
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)  # no OpenMP pool before fork: each cell sizes its own
+
+import mnist1d.data  # noqa: E402, F401
+import sklearn.datasets  # noqa: E402, F401
+import sklearn.metrics  # noqa: E402, F401
+import sklearn.model_selection  # noqa: E402, F401
+import torch.utils.benchmark  # noqa: E402, F401
+import torch.utils.flop_counter  # noqa: E402, F401
+
+import modelopt.run.cell  # noqa: E402, F401
+from modelopt.run import measure  # noqa: E402
+
+
+def _warm_up() -> None:
+    """One tiny forward/backward/step, a FLOP count and the metrics: first-call costs."""
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(76, 3))
+    opt = torch.optim.Adam(model.parameters())
+    x = torch.randn(4, 1, 40)
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
+    opt.step()
+    measure.flops(model, x[:1])
+    measure.classification_metrics(model(x).detach(), torch.tensor([0, 1, 2, 0]), 3)
+
+
+_warm_up()

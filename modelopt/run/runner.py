@@ -1,0 +1,170 @@
+"""A suite's run: what is left to do (resume, shards), the scheduler, appending each record,
+then the timing stage; and merging shard directories."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+from modelopt.results import latency, store
+from modelopt.results.metrics import RUN_META
+from modelopt.results.record import Record
+from modelopt.run import measures, timing
+from modelopt.run.backends import cpu_count
+from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
+from modelopt.spec.schema import Suite
+
+
+class ResumeError(RuntimeError):
+    """The output directory holds results of a different suite."""
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def default_jobs() -> int:
+    return cpu_count()
+
+
+def shard_of(cell_id: str, n: int) -> int:
+    """Stable shard (1..n) of a cell: from its id, so every machine agrees."""
+    return int(hashlib.sha1(cell_id.encode()).hexdigest(), 16) % n + 1
+
+
+def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
+              done: set | None = None) -> list[Job]:
+    return [job(cell, seed, jobs) for cell, seed in suite.runs()
+            if not (shard and shard_of(cell.cell_id, shard[1]) != shard[0])
+            and not (done and (cell.cell_id, seed) in done)]
+
+
+def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
+    """Note the suite beside its results and return the (cell_id, seed) pairs already ok
+    (none without `resume`); refuses results of a changed suite unless forced."""
+    meta_path = out_dir / RUN_META
+    meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
+            "description": suite.spec.description, "thresholds": suite.spec.thresholds,
+            "baseline": suite.spec.baseline, "metrics": measures.declarations()}
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        if old.get("content_hash") != suite.content_hash and resume and not force:
+            raise ResumeError(
+                f"{out_dir} holds results of suite '{old.get('suite')}' with a different "
+                f"content (hash {old.get('content_hash')} vs {suite.content_hash}). Use another "
+                "--out, or --force to add to it anyway.")
+    meta_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = meta_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    tmp.replace(meta_path)
+    path = store.results_path(out_dir)
+    if not path.exists():
+        return set()
+    store.repair(path)
+    return {r.key for r in store.read(path) if r.ok} if resume else set()
+
+
+def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,
+        force: bool = False, shard: tuple[int, int] | None = None, fail_fast: bool = False,
+        on_record: Callable[[Record], None] | None = None,
+        on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
+        ray_address: str | None = None, timing_processes: int | None = None,
+        on_timing: Callable[[int, int], None] | None = None) -> Summary:
+    """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result;
+    then time every ok cell's saved models side by side (timing.run_stage)."""
+    out = Path(out_dir)
+    jobs = jobs or default_jobs()
+    done = prepare(out, suite, resume, force)
+    todo = plan_jobs(suite, jobs, shard, done)
+    if on_plan:
+        on_plan(len(todo), len(done))
+    sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address)
+    summary = sched.run(todo)
+    summary.skipped_done = len(done)
+    if not summary.interrupted:
+        summary.interrupted = not time_run(out, suite, timing_processes, on_timing)
+    return summary
+
+
+def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
+              executor: str = "local", ray_address: str | None = None) -> Scheduler:
+    """A scheduler that appends each record to `out` before telling `on_record`."""
+    path = store.results_path(out)
+
+    def record(rec: Record) -> None:
+        store.append(path, rec)
+        if on_record:
+            on_record(rec)
+
+    model_dir = str((out / latency.MODELS_DIR).resolve())  # Ray workers have another cwd
+    kwargs = dict(on_record=record, fail_fast=fail_fast, model_dir=model_dir, commit=git_commit())
+    if executor == "ray":
+        return RayScheduler(suite, jobs, address=ray_address, **kwargs)
+    return Scheduler(suite, jobs, **kwargs)
+
+
+def time_run(out: Path, suite: Suite, processes: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> bool:
+    """The timing stage over the suite's ok cells in `out`; False if interrupted."""
+    path = store.results_path(out)
+    ok = {r.key for r in store.read(path) if r.ok and r.suite == suite.name} \
+        if path.exists() else set()
+    missing = ok - {(a.cell_id, a.seed) for a in latency.artifacts(out, ok)}
+    if missing:
+        logging.getLogger("modelopt").warning(
+            "%d ok cell x seed without a saved model get no latency (see their "
+            "extra.timing_error), e.g. %s seed %s", len(missing), *sorted(missing)[0])
+    try:
+        timing.run_stage(out, suite.name, ok, processes=processes or latency.PROCESSES,
+                         progress=progress)
+    except KeyboardInterrupt:
+        return False
+    return True
+
+
+def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
+    """Combine shard directories of one suite into `out_dir`; returns the records written.
+    Refuses directories of different suites (name or content)."""
+    metas = []
+    for d in dirs:
+        meta = Path(d) / RUN_META
+        if not meta.is_file():
+            raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
+        metas.append(json.loads(meta.read_text()))
+    if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1:
+        listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
+                            for d, m in zip(dirs, metas))
+        raise ResumeError(f"cannot merge results of different suites: {listing}")
+    records: dict = {}
+    for d in dirs:
+        if not store.results_path(d).exists():  # a shard that had no cells
+            continue
+        for rec in store.read(d):
+            # an ok result beats a failed one for the same cell x seed
+            if rec.key not in records or not records[rec.key].ok:
+                records[rec.key] = rec
+    out = Path(out_dir)
+    if store.results_path(out).exists():
+        raise ResumeError(f"{out} already holds results; merge into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RUN_META).write_text(json.dumps(metas[0], indent=2))
+    for rec in records.values():
+        store.append(out, rec)
+    # the saved models come along; their latency is timed anew by `modelopt time`, since
+    # shards timed on different machines cannot be paired
+    for d in dirs:
+        for p in latency.artifacts(d):
+            if (p.cell_id, p.seed) in records:
+                (out / latency.MODELS_DIR).mkdir(exist_ok=True)
+                shutil.copy2(p.path, out / latency.MODELS_DIR / p.path.name)
+    return len(records)

@@ -1,0 +1,230 @@
+"""Packing cells onto the machine: one child process per cell x seed (or a Ray task), time
+limits, and the records they become."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Callable
+
+from modelopt.results.record import ERRORS, Record
+from modelopt.run import backends, outcome
+from modelopt.run.processes import context, end, exit_reason, now
+from modelopt.spec.schema import Cell, Suite
+
+
+@dataclass
+class Job:
+    cell: Cell
+    seed: int
+    slots: int  # cores it takes (the backend says how many)
+    gpus: int
+    timeout_s: float | None
+    unavailable: str | None = None  # why this machine cannot run its backend
+
+
+def job(cell: Cell, seed: int, jobs: int) -> Job:
+    """A cell x seed with what its backend takes of the machine (at most all of it)."""
+    timeout = cell.config["train"].get("timeout_s")
+    try:
+        b = backends.build(cell.config["backend"])
+    except backends.BackendUnavailable as exc:
+        return Job(cell, seed, 1, 0, timeout, str(exc))
+    return Job(cell, seed, max(1, min(b.cores(), jobs)), b.gpus(), timeout)
+
+
+@dataclass
+class Summary:
+    counts: dict = field(default_factory=dict)
+    skipped_done: int = 0
+    interrupted: bool = False
+
+    def add(self, status: str, n: int = 1) -> None:
+        self.counts[status] = self.counts.get(status, 0) + n
+
+    @property
+    def failed(self) -> int:
+        """Cells that failed or ran out of time (what --fail-fast and the exit code count)."""
+        return sum(self.counts.get(s, 0) for s in ERRORS)
+
+
+def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
+                model_dir: str | None, env: dict | None = None) -> None:
+    """Runs in a fresh process (forkserver, or a Ray worker): what happens here cannot hurt
+    the run."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from modelopt.run.cell import run_cell
+
+    result = outcome.payload(lambda: run_cell(config, seed, threads), cell_id, seed, model_dir,
+                             env)
+    if conn is None:
+        return result
+    conn.send(("result", result))
+    conn.close()
+
+
+@dataclass
+class Active:
+    job: Job
+    proc: object
+    conn: object
+    started: float
+    deadline: float | None
+    started_at: str  # wall-clock time for the record
+
+
+class Scheduler:
+    """Packs cell processes onto `jobs` slots. Cells only train and count here: latency is
+    timed afterwards, side by side, by the timing stage (timing.py), so no cell needs the
+    machine alone."""
+
+    def __init__(self, suite: Suite, jobs: int, on_record: Callable[[Record], None] | None = None,
+                 model_dir: str | None = None, fail_fast: bool = False,
+                 commit: str | None = None):
+        self.suite, self.jobs = suite, jobs
+        self.on_record, self.model_dir, self.fail_fast = on_record, model_dir, fail_fast
+        self.commit = commit
+        self.active: dict = {}
+        self.summary = Summary()
+
+    def emit(self, job: Job, started_at: str, duration: float, payload: dict) -> Record:
+        rec = outcome.record(self.suite, job.cell, job.seed, started_at, duration, payload,
+                             self.commit)
+        self.summary.add(rec.status)
+        if self.on_record:
+            self.on_record(rec)
+        return rec
+
+    def unavailable(self, job: Job) -> bool:
+        """Record a cell whose backend this machine lacks (failed, or skipped if the suite
+        says so) instead of starting it."""
+        if job.unavailable:
+            status = "skipped" if self.suite.spec.skip_unavailable else "failed"
+            self.emit(job, now(), 0.0, {"status": status, "error": job.unavailable})
+        return bool(job.unavailable)
+
+    def _start(self, job: Job) -> None:
+        ctx = context()
+        parent, child = ctx.Pipe()
+        threads = job.cell.config["backend"].get("threads") or 1
+        # not a daemon: a cell may start processes of its own (ddp ranks)
+        proc = ctx.Process(target=_child_main, daemon=False,
+                           args=(child, job.cell.config, job.cell.cell_id, job.seed, threads,
+                                 self.model_dir))
+        proc.start()
+        child.close()
+        t = time.monotonic()
+        self.active[parent] = Active(job, proc, parent, t,
+                                     t + job.timeout_s if job.timeout_s else None, now())
+
+    def _finish(self, a: Active, payload: dict) -> None:
+        self.active.pop(a.conn, None)
+        a.conn.close()
+        a.proc.join(timeout=5)
+        end(a.proc)
+        self.emit(a.job, a.started_at, time.monotonic() - a.started, payload)
+
+    def _collect(self, timeout: float) -> None:
+        """Records of the cells that reported, died or ran out of time."""
+        for conn in wait(list(self.active), timeout=timeout):
+            a = self.active[conn]
+            try:
+                _, payload = conn.recv()
+            except (EOFError, OSError):  # died without a word: crash, os._exit, OOM kill
+                a.proc.join(timeout=5)
+                payload = {"status": "failed", "error": exit_reason(a.proc.exitcode)}
+            self._finish(a, payload)
+        t = time.monotonic()
+        for a in list(self.active.values()):
+            if a.deadline is not None and t > a.deadline:
+                end(a.proc)
+                self._finish(a, {"status": "timeout", "error": f"exceeded timeout_s="
+                                 f"{a.job.timeout_s:g}; the cell's process was ended"})
+
+    def run(self, jobs_list: list[Job]) -> Summary:
+        pending = deque(jobs_list)
+        try:
+            while pending or self.active:
+                if self.fail_fast and self.summary.failed:
+                    pending.clear()
+                    if not self.active:
+                        break
+                free = self.jobs - sum(a.job.slots for a in self.active.values())
+                while pending and pending[0].slots <= free:
+                    job = pending.popleft()
+                    if not self.unavailable(job):
+                        self._start(job)
+                        free -= job.slots
+                self._collect(self._next_deadline())
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            for a in list(self.active.values()):
+                end(a.proc)
+            self.active.clear()
+        return self.summary
+
+    def _next_deadline(self) -> float:
+        deadlines = [a.deadline for a in self.active.values() if a.deadline is not None]
+        if not deadlines:
+            return 1.0
+        return max(0.01, min(1.0, min(deadlines) - time.monotonic()))
+
+
+class RayScheduler(Scheduler):
+    """Cells as Ray tasks, each asking for its cores and GPUs (the backend says how many).
+    Results stream back to the driver, which appends them as they finish. Models are saved
+    to `model_dir`, which must be on a file system the driver sees (a local cluster's is);
+    latency is timed afterwards on the driver's machine by the timing stage."""
+
+    def __init__(self, *args, address: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.address = address
+
+    def run(self, jobs_list: list[Job]) -> Summary:
+        import ray
+
+        env_vars = {k: os.environ[k] for k in ("MODELOPT_PLUGINS", "PYTHONPATH", "MODELOPT_CACHE")
+                    if k in os.environ}
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": env_vars} if env_vars else None)
+        remote = ray.remote(_child_main)
+        pending: dict = {}
+        try:
+            for job in jobs_list:
+                if self.unavailable(job):
+                    continue
+                ref = remote.options(num_cpus=job.slots, num_gpus=job.gpus, max_retries=0).remote(
+                    None, job.cell.config, job.cell.cell_id, job.seed,
+                    job.cell.config["backend"].get("threads") or 1, self.model_dir,
+                    {"executor": "ray"})
+                pending[ref] = (job, time.monotonic(), now())
+            while pending:
+                self._wait_ray(ray, pending)
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            for ref in pending:
+                ray.cancel(ref, force=True)
+        return self.summary
+
+    def _wait_ray(self, ray, pending: dict) -> None:
+        done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+        t = time.monotonic()
+        for ref in done:
+            job, t0, started = pending.pop(ref)
+            try:
+                payload = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - the worker died: crash, OOM
+                payload = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            self.emit(job, started, t - t0, payload)
+        for ref, (job, t0, started) in list(pending.items()):
+            # Ray's clock starts at submission: a queued task's limit counts its wait
+            if job.timeout_s and t - t0 > job.timeout_s + 60 * len(pending):
+                ray.cancel(ref, force=True)
+                pending.pop(ref)
+                self.emit(job, started, t - t0, {"status": "timeout", "error":
+                          f"exceeded timeout_s={job.timeout_s:g} (Ray task cancelled)"})

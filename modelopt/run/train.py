@@ -1,0 +1,182 @@
+"""The training loop: one function, with a few named extension points."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from modelopt.run.backends import Backend
+from modelopt.techniques.data import Data, rows
+
+# Extension points. A loss term adds to the task loss (regularization, distillation); a hook
+# runs before optimizer.step (gradient clipping) or after it (weight clipping).
+LossTerm = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Hook = Callable[[nn.Module], None]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Plan:
+    """What one training phase does; built by the cell from its config."""
+
+    steps: int
+    batch_size: int
+    eval_every: int
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    schedule: object | None = None
+    schedule_on_eval: bool = False
+    loss_terms: list[LossTerm] = field(default_factory=list)
+    before_step: list[Hook] = field(default_factory=list)
+    after_step: list[Hook] = field(default_factory=list)
+    augment: Augment | None = None
+    loss_weight: float = 1.0  # weight of the task loss (KD lowers it to 1 - alpha)
+    full_batch: bool = False
+    record_grad_norms: bool = False
+    phase: str = "train"
+    shard: tuple[int, int] | None = None  # (rank, world_size) under DDP
+
+
+@dataclass
+class Outcome:
+    curves: list[dict]
+    steps: int
+    samples: int
+    train_seconds: float
+    diverged_at: int | None
+    best: dict | None  # the eval with the best validation score, and its test score
+    grad_norms: list[dict]
+
+
+class Diverged(RuntimeError):
+    def __init__(self, step: int, phase: str):
+        super().__init__(f"loss became NaN/inf at {phase} step {step}")
+        self.step, self.phase = step, phase
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, backend: Backend, batch: int = 1000) -> torch.Tensor:
+    """Outputs for x in eval mode, in batches, on the CPU as float32."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch):
+        with backend.autocast():
+            outs.append(model(x[i:i + batch].to(backend.device)).float().cpu())
+    model.train(was_training)
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def score(outputs: torch.Tensor, y: torch.Tensor, task: str) -> float:
+    """The validation score used for best-epoch selection: accuracy, or r2 for regression."""
+    if len(y) == 0:
+        return float("nan")
+    if task == "classification":
+        return float((outputs.argmax(1) == y).double().mean())
+    pred = outputs.reshape(-1)
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def _layer_grad_norms(model: nn.Module) -> dict[str, float]:
+    return {n: float(p.grad.norm()) for n, p in model.named_parameters()
+            if p.grad is not None and p.dim() > 1}
+
+
+def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
+        eval_batch: int = 1000, net: nn.Module | None = None) -> Outcome:
+    """Train `model` for plan.steps minibatch steps; evaluate every plan.eval_every steps.
+
+    `model` is what training calls (a backend may wrap the network: DDP); `net` is the bare
+    network, which evaluation calls (DDP's wrapper would sync buffers in forward).
+    Batches are slices of a seeded permutation of in-memory tensors (no per-sample Python).
+    Evaluation time is excluded from train_seconds. A non-finite loss stops with diverged_at.
+    """
+    net = model if net is None else net
+    dev = backend.device
+    x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
+    n = len(x_train)
+    gen = torch.Generator().manual_seed(seed)
+    aug_gen = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on every device
+    order, pos = torch.randperm(n, generator=gen), 0
+    batch = n if plan.full_batch else min(plan.batch_size, n)
+    scaler = (torch.amp.GradScaler("cuda") if backend.amp_dtype == torch.float16 else None)
+
+    curves, grad_norms = [], []
+    best, diverged_at = None, None
+    loss_sum, loss_count, samples, seconds = 0.0, 0, 0, 0.0
+    model.train()
+    for step in range(1, plan.steps + 1):
+        t0 = time.perf_counter()
+        if pos + batch > n:  # new epoch: fresh permutation (the tail of the last one is dropped)
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + batch]
+        pos += batch
+        n_global = len(idx)
+        if plan.shard is not None:  # rank r takes r::world of the global batch
+            idx = idx[plan.shard[0]::plan.shard[1]]
+        idx = idx.to(dev)
+        xb, yb = rows(x_train, idx), y_train[idx]
+        if plan.augment is not None:
+            xb = plan.augment(xb, aug_gen)
+        with backend.autocast():
+            out = model(xb)
+            target = yb if data.task == "classification" else yb.view_as(out)
+            loss = plan.loss_fn(out.float(), target)
+            if plan.loss_weight != 1.0:
+                loss = plan.loss_weight * loss
+            for term in plan.loss_terms:
+                loss = loss + term(model, xb, yb, out)
+        plan.optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(plan.optimizer)
+        else:
+            loss.backward()
+        for hook in plan.before_step:
+            hook(model)
+        if scaler is not None:
+            scaler.step(plan.optimizer)
+            scaler.update()
+        else:
+            plan.optimizer.step()
+        for hook in plan.after_step:
+            hook(model)
+        if plan.schedule is not None and not plan.schedule_on_eval:
+            plan.schedule.step()
+        loss_value = loss.item()  # one read (and, on CUDA, the synchronisation) per step
+        finite = math.isfinite(loss_value)
+        if plan.shard is not None:  # every rank stops at the same step, or they would hang
+            flag = torch.tensor([1.0 if finite else 0.0], device=dev)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            finite = bool(flag.item() > 0)
+        seconds += time.perf_counter() - t0
+        samples += n_global
+        if not finite:
+            diverged_at = step
+            break
+        loss_sum += loss_value
+        loss_count += 1
+
+        if step % plan.eval_every == 0 or step == plan.steps:
+            if plan.record_grad_norms:
+                grad_norms.append({"step": step, "phase": plan.phase, **_layer_grad_norms(net)})
+            val = score(predict(net, data.x_val, backend, eval_batch), data.y_val, data.task)
+            test = score(predict(net, data.x_test, backend, eval_batch), data.y_test, data.task)
+            curves.append({"phase": plan.phase, "step": step, "train_loss": loss_sum / loss_count,
+                           "val_score": val, "seconds": seconds,
+                           "lr": float(plan.optimizer.param_groups[0]["lr"])})
+            loss_sum, loss_count = 0.0, 0
+            # best-validation checkpoint: chosen on validation only, test read beside it
+            if not math.isnan(val) and (best is None or val > best["val_score"]):
+                best = {"step": step, "val_score": val, "test_score": test}
+            if plan.schedule is not None and plan.schedule_on_eval:
+                plan.schedule.step(0.0 if math.isnan(val) else val)
+    return Outcome(curves, step if plan.steps else 0, samples, seconds, diverged_at, best,
+                   grad_norms)

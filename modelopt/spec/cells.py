@@ -1,0 +1,203 @@
+"""From suite values to resolved cells: normalising specs, checking them against the
+registries, merging defaults with a matrix combination, expanding the matrix, cell ids."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from typing import Any
+
+from modelopt.spec.registries import task_of
+from modelopt.spec.registry import Registry, RegistryError, closest
+from modelopt.spec.schema import CELL_KEYS, LIST_KEYS, OFF, REQUIRED_KEYS, SINGLE_KEYS, TrainConfig
+
+
+def spec_of(value: Any, key: str) -> dict | None:
+    """`adam` or `{name: adam, lr: 0.1}` -> `{'name': 'adam', 'lr': 0.1}`; off -> None."""
+    if value in OFF:
+        return None
+    if isinstance(value, str):
+        return {"name": value}
+    if isinstance(value, dict):
+        if "name" not in value:
+            raise RegistryError(f"a {key} mapping needs a 'name' (got keys {sorted(value)})")
+        if not isinstance(value["name"], str):
+            raise RegistryError(f"{key} name must be a string, got {value['name']!r}")
+        return dict(value)
+    raise RegistryError(f"{key} must be a name or a mapping with 'name', got {value!r}")
+
+
+def normalize(key: str, value: Any):
+    """The canonical form of one cell key's value (before parameters are checked)."""
+    if key == "train":
+        if not isinstance(value, dict):
+            raise RegistryError(f"train must be a mapping, got {value!r}")
+        return dict(value)
+    if key in LIST_KEYS:
+        items = value if isinstance(value, list) else [value]
+        return [s for s in (spec_of(v, key) for v in items) if s is not None]
+    if key in SINGLE_KEYS:
+        return spec_of(value, key)
+    raise RegistryError(f"unknown cell key '{key}'{closest(key, CELL_KEYS)}; "
+                        f"cell keys are: {', '.join(CELL_KEYS)}")
+
+
+def check_spec(key: str, spec, regs: dict[str, Registry]):
+    """Check names and parameters of a normalised value; return it with defaults filled in."""
+    if key == "train":
+        return TrainConfig(**spec).model_dump()
+    if spec is None:
+        return None
+    if key in LIST_KEYS:
+        return [check_spec_one(key, s, regs) for s in spec]
+    return check_spec_one(key, spec, regs)
+
+
+def check_spec_one(key: str, spec: dict, regs: dict[str, Registry]) -> dict:
+    params = {k: v for k, v in spec.items() if k != "name"}
+    if key == "distill" and "teacher" in params:  # a teacher is a cell config of its own
+        params["teacher"] = resolve_teacher(params["teacher"], regs)
+    return {"name": spec["name"], **regs[key].check(spec["name"], params)}
+
+
+TEACHER_KEYS = ("model", "optimizer", "schedule", "regularization", "train", "loss")
+
+
+def resolve_teacher(teacher: Any, regs: dict[str, Registry]) -> dict:
+    """A teacher is a cell of its own (model, optimizer, training); it shares the student's
+    data, so it takes no dataset, preprocessing or compression keys."""
+    if not isinstance(teacher, dict):
+        raise RegistryError(f"distill teacher must be a mapping with model, optimizer, train; "
+                            f"got {teacher!r}")
+    bad = [k for k in teacher if k not in TEACHER_KEYS]
+    if bad:
+        raise RegistryError(f"distill teacher key '{bad[0]}' is not allowed; a teacher takes "
+                            f"{', '.join(TEACHER_KEYS)} (it uses the student's data)")
+    if "optimizer" not in teacher:
+        raise RegistryError("distill teacher needs an optimizer")
+    out = {}
+    for key in TEACHER_KEYS:
+        norm = normalize(key, teacher.get(key, {} if key == "train" else None))
+        out[key] = check_spec(key, norm, regs)
+    return out
+
+
+# ---------------------------------------------------------------- expansion
+
+def _split_dotted(key: str) -> tuple[str, str | None]:
+    head, _, param = key.partition(".")
+    return head, (param or None)
+
+
+def _normalize_axis_value(key: str, value: Any):
+    head, param = _split_dotted(key)
+    if param is not None:
+        if head not in CELL_KEYS:
+            raise RegistryError(f"unknown cell key '{head}'{closest(head, CELL_KEYS)}")
+        return value
+    return normalize(head, value)
+
+
+def merge(base: dict, key: str, value: Any) -> None:
+    """Apply one (possibly dotted) key onto a cell dict in place."""
+    head, param = _split_dotted(key)
+    if param is not None:
+        current = base.get(head, {} if head == "train" else None)
+        if head in LIST_KEYS:  # a list of techniques: the dotted key needs exactly one
+            if not current or len(current) != 1:
+                raise RegistryError(f"'{key}' sets a parameter of the one {head} technique, but "
+                                    f"{len(current or [])} are chosen; write the list out instead")
+            base[head] = [{**current[0], param: value}]
+            return
+        if current is None:
+            raise RegistryError(f"'{key}' sets a parameter but no {head} is chosen")
+        base[head] = {**current, param: value}
+        return
+    old = base.get(head)
+    if head == "train":
+        base[head] = {**(old or {}), **value}
+    elif head in SINGLE_KEYS and value is not None and old and old.get("name") == value["name"]:
+        base[head] = {**old, **value}  # same technique: the cell refines the default's params
+    else:
+        base[head] = value
+
+
+def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
+                 require=REQUIRED_KEYS) -> dict:
+    cell: dict = {}
+    for key, value in defaults.items():
+        merge(cell, key, _normalize_axis_value(key, value))
+    for key, value in overrides.items():
+        merge(cell, key, _normalize_axis_value(key, value))
+    for key in require:
+        if cell.get(key) is None:
+            raise RegistryError(f"no {key} chosen (set it in defaults or the matrix)")
+    cell.setdefault("train", {})
+    cell.setdefault("backend", {"name": "cpu"})
+    cell.setdefault("loss", None)
+    out = {}
+    for key in CELL_KEYS:
+        out[key] = check_spec(key, cell.get(key), regs)
+    out["train"] = TrainConfig(**out["train"]).model_dump()
+    if out.get("dataset") and out.get("model"):
+        _check_compatible(out, regs)
+    return out
+
+
+def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
+    """Inputs the dataset gives must suit the model and the augmentations; the loss and
+    distillation must suit the task."""
+    dname, mname = cell["dataset"]["name"], cell["model"]["name"]
+    kind = regs["dataset"].info(dname).input
+    accepts = regs["model"].info(mname).accepts
+    if kind is not None and kind not in accepts:
+        fitting = [e.name for e in regs["model"].entries() if kind in e.info.accepts]
+        raise RegistryError(f"model '{mname}' takes {'/'.join(accepts)} inputs but dataset "
+                            f"'{dname}' gives {kind} inputs; models for it: {', '.join(fitting)}")
+    for spec in (cell.get("preprocess") or [])[:-1]:
+        if regs["preprocess"].info(spec["name"]).last:
+            raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "
+                                "(it changes how the inputs are stored)")
+    task = task_of(cell["dataset"])
+    loss = cell.get("loss")
+    if loss and regs["loss"].info(loss["name"]).task != task:
+        raise RegistryError(f"loss '{loss['name']}' is for {regs['loss'].info(loss['name']).task}"
+                            f", but dataset '{dname}' is a {task} task")
+    if task == "regression" and cell.get("distill"):
+        raise RegistryError("distill (kd) needs a classification dataset")
+    for aug in cell.get("augment") or []:
+        inputs = regs["augment"].info(aug["name"]).inputs
+        if kind is not None and kind not in inputs:
+            raise RegistryError(f"augment '{aug['name']}' applies to {'/'.join(inputs)} inputs, "
+                                f"not to dataset '{dname}' ({kind})")
+
+
+def _matches(combo: dict, pattern: dict) -> bool:
+    return all(k in combo and combo[k] == v for k, v in pattern.items())
+
+
+def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict]) -> list[dict]:
+    """GitHub Actions' strategy.matrix: product, then exclude, then include."""
+    keys = list(matrix)
+    combos = [dict(zip(keys, values)) for values in itertools.product(*matrix.values())]
+    if not keys:
+        combos = []
+    combos = [c for c in combos if not any(_matches(c, ex) for ex in exclude)]
+    originals = [dict(c) for c in combos]
+    extra = []
+    for inc in include:
+        added = False
+        for orig, combo in zip(originals, combos):
+            # an include joins a combination when it overwrites none of its original values
+            if all(orig[k] == v for k, v in inc.items() if k in orig):
+                combo.update(inc)
+                added = True
+        if not added:
+            extra.append(dict(inc))
+    return combos + extra
+
+
+def cell_id(config: dict) -> str:
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]

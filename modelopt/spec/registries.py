@@ -1,0 +1,96 @@
+"""Every registry a suite key names, with the typed facts its entries declare.
+
+The registries live here, empty; the modules of `modelopt.techniques` and `modelopt.run`
+fill them when imported, as a user's plugin module does (`plugins.load`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from modelopt.spec.registry import Registry
+
+InputKind = Literal["signal", "vector", "image"]
+Task = Literal["classification", "regression"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    input: InputKind | None = None  # None: not checked against the model
+    # None: the dataset's `task` parameter says (csv); otherwise fixed
+    task: Task | None = "classification"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    accepts: tuple[InputKind, ...] = ("signal", "vector", "image")  # input kinds it takes
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    full_batch: bool = False  # one step sees the whole training split
+
+
+@dataclass(frozen=True)
+class ScheduleInfo:
+    on_eval: bool = False  # stepped once per evaluation with the validation score
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    task: Task
+
+
+@dataclass(frozen=True)
+class PreprocessInfo:
+    last: bool = False  # changes how inputs are stored: nothing may follow it
+
+
+@dataclass(frozen=True)
+class AugmentInfo:
+    inputs: tuple[InputKind, ...] = ("signal", "vector", "image")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    # trains one cell on several processes (a `world_size` parameter): under a launcher
+    # (torchrun) these cells run on the launched ranks, with the launched world size
+    ranks: bool = False
+
+
+DATASETS = Registry("dataset", DatasetInfo)  # (seed, /, ...) -> Data
+MODELS = Registry("model", ModelInfo)  # (input_shape, num_outputs, /, ...) -> nn.Module
+OPTIMIZERS = Registry("optimizer", OptimizerInfo)  # (model, /, ...) -> torch.optim.Optimizer
+SCHEDULES = Registry("schedule", ScheduleInfo)  # (optimizer, total_steps, /, ...) -> scheduler
+REGULARIZERS = Registry("regularization")  # (...) -> Term
+LOSSES = Registry("loss", LossInfo)  # (...) -> nn.Module
+PREPROCESS = Registry("preprocess", PreprocessInfo)  # (data, seed, /, ...) -> Data
+AUGMENT = Registry("augment", AugmentInfo)  # (...) -> fn(batch, generator) -> batch
+PRUNERS = Registry("prune")  # (...) -> Pruning
+DISTILLERS = Registry("distill")  # (...) -> Distiller
+QUANTIZERS = Registry("quantize")  # (...) -> Quantizer
+BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend
+METRICS = Registry("metric")  # (...) -> Measure: extra figures computed on every cell
+
+# suite key -> registry
+BY_KEY: dict[str, Registry] = {
+    "dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+    "regularization": REGULARIZERS, "preprocess": PREPROCESS, "augment": AUGMENT,
+    "prune": PRUNERS, "distill": DISTILLERS, "quantize": QUANTIZERS, "backend": BACKENDS,
+    "loss": LOSSES,
+}
+
+
+def task_of(spec: dict) -> str:
+    """A dataset's task, known before it loads (for validation and the record)."""
+    entry = DATASETS.get(spec["name"])
+    if entry.info.task is not None:
+        return entry.info.task
+    default = next((p.default for p in entry.params if p.name == "task"), "classification")
+    return spec.get("task", default)
+
+
+def spans_ranks(backend_spec: dict) -> bool:
+    """Whether a cell with this backend trains on several ranks (see BackendInfo)."""
+    return BACKENDS.info(backend_spec["name"]).ranks

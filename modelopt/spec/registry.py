@@ -1,0 +1,178 @@
+"""Registries: technique name -> factory, with user parameters checked against its signature.
+
+A factory's signature is the schema: its keyword parameters are what a suite may set, their
+annotations (with pydantic constraints, `Annotated[float, Field(gt=0)]`) what values are
+allowed. Each registry keeps typed facts per entry (`info`), as timm keeps `OptimInfo`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, get_type_hints
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+# Constraints that factories put in their signatures; validation checks them before a run.
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # e.g. a pruning amount: all of it is not a model
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class RegistryError(ValueError):
+    """A name or parameter that no registered technique accepts (a user error)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # as a suite writes it
+    annotation: Any
+    default: Any  # inspect.Parameter.empty when required
+    arg: str = ""  # the Python argument: `global_` for a suite's `global` (a keyword)
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable
+    params: tuple[Param, ...]
+    info: Any  # the registry's typed facts about this entry (a frozen dataclass)
+    doc: str = ""
+
+
+def _user_params(fn: Callable) -> tuple[Param, ...]:
+    """The keyword parameters a suite may set; positional-only ones are supplied by modelopt."""
+    hints = get_type_hints(fn, include_extras=True)  # keep Annotated constraints
+    out = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out.append(Param(p.name.rstrip("_"), hints.get(p.name, Any), p.default, p.name))
+    return tuple(out)
+
+
+def closest(name: str, choices) -> str:
+    match = difflib.get_close_matches(str(name), list(choices), n=1)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+@dataclass(frozen=True)
+class NoInfo:
+    """For registries whose entries need no facts beyond their signature."""
+
+
+class Registry:
+    """Name -> factory. `register` is a decorator; `check` validates a spec before anything runs.
+
+    `info` is the dataclass of facts an entry declares at registration (`register("gd",
+    full_batch=True)`); a misspelt fact is an error there, not a check silently skipped."""
+
+    def __init__(self, kind: str, info: type = NoInfo):
+        self.kind, self.info_type = kind, info
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, **facts):
+        try:
+            info = self.info_type(**facts)
+        except TypeError as exc:
+            raise TypeError(f"{self.kind} '{name}': {exc}") from None
+
+        def deco(fn: Callable) -> Callable:
+            if name in self._entries:
+                raise KeyError(f"{self.kind} '{name}' is registered twice")
+            doc = inspect.getdoc(fn) or ""
+            self._entries[name] = Entry(name, fn, _user_params(fn), info, doc)
+            return fn
+
+        return deco
+
+    def info(self, name: str):
+        return self.get(name).info
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def get(self, name: str) -> Entry:
+        if name not in self._entries:
+            raise RegistryError(
+                f"unknown {self.kind} '{name}'{closest(name, self._entries)}; "
+                f"choose one of: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def check(self, name: str, params: dict) -> dict:
+        """Validate and coerce `params` for `name`; return them with defaults filled in."""
+        entry = self.get(name)
+        known = {p.name: p for p in entry.params}
+        out = {}
+        for key, value in params.items():
+            if key not in known:
+                allowed = ", ".join(known) or "no parameters"
+                raise RegistryError(
+                    f"{self.kind} '{name}' has no parameter '{key}'{closest(key, known)}; "
+                    f"it takes: {allowed}"
+                )
+            try:
+                out[key] = TypeAdapter(known[key].annotation).validate_python(value, strict=False)
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"]
+                raise RegistryError(
+                    f"{self.kind} '{name}' parameter '{key}': {msg} (got {value!r}, "
+                    f"expected {_type_name(known[key].annotation)})"
+                ) from None
+        for p in entry.params:
+            if p.name not in out:
+                if p.default is inspect.Parameter.empty:
+                    raise RegistryError(f"{self.kind} '{name}' needs parameter '{p.name}'")
+                out[p.name] = p.default
+        return out
+
+    def build(self, name: str, *context, **params):
+        """Call the factory; `params` use the suite's names (checked ones, see `check`)."""
+        entry = self.get(name)
+        args = {p.name: p.arg for p in entry.params}
+        return entry.fn(*context, **{args.get(k, k): v for k, v in params.items()})
+
+    def build_spec(self, spec: dict, *context):
+        """Build from a suite spec, `{"name": ..., **params}`."""
+        return self.build(spec["name"], *context, **{k: v for k, v in spec.items() if k != "name"})
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def describe(annotation) -> str:
+    """An annotation as `modelopt list` prints it: `float > 0`, `'relu' | 'tanh'`, `int | None`."""
+    import types
+    import typing
+
+    import annotated_types as at
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        words = [describe(args[0])]
+        for meta in args[1:]:
+            for c in getattr(meta, "metadata", [meta]):
+                for cls, field, op in ((at.Gt, "gt", ">"), (at.Ge, "ge", ">="),
+                                       (at.Lt, "lt", "<"), (at.Le, "le", "<=")):
+                    if isinstance(c, cls):
+                        words.append(f"{op} {getattr(c, field)}")
+        return " ".join(words)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("None" if a is type(None) else describe(a) for a in args)
+    if origin is not None:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(describe(a) for a in args)}]"
+    return _type_name(annotation)

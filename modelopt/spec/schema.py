@@ -1,0 +1,119 @@
+"""What a suite file may say: its keys, the pydantic schema of its top level, and the
+resolved cells and suite it becomes."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Keys whose value is one technique spec, and keys whose value is a list of specs
+# (they combine). Their registries are in spec.registries.
+SINGLE_KEYS = ("dataset", "model", "optimizer", "schedule", "prune", "distill", "quantize",
+               "backend", "loss")
+LIST_KEYS = ("regularization", "preprocess", "augment")
+CELL_KEYS = SINGLE_KEYS + LIST_KEYS + ("train",)
+REQUIRED_KEYS = ("dataset", "model", "optimizer")
+OFF = (None, "none", "off")  # how a suite switches an optional technique off
+
+
+class SuiteError(ValueError):
+    """An invalid suite: says which file, which key, what was given and what is allowed."""
+
+    def __init__(self, path: str, where: str, message: str):
+        self.path, self.where, self.message = path, where, message
+        super().__init__(f"{path}: {where}: {message}" if where else f"{path}: {message}")
+
+
+class TrainConfig(BaseModel):
+    """How long and how a cell trains; one of steps or epochs."""
+
+    model_config = ConfigDict(extra="forbid")
+    steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int = Field(100, gt=0)
+    eval_every: int = Field(250, gt=0)
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    timeout_s: float | None = Field(None, gt=0)
+    eval_batch_size: int = Field(1000, gt=0)
+    record: list[str] = Field(default_factory=list)
+    target: float | None = None  # validation score for time_to_target
+    folds: int = Field(0, ge=0)  # k-fold cross-validation: validation = fold `fold` of k
+    fold: int = Field(0, ge=0)
+
+    @field_validator("record")
+    @classmethod
+    def _known_records(cls, v):
+        allowed = {"grad_norms"}
+        bad = [r for r in v if r not in allowed]
+        if bad:
+            raise ValueError(f"unknown record {bad}; allowed: {sorted(allowed)}")
+        return v
+
+
+class CVConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    folds: int = Field(ge=2, le=20)
+
+
+class SuiteFile(BaseModel):
+    """The top level of a suite YAML file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    matrix: dict[str, list[Any]] = Field(default_factory=dict)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    primary_metric: str = "accuracy"
+    baseline: dict[str, Any] | None = None  # the cell the report compares others against
+    timeout_s: float | None = Field(None, gt=0)  # default per-cell limit
+    skip_unavailable: bool = False
+    tune: dict[str, list[Any]] | None = None  # a grid per matrix cell, chosen on validation
+    cv: CVConfig | None = None
+    thresholds: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError("seeds repeat")
+        return v
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One resolved configuration (all keys filled in), without the seed."""
+
+    config: dict
+    cell_id: str
+    # tune / cv variants of one matrix cell share a group:
+    # {"kind": "tune" | "cv", "id": <id of the cell without the variant keys>, "values": {...}}
+    group: dict | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    seeds: tuple[int, ...]
+    cells: tuple[Cell, ...]
+    spec: SuiteFile
+    content_hash: str
+
+    def runs(self):
+        """Every cell x seed, in passes: each cell once per seed, in an order shuffled by the
+        seed. The machine drifts during a run (the same training took 10 s at the start of a
+        pruning run here and 15 s ten minutes later): run in suite order, the cells that came
+        first would look faster. In passes, drift lands in every cell's spread over seeds
+        instead, and a partial run already has every cell once."""
+        out = []
+        for seed in self.seeds:
+            order = list(self.cells)
+            random.Random(seed).shuffle(order)
+            out += [(c, seed) for c in order]
+        return out

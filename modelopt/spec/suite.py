@@ -1,0 +1,211 @@
+"""Suite files: YAML loading and complete validation, before anything runs."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modelopt.spec import plugins
+from modelopt.spec.cells import (
+    _normalize_axis_value,
+    _split_dotted,
+    cell_id,
+    check_spec,
+    expand,
+    resolve_cell,
+)
+from modelopt.spec.registries import spans_ranks
+from modelopt.spec.registry import RegistryError, closest
+from modelopt.spec.schema import Cell, Suite, SuiteError, SuiteFile
+
+# re-exported: a suite's parts are named from here
+__all__ = ["Cell", "Suite", "SuiteError", "SuiteFile", "load", "parse", "cell_id", "expand"]
+
+def _pydantic_where(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(SuiteFile.model_fields)
+        msg = f"unknown key{closest(first['loc'][-1], SuiteFile.model_fields)}; allowed: {allowed}"
+    return where, msg
+
+
+def _read(text: str | bytes, path: str) -> SuiteFile:
+    """The YAML document, checked against the top-level schema."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SuiteError(path, "", f"not valid YAML: {exc}") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SuiteError(path, "", f"cannot be read as text: {exc}") from None
+    except RecursionError:
+        raise SuiteError(path, "", "nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise SuiteError(path, "", f"a suite is a mapping with name, matrix, ...; got {type(doc).__name__}")
+    if _too_large(doc):
+        raise SuiteError(path, "", f"too large once YAML aliases are expanded (over {MAX_NODES:,} "
+                         "values, or nested deeper than 50): write the cells out, or use matrix")
+    try:
+        return SuiteFile(**{str(k): v for k, v in doc.items()})
+    except ValidationError as exc:
+        raise SuiteError(path, *_pydantic_where(exc)) from None
+    except RecursionError:
+        raise SuiteError(path, "", "nested too deeply") from None
+
+
+class _Guard:
+    """Runs a check of one value; any error becomes a SuiteError naming where it was written."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __call__(self, where: str, fn, *args):
+        try:
+            return fn(*args)
+        except RegistryError as exc:
+            raise SuiteError(self.path, where, str(exc)) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            raise SuiteError(self.path, f"{where}.{loc}" if loc else where, first["msg"]) from None
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+            # anything else that a value makes go wrong is still the value's fault
+            raise SuiteError(self.path, where, f"invalid value ({type(exc).__name__}: {exc})") \
+                from None
+
+
+def _checked_axes(spec: SuiteFile, guard: _Guard, regs) -> tuple[dict, dict, list, list]:
+    """defaults, matrix, include and exclude with every value checked where it is written,
+    so the message points at the right line."""
+    defaults = {}
+    for key, value in spec.defaults.items():
+        norm = guard(f"defaults.{key}", _normalize_axis_value, key, value)
+        if "." not in key:
+            guard(f"defaults.{key}", check_spec, key, norm, regs)
+        defaults[key] = value
+    matrix = {}
+    for key, values in spec.matrix.items():
+        if not values:
+            raise SuiteError(guard.path, f"matrix.{key}", "is an empty list; give at least one value")
+        matrix[key] = [guard(f"matrix.{key}[{i}]", _normalize_axis_value, key, v)
+                       for i, v in enumerate(values)]
+        if "." not in key:
+            for i, norm in enumerate(matrix[key]):
+                guard(f"matrix.{key}[{i}]", check_spec, key, norm, regs)
+    include = [{k: guard(f"include[{i}].{k}", _normalize_axis_value, k, v) for k, v in inc.items()}
+               for i, inc in enumerate(spec.include)]
+    exclude = [{k: guard(f"exclude[{i}].{k}", _normalize_axis_value, k, v) for k, v in ex.items()}
+               for i, ex in enumerate(spec.exclude)]
+    for i, ex in enumerate(exclude):
+        for k in ex:
+            if k not in matrix:
+                raise SuiteError(guard.path, f"exclude[{i}].{k}", f"is not a matrix key; matrix "
+                                 f"keys: {', '.join(matrix) or 'none'}")
+    if spec.timeout_s is not None:  # the suite's limit, unless its defaults set their own
+        defaults = {"train": {"timeout_s": spec.timeout_s}, **defaults}
+        if "train" in spec.defaults:
+            defaults["train"] = {"timeout_s": spec.timeout_s, **spec.defaults["train"]}
+    return defaults, matrix, include, exclude
+
+
+def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None = None) -> Suite:
+    """Validate a suite document completely, before anything runs. Under a launcher
+    (torchrun), `launched_world` is the launched world: it becomes the world_size of every
+    cell whose backend spans ranks, so the records and cell ids say how many really trained."""
+    spec = _read(text, path)
+    regs = plugins.load()
+    guard = _Guard(path)
+    defaults, matrix, include, exclude = _checked_axes(spec, guard, regs)
+    combos = expand(matrix, include, exclude)
+    if not combos:
+        raise SuiteError(path, "matrix", "is empty: no cell to run (give matrix values or "
+                         "include entries, and check that exclude leaves something)")
+    variants = _variants(spec, path, guard)
+
+    def resolved(where: str, overrides: dict) -> dict:
+        config = guard(where, resolve_cell, copy.deepcopy(defaults), overrides, regs)
+        if launched_world is not None and spans_ranks(config["backend"]):
+            config["backend"]["world_size"] = launched_world
+        return config
+
+    cells, seen = [], set()
+    for combo in combos:
+        label = ", ".join(f"{k}={_short(v)}" for k, v in combo.items())
+        base = resolved(f"cell [{label}]", combo)
+        for kind, values in variants:
+            config = resolved(f"{kind} [{label}, {values}]", {**combo, **values}) if values else base
+            cid = cell_id(config)
+            group = {"kind": kind, "id": cell_id(base), "values": values} if kind else None
+            if cid not in seen:  # two routes to the same cell run it once
+                seen.add(cid)
+                cells.append(Cell(config, cid, group))
+    content_hash = hashlib.sha1(json.dumps(
+        {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
+    ).encode()).hexdigest()[:12]
+    return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash)
+
+
+MAX_NODES = 200_000
+
+
+def _too_large(doc: Any) -> bool:
+    """Aliases let a few lines of YAML expand to billions of values ("billion laughs"); count
+    values as they would be expanded and stop early."""
+    count, stack = 0, [(doc, 0)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES or depth > 50:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node.keys())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return False
+
+
+def _variants(spec: SuiteFile, path: str, guard) -> list[tuple[str | None, dict]]:
+    """What each matrix cell becomes: itself, its tune grid, or its cv folds."""
+    if spec.tune and spec.cv:
+        raise SuiteError(path, "cv", "use tune or cv in one suite, not both")
+    if spec.tune:
+        for key, values in spec.tune.items():
+            if not values:
+                raise SuiteError(path, f"tune.{key}", "is an empty list")
+            guard(f"tune.{key}", lambda k: _split_dotted(k)[1] or _bad_tune_key(k), key)
+        keys = list(spec.tune)
+        return [("tune", dict(zip(keys, vals))) for vals in itertools.product(*spec.tune.values())]
+    if spec.cv:
+        k = spec.cv.folds
+        return [("cv", {"train.folds": k, "train.fold": f}) for f in range(k)]
+    return [(None, {})]
+
+
+def _bad_tune_key(key: str):
+    raise RegistryError(f"tune keys set one parameter, like optimizer.lr; got '{key}'")
+
+
+def load(path: str | Path, launched_world: int | None = None) -> Suite:
+    p = Path(path)
+    if not p.is_file():
+        raise SuiteError(str(path), "", "no such suite file")
+    return parse(p.read_bytes(), str(p), launched_world)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        params = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({params})" if params else value["name"]
+    if isinstance(value, list):
+        return "+".join(_short(v) for v in value) or "none"
+    return str(value)
+

@@ -1,0 +1,314 @@
+"""Datasets (all offline): mnist1d, digits, synthetic, torchvision sets from a local root; splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from modelopt.spec.registries import DATASETS
+from modelopt.spec.registry import PositiveInt
+from modelopt.techniques.errors import DataUnavailable
+
+Split = Annotated[float, Field(gt=0, lt=1)]  # the share of samples held out for testing
+
+__all__ = ["DATASETS", "Data", "DataUnavailable", "load", "rows", "split_validation"]
+
+
+@dataclass(frozen=True)
+class Data:
+    """In-memory tensors of one dataset, split. x: float32 (N, *input_shape); y: int64 or float32."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int  # 0 for regression
+    task: str = "classification"  # or "regression"
+    name: str = ""
+    target_scale: tuple[float, float] = (1.0, 0.0)  # y_original = y * scale + shift
+    info: dict = field(default_factory=dict)  # what preprocessing did (e.g. duplicates dropped)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes if self.task == "classification" else 1
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.input_shape) == 3
+
+
+def cache_dir() -> Path:
+    """Where generated datasets are kept between runs and workers."""
+    root = os.environ.get("MODELOPT_CACHE") or Path.home() / ".cache" / "modelopt"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cached(kind: str, params: dict, make) -> dict[str, np.ndarray]:
+    """Generate once per parameter set; later runs and parallel workers read the .npz."""
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"{kind}-{key}.npz"
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError):
+            pass  # a torn file from a killed writer: regenerate
+    arrays = make()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
+    return arrays
+
+
+def _to_data(name, x_train, y_train, x_test, y_test, num_classes, task="classification") -> Data:
+    ydtype = torch.int64 if task == "classification" else torch.float32
+    t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
+    empty_x = t(np.zeros((0, *np.shape(x_train)[1:])), torch.float32)
+    return Data(t(x_train, torch.float32), t(y_train, ydtype), empty_x,
+                t(np.zeros(0), ydtype), t(x_test, torch.float32), t(y_test, ydtype),
+                num_classes, task, name)
+
+
+@DATASETS.register("mnist1d", task="classification", input="signal")
+def mnist1d(seed: int, /, num_samples: PositiveInt = 5000, train_split: float = 0.8,
+            data_seed: int = 42) -> Data:
+    """MNIST-1D (Greydanus 2020): 40-long 1-D signals, 10 classes, generated locally."""
+    params = {"num_samples": num_samples, "train_split": train_split, "seed": data_seed}
+
+    def make():
+        from mnist1d.data import get_dataset_args, make_dataset
+
+        args = get_dataset_args(as_dict=True)
+        args.update(params)
+        from mnist1d.utils import ObjectView
+
+        d = make_dataset(ObjectView(args))
+        return {"x": d["x"], "y": d["y"], "x_test": d["x_test"], "y_test": d["y_test"]}
+
+    a = _cached("mnist1d", params, make)
+    # (N, 40) signals become (N, 1, 40): one channel, as conv1d expects
+    return _to_data("mnist1d", a["x"][:, None, :], a["y"], a["x_test"][:, None, :], a["y_test"], 10)
+
+
+@DATASETS.register("digits", task="classification", input="image")
+def digits(seed: int, /, test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+    """scikit-learn's 8x8 handwritten digits (1,797 images, shipped with the package)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
+    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=test_fraction,
+                                          random_state=split_seed, stratify=d.target)
+    return _to_data("digits", xtr, ytr, xte, yte, 10)
+
+
+@DATASETS.register("synthetic", task="classification", input="vector")
+def synthetic(seed: int, /, n_samples: PositiveInt = 2000, n_features: PositiveInt = 20, n_classes: int = 4,
+              n_informative: int = 10, test_fraction: Split = 0.25, data_seed: int = 0) -> Data:
+    """Gaussian clusters from scikit-learn's make_classification (fixed by data_seed)."""
+    from sklearn.datasets import make_classification
+    from sklearn.model_selection import train_test_split
+
+    x, y = make_classification(n_samples=n_samples, n_features=n_features,
+                               n_informative=min(n_informative, n_features), n_redundant=0,
+                               n_classes=n_classes, n_clusters_per_class=1,
+                               random_state=data_seed)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=data_seed,
+                                          stratify=y)
+    return _to_data("synthetic", xtr, ytr, xte, yte, n_classes)
+
+
+# ---------------------------------------------------------------- regression
+
+def _regression(name, x, y, test_fraction, split_seed) -> Data:
+    from sklearn.model_selection import train_test_split
+
+    xtr, xte, ytr, yte = train_test_split(np.asarray(x, dtype=np.float32),
+                                          np.asarray(y, dtype=np.float32),
+                                          test_size=test_fraction, random_state=split_seed)
+    return _to_data(name, xtr, ytr, xte, yte, 0, task="regression")
+
+
+@DATASETS.register("diabetes", task="regression", input="vector")
+def diabetes(seed: int, /, test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+    """scikit-learn's diabetes progression (442 patients, 10 features, shipped with it)."""
+    from sklearn.datasets import load_diabetes
+
+    d = load_diabetes()
+    return _regression("diabetes", d.data, d.target, test_fraction, split_seed)
+
+
+@DATASETS.register("synthetic_regression", task="regression", input="vector")
+def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features: PositiveInt = 10,
+                         n_informative: int = 5, noise: float = 10.0,
+                         test_fraction: Split = 0.2, data_seed: int = 0) -> Data:
+    """A random linear target with gaussian noise (scikit-learn make_regression)."""
+    from sklearn.datasets import make_regression
+
+    x, y = make_regression(n_samples=n_samples, n_features=n_features,
+                           n_informative=min(n_informative, n_features), noise=noise,
+                           random_state=data_seed)
+    return _regression("synthetic_regression", x, y, test_fraction, data_seed)
+
+
+@DATASETS.register("csv", input="vector", task=None)
+def csv(seed: int, /, path: str, target: str,
+        task: Literal["classification", "regression"] = "regression",
+        test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+    """A local CSV table: numeric feature columns and a `target` column."""
+    import pandas as pd
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataUnavailable(f"csv: no file at {p.resolve()}")
+    df = pd.read_csv(p)
+    if target not in df.columns:
+        raise ValueError(f"csv: {p} has no column '{target}'; columns: {', '.join(df.columns)}")
+    features = df.drop(columns=[target])
+    bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
+    if bad:
+        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
+    if task == "regression":
+        return _regression("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
+                           split_seed)
+    from sklearn.model_selection import train_test_split
+
+    labels, y = np.unique(df[target].to_numpy(), return_inverse=True)
+    xtr, xte, ytr, yte = train_test_split(features.to_numpy(np.float32), y,
+                                          test_size=test_fraction, random_state=split_seed,
+                                          stratify=y)
+    return _to_data("csv", xtr, ytr, xte, yte, len(labels))
+
+
+def standardize_targets(data: Data) -> Data:
+    """Regression targets to zero mean, unit std with training statistics; metrics are
+    reported back in the original units through `target_scale`."""
+    if data.task != "regression":
+        return data
+    mean, std = float(data.y_train.mean()), float(data.y_train.std().clamp_min(1e-12))
+    f = lambda y: (y - mean) / std  # noqa: E731
+    return replace(data, y_train=f(data.y_train), y_val=f(data.y_val), y_test=f(data.y_test),
+                   target_scale=(std, mean))
+
+
+# ---------------------------------------------------------------- torchvision, local only
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _torchvision_idx(name: str, cls_name: str, root: str, limit: int | None) -> Data:
+    import torchvision.datasets as tvd
+
+    raw = Path(root).expanduser() / cls_name / "raw"
+    missing = [f for f in _IDX_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
+    if missing:
+        raise DataUnavailable(
+            f"{name}: files not found under {raw.resolve()} (missing: {', '.join(missing)}). "
+            f"modelopt never downloads: put the four {cls_name} IDX files (as published, "
+            f"uncompressed) in {raw}/, or point 'root' at the folder holding {cls_name}/raw/."
+        )
+    cls = getattr(tvd, cls_name)
+    # torchvision decompresses any .gz itself; download=False keeps it offline
+    train = cls(root=str(Path(root).expanduser()), train=True, download=False)
+    test = cls(root=str(Path(root).expanduser()), train=False, download=False)
+    xtr, ytr = train.data[:limit].float().div(255)[:, None], train.targets[:limit]
+    xte, yte = test.data[:limit].float().div(255)[:, None], test.targets[:limit]
+    return _to_data(name, xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), 10)
+
+
+@DATASETS.register("mnist", task="classification", input="image")
+def mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
+    """MNIST from ROOT/MNIST/raw (IDX files), read by torchvision; never downloaded."""
+    return _torchvision_idx("mnist", "MNIST", root, limit)
+
+
+@DATASETS.register("fashion_mnist", task="classification", input="image")
+def fashion_mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
+    """Fashion-MNIST from ROOT/FashionMNIST/raw (IDX files), read by torchvision; never downloaded."""
+    return _torchvision_idx("fashion_mnist", "FashionMNIST", root, limit)
+
+
+_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+
+@DATASETS.register("cifar10", task="classification", input="image")
+def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
+    """CIFAR-10 from ROOT/cifar-10-batches-py (the 'python version' batches); never downloaded."""
+    folder = Path(root).expanduser() / "cifar-10-batches-py"
+    missing = [f for f in _CIFAR_FILES if not (folder / f).exists()]
+    if missing:
+        raise DataUnavailable(
+            f"cifar10: files not found under {folder.resolve()} (missing: {', '.join(missing)}). "
+            "modelopt never downloads: extract cifar-10-python.tar.gz (the 'python version') "
+            f"into {Path(root).expanduser().resolve()}/ so that cifar-10-batches-py/ is there."
+        )
+
+    # Read the batches as torchvision.datasets.CIFAR10 does (pickled dicts); we do not call
+    # it because it insists on the md5 of the full download, so a subset copy cannot load.
+    def read(files):
+        xs, ys = [], []
+        for f in files:
+            with open(folder / f, "rb") as fh:
+                entry = pickle.load(fh, encoding="latin1")
+            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        return np.concatenate(xs)[:limit] / 255.0, np.asarray(ys)[:limit]
+
+    xtr, ytr = read(_CIFAR_FILES[:5])
+    xte, yte = read(_CIFAR_FILES[5:])
+    return _to_data("cifar10", xtr, ytr, xte, yte, 10)
+
+
+# ---------------------------------------------------------------- splits
+
+def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
+                     fold: int = 0) -> Data:
+    """Carve a validation split from the training split; the seed picks which samples.
+    With `folds`, validation is fold `fold` of k equal parts (k-fold cross-validation)."""
+    n = len(data.x_train)
+    g = torch.Generator().manual_seed(10_007 + seed)
+    perm = torch.randperm(n, generator=g)
+    if folds:
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold {fold} outside 0..{folds - 1}")
+        parts = torch.tensor_split(perm, folds)
+        val = parts[fold]
+        train = torch.cat([p for i, p in enumerate(parts) if i != fold])
+    elif val_fraction <= 0:
+        return data
+    else:
+        n_val = max(1, int(round(n * val_fraction)))
+        val, train = perm[:n_val], perm[n_val:]
+    return replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
+                   x_val=data.x_train[val], y_val=data.y_train[val])
+
+
+def load(spec: dict, seed: int, val_fraction: float, folds: int = 0, fold: int = 0) -> Data:
+    data = DATASETS.build_spec(spec, seed)
+    return standardize_targets(split_validation(data, val_fraction, seed, folds, fold))
+
+
+def rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[idx] as a dense batch; x may be stored sparse (the `sparse` preprocessing)."""
+    if x.is_sparse:
+        return torch.index_select(x, 0, idx).to_dense()
+    return x[idx]

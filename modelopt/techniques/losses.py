@@ -1,0 +1,36 @@
+"""Task losses, registered by name; the default follows the dataset's task."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+from torch import nn
+
+from modelopt.spec.registries import LOSSES
+from modelopt.spec.registry import Positive
+
+
+@LOSSES.register("cross_entropy", task="classification")
+def cross_entropy(*, label_smoothing: Annotated[float, Field(ge=0, le=1)] = 0.0) -> nn.Module:
+    """Softmax cross-entropy (classification default)."""
+    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+
+@LOSSES.register("mse", task="regression")
+def mse() -> nn.Module:
+    """Mean squared error (regression default)."""
+    return nn.MSELoss()
+
+
+@LOSSES.register("huber", task="regression")
+def huber(*, delta: Positive = 1.0) -> nn.Module:
+    """Huber loss: quadratic within delta, linear beyond."""
+    return nn.HuberLoss(delta=delta)
+
+
+DEFAULT = {"classification": "cross_entropy", "regression": "mse"}
+
+
+def build(spec: dict | None, task: str) -> nn.Module:
+    return LOSSES.build_spec(spec or {"name": DEFAULT[task]})

@@ -1,0 +1,189 @@
+"""Optimizers, learning-rate schedules and regularization terms, registered by name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Callable
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from modelopt.spec.registries import OPTIMIZERS, REGULARIZERS, SCHEDULES
+from modelopt.spec.registry import NonNegative, Positive, PositiveInt, Probability
+
+Betas = tuple[Probability, Probability]
+
+
+def decayed(p: torch.Tensor) -> bool:
+    """Weight matrices and kernels; biases and norm scales (1-D) are not decayed or
+    penalised (the l2 and l1 terms below skip them too)."""
+    return p.dim() > 1
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
+    """The model's trainable parameters, with weight decay on `decayed` ones only, unless
+    `decay_all` (torch's own default: every parameter, biases and norm scales included)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_all or not weight_decay:
+        return [{"params": params, "weight_decay": weight_decay}]
+    return [{"params": [p for p in params if decayed(p)], "weight_decay": weight_decay},
+            {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0}]
+
+
+# Every optimizer takes the model, as timm's create_optimizer_v2 does, so that weight decay
+# can leave biases and norm scales alone; `decay_all: true` decays them as torch does.
+
+@OPTIMIZERS.register("gd", full_batch=True)
+def gd(model, /, lr: Positive = 0.1, weight_decay: NonNegative = 0.0,
+       decay_all: bool = False) -> torch.optim.Optimizer:
+    """Full-batch gradient descent: every step uses the whole training split."""
+    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(model, /, lr: Positive = 0.01, weight_decay: NonNegative = 0.0,
+        decay_all: bool = False) -> torch.optim.Optimizer:
+    """Plain minibatch stochastic gradient descent."""
+    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr)
+
+
+@OPTIMIZERS.register("momentum")
+def momentum(model, /, lr: Positive = 0.01, momentum: Probability = 0.9,
+             weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+    """SGD with heavy-ball momentum."""
+    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr, momentum=momentum)
+
+
+@OPTIMIZERS.register("nesterov")
+def nesterov(model, /, lr: Positive = 0.01, momentum: Annotated[float, Field(gt=0, le=1)] = 0.9,
+             weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum."""
+    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr,
+                           momentum=momentum, nesterov=True)
+
+
+@OPTIMIZERS.register("adam")
+def adam(model, /, lr: Positive = 1e-3, betas: Betas = (0.9, 0.999), eps: Positive = 1e-8,
+         weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+    """Adam (weight_decay here is the coupled L2 form; see adamw)."""
+    return torch.optim.Adam(param_groups(model, weight_decay, decay_all), lr=lr, betas=betas,
+                            eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(model, /, lr: Positive = 1e-3, betas: Betas = (0.9, 0.999), eps: Positive = 1e-8,
+          weight_decay: NonNegative = 0.01, decay_all: bool = False) -> torch.optim.Optimizer:
+    """Adam with decoupled weight decay."""
+    return torch.optim.AdamW(param_groups(model, weight_decay, decay_all), lr=lr, betas=betas,
+                             eps=eps)
+
+
+@OPTIMIZERS.register("rmsprop")
+def rmsprop(model, /, lr: Positive = 1e-3, alpha: Probability = 0.99, eps: Positive = 1e-8,
+            momentum: Probability = 0.0, weight_decay: NonNegative = 0.0,
+            decay_all: bool = False) -> torch.optim.Optimizer:
+    """RMSprop."""
+    return torch.optim.RMSprop(param_groups(model, weight_decay, decay_all), lr=lr, alpha=alpha,
+                               eps=eps, momentum=momentum)
+
+
+@OPTIMIZERS.register("adagrad")
+def adagrad(model, /, lr: Positive = 0.01, eps: Positive = 1e-10,
+            weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+    """Adagrad."""
+    return torch.optim.Adagrad(param_groups(model, weight_decay, decay_all), lr=lr, eps=eps)
+
+
+# ---------------------------------------------------------------- schedules
+# A schedule is stepped once per training step; `on_eval` ones (plateau) once per
+# evaluation, with the validation accuracy.
+
+@SCHEDULES.register("constant")
+def constant(optimizer, total_steps: int, /):
+    """The optimizer's learning rate throughout."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+@SCHEDULES.register("step")
+def step(optimizer, total_steps: int, /, step_size: PositiveInt = 1000, gamma: Positive = 0.1):
+    """Multiply the rate by gamma every step_size steps."""
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
+
+
+@SCHEDULES.register("exponential")
+def exponential(optimizer, total_steps: int, /, gamma: Positive = 0.999):
+    """Multiply the rate by gamma every step."""
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+@SCHEDULES.register("cosine")
+def cosine(optimizer, total_steps: int, /, eta_min: NonNegative = 0.0):
+    """Cosine annealing from the initial rate to eta_min over the whole run."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps,
+                                                      eta_min=eta_min)
+
+
+@SCHEDULES.register("warmup_cosine")
+def warmup_cosine(optimizer, total_steps: int, /, warmup_steps: PositiveInt = 100,
+                  eta_min: NonNegative = 0.0):
+    """Linear warm-up from ~0 for warmup_steps, then cosine annealing to eta_min."""
+    warm = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / max(1, warmup_steps),
+                                             total_iters=warmup_steps)
+    cos = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=eta_min)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [warm, cos],
+                                                 milestones=[warmup_steps])
+
+
+@SCHEDULES.register("plateau", on_eval=True)
+def plateau(optimizer, total_steps: int, /, factor: Annotated[float, Field(gt=0, lt=1)] = 0.5,
+            patience: Annotated[int, Field(ge=0)] = 2, threshold: NonNegative = 1e-3):
+    """Reduce the rate by factor when validation accuracy stops improving (per evaluation)."""
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=factor,
+                                                      patience=patience, threshold=threshold)
+
+
+# ---------------------------------------------------------------- regularization
+
+@dataclass(frozen=True)
+class Term:
+    """What a regularizer adds to training: a loss penalty and/or a hook before optimizer.step."""
+
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None
+    before_step: Callable[[nn.Module], None] | None = None
+
+
+def weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices and kernels (biases and norm scales are not penalised)."""
+    return [p for p in model.parameters() if decayed(p)]
+
+
+@REGULARIZERS.register("l2")
+def l2(*, weight: NonNegative = 1e-4) -> Term:
+    """Explicit penalty weight * sum(w^2) added to the loss (unlike decoupled weight decay)."""
+    return Term(penalty=lambda m: weight * sum(w.pow(2).sum() for w in weights(m)))
+
+
+@REGULARIZERS.register("l1")
+def l1(*, weight: NonNegative = 1e-4) -> Term:
+    """Penalty weight * sum(|w|): drives weights to zero (see params_nonzero)."""
+    return Term(penalty=lambda m: weight * sum(w.abs().sum() for w in weights(m)))
+
+
+@REGULARIZERS.register("grad_clip")
+def grad_clip(*, max_norm: Positive = 1.0) -> Term:
+    """Clip the global gradient norm to max_norm before each step."""
+    return Term(before_step=lambda m: nn.utils.clip_grad_norm_(m.parameters(), max_norm))
+
+
+def build_optimizer(spec: dict, model: nn.Module) -> torch.optim.Optimizer:
+    return OPTIMIZERS.build_spec(spec, model)
+
+
+def build_schedule(spec: dict | None, optimizer, total_steps: int):
+    return None if spec is None else SCHEDULES.build_spec(spec, optimizer, total_steps)
+
+
+def build_terms(specs: list[dict]) -> list[Term]:
+    return [REGULARIZERS.build_spec(s) for s in specs]
