@@ -35,6 +35,45 @@ def _replicates(text: str) -> int:
     return n
 
 
+class Progress:
+    """A run's progress on stderr: a bar of cells, a line per cell that is not ok, the timing
+    stage's processes."""
+
+    def __init__(self, suite: str, out: Path, quiet: bool):
+        self.suite, self.out, self.quiet, self.bar = suite, out, quiet, None
+
+    def plan(self, todo: int, done: int) -> None:
+        from tqdm import tqdm
+
+        if done:
+            print(f"resuming in {self.out}: {done} cell x seed already ok, {todo} to run "
+                  "(--no-resume to run all again)", file=sys.stderr)
+        self.bar = tqdm(total=todo, unit="cell", desc=self.suite, disable=self.quiet or None)
+
+    def record(self, rec) -> None:
+        from tqdm import tqdm
+
+        if not rec.ok:
+            msg = rec.error.splitlines()[0] if rec.error else ""
+            tqdm.write(f"{rec.status}: {rec.cell_id} seed {rec.seed}: {msg}", file=sys.stderr)
+        if self.bar:
+            acc = rec.metrics.get("accuracy")
+            self.bar.set_postfix_str(f"last {rec.status}" + (f" acc {acc:.3f}" if acc else ""))
+            self.bar.update(1)
+
+    def timing(self, k: int, n: int) -> None:
+        if k == 0:
+            self.close()
+        if not self.quiet:
+            print(f"timing every saved model side by side: process {k + 1} of {n}",
+                  file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def cmd_run(args) -> int:
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
@@ -54,56 +93,28 @@ def cmd_run(args) -> int:
     out = Path(args.out or Path("results") / suite.name)
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train
-    from tqdm import tqdm
-
-    bar = None
-
-    def on_plan(todo: int, done: int) -> None:
-        nonlocal bar
-        if done:
-            print(f"resuming in {out}: {done} cell x seed already ok, {todo} to run "
-                  "(--no-resume to run all again)", file=sys.stderr)
-        bar = tqdm(total=todo, unit="cell", desc=suite.name, disable=args.quiet or None)
-
-    def on_record(rec) -> None:
-        label = f"{rec.cell_id} seed {rec.seed}"
-        if not rec.ok:
-            msg = rec.error.splitlines()[0] if rec.error else ""
-            tqdm.write(f"{rec.status}: {label}: {msg}", file=sys.stderr)
-        if bar:
-            acc = rec.metrics.get("accuracy")
-            bar.set_postfix_str(f"last {rec.status}" + (f" acc {acc:.3f}" if acc else ""))
-            bar.update(1)
-
-    def on_timing(k: int, n: int) -> None:
-        if bar is not None and k == 0:
-            bar.close()
-        if not args.quiet:
-            print(f"timing every saved model side by side: process {k + 1} of {n}",
-                  file=sys.stderr)
-
+    progress = Progress(suite.name, out, args.quiet)
     try:
         if launched:
             summary = launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
                                  resume=not args.no_resume, force=args.force,
-                                 fail_fast=args.fail_fast, on_record=on_record, on_plan=on_plan,
-                                 timing_processes=args.timing_processes)
+                                 fail_fast=args.fail_fast, on_record=progress.record,
+                                 on_plan=progress.plan, timing_processes=args.timing_processes)
             if launched.rank != 0:
                 return 130 if summary.interrupted else 0
         else:
             summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
                                  force=args.force, shard=args.shard, fail_fast=args.fail_fast,
-                                 on_record=on_record, on_plan=on_plan, executor=args.executor,
-                                 ray_address=args.ray_address, on_timing=on_timing,
-                                 timing_processes=args.timing_processes)
+                                 on_record=progress.record, on_plan=progress.plan,
+                                 executor=args.executor, ray_address=args.ray_address,
+                                 on_timing=progress.timing, timing_processes=args.timing_processes)
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
     except TimingError as exc:  # the cells' results are kept; `modelopt time` retries
         return _err(f"{exc}; the results are kept: `modelopt time {out}` times them again", 1)
     except ImportError as exc:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
-    if bar:
-        bar.close()
+    progress.close()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
     print(f"{suite.name}: {counts}; results in {out / 'results.jsonl'}", file=sys.stderr)
     if summary.interrupted:
@@ -114,9 +125,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    import pandas as pd
-
-    from modelopt.results import plots, report, store
+    from modelopt.results import page, store
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,28 +144,36 @@ def cmd_report(args) -> int:
             metas[info.get("suite")] = info
     pages = []
     for suite in df["suite"].unique():
-        d = df[df["suite"] == suite]
-        agg = report.aggregate(d)
-        embedded = []
-        for title, slug, fig in plots.suite_figures(d, agg):
-            name = f"{suite}_{slug}.png"
-            plots.save(fig, out / name)
-            embedded.append((title, name))
-        meta = metas.get(suite, {})
-        page = report.suite_page(df, suite, embedded, meta.get("description", ""),
-                                 meta.get("baseline"), docs.get(suite))
-        (out / f"{suite}.md").write_text(page)
-        if args.csv:
-            parts = [report.add_speedups(part, docs.get(suite),
-                                         report.baselines(part, meta.get("baseline"))[0])
-                     for _, part in agg.groupby("task", sort=False)]  # a task's own baseline
-            report.csv_table(pd.concat(parts)).to_csv(out / f"{suite}.csv", index=False)
-        pages.append((suite, f"{suite}.md", len(agg)))
+        n = _report_suite(df, suite, out, metas.get(suite, {}), docs.get(suite), args.csv)
+        pages.append((suite, f"{suite}.md", n))
         print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
     index = out / "README.md"
     known = _index_entries(index) | {p[0]: p for p in pages}
-    index.write_text(report.index_page(sorted(known.values())))
+    index.write_text(page.index_page(sorted(known.values())))
     return 0
+
+
+def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: bool) -> int:
+    """One suite's page, figures and (with `csv`) table; returns its number of cells."""
+    import pandas as pd
+
+    from modelopt.results import headline, page, plots, report
+
+    d = df[df["suite"] == suite]
+    agg = report.aggregate(d)
+    embedded = []
+    for title, slug, fig in plots.suite_figures(d, agg):
+        name = f"{suite}_{slug}.png"
+        plots.save(fig, out / name)
+        embedded.append((title, name))
+    text = page.suite_page(df, suite, embedded, meta.get("description", ""),
+                           meta.get("baseline"), doc)
+    (out / f"{suite}.md").write_text(text)
+    if csv:
+        parts = [headline.add_speedups(part, doc, report.baselines(part, meta.get("baseline"))[0])
+                 for _, part in agg.groupby("task", sort=False)]  # a task's own baseline
+        report.csv_table(pd.concat(parts)).to_csv(out / f"{suite}.csv", index=False)
+    return len(agg)
 
 
 def _index_entries(index: Path) -> dict:
@@ -279,10 +296,7 @@ def cmd_export(args) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="modelopt", description="Benchmark model-optimization "
-                                "techniques: accuracy, size, FLOPs, latency, memory.")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a suite's cells x seeds, appending to results.jsonl")
     r.add_argument("suite", help="suite YAML file")
     r.add_argument("--out", help="results directory (default results/<suite name>)")
@@ -303,11 +317,9 @@ def parser() -> argparse.ArgumentParser:
                    help="fresh processes of the timing stage, at least 3 (default 3)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.set_defaults(fn=cmd_run)
-    rep = sub.add_parser("report", help="markdown tables and plots from results directories")
-    rep.add_argument("dirs", nargs="+", help="results directories (or results.jsonl files)")
-    rep.add_argument("--out", default="reports", help="output directory (default reports/)")
-    rep.add_argument("--csv", action="store_true", help="also write the aggregated table as CSV")
-    rep.set_defaults(fn=cmd_report)
+
+
+def _add_compare(sub) -> None:
     c = sub.add_parser("compare", help="baseline vs current: exit 1 on a regression")
     c.add_argument("baseline", help="results directory, results.jsonl or pytest-benchmark JSON")
     c.add_argument("current", help="results directory, results.jsonl or pytest-benchmark JSON")
@@ -322,6 +334,22 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--timing-processes", type=_replicates, default=None,
                    help="fresh processes for re-timing, at least 3 (default 3)")
     c.set_defaults(fn=cmd_compare)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelopt", description="Benchmark model-optimization "
+                                "techniques: accuracy, size, FLOPs, latency, memory.")
+    from modelopt import __version__
+
+    p.add_argument("--version", action="version", version=f"modelopt {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    rep = sub.add_parser("report", help="markdown tables and plots from results directories")
+    rep.add_argument("dirs", nargs="+", help="results directories (or results.jsonl files)")
+    rep.add_argument("--out", default="reports", help="output directory (default reports/)")
+    rep.add_argument("--csv", action="store_true", help="also write the aggregated table as CSV")
+    rep.set_defaults(fn=cmd_report)
+    _add_compare(sub)
     t = sub.add_parser("time", help="(re-)time every saved model of a results directory side "
                        "by side (after merge, or to refresh latency)")
     t.add_argument("dir", help="results directory")

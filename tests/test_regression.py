@@ -66,14 +66,14 @@ def test_csv_dataset(tmp_path):
 def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
     import pandas as pd
 
-    from modelopt.results import report
+    from modelopt.results import page as pages
 
     def row(ds, cid, **metrics):
         return {"suite": "m", "cell_id": cid, "seed": 0, "status": "ok", "error": None,
                 "cell": {"dataset": {"name": ds}, "model": {"name": "mlp"}}, "curves": [],
                 "extra": {}, "env": {}, "started_at": None, "duration_s": 1, **metrics}
     df = pd.DataFrame([row("diabetes", "a", r2=0.4, rmse=50.0), row("mnist1d", "b", accuracy=0.6)])
-    page = report.suite_page(df, "m")
+    page = pages.suite_page(df, "m")
     assert "## Headline (classification cells)" in page and "## Headline (regression cells)" in page
     sections = {part.split("\n", 1)[0]: part for part in page.split("## ")[1:]}
     for part in ("Headline", "Every figure"):

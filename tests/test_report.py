@@ -3,7 +3,8 @@ import io
 import pandas as pd
 import pytest
 
-from modelopt.results import plots, report
+from modelopt.results import diagnostics, plots, report, tables
+from modelopt.results import page as pages
 
 
 def rows():
@@ -29,7 +30,7 @@ def test_aggregate_mean_std_n():
 
 
 def test_table_and_failed_cells_appear():
-    page = report.suite_page(rows(), "s")
+    page = pages.suite_page(rows(), "s")
     assert "70.0 ± 10.0" in page and "**90.0**" in page
     assert "did not finish ok" in page and "Boom: x" in page
 
@@ -76,7 +77,7 @@ def test_distill_table_pairs_students_with_scratch():
     rows = [base_row("s", s, {"distill": None}, accuracy=a) for s, a in ((0, 0.60), (1, 0.62))]
     rows += [base_row("k", s, {"distill": kd}, accuracy=a, teacher_accuracy=0.9)
              for s, a in ((0, 0.65), (1, 0.67))]
-    table = report.distill_table(report.aggregate(pd.DataFrame(rows)))
+    table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
     assert "T=2, α=0.5" in table and "90.0" in table and "61.0 ± 1.4" in table
     assert "+5.0 pt" in table
 
@@ -96,7 +97,7 @@ def test_heatmap_learning_curve_grad_norms_confusion_render():
                 rows.append(r)
     df = pd.DataFrame(rows)
     agg = report.aggregate(df)
-    assert plots.varying_params(list(agg["cell"])) == ["model.activation", "model.hidden",
+    assert diagnostics.varying_params(list(agg["cell"])) == ["model.activation", "model.hidden",
                                                        "preprocess"]
     figs = dict((slug, fig) for _, slug, fig in plots.suite_figures(df, agg))
     assert {"heatmap", "learning_curve", "grad_norms", "confusion", "curves"} <= set(figs)
@@ -131,7 +132,7 @@ def headline_rows():
 
 def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
     rows, doc = headline_rows()
-    page = report.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"},
+    page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"},
                              timing_doc=doc)
     assert "Baseline (the suite's `baseline:`)" in page
     head = page.split("## Every figure")[0]
@@ -146,7 +147,7 @@ def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
 
 def test_without_a_baseline_the_only_uncompressed_cell_is_picked_and_named():
     rows, doc = headline_rows()
-    page = report.suite_page(pd.DataFrame(rows), "s", timing_doc=doc)
+    page = pages.suite_page(pd.DataFrame(rows), "s", timing_doc=doc)
     assert "names no `baseline:`, so the uncompressed cell" in page
     assert "2.00 [2.00, 2.00]" in page
 
@@ -157,7 +158,7 @@ def test_scaling_table():
                                ("two", {"name": "cpu", "threads": 2}, 1500.0),
                                ("ddp", {"name": "ddp", "world_size": 2, "threads": 1}, 1800.0)):
         rows.append(base_row(cid, 0, {"backend": backend}, accuracy=0.5, train_samples_s=rate))
-    t = report.scaling_table(report.aggregate(pd.DataFrame(rows)))
+    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)))
     assert "| cpu(threads=2)" in t and "1.50" in t and "0.75" in t and "0.90" in t
 
 
@@ -170,7 +171,7 @@ def test_each_row_is_compared_with_the_baseline_of_its_own_group():
                 rows.append(base_row(f"{model}-{bool(prune)}", s,
                                      {"model": {"name": model}, "prune": prune},
                                      accuracy=acc + delta + 0.001 * s, size_bytes=1000))
-    page = report.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
     head = page.split("## Every figure")[0]
     for model in ("mlp", "cnn"):
         line = next(x for x in head.splitlines() if x.startswith(f"| {model} ")

@@ -1,6 +1,7 @@
 import pandas as pd
 
-from modelopt.results import report
+from modelopt.results import page as pages
+from modelopt.results import report, tables
 from modelopt.run.cell import time_to_target
 from modelopt.spec.suite import parse
 
@@ -50,10 +51,10 @@ def test_tune_picks_by_validation_not_test():
     # lr 0.01 is best on validation; lr 0.1 would be best on test: 0.01 must be chosen
     df = pd.DataFrame([row("a", s, 0.01, 0.90, 0.70) for s in (0, 1)] +
                       [row("b", s, 0.1, 0.80, 0.95) for s in (0, 1)])
-    best = report.tuned(report.aggregate(df))
+    best = tables.tuned(report.aggregate(df))
     assert list(best["chosen"]) == ["optimizer.lr=0.01"]
     assert best.iloc[0]["accuracy"] == 0.70
-    page = report.suite_page(df, "t")
+    page = pages.suite_page(df, "t")
     assert "chosen on validation" in page and "optimizer.lr=0.01" in page
 
 

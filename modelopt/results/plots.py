@@ -10,14 +10,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from modelopt.results.report import label_columns  # noqa: E402
-
-DPI = 120
-
-
-def _labels(agg: pd.DataFrame) -> list[str]:
-    cols = label_columns(agg)
-    return [" · ".join(str(r[c]) for c in cols) for _, r in agg.iterrows()]
+from modelopt.results.diagnostics import (  # noqa: E402
+    DPI,
+    cell_labels,
+    confusion,
+    grad_norms,
+    heatmap,
+    learning_curve,
+    method_of,
+    weight_histograms,
+)
 
 
 def pareto_front(xs, ys) -> list[int]:
@@ -41,7 +43,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
         return fig
     ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()].reset_index(drop=True)
     scale = 100 if y.startswith("accuracy") else 1
-    labels = _labels(ok)
+    labels = cell_labels(ok)
     cmap = plt.get_cmap("tab20" if len(ok) > 10 else "tab10")
     for i, r in ok.iterrows():
         ax.errorbar(r[x], r[y] * scale, xerr=r.get(f"{x}_std", 0) or 0,
@@ -114,13 +116,14 @@ def _mean_curve(curves_list: list[list[dict]], x: str) -> tuple[list, list, list
 def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Figure:
     """Validation score vs step and vs training seconds, one line per cell (mean over
     seeds, band = ± std). For tuned suites, the chosen setting of each group."""
-    from modelopt.results.report import aggregate, tuned
+    from modelopt.results.report import aggregate
+    from modelopt.results.tables import tuned
 
     agg = aggregate(df) if agg is None else agg
     chosen = tuned(agg)
     show = chosen if not chosen.empty else agg[agg["n"] > 0]
     show = show.reset_index(drop=True)
-    labels = _labels(show)
+    labels = cell_labels(show)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=DPI, sharey=True)
     cmap = plt.get_cmap("tab20" if len(show) > 10 else "tab10")
     scale = 100 if (show["task"] == "classification").all() else 1
@@ -150,18 +153,6 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
     return fig
 
 
-def _method(cell: dict) -> str:
-    """A pruning cell's method without its amount: `l1_unstructured global, 4 rounds`."""
-    p = cell.get("prune")
-    if not p:
-        return "dense"
-    scope = "" if "structured" in p["name"] and "unstructured" not in p["name"] else (
-        "global" if p.get("global") else "per layer")
-    extra = [x for x in (scope,
-                         f"{p['rounds']} rounds" if p.get("rounds", 1) > 1 else "") if x]
-    return p["name"] + (f" ({', '.join(extra)})" if extra else "")
-
-
 def _series(cell: dict) -> str:
     """A line joins cells that differ only in the pruning amount."""
     c = {k: v for k, v in cell.items() if k != "prune"}
@@ -175,9 +166,9 @@ def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
     with what it is. Error bars: std over seeds."""
     ok = agg[agg["n"] > 0].copy()
     ok["panel"] = ok["cell"].map(lambda c: f"{c['model']['name']} · {c['dataset']['name']}")
-    ok["method"] = ok["cell"].map(_method)
+    ok["method"] = ok["cell"].map(method_of)
     ok["series"] = ok["cell"].map(_series)
-    ok["label"] = _labels(ok)
+    ok["label"] = cell_labels(ok)
     panels = list(dict.fromkeys(ok["panel"]))
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), dpi=DPI,
                              squeeze=False)
@@ -214,201 +205,6 @@ def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
     n = int(ok["n"].max()) if len(ok) else 0
     fig.suptitle(f"Accuracy vs sparsity after fine-tuning (mean ± std, n ≤ {n} seeds)")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
-
-
-def varying_params(cells: list[dict]) -> list[str]:
-    """Dotted paths (`model.hidden`, `optimizer.lr`) whose value differs across cells."""
-    def flat(cell: dict) -> dict:
-        out = {}
-        for key, value in cell.items():
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    out[f"{key}.{k}"] = json.dumps(v, sort_keys=True, default=str)
-            else:
-                out[key] = json.dumps(value, sort_keys=True, default=str)
-        return out
-    flats = [flat(c) for c in cells]
-    keys = list(dict.fromkeys(k for f in flats for k in f))
-    return [k for k in keys if len({f.get(k) for f in flats}) > 1 and not k.startswith("train.fold")]
-
-
-def _param(cell: dict, path: str):
-    head, _, tail = path.partition(".")
-    value = cell.get(head)
-    return value.get(tail) if tail and isinstance(value, dict) else value
-
-
-def _short(value) -> str:
-    """A technique value as a person writes it: names only (`shift+noise`, `none`)."""
-    if isinstance(value, dict) and "name" in value:
-        return value["name"]
-    if isinstance(value, list):
-        return "+".join(_short(v) for v in value) or "none"
-    return "none" if value is None else str(value)
-
-
-def heatmap(agg: pd.DataFrame, metric: str = "accuracy") -> plt.Figure | None:
-    """Mean `metric` over two varying parameters (one panel per value of a third);
-    None when the suite is not such a grid."""
-    import numpy as np
-
-    ok = agg[agg["n"] > 0]
-    axes_ = varying_params(list(ok["cell"]))
-    if not 2 <= len(axes_) <= 3 or metric not in ok.columns:
-        return None
-    rows_p, cols_p = axes_[0], axes_[1]
-    facet_p = axes_[2] if len(axes_) == 3 else None
-    key = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731
-    facets = list(dict.fromkeys(key(_param(c, facet_p)) for c in ok["cell"])) if facet_p else [None]
-    if len(facets) > 4:
-        return None
-    rv = list(dict.fromkeys(key(_param(c, rows_p)) for c in ok["cell"]))
-    cv = list(dict.fromkeys(key(_param(c, cols_p)) for c in ok["cell"]))
-    fig, axs = plt.subplots(1, len(facets), figsize=(1.2 * len(cv) * len(facets) + 3,
-                                                      0.5 * len(rv) + 2), dpi=DPI, squeeze=False)
-    scale = 100 if metric.startswith("accuracy") else 1
-    vmin, vmax = ok[metric].min() * scale, ok[metric].max() * scale
-    for ax, facet in zip(axs[0], facets):
-        grid = np.full((len(rv), len(cv)), np.nan)
-        for c, v in zip(ok["cell"], ok[metric]):
-            if facet_p and key(_param(c, facet_p)) != facet:
-                continue
-            grid[rv.index(key(_param(c, rows_p))), cv.index(key(_param(c, cols_p)))] = v * scale
-        im = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
-        for i in range(len(rv)):
-            for j in range(len(cv)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
-                            color="white" if grid[i, j] < (vmin + vmax) / 2 else "black")
-        ax.set_xticks(range(len(cv)), [json.loads(x) if x.startswith('"') else x for x in cv],
-                      rotation=30, ha="right")
-        ax.set_yticks(range(len(rv)), [json.loads(x) if x.startswith('"') else x for x in rv])
-        ax.set_xlabel(cols_p)
-        if ax is axs[0][0]:
-            ax.set_ylabel(rows_p)
-        else:  # the first panel names the rows for all
-            ax.set_yticks(range(len(rv)), [""] * len(rv))
-        if facet_p:
-            ax.set_title(f"{facet_p} = {facet}")
-    fig.colorbar(im, ax=axs[0].tolist(), label=f"test {metric}" + (" (%)" if scale == 100 else ""))
-    fig.suptitle(f"Mean test {metric} over seeds")
-    return fig
-
-
-def confusion(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
-    """The confusion matrix of the cell with the best mean test accuracy, summed over seeds."""
-    import numpy as np
-
-    ok = agg[(agg["n"] > 0)]
-    if "accuracy" not in ok.columns or ok["accuracy"].isna().all() or "confusion" not in df:
-        return None
-    best = ok.loc[ok["accuracy"].idxmax()]
-    mats = [np.asarray(m) for m in df[(df["cell_id"] == best["cell_id"]) &
-                                      (df["status"] == "ok")]["confusion"] if isinstance(m, list)]
-    if not mats:
-        return None
-    m = np.sum(mats, axis=0)
-    share = m / np.maximum(m.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=DPI)
-    im = ax.imshow(100 * share, cmap="Blues", vmin=0, vmax=100)
-    for i in range(len(m)):
-        for j in range(len(m)):
-            if m[i, j]:
-                ax.text(j, i, f"{m[i, j]}", ha="center", va="center", fontsize=7,
-                        color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_xticks(range(len(m)))
-    ax.set_yticks(range(len(m)))
-    fig.colorbar(im, label="% of the true class")
-    label = " · ".join(str(best[c]) for c in label_columns(agg))
-    ax.set_title(f"Confusion, best cell: {label}\n(test split, counts summed over {len(mats)} seeds)",
-                 fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def grad_norms(df: pd.DataFrame, agg: pd.DataFrame, max_cells: int = 6) -> plt.Figure | None:
-    """Per-layer gradient norm vs step (recorded with `record: [grad_norms]`), seed 0 of
-    up to `max_cells` cells: first and last layer, log scale."""
-    rows = df[df["extra"].map(lambda e: bool(e and e.get("grad_norms")))]
-    if rows.empty:
-        return None
-    first_seed = rows.sort_values("seed").drop_duplicates("cell_id")
-    # the deepest, then widest nets show vanishing or exploding gradients best
-    depth = first_seed["extra"].map(lambda e: len(e["grad_norms"][0]) - 2)
-    size = first_seed["params"] if "params" in first_seed else depth * 0
-    cells = first_seed.assign(_d=depth, _s=size).sort_values(
-        ["_d", "_s"], ascending=False, kind="stable").head(max_cells)
-    labels = dict(zip(agg["cell_id"], _labels(agg)))
-    fig, axs = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1, 3.5), dpi=DPI,
-                            squeeze=False, sharey=True)
-    for ax, (_, r) in zip(axs[0], cells.iterrows()):
-        records = [g for g in r["extra"]["grad_norms"] if g.get("phase", "train") == "train"]
-        layers = [k for k in records[0] if k not in ("step", "phase")]
-        for layer in (layers[0], layers[-1]) if len(layers) > 1 else layers:
-            ax.plot([g["step"] for g in records], [g[layer] for g in records], marker=".",
-                    label=layer)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(labels.get(r["cell_id"], r["cell_id"])[:40], fontsize=8)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axs[0][0].set_ylabel("gradient norm (log)")
-    fig.suptitle("Per-layer gradient norms during training (seed 0)")
-    fig.tight_layout()
-    return fig
-
-
-def weight_histograms(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
-    """Weight magnitudes before and after pruning for the most pruned cell of each method."""
-    import numpy as np
-
-    rows = df[df["extra"].map(lambda e: bool(e and e.get("weight_histograms")))]
-    if rows.empty:
-        return None
-    rows = rows.assign(method=rows["cell"].map(_method), sparsity_=rows.get("sparsity", 0))
-    picks = rows.sort_values(["sparsity_", "seed"], ascending=[False, True]).drop_duplicates("method")
-    picks = picks.head(4)
-    fig, axs = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.5), dpi=DPI, squeeze=False)
-    for ax, (_, r) in zip(axs[0], picks.iterrows()):
-        h = r["extra"]["weight_histograms"]
-        for name, color in (("before", "grey"), ("after", "tab:blue")):
-            edges = np.asarray(h[name]["edges"])
-            ax.stairs(h[name]["counts"], edges, label=f"{name} ({h[name]['zeros']} zeros)",
-                      color=color, fill=name == "before", alpha=0.5 if name == "before" else 1)
-        ax.set_xscale("log")
-        ax.set_xlabel("|weight| (nonzero)")
-        ax.set_title(f"{r['method']}, sparsity {100 * r['sparsity_']:.0f} %", fontsize=8)
-        ax.legend(fontsize=7)
-    axs[0][0].set_ylabel("weights")
-    fig.suptitle("Weight magnitudes before and after pruning (seed 0)")
-    fig.tight_layout()
-    return fig
-
-
-def learning_curve(agg: pd.DataFrame) -> plt.Figure | None:
-    """Accuracy vs training samples (log x), a line per remaining axis; for subsample suites."""
-    ok = agg[agg["n"] > 0]
-    if "train_samples" not in ok.columns or ok["train_samples"].nunique() < 2:
-        return None
-    others = [p for p in varying_params(list(ok["cell"])) if not p.startswith("preprocess")]
-    group = ok["cell"].map(lambda c: ", ".join(f"{p}={_short(_param(c, p))}" for p in others)
-                           or "all")
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=DPI)
-    for name, g in ok.groupby(group, sort=False):
-        g = g.sort_values("train_samples")
-        ax.errorbar(g["train_samples"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"],
-                    marker="o", capsize=3, label=name if len(name) < 60 else name[:57] + "...")
-    ax.set_xscale("log")
-    ax.set_xlabel("training samples (log scale)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    n = int(ok["n"].max())
-    ax.set_title(f"Learning curve (mean ± std, n ≤ {n} seeds)")
-    fig.tight_layout()
     return fig
 
 

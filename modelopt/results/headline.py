@@ -1,0 +1,105 @@
+"""The headline table: per cell, the model that would ship, against its baseline (Δ paired
+by seed, speed-up with its interval over the timing processes, size)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from tabulate import tabulate
+
+from modelopt.results import latency
+from modelopt.results import metrics as M
+from modelopt.results.report import _kind, _title, fmt, label_columns
+from modelopt.results.stats import ALPHA, paired_p
+
+
+def shipped_kind(r: pd.Series) -> str:
+    """What would ship: the slimmed model where structured pruning built one, else the
+    deployed model (the int8 copy, or the trained one)."""
+    return "slimmed" if pd.notna(r.get("slimmed_params")) else "model"
+
+
+def _shipped(r: pd.Series, name: str):
+    slim = r.get(f"slimmed_{name}")
+    return (slim, r.get(f"slimmed_{name}_std")) if shipped_kind(r) == "slimmed" and pd.notna(
+        slim) else (r.get(name), r.get(f"{name}_std"))
+
+
+def add_speedups(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.Series]) -> pd.DataFrame:
+    """speedup_batch / speedup_batch1 and their interval ends per row: its baseline's latency
+    over the shipped model's, both timed in the same processes (timing.speedups)."""
+    if not bases or not doc:
+        return agg
+    pairs = {r["cell_id"]: (bases[r["cell_id"]]["cell_id"], shipped_kind(r))
+             for _, r in agg[agg["n"] > 0].iterrows() if r["cell_id"] in bases}
+    ups = latency.speedups(doc, pairs)
+    out = agg.copy()
+    for name in dict.fromkeys(k for f in ups.values() for k in f):
+        out[name] = out["cell_id"].map(lambda c, n=name: ups.get(c, {}).get(n))
+    return out
+
+
+def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
+    """Δ of the primary metric against the baseline, paired by seed; ≈ marks a difference a
+    paired t-test cannot tell from noise (p >= 0.05, or a single seed)."""
+
+    if r["cell_id"] == base["cell_id"]:
+        return "baseline"
+    ok = df[df["status"] == "ok"]
+    a = ok[ok["cell_id"] == base["cell_id"]].set_index("seed")[key]
+    b = ok[ok["cell_id"] == r["cell_id"]].set_index("seed")[key]
+    seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
+    if not seeds:
+        return "–"
+    p = paired_p([float(a[s]) for s in seeds], [float(b[s]) for s in seeds])
+    mark = "≈ " if p is None or p >= ALPHA else ""
+    change = b[seeds].mean() - a[seeds].mean()
+    if M.TABLE[key].unit == "fraction":
+        return f"{mark}{100 * change:+.1f} pt"
+    return f"{mark}{change:+.3f}"
+
+
+def _speedup(r: pd.Series, name: str) -> str:
+    v, lo, hi = r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")
+    if v is None or pd.isna(v):
+        return "–"
+    if pd.isna(lo):
+        return f"{v:.2f}"
+    mark = "≈ " if lo <= 1 <= hi else ""
+    return f"{mark}{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], task: str) -> str:
+    """The suite's answer in a few columns: the axes that vary, the primary metric, and for
+    each cell the figures of the model that would ship (slimmed where one exists), with
+    speed-up and size against its baseline and their intervals. ≈: within noise."""
+    ok = agg[agg["n"] > 0]
+    if ok.empty:
+        return ""
+    key = M.primary(task)
+    ok = ok.sort_values(key, ascending=False)
+    labels = label_columns(ok)
+    rows = []
+    for _, r in ok.iterrows():
+        params, params_sd = _shipped(r, "params")
+        size, _ = _shipped(r, "size_bytes")
+        lat, lat_sd = _shipped(r, "latency_ms_batch_p50")
+        base = bases.get(r["cell_id"])
+        row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key))]
+        if bases:
+            row.append(_delta(df, r, base, key) if base is not None else "–")
+        row += [fmt(params, params_sd, "int") + (" (slimmed)" if shipped_kind(r) == "slimmed"
+                                                  else ""),
+                fmt(lat, lat_sd, "g3")]
+        if bases:
+            base_size = base.get("size_bytes") if base is not None else None
+            row += ["baseline" if base is not None and r["cell_id"] == base["cell_id"]
+                    else _speedup(r, "speedup_batch"),
+                    f"{size / base_size:.2f}" if size and base_size else "–"]
+        rows.append(row + [int(r["n"])])
+    headers = [c[5:] for c in labels] + [_title(key)]
+    if bases:
+        headers.append(f"Δ {key} vs baseline")
+    headers += ["params shipped", "batch latency ms"]
+    if bases:
+        headers += ["speed-up × [95 % CI]", "size / baseline"]
+    return tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)

@@ -1,0 +1,108 @@
+"""The markdown page of one suite, and the index of all of them. Pure: DataFrames in,
+strings out; only the command writes files."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from modelopt.results.headline import add_speedups, headline
+from modelopt.results.report import TASK_METRICS, aggregate, baselines, cost_metrics, label_columns, table
+from modelopt.results.tables import cv_table, distill_table, failures, scaling_table, tune_table
+
+
+def describe_env(df: pd.DataFrame) -> dict:
+    env = next((e for e in df["env"] if e), {})
+    dates = df["started_at"].dropna()
+    return {"torch": env.get("torch", "?"), "cpu": env.get("cpu", "?"),
+            "device": env.get("device", "?"), "commit": env.get("git_commit") or "?",
+            "threads": env.get("threads", "?"),
+            "date": str(dates.max())[:10] if len(dates) else "?"}
+
+
+def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
+               description: str = "", baseline: dict | None = None,
+               timing_doc: dict | None = None) -> str:
+    """The markdown page of one suite: its headline table, then every figure."""
+    d = df[df["suite"] == suite]
+    agg = aggregate(d)
+    env = describe_env(d)
+    seeds = sorted(d["seed"].unique().tolist())
+    datasets = ", ".join(sorted({c["dataset"]["name"] for c in d["cell"]}))
+    lines = [f"# {suite}", ""]
+    if description:
+        lines += [description.strip(), ""]
+    primary = "accuracy" if (agg["task"] == "classification").any() else "r2"
+    timed = (f"{timing_doc['processes']} fresh processes × {timing_doc['rounds']} interleaved "
+             f"rounds, {timing_doc['threads']} thread" if timing_doc else "not timed")
+    lines += [
+        f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
+        "figures are mean ± std over seeds",
+        f"- **data**: {datasets} · **machine**: {env['cpu']} ({env['device']}), "
+        f"training threads {env['threads']}; latency: every saved model timed side by side "
+        f"({timed})",
+        f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
+        "- accuracy: test accuracy at the final step; *acc @best val*: test accuracy at the "
+        "evaluation with the best validation accuracy (chosen on validation only); **bold**: "
+        "the best of a column",
+        "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
+        "zeros counted); latency: per call at batch 1 and at the training batch size, median "
+        "over the timing processes of each process's median block",
+        "- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
+        "within each timing process, mean and 95 % t-interval over the processes; **≈** marks "
+        "a difference within noise (an interval that includes 1, or a paired t-test over seeds "
+        "with p ≥ 0.05)",
+        "",
+    ]
+    tune = tune_table(agg, primary)
+    if tune:  # for a tuned suite the choice is the headline; every setting follows
+        lines += ["## Tuned: the best setting per cell, chosen on validation", "",
+                  "Each row's setting has the best mean validation score over the seeds; the "
+                  "test figure beside it was never used for the choice.", "", tune, ""]
+    tasks = list(dict.fromkeys(agg["task"]))
+    for task in tasks:  # a regression and a classification cell are never ranked together
+        lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
+                                f" ({task} cells)" if len(tasks) > 1 else "")
+    kd = distill_table(agg)
+    if kd:
+        lines += ["## Distillation: teacher, student from scratch, student distilled", "",
+                  kd, ""]
+    cv = cv_table(d, agg, primary)
+    if cv:
+        lines += ["## Cross-validation", "", cv, ""]
+    fails = failures(agg)
+    if fails:
+        lines += ["## Cells that did not finish ok", "", fails, ""]
+    for title, path in plots:
+        lines += [f"## {title}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)
+
+
+def index_page(suites: list[tuple[str, str, int]]) -> str:
+    lines = ["# modelopt reports", "", "| suite | cells | page |", "|---|---|---|"]
+    for name, page, n in suites:
+        lines.append(f"| {name} | {n} | [{page}]({page}) |")
+    return "\n".join(lines) + "\n"
+
+
+def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dict | None,
+                   timing_doc: dict | None, title: str) -> list[str]:
+    """The headline and every figure of one task's cells, against their baselines."""
+    bases, how = baselines(part, baseline)
+    part = add_speedups(part, timing_doc, bases)
+    lines = [f"## Headline{title}", ""]
+    shown = {b["cell_id"]: b for b in bases.values()}
+    if shown:
+        names = "; ".join(" · ".join(str(b[c]) for c in label_columns(part))
+                          for b in shown.values())
+        lines += [f"Baseline ({how}{' with the same other axes' if len(shown) > 1 else ''}"
+                  f"): {names}.", ""]
+    elif baseline:
+        lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
+                  "columns.", ""]
+    lines += [headline(d, part, bases, task), "", f"## Every figure{title}", "",
+              table(part, TASK_METRICS[task] + cost_metrics(part), sort_by=TASK_METRICS[task][0]),
+              ""]
+    scaling = scaling_table(part)
+    if scaling:
+        lines += ["### Scaling", "", scaling, ""]
+    return lines

@@ -1,0 +1,145 @@
+"""The tables a suite's page adds where they apply: tuning, cross-validation, distillation,
+scaling over backends, and the cells that did not finish ok."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from tabulate import tabulate
+
+from modelopt.results.report import _kind, _spec_label, _title, axis_labels, fmt, label_columns
+
+
+def tuned(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per tune group, the setting with the best mean *validation* score (never test)."""
+    rows = []
+    t = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "tune") & (agg["n"] > 0)]
+    if t.empty or "val_score" not in t.columns:
+        return pd.DataFrame()
+    for _, g in t.groupby(t["group"].map(lambda x: x["id"]), sort=False):
+        best = g.loc[g["val_score"].idxmax()].copy()
+        best["chosen"] = ", ".join(f"{k}={v}" for k, v in best["group"]["values"].items())
+        best["candidates"] = len(g)
+        rows.append(best)
+    return pd.DataFrame(rows)
+
+
+def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
+    best = tuned(agg)
+    if best.empty:
+        return ""
+    def untuned(cell: dict, values: dict) -> dict:  # the cell without its tuned parameters
+        out = dict(cell)
+        for dotted in values:
+            head, _, param = dotted.partition(".")
+            out[head] = {k: v for k, v in out[head].items() if k != param}
+        return out
+
+    best = best.sort_values("val_score", ascending=False)
+    names = axis_labels([untuned(c, g["values"]) for c, g in zip(best["cell"], best["group"])])
+    labels = list(names.columns)
+    kind = _kind(metric)
+    rows = []
+    speed = [m for m in ("train_seconds", "steps_to_target", "time_to_target_s",
+                         "target_reached") if m in best]
+    for (_, r), (_, lab) in zip(best.iterrows(), names.iterrows()):
+        rows.append([lab[c] for c in labels] + [
+            r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
+            fmt(r.get(metric), r.get(f"{metric}_std"), kind)]
+            + [fmt(r.get(m), r.get(f"{m}_std"), _kind(m)) for m in speed]
+            + [int(r["n"]), int(r["candidates"])])
+    headers = ([c[5:] for c in labels] + ["chosen on validation", "validation",
+                                          f"test {_title(metric)}"]
+               + [_title(m) for m in speed] + ["n", "settings tried"])
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> str:
+    """Cross-validation: mean ± std over every fold x seed of each matrix cell."""
+    cv = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "cv")]
+    if cv.empty:
+        return ""
+    folds_of = cv.groupby(cv["group"].map(lambda x: x["id"]), sort=False)
+    kind = _kind(metric)
+    labels = [c for c in label_columns(cv) if c != "axis:train"]
+    rows = []
+    for _, g in folds_of:
+        runs = df[df["cell_id"].isin(g["cell_id"]) & (df["status"] == "ok")]
+        vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
+        val = pd.to_numeric(runs.get("val_score"), errors="coerce").dropna()
+        rows.append([g.iloc[0][c] for c in labels] + [
+            fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
+            len(g), len(vals)])
+    headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}", "folds",
+                                          "n (folds × seeds)"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def distill_table(agg: pd.DataFrame) -> str:
+    """Per distilled student: the teacher, the same student from scratch (same data, same
+    seeds), the distilled student and the difference, mean ± std over seeds."""
+    ok = agg[agg["n"] > 0]
+    students = ok[ok["cell"].map(lambda c: bool(c.get("distill")))]
+    if students.empty:
+        return ""
+
+    def without_distill(cell):
+        return json.dumps({k: v for k, v in cell.items() if k != "distill"}, sort_keys=True)
+
+    scratch = {without_distill(c): r for c, (_, r) in zip(ok["cell"], ok.iterrows())
+               if not c.get("distill")}
+    labels = [c for c in label_columns(ok) if c != "axis:distill"]
+    rows = []
+    for _, r in students.iterrows():
+        d = r["cell"]["distill"]
+        base = scratch.get(without_distill(r["cell"]))
+        delta = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base is not None else "–"
+        rows.append([r[c] for c in labels] + [
+            f"T={d['temperature']:g}, α={d['alpha']:g}",
+            fmt(r.get("teacher_accuracy"), r.get("teacher_accuracy_std"), "pct"),
+            fmt(base["accuracy"], base["accuracy_std"], "pct") if base is not None else "–",
+            fmt(r["accuracy"], r["accuracy_std"], "pct"), delta, int(r["n"])])
+    headers = [c[5:] for c in labels] + ["KD", "teacher %", "student from scratch %",
+                                          "student distilled %", "Δ", "n"]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def scaling_table(agg: pd.DataFrame) -> str:
+    """Training throughput per backend against one CPU thread: speed-up and efficiency
+    (speed-up / cores, the cores the backend took: threads x ranks). GPU cells have no
+    efficiency per core."""
+    backend = agg["cell"].map(lambda c: c.get("backend") or {"name": "cpu", "threads": 1})
+    one_thread = backend.map(lambda b: b == {"name": "cpu", "threads": 1})
+    ok = agg[(agg["n"] > 0) & ~one_thread]
+    one = agg[(agg["n"] > 0) & one_thread]
+    if ok.empty or one.empty or "train_samples_s" not in agg.columns:
+        return ""
+    base = one.iloc[0]["train_samples_s"]
+    rows = [["cpu(threads=1)", 1, fmt(base, one.iloc[0].get("train_samples_s_std"), "f0"),
+             "1.00", "1.00"]]
+    for _, r in ok.iterrows():
+        b = r["cell"]["backend"]
+        cores = r.get("cores")
+        if cores is None or pd.isna(cores):  # records from before cores were recorded
+            cores = (b.get("threads") or 1) * b.get("world_size", 1)
+        gpus = r.get("gpus")
+        on_gpu = bool(gpus) and not pd.isna(gpus)
+        speedup = r["train_samples_s"] / base
+        rows.append([_spec_label(b, set(b) - {"name"}), int(cores),
+                     fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
+                     f"{speedup:.2f}", "–" if on_gpu else f"{speedup / cores:.2f}"])
+    return tabulate(rows, headers=["backend", "cores", "train samples/s", "speed-up ×",
+                                   "efficiency"], tablefmt="github", disable_numparse=True)
+
+
+def failures(agg: pd.DataFrame) -> str:
+    bad = agg[agg["statuses"].map(lambda s: any(k != "ok" for k in s))]
+    if bad.empty:
+        return ""
+    rows = []
+    for _, r in bad.iterrows():
+        what = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items() if k != "ok")
+        labels = "; ".join(f"{c[5:]}={r[c]}" for c in label_columns(agg))
+        rows.append([labels, what, (r["error"] or "")[:160]])
+    return tabulate(rows, headers=["cell", "not ok", "first error"], tablefmt="github")
