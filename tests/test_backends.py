@@ -134,3 +134,15 @@ def test_ddp_cell_through_the_runner(tmp_path):
     (rec,) = results.read(tmp_path)
     assert rec.status == "ok", rec.error
     assert rec.metrics["ddp_startup_s"] > 0 and rec.metrics["accuracy"] > 0.4
+
+
+def test_gd_with_epochs_takes_the_same_steps_on_cpu_and_ddp():
+    """One planning path: a full-batch optimizer's epoch is one step under ddp too (the ranks
+    once planned their own steps and trained ceil(n / batch) per epoch)."""
+    cells = parse(SUITE.replace("optimizer: {name: sgd, lr: 0.1}", "optimizer: {name: gd, lr: 0.1}")
+                  .replace("train: {steps: 20,", "train: {epochs: 3,")).cells
+    cpu_cfg, ddp_cfg = (c.config for c in cells)
+    single = train_here(backends.build(cpu_cfg["backend"]), cpu_cfg, 0).outcome
+    ranked = backends.build(ddp_cfg["backend"]).train(ddp_cfg, 0, load_data(ddp_cfg, 0)).outcome
+    assert single.steps == ranked.steps == 3
+    assert ranked.samples == single.samples  # each step the whole training split, globally

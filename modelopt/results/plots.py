@@ -1,4 +1,5 @@
-"""Matplotlib figures from aggregated results. Pure: DataFrames in, Figures out (Agg, headless)."""
+"""Matplotlib figures from aggregated results: DataFrames in, Figures out (Agg, headless);
+`save` is the one function that writes a file."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Aggregation over seeds and the markdown report. Pure: DataFrames in, strings out."""
+"""Aggregation over seeds, cell labels, number formats and the table of every figure. Pure:
+DataFrames in, DataFrames and strings out."""
 
 from __future__ import annotations
 

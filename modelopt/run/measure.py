@@ -80,9 +80,8 @@ def size_bytes_compressed(model: nn.Module) -> int:
 
 # ---------------------------------------------------------------- FLOPs
 
-def flops(model: nn.Module, example: torch.Tensor) -> int:
-    """FLOPs of one forward pass on `example` (batch 1), torch.utils.flop_counter convention:
-    2 FLOPs per multiply-add, zeros counted (dense FLOPs)."""
+def _count(model: nn.Module, example: torch.Tensor):
+    """A FlopCounterMode that saw one eval-mode forward pass of `model` on `example`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
@@ -91,20 +90,19 @@ def flops(model: nn.Module, example: torch.Tensor) -> int:
     with torch.no_grad(), counter:
         model(example)
     model.train(was_training)
-    return int(counter.get_total_flops())
+    return counter
+
+
+def flops(model: nn.Module, example: torch.Tensor) -> int:
+    """FLOPs of one forward pass on `example` (batch 1), torch.utils.flop_counter convention:
+    2 FLOPs per multiply-add, zeros counted (dense FLOPs)."""
+    return int(_count(model, example).get_total_flops())
 
 
 def flops_nonzero(model: nn.Module, example: torch.Tensor) -> int:
     """FLOPs that touch a nonzero weight: each Linear/Conv layer's FLOPs times its weight
     density; FLOPs elsewhere (GRU, pooling, activations) are counted dense."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(example)
-    model.train(was_training)
+    counter = _count(model, example)
     counts = counter.get_flop_counts()  # keys: "Global", "<RootClass>.<module path>"
     root = type(model).__name__
     total = float(counter.get_total_flops())

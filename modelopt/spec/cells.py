@@ -166,6 +166,10 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
                             f", but dataset '{dname}' is a {task} task")
     if task == "regression" and cell.get("distill"):
         raise RegistryError("distill (kd) needs a classification dataset")
+    backend = cell["backend"]["name"]
+    if cell.get("distill") and regs["backend"].info(backend).ranks:
+        raise RegistryError(f"distill with backend '{backend}' (several ranks) is not supported: "
+                            "every rank would train its own teacher; use cpu or cuda")
     for aug in cell.get("augment") or []:
         inputs = regs["augment"].info(aug["name"]).inputs
         if kind is not None and kind not in inputs:

@@ -69,7 +69,6 @@ class SuiteFile(BaseModel):
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
     include: list[dict[str, Any]] = Field(default_factory=list)
     exclude: list[dict[str, Any]] = Field(default_factory=list)
-    primary_metric: str = "accuracy"
     baseline: dict[str, Any] | None = None  # the cell the report compares others against
     timeout_s: float | None = Field(None, gt=0)  # default per-cell limit
     skip_unavailable: bool = False

@@ -1,0 +1,77 @@
+"""The README's "Extending" examples: a backend, a metric and a quantizer, each one module in
+examples/extending/ loaded as a plugin, with no edit anywhere in modelopt."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from modelopt.run.cell import run_cell
+from modelopt.spec import plugins
+from modelopt.spec.suite import parse
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "extending"
+SUITE = """
+name: extending
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 8, n_classes: 3}
+  model: {name: mlp, hidden: 32}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 40, batch_size: 64, eval_every: 20}
+matrix:
+  backend: [cpu]
+"""
+
+
+@pytest.fixture(autouse=True)
+def examples_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+
+
+def cell(text: str) -> dict:
+    return parse(text).cells[0].config
+
+
+def test_a_compiled_backend_trains_what_the_plain_one_does():
+    plugins.load(["compiled_backend"])
+    plain = run_cell(cell(SUITE), 0)
+    compiled = run_cell(cell(SUITE.replace("backend: [cpu]", "backend: [compiled]")), 0)
+    assert compiled.status == "ok" and compiled.env["device"] == "cpu"
+    # the same seed, data and steps: compiled kernels reorder float sums, no more
+    assert compiled.metrics["accuracy"] == pytest.approx(plain.metrics["accuracy"], abs=0.02)
+    assert compiled.metrics["final_step"] == plain.metrics["final_step"] == 40
+
+
+def test_a_metric_is_computed_and_reported_from_files(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "MODELOPT_PLUGINS": "calibration_metric"}
+    (tmp_path / "s.yaml").write_text(SUITE)
+    run = subprocess.run([sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"),
+                          "--out", str(tmp_path / "r"), "-q"], env=env, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    rec = json.loads((tmp_path / "r" / "results.jsonl").read_text())
+    assert 0 <= rec["metrics"]["ece"] < 0.5
+    # the report runs without the plugin: the declaration came with the results
+    bare = {k: v for k, v in os.environ.items() if k != "MODELOPT_PLUGINS"}
+    rep = subprocess.run([sys.executable, "-m", "modelopt", "report", str(tmp_path / "r"),
+                          "--out", str(tmp_path / "rep"), "--csv"], env=bare,
+                         capture_output=True, text=True)
+    assert rep.returncode == 0, rep.stderr
+    assert "ece" in (tmp_path / "rep" / "extending.csv").read_text().splitlines()[0]
+
+
+def test_a_quantizer_ships_a_smaller_model_with_the_same_answers():
+    plugins.load(["bf16_quantizer"])
+    wide = SUITE.replace("hidden: 32", "hidden: 256")  # weights outweigh the file's framing
+    dense = run_cell(cell(wide), 0)
+    half = run_cell(cell(wide.replace("matrix:", "  quantize: bf16\nmatrix:")), 0)
+    assert half.status == "ok" and half.metrics["quantized"]
+    assert half.metrics["size_bytes"] < 0.6 * dense.metrics["size_bytes"]
+    assert half.metrics["accuracy"] == pytest.approx(dense.metrics["accuracy"], abs=0.03)
+    assert next(half.models["model"].parameters()).dtype == torch.bfloat16
