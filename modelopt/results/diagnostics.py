@@ -27,8 +27,8 @@ def method_of(cell: dict) -> str:
     p = cell.get("prune")
     if not p:
         return "dense"
-    scope = "" if "structured" in p["name"] and "unstructured" not in p["name"] else (
-        "global" if p.get("global") else "per layer")
+    # unstructured methods take `global` (filled in with its default); structured ones do not
+    scope = ("global" if p["global"] else "per layer") if "global" in p else ""
     extra = [x for x in (scope,
                          f"{p['rounds']} rounds" if p.get("rounds", 1) > 1 else "") if x]
     return p["name"] + (f" ({', '.join(extra)})" if extra else "")

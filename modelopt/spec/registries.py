@@ -45,6 +45,8 @@ class LossInfo:
 @dataclass(frozen=True)
 class PreprocessInfo:
     last: bool = False  # changes how inputs are stored: nothing may follow it
+    # keeps a subset of the training rows (a KD teacher still trains on all of them)
+    selects_rows: bool = False
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelopt.spec.registries import DISTILLERS
+from modelopt.spec.registries import DISTILLERS, PREPROCESS
 from modelopt.spec.registry import Positive, Probability
 from modelopt.techniques.data import cache_dir
 
@@ -52,17 +52,15 @@ def kd(*, teacher: dict, temperature: Positive = 4.0, alpha: Probability = 0.9) 
     return Distiller(teacher, lambda s, t: kd_loss(s, t, temperature, alpha), 1.0 - alpha)
 
 
-# Row selections: the teacher trains on the whole training split even when the student sees
-# a subsample (the regime where Hinton et al. saw distillation help most).
-ROW_SELECTIONS = ("subsample", "dedupe")
-
-
 def teacher_config(teacher: dict, student: dict) -> dict:
     """The teacher's full cell config: its own model, optimizer and training; the student's
     dataset, validation split and input transforms (its inputs are the student's batches)."""
     train = {**teacher["train"], "val_fraction": student["train"]["val_fraction"],
              "folds": student["train"].get("folds", 0), "fold": student["train"].get("fold", 0)}
-    pre = [p for p in (student.get("preprocess") or []) if p["name"] not in ROW_SELECTIONS]
+    # the teacher trains on the whole training split even when the student sees a subsample
+    # (the regime where Hinton et al. saw distillation help most)
+    pre = [p for p in (student.get("preprocess") or [])
+           if not PREPROCESS.info(p["name"]).selects_rows]
     return {**teacher, "dataset": student["dataset"], "preprocess": pre, "train": train,
             "augment": None, "distill": None, "prune": None, "quantize": None,
             "backend": student["backend"]}

@@ -46,7 +46,7 @@ def minmax(data: Data, seed: int, /, low: float = 0.0, high: float = 1.0,
     return replace(data, x_train=f(data.x_train), x_val=f(data.x_val), x_test=f(data.x_test))
 
 
-@PREPROCESS.register("subsample")
+@PREPROCESS.register("subsample", selects_rows=True)
 def subsample(data: Data, seed: int, /, fraction: Annotated[float, Field(gt=0, le=1)] = 0.1,
               balanced: bool = False) -> Data:
     """Train on a random (or class-balanced) fraction of the training split."""
@@ -65,7 +65,7 @@ def subsample(data: Data, seed: int, /, fraction: Annotated[float, Field(gt=0, l
     return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep], info=info)
 
 
-@PREPROCESS.register("dedupe")
+@PREPROCESS.register("dedupe", selects_rows=True)
 def dedupe(data: Data, seed: int, /) -> Data:
     """Drop exact duplicate training samples (same input and label); reports how many."""
     flat = torch.cat([data.x_train.flatten(1), data.y_train.reshape(-1, 1).to(data.x_train.dtype)], 1)

@@ -1,0 +1,29 @@
+"""Registries: typed facts per entry, constraints in the signature."""
+
+import pytest
+
+from modelopt.spec.registries import DATASETS, MODELS
+from modelopt.spec.registry import Positive, Registry, RegistryError, describe
+
+
+def test_a_misspelt_fact_is_an_error_at_registration():
+    """`inputs=` for `input=` once disabled the dataset/model check without a word."""
+    with pytest.raises(TypeError, match=r"dataset 'mine':.*unexpected keyword argument 'inputs'"):
+        DATASETS.register("mine", inputs="image")
+    with pytest.raises(TypeError, match=r"model 'mine':.*'accept'"):
+        MODELS.register("mine", accept=("image",))
+    assert "mine" not in DATASETS and "mine" not in MODELS
+
+
+def test_signature_constraints_are_checked_and_described():
+    reg = Registry("thing")
+
+    @reg.register("t")
+    def t(*, rate: Positive = 1.0):
+        """A thing."""
+
+    assert reg.check("t", {"rate": "2"}) == {"rate": 2.0}  # coerced like a YAML value
+    with pytest.raises(RegistryError, match=r"thing 't' parameter 'rate': Input should be "
+                                            r"greater than 0 \(got -1"):
+        reg.check("t", {"rate": -1})
+    assert describe(reg.get("t").params[0].annotation) == "float > 0"
