@@ -262,7 +262,7 @@ def test_cell_rate_vs_plain_loop(benchmark, tmp_path):
     def alternate():
         for i in range(3):
             runner.run(suite, tmp_path / str(i), jobs=2, resume=False)
-            cell.append(results.read(tmp_path / str(i))[0]["metrics"]["train_samples_s"])
+            cell.append(results.read(tmp_path / str(i))[0].metrics["train_samples_s"])
             out = subprocess.run([sys.executable, "-c", PLAIN, json.dumps(cfg), "2"],
                                  capture_output=True, text=True, check=True, cwd=ROOT)
             plain.append(json.loads(out.stdout.strip().splitlines()[-1])["samples_s"])

@@ -129,7 +129,7 @@ def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launc
         cell = train()
         result = outcome.from_output(cell, cell_id, seed, model_dir, env) if cell else {"status": "ok"}
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
-        result = {**outcome.failure(exc, f"rank {launch.rank}: "), "peer": _is_peer(exc)}
+        result = {**outcome.failure(exc, f"rank {launch.rank}: "), "peer": ddp.is_peer_error(exc)}
     _write(out, result)
     if result["status"] == "failed":
         # let the parent post this error before the other ranks see this one leave (they
@@ -137,12 +137,6 @@ def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launc
         until = time.monotonic() + PEER_GRACE_S
         while time.monotonic() < until and not os.path.exists(out + ".posted"):
             time.sleep(0.05)
-
-
-def _is_peer(exc: BaseException) -> bool:
-    from modelopt.run.ddp import is_peer_error
-
-    return is_peer_error(exc)
 
 
 def _write(path: str, doc: dict) -> None:
@@ -194,7 +188,9 @@ def _watch(ctx, out: str, store, abort: str, deadline: float | None, launch: Lau
             if ctx.join(timeout=1.0) and not os.path.exists(out):  # exited without a word
                 return {"status": "failed", "error": f"rank {launch.rank}: "
                         + exit_reason(ctx.processes[0].exitcode)}
-        except tmp.ProcessExitedException as exc:
+        except (tmp.ProcessExitedException, tmp.ProcessRaisedException) as exc:
+            if not os.path.exists(out) and isinstance(exc, tmp.ProcessRaisedException):
+                return {"status": "failed", "error": f"rank {launch.rank}: {exc}"}
             if not os.path.exists(out):
                 return {"status": "failed", "error": f"rank {launch.rank}: "
                         + exit_reason(exc.exit_code if exc.signal_name is None else -_signum(exc))}
