@@ -29,7 +29,7 @@ def test_cell(benchmark, suite, cell_run, results_dir):
     results.append(results.results_path(results_dir), rec)
     undeclared = M.undeclared(rec.metrics)
     if undeclared:  # every figure is in the metric table, or this is a bug of ours
-        pytest.fail(f"metrics missing from modelopt/metrics.py: {undeclared}")
+        pytest.fail(f"metrics missing from modelopt/results/metrics.py: {undeclared}")
     benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
                                  "status": rec.status, "error": rec.error,
                                  **{k: v for k, v in rec.metrics.items()

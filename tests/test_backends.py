@@ -146,3 +146,14 @@ def test_gd_with_epochs_takes_the_same_steps_on_cpu_and_ddp():
     ranked = backends.build(ddp_cfg["backend"]).train(ddp_cfg, 0, load_data(ddp_cfg, 0)).outcome
     assert single.steps == ranked.steps == 3
     assert ranked.samples == single.samples  # each step the whole training split, globally
+
+
+def test_a_diverging_ddp_cell_is_diverged_not_failed():
+    """Every rank sees the non-finite loss at the same step (all-reduced): a result."""
+    from modelopt.run.cell import run_cell
+
+    cfg = parse(SUITE.replace("optimizer: {name: sgd, lr: 0.1}", "optimizer: {name: sgd, lr: 1e30}")
+                ).cells[1].config
+    out = run_cell(cfg, 0)
+    assert out.status == "diverged" and "NaN/inf at train step" in out.error
+    assert ranks_alive() == []

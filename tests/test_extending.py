@@ -50,7 +50,7 @@ def test_a_compiled_backend_trains_what_the_plain_one_does():
 def test_a_metric_is_computed_and_reported_from_files(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "MODELOPT_PLUGINS": "calibration_metric"}
-    (tmp_path / "s.yaml").write_text(SUITE)
+    (tmp_path / "s.yaml").write_text(SUITE.replace("matrix:", "  metrics: [{name: ece, bins: 10}]\nmatrix:"))
     run = subprocess.run([sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"),
                           "--out", str(tmp_path / "r"), "-q"], env=env, capture_output=True,
                          text=True)

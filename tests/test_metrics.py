@@ -1,4 +1,4 @@
-"""Every figure a cell records is declared once in the metric table (modelopt/metrics.py)."""
+"""Every figure a cell records is declared once in the metric table (modelopt/results/metrics.py)."""
 
 import pytest
 import yaml

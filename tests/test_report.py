@@ -78,7 +78,7 @@ def test_distill_table_pairs_students_with_scratch():
     rows += [base_row("k", s, {"distill": kd}, accuracy=a, teacher_accuracy=0.9)
              for s, a in ((0, 0.65), (1, 0.67))]
     table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
-    assert "T=2, α=0.5" in table and "90.0" in table and "61.0 ± 1.4" in table
+    assert "kd(temperature=2.0, alpha=0.5)" in table and "90.0" in table and "61.0 ± 1.4" in table
     assert "+5.0 pt" in table
 
 

@@ -96,39 +96,40 @@ def distill_table(agg: pd.DataFrame) -> str:
         base = scratch.get(without_distill(r["cell"]))
         delta = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base is not None else "–"
         rows.append([r[c] for c in labels] + [
-            f"T={d['temperature']:g}, α={d['alpha']:g}",
+            _spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"}),
             fmt(r.get("teacher_accuracy"), r.get("teacher_accuracy_std"), "pct"),
             fmt(base["accuracy"], base["accuracy_std"], "pct") if base is not None else "–",
             fmt(r["accuracy"], r["accuracy_std"], "pct"), delta, int(r["n"])])
-    headers = [c[5:] for c in labels] + ["KD", "teacher %", "student from scratch %",
+    headers = [c[5:] for c in labels] + ["distillation", "teacher %", "student from scratch %",
                                           "student distilled %", "Δ", "n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def scaling_table(agg: pd.DataFrame) -> str:
-    """Training throughput per backend against one CPU thread: speed-up and efficiency
-    (speed-up / cores, the cores the backend took: threads x ranks). GPU cells have no
-    efficiency per core."""
-    backend = agg["cell"].map(lambda c: c.get("backend") or {"name": "cpu", "threads": 1})
-    one_thread = backend.map(lambda b: b == {"name": "cpu", "threads": 1})
-    ok = agg[(agg["n"] > 0) & ~one_thread]
-    one = agg[(agg["n"] > 0) & one_thread]
-    if ok.empty or one.empty or "train_samples_s" not in agg.columns:
+    """Training throughput per backend against the one-core CPU cell: speed-up and
+    efficiency (speed-up / cores, the cores the backend took: threads x ranks). GPU cells
+    have no efficiency per core."""
+    ok = agg[agg["n"] > 0]
+    if ok.empty or "train_samples_s" not in agg.columns:
         return ""
-    base = one.iloc[0]["train_samples_s"]
-    rows = [["cpu(threads=1)", 1, fmt(base, one.iloc[0].get("train_samples_s_std"), "f0"),
-             "1.00", "1.00"]]
-    for _, r in ok.iterrows():
-        b = r["cell"]["backend"]
-        cores = r.get("cores")
-        if cores is None or pd.isna(cores):  # records from before cores were recorded
-            cores = (b.get("threads") or 1) * b.get("world_size", 1)
-        gpus = r.get("gpus")
-        on_gpu = bool(gpus) and not pd.isna(gpus)
+    backend = ok["cell"].map(lambda c: c.get("backend") or {"name": "cpu"})
+    # records from before cores were recorded: threads x ranks from the backend's parameters
+    guess = backend.map(lambda b: (b.get("threads") or 1) * b.get("world_size", 1))
+    cores = ok["cores"].fillna(guess) if "cores" in ok.columns else guess
+    on_gpu = ok["gpus"].fillna(0).gt(0) if "gpus" in ok.columns else cores.map(lambda _: False)
+    one = ok[(cores == 1) & ~on_gpu]
+    if one.empty or len(one) == len(ok):
+        return ""
+    first = one.index[0]
+    base = ok.loc[first, "train_samples_s"]
+    rows = []
+    for i in [first] + [i for i in ok.index if i != first]:  # the one-core cell first
+        r = ok.loc[i]
         speedup = r["train_samples_s"] / base
-        rows.append([_spec_label(b, set(b) - {"name"}), int(cores),
+        b = backend[i]
+        rows.append([_spec_label(b, set(b) - {"name"}), int(cores[i]),
                      fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
-                     f"{speedup:.2f}", "–" if on_gpu else f"{speedup / cores:.2f}"])
+                     f"{speedup:.2f}", "–" if on_gpu[i] else f"{speedup / cores[i]:.2f}"])
     return tabulate(rows, headers=["backend", "cores", "train samples/s", "speed-up ×",
                                    "efficiency"], tablefmt="github", disable_numparse=True)
 

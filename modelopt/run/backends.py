@@ -1,8 +1,9 @@
 """Where a cell trains: cpu (threads), cuda (+ mixed precision), ddp (several processes).
 
 A backend is an object that owns what differs between them: the cores and GPUs a cell takes,
-placing and wrapping the model, synchronising, peak memory, and how training is launched.
-Nothing outside this module (and ddp.py, which ddp uses) asks a backend's name.
+threads and determinism, placing and wrapping the model, mixed precision, peak memory, and
+how training is launched. Nothing outside this module (and ddp.py, which ddp uses) asks a
+backend's name.
 """
 
 from __future__ import annotations
@@ -79,9 +80,9 @@ class Backend:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.split(":")[0], dtype=self.amp_dtype)
 
-    def synchronize(self) -> None:
-        if self.is_cuda:
-            torch.cuda.synchronize(self.device)
+    def grad_scaler(self):
+        """fp16 autocast needs its gradients scaled (bf16 does not); None otherwise."""
+        return torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     def reset_peak_memory(self) -> None:
         if self.is_cuda:
@@ -149,11 +150,6 @@ class DDP(Backend):
     def gpus(self) -> int:
         return self.world_size if self.is_cuda else 0
 
-    def prepare(self, threads: int) -> int:
-        if self.rank is None:  # the parent of spawned ranks only waits for them
-            return self.threads or threads
-        return super().prepare(threads)
-
     def train(self, config: dict, seed: int, data):
         if self.rank is not None:  # a rank of a process group already formed
             trained = super().train(config, seed, data)
@@ -197,15 +193,6 @@ def ddp(*, world_size: PositiveInt = 2, dist_backend: Literal["gloo", "nccl"] = 
 
 def build(spec: dict) -> Backend:
     return BACKENDS.build_spec(spec)
-
-
-def available(spec: dict) -> str | None:
-    """Why this backend cannot run here, or None when it can (checked before a cell starts)."""
-    try:
-        build(spec)
-    except BackendUnavailable as exc:
-        return str(exc)
-    return None
 
 
 def launched(spec: dict, rank: int, world: int, local_rank: int, local_world: int) -> Backend:

@@ -63,6 +63,7 @@ class Compressed:
 
     pruned: prune.Pruned | None
     final: Outcome
+    info: dict = field(default_factory=dict)  # the pruning's figures, the slimmed model's counts
 
 
 @dataclass
@@ -130,7 +131,10 @@ def compress(config: dict, trained: Trained, backend, seed: int) -> Compressed:
         return Compressed(None, trained.outcome)
     pruned = prune.apply(config["prune"], trained.net, trained.data,
                          finetuner(config, trained.data, backend, seed))
-    return Compressed(pruned, pruned.finetune or trained.outcome)
+    info = dict(pruned.info)
+    if pruned.slimmed is not None:
+        info.update(slimmed_metrics(pruned.slimmed, trained.data.x_test[:1]))
+    return Compressed(pruned, pruned.finetune or trained.outcome, info)
 
 
 def deploy(config: dict, trained: Trained) -> Deployed:
@@ -146,12 +150,13 @@ def deploy(config: dict, trained: Trained) -> Deployed:
 
 
 def measured(deployed: Deployed, trained: Trained, backend, config: dict) -> dict:
-    """The figures of registered measures (run/measures.py), on the shipped model."""
-    if not measures.active():
+    """The figures of the measures the cell names (run/measures.py), on the shipped model."""
+    specs = config.get("metrics") or []
+    if not specs:
         return {}
     on = backends.CPU if deployed.model is not trained.net else backend
     outputs = predict(deployed.model, trained.data.x_test, on, config["train"]["eval_batch_size"])
-    return measures.compute(measures.Evaluated(deployed.model, trained.data, outputs))
+    return measures.compute(specs, measures.Evaluated(deployed.model, trained.data, outputs))
 
 
 def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
@@ -167,12 +172,11 @@ def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
         extra["grad_norms"] = norms
     models = {"model": deployed.model}
     if pruned:
-        metrics.update(pruned.info)
+        metrics.update(compressed.info)
         extra["weight_histograms"] = pruned.histograms
         curves += final.curves if final is not outcome else []
         if pruned.slimmed is not None:
             models["slimmed"] = pruned.slimmed
-            metrics.update(slimmed_metrics(pruned.slimmed, trained.data.x_test[:1]))
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
     return CellOutput("ok", metrics, curves, {}, extra, models=models,
                       example=trained.data.x_test[:1].clone())

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from modelopt.run.backends import DDP
+from modelopt.run.train import Diverged
 
 
 class RankFailed(RuntimeError):
@@ -59,13 +60,13 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, config: dict, seed: i
     join_group(mine, rank, backend.world_size, timedelta(minutes=30), init_file=init_file)
     try:
         trained = mine.train(config, seed, None)
-        if rank == 0:
-            state = {k: v.cpu() for k, v in trained.net.state_dict().items()}
-            torch.save({"state": state, "outcome": trained.outcome, "info": trained.info},
-                       Path(out_dir) / "rank0.pt")
+        result = {"state": {k: v.cpu() for k, v in trained.net.state_dict().items()},
+                  "outcome": trained.outcome, "info": trained.info}
+    except Diverged as d:  # every rank stops at the same step: a result, not a failure
+        result = {"diverged": (d.step, d.phase)}
     except BaseException as exc:
-        # the first rank to fail says why; a rank whose collective broke waits a moment so
-        # that the cause is written first
+        # an error file per rank: the parent reports the cause, not a rank whose collective
+        # broke because the cause's rank had left
         kind = "peer" if is_peer_error(exc) else "cause"
         tb = traceback.format_exc().strip().splitlines()[-8:]
         (Path(out_dir) / f"error-{kind}-{rank}.txt").write_text(
@@ -73,6 +74,8 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, config: dict, seed: i
         raise
     finally:
         dist.destroy_process_group()
+    if rank == 0:
+        torch.save(result, Path(out_dir) / "rank0.pt")
 
 
 def spawn(backend: DDP, config: dict, seed: int, data):
@@ -94,7 +97,14 @@ def spawn(backend: DDP, config: dict, seed: int, data):
                 pass
         except (tmp.ProcessRaisedException, tmp.ProcessExitedException) as exc:
             raise RankFailed(_first_error(Path(tmp_dir), exc)) from None
+        finally:  # on Ctrl-C too: no rank outlives the cell
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
         saved = torch.load(Path(tmp_dir) / "rank0.pt", weights_only=False)  # our own file
+    if "diverged" in saved:
+        raise Diverged(*saved["diverged"])
     net = models.build(config["model"], data.input_shape, data.num_outputs)
     net.load_state_dict(saved["state"])
     outcome = saved["outcome"]

@@ -11,6 +11,7 @@ the suite's cells of other backends on its own machine, as a plain run would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -102,6 +103,7 @@ def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launc
 
     from modelopt.run import backends, ddp
     from modelopt.run.cell import run_cell
+    from modelopt.run.train import Diverged
     from modelopt.spec import plugins
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -120,7 +122,8 @@ def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launc
         try:
             if launch.rank == 0:
                 return run_cell(config, seed, threads, backend=backend)
-            backend.train(config, seed, None)
+            with contextlib.suppress(Diverged):  # every rank stops there; rank 0 records it
+                backend.train(config, seed, None)
             return None
         finally:
             dist.destroy_process_group()
@@ -202,8 +205,6 @@ def _watch(ctx, out: str, store, abort: str, deadline: float | None, launch: Lau
 
 
 def _signum(exc) -> int:
-    import signal
-
     return signal.Signals[exc.signal_name].value
 
 

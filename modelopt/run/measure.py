@@ -101,7 +101,8 @@ def flops(model: nn.Module, example: torch.Tensor) -> int:
 
 def flops_nonzero(model: nn.Module, example: torch.Tensor) -> int:
     """FLOPs that touch a nonzero weight: each Linear/Conv layer's FLOPs times its weight
-    density; FLOPs elsewhere (GRU, pooling, activations) are counted dense."""
+    density; FLOPs elsewhere (GRU, pooling, activations) are counted dense. FlopCounterMode
+    counts zeros, so a pruned model's `flops` stay dense (README, "How we measure, and why")."""
     counter = _count(model, example)
     counts = counter.get_flop_counts()  # keys: "Global", "<RootClass>.<module path>"
     root = type(model).__name__

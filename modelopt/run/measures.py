@@ -1,4 +1,5 @@
-"""Extra figures computed on every cell: the extension point for a new metric.
+"""Extra figures a cell computes when its suite names them (`metrics: [ece]`): the
+extension point for a new metric.
 
 A measure is registered by name (`METRICS.register`) and returns a `Measure`: the figures it
 declares (results.metrics.Metric: title, direction, tolerance) and a function from what the
@@ -36,27 +37,27 @@ class Measure:
     tasks: tuple[str, ...] = ("classification", "regression")
 
 
-def active() -> list[Measure]:
-    """Every registered measure, built; its figures declared in the metric table."""
+def build(specs: list[dict]) -> list[Measure]:
+    """The measures a cell names, built; their figures declared in the metric table."""
     out = []
-    for entry in METRICS.entries():
-        measure = METRICS.build(entry.name)
+    for spec in specs:
+        measure = METRICS.build_spec(spec)
         for m in measure.metrics:
             M.declare(m)
         out.append(measure)
     return out
 
 
-def declarations() -> list[dict]:
-    """The figures of registered measures, as the run writes them into suite.json."""
-    return [M.as_dict(m) for measure in active() for m in measure.metrics]
+def declarations(specs: list[dict]) -> list[dict]:
+    """The figures of these measures, as the run writes them into suite.json."""
+    return [M.as_dict(m) for measure in build(specs) for m in measure.metrics]
 
 
-def compute(evaluated: Evaluated) -> dict:
-    """Every registered measure that applies to the task; a figure it did not declare is an
+def compute(specs: list[dict], evaluated: Evaluated) -> dict:
+    """The named measures that apply to the task; a figure a measure did not declare is an
     error (the report could not say what it is)."""
     figures = {}
-    for measure in active():
+    for measure in build(specs):
         if evaluated.data.task not in measure.tasks:
             continue
         got = measure.compute(evaluated)

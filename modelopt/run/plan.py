@@ -25,16 +25,15 @@ def total_steps(train_cfg: dict, n_train: int, full_batch: bool) -> int:
     return 1000
 
 
-def steps_of(config: dict, n_train: int, optimizer_spec: dict | None = None) -> int:
-    opt = optimizer_spec or config["optimizer"]
-    return total_steps(config["train"], n_train, OPTIMIZERS.info(opt["name"]).full_batch)
+def steps_of(config: dict, n_train: int) -> int:
+    full_batch = OPTIMIZERS.info(config["optimizer"]["name"]).full_batch
+    return total_steps(config["train"], n_train, full_batch)
 
 
-def make_plan(config: dict, net: nn.Module, data: data_mod.Data, steps: int, phase: str,
-              optimizer_spec: dict | None = None) -> Plan:
+def make_plan(config: dict, net: nn.Module, data: data_mod.Data, steps: int, phase: str) -> Plan:
     """The optimizer, schedule, loss, loss terms and hooks of one training phase of `net`."""
     train_cfg = config["train"]
-    opt_spec = optimizer_spec or config["optimizer"]
+    opt_spec = config["optimizer"]
     opt = optim.build_optimizer(opt_spec, net)
     sched_spec = config.get("schedule")
     plan = Plan(steps=steps, batch_size=train_cfg["batch_size"],

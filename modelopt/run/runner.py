@@ -55,7 +55,9 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     meta_path = out_dir / RUN_META
     meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
-            "baseline": suite.spec.baseline, "metrics": measures.declarations()}
+            "baseline": suite.spec.baseline,
+            "metrics": measures.declarations([m for c in suite.cells
+                                              for m in c.config.get("metrics") or []])}
     if meta_path.exists():
         old = json.loads(meta_path.read_text())
         if old.get("content_hash") != suite.content_hash and resume and not force:

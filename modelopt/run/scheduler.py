@@ -25,6 +25,7 @@ class Job:
     gpus: int
     timeout_s: float | None
     unavailable: str | None = None  # why this machine cannot run its backend
+    threads: int = 1  # intra-op threads of the cell's process
 
 
 def job(cell: Cell, seed: int, jobs: int) -> Job:
@@ -34,7 +35,7 @@ def job(cell: Cell, seed: int, jobs: int) -> Job:
         b = backends.build(cell.config["backend"])
     except backends.BackendUnavailable as exc:
         return Job(cell, seed, 1, 0, timeout, str(exc))
-    return Job(cell, seed, max(1, min(b.cores(), jobs)), b.gpus(), timeout)
+    return Job(cell, seed, max(1, min(b.cores(), jobs)), b.gpus(), timeout, None, b.threads or 1)
 
 
 @dataclass
@@ -110,10 +111,9 @@ class Scheduler:
     def _start(self, job: Job) -> None:
         ctx = context()
         parent, child = ctx.Pipe()
-        threads = job.cell.config["backend"].get("threads") or 1
         # not a daemon: a cell may start processes of its own (ddp ranks)
         proc = ctx.Process(target=_child_main, daemon=False,
-                           args=(child, job.cell.config, job.cell.cell_id, job.seed, threads,
+                           args=(child, job.cell.config, job.cell.cell_id, job.seed, job.threads,
                                  self.model_dir))
         proc.start()
         child.close()
@@ -199,9 +199,8 @@ class RayScheduler(Scheduler):
                 if self.unavailable(job):
                     continue
                 ref = remote.options(num_cpus=job.slots, num_gpus=job.gpus, max_retries=0).remote(
-                    None, job.cell.config, job.cell.cell_id, job.seed,
-                    job.cell.config["backend"].get("threads") or 1, self.model_dir,
-                    {"executor": "ray"})
+                    None, job.cell.config, job.cell.cell_id, job.seed, job.threads,
+                    self.model_dir, {"executor": "ray"})
                 pending[ref] = (job, time.monotonic(), now())
             while pending:
                 self._wait_ray(ray, pending)

@@ -22,7 +22,7 @@ Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 @dataclass
 class Plan:
-    """What one training phase does; built by the cell from its config."""
+    """What one training phase does; built by plan.make_plan from a cell's config."""
 
     steps: int
     batch_size: int
@@ -106,7 +106,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
     aug_gen = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on every device
     order, pos = torch.randperm(n, generator=gen), 0
     batch = n if plan.full_batch else min(plan.batch_size, n)
-    scaler = (torch.amp.GradScaler("cuda") if backend.amp_dtype == torch.float16 else None)
+    scaler = backend.grad_scaler()
 
     curves, grad_norms = [], []
     best, diverged_at = None, None

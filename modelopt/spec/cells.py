@@ -9,8 +9,17 @@ import json
 from typing import Any
 
 from modelopt.spec.registries import task_of
-from modelopt.spec.registry import Registry, RegistryError, closest
-from modelopt.spec.schema import CELL_KEYS, LIST_KEYS, OFF, REQUIRED_KEYS, SINGLE_KEYS, TrainConfig
+from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_config
+from modelopt.spec.schema import (
+    CELL_KEYS,
+    DEFAULTS,
+    LATER_KEYS,
+    LIST_KEYS,
+    OFF,
+    REQUIRED_KEYS,
+    SINGLE_KEYS,
+    TrainConfig,
+)
 
 
 def spec_of(value: Any, key: str) -> dict | None:
@@ -56,8 +65,9 @@ def check_spec(key: str, spec, regs: dict[str, Registry]):
 
 def check_spec_one(key: str, spec: dict, regs: dict[str, Registry]) -> dict:
     params = {k: v for k, v in spec.items() if k != "name"}
-    if key == "distill" and "teacher" in params:  # a teacher is a cell config of its own
-        params["teacher"] = resolve_teacher(params["teacher"], regs)
+    for p in regs[key].get(spec["name"]).params:
+        if takes_cell_config(p) and p.name in params:  # a teacher: a cell config of its own
+            params[p.name] = resolve_teacher(params[p.name], regs)
     return {"name": spec["name"], **regs[key].check(spec["name"], params)}
 
 
@@ -133,12 +143,14 @@ def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
     for key in require:
         if cell.get(key) is None:
             raise RegistryError(f"no {key} chosen (set it in defaults or the matrix)")
-    cell.setdefault("train", {})
-    cell.setdefault("backend", {"name": "cpu"})
-    cell.setdefault("loss", None)
+    for key, value in DEFAULTS.items():
+        if cell.get(key) is None:
+            cell[key] = value
     out = {}
     for key in CELL_KEYS:
-        out[key] = check_spec(key, cell.get(key), regs)
+        value = check_spec(key, cell.get(key), regs)
+        if value or key not in LATER_KEYS:
+            out[key] = value
     out["train"] = TrainConfig(**out["train"]).model_dump()
     if out.get("dataset") and out.get("model"):
         _check_compatible(out, regs)
@@ -164,10 +176,12 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
     if loss and regs["loss"].info(loss["name"]).task != task:
         raise RegistryError(f"loss '{loss['name']}' is for {regs['loss'].info(loss['name']).task}"
                             f", but dataset '{dname}' is a {task} task")
-    if task == "regression" and cell.get("distill"):
-        raise RegistryError("distill (kd) needs a classification dataset")
-    backend = cell["backend"]["name"]
-    if cell.get("distill") and regs["backend"].info(backend).ranks:
+    distill, backend = cell.get("distill"), cell["backend"]["name"]
+    if distill and task not in regs["distill"].info(distill["name"]).tasks:
+        raise RegistryError(f"distill '{distill['name']}' needs a "
+                            f"{' or '.join(regs['distill'].info(distill['name']).tasks)} dataset; "
+                            f"'{dname}' is a {task} task")
+    if distill and regs["backend"].info(backend).ranks:
         raise RegistryError(f"distill with backend '{backend}' (several ranks) is not supported: "
                             "every rank would train its own teacher; use cpu or cuda")
     for aug in cell.get("augment") or []:

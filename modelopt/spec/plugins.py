@@ -1,7 +1,9 @@
 """Filling the registries: modelopt's own techniques and a user's plugin modules.
 
-modelopt's techniques and run-time entries (backends, metrics) are loaded like a user's
-plugins, by module name: the specification layer knows the registries, not what fills them.
+modelopt's techniques and its backends (in modelopt.run, next to the processes they start)
+are loaded like a user's plugins, by module name: the specification layer knows the
+registries, not what fills them, and imports none of it (tests/test_layout.py checks the
+import statements; these names are the one, deliberate, run-time link).
 """
 
 from __future__ import annotations

@@ -55,6 +55,11 @@ class AugmentInfo:
 
 
 @dataclass(frozen=True)
+class DistillInfo:
+    tasks: tuple[Task, ...] = ("classification",)  # soft targets need class outputs
+
+
+@dataclass(frozen=True)
 class BackendInfo:
     # trains one cell on several processes (a `world_size` parameter): under a launcher
     # (torchrun) these cells run on the launched ranks, with the launched world size
@@ -70,17 +75,17 @@ LOSSES = Registry("loss", LossInfo)  # (...) -> nn.Module
 PREPROCESS = Registry("preprocess", PreprocessInfo)  # (data, seed, /, ...) -> Data
 AUGMENT = Registry("augment", AugmentInfo)  # (...) -> fn(batch, generator) -> batch
 PRUNERS = Registry("prune")  # (...) -> Pruning
-DISTILLERS = Registry("distill")  # (...) -> Distiller
+DISTILLERS = Registry("distill", DistillInfo)  # (...) -> Distiller
 QUANTIZERS = Registry("quantize")  # (...) -> Quantizer
 BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend
-METRICS = Registry("metric")  # (...) -> Measure: extra figures computed on every cell
+METRICS = Registry("metric")  # (...) -> Measure: extra figures of the cells that name it
 
 # suite key -> registry
 BY_KEY: dict[str, Registry] = {
     "dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
     "regularization": REGULARIZERS, "preprocess": PREPROCESS, "augment": AUGMENT,
     "prune": PRUNERS, "distill": DISTILLERS, "quantize": QUANTIZERS, "backend": BACKENDS,
-    "loss": LOSSES,
+    "loss": LOSSES, "metrics": METRICS,
 }
 
 

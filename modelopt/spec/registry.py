@@ -23,6 +23,22 @@ Fraction = Annotated[float, Field(ge=0, lt=1)]  # e.g. a pruning amount: all of 
 Probability = Annotated[float, Field(ge=0, le=1)]
 
 
+class _CellConfig:
+    """Marks a parameter whose value is a cell config of its own (a KD teacher): the suite
+    resolves and checks it like a cell, with the keys `TEACHER_KEYS` allows."""
+
+    def __repr__(self) -> str:
+        return "cell config"
+
+
+CELL_CONFIG = _CellConfig()
+TeacherConfig = Annotated[dict, CELL_CONFIG]
+
+
+def takes_cell_config(param: "Param") -> bool:
+    return any(m is CELL_CONFIG for m in getattr(param.annotation, "__metadata__", ()))
+
+
 class RegistryError(ValueError):
     """A name or parameter that no registered technique accepts (a user error)."""
 
@@ -128,7 +144,7 @@ class Registry:
                 msg = exc.errors()[0]["msg"]
                 raise RegistryError(
                     f"{self.kind} '{name}' parameter '{key}': {msg} (got {value!r}, "
-                    f"expected {_type_name(known[key].annotation)})"
+                    f"expected {describe(known[key].annotation)})"
                 ) from None
         for p in entry.params:
             if p.name not in out:
@@ -161,6 +177,8 @@ def describe(annotation) -> str:
 
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Annotated:
+        if any(m is CELL_CONFIG for m in args[1:]):
+            return "cell config"
         words = [describe(args[0])]
         for meta in args[1:]:
             for c in getattr(meta, "metadata", [meta]):

@@ -13,9 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # (they combine). Their registries are in spec.registries.
 SINGLE_KEYS = ("dataset", "model", "optimizer", "schedule", "prune", "distill", "quantize",
                "backend", "loss")
-LIST_KEYS = ("regularization", "preprocess", "augment")
+LIST_KEYS = ("regularization", "preprocess", "augment", "metrics")
 CELL_KEYS = SINGLE_KEYS + LIST_KEYS + ("train",)
-REQUIRED_KEYS = ("dataset", "model", "optimizer")
+REQUIRED_KEYS = ("dataset", "model")
+# what a cell that does not name them gets
+DEFAULTS = {"optimizer": {"name": "adam"}, "backend": {"name": "cpu"}, "train": {}, "loss": None}
+# keys added after results were first stored: a cell that does not use one leaves it out, so
+# its id (a hash of the resolved config) is what it was
+LATER_KEYS = ("metrics",)
 OFF = (None, "none", "off")  # how a suite switches an optional technique off
 
 

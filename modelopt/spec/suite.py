@@ -124,7 +124,8 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     regs = plugins.load()
     guard = _Guard(path)
     defaults, matrix, include, exclude = _checked_axes(spec, guard, regs)
-    combos = expand(matrix, include, exclude)
+    # a suite of defaults alone is one cell
+    combos = expand(matrix, include, exclude) if matrix or include else [{}]
     if not combos:
         raise SuiteError(path, "matrix", "is empty: no cell to run (give matrix values or "
                          "include entries, and check that exclude leaves something)")

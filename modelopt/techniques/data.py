@@ -47,10 +47,6 @@ class Data:
     def num_outputs(self) -> int:
         return self.num_classes if self.task == "classification" else 1
 
-    @property
-    def is_image(self) -> bool:
-        return len(self.input_shape) == 3
-
 
 def cache_dir() -> Path:
     """Where generated datasets are kept between runs and workers."""

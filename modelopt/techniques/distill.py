@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modelopt.spec.registries import DISTILLERS, PREPROCESS
-from modelopt.spec.registry import Positive, Probability
+from modelopt.spec.registry import Positive, Probability, TeacherConfig
 from modelopt.techniques.data import cache_dir
 
 
@@ -47,7 +47,8 @@ class Distiller:
 
 
 @DISTILLERS.register("kd")
-def kd(*, teacher: dict, temperature: Positive = 4.0, alpha: Probability = 0.9) -> Distiller:
+def kd(*, teacher: TeacherConfig, temperature: Positive = 4.0,
+       alpha: Probability = 0.9) -> Distiller:
     """Hinton et al. (2015): the student also matches the teacher's softened outputs."""
     return Distiller(teacher, lambda s, t: kd_loss(s, t, temperature, alpha), 1.0 - alpha)
 
