@@ -17,7 +17,8 @@ def pytest_addoption(parser):
                     help="also run modelopt's own benchmarks (tests marked `harness`: the gate's "
                     "false alarms and power, runner throughput); they take 10-20 minutes")
     group.addoption("--results-out", default=None,
-                    help="results directory to append to (default results/<suite name>)")
+                    help="results directory to append to (default .benchmarks/modelopt/<suite "
+                    "name> under pytest's rootdir)")
 
 
 def _load_suite(config):
@@ -48,11 +49,23 @@ def suite(request):
 
 @pytest.fixture(scope="session")
 def results_dir(request, suite):
-    out = request.config.getoption("--results-out") or (ROOT / "results" / suite.name)
-    return Path(out)
+    """Where the cells' records and models go: beside pytest-benchmark's own files, never in
+    tracked files. suite.json is written as `modelopt run` writes it, so report, compare and
+    `modelopt time` read the directory like any run's."""
+    from modelopt.run import runner
+
+    out = Path(request.config.getoption("--results-out")
+               or request.config.rootpath / ".benchmarks" / "modelopt" / suite.name)
+    runner.prepare(out, suite, resume=False, force=True)
+    return out
 
 
 def pytest_configure(config):
+    from modelopt.run.processes import sigterm_as_interrupt
+
+    # SIGTERM ends the session as Ctrl-C does: the running cell's process is ended and the
+    # forkserver with it, instead of being orphaned
+    sigterm_as_interrupt()
     config.addinivalue_line("markers", "harness: benchmarks of modelopt itself (the gate, the "
                             "runner), not of a suite")
 

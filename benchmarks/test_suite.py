@@ -24,7 +24,10 @@ def test_cell(benchmark, suite, cell_run, results_dir):
     model_dir = results_dir / latency.MODELS_DIR
     records = []
     sched = scheduler.Scheduler(suite, 1, on_record=records.append, model_dir=str(model_dir))
-    sched.run([scheduler.job(cell, seed, 1)])
+    if sched.run([scheduler.job(cell, seed, 1)]).interrupted:
+        # Ctrl-C (or SIGTERM, see conftest) ended the cell's process: end the session as
+        # pytest's own Ctrl-C does; the results of finished cells are already on disk
+        raise KeyboardInterrupt
     rec = records[0]
     results.append(results.results_path(results_dir), rec)
     undeclared = M.undeclared(rec.metrics)
@@ -35,7 +38,7 @@ def test_cell(benchmark, suite, cell_run, results_dir):
                                  **{k: v for k, v in rec.metrics.items()
                                     if M.TABLE[k].fmt != "none"}})
     if rec.status != "ok":
-        pytest.fail(f"{rec['status']}: {rec['error']}")
+        pytest.fail(f"{rec.status}: {rec.error}")
     # our own file, written a moment ago by the cell's process: a whole pickled module
     # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
     saved = torch.load(latency.artifact_path(model_dir, cell.cell_id, seed, "model"),

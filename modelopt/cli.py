@@ -35,48 +35,11 @@ def _replicates(text: str) -> int:
     return n
 
 
-class Progress:
-    """A run's progress on stderr: a bar of cells, a line per cell that is not ok, the timing
-    stage's processes."""
-
-    def __init__(self, suite: str, out: Path, quiet: bool):
-        self.suite, self.out, self.quiet, self.bar = suite, out, quiet, None
-
-    def plan(self, todo: int, done: int) -> None:
-        from tqdm import tqdm
-
-        if done:
-            print(f"resuming in {self.out}: {done} cell x seed already ok, {todo} to run "
-                  "(--no-resume to run all again)", file=sys.stderr)
-        self.bar = tqdm(total=todo, unit="cell", desc=self.suite, disable=self.quiet or None)
-
-    def record(self, rec) -> None:
-        from tqdm import tqdm
-
-        if not rec.ok:
-            msg = rec.error.splitlines()[0] if rec.error else ""
-            tqdm.write(f"{rec.status}: {rec.cell_id} seed {rec.seed}: {msg}", file=sys.stderr)
-        if self.bar:
-            acc = rec.metrics.get("accuracy")
-            self.bar.set_postfix_str(f"last {rec.status}" + (f" acc {acc:.3f}" if acc else ""))
-            self.bar.update(1)
-
-    def timing(self, k: int, n: int) -> None:
-        if k == 0:
-            self.close()
-        if not self.quiet:
-            print(f"timing every saved model side by side: process {k + 1} of {n}",
-                  file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def cmd_run(args) -> int:
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
+    from modelopt.run.processes import sigterm_as_interrupt
+    from modelopt.run.progress import Progress, totals
     from modelopt.spec.suite import SuiteError, load
 
     try:
@@ -91,9 +54,18 @@ def cmd_run(args) -> int:
     except SuiteError as exc:
         return _err(str(exc))
     out = Path(args.out or Path("results") / suite.name)
+    if args.dry_run:
+        from modelopt.run.preview import plan
+
+        print(plan(suite, out, args.jobs or runner.default_jobs()))
+        return 0
+    if not (launched and launched.rank != 0):
+        for warning in suite.warnings:
+            print(f"modelopt: warning: {warning}", file=sys.stderr)
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train
     progress = Progress(suite.name, out, args.quiet)
+    sigterm_as_interrupt()  # SIGTERM ends the run as Ctrl-C does: cells ended, results kept
     try:
         if launched:
             summary = launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
@@ -116,7 +88,8 @@ def cmd_run(args) -> int:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
     progress.close()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
-    print(f"{suite.name}: {counts}; results in {out / 'results.jsonl'}", file=sys.stderr)
+    print(f"{suite.name}: this run {counts}; {totals(out, suite)}; results in "
+          f"{out / 'results.jsonl'}", file=sys.stderr)
     if summary.interrupted:
         print("interrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)
@@ -203,6 +176,7 @@ def cmd_merge(args) -> int:
 def cmd_list(args) -> int:
     import inspect
     from dataclasses import asdict
+    from typing import Annotated
 
     from modelopt.spec import plugins
     from modelopt.spec.registry import describe
@@ -219,6 +193,16 @@ def cmd_list(args) -> int:
             print(f"  {e.name}({params}){facts}")
             for line in e.doc.splitlines():
                 print(f"      {line}".rstrip())
+    from modelopt.spec.schema import DEFAULTS, TrainConfig
+
+    print("train:")
+    for name, field in TrainConfig.model_fields.items():
+        kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+        print(f"  {name}: {describe(kind)} = {field.get_default(call_default_factory=True)!r}")
+    implied = {k: v["name"] if isinstance(v, dict) else "the task's default"
+               for k, v in DEFAULTS.items() if k != "train"}
+    print("a cell that does not name them gets: "
+          + ", ".join(f"{k}: {v}" for k, v in implied.items()))
     return 0
 
 
@@ -316,7 +300,15 @@ def _add_run(sub) -> None:
     r.add_argument("--timing-processes", type=_replicates, default=None,
                    help="fresh processes of the timing stage, at least 3 (default 3)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true",
+                   help="show the plan (as `modelopt plan`) and run nothing")
     r.set_defaults(fn=cmd_run)
+    pl = sub.add_parser("plan", help="what `run` would do: cells by the axes that vary, seeds, "
+                        "what resume skips, a time estimate; runs nothing")
+    pl.add_argument("suite", help="suite YAML file")
+    pl.add_argument("--out", help="results directory (default results/<suite name>)")
+    pl.add_argument("--jobs", type=int, default=None, help="parallel cell processes")
+    pl.set_defaults(fn=cmd_run, dry_run=True, shard=None, executor="local")
 
 
 def _add_compare(sub) -> None:

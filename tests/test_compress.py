@@ -109,6 +109,9 @@ matrix:
     # both go to the timing stage: the masked model (dense shapes) and the slimmed one
     assert set(out.models) == {"model", "slimmed"}
     assert sum(p.numel() for p in out.models["slimmed"].parameters()) == m["slimmed_params"]
+    # the fine-tuning's 10 steps are part of the cell's training time
+    assert 0 < m["finetune_seconds"] < m["train_seconds"]
+    assert m["train_seconds"] == pytest.approx(30 * 64 / m["train_samples_s"] + m["finetune_seconds"])
 
 
 def test_activation_pruning_removes_dead_neurons_first():

@@ -23,6 +23,9 @@ def test_run_writes_results_in_the_documented_format(tiny_suite_file, tmp_path):
     out = tmp_path / "out"
     r = run_cli("run", str(tiny_suite_file), "--out", str(out), "--jobs", "2")
     assert r.returncode == 0, r.stderr
+    # no terminal (a CI log): a line per finished cell, then this run's and the file's totals
+    assert "[1/2] ok " in r.stderr and "[2/2] ok " in r.stderr
+    assert "this run 2 ok; in all 2 ok of 2" in r.stderr
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 2
     for rec in recs:
@@ -261,3 +264,26 @@ def test_ray_executor_matches_local_and_records_crashes(tmp_path):
             assert r.env["executor"] == "ray"
         else:
             assert r.cell["model"]["name"] == "test_crash"
+
+
+def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
+    from modelopt.results.record import Record
+
+    p = tmp_path / "inc.yaml"
+    p.write_text("name: inc\nseeds: [0, 1]\ndefaults:\n  dataset: {name: synthetic, n_samples: 200}\n"
+                 "  model: mlp\n  train: {steps: 5}\nmatrix:\n  prune: [none, l1_unstructured]\n"
+                 "include:\n  - {prune: none, quantize: dynamic_int8}\n")
+    suite = load(p)
+    assert len(suite.cells) == 2 and "include[0]" in suite.warnings[0]
+    first = suite.cells[0].cell_id
+    results.append(tmp_path / "o", Record(suite="inc", cell_id=first, seed=0, status="ok",
+                                          duration_s=12.0))
+    r = run_cli("plan", str(p), "--out", str(tmp_path / "o"), "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "2 cells x 2 seeds = 4 runs" in r.stdout
+    assert "include[0] (prune=none, quantize=dynamic_int8) changed 1 existing cell(s)" in r.stdout
+    assert "resume: 1 of 4 already ok, 3 to run" in r.stdout
+    assert "estimate: about 6 s at --jobs 2" in r.stdout  # one seed left of the 12 s cell
+    assert not (tmp_path / "o" / "suite.json").exists()  # nothing ran, nothing written
+    dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout == r.stdout

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from modelopt.spec.suite import SuiteError, cell_id, expand, parse
+from modelopt.spec.suite import SuiteError, cell_id, expand, load, parse
 
 BASE = """
 name: s
@@ -43,8 +43,8 @@ def test_wrong_type():
     assert "hidden" in e.message and "many" in e.message
 
 
-def test_empty_matrix_and_empty_axis():
-    assert err(BASE).where == "matrix"
+def test_no_matrix_is_one_cell_and_an_empty_axis_is_an_error():
+    assert len(parse(BASE).cells) == 1
     assert err(BASE + "matrix:\n  model: []\n").where == "matrix.model"
 
 
@@ -158,3 +158,38 @@ def test_shipped_suites_are_valid():
     assert suites
     for p in suites:
         assert load(p).cells
+
+
+def test_files_a_dataset_needs_are_checked_when_the_suite_loads(tmp_path):
+    """Not once per seed inside each cell: before anything runs, naming the key."""
+    base = "name: f\ndefaults:\n  model: mlp\n  dataset: DATA\n"
+    with pytest.raises(SuiteError, match=r"defaults.dataset: mnist: files not found under .*"
+                                         r"modelopt never downloads"):
+        parse(base.replace("DATA", f"{{name: mnist, root: {tmp_path}}}"))
+    with pytest.raises(SuiteError, match=r"defaults.dataset: csv: no file at"):
+        parse(base.replace("DATA", f"{{name: csv, path: {tmp_path}/x.csv, target: y}}"))
+    (tmp_path / "t.csv").write_text("a,b,label\n1,2,cat\n")
+    with pytest.raises(SuiteError, match=r"has no column 'y'; columns: a, b, label"):
+        parse(base.replace("DATA", f"{{name: csv, path: {tmp_path}/t.csv, target: y}}"))
+
+
+def test_defaults_alone_are_one_cell_with_the_default_optimizer():
+    suite = parse("name: one\ndefaults:\n  dataset: {name: synthetic}\n  model: mlp\n")
+    (cell,) = suite.cells
+    assert cell.config["optimizer"] == {"name": "adam", "lr": 0.001, "betas": (0.9, 0.999),
+                                        "eps": 1e-8, "weight_decay": 0.0, "decay_all": False}
+    assert cell.config["backend"] == {"name": "cpu", "threads": 1} and "metrics" not in cell.config
+
+
+def test_suite_file_mistakes_have_their_own_messages(tmp_path):
+    with pytest.raises(SuiteError, match="is a directory"):
+        load(tmp_path)
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(SuiteError, match="empty.yaml: the file is empty"):
+        load(tmp_path / "empty.yaml")
+    (tmp_path / "broken.yaml").write_text("name: x\nmatrix: [a\n")
+    with pytest.raises(SuiteError, match=r"broken.yaml: not valid YAML: line 3, column 1"):
+        load(tmp_path / "broken.yaml")
+    with pytest.raises(SuiteError, match=r"defaults.train.step: unknown key 'step' \(did you "
+                                         r"mean 'steps'\?\)"):
+        parse("name: s\ndefaults:\n  dataset: synthetic\n  model: mlp\n  train: {step: 50}\n")

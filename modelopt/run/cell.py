@@ -173,6 +173,9 @@ def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
     models = {"model": deployed.model}
     if pruned:
         metrics.update(compressed.info)
+        # a pruned cell's training time is its training and its fine-tuning
+        metrics["finetune_seconds"] = pruned.finetune_seconds
+        metrics["train_seconds"] = outcome.train_seconds + pruned.finetune_seconds
         extra["weight_histograms"] = pruned.histograms
         curves += final.curves if final is not outcome else []
         if pruned.slimmed is not None:

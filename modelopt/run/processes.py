@@ -47,3 +47,12 @@ def exit_reason(code: int | None) -> str:
 def now() -> str:
     """Wall-clock time for a record."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sigterm_as_interrupt() -> None:
+    """SIGTERM raises KeyboardInterrupt, so a run ends its cells and keeps its results as on
+    Ctrl-C instead of dying with its children orphaned."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

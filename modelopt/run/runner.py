@@ -25,12 +25,28 @@ class ResumeError(RuntimeError):
 
 
 def git_commit() -> str | None:
-    try:
+    """modelopt's own commit: of the checkout it runs from (not the user's working
+    directory), else as pip recorded it for a git install (direct_url.json), else its
+    version."""
+    from importlib import metadata
+
+    here = Path(__file__).resolve().parents[1]
+    try:  # a source checkout of modelopt (an installed copy may sit inside another repository)
+        if not (here.parent / "pyproject.toml").is_file():
+            raise OSError("not a source checkout")
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
-        return out.stdout.strip() or None
+                             text=True, timeout=5, cwd=here)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        dist = metadata.distribution("modelopt")
+    except metadata.PackageNotFoundError:
         return None
+    url = json.loads(dist.read_text("direct_url.json") or "{}")
+    commit = (url.get("vcs_info") or {}).get("commit_id")
+    return commit[:7] if commit else f"v{dist.version}"
 
 
 def default_jobs() -> int:

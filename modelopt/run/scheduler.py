@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -115,11 +116,17 @@ class Scheduler:
         proc = ctx.Process(target=_child_main, daemon=False,
                            args=(child, job.cell.config, job.cell.cell_id, job.seed, job.threads,
                                  self.model_dir))
-        proc.start()
+        # Ctrl-C / SIGTERM wait until the process is started and registered, so that the
+        # interrupt ends it instead of orphaning a cell forked a moment before
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            proc.start()
+            t = time.monotonic()
+            self.active[parent] = Active(job, proc, parent, t,
+                                         t + job.timeout_s if job.timeout_s else None, now())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         child.close()
-        t = time.monotonic()
-        self.active[parent] = Active(job, proc, parent, t,
-                                     t + job.timeout_s if job.timeout_s else None, now())
 
     def _finish(self, a: Active, payload: dict) -> None:
         self.active.pop(a.conn, None)

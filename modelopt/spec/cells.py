@@ -68,7 +68,14 @@ def check_spec_one(key: str, spec: dict, regs: dict[str, Registry]) -> dict:
     for p in regs[key].get(spec["name"]).params:
         if takes_cell_config(p) and p.name in params:  # a teacher: a cell config of its own
             params[p.name] = resolve_teacher(params[p.name], regs)
-    return {"name": spec["name"], **regs[key].check(spec["name"], params)}
+    checked = {"name": spec["name"], **regs[key].check(spec["name"], params)}
+    preflight = getattr(regs[key].info(spec["name"]), "preflight", None)
+    if preflight is not None:
+        try:  # files and roots a dataset needs: before anything runs, not once per seed
+            preflight(checked)
+        except Exception as exc:  # noqa: BLE001 - whatever it found missing, said as the user's error
+            raise RegistryError(str(exc)) from None
+    return checked
 
 
 TEACHER_KEYS = ("model", "optimizer", "schedule", "regularization", "train", "loss")
@@ -195,8 +202,11 @@ def _matches(combo: dict, pattern: dict) -> bool:
     return all(k in combo and combo[k] == v for k, v in pattern.items())
 
 
-def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict]) -> list[dict]:
-    """GitHub Actions' strategy.matrix: product, then exclude, then include."""
+def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
+           merged: list | None = None) -> list[dict]:
+    """GitHub Actions' strategy.matrix: product, then exclude, then include. An include
+    entry that joins existing combinations (rather than adding one) is noted in `merged` as
+    (entry index, the original combinations it changed): users often expect a new cell."""
     keys = list(matrix)
     combos = [dict(zip(keys, values)) for values in itertools.product(*matrix.values())]
     if not keys:
@@ -204,15 +214,17 @@ def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict]) ->
     combos = [c for c in combos if not any(_matches(c, ex) for ex in exclude)]
     originals = [dict(c) for c in combos]
     extra = []
-    for inc in include:
-        added = False
+    for i, inc in enumerate(include):
+        joined = []
         for orig, combo in zip(originals, combos):
             # an include joins a combination when it overwrites none of its original values
             if all(orig[k] == v for k, v in inc.items() if k in orig):
                 combo.update(inc)
-                added = True
-        if not added:
+                joined.append(orig)
+        if not joined:
             extra.append(dict(inc))
+        elif merged is not None:
+            merged.append((i, joined))
     return combos + extra
 
 

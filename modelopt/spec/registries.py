@@ -7,7 +7,7 @@ fill them when imported, as a user's plugin module does (`plugins.load`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 from modelopt.spec.registry import Registry
 
@@ -20,6 +20,9 @@ class DatasetInfo:
     input: InputKind | None = None  # None: not checked against the model
     # None: the dataset's `task` parameter says (csv); otherwise fixed
     task: Task | None = "classification"
+    # checks what the dataset needs on disk, from its parameters, when the suite loads
+    # (raises with a message saying where to put the files); None: nothing to check
+    preflight: Callable[[dict], None] | None = None
 
 
 @dataclass(frozen=True)

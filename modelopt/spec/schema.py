@@ -108,6 +108,7 @@ class Suite:
     cells: tuple[Cell, ...]
     spec: SuiteFile
     content_hash: str
+    warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect
 
     def runs(self):
         """Every cell x seed, in passes: each cell once per seed, in an order shuffled by the

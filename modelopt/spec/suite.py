@@ -23,7 +23,7 @@ from modelopt.spec.cells import (
 )
 from modelopt.spec.registries import spans_ranks
 from modelopt.spec.registry import RegistryError, closest
-from modelopt.spec.schema import Cell, Suite, SuiteError, SuiteFile
+from modelopt.spec.schema import Cell, CVConfig, Suite, SuiteError, SuiteFile, TrainConfig
 
 # re-exported: a suite's parts are named from here
 __all__ = ["Cell", "Suite", "SuiteError", "SuiteFile", "load", "parse", "cell_id", "expand"]
@@ -43,11 +43,17 @@ def _read(text: str | bytes, path: str) -> SuiteFile:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SuiteError(path, "", f"not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(path, "", f"not valid YAML: {where}{problem}") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise SuiteError(path, "", f"cannot be read as text: {exc}") from None
     except RecursionError:
         raise SuiteError(path, "", "nested too deeply") from None
+    if doc is None:
+        raise SuiteError(path, "", "the file is empty; a suite needs at least `name` and "
+                         "`defaults` (or `matrix`): see suites/tiny.yaml")
     if not isinstance(doc, dict):
         raise SuiteError(path, "", f"a suite is a mapping with name, matrix, ...; got {type(doc).__name__}")
     if _too_large(doc):
@@ -75,7 +81,8 @@ class _Guard:
         except ValidationError as exc:
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            raise SuiteError(self.path, f"{where}.{loc}" if loc else where, first["msg"]) from None
+            raise SuiteError(self.path, f"{where}.{loc}" if loc else where,
+                             _explain(first, exc.title)) from None
         except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
             # anything else that a value makes go wrong is still the value's fault
             raise SuiteError(self.path, where, f"invalid value ({type(exc).__name__}: {exc})") \
@@ -125,7 +132,8 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     guard = _Guard(path)
     defaults, matrix, include, exclude = _checked_axes(spec, guard, regs)
     # a suite of defaults alone is one cell
-    combos = expand(matrix, include, exclude) if matrix or include else [{}]
+    merged: list = []
+    combos = expand(matrix, include, exclude, merged) if matrix or include else [{}]
     if not combos:
         raise SuiteError(path, "matrix", "is empty: no cell to run (give matrix values or "
                          "include entries, and check that exclude leaves something)")
@@ -151,7 +159,20 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     content_hash = hashlib.sha1(json.dumps(
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]
-    return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash)
+    return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
+                 tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged))
+
+
+def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
+    cells = "; ".join(", ".join(f"{k}={_short(v)}" for k, v in c.items()) for c in joined[:4])
+    more = f" and {len(joined) - 4} more" if len(joined) > 4 else ""
+    new = [k for k in entry if k not in joined[0]]
+    hint = (f" (e.g. `{new[0]}: [none]`)" if new else "")
+    return (f"include[{i}] ({', '.join(f'{k}={_short(v)}' for k, v in entry.items())}) "
+            f"changed {len(joined)} existing cell(s) instead of adding one: {cells}{more}. "
+            "An include entry joins every matrix combination it does not contradict (GitHub "
+            "Actions' rule); to add a cell instead, put the entry's other keys on the matrix"
+            f"{hint}, so that it contradicts the combinations there")
 
 
 MAX_NODES = 200_000
@@ -195,14 +216,29 @@ def _bad_tune_key(key: str):
     raise RegistryError(f"tune keys set one parameter, like optimizer.lr; got '{key}'")
 
 
+def _explain(error: dict, model: str) -> str:
+    """pydantic's message, with the allowed keys (and the closest) for an unknown one."""
+    fields = {"TrainConfig": TrainConfig, "CVConfig": CVConfig}.get(model)
+    if error["type"] != "extra_forbidden" or fields is None:
+        return error["msg"]
+    key = error["loc"][-1]
+    return (f"unknown key '{key}'{closest(key, fields.model_fields)}; allowed: "
+            f"{', '.join(fields.model_fields)}")
+
+
 def load(path: str | Path, launched_world: int | None = None) -> Suite:
     p = Path(path)
+    if p.is_dir():
+        raise SuiteError(str(path), "", "is a directory; name a suite file in it (e.g. "
+                         f"{next(iter(sorted(p.glob('*.yaml'))), 'suites/tiny.yaml')})")
     if not p.is_file():
         raise SuiteError(str(path), "", "no such suite file")
     return parse(p.read_bytes(), str(p), launched_world)
 
 
 def _short(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, dict) and "name" in value:
         params = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
         return f"{value['name']}({params})" if params else value["name"]

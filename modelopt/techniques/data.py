@@ -165,19 +165,29 @@ def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features
     return _regression("synthetic_regression", x, y, test_fraction, data_seed)
 
 
-@DATASETS.register("csv", input="vector", task=None)
+def _check_csv(params: dict) -> None:
+    """The file exists and has the target column (only its header is read)."""
+    import pandas as pd
+
+    p = Path(params["path"]).expanduser()
+    if not p.is_file():
+        raise DataUnavailable(f"csv: no file at {p.resolve()}")
+    columns = list(pd.read_csv(p, nrows=0).columns)
+    if params["target"] not in columns:
+        raise ValueError(f"csv: {p} has no column '{params['target']}'; columns: "
+                         f"{', '.join(columns)}")
+
+
+@DATASETS.register("csv", input="vector", task=None, preflight=_check_csv)
 def csv(seed: int, /, path: str, target: str,
         task: Literal["classification", "regression"] = "regression",
         test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
     """A local CSV table: numeric feature columns and a `target` column."""
     import pandas as pd
 
+    _check_csv({"path": path, "target": target})
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataUnavailable(f"csv: no file at {p.resolve()}")
     df = pd.read_csv(p)
-    if target not in df.columns:
-        raise ValueError(f"csv: {p} has no column '{target}'; columns: {', '.join(df.columns)}")
     features = df.drop(columns=[target])
     bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if bad:
@@ -211,17 +221,23 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
+def _idx_check(name: str, cls_name: str):
+    """The four IDX files of a torchvision dataset under ROOT/<cls_name>/raw."""
+    def check(params: dict) -> None:
+        raw = Path(params["root"]).expanduser() / cls_name / "raw"
+        missing = [f for f in _IDX_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
+        if missing:
+            raise DataUnavailable(
+                f"{name}: files not found under {raw.resolve()} (missing: {', '.join(missing)}). "
+                f"modelopt never downloads: put the four {cls_name} IDX files (as published, "
+                f"uncompressed) in {raw}/, or point 'root' at the folder holding {cls_name}/raw/.")
+    return check
+
+
 def _torchvision_idx(name: str, cls_name: str, root: str, limit: int | None) -> Data:
     import torchvision.datasets as tvd
 
-    raw = Path(root).expanduser() / cls_name / "raw"
-    missing = [f for f in _IDX_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
-    if missing:
-        raise DataUnavailable(
-            f"{name}: files not found under {raw.resolve()} (missing: {', '.join(missing)}). "
-            f"modelopt never downloads: put the four {cls_name} IDX files (as published, "
-            f"uncompressed) in {raw}/, or point 'root' at the folder holding {cls_name}/raw/."
-        )
+    _idx_check(name, cls_name)({"root": root})
     cls = getattr(tvd, cls_name)
     # torchvision decompresses any .gz itself; download=False keeps it offline
     train = cls(root=str(Path(root).expanduser()), train=True, download=False)
@@ -231,13 +247,15 @@ def _torchvision_idx(name: str, cls_name: str, root: str, limit: int | None) -> 
     return _to_data(name, xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), 10)
 
 
-@DATASETS.register("mnist", task="classification", input="image")
+@DATASETS.register("mnist", task="classification", input="image",
+                   preflight=_idx_check("mnist", "MNIST"))
 def mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
     """MNIST from ROOT/MNIST/raw (IDX files), read by torchvision; never downloaded."""
     return _torchvision_idx("mnist", "MNIST", root, limit)
 
 
-@DATASETS.register("fashion_mnist", task="classification", input="image")
+@DATASETS.register("fashion_mnist", task="classification", input="image",
+                   preflight=_idx_check("fashion_mnist", "FashionMNIST"))
 def fashion_mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
     """Fashion-MNIST from ROOT/FashionMNIST/raw (IDX files), read by torchvision; never downloaded."""
     return _torchvision_idx("fashion_mnist", "FashionMNIST", root, limit)
@@ -246,17 +264,22 @@ def fashion_mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> 
 _CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
-@DATASETS.register("cifar10", task="classification", input="image")
-def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
-    """CIFAR-10 from ROOT/cifar-10-batches-py (the 'python version' batches); never downloaded."""
-    folder = Path(root).expanduser() / "cifar-10-batches-py"
+def _check_cifar(params: dict) -> None:
+    folder = Path(params["root"]).expanduser() / "cifar-10-batches-py"
     missing = [f for f in _CIFAR_FILES if not (folder / f).exists()]
     if missing:
         raise DataUnavailable(
             f"cifar10: files not found under {folder.resolve()} (missing: {', '.join(missing)}). "
             "modelopt never downloads: extract cifar-10-python.tar.gz (the 'python version') "
-            f"into {Path(root).expanduser().resolve()}/ so that cifar-10-batches-py/ is there."
-        )
+            f"into {Path(params['root']).expanduser().resolve()}/ so that cifar-10-batches-py/ "
+            "is there.")
+
+
+@DATASETS.register("cifar10", task="classification", input="image", preflight=_check_cifar)
+def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
+    """CIFAR-10 from ROOT/cifar-10-batches-py (the 'python version' batches); never downloaded."""
+    _check_cifar({"root": root})
+    folder = Path(root).expanduser() / "cifar-10-batches-py"
 
     # Read the batches as torchvision.datasets.CIFAR10 does (pickled dicts); we do not call
     # it because it insists on the md5 of the full download, so a subset copy cannot load.

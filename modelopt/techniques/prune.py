@@ -312,6 +312,7 @@ class Pruned:
     finetune: object | None  # the last fine-tuning outcome (train.Outcome)
     histograms: dict  # weight magnitudes before / after
     slimmed: nn.Module | None  # structured pruning: the channels physically removed
+    finetune_seconds: float = 0.0  # training seconds of every fine-tuning round
 
 
 def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
@@ -320,7 +321,7 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
     check that it computes what the masked model computes."""
     p: Pruning = PRUNERS.build_spec(spec)
     before, zeros_before = _histogram(model), _zeros(model)
-    outcome = None
+    outcome, seconds = None, 0.0
     for r in range(1, p.rounds + 1):
         # cumulative sparsity after round r, geometric so each round removes the same share
         target = 1 - (1 - p.amount) ** (r / p.rounds)
@@ -330,6 +331,7 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
         steps = p.finetune_steps // p.rounds
         if steps > 0:
             outcome = finetune(model, steps, f"finetune{r}" if p.rounds > 1 else "finetune")
+            seconds += outcome.train_seconds
     make_permanent(model)
     if p.structured:
         check_structured(model, spec["name"], p.amount, zeros_before)
@@ -341,4 +343,5 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
         slimmed = slim(model, data.x_test[:1])
         diff = check_slimmed(slimmed, copy.deepcopy(model).cpu().eval(), data.x_test[:256])
         info["slimmed_max_abs_diff"] = diff
-    return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed)
+    return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed,
+                  seconds)

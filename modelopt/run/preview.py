@@ -1,0 +1,56 @@
+"""What a run would do, before it does it (`modelopt plan`, `modelopt run --dry-run`): the
+cells by the axes that vary, the seeds, what resume would skip, and a time estimate from
+earlier results of the same cells."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from tabulate import tabulate
+
+from modelopt.results import store
+from modelopt.results.report import axis_labels
+from modelopt.spec.schema import Suite
+
+
+def earlier(out: Path) -> tuple[set, dict[str, float]]:
+    """(cell_id, seed) pairs already ok in `out`, and each cell's median seconds there."""
+    path = store.results_path(out)
+    if not path.exists():
+        return set(), {}
+    recs = store.read(path)
+    seconds: dict[str, list[float]] = {}
+    for r in recs:
+        if r.ok and r.duration_s:
+            seconds.setdefault(r.cell_id, []).append(r.duration_s)
+    return {r.key for r in recs if r.ok}, {c: statistics.median(v) for c, v in seconds.items()}
+
+
+def plan(suite: Suite, out: Path, jobs: int) -> str:
+    done, seconds = earlier(out)
+    labels = axis_labels([c.config for c in suite.cells])
+    rows, todo_s, unknown = [], 0.0, 0
+    for i, cell in enumerate(suite.cells):
+        left = [s for s in suite.seeds if (cell.cell_id, s) not in done]
+        est = seconds.get(cell.cell_id)
+        if left and est is None:
+            unknown += 1
+        todo_s += (est or 0.0) * len(left)
+        rows.append([*labels.iloc[i].tolist(), cell.cell_id, len(suite.seeds) - len(left),
+                     len(left), f"{est:.0f}" if est is not None else "?"])
+    headers = [c[5:] for c in labels.columns] + ["cell id", "done", "to run", "s per seed"]
+    runs = len(suite.cells) * len(suite.seeds)
+    lines = [f"{suite.name}: {len(suite.cells)} cells x {len(suite.seeds)} seeds = {runs} runs "
+             f"({suite.path}); results in {out}", ""]
+    lines += [f"warning: {w}" for w in suite.warnings] + ([""] if suite.warnings else [])
+    lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    todo = sum(r[-2] for r in rows)
+    lines.append(f"resume: {runs - todo} of {runs} already ok, {todo} to run")
+    if todo and todo_s:
+        lines.append(f"estimate: about {todo_s / max(1, jobs):.0f} s at --jobs {jobs} from earlier "
+                     f"results of the same cells" + (f" ({unknown} cells never ran: not counted)"
+                                                     if unknown else "") + ", plus the timing stage")
+    elif todo:
+        lines.append("estimate: none (no earlier results of these cells in that directory)")
+    return "\n".join(lines)

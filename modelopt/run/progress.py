@@ -1,0 +1,71 @@
+"""A run's progress on stderr, and the totals it ends with."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from modelopt.results import store
+
+
+class Progress:
+    """A run's progress on stderr: a bar of cells on a terminal, else a line per finished cell
+    (CI logs); a line per cell that is not ok; the timing stage's processes."""
+
+    def __init__(self, suite: str, out: Path, quiet: bool):
+        self.suite, self.out, self.quiet, self.bar = suite, out, quiet, None
+        self.lines = not quiet and not sys.stderr.isatty()
+        self.t0, self.done, self.todo = time.monotonic(), 0, 0
+
+    def plan(self, todo: int, done: int) -> None:
+        from tqdm import tqdm
+
+        if done:
+            print(f"resuming in {self.out}: {done} cell x seed already ok, {todo} to run "
+                  "(--no-resume to run all again)", file=sys.stderr)
+        self.todo = todo
+        self.bar = tqdm(total=todo, unit="cell", desc=self.suite,
+                        disable=self.quiet or self.lines)
+
+    def record(self, rec) -> None:
+        from tqdm import tqdm
+
+        self.done += 1
+        if not rec.ok:
+            msg = rec.error.splitlines()[0] if rec.error else ""
+            tqdm.write(f"{rec.status}: {rec.cell_id} seed {rec.seed}: {msg}", file=sys.stderr)
+        if self.lines:
+            acc = rec.metrics.get("accuracy")
+            print(f"[{self.done}/{self.todo}] {rec.status} {rec.cell_id} seed {rec.seed}"
+                  + (f" acc {acc:.3f}" if acc is not None else "")
+                  + f" ({time.monotonic() - self.t0:.0f} s)", file=sys.stderr, flush=True)
+        if self.bar:
+            acc = rec.metrics.get("accuracy")
+            self.bar.set_postfix_str(f"last {rec.status}" + (f" acc {acc:.3f}" if acc else ""))
+            self.bar.update(1)
+
+    def timing(self, k: int, n: int) -> None:
+        if k == 0:
+            self.close()
+        if not self.quiet:
+            print(f"timing every saved model side by side: process {k + 1} of {n}",
+                  file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def totals(out: Path, suite) -> str:
+    """The results file's count by status, of this suite's cell x seed runs (after resume)."""
+    if not store.results_path(out).exists():
+        return "nothing recorded yet"
+    ids = {c.cell_id for c in suite.cells}
+    recs = [r for r in store.read(out) if r.cell_id in ids and r.seed in suite.seeds]
+    by: dict = {}
+    for r in recs:
+        by[r.status] = by.get(r.status, 0) + 1
+    runs = len(suite.cells) * len(suite.seeds)
+    return "in all " + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) + f" of {runs}"

@@ -1,0 +1,80 @@
+"""`pytest benchmarks/ --benchmark-only`: the suite and only the suite, results beside
+pytest-benchmark's files, and Ctrl-C / SIGTERM ending the session with nothing left behind."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = """
+name: door
+seeds: [0, 1, 2]
+defaults:
+  dataset: {name: synthetic, n_samples: 600, n_features: 10, n_classes: 3}
+  model: {name: mlp, hidden: 64}
+  train: {steps: STEPS, batch_size: 64, eval_every: 1000}
+"""
+
+
+def pytest_run(tmp_path: Path, steps: int, mark: str, *extra: str) -> subprocess.Popen:
+    (tmp_path / "s.yaml").write_text(SUITE.replace("STEPS", str(steps)))
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q",
+           "--suite", str(tmp_path / "s.yaml"), *extra]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "MODELOPT_TEST_MARK": mark},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def leftovers(mark: str) -> list:
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("MODELOPT_TEST_MARK") == mark and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+def cell_running(mark: str) -> bool:
+    """A cell's process: a child of the forkserver."""
+    servers = [p for p in leftovers(mark) if "forkserver" in " ".join(p.cmdline())]
+    return any(p.children() for p in servers)
+
+
+def test_the_suite_only_with_results_under_benchmarks_dir(tmp_path):
+    out = tmp_path / "o"
+    proc = pytest_run(tmp_path, 20, uuid.uuid4().hex, "--results-out", str(out))
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, text
+    assert re.search(r"3 passed, \d+ deselected", text)  # the harness is opt-in
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
+    assert (out / "suite.json").is_file()  # report and compare read it like any run
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_ends_the_session_and_leaves_no_process(tmp_path, sig):
+    mark, out = uuid.uuid4().hex, tmp_path / "o"
+    proc = pytest_run(tmp_path, 40_000, mark, "--results-out", str(out), "--suite",
+                      str(tmp_path / "s.yaml"))
+    end = time.monotonic() + 120
+    while not cell_running(mark) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert cell_running(mark), "no cell process started"
+    time.sleep(1)
+    proc.send_signal(sig)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, text  # pytest's exit status for an interrupted session
+    assert "KeyboardInterrupt" in text and "IndexError" not in text
+    assert "1 passed" not in text  # the session stopped; later cells did not start
+    deadline = time.monotonic() + 10
+    while leftovers(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [" ".join(p.cmdline())[:200] for p in leftovers(mark)] == []
