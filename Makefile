@@ -5,7 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SUITE  ?= suites/quick.yaml
+SUITE  ?= suites/bench.yaml
 JOBS   ?=
 
 .PHONY: bench test lint install clean

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SUITE = ROOT / "suites" / "quick.yaml"
+DEFAULT_SUITE = ROOT / "suites" / "bench.yaml"
 
 
 def pytest_addoption(parser):

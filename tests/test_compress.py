@@ -1,5 +1,6 @@
 import copy
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -47,11 +48,17 @@ def test_global_unstructured_reaches_the_amount_overall():
     assert max(per_layer) - min(per_layer) > 0.05  # one threshold, so layers differ
 
 
+@dataclass
+class Done:
+    """What a fine-tuning phase reports (its training seconds), for a stub fine-tuner."""
+    train_seconds: float
+
+
 def test_iterative_rounds_reach_the_final_amount_and_finetune_each_round():
     m = mlp()
     calls = []
     run({"name": "l1_unstructured", "amount": 0.75, "rounds": 3, "finetune_steps": 30}, m,
-        finetune=lambda model, steps, phase: calls.append((steps, phase)))
+        finetune=lambda model, steps, phase: calls.append((steps, phase)) or Done(0.5))
     assert calls == [(10, "finetune1"), (10, "finetune2"), (10, "finetune3")]
     for _, layer in prune.layers(m):
         assert sparsity(layer.weight) == pytest.approx(0.75, abs=0.02)
