@@ -6,6 +6,8 @@ and `modelopt compare`."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -41,8 +43,10 @@ def test_cell(benchmark, suite, cell_run, results_dir):
         pytest.fail(f"{rec.status}: {rec.error}")
     # our own file, written a moment ago by the cell's process: a whole pickled module
     # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
-    saved = torch.load(latency.artifact_path(model_dir, cell.cell_id, seed, "model"),
-                       weights_only=False)
+    with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer (README)
+        warnings.simplefilter("ignore", UserWarning)
+        saved = torch.load(latency.artifact_path(model_dir, cell.cell_id, seed, "model"),
+                           weights_only=False)
     model, example = saved["model"].eval(), saved["example"]
     torch.set_num_threads(1)  # as the timing stage times
     with torch.inference_mode():

@@ -3,6 +3,7 @@ registries, merging defaults with a matrix combination, expanding the matrix, ce
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -152,7 +153,7 @@ def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
             raise RegistryError(f"no {key} chosen (set it in defaults or the matrix)")
     for key, value in DEFAULTS.items():
         if cell.get(key) is None:
-            cell[key] = value
+            cell[key] = copy.deepcopy(value)
     out = {}
     for key in CELL_KEYS:
         value = check_spec(key, cell.get(key), regs)
