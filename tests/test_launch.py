@@ -6,12 +6,12 @@ import subprocess
 import sys
 import uuid
 
-import psutil
 import pytest
 
 from modelopt.results import store as results
 from modelopt.run import launch
 from modelopt.spec.suite import parse
+from tests.processes import leftovers
 
 SUITE = """
 name: launched
@@ -49,18 +49,6 @@ def torchrun(args: list[str], mark: str, nodes: int = 1) -> list[subprocess.Comp
         text, _ = p.communicate(timeout=300)
         out.append(subprocess.CompletedProcess(cmd, p.returncode, text))
     return out
-
-
-def leftovers(mark: str) -> list:
-    """Processes of this test still alive (cell children are not the test's descendants)."""
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("MODELOPT_TEST_MARK") == mark and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def test_two_nodes_train_the_ddp_cell_as_the_spawned_ranks_do(tmp_path):

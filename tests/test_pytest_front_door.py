@@ -10,8 +10,9 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
+
+from tests.processes import leftovers
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = """
@@ -30,17 +31,6 @@ def pytest_run(tmp_path: Path, steps: int, mark: str, *extra: str) -> subprocess
            "--suite", str(tmp_path / "s.yaml"), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "MODELOPT_TEST_MARK": mark},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def leftovers(mark: str) -> list:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.environ().get("MODELOPT_TEST_MARK") == mark and p.status() != psutil.STATUS_ZOMBIE:
-                found.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
 
 
 def cell_running(mark: str) -> bool:
