@@ -80,3 +80,24 @@ def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
         assert "R²" not in sections[f"{part} (classification cells)"]
         reg = sections[f"{part} (regression cells)"]
         assert "accuracy" not in reg and "R²" in reg
+
+
+def test_csv_task_follows_the_label_column(tmp_path):
+    """String (or integer) labels are classes, floats a regression target, unless told."""
+    from modelopt.spec.registries import task_of
+
+    rows = [f"{i % 7},{(i * 3) % 5},{'cat' if i % 2 else 'dog'},{i * 0.5}" for i in range(60)]
+    (tmp_path / "t.csv").write_text("a,b,label,size\n" + "\n".join(rows))
+    text = ("name: c\nseeds: [0]\ndefaults:\n  model: mlp\n  train: {steps: 5}\n"
+            f"  dataset: {{name: csv, path: {tmp_path}/t.csv, target: TARGET}}\n")
+    labels = parse(text.replace("TARGET", "label")).cells[0].config
+    assert task_of(labels["dataset"]) == "classification"
+    numbers = tmp_path / "n.csv"
+    numbers.write_text("\n".join(",".join(r.split(",")[:2] + r.split(",")[3:])
+                                 for r in (tmp_path / "t.csv").read_text().splitlines()))
+    size = parse(text.replace("TARGET", "size").replace("t.csv", "n.csv"))
+    assert task_of(size.cells[0].config["dataset"]) == "regression"
+    with pytest.raises(SuiteError, match=r"non-numeric feature columns \['label'\]"):
+        parse(text.replace("TARGET", "size"))  # found when the suite loads, not in a cell
+    out = run_cell(labels, 0)  # 'could not convert string to float' before
+    assert out.status == "ok" and 0 <= out.metrics["accuracy"] <= 1

@@ -18,8 +18,9 @@ Task = Literal["classification", "regression"]
 @dataclass(frozen=True)
 class DatasetInfo:
     input: InputKind | None = None  # None: not checked against the model
-    # None: the dataset's `task` parameter says (csv); otherwise fixed
-    task: Task | None = "classification"
+    task: Task = "classification"
+    # the task from the dataset's parameters, when they decide it (csv: its label column)
+    task_from: Callable[[dict], Task] | None = None
     # checks what the dataset needs on disk, from its parameters, when the suite loads
     # (raises with a message saying where to put the files); None: nothing to check
     preflight: Callable[[dict], None] | None = None
@@ -93,12 +94,10 @@ BY_KEY: dict[str, Registry] = {
 
 
 def task_of(spec: dict) -> str:
-    """A dataset's task, known before it loads (for validation and the record)."""
-    entry = DATASETS.get(spec["name"])
-    if entry.info.task is not None:
-        return entry.info.task
-    default = next((p.default for p in entry.params if p.name == "task"), "classification")
-    return spec.get("task", default)
+    """A dataset's task, known before it loads (for validation and the record); `spec` has
+    its parameters checked (defaults filled in)."""
+    info = DATASETS.info(spec["name"])
+    return info.task_from(spec) if info.task_from is not None else info.task
 
 
 def spans_ranks(backend_spec: dict) -> bool:

@@ -166,32 +166,49 @@ def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features
 
 
 def _check_csv(params: dict) -> None:
-    """The file exists and has the target column (only its header is read)."""
+    """The file exists, has the target column, and its other columns are numbers (read from
+    its first 1,000 rows, so a large file is not read whole to validate a suite)."""
     import pandas as pd
 
     p = Path(params["path"]).expanduser()
     if not p.is_file():
         raise DataUnavailable(f"csv: no file at {p.resolve()}")
-    columns = list(pd.read_csv(p, nrows=0).columns)
-    if params["target"] not in columns:
+    head = pd.read_csv(p, nrows=1000)
+    if params["target"] not in head.columns:
         raise ValueError(f"csv: {p} has no column '{params['target']}'; columns: "
-                         f"{', '.join(columns)}")
+                         f"{', '.join(head.columns)}")
+    bad = [c for c in head.columns
+           if c != params["target"] and not pd.api.types.is_numeric_dtype(head[c])]
+    if bad:
+        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
 
 
-@DATASETS.register("csv", input="vector", task=None, preflight=_check_csv)
+def _csv_task(params: dict) -> str:
+    """`task`, or with `auto` the label column's: strings, booleans or integers are classes,
+    floats are a regression target (say `task: regression` for integer quantities)."""
+    import pandas as pd
+
+    if params.get("task", "auto") != "auto":
+        return params["task"]
+    labels = pd.read_csv(Path(params["path"]).expanduser(), usecols=[params["target"]])
+    column = labels[params["target"]]
+    return "regression" if pd.api.types.is_float_dtype(column) else "classification"
+
+
+@DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv)
 def csv(seed: int, /, path: str, target: str,
-        task: Literal["classification", "regression"] = "regression",
+        task: Literal["auto", "classification", "regression"] = "auto",
         test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
-    """A local CSV table: numeric feature columns and a `target` column."""
+    """A local CSV table: numeric feature columns and a `target` label column. The task
+    follows the labels (`auto`: strings, booleans or integers are classes, floats a
+    regression target) unless `task` says."""
     import pandas as pd
 
     _check_csv({"path": path, "target": target})
+    task = _csv_task({"path": path, "target": target, "task": task})
     p = Path(path).expanduser()
     df = pd.read_csv(p)
     features = df.drop(columns=[target])
-    bad = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
-    if bad:
-        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
     if task == "regression":
         return _regression("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
                            split_seed)
