@@ -42,3 +42,20 @@ def test_malformed_line_names_file_and_line(tmp_path):
     results.append(tmp_path, rec("b", 0, 0.5))
     with pytest.raises(results.ResultsError, match=r"results.jsonl:2"):
         results.read(tmp_path)
+
+
+def test_results_of_unregistered_models_and_datasets_report_without_their_code(tmp_path):
+    """A plugin's dataset and model are names in the records only: report, export and
+    compare read the files and never look them up."""
+    from modelopt.results import compare, export
+    from modelopt.results import page as pages
+
+    for seed, acc in ((0, 0.8), (1, 0.7)):
+        results.append(tmp_path, Record(
+            suite="mine", cell_id="c1", seed=seed, status="ok", task="classification",
+            cell={"dataset": {"name": "sines"}, "model": {"name": "my_pkg.nets:small_resnet"}},
+            metrics={"accuracy": acc, "params": 10}))
+    df = results.load(tmp_path)
+    assert "sines" in pages.suite_page(df, "mine")
+    assert export.github_action_benchmark(df)["bigger"]
+    assert not compare.compare(tmp_path, tmp_path).failed
