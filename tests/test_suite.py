@@ -193,3 +193,22 @@ def test_suite_file_mistakes_have_their_own_messages(tmp_path):
     with pytest.raises(SuiteError, match=r"defaults.train.step: unknown key 'step' \(did you "
                                          r"mean 'steps'\?\)"):
         parse("name: s\ndefaults:\n  dataset: synthetic\n  model: mlp\n  train: {step: 50}\n")
+
+
+def test_a_factory_named_by_import_path_is_checked_and_trains(tmp_path):
+    from modelopt.run import runner
+    from modelopt.results import store
+
+    text = ("name: own\nseeds: [0]\ndefaults:\n  dataset: {name: synthetic, n_samples: 200}\n"
+            "  train: {steps: 10, eval_every: 10}\n  model: MODEL\n")
+    with pytest.raises(SuiteError, match=r"model 'tests.plugins:tiny_net' has no parameter "
+                                         r"'widht' \(did you mean 'width'\?\)"):
+        parse(text.replace("MODEL", '{name: "tests.plugins:tiny_net", widht: 4}'))
+    with pytest.raises(SuiteError, match=r"defaults.model: .*cannot import module 'no_such_pkg.nets'"):
+        parse(text.replace("MODEL", '"no_such_pkg.nets:net"'))
+    with pytest.raises(SuiteError, match=r"module 'tests.plugins' has no function 'tiny'"):
+        parse(text.replace("MODEL", '"tests.plugins:tiny"'))
+    suite = parse(text.replace("MODEL", '{name: "tests.plugins:tiny_net", width: 4}'))
+    assert not runner.run(suite, tmp_path, jobs=1).failed  # the cell's process imports it too
+    (rec,) = store.read(tmp_path)
+    assert rec.ok and rec.metrics["params"] == 20 * 4 + 4 + 4 * 4 + 4

@@ -109,6 +109,32 @@ class Registry:
     def info(self, name: str):
         return self.get(name).info
 
+    def _import(self, name: str) -> None:
+        """`package.module:function`: a factory named by its import path, registered under
+        that name on first use, in whichever process uses it. Its signature is checked as a
+        registered one's; its facts are those it was registered with, else the defaults."""
+        import importlib
+
+        module, _, attr = name.partition(":")
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            raise RegistryError(f"{self.kind} '{name}': cannot import module '{module}' ({exc});"
+                                " it must be installed, on PYTHONPATH, or beside the suite file") \
+                from None
+        fn = getattr(mod, attr, None)
+        if not callable(fn):
+            raise RegistryError(f"{self.kind} '{name}': module '{module}' has no function "
+                                f"'{attr}'{closest(attr, [n for n in dir(mod) if not n.startswith('_')])}")
+        known = next((e for e in self._entries.values() if e.fn is fn), None)
+        try:
+            info = known.info if known else self.info_type()
+        except TypeError:
+            raise RegistryError(f"{self.kind} '{name}': a {self.kind} needs facts given at "
+                                f"registration; register it with {self.kind.upper()}S.register "
+                                "in a plugin module") from None
+        self._entries[name] = Entry(name, fn, _user_params(fn), info, inspect.getdoc(fn) or "")
+
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 
@@ -119,6 +145,8 @@ class Registry:
         return [self._entries[n] for n in self.names()]
 
     def get(self, name: str) -> Entry:
+        if name not in self._entries and ":" in name:
+            self._import(name)
         if name not in self._entries:
             raise RegistryError(
                 f"unknown {self.kind} '{name}'{closest(name, self._entries)}; "

@@ -6,6 +6,7 @@ import copy
 import hashlib
 import itertools
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,10 @@ def _explain(error: dict, model: str) -> str:
 
 def load(path: str | Path, launched_world: int | None = None) -> Suite:
     p = Path(path)
+    if p.is_file():  # factories named by import path may live beside the suite file
+        folder = str(p.resolve().parent)
+        if folder not in sys.path:
+            sys.path.append(folder)
     if p.is_dir():
         raise SuiteError(str(path), "", "is a directory; name a suite file in it (e.g. "
                          f"{next(iter(sorted(p.glob('*.yaml'))), 'suites/tiny.yaml')})")
