@@ -37,11 +37,10 @@ def is_peer_error(exc: BaseException) -> bool:
 
 def join_group(backend: DDP, rank: int, world: int, timeout: timedelta, *, store=None,
                init_file: str | None = None) -> None:
-    """This process into the cell's process group: over a launcher's store, or a file."""
+    """This process into the cell's process group: over a launcher's store, or a file. The
+    backend's `prepare` has already put this rank on its own GPU, where there is one."""
     import torch.distributed as dist
 
-    if backend.is_cuda:  # one GPU per rank
-        torch.cuda.set_device(backend.device)
     init = {"store": store} if store is not None else {"init_method": f"file://{init_file}"}
     dist.init_process_group(backend.dist_backend, rank=rank, world_size=world, timeout=timeout,
                             **init)
@@ -103,12 +102,15 @@ def spawn(backend: DDP, config: dict, seed: int, data):
                     proc.kill()
                     proc.join()
         saved = torch.load(Path(tmp_dir) / "rank0.pt", weights_only=False)  # our own file
+    # the ranks' time apart from their training steps (start-up, data, evaluations, handing
+    # back the weights); rebuilding the network here is not theirs
+    startup = time.perf_counter() - t0
     if "diverged" in saved:
         raise Diverged(*saved["diverged"])
     net = models.build(config["model"], data.input_shape, data.num_outputs)
     net.load_state_dict(saved["state"])
     outcome = saved["outcome"]
-    info = {**saved["info"], "ddp_startup_s": time.perf_counter() - t0 - outcome.train_seconds}
+    info = {**saved["info"], "ddp_startup_s": startup - outcome.train_seconds}
     return Trained(net.to(backend.device), data, outcome, info)
 
 

@@ -290,7 +290,6 @@ def _run(suite: Suite, out: Path, launch: Launch, jobs: int, resume: bool, force
         if on_plan:
             on_plan(len(todo), len(done))
         sched = runner.scheduler(suite, out, jobs, on_record, fail_fast)
-        sched.summary.skipped_done = len(done)
     ranked = _agree(suite, store, launch, todo)
     summary = sched.summary if sched else Summary()
     try:

@@ -108,7 +108,6 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         on_plan(len(todo), len(done))
     sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address)
     summary = sched.run(todo)
-    summary.skipped_done = len(done)
     if not summary.interrupted:
         summary.interrupted = not time_run(out, suite, timing_processes, on_timing)
     return summary

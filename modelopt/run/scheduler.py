@@ -42,7 +42,6 @@ def job(cell: Cell, seed: int, jobs: int) -> Job:
 @dataclass
 class Summary:
     counts: dict = field(default_factory=dict)
-    skipped_done: int = 0
     interrupted: bool = False
 
     def add(self, status: str, n: int = 1) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -186,12 +187,19 @@ def _check_csv(params: dict) -> None:
 def _csv_task(params: dict) -> str:
     """`task`, or with `auto` the label column's: strings, booleans or integers are classes,
     floats are a regression target (say `task: regression` for integer quantities)."""
-    import pandas as pd
-
     if params.get("task", "auto") != "auto":
         return params["task"]
-    labels = pd.read_csv(Path(params["path"]).expanduser(), usecols=[params["target"]])
-    column = labels[params["target"]]
+    p = Path(params["path"]).expanduser()
+    return _label_task(str(p), params["target"], p.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _label_task(path: str, target: str, mtime_ns: int) -> str:
+    """Read once per file version: validation asks for every cell, and the run for every
+    record it writes."""
+    import pandas as pd
+
+    column = pd.read_csv(path, usecols=[target])[target]
     return "regression" if pd.api.types.is_float_dtype(column) else "classification"
 
 
