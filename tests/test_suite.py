@@ -212,3 +212,70 @@ def test_a_factory_named_by_import_path_is_checked_and_trains(tmp_path):
     assert not runner.run(suite, tmp_path, jobs=1).failed  # the cell's process imports it too
     (rec,) = store.read(tmp_path)
     assert rec.ok and rec.metrics["params"] == 20 * 4 + 4 + 4 * 4 + 4
+
+
+PLUGIN = '''
+import torch
+from torch import nn
+from modelopt.spec.registries import DATASETS, MODELS
+from modelopt.techniques.data import Data
+
+
+@DATASETS.register("waves", task="classification", input="vector")
+def waves(seed: int, /, n: int = 120) -> Data:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    e = torch.zeros(0, 6)
+    return Data(x[:90], y[:90], e, y[:0], x[90:], y[90:], 2, name="waves")
+
+
+class Wide(nn.Module):  # a class of the plugin's own: the timing process must unpickle it
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+@MODELS.register("wide", accepts=("vector",))
+def wide(input_shape: tuple, num_outputs: int, /) -> nn.Module:
+    return Wide(input_shape[0], num_outputs)
+'''
+
+
+def test_a_suites_plugins_are_imported_recorded_and_found_by_every_process(tmp_path):
+    from modelopt.results import store
+    from modelopt.run import runner
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "my_waves.py").write_text(PLUGIN)
+    suite_file = folder / "s.yaml"
+    suite_file.write_text("name: own\nseeds: [0]\nplugins: [my_waves]\ndefaults:\n"
+                          "  dataset: waves\n  model: wide\n  train: {steps: 6, eval_every: 3}\n")
+    suite = load(suite_file)
+    (cell,) = suite.cells
+    assert cell.config["plugins"] == {"modules": ["my_waves"], "path": [str(folder)]}
+    assert not runner.run(suite, tmp_path / "out", jobs=1).failed  # timing unpickles Wide
+    (rec,) = store.read(tmp_path / "out")
+    assert rec.ok and rec.cell["plugins"]["modules"] == ["my_waves"]
+    (row,) = store.load(tmp_path / "out").to_dict("records")
+    assert row["latency_ms_p50"] > 0  # the timing process loaded the plugin's own class
+    # where the code was found is not part of the cell's identity
+    moved = {**cell.config, "plugins": {"modules": ["my_waves"], "path": ["/elsewhere"]}}
+    assert cell_id(moved) == cell.cell_id
+
+
+def test_an_unimportable_plugin_is_an_error_at_its_key(tmp_path):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half-written')\n")
+    base = "name: own\ndefaults: {dataset: synthetic, model: mlp}\n"
+    with pytest.raises(SuiteError, match=r"plugins\[1\]: cannot import plugin module "
+                                         r"'no_such_nets'"):
+        parse(base + "plugins: [tests.plugins, no_such_nets]\n")
+    f = tmp_path / "s.yaml"
+    f.write_text(base + "plugins: [broken]\n")
+    with pytest.raises(SuiteError, match=r"plugins\[0\]: importing 'broken' raised "
+                                         r"RuntimeError: half-written"):
+        load(f)

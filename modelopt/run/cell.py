@@ -39,6 +39,7 @@ class CellOutput:
     models: dict[str, nn.Module] = field(default_factory=dict)
     example: torch.Tensor | None = None  # batch 1
     batch: torch.Tensor | None = None  # the training batch size
+    plugins: dict | None = None  # the suite's own code, needed to load the models again
 
 
 class Phases:
@@ -81,7 +82,7 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     """Train, compress and measure one cell; latency is not measured here but by the run's
     timing stage, over the models this returns. `backend` replaces the config's (a rank of
     a launched job passes its own)."""
-    plugins.load()  # user plugins (MODELOPT_PLUGINS) register in this process too
+    plugins.load(config.get("plugins"))  # user plugins register in this process too
     backend = backend or backends.build(config["backend"])
     threads = backend.prepare(threads)
     phase = Phases()
@@ -116,6 +117,7 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
     out.batch = data.x_test[:config["train"]["batch_size"]].clone()
+    out.plugins = config.get("plugins")
     return out
 
 

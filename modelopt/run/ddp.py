@@ -53,7 +53,7 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, config: dict, seed: i
 
     from modelopt.spec import plugins
 
-    plugins.load()  # user plugins register in each rank too
+    plugins.load(config.get("plugins"))  # user plugins register in each rank too
     mine = backend.as_rank(rank, backend.world_size, rank)
     mine.prepare(backend.threads or 1)
     join_group(mine, rank, backend.world_size, timedelta(minutes=30), init_file=init_file)

@@ -113,7 +113,7 @@ def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launc
            "world_size": launch.world, "local_world_size": launch.local_world}
 
     def train():
-        plugins.load()
+        plugins.load(config.get("plugins"))
         backend = backends.launched(config["backend"], launch.rank, launch.world,
                                     launch.local_rank, launch.local_world)
         threads = backend.prepare(backend.threads or 1)

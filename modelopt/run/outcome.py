@@ -42,7 +42,8 @@ def save_models(out, model_dir: str, cell_id: str, seed: int) -> None:
     """An ok cell's models, for the timing stage. One that cannot be saved (an unpicklable
     plugin model) costs its latency, not its figures: the reason goes into extra."""
     try:
-        timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch)
+        timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch,
+                        out.plugins)
     except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
         out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
 

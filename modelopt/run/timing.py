@@ -28,13 +28,18 @@ WARMUP = 10
 __all__ = ["PROCESSES", "TimingError", "artifacts", "run_stage", "save_all", "time_artifacts"]
 
 
-def save(path: str | Path, model, example, batch) -> None:
+def save(path: str | Path, model, example, batch, plugins: dict | None = None) -> None:
     """A whole pickled module (pruned, quantized and slimmed models cannot be rebuilt from
-    a state_dict and the config alone) and the inputs it is timed on; atomic."""
+    a state_dict and the config alone) and the inputs it is timed on; atomic. A model of a
+    suite's own code needs that code to unpickle: its plugin context goes beside it."""
+    import json
+
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if plugins:
+        _plugins_file(path).write_text(json.dumps(plugins))
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     device = str(next(iter(model.parameters()), torch.zeros(0)).device)
     torch.save({"model": model, "example": example.cpu(), "batch": batch.cpu(),
@@ -42,10 +47,31 @@ def save(path: str | Path, model, example, batch) -> None:
     tmp.replace(path)
 
 
-def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict, example, batch):
+def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict, example, batch,
+             plugins: dict | None = None):
     for kind, model in models.items():
         if model is not None:
-            save(artifact_path(model_dir, cell_id, seed, kind), model, example, batch)
+            save(artifact_path(model_dir, cell_id, seed, kind), model, example, batch, plugins)
+
+
+def _plugins_file(path: Path) -> Path:
+    return path.with_name(path.name + ".plugins.json")
+
+
+def _load(path: str):
+    """A saved model, its suite's plugins loaded first."""
+    import json
+
+    import torch
+
+    from modelopt.spec import plugins
+
+    extra = _plugins_file(Path(path))
+    plugins.load(json.loads(extra.read_text()) if extra.exists() else None)
+    with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, weights_only=False,  # our own file, from the run
+                          map_location=None if torch.cuda.is_available() else "cpu")
 
 
 # ---------------------------------------------------------------- one timing process
@@ -60,16 +86,10 @@ def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_
         import torch
         import torch.utils.benchmark as tb
 
-        from modelopt.spec import plugins
-
-        plugins.load()  # plugin models must be importable to unpickle
         torch.set_num_threads(threads)
         timers = {}
         for key, path in items:
-            with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
-                warnings.simplefilter("ignore", UserWarning)
-                saved = torch.load(path, weights_only=False,  # our own file, from the run
-                                   map_location=None if torch.cuda.is_available() else "cpu")
+            saved = _load(path)
             model, device = saved["model"].eval(), _here(saved["device"])
             for batch, x in (("1", saved["example"]), ("batch", saved["batch"])):
                 x = x.to(device)

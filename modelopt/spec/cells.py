@@ -229,6 +229,17 @@ def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
     return combos + extra
 
 
+def names_by_path(config: dict) -> bool:
+    """Whether the cell names a factory by import path (package.module:function)."""
+    specs = [config.get(k) for k in SINGLE_KEYS] + [s for k in LIST_KEYS
+                                                    for s in config.get(k) or []]
+    return any(isinstance(s, dict) and ":" in str(s.get("name", "")) for s in specs)
+
+
 def cell_id(config: dict) -> str:
+    """A hash of the resolved config. Where the suite's own code was found (its folder) is
+    left out: the same cell run from another checkout is the same cell."""
+    if "plugins" in config:
+        config = {**config, "plugins": config["plugins"]["modules"]}
     blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

@@ -80,6 +80,9 @@ class SuiteFile(BaseModel):
     tune: dict[str, list[Any]] | None = None  # a grid per matrix cell, chosen on validation
     cv: CVConfig | None = None
     thresholds: dict[str, str] = Field(default_factory=dict)
+    # modules imported before validation (and in every cell's process) to register a
+    # user's own models, datasets, ...; the suite file's folder is importable
+    plugins: list[str] = Field(default_factory=list)
 
     @field_validator("seeds")
     @classmethod

@@ -6,7 +6,6 @@ import copy
 import hashlib
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from modelopt.spec.cells import (
     _normalize_axis_value,
     _split_dotted,
     cell_id,
+    names_by_path,
     check_spec,
     expand,
     resolve_cell,
@@ -129,7 +129,9 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     (torchrun), `launched_world` is the launched world: it becomes the world_size of every
     cell whose backend spans ranks, so the records and cell ids say how many really trained."""
     spec = _read(text, path)
-    regs = plugins.load()
+    folder = str(Path(path).resolve().parent) if Path(path).is_file() else None
+    ctx = plugins.context(spec.plugins, folder)
+    regs = _load_plugins(spec, ctx, path)
     guard = _Guard(path)
     defaults, matrix, include, exclude = _checked_axes(spec, guard, regs)
     # a suite of defaults alone is one cell
@@ -144,6 +146,8 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
         config = guard(where, resolve_cell, copy.deepcopy(defaults), overrides, regs)
         if launched_world is not None and spans_ranks(config["backend"]):
             config["backend"]["world_size"] = launched_world
+        if ctx and (spec.plugins or names_by_path(config)):
+            config["plugins"] = ctx  # every process of the cell loads them (spec/plugins.py)
         return config
 
     cells, seen = [], set()
@@ -162,6 +166,20 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged))
+
+
+def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:
+    """The registries, with the suite's plugins imported first; an unimportable one is an
+    error at its key."""
+    for i, name in enumerate(spec.plugins):
+        try:
+            plugins.load(plugins.context([name], ctx["path"][0] if ctx["path"] else None))
+        except ImportError as exc:
+            raise SuiteError(path, f"plugins[{i}]", str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the module itself raised while importing
+            raise SuiteError(path, f"plugins[{i}]", f"importing '{name}' raised "
+                             f"{type(exc).__name__}: {exc}") from None
+    return plugins.load(ctx)
 
 
 def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
@@ -229,10 +247,6 @@ def _explain(error: dict, model: str) -> str:
 
 def load(path: str | Path, launched_world: int | None = None) -> Suite:
     p = Path(path)
-    if p.is_file():  # factories named by import path may live beside the suite file
-        folder = str(p.resolve().parent)
-        if folder not in sys.path:
-            sys.path.append(folder)
     if p.is_dir():
         raise SuiteError(str(path), "", "is a directory; name a suite file in it (e.g. "
                          f"{next(iter(sorted(p.glob('*.yaml'))), 'suites/tiny.yaml')})")
