@@ -280,6 +280,15 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_images(args) -> int:
+    from modelopt.techniques.images import write_digits
+
+    n = write_digits(args.dest, args.size)
+    print(f"wrote {n} images to {args.dest}/<digit>/ ({args.size}x{args.size} PNG); use it as "
+          f"`dataset: {{name: imagefolder, root: {args.dest}}}`", file=sys.stderr)
+    return 0
+
+
 def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a suite's cells x seeds, appending to results.jsonl")
     r.add_argument("suite", help="suite YAML file")
@@ -359,6 +368,12 @@ def parser() -> argparse.ArgumentParser:
     m.set_defaults(fn=cmd_merge)
     ls = sub.add_parser("list", help="every registered technique with its parameters")
     ls.set_defaults(fn=cmd_list)
+    im = sub.add_parser("images", help="write a built-in dataset out as an image folder "
+                        "(class sub-folders of PNG files), for the imagefolder dataset")
+    im.add_argument("dataset", choices=["digits"], help="scikit-learn's 8x8 digits (1,797)")
+    im.add_argument("dest", help="folder to write")
+    im.add_argument("--size", type=int, default=32, help="side in pixels (default 32)")
+    im.set_defaults(fn=cmd_images)
     return p
 
 

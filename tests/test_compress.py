@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from modelopt.run.measure import count_params
-from modelopt.techniques import distill, prune, quantize
-from modelopt.techniques.data import DATASETS, split_validation
+from modelopt.techniques import distill, prune, quantize, structured
+from modelopt.techniques.data import DATASETS, Data, split_validation
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.models import build
 
@@ -77,19 +77,19 @@ def test_random_differs_from_l1_on_the_same_weights():
     assert orig[wa != 0].min() >= orig[wa == 0].max()
 
 
-@pytest.mark.parametrize("name", ["l1_structured", "activation_structured", "random_structured"])
+@pytest.mark.parametrize("name", ["l1_structured", "activation_structured", "random_structured",
+                                  "taylor_structured"])
 def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
     torch.manual_seed(0)
-    m = build({"name": "cnn", "channels": 8, "batchnorm": True}, (1, 40), 4)
+    m = build({"name": "cnn", "channels": 8, "batchnorm": True}, (1, 40), 10)
     d = split_validation(DATASETS.build("mnist1d", 0, num_samples=200), 0.1, 0)
     m.eval()
     with torch.no_grad():
         m(d.x_train[:64])
     pruned = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None)
     info = pruned.info
-    for _, layer, _ in prune._hidden_layers(m):
-        rows = layer.weight.detach().flatten(1).abs().sum(1)
-        assert int((rows == 0).sum()) == 4  # half of 8 channels, as whole channels
+    # half of 8 channels in each conv layer, as whole channels
+    assert structured.zeroed_channels(m) == {"1": (4, 8), "4": (4, 8), "7": (4, 8)}
     assert count_params(pruned.slimmed)[0] < count_params(m)[0] * 0.6
     assert info["slimmed_max_abs_diff"] < 1e-5  # same outputs as the masked model
 
@@ -164,11 +164,42 @@ def test_every_pruning_method_reaches_its_amount(name, amount):
             assert sparsity(layer.weight) == pytest.approx(amount, abs=0.01)
 
 
-def test_structured_pruning_fails_naming_layers_nested_in_a_block():
-    with pytest.raises(TechniqueError,
-                       match=r"asked 50.0 %.*'blocks\.0\.conv1' \(0 of 8 channels zeroed\) is"
-                             r" nested inside a block \('blocks\.0'\).*'blocks\.0\.conv2'"):
-        run({"name": "l1_structured", "amount": 0.5}, residual_cnn())
+def test_structured_pruning_follows_a_residual_add_and_slims_to_the_same_outputs():
+    m = residual_cnn()
+    out = run({"name": "l1_structured", "amount": 0.5}, m)
+    # the stem and conv2 feed one add: Torch-Pruning's graph removes their channels together
+    zeroed = structured.zeroed_channels(m)
+    assert zeroed == {"stem": (4, 8), "blocks.0.conv1": (4, 8), "blocks.0.conv2": (4, 8)}
+    stem, conv2 = m.stem.weight.abs().sum((1, 2)), m.blocks[0].conv2.weight.abs().sum((1, 2))
+    assert torch.equal(stem == 0, conv2 == 0)
+    assert out.info["slimmed_max_abs_diff"] < 1e-5
+    assert out.slimmed.stem.out_channels == 4 and out.slimmed.head.in_features == 48
+
+
+def test_resnet18_structured_at_half_the_channels_keeps_a_quarter_of_the_parameters():
+    torch.manual_seed(0)
+    m = build({"name": "resnet18"}, (3, 16, 16), 10).eval()
+    d = fake_images((3, 16, 16))
+    out = prune.apply({"name": "l1_structured", "amount": 0.5}, m, d, lambda *a: None)
+    dense = count_params(m)[0]
+    assert count_params(out.slimmed)[0] <= 0.3 * dense
+    assert out.info["slimmed_max_abs_diff"] <= 1e-4 and out.info["channels_removed"] == 0.5
+    assert isinstance(out.slimmed.fc, nn.Linear) and out.slimmed.fc.out_features == 10
+
+
+def fake_images(shape, n=40):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return Data(x, y, x[:0], y[:0], x[:8], y[:8], 10)
+
+
+def test_structured_pruning_of_a_model_without_channels_is_refused_at_validation():
+    from modelopt.spec.suite import SuiteError, parse
+
+    with pytest.raises(SuiteError, match=r"prune 'l1_structured' removes channels, which model "
+                                         r"'gru' does not have"):
+        parse("name: a\ndefaults: {dataset: mnist1d, model: gru, "
+              "prune: {name: l1_structured}}\n")
 
 
 def test_unstructured_pruning_short_of_the_amount_fails():
@@ -184,12 +215,14 @@ def test_unstructured_pruning_short_of_the_amount_fails():
 
 
 def test_a_slimmed_model_that_computes_something_else_fails(monkeypatch):
-    def wrong_slim(model, example):
-        slimmed = copy.deepcopy(model).eval()
+    right_slim = structured.slim
+
+    def wrong_slim(model, chosen, example):
+        slimmed = right_slim(model, chosen, example)
         with torch.no_grad():
             slimmed[-1].bias += 1.0
         return slimmed
-    monkeypatch.setattr(prune, "slim", wrong_slim)
+    monkeypatch.setattr(structured, "slim", wrong_slim)
     with pytest.raises(TechniqueError, match=r"differs from the masked model by up to 1 on"
                                                    r" 75 test inputs, past the tolerance"):
         run({"name": "l1_structured", "amount": 0.5}, mlp())

@@ -79,7 +79,7 @@ def train_here(backend, config: dict, seed: int, data: data_mod.Data | None = No
         data = load_data(config, seed)
     torch.manual_seed(seed)  # paired seeds: same architecture + seed -> same initial weights
     net = models.build(config["model"], data.input_shape, data.num_outputs).to(backend.device)
-    plan = make_plan(config, net, data, steps_of(config, len(data.x_train)), "train")
+    plan = make_plan(config, net, data, steps_of(config, data.n_train), "train")
     plan.shard = backend.shard()
     info = {}
     if config.get("distill"):

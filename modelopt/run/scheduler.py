@@ -15,6 +15,7 @@ from typing import Callable
 from modelopt.results.record import ERRORS, Record
 from modelopt.run import backends, outcome
 from modelopt.run.processes import context, end, exit_reason, now
+from modelopt.spec.registries import DATASETS
 from modelopt.spec.schema import Cell, Suite
 
 
@@ -30,13 +31,20 @@ class Job:
 
 
 def job(cell: Cell, seed: int, jobs: int) -> Job:
-    """A cell x seed with what its backend takes of the machine (at most all of it)."""
+    """A cell x seed with what its backend takes of the machine (at most all of it), and the
+    worker processes of a dataset that streams: cores too, or cells would oversubscribe."""
     timeout = cell.config["train"].get("timeout_s")
     try:
         b = backends.build(cell.config["backend"])
     except backends.BackendUnavailable as exc:
         return Job(cell, seed, 1, 0, timeout, str(exc))
-    return Job(cell, seed, max(1, min(b.cores(), jobs)), b.gpus(), timeout, None, b.threads or 1)
+    cores = b.cores() + _loader_workers(cell.config["dataset"])
+    return Job(cell, seed, max(1, min(cores, jobs)), b.gpus(), timeout, None, b.threads or 1)
+
+
+def _loader_workers(spec: dict) -> int:
+    workers = DATASETS.info(spec["name"]).workers
+    return workers(spec) if workers else 0
 
 
 @dataclass

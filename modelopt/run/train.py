@@ -89,23 +89,44 @@ def _layer_grad_norms(model: nn.Module) -> dict[str, float]:
             if p.grad is not None and p.dim() > 1}
 
 
+def _memory_batches(data: Data, batch: int, seed: int, shard: tuple[int, int] | None,
+                    dev: torch.device):
+    """Endless (inputs, labels, global batch size) from in-memory tensors: slices of a seeded
+    permutation per epoch (the tail dropped; no per-sample Python); rank r of a process group
+    takes r::world of each global batch."""
+    x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(x_train), generator=gen)
+        for pos in range(0, len(x_train) - batch + 1, batch):
+            idx = order[pos:pos + batch]
+            if shard is not None:
+                idx = idx[shard[0]::shard[1]]
+            idx = idx.to(dev)
+            yield rows(x_train, idx), y_train[idx], batch
+
+
 def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         eval_batch: int = 1000, net: nn.Module | None = None) -> Outcome:
     """Train `model` for plan.steps minibatch steps; evaluate every plan.eval_every steps.
 
     `model` is what training calls (a backend may wrap the network: DDP); `net` is the bare
     network, which evaluation calls (DDP's wrapper would sync buffers in forward).
-    Batches are slices of a seeded permutation of in-memory tensors (no per-sample Python).
+    Batches come from in-memory tensors, or from a streamed split's DataLoader (the same
+    order for the same seed).
     Evaluation time is excluded from train_seconds. A non-finite loss stops with diverged_at.
     """
     net = model if net is None else net
     dev = backend.device
-    x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
-    n = len(x_train)
-    gen = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on every device
-    order, pos = torch.randperm(n, generator=gen), 0
+    n = data.n_train
     batch = n if plan.full_batch else min(plan.batch_size, n)
+    if data.stream is not None:  # decoded and augmented in worker processes
+        loader = data.stream.batches(batch, seed, plan.shard, pin=dev.startswith("cuda"))
+        batches = ((xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True), batch)
+                   for xb, yb in loader)
+    else:
+        batches = _memory_batches(data, batch, seed, plan.shard, dev)
+    aug_gen = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on every device
     scaler = backend.grad_scaler()
 
     curves, grad_norms = [], []
@@ -114,15 +135,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
     model.train()
     for step in range(1, plan.steps + 1):
         t0 = time.perf_counter()
-        if pos + batch > n:  # new epoch: fresh permutation (the tail of the last one is dropped)
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + batch]
-        pos += batch
-        n_global = len(idx)
-        if plan.shard is not None:  # rank r takes r::world of the global batch
-            idx = idx[plan.shard[0]::plan.shard[1]]
-        idx = idx.to(dev)
-        xb, yb = rows(x_train, idx), y_train[idx]
+        xb, yb, n_global = next(batches)
         if plan.augment is not None:
             xb = plan.augment(xb, aug_gen)
         with backend.autocast():

@@ -175,6 +175,16 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         fitting = [e.name for e in regs["model"].entries() if kind in e.info.accepts]
         raise RegistryError(f"model '{mname}' takes {'/'.join(accepts)} inputs but dataset "
                             f"'{dname}' gives {kind} inputs; models for it: {', '.join(fitting)}")
+    if cell.get("preprocess") and regs["dataset"].info(dname).workers is not None:
+        raise RegistryError(f"preprocess cannot apply to dataset '{dname}': it streams its "
+                            "training split from files, never whole in memory; use its own "
+                            "parameters (size, augmentation) or `augment`")
+    prune = cell.get("prune")
+    if prune and regs["prune"].info(prune["name"]).structured \
+            and not regs["model"].info(mname).channels:
+        raise RegistryError(f"prune '{prune['name']}' removes channels, which model '{mname}' "
+                            "does not have in a form the dependency graph reaches; use an "
+                            "unstructured pruner (l1_unstructured)")
     for spec in (cell.get("preprocess") or [])[:-1]:
         if regs["preprocess"].info(spec["name"]).last:
             raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "

@@ -24,11 +24,18 @@ class DatasetInfo:
     # checks what the dataset needs on disk, from its parameters, when the suite loads
     # (raises with a message saying where to put the files); None: nothing to check
     preflight: Callable[[dict], None] | None = None
+    # streams its training split from files in DataLoader worker processes: how many
+    # workers, from its parameters (the scheduler counts them as cores the cell takes).
+    # The training split is then not in memory, so preprocessing cannot apply.
+    workers: Callable[[dict], int] | None = None
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     accepts: tuple[InputKind, ...] = ("signal", "vector", "image")  # input kinds it takes
+    # has channels structured pruning can remove (False: e.g. a recurrent net, whose
+    # hidden units Torch-Pruning's graph does not reach)
+    channels: bool = True
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,11 @@ class AugmentInfo:
 
 
 @dataclass(frozen=True)
+class PruneInfo:
+    structured: bool = False  # removes whole channels (the model must have them)
+
+
+@dataclass(frozen=True)
 class DistillInfo:
     tasks: tuple[Task, ...] = ("classification",)  # soft targets need class outputs
 
@@ -78,7 +90,7 @@ REGULARIZERS = Registry("regularization")  # (...) -> Term
 LOSSES = Registry("loss", LossInfo)  # (...) -> nn.Module
 PREPROCESS = Registry("preprocess", PreprocessInfo)  # (data, seed, /, ...) -> Data
 AUGMENT = Registry("augment", AugmentInfo)  # (...) -> fn(batch, generator) -> batch
-PRUNERS = Registry("prune")  # (...) -> Pruning
+PRUNERS = Registry("prune", PruneInfo)  # (...) -> Pruning
 DISTILLERS = Registry("distill", DistillInfo)  # (...) -> Distiller
 QUANTIZERS = Registry("quantize")  # (...) -> Quantizer
 BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend

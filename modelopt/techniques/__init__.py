@@ -3,10 +3,12 @@
 from modelopt.techniques import (  # noqa: F401
     data,
     distill,
+    images,
     losses,
     models,
     optim,
     preprocess,
     prune,
     quantize,
+    vision,
 )

@@ -18,6 +18,7 @@ from pydantic import Field
 from modelopt.spec.registries import DATASETS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques.errors import DataUnavailable
+from modelopt.techniques.stream import Stream
 
 Split = Annotated[float, Field(gt=0, lt=1)]  # the share of samples held out for testing
 
@@ -39,10 +40,17 @@ class Data:
     name: str = ""
     target_scale: tuple[float, float] = (1.0, 0.0)  # y_original = y * scale + shift
     info: dict = field(default_factory=dict)  # what preprocessing did (e.g. duplicates dropped)
+    # a training split streamed from files (techniques/stream.py): x_train is then empty
+    # (0 rows, the input shape) and y_train holds the split's labels
+    stream: Stream | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
 
     @property
     def num_outputs(self) -> int:
@@ -328,7 +336,7 @@ def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
                      fold: int = 0) -> Data:
     """Carve a validation split from the training split; the seed picks which samples.
     With `folds`, validation is fold `fold` of k equal parts (k-fold cross-validation)."""
-    n = len(data.x_train)
+    n = data.n_train
     g = torch.Generator().manual_seed(10_007 + seed)
     perm = torch.randperm(n, generator=g)
     if folds:
@@ -342,6 +350,9 @@ def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
     else:
         n_val = max(1, int(round(n * val_fraction)))
         val, train = perm[:n_val], perm[n_val:]
+    if data.stream is not None:  # validation is decoded once; training keeps streaming
+        return replace(data, y_train=data.y_train[train], x_val=data.stream.decode(val),
+                       y_val=data.y_train[val], stream=data.stream.take(train))
     return replace(data, x_train=data.x_train[train], y_train=data.y_train[train],
                    x_val=data.x_train[val], y_val=data.y_train[val])
 
@@ -349,6 +360,14 @@ def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
 def load(spec: dict, seed: int, val_fraction: float, folds: int = 0, fold: int = 0) -> Data:
     data = DATASETS.build_spec(spec, seed)
     return standardize_targets(split_validation(data, val_fraction, seed, folds, fold))
+
+
+def train_sample(data: Data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` training inputs and labels, in memory (calibration, importance
+    statistics; never test); a streamed split's are decoded without augmentation."""
+    idx = torch.arange(min(n, data.n_train))
+    x = data.stream.decode(idx) if data.stream is not None else rows(data.x_train, idx)
+    return x, data.y_train[idx]
 
 
 def rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

@@ -116,7 +116,7 @@ class GRUNet(nn.Module):
         return self.head(out.flatten(1))
 
 
-@MODELS.register("gru", accepts=("signal", "vector"))
+@MODELS.register("gru", accepts=("signal", "vector"), channels=False)
 def gru(input_shape: tuple, num_outputs: int, /, hidden: PositiveInt = 6,
         bidirectional: bool = True) -> nn.Module:
     """Recurrent net (the MNIST-1D paper's GRU: 6 hidden units, bidirectional)."""

@@ -1,0 +1,131 @@
+"""Your own images: a folder of class sub-folders, as torchvision's ImageFolder reads it,
+with its training split streamed (techniques/stream.py); and scikit-learn's digits written
+out as such a folder, so the image path runs on real files without a download."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from modelopt.spec.registries import DATASETS
+from modelopt.spec.registry import Fraction, NonNegative, NonNegativeInt, PositiveInt
+from modelopt.techniques.data import Data, Split
+from modelopt.techniques.errors import DataUnavailable
+from modelopt.techniques.stream import Stream
+
+MAX_AUTO_WORKERS = 4
+
+
+def auto_workers() -> int:
+    """Half the machine's cores, 1 to 4: the other half trains (1 intra-op thread per
+    core). Workers run decoding, so more of them than cores only queue."""
+    return max(1, min(MAX_AUTO_WORKERS, (os.cpu_count() or 2) // 2))
+
+
+def _workers(params: dict) -> int:
+    w = params.get("workers")
+    return auto_workers() if w is None else int(w)
+
+
+def _classes(root: Path) -> list[str]:
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and any(f.suffix.lower() in IMG_EXTENSIONS for f in d.iterdir()))
+
+
+def _check_folder(params: dict) -> None:
+    """ROOT (and TEST_ROOT) hold class sub-folders of images, the same classes in both."""
+    hint = ("imagefolder reads ROOT/<class>/<image> (png, jpg, ...), one sub-folder per class; "
+            "`modelopt images digits DEST` writes scikit-learn's digits in that layout")
+    found = {}
+    for key in ("root", "test_root"):
+        if params.get(key) is None:
+            continue
+        root = Path(params[key]).expanduser()
+        if not root.is_dir():
+            raise DataUnavailable(f"imagefolder: {key} {root.resolve()} is not a folder. {hint}")
+        found[key] = _classes(root)
+        if len(found[key]) < 2:
+            raise DataUnavailable(f"imagefolder: {key} {root.resolve()} has "
+                                  f"{len(found[key])} class folder(s) with images; need 2 or "
+                                  f"more. {hint}")
+    if "test_root" in found and found["test_root"] != found["root"]:
+        raise ValueError(f"imagefolder: test_root's classes {found['test_root']} differ from "
+                         f"root's {found['root']}")
+
+
+def _transforms(size: int, channels: int, rotate: float, crop_scale: float, hflip: bool):
+    """(training, evaluation) transforms, torchvision.transforms.v2; both end in float32
+    images in [0, 1] of `channels` x size x size."""
+    from torchvision.transforms import v2
+
+    head = [v2.ToImage()] + ([v2.Grayscale(1)] if channels == 1 else [])
+    tail = [v2.ToDtype(torch.float32, scale=True)]
+    plain = v2.Compose(head + [v2.Resize((size, size), antialias=True)] + tail)
+    aug = [v2.RandomResizedCrop(size, scale=(crop_scale, 1.0), antialias=True)
+           if crop_scale < 1 else v2.Resize((size, size), antialias=True)]
+    if rotate:
+        aug.append(v2.RandomRotation(rotate))
+    if hflip:
+        aug.append(v2.RandomHorizontalFlip())
+    return v2.Compose(head + aug + tail), plain
+
+
+@DATASETS.register("imagefolder", task="classification", input="image",
+                   preflight=_check_folder, workers=_workers)
+def imagefolder(seed: int, /, root: str, test_root: str | None = None,
+                image_size: PositiveInt = 32, channels: Literal[1, 3] = 3,
+                rotate: NonNegative = 0.0, crop_scale: Fraction = 1.0, hflip: bool = False,
+                test_fraction: Split = 0.2, split_seed: int = 0,
+                workers: NonNegativeInt | None = None) -> Data:
+    """Images in ROOT/<class>/ (torchvision's ImageFolder layout), classes from the folder
+    names. The test split is TEST_ROOT if given, else a stratified `test_fraction` of ROOT
+    (fixed by split_seed). The training split streams through a DataLoader with `workers`
+    processes (default: half the cores, 1-4) that decode and augment: `rotate` (degrees,
+    RandomRotation), `crop_scale` (RandomResizedCrop's smallest area; 1: plain resize),
+    `hflip`. Validation and test are decoded once at `image_size`, unaugmented, in memory."""
+    from sklearn.model_selection import train_test_split
+    from torchvision.datasets import ImageFolder
+
+    _check_folder({"root": root, "test_root": test_root})
+    workers = _workers({"workers": workers})
+    train_tf, plain_tf = _transforms(image_size, channels, rotate, crop_scale, hflip)
+    root = str(Path(root).expanduser())
+    augmented, plain = ImageFolder(root, train_tf), ImageFolder(root, plain_tf)
+    labels = torch.as_tensor(plain.targets)
+    if test_root is None:
+        train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                               random_state=split_seed, stratify=labels.numpy())
+        train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
+        test = Stream(plain, plain, test_idx, workers)
+    else:
+        test_set = ImageFolder(str(Path(test_root).expanduser()), plain_tf)
+        test = Stream(test_set, test_set, torch.arange(len(test_set)), workers)
+        train_idx = torch.arange(len(labels))
+    x_test = test.decode()
+    y_test = torch.as_tensor(test.plain.targets)[test.indices]
+    empty = torch.zeros(0, *x_test.shape[1:])
+    return Data(empty, labels[train_idx], empty, labels[:0], x_test, y_test,
+                len(plain.classes), name="imagefolder",
+                stream=Stream(augmented, plain, train_idx, workers))
+
+
+def write_digits(dest: str | Path, size: int = 32) -> int:
+    """scikit-learn's 1,797 digits as DEST/<digit>/<n>.png, grayscale, upscaled from 8x8 to
+    size x size (bilinear). Returns the number of files written."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    dest = Path(dest)
+    for i, (img, label) in enumerate(zip(d.images, d.target)):
+        folder = dest / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = Image.fromarray((img * 255 / 16).astype(np.uint8), mode="L")
+        pixels.resize((size, size), Image.BILINEAR).save(folder / f"{i:04d}.png")
+    return len(d.target)

@@ -1,0 +1,76 @@
+"""A training split streamed from files: decoding and augmentation in DataLoader worker
+processes, batch by batch, for data that does not fit in memory.
+
+The batch order is the in-memory path's (train.fit): a seeded permutation per epoch, the
+tail dropped, rank r of a process group taking r::world of each global batch. So the same
+seed visits the same images in the same batches whatever the number of workers; random
+augmentation in a worker draws from a generator seeded from the run's seed (DataLoader's
+`generator`), so it repeats for a given number of workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+DECODE_BATCH = 256  # images per worker task when a split is decoded into memory
+
+
+class EpochBatches(Sampler):
+    """Endless global batches of positions 0..n-1: a fresh seeded permutation per epoch,
+    the tail dropped; with `shard` (rank, world) this rank's share of each."""
+
+    def __init__(self, n: int, batch: int, seed: int, shard: tuple[int, int] | None = None):
+        self.n, self.batch, self.seed, self.shard = n, batch, seed, shard
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        while True:
+            order = torch.randperm(self.n, generator=gen)
+            for pos in range(0, self.n - self.batch + 1, self.batch):
+                idx = order[pos:pos + self.batch]
+                if self.shard is not None:
+                    idx = idx[self.shard[0]::self.shard[1]]
+                yield idx.tolist()
+
+
+@dataclass(frozen=True)
+class Stream:
+    """The training split of a file dataset: `augmented` and `plain` read the same files
+    (with the training and the evaluation transforms); `indices` are this split's."""
+
+    augmented: Dataset
+    plain: Dataset
+    indices: torch.Tensor
+    workers: int
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def take(self, positions: torch.Tensor) -> "Stream":
+        """The sub-split at `positions` of this one (a validation split carved out)."""
+        return replace(self, indices=self.indices[positions])
+
+    def decode(self, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Images at `positions` (all by default) with the evaluation transform, in memory."""
+        idx = self.indices if positions is None else self.indices[positions]
+        return decode(self.plain, idx.tolist(), self.workers)
+
+    def batches(self, batch: int, seed: int, shard: tuple[int, int] | None = None,
+                pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches (inputs, labels), endlessly; the workers stop with the iterator."""
+        loader = DataLoader(Subset(self.augmented, self.indices.tolist()),
+                            batch_sampler=EpochBatches(len(self), batch, seed, shard),
+                            num_workers=self.workers, pin_memory=pin,
+                            generator=torch.Generator().manual_seed(seed))
+        return iter(loader)
+
+
+def decode(dataset: Dataset, idx: list[int], workers: int) -> torch.Tensor:
+    """The inputs of `dataset` at `idx`, in order, as one tensor."""
+    loader = DataLoader(Subset(dataset, idx), batch_size=DECODE_BATCH, num_workers=workers)
+    parts = [x for x, _ in loader]
+    return torch.cat(parts) if parts else torch.zeros(0)
