@@ -51,3 +51,38 @@ def test_activation_is_the_function_it_names(act, expect):
     if act == "tanh":
         expect = [-0.9640276, 0.0, 0.9640276]
     assert torch.allclose(got, torch.tensor(expect), atol=1e-6)
+
+
+def test_torchvision_models_take_the_datasets_channels_and_classes_and_small_inputs():
+    from modelopt.techniques.models import build
+
+    for name in ("resnet18", "mobilenet_v3_small", "efficientnet_b0"):
+        net = build({"name": name}, (1, 16, 16), 7).eval()
+        assert net(torch.zeros(2, 1, 16, 16)).shape == (2, 7)
+    small = build({"name": "resnet18"}, (3, 32, 32), 10)
+    large = build({"name": "resnet18", "small_input": False}, (3, 32, 32), 10)
+    assert small.conv1.stride == (1, 1) and small.conv1.kernel_size == (3, 3)
+    assert isinstance(small.maxpool, torch.nn.Identity)
+    assert large.conv1.stride == (2, 2) and isinstance(large.maxpool, torch.nn.MaxPool2d)
+    any_arch = build({"name": "torchvision", "arch": "squeezenet1_1", "small_input": False},
+                     (3, 64, 64), 5).eval()
+    assert any_arch(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_an_unknown_architecture_is_refused_when_the_suite_loads():
+    from modelopt.spec.suite import SuiteError, parse
+
+    with pytest.raises(SuiteError, match=r"torchvision has no classification model 'resnt18' "
+                                         r"\(did you mean 'resnet18'\?\)"):
+        parse("name: a\ndefaults: {dataset: digits, model: {name: torchvision, arch: resnt18}}\n")
+    with pytest.raises(SuiteError, match=r"model 'resnet18' takes image inputs but dataset "
+                                         r"'mnist1d' gives signal"):
+        parse("name: a\ndefaults: {dataset: mnist1d, model: resnet18}\n")
+
+
+def test_a_timm_model_builds_where_timm_is_installed():
+    pytest.importorskip("timm")
+    from modelopt.techniques.models import build
+
+    net = build({"name": "timm", "arch": "resnet10t"}, (1, 32, 32), 4).eval()
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 4)

@@ -1,0 +1,110 @@
+"""Your own images: imagefolder over tiny folders of real PNG files, streamed by workers."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modelopt.spec.suite import SuiteError, parse
+from modelopt.techniques import data as data_mod
+from modelopt.techniques.stream import EpochBatches
+
+
+def make_folder(root, classes=("cat", "dog", "owl"), per_class=8, size=12):
+    """Class k's images are bright in row band k: a pattern a small net can learn."""
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            img[4 * k:4 * k + 4] = 250
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+def load(root, seed=0, val=0.0, **params):
+    return data_mod.load({"name": "imagefolder", "root": str(root), "workers": 0, **params},
+                         seed, val)
+
+
+def test_imagefolder_splits_by_class_and_streams_the_training_split(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    d = load(root, val=0.25, image_size=8, test_fraction=0.25)
+    assert d.num_classes == 3 and d.input_shape == (3, 8, 8)
+    assert len(d.x_train) == 0 and d.stream is not None  # training is not in memory
+    assert d.n_train == 14 and len(d.x_val) == 4 and len(d.x_test) == 6  # 24 = 14 + 4 + 6
+    assert sorted(d.y_test.tolist()) == [0, 0, 1, 1, 2, 2]  # stratified
+    assert 0 <= float(d.x_test.min()) and float(d.x_test.max()) <= 1
+    x, y = next(d.stream.batches(4, seed=0))
+    assert x.shape == (4, 3, 8, 8) and y.dtype == torch.int64
+
+
+def test_the_same_seed_streams_the_same_batches_with_or_without_workers(tmp_path):
+    root = make_folder(tmp_path / "imgs")
+    first = [(x, y) for (x, y), _ in zip(load(root).stream.batches(5, seed=3), range(6))]
+    data = load(root, workers=1)
+    again = [(x, y) for (x, y), _ in zip(data.stream.batches(5, seed=3), range(6))]
+    for (x1, y1), (x2, y2) in zip(first, again):
+        assert torch.equal(y1, y2) and torch.equal(x1, x2)
+    # the order is the in-memory path's: a permutation per epoch, the tail dropped
+    sampler = iter(EpochBatches(n=len(data.stream), batch=5, seed=3))
+    order = [i for _ in range(3) for i in next(sampler)]
+    assert len(set(order)) == 15
+
+
+def test_a_separate_test_root_must_have_the_same_classes(tmp_path):
+    root = make_folder(tmp_path / "train")
+    d = load(root, test_root=str(make_folder(tmp_path / "test", per_class=2)))
+    assert d.n_train == 24 and len(d.x_test) == 6
+    make_folder(tmp_path / "other", classes=("cat", "emu"), per_class=2)
+    with pytest.raises(SuiteError, match=r"test_root's classes \['cat', 'emu'\] differ"):
+        parse(f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, root: {root}, "
+              f"test_root: {tmp_path / 'other'}}}}}\n")
+
+
+def test_a_missing_folder_and_preprocessing_are_refused_when_the_suite_loads(tmp_path):
+    with pytest.raises(SuiteError, match=r"is not a folder.*modelopt images digits DEST"):
+        parse(f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, "
+              f"root: {tmp_path / 'nowhere'}}}}}\n")
+    root = make_folder(tmp_path / "imgs")
+    with pytest.raises(SuiteError, match=r"preprocess cannot apply to dataset 'imagefolder': it "
+                                         r"streams"):
+        parse(f"name: a\ndefaults: {{model: cnn2d, preprocess: [standardize], dataset: "
+              f"{{name: imagefolder, root: {root}}}}}\n")
+
+
+def test_a_cell_trains_a_torchvision_model_on_streamed_images_and_counts_its_workers(tmp_path):
+    from modelopt.run.cell import run_cell
+    from modelopt.run.scheduler import job
+
+    root = make_folder(tmp_path / "imgs")
+    suite = parse(f"""
+name: own-images
+seeds: [0]
+defaults:
+  dataset: {{name: imagefolder, root: {root}, image_size: 12, workers: 1, rotate: 10, hflip: true}}
+  model: mobilenet_v3_small
+  train: {{steps: 6, batch_size: 6, eval_every: 3, val_fraction: 0.2}}
+  prune: {{name: l1_structured, amount: 0.5, finetune_steps: 2}}
+""")
+    (cell,) = suite.cells
+    assert job(cell, 0, jobs=4).slots == 2  # its thread and its loader worker
+    out = run_cell(cell.config, 0)
+    m = out.metrics
+    assert out.status == "ok" and m["final_step"] == 6 and 0 <= m["accuracy"] <= 1
+    assert m["train_samples_s"] > 0 and m["slimmed_params"] < 0.4 * m["params"]
+
+
+def test_digits_are_written_out_as_an_image_folder(tmp_path):
+    dest = tmp_path / "digits"
+    r = subprocess.run([sys.executable, "-m", "modelopt", "images", "digits", str(dest),
+                        "--size", "16"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    files = sorted(dest.glob("*/*.png"))
+    assert len(files) == 1797 and sorted(p.name for p in dest.iterdir()) == [str(i) for i in range(10)]
+    assert Image.open(files[0]).size == (16, 16)
+    d = load(dest, channels=1, image_size=16)
+    assert d.input_shape == (1, 16, 16) and d.num_classes == 10
