@@ -15,6 +15,9 @@ import sklearn.metrics  # noqa: E402, F401
 import sklearn.model_selection  # noqa: E402, F401
 import torch.utils.benchmark  # noqa: E402, F401
 import torch.utils.flop_counter  # noqa: E402, F401
+import torch_pruning  # noqa: E402, F401
+import torchvision.datasets  # noqa: E402, F401
+import torchvision.transforms.v2  # noqa: E402, F401
 
 import modelopt.run.cell  # noqa: E402, F401
 from modelopt.run import measure  # noqa: E402

@@ -19,6 +19,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 DECODE_BATCH = 256  # images per worker task when a split is decoded into memory
 
 
+def _start_method() -> str | None:
+    """Workers fork where the platform can: a cell's process may have forkserver as its
+    default (the runner's), and a forkserver child starting workers pays a fresh
+    interpreter and torch import first (about 3 s each time here). None: the platform's."""
+    import multiprocessing
+
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+
+
 class EpochBatches(Sampler):
     """Endless global batches of positions 0..n-1: a fresh seeded permutation per epoch,
     the tail dropped; with `shard` (rank, world) this rank's share of each."""
@@ -65,12 +74,14 @@ class Stream:
         loader = DataLoader(Subset(self.augmented, self.indices.tolist()),
                             batch_sampler=EpochBatches(len(self), batch, seed, shard),
                             num_workers=self.workers, pin_memory=pin,
-                            generator=torch.Generator().manual_seed(seed))
+                            generator=torch.Generator().manual_seed(seed),
+                            multiprocessing_context=_start_method() if self.workers else None)
         return iter(loader)
 
 
 def decode(dataset: Dataset, idx: list[int], workers: int) -> torch.Tensor:
     """The inputs of `dataset` at `idx`, in order, as one tensor."""
-    loader = DataLoader(Subset(dataset, idx), batch_size=DECODE_BATCH, num_workers=workers)
+    loader = DataLoader(Subset(dataset, idx), batch_size=DECODE_BATCH, num_workers=workers,
+                        multiprocessing_context=_start_method() if workers else None)
     parts = [x for x, _ in loader]
     return torch.cat(parts) if parts else torch.zeros(0)
