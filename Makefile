@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUITE  ?= suites/bench.yaml
 JOBS   ?=
 
-.PHONY: bench test lint install clean
+.PHONY: bench test lint install clean vision
 
 install: $(STAMP)
 
@@ -31,3 +31,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results .benchmarks
+
+# The vision suite: digits written out as 32x32 PNG files, streamed through imagefolder.
+vision: $(STAMP)
+	test -d data/digits32 || $(BIN)/modelopt images digits data/digits32
+	$(BIN)/modelopt run suites/vision.yaml --out results/vision
+	$(BIN)/modelopt report results/vision --out reports

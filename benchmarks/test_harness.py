@@ -273,3 +273,73 @@ def test_cell_rate_vs_plain_loop(benchmark, tmp_path):
            plain_samples_s=statistics.median(plain), cell_over_plain=statistics.median(pairs),
            cell_over_plain_min=min(pairs), cell_over_plain_max=max(pairs),
            target_cell_over_plain=0.95)
+
+
+IMAGES = """
+name: harness-images
+seeds: [0]
+defaults:
+  dataset: {name: imagefolder, root: ROOT, channels: 1, image_size: 32, rotate: 15,
+            crop_scale: 0.8, hflip: true, workers: 1}
+  model: {name: cnn2d, channels: 16}
+  optimizer: {name: adam, lr: 0.003}
+  train: {steps: STEPS, batch_size: 64, eval_every: STEPS, val_fraction: 0.1}
+"""
+
+
+def imagefolder_loop(root: str, steps: int, batch: int, workers: int) -> float:
+    """The seeds' loop: ImageFolder + RandomRotation / RandomResizedCrop / RandomHorizontalFlip
+    through a DataLoader with workers, the same transforms and model as the cell."""
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    tf = v2.Compose([v2.ToImage(), v2.Grayscale(1),
+                     v2.RandomResizedCrop(32, scale=(0.8, 1.0), antialias=True),
+                     v2.RandomRotation(15), v2.RandomHorizontalFlip(),
+                     v2.ToDtype(torch.float32, scale=True)])
+    torch.manual_seed(0)
+    model = build({"name": "cnn2d", "channels": 16}, (1, 32, 32), 10)
+    opt = torch.optim.Adam(model.parameters(), lr=0.003)
+    loader = DataLoader(ImageFolder(root, tf), batch_size=batch, shuffle=True, drop_last=True,
+                        num_workers=workers, multiprocessing_context="fork")
+    done, t0 = 0, time.perf_counter()
+    while done < steps:
+        for xb, yb in loader:
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                break
+    return steps * batch / (time.perf_counter() - t0)
+
+
+@pytest.mark.benchmark(group="harness: streamed images")
+def test_streamed_imagefolder_throughput(benchmark, tmp_path):
+    """modelopt's imagefolder stream vs the plain DataLoader loop over the same folder (the
+    digits as 32x32 PNG files), same transforms, 1 worker + 1 training thread, alternated
+    in one process. Target: modelopt >= 0.9x."""
+    from modelopt.techniques.images import write_digits
+
+    root = str(tmp_path / "digits")
+    write_digits(root, 32)
+    steps = 150
+    cfg = parse(IMAGES.replace("ROOT", root).replace("STEPS", str(steps))).cells[0].config
+    backend = backends.build(cfg["backend"])
+    backend.prepare(1)
+    data = load_data(cfg, 0)
+    rates = {"plain": [], "modelopt": []}
+
+    def once():
+        rates["plain"].append(imagefolder_loop(root, steps, 64, 1))
+        outcome = train_here(backend, cfg, 0, data).outcome
+        rates["modelopt"].append(outcome.samples / outcome.train_seconds)
+
+    benchmark.pedantic(once, rounds=5, iterations=1)
+    ratios = [m / p for m, p in zip(rates["modelopt"], rates["plain"])]
+    report(benchmark, plain_samples_s=statistics.median(rates["plain"]),
+           modelopt_samples_s=statistics.median(rates["modelopt"]),
+           modelopt_over_plain=statistics.median(ratios),
+           ratio_min=min(ratios), ratio_max=max(ratios), target=0.9)
