@@ -1,4 +1,3 @@
-import copy
 from collections import OrderedDict
 from dataclasses import dataclass
 

@@ -196,8 +196,8 @@ def test_suite_file_mistakes_have_their_own_messages(tmp_path):
 
 
 def test_a_factory_named_by_import_path_is_checked_and_trains(tmp_path):
-    from modelopt.run import runner
     from modelopt.results import store
+    from modelopt.run import runner
 
     text = ("name: own\nseeds: [0]\ndefaults:\n  dataset: {name: synthetic, n_samples: 200}\n"
             "  train: {steps: 10, eval_every: 10}\n  model: MODEL\n")

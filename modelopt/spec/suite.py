@@ -17,9 +17,9 @@ from modelopt.spec.cells import (
     _normalize_axis_value,
     _split_dotted,
     cell_id,
-    names_by_path,
     check_spec,
     expand,
+    names_by_path,
     resolve_cell,
 )
 from modelopt.spec.registries import spans_ranks
