@@ -82,6 +82,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("slimmed_flops", "slimmed FLOPs", "si", False, "exact", unit="FLOPs"),
     _m("slimmed_size_bytes", "slimmed size B", "si", False, "exact", unit="bytes"),
     _m("slimmed_max_abs_diff", "slimmed vs masked max |Δ|", "g3", False),
+    _m("channels_removed", "channels removed", "f2"),
     _m("quantized", "quantized", "bool"),
     _m("quantized_engine", "quantized engine", "none"),
     _m("quantized_layers", "quantized layers", "int", True, "exact"),
