@@ -212,13 +212,14 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
     p: Pruning = PRUNERS.build_spec(spec)
     before, zeros_before = _histogram(model), _zeros(model)
     example = data.x_test[:1]
+    calib = _calibration(p, data) if p.structured else None  # the same batches every round
     outcome, seconds, chosen = None, 0.0, []
     for r in range(1, p.rounds + 1):
         # cumulative sparsity after round r, geometric so each round removes the same share
         target = 1 - (1 - p.amount) ** (r / p.rounds)
         previous = 1 - (1 - p.amount) ** ((r - 1) / p.rounds)
         if p.structured:  # chosen on a copy by Torch-Pruning, masked here
-            chosen = structured.choose(model, p.criterion, target, example, _calibration(p, data))
+            chosen = structured.choose(model, p.criterion, target, example, calib)
             structured.mask(model, chosen, example)
         else:
             p.mask(model, 1 - (1 - target) / (1 - previous), data)
@@ -241,9 +242,13 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
 
 
 def _calibration(p: Pruning, data: Data) -> structured.Calibration:
+    """Training batches for a criterion that needs data (activation, Taylor); none for L1
+    and random, so a streamed split is not decoded (nor its workers started) for nothing."""
     n_batches, size = p.calibration
-    x, y = train_sample(data, n_batches * size)
     loss = (nn.functional.cross_entropy if data.task == "classification"
             else lambda out, t: nn.functional.mse_loss(out.reshape(-1), t))
+    if not n_batches * size:
+        return structured.Calibration([], loss)
+    x, y = train_sample(data, n_batches * size)
     return structured.Calibration([(x[i:i + size], y[i:i + size])
-                                   for i in range(0, len(x), size or 1)], loss)
+                                   for i in range(0, len(x), size)], loss)
