@@ -68,6 +68,8 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("time_to_target_s", "time to target s", "f1", False, unit="s", timing=True),
     _m("teacher_accuracy", "teacher %", "pct", True, "points", _POINT, "fraction"),
     _m("teacher_cached", "teacher cached", "bool"),
+    # the trained network came from another cell of the run with the same training (dense.py)
+    _m("dense_reused", "dense reused", "bool"),
     # ---- what the model costs (counts are exact: the same seed gives the same model)
     _m("params", "params", "int", False, "exact"),
     _m("params_nonzero", "nonzero", "int", False, "exact"),

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from modelopt.run import backends, measure, measures
-from modelopt.run.plan import Trained, finetuner, load_data
+from modelopt.run import backends, dense, measure, measures
+from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.train import Diverged, Outcome, predict
 from modelopt.spec import plugins
 from modelopt.spec.registries import QUANTIZERS
@@ -78,10 +78,12 @@ class Deployed:
 
 
 def run_cell(config: dict, seed: int, threads: int = 1,
-             backend: backends.Backend | None = None) -> CellOutput:
+             backend: backends.Backend | None = None, dense_path: str | None = None
+             ) -> CellOutput:
     """Train, compress and measure one cell; latency is not measured here but by the run's
     timing stage, over the models this returns. `backend` replaces the config's (a rank of
-    a launched job passes its own)."""
+    a launched job passes its own). `dense_path`: where the run keeps this cell's trained
+    network for the other cells of its training prefix (dense.py)."""
     plugins.load(config.get("plugins"))  # user plugins register in this process too
     backend = backend or backends.build(config["backend"])
     threads = backend.prepare(threads)
@@ -94,7 +96,12 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         backend.reset_peak_memory()
         try:
             with phase("train"):
-                trained = backend.train(config, seed, data)
+                trained, reused = dense.reuse(
+                    dense_path, lambda: build_net(config, data, backend.device, seed),
+                    lambda: backend.train(config, seed, data),
+                    lambda: {"peak_rss_mb": mem.so_far(), "machine_probe_ms": probe_before})
+                trained.data = data
+            torch.manual_seed(seed + 1)  # what follows draws alike, trained here or loaded
             with phase("compress"):
                 compressed = compress(config, trained, backend, seed)
         except Diverged as d:
@@ -113,6 +120,11 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         # the machine's speed beside the training's, in the same process and minute: compare
         # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
         memory["machine_probe_ms"] = (probe_before + probe_after) / 2
+    if reused is not None:  # the training's own figures, from the cell that trained
+        memory["peak_rss_mb"] = max(memory["peak_rss_mb"], reused["peak_rss_mb"])
+        if reused["machine_probe_ms"] is not None:
+            memory["machine_probe_ms"] = reused["machine_probe_ms"]
+        memory["dense_reused"] = True
     out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds

@@ -170,6 +170,10 @@ class PeakMemory:
             self._ok = False
         return self
 
+    def so_far(self) -> float:
+        """The high-water mark since the region began, read inside it."""
+        return _status_kb("VmHWM") / 1024 if self._ok else float("nan")
+
     def __exit__(self, *exc):
         if self._ok:
             self.peak_mb = _status_kb("VmHWM") / 1024

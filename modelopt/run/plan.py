@@ -72,13 +72,19 @@ class Trained:
     info: dict = field(default_factory=dict)
 
 
+def build_net(config: dict, data: data_mod.Data, device, seed: int) -> nn.Module:
+    """The cell's network, freshly initialised: same architecture + seed -> same weights
+    (paired seeds)."""
+    torch.manual_seed(seed)
+    return models.build(config["model"], data.input_shape, data.num_outputs).to(device)
+
+
 def train_here(backend, config: dict, seed: int, data: data_mod.Data | None = None) -> Trained:
     """Data, model and the main training phase of a config, in this process (alone, or as one
     rank of a process group: the backend says which share of each batch is this process's)."""
     if data is None:
         data = load_data(config, seed)
-    torch.manual_seed(seed)  # paired seeds: same architecture + seed -> same initial weights
-    net = models.build(config["model"], data.input_shape, data.num_outputs).to(backend.device)
+    net = build_net(config, data, backend.device, seed)
     plan = make_plan(config, net, data, steps_of(config, data.n_train), "train")
     plan.shard = backend.shard()
     info = {}

@@ -14,7 +14,7 @@ from typing import Callable
 from modelopt.results import latency, store
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
-from modelopt.run import measures, timing
+from modelopt.run import dense, measures, timing
 from modelopt.run.backends import cpu_count
 from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
 from modelopt.spec.schema import Suite
@@ -60,7 +60,8 @@ def shard_of(cell_id: str, n: int) -> int:
 
 def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
               done: set | None = None) -> list[Job]:
-    return [job(cell, seed, jobs) for cell, seed in suite.runs()
+    shared = dense.shared_keys(suite.runs())  # of the whole suite: a resumed run finds them
+    return [job(cell, seed, jobs, shared) for cell, seed in suite.runs()
             if not (shard and shard_of(cell.cell_id, shard[1]) != shard[0])
             and not (done and (cell.cell_id, seed) in done)]
 
@@ -124,7 +125,8 @@ def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
             on_record(rec)
 
     model_dir = str((out / latency.MODELS_DIR).resolve())  # Ray workers have another cwd
-    kwargs = dict(on_record=record, fail_fast=fail_fast, model_dir=model_dir, commit=git_commit())
+    kwargs = dict(on_record=record, fail_fast=fail_fast, model_dir=model_dir, commit=git_commit(),
+                  dense_dir=str((out / dense.DIR).resolve()))
     if executor == "ray":
         return RayScheduler(suite, jobs, address=ray_address, **kwargs)
     return Scheduler(suite, jobs, **kwargs)

@@ -13,7 +13,7 @@ from multiprocessing.connection import wait
 from typing import Callable
 
 from modelopt.results.record import ERRORS, Record
-from modelopt.run import backends, outcome
+from modelopt.run import backends, dense, outcome
 from modelopt.run.processes import context, end, exit_reason, now
 from modelopt.spec.registries import DATASETS
 from modelopt.spec.schema import Cell, Suite
@@ -28,18 +28,22 @@ class Job:
     timeout_s: float | None
     unavailable: str | None = None  # why this machine cannot run its backend
     threads: int = 1  # intra-op threads of the cell's process
+    dense: str | None = None  # its training key, where other cells of the run share it
 
 
-def job(cell: Cell, seed: int, jobs: int) -> Job:
+def job(cell: Cell, seed: int, jobs: int, shared: set[str] = frozenset()) -> Job:
     """A cell x seed with what its backend takes of the machine (at most all of it), and the
-    worker processes of a dataset that streams: cores too, or cells would oversubscribe."""
+    worker processes of a dataset that streams: cores too, or cells would oversubscribe.
+    `shared`: the training keys several of the run's cells share (dense.shared_keys)."""
     timeout = cell.config["train"].get("timeout_s")
     try:
         b = backends.build(cell.config["backend"])
     except backends.BackendUnavailable as exc:
         return Job(cell, seed, 1, 0, timeout, str(exc))
     cores = b.cores() + _loader_workers(cell.config["dataset"])
-    return Job(cell, seed, max(1, min(cores, jobs)), b.gpus(), timeout, None, b.threads or 1)
+    k = dense.key(cell.config, seed)
+    return Job(cell, seed, max(1, min(cores, jobs)), b.gpus(), timeout, None, b.threads or 1,
+               k if k in shared else None)
 
 
 def _loader_workers(spec: dict) -> int:
@@ -62,14 +66,15 @@ class Summary:
 
 
 def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
-                model_dir: str | None, env: dict | None = None) -> None:
+                model_dir: str | None, env: dict | None = None,
+                dense_path: str | None = None) -> None:
     """Runs in a fresh process (forkserver, or a Ray worker): what happens here cannot hurt
     the run."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from modelopt.run.cell import run_cell
 
-    result = outcome.payload(lambda: run_cell(config, seed, threads), cell_id, seed, model_dir,
-                             env)
+    result = outcome.payload(lambda: run_cell(config, seed, threads, dense_path=dense_path),
+                             cell_id, seed, model_dir, env)
     if conn is None:
         return result
     conn.send(("result", result))
@@ -93,10 +98,10 @@ class Scheduler:
 
     def __init__(self, suite: Suite, jobs: int, on_record: Callable[[Record], None] | None = None,
                  model_dir: str | None = None, fail_fast: bool = False,
-                 commit: str | None = None):
+                 commit: str | None = None, dense_dir: str | None = None):
         self.suite, self.jobs = suite, jobs
         self.on_record, self.model_dir, self.fail_fast = on_record, model_dir, fail_fast
-        self.commit = commit
+        self.commit, self.dense_dir = commit, dense_dir
         self.active: dict = {}
         self.summary = Summary()
 
@@ -122,7 +127,7 @@ class Scheduler:
         # not a daemon: a cell may start processes of its own (ddp ranks)
         proc = ctx.Process(target=_child_main, daemon=False,
                            args=(child, job.cell.config, job.cell.cell_id, job.seed, job.threads,
-                                 self.model_dir))
+                                 self.model_dir, None, self.dense_path(job)))
         # Ctrl-C / SIGTERM wait until the process is started and registered, so that the
         # interrupt ends it instead of orphaning a cell forked a moment before
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -134,6 +139,19 @@ class Scheduler:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         child.close()
+
+    def dense_path(self, job: Job) -> str | None:
+        """Where the job's trained network is kept for the others of its training prefix."""
+        if job.dense is None or self.dense_dir is None:
+            return None
+        return os.path.join(self.dense_dir, f"{job.dense}.pt")
+
+    def _waits(self, job: Job) -> bool:
+        """A cell whose training another running cell is doing waits for it (then loads it)
+        rather than training it a second time or holding a slot idle on the lock."""
+        path = self.dense_path(job)
+        return (path is not None and not os.path.exists(path)
+                and any(a.job.dense == job.dense for a in self.active.values()))
 
     def _finish(self, a: Active, payload: dict) -> None:
         self.active.pop(a.conn, None)
@@ -168,8 +186,12 @@ class Scheduler:
                     if not self.active:
                         break
                 free = self.jobs - sum(a.job.slots for a in self.active.values())
-                while pending and pending[0].slots <= free:
-                    job = pending.popleft()
+                for job in list(pending):
+                    if job.slots > free:  # in order: a wide cell is not starved by narrow ones
+                        break
+                    if self._waits(job):
+                        continue
+                    pending.remove(job)
                     if not self.unavailable(job):
                         self._start(job)
                         free -= job.slots
@@ -214,7 +236,7 @@ class RayScheduler(Scheduler):
                     continue
                 ref = remote.options(num_cpus=job.slots, num_gpus=job.gpus, max_retries=0).remote(
                     None, job.cell.config, job.cell.cell_id, job.seed, job.threads,
-                    self.model_dir, {"executor": "ray"})
+                    self.model_dir, {"executor": "ray"}, self.dense_path(job))
                 pending[ref] = (job, time.monotonic(), now())
             while pending:
                 self._wait_ray(ray, pending)

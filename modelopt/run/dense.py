@@ -1,0 +1,97 @@
+"""Train once, compress many: the trained network of a cell's training prefix, kept for the
+run's other cells of that prefix.
+
+A cell's training depends on its data, model, optimizer, schedule, loss, regularization,
+distillation, training settings, backend and seed, and not on what happens after training
+(pruning, a quantizer's conversion, the metrics it asks for). Cells that differ only there
+train the identical network, so the first to train it saves it (weights, the training's
+outcome and figures) under the run's directory and the others load it. Same seed on the
+CPU gives the same weights, so a loaded network is the one the cell would have trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from modelopt.run.train import Outcome
+from modelopt.spec.registries import QUANTIZERS
+
+DIR = "dense"  # under the run's output directory
+# after training: what a cell does with the trained network, which training never sees
+AFTER_TRAINING = ("prune", "metrics", "deploy")
+
+
+def training_config(config: dict) -> dict:
+    """The part of a cell's config its training depends on. A quantizer counts only when it
+    acts during training (weight clipping's hooks), not when it only converts afterwards."""
+    out = {k: v for k, v in config.items() if k not in AFTER_TRAINING}
+    spec = config.get("quantize")
+    if spec and not QUANTIZERS.build_spec(spec).after_step:
+        out["quantize"] = None
+    out["train"] = {k: v for k, v in config["train"].items() if k != "timeout_s"}
+    if config.get("plugins"):  # the code, not where this machine keeps it
+        out["plugins"] = {"modules": config["plugins"].get("modules")}
+    return out
+
+
+def key(config: dict, seed: int) -> str:
+    blob = json.dumps({"train": training_config(config), "seed": seed}, sort_keys=True,
+                      default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def shared_keys(runs) -> set[str]:
+    """The training keys that two or more of a suite's (cell, seed) runs share: only those
+    are worth saving."""
+    seen: dict[str, int] = {}
+    for cell, seed in runs:
+        k = key(cell.config, seed)
+        seen[k] = seen.get(k, 0) + 1
+    return {k for k, n in seen.items() if n > 1}
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """One process at a time trains a key: a second waits, then loads (parallel jobs, Ray)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def reuse(path: str | Path | None, build: Callable[[], torch.nn.Module],
+          train: Callable[[], object], figures: Callable[[], dict]):
+    """The trained stage of a cell: loaded from `path` if another cell saved it there (into
+    `build()`'s fresh network), else `train()`ed and saved. `figures()` gives what the
+    training measured around itself (peak memory, machine probe), kept with it.
+    Returns (trained, the saved figures or None when it trained here)."""
+    from modelopt.run.plan import Trained
+
+    if path is None:
+        return train(), None
+    path = Path(path)
+    with _locked(path):
+        if path.exists():
+            saved = torch.load(path, weights_only=True, map_location="cpu")
+            net = build()
+            device = next(net.parameters()).device
+            net.load_state_dict({k: v.to(device) for k, v in saved["state"].items()})
+            return Trained(net, None, Outcome(**saved["outcome"]), saved["info"]), saved["figures"]
+        trained = train()
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"state": trained.net.state_dict(), "outcome": asdict(trained.outcome),
+                    "info": trained.info, "figures": figures()}, tmp)
+        tmp.replace(path)  # atomic: a killed run leaves no half file to resume from
+        return trained, None
