@@ -227,13 +227,6 @@ def test_a_slimmed_model_that_computes_something_else_fails(monkeypatch):
         run({"name": "l1_structured", "amount": 0.5}, mlp())
 
 
-def test_dynamic_int8_of_a_model_without_linear_layers_fails():
-    convs = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
-    with pytest.raises(TechniqueError, match=r"quantizes GRU and Linear layers, and the model"
-                                                   r" \(Sequential\) has none.*Conv1d"):
-        quantize.QUANTIZERS.build("dynamic_int8").convert(convs)
-
-
 def test_amount_outside_range_is_rejected():
     from modelopt.spec.registry import RegistryError
 
@@ -295,19 +288,6 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     get(cfg, 1)
     assert calls == [0, 1]  # another seed is another teacher
-
-
-def test_dynamic_int8_runs_and_is_smaller():
-    from modelopt.run.measure import size_bytes
-
-    torch.manual_seed(0)
-    m = build({"name": "mlp", "hidden": 256}, (12,), 4).eval()  # big enough that weights dominate
-    q, info = quantize.QUANTIZERS.build("dynamic_int8", layers="linear").convert(m)
-    x = torch.randn(8, 12)
-    assert q(x).shape == (8, 4) and info["quantized"] and info["quantized_layers"] == 3
-    assert size_bytes(q) < 0.35 * size_bytes(m)  # int8 weights: about a quarter
-    assert count_params(q)[0] == count_params(m)[0]
-    assert (q(x).argmax(1) == m(x).argmax(1)).float().mean() >= 0.75
 
 
 def test_weight_clip_hook_clips():

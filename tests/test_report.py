@@ -178,3 +178,27 @@ def test_each_row_is_compared_with_the_baseline_of_its_own_group():
                     and "l1_structured" in x)
         assert "-2.0 pt" in line  # not cnn vs mlp's 30 points
     assert "with the same other axes" in head
+
+
+def test_deploy_table_ranks_each_format_side_by_side():
+    """Compiling may reorder techniques: each format's cells are ranked among themselves."""
+    slim = {"name": "l1_structured", "amount": 0.5}
+    rows = []
+    for cid, deploy, prune, ms, compile_s in (("de", "eager", None, 2.0, None),
+                                              ("pe", "eager", slim, 1.0, None),
+                                              ("dc", "compile", None, 0.5, 9.0),
+                                              ("pc", "compile", slim, 0.8, 7.0)):
+        for s in (0, 1):
+            figures = ({"slimmed_params": 10, "slimmed_latency_ms_batch_p50": ms} if prune else
+                       {"latency_ms_batch_p50": ms})
+            rows.append(base_row(cid, s, {"deploy": {"name": deploy}, "prune": prune},
+                                 accuracy=0.9, compile_seconds=compile_s, **figures))
+    t = tables.deploy_table(report.aggregate(pd.DataFrame(rows)))
+    lines = t.splitlines()
+    assert "eager rank" in lines[0] and "compile rank" in lines[0] and "compile s" in lines[0]
+    assert "eager compile s" not in lines[0]
+    cols = {x.split("|")[1].strip(): [c.strip() for c in x.strip("|").split("|")[1:]]
+            for x in lines[2:]}
+    # eager: the slimmed model wins; compiled: the dense one does
+    assert cols["none"] == ["2", "2", "90.0", "0.5", "1", "90.0", "9.0"]
+    assert cols["l1_structured"] == ["1", "1", "90.0", "0.8", "2", "90.0", "7.0"]

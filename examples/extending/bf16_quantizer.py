@@ -27,7 +27,8 @@ class BF16(nn.Module):
 @QUANTIZERS.register("bf16")
 def bf16() -> Quantizer:
     """Cast every weight to bfloat16 for deployment (the trained model is left as it was)."""
-    def convert(model: nn.Module) -> tuple[nn.Module, dict]:
+    def convert(model: nn.Module, inputs: torch.Tensor) -> tuple[nn.Module, dict]:
+        # inputs: training inputs (Quantizer.calibration of them), for calibrating quantizers
         return BF16(copy.deepcopy(model).cpu().eval()).eval(), {"quantized": True}
 
     return Quantizer(convert=convert)

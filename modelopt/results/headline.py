@@ -18,7 +18,8 @@ def shipped_kind(r: pd.Series) -> str:
     return "slimmed" if pd.notna(r.get("slimmed_params")) else "model"
 
 
-def _shipped(r: pd.Series, name: str):
+def shipped_figure(r: pd.Series, name: str):
+    """(mean, std) of a figure of the model that would ship."""
     slim = r.get(f"slimmed_{name}")
     return (slim, r.get(f"slimmed_{name}_std")) if shipped_kind(r) == "slimmed" and pd.notna(
         slim) else (r.get(name), r.get(f"{name}_std"))
@@ -80,9 +81,9 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     labels = label_columns(ok)
     rows = []
     for _, r in ok.iterrows():
-        params, params_sd = _shipped(r, "params")
-        size, _ = _shipped(r, "size_bytes")
-        lat, lat_sd = _shipped(r, "latency_ms_batch_p50")
+        params, params_sd = shipped_figure(r, "params")
+        size, _ = shipped_figure(r, "size_bytes")
+        lat, lat_sd = shipped_figure(r, "latency_ms_batch_p50")
         base = bases.get(r["cell_id"])
         row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key))]
         if bases:

@@ -88,6 +88,14 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("quantized", "quantized", "bool"),
     _m("quantized_engine", "quantized engine", "none"),
     _m("quantized_layers", "quantized layers", "int", True, "exact"),
+    _m("quantized_with", "quantized with", "none"),  # torchao, torchao pt2e, or torch.ao
+    _m("calibration_samples", "calibration samples", "int"),
+    # the saved program (graph and tensors) of an exported model, beside size_bytes (tensors)
+    _m("artifact_bytes", "artifact B", "si", False, "exact", unit="bytes"),
+    # deploy formats (compile, export): compiling apart from latency, and the outputs' check
+    _m("compile_seconds", "compile s", "f1", False, unit="s", timing=True),
+    _m("deploy_max_abs_diff", "deployed vs model max |Δ|", "g3", False),
+    _m("deploy_agreement", "deployed classes agree", "pct", True),
     # ---- data
     _m("train_samples", "train samples", "int"),
     _m("duplicates_dropped", "duplicates dropped", "int"),

@@ -7,7 +7,14 @@ import pandas as pd
 
 from modelopt.results.headline import add_speedups, headline
 from modelopt.results.report import TASK_METRICS, aggregate, baselines, cost_metrics, label_columns, table
-from modelopt.results.tables import cv_table, distill_table, failures, scaling_table, tune_table
+from modelopt.results.tables import (
+    cv_table,
+    deploy_table,
+    distill_table,
+    failures,
+    scaling_table,
+    tune_table,
+)
 
 
 def describe_env(df: pd.DataFrame) -> dict:
@@ -66,6 +73,12 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
                   kd, ""]
+    ranked = deploy_table(agg)
+    if ranked:
+        lines += ["## Deploy formats side by side", "",
+                  "The batch latency of what each cell ships (the slimmed model where "
+                  "structured pruning built one), and its rank among the cells shipped in "
+                  "the same format (1 = fastest), mean ± std over seeds.", "", ranked, ""]
     cv = cv_table(d, agg, primary)
     if cv:
         lines += ["## Cross-validation", "", cv, ""]

@@ -1,5 +1,5 @@
 """The tables a suite's page adds where they apply: tuning, cross-validation, distillation,
-scaling over backends, and the cells that did not finish ok."""
+scaling over backends, deploy formats side by side, and the cells that did not finish ok."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
+from modelopt.results.headline import shipped_figure
 from modelopt.results.report import _kind, _spec_label, _title, axis_labels, fmt, label_columns
 
 
@@ -132,6 +133,40 @@ def scaling_table(agg: pd.DataFrame) -> str:
                      f"{speedup:.2f}", "–" if on_gpu[i] else f"{speedup / cores[i]:.2f}"])
     return tabulate(rows, headers=["backend", "cores", "train samples/s", "speed-up ×",
                                    "efficiency"], tablefmt="github", disable_numparse=True)
+
+
+def deploy_table(agg: pd.DataFrame) -> str:
+    """Per compression, the shipped model's batch latency under each deploy format (mean ±
+    std over seeds) and its rank among that format's cells (1 = fastest), with accuracy
+    and compile time: whether compiling changes which compression wins."""
+    ok = agg[agg["n"] > 0]
+    if "axis:deploy" not in ok.columns:
+        return ""
+    formats = list(dict.fromkeys(ok["axis:deploy"]))
+    labels = [c for c in label_columns(ok) if c != "axis:deploy"]
+    latency = {(tuple(r[c] for c in labels), r["axis:deploy"]):
+               (shipped_figure(r, "latency_ms_batch_p50"), r) for _, r in ok.iterrows()}
+    ranks = {}
+    for f in formats:
+        timed = sorted((lat[0], k) for (k, g), (lat, _) in latency.items()
+                       if g == f and lat[0] is not None and pd.notna(lat[0]))
+        ranks.update({(k, f): i + 1 for i, (_, k) in enumerate(timed)})
+    compiled = {f for (_, f), (_, r) in latency.items() if pd.notna(r.get("compile_seconds"))}
+    rows = []
+    for k in dict.fromkeys(k for k, _ in latency):
+        row = list(k)
+        for f in formats:
+            (mean, std), r = latency.get((k, f), ((None, None), None))
+            width = 4 if f in compiled else 3
+            row += ["–"] * width if r is None else [
+                fmt(mean, std, "g3"), ranks.get((k, f), "–"),
+                fmt(r.get("accuracy"), r.get("accuracy_std"), "pct"),
+                fmt(r.get("compile_seconds"), r.get("compile_seconds_std"), "f1")][:width]
+        rows.append(row)
+    headers = [c[5:] for c in labels] + [h for f in formats for h in (
+        f"{f} batch ms", f"{f} rank", f"{f} accuracy %", f"{f} compile s")[:4 if f in compiled
+                                                                           else 3]]
+    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
 def failures(agg: pd.DataFrame) -> str:

@@ -9,6 +9,7 @@ backend's name.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -107,6 +108,14 @@ class Backend:
 
 
 CPU = Backend("cpu", "cpu", None)  # where deployed int8 copies are evaluated
+
+
+def on_device_of(model: nn.Module) -> Backend:
+    """A plain backend (no autocast) on the device `model` lives on."""
+    t = next(itertools.chain(model.parameters(), model.buffers()), None)
+    if t is None or t.device.type == "cpu":
+        return CPU
+    return Backend("cuda", str(t.device), None)
 
 
 @BACKENDS.register("cpu")

@@ -21,9 +21,11 @@ from modelopt.run import backends, dense, measure, measures
 from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.train import Diverged, Outcome, predict
 from modelopt.spec import plugins
-from modelopt.spec.registries import QUANTIZERS
-from modelopt.techniques import prune
-from modelopt.techniques.data import Data
+from modelopt.spec.registries import DEPLOYERS, QUANTIZERS
+from modelopt.techniques import prune, quantize
+from modelopt.techniques.data import Data, train_sample
+from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.program import Program
 
 
 @dataclass
@@ -69,10 +71,13 @@ class Compressed:
 
 @dataclass
 class Deployed:
-    """The model that ships (the int8 copy, or the trained model), what converting it did,
-    and its test figures where they differ from the trained model's."""
+    """The model that ships (the int8 copy, or the trained model, as its deploy format makes
+    it: compiled, packaged), the model it is counted on (parameters, size: before the
+    format wraps it), what converting it did, and its test figures where they differ from
+    the trained model's."""
 
     model: nn.Module
+    counted: nn.Module
     info: dict
     test: dict
 
@@ -112,7 +117,12 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     probe_after = probe()
     with phase("measure"):
         deployed = deploy(config, trained)
-        counts = static_metrics(deployed.model, trained.net, data.x_test[:1])
+        if compressed.pruned is not None and compressed.pruned.slimmed is not None:
+            # what structured pruning ships, in the cell's format too (checked against the
+            # masked model already)
+            compressed.pruned.slimmed = ship(config, compressed.pruned.slimmed,
+                                             out_batch(data, config), {})
+        counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
         extra_figures = measured(deployed, trained, backend, config)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
               "cores": backend.cores(), "gpus": backend.gpus(), **backend.peak_memory()}
@@ -128,7 +138,7 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
-    out.batch = data.x_test[:config["train"]["batch_size"]].clone()
+    out.batch = out_batch(data, config).clone()
     out.plugins = config.get("plugins")
     return out
 
@@ -152,15 +162,66 @@ def compress(config: dict, trained: Trained, backend, seed: int) -> Compressed:
 
 
 def deploy(config: dict, trained: Trained) -> Deployed:
-    """The model that ships: the quantizer's conversion of the trained model, if it has one;
-    the converted copy's accuracy is what counts (its every test figure, loss included)."""
+    """The model that ships: the quantizer's conversion of the trained model, if it has one,
+    then the deploy format's artifact of it. What ships is what counts: its every test
+    figure, loss included."""
     spec = config.get("quantize")
     quantizer = QUANTIZERS.build_spec(spec) if spec else None
-    if quantizer is None or quantizer.convert is None:
-        return Deployed(trained.net, {}, {})
-    model, info = quantizer.convert(trained.net)
-    test = evaluate(model, trained.data, backends.CPU, config["train"]["eval_batch_size"])
-    return Deployed(model, info, test)
+    model, info, on = trained.net, {}, None
+    if quantizer is not None and quantizer.convert is not None:
+        inputs, _ = train_sample(trained.data, quantizer.calibration)
+        model, info = quantizer.convert(trained.net, inputs)
+        on = backends.CPU  # int8 kernels are the CPU's
+    shipped = ship(config, model, out_batch(trained.data, config), info)
+    if shipped is not model:
+        on = on or backends.on_device_of(model)
+        reference = predict(model, trained.data.x_test, on, config["train"]["eval_batch_size"])
+        info.update(check_outputs(shipped, reference, trained.data, on, config))
+    test = evaluate(shipped, trained.data, on, config["train"]["eval_batch_size"]) if on else {}
+    return Deployed(shipped, model, info, test)
+
+
+def out_batch(data: Data, config: dict) -> torch.Tensor:
+    """The batch latency is timed at (and compilation specialises for): test inputs."""
+    return data.x_test[:config["train"]["batch_size"]]
+
+
+def ship(config: dict, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.Module:
+    """The deploy format's artifact of `model` (itself when eager); adds what making it took
+    (compile seconds, package bytes) to `info`."""
+    spec = config.get("deploy")
+    fmt = DEPLOYERS.build_spec(spec) if spec else None
+    if fmt is None or fmt.ship is None:
+        return model
+    device = next(iter(model.parameters()), torch.zeros(0)).device
+    artifact, made = fmt.ship(model, batch.to(device))
+    info.update(made)
+    return artifact
+
+
+# a deployed artifact must compute what the model it was made from computes: classes agree
+# on this share of the test inputs, values within this fraction of the outputs' range
+AGREEMENT, VALUE_TOLERANCE = 0.99, 1e-2
+
+
+def check_outputs(shipped: nn.Module, reference: torch.Tensor, data: Data, on,
+                  config: dict) -> dict:
+    out = predict(shipped, data.x_test, on, config["train"]["eval_batch_size"])
+    diff = float((out - reference).abs().max()) if len(out) else 0.0
+    figures = {"deploy_max_abs_diff": diff}
+    if data.task == "classification":
+        agree = float((out.argmax(1) == reference.argmax(1)).double().mean())
+        figures["deploy_agreement"] = agree
+        ok = agree >= AGREEMENT
+    else:
+        ok = diff <= VALUE_TOLERANCE * (1 + float(reference.abs().max()))
+    if not ok or not math.isfinite(diff):
+        raise TechniqueError(
+            f"deploy: {config['deploy']['name']}: the artifact's test outputs differ from the"
+            f" model's it was made from (max |diff| {diff:.3g}"
+            + (f", classes agree on {figures['deploy_agreement']:.1%}" if "deploy_agreement"
+               in figures else "") + ")")
+    return figures
 
 
 def measured(deployed: Deployed, trained: Trained, backend, config: dict) -> dict:
@@ -168,7 +229,7 @@ def measured(deployed: Deployed, trained: Trained, backend, config: dict) -> dic
     specs = config.get("metrics") or []
     if not specs:
         return {}
-    on = backends.CPU if deployed.model is not trained.net else backend
+    on = backends.on_device_of(deployed.counted) if deployed.model is not trained.net else backend
     outputs = predict(deployed.model, trained.data.x_test, on, config["train"]["eval_batch_size"])
     return measures.compute(specs, measures.Evaluated(deployed.model, trained.data, outputs))
 
@@ -250,8 +311,10 @@ def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) ->
     """Counts of the deployed model. FLOPs come from its float version on the CPU:
     FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
     same multiply-adds."""
-    params, nonzero = measure.count_params(deploy)
-    _, above = measure.count_params(deploy, threshold=SMALL_WEIGHT)
+    # an exported program's weights are int8 constants of the float model's: counted there
+    counted_model = fp32 if isinstance(deploy, Program) else deploy
+    params, nonzero = measure.count_params(counted_model)
+    _, above = measure.count_params(counted_model, threshold=SMALL_WEIGHT)
     counted = copy.deepcopy(fp32).cpu()
     return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
             "params_above_1e-3": above,
@@ -269,5 +332,6 @@ def slimmed_metrics(slimmed: nn.Module, example: torch.Tensor) -> dict:
 
 
 def env(backend: backends.Backend, threads: int) -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "threads": threads,
+    return {"torch": torch.__version__, "torchao": quantize.torchao_version(),
+            "python": platform.python_version(), "threads": threads,
             "cpu": measure.cpu_model(), "cpu_count": backends.cpu_count(), **backend.env()}

@@ -43,7 +43,9 @@ def regression_metrics(outputs: torch.Tensor, y: torch.Tensor, scale: float = 1.
 def _tensors(model: nn.Module) -> list[torch.Tensor]:
     """The model's learned tensors as used in forward: parameters, and the packed weights of
     dynamically quantized Linear layers (which are not parameters)."""
-    tensors = [p.detach() for p in model.parameters()]
+    # torchao's int8 weights are tensor subclasses: counted as the values they stand for
+    tensors = [p.detach().dequantize() if type(p.data).__module__.startswith("torchao")
+               else p.detach() for p in model.parameters()]
     for mod in model.modules():
         if hasattr(mod, "_packed_params") and callable(getattr(mod, "weight", None)):
             w, b = mod.weight(), mod.bias()

@@ -94,6 +94,7 @@ PRUNERS = Registry("prune", PruneInfo)  # (...) -> Pruning
 DISTILLERS = Registry("distill", DistillInfo)  # (...) -> Distiller
 QUANTIZERS = Registry("quantize")  # (...) -> Quantizer
 BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend
+DEPLOYERS = Registry("deploy")  # (...) -> Format: how the model ships
 METRICS = Registry("metric")  # (...) -> Measure: extra figures of the cells that name it
 
 # suite key -> registry
@@ -101,7 +102,7 @@ BY_KEY: dict[str, Registry] = {
     "dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
     "regularization": REGULARIZERS, "preprocess": PREPROCESS, "augment": AUGMENT,
     "prune": PRUNERS, "distill": DISTILLERS, "quantize": QUANTIZERS, "backend": BACKENDS,
-    "loss": LOSSES, "metrics": METRICS,
+    "loss": LOSSES, "metrics": METRICS, "deploy": DEPLOYERS,
 }
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # Keys whose value is one technique spec, and keys whose value is a list of specs
 # (they combine). Their registries are in spec.registries.
 SINGLE_KEYS = ("dataset", "model", "optimizer", "schedule", "prune", "distill", "quantize",
-               "backend", "loss")
+               "backend", "loss", "deploy")
 LIST_KEYS = ("regularization", "preprocess", "augment", "metrics")
 CELL_KEYS = SINGLE_KEYS + LIST_KEYS + ("train",)
 REQUIRED_KEYS = ("dataset", "model")
@@ -20,7 +20,7 @@ REQUIRED_KEYS = ("dataset", "model")
 DEFAULTS = {"optimizer": {"name": "adam"}, "backend": {"name": "cpu"}, "train": {}, "loss": None}
 # keys added after results were first stored: a cell that does not use one leaves it out, so
 # its id (a hash of the resolved config) is what it was
-LATER_KEYS = ("metrics",)
+LATER_KEYS = ("metrics", "deploy")
 OFF = (None, "none", "off")  # how a suite switches an optional technique off
 
 

@@ -2,6 +2,7 @@
 
 from modelopt.techniques import (  # noqa: F401
     data,
+    deploy,
     distill,
     images,
     losses,

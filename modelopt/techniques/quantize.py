@@ -1,4 +1,6 @@
-"""Quantization (torch.ao dynamic int8) and weight clipping: each a Quantizer object."""
+"""Quantization (torchao: dynamic and weight-only int8 of Linear layers, static int8 of
+convolutions and Linear layers through PT2E; torch.ao as the fallback where torchao is
+absent, and for GRU layers) and weight clipping: each a Quantizer object."""
 
 from __future__ import annotations
 
@@ -11,26 +13,55 @@ import torch
 from torch import nn
 
 from modelopt.spec.registries import QUANTIZERS
-from modelopt.spec.registry import Positive
+from modelopt.spec.registry import Positive, PositiveInt
+from modelopt.techniques import program
 from modelopt.techniques.errors import TechniqueError
 
 Hook = Callable[[nn.Module], None]
+# (the trained model, training inputs: calibration, and the example export traces with)
+Convert = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
 
 
 @dataclass(frozen=True)
 class Quantizer:
     """What a quantize technique does: hooks after each optimizer step while training, and/or
     `convert`, which turns the trained model into the one that ships (a copy; the trained
-    model is left as it was) and says what it did."""
+    model is left as it was) and says what it did, from `calibration` training inputs."""
 
     after_step: list[Hook] = field(default_factory=list)
-    convert: Callable[[nn.Module], tuple[nn.Module, dict]] | None = None
+    convert: Convert | None = None
+    calibration: int = 2
+
+
+Layers = Literal["linear", "linear_gru"]
+
+
+@QUANTIZERS.register("int8_dynamic")
+def int8_dynamic(*, layers: Layers = "linear") -> Quantizer:
+    """Dynamic int8: int8 weights, activations quantized on the fly, in Linear layers
+    (torchao's quantize_; torch.ao's quantize_dynamic where torchao is absent, or for GRU
+    layers with layers: linear_gru). CPU only."""
+    return Quantizer(convert=lambda model, x: _dynamic(model, layers))
 
 
 @QUANTIZERS.register("dynamic_int8")
-def dynamic_int8(*, layers: Literal["linear", "linear_gru"] = "linear_gru") -> Quantizer:
-    """torch.ao dynamic quantization: int8 weights, activations quantized on the fly (CPU only)."""
-    return Quantizer(convert=lambda model: _dynamic_int8(model, layers))
+def dynamic_int8(*, layers: Layers = "linear_gru") -> Quantizer:
+    """The former name of int8_dynamic (its GRU layers quantized too, as before)."""
+    return Quantizer(convert=lambda model, x: _dynamic(model, layers))
+
+
+@QUANTIZERS.register("int8_weight_only")
+def int8_weight_only() -> Quantizer:
+    """int8 weights of Linear layers, computed in float (torchao's quantize_). CPU only."""
+    return Quantizer(convert=lambda model, x: _torchao(model, "int8_weight_only"))
+
+
+@QUANTIZERS.register("int8_static")
+def int8_static(*, calibration: PositiveInt = 512) -> Quantizer:
+    """Static int8 through PT2E: export, torchao's X86InductorQuantizer (convolutions and
+    Linear layers, per-channel weights), activation ranges observed on `calibration`
+    training inputs, convert. Ships the exported program. CPU only."""
+    return Quantizer(convert=_static, calibration=max(2, calibration))
 
 
 @QUANTIZERS.register("weight_clip")
@@ -43,13 +74,110 @@ def weight_clip(*, clip: Positive = 0.5) -> Quantizer:
     return Quantizer(after_step=[clamp])
 
 
-def _dynamic_int8(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
+def _float_copy(model: nn.Module) -> nn.Module:
+    # quantized kernels exist for the CPU only: the deployed copy is measured there
+    return copy.deepcopy(model).cpu().eval()
+
+
+def torchao_version() -> str | None:
+    try:
+        import torchao
+    except ImportError:
+        return None
+    return torchao.__version__
+
+
+def _dynamic(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
+    has_gru = any(isinstance(m, nn.GRU) for m in model.modules())
+    if (layers == "linear_gru" and has_gru) or torchao_version() is None:
+        return _torch_ao(model, layers)
+    return _torchao(model, "int8_dynamic")
+
+
+def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
+    found = [m for m in model.modules() if type(m) is nn.Linear]
+    if not found:
+        present = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
+        raise TechniqueError(
+            f"{name} quantizes Linear layers, and the model ({type(model).__name__}) has none"
+            f" (exact type, not subclasses): its layers are {', '.join(present)}. Use"
+            " int8_static for convolutions")
+    return found
+
+
+def _torchao(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
+    """torchao's quantize_ on every Linear layer of a float copy."""
+    try:
+        from torchao.quantization import (
+            Int8DynamicActivationInt8WeightConfig,
+            Int8Tensor,
+            Int8WeightOnlyConfig,
+            quantize_,
+        )
+    except ImportError:
+        raise TechniqueError(f"{name} needs torchao (pip install torchao)") from None
+    fp32 = _float_copy(model)
+    linears = _linears(fp32, name)
+    config = (Int8DynamicActivationInt8WeightConfig if name == "int8_dynamic"
+              else Int8WeightOnlyConfig)(set_inductor_config=False)  # no global side effects
+    quantize_(fp32, config)
+    for m in fp32.modules():
+        # torchao sets extra_repr to a functools.partial, which cannot be pickled
+        m.__dict__.pop("extra_repr", None)
+    n = sum(isinstance(m.weight, Int8Tensor) for m in linears)
+    if n < len(linears):
+        raise TechniqueError(f"{name} quantized {n} of the model's {len(linears)} Linear layers")
+    return fp32, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao"}
+
+
+def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
+    """PT2E: export, prepare with the x86 quantizer, calibrate, convert; the unused float
+    weights dropped; shipped as the exported program (techniques/program.py)."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError:
+        raise TechniqueError("int8_static needs torchao (pip install torchao)") from None
+    fp32 = _float_copy(model)
+    try:
+        traced = program.export(fp32, x).module()
+    except Exception as exc:  # noqa: BLE001 - the reason is torch.export's
+        raise TechniqueError(f"int8_static: torch.export cannot trace the model: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+    quantizer = xiq.X86InductorQuantizer().set_global(
+        xiq.get_default_x86_inductor_quantization_config())
+    prepared = prepare_pt2e(traced, quantizer)
+    with torch.no_grad():
+        for i in range(0, len(x), 64):
+            prepared(x[i:i + 64])
+    converted = program.strip_unused(convert_pt2e(prepared))
+    layers = sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in fp32.modules())
+    n = _int8_layers(converted)
+    if n == 0:
+        raise TechniqueError(f"int8_static quantized none of the model's {layers} Linear /"
+                             " convolution layers")
+    shipped = program.Program(program.export(converted, x))
+    return shipped, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao pt2e",
+                     "calibration_samples": len(x), "artifact_bytes": shipped.saved_bytes}
+
+
+def _int8_layers(gm: torch.fx.GraphModule) -> int:
+    """Convolutions and linear layers of the graph whose weight is an int8 tensor's
+    dequantization."""
+    aten = torch.ops.aten
+    layers = {aten.conv1d.default, aten.conv2d.default, aten.linear.default}
+    return sum(1 for n in gm.graph.nodes
+               if n.op == "call_function" and n.target in layers and len(n.args) > 1
+               and isinstance(n.args[1], torch.fx.Node) and "dequantize" in str(n.args[1].target))
+
+
+def _torch_ao(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
+    """torch.ao's quantize_dynamic (deprecated; kept where torchao is absent, and for GRU)."""
     from torch.ao.nn.quantized import dynamic as nnqd
     from torch.ao.quantization import quantize_dynamic
 
     types = {nn.Linear} | ({nn.GRU} if layers == "linear_gru" else set())
-    # quantized kernels exist for the CPU only: the deployed copy is measured there
-    fp32 = copy.deepcopy(model).cpu().eval()
+    fp32 = _float_copy(model)
     with warnings.catch_warnings():
         # torch 2.14 warns once per layer that quantized tensors are deprecated (the README
         # says so once); the warning would flood a suite's progress output
@@ -63,15 +191,15 @@ def _dynamic_int8(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
         had = sum(type(m) is float_type for m in fp32.modules())
         got = sum(isinstance(m, int8_type) for m in q.modules())
         if float_type in types and got < had:
-            raise TechniqueError(f"dynamic_int8 quantized {got} of the model's {had} "
+            raise TechniqueError(f"int8_dynamic quantized {got} of the model's {had} "
                                  f"{float_type.__name__} layers")
     if n == 0:
         asked = " and ".join(t.__name__ for t in sorted(types, key=lambda t: t.__name__))
         present = sorted({type(m).__name__ for m in model.modules() if not list(m.children())})
         raise TechniqueError(
-            f"dynamic_int8 (layers: {layers}) quantizes {asked} layers, and the model"
+            f"int8_dynamic (layers: {layers}) quantizes {asked} layers, and the model"
             f" ({type(model).__name__}) has none (quantize_dynamic matches exact types, not"
             f" subclasses): its layers are {', '.join(present)}. Dynamic int8 has no Conv"
             " kernels; use a model with Linear layers or no quantize")
-    return q, {"quantized": True, "quantized_layers": n,
+    return q, {"quantized": True, "quantized_layers": n, "quantized_with": "torch.ao",
                "quantized_engine": torch.backends.quantized.engine}

@@ -1,0 +1,125 @@
+"""How a cell's model ships (`deploy:`): eager, torch.compile (inductor), or torch.export
+compiled ahead of time by AOTInductor into a .pt2 package. Each turns the model the cell
+would ship (trained, pruned or quantized) into the artifact whose outputs, size and latency
+are measured. A compiled function or a loaded package cannot be pickled, so each wrapper
+pickles as what it is made again from, in the timing process."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from modelopt.spec.registries import DEPLOYERS
+from modelopt.techniques import program
+from modelopt.techniques.errors import TechniqueError
+
+Ship = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
+
+
+@dataclass(frozen=True)
+class Format:
+    """`ship(model, batch)`: the artifact and what making it took (None: the model as is)."""
+
+    ship: Ship | None = None
+
+
+@DEPLOYERS.register("eager")
+def eager() -> Format:
+    """The module as trained, called from Python (the default)."""
+    return Format()
+
+
+@DEPLOYERS.register("compile")
+def compile_(*, mode: Literal["default", "reduce-overhead", "max-autotune"] = "default",
+             dynamic: bool | None = None) -> Format:
+    """torch.compile with inductor, as a user calls it (`dynamic: null` is torch's default:
+    specialise, then generalise on a second shape). Compile time is recorded apart."""
+    return Format(lambda model, x: _warm(Compiled(model, mode, dynamic), x))
+
+
+@DEPLOYERS.register("export")
+def export_() -> Format:
+    """torch.export with a free batch dimension, compiled by AOTInductor into a .pt2 package
+    (aoti_compile_and_package) and run from it (aoti_load_package)."""
+    return Format(_package)
+
+
+class Compiled(nn.Module):
+    """`torch.compile(source)`, compiled on first call in whichever process calls it."""
+
+    def __init__(self, source: nn.Module, mode: str, dynamic: bool | None):
+        super().__init__()
+        self.source, self.mode, self.dynamic = source, mode, dynamic
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = self.__dict__.get("_fn")
+        if fn is None:  # outside the module tree: not a submodule, not pickled
+            fn = torch.compile(self.source, mode=self.mode, dynamic=self.dynamic)
+            self.__dict__["_fn"] = fn
+        return fn(x)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_fn"}
+
+
+class Packaged(nn.Module):
+    """An AOTInductor package, loaded on first call from its bytes."""
+
+    def __init__(self, blob: bytes):
+        super().__init__()
+        self.blob = blob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        runner = self.__dict__.get("_runner")
+        if runner is None:
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "model.pt2")
+                with open(path, "wb") as f:
+                    f.write(self.blob)
+                runner = torch._inductor.aoti_load_package(path)
+            self.__dict__["_runner"] = runner
+        return runner(x)
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_runner"}
+
+    @property
+    def saved_bytes(self) -> int:
+        return len(self.blob)
+
+
+def _warm(compiled: Compiled, x: torch.Tensor) -> tuple[nn.Module, dict]:
+    """Compile for batch 1 and the batch size (the shapes timed), timing the compilation."""
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            compiled(x[:1])
+            compiled(x)
+    except Exception as exc:  # noqa: BLE001 - the reason is the compiler's
+        raise TechniqueError(f"deploy: compile failed: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return compiled, {"compile_seconds": time.perf_counter() - t0}
+
+
+def _package(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
+    import torch._inductor
+
+    t0 = time.perf_counter()
+    try:
+        exported = program.export(model.eval(), x)
+        with tempfile.TemporaryDirectory() as d:
+            path = torch._inductor.aoti_compile_and_package(
+                exported, package_path=os.path.join(d, "model.pt2"))
+            with open(path, "rb") as f:
+                blob = f.read()
+    except Exception as exc:  # noqa: BLE001 - the reason is torch.export's or the compiler's
+        raise TechniqueError(f"deploy: export failed: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    return Packaged(blob), {"compile_seconds": time.perf_counter() - t0,
+                            "artifact_bytes": len(blob)}

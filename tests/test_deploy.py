@@ -1,0 +1,76 @@
+"""Deploy formats: eager, torch.compile, torch.export + AOTInductor (techniques/deploy.py)."""
+
+import pytest
+import torch
+
+from modelopt.run import timing
+from modelopt.run.cell import check_outputs, run_cell
+from modelopt.spec.schema import SuiteError
+from modelopt.spec.suite import parse
+from modelopt.techniques import deploy
+from modelopt.techniques.data import DATASETS, split_validation
+from modelopt.techniques.errors import TechniqueError
+
+SUITE = """
+name: ship
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 300, n_features: 12, n_classes: 4}
+  model: {name: mlp, hidden: 32}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 20, batch_size: 32, eval_every: 20}
+  deploy: DEPLOY
+matrix:
+  model: [{name: mlp, hidden: 32}]
+"""
+
+
+def cell(fmt):
+    return parse(SUITE.replace("DEPLOY", fmt)).cells[0].config
+
+
+def timed_again(out, tmp_path):
+    """What the timing process gets: the artifact pickled, loaded and called."""
+    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch)
+    saved = timing._load(str(next(tmp_path.glob("*.pt"))))
+    with torch.inference_mode():
+        return saved["model"], saved["model"](saved["batch"])
+
+
+@pytest.mark.parametrize("fmt, kind", [("compile", deploy.Compiled),
+                                       ("export", deploy.Packaged)])
+def test_a_deployed_artifact_is_measured_checked_and_timed(fmt, kind, tmp_path):
+    eager = run_cell(cell("eager"), 0)
+    out = run_cell(cell(fmt), 0)
+    m = out.metrics
+    assert isinstance(out.models["model"], kind)
+    assert m["compile_seconds"] > 0 and m["deploy_agreement"] == 1.0
+    assert m["deploy_max_abs_diff"] < 1e-4
+    # trained alike; the artifact's test figures are its own, and equal the eager model's
+    assert m["accuracy"] == eager.metrics["accuracy"]
+    assert m["params"] == eager.metrics["params"] and m["size_bytes"] == eager.metrics["size_bytes"]
+    if fmt == "export":
+        assert m["artifact_bytes"] > 0
+    model, y = timed_again(out, tmp_path)
+    assert isinstance(model, kind) and y.shape == (len(out.batch), 4)
+    with torch.inference_mode():
+        assert torch.allclose(y, eager.models["model"](out.batch), atol=1e-4)
+
+
+def test_an_artifact_that_computes_something_else_fails_the_cell():
+    data = split_validation(DATASETS.build("synthetic", 0, n_samples=200, n_features=12,
+                                           n_classes=4), 0.1, 0)
+    model = torch.nn.Linear(12, 4)
+    with torch.no_grad():
+        reference = model(data.x_test)
+    from modelopt.run import backends
+    wrong = torch.nn.Linear(12, 4)
+    with pytest.raises(TechniqueError, match=r"deploy: compile: the artifact's test outputs "
+                                             r"differ.*classes agree on"):
+        check_outputs(wrong, reference, data, backends.CPU,
+                      {"deploy": {"name": "compile"}, "train": {"eval_batch_size": 64}})
+
+
+def test_an_unknown_deploy_format_names_the_key():
+    with pytest.raises(SuiteError, match=r"deploy.*'jit'.*compile.*eager.*export"):
+        cell("jit")

@@ -1,0 +1,131 @@
+"""int8 with torchao (dynamic, weight-only, static PT2E) and the torch.ao fallback."""
+
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from modelopt.run import timing
+from modelopt.run.measure import count_params, size_bytes
+from modelopt.techniques import quantize
+from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.models import build
+from modelopt.techniques.program import Program
+
+torchao = pytest.importorskip("torchao")
+
+
+def convert(name, model, x=None, **params):
+    q = quantize.QUANTIZERS.build(name, **params)
+    return q.convert(model, x if x is not None else torch.randn(q.calibration, 12))
+
+
+def roundtrip(model):
+    """What the timing stage does: the whole module saved, then loaded in another process."""
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=False)
+
+
+@pytest.mark.parametrize("name", ["int8_dynamic", "int8_weight_only"])
+def test_torchao_int8_of_linear_layers_is_a_quarter_the_size(name):
+    torch.manual_seed(0)
+    m = build({"name": "mlp", "hidden": 256}, (12,), 4).eval()  # big enough that weights dominate
+    q, info = convert(name, m)
+    assert info["quantized_with"] == "torchao" and info["quantized_layers"] == 3
+    assert size_bytes(q) < 0.35 * size_bytes(m)
+    assert count_params(q)[0] == count_params(m)[0]
+    x = torch.randn(64, 12)
+    with torch.inference_mode():
+        assert (q(x).argmax(1) == m(x).argmax(1)).float().mean() >= 0.9
+        assert torch.equal(roundtrip(q)(x), q(x))
+
+
+def test_the_old_name_and_gru_layers_keep_torch_ao():
+    torch.manual_seed(0)
+    gru = build({"name": "gru", "hidden": 16}, (1, 40), 10).eval()
+    q, info = convert("dynamic_int8", gru, torch.randn(2, 1, 40))
+    assert info["quantized_with"] == "torch.ao" and info["quantized_layers"] == 2
+    q, info = convert("int8_dynamic", build({"name": "mlp", "hidden": 8}, (12,), 4))
+    assert info["quantized_with"] == "torchao"
+
+
+def test_without_torchao_dynamic_int8_falls_back_to_torch_ao(monkeypatch):
+    monkeypatch.setattr(quantize, "torchao_version", lambda: None)
+    _, info = convert("int8_dynamic", build({"name": "mlp", "hidden": 8}, (12,), 4))
+    assert info["quantized_with"] == "torch.ao"
+
+
+def test_dynamic_int8_of_a_model_without_linear_layers_fails():
+    convs = nn.Sequential(nn.Conv1d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool1d(1), nn.Flatten())
+    with pytest.raises(TechniqueError, match=r"int8_dynamic quantizes Linear layers, and the model"
+                                             r" \(Sequential\) has none.*Conv1d.*int8_static"):
+        convert("int8_dynamic", convs)
+
+
+def cnn64():
+    torch.manual_seed(0)
+    return build({"name": "cnn", "channels": 64}, (1, 40), 10).eval()
+
+
+def test_static_int8_quantizes_the_convolutions_and_ships_a_program():
+    m = cnn64()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 1, 40, generator=g)
+    q, info = convert("int8_static", m, x)
+    assert isinstance(q, Program)
+    assert info["quantized_with"] == "torchao pt2e" and info["calibration_samples"] == 256
+    assert info["quantized_layers"] == 4  # three Conv1d and the Linear head
+    # int8 weights: the tensors a third of the float ones' bytes, the program's graph beside
+    assert size_bytes(q) <= 0.35 * size_bytes(m)
+    assert info["artifact_bytes"] == q.saved_bytes > size_bytes(q)
+    test = torch.randn(64, 1, 40, generator=g)
+    with torch.no_grad():
+        out, ref = q(test), m(test)
+        assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+        assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+        assert q(test[:1]).shape == (1, 10)  # any batch size
+        assert torch.equal(roundtrip(q)(test), out)
+
+
+def test_a_model_export_cannot_trace_is_refused_with_the_reason():
+    class Branchy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(12, 4)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    with pytest.raises(TechniqueError, match=r"int8_static: torch.export cannot trace"):
+        convert("int8_static", Branchy(), torch.randn(8, 12))
+
+
+def test_a_static_int8_cell_is_measured_and_timed_on_its_program(tmp_path):
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import parse
+
+    cfg = parse("""
+name: int8
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 40, n_classes: 4}
+  model: {name: cnn, channels: 32}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 40, batch_size: 32, eval_every: 40}
+  quantize: {name: int8_static, calibration: 128}
+matrix:
+  model: [{name: cnn, channels: 32}]
+""").cells[0].config
+    out = run_cell(cfg, 0)
+    m = out.metrics
+    assert m["quantized_with"] == "torchao pt2e" and m["calibration_samples"] == 128
+    assert 0 < m["accuracy"] <= 1 and m["params"] > 0 and m["artifact_bytes"] > m["size_bytes"]
+    assert out.env["torchao"] == torchao.__version__
+    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch)
+    saved = timing._load(str(next(tmp_path.glob("*.pt"))))
+    assert isinstance(saved["model"], Program)
+    with torch.inference_mode():
+        assert saved["model"](saved["batch"]).shape == (len(saved["batch"]), 4)
