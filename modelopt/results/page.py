@@ -69,6 +69,18 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     for task in tasks:  # a regression and a classification cell are never ranked together
         lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
                                 f" ({task} cells)" if len(tasks) > 1 else "")
+    lines += _comparisons(d, agg, primary)
+    fails = failures(agg)
+    if fails:
+        lines += ["## Cells that did not finish ok", "", fails, ""]
+    for title, path in plots:
+        lines += [f"## {title}", "", f"![{title}]({path})", ""]
+    return "\n".join(lines)
+
+
+def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
+    """The sections of the tables that apply: distillation, deploy formats, folds."""
+    lines = []
     kd = distill_table(agg)
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
@@ -82,12 +94,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     cv = cv_table(d, agg, primary)
     if cv:
         lines += ["## Cross-validation", "", cv, ""]
-    fails = failures(agg)
-    if fails:
-        lines += ["## Cells that did not finish ok", "", fails, ""]
-    for title, path in plots:
-        lines += [f"## {title}", "", f"![{title}]({path})", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def index_page(suites: list[tuple[str, str, int]]) -> str:

@@ -23,6 +23,11 @@ class Program(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.program(x)
 
+    def train(self, mode: bool = True) -> "Program":
+        # the program was traced in eval mode and cannot switch (an exported module raises)
+        self.training = mode
+        return self
+
     def __reduce__(self):
         return (load, (self.blob,))
 
