@@ -79,7 +79,8 @@ def cmd_run(args) -> int:
                                  force=args.force, shard=args.shard, fail_fast=args.fail_fast,
                                  on_record=progress.record, on_plan=progress.plan,
                                  executor=args.executor, ray_address=args.ray_address,
-                                 on_timing=progress.timing, timing_processes=args.timing_processes)
+                                 on_timing=progress.timing, timing_processes=args.timing_processes,
+                                 train_once=not args.train_each)
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
     except TimingError as exc:  # the cells' results are kept; `modelopt time` retries
@@ -308,6 +309,9 @@ def _add_run(sub) -> None:
                    "default: start a local one")
     r.add_argument("--timing-processes", type=_replicates, default=None,
                    help="fresh processes of the timing stage, at least 3 (default 3)")
+    r.add_argument("--train-each", action="store_true",
+                   help="every cell trains its own network, even where cells share their "
+                        "training (default: trained once, reused; README, train once)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--dry-run", action="store_true",
                    help="show the plan (as `modelopt plan`) and run nothing")

@@ -59,8 +59,9 @@ def shard_of(cell_id: str, n: int) -> int:
 
 
 def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
-              done: set | None = None) -> list[Job]:
-    shared = dense.shared_keys(suite.runs())  # of the whole suite: a resumed run finds them
+              done: set | None = None, train_once: bool = True) -> list[Job]:
+    # of the whole suite, not what is left: a resumed run finds what the first one saved
+    shared = dense.shared_keys(suite.runs()) if train_once else set()
     return [job(cell, seed, jobs, shared) for cell, seed in suite.runs()
             if not (shard and shard_of(cell.cell_id, shard[1]) != shard[0])
             and not (done and (cell.cell_id, seed) in done)]
@@ -98,13 +99,14 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         on_record: Callable[[Record], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
         ray_address: str | None = None, timing_processes: int | None = None,
-        on_timing: Callable[[int, int], None] | None = None) -> Summary:
+        on_timing: Callable[[int, int], None] | None = None, train_once: bool = True) -> Summary:
     """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result;
-    then time every ok cell's saved models side by side (timing.run_stage)."""
+    then time every ok cell's saved models side by side (timing.run_stage). `train_once`:
+    cells that share their training share one trained network (dense.py)."""
     out = Path(out_dir)
     jobs = jobs or default_jobs()
     done = prepare(out, suite, resume, force)
-    todo = plan_jobs(suite, jobs, shard, done)
+    todo = plan_jobs(suite, jobs, shard, done, train_once)
     if on_plan:
         on_plan(len(todo), len(done))
     sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address)
