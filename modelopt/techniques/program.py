@@ -4,7 +4,9 @@ saved bytes (torch.export.save) and is loaded again from them in the timing proc
 
 from __future__ import annotations
 
+import importlib
 import io
+import logging
 
 import torch
 from torch import nn
@@ -67,6 +69,18 @@ def strip_unused(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def _register_ops() -> None:
     """A quantized program calls torchao's operators: they must exist before it loads."""
     try:
-        import torchao.quantization.pt2e  # noqa: F401
+        import_quietly("torchao.quantization.pt2e")
     except ImportError:
         pass
+
+
+def import_quietly(module: str):
+    """Import a torchao module. torchao 0.18 logs a deprecation of torch's pytree API on its
+    first import, once per process: not the user's concern, and noise in a suite's output."""
+    log = logging.getLogger("torch.utils._pytree")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return importlib.import_module(module)
+    finally:
+        log.setLevel(level)

@@ -53,7 +53,7 @@ def dynamic_int8(*, layers: Layers = "linear_gru") -> Quantizer:
 @QUANTIZERS.register("int8_weight_only")
 def int8_weight_only() -> Quantizer:
     """int8 weights of Linear layers, computed in float (torchao's quantize_). CPU only."""
-    return Quantizer(convert=lambda model, x: _torchao(model, "int8_weight_only"))
+    return Quantizer(convert=lambda model, x: _quantize_(model, "int8_weight_only"))
 
 
 @QUANTIZERS.register("int8_static")
@@ -80,18 +80,27 @@ def _float_copy(model: nn.Module) -> nn.Module:
 
 
 def torchao_version() -> str | None:
+    """torchao's installed version, without importing it (records carry it)."""
+    from importlib import metadata
+
     try:
-        import torchao
-    except ImportError:
+        return metadata.version("torchao")
+    except metadata.PackageNotFoundError:
         return None
-    return torchao.__version__
+
+
+def _torchao(module: str, technique: str):
+    try:
+        return program.import_quietly(module)
+    except ImportError:
+        raise TechniqueError(f"{technique} needs torchao (pip install 'modelopt[quant]')") from None
 
 
 def _dynamic(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
     has_gru = any(isinstance(m, nn.GRU) for m in model.modules())
     if (layers == "linear_gru" and has_gru) or torchao_version() is None:
         return _torch_ao(model, layers)
-    return _torchao(model, "int8_dynamic")
+    return _quantize_(model, "int8_dynamic")
 
 
 def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
@@ -105,26 +114,18 @@ def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
     return found
 
 
-def _torchao(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
+def _quantize_(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
     """torchao's quantize_ on every Linear layer of a float copy."""
-    try:
-        from torchao.quantization import (
-            Int8DynamicActivationInt8WeightConfig,
-            Int8Tensor,
-            Int8WeightOnlyConfig,
-            quantize_,
-        )
-    except ImportError:
-        raise TechniqueError(f"{name} needs torchao (pip install torchao)") from None
+    tq = _torchao("torchao.quantization", name)
     fp32 = _float_copy(model)
     linears = _linears(fp32, name)
-    config = (Int8DynamicActivationInt8WeightConfig if name == "int8_dynamic"
-              else Int8WeightOnlyConfig)(set_inductor_config=False)  # no global side effects
-    quantize_(fp32, config)
+    config = (tq.Int8DynamicActivationInt8WeightConfig if name == "int8_dynamic"
+              else tq.Int8WeightOnlyConfig)(set_inductor_config=False)  # no global side effects
+    tq.quantize_(fp32, config)
     for m in fp32.modules():
         # torchao sets extra_repr to a functools.partial, which cannot be pickled
         m.__dict__.pop("extra_repr", None)
-    n = sum(isinstance(m.weight, Int8Tensor) for m in linears)
+    n = sum(isinstance(m.weight, tq.Int8Tensor) for m in linears)
     if n < len(linears):
         raise TechniqueError(f"{name} quantized {n} of the model's {len(linears)} Linear layers")
     return fp32, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao"}
@@ -133,11 +134,8 @@ def _torchao(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
 def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     """PT2E: export, prepare with the x86 quantizer, calibrate, convert; the unused float
     weights dropped; shipped as the exported program (techniques/program.py)."""
-    try:
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    except ImportError:
-        raise TechniqueError("int8_static needs torchao (pip install torchao)") from None
+    xiq = _torchao("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "int8_static")
+    pt2e = _torchao("torchao.quantization.pt2e.quantize_pt2e", "int8_static")
     fp32 = _float_copy(model)
     try:
         traced = program.export(fp32, x).module()
@@ -146,11 +144,11 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     quantizer = xiq.X86InductorQuantizer().set_global(
         xiq.get_default_x86_inductor_quantization_config())
-    prepared = prepare_pt2e(traced, quantizer)
+    prepared = pt2e.prepare_pt2e(traced, quantizer)
     with torch.no_grad():
         for i in range(0, len(x), 64):
             prepared(x[i:i + 64])
-    converted = program.strip_unused(convert_pt2e(prepared))
+    converted = program.strip_unused(pt2e.convert_pt2e(prepared))
     layers = sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in fp32.modules())
     n = _int8_layers(converted)
     if n == 0:
