@@ -129,3 +129,11 @@ matrix:
     assert isinstance(saved["model"], Program)
     with torch.inference_mode():
         assert saved["model"](saved["batch"]).shape == (len(saved["batch"]), 4)
+
+
+def test_static_int8_of_mobilenet_quantizes_its_convolutions():
+    torch.manual_seed(0)
+    m = build({"name": "mobilenet_v3_small"}, (1, 16, 16), 10).eval()
+    x = torch.randn(16, 1, 16, 16)
+    q, info = convert("int8_static", m, x)
+    assert info["quantized_layers"] > 40 and size_bytes(q) < 0.35 * size_bytes(m)

@@ -144,7 +144,11 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
                              f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     quantizer = xiq.X86InductorQuantizer().set_global(
         xiq.get_default_x86_inductor_quantization_config())
-    prepared = pt2e.prepare_pt2e(traced, quantizer)
+    try:
+        prepared = pt2e.prepare_pt2e(traced, quantizer)
+    except Exception as exc:  # noqa: BLE001 - torchao's reason, named
+        raise TechniqueError(f"int8_static: torchao's X86InductorQuantizer cannot annotate the"
+                             f" model: {type(exc).__name__}: {exc}") from None
     with torch.no_grad():
         for i in range(0, len(x), 64):
             prepared(x[i:i + 64])
