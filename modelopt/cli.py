@@ -35,6 +35,22 @@ def _replicates(text: str) -> int:
     return n
 
 
+def _execute(suite, out: Path, launched, args, progress):
+    """The run itself: this process's share of a torchrun launch, or the whole suite."""
+    from modelopt.run import launch, runner
+
+    if launched:
+        return launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
+                          resume=not args.no_resume, force=args.force, fail_fast=args.fail_fast,
+                          on_record=progress.record, on_plan=progress.plan,
+                          timing_processes=args.timing_processes)
+    return runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume, force=args.force,
+                      shard=args.shard, fail_fast=args.fail_fast, on_record=progress.record,
+                      on_plan=progress.plan, executor=args.executor,
+                      ray_address=args.ray_address, on_timing=progress.timing,
+                      timing_processes=args.timing_processes, train_once=not args.train_each)
+
+
 def cmd_run(args) -> int:
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
@@ -67,20 +83,9 @@ def cmd_run(args) -> int:
     progress = Progress(suite.name, out, args.quiet)
     sigterm_as_interrupt()  # SIGTERM ends the run as Ctrl-C does: cells ended, results kept
     try:
-        if launched:
-            summary = launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
-                                 resume=not args.no_resume, force=args.force,
-                                 fail_fast=args.fail_fast, on_record=progress.record,
-                                 on_plan=progress.plan, timing_processes=args.timing_processes)
-            if launched.rank != 0:
-                return 130 if summary.interrupted else 0
-        else:
-            summary = runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume,
-                                 force=args.force, shard=args.shard, fail_fast=args.fail_fast,
-                                 on_record=progress.record, on_plan=progress.plan,
-                                 executor=args.executor, ray_address=args.ray_address,
-                                 on_timing=progress.timing, timing_processes=args.timing_processes,
-                                 train_once=not args.train_each)
+        summary = _execute(suite, out, launched, args, progress)
+        if launched and launched.rank != 0:
+            return 130 if summary.interrupted else 0
     except (runner.ResumeError, launch.LaunchError) as exc:
         return _err(str(exc))
     except TimingError as exc:  # the cells' results are kept; `modelopt time` retries
