@@ -41,7 +41,8 @@ def save(path: str | Path, model, example, batch, plugins: dict | None = None) -
     if plugins:
         _plugins_file(path).write_text(json.dumps(plugins))
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    device = str(next(iter(model.parameters()), torch.zeros(0)).device)
+    device = getattr(model, "artifact_device", None) or str(
+        next(iter(model.parameters()), torch.zeros(0)).device)
     torch.save({"model": model, "example": example.cpu(), "batch": batch.cpu(),
                 "device": device}, tmp)
     tmp.replace(path)

@@ -71,9 +71,10 @@ class Compiled(nn.Module):
 class Packaged(nn.Module):
     """An AOTInductor package, loaded on first call from its bytes."""
 
-    def __init__(self, blob: bytes):
+    def __init__(self, blob: bytes, device: str):
         super().__init__()
         self.blob = blob
+        self.artifact_device = device  # compiled for it; a package has no parameters to say so
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         runner = self.__dict__.get("_runner")
@@ -121,5 +122,5 @@ def _package(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     except Exception as exc:  # noqa: BLE001 - the reason is torch.export's or the compiler's
         raise TechniqueError(f"deploy: export failed: {type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    return Packaged(blob), {"compile_seconds": time.perf_counter() - t0,
+    return Packaged(blob, str(x.device)), {"compile_seconds": time.perf_counter() - t0,
                             "artifact_bytes": len(blob)}
