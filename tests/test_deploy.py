@@ -74,3 +74,14 @@ def test_an_artifact_that_computes_something_else_fails_the_cell():
 def test_an_unknown_deploy_format_names_the_key():
     with pytest.raises(SuiteError, match=r"deploy.*'jit'.*compile.*eager.*export"):
         cell("jit")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("fmt", ["compile", "export"])
+def test_a_cuda_cell_ships_its_artifact_on_the_gpu(fmt, tmp_path):
+    config = cell(fmt)
+    config["backend"] = {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
+    out = run_cell(config, 0)
+    assert out.metrics["deploy_agreement"] >= 0.99
+    model, y = timed_again(out, tmp_path)
+    assert y.device.type == "cuda"
