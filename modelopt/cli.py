@@ -291,7 +291,8 @@ def cmd_images(args) -> int:
 
     n = write_digits(args.dest, args.size)
     print(f"wrote {n} images to {args.dest}/<digit>/ ({args.size}x{args.size} PNG); use it as "
-          f"`dataset: {{name: imagefolder, root: {args.dest}}}`", file=sys.stderr)
+          f"`dataset: {{name: imagefolder, root: {args.dest}, channels: 1, "
+          f"image_size: {args.size}}}`", file=sys.stderr)
     return 0
 
 

@@ -85,3 +85,19 @@ def test_a_cuda_cell_ships_its_artifact_on_the_gpu(fmt, tmp_path):
     assert out.metrics["deploy_agreement"] >= 0.99
     model, y = timed_again(out, tmp_path)
     assert y.device.type == "cuda"
+
+
+def test_naming_eager_is_leaving_deploy_out():
+    plain = parse(SUITE.replace("  deploy: DEPLOY\n", "")).cells[0]
+    eager = parse(SUITE.replace("DEPLOY", "eager")).cells[0]
+    assert plain.cell_id == eager.cell_id and "deploy" not in eager.config
+
+
+def test_a_pruned_cell_ships_and_checks_its_slimmed_model_in_the_format():
+    config = cell("compile")
+    config["prune"] = {"name": "l1_structured", "amount": 0.5, "finetune_steps": 5,
+                       "rounds": 1}
+    out = run_cell(config, 0)
+    m = out.metrics
+    assert isinstance(out.models["slimmed"], deploy.Compiled)
+    assert m["slimmed_compile_seconds"] > 0 and m["slimmed_deploy_agreement"] == 1.0

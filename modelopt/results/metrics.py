@@ -96,6 +96,10 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("compile_seconds", "compile s", "f1", False, unit="s", timing=True),
     _m("deploy_max_abs_diff", "deployed vs model max |Δ|", "g3", False),
     _m("deploy_agreement", "deployed classes agree", "pct", True),
+    _m("slimmed_compile_seconds", "slimmed compile s", "f1", False, unit="s", timing=True),
+    _m("slimmed_artifact_bytes", "slimmed artifact B", "si", False, "exact", unit="bytes"),
+    _m("slimmed_deploy_max_abs_diff", "deployed slimmed vs slimmed max |Δ|", "g3", False),
+    _m("slimmed_deploy_agreement", "deployed slimmed classes agree", "pct", True),
     # ---- data
     _m("train_samples", "train samples", "int"),
     _m("duplicates_dropped", "duplicates dropped", "int"),

@@ -10,7 +10,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from modelopt.results import metrics as M
-from modelopt.spec.schema import CELL_KEYS
+from modelopt.spec.schema import CELL_KEYS, IMPLIED
 
 
 def _title(m: str) -> str:
@@ -82,7 +82,8 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
                 for k in {k for s in group for k in s if k != "name"}:
                     if len({str(s.get(k)) for s in group}) > 1:
                         differing.add(k)
-            labels = [_spec_label(v, differing) for v in values]
+            labels = [_spec_label(v, differing) if v is not None else IMPLIED.get(key, "none")
+                      for v in values]
         if len(set(labels)) > 1:
             cols[key] = labels
     if not cols:
@@ -167,7 +168,8 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
     if spec:
         keys, how = set(spec), "the suite's `baseline:`"
         cands = [r for _, r in ok.iterrows()
-                 if all(_matches_spec(r["cell"].get(k), v) for k, v in spec.items())]
+                 if all(_matches_spec(r["cell"].get(k), None if v in (IMPLIED.get(k), {
+                     "name": IMPLIED.get(k)}) else v) for k, v in spec.items())]
     else:
         keys = set(COMPRESSION_KEYS)
         how = "the suite names no `baseline:`, so the uncompressed cell"

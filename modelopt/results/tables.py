@@ -151,7 +151,8 @@ def deploy_table(agg: pd.DataFrame) -> str:
         timed = sorted((lat[0], k) for (k, g), (lat, _) in latency.items()
                        if g == f and lat[0] is not None and pd.notna(lat[0]))
         ranks.update({(k, f): i + 1 for i, (_, k) in enumerate(timed)})
-    compiled = {f for (_, f), (_, r) in latency.items() if pd.notna(r.get("compile_seconds"))}
+    compiled = {f for (_, f), (_, r) in latency.items()
+                if pd.notna(shipped_figure(r, "compile_seconds")[0])}
     rows = []
     for k in dict.fromkeys(k for k, _ in latency):
         row = list(k)
@@ -161,10 +162,10 @@ def deploy_table(agg: pd.DataFrame) -> str:
             row += ["–"] * width if r is None else [
                 fmt(mean, std, "g3"), ranks.get((k, f), "–"),
                 fmt(r.get("accuracy"), r.get("accuracy_std"), "pct"),
-                fmt(r.get("compile_seconds"), r.get("compile_seconds_std"), "f1")][:width]
+                fmt(*shipped_figure(r, "compile_seconds"), "f1")][:width]
         rows.append(row)
     headers = [c[5:] for c in labels] + [h for f in formats for h in (
-        f"{f} batch ms", f"{f} rank", f"{f} accuracy %", f"{f} compile s")[:4 if f in compiled
+        f"{f} batch ms", f"{f} rank", f"{f} accuracy %", f"seconds to {f}")[:4 if f in compiled
                                                                            else 3]]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 

@@ -117,11 +117,7 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     probe_after = probe()
     with phase("measure"):
         deployed = deploy(config, trained)
-        if compressed.pruned is not None and compressed.pruned.slimmed is not None:
-            # what structured pruning ships, in the cell's format too (checked against the
-            # masked model already)
-            compressed.pruned.slimmed = ship(config, compressed.pruned.slimmed,
-                                             out_batch(data, config), {})
+        _ship_slimmed(config, compressed, data)
         counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
         extra_figures = measured(deployed, trained, backend, config)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
@@ -130,11 +126,11 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         # the machine's speed beside the training's, in the same process and minute: compare
         # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
         memory["machine_probe_ms"] = (probe_before + probe_after) / 2
+    memory["dense_reused"] = reused is not None
     if reused is not None:  # the training's own figures, from the cell that trained
         memory["peak_rss_mb"] = max(memory["peak_rss_mb"], reused["peak_rss_mb"])
         if reused["machine_probe_ms"] is not None:
             memory["machine_probe_ms"] = reused["machine_probe_ms"]
-        memory["dense_reused"] = True
     out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
@@ -167,18 +163,38 @@ def deploy(config: dict, trained: Trained) -> Deployed:
     figure, loss included."""
     spec = config.get("quantize")
     quantizer = QUANTIZERS.build_spec(spec) if spec else None
-    model, info, on = trained.net, {}, None
+    model, info, on = trained.net, {}, backends.on_device_of(trained.net)
     if quantizer is not None and quantizer.convert is not None:
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = quantizer.convert(trained.net, inputs)
         on = backends.CPU  # int8 kernels are the CPU's
-    shipped = ship(config, model, out_batch(trained.data, config), info)
-    if shipped is not model:
-        on = on or backends.on_device_of(model)
-        reference = predict(model, trained.data.x_test, on, config["train"]["eval_batch_size"])
-        info.update(check_outputs(shipped, reference, trained.data, on, config))
-    test = evaluate(shipped, trained.data, on, config["train"]["eval_batch_size"]) if on else {}
+    shipped, made = ship_checked(config, model, trained.data, on)
+    info.update(made)
+    eval_batch = config["train"]["eval_batch_size"]
+    test = evaluate(shipped, trained.data, on, eval_batch) if shipped is not trained.net else {}
     return Deployed(shipped, model, info, test)
+
+
+def _ship_slimmed(config: dict, compressed: Compressed, data: Data) -> None:
+    """What structured pruning ships, in the cell's format too, checked against the slimmed
+    model; its figures as slimmed_*."""
+    slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
+    if slimmed is None or not config.get("deploy"):
+        return
+    shipped, made = ship_checked(config, slimmed, data, backends.on_device_of(slimmed))
+    compressed.pruned.slimmed = shipped
+    compressed.info.update({f"slimmed_{k}": v for k, v in made.items()})
+
+
+def ship_checked(config: dict, model: nn.Module, data: Data, on) -> tuple[nn.Module, dict]:
+    """The deploy format's artifact of `model` and what making it took, its test outputs
+    checked against the model's (`on`: where both run)."""
+    info: dict = {}
+    shipped = ship(config, model, out_batch(data, config), info)
+    if shipped is not model:
+        reference = predict(model, data.x_test, on, config["train"]["eval_batch_size"])
+        info.update(check_outputs(shipped, reference, data, on, config))
+    return shipped, info
 
 
 def out_batch(data: Data, config: dict) -> torch.Tensor:

@@ -12,6 +12,7 @@ Ratios against a baseline are taken within a process; the K processes are the re
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -88,6 +89,8 @@ def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_
         import torch.utils.benchmark as tb
 
         torch.set_num_threads(threads)
+        # torchao (unpickling its int8 tensors imports it) logs a pytree deprecation on import
+        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         timers = {}
         for key, path in items:
             saved = _load(path)

@@ -14,6 +14,7 @@ from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_
 from modelopt.spec.schema import (
     CELL_KEYS,
     DEFAULTS,
+    IMPLIED,
     LATER_KEYS,
     LIST_KEYS,
     OFF,
@@ -48,7 +49,8 @@ def normalize(key: str, value: Any):
         items = value if isinstance(value, list) else [value]
         return [s for s in (spec_of(v, key) for v in items) if s is not None]
     if key in SINGLE_KEYS:
-        return spec_of(value, key)
+        spec = spec_of(value, key)
+        return None if spec is not None and spec == {"name": IMPLIED.get(key)} else spec
     raise RegistryError(f"unknown cell key '{key}'{closest(key, CELL_KEYS)}; "
                         f"cell keys are: {', '.join(CELL_KEYS)}")
 

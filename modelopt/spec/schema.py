@@ -22,6 +22,8 @@ DEFAULTS = {"optimizer": {"name": "adam"}, "backend": {"name": "cpu"}, "train": 
 # its id (a hash of the resolved config) is what it was
 LATER_KEYS = ("metrics", "deploy")
 OFF = (None, "none", "off")  # how a suite switches an optional technique off
+# what a cell that leaves an optional key out gets, by name: naming it is the same cell
+IMPLIED = {"deploy": "eager"}
 
 
 class SuiteError(ValueError):
