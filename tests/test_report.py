@@ -204,4 +204,7 @@ def test_deploy_table_ranks_each_format_side_by_side():
             for x in lines[2:]}
     # eager: the slimmed model wins; compiled: the dense one does
     assert cols["none"] == ["2", "2", "90.0", "0.5", "1", "90.0", "9.0"]
+    rows[0]["latency_ms_batch_p50"] = rows[1]["latency_ms_batch_p50"] = 1.02  # within 3 %
+    tie = tables.deploy_table(report.aggregate(pd.DataFrame(rows)))
+    assert "| 1 ≈ " in tie and "| 2 ≈ " in tie
     assert cols["l1_structured"] == ["1", "1", "90.0", "0.8", "2", "90.0", "7.0"]

@@ -90,7 +90,9 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
         lines += ["## Deploy formats side by side", "",
                   "The batch latency of what each cell ships (the slimmed model where "
                   "structured pruning built one), and its rank among the cells shipped in "
-                  "the same format (1 = fastest), mean ± std over seeds.", "", ranked, ""]
+                  "the same format (1 = fastest; ≈: another cell's latency is within 3 %, "
+                  "the noise between two models of one architecture), mean ± std over seeds.",
+                  "", ranked, ""]
     cv = cv_table(d, agg, primary)
     if cv:
         lines += ["## Cross-validation", "", cv, ""]

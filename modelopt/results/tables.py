@@ -135,10 +135,16 @@ def scaling_table(agg: pd.DataFrame) -> str:
                                    "efficiency"], tablefmt="github", disable_numparse=True)
 
 
+# two models of one architecture, timed in the same processes, read within 3 % of each other
+# (README, "Performance of the harness"): ranks closer than that are marked as ties
+TIE = 0.03
+
+
 def deploy_table(agg: pd.DataFrame) -> str:
     """Per compression, the shipped model's batch latency under each deploy format (mean ±
-    std over seeds) and its rank among that format's cells (1 = fastest), with accuracy
-    and compile time: whether compiling changes which compression wins."""
+    std over seeds) and its rank among that format's cells (1 = fastest; ≈ where another
+    cell's latency is within TIE of it), with accuracy and compile time: whether compiling
+    changes which compression wins."""
     ok = agg[agg["n"] > 0]
     if "axis:deploy" not in ok.columns:
         return ""
@@ -150,7 +156,10 @@ def deploy_table(agg: pd.DataFrame) -> str:
     for f in formats:
         timed = sorted((lat[0], k) for (k, g), (lat, _) in latency.items()
                        if g == f and lat[0] is not None and pd.notna(lat[0]))
-        ranks.update({(k, f): i + 1 for i, (_, k) in enumerate(timed)})
+        for i, (ms, k) in enumerate(timed):
+            near = any(abs(ms - other) <= TIE * min(ms, other)
+                       for j, (other, _) in enumerate(timed) if j != i)
+            ranks[(k, f)] = f"{i + 1}{' ≈' if near else ''}"
     compiled = {f for (_, f), (_, r) in latency.items()
                 if pd.notna(shipped_figure(r, "compile_seconds")[0])}
     rows = []
