@@ -24,7 +24,15 @@ from modelopt.spec.cells import (
 )
 from modelopt.spec.registries import spans_ranks
 from modelopt.spec.registry import RegistryError, closest
-from modelopt.spec.schema import Cell, CVConfig, Suite, SuiteError, SuiteFile, TrainConfig
+from modelopt.spec.schema import (
+    REQUIRED_KEYS,
+    Cell,
+    CVConfig,
+    Suite,
+    SuiteError,
+    SuiteFile,
+    TrainConfig,
+)
 
 # re-exported: a suite's parts are named from here
 __all__ = ["Cell", "Suite", "SuiteError", "SuiteFile", "load", "parse", "cell_id", "expand"]
@@ -185,7 +193,8 @@ def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:
 def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
     cells = "; ".join(", ".join(f"{k}={_short(v)}" for k, v in c.items()) for c in joined[:4])
     more = f" and {len(joined) - 4} more" if len(joined) > 4 else ""
-    new = [k for k in entry if k not in joined[0]]
+    # `none` switches an optional technique off; a required key (model) has no such value
+    new = [k for k in entry if k not in joined[0] and k not in REQUIRED_KEYS]
     hint = (f" (e.g. `{new[0]}: [none]`)" if new else "")
     return (f"include[{i}] ({', '.join(f'{k}={_short(v)}' for k, v in entry.items())}) "
             f"changed {len(joined)} existing cell(s) instead of adding one: {cells}{more}. "
