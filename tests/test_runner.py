@@ -214,9 +214,11 @@ def test_ctrl_c_ends_the_cells_and_keeps_the_results(tmp_path):
     order = [c.config["model"]["name"] for c, _ in load(p).runs()]
     before = order.index("test_crash")  # cells that finish before the sleeper starts
     out, mark = tmp_path / "o", uuid.uuid4().hex
+    # started with SIGINT ignored, as a shell's background job is: Ctrl-C still ends a run
     proc = subprocess.Popen([sys.executable, "-m", "modelopt", "run", str(p), "--out", str(out),
                              "--jobs", "1", "-q"], start_new_session=True,
                             env={**os.environ, "MODELOPT_TEST_MARK": mark},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     res = out / "results.jsonl"
     deadline = time.time() + 120

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import threading
 from datetime import datetime, timezone
 
 _CTX = None
@@ -56,3 +57,12 @@ def sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+
+
+def ctrl_c_interrupts() -> None:
+    """A run started with SIGINT ignored (a shell's background job, or a parent that ignored
+    it when it started us: Python then installs no handler) still ends on Ctrl-C, with its
+    cells ended and its results kept. Only the main thread may set a handler."""
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
+        signal.signal(signal.SIGINT, signal.default_int_handler)

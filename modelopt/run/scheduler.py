@@ -14,7 +14,7 @@ from typing import Callable
 
 from modelopt.results.record import ERRORS, Record
 from modelopt.run import backends, dense, outcome
-from modelopt.run.processes import context, end, exit_reason, now
+from modelopt.run.processes import context, ctrl_c_interrupts, end, exit_reason, now
 from modelopt.spec.registries import DATASETS
 from modelopt.spec.schema import Cell, Suite
 
@@ -178,6 +178,7 @@ class Scheduler:
                                  f"{a.job.timeout_s:g}; the cell's process was ended"})
 
     def run(self, jobs_list: list[Job]) -> Summary:
+        ctrl_c_interrupts()
         pending = deque(jobs_list)
         try:
             while pending or self.active:
