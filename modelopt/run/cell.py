@@ -80,6 +80,7 @@ class Deployed:
     counted: nn.Module
     info: dict
     test: dict
+    outputs: torch.Tensor | None = None  # its test outputs, where this stage computed them
 
 
 def run_cell(config: dict, seed: int, threads: int = 1,
@@ -168,11 +169,13 @@ def deploy(config: dict, trained: Trained) -> Deployed:
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = quantizer.convert(trained.net, inputs)
         on = backends.CPU  # int8 kernels are the CPU's
-    shipped, made = ship_checked(config, model, trained.data, on)
+    shipped, made, outputs = ship_checked(config, model, trained.data, on)
     info.update(made)
-    eval_batch = config["train"]["eval_batch_size"]
-    test = evaluate(shipped, trained.data, on, eval_batch) if shipped is not trained.net else {}
-    return Deployed(shipped, model, info, test)
+    if shipped is trained.net:
+        return Deployed(shipped, model, info, {})
+    if outputs is None:
+        outputs = predict(shipped, trained.data.x_test, on, config["train"]["eval_batch_size"])
+    return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs)
 
 
 def _ship_slimmed(config: dict, compressed: Compressed, data: Data) -> None:
@@ -181,20 +184,23 @@ def _ship_slimmed(config: dict, compressed: Compressed, data: Data) -> None:
     slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
     if slimmed is None or not config.get("deploy"):
         return
-    shipped, made = ship_checked(config, slimmed, data, backends.on_device_of(slimmed))
+    shipped, made, _ = ship_checked(config, slimmed, data, backends.on_device_of(slimmed))
     compressed.pruned.slimmed = shipped
     compressed.info.update({f"slimmed_{k}": v for k, v in made.items()})
 
 
-def ship_checked(config: dict, model: nn.Module, data: Data, on) -> tuple[nn.Module, dict]:
-    """The deploy format's artifact of `model` and what making it took, its test outputs
-    checked against the model's (`on`: where both run)."""
+def ship_checked(config: dict, model: nn.Module, data: Data, on
+                 ) -> tuple[nn.Module, dict, torch.Tensor | None]:
+    """The deploy format's artifact of `model`, what making it took, and its test outputs
+    (None when it is `model` itself), checked against the model's (`on`: where both run)."""
     info: dict = {}
     shipped = ship(config, model, out_batch(data, config), info)
-    if shipped is not model:
-        reference = predict(model, data.x_test, on, config["train"]["eval_batch_size"])
-        info.update(check_outputs(shipped, reference, data, on, config))
-    return shipped, info
+    if shipped is model:
+        return shipped, info, None
+    reference = predict(model, data.x_test, on, config["train"]["eval_batch_size"])
+    outputs = predict(shipped, data.x_test, on, config["train"]["eval_batch_size"])
+    info.update(check_outputs(outputs, reference, data, config))
+    return shipped, info, outputs
 
 
 def out_batch(data: Data, config: dict) -> torch.Tensor:
@@ -209,8 +215,7 @@ def ship(config: dict, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.
     fmt = DEPLOYERS.build_spec(spec) if spec else None
     if fmt is None or fmt.ship is None:
         return model
-    device = next(iter(model.parameters()), torch.zeros(0)).device
-    artifact, made = fmt.ship(model, batch.to(device))
+    artifact, made = fmt.ship(model, batch.to(backends.on_device_of(model).device))
     info.update(made)
     return artifact
 
@@ -220,9 +225,8 @@ def ship(config: dict, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.
 AGREEMENT, VALUE_TOLERANCE = 0.99, 1e-2
 
 
-def check_outputs(shipped: nn.Module, reference: torch.Tensor, data: Data, on,
-                  config: dict) -> dict:
-    out = predict(shipped, data.x_test, on, config["train"]["eval_batch_size"])
+def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, config: dict) -> dict:
+    """The artifact's test outputs against the model's; a mismatch fails the cell."""
     diff = float((out - reference).abs().max()) if len(out) else 0.0
     figures = {"deploy_max_abs_diff": diff}
     if data.task == "classification":
@@ -245,8 +249,10 @@ def measured(deployed: Deployed, trained: Trained, backend, config: dict) -> dic
     specs = config.get("metrics") or []
     if not specs:
         return {}
-    on = backends.on_device_of(deployed.counted) if deployed.model is not trained.net else backend
-    outputs = predict(deployed.model, trained.data.x_test, on, config["train"]["eval_batch_size"])
+    outputs = deployed.outputs
+    if outputs is None:  # the trained network ships as it is
+        outputs = predict(deployed.model, trained.data.x_test, backend,
+                          config["train"]["eval_batch_size"])
     return measures.compute(specs, measures.Evaluated(deployed.model, trained.data, outputs))
 
 
@@ -307,7 +313,11 @@ def time_to_target(curves: list[dict], target: float | None, seconds: float, ste
 
 
 def evaluate(model: nn.Module, data: Data, backend, eval_batch: int) -> dict:
-    out = predict(model, data.x_test, backend, eval_batch)
+    return test_metrics(predict(model, data.x_test, backend, eval_batch), data)
+
+
+def test_metrics(out: torch.Tensor, data: Data) -> dict:
+    """The task's test figures, loss included, of a model's outputs on the test split."""
     if data.task == "classification":
         metrics = measure.classification_metrics(out, data.y_test, data.num_classes)
         metrics["loss"] = float(nn.functional.cross_entropy(out, data.y_test))

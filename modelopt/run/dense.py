@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -52,10 +53,7 @@ def key(config: dict, seed: int) -> str:
 def shared_keys(runs) -> set[str]:
     """The training keys that two or more of a suite's (cell, seed) runs share: only those
     are worth saving."""
-    seen: dict[str, int] = {}
-    for cell, seed in runs:
-        k = key(cell.config, seed)
-        seen[k] = seen.get(k, 0) + 1
+    seen = Counter(key(cell.config, seed) for cell, seed in runs)
     return {k for k, n in seen.items() if n > 1}
 
 

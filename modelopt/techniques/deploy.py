@@ -17,7 +17,7 @@ from torch import nn
 
 from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques import program
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.errors import TechniqueError, first_line
 
 Ship = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
 
@@ -103,8 +103,7 @@ def _warm(compiled: Compiled, x: torch.Tensor) -> tuple[nn.Module, dict]:
             compiled(x[:1])
             compiled(x)
     except Exception as exc:  # noqa: BLE001 - the reason is the compiler's
-        raise TechniqueError(f"deploy: compile failed: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise TechniqueError(f"deploy: compile failed: {first_line(exc)}") from None
     return compiled, {"compile_seconds": time.perf_counter() - t0}
 
 
@@ -120,7 +119,6 @@ def _package(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
             with open(path, "rb") as f:
                 blob = f.read()
     except Exception as exc:  # noqa: BLE001 - the reason is torch.export's or the compiler's
-        raise TechniqueError(f"deploy: export failed: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise TechniqueError(f"deploy: export failed: {first_line(exc)}") from None
     return Packaged(blob, str(x.device)), {"compile_seconds": time.perf_counter() - t0,
                             "artifact_bytes": len(blob)}

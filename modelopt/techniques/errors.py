@@ -9,3 +9,9 @@ class TechniqueError(RuntimeError):
 
 class DataUnavailable(RuntimeError):
     """Files a dataset needs are not on disk; the message says where to put them."""
+
+
+def first_line(exc: BaseException) -> str:
+    """`Type: the message's first line`: a library's reason, short enough for a record."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"

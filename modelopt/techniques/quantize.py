@@ -15,7 +15,7 @@ from torch import nn
 from modelopt.spec.registries import QUANTIZERS
 from modelopt.spec.registry import Positive, PositiveInt
 from modelopt.techniques import program
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.errors import TechniqueError, first_line
 
 Hook = Callable[[nn.Module], None]
 # (the trained model, training inputs: calibration, and the example export traces with)
@@ -141,7 +141,7 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
         traced = program.export(fp32, x).module()
     except Exception as exc:  # noqa: BLE001 - the reason is torch.export's
         raise TechniqueError(f"int8_static: torch.export cannot trace the model: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+                             f"{first_line(exc)}") from None
     quantizer = xiq.X86InductorQuantizer().set_global(
         xiq.get_default_x86_inductor_quantization_config())
     try:
