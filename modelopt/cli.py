@@ -212,13 +212,44 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _user_code(args):
+    """The code that may rebuild saved models besides modelopt's: the suite named with
+    --suite, or the modules named with --plugins (importable, or in the working directory).
+    Never a module or path written in a results directory. Raises SuiteError."""
+    import os
+
+    from modelopt.run.timing import UserCode
+    from modelopt.spec import plugins
+    from modelopt.spec.suite import SuiteError, load
+
+    if args.suite:
+        return UserCode.of_suite(load(args.suite))
+    if args.plugins:
+        ctx = plugins.context(args.plugins, os.getcwd())
+        try:
+            plugins.load(ctx)
+        except ImportError as exc:
+            raise SuiteError("--plugins", "", str(exc)) from None
+        return UserCode(ctx)
+    return UserCode()
+
+
 def cmd_compare(args) -> int:
     from modelopt.results import compare
-    from modelopt.run.timing import time_artifacts
+    from modelopt.run.timing import time_saved
+    from modelopt.spec.suite import SuiteError
 
     def progress(k: int, n: int) -> None:
         print(f"re-timing both runs' models side by side: process {k + 1} of {n}",
               file=sys.stderr)
+
+    try:
+        user = _user_code(args)
+    except SuiteError as exc:
+        return _err(str(exc))
+
+    def timer(items, processes, progress):
+        return time_saved(items, user, processes, progress=progress)
 
     try:
         rules = {}
@@ -230,7 +261,7 @@ def cmd_compare(args) -> int:
             rules.update([compare.parse_threshold(text)])
         cmp = compare.compare(args.baseline, args.current, rules,
                               allow_missing=args.allow_missing,
-                              timer=None if args.no_retime else time_artifacts,
+                              timer=None if args.no_retime else timer,
                               processes=args.timing_processes, progress=progress)
     except compare.CompareError as exc:
         return _err(str(exc))
@@ -245,27 +276,32 @@ def cmd_compare(args) -> int:
 def cmd_time(args) -> int:
     from modelopt.results import latency, store
     from modelopt.run import timing
+    from modelopt.spec.suite import SuiteError
 
     def progress(k: int, n: int) -> None:
         print(f"timing process {k + 1} of {n}", file=sys.stderr)
 
     try:
         recs = store.read(args.dir)
-    except store.ResultsError as exc:
+        user = _user_code(args)
+    except (store.ResultsError, SuiteError) as exc:
         return _err(str(exc))
     ok = {r.key for r in recs if r.ok}
     suites = {r.suite for r in recs}
     if len(suites) != 1:
         return _err(f"{args.dir}: holds {len(suites)} suites; time one run at a time")
+    if not latency.artifacts(args.dir, ok):
+        return _err(f"{args.dir}: no saved models of ok cells under {latency.MODELS_DIR}/")
     try:
-        n = timing.run_stage(args.dir, suites.pop(), ok, processes=args.processes,
-                             progress=progress)
+        n = timing.run_stage(args.dir, suites.pop(), ok, {r.cell_id: r.cell for r in recs},
+                             user, processes=args.processes, progress=progress)
     except latency.TimingError as exc:
         return _err(str(exc), 1)
-    if not n:
-        return _err(f"{args.dir}: no saved models of ok cells under {latency.MODELS_DIR}/")
+    skipped = (latency.read(args.dir) or {}).get("not_retimeable") or {}
+    for key, why in sorted(skipped.items()):
+        print(f"not timed: {key}: {why}", file=sys.stderr)
     print(f"timed {n} models; wrote {Path(args.dir) / latency.TIMING_FILE}", file=sys.stderr)
-    return 0
+    return 0 if n else 1
 
 
 def cmd_export(args) -> int:
@@ -344,7 +380,18 @@ def _add_compare(sub) -> None:
                    help="do not re-time the two runs' saved models (latency is then not gated)")
     c.add_argument("--timing-processes", type=_replicates, default=None,
                    help="fresh processes for re-timing, at least 3 (default 3)")
+    _add_user_code(c)
     c.set_defaults(fn=cmd_compare)
+
+
+def _add_user_code(p) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--suite", help="the suite file whose own code (plugins:, factories by "
+                   "import path) rebuilds the saved models; nothing named in a results "
+                   "directory is ever imported")
+    g.add_argument("--plugins", action="append", metavar="MODULE",
+                   help="a plugin module to import for rebuilding saved models (repeatable; "
+                   "installed, on PYTHONPATH or in the working directory)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -366,6 +413,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("dir", help="results directory")
     t.add_argument("--processes", type=_replicates, default=3,
                    help="fresh timing processes, at least 3 (default 3)")
+    _add_user_code(t)
     t.set_defaults(fn=cmd_time)
     e = sub.add_parser("export", help="write results for other tools")
     e.add_argument("results", nargs="+", help="results directories")

@@ -5,7 +5,7 @@ import time
 
 from torch import nn
 
-from modelopt.spec.registries import MODELS
+from modelopt.spec.registries import DEPLOYERS, MODELS
 
 
 class _Crash(nn.Linear):
@@ -54,6 +54,14 @@ class Slowed(nn.Module):
         while time.perf_counter() < end:
             pass
         return out
+
+
+@DEPLOYERS.register("test_slowed")
+def test_slowed(factor: float = 1.3):
+    """Ships the model wrapped in Slowed: a deploy format that is `factor` times slower."""
+    from modelopt.techniques.deploy import Format
+
+    return Format(lambda model, x: (Slowed(model, factor), {}))
 
 
 def tiny_net(input_shape: tuple, num_outputs: int, /, width: int = 8) -> nn.Module:

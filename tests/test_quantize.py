@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from modelopt.run import timing
+from modelopt.run import rebuild, timing
 from modelopt.run.measure import count_params, size_bytes
 from modelopt.techniques import quantize
 from modelopt.techniques.errors import TechniqueError
@@ -124,11 +124,14 @@ matrix:
     assert m["quantized_with"] == "torchao pt2e" and m["calibration_samples"] == 128
     assert 0 < m["accuracy"] <= 1 and m["params"] > 0 and m["artifact_bytes"] > m["size_bytes"]
     assert out.env["torchao"] == torchao.__version__
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch)
-    saved = timing._load(str(next(tmp_path.glob("*.pt"))))
-    assert isinstance(saved["model"], Program)
+    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
+                    out.num_outputs)
+    # saved as tensors; rebuilt (calibrated again on the saved inputs) to the same outputs
+    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")),
+                                   rebuild.checked_config(cfg, None))
+    assert isinstance(model, Program)
     with torch.inference_mode():
-        assert saved["model"](saved["batch"]).shape == (len(saved["batch"]), 4)
+        assert model(batch).shape == (len(batch), 4)
 
 
 def test_static_int8_of_mobilenet_quantizes_its_convolutions():

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from modelopt.results import latency
-from modelopt.run import timing
+from modelopt.run import rebuild, timing
 
 
 def rows(times: dict) -> list[dict]:
@@ -48,14 +48,31 @@ def test_figures_are_medians_over_processes():
     assert fig["latency_ms_p50"] == pytest.approx(0.2) and fig["latency_processes"] == 3
 
 
+SMALL = {"model": {"name": "linear"}}
+BIG = {"model": {"name": "mlp", "hidden": 512, "depth": 1}}
+
+
+def save_built(model_dir, cid: str, config: dict, x: torch.Tensor) -> nn.Module:
+    from modelopt.techniques import models
+
+    torch.manual_seed(0)
+    model = models.build(config["model"], (8,), 2)
+    timing.save_all(model_dir, cid, 0, {"model": rebuild.Shipped(model, model)}, x[:1], x,
+                    (8,), 2)
+    return model
+
+
 def test_saved_models_round_trip_and_time(tmp_path):
-    small, big = nn.Linear(8, 2), nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 2))
     x = torch.randn(16, 8)
-    for cid, model in (("small", small), ("big", big)):
-        timing.save_all(tmp_path / latency.MODELS_DIR, cid, 0, {"model": model}, x[:1], x)
+    for cid, config in (("small", SMALL), ("big", BIG)):
+        save_built(tmp_path / latency.MODELS_DIR, cid, config, x)
     found = latency.artifacts(tmp_path)
     assert sorted(a.key for a in found) == [":big:0:model", ":small:0:model"]
-    out = timing.time_artifacts(found, processes=3, rounds=5)
+    cells = {"small": SMALL, "big": BIG}
+    timed = timing.time_saved([a.with_config(cells[a.cell_id]) for a in found],
+                              timing.UserCode(), processes=3, rounds=5)
+    out = timed.rows
+    assert not timed.skipped
     assert len(out) == 6 and all(r["ms_batch"] > 0 and r["blocks"] == 5 for r in out)
     r = latency.ratio(out, {"cell_id": "big"}, {"cell_id": "small"}, "ms_batch")
     assert r.mean > 1  # a 512-wide hidden layer is more work than none, in every process

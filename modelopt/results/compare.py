@@ -204,23 +204,30 @@ def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
     return None
 
 
-# Times saved models side by side: timer(artifacts, processes=, progress=) -> rows. The
-# command passes modelopt.run.timing.time_artifacts; results itself never runs a model.
-Timer = Callable[..., list[dict]]
+# Rebuilds and times saved models side by side: timer(artifacts, processes=, progress=)
+# -> an object with .rows (one per process and model) and .skipped ({artifact key: why it
+# could not be rebuilt}). The command passes the run layer's timing.time_saved with the
+# user's own code; results itself never runs a model.
+Timer = Callable[..., object]
 
 
 def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metric],
-                timer: Timer, processes: int, progress=None) -> list[Row]:
+                timer: Timer, processes: int, progress=None) -> tuple[list[Row], dict[str, str]]:
     """Both runs' saved models timed in the same K processes, interleaved: per cell the
-    ratio current/baseline within each process, an interval over the processes."""
+    ratio current/baseline within each process, an interval over the processes. Also
+    returns, per cell, why its models could not be re-timed."""
     items = []
     for cid in cells:
         seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
         for label, side in (("baseline", base), ("current", cur)):
-            items += latency.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)
+            items += [a.with_config(side.configs.get(cid))
+                      for a in latency.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)]
     if not items:
-        return []
-    rows_t = timer(items, processes=processes, progress=progress)
+        return [], {}
+    timed = timer(items, processes=processes, progress=progress)
+    rows_t = timed.rows
+    skipped = {key.split(":")[1]: f"{key.split(':')[0]}: {why}"
+               for key, why in timed.skipped.items()}
     out = []
     for cid in cells:
         for (kind, field_), name in LATENCY.items():
@@ -239,7 +246,7 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
             significant = r.n < 2 or (r.ci_low > 1 if change > 0 else r.ci_high < 1)
             out.append(Row(cid, name, b, c, change, _decide(change, metric.tolerance, significant),
                            ci=(r.ci_low - 1, r.ci_high - 1), n=r.n, note="re-timed side by side"))
-    return out
+    return out, skipped
 
 
 @dataclass
@@ -250,6 +257,7 @@ class Comparison:
     labels: dict[str, str]
     allow_missing: bool = False
     latency: str = ""  # how latency was judged, for the note under the table
+    not_retimed: dict[str, str] = field(default_factory=dict)  # cell_id -> why
 
     @property
     def regressions(self) -> list[Row]:
@@ -278,6 +286,7 @@ def compare(baseline: str | Path, current: str | Path,
         if status:
             rows.append(status)
         rows += _figure_rows(cid, base, cur, rules, metrics)
+    skipped: dict[str, str] = {}
     note = ("not gated: latency from two separate runs differs by the machine as much as "
             "by the code; compare two results directories with their saved models to "
             "re-time them side by side")
@@ -286,16 +295,21 @@ def compare(baseline: str | Path, current: str | Path,
         both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
         processes = processes or latency.PROCESSES
         try:
-            timed = retime_rows(base, cur, both, rules, timer, processes, progress)
-        except latency.TimingError as exc:  # e.g. a model class the current code lacks
+            timed, skipped = retime_rows(base, cur, both, rules, timer, processes, progress)
+        except latency.TimingError as exc:  # e.g. a timing process that died
             timed, note = [], f"not gated: re-timing the saved models failed ({exc})"
         rows += [r for r in timed if not metrics or r.metric in metrics]
         if timed:
             note = (f"re-timed: both runs' saved models in the same {processes} fresh "
                     "processes, interleaved")
+        if skipped:
+            note += ("; not re-timed, so not gated on latency: " + "; ".join(
+                f"{_labels({**cur.configs, **base.configs}).get(c, c[:8])} ({why})"
+                for c, why in sorted(skipped.items())))
     labels = _labels({**cur.configs, **base.configs})
     return Comparison(rows, sorted(set(base.status) - set(cur.status)),
-                      sorted(set(cur.status) - set(base.status)), labels, allow_missing, note)
+                      sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
+                      skipped)
 
 
 def _labels(configs: dict[str, dict]) -> dict[str, str]:

@@ -4,10 +4,11 @@ models and writes the file through `write` is modelopt.run.timing (README, "How 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelopt.results.metrics import LATENCY_FIGURES
@@ -24,6 +25,11 @@ class Artifact:
     kind: str  # model | slimmed (metrics.LATENCY_FIGURES)
     path: Path
     side: str = ""  # compare times two runs' models together: baseline | current
+    # the cell's checked config, which the timing process rebuilds the model from
+    config: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+
+    def with_config(self, config: dict | None) -> "Artifact":
+        return replace(self, config=config)
 
     @property
     def key(self) -> str:

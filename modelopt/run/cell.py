@@ -19,6 +19,7 @@ from torch import nn
 
 from modelopt.run import backends, dense, measure, measures
 from modelopt.run.plan import Trained, build_net, finetuner, load_data
+from modelopt.run.rebuild import Shipped
 from modelopt.run.train import Diverged, Outcome, predict
 from modelopt.spec import plugins
 from modelopt.spec.registries import DEPLOYERS, QUANTIZERS
@@ -36,12 +37,14 @@ class CellOutput:
     env: dict
     extra: dict = field(default_factory=dict)  # per-cell detail (grad norms, histograms)
     error: str | None = None
-    # what the timing stage times (timing.py): "model", the deployed model (masked or int8
-    # copy included), and "slimmed" where structured pruning removed channels
-    models: dict[str, nn.Module] = field(default_factory=dict)
+    # what the timing stage rebuilds and times (rebuild.py, timing.py): "model", the deployed
+    # model (masked or int8 copy included), and "slimmed" where structured pruning removed
+    # channels
+    models: dict[str, Shipped] = field(default_factory=dict)
     example: torch.Tensor | None = None  # batch 1
     batch: torch.Tensor | None = None  # the training batch size
-    plugins: dict | None = None  # the suite's own code, needed to load the models again
+    input_shape: tuple = ()  # what the model is built for (rebuilt from the config and these)
+    num_outputs: int = 0
 
 
 class Phases:
@@ -81,6 +84,7 @@ class Deployed:
     info: dict
     test: dict
     outputs: torch.Tensor | None = None  # its test outputs, where this stage computed them
+    calibration: torch.Tensor | None = None  # the quantizer's inputs, where it converted
 
 
 def run_cell(config: dict, seed: int, threads: int = 1,
@@ -118,7 +122,7 @@ def run_cell(config: dict, seed: int, threads: int = 1,
     probe_after = probe()
     with phase("measure"):
         deployed = deploy(config, trained)
-        _ship_slimmed(config, compressed, data)
+        slimmed = _ship_slimmed(config, compressed, data)
         counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
         extra_figures = measured(deployed, trained, backend, config)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
@@ -133,10 +137,13 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         if reused["machine_probe_ms"] is not None:
             memory["machine_probe_ms"] = reused["machine_probe_ms"]
     out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
+    out.models = {"model": Shipped(trained.net, deployed.model,
+                                   deployed.calibration is not None, deployed.calibration),
+                  **({"slimmed": slimmed} if slimmed is not None else {})}
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
     out.batch = out_batch(data, config).clone()
-    out.plugins = config.get("plugins")
+    out.input_shape, out.num_outputs = tuple(data.input_shape), data.num_outputs
     return out
 
 
@@ -165,6 +172,7 @@ def deploy(config: dict, trained: Trained) -> Deployed:
     spec = config.get("quantize")
     quantizer = QUANTIZERS.build_spec(spec) if spec else None
     model, info, on = trained.net, {}, backends.on_device_of(trained.net)
+    inputs = None
     if quantizer is not None and quantizer.convert is not None:
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = quantizer.convert(trained.net, inputs)
@@ -175,18 +183,19 @@ def deploy(config: dict, trained: Trained) -> Deployed:
         return Deployed(shipped, model, info, {})
     if outputs is None:
         outputs = predict(shipped, trained.data.x_test, on, config["train"]["eval_batch_size"])
-    return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs)
+    return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs, inputs)
 
 
-def _ship_slimmed(config: dict, compressed: Compressed, data: Data) -> None:
+def _ship_slimmed(config: dict, compressed: Compressed, data: Data) -> Shipped | None:
     """What structured pruning ships, in the cell's format too, checked against the slimmed
     model; its figures as slimmed_*."""
     slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
     if slimmed is None or not config.get("deploy"):
-        return
+        return None if slimmed is None else Shipped(slimmed, slimmed)
     shipped, made, _ = ship_checked(config, slimmed, data, backends.on_device_of(slimmed))
     compressed.pruned.slimmed = shipped
     compressed.info.update({f"slimmed_{k}": v for k, v in made.items()})
+    return Shipped(slimmed, shipped)
 
 
 def ship_checked(config: dict, model: nn.Module, data: Data, on
@@ -267,7 +276,6 @@ def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
     norms = outcome.grad_norms + (final.grad_norms if final is not outcome else [])
     if norms:
         extra["grad_norms"] = norms
-    models = {"model": deployed.model}
     if pruned:
         metrics.update(compressed.info)
         # a pruned cell's training time is its training and its fine-tuning
@@ -275,10 +283,8 @@ def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
         metrics["train_seconds"] = outcome.train_seconds + pruned.finetune_seconds
         extra["weight_histograms"] = pruned.histograms
         curves += final.curves if final is not outcome else []
-        if pruned.slimmed is not None:
-            models["slimmed"] = pruned.slimmed
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
-    return CellOutput("ok", metrics, curves, {}, extra, models=models,
+    return CellOutput("ok", metrics, curves, {}, extra,
                       example=trained.data.x_test[:1].clone())
 
 

@@ -39,11 +39,12 @@ def from_output(out, cell_id: str, seed: int, model_dir: str | None,
 
 
 def save_models(out, model_dir: str, cell_id: str, seed: int) -> None:
-    """An ok cell's models, for the timing stage. One that cannot be saved (an unpicklable
-    plugin model) costs its latency, not its figures: the reason goes into extra."""
+    """An ok cell's models, for the timing stage. One that cannot be saved as data (a plugin
+    model with non-tensor state) costs its latency, not its figures: the reason goes into
+    extra."""
     try:
         timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch,
-                        out.plugins)
+                        out.input_shape, out.num_outputs)
     except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
         out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
 

@@ -145,9 +145,10 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
         logging.getLogger("modelopt").warning(
             "%d ok cell x seed without a saved model get no latency (see their "
             "extra.timing_error), e.g. %s seed %s", len(missing), *sorted(missing)[0])
+    cells = {c.cell_id: c.config for c in suite.cells}
     try:
-        timing.run_stage(out, suite.name, ok, processes=processes or latency.PROCESSES,
-                         progress=progress)
+        timing.run_stage(out, suite.name, ok, cells, timing.UserCode.of_suite(suite),
+                         processes=processes or latency.PROCESSES, progress=progress)
     except KeyboardInterrupt:
         return False
     return True

@@ -14,73 +14,40 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import statistics
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelopt.results.latency import PROCESSES, Artifact, TimingError, artifact_path, artifacts, write
+from modelopt.run import rebuild
 
 ROUNDS = 20
 BLOCK_S = 0.005  # each timed block lasts about this long (calls per block are sized to it)
 WARMUP = 10
 
-__all__ = ["PROCESSES", "TimingError", "artifacts", "run_stage", "save_all", "time_artifacts"]
+__all__ = ["PROCESSES", "TimingError", "UserCode", "artifacts", "run_stage", "save_all",
+           "time_artifacts", "time_saved"]
 
 
-def save(path: str | Path, model, example, batch, plugins: dict | None = None) -> None:
-    """A whole pickled module (pruned, quantized and slimmed models cannot be rebuilt from
-    a state_dict and the config alone) and the inputs it is timed on; atomic. A model of a
-    suite's own code needs that code to unpickle: its plugin context goes beside it."""
-    import json
-
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if plugins:
-        _plugins_file(path).write_text(json.dumps(plugins))
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    device = getattr(model, "artifact_device", None) or str(
-        next(iter(model.parameters()), torch.zeros(0)).device)
-    torch.save({"model": model, "example": example.cpu(), "batch": batch.cpu(),
-                "device": device}, tmp)
-    tmp.replace(path)
-
-
-def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict, example, batch,
-             plugins: dict | None = None):
-    for kind, model in models.items():
-        if model is not None:
-            save(artifact_path(model_dir, cell_id, seed, kind), model, example, batch, plugins)
-
-
-def _plugins_file(path: Path) -> Path:
-    return path.with_name(path.name + ".plugins.json")
-
-
-def _load(path: str):
-    """A saved model, its suite's plugins loaded first."""
-    import json
-
-    import torch
-
-    from modelopt.spec import plugins
-
-    extra = _plugins_file(Path(path))
-    plugins.load(json.loads(extra.read_text()) if extra.exists() else None)
-    with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.load(path, weights_only=False,  # our own file, from the run
-                          map_location=None if torch.cuda.is_available() else "cpu")
+def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict[str, rebuild.Shipped],
+             example, batch, input_shape: tuple, num_outputs: int) -> None:
+    """Each shipped model of a cell x seed as data (rebuild.py): the timing stage builds it
+    again, here or from a results directory that came from elsewhere."""
+    for kind, item in models.items():
+        if item is not None:
+            rebuild.save(artifact_path(model_dir, cell_id, seed, kind), item, example, batch,
+                         input_shape, num_outputs)
 
 
 # ---------------------------------------------------------------- one timing process
 
-def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_seed: int):
-    """Load every model, then time them in `rounds` rounds, each in a shuffled order: one
-    block of calls per model and batch size per round. Sends {key: {batch: [ms per block]}}."""
+def _child(conn, items: list[tuple[str, str, dict]], rounds: int, threads: int, order_seed: int,
+           plugin_ctx: dict | None):
+    """Build every model again (rebuild.py), then time them in `rounds` rounds, each in a
+    shuffled order: one block of calls per model and batch size per round. Sends
+    ({key: {batch: [ms per block]}}, {key: why it could not be rebuilt})."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this process
@@ -88,15 +55,25 @@ def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_
         import torch
         import torch.utils.benchmark as tb
 
+        from modelopt.spec import plugins
+
         torch.set_num_threads(threads)
-        # torchao (unpickling its int8 tensors imports it) logs a pytree deprecation on import
+        # torchao logs a pytree deprecation on import
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-        timers = {}
-        for key, path in items:
-            saved = _load(path)
-            model, device = saved["model"].eval(), _here(saved["device"])
-            for batch, x in (("1", saved["example"]), ("batch", saved["batch"])):
-                x = x.to(device)
+        plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
+        timers, skipped = {}, {}
+        for key, path, config in items:
+            try:
+                with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
+                    warnings.simplefilter("ignore", UserWarning)
+                    model, example, batch_x = rebuild.load(path, config)
+            except rebuild.NotRebuildable as exc:
+                skipped[key] = str(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
+                skipped[key] = f"rebuilding it failed: {type(exc).__name__}: {exc}"
+                continue
+            for batch, x in (("1", example), ("batch", batch_x)):
                 with torch.inference_mode():
                     for _ in range(WARMUP):
                         model(x)
@@ -117,36 +94,38 @@ def _child(conn, items: list[tuple[str, str]], rounds: int, threads: int, order_
         out: dict = {}
         for (key, batch), ms in blocks.items():
             out.setdefault(key, {})[batch] = ms
-        conn.send(("ok", out))
+        conn.send(("ok", (out, skipped)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
 
 
-def _here(device):
-    """Where a saved model is timed: its own device if this machine has it, else the CPU
-    (a GPU run re-timed by compare on a CPU runner)."""
-    import torch
+@dataclass
+class Timed:
+    """What a timing stage measured: a row per process and model, and the models it could
+    not build again, with the reason (they are not timed)."""
 
-    device = str(device)
-    return device if not device.startswith("cuda") or torch.cuda.is_available() else "cpu"
+    rows: list[dict]
+    skipped: dict[str, str] = field(default_factory=dict)  # artifact key -> reason
 
 
 def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: int = ROUNDS,
-                   threads: int = 1, progress=None) -> list[dict]:
+                   threads: int = 1, progress=None, plugins: dict | None = None) -> Timed:
     """Per process and artifact: median and p90 of the per-call block times at batch 1 and at
-    the saved batch size. Processes run one after another, each a fresh fork."""
+    the saved batch size. Processes run one after another, each a fresh fork. `plugins`: the
+    user's plugin context (their suite's, or --plugins), loaded before rebuilding."""
     from modelopt.run.processes import context
 
     ctx = context()
-    rows = []
+    rows: list[dict] = []
+    skipped: dict[str, str] = {}
+    jobs = [(a.key, str(a.path), a.config) for a in items]
     for k in range(processes):
         if progress:
             progress(k, processes)
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_child, args=(child, [(a.key, str(a.path)) for a in items],
-                                                rounds, threads, k))
+        proc = ctx.Process(target=_child, args=(child, jobs, rounds, threads, k, plugins))
         proc.start()
         child.close()
         try:
@@ -162,8 +141,12 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                 proc.join()
         if status != "ok":
             raise TimingError(f"timing process {k}: {payload}")
+        timed, why = payload
+        skipped.update(why)
         for a in items:
-            b1, bb = payload[a.key]["1"], payload[a.key]["batch"]
+            if a.key not in timed:
+                continue
+            b1, bb = timed[a.key]["1"], timed[a.key]["batch"]
             rows.append({"side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
                          "process": k,
                          "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
@@ -171,7 +154,9 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                          # round by round, for ratios of blocks timed moments apart
                          "rounds_batch1": [round(x, 6) for x in b1],
                          "rounds_batch": [round(x, 6) for x in bb]})
-    return rows
+        if len(skipped) == len(items):
+            break  # nothing could be built: the other processes would say the same
+    return Timed(rows, skipped)
 
 
 def _p90(values: list[float]) -> float:
@@ -179,17 +164,80 @@ def _p90(values: list[float]) -> float:
     return s[min(len(s) - 1, int(math.ceil(0.9 * len(s))) - 1)]
 
 
+# ---------------------------------------------------------------- whose code rebuilds
+
+@dataclass(frozen=True)
+class UserCode:
+    """The code a rebuild may use besides modelopt's: the plugin context of the suite the user
+    runs or names (with its cells' configs, which win over a record's for the same id), or
+    the modules given with --plugins. Never a module or path written in a results file."""
+
+    plugins: dict | None = None
+    configs: dict = field(default_factory=dict)  # cell_id -> checked config, from the suite
+
+    @property
+    def modules(self) -> set[str]:
+        return set((self.plugins or {}).get("modules") or [])
+
+    @classmethod
+    def of_suite(cls, suite) -> "UserCode":
+        configs, ctx = {}, None
+        for cell in suite.cells:
+            ctx = ctx or cell.config.get("plugins")
+            try:
+                configs[cell.cell_id] = rebuild.checked_config(cell.config, None)
+            except rebuild.NotRebuildable:
+                continue  # a record's config is tried instead
+        return cls(ctx, configs)
+
+
+def with_configs(items: list[Artifact], user: UserCode) -> tuple[list[Artifact], dict[str, str]]:
+    """The artifacts with the config each is rebuilt from (the user's suite's, else its
+    record's, checked: rebuild.checked_config), and why each other one cannot be rebuilt."""
+    from modelopt.spec import plugins
+
+    plugins.load(user.plugins)  # registered here too: the records' configs are checked here
+    ready, skipped = [], {}
+    checked: dict = {(side, cid): c for cid, c in user.configs.items() for side in
+                     {a.side for a in items}}
+    for a in items:  # compare's two sides share cell ids: each side's own record
+        if (a.side, a.cell_id) not in checked:
+            try:
+                checked[(a.side, a.cell_id)] = rebuild.checked_config(a.config, user.modules)
+            except rebuild.NotRebuildable as exc:
+                checked[(a.side, a.cell_id)] = str(exc)
+        config = checked[(a.side, a.cell_id)]
+        if isinstance(config, str):
+            skipped[a.key] = config
+        else:
+            ready.append(a.with_config(config))
+    return ready, skipped
+
+
+def time_saved(items: list[Artifact], user: UserCode, processes: int = PROCESSES,
+               rounds: int = ROUNDS, threads: int = 1, progress=None) -> Timed:
+    """Saved models (each carrying its record's config) rebuilt with the user's code and
+    timed side by side; those that cannot be rebuilt are listed with the reason."""
+    ready, skipped = with_configs(items, user)
+    timed = time_artifacts(ready, processes, rounds, threads, progress, user.plugins) \
+        if ready else Timed([])
+    timed.skipped.update(skipped)
+    return timed
+
+
 # ---------------------------------------------------------------- the stage
 
-def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]], threads: int = 1,
+def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
+              cells: dict[str, dict], user: UserCode, threads: int = 1,
               processes: int = PROCESSES, rounds: int = ROUNDS, progress=None) -> int:
     """Time every saved model of the ok (cell_id, seed) pairs of a run, side by side, and
     write timing.json (replacing it: a timing of part of a run cannot be paired with the
-    rest). Returns the number of models timed."""
-    items = artifacts(run_dir, keys)
+    rest). `cells`: each cell's config as recorded. Returns the number of models timed."""
+    items = [a.with_config(cells.get(a.cell_id)) for a in artifacts(run_dir, keys)]
     if not items:
         return 0
-    rows = time_artifacts(items, processes, rounds, threads, progress)
+    timed = time_saved(items, user, processes, rounds, threads, progress)
     write(run_dir, {"suite": suite, "processes": processes, "rounds": rounds, "threads": threads,
-                    "block_s": BLOCK_S, "rows": rows})
-    return len(items)
+                    "block_s": BLOCK_S, "rows": timed.rows,
+                    "not_retimeable": {k.lstrip(":"): v for k, v in timed.skipped.items()}})
+    return len(items) - len(timed.skipped)

@@ -1,0 +1,222 @@
+"""A cell's shipped model saved as data, and built again from it: what the timing stage times.
+
+A results directory may come from anywhere (a CI artifact, a colleague's run, a release).
+A pickled module runs code when it is loaded, and so do `torch.export.load` (it unpickles)
+and an AOTInductor package (a compiled shared library). So a cell saves only tensors,
+numbers and strings (`torch.load(..., weights_only=True)` reads them and nothing else),
+and the timing process makes the model again the way the cell made it: the architecture
+from the cell's validated config, resized to the saved shapes (a slimmed model), the saved
+weights, the cell's quantizer (static int8 calibrated again on the saved calibration
+inputs), the cell's deploy format. The rebuilt model must compute the outputs the cell's own
+shipped model computed on the saved batch, or it is not timed (README, "Security").
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+FORMAT = 2  # 1: a pickled module (before 0.2); never loaded
+# the rebuilt model's outputs on the saved batch against the cell's: wrong weights or a wrong
+# architecture differ by the outputs' own size; another CPU's int8 or float kernels by far less
+REBUILD_TOLERANCE = 0.05
+
+
+class NotRebuildable(Exception):
+    """A saved model that cannot be made again safely; the message says why and what to do."""
+
+
+@dataclass
+class Shipped:
+    """One model a cell ships, as the timing stage rebuilds it: the float module it starts
+    from (trained, pruned or slimmed; eager), whether the cell's quantizer converts it (and on
+    which calibration inputs), and the module that ships (its outputs are the reference)."""
+
+    source: nn.Module
+    shipped: nn.Module
+    quantized: bool = False
+    calibration: torch.Tensor | None = None
+
+
+def save(path: str | Path, item: Shipped, example: torch.Tensor, batch: torch.Tensor,
+         input_shape: tuple, num_outputs: int) -> None:
+    """The model as tensors and numbers only; atomic, and no partial file is left behind."""
+    state = item.source.state_dict()
+    odd = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if odd:
+        raise NotRebuildable(f"its state_dict holds non-tensor entries ({', '.join(odd[:3])})")
+    with torch.inference_mode():
+        device = _device_of(item.shipped, item.source)
+        reference = item.shipped.eval()(batch.to(device)).float().cpu()
+    doc = {"format": FORMAT, "state": {k: v.detach().cpu() for k, v in state.items()},
+           "input_shape": [int(n) for n in input_shape], "num_outputs": int(num_outputs),
+           "quantized": bool(item.quantized),
+           "calibration": None if item.calibration is None else item.calibration.cpu(),
+           "example": example.cpu(), "batch": batch.cpu(), "reference": reference,
+           "device": str(_device_of(item.source, item.source))}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(doc, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _device_of(model: nn.Module, fallback: nn.Module) -> torch.device:
+    device = getattr(model, "artifact_device", None)
+    if device:
+        return torch.device(device)
+    for m in (model, fallback):
+        t = next((p for p in (*m.parameters(), *m.buffers())), None)
+        if t is not None:
+            return t.device
+    return torch.device("cpu")
+
+
+def read(path: str | Path) -> dict:
+    """The saved document, read as data (weights_only=True: no fall-back)."""
+    try:
+        doc = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError:
+        raise NotRebuildable(f"{Path(path).name} is not a file of tensors and numbers (an older "
+                             "modelopt saved pickled modules, which can run code when loaded): "
+                             "not loaded; run the suite again to time it") from None
+    except Exception as exc:  # noqa: BLE001 - a torn or foreign file, said as such
+        raise NotRebuildable(f"{Path(path).name} cannot be read ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    want = {"format": int, "state": dict, "input_shape": list, "num_outputs": int,
+            "quantized": bool, "example": torch.Tensor, "batch": torch.Tensor,
+            "reference": torch.Tensor, "device": str}
+    bad = [k for k, t in want.items() if not isinstance(doc, dict) or not isinstance(doc.get(k), t)]
+    if bad or doc.get("format") != FORMAT:
+        raise NotRebuildable(f"{Path(path).name} is not a model file of this modelopt "
+                             f"(format {doc.get('format') if isinstance(doc, dict) else '?'}"
+                             f"{', missing ' + ', '.join(bad) if bad else ''})")
+    return doc
+
+
+def checked_config(cell: dict, trusted_modules: set[str] | None) -> dict:
+    """The parts of a cell's config a rebuild uses (model, quantize, deploy), validated
+    against the registries. `trusted_modules`: the plugin modules the user gave; a factory
+    named by import path in another module is not imported (None: the user's own suite,
+    all trusted)."""
+    from modelopt.spec import plugins
+    from modelopt.spec.cells import check_spec_one
+    from modelopt.spec.registry import RegistryError
+
+    if not isinstance(cell, dict) or not isinstance(cell.get("model"), dict):
+        raise NotRebuildable("its record has no model config")
+    regs = plugins.load()
+    out = {}
+    for key in ("model", "quantize", "deploy"):
+        spec = cell.get(key)
+        if spec is None:
+            continue
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str):
+            raise NotRebuildable(f"its record's {key} has no name")
+        module = name.partition(":")[0]
+        if ":" in name and trusted_modules is not None and module not in trusted_modules:
+            raise NotRebuildable(f"its {key} '{name}' is code named in the results file; it is "
+                                 f"not imported from there: give --suite SUITE.yaml or --plugins "
+                                 f"{module} to time it")
+        try:
+            out[key] = check_spec_one(key, spec, regs)
+        except RegistryError as exc:
+            raise NotRebuildable(f"{key}: {exc} (a plugin's? give --suite SUITE.yaml or "
+                                 "--plugins MODULE)") from None
+    return out
+
+
+def fit_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Resize `model`'s parameters and buffers to the saved shapes (structured pruning's
+    slimmed model has fewer channels) and set the layer attributes the shapes determine."""
+    for prefix, module in model.named_modules():
+        changed = False
+        for table in (module._parameters, module._buffers):
+            for name, t in list(table.items()):
+                saved = state.get(f"{prefix}.{name}" if prefix else name)
+                if t is None or saved is None or saved.shape == t.shape:
+                    continue
+                new = torch.empty(saved.shape, dtype=t.dtype, device=t.device)
+                table[name] = nn.Parameter(new, t.requires_grad) if isinstance(t, nn.Parameter) else new
+                changed = True
+        if changed:
+            _sync_attributes(module)
+
+
+def _sync_attributes(module: nn.Module) -> None:
+    w = getattr(module, "weight", None)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        per_group = module.out_channels // module.groups
+        module.out_channels = w.shape[0]
+        if depthwise:
+            module.groups = w.shape[0] // per_group
+        module.in_channels = w.shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = w.shape
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = (w if w is not None else module.running_mean).shape[0]
+    elif isinstance(module, nn.LayerNorm) and w is not None:
+        module.normalized_shape = tuple(w.shape)
+    elif isinstance(module, nn.GroupNorm) and w is not None:
+        module.num_channels = w.shape[0]
+
+
+def build(doc: dict, config: dict) -> nn.Module:
+    """The shipped model, made again from the saved document and the cell's checked config."""
+    from modelopt.run.cell import ship
+    from modelopt.spec.registries import QUANTIZERS
+    from modelopt.techniques import models
+
+    torch.manual_seed(0)  # initial values are overwritten; a factory may draw
+    try:
+        net = models.build(config["model"], tuple(doc["input_shape"]), doc["num_outputs"])
+        fit_shapes(net, doc["state"])
+        net.load_state_dict(doc["state"])
+    except Exception as exc:  # noqa: BLE001 - wrong shapes, missing keys: the reason as said
+        raise NotRebuildable(f"the weights do not fit the model its config builds "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    net = net.to(here(doc["device"])).eval()
+    model = net
+    if doc["quantized"]:
+        if not config.get("quantize"):
+            raise NotRebuildable("it was quantized, and its config names no quantizer")
+        quantizer = QUANTIZERS.build_spec(config["quantize"])
+        if quantizer.convert is None:
+            raise NotRebuildable(f"quantizer '{config['quantize']['name']}' converts nothing")
+        calibration = doc.get("calibration")
+        model, _ = quantizer.convert(net, calibration if isinstance(calibration, torch.Tensor)
+                                     else doc["batch"])
+    return ship(config, model, doc["batch"], {}).eval()
+
+
+def here(device: str) -> str:
+    """Where a saved model runs: its own device if this machine has it, else the CPU (a GPU
+    run re-timed by compare on a CPU runner)."""
+    return device if not device.startswith("cuda") or torch.cuda.is_available() else "cpu"
+
+
+def load(path: str | Path, config: dict) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """(model, batch-1 input, batch input), the model rebuilt and checked against the
+    outputs the cell's own shipped model gave on the saved batch."""
+    doc = read(path)
+    model = build(doc, config)
+    device = _device_of(model, model)
+    with torch.inference_mode():
+        out = model(doc["batch"].to(device)).float().cpu()
+    ref = doc["reference"]
+    diff = float((out - ref).abs().max()) if out.shape == ref.shape else float("inf")
+    scale = 1 + float(ref.abs().max()) if ref.numel() else 1.0
+    if not diff <= REBUILD_TOLERANCE * scale:
+        raise NotRebuildable(f"the rebuilt model's outputs differ from the cell's by up to "
+                             f"{diff:.3g} (tolerance {REBUILD_TOLERANCE:g} x {scale:.3g})")
+    return model, doc["example"].to(device), doc["batch"].to(device)
