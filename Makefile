@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUITE  ?= suites/bench.yaml
 JOBS   ?=
 
-.PHONY: bench test lint install clean vision
+.PHONY: bench test lint install clean vision device-check
 
 install: $(STAMP)
 
@@ -37,3 +37,9 @@ vision: $(STAMP)
 	test -d data/digits32 || $(BIN)/modelopt images digits data/digits32
 	$(BIN)/modelopt run suites/vision.yaml --out results/vision
 	$(BIN)/modelopt report results/vision --out reports
+
+# The GPU device check (README, "Device check (GPU)"): wheels a lent GPU machine lacks into
+# .whl/, the preparation checked, the one command to run there printed; without a GPU here
+# it stops there.
+device-check: $(STAMP)
+	bash tools/device_check.sh

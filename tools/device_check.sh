@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The GPU device check (README, "Device check (GPU)"); `make device-check` runs it.
+#
+#   bash tools/device_check.sh            here: download the wheels a lent GPU machine lacks into
+#                                         .whl/, check the preparation, print the one command to
+#                                         run there; with no GPU here it says so and exits 0 (with
+#                                         one, it runs the check here, in this venv)
+#   bash tools/device_check.sh --check    the same without downloading (WHEELS=DIR: another folder)
+#   (PYTHON, SUITE, BUDGET_S, OUT: the interpreter, suite, seconds and output folder of --remote)
+#   bash tools/device_check.sh --remote   on the lent machine: install the wheels into /tmp/site
+#                                         (no registry), then CUDA tests, suites/gpu.yaml, report,
+#                                         one archive in $OUT, in about 6 minutes
+set -uo pipefail
+cd "$(dirname "$0")/.."
+START=$(date +%s)
+MODE=${1:-prepare}
+WHEELS=${WHEELS:-.whl}
+BUDGET_S=${BUDGET_S:-360}
+VENV_PY=.venv/bin/python
+HERE_PY=$([ -x "$VENV_PY" ] && echo "$VENV_PY" || command -v python3)
+
+gpu_here() {  # an NVIDIA GPU that this machine's torch sees (nvidia-smi first: no torch import)
+    command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 &&
+        "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null
+}
+
+remote() {  # $1: the python that has torch; $2: install the wheels first (yes/no)
+    local py=$1
+    export OUT=${OUT:-/tmp/device_check_out}
+    mkdir -p "$OUT"
+    if [ "$2" = yes ]; then
+        echo "device-check: installing $(ls "$WHEELS"/*.whl | wc -l) wheels into /tmp/site"
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site "$WHEELS"/*.whl 2>&1 | tee -a "$OUT/device_check.log" || {
+            echo "device-check: FAILED: the wheels did not install" | tee -a "$OUT/device_check.log"
+            return 1; }
+        # modelopt itself from this tree, against the machine's own torch; a `modelopt`
+        # command for the tests that start one
+        mkdir -p /tmp/site/bin
+        printf '#!/bin/sh\nexec %s -m modelopt "$@"\n' "$py" >/tmp/site/bin/modelopt
+        chmod +x /tmp/site/bin/modelopt
+        export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/site/bin:$PATH"
+    fi
+    "$py" tools/device_check.py remote --out "$OUT" --suite "${SUITE:-suites/gpu.yaml}" \
+        --deadline $((START + BUDGET_S))
+}
+
+case "$MODE" in
+    --remote)
+        command -v nvidia-smi >/dev/null && nvidia-smi
+        remote "${PYTHON:-python3}" yes ;;
+    prepare | --check)
+        if [ "$MODE" = prepare ]; then
+            "$HERE_PY" tools/device_check.py download --wheels "$WHEELS" || exit 1
+        else
+            "$HERE_PY" tools/device_check.py check --wheels "$WHEELS" || exit 1
+        fi
+        if gpu_here "$HERE_PY"; then
+            if [ "$MODE" = prepare ]; then
+                echo "device-check: a GPU is here: running the check in this venv"
+                remote "$HERE_PY" no
+            else
+                echo "device-check: a GPU is here; 'make device-check' runs the check on it"
+            fi
+        else
+            echo "device-check: no GPU here (no NVIDIA GPU that torch sees): nothing to run on" \
+                 "this machine; run the command above on a lent GPU machine"
+        fi ;;
+    *)
+        echo "usage: $0 [--check | --remote]" >&2
+        exit 2 ;;
+esac
