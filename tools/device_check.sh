@@ -28,7 +28,12 @@ remote() {  # $1: the python that has torch; $2: install the wheels first (yes/n
     local py=$1
     export OUT=${OUT:-/tmp/device_check_out}
     mkdir -p "$OUT"
+    command -v nvidia-smi >/dev/null && nvidia-smi 2>&1 | tee -a "$OUT/device_check.log"
     if [ "$2" = yes ]; then
+        ls "$WHEELS"/*.whl >/dev/null 2>&1 || {
+            echo "device-check: FAILED: no wheels in $WHEELS: name .whl in the run's carry" \
+                 "(make device-check fills it)" | tee -a "$OUT/device_check.log"
+            return 1; }
         echo "device-check: installing $(ls "$WHEELS"/*.whl | wc -l) wheels into /tmp/site"
         "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site "$WHEELS"/*.whl 2>&1 | tee -a "$OUT/device_check.log" || {
@@ -47,7 +52,6 @@ remote() {  # $1: the python that has torch; $2: install the wheels first (yes/n
 
 case "$MODE" in
     --remote)
-        command -v nvidia-smi >/dev/null && nvidia-smi
         remote "${PYTHON:-python3}" yes ;;
     prepare | --check)
         if [ "$MODE" = prepare ]; then
