@@ -9,9 +9,11 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+from modelopt.results.report import baselines
 from modelopt.run import backends
 from modelopt.spec.suite import load
 
@@ -121,6 +123,14 @@ def test_the_gpu_suite_loads_and_names_the_gpu_paths():
     assert {(b["world_size"], b["dist_backend"], b["device"])
             for b, *_ in cells if b["name"] == "ddp"} == {(1, "nccl", "cuda")}
     assert len({bs for *_, bs in cells}) >= 2
+    # the report pairs every batch-1024 cell with the fp32 one (and batch 256 with itself)
+    agg = pd.DataFrame([{"n": 1, "cell": c.config, "cell_id": c.cell_id} for c in suite.cells])
+    paired, _ = baselines(agg, suite.spec.baseline)
+    fp32 = next(c.cell_id for c, (b, d, p, bs) in zip(suite.cells, cells)
+                if b == {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
+                and d is None and p is None and bs == 1024)
+    assert {c.cell_id for c in suite.cells if c.config["train"]["batch_size"] == 1024} == {
+        k for k, v in paired.items() if v["cell_id"] == fp32}
     if not torch.cuda.is_available():  # what the cells need is checked where they run
         for b, *_ in cells:
             with pytest.raises(backends.BackendUnavailable, match="CUDA is not available"):
