@@ -70,14 +70,14 @@ def cmd_run(args) -> int:
     except SuiteError as exc:
         return _err(str(exc))
     out = Path(args.out or Path("results") / suite.name)
+    if not (launched and launched.rank != 0):
+        for warning in suite.warnings:
+            print(f"modelopt: warning: {warning}", file=sys.stderr)
     if args.dry_run:
         from modelopt.run.preview import plan
 
         print(plan(suite, out, args.jobs or runner.default_jobs()))
         return 0
-    if not (launched and launched.rank != 0):
-        for warning in suite.warnings:
-            print(f"modelopt: warning: {warning}", file=sys.stderr)
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train
     progress = Progress(suite.name, out, args.quiet)
@@ -111,16 +111,15 @@ def cmd_report(args) -> int:
     try:
         df = store.load([Path(d) for d in args.dirs])
         docs = store.timings([Path(d) for d in args.dirs])
+        metas = {}
+        for d in args.dirs:  # what `modelopt run` noted about the suite beside its results
+            meta = store.read_meta(d)
+            if meta is not None:
+                metas[meta.suite] = meta.model_dump()
     except store.ResultsError as exc:
         return _err(str(exc))
     if df.empty:
         return _err("no results to report")
-    metas = {}
-    for d in args.dirs:  # what `modelopt run` noted about the suite beside its results
-        meta = Path(d) / "suite.json"
-        if meta.is_file():
-            info = json.loads(meta.read_text())
-            metas[info.get("suite")] = info
     pages = []
     for suite in df["suite"].unique():
         n = _report_suite(df, suite, out, metas.get(suite, {}), docs.get(suite), args.csv)
@@ -162,8 +161,9 @@ def _index_entries(index: Path) -> dict:
     if not index.is_file():
         return {}
     rows = re.findall(r"^\| (\S+) \| (\d+) \| \[(\S+)\]", index.read_text(), re.M)
+    safe = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.md")  # a page beside the index, no path
     return {name: (name, page, int(n)) for name, n, page in rows
-            if (index.parent / page).is_file()}
+            if safe.fullmatch(page) and (index.parent / page).is_file()}
 
 
 def cmd_merge(args) -> int:
@@ -199,12 +199,15 @@ def cmd_list(args) -> int:
             print(f"  {e.name}({params}){facts}")
             for line in e.doc.splitlines():
                 print(f"      {line}".rstrip())
-    from modelopt.spec.schema import DEFAULTS, TrainConfig
+    from modelopt.spec.schema import DEFAULT_STEPS, DEFAULTS, TrainConfig
 
     print("train:")
     for name, field in TrainConfig.model_fields.items():
         kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-        print(f"  {name}: {describe(kind)} = {field.get_default(call_default_factory=True)!r}")
+        note = (f"  (steps or epochs, not both; neither: {DEFAULT_STEPS} steps)"
+                if name in ("steps", "epochs") else "")
+        print(f"  {name}: {describe(kind)} = {field.get_default(call_default_factory=True)!r}"
+              f"{note}")
     implied = {k: v["name"] if isinstance(v, dict) else "the task's default"
                for k, v in DEFAULTS.items() if k != "train"}
     print("a cell that does not name them gets: "
@@ -235,7 +238,7 @@ def _user_code(args):
 
 
 def cmd_compare(args) -> int:
-    from modelopt.results import compare
+    from modelopt.results import compare, store
     from modelopt.run.timing import time_saved
     from modelopt.spec.suite import SuiteError
 
@@ -253,9 +256,9 @@ def cmd_compare(args) -> int:
 
     try:
         rules = {}
-        meta = Path(args.current) / "suite.json"
-        if meta.is_file():  # thresholds the suite sets, then the command line's
-            for metric, text in (json.loads(meta.read_text()).get("thresholds") or {}).items():
+        meta = store.read_meta(args.current) if Path(args.current).is_dir() else None
+        if meta is not None:  # thresholds the suite sets, then the command line's
+            for metric, text in meta.thresholds.items():
                 rules.update([compare.parse_threshold(f"{metric}:{text}")])
         for text in args.fail_on or []:
             rules.update([compare.parse_threshold(text)])
@@ -263,7 +266,7 @@ def cmd_compare(args) -> int:
                               allow_missing=args.allow_missing,
                               timer=None if args.no_retime else timer,
                               processes=args.timing_processes, progress=progress)
-    except compare.CompareError as exc:
+    except (compare.CompareError, store.ResultsError) as exc:
         return _err(str(exc))
     text = compare.markdown(cmp, rules, all_rows=args.all)
     if args.out:
@@ -275,7 +278,7 @@ def cmd_compare(args) -> int:
 
 def cmd_time(args) -> int:
     from modelopt.results import latency, store
-    from modelopt.run import timing
+    from modelopt.run import runner, timing
     from modelopt.spec.suite import SuiteError
 
     def progress(k: int, n: int) -> None:
@@ -283,6 +286,7 @@ def cmd_time(args) -> int:
 
     try:
         recs = store.read(args.dir)
+        store.read_meta(args.dir)  # a malformed one is said now, not after timing
         user = _user_code(args)
     except (store.ResultsError, SuiteError) as exc:
         return _err(str(exc))
@@ -293,10 +297,13 @@ def cmd_time(args) -> int:
     if not latency.artifacts(args.dir, ok):
         return _err(f"{args.dir}: no saved models of ok cells under {latency.MODELS_DIR}/")
     try:
-        n = timing.run_stage(args.dir, suites.pop(), ok, {r.cell_id: r.cell for r in recs},
-                             user, processes=args.processes, progress=progress)
+        with runner.writer_lock(Path(args.dir)):
+            n = timing.run_stage(args.dir, suites.pop(), ok, {r.cell_id: r.cell for r in recs},
+                                 user, processes=args.processes, progress=progress)
     except latency.TimingError as exc:
         return _err(str(exc), 1)
+    except runner.ResumeError as exc:
+        return _err(str(exc))
     skipped = (latency.read(args.dir) or {}).get("not_retimeable") or {}
     for key, why in sorted(skipped.items()):
         print(f"not timed: {key}: {why}", file=sys.stderr)
@@ -307,11 +314,15 @@ def cmd_time(args) -> int:
 def cmd_export(args) -> int:
     from modelopt.results import export, store
 
+    EXPORTERS = {"github-action-benchmark": export.github_action_benchmark}
+
     try:
         df = store.load([Path(d) for d in args.results])
     except store.ResultsError as exc:
         return _err(str(exc))
-    entries = export.github_action_benchmark(df)
+    if df.empty:
+        return _err(f"no results to export in {', '.join(args.results)}")
+    entries = EXPORTERS[args.format](df)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for direction, name in (("bigger", "bigger_is_better.json"), ("smaller", "smaller_is_better.json")):

@@ -264,7 +264,8 @@ def test_kd_loss_matches_the_formula_by_hand():
 
 
 def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
+    from modelopt.run import dense
+
     d = data()
     calls = []
 
@@ -273,9 +274,10 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
             calls.append(seed)
             torch.manual_seed(seed)
             return build(cfg["model"], d.input_shape, d.num_outputs)
-        return distill.cached_teacher(cfg, seed, build(cfg["model"], d.input_shape,
-                                                       d.num_outputs), train)
+        return dense.cached(dense.teacher_path(cfg, seed), build(cfg["model"], d.input_shape,
+                                                                d.num_outputs), train)
 
+    dense.keep_teachers_in(tmp_path)
     teacher = {"model": {"name": "mlp", "hidden": 64}, "train": {"steps": 5}}
     student = {"dataset": {"name": "synthetic"}, "backend": {"name": "cpu"},
                "preprocess": [{"name": "subsample", "fraction": 0.1}],
@@ -288,6 +290,13 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
     get(cfg, 1)
     assert calls == [0, 1]  # another seed is another teacher
+    # modelopt's code is part of the key: a teacher trained by other code is trained again
+    monkeypatch.setattr(dense, "source_hash", lambda: "other code")
+    get(cfg, 0)
+    assert calls == [0, 1, 0]
+    dense.keep_teachers_in(None)  # --train-each: nothing kept, every teacher trained
+    get(cfg, 0)
+    assert calls == [0, 1, 0, 0]
 
 
 def test_weight_clip_hook_clips():
@@ -304,7 +313,6 @@ def test_distilled_students_share_one_cached_teacher(tmp_path, monkeypatch):
     from modelopt.run.cell import run_cell
     from modelopt.spec.suite import parse
 
-    monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
     s = parse("""
 name: kd
 seeds: [0]
@@ -320,9 +328,9 @@ defaults:
 matrix:
   distill.temperature: [2.0, 4.0]
 """)
-    a, b = (run_cell(c.config, 0) for c in s.cells)
+    a, b = (run_cell(c.config, 0, teacher_dir=str(tmp_path)) for c in s.cells)
     assert a.status == b.status == "ok"
     assert a.metrics["teacher_cached"] is False and b.metrics["teacher_cached"] is True
     assert a.metrics["teacher_accuracy"] == b.metrics["teacher_accuracy"] > 0.5
     assert a.metrics["accuracy"] != b.metrics["accuracy"]  # the temperature mattered
-    assert len(list((tmp_path / "teachers").glob("*.pt"))) == 1
+    assert len(list(tmp_path.glob("teacher-*.pt"))) == 1

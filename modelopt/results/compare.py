@@ -23,6 +23,9 @@ from modelopt.results import metrics as M
 from modelopt.results.stats import ALPHA, paired_p, welch_p
 
 PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
+# a training speed measured over less than this (seconds of training, every seed, both
+# sides) is start-up and noise: reported, not gated
+MIN_TRAIN_S = 2.0
 LATENCY = {("model", "ms_batch1"): "latency_ms_p50", ("model", "ms_batch"): "latency_ms_batch_p50",
            ("slimmed", "ms_batch1"): "slimmed_latency_ms_p50",
            ("slimmed", "ms_batch"): "slimmed_latency_ms_batch_p50"}
@@ -65,6 +68,9 @@ class Side:
     figures: dict[str, dict[int, dict]] = field(default_factory=dict)
     configs: dict[str, dict] = field(default_factory=dict)
     run_dir: Path | None = None  # a results directory (its saved models can be re-timed)
+    # per cell, per seed: the trained network's key; cells that share one trained network
+    # share its training figures, which are then one observation, not one per cell
+    train_keys: dict[str, dict[int, str]] = field(default_factory=dict)
 
     def ok_seeds(self, cid: str) -> set[int]:
         return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
@@ -75,7 +81,7 @@ def load_side(path: str | Path) -> Side:
     if p.is_file() and p.suffix == ".json":
         return _load_benchmark_json(p)
     try:
-        M.declare_run(p)
+        store.declare_run(p)
         recs = [r.model_dump() for r in store.read(p)]
     except store.ResultsError as exc:
         raise CompareError(str(exc)) from None
@@ -115,11 +121,27 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
         error = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
         side.status.setdefault(cid, {})[seed] = (r.get("status") or "failed", error)
         side.configs.setdefault(cid, r.get("cell") or {})
+        key = (r.get("extra") or {}).get("train_key")
+        if isinstance(key, str):
+            side.train_keys.setdefault(cid, {})[seed] = key
         if r.get("status") == "ok":
-            side.figures.setdefault(cid, {})[seed] = {
-                k: float(v) for k, v in (r.get("metrics") or {}).items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            side.figures.setdefault(cid, {})[seed] = _figures(cid, seed, r.get("metrics") or {})
     return side
+
+
+def _figures(cid: str, seed: int, metrics: dict) -> dict[str, float]:
+    """The numeric figures of a record; a NaN, an infinity or a word where a number is
+    declared is an error naming the cell and figure (never a silently skipped comparison)."""
+    out = {}
+    for k, v in metrics.items():
+        numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if numeric and math.isfinite(v):
+            out[k] = float(v)
+        elif (numeric or (k in M.TABLE and M.TABLE[k].fmt != "none" and v is not None)
+              and not isinstance(v, bool)):
+            raise CompareError(f"cell {cid} seed {seed}: figure '{k}' is {v!r}, not a finite "
+                               "number")
+    return out
 
 
 # ---------------------------------------------------------------- verdicts
@@ -166,12 +188,19 @@ def _decide(worse: float, tolerance: float, significant: bool) -> str:
 
 
 def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
-                 only: list[str] | None) -> list[Row]:
+                 only: list[str] | None, trainings: dict | None = None) -> list[Row]:
+    """`trainings`: the trained networks whose training figures were compared already (for
+    another cell that shares them), updated here."""
     seeds = sorted(set(base.figures.get(cid, {})) & set(cur.figures.get(cid, {})))
     rows = []
+    training = tuple(base.train_keys.get(cid, {}).get(s) for s in seeds)
     for name, metric in rules.items():
         if not metric.gated or (only and name not in only) or (metric.timing and name != PROBED):
             continue  # latency is judged by re-timing (below); other timings are not gated
+        if name == PROBED and trainings is not None and all(training):
+            if training in trainings:
+                continue  # one trained network: its speed is one observation, compared once
+            trainings[training] = cid
         pairs = [(base.figures[cid][s].get(name), cur.figures[cid][s].get(name)) for s in seeds]
         if name == PROBED:  # samples/s x probe ms: the training's speed per machine speed
             probes = [(base.figures[cid][s].get("machine_probe_ms"),
@@ -182,10 +211,19 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         if not pairs:
             continue
         v, change, p = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
+        note = "per machine probe" if name == PROBED else ""
+        if name == PROBED and _short_training(base, cur, cid, seeds):
+            v, note = "ok", f"under {MIN_TRAIN_S:g} s of training: reported, not gated"
         rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
                         statistics.fmean(c for _, c in pairs), change, v, p, n=len(pairs),
-                        note="per machine probe" if name == PROBED else ""))
+                        note=note))
     return rows
+
+
+def _short_training(base: Side, cur: Side, cid: str, seeds: list[int]) -> bool:
+    """Whether any seed on either side trained for less than MIN_TRAIN_S (or did not say)."""
+    return any((side.figures[cid][s].get("train_seconds") or 0.0) < MIN_TRAIN_S
+               for side in (base, cur) for s in seeds)
 
 
 def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
@@ -257,6 +295,7 @@ class Comparison:
     labels: dict[str, str]
     allow_missing: bool = False
     latency: str = ""  # how latency was judged, for the note under the table
+    common: int = -1  # cells on both sides; none in common is a failure whatever is allowed
     not_retimed: dict[str, str] = field(default_factory=dict)  # cell_id -> why
 
     @property
@@ -266,7 +305,7 @@ class Comparison:
     @property
     def failed(self) -> bool:
         missing = bool(self.only_baseline or self.only_current) and not self.allow_missing
-        return bool(self.regressions) or missing
+        return bool(self.regressions) or missing or self.common == 0
 
 
 def compare(baseline: str | Path, current: str | Path,
@@ -281,11 +320,12 @@ def compare(baseline: str | Path, current: str | Path,
     rules = {**M.TABLE, **(thresholds or {})}
     common = [c for c in base.status if c in cur.status]
     rows: list[Row] = []
-    for cid in common:
+    trainings: dict = {}
+    for cid in sorted(common):
         status = _status_row(cid, base, cur)
         if status:
             rows.append(status)
-        rows += _figure_rows(cid, base, cur, rules, metrics)
+        rows += _figure_rows(cid, base, cur, rules, metrics, trainings)
     skipped: dict[str, str] = {}
     note = ("not gated: latency from two separate runs differs by the machine as much as "
             "by the code; compare two results directories with their saved models to "
@@ -309,7 +349,7 @@ def compare(baseline: str | Path, current: str | Path,
     labels = _labels({**cur.configs, **base.configs})
     return Comparison(rows, sorted(set(base.status) - set(cur.status)),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
-                      skipped)
+                      len(common), skipped)
 
 
 def _labels(configs: dict[str, dict]) -> dict[str, str]:
@@ -404,6 +444,10 @@ def summary(cmp: Comparison) -> str:
     cells = len({r.cell_id for r in cmp.rows})
     missing = len(cmp.only_baseline) + len(cmp.only_current)
     status = "REGRESSION" if cmp.failed else "OK"
+    if cmp.common == 0:
+        return (f"**{status}**: the two sides have no cell in common ({len(cmp.only_baseline)} "
+                f"in the baseline, {len(cmp.only_current)} in the current run): nothing was "
+                "compared")
     return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
             f"over {cells} cells compared" + (f"; {missing} cells on one side only"
                                               + (" (allowed)" if cmp.allow_missing else "")

@@ -10,8 +10,14 @@ import math
 import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
+from modelopt.results.files import read_json, write_whole
 from modelopt.results.metrics import LATENCY_FIGURES
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 MODELS_DIR = "models"
 TIMING_FILE = "timing.json"
@@ -61,16 +67,40 @@ class TimingError(RuntimeError):
 
 
 def write(run_dir: str | Path, doc: dict) -> None:
-    p = Path(run_dir) / TIMING_FILE
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc))
-    tmp.replace(p)
+    write_whole(Path(run_dir) / TIMING_FILE, json.dumps(doc).encode())
+
+
+class TimingRow(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    side: str = ""
+    cell_id: str
+    seed: int
+    kind: Literal["model", "slimmed"]
+    process: int
+    ms_batch1: FiniteFloat
+    p90_ms_batch1: FiniteFloat
+    ms_batch: FiniteFloat
+    rounds_batch1: list[FiniteFloat] = []
+    rounds_batch: list[FiniteFloat] = []
+
+
+class TimingDoc(BaseModel):
+    """timing.json, as the timing stage writes it."""
+
+    model_config = ConfigDict(extra="allow")
+    suite: str
+    processes: int
+    rows: list[TimingRow]
+    not_retimeable: dict[str, str] = {}
 
 
 def read(run_dir: str | Path) -> dict | None:
+    """A run's timing.json, validated (ResultsError names the file and line); None if none."""
     p = Path(run_dir)
     p = (p if p.is_dir() else p.parent) / TIMING_FILE
-    return json.loads(p.read_text()) if p.is_file() else None
+    if not p.is_file():
+        return None
+    return read_json(p, TimingDoc).model_dump()
 
 
 def figures(doc: dict | None) -> dict[tuple[str, int], dict]:

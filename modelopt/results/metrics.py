@@ -197,13 +197,12 @@ def as_dict(metric: Metric) -> dict:
     return asdict(metric)
 
 
-def declare_run(run_dir) -> None:
-    """Declare the figures a results directory's run declared (its suite.json)."""
-    import json
-    from pathlib import Path
-
-    p = Path(run_dir)
-    meta = (p if p.is_dir() else p.parent) / RUN_META
-    if meta.is_file():
-        for doc in json.loads(meta.read_text()).get("metrics") or []:
+def declare_all(docs: list[dict], where: str = RUN_META) -> None:
+    """Declare the figures a run declared (its suite.json's `metrics`); a malformed
+    declaration is a ValueError naming `where`."""
+    for doc in docs:
+        try:
             declare(Metric(**doc))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: a metric declaration that cannot be read ({exc})") \
+                from None

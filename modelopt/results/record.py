@@ -4,9 +4,14 @@ never needs the code that produced them."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
+# path separators, and no leading dot (so never `.` or `..`)
+SAFE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 
 Status = Literal["ok", "failed", "diverged", "timeout", "skipped"]
 # statuses that mean the harness or the cell's code went wrong (the exit code and
@@ -20,9 +25,9 @@ class Record(BaseModel):
 
     model_config = ConfigDict(extra="allow")  # lines written by later versions still read
 
-    suite: str | None = None
+    suite: str = Field(pattern=SAFE_NAME)
     suite_hash: str | None = None
-    cell_id: str
+    cell_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     seed: int
     cell: dict[str, Any] | None = None  # the resolved config
     task: Literal["classification", "regression"] | None = None
@@ -35,6 +40,29 @@ class Record(BaseModel):
     started_at: str | None = None
     duration_s: float | None = None
     group: dict[str, Any] | None = None  # tune / cv variants of one matrix cell
+
+    @field_validator("metrics")
+    @classmethod
+    def _figures_are_finite_numbers(cls, metrics: dict) -> dict:
+        """A figure is a finite number or absent (a diverged cell has none): a NaN, an
+        infinity or a word where a number is declared is refused, naming the figure, rather
+        than dropped from a comparison unseen. Descriptive entries (fmt none: the confusion
+        matrix, the quantization path) keep their own shapes."""
+        from modelopt.results.metrics import TABLE
+
+        out = {}
+        for name, value in metrics.items():
+            if value is None:
+                continue  # absent
+            declared = TABLE.get(name)
+            descriptive = declared is not None and declared.fmt == "none"
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"figure '{name}' is {value}: a figure is a finite number or "
+                                 "absent")
+            if not descriptive and not isinstance(value, (int, float)) and declared is not None:
+                raise ValueError(f"figure '{name}' is {value!r}: a number is declared")
+            out[name] = value
+        return out
 
     @property
     def key(self) -> tuple[str, int]:

@@ -7,18 +7,48 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelopt.results import latency
 from modelopt.results import metrics as M
-from modelopt.results.record import Record
+from modelopt.results.files import ResultsError, read_json
+from modelopt.results.record import SAFE_NAME, Record
 
 RESULTS_FILE = "results.jsonl"
+__all__ = ["ResultsError", "RunMeta", "append", "load", "read", "read_meta", "repair", "timings"]
 
 
-class ResultsError(ValueError):
-    """A results file that cannot be read; the message names the file and line."""
+class RunMeta(BaseModel):
+    """suite.json: what `modelopt run` noted about the suite beside its results."""
+
+    model_config = ConfigDict(extra="allow")
+    suite: str = Field(pattern=SAFE_NAME)
+    content_hash: str | None = None
+    path: str | None = None
+    description: str = ""
+    thresholds: dict[str, str] = Field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    metrics: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def read_meta(run_dir: str | Path) -> RunMeta | None:
+    """A results directory's suite.json, validated; None where there is none."""
+    p = Path(run_dir)
+    p = (p if p.is_dir() else p.parent) / M.RUN_META
+    return read_json(p, RunMeta) if p.is_file() else None
+
+
+def declare_run(run_dir: str | Path) -> RunMeta | None:
+    """Declare the figures a results directory's run declared; returns its suite.json."""
+    meta = read_meta(run_dir)
+    if meta is not None:
+        try:
+            M.declare_all(meta.metrics, str(Path(run_dir) / M.RUN_META))
+        except ValueError as exc:
+            raise ResultsError(str(exc)) from None
+    return meta
 
 
 def results_path(path: str | Path) -> Path:
@@ -38,16 +68,27 @@ def _clean(value):
 
 
 def append(path: str | Path, record: Record) -> None:
-    """Append one whole line with a single write, then flush and fsync: a killed run leaves
-    at most one torn last line, which `read` skips."""
+    """Append one whole line, then fsync: a killed run leaves at most one torn last line,
+    which `read` skips; a write that fails (a full disk) is cut back off and raised."""
     p = results_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     doc = record.model_dump(exclude_none=False)
     line = (json.dumps(_clean(doc), sort_keys=True, allow_nan=False) + "\n").encode()
     fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    size = os.fstat(fd).st_size
     try:
-        os.write(fd, line)
+        written = 0
+        while written < len(line):  # a short write (a full disk, a file size limit) says so
+            n = os.write(fd, line[written:])
+            if n <= 0:
+                raise OSError("no bytes written")
+            written += n
         os.fsync(fd)
+    except OSError as exc:
+        os.ftruncate(fd, size)  # the record is whole in the file or not there
+        raise ResultsError(f"{p}: could not append a whole record ({exc.strerror or exc}); "
+                           "the run stops here. Free space, then run the same command again "
+                           "to resume") from None
     finally:
         os.close(fd)
 
@@ -112,7 +153,7 @@ def load(path: str | Path | list):
     paths = path if isinstance(path, list) else [path]
     rows = []
     for p in paths:
-        M.declare_run(p)
+        declare_run(p)
         figures = latency.figures(latency.read(p))  # the run's timing stage, per cell x seed
         for rec in read(p):
             row = {"suite": rec.suite, "cell_id": rec.cell_id, "seed": rec.seed,

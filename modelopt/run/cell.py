@@ -88,13 +88,15 @@ class Deployed:
 
 
 def run_cell(config: dict, seed: int, threads: int = 1,
-             backend: backends.Backend | None = None, dense_path: str | None = None
-             ) -> CellOutput:
+             backend: backends.Backend | None = None, dense_path: str | None = None,
+             teacher_dir: str | None = None) -> CellOutput:
     """Train, compress and measure one cell; latency is not measured here but by the run's
     timing stage, over the models this returns. `backend` replaces the config's (a rank of
     a launched job passes its own). `dense_path`: where the run keeps this cell's trained
-    network for the other cells of its training prefix (dense.py)."""
+    network for the other cells of its training prefix (dense.py); `teacher_dir`: where
+    the run keeps trained KD teachers (none: every teacher is trained)."""
     plugins.load(config.get("plugins"))  # user plugins register in this process too
+    dense.keep_teachers_in(teacher_dir)
     backend = backend or backends.build(config["backend"])
     threads = backend.prepare(threads)
     phase = Phases()
@@ -142,6 +144,7 @@ def run_cell(config: dict, seed: int, threads: int = 1,
                   **({"slimmed": slimmed} if slimmed is not None else {})}
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
+    out.extra["train_key"] = dense.key(config, seed)  # cells sharing it share its training
     out.batch = out_batch(data, config).clone()
     out.input_shape, out.num_outputs = tuple(data.input_shape), data.num_outputs
     return out
@@ -224,7 +227,9 @@ def ship(config: dict, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.
     fmt = DEPLOYERS.build_spec(spec) if spec else None
     if fmt is None or fmt.ship is None:
         return model
-    artifact, made = fmt.ship(model, batch.to(backends.on_device_of(model).device))
+    # compiled and traced as it runs: in eval mode (batch norm's running statistics; a
+    # batch of one has no batch statistics to take)
+    artifact, made = fmt.ship(model.eval(), batch.to(backends.on_device_of(model).device))
     info.update(made)
     return artifact
 

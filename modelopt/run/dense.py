@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -27,6 +28,17 @@ from modelopt.run.train import Outcome
 from modelopt.spec.registries import QUANTIZERS
 
 DIR = "dense"  # under the run's output directory
+_teachers: dict[str, Path | None] = {"dir": None}  # this cell process's, set by run_cell
+
+
+def keep_teachers_in(directory: str | Path | None) -> None:
+    _teachers["dir"] = Path(directory) if directory else None
+
+
+def teacher_path(config: dict, seed: int) -> Path | None:
+    """Where this run keeps the teacher of that config and seed (None: not kept)."""
+    d = _teachers["dir"]
+    return d / f"teacher-{key(config, seed)}.pt" if d is not None else None
 # after training: what a cell does with the trained network, which training never sees
 AFTER_TRAINING = ("prune", "metrics", "deploy")
 
@@ -45,9 +57,46 @@ def training_config(config: dict) -> dict:
 
 
 def key(config: dict, seed: int) -> str:
-    blob = json.dumps({"train": training_config(config), "seed": seed}, sort_keys=True,
-                      default=str)
+    """What determines a trained network: the training config, the seed, the data files as
+    they are now, and modelopt's own code (a cache made by other code is not reused)."""
+    blob = json.dumps({"train": training_config(config), "seed": seed, "source": source_hash(),
+                       "data": data_fingerprint(config.get("dataset") or {})},
+                      sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash() -> str:
+    """A hash of modelopt's Python source, as this process runs it."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha1()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+MAX_FILES = 200_000  # a data folder larger than this is fingerprinted by its first files
+
+
+def data_fingerprint(spec: dict) -> dict:
+    """The files and folders a dataset spec names (csv path, image root), by name, size and
+    modification time: a changed data file trains anew."""
+    out = {}
+    for k, v in sorted(spec.items()):
+        if isinstance(v, str) and v and os.path.exists(v):
+            out[k] = _fingerprint(Path(v))
+    return out
+
+
+def _fingerprint(path: Path) -> str:
+    h = hashlib.sha1()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files[:MAX_FILES]:
+        st = p.stat()
+        h.update(f"{p.relative_to(path) if p != path else p.name}:{st.st_size}:"
+                 f"{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def shared_keys(runs) -> set[str]:
@@ -88,8 +137,34 @@ def reuse(path: str | Path | None, build: Callable[[], torch.nn.Module],
             net.load_state_dict({k: v.to(device) for k, v in saved["state"].items()})
             return Trained(net, None, Outcome(**saved["outcome"]), saved["info"]), saved["figures"]
         trained = train()
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"state": trained.net.state_dict(), "outcome": asdict(trained.outcome),
-                    "info": trained.info, "figures": figures()}, tmp)
-        tmp.replace(path)  # atomic: a killed run leaves no half file to resume from
+        save({"state": trained.net.state_dict(), "outcome": asdict(trained.outcome),
+              "info": trained.info, "figures": figures()}, path)
         return trained, None
+
+
+def save(doc: dict, path: Path) -> None:
+    """Atomic: a killed run or a full disk leaves no half file to resume from, and no
+    temporary file behind."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(doc, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def cached(path: Path | None, model: torch.nn.Module,
+           train: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, bool]:
+    """A network kept as a state_dict at `path` (read with weights_only=True) loaded into
+    `model`, or `train()`ed and kept there; one process at a time. No path: trained.
+    Returns (network, whether it was loaded)."""
+    if path is None:
+        return train(), False
+    with _locked(path):
+        if path.exists():
+            device = next(model.parameters()).device
+            model.load_state_dict(torch.load(path, weights_only=True, map_location=device))
+            return model, True
+        model = train()
+        save(model.state_dict(), path)
+        return model, False

@@ -11,6 +11,7 @@ from torch import nn
 
 from modelopt.run.train import Diverged, Outcome, Plan, fit, predict, score
 from modelopt.spec.registries import DISTILLERS, OPTIMIZERS, QUANTIZERS, SCHEDULES
+from modelopt.spec.schema import DEFAULT_STEPS
 from modelopt.techniques import data as data_mod
 from modelopt.techniques import distill, losses, models, optim, preprocess
 
@@ -22,7 +23,7 @@ def total_steps(train_cfg: dict, n_train: int, full_batch: bool) -> int:
     if train_cfg.get("epochs"):
         per_epoch = 1 if full_batch else math.ceil(n_train / train_cfg["batch_size"])
         return max(1, int(round(train_cfg["epochs"] * per_epoch)))
-    return 1000
+    return DEFAULT_STEPS
 
 
 def steps_of(config: dict, n_train: int) -> int:
@@ -105,9 +106,12 @@ def teacher(distiller, student: dict, seed: int, backend, data: data_mod.Data
     """The KD teacher: trained on its own config (or read from the cache), frozen, and its
     test accuracy on the student's data."""
     config = distill.teacher_config(distiller.teacher, student)
+    from modelopt.run import dense
+
     net = models.build(config["model"], data.input_shape, data.num_outputs).to(backend.device)
-    net, cached = distill.cached_teacher(config, seed, net,
-                                         lambda: train_here(backend, config, seed).net)
+    net, cached = dense.cached(dense.teacher_path(config, seed), net,
+                               lambda: train_here(backend, config, seed).net)
+    net = distill.frozen(net)
     accuracy = score(predict(net, data.x_test, backend), data.y_test, data.task)
     return net, {"teacher_cached": cached, "teacher_accuracy": accuracy}
 

@@ -3,15 +3,21 @@ then the timing stage; and merging shard directories."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Callable
 
 from modelopt.results import latency, store
+from modelopt.results.files import write_whole
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
 from modelopt.run import dense, measures, timing
@@ -76,17 +82,15 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             "baseline": suite.spec.baseline,
             "metrics": measures.declarations([m for c in suite.cells
                                               for m in c.config.get("metrics") or []])}
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())
-        if old.get("content_hash") != suite.content_hash and resume and not force:
-            raise ResumeError(
-                f"{out_dir} holds results of suite '{old.get('suite')}' with a different "
-                f"content (hash {old.get('content_hash')} vs {suite.content_hash}). Use another "
-                "--out, or --force to add to it anyway.")
+    old = store.read_meta(out_dir) if meta_path.exists() else None
+    if old is not None and old.content_hash != suite.content_hash and not force:
+        # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
+        raise ResumeError(
+            f"{out_dir} holds results of suite '{old.suite}' with a different "
+            f"content (hash {old.content_hash} vs {suite.content_hash}). Use another "
+            "--out, or --force to add to it anyway.")
     meta_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = meta_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(meta_path)
+    write_whole(meta_path, json.dumps(meta, indent=2).encode())
     path = store.results_path(out_dir)
     if not path.exists():
         return set()
@@ -105,19 +109,56 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
     cells that share their training share one trained network (dense.py)."""
     out = Path(out_dir)
     jobs = jobs or default_jobs()
-    done = prepare(out, suite, resume, force)
-    todo = plan_jobs(suite, jobs, shard, done, train_once)
-    if on_plan:
-        on_plan(len(todo), len(done))
-    sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address)
-    summary = sched.run(todo)
-    if not summary.interrupted:
-        summary.interrupted = not time_run(out, suite, timing_processes, on_timing)
+    with writer_lock(out):
+        done = prepare(out, suite, resume, force)
+        if not resume:  # a rerun from scratch trains its networks and teachers anew
+            shutil.rmtree(out / dense.DIR, ignore_errors=True)
+        todo = plan_jobs(suite, jobs, shard, done, train_once)
+        if on_plan:
+            on_plan(len(todo), len(done))
+        sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address,
+                          train_once)
+        summary = sched.run(todo)
+        if not summary.interrupted:
+            summary.interrupted = not time_run(out, suite, timing_processes, on_timing)
     return summary
 
 
+LOCK_FILE = ".modelopt.lock"
+
+
+class RunLocked(ResumeError):
+    """Another run is writing the results directory."""
+
+
+@contextlib.contextmanager
+def writer_lock(out: Path):
+    """One `modelopt run` writes a results directory at a time. The lock is the kernel's
+    (flock): it goes with the process that held it, so a killed run leaves nothing to clear
+    and the next run takes the directory over."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunLocked(f"{out} is being written by another modelopt run ({holder}); wait for "
+                        "it to finish, or give this run another --out") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
-              executor: str = "local", ray_address: str | None = None) -> Scheduler:
+              executor: str = "local", ray_address: str | None = None,
+              train_once: bool = True) -> Scheduler:
     """A scheduler that appends each record to `out` before telling `on_record`."""
     path = store.results_path(out)
 
@@ -128,7 +169,7 @@ def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
 
     model_dir = str((out / latency.MODELS_DIR).resolve())  # Ray workers have another cwd
     kwargs = dict(on_record=record, fail_fast=fail_fast, model_dir=model_dir, commit=git_commit(),
-                  dense_dir=str((out / dense.DIR).resolve()))
+                  dense_dir=str((out / dense.DIR).resolve()) if train_once else None)
     if executor == "ray":
         return RayScheduler(suite, jobs, address=ray_address, **kwargs)
     return Scheduler(suite, jobs, **kwargs)
@@ -159,10 +200,10 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
     Refuses directories of different suites (name or content)."""
     metas = []
     for d in dirs:
-        meta = Path(d) / RUN_META
-        if not meta.is_file():
+        meta = store.read_meta(d)
+        if meta is None:
             raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
-        metas.append(json.loads(meta.read_text()))
+        metas.append(meta.model_dump())
     if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1:
         listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
                             for d, m in zip(dirs, metas))

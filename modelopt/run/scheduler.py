@@ -67,13 +67,14 @@ class Summary:
 
 def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
                 model_dir: str | None, env: dict | None = None,
-                dense_path: str | None = None) -> None:
+                dense_path: str | None = None, teacher_dir: str | None = None) -> None:
     """Runs in a fresh process (forkserver, or a Ray worker): what happens here cannot hurt
     the run."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from modelopt.run.cell import run_cell
 
-    result = outcome.payload(lambda: run_cell(config, seed, threads, dense_path=dense_path),
+    result = outcome.payload(lambda: run_cell(config, seed, threads, dense_path=dense_path,
+                                                   teacher_dir=teacher_dir),
                              cell_id, seed, model_dir, env)
     if conn is None:
         return result
@@ -127,7 +128,7 @@ class Scheduler:
         # not a daemon: a cell may start processes of its own (ddp ranks)
         proc = ctx.Process(target=_child_main, daemon=False,
                            args=(child, job.cell.config, job.cell.cell_id, job.seed, job.threads,
-                                 self.model_dir, None, self.dense_path(job)))
+                                 self.model_dir, None, self.dense_path(job), self.dense_dir))
         # Ctrl-C / SIGTERM wait until the process is started and registered, so that the
         # interrupt ends it instead of orphaning a cell forked a moment before
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -237,7 +238,7 @@ class RayScheduler(Scheduler):
                     continue
                 ref = remote.options(num_cpus=job.slots, num_gpus=job.gpus, max_retries=0).remote(
                     None, job.cell.config, job.cell.cell_id, job.seed, job.threads,
-                    self.model_dir, {"executor": "ray"}, self.dense_path(job))
+                    self.model_dir, {"executor": "ray"}, self.dense_path(job), self.dense_dir)
                 pending[ref] = (job, time.monotonic(), now())
             while pending:
                 self._wait_ray(ray, pending)

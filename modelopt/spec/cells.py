@@ -216,14 +216,19 @@ def _matches(combo: dict, pattern: dict) -> bool:
 
 
 def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
-           merged: list | None = None) -> list[dict]:
+           merged: list | None = None, unused: list | None = None) -> list[dict]:
     """GitHub Actions' strategy.matrix: product, then exclude, then include. An include
     entry that joins existing combinations (rather than adding one) is noted in `merged` as
-    (entry index, the original combinations it changed): users often expect a new cell."""
+    (entry index, the original combinations it changed): users often expect a new cell.
+    Entries that do nothing (an exclude that matches no combination, an include whose
+    values every combination it joins already has) are noted in `unused` as words."""
     keys = list(matrix)
     combos = [dict(zip(keys, values)) for values in itertools.product(*matrix.values())]
     if not keys:
         combos = []
+    for i, ex in enumerate(exclude):
+        if unused is not None and not any(_matches(c, ex) for c in combos):
+            unused.append(f"exclude[{i}] matches no matrix combination: it removes nothing")
     combos = [c for c in combos if not any(_matches(c, ex) for ex in exclude)]
     originals = [dict(c) for c in combos]
     extra = []
@@ -236,6 +241,10 @@ def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
                 joined.append(orig)
         if not joined:
             extra.append(dict(inc))
+        elif all(_matches(orig, inc) for orig in joined):
+            if unused is not None:
+                unused.append(f"include[{i}] changes nothing: every combination it matches "
+                              "already has its values")
         elif merged is not None:
             merged.append((i, joined))
     return combos + extra

@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 # Keys whose value is one technique spec, and keys whose value is a list of specs
 # (they combine). Their registries are in spec.registries.
@@ -26,12 +26,18 @@ OFF = (None, "none", "off")  # how a suite switches an optional technique off
 IMPLIED = {"deploy": "eager"}
 
 
+MAX_CELLS = 10_000
+
+
 class SuiteError(ValueError):
     """An invalid suite: says which file, which key, what was given and what is allowed."""
 
     def __init__(self, path: str, where: str, message: str):
         self.path, self.where, self.message = path, where, message
         super().__init__(f"{path}: {where}: {message}" if where else f"{path}: {message}")
+
+
+DEFAULT_STEPS = 1000  # a cell that names neither steps nor epochs
 
 
 class TrainConfig(BaseModel):
@@ -49,6 +55,13 @@ class TrainConfig(BaseModel):
     target: float | None = None  # validation score for time_to_target
     folds: int = Field(0, ge=0)  # k-fold cross-validation: validation = fold `fold` of k
     fold: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self):
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError(f"give steps or epochs, not both (got steps {self.steps} and "
+                             f"epochs {self.epochs}); neither means {DEFAULT_STEPS} steps")
+        return self
 
     @field_validator("record")
     @classmethod
@@ -69,7 +82,8 @@ class SuiteFile(BaseModel):
     """The top level of a suite YAML file."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    # it names files (reports/<name>.md) and the default results/<name>: no path, no `..`
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
     description: str = ""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     defaults: dict[str, Any] = Field(default_factory=dict)
@@ -85,6 +99,9 @@ class SuiteFile(BaseModel):
     # modules imported before validation (and in every cell's process) to register a
     # user's own models, datasets, ...; the suite file's folder is importable
     plugins: list[str] = Field(default_factory=list)
+    # the most cells the matrix may plan (its axes' product, before include / exclude, times
+    # tune's grid or cv's folds): a typo like a 10-value axis too many is refused at load
+    max_cells: int = Field(MAX_CELLS, gt=0)
 
     @field_validator("seeds")
     @classmethod

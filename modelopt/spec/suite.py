@@ -137,6 +137,7 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     (torchrun), `launched_world` is the launched world: it becomes the world_size of every
     cell whose backend spans ranks, so the records and cell ids say how many really trained."""
     spec = _read(text, path)
+    _check_size(spec, path)
     folder = str(Path(path).resolve().parent) if Path(path).is_file() else None
     ctx = plugins.context(spec.plugins, folder)
     regs = _load_plugins(spec, ctx, path)
@@ -144,7 +145,8 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
     defaults, matrix, include, exclude = _checked_axes(spec, guard, regs)
     # a suite of defaults alone is one cell
     merged: list = []
-    combos = expand(matrix, include, exclude, merged) if matrix or include else [{}]
+    unused: list[str] = []
+    combos = expand(matrix, include, exclude, merged, unused) if matrix or include else [{}]
     if not combos:
         raise SuiteError(path, "matrix", "is empty: no cell to run (give matrix values or "
                          "include entries, and check that exclude leaves something)")
@@ -173,7 +175,25 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
-                 tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged))
+                 tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
+                 + tuple(unused))
+
+
+def _check_size(spec: SuiteFile, path: str) -> None:
+    """The number of cells the matrix plans, from the axes' lengths alone (the product is
+    never built): past `max_cells`, refused before any value is checked."""
+    planned = 1
+    for values in spec.matrix.values():
+        planned *= max(1, len(values))
+    for values in (spec.tune or {}).values():
+        planned *= max(1, len(values))
+    planned *= spec.cv.folds if spec.cv else 1
+    if planned > spec.max_cells:
+        axes = " x ".join(f"{k} {len(v)}" for k, v in spec.matrix.items())
+        raise SuiteError(path, "matrix", f"plans {planned:,} cells ({axes}"
+                         f"{' x tune grid' if spec.tune else ''}{' x cv folds' if spec.cv else ''}"
+                         f"), more than max_cells {spec.max_cells:,}; split the suite, or set "
+                         "max_cells higher if you mean it")
 
 
 def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:

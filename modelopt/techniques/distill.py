@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,7 +11,6 @@ from torch import nn
 
 from modelopt.spec.registries import DISTILLERS, PREPROCESS
 from modelopt.spec.registry import Positive, Probability, TeacherConfig
-from modelopt.techniques.data import cache_dir
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -67,28 +63,9 @@ def teacher_config(teacher: dict, student: dict) -> dict:
             "backend": student["backend"]}
 
 
-def teacher_key(config: dict, seed: int) -> str:
-    blob = json.dumps({"teacher": config, "seed": seed}, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
-
-
-def cached_teacher(config: dict, seed: int, model: nn.Module,
-                   train: Callable[[], nn.Module]) -> tuple[nn.Module, bool]:
-    """The teacher's weights from the cache (a state_dict read with weights_only=True, keyed
-    by its full config and the seed) loaded into `model`, or `train()`ed and cached; frozen in
-    eval mode. Returns (teacher, whether it came from the cache)."""
-    path = cache_dir() / "teachers" / f"{teacher_key(config, seed)}.pt"
-    cached = path.exists()
-    if cached:
-        device = next(model.parameters()).device
-        model.load_state_dict(torch.load(path, weights_only=True, map_location=device))
-    else:
-        model = train()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two students may train it at once
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)  # atomic: a parallel student never reads half a file
+def frozen(model: nn.Module) -> nn.Module:
+    """The teacher in eval mode, without gradients."""
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return model, cached
+    return model

@@ -1,0 +1,54 @@
+"""Reading and writing the small JSON files of a results directory as data: validated on
+read (a malformed file is an error naming the file and line, never a traceback), written
+whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class ResultsError(ValueError):
+    """A results file that cannot be read or written; the message names the file (and line)."""
+
+
+def read_json(path: str | Path, model: type[T]) -> T:
+    """`path` parsed and validated as `model`."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_bytes())
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") \
+            from None
+    except (OSError, UnicodeDecodeError, RecursionError) as exc:
+        raise ResultsError(f"{p}: cannot be read ({type(exc).__name__}: {exc})") from None
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "the document"
+        raise ResultsError(f"{p}:1: not a {model.__name__} file ({where}: {first['msg']})") \
+            from None
+
+
+def write_whole(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename over it: readers see the old file
+    or the new one, never a part; a failed write (a full disk) leaves no temporary file."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(p)
+    except OSError as exc:
+        raise ResultsError(f"{p}: could not be written ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,264 @@
+"""Untrusted input: a results directory from elsewhere runs no code, writes nothing outside
+where it is told, and bad files or bad figures are clear errors; a run is one writer, and
+nothing is lost on a full disk. Each test is one row of the trial in the issue, retried."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from modelopt.results import store
+from modelopt.run import runner
+from modelopt.spec.suite import SuiteError, parse
+
+SUITE = """
+name: sec
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 300, n_features: 8, n_classes: 3}
+  model: {name: mlp, hidden: 16}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 20, batch_size: 32, eval_every: 10}
+matrix:
+  prune: [none, {name: l1_unstructured, amount: 0.5}]
+"""
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "modelopt", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sec") / "run"
+    assert not runner.run(parse(SUITE), out, jobs=2).failed
+    return out
+
+
+def copy_of(run_dir, tmp_path, name="copy"):
+    dest = tmp_path / name
+    shutil.copytree(run_dir, dest)
+    return dest
+
+
+class Payload:
+    """What an attacker pickles: unpickling it would create the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_payload_in_a_saved_model_is_never_run(run_dir, tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = copy_of(run_dir, tmp_path)
+    victim = sorted((evil / "models").glob("*-model.pt"))[0]
+    torch.save({"model": Payload(marker), "example": torch.zeros(1, 8)}, victim)
+    r = cli("time", evil)
+    assert not marker.exists()
+    assert "not timed" in r.stderr and "can run code" in r.stderr
+    assert r.returncode == 0  # the other model was rebuilt and timed
+    r = cli("compare", run_dir, evil)
+    assert not marker.exists()
+    assert "not re-timed" in r.stdout and "can run code" in r.stdout
+
+
+def test_code_named_in_a_results_directory_is_not_imported(run_dir, tmp_path):
+    marker = tmp_path / "IMPORTED"
+    evil = copy_of(run_dir, tmp_path)
+    (evil / "evil_mod.py").write_text(f"open({str(marker)!r}, 'w')\n"
+                                      "def net(input_shape, num_outputs, /):\n    pass\n")
+    lines = [json.loads(x) for x in (evil / "results.jsonl").read_text().splitlines()]
+    for rec in lines:
+        rec["cell"]["model"] = {"name": "evil_mod:net"}
+        rec["cell"]["plugins"] = {"modules": ["evil_mod"], "path": [str(evil)]}
+    (evil / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for cwd in (None, evil):  # nor from the working directory
+        r = cli("time", evil, cwd=cwd)
+        assert not marker.exists(), r.stderr
+        assert r.returncode == 1 and "--plugins evil_mod" in r.stderr
+
+
+def test_a_suite_name_from_a_results_file_cannot_write_outside_out(run_dir, tmp_path):
+    evil = copy_of(run_dir, tmp_path)
+    lines = [json.loads(x) for x in (evil / "results.jsonl").read_text().splitlines()]
+    lines[0]["suite"] = "../../../../" + str(tmp_path).lstrip("/") + "/ESCAPED"
+    (evil / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = cli("report", evil, "--out", tmp_path / "reports")
+    assert r.returncode == 2 and "results.jsonl:1" in r.stderr and "suite" in r.stderr
+    assert not list(tmp_path.glob("ESCAPED*"))
+
+
+def test_dot_dot_as_a_suite_name_is_refused():
+    with pytest.raises(SuiteError, match="name"):
+        parse(SUITE.replace("name: sec", "name: .."))
+
+
+def test_a_huge_matrix_is_refused_at_load_without_building_it():
+    axes = "\n".join(f"  optimizer.x{i}: [{', '.join(str(v) for v in range(10))}]"
+                     for i in range(10))
+    text = SUITE.split("matrix:")[0] + "matrix:\n" + axes + "\n"
+    with pytest.raises(SuiteError, match=r"10,000,000,000 cells .*max_cells 10,000"):
+        parse(text)
+    # the limit is the suite's to raise
+    small = SUITE + "max_cells: 1\n"
+    with pytest.raises(SuiteError, match="plans 2 cells"):
+        parse(small)
+
+
+def test_a_second_run_into_the_same_directory_refuses(tmp_path, tiny_suite_file):
+    out = tmp_path / "o"
+    with runner.writer_lock(out):
+        r = cli("run", tiny_suite_file, "--out", out, "-q")
+        assert r.returncode == 2 and f"pid {os.getpid()}" in r.stderr
+        assert not (out / "results.jsonl").exists()  # nothing ran
+    # a lock left by a process that died is the kernel's to release: taken over
+    (out / runner.LOCK_FILE).write_text("pid 999999 on elsewhere")
+    with runner.writer_lock(out):
+        assert str(os.getpid()) in (out / runner.LOCK_FILE).read_text()
+
+
+def with_metric(run_dir, tmp_path, value):
+    cur = copy_of(run_dir, tmp_path, "cur")
+    text = (cur / "results.jsonl").read_text().splitlines()
+    rec = json.loads(text[0])
+    rec["metrics"]["accuracy"] = value
+    text[0] = json.dumps(rec)  # NaN is written as JSON's NaN literal
+    (cur / "results.jsonl").write_text("\n".join(text) + "\n")
+    return cur, rec["cell_id"]
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "high"])
+def test_a_figure_that_is_not_a_finite_number_fails_the_gate(run_dir, tmp_path, value):
+    cur, cid = with_metric(run_dir, tmp_path, value)
+    for args in ((run_dir, cur), (cur, run_dir)):  # either side
+        r = cli("compare", *args, "--no-retime")
+        assert r.returncode == 2 and "accuracy" in r.stderr and "results.jsonl:1" in r.stderr
+
+
+def test_nothing_in_common_fails_even_with_allow_missing(run_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "results.jsonl").write_text("")
+    r = cli("compare", empty, run_dir, "--allow-missing", "--no-retime")
+    assert r.returncode == 1 and "no cell in common" in r.stderr
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "export", "merge", "time"])
+@pytest.mark.parametrize("broken", ["suite.json", "timing.json", "record"])
+def test_malformed_files_are_exit_2_with_file_and_line(run_dir, tmp_path, command, broken):
+    bad = copy_of(run_dir, tmp_path)
+    if broken == "record":
+        lines = (bad / "results.jsonl").read_text().splitlines()
+        rec = json.loads(lines[1])
+        rec["suite"] = None
+        lines[1] = json.dumps(rec)
+        (bad / "results.jsonl").write_text("\n".join(lines) + "\n")
+        where = "results.jsonl:2"
+    else:
+        (bad / broken).write_text('{"suite": "sec",\n "rows": [oops')
+        where = f"{broken}:2"
+    args = {"report": ("report", bad, "--out", tmp_path / "r"),
+            "compare": ("compare", run_dir, bad), "export": ("export", bad, "--out", tmp_path / "e"),
+            "merge": ("merge", bad, "--out", tmp_path / "m"), "time": ("time", bad)}[command]
+    r = cli(*args)
+    if command == "time" and broken == "timing.json":
+        assert r.returncode == 0  # time writes timing.json anew
+        return
+    if command in ("merge", "time", "compare") and broken == "timing.json":
+        return  # they do not read another run's timing
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert where in r.stderr and "Traceback" not in r.stderr
+
+
+def test_export_of_an_empty_results_file_is_a_clear_error(tmp_path):
+    (tmp_path / "results.jsonl").write_text("")
+    r = cli("export", tmp_path, "--out", tmp_path / "e")
+    assert r.returncode == 2 and "no results" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_full_disk_leaves_no_partial_record_and_says_so(run_dir, tmp_path):
+    """The file size limit (ulimit -f) makes the write short, as a full disk does."""
+    target = tmp_path / "r"
+    target.mkdir()
+    shutil.copy(run_dir / "results.jsonl", target / "results.jsonl")
+    before = (target / "results.jsonl").read_bytes()
+    code = textwrap.dedent(f"""
+        import resource, signal
+        from modelopt.results import store
+        rec = store.read({str(run_dir)!r})[0]
+        rec.extra["padding"] = "x" * 100_000
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({len(before) + 4096}, {len(before) + 4096}))
+        try:
+            store.append({str(target)!r}, rec)
+        except store.ResultsError as exc:
+            print("ERROR", exc)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "ERROR" in r.stdout and "could not append a whole record" in r.stdout, r.stderr
+    assert (target / "results.jsonl").read_bytes() == before
+    assert len(store.read(target)) == len(store.read(run_dir))
+
+
+def test_no_resume_into_another_suites_directory_is_refused(run_dir, tmp_path, tiny_suite_file):
+    other = copy_of(run_dir, tmp_path)
+    r = cli("run", tiny_suite_file, "--out", other, "--no-resume", "-q")
+    assert r.returncode == 2 and "different content" in r.stderr
+
+
+def test_steps_and_epochs_together_are_refused():
+    with pytest.raises(SuiteError, match="steps or epochs, not both"):
+        parse(SUITE.replace("train: {steps: 20,", "train: {steps: 20, epochs: 2,"))
+
+
+def test_the_readmes_annotated_suite_loads():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index("## Suite files"):]
+    block = block[block.index("```yaml") + 7:]
+    suite = parse(block[:block.index("```")])
+    assert len(suite.cells) == 8 and suite.spec.thresholds == {"accuracy": "0.5"}
+
+
+def test_unused_exclude_and_include_entries_warn():
+    text = SUITE + ("exclude:\n  - {prune: {name: random_unstructured}}\n"
+                    "include:\n  - {prune: none}\n")
+    warnings = parse(text).warnings
+    assert any("exclude[0] matches no matrix combination" in w for w in warnings)
+    assert any("include[0] changes nothing" in w for w in warnings)
+
+
+def test_a_training_speed_shared_by_cells_or_measured_too_briefly_is_not_gated(run_dir, tmp_path):
+    """The unchanged rerun's trial: a 1-step training's throughput moved 40 %; counted once,
+    and below the minimum of measured work, reported but not gated."""
+    from modelopt.results import compare
+
+    cur = copy_of(run_dir, tmp_path, "cur")
+    lines = [json.loads(x) for x in (cur / "results.jsonl").read_text().splitlines()]
+    assert len({rec["extra"]["train_key"] for rec in lines}) == 1  # the two cells share it
+    for rec in lines:
+        rec["metrics"]["train_samples_s"] *= 1.4
+    (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cmp = compare.compare(run_dir, cur)
+    speed = [r for r in cmp.rows if r.metric == "train_samples_s"]
+    assert len(speed) == 1 and speed[0].verdict == "ok" and "not gated" in speed[0].note
+    # the same change over enough measured work is judged
+    for rec in lines:
+        rec["metrics"]["train_seconds"] = 5.0
+    (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    base = copy_of(cur, tmp_path, "base")
+    for rec in lines:
+        rec["metrics"]["train_samples_s"] *= 0.5
+    (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    speed = [r for r in compare.compare(base, cur).rows if r.metric == "train_samples_s"]
+    assert len(speed) == 1 and speed[0].note == "per machine probe"
