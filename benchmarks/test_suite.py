@@ -15,7 +15,7 @@ from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results import store as results
 from modelopt.results.report import axis_labels
-from modelopt.run import scheduler
+from modelopt.run import rebuild, scheduler
 
 
 def test_cell(benchmark, suite, cell_run, results_dir):
@@ -41,13 +41,12 @@ def test_cell(benchmark, suite, cell_run, results_dir):
                                     if M.TABLE[k].fmt != "none"}})
     if rec.status != "ok":
         pytest.fail(f"{rec.status}: {rec.error}")
-    # our own file, written a moment ago by the cell's process: a whole pickled module
-    # (pruned, quantized or slimmed models cannot be rebuilt from a state_dict alone)
+    # the saved model rebuilt as the timing stage rebuilds it (run/rebuild.py)
     with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer (README)
         warnings.simplefilter("ignore", UserWarning)
-        saved = torch.load(latency.artifact_path(model_dir, cell.cell_id, seed, "model"),
-                           weights_only=False)
-    model, example = saved["model"].eval(), saved["example"]
+        model, example, _ = rebuild.load(
+            latency.artifact_path(model_dir, cell.cell_id, seed, "model"),
+            rebuild.checked_config(cell.config, None))
     torch.set_num_threads(1)  # as the timing stage times
     with torch.inference_mode():
         benchmark.pedantic(model, args=(example,), warmup_rounds=20, rounds=200, iterations=10)

@@ -126,7 +126,8 @@ def cmd_report(args) -> int:
         pages.append((suite, f"{suite}.md", n))
         print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
     index = out / "README.md"
-    known = _index_entries(index) | {p[0]: p for p in pages}
+    listed = page.index_entries(index.read_text() if index.is_file() else "")
+    known = {k: v for k, v in listed.items() if (out / v[1]).is_file()} | {p[0]: p for p in pages}
     index.write_text(page.index_page(sorted(known.values())))
     return 0
 
@@ -154,18 +155,6 @@ def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: 
     return len(agg)
 
 
-def _index_entries(index: Path) -> dict:
-    """Suites already listed in an index, so reporting one suite keeps the others' links."""
-    import re
-
-    if not index.is_file():
-        return {}
-    rows = re.findall(r"^\| (\S+) \| (\d+) \| \[(\S+)\]", index.read_text(), re.M)
-    safe = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.md")  # a page beside the index, no path
-    return {name: (name, page, int(n)) for name, n, page in rows
-            if safe.fullmatch(page) and (index.parent / page).is_file()}
-
-
 def cmd_merge(args) -> int:
     from modelopt.results import store
     from modelopt.run import runner
@@ -180,66 +169,15 @@ def cmd_merge(args) -> int:
 
 
 def cmd_list(args) -> int:
-    import inspect
-    from dataclasses import asdict
-    from typing import Annotated
+    from modelopt.spec.listing import listing
 
-    from modelopt.spec import plugins
-    from modelopt.spec.registry import describe
-
-    for key, reg in plugins.load().items():
-        print(f"{key}:")
-        for e in reg.entries():
-            params = ", ".join(
-                f"{p.name}: {describe(p.annotation)}"
-                + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
-                for p in e.params)
-            facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
-                            if v not in (None, False))
-            print(f"  {e.name}({params}){facts}")
-            for line in e.doc.splitlines():
-                print(f"      {line}".rstrip())
-    from modelopt.spec.schema import DEFAULT_STEPS, DEFAULTS, TrainConfig
-
-    print("train:")
-    for name, field in TrainConfig.model_fields.items():
-        kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-        note = (f"  (steps or epochs, not both; neither: {DEFAULT_STEPS} steps)"
-                if name in ("steps", "epochs") else "")
-        print(f"  {name}: {describe(kind)} = {field.get_default(call_default_factory=True)!r}"
-              f"{note}")
-    implied = {k: v["name"] if isinstance(v, dict) else "the task's default"
-               for k, v in DEFAULTS.items() if k != "train"}
-    print("a cell that does not name them gets: "
-          + ", ".join(f"{k}: {v}" for k, v in implied.items()))
+    print(listing())
     return 0
-
-
-def _user_code(args):
-    """The code that may rebuild saved models besides modelopt's: the suite named with
-    --suite, or the modules named with --plugins (importable, or in the working directory).
-    Never a module or path written in a results directory. Raises SuiteError."""
-    import os
-
-    from modelopt.run.timing import UserCode
-    from modelopt.spec import plugins
-    from modelopt.spec.suite import SuiteError, load
-
-    if args.suite:
-        return UserCode.of_suite(load(args.suite))
-    if args.plugins:
-        ctx = plugins.context(args.plugins, os.getcwd())
-        try:
-            plugins.load(ctx)
-        except ImportError as exc:
-            raise SuiteError("--plugins", "", str(exc)) from None
-        return UserCode(ctx)
-    return UserCode()
 
 
 def cmd_compare(args) -> int:
     from modelopt.results import compare, store
-    from modelopt.run.timing import time_saved
+    from modelopt.run.timing import UserCode, time_saved
     from modelopt.spec.suite import SuiteError
 
     def progress(k: int, n: int) -> None:
@@ -247,7 +185,7 @@ def cmd_compare(args) -> int:
               file=sys.stderr)
 
     try:
-        user = _user_code(args)
+        user = UserCode.given(args.suite, args.plugins)
     except SuiteError as exc:
         return _err(str(exc))
 
@@ -287,7 +225,7 @@ def cmd_time(args) -> int:
     try:
         recs = store.read(args.dir)
         store.read_meta(args.dir)  # a malformed one is said now, not after timing
-        user = _user_code(args)
+        user = timing.UserCode.given(args.suite, args.plugins)
     except (store.ResultsError, SuiteError) as exc:
         return _err(str(exc))
     ok = {r.key for r in recs if r.ok}

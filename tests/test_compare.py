@@ -123,8 +123,9 @@ def test_training_speed_is_judged_per_machine_speed(baseline, tmp_path):
     def with_speed(factor: float, probe: float, only_first: bool = False):
         def change(rec):
             scale = factor if rec.cell_id == first or not only_first else 1.0
+            # over enough measured work to be judged (compare.MIN_TRAIN_S)
             rec.metrics.update(train_samples_s=SPEED[rec.seed] * scale,
-                                  machine_probe_ms=probe)
+                               machine_probe_ms=probe, train_seconds=5.0)
         return change
 
     base = current_with(tmp_path / "b", baseline, with_speed(1.0, 20.0))

@@ -114,7 +114,7 @@ matrix:
     assert m["params_nonzero"] < m["params"] and m["slimmed_params"] < 0.6 * m["params"]
     # both go to the timing stage: the masked model (dense shapes) and the slimmed one
     assert set(out.models) == {"model", "slimmed"}
-    assert sum(p.numel() for p in out.models["slimmed"].parameters()) == m["slimmed_params"]
+    assert sum(p.numel() for p in out.models["slimmed"].shipped.parameters()) == m["slimmed_params"]
     # the fine-tuning's 10 steps are part of the cell's training time
     assert 0 < m["finetune_seconds"] < m["train_seconds"]
     assert m["train_seconds"] == pytest.approx(30 * 64 / m["train_samples_s"] + m["finetune_seconds"])

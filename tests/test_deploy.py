@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modelopt.run import timing
+from modelopt.run import rebuild, timing
 from modelopt.run.cell import check_outputs, run_cell
 from modelopt.spec.schema import SuiteError
 from modelopt.spec.suite import parse
@@ -29,12 +29,14 @@ def cell(fmt):
     return parse(SUITE.replace("DEPLOY", fmt)).cells[0].config
 
 
-def timed_again(out, tmp_path):
-    """What the timing process gets: the artifact pickled, loaded and called."""
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch)
-    saved = timing._load(str(next(tmp_path.glob("*.pt"))))
+def timed_again(out, config, tmp_path):
+    """What the timing process gets: the model saved as data, rebuilt in its format (compiled
+    or packaged again) and called."""
+    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
+                    out.num_outputs)
+    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.checked_config(config, None))
     with torch.inference_mode():
-        return saved["model"], saved["model"](saved["batch"])
+        return model, model(batch)
 
 
 @pytest.mark.parametrize("fmt, kind", [("compile", deploy.Compiled),
@@ -43,7 +45,7 @@ def test_a_deployed_artifact_is_measured_checked_and_timed(fmt, kind, tmp_path):
     eager = run_cell(cell("eager"), 0)
     out = run_cell(cell(fmt), 0)
     m = out.metrics
-    assert isinstance(out.models["model"], kind)
+    assert isinstance(out.models["model"].shipped, kind)
     assert m["compile_seconds"] > 0 and m["deploy_agreement"] == 1.0
     assert m["deploy_max_abs_diff"] < 1e-4
     # trained alike; the artifact's test figures are its own, and equal the eager model's
@@ -51,10 +53,10 @@ def test_a_deployed_artifact_is_measured_checked_and_timed(fmt, kind, tmp_path):
     assert m["params"] == eager.metrics["params"] and m["size_bytes"] == eager.metrics["size_bytes"]
     if fmt == "export":
         assert m["artifact_bytes"] > 0
-    model, y = timed_again(out, tmp_path)
+    model, y = timed_again(out, cell(fmt), tmp_path)
     assert isinstance(model, kind) and y.shape == (len(out.batch), 4)
     with torch.inference_mode():
-        assert torch.allclose(y, eager.models["model"](out.batch), atol=1e-4)
+        assert torch.allclose(y, eager.models["model"].shipped(out.batch), atol=1e-4)
 
 
 def test_an_artifact_that_computes_something_else_fails_the_cell():
@@ -80,7 +82,7 @@ def test_a_cuda_cell_ships_its_artifact_on_the_gpu(fmt, tmp_path):
     config["backend"] = {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
     out = run_cell(config, 0)
     assert out.metrics["deploy_agreement"] >= 0.99
-    model, y = timed_again(out, tmp_path)
+    model, y = timed_again(out, config, tmp_path)
     assert y.device.type == "cuda"
 
 
@@ -96,5 +98,5 @@ def test_a_pruned_cell_ships_and_checks_its_slimmed_model_in_the_format():
                        "rounds": 1}
     out = run_cell(config, 0)
     m = out.metrics
-    assert isinstance(out.models["slimmed"], deploy.Compiled)
+    assert isinstance(out.models["slimmed"].shipped, deploy.Compiled)
     assert m["slimmed_compile_seconds"] > 0 and m["slimmed_deploy_agreement"] == 1.0

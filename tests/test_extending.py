@@ -74,4 +74,4 @@ def test_a_quantizer_ships_a_smaller_model_with_the_same_answers():
     assert half.status == "ok" and half.metrics["quantized"]
     assert half.metrics["size_bytes"] < 0.6 * dense.metrics["size_bytes"]
     assert half.metrics["accuracy"] == pytest.approx(dense.metrics["accuracy"], abs=0.03)
-    assert next(half.models["model"].parameters()).dtype == torch.bfloat16
+    assert next(half.models["model"].shipped.parameters()).dtype == torch.bfloat16

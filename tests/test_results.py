@@ -19,7 +19,7 @@ def test_append_read_and_latest_wins(tmp_path):
     assert len(lines) == 3 and all(json.loads(x) for x in lines)
     got = results.read(tmp_path)
     assert [(r.cell_id, r.status) for r in got] == [("a", "ok"), ("b", "ok")]
-    assert got[1].metrics["accuracy"] is None  # NaN is written as null: valid JSON
+    assert "accuracy" not in got[1].metrics  # a cell's NaN is absent: valid JSON, no figure
     df = results.load(tmp_path)
     assert list(df["accuracy"].fillna(-1)) == [0.9, -1]
 

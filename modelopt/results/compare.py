@@ -10,18 +10,19 @@ two runs differ by the machine as well as the code.
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from modelopt.results import latency, store
+from modelopt.results import latency
 from modelopt.results import metrics as M
+from modelopt.results.sides import CompareError, Side, load_side
 from modelopt.results.stats import ALPHA, paired_p, welch_p
 
+__all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "load_side", "markdown",
+           "parse_threshold", "summary"]
 PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
 # a training speed measured over less than this (seconds of training, every seed, both
 # sides) is start-up and noise: reported, not gated
@@ -29,10 +30,6 @@ MIN_TRAIN_S = 2.0
 LATENCY = {("model", "ms_batch1"): "latency_ms_p50", ("model", "ms_batch"): "latency_ms_batch_p50",
            ("slimmed", "ms_batch1"): "slimmed_latency_ms_p50",
            ("slimmed", "ms_batch"): "slimmed_latency_ms_batch_p50"}
-
-
-class CompareError(ValueError):
-    """Input that cannot be compared (missing file, corrupt line, different suites)."""
 
 
 def parse_threshold(text: str) -> tuple[str, M.Metric]:
@@ -56,92 +53,6 @@ def parse_threshold(text: str) -> tuple[str, M.Metric]:
     if base.unit == "fraction":
         return name, base.with_tolerance("points", value / 100)
     return name, base.with_tolerance("absolute", value)
-
-
-# ---------------------------------------------------------------- loading
-
-@dataclass
-class Side:
-    """One side of a comparison: per cell, per seed, its status and figures."""
-    suite: str | None
-    status: dict[str, dict[int, tuple[str, str]]] = field(default_factory=dict)
-    figures: dict[str, dict[int, dict]] = field(default_factory=dict)
-    configs: dict[str, dict] = field(default_factory=dict)
-    run_dir: Path | None = None  # a results directory (its saved models can be re-timed)
-    # per cell, per seed: the trained network's key; cells that share one trained network
-    # share its training figures, which are then one observation, not one per cell
-    train_keys: dict[str, dict[int, str]] = field(default_factory=dict)
-
-    def ok_seeds(self, cid: str) -> set[int]:
-        return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
-
-
-def load_side(path: str | Path) -> Side:
-    p = Path(path)
-    if p.is_file() and p.suffix == ".json":
-        return _load_benchmark_json(p)
-    try:
-        store.declare_run(p)
-        recs = [r.model_dump() for r in store.read(p)]
-    except store.ResultsError as exc:
-        raise CompareError(str(exc)) from None
-    suites = {r.get("suite") for r in recs}
-    if len(suites) > 1:
-        raise CompareError(f"{p}: holds several suites ({', '.join(map(str, suites))}); "
-                           "compare one at a time")
-    side = _collect(recs, suites.pop() if suites else None)
-    side.run_dir = p if p.is_dir() else p.parent
-    return side
-
-
-def _load_benchmark_json(p: Path) -> Side:
-    try:
-        doc = json.loads(p.read_text())
-        benches = doc["benchmarks"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CompareError(f"{p}: not a pytest-benchmark JSON file ({exc})") from None
-    recs, suites = [], set()
-    for i, b in enumerate(benches):
-        info = b.get("extra_info") or {}
-        if "cell_id" not in info:
-            raise CompareError(f"{p}: benchmark {i} ({b.get('name')}) has no modelopt extra_info")
-        suites.add((b.get("group") or "").split(":")[0])
-        figures = {k: v for k, v in info.items() if k not in ("cell_id", "seed", "status", "cell",
-                                                              "error")}
-        recs.append({"cell_id": info["cell_id"], "seed": info.get("seed", 0),
-                     "status": info.get("status", "ok"), "error": info.get("error"),
-                     "metrics": figures, "cell": info.get("cell")})
-    return _collect(recs, suites.pop() if len(suites) == 1 else None)
-
-
-def _collect(recs: list[dict], suite: str | None) -> Side:
-    side = Side(suite)
-    for r in recs:
-        cid, seed = r["cell_id"], r["seed"]
-        error = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
-        side.status.setdefault(cid, {})[seed] = (r.get("status") or "failed", error)
-        side.configs.setdefault(cid, r.get("cell") or {})
-        key = (r.get("extra") or {}).get("train_key")
-        if isinstance(key, str):
-            side.train_keys.setdefault(cid, {})[seed] = key
-        if r.get("status") == "ok":
-            side.figures.setdefault(cid, {})[seed] = _figures(cid, seed, r.get("metrics") or {})
-    return side
-
-
-def _figures(cid: str, seed: int, metrics: dict) -> dict[str, float]:
-    """The numeric figures of a record; a NaN, an infinity or a word where a number is
-    declared is an error naming the cell and figure (never a silently skipped comparison)."""
-    out = {}
-    for k, v in metrics.items():
-        numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if numeric and math.isfinite(v):
-            out[k] = float(v)
-        elif (numeric or (k in M.TABLE and M.TABLE[k].fmt != "none" and v is not None)
-              and not isinstance(v, bool)):
-            raise CompareError(f"cell {cid} seed {seed}: figure '{k}' is {v!r}, not a finite "
-                               "number")
-    return out
 
 
 # ---------------------------------------------------------------- verdicts

@@ -128,3 +128,13 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
     if scaling:
         lines += ["### Scaling", "", scaling, ""]
     return lines
+
+
+def index_entries(text: str) -> dict[str, tuple[str, str, int]]:
+    """Suites an index page already lists (name -> (name, page, cells)), so reporting one
+    suite keeps the others' links; only pages beside the index, never a path."""
+    import re
+
+    rows = re.findall(r"^\| (\S+) \| (\d+) \| \[(\S+)\]", text, re.M)
+    safe = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.md")
+    return {name: (name, page, int(n)) for name, n, page in rows if safe.fullmatch(page)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
 # path separators, and no leading dot (so never `.` or `..`)
@@ -43,13 +43,15 @@ class Record(BaseModel):
 
     @field_validator("metrics")
     @classmethod
-    def _figures_are_finite_numbers(cls, metrics: dict) -> dict:
-        """A figure is a finite number or absent (a diverged cell has none): a NaN, an
-        infinity or a word where a number is declared is refused, naming the figure, rather
-        than dropped from a comparison unseen. Descriptive entries (fmt none: the confusion
-        matrix, the quantization path) keep their own shapes."""
+    def _figures_are_finite_numbers(cls, metrics: dict, info: ValidationInfo) -> dict:
+        """A figure is a finite number or absent. A cell's own NaN (a score of an empty
+        split) is made absent when its record is made; read from a file (context
+        `from_file`), a NaN, an infinity or a word where a number is declared is refused,
+        naming the figure, rather than dropped from a comparison unseen. Descriptive
+        entries (fmt none: the confusion matrix, the quantization path) keep their shapes."""
         from modelopt.results.metrics import TABLE
 
+        strict = bool((info.context or {}).get("from_file"))
         out = {}
         for name, value in metrics.items():
             if value is None:
@@ -57,6 +59,8 @@ class Record(BaseModel):
             declared = TABLE.get(name)
             descriptive = declared is not None and declared.fmt == "none"
             if isinstance(value, float) and not math.isfinite(value):
+                if not strict:
+                    continue
                 raise ValueError(f"figure '{name}' is {value}: a figure is a finite number or "
                                  "absent")
             if not descriptive and not isinstance(value, (int, float)) and declared is not None:

@@ -105,7 +105,7 @@ def read(path: str | Path, latest: bool = True) -> list[Record]:
         if not line.strip():
             continue
         try:
-            rec = Record.model_validate(json.loads(line))
+            rec = Record.model_validate(json.loads(line), context={"from_file": True})
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ResultsError(f"{p}:{i}: not a result record ({'.'.join(map(str, first['loc']))}"

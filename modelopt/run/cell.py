@@ -139,15 +139,21 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         if reused["machine_probe_ms"] is not None:
             memory["machine_probe_ms"] = reused["machine_probe_ms"]
     out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
-    out.models = {"model": Shipped(trained.net, deployed.model,
-                                   deployed.calibration is not None, deployed.calibration),
-                  **({"slimmed": slimmed} if slimmed is not None else {})}
+    out.models = _shipped(trained, deployed, slimmed)
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
     out.extra["train_key"] = dense.key(config, seed)  # cells sharing it share its training
     out.batch = out_batch(data, config).clone()
     out.input_shape, out.num_outputs = tuple(data.input_shape), data.num_outputs
     return out
+
+
+def _shipped(trained: Trained, deployed: Deployed, slimmed: Shipped | None) -> dict:
+    """What the timing stage rebuilds: the deployed model from the trained network (through
+    the quantizer, where it converted), and the slimmed one."""
+    model = Shipped(trained.net, deployed.model, deployed.calibration is not None,
+                    deployed.calibration)
+    return {"model": model, **({"slimmed": slimmed} if slimmed is not None else {})}
 
 
 def _probe(backend: backends.Backend, threads: int):

@@ -13,7 +13,6 @@ shipped model computed on the saved batch, or it is not timed (README, "Security
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +58,11 @@ def save(path: str | Path, item: Shipped, example: torch.Tensor, batch: torch.Te
            "calibration": None if item.calibration is None else item.calibration.cpu(),
            "example": example.cpu(), "batch": batch.cpu(), "reference": reference,
            "device": str(_device_of(item.source, item.source))}
+    from modelopt.run.dense import save as save_whole
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(doc, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_whole(doc, path)
 
 
 def _device_of(model: nn.Module, fallback: nn.Module) -> torch.device:

@@ -180,6 +180,27 @@ class UserCode:
         return set((self.plugins or {}).get("modules") or [])
 
     @classmethod
+    def given(cls, suite_path: str | None, modules: list[str] | None) -> "UserCode":
+        """What the user named on a command line: a suite file (its plugins and cells), or
+        plugin modules (installed, on PYTHONPATH or in the working directory). Raises
+        SuiteError for a suite that does not load or a module that does not import."""
+        import os
+
+        from modelopt.spec import plugins
+        from modelopt.spec.suite import SuiteError, load
+
+        if suite_path:
+            return cls.of_suite(load(suite_path))
+        if not modules:
+            return cls()
+        ctx = plugins.context(modules, os.getcwd())
+        try:
+            plugins.load(ctx)
+        except ImportError as exc:
+            raise SuiteError("--plugins", "", str(exc)) from None
+        return cls(ctx)
+
+    @classmethod
     def of_suite(cls, suite) -> "UserCode":
         configs, ctx = {}, None
         for cell in suite.cells:
