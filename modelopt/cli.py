@@ -52,6 +52,7 @@ def _execute(suite, out: Path, launched, args, progress):
 
 
 def cmd_run(args) -> int:
+    from modelopt.results import latency
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
     from modelopt.run.processes import sigterm_as_interrupt
@@ -96,6 +97,9 @@ def cmd_run(args) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
     print(f"{suite.name}: this run {counts}; {totals(out, suite)}; results in "
           f"{out / 'results.jsonl'}", file=sys.stderr)
+    for key, why in sorted(((latency.read(out) or {}).get("not_retimeable") or {}).items()):
+        print(f"modelopt: warning: {key}: not re-timeable ({why}); timed from this run's own "
+              "copy where it had one", file=sys.stderr)
     if summary.interrupted:
         print("interrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)

@@ -56,6 +56,28 @@ class Slowed(nn.Module):
         return out
 
 
+class _Offset(nn.Linear):
+    """A layer whose offset is drawn when it is built and not saved (a non-persistent
+    buffer): built again from its weights, it computes something else."""
+
+    def __init__(self, n_in, n_out):
+        super().__init__(n_in, n_out)
+        import torch
+
+        self.register_buffer("offset", 100 * torch.randn(n_out), persistent=False)
+
+    def forward(self, x):
+        return super().forward(x) + self.offset
+
+
+@MODELS.register("test_unrebuildable", accepts=("signal", "vector", "image"))
+def test_unrebuildable(input_shape: tuple, num_outputs: int, /) -> nn.Module:
+    """A model that cannot be rebuilt from its state_dict (the timing stage's fall-back)."""
+    import math
+
+    return nn.Sequential(nn.Flatten(), _Offset(math.prod(input_shape), num_outputs))
+
+
 @DEPLOYERS.register("test_slowed")
 def test_slowed(factor: float = 1.3):
     """Ships the model wrapped in Slowed: a deploy format that is `factor` times slower."""

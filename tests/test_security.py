@@ -262,3 +262,21 @@ def test_a_training_speed_shared_by_cells_or_measured_too_briefly_is_not_gated(r
     (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     speed = [r for r in compare.compare(base, cur).rows if r.metric == "train_samples_s"]
     assert len(speed) == 1 and speed[0].note == "per machine probe"
+
+
+def test_a_model_that_cannot_be_rebuilt_is_timed_by_its_own_run_only(tmp_path):
+    """Its offset is drawn at build and not saved: the run's own stage times its own copy and
+    marks it not re-timeable; `time` and `compare` later say so instead of timing it."""
+    text = SUITE.replace("seeds: [0]", "seeds: [1]").replace(
+        "model: {name: mlp, hidden: 16}", "model: test_unrebuildable")
+    out = tmp_path / "run"
+    assert not runner.run(parse(text), out, jobs=2).failed
+    doc = json.loads((out / "timing.json").read_text())
+    assert {r["kind"] for r in doc["rows"]} == {"model"} and len(doc["rows"]) == 2 * 3
+    assert len(doc["not_retimeable"]) == 2
+    assert all("outputs differ" in why for why in doc["not_retimeable"].values())
+    assert not list(out.rglob("*.tmp")) and "modelopt-own-" not in str(list(out.rglob("*")))
+    r = cli("time", out)
+    assert r.returncode == 1 and "outputs differ" in r.stderr
+    r = cli("compare", out, out)
+    assert r.returncode == 0 and "not re-timed" in r.stdout

@@ -34,6 +34,10 @@ class Artifact:
     # the cell's checked config, which the timing process rebuilds the model from
     config: dict | None = dataclasses.field(default=None, compare=False, hash=False)
 
+    # the run's own pickled copy (timing.save_own): its own timing stage only, never read
+    # from a results directory
+    own_copy: Path | None = dataclasses.field(default=None, compare=False, hash=False)
+
     def with_config(self, config: dict | None) -> "Artifact":
         return replace(self, config=config)
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -116,11 +117,14 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         todo = plan_jobs(suite, jobs, shard, done, train_once)
         if on_plan:
             on_plan(len(todo), len(done))
-        sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address,
-                          train_once)
-        summary = sched.run(todo)
-        if not summary.interrupted:
-            summary.interrupted = not time_run(out, suite, timing_processes, on_timing)
+        # this run's own pickled copies of its models, private to it (0700, deleted at the
+        # end): what its timing stage times where a model cannot be rebuilt from data
+        with tempfile.TemporaryDirectory(prefix="modelopt-own-") as own:
+            sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address,
+                              train_once, own)
+            summary = sched.run(todo)
+            if not summary.interrupted:
+                summary.interrupted = not time_run(out, suite, timing_processes, on_timing, own)
     return summary
 
 
@@ -158,7 +162,7 @@ def writer_lock(out: Path):
 
 def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
               executor: str = "local", ray_address: str | None = None,
-              train_once: bool = True) -> Scheduler:
+              train_once: bool = True, own_dir: str | None = None) -> Scheduler:
     """A scheduler that appends each record to `out` before telling `on_record`."""
     path = store.results_path(out)
 
@@ -169,14 +173,16 @@ def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
 
     model_dir = str((out / latency.MODELS_DIR).resolve())  # Ray workers have another cwd
     kwargs = dict(on_record=record, fail_fast=fail_fast, model_dir=model_dir, commit=git_commit(),
-                  dense_dir=str((out / dense.DIR).resolve()) if train_once else None)
+                  dense_dir=str((out / dense.DIR).resolve()) if train_once else None,
+                  own_dir=own_dir)
     if executor == "ray":
         return RayScheduler(suite, jobs, address=ray_address, **kwargs)
     return Scheduler(suite, jobs, **kwargs)
 
 
 def time_run(out: Path, suite: Suite, processes: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> bool:
+             progress: Callable[[int, int], None] | None = None,
+             own_dir: str | None = None) -> bool:
     """The timing stage over the suite's ok cells in `out`; False if interrupted."""
     path = store.results_path(out)
     ok = {r.key for r in store.read(path) if r.ok and r.suite == suite.name} \
@@ -189,7 +195,8 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     cells = {c.cell_id: c.config for c in suite.cells}
     try:
         timing.run_stage(out, suite.name, ok, cells, timing.UserCode.of_suite(suite),
-                         processes=processes or latency.PROCESSES, progress=progress)
+                         processes=processes or latency.PROCESSES, progress=progress,
+                         own_dir=own_dir)
     except KeyboardInterrupt:
         return False
     return True

@@ -67,7 +67,8 @@ class Summary:
 
 def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
                 model_dir: str | None, env: dict | None = None,
-                dense_path: str | None = None, teacher_dir: str | None = None) -> None:
+                dense_path: str | None = None, teacher_dir: str | None = None,
+                own_dir: str | None = None) -> None:
     """Runs in a fresh process (forkserver, or a Ray worker): what happens here cannot hurt
     the run."""
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -75,7 +76,7 @@ def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
 
     result = outcome.payload(lambda: run_cell(config, seed, threads, dense_path=dense_path,
                                                    teacher_dir=teacher_dir),
-                             cell_id, seed, model_dir, env)
+                             cell_id, seed, model_dir, env, own_dir)
     if conn is None:
         return result
     conn.send(("result", result))
@@ -99,10 +100,12 @@ class Scheduler:
 
     def __init__(self, suite: Suite, jobs: int, on_record: Callable[[Record], None] | None = None,
                  model_dir: str | None = None, fail_fast: bool = False,
-                 commit: str | None = None, dense_dir: str | None = None):
+                 commit: str | None = None, dense_dir: str | None = None,
+                 own_dir: str | None = None):
         self.suite, self.jobs = suite, jobs
         self.on_record, self.model_dir, self.fail_fast = on_record, model_dir, fail_fast
         self.commit, self.dense_dir = commit, dense_dir
+        self.own_dir = own_dir  # the run's private copies of its models (timing.save_own)
         self.active: dict = {}
         self.summary = Summary()
 
@@ -128,7 +131,8 @@ class Scheduler:
         # not a daemon: a cell may start processes of its own (ddp ranks)
         proc = ctx.Process(target=_child_main, daemon=False,
                            args=(child, job.cell.config, job.cell.cell_id, job.seed, job.threads,
-                                 self.model_dir, None, self.dense_path(job), self.dense_dir))
+                                 self.model_dir, None, self.dense_path(job), self.dense_dir,
+                                 self.own_dir))
         # Ctrl-C / SIGTERM wait until the process is started and registered, so that the
         # interrupt ends it instead of orphaning a cell forked a moment before
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
@@ -238,7 +242,8 @@ class RayScheduler(Scheduler):
                     continue
                 ref = remote.options(num_cpus=job.slots, num_gpus=job.gpus, max_retries=0).remote(
                     None, job.cell.config, job.cell.cell_id, job.seed, job.threads,
-                    self.model_dir, {"executor": "ray"}, self.dense_path(job), self.dense_dir)
+                    self.model_dir, {"executor": "ray"}, self.dense_path(job), self.dense_dir,
+                    self.own_dir)
                 pending[ref] = (job, time.monotonic(), now())
             while pending:
                 self._wait_ray(ray, pending)

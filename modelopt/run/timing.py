@@ -17,7 +17,7 @@ import math
 import random
 import statistics
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelopt.results.latency import PROCESSES, Artifact, TimingError, artifact_path, artifacts, write
@@ -41,12 +41,41 @@ def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict[str, r
                          input_shape, num_outputs)
 
 
+def save_own(own_dir: str | Path, cell_id: str, seed: int, models: dict[str, rebuild.Shipped],
+             example, batch) -> None:
+    """The run's own copies of a cell's shipped models, pickled whole into the run's private
+    temporary folder: its timing stage times a model from there where the model cannot be
+    rebuilt from data (and marks it not re-timeable). Never written to, nor read from, a
+    results directory; a model that cannot be pickled just has no copy."""
+    import torch
+
+    for kind, item in models.items():
+        path = artifact_path(own_dir, cell_id, seed, kind)
+        try:
+            torch.save({"model": item.shipped, "example": example.cpu(), "batch": batch.cpu()},
+                       path)
+        except Exception:  # noqa: BLE001 - the copy is a fall-back; the data file stands
+            Path(path).unlink(missing_ok=True)
+
+
+def _own_copy(path: str):
+    """A model from the run's own copy (save_own): written by this run's cells into its
+    private folder moments ago, so unpickling it runs only this run's own code."""
+    import torch
+
+    saved = torch.load(path, weights_only=False, map_location="cpu")
+    model = saved["model"].eval()
+    device = rebuild._device_of(model, model)
+    return model, saved["example"].to(device), saved["batch"].to(device)
+
+
 # ---------------------------------------------------------------- one timing process
 
-def _child(conn, items: list[tuple[str, str, dict]], rounds: int, threads: int, order_seed: int,
-           plugin_ctx: dict | None):
-    """Build every model again (rebuild.py), then time them in `rounds` rounds, each in a
-    shuffled order: one block of calls per model and batch size per round. Sends
+def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: int, threads: int,
+           order_seed: int, plugin_ctx: dict | None):
+    """Build every model again (rebuild.py; a model that cannot be is taken from the run's own
+    copy where the item names one), then time them in `rounds` rounds, each in a shuffled
+    order: one block of calls per model and batch size per round. Sends
     ({key: {batch: [ms per block]}}, {key: why it could not be rebuilt})."""
     import signal
 
@@ -62,17 +91,19 @@ def _child(conn, items: list[tuple[str, str, dict]], rounds: int, threads: int, 
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
         timers, skipped = {}, {}
-        for key, path, config in items:
-            try:
-                with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
-                    warnings.simplefilter("ignore", UserWarning)
+        for key, path, config, own in items:
+            with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
+                warnings.simplefilter("ignore", UserWarning)
+                try:
+                    if config is None:
+                        raise rebuild.NotRebuildable("no config to rebuild it from")
                     model, example, batch_x = rebuild.load(path, config)
-            except rebuild.NotRebuildable as exc:
-                skipped[key] = str(exc)
-                continue
-            except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
-                skipped[key] = f"rebuilding it failed: {type(exc).__name__}: {exc}"
-                continue
+                except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
+                    skipped[key] = (str(exc) if isinstance(exc, rebuild.NotRebuildable) else
+                                    f"rebuilding it failed: {type(exc).__name__}: {exc}")
+                    if own is None:
+                        continue
+                    model, example, batch_x = _own_copy(own)
             for batch, x in (("1", example), ("batch", batch_x)):
                 with torch.inference_mode():
                     for _ in range(WARMUP):
@@ -120,7 +151,8 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
     ctx = context()
     rows: list[dict] = []
     skipped: dict[str, str] = {}
-    jobs = [(a.key, str(a.path), a.config) for a in items]
+    jobs = [(a.key, str(a.path), a.config, str(a.own_copy) if a.own_copy else None)
+            for a in items]
     for k in range(processes):
         if progress:
             progress(k, processes)
@@ -154,7 +186,7 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                          # round by round, for ratios of blocks timed moments apart
                          "rounds_batch1": [round(x, 6) for x in b1],
                          "rounds_batch": [round(x, 6) for x in bb]})
-        if len(skipped) == len(items):
+        if not timed:
             break  # nothing could be built: the other processes would say the same
     return Timed(rows, skipped)
 
@@ -230,6 +262,8 @@ def with_configs(items: list[Artifact], user: UserCode) -> tuple[list[Artifact],
         config = checked[(a.side, a.cell_id)]
         if isinstance(config, str):
             skipped[a.key] = config
+            if a.own_copy is not None:  # the run's own stage times it from its own copy
+                ready.append(a.with_config(None))
         else:
             ready.append(a.with_config(config))
     return ready, skipped
@@ -242,7 +276,7 @@ def time_saved(items: list[Artifact], user: UserCode, processes: int = PROCESSES
     ready, skipped = with_configs(items, user)
     timed = time_artifacts(ready, processes, rounds, threads, progress, user.plugins) \
         if ready else Timed([])
-    timed.skipped.update(skipped)
+    timed.skipped = {**skipped, **timed.skipped}
     return timed
 
 
@@ -250,15 +284,22 @@ def time_saved(items: list[Artifact], user: UserCode, processes: int = PROCESSES
 
 def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
               cells: dict[str, dict], user: UserCode, threads: int = 1,
-              processes: int = PROCESSES, rounds: int = ROUNDS, progress=None) -> int:
+              processes: int = PROCESSES, rounds: int = ROUNDS, progress=None,
+              own_dir: str | Path | None = None) -> int:
     """Time every saved model of the ok (cell_id, seed) pairs of a run, side by side, and
     write timing.json (replacing it: a timing of part of a run cannot be paired with the
-    rest). `cells`: each cell's config as recorded. Returns the number of models timed."""
-    items = [a.with_config(cells.get(a.cell_id)) for a in artifacts(run_dir, keys)]
+    rest). `cells`: each cell's config as recorded; `own_dir`: the run's own copies
+    (save_own), for the run that made them. Returns the number of models timed."""
+    items = []
+    for a in artifacts(run_dir, keys):
+        own = Path(own_dir) / a.path.name if own_dir else None
+        items.append(replace(a, config=cells.get(a.cell_id),
+                             own_copy=own if own is not None and own.is_file() else None))
     if not items:
         return 0
     timed = time_saved(items, user, processes, rounds, threads, progress)
+    # timed from the run's own copy, or not at all: either way not re-timeable later
     write(run_dir, {"suite": suite, "processes": processes, "rounds": rounds, "threads": threads,
                     "block_s": BLOCK_S, "rows": timed.rows,
                     "not_retimeable": {k.lstrip(":"): v for k, v in timed.skipped.items()}})
-    return len(items) - len(timed.skipped)
+    return len({(r["cell_id"], r["seed"], r["kind"]) for r in timed.rows})
