@@ -81,3 +81,55 @@ def test_alias_bomb_is_rejected_quickly():
 def test_deep_nesting_and_non_utf8():
     for text in ["[" * 5000 + "]" * 5000, b"name: \xff\xfe\x00bad", "a: " + "{b: " * 200 + "1" + "}" * 200]:
         must_parse_or_reject(text)
+
+
+# ---------------------------------------------------------------- results directories
+# whatever a results directory's files hold, reading them gives data or ResultsError (exit 2
+# with the file and line), never another exception
+
+RECORD = {"suite": "s", "cell_id": "abc", "seed": 0, "status": "ok",
+          "cell": {"model": {"name": "mlp"}}, "metrics": {"accuracy": 0.5}}
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(), st.text(max_size=6)),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=12)
+
+
+def must_read_or_reject(read, path):
+    from modelopt.results.files import ResultsError
+
+    try:
+        read(path)
+    except ResultsError:
+        pass
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.dictionaries(st.sampled_from(sorted(RECORD) + ["extra", "env", "group"]), json_values,
+                       max_size=5), st.binary(max_size=60))
+def test_odd_records_and_bytes(tmp_path_factory, fields, tail):
+    import json
+
+    from modelopt.results import store
+
+    d = tmp_path_factory.mktemp("r")
+    line = json.dumps({**RECORD, **fields}).encode()
+    (d / "results.jsonl").write_bytes(line + b"\n" + tail + b"\n")
+    must_read_or_reject(store.read, d)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(json_values, st.fixed_dictionaries(
+    {"suite": json_values, "processes": json_values, "rows": st.lists(json_values, max_size=2)})))
+def test_odd_timing_and_suite_files(tmp_path_factory, doc):
+    import json
+
+    from modelopt.results import latency, store
+
+    d = tmp_path_factory.mktemp("t")
+    text = json.dumps(doc)
+    (d / "timing.json").write_text(text)
+    (d / "suite.json").write_text(text)
+    must_read_or_reject(latency.read, d)
+    must_read_or_reject(store.read_meta, d)
