@@ -50,14 +50,14 @@ def save(path: str | Path, item: Shipped, example: torch.Tensor, batch: torch.Te
     if odd:
         raise NotRebuildable(f"its state_dict holds non-tensor entries ({', '.join(odd[:3])})")
     with torch.inference_mode():
-        device = _device_of(item.shipped, item.source)
+        device = device_of(item.shipped, item.source)
         reference = item.shipped.eval()(batch.to(device)).float().cpu()
     doc = {"format": FORMAT, "state": {k: v.detach().cpu() for k, v in state.items()},
            "input_shape": [int(n) for n in input_shape], "num_outputs": int(num_outputs),
            "quantized": bool(item.quantized),
            "calibration": None if item.calibration is None else item.calibration.cpu(),
            "example": example.cpu(), "batch": batch.cpu(), "reference": reference,
-           "device": str(_device_of(item.source, item.source))}
+           "device": str(device_of(item.source, item.source))}
     from modelopt.run.dense import save as save_whole
 
     path = Path(path)
@@ -65,7 +65,9 @@ def save(path: str | Path, item: Shipped, example: torch.Tensor, batch: torch.Te
     save_whole(doc, path)
 
 
-def _device_of(model: nn.Module, fallback: nn.Module) -> torch.device:
+def device_of(model: nn.Module, fallback: nn.Module) -> torch.device:
+    """Where a model runs: a package's own device, else its first tensor's (or the
+    fallback's)."""
     device = getattr(model, "artifact_device", None)
     if device:
         return torch.device(device)
@@ -206,7 +208,7 @@ def load(path: str | Path, config: dict) -> tuple[nn.Module, torch.Tensor, torch
     outputs the cell's own shipped model gave on the saved batch."""
     doc = read(path)
     model = build(doc, config)
-    device = _device_of(model, model)
+    device = device_of(model, model)
     with torch.inference_mode():
         out = model(doc["batch"].to(device)).float().cpu()
     ref = doc["reference"]

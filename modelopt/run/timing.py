@@ -63,9 +63,10 @@ def _own_copy(path: str):
     private folder moments ago, so unpickling it runs only this run's own code."""
     import torch
 
-    saved = torch.load(path, weights_only=False, map_location="cpu")
+    saved = torch.load(path, weights_only=False,
+                       map_location=None if torch.cuda.is_available() else "cpu")
     model = saved["model"].eval()
-    device = rebuild._device_of(model, model)
+    device = rebuild.device_of(model, model)
     return model, saved["example"].to(device), saved["batch"].to(device)
 
 
