@@ -7,32 +7,13 @@ import json
 import sys
 from pathlib import Path
 
+from modelopt.cli_args import replicates as _replicates
+from modelopt.cli_args import shard as _shard
+
 
 def _err(msg: str, code: int = 2) -> int:
     print(f"modelopt: error: {msg}", file=sys.stderr)
     return code
-
-
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard takes I/N (e.g. 2/3), got {text!r}") from None
-    if not 1 <= i <= n:
-        raise argparse.ArgumentTypeError(f"--shard {text}: I must be in 1..N")
-    return i, n
-
-
-def _replicates(text: str) -> int:
-    """Timing processes are the replicates of a latency interval: three at least."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 3:
-        raise argparse.ArgumentTypeError(f"needs an integer >= 3 (the timing processes are "
-                                         f"the replicates of an interval), got {text!r}")
-    return n
 
 
 def _execute(suite, out: Path, launched, args, progress):
@@ -51,8 +32,21 @@ def _execute(suite, out: Path, launched, args, progress):
                       timing_processes=args.timing_processes, train_once=not args.train_each)
 
 
+def _plan(suite, out: Path, args) -> int:
+    """`plan` / `run --dry-run`: the plan, and whether `run` would refuse the directory."""
+    from modelopt.results import store
+    from modelopt.run import runner
+    from modelopt.run.preview import plan
+
+    try:
+        print(plan(suite, out, args.jobs or runner.default_jobs()))
+    except store.ResultsError as exc:
+        return _err(str(exc))
+    return 0
+
+
 def cmd_run(args) -> int:
-    from modelopt.results import latency
+    from modelopt.results import latency, store
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
     from modelopt.run.processes import sigterm_as_interrupt
@@ -71,14 +65,11 @@ def cmd_run(args) -> int:
     except SuiteError as exc:
         return _err(str(exc))
     out = Path(args.out or Path("results") / suite.name)
+    if args.dry_run:
+        return _plan(suite, out, args)
     if not (launched and launched.rank != 0):
         for warning in suite.warnings:
             print(f"modelopt: warning: {warning}", file=sys.stderr)
-    if args.dry_run:
-        from modelopt.run.preview import plan
-
-        print(plan(suite, out, args.jobs or runner.default_jobs()))
-        return 0
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train
     progress = Progress(suite.name, out, args.quiet)
@@ -87,8 +78,8 @@ def cmd_run(args) -> int:
         summary = _execute(suite, out, launched, args, progress)
         if launched and launched.rank != 0:
             return 130 if summary.interrupted else 0
-    except (runner.ResumeError, launch.LaunchError) as exc:
-        return _err(str(exc))
+    except (runner.ResumeError, launch.LaunchError, store.ResultsError) as exc:
+        return _err(str(exc))  # a full disk too: the records written are whole
     except TimingError as exc:  # the cells' results are kept; `modelopt time` retries
         return _err(f"{exc}; the results are kept: `modelopt time {out}` times them again", 1)
     except ImportError as exc:
@@ -241,7 +232,8 @@ def cmd_time(args) -> int:
     try:
         with runner.writer_lock(Path(args.dir)):
             n = timing.run_stage(args.dir, suites.pop(), ok, {r.cell_id: r.cell for r in recs},
-                                 user, processes=args.processes, progress=progress)
+                                 user, processes=args.processes, progress=progress,
+                                 keep_timed=not args.force)
     except latency.TimingError as exc:
         return _err(str(exc), 1)
     except runner.ResumeError as exc:
@@ -366,6 +358,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("dir", help="results directory")
     t.add_argument("--processes", type=_replicates, default=3,
                    help="fresh timing processes, at least 3 (default 3)")
+    t.add_argument("--force", action="store_true", help="replace timing.json even where models "
+                   "it timed cannot be timed again (their latency is dropped)")
     _add_user_code(t)
     t.set_defaults(fn=cmd_time)
     e = sub.add_parser("export", help="write results for other tools")

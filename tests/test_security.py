@@ -64,6 +64,10 @@ def test_a_pickle_payload_in_a_saved_model_is_never_run(run_dir, tmp_path):
     torch.save({"model": Payload(marker), "example": torch.zeros(1, 8)}, victim)
     r = cli("time", evil)
     assert not marker.exists()
+    # latency it cannot replace is kept, unless the user drops it
+    assert r.returncode == 1 and "kept as it was" in r.stderr and "can run code" in r.stderr
+    r = cli("time", evil, "--force")
+    assert not marker.exists()
     assert "not timed" in r.stderr and "can run code" in r.stderr
     assert r.returncode == 0  # the other model was rebuilt and timed
     r = cli("compare", run_dir, evil)
@@ -136,12 +140,52 @@ def with_metric(run_dir, tmp_path, value):
     return cur, rec["cell_id"]
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), "high"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "high", True])
 def test_a_figure_that_is_not_a_finite_number_fails_the_gate(run_dir, tmp_path, value):
     cur, cid = with_metric(run_dir, tmp_path, value)
     for args in ((run_dir, cur), (cur, run_dir)):  # either side
         r = cli("compare", *args, "--no-retime")
         assert r.returncode == 2 and "accuracy" in r.stderr and "results.jsonl:1" in r.stderr
+
+
+def test_a_figure_the_head_lost_is_a_regression(run_dir, tmp_path):
+    cur = copy_of(run_dir, tmp_path, "cur")
+    lines = [json.loads(x) for x in (cur / "results.jsonl").read_text().splitlines()]
+    for rec in lines:
+        del rec["metrics"]["accuracy"]
+    (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = cli("compare", run_dir, cur, "--no-retime")
+    assert r.returncode == 1 and "accuracy (absent in the current run" in r.stdout
+
+
+def test_plan_and_run_on_a_broken_results_directory_say_so(run_dir, tmp_path, tiny_suite_file):
+    bad = copy_of(run_dir, tmp_path)
+    (bad / "suite.json").write_text("[1, 2]")
+    for cmd in ("plan", "run"):
+        r = cli(cmd, tiny_suite_file, "--out", bad)
+        assert r.returncode == 2 and "suite.json:1" in r.stderr and "Traceback" not in r.stderr
+    other = copy_of(run_dir, tmp_path, "other")
+    r = cli("plan", tiny_suite_file, "--out", other)
+    assert r.returncode == 0 and "`run` will refuse" in r.stdout
+
+
+def test_a_full_disk_stops_the_run_with_a_clear_error(run_dir, tmp_path):
+    import resource
+
+    full = copy_of(run_dir, tmp_path)
+    (tmp_path / "sec.yaml").write_text(SUITE)
+    size = (full / "results.jsonl").stat().st_size
+
+    def limit():  # the file size limit makes writes short, as a full disk does
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 2000, size + 2000))
+
+    r = subprocess.run([sys.executable, "-m", "modelopt", "run", str(tmp_path / "sec.yaml"),
+                        "--out", str(full), "--no-resume", "-q", "--jobs", "1"],
+                       capture_output=True, text=True, preexec_fn=limit)
+    assert r.returncode == 2 and "could not append a whole record" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert all(json.loads(x) for x in (full / "results.jsonl").read_text().splitlines())
+    assert not list(full.rglob("*.tmp"))
 
 
 def test_nothing_in_common_fails_even_with_allow_missing(run_dir, tmp_path):
@@ -277,6 +321,7 @@ def test_a_model_that_cannot_be_rebuilt_is_timed_by_its_own_run_only(tmp_path):
     assert all("outputs differ" in why for why in doc["not_retimeable"].values())
     assert not list(out.rglob("*.tmp")) and "modelopt-own-" not in str(list(out.rglob("*")))
     r = cli("time", out)
-    assert r.returncode == 1 and "outputs differ" in r.stderr
+    assert r.returncode == 1 and "outputs differ" in r.stderr and "kept as it was" in r.stderr
+    assert json.loads((out / "timing.json").read_text())["rows"] == doc["rows"]
     r = cli("compare", out, out)
     assert r.returncode == 0 and "not re-timed" in r.stdout

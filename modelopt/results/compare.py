@@ -113,6 +113,12 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
                 continue  # one trained network: its speed is one observation, compared once
             trainings[training] = cid
         pairs = [(base.figures[cid][s].get(name), cur.figures[cid][s].get(name)) for s in seeds]
+        gone = [s for s, (b, c) in zip(seeds, pairs) if b is not None and c is None]
+        if gone:  # a figure the baseline has and the current run lost is not skipped unseen
+            rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs if b is not None),
+                            None, None, "regressed",
+                            note=f"absent in the current run (seed {', '.join(map(str, gone))})"))
+            continue
         if name == PROBED:  # samples/s x probe ms: the training's speed per machine speed
             probes = [(base.figures[cid][s].get("machine_probe_ms"),
                        cur.figures[cid][s].get("machine_probe_ms")) for s in seeds]

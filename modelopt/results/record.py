@@ -63,7 +63,11 @@ class Record(BaseModel):
                     continue
                 raise ValueError(f"figure '{name}' is {value}: a figure is a finite number or "
                                  "absent")
-            if not descriptive and not isinstance(value, (int, float)) and declared is not None:
+            # a yes/no counts as a number (target_reached averages to a share), but never
+            # where the gate compares a measured figure (accuracy: true)
+            number = isinstance(value, (int, float)) and not (
+                isinstance(value, bool) and declared is not None and declared.gated)
+            if declared is not None and not descriptive and not number:
                 raise ValueError(f"figure '{name}' is {value!r}: a number is declared")
             out[name] = value
         return out

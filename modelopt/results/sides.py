@@ -91,10 +91,10 @@ def _figures(cid: str, seed: int, metrics: dict) -> dict[str, float]:
     out = {}
     for k, v in metrics.items():
         numeric = isinstance(v, (int, float)) and not isinstance(v, bool)
+        declared = M.TABLE.get(k)
         if numeric and math.isfinite(v):
             out[k] = float(v)
-        elif (numeric or (k in M.TABLE and M.TABLE[k].fmt != "none" and v is not None)
-              and not isinstance(v, bool)):
+        elif numeric or (declared is not None and declared.gated and v is not None):
             raise CompareError(f"cell {cid} seed {seed}: figure '{k}' is {v!r}, not a finite "
                                "number")
     return out

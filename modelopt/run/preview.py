@@ -53,4 +53,8 @@ def plan(suite: Suite, out: Path, jobs: int) -> str:
                                                      if unknown else "") + ", plus the timing stage")
     elif todo:
         lines.append("estimate: none (no earlier results of these cells in that directory)")
+    meta = store.read_meta(out) if out.is_dir() else None
+    if meta is not None and meta.content_hash != suite.content_hash:
+        lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}' "
+                     "with a different content; use another --out, or --force to add to it")
     return "\n".join(lines)

@@ -83,9 +83,10 @@ def read(path: str | Path) -> dict:
     try:
         doc = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError:
-        raise NotRebuildable(f"{Path(path).name} is not a file of tensors and numbers (an older "
-                             "modelopt saved pickled modules, which can run code when loaded): "
-                             "not loaded; run the suite again to time it") from None
+        raise NotRebuildable(f"{Path(path).name} is not a file of tensors and numbers but holds "
+                             "pickled objects, which can run code when loaded (a model saved by "
+                             "a modelopt before 0.2, or a tampered file): not loaded; run the "
+                             "suite again to time it") from None
     except Exception as exc:  # noqa: BLE001 - a torn or foreign file, said as such
         raise NotRebuildable(f"{Path(path).name} cannot be read ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None

@@ -207,6 +207,11 @@ class Scheduler:
             for a in list(self.active.values()):
                 end(a.proc)
             self.active.clear()
+        except BaseException:  # e.g. a record that cannot be written: no cell outlives the run
+            for a in list(self.active.values()):
+                end(a.proc)
+            self.active.clear()
+            raise
         return self.summary
 
     def _next_deadline(self) -> float:

@@ -20,7 +20,15 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from modelopt.results.latency import PROCESSES, Artifact, TimingError, artifact_path, artifacts, write
+from modelopt.results.latency import (
+    PROCESSES,
+    Artifact,
+    TimingError,
+    artifact_path,
+    artifacts,
+    read,
+    write,
+)
 from modelopt.run import rebuild
 
 ROUNDS = 20
@@ -152,11 +160,14 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
     ctx = context()
     rows: list[dict] = []
     skipped: dict[str, str] = {}
-    jobs = [(a.key, str(a.path), a.config, str(a.own_copy) if a.own_copy else None)
-            for a in items]
+    unstable: set[str] = set()
     for k in range(processes):
         if progress:
             progress(k, processes)
+        # the first process decides which models are rebuilt: one verdict per model, so a
+        # model is timed from the same source in every process
+        jobs = [(a.key, str(a.path), None if a.key in skipped else a.config,
+                 str(a.own_copy) if a.own_copy else None) for a in items]
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_child, args=(child, jobs, rounds, threads, k, plugins))
         proc.start()
@@ -175,6 +186,10 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
         if status != "ok":
             raise TimingError(f"timing process {k}: {payload}")
         timed, why = payload
+        if k:  # rebuilt in the first process, not in this one: its outputs vary
+            unstable |= {key for key in why if key not in skipped}
+            why = {key: (f"its rebuilt outputs varied between processes ({reason})"
+                         if key not in skipped else skipped[key]) for key, reason in why.items()}
         skipped.update(why)
         for a in items:
             if a.key not in timed:
@@ -189,7 +204,8 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                          "rounds_batch": [round(x, 6) for x in bb]})
         if not timed:
             break  # nothing could be built: the other processes would say the same
-    return Timed(rows, skipped)
+    return Timed([r for r in rows if f"{r['side']}:{r['cell_id']}:{r['seed']}:{r['kind']}"
+                  not in unstable], skipped)
 
 
 def _p90(values: list[float]) -> float:
@@ -283,14 +299,29 @@ def time_saved(items: list[Artifact], user: UserCode, processes: int = PROCESSES
 
 # ---------------------------------------------------------------- the stage
 
+def _lost(run_dir: str | Path, rows: list[dict]) -> list[str]:
+    """The models an existing timing.json timed that `rows` do not (a malformed one is
+    being replaced: nothing to keep)."""
+    from modelopt.results.files import ResultsError
+
+    try:
+        old = read(run_dir) or {}
+    except ResultsError:
+        return []
+    had = {f"{r['cell_id']}:{r['seed']}:{r['kind']}" for r in old.get("rows", [])}
+    return sorted(had - {f"{r['cell_id']}:{r['seed']}:{r['kind']}" for r in rows})
+
+
 def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
               cells: dict[str, dict], user: UserCode, threads: int = 1,
               processes: int = PROCESSES, rounds: int = ROUNDS, progress=None,
-              own_dir: str | Path | None = None) -> int:
+              own_dir: str | Path | None = None, keep_timed: bool = False) -> int:
     """Time every saved model of the ok (cell_id, seed) pairs of a run, side by side, and
     write timing.json (replacing it: a timing of part of a run cannot be paired with the
     rest). `cells`: each cell's config as recorded; `own_dir`: the run's own copies
-    (save_own), for the run that made them. Returns the number of models timed."""
+    (save_own), for the run that made them; `keep_timed`: refuse (TimingError) to replace a
+    timing.json whose models this stage could not time again. Returns the number of models
+    timed."""
     items = []
     for a in artifacts(run_dir, keys):
         own = Path(own_dir) / a.path.name if own_dir else None
@@ -299,6 +330,14 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
     if not items:
         return 0
     timed = time_saved(items, user, processes, rounds, threads, progress)
+    lost = _lost(run_dir, timed.rows) if keep_timed else []
+    if lost:
+        why = {k.lstrip(":"): v for k, v in timed.skipped.items()}
+        raise TimingError(f"{len(lost)} model(s) timed before could not be timed again, so "
+                          f"{Path(run_dir) / 'timing.json'} is kept as it was: "
+                          + "; ".join(f"{k}: {why.get(k, '?')}" for k in lost[:3])
+                          + (" ..." if len(lost) > 3 else "") + ". Give --suite or --plugins, "
+                          "or --force to drop their latency")
     # timed from the run's own copy, or not at all: either way not re-timeable later
     write(run_dir, {"suite": suite, "processes": processes, "rounds": rounds, "threads": threads,
                     "block_s": BLOCK_S, "rows": timed.rows,

@@ -101,7 +101,7 @@ class SuiteFile(BaseModel):
     plugins: list[str] = Field(default_factory=list)
     # the most cells the matrix may plan (its axes' product, before include / exclude, times
     # tune's grid or cv's folds): a typo like a 10-value axis too many is refused at load
-    max_cells: int = Field(MAX_CELLS, gt=0)
+    max_cells: int = Field(MAX_CELLS, gt=0, le=1_000_000)
 
     @field_validator("seeds")
     @classmethod
