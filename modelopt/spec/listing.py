@@ -22,7 +22,7 @@ def listing() -> str:
                 + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
                 for p in e.params)
             facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
-                            if v not in (None, False))
+                            if v not in (None, False) and not callable(v))  # no code reprs
             lines.append(f"  {e.name}({params}){facts}")
             lines += [f"      {line}".rstrip() for line in e.doc.splitlines()]
     lines.append("train:")
