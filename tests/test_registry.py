@@ -27,3 +27,12 @@ def test_signature_constraints_are_checked_and_described():
                                             r"greater than 0 \(got -1"):
         reg.check("t", {"rate": -1})
     assert describe(reg.get("t").params[0].annotation) == "float > 0"
+
+
+def test_modelopt_list_shows_parameters_and_defaults_without_code_reprs():
+    from modelopt.spec.listing import listing
+
+    text = listing()
+    assert "imagefolder(" in text and "l1_structured(" in text
+    assert "(steps or epochs, not both; neither: 1000 steps)" in text
+    assert "<function" not in text and " at 0x" not in text
