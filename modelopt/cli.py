@@ -50,7 +50,7 @@ def cmd_run(args) -> int:
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
     from modelopt.run.processes import sigterm_as_interrupt
-    from modelopt.run.progress import Progress, totals
+    from modelopt.run.progress import Progress, cell_labels, totals
     from modelopt.spec.suite import SuiteError, load
 
     try:
@@ -72,7 +72,7 @@ def cmd_run(args) -> int:
             print(f"modelopt: warning: {warning}", file=sys.stderr)
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train
-    progress = Progress(suite.name, out, args.quiet)
+    progress = Progress(suite.name, out, args.quiet, cell_labels(suite))
     sigterm_as_interrupt()  # SIGTERM ends the run as Ctrl-C does: cells ended, results kept
     try:
         summary = _execute(suite, out, launched, args, progress)

@@ -25,6 +25,8 @@ def test_run_writes_results_in_the_documented_format(tiny_suite_file, tmp_path):
     assert r.returncode == 0, r.stderr
     # no terminal (a CI log): a line per finished cell, then this run's and the file's totals
     assert "[1/2] ok " in r.stderr and "[2/2] ok " in r.stderr
+    # each cell named by the axes that vary, as the report names it
+    assert "ok model=linear (" in r.stderr and "ok model=mlp (" in r.stderr
     assert "this run 2 ok; in all 2 ok of 2" in r.stderr
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 2

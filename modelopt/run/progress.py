@@ -13,10 +13,15 @@ class Progress:
     """A run's progress on stderr: a bar of cells on a terminal, else a line per finished cell
     (CI logs); a line per cell that is not ok; the timing stage's processes."""
 
-    def __init__(self, suite: str, out: Path, quiet: bool):
+    def __init__(self, suite: str, out: Path, quiet: bool, labels: dict[str, str] | None = None):
         self.suite, self.out, self.quiet, self.bar = suite, out, quiet, None
         self.lines = not quiet and not sys.stderr.isatty()
         self.t0, self.done, self.todo = time.monotonic(), 0, 0
+        self.labels = labels or {}  # cell_id -> its axes, as the report names it
+
+    def name(self, cell_id: str) -> str:
+        label = self.labels.get(cell_id)
+        return f"{label} ({cell_id[:8]})" if label else cell_id
 
     def plan(self, todo: int, done: int) -> None:
         from tqdm import tqdm
@@ -34,10 +39,11 @@ class Progress:
         self.done += 1
         if not rec.ok:
             msg = rec.error.splitlines()[0] if rec.error else ""
-            tqdm.write(f"{rec.status}: {rec.cell_id} seed {rec.seed}: {msg}", file=sys.stderr)
+            tqdm.write(f"{rec.status}: {self.name(rec.cell_id)} seed {rec.seed}: {msg}",
+                       file=sys.stderr)
         if self.lines:
             acc = rec.metrics.get("accuracy")
-            print(f"[{self.done}/{self.todo}] {rec.status} {rec.cell_id} seed {rec.seed}"
+            print(f"[{self.done}/{self.todo}] {rec.status} {self.name(rec.cell_id)} seed {rec.seed}"
                   + (f" acc {acc:.3f}" if acc is not None else "")
                   + f" ({time.monotonic() - self.t0:.0f} s)", file=sys.stderr, flush=True)
         if self.bar:
@@ -56,6 +62,17 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def cell_labels(suite) -> dict[str, str]:
+    """Each cell named by the axes that vary across the suite (`model=cnn, prune=l1_...`)."""
+    from modelopt.results.report import axis_labels
+
+    if len(suite.cells) < 2:
+        return {}
+    table = axis_labels([c.config for c in suite.cells])
+    return {c.cell_id: ", ".join(f"{k[5:]}={v}" for k, v in row.items())
+            for c, (_, row) in zip(suite.cells, table.iterrows())}
 
 
 def totals(out: Path, suite) -> str:
