@@ -244,6 +244,7 @@ def compare(baseline: str | Path, current: str | Path,
             rows.append(status)
         rows += _figure_rows(cid, base, cur, rules, metrics, trainings)
     skipped: dict[str, str] = {}
+    labels = _labels({**cur.configs, **base.configs})
     note = ("not gated: latency from two separate runs differs by the machine as much as "
             "by the code; compare two results directories with their saved models to "
             "re-time them side by side")
@@ -261,9 +262,7 @@ def compare(baseline: str | Path, current: str | Path,
                     "processes, interleaved")
         if skipped:
             note += ("; not re-timed, so not gated on latency: " + "; ".join(
-                f"{_labels({**cur.configs, **base.configs}).get(c, c[:8])} ({why})"
-                for c, why in sorted(skipped.items())))
-    labels = _labels({**cur.configs, **base.configs})
+                f"{labels.get(c, c[:8])} ({why})" for c, why in sorted(skipped.items())))
     return Comparison(rows, sorted(set(base.status) - set(cur.status)),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
                       len(common), skipped)

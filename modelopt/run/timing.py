@@ -158,7 +158,7 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
     from modelopt.run.processes import context
 
     ctx = context()
-    rows: list[dict] = []
+    rows: list[tuple[str, dict]] = []  # (artifact key, row)
     skipped: dict[str, str] = {}
     unstable: set[str] = set()
     for k in range(processes):
@@ -195,17 +195,16 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
             if a.key not in timed:
                 continue
             b1, bb = timed[a.key]["1"], timed[a.key]["batch"]
-            rows.append({"side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
-                         "process": k,
-                         "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
-                         "ms_batch": statistics.median(bb), "blocks": len(b1),
-                         # round by round, for ratios of blocks timed moments apart
-                         "rounds_batch1": [round(x, 6) for x in b1],
-                         "rounds_batch": [round(x, 6) for x in bb]})
+            rows.append((a.key, {
+                "side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
+                "process": k, "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
+                "ms_batch": statistics.median(bb), "blocks": len(b1),
+                # round by round, for ratios of blocks timed moments apart
+                "rounds_batch1": [round(x, 6) for x in b1],
+                "rounds_batch": [round(x, 6) for x in bb]}))
         if not timed:
             break  # nothing could be built: the other processes would say the same
-    return Timed([r for r in rows if f"{r['side']}:{r['cell_id']}:{r['seed']}:{r['kind']}"
-                  not in unstable], skipped)
+    return Timed([row for key, row in rows if key not in unstable], skipped)
 
 
 def _p90(values: list[float]) -> float:
@@ -308,8 +307,10 @@ def _lost(run_dir: str | Path, rows: list[dict]) -> list[str]:
         old = read(run_dir) or {}
     except ResultsError:
         return []
-    had = {f"{r['cell_id']}:{r['seed']}:{r['kind']}" for r in old.get("rows", [])}
-    return sorted(had - {f"{r['cell_id']}:{r['seed']}:{r['kind']}" for r in rows})
+    def models(rs):
+        return {f"{r['cell_id']}:{r['seed']}:{r['kind']}" for r in rs}
+
+    return sorted(models(old.get("rows", [])) - models(rows))
 
 
 def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
