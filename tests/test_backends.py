@@ -33,10 +33,10 @@ def ranks_alive():
 
 def test_ddp_two_ranks_matches_single_process_weights():
     cells = parse(SUITE).cells
-    cpu_cfg, ddp_cfg = (c.config for c in cells)
-    backends.build(cpu_cfg["backend"]).prepare(1)
-    single = train_here(backends.build(cpu_cfg["backend"]), cpu_cfg, 0).net
-    ranked = backends.build(ddp_cfg["backend"]).train(ddp_cfg, 0, load_data(ddp_cfg, 0))
+    cpu_cfg, ddp_cfg = cells
+    cpu_cfg.backend.build().prepare(1)
+    single = train_here(cpu_cfg.backend.build(), cpu_cfg, 0).net
+    ranked = ddp_cfg.backend.build().train(ddp_cfg, 0, load_data(ddp_cfg, 0))
     state, outcome = ranked.net.state_dict(), ranked.outcome
     assert ranked.info["ddp_startup_s"] > 0 and ranked.info["ddp_world_size"] == 2
     assert outcome.samples == 20 * 64  # the global rate counts both ranks
@@ -49,9 +49,9 @@ def test_ddp_two_ranks_matches_single_process_weights():
 
 def test_a_rank_that_raises_fails_the_cell_and_leaves_no_process():
     cfg = parse(SUITE.replace("model: {name: mlp, hidden: 16}",
-                              "model: {name: test_crash, how: raise}")).cells[1].config
+                              "model: {name: test_crash, how: raise}")).cells[1]
     with pytest.raises(ddp.RankFailed, match="rank [01]: RuntimeError: deliberate"):
-        backends.build(cfg["backend"]).train(cfg, 0, load_data(cfg, 0))
+        cfg.backend.build().train(cfg, 0, load_data(cfg, 0))
     assert ranks_alive() == []
 
 
@@ -66,17 +66,16 @@ def test_cuda_cell_with_amp_runs_and_reports_gpu_memory():
     from modelopt.run.cell import run_cell
 
     cfg = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
-                              "backend: [{name: cuda, amp: true}]")).cells[0].config
+                              "backend: [{name: cuda, amp: true}]")).cells[0]
     out = run_cell(cfg, 0)
     assert out.status == "ok" and out.metrics["peak_cuda_mb"] > 0
     assert out.env["device"].startswith("cuda") and out.metrics["train_samples_s"] > 0
 
 
-def cuda_cell(backend: str, **extra) -> dict:
+def cuda_cell(backend: str, **extra):
     cfg = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
-                              f"backend: [{backend}]")).cells[0].config
-    cfg.update(extra)
-    return cfg
+                              f"backend: [{backend}]")).cells[0]
+    return cfg.replaced(**extra)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -141,9 +140,9 @@ def test_gd_with_epochs_takes_the_same_steps_on_cpu_and_ddp():
     once planned their own steps and trained ceil(n / batch) per epoch)."""
     cells = parse(SUITE.replace("optimizer: {name: sgd, lr: 0.1}", "optimizer: {name: gd, lr: 0.1}")
                   .replace("train: {steps: 20,", "train: {epochs: 3,")).cells
-    cpu_cfg, ddp_cfg = (c.config for c in cells)
-    single = train_here(backends.build(cpu_cfg["backend"]), cpu_cfg, 0).outcome
-    ranked = backends.build(ddp_cfg["backend"]).train(ddp_cfg, 0, load_data(ddp_cfg, 0)).outcome
+    cpu_cfg, ddp_cfg = cells
+    single = train_here(cpu_cfg.backend.build(), cpu_cfg, 0).outcome
+    ranked = ddp_cfg.backend.build().train(ddp_cfg, 0, load_data(ddp_cfg, 0)).outcome
     assert single.steps == ranked.steps == 3
     assert ranked.samples == single.samples  # each step the whole training split, globally
 
@@ -153,7 +152,7 @@ def test_a_diverging_ddp_cell_is_diverged_not_failed():
     from modelopt.run.cell import run_cell
 
     cfg = parse(SUITE.replace("optimizer: {name: sgd, lr: 0.1}", "optimizer: {name: sgd, lr: 1e30}")
-                ).cells[1].config
+                ).cells[1]
     out = run_cell(cfg, 0)
     assert out.status == "diverged" and "NaN/inf at train step" in out.error
     assert ranks_alive() == []

@@ -9,6 +9,7 @@ from modelopt.run.measure import count_params
 from modelopt.techniques import distill, prune, quantize, structured
 from modelopt.techniques.data import DATASETS, Data, split_validation
 from modelopt.techniques.errors import TechniqueError
+from modelopt.spec.suite import parse
 from modelopt.techniques.models import build
 
 
@@ -108,7 +109,7 @@ defaults:
   prune: {name: l1_structured, amount: 0.5, finetune_steps: 10}
 matrix:
   model: [{name: mlp, hidden: 32}]
-""").cells[0].config
+""").cells[0]
     out = run_cell(cfg, 0)
     m = out.metrics
     assert m["params_nonzero"] < m["params"] and m["slimmed_params"] < 0.6 * m["params"]
@@ -269,21 +270,30 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
     d = data()
     calls = []
 
-    def get(cfg, seed):
+    def get(cell, seed):
         def train():
             calls.append(seed)
             torch.manual_seed(seed)
-            return build(cfg["model"], d.input_shape, d.num_outputs)
-        return dense.cached(dense.teacher_path(cfg, seed), build(cfg["model"], d.input_shape,
-                                                                d.num_outputs), train)
+            return build(cell.model, d.input_shape, d.num_outputs)
+        return dense.cached(dense.teacher_path(cell, seed), build(cell.model, d.input_shape,
+                                                                 d.num_outputs), train)
 
     dense.keep_teachers_in(tmp_path)
-    teacher = {"model": {"name": "mlp", "hidden": 64}, "train": {"steps": 5}}
-    student = {"dataset": {"name": "synthetic"}, "backend": {"name": "cpu"},
-               "preprocess": [{"name": "subsample", "fraction": 0.1}],
-               "train": {"val_fraction": 0.1}}
-    cfg = distill.teacher_config(teacher, student)
-    assert cfg["preprocess"] == []  # the teacher sees the whole training split
+    student = parse("""
+name: kd
+seeds: [0]
+defaults:
+  dataset: synthetic
+  model: {name: mlp, hidden: 8}
+  preprocess: [{name: subsample, fraction: 0.1}]
+  distill: {name: kd, teacher: {model: {name: mlp, hidden: 64}, optimizer: adam,
+                                train: {steps: 5}}}
+  train: {steps: 5}
+""").cells[0]
+    cfg = student.teacher()
+    assert cfg.data.preprocess == ()  # the teacher sees the whole training split
+    assert cfg.model.params["hidden"] == 64 and cfg.train.distill is None
+    assert cfg.train.settings.steps == 5 and cfg.backend == student.backend
     m1, cached1 = get(cfg, 0)
     m2, cached2 = get(cfg, 0)
     assert calls == [0] and not cached1 and cached2
@@ -328,7 +338,7 @@ defaults:
 matrix:
   distill.temperature: [2.0, 4.0]
 """)
-    a, b = (run_cell(c.config, 0, teacher_dir=str(tmp_path)) for c in s.cells)
+    a, b = (run_cell(c, 0, teacher_dir=str(tmp_path)) for c in s.cells)
     assert a.status == b.status == "ok"
     assert a.metrics["teacher_cached"] is False and b.metrics["teacher_cached"] is True
     assert a.metrics["teacher_accuracy"] == b.metrics["teacher_accuracy"] > 0.5

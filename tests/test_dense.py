@@ -29,12 +29,12 @@ SAME = ("accuracy", "loss", "params_nonzero", "slimmed_params",
 
 def test_the_training_key_ignores_what_happens_after_training_only():
     cells = parse(SUITE).cells
-    keys = [dense.key(c.config, 0) for c in cells]
+    keys = [dense.key(c, 0) for c in cells]
     assert len(set(keys[:4])) == 1 and keys[4] != keys[0]
-    assert dense.key(cells[0].config, 1) != keys[0]
-    timed = {**cells[0].config, "train": {**cells[0].config["train"], "timeout_s": 5.0}}
+    assert dense.key(cells[0], 1) != keys[0]
+    timed = cells[0].replaced(train={**cells[0].train.settings.model_dump(), "timeout_s": 5.0})
     assert dense.key(timed, 0) == keys[0]
-    assert dense.shared_keys(parse(SUITE).runs()) == {dense.key(cells[0].config, s)
+    assert dense.shared_keys(parse(SUITE).runs()) == {dense.key(cells[0], s)
                                                       for s in (0, 1)}
 
 
@@ -43,14 +43,14 @@ def test_a_loaded_dense_model_gives_the_figures_of_training_it(tmp_path):
     that loads the trained network must draw as one that trained it."""
     cells = parse(SUITE).cells
     path = str(tmp_path / "k.pt")
-    first = run_cell(cells[0].config, 0, dense_path=path)
+    first = run_cell(cells[0], 0, dense_path=path)
     assert first.metrics["dense_reused"] is False
     for cell in cells[1:4]:
-        loaded = run_cell(cell.config, 0, dense_path=path)
-        trained = run_cell(cell.config, 0)
+        loaded = run_cell(cell, 0, dense_path=path)
+        trained = run_cell(cell, 0)
         assert loaded.metrics["dense_reused"] is True
         for m in SAME:
-            assert loaded.metrics.get(m) == trained.metrics.get(m), (cell.config, m)
+            assert loaded.metrics.get(m) == trained.metrics.get(m), (cell.cell_id, m)
         assert _untimed(loaded.curves) == _untimed(trained.curves)
         # the training's speed is that of the cell that trained it, not the load's
         assert loaded.metrics["train_samples_s"] == first.metrics["train_samples_s"]

@@ -26,7 +26,7 @@ matrix:
 
 
 def cell(fmt):
-    return parse(SUITE.replace("DEPLOY", fmt)).cells[0].config
+    return parse(SUITE.replace("DEPLOY", fmt)).cells[0]
 
 
 def timed_again(out, config, tmp_path):
@@ -34,7 +34,7 @@ def timed_again(out, config, tmp_path):
     or packaged again) and called."""
     timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
                     out.num_outputs)
-    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.checked_config(config, None))
+    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(config))
     with torch.inference_mode():
         return model, model(batch)
 
@@ -67,7 +67,7 @@ def test_an_artifact_that_computes_something_else_fails_the_cell():
         reference, out = model(data.x_test), wrong(data.x_test)
     with pytest.raises(TechniqueError, match=r"deploy: compile: the artifact's test outputs "
                                              r"differ.*classes agree on"):
-        check_outputs(out, reference, data, {"deploy": {"name": "compile"}})
+        check_outputs(out, reference, data, cell("compile"))
 
 
 def test_an_unknown_deploy_format_names_the_key():
@@ -78,8 +78,8 @@ def test_an_unknown_deploy_format_names_the_key():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("fmt", ["compile", "export"])
 def test_a_cuda_cell_ships_its_artifact_on_the_gpu(fmt, tmp_path):
-    config = cell(fmt)
-    config["backend"] = {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
+    config = cell(fmt).replaced(backend={"name": "cuda", "device": 0, "amp": False,
+                                         "amp_dtype": "bf16"})
     out = run_cell(config, 0)
     assert out.metrics["deploy_agreement"] >= 0.99
     model, y = timed_again(out, config, tmp_path)
@@ -89,13 +89,12 @@ def test_a_cuda_cell_ships_its_artifact_on_the_gpu(fmt, tmp_path):
 def test_naming_eager_is_leaving_deploy_out():
     plain = parse(SUITE.replace("  deploy: DEPLOY\n", "")).cells[0]
     eager = parse(SUITE.replace("DEPLOY", "eager")).cells[0]
-    assert plain.cell_id == eager.cell_id and "deploy" not in eager.config
+    assert plain.cell_id == eager.cell_id and "deploy" not in eager.as_config()
 
 
 def test_a_pruned_cell_ships_and_checks_its_slimmed_model_in_the_format():
-    config = cell("compile")
-    config["prune"] = {"name": "l1_structured", "amount": 0.5, "finetune_steps": 5,
-                       "rounds": 1}
+    config = cell("compile").replaced(prune={"name": "l1_structured", "amount": 0.5,
+                                             "finetune_steps": 5, "rounds": 1})
     out = run_cell(config, 0)
     m = out.metrics
     assert isinstance(out.models["slimmed"].shipped, deploy.Compiled)

@@ -111,7 +111,7 @@ def test_the_pins_agree_with_constraints_and_the_wheel_tags_are_judged():
 
 def test_the_gpu_suite_loads_and_names_the_gpu_paths():
     suite = load(ROOT / "suites" / "gpu.yaml")
-    configs = [c.config for c in suite.cells]
+    configs = [c.as_config() for c in suite.cells]
     cells = [(c["backend"], (c.get("deploy") or {}).get("name"), (c.get("prune") or {}).get("name"),
               c["train"]["batch_size"]) for c in configs]
     assert all(c["model"]["name"] == "resnet18" for c in configs)
@@ -124,12 +124,12 @@ def test_the_gpu_suite_loads_and_names_the_gpu_paths():
             for b, *_ in cells if b["name"] == "ddp"} == {(1, "nccl", "cuda")}
     assert len({bs for *_, bs in cells}) >= 2
     # the report pairs every batch-1024 cell with the fp32 one (and batch 256 with itself)
-    agg = pd.DataFrame([{"n": 1, "cell": c.config, "cell_id": c.cell_id} for c in suite.cells])
+    agg = pd.DataFrame([{"n": 1, "cell": c.as_config(), "cell_id": c.cell_id} for c in suite.cells])
     paired, _ = baselines(agg, suite.spec.baseline)
     fp32 = next(c.cell_id for c, (b, d, p, bs) in zip(suite.cells, cells)
                 if b == {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
                 and d is None and p is None and bs == 1024)
-    assert {c.cell_id for c in suite.cells if c.config["train"]["batch_size"] == 1024} == {
+    assert {c.cell_id for c in suite.cells if c.as_config()["train"]["batch_size"] == 1024} == {
         k for k, v in paired.items() if v["cell_id"] == fp32}
     if not torch.cuda.is_available():  # what the cells need is checked where they run
         for b, *_ in cells:

@@ -34,7 +34,7 @@ def examples_importable(monkeypatch):
 
 
 def cell(text: str) -> dict:
-    return parse(text).cells[0].config
+    return parse(text).cells[0]
 
 
 def test_a_compiled_backend_trains_what_the_plain_one_does():

@@ -5,7 +5,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modelopt.spec.schema import CELL_KEYS
+from modelopt.spec.keys import NAMES as CELL_KEYS
 from modelopt.spec.suite import SuiteError, parse
 
 NAMES = ["mnist1d", "digits", "synthetic", "cnn", "mlp", "linear", "gru", "cnn2d", "adam", "sgd",

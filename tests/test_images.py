@@ -92,7 +92,7 @@ defaults:
 """)
     (cell,) = suite.cells
     assert job(cell, 0, jobs=4).slots == 2  # its thread and its loader worker
-    out = run_cell(cell.config, 0)
+    out = run_cell(cell, 0)
     m = out.metrics
     assert out.status == "ok" and m["final_step"] == 6 and 0 <= m["accuracy"] <= 1
     assert m["train_samples_s"] > 0 and m["slimmed_params"] < 0.4 * m["params"]

@@ -116,7 +116,7 @@ def test_ranks_started_by_another_launcher(tmp_path):
 def test_the_launched_world_is_every_ddp_cells_world_size():
     plain = parse(SUITE)
     launched = parse(SUITE, launched_world=4)
-    worlds = [c.config["backend"].get("world_size") for c in launched.cells]
+    worlds = [c.as_config()["backend"].get("world_size") for c in launched.cells]
     assert worlds == [None, 4]  # the cpu cell is untouched
     assert plain.cells[0].cell_id == launched.cells[0].cell_id
     assert plain.cells[1].cell_id != launched.cells[1].cell_id  # a 4-rank result is its own cell

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from modelopt.run import measure
+from modelopt.techniques import tasks
 
 
 def test_linear_params_and_flops_by_hand():
@@ -42,7 +43,7 @@ def test_peak_memory_sees_torch_allocations():
 def test_classification_metrics():
     out = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
     y = torch.tensor([0, 1, 2, 2])
-    m = measure.classification_metrics(out, y, 3)
+    m = tasks.classification_metrics(out, y, 3)
     assert m["accuracy"] == 0.75
     assert m["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert abs(m["f1_macro"] - (1 + 2 / 3 + 2 / 3) / 3) < 1e-9

@@ -31,7 +31,7 @@ CELLS = {
 def test_every_recorded_metric_is_declared(kind):
     spec = {"name": "m", "seeds": [0], "defaults": {**BASE, **CELLS[kind]},
             "matrix": {"model": [CELLS[kind]["model"]]}}
-    out = run_cell(parse(yaml.safe_dump(spec)).cells[0].config, 0)
+    out = run_cell(parse(yaml.safe_dump(spec)).cells[0], 0)
     assert out.status == "ok", out.error
     assert M.undeclared(out.metrics) == []
 

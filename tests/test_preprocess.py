@@ -75,7 +75,7 @@ matrix:
   preprocess: [{name: sparse, threshold: 2.0}, [{name: minmax, low: -1.0, high: 1.0}]]
 """
     cells = parse(text).cells
-    sparse_out = run_cell(cells[0].config, 0)
+    sparse_out = run_cell(cells[0], 0)
     m = sparse_out.metrics
     # COO costs 4 + 8 x dims bytes per nonzero: it saves memory below ~20 % density
     assert m["input_density"] < 0.15 and m["input_mb_sparse"] < m["input_mb_dense"]
@@ -86,10 +86,10 @@ matrix:
     from modelopt.run.plan import load_data, train_here
     from modelopt.techniques.data import replace
 
-    data = load_data(cells[0].config, 0)
+    data = load_data(cells[0], 0)
     dense = replace(data, x_train=data.x_train.to_dense())
-    out_dense = train_here(cpu(), cells[0].config, 0, dense).outcome
-    out_sparse = train_here(cpu(), cells[0].config, 0, data).outcome
+    out_dense = train_here(cpu(), cells[0], 0, dense).outcome
+    out_sparse = train_here(cpu(), cells[0], 0, data).outcome
     def without_time(curves):
         return [{k: v for k, v in c.items() if k != "seconds"} for c in curves]
 

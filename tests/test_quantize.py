@@ -118,7 +118,7 @@ defaults:
   quantize: {name: int8_static, calibration: 128}
 matrix:
   model: [{name: cnn, channels: 32}]
-""").cells[0].config
+""").cells[0]
     out = run_cell(cfg, 0)
     m = out.metrics
     assert m["quantized_with"] == "torchao pt2e" and m["calibration_samples"] == 128
@@ -128,7 +128,7 @@ matrix:
                     out.num_outputs)
     # saved as tensors; rebuilt (calibrated again on the saved inputs) to the same outputs
     model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")),
-                                   rebuild.checked_config(cfg, None))
+                                   rebuild.checked_config(cfg.as_config(), None))
     assert isinstance(model, Program)
     with torch.inference_mode():
         assert model(batch).shape == (len(batch), 4)

@@ -19,7 +19,7 @@ defaults:
   train: {steps: 400, batch_size: 64, eval_every: 100}
 matrix: {model: [linear]}
 """)
-    out = run_cell(s.cells[0].config, 0)
+    out = run_cell(s.cells[0], 0)
     m = out.metrics
     assert m["r2"] > 0.99 and m["r2_best_val"] > 0.99
     assert m["rmse"] == pytest.approx(math.sqrt(m["mse"]))
@@ -35,7 +35,7 @@ defaults:
   train: {steps: 20, eval_every: 10}
 matrix: {model: [linear]}
 """)
-    m = run_cell(s.cells[0].config, 0).metrics
+    m = run_cell(s.cells[0], 0).metrics
     assert "accuracy" in m and not {"r2", "mse", "rmse", "mae"} & set(m)
 
 
@@ -84,19 +84,18 @@ def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
 
 def test_csv_task_follows_the_label_column(tmp_path):
     """String (or integer) labels are classes, floats a regression target, unless told."""
-    from modelopt.spec.registries import task_of
 
     rows = [f"{i % 7},{(i * 3) % 5},{'cat' if i % 2 else 'dog'},{i * 0.5}" for i in range(60)]
     (tmp_path / "t.csv").write_text("a,b,label,size\n" + "\n".join(rows))
     text = ("name: c\nseeds: [0]\ndefaults:\n  model: mlp\n  train: {steps: 5}\n"
             f"  dataset: {{name: csv, path: {tmp_path}/t.csv, target: TARGET}}\n")
-    labels = parse(text.replace("TARGET", "label")).cells[0].config
-    assert task_of(labels["dataset"]) == "classification"
+    labels = parse(text.replace("TARGET", "label")).cells[0]
+    assert labels.task == "classification"
     numbers = tmp_path / "n.csv"
     numbers.write_text("\n".join(",".join(r.split(",")[:2] + r.split(",")[3:])
                                  for r in (tmp_path / "t.csv").read_text().splitlines()))
     size = parse(text.replace("TARGET", "size").replace("t.csv", "n.csv"))
-    assert task_of(size.cells[0].config["dataset"]) == "regression"
+    assert size.cells[0].task == "regression"
     with pytest.raises(SuiteError, match=r"non-numeric feature columns \['label'\]"):
         parse(text.replace("TARGET", "size"))  # found when the suite loads, not in a cell
     out = run_cell(labels, 0)  # 'could not convert string to float' before

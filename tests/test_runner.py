@@ -213,7 +213,7 @@ def test_ctrl_c_ends_the_cells_and_keeps_the_results(tmp_path):
     p = tmp_path / "s.yaml"
     p.write_text(SHARDS.replace("seeds: [0, 1]", "seeds: [0]").replace(
         "{name: mlp, hidden: 12}]", "{name: test_crash, how: sleep}]"))
-    order = [c.config["model"]["name"] for c, _ in load(p).runs()]
+    order = [c.as_config()["model"]["name"] for c, _ in load(p).runs()]
     before = order.index("test_crash")  # cells that finish before the sleeper starts
     out, mark = tmp_path / "o", uuid.uuid4().hex
     # started with SIGINT ignored, as a shell's background job is: Ctrl-C still ends a run

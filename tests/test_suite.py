@@ -112,7 +112,7 @@ exclude:
 include:
   - {model: linear, optimizer: sgd}
 """)
-    cfgs = [c.config for c in s.cells]
+    cfgs = [c.as_config() for c in s.cells]
     assert len(cfgs) == 4
     names = [(c["model"]["name"], c["optimizer"]["name"], c["optimizer"]["lr"]) for c in cfgs]
     assert ("mlp", "adam", 0.003) in names and ("mlp", "sgd", 0.01) not in names
@@ -137,14 +137,14 @@ def test_runs_come_in_shuffled_passes_one_per_seed():
 
 def test_dotted_keys_set_parameters():
     s = parse(BASE + "matrix:\n  model: [mlp]\n  model.hidden: [8, 16]\n  train.steps: [5]\n")
-    assert sorted(c.config["model"]["hidden"] for c in s.cells) == [8, 16]
-    assert all(c.config["train"]["steps"] == 5 for c in s.cells)
+    assert sorted(c.as_config()["model"]["hidden"] for c in s.cells) == [8, 16]
+    assert all(c.as_config()["train"]["steps"] == 5 for c in s.cells)
 
 
 def test_cell_id_is_stable_and_seed_free():
     a = parse(BASE + "matrix:\n  model: [mlp]\n")
     b = parse(BASE.replace("seeds: [0]", "seeds: [0, 1, 2]") + "matrix:\n  model: [mlp]\n")
-    assert a.cells[0].cell_id == b.cells[0].cell_id == cell_id(a.cells[0].config)
+    assert a.cells[0].cell_id == b.cells[0].cell_id == cell_id(a.cells[0].as_config())
     c = parse(BASE + "matrix:\n  model: [{name: mlp, hidden: 99}]\n")
     assert c.cells[0].cell_id != a.cells[0].cell_id
 
@@ -179,9 +179,9 @@ def test_files_a_dataset_needs_are_checked_when_the_suite_loads(tmp_path):
 def test_defaults_alone_are_one_cell_with_the_default_optimizer():
     suite = parse("name: one\ndefaults:\n  dataset: {name: synthetic}\n  model: mlp\n")
     (cell,) = suite.cells
-    assert cell.config["optimizer"] == {"name": "adam", "lr": 0.001, "betas": (0.9, 0.999),
+    assert cell.as_config()["optimizer"] == {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999],
                                         "eps": 1e-8, "weight_decay": 0.0, "decay_all": False}
-    assert cell.config["backend"] == {"name": "cpu", "threads": 1} and "metrics" not in cell.config
+    assert cell.as_config()["backend"] == {"name": "cpu", "threads": 1} and "metrics" not in cell.as_config()
 
 
 def test_suite_file_mistakes_have_their_own_messages(tmp_path):
@@ -260,14 +260,14 @@ def test_a_suites_plugins_are_imported_recorded_and_found_by_every_process(tmp_p
                           "  dataset: waves\n  model: wide\n  train: {steps: 6, eval_every: 3}\n")
     suite = load(suite_file)
     (cell,) = suite.cells
-    assert cell.config["plugins"] == {"modules": ["my_waves"], "path": [str(folder)]}
+    assert cell.as_config()["plugins"] == {"modules": ["my_waves"], "path": [str(folder)]}
     assert not runner.run(suite, tmp_path / "out", jobs=1).failed  # timing unpickles Wide
     (rec,) = store.read(tmp_path / "out")
     assert rec.ok and rec.cell["plugins"]["modules"] == ["my_waves"]
     (row,) = store.load(tmp_path / "out").to_dict("records")
     assert row["latency_ms_p50"] > 0  # the timing process loaded the plugin's own class
     # where the code was found is not part of the cell's identity
-    moved = {**cell.config, "plugins": {"modules": ["my_waves"], "path": ["/elsewhere"]}}
+    moved = {**cell.as_config(), "plugins": {"modules": ["my_waves"], "path": ["/elsewhere"]}}
     assert cell_id(moved) == cell.cell_id
 
 

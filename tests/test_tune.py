@@ -24,7 +24,7 @@ def test_tune_expands_each_cell_into_a_group():
     groups = {}
     for c in s.cells:
         assert c.group["kind"] == "tune"
-        groups.setdefault(c.group["id"], []).append(c.config["optimizer"]["lr"])
+        groups.setdefault(c.group["id"], []).append(c.as_config()["optimizer"]["lr"])
     assert sorted(map(sorted, groups.values())) == [[0.001, 0.01, 0.1]] * 2
 
 
@@ -32,7 +32,7 @@ def test_cv_expands_into_folds_with_disjoint_validation():
     from modelopt.techniques.data import load
 
     s = parse(BASE + "cv: {folds: 3}\n")
-    assert len(s.cells) == 6 and {c.config["train"]["fold"] for c in s.cells} == {0, 1, 2}
+    assert len(s.cells) == 6 and {c.as_config()["train"]["fold"] for c in s.cells} == {0, 1, 2}
     vals = [load({"name": "synthetic", "n_samples": 200}, 0, 0.1, 3, f).x_val for f in range(3)]
     rows = [{tuple(r.tolist()) for r in v} for v in vals]
     assert sum(len(r) for r in rows) == 150 and not (rows[0] & rows[1] or rows[1] & rows[2])

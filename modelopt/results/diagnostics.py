@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # no display: figures are written to files
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from modelopt.results import tasks  # noqa: E402
 from modelopt.results.report import label_columns  # noqa: E402
 
 DPI = 120
@@ -85,7 +86,7 @@ def heatmap(agg: pd.DataFrame, metric: str = "accuracy") -> plt.Figure | None:
     cv = list(dict.fromkeys(key(_param(c, cols_p)) for c in ok["cell"]))
     fig, axs = plt.subplots(1, len(facets), figsize=(1.2 * len(cv) * len(facets) + 3,
                                                       0.5 * len(rv) + 2), dpi=DPI, squeeze=False)
-    scale = 100 if metric.startswith("accuracy") else 1
+    scale = 100 if tasks.percent(metric) else 1
     vmin, vmax = ok[metric].min() * scale, ok[metric].max() * scale
     for ax, facet in zip(axs[0], facets):
         grid = np.full((len(rv), len(cv)), np.nan)
@@ -206,10 +207,12 @@ def weight_histograms(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
-def learning_curve(agg: pd.DataFrame) -> plt.Figure | None:
-    """Accuracy vs training samples (log x), a line per remaining axis; for subsample suites."""
+def learning_curve(agg: pd.DataFrame, y: str = "accuracy") -> plt.Figure | None:
+    """Accuracy (or `y`, the task's headline) vs training samples (log x), a line per
+    remaining axis; for subsample suites."""
     ok = agg[agg["n"] > 0]
-    if "train_samples" not in ok.columns or ok["train_samples"].nunique() < 2:
+    if "train_samples" not in ok.columns or ok["train_samples"].nunique() < 2 \
+            or y not in ok.columns:
         return None
     others = [p for p in varying_params(list(ok["cell"])) if not p.startswith("preprocess")]
     group = ok["cell"].map(lambda c: ", ".join(f"{p}={_short(_param(c, p))}" for p in others)
@@ -217,11 +220,12 @@ def learning_curve(agg: pd.DataFrame) -> plt.Figure | None:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=DPI)
     for name, g in ok.groupby(group, sort=False):
         g = g.sort_values("train_samples")
-        ax.errorbar(g["train_samples"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"],
+        scale = 100 if tasks.percent(y) else 1
+        ax.errorbar(g["train_samples"], scale * g[y], yerr=scale * g[f"{y}_std"],
                     marker="o", capsize=3, label=name if len(name) < 60 else name[:57] + "...")
     ax.set_xscale("log")
     ax.set_xlabel("training samples (log scale)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {tasks.axis_label(y)}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     n = int(ok["n"].max())

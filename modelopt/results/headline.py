@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 from tabulate import tabulate
 
-from modelopt.results import latency
+from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.report import _kind, _title, fmt, label_columns
 from modelopt.results.stats import ALPHA, paired_p
@@ -76,7 +76,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     ok = agg[agg["n"] > 0]
     if ok.empty:
         return ""
-    key = M.primary(task)
+    key = tasks.headline(task)
     ok = ok.sort_values(key, ascending=False)
     labels = label_columns(ok)
     rows = []

@@ -31,14 +31,15 @@ class Artifact:
     kind: str  # model | slimmed (metrics.LATENCY_FIGURES)
     path: Path
     side: str = ""  # compare times two runs' models together: baseline | current
-    # the cell's checked config, which the timing process rebuilds the model from
-    config: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+    # its record's config, then (with_config) the checked recipe the timing process rebuilds
+    # the model from (run/rebuild.py)
+    config: object | None = dataclasses.field(default=None, compare=False, hash=False)
 
     # the run's own pickled copy (timing.save_own): its own timing stage only, never read
     # from a results directory
     own_copy: Path | None = dataclasses.field(default=None, compare=False, hash=False)
 
-    def with_config(self, config: dict | None) -> "Artifact":
+    def with_config(self, config: object | None) -> "Artifact":
         return replace(self, config=config)
 
     @property

@@ -6,36 +6,7 @@ records but that is not declared here fails the test suite (tests/test_metrics.p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-# How much worse a figure may get before the gate calls it a regression:
-#   relative - a fraction of the baseline (timings, memory, errors)
-#   points   - absolute, in the units of a fraction (accuracy 0.01 = one point)
-#   absolute - absolute, in the metric's own units (R²)
-#   exact    - counts: any change in the worse direction
-#   none     - descriptive: reported, never gated
-Tolerance = Literal["relative", "points", "absolute", "exact", "none"]
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    title: str
-    fmt: str = "g3"  # report formatter: pct, int, si, f<digits>, g<digits>, bool, none
-    higher_is_better: bool | None = None  # None: no direction (descriptive)
-    kind: Tolerance = "none"
-    tolerance: float = 0.0
-    unit: str = ""
-    timing: bool = False  # a wall-clock figure: varies with the machine, not only the code
-
-    @property
-    def gated(self) -> bool:
-        return self.kind != "none"
-
-    def with_tolerance(self, kind: Tolerance, tolerance: float) -> "Metric":
-        return Metric(self.name, self.title, self.fmt, self.higher_is_better, kind, tolerance,
-                      self.unit, self.timing)
+from modelopt.spec.metric import Metric, Tolerance  # noqa: F401  (the table's entries)
 
 
 def _m(name, title, fmt="g3", better=None, kind="none", tol=0.0, unit="", timing=False):
@@ -167,10 +138,6 @@ def gated() -> list[Metric]:
 def directed() -> list[Metric]:
     """Numeric figures with a direction: what export charts."""
     return [m for m in TABLE.values() if m.higher_is_better is not None and m.fmt != "none"]
-
-
-def primary(task: str) -> str:
-    return "accuracy" if task == "classification" else "r2"
 
 
 # ---------------------------------------------------------------- metrics a run declares

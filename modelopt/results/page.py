@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from modelopt.results import tasks
 from modelopt.results.headline import add_speedups, headline
-from modelopt.results.report import TASK_METRICS, aggregate, baselines, cost_metrics, label_columns, table
+from modelopt.results.report import aggregate, baselines, cost_metrics, label_columns, table
 from modelopt.results.tables import (
     cv_table,
     deploy_table,
@@ -38,7 +39,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     lines = [f"# {suite}", ""]
     if description:
         lines += [description.strip(), ""]
-    primary = "accuracy" if (agg["task"] == "classification").any() else "r2"
+    primary = tasks.headline_of(agg["task"])
     timed = (f"{timing_doc['processes']} fresh processes × {timing_doc['rounds']} interleaved "
              f"rounds, {timing_doc['threads']} thread" if timing_doc else "not timed")
     lines += [
@@ -65,10 +66,10 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         lines += ["## Tuned: the best setting per cell, chosen on validation", "",
                   "Each row's setting has the best mean validation score over the seeds; the "
                   "test figure beside it was never used for the choice.", "", tune, ""]
-    tasks = list(dict.fromkeys(agg["task"]))
-    for task in tasks:  # a regression and a classification cell are never ranked together
+    kinds = list(dict.fromkeys(agg["task"]))
+    for task in kinds:  # cells of two tasks are never ranked together
         lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
-                                f" ({task} cells)" if len(tasks) > 1 else "")
+                                f" ({task} cells)" if len(kinds) > 1 else "")
     lines += _comparisons(d, agg, primary)
     fails = failures(agg)
     if fails:
@@ -122,7 +123,8 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
         lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
                   "columns.", ""]
     lines += [headline(d, part, bases, task), "", f"## Every figure{title}", "",
-              table(part, TASK_METRICS[task] + cost_metrics(part), sort_by=TASK_METRICS[task][0]),
+              table(part, list(tasks.info(task).columns) + cost_metrics(part),
+                    sort_by=tasks.headline(task)),
               ""]
     scaling = scaling_table(part)
     if scaling:

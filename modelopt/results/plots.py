@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from modelopt.results import tasks  # noqa: E402
 from modelopt.results.diagnostics import (  # noqa: E402
     DPI,
     cell_labels,
@@ -35,15 +36,16 @@ def pareto_front(xs, ys) -> list[int]:
 
 
 def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
-             ylabel: str = "test accuracy (%)", logx: bool = True) -> plt.Figure:
+             ylabel: str = "", logx: bool = True) -> plt.Figure:
     """Scatter of y vs x with error bars from the seeds and the Pareto front."""
+    ylabel = ylabel or f"test {tasks.axis_label(y)}"
     fig, ax = plt.subplots(figsize=(8, 5), dpi=DPI)
     if x not in agg.columns or y not in agg.columns:
         ax.text(0.5, 0.5, f"no {x if x not in agg.columns else y} in these results",
                 ha="center", va="center", transform=ax.transAxes)
         return fig
     ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()].reset_index(drop=True)
-    scale = 100 if y.startswith("accuracy") else 1
+    scale = 100 if tasks.percent(y) else 1
     labels = cell_labels(ok)
     cmap = plt.get_cmap("tab20" if len(ok) > 10 else "tab10")
     for i, r in ok.iterrows():
@@ -85,14 +87,19 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     return fig
 
 
-def accuracy_vs_latency(agg: pd.DataFrame) -> plt.Figure:
+def score_of(agg: pd.DataFrame) -> str:
+    """The figure plots of these cells show: their task's headline (accuracy, R²)."""
+    return tasks.headline_of(agg.get("task", []))
+
+
+def accuracy_vs_latency(agg: pd.DataFrame, y: str | None = None) -> plt.Figure:
     # at the training batch size: at batch 1 a small model's time is mostly dispatch
-    return tradeoff(agg, "latency_ms_batch_p50", xlabel="latency per batch (ms, batch size "
-                    "of training)")
+    return tradeoff(agg, "latency_ms_batch_p50", y or score_of(agg),
+                    xlabel="latency per batch (ms, batch size of training)")
 
 
-def accuracy_vs_params(agg: pd.DataFrame) -> plt.Figure:
-    return tradeoff(agg, "params_nonzero", xlabel="nonzero parameters")
+def accuracy_vs_params(agg: pd.DataFrame, y: str | None = None) -> plt.Figure:
+    return tradeoff(agg, "params_nonzero", y or score_of(agg), xlabel="nonzero parameters")
 
 
 def save(fig: plt.Figure, path) -> None:
@@ -127,7 +134,9 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
     labels = cell_labels(show)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=DPI, sharey=True)
     cmap = plt.get_cmap("tab20" if len(show) > 10 else "tab10")
-    scale = 100 if (show["task"] == "classification").all() else 1
+    heads = {tasks.headline(t) for t in show["task"]}
+    score = heads.pop() if len(heads) == 1 else None  # the validation score is the task's
+    scale = 100 if score and tasks.percent(score) else 1
     for i, r in show.iterrows():
         runs = df[(df["cell_id"] == r["cell_id"]) & (df["status"] == "ok")]["curves"].tolist()
         for ax, x in zip(axes, ("step", "seconds")):
@@ -140,7 +149,7 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
                     label=labels[i] if x == "step" else None)
             ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                             color=cmap(i % cmap.N), alpha=0.15, lw=0)
-    ylabel = "validation accuracy (%)" if scale == 100 else "validation R²"
+    ylabel = f"validation {tasks.axis_label(score)}" if score else "validation score"
     axes[0].set_xlabel("training step")
     axes[1].set_xlabel("training time (s, evaluation excluded, log scale)")
     axes[1].set_xscale("log")
@@ -161,10 +170,12 @@ def _series(cell: dict) -> str:
     return json.dumps([c, p], sort_keys=True, default=str)
 
 
-def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
-    """Test accuracy vs measured sparsity: a panel per model and dataset, a line per pruning
-    method over the cells that differ only in amount; each dense cell a dashed line labelled
-    with what it is. Error bars: std over seeds."""
+def sparsity_vs_accuracy(agg: pd.DataFrame, y: str | None = None) -> plt.Figure:
+    """Test accuracy (the task's headline) vs measured sparsity: a panel per model and
+    dataset, a line per pruning method over the cells that differ only in amount; each dense
+    cell a dashed line labelled with what it is. Error bars: std over seeds."""
+    y = y or score_of(agg)
+    scale = 100 if tasks.percent(y) else 1
     ok = agg[agg["n"] > 0].copy()
     ok["panel"] = ok["cell"].map(lambda c: f"{c['model']['name']} · {c['dataset']['name']}")
     ok["method"] = ok["cell"].map(method_of)
@@ -185,16 +196,16 @@ def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
             method = g["method"].iloc[0]
             label = method if len(lines) == len({*sub["method"]} - {"dense"}) else (
                 f"{method}: {g['label'].iloc[0]}")
-            ax.errorbar(100 * g["sparsity"], 100 * g["accuracy"], yerr=100 * g["accuracy_std"],
+            ax.errorbar(100 * g["sparsity"], scale * g[y], yerr=scale * g[f"{y}_std"],
                         marker="o", capsize=3, color=colors[method], label=label,
                         ls=styles[k % len(styles)] if label != method else "-")
         dense = sub[sub["method"] == "dense"]
         for j, (_, d) in enumerate(dense.iterrows()):
-            ax.axhline(100 * d["accuracy"], color="black", ls="--", lw=1, alpha=1 - 0.2 * j,
+            ax.axhline(scale * d[y], color="black", ls="--", lw=1, alpha=1 - 0.2 * j,
                        label="dense" if len(dense) == 1 else f"dense: {d['label']}")
         ax.set_title(panel)
         ax.set_xlabel("sparsity (% of weights zero)")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"test {tasks.axis_label(y)}")
         ax.grid(alpha=0.3)
     legend: dict = {}
     for ax in axes[0]:
@@ -204,22 +215,22 @@ def sparsity_vs_accuracy(agg: pd.DataFrame) -> plt.Figure:
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
                bbox_to_anchor=(0.5, -0.02), frameon=False)
     n = int(ok["n"].max()) if len(ok) else 0
-    fig.suptitle(f"Accuracy vs sparsity after fine-tuning (mean ± std, n ≤ {n} seeds)")
+    fig.suptitle(f"{tasks.word(y)} vs sparsity after fine-tuning (mean ± std, n ≤ {n} seeds)")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
 def suite_figures(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, plt.Figure]]:
     """Every figure that applies to one suite's results: (title, slug, Figure)."""
-    figs = [("Accuracy vs latency" if (agg["task"] == "classification").any() else
-             "Score vs latency", "accuracy_latency", accuracy_vs_latency(agg)),
-            ("Accuracy vs parameters", "accuracy_params", accuracy_vs_params(agg))]
+    y = score_of(agg)  # the headline figure of the cells' task (of the first, if several)
+    figs = [(f"{tasks.word(y)} vs latency", "accuracy_latency", accuracy_vs_latency(agg, y)),
+            (f"{tasks.word(y)} vs parameters", "accuracy_params", accuracy_vs_params(agg, y))]
     if df["cell"].map(lambda c: bool(c.get("prune"))).any():
-        figs.append(("Accuracy vs sparsity", "sparsity", sparsity_vs_accuracy(agg)))
-    optional = [("Learning curve", "learning_curve", lambda: learning_curve(agg)),
+        figs.append((f"{tasks.word(y)} vs sparsity", "sparsity", sparsity_vs_accuracy(agg, y)))
+    optional = [("Learning curve", "learning_curve", lambda: learning_curve(agg, y)),
                 ("Training curves", "curves",
                  lambda: training_curves(df, agg) if df["curves"].map(bool).any() else None),
-                ("Grid", "heatmap", lambda: heatmap(agg)),
+                ("Grid", "heatmap", lambda: heatmap(agg, y)),
                 ("Gradient norms", "grad_norms", lambda: grad_norms(df, agg)),
                 ("Weights before and after pruning", "weights", lambda: weight_histograms(df, agg)),
                 ("Confusion matrix of the best cell", "confusion", lambda: confusion(df, agg))]

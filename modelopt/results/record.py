@@ -30,7 +30,7 @@ class Record(BaseModel):
     cell_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     seed: int
     cell: dict[str, Any] | None = None  # the resolved config
-    task: Literal["classification", "regression"] | None = None
+    task: str | None = Field(default=None, pattern=SAFE_NAME)  # a TASKS entry's name
     status: Status
     error: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -82,7 +82,7 @@ class Record(BaseModel):
 
     def task_or_guess(self) -> str:
         """The task (records before it was stored: told by their figures)."""
-        if self.task:
-            return self.task
-        return "regression" if "r2" in self.metrics else "classification"
+        from modelopt.results import tasks
+
+        return self.task or tasks.guess(self.metrics)
 

@@ -10,7 +10,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from modelopt.results import metrics as M
-from modelopt.spec.schema import CELL_KEYS, IMPLIED
+from modelopt.results import tasks
+from modelopt.spec.keys import IMPLIED, NAMES as CELL_KEYS, compression_keys
 
 
 def _title(m: str) -> str:
@@ -23,9 +24,11 @@ def _kind(m: str) -> str:
 
 COST_METRICS = ["params", "params_nonzero", "flops", "latency_ms_p50", "peak_rss_mb",
                 "train_seconds", "steps_to_target", "time_to_target_s", "target_reached"]
-TASK_METRICS = {"classification": ["accuracy", "accuracy_best_val", "f1_macro"],
-                "regression": ["r2", "r2_best_val", "rmse", "mae"]}
-TABLE_METRICS = TASK_METRICS["classification"] + TASK_METRICS["regression"] + COST_METRICS
+
+
+def table_metrics() -> list[str]:
+    """A table's columns where none are given: every known task's, then the costs."""
+    return list(dict.fromkeys(c for t in tasks.KNOWN.values() for c in t.columns)) + COST_METRICS
 
 
 def cost_metrics(agg: pd.DataFrame) -> list[str]:
@@ -102,7 +105,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         cell = g["cell"].iloc[0]
         group = g["group"].iloc[0] if "group" in g.columns else None
         task = (g["task"].iloc[0] if "task" in g.columns and pd.notna(g["task"].iloc[0]) else
-                "regression" if "r2" in g.columns and g["r2"].notna().any() else "classification")
+                tasks.guess(c for c in g.columns if g[c].notna().any()))
         row = {"suite": suite, "cell_id": cid, "cell": cell, "task": task,
                "group": group if isinstance(group, dict) else None, "n": len(ok),
                "runs": len(g), "statuses": dict(g["status"].value_counts())}
@@ -154,7 +157,7 @@ def fmt(value: float, std: float | None, kind: str) -> str:
     return f"{one(value)} ± {one(std)}"
 
 
-COMPRESSION_KEYS = ("prune", "quantize", "distill")
+COMPRESSION_KEYS = compression_keys()
 
 
 def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series], str]:
@@ -209,7 +212,7 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
     ok = agg[agg["n"] > 0].copy()
     if ok.empty:
         return "_no cell finished ok_"
-    metrics = [m for m in (metrics or TABLE_METRICS) if m in ok.columns]
+    metrics = [m for m in (metrics or table_metrics()) if m in ok.columns]
     if sort_by and sort_by in ok.columns:
         ok = ok.sort_values(sort_by, ascending=not M.TABLE[sort_by].higher_is_better)
     labels = label_columns(ok)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelopt.results import latency
+from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.files import ResultsError, read_json
 from modelopt.results.record import SAFE_NAME, Record
@@ -31,6 +31,7 @@ class RunMeta(BaseModel):
     thresholds: dict[str, str] = Field(default_factory=dict)
     baseline: dict[str, Any] | None = None
     metrics: list[dict[str, Any]] = Field(default_factory=list)
+    tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> TaskInfo facts
 
 
 def read_meta(run_dir: str | Path) -> RunMeta | None:
@@ -41,11 +42,13 @@ def read_meta(run_dir: str | Path) -> RunMeta | None:
 
 
 def declare_run(run_dir: str | Path) -> RunMeta | None:
-    """Declare the figures a results directory's run declared; returns its suite.json."""
+    """Declare the figures and tasks a results directory's run declared; returns its
+    suite.json."""
     meta = read_meta(run_dir)
     if meta is not None:
         try:
             M.declare_all(meta.metrics, str(Path(run_dir) / M.RUN_META))
+            tasks.declare_all(meta.tasks, str(Path(run_dir) / M.RUN_META))
         except ValueError as exc:
             raise ResultsError(str(exc)) from None
     return meta

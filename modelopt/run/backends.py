@@ -61,12 +61,12 @@ class Backend:
             torch.cuda.set_device(self.device)
         return threads
 
-    def train(self, config: dict, seed: int, data):
+    def train(self, cell, seed: int, data):
         """Train the cell's model: (network, data, outcome, info). In this process here; a
         backend of several processes starts them."""
         from modelopt.run.plan import train_here
 
-        return train_here(self, config, seed, data)
+        return train_here(self, cell, seed, data)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the training loop calls (the bare network here; DDP wraps it)."""
@@ -159,15 +159,15 @@ class DDP(Backend):
     def gpus(self) -> int:
         return self.world_size if self.is_cuda else 0
 
-    def train(self, config: dict, seed: int, data):
+    def train(self, cell, seed: int, data):
         if self.rank is not None:  # a rank of a process group already formed
-            trained = super().train(config, seed, data)
+            trained = super().train(cell, seed, data)
             trained.info["ddp_world_size"] = self.world_size
             torch.distributed.barrier()  # every rank is done before rank 0 evaluates and times
             return trained
         from modelopt.run import ddp
 
-        return ddp.spawn(self, config, seed, data)
+        return ddp.spawn(self, cell, seed, data)
 
     def wrap(self, model: nn.Module) -> nn.Module:
         from torch.nn.parallel import DistributedDataParallel

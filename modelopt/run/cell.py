@@ -22,7 +22,7 @@ from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.rebuild import Shipped
 from modelopt.run.train import Diverged, Outcome, predict
 from modelopt.spec import plugins
-from modelopt.spec.registries import DEPLOYERS, QUANTIZERS
+from modelopt.spec.cell import Cell, Choice
 from modelopt.techniques import prune, quantize
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.errors import TechniqueError
@@ -43,7 +43,7 @@ class CellOutput:
     models: dict[str, Shipped] = field(default_factory=dict)
     example: torch.Tensor | None = None  # batch 1
     batch: torch.Tensor | None = None  # the training batch size
-    input_shape: tuple = ()  # what the model is built for (rebuilt from the config and these)
+    input_shape: tuple = ()  # what the model is built for (rebuilt from the cell and these)
     num_outputs: int = 0
 
 
@@ -87,21 +87,21 @@ class Deployed:
     calibration: torch.Tensor | None = None  # the quantizer's inputs, where it converted
 
 
-def run_cell(config: dict, seed: int, threads: int = 1,
+def run_cell(cell: Cell, seed: int, threads: int = 1,
              backend: backends.Backend | None = None, dense_path: str | None = None,
              teacher_dir: str | None = None) -> CellOutput:
     """Train, compress and measure one cell; latency is not measured here but by the run's
-    timing stage, over the models this returns. `backend` replaces the config's (a rank of
+    timing stage, over the models this returns. `backend` replaces the cell's (a rank of
     a launched job passes its own). `dense_path`: where the run keeps this cell's trained
     network for the other cells of its training prefix (dense.py); `teacher_dir`: where
     the run keeps trained KD teachers (none: every teacher is trained)."""
-    plugins.load(config.get("plugins"))  # user plugins register in this process too
+    plugins.load(cell.plugins)  # user plugins register in this process too
     dense.keep_teachers_in(teacher_dir)
-    backend = backend or backends.build(config["backend"])
+    backend = backend or cell.backend.build()
     threads = backend.prepare(threads)
     phase = Phases()
     with phase("data"):
-        data = load_data(config, seed)
+        data = load_data(cell, seed)
     probe = _probe(backend, threads)
     probe_before = probe()
     with measure.PeakMemory() as mem:  # the window: training, compression, evaluation
@@ -109,24 +109,24 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         try:
             with phase("train"):
                 trained, reused = dense.reuse(
-                    dense_path, lambda: build_net(config, data, backend.device, seed),
-                    lambda: backend.train(config, seed, data),
+                    dense_path, lambda: build_net(cell, data, backend.device, seed),
+                    lambda: backend.train(cell, seed, data),
                     lambda: {"peak_rss_mb": mem.so_far(), "machine_probe_ms": probe_before})
                 trained.data = data
             torch.manual_seed(seed + 1)  # what follows draws alike, trained here or loaded
             with phase("compress"):
-                compressed = compress(config, trained, backend, seed)
+                compressed = compress(cell, trained, backend, seed)
         except Diverged as d:
             return CellOutput("diverged", {"diverged_at_step": d.step}, [],
                               env(backend, threads), error=str(d))
         with phase("evaluate"):
-            test = evaluate(trained.net, trained.data, backend, config["train"]["eval_batch_size"])
+            test = evaluate(trained.net, trained.data, backend, cell.train.settings.eval_batch_size)
     probe_after = probe()
     with phase("measure"):
-        deployed = deploy(config, trained)
-        slimmed = _ship_slimmed(config, compressed, data)
+        deployed = deploy(cell, trained)
+        slimmed = _ship_slimmed(cell, compressed, data)
         counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
-        extra_figures = measured(deployed, trained, backend, config)
+        extra_figures = measured(deployed, trained, backend, cell)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
               "cores": backend.cores(), "gpus": backend.gpus(), **backend.peak_memory()}
     if probe_before is not None:
@@ -138,12 +138,12 @@ def run_cell(config: dict, seed: int, threads: int = 1,
         memory["peak_rss_mb"] = max(memory["peak_rss_mb"], reused["peak_rss_mb"])
         if reused["machine_probe_ms"] is not None:
             memory["machine_probe_ms"] = reused["machine_probe_ms"]
-    out = _merge(config, trained, compressed, test, deployed, counts, extra_figures, memory)
+    out = _merge(cell, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.models = _shipped(trained, deployed, slimmed)
     out.env = env(backend, threads)
     out.extra["phase_seconds"] = phase.seconds
-    out.extra["train_key"] = dense.key(config, seed)  # cells sharing it share its training
-    out.batch = out_batch(data, config).clone()
+    out.extra["train_key"] = dense.key(cell, seed)  # cells sharing it share its training
+    out.batch = out_batch(data, cell).clone()
     out.input_shape, out.num_outputs = tuple(data.input_shape), data.num_outputs
     return out
 
@@ -162,75 +162,74 @@ def _probe(backend: backends.Backend, threads: int):
     return lambda: measure.machine_probe(threads)
 
 
-def compress(config: dict, trained: Trained, backend, seed: int) -> Compressed:
+def compress(cell: Cell, trained: Trained, backend, seed: int) -> Compressed:
     """Pruning (with its fine-tuning), in place on the trained network."""
-    if not config.get("prune"):
+    if cell.compress.prune is None:
         return Compressed(None, trained.outcome)
-    pruned = prune.apply(config["prune"], trained.net, trained.data,
-                         finetuner(config, trained.data, backend, seed))
+    pruned = prune.apply(cell.compress.prune, trained.net, trained.data,
+                         finetuner(cell, trained.data, backend, seed))
     info = dict(pruned.info)
     if pruned.slimmed is not None:
         info.update(slimmed_metrics(pruned.slimmed, trained.data.x_test[:1]))
     return Compressed(pruned, pruned.finetune or trained.outcome, info)
 
 
-def deploy(config: dict, trained: Trained) -> Deployed:
+def deploy(cell: Cell, trained: Trained) -> Deployed:
     """The model that ships: the quantizer's conversion of the trained model, if it has one,
     then the deploy format's artifact of it. What ships is what counts: its every test
     figure, loss included."""
-    spec = config.get("quantize")
-    quantizer = QUANTIZERS.build_spec(spec) if spec else None
+    quantize = cell.compress.quantize
+    quantizer = quantize.build() if quantize is not None else None
     model, info, on = trained.net, {}, backends.on_device_of(trained.net)
     inputs = None
     if quantizer is not None and quantizer.convert is not None:
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = quantizer.convert(trained.net, inputs)
         on = backends.CPU  # int8 kernels are the CPU's
-    shipped, made, outputs = ship_checked(config, model, trained.data, on)
+    shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)
     if shipped is trained.net:
         return Deployed(shipped, model, info, {})
     if outputs is None:
-        outputs = predict(shipped, trained.data.x_test, on, config["train"]["eval_batch_size"])
+        outputs = predict(shipped, trained.data.x_test, on, cell.train.settings.eval_batch_size)
     return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs, inputs)
 
 
-def _ship_slimmed(config: dict, compressed: Compressed, data: Data) -> Shipped | None:
+def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | None:
     """What structured pruning ships, in the cell's format too, checked against the slimmed
     model; its figures as slimmed_*."""
     slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
-    if slimmed is None or not config.get("deploy"):
+    if slimmed is None or cell.deploy is None:
         return None if slimmed is None else Shipped(slimmed, slimmed)
-    shipped, made, _ = ship_checked(config, slimmed, data, backends.on_device_of(slimmed))
+    shipped, made, _ = ship_checked(cell, slimmed, data, backends.on_device_of(slimmed))
     compressed.pruned.slimmed = shipped
     compressed.info.update({f"slimmed_{k}": v for k, v in made.items()})
     return Shipped(slimmed, shipped)
 
 
-def ship_checked(config: dict, model: nn.Module, data: Data, on
+def ship_checked(cell: Cell, model: nn.Module, data: Data, on
                  ) -> tuple[nn.Module, dict, torch.Tensor | None]:
     """The deploy format's artifact of `model`, what making it took, and its test outputs
     (None when it is `model` itself), checked against the model's (`on`: where both run)."""
     info: dict = {}
-    shipped = ship(config, model, out_batch(data, config), info)
+    shipped = ship(cell.deploy, model, out_batch(data, cell), info)
     if shipped is model:
         return shipped, info, None
-    reference = predict(model, data.x_test, on, config["train"]["eval_batch_size"])
-    outputs = predict(shipped, data.x_test, on, config["train"]["eval_batch_size"])
-    info.update(check_outputs(outputs, reference, data, config))
+    reference = predict(model, data.x_test, on, cell.train.settings.eval_batch_size)
+    outputs = predict(shipped, data.x_test, on, cell.train.settings.eval_batch_size)
+    info.update(check_outputs(outputs, reference, data, cell))
     return shipped, info, outputs
 
 
-def out_batch(data: Data, config: dict) -> torch.Tensor:
+def out_batch(data: Data, cell: Cell) -> torch.Tensor:
     """The batch latency is timed at (and compilation specialises for): test inputs."""
-    return data.x_test[:config["train"]["batch_size"]]
+    return data.x_test[:cell.train.settings.batch_size]
 
 
-def ship(config: dict, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.Module:
+def ship(deploy: Choice | None, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.Module:
     """The deploy format's artifact of `model` (itself when eager); adds what making it took
     (compile seconds, package bytes) to `info`."""
-    spec = config.get("deploy")
-    fmt = DEPLOYERS.build_spec(spec) if spec else None
+    fmt = deploy.build() if deploy is not None else None
     if fmt is None or fmt.ship is None:
         return model
     # compiled and traced as it runs: in eval mode (batch norm's running statistics; a
@@ -245,43 +244,40 @@ def ship(config: dict, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.
 AGREEMENT, VALUE_TOLERANCE = 0.99, 1e-2
 
 
-def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, config: dict) -> dict:
+def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, cell: Cell) -> dict:
     """The artifact's test outputs against the model's; a mismatch fails the cell."""
+    from modelopt.techniques import tasks
+
     diff = float((out - reference).abs().max()) if len(out) else 0.0
-    figures = {"deploy_max_abs_diff": diff}
-    if data.task == "classification":
-        agree = float((out.argmax(1) == reference.argmax(1)).double().mean())
-        figures["deploy_agreement"] = agree
-        ok = agree >= AGREEMENT
-    else:
-        ok = diff <= VALUE_TOLERANCE * (1 + float(reference.abs().max()))
+    agreed, ok = tasks.of(data).check(out, reference)  # the task's own check
+    figures = {"deploy_max_abs_diff": diff, **agreed}
     if not ok or not math.isfinite(diff):
         raise TechniqueError(
-            f"deploy: {config['deploy']['name']}: the artifact's test outputs differ from the"
+            f"deploy: {cell.deploy.name}: the artifact's test outputs differ from the"
             f" model's it was made from (max |diff| {diff:.3g}"
             + (f", classes agree on {figures['deploy_agreement']:.1%}" if "deploy_agreement"
                in figures else "") + ")")
     return figures
 
 
-def measured(deployed: Deployed, trained: Trained, backend, config: dict) -> dict:
+def measured(deployed: Deployed, trained: Trained, backend, cell: Cell) -> dict:
     """The figures of the measures the cell names (run/measures.py), on the shipped model."""
-    specs = config.get("metrics") or []
+    specs = cell.metrics
     if not specs:
         return {}
     outputs = deployed.outputs
     if outputs is None:  # the trained network ships as it is
         outputs = predict(deployed.model, trained.data.x_test, backend,
-                          config["train"]["eval_batch_size"])
+                          cell.train.settings.eval_batch_size)
     return measures.compute(specs, measures.Evaluated(deployed.model, trained.data, outputs))
 
 
-def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
+def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
            deployed: Deployed, counts: dict, extra_figures: dict, memory: dict) -> CellOutput:
     """Every stage's figures, merged once; later stages win where they measure the shipped
     model (the int8 copy's test figures over the trained model's)."""
     outcome, final, pruned = trained.outcome, compressed.final, compressed.pruned
-    metrics = {**test, **training_metrics(config, trained.data.task, outcome, final), **memory,
+    metrics = {**test, **training_metrics(cell, trained.data.task, outcome, final), **memory,
                **trained.data.info, **trained.info}
     curves, extra = list(outcome.curves), {}
     norms = outcome.grad_norms + (final.grad_norms if final is not outcome else [])
@@ -299,20 +295,21 @@ def _merge(config: dict, trained: Trained, compressed: Compressed, test: dict,
                       example=trained.data.x_test[:1].clone())
 
 
-def training_metrics(config: dict, task: str, outcome: Outcome, final: Outcome) -> dict:
+def training_metrics(cell: Cell, task: str, outcome: Outcome, final: Outcome) -> dict:
     """Speed, steps, the best-validation figures (of the phase that made the final model)
     and time to target."""
+    from modelopt.techniques import tasks
+
     best = final.best
-    key = "accuracy" if task == "classification" else "r2"
     vals = [c["val_score"] for c in final.curves
             if c["val_score"] is not None and not math.isnan(c["val_score"])]
-    out = {f"{key}_best_val": best["test_score"] if best else None,
+    out = {tasks.get(task).info.best_val: best["test_score"] if best else None,
            "best_val_step": best["step"] if best else None,
            "val_score": vals[-1] if vals else None,  # what tune chooses by; never test
            "final_step": outcome.steps, "train_seconds": outcome.train_seconds,
            "train_samples_s": (outcome.samples / outcome.train_seconds
                                if outcome.train_seconds else None)}
-    out.update(time_to_target(outcome.curves, config["train"].get("target"),
+    out.update(time_to_target(outcome.curves, cell.train.settings.target,
                               outcome.train_seconds, outcome.steps))
     return out
 
@@ -335,14 +332,9 @@ def evaluate(model: nn.Module, data: Data, backend, eval_batch: int) -> dict:
 
 def test_metrics(out: torch.Tensor, data: Data) -> dict:
     """The task's test figures, loss included, of a model's outputs on the test split."""
-    if data.task == "classification":
-        metrics = measure.classification_metrics(out, data.y_test, data.num_classes)
-        metrics["loss"] = float(nn.functional.cross_entropy(out, data.y_test))
-        return metrics
-    scale, shift = data.target_scale
-    metrics = measure.regression_metrics(out, data.y_test, scale, shift)
-    metrics["loss"] = float(nn.functional.mse_loss(out.reshape(-1), data.y_test))
-    return metrics
+    from modelopt.techniques import tasks
+
+    return tasks.of(data).metrics(out, data)
 
 
 # L1 drives weights towards zero, but an optimizer keeps them hovering around it rather than

@@ -19,6 +19,7 @@ import torch
 
 from modelopt.run.backends import DDP
 from modelopt.run.train import Diverged
+from modelopt.spec.cell import Cell
 
 
 class RankFailed(RuntimeError):
@@ -46,19 +47,19 @@ def join_group(backend: DDP, rank: int, world: int, timeout: timedelta, *, store
                             **init)
 
 
-def _spawned_rank(rank: int, backend: DDP, init_file: str, config: dict, seed: int,
+def _spawned_rank(rank: int, backend: DDP, init_file: str, cell: Cell, seed: int,
                   out_dir: str) -> None:
     """One spawned rank (torch.multiprocessing calls it with its index first)."""
     import torch.distributed as dist
 
     from modelopt.spec import plugins
 
-    plugins.load(config.get("plugins"))  # user plugins register in each rank too
+    plugins.load(cell.plugins)  # user plugins register in each rank too
     mine = backend.as_rank(rank, backend.world_size, rank)
     mine.prepare(backend.threads or 1)
     join_group(mine, rank, backend.world_size, timedelta(minutes=30), init_file=init_file)
     try:
-        trained = mine.train(config, seed, None)
+        trained = mine.train(cell, seed, None)
         result = {"state": {k: v.cpu() for k, v in trained.net.state_dict().items()},
                   "outcome": trained.outcome, "info": trained.info}
     except Diverged as d:  # every rank stops at the same step: a result, not a failure
@@ -77,7 +78,7 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, config: dict, seed: i
         torch.save(result, Path(out_dir) / "rank0.pt")
 
 
-def spawn(backend: DDP, config: dict, seed: int, data):
+def spawn(backend: DDP, cell: Cell, seed: int, data):
     """Train on `backend.world_size` spawned ranks; the network rank 0 ends with, on this
     process's side, with the outcome and the ranks' start-up time."""
     import torch.multiprocessing as tmp
@@ -89,7 +90,7 @@ def spawn(backend: DDP, config: dict, seed: int, data):
     with tempfile.TemporaryDirectory() as tmp_dir:
         init_file = os.path.join(tmp_dir, "rendezvous")  # file:// avoids port clashes
         # spawn: each rank a fresh interpreter, sharing no state with this process
-        ctx = tmp.start_processes(_spawned_rank, args=(backend, init_file, config, seed, tmp_dir),
+        ctx = tmp.start_processes(_spawned_rank, args=(backend, init_file, cell, seed, tmp_dir),
                                   nprocs=backend.world_size, join=False, start_method="spawn")
         try:
             while not ctx.join(grace_period=2):
@@ -107,7 +108,7 @@ def spawn(backend: DDP, config: dict, seed: int, data):
     startup = time.perf_counter() - t0
     if "diverged" in saved:
         raise Diverged(*saved["diverged"])
-    net = models.build(config["model"], data.input_shape, data.num_outputs)
+    net = models.build(cell.model, data.input_shape, data.num_outputs)
     net.load_state_dict(saved["state"])
     outcome = saved["outcome"]
     info = {**saved["info"], "ddp_startup_s": startup - outcome.train_seconds}

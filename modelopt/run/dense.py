@@ -25,7 +25,8 @@ from typing import Callable
 import torch
 
 from modelopt.run.train import Outcome
-from modelopt.spec.registries import QUANTIZERS
+from modelopt.spec import keys
+from modelopt.spec.cell import Cell
 
 DIR = "dense"  # under the run's output directory
 _teachers: dict[str, Path | None] = {"dir": None}  # this cell process's, set by run_cell
@@ -35,32 +36,29 @@ def keep_teachers_in(directory: str | Path | None) -> None:
     _teachers["dir"] = Path(directory) if directory else None
 
 
-def teacher_path(config: dict, seed: int) -> Path | None:
-    """Where this run keeps the teacher of that config and seed (None: not kept)."""
+def teacher_path(cell: Cell, seed: int) -> Path | None:
+    """Where this run keeps the teacher of that cell and seed (None: not kept)."""
     d = _teachers["dir"]
-    return d / f"teacher-{key(config, seed)}.pt" if d is not None else None
-# after training: what a cell does with the trained network, which training never sees
-AFTER_TRAINING = ("prune", "metrics", "deploy")
+    return d / f"teacher-{key(cell, seed)}.pt" if d is not None else None
 
 
-def training_config(config: dict) -> dict:
-    """The part of a cell's config its training depends on. A quantizer counts only when it
-    acts during training (weight clipping's hooks), not when it only converts afterwards."""
-    out = {k: v for k, v in config.items() if k not in AFTER_TRAINING}
-    spec = config.get("quantize")
-    if spec and not QUANTIZERS.build_spec(spec).after_step:
-        out["quantize"] = None
-    out["train"] = {k: v for k, v in config["train"].items() if k != "timeout_s"}
-    if config.get("plugins"):  # the code, not where this machine keeps it
-        out["plugins"] = {"modules": config["plugins"].get("modules")}
+def training_config(cell: Cell) -> dict:
+    """The part of a cell its training depends on: the keys that declare a stage up to
+    training (spec/keys.py), and a quantizer only where it acts during training (weight
+    clipping's hooks), not where it only converts afterwards."""
+    out = cell.as_config(only=keys.training_keys() + (("quantize",) if cell.compress.trains()
+                                                       else ()))
+    out["train"] = cell.train.settings.model_dump(exclude={"timeout_s"})
+    if cell.plugins:  # the code, not where this machine keeps it
+        out["plugins"] = {"modules": cell.plugins.get("modules")}
     return out
 
 
-def key(config: dict, seed: int) -> str:
+def key(cell: Cell, seed: int) -> str:
     """What determines a trained network: the training config, the seed, the data files as
     they are now, and modelopt's own code (a cache made by other code is not reused)."""
-    blob = json.dumps({"train": training_config(config), "seed": seed, "source": source_hash(),
-                       "data": data_fingerprint(config.get("dataset") or {})},
+    blob = json.dumps({"train": training_config(cell), "seed": seed, "source": source_hash(),
+                       "data": data_fingerprint(cell.data.dataset.params)},
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -102,7 +100,7 @@ def _fingerprint(path: Path) -> str:
 def shared_keys(runs) -> set[str]:
     """The training keys that two or more of a suite's (cell, seed) runs share: only those
     are worth saving."""
-    seen = Counter(key(cell.config, seed) for cell, seed in runs)
+    seen = Counter(key(cell, seed) for cell, seed in runs)
     return {k for k, n in seen.items() if n > 1}
 
 

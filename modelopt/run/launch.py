@@ -28,7 +28,7 @@ from modelopt.results.record import Record
 from modelopt.run import outcome, runner
 from modelopt.run.processes import context, end, exit_reason, now
 from modelopt.run.scheduler import Job, Scheduler, Summary
-from modelopt.spec.registries import spans_ranks
+from modelopt.spec.cell import Cell
 from modelopt.spec.schema import Suite
 
 # How long a rank waits for the others (for rank 0's plan, or for rank 0 to finish measuring
@@ -94,7 +94,7 @@ def connect(launch: Launch, timeout: timedelta, host: bool = False):
 
 # ---------------------------------------------------------------- one rank of one cell
 
-def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launch, key: str,
+def _rank_child(index: int, cell: Cell, cell_id: str, seed: int, launch: Launch, key: str,
                 model_dir: str, timeout_s: float | None, out: str) -> None:
     """One rank of one ddp cell, in a fresh process (torch.multiprocessing calls it with its
     index, 0): joins the cell's process group and trains its share; rank 0 then evaluates
@@ -113,17 +113,17 @@ def _rank_child(index: int, config: dict, cell_id: str, seed: int, launch: Launc
            "world_size": launch.world, "local_world_size": launch.local_world}
 
     def train():
-        plugins.load(config.get("plugins"))
-        backend = backends.launched(config["backend"], launch.rank, launch.world,
+        plugins.load(cell.plugins)
+        backend = backends.launched(cell.backend.spec(), launch.rank, launch.world,
                                     launch.local_rank, launch.local_world)
         threads = backend.prepare(backend.threads or 1)
         ddp.join_group(backend, launch.rank, launch.world, timeout,
                        store=dist.PrefixStore(f"{key}/group/", connect(launch, timeout)))
         try:
             if launch.rank == 0:
-                return run_cell(config, seed, threads, backend=backend)
+                return run_cell(cell, seed, threads, backend=backend)
             with contextlib.suppress(Diverged):  # every rank stops there; rank 0 records it
-                backend.train(config, seed, None)
+                backend.train(cell, seed, None)
             return None
         finally:
             dist.destroy_process_group()
@@ -164,7 +164,7 @@ def run_rank(launch: Launch, store, key: str, job: Job, model_dir: str) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "payload.json")
         ctx = tmp.start_processes(_rank_child, nprocs=1, join=False, start_method="forkserver",
-                                  args=(job.cell.config, job.cell.cell_id, job.seed, launch, key,
+                                  args=(job.cell, job.cell.cell_id, job.seed, launch, key,
                                         model_dir, job.timeout_s, out))
         try:
             payload = _watch(ctx, out, store, abort, deadline, launch, job)
@@ -230,7 +230,7 @@ def _agree(suite: Suite, store, launch: Launch, todo: list[Job] | None) -> list[
     """The cells that span ranks, in rank 0's order: rank 0 posts its plan, the others read
     it and check that they loaded the same suite."""
     if launch.rank == 0:
-        ranked = [j for j in todo if spans_ranks(j.cell.config["backend"])]
+        ranked = [j for j in todo if j.cell.backend.info.ranks]
         store.set("plan", json.dumps({"hash": suite.content_hash, "host": socket.gethostname(),
                                       "jobs": [[j.cell.cell_id, j.seed] for j in ranked]}))
         return ranked
@@ -241,7 +241,7 @@ def _agree(suite: Suite, store, launch: Launch, todo: list[Job] | None) -> list[
                           f"{plan['host']} (content hash {suite.content_hash} vs "
                           f"{plan['hash']}): every node needs the same suite file")
     cells = {c.cell_id: c for c in suite.cells}
-    return [Job(cells[cid], seed, 1, 0, cells[cid].config["train"].get("timeout_s"))
+    return [Job(cells[cid], seed, 1, 0, cells[cid].train.settings.timeout_s)
             for cid, seed in plan["jobs"]]
 
 

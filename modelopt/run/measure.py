@@ -1,5 +1,5 @@
-"""Measurements: task metrics, parameters, size, FLOPs, machine speed, peak memory. Each returns
-data; latency is the timing stage's (timing.py)."""
+"""Measurements: parameters, size, FLOPs, machine speed, peak memory. Each returns data;
+a task's figures are its own (techniques/tasks.py), latency the timing stage's (timing.py)."""
 
 from __future__ import annotations
 
@@ -10,33 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-
-# ---------------------------------------------------------------- task metrics
-
-def classification_metrics(outputs: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
-
-    pred = outputs.argmax(1).numpy()
-    true = y.numpy()
-    labels = list(range(num_classes))
-    p, r, f, _ = precision_recall_fscore_support(true, pred, labels=labels, average="macro",
-                                                 zero_division=0)
-    return {"accuracy": float((pred == true).mean()), "f1_macro": float(f),
-            "precision_macro": float(p), "recall_macro": float(r),
-            "confusion": confusion_matrix(true, pred, labels=labels).tolist()}
-
-
-def regression_metrics(outputs: torch.Tensor, y: torch.Tensor, scale: float = 1.0,
-                       shift: float = 0.0) -> dict:
-    """MSE, RMSE, MAE, R^2 in the target's original units (undoing standardization)."""
-    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-
-    pred = outputs.reshape(-1).numpy() * scale + shift
-    true = y.numpy() * scale + shift
-    mse = float(mean_squared_error(true, pred))
-    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(mean_absolute_error(true, pred)),
-            "r2": float(r2_score(true, pred))}
-
 
 # ---------------------------------------------------------------- size
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from modelopt.results import metrics as M
-from modelopt.spec.registries import METRICS
+from modelopt.spec.cell import chosen
 from modelopt.techniques.data import Data
 
 
@@ -34,14 +34,14 @@ class Evaluated:
 class Measure:
     metrics: tuple[M.Metric, ...]
     compute: Callable[[Evaluated], dict]
-    tasks: tuple[str, ...] = ("classification", "regression")
+    tasks: tuple[str, ...] | None = None  # the tasks (TASKS names) it applies to; None: any
 
 
 def build(specs: list[dict]) -> list[Measure]:
     """The measures a cell names, built; their figures declared in the metric table."""
     out = []
     for spec in specs:
-        measure = METRICS.build_spec(spec)
+        measure = chosen("metrics", spec).build()
         for m in measure.metrics:
             M.declare(m)
         out.append(measure)
@@ -58,7 +58,7 @@ def compute(specs: list[dict], evaluated: Evaluated) -> dict:
     error (the report could not say what it is)."""
     figures = {}
     for measure in build(specs):
-        if evaluated.data.task not in measure.tasks:
+        if measure.tasks is not None and evaluated.data.task not in measure.tasks:
             continue
         got = measure.compute(evaluated)
         names = {m.name for m in measure.metrics}

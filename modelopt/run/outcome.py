@@ -8,8 +8,8 @@ from typing import Callable
 
 from modelopt.results.record import Record
 from modelopt.run import timing
-from modelopt.spec.registries import task_of
-from modelopt.spec.schema import Cell, Suite
+from modelopt.spec.cell import Cell
+from modelopt.spec.schema import Suite
 
 
 def failure(exc: BaseException, prefix: str = "") -> dict:
@@ -58,7 +58,7 @@ def record(suite: Suite, cell: Cell, seed: int, started_at: str, duration: float
     if payload.get("traceback"):
         error = f"{error}\n{payload['traceback']}"
     return Record(suite=suite.name, suite_hash=suite.content_hash, cell_id=cell.cell_id,
-                  seed=seed, cell=cell.config, task=task_of(cell.config["dataset"]),
+                  seed=seed, cell=cell.as_config(), task=cell.task,
                   status=payload["status"], error=error, metrics=payload.get("metrics") or {},
                   curves=payload.get("curves") or [],
                   env={**(payload.get("env") or {}), "git_commit": commit},

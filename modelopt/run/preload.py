@@ -21,6 +21,7 @@ import torchvision.transforms.v2  # noqa: E402, F401
 
 import modelopt.run.cell  # noqa: E402, F401
 from modelopt.run import measure  # noqa: E402
+from modelopt.techniques import tasks  # noqa: E402
 
 
 def _warm_up() -> None:
@@ -32,7 +33,7 @@ def _warm_up() -> None:
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
     opt.step()
     measure.flops(model, x[:1])
-    measure.classification_metrics(model(x).detach(), torch.tensor([0, 1, 2, 0]), 3)
+    tasks.classification_metrics(model(x).detach(), torch.tensor([0, 1, 2, 0]), 3)
 
 
 _warm_up()

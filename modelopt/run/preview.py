@@ -29,7 +29,7 @@ def earlier(out: Path) -> tuple[set, dict[str, float]]:
 
 def plan(suite: Suite, out: Path, jobs: int) -> str:
     done, seconds = earlier(out)
-    labels = axis_labels([c.config for c in suite.cells])
+    labels = axis_labels([c.as_config() for c in suite.cells])
     rows, todo_s, unknown = [], 0.0, 0
     for i, cell in enumerate(suite.cells):
         left = [s for s in suite.seeds if (cell.cell_id, s) not in done]

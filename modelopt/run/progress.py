@@ -70,7 +70,7 @@ def cell_labels(suite) -> dict[str, str]:
 
     if len(suite.cells) < 2:
         return {}
-    table = axis_labels([c.config for c in suite.cells])
+    table = axis_labels([c.as_config() for c in suite.cells])
     return {c.cell_id: ", ".join(f"{k[5:]}={v}" for k, v in row.items())
             for c, (_, row) in zip(suite.cells, table.iterrows())}
 

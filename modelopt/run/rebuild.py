@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from modelopt.spec.cell import Cell, Choice
+
 FORMAT = 2  # 1: a pickled module (before 0.2); never loaded
 # the rebuilt model's outputs on the saved batch against the cell's: wrong weights or a wrong
 # architecture differ by the outputs' own size; another CPU's int8 or float kernels by far less
@@ -101,9 +103,23 @@ def read(path: str | Path) -> dict:
     return doc
 
 
-def checked_config(cell: dict, trusted_modules: set[str] | None) -> dict:
-    """The parts of a cell's config a rebuild uses (model, quantize, deploy), validated
-    against the registries. `trusted_modules`: the plugin modules the user gave; a factory
+@dataclass(frozen=True)
+class Recipe:
+    """What a saved model is made again with: its architecture, its quantizer and its deploy
+    format, checked against the registries."""
+
+    model: Choice
+    quantize: Choice | None = None
+    deploy: Choice | None = None
+
+    @classmethod
+    def of(cls, cell: Cell) -> "Recipe":
+        return cls(cell.model, cell.compress.quantize, cell.deploy)
+
+
+def checked_config(cell: dict, trusted_modules: set[str] | None) -> Recipe:
+    """The parts of a recorded cell's config a rebuild uses (model, quantize, deploy),
+    validated against the registries. `trusted_modules`: the plugin modules the user gave; a factory
     named by import path in another module is not imported (None: the user's own suite,
     all trusted)."""
     from modelopt.spec import plugins
@@ -127,11 +143,11 @@ def checked_config(cell: dict, trusted_modules: set[str] | None) -> dict:
                                  f"not imported from there: give --suite SUITE.yaml or --plugins "
                                  f"{module} to time it")
         try:
-            out[key] = check_spec_one(key, spec, regs)
+            out[key] = Choice.of(key, check_spec_one(key, spec, regs))
         except RegistryError as exc:
             raise NotRebuildable(f"{key}: {exc} (a plugin's? give --suite SUITE.yaml or "
                                  "--plugins MODULE)") from None
-    return out
+    return Recipe(**out)
 
 
 def fit_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -170,15 +186,14 @@ def _sync_attributes(module: nn.Module) -> None:
         module.num_channels = w.shape[0]
 
 
-def build(doc: dict, config: dict) -> nn.Module:
-    """The shipped model, made again from the saved document and the cell's checked config."""
+def build(doc: dict, recipe: Recipe) -> nn.Module:
+    """The shipped model, made again from the saved document and the cell's checked recipe."""
     from modelopt.run.cell import ship
-    from modelopt.spec.registries import QUANTIZERS
     from modelopt.techniques import models
 
     torch.manual_seed(0)  # initial values are overwritten; a factory may draw
     try:
-        net = models.build(config["model"], tuple(doc["input_shape"]), doc["num_outputs"])
+        net = models.build(recipe.model, tuple(doc["input_shape"]), doc["num_outputs"])
         fit_shapes(net, doc["state"])
         net.load_state_dict(doc["state"])
     except Exception as exc:  # noqa: BLE001 - wrong shapes, missing keys: the reason as said
@@ -187,15 +202,15 @@ def build(doc: dict, config: dict) -> nn.Module:
     net = net.to(here(doc["device"])).eval()
     model = net
     if doc["quantized"]:
-        if not config.get("quantize"):
+        if recipe.quantize is None:
             raise NotRebuildable("it was quantized, and its config names no quantizer")
-        quantizer = QUANTIZERS.build_spec(config["quantize"])
+        quantizer = recipe.quantize.build()
         if quantizer.convert is None:
-            raise NotRebuildable(f"quantizer '{config['quantize']['name']}' converts nothing")
+            raise NotRebuildable(f"quantizer '{recipe.quantize.name}' converts nothing")
         calibration = doc.get("calibration")
         model, _ = quantizer.convert(net, calibration if isinstance(calibration, torch.Tensor)
                                      else doc["batch"])
-    return ship(config, model, doc["batch"], {}).eval()
+    return ship(recipe.deploy, model, doc["batch"], {}).eval()
 
 
 def here(device: str) -> str:
@@ -204,11 +219,11 @@ def here(device: str) -> str:
     return device if not device.startswith("cuda") or torch.cuda.is_available() else "cpu"
 
 
-def load(path: str | Path, config: dict) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def load(path: str | Path, recipe: Recipe) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """(model, batch-1 input, batch input), the model rebuilt and checked against the
     outputs the cell's own shipped model gave on the saved batch."""
     doc = read(path)
-    model = build(doc, config)
+    model = build(doc, recipe)
     device = device_of(model, model)
     with torch.inference_mode():
         out = model(doc["batch"].to(device)).float().cpu()

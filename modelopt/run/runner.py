@@ -18,13 +18,16 @@ from pathlib import Path
 from typing import Callable
 
 from modelopt.results import latency, store
+from modelopt.results import metrics as M
 from modelopt.results.files import write_whole
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
 from modelopt.run import dense, measures, timing
 from modelopt.run.backends import cpu_count
 from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
+from modelopt.spec.registries import task_of
 from modelopt.spec.schema import Suite
+from modelopt.techniques import tasks
 
 
 class ResumeError(RuntimeError):
@@ -81,8 +84,10 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
             "baseline": suite.spec.baseline,
-            "metrics": measures.declarations([m for c in suite.cells
-                                              for m in c.config.get("metrics") or []])}
+            "metrics": measures.declarations([m for c in suite.cells for m in c.metrics])}
+    meta["tasks"], figures = tasks.declarations(task_of(c.data.dataset.spec())
+                                                for c in suite.cells)
+    meta["metrics"] += [M.as_dict(M.declare(m)) for m in figures]  # a task's own figures
     old = store.read_meta(out_dir) if meta_path.exists() else None
     if old is not None and old.content_hash != suite.content_hash and not force:
         # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
@@ -192,7 +197,7 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
         logging.getLogger("modelopt").warning(
             "%d ok cell x seed without a saved model get no latency (see their "
             "extra.timing_error), e.g. %s seed %s", len(missing), *sorted(missing)[0])
-    cells = {c.cell_id: c.config for c in suite.cells}
+    cells = {c.cell_id: c.as_config() for c in suite.cells}  # as recorded
     try:
         timing.run_stage(out, suite.name, ok, cells, timing.UserCode.of_suite(suite),
                          processes=processes or latency.PROCESSES, progress=progress,

@@ -15,8 +15,8 @@ from typing import Callable
 from modelopt.results.record import ERRORS, Record
 from modelopt.run import backends, dense, outcome
 from modelopt.run.processes import context, ctrl_c_interrupts, end, exit_reason, now
-from modelopt.spec.registries import DATASETS
-from modelopt.spec.schema import Cell, Suite
+from modelopt.spec.cell import Cell, Choice
+from modelopt.spec.schema import Suite
 
 
 @dataclass
@@ -35,20 +35,20 @@ def job(cell: Cell, seed: int, jobs: int, shared: set[str] = frozenset()) -> Job
     """A cell x seed with what its backend takes of the machine (at most all of it), and the
     worker processes of a dataset that streams: cores too, or cells would oversubscribe.
     `shared`: the training keys several of the run's cells share (dense.shared_keys)."""
-    timeout = cell.config["train"].get("timeout_s")
+    timeout = cell.train.settings.timeout_s
     try:
-        b = backends.build(cell.config["backend"])
+        b = cell.backend.build()
     except backends.BackendUnavailable as exc:
         return Job(cell, seed, 1, 0, timeout, str(exc))
-    cores = b.cores() + _loader_workers(cell.config["dataset"])
-    k = dense.key(cell.config, seed)
+    cores = b.cores() + _loader_workers(cell.data.dataset)
+    k = dense.key(cell, seed)
     return Job(cell, seed, max(1, min(cores, jobs)), b.gpus(), timeout, None, b.threads or 1,
                k if k in shared else None)
 
 
-def _loader_workers(spec: dict) -> int:
-    workers = DATASETS.info(spec["name"]).workers
-    return workers(spec) if workers else 0
+def _loader_workers(dataset: Choice) -> int:
+    workers = dataset.info.workers
+    return workers(dataset.spec()) if workers else 0
 
 
 @dataclass
@@ -65,7 +65,7 @@ class Summary:
         return sum(self.counts.get(s, 0) for s in ERRORS)
 
 
-def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
+def _child_main(conn, cell: Cell, cell_id: str, seed: int, threads: int,
                 model_dir: str | None, env: dict | None = None,
                 dense_path: str | None = None, teacher_dir: str | None = None,
                 own_dir: str | None = None) -> None:
@@ -74,7 +74,7 @@ def _child_main(conn, config: dict, cell_id: str, seed: int, threads: int,
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     from modelopt.run.cell import run_cell
 
-    result = outcome.payload(lambda: run_cell(config, seed, threads, dense_path=dense_path,
+    result = outcome.payload(lambda: run_cell(cell, seed, threads, dense_path=dense_path,
                                                    teacher_dir=teacher_dir),
                              cell_id, seed, model_dir, env, own_dir)
     if conn is None:
@@ -130,7 +130,7 @@ class Scheduler:
         parent, child = ctx.Pipe()
         # not a daemon: a cell may start processes of its own (ddp ranks)
         proc = ctx.Process(target=_child_main, daemon=False,
-                           args=(child, job.cell.config, job.cell.cell_id, job.seed, job.threads,
+                           args=(child, job.cell, job.cell.cell_id, job.seed, job.threads,
                                  self.model_dir, None, self.dense_path(job), self.dense_dir,
                                  self.own_dir))
         # Ctrl-C / SIGTERM wait until the process is started and registered, so that the
@@ -246,7 +246,7 @@ class RayScheduler(Scheduler):
                 if self.unavailable(job):
                     continue
                 ref = remote.options(num_cpus=job.slots, num_gpus=job.gpus, max_retries=0).remote(
-                    None, job.cell.config, job.cell.cell_id, job.seed, job.threads,
+                    None, job.cell, job.cell.cell_id, job.seed, job.threads,
                     self.model_dir, {"executor": "ray"}, self.dense_path(job), self.dense_dir,
                     self.own_dir)
                 pending[ref] = (job, time.monotonic(), now())

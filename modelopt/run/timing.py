@@ -221,7 +221,7 @@ class UserCode:
     the modules given with --plugins. Never a module or path written in a results file."""
 
     plugins: dict | None = None
-    configs: dict = field(default_factory=dict)  # cell_id -> checked config, from the suite
+    configs: dict = field(default_factory=dict)  # cell_id -> rebuild.Recipe, from the suite
 
     @property
     def modules(self) -> set[str]:
@@ -252,11 +252,8 @@ class UserCode:
     def of_suite(cls, suite) -> "UserCode":
         configs, ctx = {}, None
         for cell in suite.cells:
-            ctx = ctx or cell.config.get("plugins")
-            try:
-                configs[cell.cell_id] = rebuild.checked_config(cell.config, None)
-            except rebuild.NotRebuildable:
-                continue  # a record's config is tried instead
+            ctx = ctx or cell.plugins
+            configs[cell.cell_id] = rebuild.Recipe.of(cell)
         return cls(ctx, configs)
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from modelopt.run.backends import Backend
+from modelopt.techniques import tasks
 from modelopt.techniques.data import Data, rows
 
 # Extension points. A loss term adds to the task loss (regularization, distillation); a hook
@@ -73,15 +74,11 @@ def predict(model: nn.Module, x: torch.Tensor, backend: Backend, batch: int = 10
 
 
 def score(outputs: torch.Tensor, y: torch.Tensor, task: str) -> float:
-    """The validation score used for best-epoch selection: accuracy, or r2 for regression."""
+    """The validation score used for best-epoch selection: the task's (accuracy, R²); NaN
+    for an empty split."""
     if len(y) == 0:
         return float("nan")
-    if task == "classification":
-        return float((outputs.argmax(1) == y).double().mean())
-    pred = outputs.reshape(-1)
-    ss_res = float(((y - pred) ** 2).sum())
-    ss_tot = float(((y - y.mean()) ** 2).sum())
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    return tasks.get(task).score(outputs, y)
 
 
 def _layer_grad_norms(model: nn.Module) -> dict[str, float]:
@@ -128,6 +125,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         batches = _memory_batches(data, batch, seed, plan.shard, dev)
     aug_gen = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on every device
     scaler = backend.grad_scaler()
+    task = tasks.of(data)
 
     curves, grad_norms = [], []
     best, diverged_at = None, None
@@ -140,7 +138,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
             xb = plan.augment(xb, aug_gen)
         with backend.autocast():
             out = model(xb)
-            target = yb if data.task == "classification" else yb.view_as(out)
+            target = task.target(yb, out)
             loss = plan.loss_fn(out.float(), target)
             if plan.loss_weight != 1.0:
                 loss = plan.loss_weight * loss

@@ -9,19 +9,13 @@ import itertools
 import json
 from typing import Any
 
+from modelopt.spec import keys as K
+from modelopt.spec.cell import LATER_KEYS, identity
 from modelopt.spec.registries import task_of
 from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_config
-from modelopt.spec.schema import (
-    CELL_KEYS,
-    DEFAULTS,
-    IMPLIED,
-    LATER_KEYS,
-    LIST_KEYS,
-    OFF,
-    REQUIRED_KEYS,
-    SINGLE_KEYS,
-    TrainConfig,
-)
+from modelopt.spec.schema import OFF, TrainConfig
+
+CELL_KEYS, SINGLE_KEYS, LIST_KEYS = K.NAMES, K.SINGLE, K.MANY
 
 
 def spec_of(value: Any, key: str) -> dict | None:
@@ -50,7 +44,7 @@ def normalize(key: str, value: Any):
         return [s for s in (spec_of(v, key) for v in items) if s is not None]
     if key in SINGLE_KEYS:
         spec = spec_of(value, key)
-        return None if spec is not None and spec == {"name": IMPLIED.get(key)} else spec
+        return None if spec is not None and spec == {"name": K.IMPLIED.get(key)} else spec
     raise RegistryError(f"unknown cell key '{key}'{closest(key, CELL_KEYS)}; "
                         f"cell keys are: {', '.join(CELL_KEYS)}")
 
@@ -81,7 +75,7 @@ def check_spec_one(key: str, spec: dict, regs: dict[str, Registry]) -> dict:
     return checked
 
 
-TEACHER_KEYS = ("model", "optimizer", "schedule", "regularization", "train", "loss")
+TEACHER_KEYS = K.teacher_keys("own")  # what a teacher sets itself (the rest: its student's)
 
 
 def resolve_teacher(teacher: Any, regs: dict[str, Registry]) -> dict:
@@ -144,7 +138,7 @@ def merge(base: dict, key: str, value: Any) -> None:
 
 
 def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
-                 require=REQUIRED_KEYS) -> dict:
+                 require=K.REQUIRED) -> dict:
     cell: dict = {}
     for key, value in defaults.items():
         merge(cell, key, _normalize_axis_value(key, value))
@@ -153,7 +147,7 @@ def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
     for key in require:
         if cell.get(key) is None:
             raise RegistryError(f"no {key} chosen (set it in defaults or the matrix)")
-    for key, value in DEFAULTS.items():
+    for key, value in K.DEFAULTS.items():
         if cell.get(key) is None:
             cell[key] = copy.deepcopy(value)
     out = {}
@@ -257,10 +251,4 @@ def names_by_path(config: dict) -> bool:
     return any(isinstance(s, dict) and ":" in str(s.get("name", "")) for s in specs)
 
 
-def cell_id(config: dict) -> str:
-    """A hash of the resolved config. Where the suite's own code was found (its folder) is
-    left out: the same cell run from another checkout is the same cell."""
-    if "plugins" in config:
-        config = {**config, "plugins": config["plugins"]["modules"]}
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+cell_id = identity  # a hash of what the resolved config sets (spec/cell.py)

@@ -9,7 +9,8 @@ from typing import Annotated
 
 from modelopt.spec import plugins
 from modelopt.spec.registry import describe
-from modelopt.spec.schema import DEFAULT_STEPS, DEFAULTS, TrainConfig
+from modelopt.spec.keys import DEFAULTS
+from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 
 
 def listing() -> str:

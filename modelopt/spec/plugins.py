@@ -17,7 +17,7 @@ import importlib
 import os
 import sys
 
-from modelopt.spec.registries import BY_KEY
+from modelopt.spec.keys import BY_KEY
 from modelopt.spec.registry import Registry
 
 BUILTIN = ("modelopt.techniques", "modelopt.run.backends")

@@ -9,16 +9,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from modelopt.spec import tasks
 from modelopt.spec.registry import Registry
+from modelopt.spec.tasks import TaskInfo
 
 InputKind = Literal["signal", "vector", "image"]
-Task = Literal["classification", "regression"]
+Task = str  # a TASKS entry's name
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     input: InputKind | None = None  # None: not checked against the model
-    task: Task = "classification"
+    task: Task = tasks.DEFAULT
     # the task from the dataset's parameters, when they decide it (csv: its label column)
     task_from: Callable[[dict], Task] | None = None
     # checks what the dataset needs on disk, from its parameters, when the suite loads
@@ -71,8 +73,21 @@ class PruneInfo:
 
 
 @dataclass(frozen=True)
+class QuantizeInfo:
+    # acts during training (hooks after each optimizer step), so the trained network depends
+    # on it; the others only convert the trained network afterwards
+    trains: bool = False
+
+
+@dataclass(frozen=True)
 class DistillInfo:
-    tasks: tuple[Task, ...] = ("classification",)  # soft targets need class outputs
+    class_outputs: bool = True  # soft targets need class outputs (TaskInfo.class_outputs)
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """The registered tasks it suits."""
+        return tuple(n for n in TASKS.names()
+                     if TASKS.info(n).class_outputs or not self.class_outputs)
 
 
 @dataclass(frozen=True)
@@ -92,25 +107,30 @@ PREPROCESS = Registry("preprocess", PreprocessInfo)  # (data, seed, /, ...) -> D
 AUGMENT = Registry("augment", AugmentInfo)  # (...) -> fn(batch, generator) -> batch
 PRUNERS = Registry("prune", PruneInfo)  # (...) -> Pruning
 DISTILLERS = Registry("distill", DistillInfo)  # (...) -> Distiller
-QUANTIZERS = Registry("quantize")  # (...) -> Quantizer
+QUANTIZERS = Registry("quantize", QuantizeInfo)  # (...) -> Quantizer
 BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend
 DEPLOYERS = Registry("deploy")  # (...) -> Format: how the model ships
 METRICS = Registry("metric")  # (...) -> Measure: extra figures of the cells that name it
-
-# suite key -> registry
-BY_KEY: dict[str, Registry] = {
-    "dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
-    "regularization": REGULARIZERS, "preprocess": PREPROCESS, "augment": AUGMENT,
-    "prune": PRUNERS, "distill": DISTILLERS, "quantize": QUANTIZERS, "backend": BACKENDS,
-    "loss": LOSSES, "metrics": METRICS, "deploy": DEPLOYERS,
-}
+TASKS = Registry("task", TaskInfo)  # () -> Task: loss, figures, output check of a task
 
 
 def task_of(spec: dict) -> str:
     """A dataset's task, known before it loads (for validation and the record); `spec` has
     its parameters checked (defaults filled in)."""
     info = DATASETS.info(spec["name"])
-    return info.task_from(spec) if info.task_from is not None else info.task
+    task = info.task_from(spec) if info.task_from is not None else info.task
+    TASKS.get(task)  # one that is not registered: an error naming those that are
+    return task
+
+
+def suits(task: Task, *, loss: str | None = None, distill: str | None = None) -> str | None:
+    """Why a loss or a distiller does not suit a task (None: they do), for suite validation."""
+    if loss is not None and LOSSES.info(loss).task != task:
+        return f"loss '{loss}' is for {LOSSES.info(loss).task}"
+    if distill is not None and DISTILLERS.info(distill).class_outputs \
+            and not TASKS.info(task).class_outputs:
+        return f"distill '{distill}' needs a task with class outputs"
+    return None
 
 
 def spans_ranks(backend_spec: dict) -> bool:

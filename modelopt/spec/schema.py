@@ -9,21 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-# Keys whose value is one technique spec, and keys whose value is a list of specs
-# (they combine). Their registries are in spec.registries.
-SINGLE_KEYS = ("dataset", "model", "optimizer", "schedule", "prune", "distill", "quantize",
-               "backend", "loss", "deploy")
-LIST_KEYS = ("regularization", "preprocess", "augment", "metrics")
-CELL_KEYS = SINGLE_KEYS + LIST_KEYS + ("train",)
-REQUIRED_KEYS = ("dataset", "model")
-# what a cell that does not name them gets
-DEFAULTS = {"optimizer": {"name": "adam"}, "backend": {"name": "cpu"}, "train": {}, "loss": None}
-# keys added after results were first stored: a cell that does not use one leaves it out, so
-# its id (a hash of the resolved config) is what it was
-LATER_KEYS = ("metrics", "deploy")
 OFF = (None, "none", "off")  # how a suite switches an optional technique off
-# what a cell that leaves an optional key out gets, by name: naming it is the same cell
-IMPLIED = {"deploy": "eager"}
 
 
 MAX_CELLS = 10_000
@@ -112,22 +98,11 @@ class SuiteFile(BaseModel):
 
 
 @dataclass(frozen=True)
-class Cell:
-    """One resolved configuration (all keys filled in), without the seed."""
-
-    config: dict
-    cell_id: str
-    # tune / cv variants of one matrix cell share a group:
-    # {"kind": "tune" | "cv", "id": <id of the cell without the variant keys>, "values": {...}}
-    group: dict | None = None
-
-
-@dataclass(frozen=True)
 class Suite:
     name: str
     path: str
     seeds: tuple[int, ...]
-    cells: tuple[Cell, ...]
+    cells: tuple["Cell", ...]  # spec/cell.py
     spec: SuiteFile
     content_hash: str
     warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect

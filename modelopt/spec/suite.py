@@ -22,11 +22,11 @@ from modelopt.spec.cells import (
     names_by_path,
     resolve_cell,
 )
+from modelopt.spec.cell import Cell
+from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.registries import spans_ranks
 from modelopt.spec.registry import RegistryError, closest
 from modelopt.spec.schema import (
-    REQUIRED_KEYS,
-    Cell,
     CVConfig,
     Suite,
     SuiteError,
@@ -166,11 +166,11 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
         base = resolved(f"cell [{label}]", combo)
         for kind, values in variants:
             config = resolved(f"{kind} [{label}, {values}]", {**combo, **values}) if values else base
-            cid = cell_id(config)
             group = {"kind": kind, "id": cell_id(base), "values": values} if kind else None
-            if cid not in seen:  # two routes to the same cell run it once
-                seen.add(cid)
-                cells.append(Cell(config, cid, group))
+            cell = Cell.of(config, group)
+            if cell.cell_id not in seen:  # two routes to the same cell run it once
+                seen.add(cell.cell_id)
+                cells.append(cell)
     content_hash = hashlib.sha1(json.dumps(
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]

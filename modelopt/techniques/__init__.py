@@ -11,5 +11,6 @@ from modelopt.techniques import (  # noqa: F401
     preprocess,
     prune,
     quantize,
+    tasks,
     vision,
 )

@@ -9,14 +9,17 @@ import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import DATASETS
 from modelopt.spec.registry import PositiveInt
+from modelopt.spec.tasks import DEFAULT as DEFAULT_TASK
+from modelopt.techniques import tasks
 from modelopt.techniques.errors import DataUnavailable
 from modelopt.techniques.stream import Stream
 
@@ -35,8 +38,8 @@ class Data:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    num_classes: int  # 0 for regression
-    task: str = "classification"  # or "regression"
+    num_classes: int  # 0 where targets are not classes
+    task: str = DEFAULT_TASK  # a TASKS entry's name (techniques/tasks.py)
     name: str = ""
     target_scale: tuple[float, float] = (1.0, 0.0)  # y_original = y * scale + shift
     info: dict = field(default_factory=dict)  # what preprocessing did (e.g. duplicates dropped)
@@ -54,7 +57,7 @@ class Data:
 
     @property
     def num_outputs(self) -> int:
-        return self.num_classes if self.task == "classification" else 1
+        return tasks.get(self.task).num_outputs(self.num_classes)
 
 
 def cache_dir() -> Path:
@@ -82,8 +85,8 @@ def _cached(kind: str, params: dict, make) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _to_data(name, x_train, y_train, x_test, y_test, num_classes, task="classification") -> Data:
-    ydtype = torch.int64 if task == "classification" else torch.float32
+def _to_data(name, x_train, y_train, x_test, y_test, num_classes, task=DEFAULT_TASK) -> Data:
+    ydtype = tasks.get(task).target_dtype
     t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
     empty_x = t(np.zeros((0, *np.shape(x_train)[1:])), torch.float32)
     return Data(t(x_train, torch.float32), t(y_train, ydtype), empty_x,
@@ -143,13 +146,14 @@ def synthetic(seed: int, /, n_samples: PositiveInt = 2000, n_features: PositiveI
 
 # ---------------------------------------------------------------- regression
 
-def _regression(name, x, y, test_fraction, split_seed) -> Data:
+def _values(name, x, y, test_fraction, split_seed, task) -> Data:
+    """A dataset whose targets are values (no classes), split at random."""
     from sklearn.model_selection import train_test_split
 
     xtr, xte, ytr, yte = train_test_split(np.asarray(x, dtype=np.float32),
                                           np.asarray(y, dtype=np.float32),
                                           test_size=test_fraction, random_state=split_seed)
-    return _to_data(name, xtr, ytr, xte, yte, 0, task="regression")
+    return _to_data(name, xtr, ytr, xte, yte, 0, task)
 
 
 @DATASETS.register("diabetes", task="regression", input="vector")
@@ -158,7 +162,7 @@ def diabetes(seed: int, /, test_fraction: Split = 0.2, split_seed: int = 0) -> D
     from sklearn.datasets import load_diabetes
 
     d = load_diabetes()
-    return _regression("diabetes", d.data, d.target, test_fraction, split_seed)
+    return _values("diabetes", d.data, d.target, test_fraction, split_seed, "regression")
 
 
 @DATASETS.register("synthetic_regression", task="regression", input="vector")
@@ -171,7 +175,7 @@ def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features
     x, y = make_regression(n_samples=n_samples, n_features=n_features,
                            n_informative=min(n_informative, n_features), noise=noise,
                            random_state=data_seed)
-    return _regression("synthetic_regression", x, y, test_fraction, data_seed)
+    return _values("synthetic_regression", x, y, test_fraction, data_seed, "regression")
 
 
 def _check_csv(params: dict) -> None:
@@ -213,11 +217,11 @@ def _label_task(path: str, target: str, mtime_ns: int) -> str:
 
 @DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv)
 def csv(seed: int, /, path: str, target: str,
-        task: Literal["auto", "classification", "regression"] = "auto",
+        task: str = "auto",
         test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
     """A local CSV table: numeric feature columns and a `target` label column. The task
     follows the labels (`auto`: strings, booleans or integers are classes, floats a
-    regression target) unless `task` says."""
+    regression target) unless `task` names one (a registered task)."""
     import pandas as pd
 
     _check_csv({"path": path, "target": target})
@@ -225,27 +229,22 @@ def csv(seed: int, /, path: str, target: str,
     p = Path(path).expanduser()
     df = pd.read_csv(p)
     features = df.drop(columns=[target])
-    if task == "regression":
-        return _regression("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
-                           split_seed)
+    if not tasks.get(task).info.class_outputs:
+        return _values("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
+                       split_seed, task)
     from sklearn.model_selection import train_test_split
 
     labels, y = np.unique(df[target].to_numpy(), return_inverse=True)
     xtr, xte, ytr, yte = train_test_split(features.to_numpy(np.float32), y,
                                           test_size=test_fraction, random_state=split_seed,
                                           stratify=y)
-    return _to_data("csv", xtr, ytr, xte, yte, len(labels))
+    return _to_data("csv", xtr, ytr, xte, yte, len(labels), task)
 
 
 def standardize_targets(data: Data) -> Data:
-    """Regression targets to zero mean, unit std with training statistics; metrics are
-    reported back in the original units through `target_scale`."""
-    if data.task != "regression":
-        return data
-    mean, std = float(data.y_train.mean()), float(data.y_train.std().clamp_min(1e-12))
-    f = lambda y: (y - mean) / std  # noqa: E731
-    return replace(data, y_train=f(data.y_train), y_val=f(data.y_val), y_test=f(data.y_test),
-                   target_scale=(std, mean))
+    """Targets scaled as the task trains on them (regression: zero mean, unit std with
+    training statistics); figures are reported in the original units (`target_scale`)."""
+    return tasks.of(data).standardize(data)
 
 
 # ---------------------------------------------------------------- torchvision, local only
@@ -357,8 +356,9 @@ def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
                    x_val=data.x_train[val], y_val=data.y_train[val])
 
 
-def load(spec: dict, seed: int, val_fraction: float, folds: int = 0, fold: int = 0) -> Data:
-    data = DATASETS.build_spec(spec, seed)
+def load(spec: Choice | dict, seed: int, val_fraction: float, folds: int = 0,
+         fold: int = 0) -> Data:
+    data = chosen("dataset", spec).build(seed)
     return standardize_targets(split_validation(data, val_fraction, seed, folds, fold))
 
 

@@ -1,4 +1,5 @@
-"""Knowledge distillation: the Hinton loss, the teacher's own cell, and teachers cached on disk."""
+"""Knowledge distillation: the Hinton loss and the distiller (the teacher's own cell is
+spec/cell.py `Cell.teacher`; trained teachers are kept by run/dense.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelopt.spec.registries import DISTILLERS, PREPROCESS
+from modelopt.spec.registries import DISTILLERS
 from modelopt.spec.registry import Positive, Probability, TeacherConfig
 
 
@@ -47,20 +48,6 @@ def kd(*, teacher: TeacherConfig, temperature: Positive = 4.0,
        alpha: Probability = 0.9) -> Distiller:
     """Hinton et al. (2015): the student also matches the teacher's softened outputs."""
     return Distiller(teacher, lambda s, t: kd_loss(s, t, temperature, alpha), 1.0 - alpha)
-
-
-def teacher_config(teacher: dict, student: dict) -> dict:
-    """The teacher's full cell config: its own model, optimizer and training; the student's
-    dataset, validation split and input transforms (its inputs are the student's batches)."""
-    train = {**teacher["train"], "val_fraction": student["train"]["val_fraction"],
-             "folds": student["train"].get("folds", 0), "fold": student["train"].get("fold", 0)}
-    # the teacher trains on the whole training split even when the student sees a subsample
-    # (the regime where Hinton et al. saw distillation help most)
-    pre = [p for p in (student.get("preprocess") or [])
-           if not PREPROCESS.info(p["name"]).selects_rows]
-    return {**teacher, "dataset": student["dataset"], "preprocess": pre, "train": train,
-            "augment": None, "distill": None, "prune": None, "quantize": None,
-            "backend": student["backend"]}
 
 
 def frozen(model: nn.Module) -> nn.Module:

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import MODELS
 from modelopt.spec.registry import Fraction, NonNegativeInt, Positive, PositiveInt
 
@@ -144,5 +145,6 @@ def cnn2d(input_shape: tuple, num_outputs: int, /, channels: PositiveInt = 16, k
     return nn.Sequential(*layers, nn.Linear(_flat_size(body, input_shape), num_outputs))
 
 
-def build(spec: dict, input_shape: tuple, num_outputs: int) -> nn.Module:
-    return MODELS.build_spec(spec, input_shape, num_outputs)
+def build(spec: Choice | dict, input_shape: tuple, num_outputs: int) -> nn.Module:
+    """The one place a cell's network is made (training, ranks, teachers, rebuilds)."""
+    return chosen("model", spec).build(input_shape, num_outputs)

@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from modelopt.spec.registry import NonNegative, Positive, PositiveInt, Probability
 
@@ -177,13 +178,13 @@ def grad_clip(*, max_norm: Positive = 1.0) -> Term:
     return Term(before_step=lambda m: nn.utils.clip_grad_norm_(m.parameters(), max_norm))
 
 
-def build_optimizer(spec: dict, model: nn.Module) -> torch.optim.Optimizer:
-    return OPTIMIZERS.build_spec(spec, model)
+def build_optimizer(spec: Choice | dict, model: nn.Module) -> torch.optim.Optimizer:
+    return chosen("optimizer", spec).build(model)
 
 
-def build_schedule(spec: dict | None, optimizer, total_steps: int):
-    return None if spec is None else SCHEDULES.build_spec(spec, optimizer, total_steps)
+def build_schedule(spec: Choice | dict | None, optimizer, total_steps: int):
+    return None if spec is None else chosen("schedule", spec).build(optimizer, total_steps)
 
 
-def build_terms(specs: list[dict]) -> list[Term]:
-    return [REGULARIZERS.build_spec(s) for s in specs]
+def build_terms(specs) -> list[Term]:
+    return [chosen("regularization", s).build() for s in specs]

@@ -9,8 +9,10 @@ from typing import Annotated, Callable
 import torch
 from pydantic import Field
 
+from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import AUGMENT, PREPROCESS
 from modelopt.spec.registry import NonNegative, NonNegativeInt, Positive, Probability
+from modelopt.techniques import tasks
 from modelopt.techniques.data import Data
 
 
@@ -52,7 +54,7 @@ def subsample(data: Data, seed: int, /, fraction: Annotated[float, Field(gt=0, l
     """Train on a random (or class-balanced) fraction of the training split."""
     g = torch.Generator().manual_seed(20_011 + seed)
     n = len(data.x_train)
-    if balanced and data.task == "classification":
+    if balanced and tasks.of(data).info.class_outputs:
         keep = []
         for c in torch.unique(data.y_train):
             idx = torch.nonzero(data.y_train == c).flatten()
@@ -93,9 +95,9 @@ def sparse(data: Data, seed: int, /, threshold: NonNegative = 0.0) -> Data:
                    info=info)
 
 
-def apply(specs: list[dict], data: Data, seed: int) -> Data:
+def apply(specs, data: Data, seed: int) -> Data:
     for spec in specs:
-        data = PREPROCESS.build_spec(spec, data, seed)
+        data = chosen("preprocess", spec).build(data, seed)
     return data
 
 
@@ -187,10 +189,10 @@ def hflip(*, p: Probability = 0.5) -> Callable:
     return fn
 
 
-def augmenter(specs: list[dict], data: Data) -> Callable | None:
+def augmenter(specs, data: Data) -> Callable | None:
     if not specs:
         return None
-    fns = [AUGMENT.build_spec(s) for s in specs]
+    fns = [chosen("augment", s).build() for s in specs]
 
     def fn(x, g):
         for f in fns:

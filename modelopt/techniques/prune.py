@@ -11,9 +11,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from modelopt.spec.cell import Choice
+from modelopt.spec.cell import chosen as as_choice
 from modelopt.spec.registries import PRUNERS
 from modelopt.spec.registry import Fraction, NonNegativeInt, PositiveInt
-from modelopt.techniques import structured
+from modelopt.techniques import structured, tasks
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.errors import TechniqueError
 
@@ -205,11 +207,12 @@ class Pruned:
     finetune_seconds: float = 0.0  # training seconds of every fine-tuning round
 
 
-def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
+def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned:
     """Prune in `rounds` (each followed by its share of fine-tuning), make it permanent, check
     that the asked sparsity was reached, and for structured pruning build the slimmed model and
     check that it computes what the masked model computes."""
-    p: Pruning = PRUNERS.build_spec(spec)
+    spec = as_choice("prune", spec)
+    p: Pruning = spec.build()
     before, zeros_before = _histogram(model), _zeros(model)
     example = data.x_test[:1]
     calib = _calibration(p, data) if p.structured else None  # the same batches every round
@@ -231,12 +234,12 @@ def apply(spec: dict, model: nn.Module, data: Data, finetune) -> Pruned:
     info: dict = {"prune_amount": p.amount}
     slimmed = None
     if p.structured:
-        share = check_structured(model, spec["name"], p.amount)
+        share = check_structured(model, spec.name, p.amount)
         slimmed = structured.slim(model, chosen, example)
         diff = check_slimmed(slimmed, copy.deepcopy(model).cpu().eval(), data.x_test[:256].cpu())
         info.update(slimmed_max_abs_diff=diff, channels_removed=share)
     else:
-        check_unstructured(model, spec["name"], p, zeros_before)
+        check_unstructured(model, spec.name, p, zeros_before)
     return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed,
                   seconds)
 
@@ -245,8 +248,7 @@ def _calibration(p: Pruning, data: Data) -> structured.Calibration:
     """Training batches for a criterion that needs data (activation, Taylor); none for L1
     and random, so a streamed split is not decoded (nor its workers started) for nothing."""
     n_batches, size = p.calibration
-    loss = (nn.functional.cross_entropy if data.task == "classification"
-            else lambda out, t: nn.functional.mse_loss(out.reshape(-1), t))
+    loss = tasks.of(data).loss
     if not n_batches * size:
         return structured.Calibration([], loss)
     x, y = train_sample(data, n_batches * size)

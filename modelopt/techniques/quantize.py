@@ -64,7 +64,7 @@ def int8_static(*, calibration: PositiveInt = 512) -> Quantizer:
     return Quantizer(convert=_static, calibration=max(2, calibration))
 
 
-@QUANTIZERS.register("weight_clip")
+@QUANTIZERS.register("weight_clip", trains=True)
 def weight_clip(*, clip: Positive = 0.5) -> Quantizer:
     """Clip every weight to [-clip, clip] after each optimizer step."""
     def clamp(model: nn.Module) -> None:

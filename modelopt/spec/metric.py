@@ -1,0 +1,39 @@
+"""What a figure is: the declaration the metric table (results/metrics.py) holds for each.
+
+It lives here, below techniques, so that an entry that computes figures of its own (a task:
+spec/tasks.py) can declare them where it is registered; the table and its readers are
+results'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# How much worse a figure may get before the gate calls it a regression:
+#   relative - a fraction of the baseline (timings, memory, errors)
+#   points   - absolute, in the units of a fraction (accuracy 0.01 = one point)
+#   absolute - absolute, in the metric's own units (R²)
+#   exact    - counts: any change in the worse direction
+#   none     - descriptive: reported, never gated
+Tolerance = Literal["relative", "points", "absolute", "exact", "none"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    title: str
+    fmt: str = "g3"  # report formatter: pct, int, si, f<digits>, g<digits>, bool, none
+    higher_is_better: bool | None = None  # None: no direction (descriptive)
+    kind: Tolerance = "none"
+    tolerance: float = 0.0
+    unit: str = ""
+    timing: bool = False  # a wall-clock figure: varies with the machine, not only the code
+
+    @property
+    def gated(self) -> bool:
+        return self.kind != "none"
+
+    def with_tolerance(self, kind: Tolerance, tolerance: float) -> "Metric":
+        return Metric(self.name, self.title, self.fmt, self.higher_is_better, kind, tolerance,
+                      self.unit, self.timing)

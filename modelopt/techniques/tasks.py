@@ -1,0 +1,190 @@
+"""Tasks, registered by name: what a network's outputs are scored with, trained against and
+checked by once deployed. Classification and regression are two entries; a plugin adds a
+task as it adds a model (`TASKS.register("name", headline=..., columns=...)`, the facts of
+spec/tasks.py, on a function returning a `Task`).
+
+Nothing outside a task's entry asks which task a cell has: the training loop, the test
+figures, pruning's criteria, preprocessing, the deploy check and the report ask the task.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from modelopt.spec.registries import TASKS
+from modelopt.spec.tasks import BUILTIN, TaskInfo
+
+if TYPE_CHECKING:
+    from modelopt.techniques.data import Data
+
+
+class Task:
+    """A task's behaviour; `name` and `info` (its facts) are set when `get` builds it.
+    Regression-like defaults: one output per input, float targets, outputs checked by value."""
+
+    name: str = ""
+    info: TaskInfo
+    target_dtype: torch.dtype = torch.float32
+    # a deployed artifact must compute what the model it was made from computes: its
+    # outputs within this fraction of their range
+    value_tolerance: float = 1e-2
+
+    def num_outputs(self, num_classes: int) -> int:
+        """Outputs of a network for this task (`num_classes`: the dataset's, 0 without)."""
+        return 1
+
+    def target(self, y: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """A batch's targets as the loss takes them against the batch's outputs."""
+        return y.view_as(out)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The plain task loss: what pruning's data criteria differentiate and the test loss."""
+        raise NotImplementedError
+
+    def score(self, out: torch.Tensor, y: torch.Tensor) -> float:
+        """The validation score (higher is better): best-evaluation choice, tune, target."""
+        raise NotImplementedError
+
+    def metrics(self, out: torch.Tensor, data: "Data") -> dict:
+        """The test figures of outputs on the test split, `loss` included."""
+        raise NotImplementedError
+
+    def check(self, out: torch.Tensor, reference: torch.Tensor) -> tuple[dict, bool]:
+        """A deployed artifact's test outputs against its model's: (figures, whether they agree)."""
+        diff = float((out - reference).abs().max()) if len(out) else 0.0
+        scale = float(reference.abs().max()) if len(reference) else 0.0
+        return {}, diff <= self.value_tolerance * (1 + scale)
+
+    def standardize(self, data: "Data") -> "Data":
+        """The data with its targets scaled for training (figures are reported in the
+        original units, through `data.target_scale`)."""
+        return data
+
+
+# ---------------------------------------------------------------- classification
+
+def classification_metrics(outputs: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    pred = outputs.argmax(1).numpy()
+    true = y.numpy()
+    labels = list(range(num_classes))
+    p, r, f, _ = precision_recall_fscore_support(true, pred, labels=labels, average="macro",
+                                                 zero_division=0)
+    return {"accuracy": float((pred == true).mean()), "f1_macro": float(f),
+            "precision_macro": float(p), "recall_macro": float(r),
+            "confusion": confusion_matrix(true, pred, labels=labels).tolist()}
+
+
+class Classification(Task):
+    target_dtype = torch.int64
+    agreement = 0.99  # deployed and model classes agree on this share of the test inputs
+
+    def num_outputs(self, num_classes: int) -> int:
+        return num_classes
+
+    def target(self, y, out):
+        return y
+
+    def loss(self, out, y):
+        return nn.functional.cross_entropy(out, y)
+
+    def score(self, out, y):
+        return float((out.argmax(1) == y).double().mean())
+
+    def metrics(self, out, data):
+        figures = classification_metrics(out, data.y_test, data.num_classes)
+        figures["loss"] = float(self.loss(out, data.y_test))
+        return figures
+
+    def check(self, out, reference):
+        agree = float((out.argmax(1) == reference.argmax(1)).double().mean())
+        return {"deploy_agreement": agree}, agree >= self.agreement
+
+
+@TASKS.register("classification", **BUILTIN["classification"].facts())
+def classification() -> Task:
+    """Class scores per input against class labels: cross-entropy, accuracy, macro F1; a
+    deployed model's classes must agree with its model's."""
+    return Classification()
+
+
+# ---------------------------------------------------------------- regression
+
+def regression_metrics(outputs: torch.Tensor, y: torch.Tensor, scale: float = 1.0,
+                       shift: float = 0.0) -> dict:
+    """MSE, RMSE, MAE, R^2 in the target's original units (undoing standardization)."""
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+    pred = outputs.reshape(-1).numpy() * scale + shift
+    true = y.numpy() * scale + shift
+    mse = float(mean_squared_error(true, pred))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(mean_absolute_error(true, pred)),
+            "r2": float(r2_score(true, pred))}
+
+
+def r2(out: torch.Tensor, y: torch.Tensor) -> float:
+    pred = out.reshape(-1)
+    ss_res = float(((y - pred) ** 2).sum())
+    ss_tot = float(((y - y.mean()) ** 2).sum())
+    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+
+
+def standardized(data: "Data") -> "Data":
+    """Targets to zero mean, unit std with training statistics; `target_scale` undoes it."""
+    mean, std = float(data.y_train.mean()), float(data.y_train.std().clamp_min(1e-12))
+    f = lambda y: (y - mean) / std  # noqa: E731
+    return replace(data, y_train=f(data.y_train), y_val=f(data.y_val), y_test=f(data.y_test),
+                   target_scale=(std, mean))
+
+
+class Regression(Task):
+    def loss(self, out, y):
+        return nn.functional.mse_loss(out.reshape(-1), y)
+
+    def score(self, out, y):
+        return r2(out, y)
+
+    def metrics(self, out, data):
+        scale, shift = data.target_scale
+        figures = regression_metrics(out, data.y_test, scale, shift)
+        figures["loss"] = float(self.loss(out, data.y_test))
+        return figures
+
+    def standardize(self, data):
+        return standardized(data)
+
+
+@TASKS.register("regression", **BUILTIN["regression"].facts())
+def regression() -> Task:
+    """One value per input: mean squared error, R², RMSE, MAE in the target's units
+    (trained on standardized targets); a deployed model's values must match its model's."""
+    return Regression()
+
+
+# ---------------------------------------------------------------- lookup
+
+@functools.cache
+def get(name: str) -> Task:
+    """The task registered as `name`, built once per process."""
+    task = TASKS.build(name)
+    task.name, task.info = name, TASKS.info(name)
+    return task
+
+
+def of(data: "Data") -> Task:
+    return get(data.task)
+
+
+def declarations(names) -> tuple[dict[str, dict], list]:
+    """The facts of these tasks, as a run writes them into suite.json, and the figures they
+    declare beyond the metric table (spec.metric.Metric)."""
+    names = sorted(set(names))
+    return ({n: TASKS.info(n).as_dict() for n in names},
+            [m for n in names for m in TASKS.info(n).metrics])
