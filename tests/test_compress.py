@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from modelopt.run.measure import count_params
+from modelopt.spec.suite import parse
 from modelopt.techniques import distill, prune, quantize, structured
 from modelopt.techniques.data import DATASETS, Data, split_validation
 from modelopt.techniques.errors import TechniqueError
-from modelopt.spec.suite import parse
 from modelopt.techniques.models import build
 
 
@@ -270,15 +270,21 @@ def test_cached_teacher_is_reused_not_retrained(tmp_path, monkeypatch):
     d = data()
     calls = []
 
+    from modelopt.run.plan import Trained
+    from modelopt.run.train import Outcome
+
     def get(cell, seed):
         def train():
             calls.append(seed)
             torch.manual_seed(seed)
-            return build(cell.model, d.input_shape, d.num_outputs)
-        return dense.cached(dense.teacher_path(cell, seed), build(cell.model, d.input_shape,
-                                                                 d.num_outputs), train)
+            return Trained(build(cell.model, d.input_shape, d.num_outputs), d,
+                           Outcome([], 0, 0, 0.0, None, None, []))
+        trained, reused = dense.reuse(dense.path_of(cell, seed),
+                                      lambda: build(cell.model, d.input_shape, d.num_outputs),
+                                      train, dict)
+        return trained.net, reused is not None
 
-    dense.keep_teachers_in(tmp_path)
+    dense.keep_in(tmp_path)
     student = parse("""
 name: kd
 seeds: [0]
@@ -304,7 +310,7 @@ defaults:
     monkeypatch.setattr(dense, "source_hash", lambda: "other code")
     get(cfg, 0)
     assert calls == [0, 1, 0]
-    dense.keep_teachers_in(None)  # --train-each: nothing kept, every teacher trained
+    dense.keep_in(None)  # --train-each: nothing kept, every teacher trained
     get(cfg, 0)
     assert calls == [0, 1, 0, 0]
 
@@ -320,6 +326,7 @@ def test_weight_clip_hook_clips():
 
 
 def test_distilled_students_share_one_cached_teacher(tmp_path, monkeypatch):
+    from modelopt.run import dense
     from modelopt.run.cell import run_cell
     from modelopt.spec.suite import parse
 
@@ -338,9 +345,15 @@ defaults:
 matrix:
   distill.temperature: [2.0, 4.0]
 """)
-    a, b = (run_cell(c, 0, teacher_dir=str(tmp_path)) for c in s.cells)
+    a, b = (run_cell(c, 0, dense_dir=str(tmp_path)) for c in s.cells)
     assert a.status == b.status == "ok"
     assert a.metrics["teacher_cached"] is False and b.metrics["teacher_cached"] is True
     assert a.metrics["teacher_accuracy"] == b.metrics["teacher_accuracy"] > 0.5
     assert a.metrics["accuracy"] != b.metrics["accuracy"]  # the temperature mattered
-    assert len(list(tmp_path.glob("teacher-*.pt"))) == 1
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+    # the teacher is a cell of its own, kept under its training key: a student cell equal to
+    # it (the same model, optimizer and training) loads it rather than training it again
+    same = s.cells[0].teacher()
+    kept = run_cell(same, 0, dense_path=str(dense.path_of(same, 0)), dense_dir=str(tmp_path))
+    assert kept.metrics["dense_reused"] is True
+    assert kept.metrics["accuracy"] == a.metrics["teacher_accuracy"]

@@ -128,7 +128,7 @@ matrix:
                     out.num_outputs)
     # saved as tensors; rebuilt (calibrated again on the saved inputs) to the same outputs
     model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")),
-                                   rebuild.checked_config(cfg.as_config(), None))
+                                   rebuild.recipe_of_record(cfg.as_config(), None))
     assert isinstance(model, Program)
     with torch.inference_mode():
         assert model(batch).shape == (len(batch), 4)

@@ -43,7 +43,7 @@ def test_a_shipped_kind_of_model_is_rebuilt_from_data(case, tmp_path):
     assert out.status == "ok", out.error
     timing.save_all(tmp_path, "c", 1, out.models, out.example, out.batch, out.input_shape,
                     out.num_outputs)
-    checked = rebuild.checked_config(config.as_config(), None)
+    checked = rebuild.recipe_of_record(config.as_config(), None)
     assert {p.stem.rsplit("-", 1)[1] for p in tmp_path.glob("*.pt")} == set(out.models)
     for kind, item in out.models.items():
         # load() raises unless the rebuilt model gives the cell's own outputs
@@ -61,9 +61,9 @@ def test_weights_that_do_not_fit_are_not_rebuilt(tmp_path):
     out = run_cell(config, 1)
     timing.save_all(tmp_path, "c", 1, out.models, out.example, out.batch, out.input_shape,
                     out.num_outputs)
-    wider = rebuild.checked_config({**config.as_config(), "model": {"name": "mlp", "hidden": 32}}, None)
+    wider = rebuild.recipe_of_record({**config.as_config(), "model": {"name": "mlp", "hidden": 32}}, None)
     # another architecture's keys do not fit: refused, never timed as the cell's model
-    other = rebuild.checked_config({**config.as_config(), "model": {"name": "linear"}}, None)
+    other = rebuild.recipe_of_record({**config.as_config(), "model": {"name": "linear"}}, None)
     with pytest.raises(rebuild.NotRebuildable, match="do not fit"):
         rebuild.load(tmp_path / "c-1-model.pt", other)
     # a wider one is resized to the saved shapes, and then is (and computes) the cell's model

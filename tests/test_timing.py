@@ -69,7 +69,7 @@ def test_saved_models_round_trip_and_time(tmp_path):
     found = latency.artifacts(tmp_path)
     assert sorted(a.key for a in found) == [":big:0:model", ":small:0:model"]
     cells = {"small": SMALL, "big": BIG}
-    timed = timing.time_saved([a.with_config(cells[a.cell_id]) for a in found],
+    timed = timing.time_saved([a.with_recorded(cells[a.cell_id]) for a in found],
                               timing.UserCode(), processes=3, rounds=5)
     out = timed.rows
     assert not timed.skipped

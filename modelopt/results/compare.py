@@ -175,7 +175,7 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
     for cid in cells:
         seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
         for label, side in (("baseline", base), ("current", cur)):
-            items += [a.with_config(side.configs.get(cid))
+            items += [a.with_recorded(side.configs.get(cid))
                       for a in latency.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)]
     if not items:
         return [], {}

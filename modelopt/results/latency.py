@@ -31,16 +31,20 @@ class Artifact:
     kind: str  # model | slimmed (metrics.LATENCY_FIGURES)
     path: Path
     side: str = ""  # compare times two runs' models together: baseline | current
-    # its record's config, then (with_config) the checked recipe the timing process rebuilds
-    # the model from (run/rebuild.py)
-    config: object | None = dataclasses.field(default=None, compare=False, hash=False)
+    # its record's resolved cell (as read from the results file), and the checked recipe the
+    # timing process rebuilds the model from (run/rebuild.py; None: not rebuildable)
+    recorded: dict | None = dataclasses.field(default=None, compare=False, hash=False)
+    recipe: object | None = dataclasses.field(default=None, compare=False, hash=False)
 
     # the run's own pickled copy (timing.save_own): its own timing stage only, never read
     # from a results directory
     own_copy: Path | None = dataclasses.field(default=None, compare=False, hash=False)
 
-    def with_config(self, config: object | None) -> "Artifact":
-        return replace(self, config=config)
+    def with_recorded(self, cell: dict | None) -> "Artifact":
+        return replace(self, recorded=cell)
+
+    def with_recipe(self, recipe: object | None) -> "Artifact":
+        return replace(self, recipe=recipe)
 
     @property
     def key(self) -> str:

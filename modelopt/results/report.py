@@ -11,7 +11,8 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
-from modelopt.spec.keys import IMPLIED, NAMES as CELL_KEYS, compression_keys
+from modelopt.spec.keys import IMPLIED, compression_keys
+from modelopt.spec.keys import NAMES as CELL_KEYS
 
 
 def _title(m: str) -> str:

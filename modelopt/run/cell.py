@@ -23,7 +23,7 @@ from modelopt.run.rebuild import Shipped
 from modelopt.run.train import Diverged, Outcome, predict
 from modelopt.spec import plugins
 from modelopt.spec.cell import Cell, Choice
-from modelopt.techniques import prune, quantize
+from modelopt.techniques import prune, quantize, tasks
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.program import Program
@@ -89,14 +89,14 @@ class Deployed:
 
 def run_cell(cell: Cell, seed: int, threads: int = 1,
              backend: backends.Backend | None = None, dense_path: str | None = None,
-             teacher_dir: str | None = None) -> CellOutput:
+             dense_dir: str | None = None) -> CellOutput:
     """Train, compress and measure one cell; latency is not measured here but by the run's
     timing stage, over the models this returns. `backend` replaces the cell's (a rank of
     a launched job passes its own). `dense_path`: where the run keeps this cell's trained
-    network for the other cells of its training prefix (dense.py); `teacher_dir`: where
-    the run keeps trained KD teachers (none: every teacher is trained)."""
+    network for the other cells of its training prefix (dense.py); `dense_dir`: where the
+    run keeps trained networks, KD teachers included (none: every teacher is trained)."""
     plugins.load(cell.plugins)  # user plugins register in this process too
-    dense.keep_teachers_in(teacher_dir)
+    dense.keep_in(dense_dir)
     backend = backend or cell.backend.build()
     threads = backend.prepare(threads)
     phase = Phases()
@@ -135,8 +135,8 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
         memory["machine_probe_ms"] = (probe_before + probe_after) / 2
     memory["dense_reused"] = reused is not None
     if reused is not None:  # the training's own figures, from the cell that trained
-        memory["peak_rss_mb"] = max(memory["peak_rss_mb"], reused["peak_rss_mb"])
-        if reused["machine_probe_ms"] is not None:
+        memory["peak_rss_mb"] = max(memory["peak_rss_mb"], reused.get("peak_rss_mb") or 0.0)
+        if reused.get("machine_probe_ms") is not None:  # none where a teacher trained it
             memory["machine_probe_ms"] = reused["machine_probe_ms"]
     out = _merge(cell, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.models = _shipped(trained, deployed, slimmed)
@@ -239,15 +239,8 @@ def ship(deploy: Choice | None, model: nn.Module, batch: torch.Tensor, info: dic
     return artifact
 
 
-# a deployed artifact must compute what the model it was made from computes: classes agree
-# on this share of the test inputs, values within this fraction of the outputs' range
-AGREEMENT, VALUE_TOLERANCE = 0.99, 1e-2
-
-
 def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, cell: Cell) -> dict:
     """The artifact's test outputs against the model's; a mismatch fails the cell."""
-    from modelopt.techniques import tasks
-
     diff = float((out - reference).abs().max()) if len(out) else 0.0
     agreed, ok = tasks.of(data).check(out, reference)  # the task's own check
     figures = {"deploy_max_abs_diff": diff, **agreed}
@@ -298,8 +291,6 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
 def training_metrics(cell: Cell, task: str, outcome: Outcome, final: Outcome) -> dict:
     """Speed, steps, the best-validation figures (of the phase that made the final model)
     and time to target."""
-    from modelopt.techniques import tasks
-
     best = final.best
     vals = [c["val_score"] for c in final.curves
             if c["val_score"] is not None and not math.isnan(c["val_score"])]
@@ -332,8 +323,6 @@ def evaluate(model: nn.Module, data: Data, backend, eval_batch: int) -> dict:
 
 def test_metrics(out: torch.Tensor, data: Data) -> dict:
     """The task's test figures, loss included, of a model's outputs on the test split."""
-    from modelopt.techniques import tasks
-
     return tasks.of(data).metrics(out, data)
 
 

@@ -1,5 +1,5 @@
-"""Train once, compress many: the trained network of a cell's training prefix, kept for the
-run's other cells of that prefix.
+"""Train once, compress many: the one cache of trained networks, keyed by what determines
+them, for a run's cells of one training prefix and its KD teachers alike.
 
 A cell's training depends on its data, model, optimizer, schedule, loss, regularization,
 distillation, training settings, backend and seed, and not on what happens after training
@@ -7,6 +7,8 @@ distillation, training settings, backend and seed, and not on what happens after
 train the identical network, so the first to train it saves it (weights, the training's
 outcome and figures) under the run's directory and the others load it. Same seed on the
 CPU gives the same weights, so a loaded network is the one the cell would have trained.
+A KD teacher is a cell of its own (spec/cell.py `Cell.teacher`): kept the same way, under
+its own training key, so students share it, and a student cell equal to a teacher loads it.
 """
 
 from __future__ import annotations
@@ -29,17 +31,18 @@ from modelopt.spec import keys
 from modelopt.spec.cell import Cell
 
 DIR = "dense"  # under the run's output directory
-_teachers: dict[str, Path | None] = {"dir": None}  # this cell process's, set by run_cell
+_kept: dict[str, Path | None] = {"dir": None}  # this cell process's, set by run_cell
 
 
-def keep_teachers_in(directory: str | Path | None) -> None:
-    _teachers["dir"] = Path(directory) if directory else None
+def keep_in(directory: str | Path | None) -> None:
+    """Where this process's run keeps trained networks (None: --train-each, none kept)."""
+    _kept["dir"] = Path(directory) if directory else None
 
 
-def teacher_path(cell: Cell, seed: int) -> Path | None:
-    """Where this run keeps the teacher of that cell and seed (None: not kept)."""
-    d = _teachers["dir"]
-    return d / f"teacher-{key(cell, seed)}.pt" if d is not None else None
+def path_of(cell: Cell, seed: int) -> Path | None:
+    """Where this run keeps the trained network of that cell and seed (None: not kept)."""
+    d = _kept["dir"]
+    return d / f"{key(cell, seed)}.pt" if d is not None else None
 
 
 def training_config(cell: Cell) -> dict:
@@ -98,10 +101,11 @@ def _fingerprint(path: Path) -> str:
 
 
 def shared_keys(runs) -> set[str]:
-    """The training keys that two or more of a suite's (cell, seed) runs share: only those
-    are worth saving."""
+    """The training keys that two or more of a suite's (cell, seed) runs and their
+    teachers share: only those are worth saving (a teacher is always kept)."""
     seen = Counter(key(cell, seed) for cell, seed in runs)
-    return {k for k, n in seen.items() if n > 1}
+    teachers = {key(cell.teacher(), seed) for cell, seed in runs if cell.train.distill}
+    return {k for k, n in seen.items() if n > 1 or k in teachers}
 
 
 @contextlib.contextmanager
@@ -119,9 +123,10 @@ def _locked(path: Path):
 def reuse(path: str | Path | None, build: Callable[[], torch.nn.Module],
           train: Callable[[], object], figures: Callable[[], dict]):
     """The trained stage of a cell: loaded from `path` if another cell saved it there (into
-    `build()`'s fresh network), else `train()`ed and saved. `figures()` gives what the
-    training measured around itself (peak memory, machine probe), kept with it.
-    Returns (trained, the saved figures or None when it trained here)."""
+    `build()`'s fresh network), else `train()`ed and saved; one process at a time.
+    `figures()` gives what the training measured around itself (peak memory, machine
+    probe; none for a teacher), kept with it. No path: trained. Returns (trained, the
+    saved figures or None when it trained here)."""
     from modelopt.run.plan import Trained
 
     if path is None:
@@ -149,20 +154,3 @@ def save(doc: dict, path: Path) -> None:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def cached(path: Path | None, model: torch.nn.Module,
-           train: Callable[[], torch.nn.Module]) -> tuple[torch.nn.Module, bool]:
-    """A network kept as a state_dict at `path` (read with weights_only=True) loaded into
-    `model`, or `train()`ed and kept there; one process at a time. No path: trained.
-    Returns (network, whether it was loaded)."""
-    if path is None:
-        return train(), False
-    with _locked(path):
-        if path.exists():
-            device = next(model.parameters()).device
-            model.load_state_dict(torch.load(path, weights_only=True, map_location=device))
-            return model, True
-        model = train()
-        save(model.state_dict(), path)
-        return model, False

@@ -108,10 +108,11 @@ def teacher(student: Cell, seed: int, backend, data: data_mod.Data) -> tuple[nn.
     cell = student.teacher()
     from modelopt.run import dense
 
-    net = models.build(cell.model, data.input_shape, data.num_outputs).to(backend.device)
-    net, cached = dense.cached(dense.teacher_path(cell, seed), net,
-                               lambda: train_here(backend, cell, seed).net)
-    net = distill.frozen(net)
+    trained, reused = dense.reuse(dense.path_of(cell, seed),
+                                  lambda: build_net(cell, data, backend.device, seed),
+                                  lambda: train_here(backend, cell, seed), dict)
+    cached = reused is not None
+    net = distill.frozen(trained.net)
     accuracy = score(predict(net, data.x_test, backend), data.y_test, data.task)
     return net, {"teacher_cached": cached, "teacher_accuracy": accuracy}
 

@@ -117,37 +117,19 @@ class Recipe:
         return cls(cell.model, cell.compress.quantize, cell.deploy)
 
 
-def checked_config(cell: dict, trusted_modules: set[str] | None) -> Recipe:
-    """The parts of a recorded cell's config a rebuild uses (model, quantize, deploy),
-    validated against the registries. `trusted_modules`: the plugin modules the user gave; a factory
-    named by import path in another module is not imported (None: the user's own suite,
-    all trusted)."""
+def recipe_of_record(cell: dict, trusted_modules: set[str] | None) -> Recipe:
+    """The recipe of a recorded cell (its model, quantize and deploy, checked against the
+    registries: spec/cells.py `recorded_choices`). `trusted_modules`: the plugin modules the
+    user gave; a factory named by import path in another module is not imported (None: the
+    user's own suite, all trusted)."""
     from modelopt.spec import plugins
-    from modelopt.spec.cells import check_spec_one
-    from modelopt.spec.registry import RegistryError
+    from modelopt.spec.cells import recorded_choices
 
-    if not isinstance(cell, dict) or not isinstance(cell.get("model"), dict):
-        raise NotRebuildable("its record has no model config")
-    regs = plugins.load()
-    out = {}
-    for key in ("model", "quantize", "deploy"):
-        spec = cell.get(key)
-        if spec is None:
-            continue
-        name = spec.get("name") if isinstance(spec, dict) else None
-        if not isinstance(name, str):
-            raise NotRebuildable(f"its record's {key} has no name")
-        module = name.partition(":")[0]
-        if ":" in name and trusted_modules is not None and module not in trusted_modules:
-            raise NotRebuildable(f"its {key} '{name}' is code named in the results file; it is "
-                                 f"not imported from there: give --suite SUITE.yaml or --plugins "
-                                 f"{module} to time it")
-        try:
-            out[key] = Choice.of(key, check_spec_one(key, spec, regs))
-        except RegistryError as exc:
-            raise NotRebuildable(f"{key}: {exc} (a plugin's? give --suite SUITE.yaml or "
-                                 "--plugins MODULE)") from None
-    return Recipe(**out)
+    plugins.load()
+    try:
+        return Recipe(**recorded_choices(cell, ("model", "quantize", "deploy"), trusted_modules))
+    except ValueError as exc:
+        raise NotRebuildable(str(exc)) from None
 
 
 def fit_shapes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:

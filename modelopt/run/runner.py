@@ -25,7 +25,6 @@ from modelopt.results.record import Record
 from modelopt.run import dense, measures, timing
 from modelopt.run.backends import cpu_count
 from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
-from modelopt.spec.registries import task_of
 from modelopt.spec.schema import Suite
 from modelopt.techniques import tasks
 
@@ -85,8 +84,7 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
             "baseline": suite.spec.baseline,
             "metrics": measures.declarations([m for c in suite.cells for m in c.metrics])}
-    meta["tasks"], figures = tasks.declarations(task_of(c.data.dataset.spec())
-                                                for c in suite.cells)
+    meta["tasks"], figures = tasks.declarations(c.task for c in suite.cells)
     meta["metrics"] += [M.as_dict(M.declare(m)) for m in figures]  # a task's own figures
     old = store.read_meta(out_dir) if meta_path.exists() else None
     if old is not None and old.content_hash != suite.content_hash and not force:

@@ -67,7 +67,7 @@ class Summary:
 
 def _child_main(conn, cell: Cell, cell_id: str, seed: int, threads: int,
                 model_dir: str | None, env: dict | None = None,
-                dense_path: str | None = None, teacher_dir: str | None = None,
+                dense_path: str | None = None, dense_dir: str | None = None,
                 own_dir: str | None = None) -> None:
     """Runs in a fresh process (forkserver, or a Ray worker): what happens here cannot hurt
     the run."""
@@ -75,7 +75,7 @@ def _child_main(conn, cell: Cell, cell_id: str, seed: int, threads: int,
     from modelopt.run.cell import run_cell
 
     result = outcome.payload(lambda: run_cell(cell, seed, threads, dense_path=dense_path,
-                                                   teacher_dir=teacher_dir),
+                                                   dense_dir=dense_dir),
                              cell_id, seed, model_dir, env, own_dir)
     if conn is None:
         return result

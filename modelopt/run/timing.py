@@ -100,13 +100,13 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
         timers, skipped = {}, {}
-        for key, path, config, own in items:
+        for key, path, recipe, own in items:
             with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
                 warnings.simplefilter("ignore", UserWarning)
                 try:
-                    if config is None:
-                        raise rebuild.NotRebuildable("no config to rebuild it from")
-                    model, example, batch_x = rebuild.load(path, config)
+                    if recipe is None:
+                        raise rebuild.NotRebuildable("no recipe to rebuild it from")
+                    model, example, batch_x = rebuild.load(path, recipe)
                 except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
                     skipped[key] = (str(exc) if isinstance(exc, rebuild.NotRebuildable) else
                                     f"rebuilding it failed: {type(exc).__name__}: {exc}")
@@ -166,7 +166,7 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
             progress(k, processes)
         # the first process decides which models are rebuilt: one verdict per model, so a
         # model is timed from the same source in every process
-        jobs = [(a.key, str(a.path), None if a.key in skipped else a.config,
+        jobs = [(a.key, str(a.path), None if a.key in skipped else a.recipe,
                  str(a.own_copy) if a.own_copy else None) for a in items]
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_child, args=(child, jobs, rounds, threads, k, plugins))
@@ -217,11 +217,11 @@ def _p90(values: list[float]) -> float:
 @dataclass(frozen=True)
 class UserCode:
     """The code a rebuild may use besides modelopt's: the plugin context of the suite the user
-    runs or names (with its cells' configs, which win over a record's for the same id), or
+    runs or names (with its cells' recipes, which win over a record's for the same id), or
     the modules given with --plugins. Never a module or path written in a results file."""
 
     plugins: dict | None = None
-    configs: dict = field(default_factory=dict)  # cell_id -> rebuild.Recipe, from the suite
+    recipes: dict = field(default_factory=dict)  # cell_id -> rebuild.Recipe, from the suite
 
     @property
     def modules(self) -> set[str]:
@@ -250,35 +250,32 @@ class UserCode:
 
     @classmethod
     def of_suite(cls, suite) -> "UserCode":
-        configs, ctx = {}, None
-        for cell in suite.cells:
-            ctx = ctx or cell.plugins
-            configs[cell.cell_id] = rebuild.Recipe.of(cell)
-        return cls(ctx, configs)
+        ctx = next((c.plugins for c in suite.cells if c.plugins), None)
+        return cls(ctx, {c.cell_id: rebuild.Recipe.of(c) for c in suite.cells})
 
 
-def with_configs(items: list[Artifact], user: UserCode) -> tuple[list[Artifact], dict[str, str]]:
-    """The artifacts with the config each is rebuilt from (the user's suite's, else its
-    record's, checked: rebuild.checked_config), and why each other one cannot be rebuilt."""
+def with_recipes(items: list[Artifact], user: UserCode) -> tuple[list[Artifact], dict[str, str]]:
+    """The artifacts with the recipe each is rebuilt from (the user's suite's, else its
+    record's, checked: rebuild.recipe_of_record), and why each other one cannot be rebuilt."""
     from modelopt.spec import plugins
 
     plugins.load(user.plugins)  # registered here too: the records' configs are checked here
     ready, skipped = [], {}
-    checked: dict = {(side, cid): c for cid, c in user.configs.items() for side in
+    checked: dict = {(side, cid): c for cid, c in user.recipes.items() for side in
                      {a.side for a in items}}
     for a in items:  # compare's two sides share cell ids: each side's own record
         if (a.side, a.cell_id) not in checked:
             try:
-                checked[(a.side, a.cell_id)] = rebuild.checked_config(a.config, user.modules)
+                checked[(a.side, a.cell_id)] = rebuild.recipe_of_record(a.recorded, user.modules)
             except rebuild.NotRebuildable as exc:
                 checked[(a.side, a.cell_id)] = str(exc)
-        config = checked[(a.side, a.cell_id)]
-        if isinstance(config, str):
-            skipped[a.key] = config
+        recipe = checked[(a.side, a.cell_id)]
+        if isinstance(recipe, str):
+            skipped[a.key] = recipe
             if a.own_copy is not None:  # the run's own stage times it from its own copy
-                ready.append(a.with_config(None))
+                ready.append(a.with_recipe(None))
         else:
-            ready.append(a.with_config(config))
+            ready.append(a.with_recipe(recipe))
     return ready, skipped
 
 
@@ -286,7 +283,7 @@ def time_saved(items: list[Artifact], user: UserCode, processes: int = PROCESSES
                rounds: int = ROUNDS, threads: int = 1, progress=None) -> Timed:
     """Saved models (each carrying its record's config) rebuilt with the user's code and
     timed side by side; those that cannot be rebuilt are listed with the reason."""
-    ready, skipped = with_configs(items, user)
+    ready, skipped = with_recipes(items, user)
     timed = time_artifacts(ready, processes, rounds, threads, progress, user.plugins) \
         if ready else Timed([])
     timed.skipped = {**skipped, **timed.skipped}
@@ -323,7 +320,7 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
     items = []
     for a in artifacts(run_dir, keys):
         own = Path(own_dir) / a.path.name if own_dir else None
-        items.append(replace(a, config=cells.get(a.cell_id),
+        items.append(replace(a, recorded=cells.get(a.cell_id),
                              own_copy=own if own is not None and own.is_file() else None))
     if not items:
         return 0

@@ -4,14 +4,12 @@ registries, merging defaults with a matrix combination, expanding the matrix, ce
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 from typing import Any
 
 from modelopt.spec import keys as K
-from modelopt.spec.cell import LATER_KEYS, identity
-from modelopt.spec.registries import task_of
+from modelopt.spec.cell import LATER_KEYS, Choice, identity
+from modelopt.spec.registries import suits, task_of
 from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_config
 from modelopt.spec.schema import OFF, TrainConfig
 
@@ -186,15 +184,12 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
             raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "
                                 "(it changes how the inputs are stored)")
     task = task_of(cell["dataset"])
-    loss = cell.get("loss")
-    if loss and regs["loss"].info(loss["name"]).task != task:
-        raise RegistryError(f"loss '{loss['name']}' is for {regs['loss'].info(loss['name']).task}"
-                            f", but dataset '{dname}' is a {task} task")
-    distill, backend = cell.get("distill"), cell["backend"]["name"]
-    if distill and task not in regs["distill"].info(distill["name"]).tasks:
-        raise RegistryError(f"distill '{distill['name']}' needs a "
-                            f"{' or '.join(regs['distill'].info(distill['name']).tasks)} dataset; "
-                            f"'{dname}' is a {task} task")
+    loss, distill = cell.get("loss"), cell.get("distill")
+    unfit = suits(task, loss=loss["name"] if loss else None,
+                  distill=distill["name"] if distill else None)
+    if unfit:
+        raise RegistryError(f"{unfit}, but dataset '{dname}' is a {task} task")
+    backend = cell["backend"]["name"]
     if distill and regs["backend"].info(backend).ranks:
         raise RegistryError(f"distill with backend '{backend}' (several ranks) is not supported: "
                             "every rank would train its own teacher; use cpu or cuda")
@@ -249,6 +244,35 @@ def names_by_path(config: dict) -> bool:
     specs = [config.get(k) for k in SINGLE_KEYS] + [s for k in LIST_KEYS
                                                     for s in config.get(k) or []]
     return any(isinstance(s, dict) and ":" in str(s.get("name", "")) for s in specs)
+
+
+def recorded_choices(cell: Any, keys: tuple[str, ...], trusted_modules: set[str] | None
+                     ) -> dict[str, Choice]:
+    """Typed choices of these keys of a cell config read from a results file (data from
+    elsewhere), checked against the registries. A factory named by import path is imported
+    only from `trusted_modules` (None: all, the user's own suite). Raises ValueError saying
+    why it cannot be used."""
+    if not isinstance(cell, dict) or not isinstance(cell.get("model"), dict):
+        raise ValueError("its record has no model config")
+    out = {}
+    for key in keys:
+        spec = cell.get(key)
+        if spec is None:
+            continue
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if not isinstance(name, str):
+            raise ValueError(f"its record's {key} has no name")
+        module = name.partition(":")[0]
+        if ":" in name and trusted_modules is not None and module not in trusted_modules:
+            raise ValueError(f"its {key} '{name}' is code named in the results file; it is "
+                             f"not imported from there: give --suite SUITE.yaml or --plugins "
+                             f"{module} to time it")
+        try:
+            out[key] = Choice.of(key, check_spec_one(key, spec, K.BY_KEY))
+        except RegistryError as exc:
+            raise ValueError(f"{key}: {exc} (a plugin's? give --suite SUITE.yaml or "
+                             "--plugins MODULE)") from None
+    return out
 
 
 cell_id = identity  # a hash of what the resolved config sets (spec/cell.py)

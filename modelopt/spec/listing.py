@@ -8,8 +8,8 @@ from dataclasses import asdict
 from typing import Annotated
 
 from modelopt.spec import plugins
-from modelopt.spec.registry import describe
 from modelopt.spec.keys import DEFAULTS
+from modelopt.spec.registry import describe
 from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # the typed cell is built from this module's TrainConfig
+    from modelopt.spec.cell import Cell
 
 OFF = (None, "none", "off")  # how a suite switches an optional technique off
 
@@ -102,7 +105,7 @@ class Suite:
     name: str
     path: str
     seeds: tuple[int, ...]
-    cells: tuple["Cell", ...]  # spec/cell.py
+    cells: tuple[Cell, ...]
     spec: SuiteFile
     content_hash: str
     warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect

@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from modelopt.spec import plugins
+from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
     _split_dotted,
@@ -22,7 +23,6 @@ from modelopt.spec.cells import (
     names_by_path,
     resolve_cell,
 )
-from modelopt.spec.cell import Cell
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.registries import spans_ranks
 from modelopt.spec.registry import RegistryError, closest

@@ -9,7 +9,7 @@ from typing import Annotated, Callable
 import torch
 from pydantic import Field
 
-from modelopt.spec.cell import Choice, chosen
+from modelopt.spec.cell import chosen
 from modelopt.spec.registries import AUGMENT, PREPROCESS
 from modelopt.spec.registry import NonNegative, NonNegativeInt, Positive, Probability
 from modelopt.techniques import tasks
