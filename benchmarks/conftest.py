@@ -34,9 +34,9 @@ def pytest_generate_tests(metafunc):
     if "cell_run" in metafunc.fixturenames:
         suite = _load_suite(metafunc.config)
         runs = suite.runs()
-        from modelopt.results.report import axis_labels
+        from modelopt.results.labels import axis_labels
 
-        labels = axis_labels([c.config for c, _ in runs]).apply(
+        labels = axis_labels([c.as_config() for c, _ in runs]).apply(
             lambda r: "-".join(str(v) for v in r.values), axis=1).tolist()
         metafunc.parametrize("cell_run", runs,
                              ids=[f"{lab}-seed{seed}" for lab, (_, seed) in zip(labels, runs)])

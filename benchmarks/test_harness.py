@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from modelopt.results import store as results
-from modelopt.run import backends, runner
+from modelopt.run import runner
 from modelopt.run.plan import load_data, train_here
 from modelopt.spec.suite import parse
 from modelopt.techniques.models import build
@@ -101,8 +101,8 @@ def loader_rate(model, opt, loader, steps: int, batch: int) -> float:
 @pytest.mark.benchmark(group="harness: training throughput")
 def test_training_loop_overhead(benchmark):
     """modelopt's loop vs a hand-written one vs DataLoader, one thread each, same process."""
-    cfg = parse(CNN.replace("STEPS", "2000")).cells[0].config
-    backend = backends.build(cfg["backend"])
+    cfg = parse(CNN.replace("STEPS", "2000")).cells[0]
+    backend = cfg.backend.build()
     backend.prepare(1)
     data = load_data(cfg, 0)
     rates = {"hand": [], "dataloader": [], "modelopt": []}
@@ -213,14 +213,17 @@ def test_latency_repeatability(benchmark, tmp_path):
 BARE = textwrap.dedent("""
     import json, sys, torch
     from modelopt.run.plan import load_data
+    from modelopt.spec import plugins
+    from modelopt.spec.cell import Cell
     from modelopt.techniques.models import build
-    cfg = json.loads(sys.argv[1])
+    plugins.load()
+    cell = Cell.of(json.loads(sys.argv[1]))
     torch.set_num_threads(1)
-    data = load_data(cfg, 0)
+    data = load_data(cell, 0)
     torch.manual_seed(0)
-    model = build(cfg["model"], data.input_shape, 10)
+    model = build(cell.model, data.input_shape, 10)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    for step in range(cfg["train"]["steps"]):
+    for step in range(cell.train.settings.steps):
         idx = torch.randint(0, len(data.x_train), (100,))
         loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
         opt.zero_grad(); loss.backward(); opt.step()
@@ -237,7 +240,7 @@ def test_peak_memory_vs_bare_script(benchmark, tmp_path):
     def both():
         runner.run(suite, tmp_path, jobs=1, resume=False)
         rec = results.read(tmp_path)[0]
-        bare = subprocess.run([sys.executable, "-c", BARE, json.dumps(suite.cells[0].config)],
+        bare = subprocess.run([sys.executable, "-c", BARE, json.dumps(suite.cells[0].as_config())],
                               capture_output=True, text=True, check=True)
         out["cell"] = rec.metrics["peak_rss_mb"]
         out["baseline"] = rec.metrics["baseline_rss_mb"]
@@ -253,9 +256,13 @@ PLAIN = textwrap.dedent("""
     import json, sys, torch
     from benchmarks.test_harness import hand_loop
     from modelopt.run.plan import load_data
-    cfg, threads = json.loads(sys.argv[1]), int(sys.argv[2])
+    from modelopt.spec import plugins
+    from modelopt.spec.cell import Cell
+    plugins.load()
+    cell, threads = Cell.of(json.loads(sys.argv[1])), int(sys.argv[2])
     torch.set_num_threads(threads)
-    rate = hand_loop(load_data(cfg, 0), cfg["train"]["steps"], cfg["train"]["batch_size"])
+    t = cell.train.settings
+    rate = hand_loop(load_data(cell, 0), t.steps, t.batch_size)
     print(json.dumps({"samples_s": rate}))
 """)
 
@@ -266,7 +273,7 @@ def test_cell_rate_vs_plain_loop(benchmark, tmp_path):
     in a fresh process with glibc's defaults, alternated A B A B A B (target >= 0.95x)."""
     suite = parse(CNN.replace("STEPS", "3000").replace("train: {", "backend: {name: cpu, "
                                                       "threads: 2}\n  train: {"))
-    cfg = suite.cells[0].config
+    cfg = suite.cells[0].as_config()
     cell, plain = [], []
 
     def alternate():
@@ -330,8 +337,8 @@ def test_streamed_imagefolder_throughput(benchmark, tmp_path):
     root = str(tmp_path / "digits")
     write_digits(root, 32)
     steps = 150
-    cfg = parse(IMAGES.replace("ROOT", root).replace("STEPS", str(steps))).cells[0].config
-    backend = backends.build(cfg["backend"])
+    cfg = parse(IMAGES.replace("ROOT", root).replace("STEPS", str(steps))).cells[0]
+    backend = cfg.backend.build()
     backend.prepare(1)
     data = load_data(cfg, 0)
     rates = {"plain": [], "modelopt": []}

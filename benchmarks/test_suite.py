@@ -14,13 +14,13 @@ import torch
 from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results import store as results
-from modelopt.results.report import axis_labels
+from modelopt.results.labels import axis_labels
 from modelopt.run import rebuild, scheduler
 
 
 def test_cell(benchmark, suite, cell_run, results_dir):
     cell, seed = cell_run
-    labels = axis_labels([c.config for c in suite.cells])
+    labels = axis_labels([c.as_config() for c in suite.cells])
     row = labels.iloc[list(suite.cells).index(cell)]
     benchmark.group = f"{suite.name}: " + ", ".join(f"{k[5:]}={v}" for k, v in row.items())
     model_dir = results_dir / latency.MODELS_DIR
@@ -46,7 +46,7 @@ def test_cell(benchmark, suite, cell_run, results_dir):
         warnings.simplefilter("ignore", UserWarning)
         model, example, _ = rebuild.load(
             latency.artifact_path(model_dir, cell.cell_id, seed, "model"),
-            rebuild.checked_config(cell.config, None))
+            rebuild.Recipe.of(cell))
     torch.set_num_threads(1)  # as the timing stage times
     with torch.inference_mode():
         benchmark.pedantic(model, args=(example,), warmup_rounds=20, rounds=200, iterations=10)

@@ -86,6 +86,29 @@ def test_slowed(factor: float = 1.3):
     return Format(lambda model, x: (Slowed(model, factor), {}))
 
 
+@DEPLOYERS.register("test_own_int8")
+def test_own_int8():
+    """A runtime with its own int8: dynamic int8 through torch.ao's quantize_dynamic (not
+    the quantizer's torchao path); static int8 it refuses."""
+    import torch
+
+    from modelopt.techniques.deploy import Format
+
+    def realise(intent, model, inputs):
+        import copy
+
+        from torch.ao.quantization import quantize_dynamic
+
+        q = quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+        return q, {"quantized": True, "quantized_with": f"test_own_int8 ({intent.scheme})"}
+
+    def refuses(intent):
+        return (None if intent.scheme == "int8_dynamic" else
+                f"test_own_int8 has no {intent.scheme} kernels")
+
+    return Format(quantize=realise, refuses=refuses)
+
+
 def tiny_net(input_shape: tuple, num_outputs: int, /, width: int = 8) -> nn.Module:
     """Not registered: suites name it by import path, `tests.plugins:tiny_net`."""
     import math

@@ -99,3 +99,30 @@ def test_a_pruned_cell_ships_and_checks_its_slimmed_model_in_the_format():
     m = out.metrics
     assert isinstance(out.models["slimmed"].shipped, deploy.Compiled)
     assert m["slimmed_compile_seconds"] > 0 and m["slimmed_deploy_agreement"] == 1.0
+
+
+RUNTIME = """
+name: own
+seeds: [0]
+plugins: [tests.plugins]
+defaults:
+  dataset: {name: synthetic, n_samples: 300, n_features: 12, n_classes: 4}
+  model: {name: mlp, hidden: 16}
+  train: {steps: 10}
+  deploy: test_own_int8
+  quantize: QUANT
+"""
+
+
+def test_a_runtime_carries_out_the_quantizers_intent_its_own_way():
+    """A quantizer states what it wants (int8 dynamic); the runtime realises it (here with
+    torch.ao, not the quantizer's torchao path) or refuses when the suite loads."""
+    out = run_cell(parse(RUNTIME.replace("QUANT", "int8_dynamic")).cells[0], 0)
+    assert out.status == "ok", out.error
+    assert out.metrics["quantized_with"] == "test_own_int8 (int8_dynamic)"
+    eager = run_cell(parse(RUNTIME.replace("QUANT", "int8_dynamic")
+                           .replace("deploy: test_own_int8", "deploy: eager")).cells[0], 0)
+    assert eager.metrics["quantized_with"] == "torchao"
+    with pytest.raises(SuiteError, match=r"quantize .int8_static. cannot ship on "
+                                         r"deploy 'test_own_int8': .*no int8_static kernels"):
+        parse(RUNTIME.replace("QUANT", "int8_static"))

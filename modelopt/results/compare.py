@@ -18,6 +18,7 @@ from typing import Callable
 
 from modelopt.results import latency
 from modelopt.results import metrics as M
+from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, load_side
 from modelopt.results.stats import ALPHA, paired_p, welch_p
 
@@ -244,7 +245,7 @@ def compare(baseline: str | Path, current: str | Path,
             rows.append(status)
         rows += _figure_rows(cid, base, cur, rules, metrics, trainings)
     skipped: dict[str, str] = {}
-    labels = _labels({**cur.configs, **base.configs})
+    labels = names({**cur.configs, **base.configs})
     note = ("not gated: latency from two separate runs differs by the machine as much as "
             "by the code; compare two results directories with their saved models to "
             "re-time them side by side")
@@ -266,18 +267,6 @@ def compare(baseline: str | Path, current: str | Path,
     return Comparison(rows, sorted(set(base.status) - set(cur.status)),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
                       len(common), skipped)
-
-
-def _labels(configs: dict[str, dict]) -> dict[str, str]:
-    """Each cell named by the axes that differ between the cells (not by its hash)."""
-    ids = [c for c, cfg in configs.items() if cfg]
-    if not ids:
-        return {}
-    from modelopt.results.report import axis_labels
-
-    lab = axis_labels([configs[c] for c in ids])
-    return {cid: ", ".join(f"{k[5:]}={v}" for k, v in row.items())
-            for cid, (_, row) in zip(ids, lab.iterrows())}
 
 
 # ---------------------------------------------------------------- the markdown

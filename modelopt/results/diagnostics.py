@@ -12,14 +12,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from modelopt.results import tasks  # noqa: E402
-from modelopt.results.report import label_columns  # noqa: E402
+from modelopt.results.labels import joined, label_columns  # noqa: E402
 
 DPI = 120
 
 
 def cell_labels(agg: pd.DataFrame) -> list[str]:
     cols = label_columns(agg)
-    return [" · ".join(str(r[c]) for c in cols) for _, r in agg.iterrows()]
+    return [joined(r, cols, " · ", keyed=False) for _, r in agg.iterrows()]
 
 
 
@@ -141,7 +141,7 @@ def confusion(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
     ax.set_xticks(range(len(m)))
     ax.set_yticks(range(len(m)))
     fig.colorbar(im, label="% of the true class")
-    label = " · ".join(str(best[c]) for c in label_columns(agg))
+    label = joined(best, label_columns(agg), " · ", keyed=False)
     ax.set_title(f"Confusion, best cell: {label}\n(test split, counts summed over {len(mats)} seeds)",
                  fontsize=9)
     fig.tight_layout()

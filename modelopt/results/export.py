@@ -11,12 +11,13 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
     """{"bigger": [...], "smaller": [...]}: entries {name, unit, value, range, extra} for
     benchmark-action/github-action-benchmark's customBiggerIsBetter / customSmallerIsBetter.
     One entry per cell and metric: the mean over seeds that finished ok, ± std as range."""
-    from modelopt.results.report import aggregate, label_columns
+    from modelopt.results.labels import joined, label_columns
+    from modelopt.results.report import aggregate
 
     agg = aggregate(df)
     out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
     for _, r in agg[agg["n"] > 0].iterrows():
-        label = ", ".join(f"{c[5:]}={r[c]}" for c in label_columns(agg))
+        label = joined(r, label_columns(agg))
         for metric in metrics or [m.name for m in M.directed()]:
             value = r.get(metric)
             if value is None or (isinstance(value, float) and np.isnan(value)):

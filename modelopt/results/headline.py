@@ -8,7 +8,8 @@ from tabulate import tabulate
 
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
-from modelopt.results.report import _kind, _title, fmt, label_columns
+from modelopt.results.labels import label_columns
+from modelopt.results.report import _kind, _title, fmt
 from modelopt.results.stats import ALPHA, paired_p
 
 

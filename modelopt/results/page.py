@@ -7,7 +7,8 @@ import pandas as pd
 
 from modelopt.results import tasks
 from modelopt.results.headline import add_speedups, headline
-from modelopt.results.report import aggregate, baselines, cost_metrics, label_columns, table
+from modelopt.results.labels import joined, label_columns
+from modelopt.results.report import aggregate, baselines, cost_metrics, table
 from modelopt.results.tables import (
     cv_table,
     deploy_table,
@@ -115,7 +116,7 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
     lines = [f"## Headline{title}", ""]
     shown = {b["cell_id"]: b for b in bases.values()}
     if shown:
-        names = "; ".join(" · ".join(str(b[c]) for c in label_columns(part))
+        names = "; ".join(joined(b, label_columns(part), " · ", keyed=False)
                           for b in shown.values())
         lines += [f"Baseline ({how}{' with the same other axes' if len(shown) > 1 else ''}"
                   f"): {names}.", ""]

@@ -11,8 +11,8 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
+from modelopt.results.labels import axis_labels, label_columns
 from modelopt.spec.keys import IMPLIED, compression_keys
-from modelopt.spec.keys import NAMES as CELL_KEYS
 
 
 def _title(m: str) -> str:
@@ -50,51 +50,6 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
                    "train_samples_s", "steps_to_target", "time_to_target_s", "target_reached"]
 
 
-def _spec_label(spec, differing: set[str]) -> str:
-    if spec is None:
-        return "none"
-    if isinstance(spec, list):
-        return "+".join(_spec_label(s, differing) for s in spec) or "none"
-    params = [f"{k}={_fmt_param(v)}" for k, v in spec.items() if k != "name" and k in differing]
-    return f"{spec['name']}({', '.join(params)})" if params else spec["name"]
-
-
-def _fmt_param(v) -> str:
-    if isinstance(v, dict) and "model" in v:  # a distillation teacher
-        return _spec_label(v["model"], set(k for k in v["model"] if k != "name"))
-    return str(v)
-
-
-def axis_labels(cells: list[dict]) -> pd.DataFrame:
-    """One column per cell key that varies across `cells`, labelled by name and the
-    parameters that differ (defaults that all cells share are left out)."""
-    cols = {}
-    for key in CELL_KEYS:
-        values = [c.get(key) for c in cells]
-        specs = [s for v in values if isinstance(v, (dict, list))
-                 for s in (v if isinstance(v, list) else [v]) if s]
-        if key == "train":
-            differing = {k for k in (values[0] or {}) if len({str(v.get(k)) for v in values}) > 1}
-            labels = [", ".join(f"{k}={v[k]}" for k in sorted(differing)) for v in values]
-        else:
-            differing = set()
-            by_name: dict[str, list[dict]] = {}
-            for s in specs:
-                if isinstance(s, dict):
-                    by_name.setdefault(s["name"], []).append(s)
-            for group in by_name.values():
-                for k in {k for s in group for k in s if k != "name"}:
-                    if len({str(s.get(k)) for s in group}) > 1:
-                        differing.add(k)
-            labels = [_spec_label(v, differing) if v is not None else IMPLIED.get(key, "none")
-                      for v in values]
-        if len(set(labels)) > 1:
-            cols[key] = labels
-    if not cols:
-        cols["model"] = [c["model"]["name"] for c in cells]
-    return pd.DataFrame({f"axis:{k}": v for k, v in cols.items()})
-
-
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (suite, cell): axis labels, n seeds ok, status counts, mean and std of
     every numeric metric over the seeds that finished ok."""
@@ -130,11 +85,6 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         labels.append(lab)
     agg = pd.concat([agg, pd.concat(labels)], axis=1)
     return agg
-
-
-def label_columns(agg: pd.DataFrame) -> list[str]:
-    """The axis columns of an aggregate (named `axis:<cell key>`)."""
-    return [c for c in agg.columns if str(c).startswith("axis:")]
 
 
 def fmt(value: float, std: float | None, kind: str) -> str:

@@ -9,7 +9,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from modelopt.results.headline import shipped_figure
-from modelopt.results.report import _kind, _spec_label, _title, axis_labels, fmt, label_columns
+from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
+from modelopt.results.report import _kind, _title, fmt
 
 
 def tuned(agg: pd.DataFrame) -> pd.DataFrame:
@@ -97,7 +98,7 @@ def distill_table(agg: pd.DataFrame) -> str:
         base = scratch.get(without_distill(r["cell"]))
         delta = f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pt" if base is not None else "–"
         rows.append([r[c] for c in labels] + [
-            _spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"}),
+            spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"}),
             fmt(r.get("teacher_accuracy"), r.get("teacher_accuracy_std"), "pct"),
             fmt(base["accuracy"], base["accuracy_std"], "pct") if base is not None else "–",
             fmt(r["accuracy"], r["accuracy_std"], "pct"), delta, int(r["n"])])
@@ -128,7 +129,7 @@ def scaling_table(agg: pd.DataFrame) -> str:
         r = ok.loc[i]
         speedup = r["train_samples_s"] / base
         b = backend[i]
-        rows.append([_spec_label(b, set(b) - {"name"}), int(cores[i]),
+        rows.append([spec_label(b, set(b) - {"name"}), int(cores[i]),
                      fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
                      f"{speedup:.2f}", "–" if on_gpu[i] else f"{speedup / cores[i]:.2f}"])
     return tabulate(rows, headers=["backend", "cores", "train samples/s", "speed-up ×",
@@ -186,6 +187,6 @@ def failures(agg: pd.DataFrame) -> str:
     rows = []
     for _, r in bad.iterrows():
         what = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items() if k != "ok")
-        labels = "; ".join(f"{c[5:]}={r[c]}" for c in label_columns(agg))
+        labels = joined(r, label_columns(agg), sep="; ")
         rows.append([labels, what, (r["error"] or "")[:160]])
     return tabulate(rows, headers=["cell", "not ok", "first error"], tablefmt="github")

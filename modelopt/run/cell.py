@@ -25,6 +25,7 @@ from modelopt.spec import plugins
 from modelopt.spec.cell import Cell, Choice
 from modelopt.techniques import prune, quantize, tasks
 from modelopt.techniques.data import Data, train_sample
+from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.program import Program
 
@@ -184,7 +185,7 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     inputs = None
     if quantizer is not None and quantizer.convert is not None:
         inputs, _ = train_sample(trained.data, quantizer.calibration)
-        model, info = quantizer.convert(trained.net, inputs)
+        model, info = runtime(cell.deploy).realise(quantizer, trained.net, inputs)
         on = backends.CPU  # int8 kernels are the CPU's
     shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)
@@ -226,11 +227,16 @@ def out_batch(data: Data, cell: Cell) -> torch.Tensor:
     return data.x_test[:cell.train.settings.batch_size]
 
 
+def runtime(deploy: Choice | None) -> Format:
+    """The runtime a cell's model ships on (eager where it names none)."""
+    return deploy.build() if deploy is not None else Format()
+
+
 def ship(deploy: Choice | None, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.Module:
     """The deploy format's artifact of `model` (itself when eager); adds what making it took
     (compile seconds, package bytes) to `info`."""
-    fmt = deploy.build() if deploy is not None else None
-    if fmt is None or fmt.ship is None:
+    fmt = runtime(deploy)
+    if fmt.ship is None:
         return model
     # compiled and traced as it runs: in eval mode (batch norm's running statistics; a
     # batch of one has no batch statistics to take)

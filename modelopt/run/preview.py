@@ -10,7 +10,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from modelopt.results import store
-from modelopt.results.report import axis_labels
+from modelopt.results.labels import axis_labels
 from modelopt.spec.schema import Suite
 
 

@@ -66,13 +66,11 @@ class Progress:
 
 def cell_labels(suite) -> dict[str, str]:
     """Each cell named by the axes that vary across the suite (`model=cnn, prune=l1_...`)."""
-    from modelopt.results.report import axis_labels
+    from modelopt.results.labels import names
 
     if len(suite.cells) < 2:
         return {}
-    table = axis_labels([c.as_config() for c in suite.cells])
-    return {c.cell_id: ", ".join(f"{k[5:]}={v}" for k, v in row.items())
-            for c, (_, row) in zip(suite.cells, table.iterrows())}
+    return names({c.cell_id: c.as_config() for c in suite.cells})
 
 
 def totals(out: Path, suite) -> str:

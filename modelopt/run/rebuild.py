@@ -170,7 +170,7 @@ def _sync_attributes(module: nn.Module) -> None:
 
 def build(doc: dict, recipe: Recipe) -> nn.Module:
     """The shipped model, made again from the saved document and the cell's checked recipe."""
-    from modelopt.run.cell import ship
+    from modelopt.run.cell import runtime, ship
     from modelopt.techniques import models
 
     torch.manual_seed(0)  # initial values are overwritten; a factory may draw
@@ -190,8 +190,8 @@ def build(doc: dict, recipe: Recipe) -> nn.Module:
         if quantizer.convert is None:
             raise NotRebuildable(f"quantizer '{recipe.quantize.name}' converts nothing")
         calibration = doc.get("calibration")
-        model, _ = quantizer.convert(net, calibration if isinstance(calibration, torch.Tensor)
-                                     else doc["batch"])
+        model, _ = runtime(recipe.deploy).realise(
+            quantizer, net, calibration if isinstance(calibration, torch.Tensor) else doc["batch"])
     return ship(recipe.deploy, model, doc["batch"], {}).eval()
 
 

@@ -190,6 +190,7 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
     if unfit:
         raise RegistryError(f"{unfit}, but dataset '{dname}' is a {task} task")
     backend = cell["backend"]["name"]
+    _check_runtime(cell, regs)
     if distill and regs["backend"].info(backend).ranks:
         raise RegistryError(f"distill with backend '{backend}' (several ranks) is not supported: "
                             "every rank would train its own teacher; use cpu or cuda")
@@ -198,6 +199,20 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         if kind is not None and kind not in inputs:
             raise RegistryError(f"augment '{aug['name']}' applies to {'/'.join(inputs)} inputs, "
                                 f"not to dataset '{dname}' ({kind})")
+
+
+def _check_runtime(cell: dict, regs: dict[str, Registry]) -> None:
+    """The runtime a cell ships on must carry out what its quantizer asks for (the
+    quantizer's intent, the runtime's `refuses`): said when the suite loads."""
+    quantize, deploy = cell.get("quantize"), cell.get("deploy")
+    if not quantize or not deploy:
+        return
+    intent = getattr(regs["quantize"].build_spec(quantize), "intent", None)
+    refuses = getattr(regs["deploy"].build_spec(deploy), "refuses", None)
+    why = refuses(intent) if intent is not None and refuses is not None else None
+    if why:
+        raise RegistryError(f"quantize '{quantize['name']}' cannot ship on deploy "
+                            f"'{deploy['name']}': {why}")
 
 
 def _matches(combo: dict, pattern: dict) -> bool:

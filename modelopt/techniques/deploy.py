@@ -18,15 +18,38 @@ from torch import nn
 from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques import program
 from modelopt.techniques.errors import TechniqueError, first_line
+from modelopt.techniques.quantize import Intent, Quantizer
 
 Ship = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
 
 
+# (the quantizer's intent, the trained model, calibration inputs) -> (the model, what it did)
+Realise = Callable[[Intent, nn.Module, torch.Tensor], tuple[nn.Module, dict]]
+
+
 @dataclass(frozen=True)
 class Format:
-    """`ship(model, batch)`: the artifact and what making it took (None: the model as is)."""
+    """A runtime a model ships on. `ship(model, batch)`: the artifact and what making it
+    took (None: the model as is). `quantize`: how this runtime carries out a quantizer's
+    intent, or None for PyTorch's own realisation (the quantizer's `convert`, then `ship`);
+    `refuses(intent)`: why it cannot (None: it can)."""
 
     ship: Ship | None = None
+    quantize: Realise | None = None
+    refuses: Callable[[Intent], str | None] = lambda intent: None
+
+    def realise(self, quantizer: Quantizer, model: nn.Module, inputs: torch.Tensor
+                ) -> tuple[nn.Module, dict]:
+        """The quantized model this runtime ships, from the trained one (left as it was)."""
+        why = self.refuses(quantizer.intent) if quantizer.intent is not None else None
+        if why:
+            raise TechniqueError(why)
+        if self.quantize is not None:
+            if quantizer.intent is None:
+                raise TechniqueError("the quantizer states no intent (Quantizer.intent) that "
+                                     "this runtime could carry out")
+            return self.quantize(quantizer.intent, model, inputs)
+        return quantizer.convert(model, inputs)
 
 
 @DEPLOYERS.register("eager")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Annotated, Callable
 
@@ -32,68 +33,81 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list
             {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0}]
 
 
-# Every optimizer takes the model, as timm's create_optimizer_v2 does, so that weight decay
-# can leave biases and norm scales alone; `decay_all: true` decays them as torch does.
+def optimizer(name: str, weight_decay: float = 0.0, **facts):
+    """Register an optimizer written as `fn(params, /, lr=..., ...)`. Every optimizer takes
+    the model, as timm's create_optimizer_v2 does, so that weight decay can leave biases and
+    norm scales alone: the entry gets `weight_decay` (this default) and `decay_all: true`
+    (decay them as torch does) here, once, and `fn` the parameter groups they make."""
+    def deco(fn: Callable) -> Callable:
+        def entry(model, /, *, weight_decay: float = weight_decay, decay_all: bool = False,
+                  **params) -> torch.optim.Optimizer:
+            return fn(param_groups(model, weight_decay, decay_all), **params)
 
-@OPTIMIZERS.register("gd", full_batch=True)
-def gd(model, /, lr: Positive = 0.1, weight_decay: NonNegative = 0.0,
-       decay_all: bool = False) -> torch.optim.Optimizer:
+        own = [p for p in inspect.signature(fn).parameters.values()
+               if p.kind is not p.POSITIONAL_ONLY]
+        kw = inspect.Parameter.KEYWORD_ONLY
+        entry.__signature__ = inspect.Signature([
+            inspect.Parameter("model", inspect.Parameter.POSITIONAL_ONLY), *own,
+            inspect.Parameter("weight_decay", kw, default=weight_decay, annotation=NonNegative),
+            inspect.Parameter("decay_all", kw, default=False, annotation=bool)])
+        entry.__annotations__ = {**fn.__annotations__, "weight_decay": NonNegative,
+                                 "decay_all": bool}
+        entry.__doc__, entry.__name__, entry.__module__ = fn.__doc__, fn.__name__, fn.__module__
+        OPTIMIZERS.register(name, **facts)(entry)
+        return fn
+    return deco
+
+
+@optimizer("gd", full_batch=True)
+def gd(params, /, lr: Positive = 0.1) -> torch.optim.Optimizer:
     """Full-batch gradient descent: every step uses the whole training split."""
-    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr)
+    return torch.optim.SGD(params, lr=lr)
 
 
-@OPTIMIZERS.register("sgd")
-def sgd(model, /, lr: Positive = 0.01, weight_decay: NonNegative = 0.0,
-        decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("sgd")
+def sgd(params, /, lr: Positive = 0.01) -> torch.optim.Optimizer:
     """Plain minibatch stochastic gradient descent."""
-    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr)
+    return torch.optim.SGD(params, lr=lr)
 
 
-@OPTIMIZERS.register("momentum")
-def momentum(model, /, lr: Positive = 0.01, momentum: Probability = 0.9,
-             weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("momentum")
+def momentum(params, /, lr: Positive = 0.01, momentum: Probability = 0.9) -> torch.optim.Optimizer:
     """SGD with heavy-ball momentum."""
-    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr, momentum=momentum)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
-@OPTIMIZERS.register("nesterov")
-def nesterov(model, /, lr: Positive = 0.01, momentum: Annotated[float, Field(gt=0, le=1)] = 0.9,
-             weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("nesterov")
+def nesterov(params, /, lr: Positive = 0.01, momentum: Annotated[float, Field(gt=0, le=1)] = 0.9
+             ) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum."""
-    return torch.optim.SGD(param_groups(model, weight_decay, decay_all), lr=lr,
-                           momentum=momentum, nesterov=True)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True)
 
 
-@OPTIMIZERS.register("adam")
-def adam(model, /, lr: Positive = 1e-3, betas: Betas = (0.9, 0.999), eps: Positive = 1e-8,
-         weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("adam")
+def adam(params, /, lr: Positive = 1e-3, betas: Betas = (0.9, 0.999), eps: Positive = 1e-8
+         ) -> torch.optim.Optimizer:
     """Adam (weight_decay here is the coupled L2 form; see adamw)."""
-    return torch.optim.Adam(param_groups(model, weight_decay, decay_all), lr=lr, betas=betas,
-                            eps=eps)
+    return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
 
 
-@OPTIMIZERS.register("adamw")
-def adamw(model, /, lr: Positive = 1e-3, betas: Betas = (0.9, 0.999), eps: Positive = 1e-8,
-          weight_decay: NonNegative = 0.01, decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("adamw", weight_decay=0.01)
+def adamw(params, /, lr: Positive = 1e-3, betas: Betas = (0.9, 0.999), eps: Positive = 1e-8
+          ) -> torch.optim.Optimizer:
     """Adam with decoupled weight decay."""
-    return torch.optim.AdamW(param_groups(model, weight_decay, decay_all), lr=lr, betas=betas,
-                             eps=eps)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps)
 
 
-@OPTIMIZERS.register("rmsprop")
-def rmsprop(model, /, lr: Positive = 1e-3, alpha: Probability = 0.99, eps: Positive = 1e-8,
-            momentum: Probability = 0.0, weight_decay: NonNegative = 0.0,
-            decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("rmsprop")
+def rmsprop(params, /, lr: Positive = 1e-3, alpha: Probability = 0.99, eps: Positive = 1e-8,
+            momentum: Probability = 0.0) -> torch.optim.Optimizer:
     """RMSprop."""
-    return torch.optim.RMSprop(param_groups(model, weight_decay, decay_all), lr=lr, alpha=alpha,
-                               eps=eps, momentum=momentum)
+    return torch.optim.RMSprop(params, lr=lr, alpha=alpha, eps=eps, momentum=momentum)
 
 
-@OPTIMIZERS.register("adagrad")
-def adagrad(model, /, lr: Positive = 0.01, eps: Positive = 1e-10,
-            weight_decay: NonNegative = 0.0, decay_all: bool = False) -> torch.optim.Optimizer:
+@optimizer("adagrad")
+def adagrad(params, /, lr: Positive = 0.01, eps: Positive = 1e-10) -> torch.optim.Optimizer:
     """Adagrad."""
-    return torch.optim.Adagrad(param_groups(model, weight_decay, decay_all), lr=lr, eps=eps)
+    return torch.optim.Adagrad(params, lr=lr, eps=eps)
 
 
 # ---------------------------------------------------------------- schedules

@@ -23,14 +23,29 @@ Convert = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
 
 
 @dataclass(frozen=True)
+class Intent:
+    """What a quantizer asks for, said once, whoever carries it out: a scheme
+    (`int8_static`: int8 weights per channel and int8 activations with ranges calibrated on
+    `calibration` training inputs; `int8_dynamic`: activations quantized on the fly;
+    `int8_weight_only`; or a plugin's own) and its options. Each runtime realises it in its
+    own way (deploy.Format.realise) or refuses with a reason."""
+
+    scheme: str
+    calibration: int = 0  # training inputs it calibrates on (0: none)
+    options: tuple[tuple[str, object], ...] = ()  # e.g. (("layers", "linear_gru"),)
+
+
+@dataclass(frozen=True)
 class Quantizer:
     """What a quantize technique does: hooks after each optimizer step while training, and/or
-    `convert`, which turns the trained model into the one that ships (a copy; the trained
-    model is left as it was) and says what it did, from `calibration` training inputs."""
+    an `intent` for the model that ships, with `convert`, its realisation in PyTorch (what
+    the eager, compile and export runtimes ship): a copy of the trained model (left as it
+    was), and what it did, from `calibration` training inputs."""
 
     after_step: list[Hook] = field(default_factory=list)
     convert: Convert | None = None
     calibration: int = 2
+    intent: Intent | None = None
 
 
 Layers = Literal["linear", "linear_gru"]
@@ -41,19 +56,22 @@ def int8_dynamic(*, layers: Layers = "linear") -> Quantizer:
     """Dynamic int8: int8 weights, activations quantized on the fly, in Linear layers
     (torchao's quantize_; torch.ao's quantize_dynamic where torchao is absent, or for GRU
     layers with layers: linear_gru). CPU only."""
-    return Quantizer(convert=lambda model, x: _dynamic(model, layers))
+    return Quantizer(convert=lambda model, x: _dynamic(model, layers),
+                     intent=Intent("int8_dynamic", options=(("layers", layers),)))
 
 
 @QUANTIZERS.register("dynamic_int8")
 def dynamic_int8(*, layers: Layers = "linear_gru") -> Quantizer:
     """The former name of int8_dynamic (its GRU layers quantized too, as before)."""
-    return Quantizer(convert=lambda model, x: _dynamic(model, layers))
+    return Quantizer(convert=lambda model, x: _dynamic(model, layers),
+                     intent=Intent("int8_dynamic", options=(("layers", layers),)))
 
 
 @QUANTIZERS.register("int8_weight_only")
 def int8_weight_only() -> Quantizer:
     """int8 weights of Linear layers, computed in float (torchao's quantize_). CPU only."""
-    return Quantizer(convert=lambda model, x: _quantize_(model, "int8_weight_only"))
+    return Quantizer(convert=lambda model, x: _quantize_(model, "int8_weight_only"),
+                     intent=Intent("int8_weight_only"))
 
 
 @QUANTIZERS.register("int8_static")
@@ -61,7 +79,8 @@ def int8_static(*, calibration: PositiveInt = 512) -> Quantizer:
     """Static int8 through PT2E: export, torchao's X86InductorQuantizer (convolutions and
     Linear layers, per-channel weights), activation ranges observed on `calibration`
     training inputs, convert. Ships the exported program. CPU only."""
-    return Quantizer(convert=_static, calibration=max(2, calibration))
+    return Quantizer(convert=_static, calibration=max(2, calibration),
+                     intent=Intent("int8_static", max(2, calibration)))
 
 
 @QUANTIZERS.register("weight_clip", trains=True)

@@ -1,0 +1,79 @@
+"""How a cell is named, everywhere it is named (progress lines, plan, report, plots,
+compare, export): by the axes that vary across the cells it is shown with, never by its
+hash alone. One labeller: `axis_labels` makes the columns, `joined` a row's words."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from modelopt.spec.keys import IMPLIED
+from modelopt.spec.keys import NAMES as CELL_KEYS
+
+
+def spec_label(spec, differing: set[str]) -> str:
+    if spec is None:
+        return "none"
+    if isinstance(spec, list):
+        return "+".join(spec_label(s, differing) for s in spec) or "none"
+    params = [f"{k}={_fmt_param(v)}" for k, v in spec.items() if k != "name" and k in differing]
+    return f"{spec['name']}({', '.join(params)})" if params else spec["name"]
+
+
+def _fmt_param(v) -> str:
+    if isinstance(v, dict) and "model" in v:  # a distillation teacher
+        return spec_label(v["model"], set(k for k in v["model"] if k != "name"))
+    return str(v)
+
+
+def axis_labels(cells: list[dict]) -> pd.DataFrame:
+    """One column per cell key that varies across `cells`, labelled by name and the
+    parameters that differ (defaults that all cells share are left out)."""
+    cols = {}
+    for key in CELL_KEYS:
+        values = [c.get(key) for c in cells]
+        specs = [s for v in values if isinstance(v, (dict, list))
+                 for s in (v if isinstance(v, list) else [v]) if s]
+        if key == "train":
+            differing = {k for k in (values[0] or {}) if len({str(v.get(k)) for v in values}) > 1}
+            labels = [", ".join(f"{k}={v[k]}" for k in sorted(differing)) for v in values]
+        else:
+            differing = set()
+            by_name: dict[str, list[dict]] = {}
+            for s in specs:
+                if isinstance(s, dict):
+                    by_name.setdefault(s["name"], []).append(s)
+            for group in by_name.values():
+                for k in {k for s in group for k in s if k != "name"}:
+                    if len({str(s.get(k)) for s in group}) > 1:
+                        differing.add(k)
+            labels = [spec_label(v, differing) if v is not None else IMPLIED.get(key, "none")
+                      for v in values]
+        if len(set(labels)) > 1:
+            cols[key] = labels
+    if not cols:
+        cols["model"] = [c["model"]["name"] for c in cells]
+    return pd.DataFrame({f"axis:{k}": v for k, v in cols.items()})
+
+
+def label_columns(agg: pd.DataFrame) -> list[str]:
+    """The axis columns of an aggregate (named `axis:<cell key>`)."""
+    return [c for c in agg.columns if str(c).startswith("axis:")]
+
+
+
+
+def joined(row, columns: list[str], sep: str = ", ", keyed: bool = True) -> str:
+    """One cell's label from its axis columns: `model=cnn, prune=l1_unstructured` (keyed),
+    or the values alone (`cnn · l1_unstructured`)."""
+    return sep.join(f"{c[5:]}={row[c]}" if keyed else str(row[c]) for c in columns)
+
+
+def names(configs: dict[str, dict]) -> dict[str, str]:
+    """Each cell id named by the axes that differ between these cells (their resolved
+    configs)."""
+    ids = [c for c, cfg in configs.items() if cfg]
+    if not ids:
+        return {}
+    table = axis_labels([configs[c] for c in ids])
+    cols = label_columns(table)
+    return {cid: joined(row, cols) for cid, (_, row) in zip(ids, table.iterrows())}
