@@ -32,13 +32,15 @@ def test_cell(benchmark, suite, cell_run, results_dir):
         raise KeyboardInterrupt
     rec = records[0]
     results.append(results.results_path(results_dir), rec)
-    undeclared = M.undeclared(rec.metrics)
+    undeclared = M.undeclared(rec.figures())
     if undeclared:  # every figure is in the metric table, or this is a bug of ours
         pytest.fail(f"metrics missing from modelopt/results/metrics.py: {undeclared}")
     benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
                                  "status": rec.status, "error": rec.error,
                                  **{k: v for k, v in rec.metrics.items()
-                                    if M.TABLE[k].fmt != "none"}})
+                                    if M.TABLE[k].fmt != "none"},
+                                 # the other models' figures, by model (slimmed)
+                                 "models": rec.models})
     if rec.status != "ok":
         pytest.fail(f"{rec.status}: {rec.error}")
     # the saved model rebuilt as the timing stage rebuilds it (run/rebuild.py)

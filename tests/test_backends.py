@@ -98,8 +98,8 @@ def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
     pruned = run_cell(cuda_cell("{name: cuda}", prune={
         "name": "l1_structured", "amount": 0.5, "finetune_steps": 10}), 0)
     assert pruned.status == "ok", pruned.error
-    assert pruned.metrics["slimmed_max_abs_diff"] < 1e-4
-    assert "slimmed" in pruned.models and pruned.metrics["slimmed_params"] > 0
+    assert pruned.figures_of["slimmed"]["max_abs_diff"] < 1e-4
+    assert "slimmed" in pruned.models and pruned.figures_of["slimmed"]["params"] > 0
     q = run_cell(cuda_cell("{name: cuda}", quantize={"name": "dynamic_int8"}), 0)
     assert q.status == "ok", q.error
     assert q.metrics["accuracy"] > 0.4 and q.env["device"].startswith("cuda")

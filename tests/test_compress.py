@@ -87,11 +87,10 @@ def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
     with torch.no_grad():
         m(d.x_train[:64])
     pruned = prune.apply({"name": name, "amount": 0.5}, m, d, lambda *a: None)
-    info = pruned.info
     # half of 8 channels in each conv layer, as whole channels
     assert structured.zeroed_channels(m) == {"1": (4, 8), "4": (4, 8), "7": (4, 8)}
     assert count_params(pruned.slimmed)[0] < count_params(m)[0] * 0.6
-    assert info["slimmed_max_abs_diff"] < 1e-5  # same outputs as the masked model
+    assert pruned.slimmed_diff < 1e-5  # same outputs as the masked model
 
 
 def test_a_structured_cell_reports_masked_and_slimmed_figures():
@@ -111,11 +110,12 @@ matrix:
   model: [{name: mlp, hidden: 32}]
 """).cells[0]
     out = run_cell(cfg, 0)
-    m = out.metrics
-    assert m["params_nonzero"] < m["params"] and m["slimmed_params"] < 0.6 * m["params"]
+    m, slim = out.metrics, out.figures_of["slimmed"]
+    assert m["params_nonzero"] < m["params"] and slim["params"] < 0.6 * m["params"]
+    assert slim["max_abs_diff"] < 1e-4 and "slimmed_params" not in m
     # both go to the timing stage: the masked model (dense shapes) and the slimmed one
     assert set(out.models) == {"model", "slimmed"}
-    assert sum(p.numel() for p in out.models["slimmed"].shipped.parameters()) == m["slimmed_params"]
+    assert sum(p.numel() for p in out.models["slimmed"].shipped.parameters()) == slim["params"]
     # the fine-tuning's 10 steps are part of the cell's training time
     assert 0 < m["finetune_seconds"] < m["train_seconds"]
     assert m["train_seconds"] == pytest.approx(30 * 64 / m["train_samples_s"] + m["finetune_seconds"])
@@ -172,7 +172,7 @@ def test_structured_pruning_follows_a_residual_add_and_slims_to_the_same_outputs
     assert zeroed == {"stem": (4, 8), "blocks.0.conv1": (4, 8), "blocks.0.conv2": (4, 8)}
     stem, conv2 = m.stem.weight.abs().sum((1, 2)), m.blocks[0].conv2.weight.abs().sum((1, 2))
     assert torch.equal(stem == 0, conv2 == 0)
-    assert out.info["slimmed_max_abs_diff"] < 1e-5
+    assert out.slimmed_diff < 1e-5
     assert out.slimmed.stem.out_channels == 4 and out.slimmed.head.in_features == 48
 
 
@@ -183,7 +183,7 @@ def test_resnet18_structured_at_half_the_channels_keeps_a_quarter_of_the_paramet
     out = prune.apply({"name": "l1_structured", "amount": 0.5}, m, d, lambda *a: None)
     dense = count_params(m)[0]
     assert count_params(out.slimmed)[0] <= 0.3 * dense
-    assert out.info["slimmed_max_abs_diff"] <= 1e-4 and out.info["channels_removed"] == 0.5
+    assert out.slimmed_diff <= 1e-4 and out.info["channels_removed"] == 0.5
     assert isinstance(out.slimmed.fc, nn.Linear) and out.slimmed.fc.out_features == 10
 
 

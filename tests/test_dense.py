@@ -23,8 +23,7 @@ include:
   - {quantize: {name: weight_clip, clip: 0.5}}  # acts while training: trains its own
 """
 
-SAME = ("accuracy", "loss", "params_nonzero", "slimmed_params",
-        "best_val_step", "accuracy_best_val")
+SAME = ("accuracy", "loss", "params_nonzero", "best_val_step", "accuracy_best_val")
 
 
 def test_the_training_key_ignores_what_happens_after_training_only():
@@ -51,6 +50,7 @@ def test_a_loaded_dense_model_gives_the_figures_of_training_it(tmp_path):
         assert loaded.metrics["dense_reused"] is True
         for m in SAME:
             assert loaded.metrics.get(m) == trained.metrics.get(m), (cell.cell_id, m)
+        assert loaded.figures_of == trained.figures_of
         assert _untimed(loaded.curves) == _untimed(trained.curves)
         # the training's speed is that of the cell that trained it, not the load's
         assert loaded.metrics["train_samples_s"] == first.metrics["train_samples_s"]

@@ -96,9 +96,9 @@ def test_a_pruned_cell_ships_and_checks_its_slimmed_model_in_the_format():
     config = cell("compile").replaced(prune={"name": "l1_structured", "amount": 0.5,
                                              "finetune_steps": 5, "rounds": 1})
     out = run_cell(config, 0)
-    m = out.metrics
     assert isinstance(out.models["slimmed"].shipped, deploy.Compiled)
-    assert m["slimmed_compile_seconds"] > 0 and m["slimmed_deploy_agreement"] == 1.0
+    slim = out.figures_of["slimmed"]
+    assert slim["compile_seconds"] > 0 and slim["deploy_agreement"] == 1.0
 
 
 RUNTIME = """

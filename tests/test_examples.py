@@ -19,7 +19,7 @@ def test_the_bring_your_own_model_example_runs_end_to_end(tmp_path):
     assert len(images) == 6 and all(rec["status"] == "ok" for rec in images)
     assert all(rec["cell"]["plugins"]["modules"] == ["my_nets"] for rec in images)
     slim = [rec for rec in images if (rec["cell"].get("prune") or {}).get("name") == "l1_structured"]
-    assert all(rec["metrics"]["slimmed_params"] < 0.5 * rec["metrics"]["params"] for rec in slim)
+    assert all(rec["models"]["slimmed"]["params"] < 0.5 * rec["metrics"]["params"] for rec in slim)
     report = (out / "report" / "byo-images.md").read_text()
     assert "l1_structured" in report and "(slimmed)" in report
     assert "byo-table" in (out / "report" / "byo-table.md").read_text()

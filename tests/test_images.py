@@ -95,7 +95,7 @@ defaults:
     out = run_cell(cell, 0)
     m = out.metrics
     assert out.status == "ok" and m["final_step"] == 6 and 0 <= m["accuracy"] <= 1
-    assert m["train_samples_s"] > 0 and m["slimmed_params"] < 0.4 * m["params"]
+    assert m["train_samples_s"] > 0 and out.figures_of["slimmed"]["params"] < 0.4 * m["params"]
 
 
 def test_digits_are_written_out_as_an_image_folder(tmp_path):

@@ -59,3 +59,29 @@ def test_results_of_unregistered_models_and_datasets_report_without_their_code(t
     assert "sines" in pages.suite_page(df, "mine")
     assert export.github_action_benchmark(df)["bigger"]
     assert not compare.compare(tmp_path, tmp_path).failed
+
+
+def test_figures_belong_to_a_model_and_old_records_still_read(tmp_path):
+    """A record keeps the slimmed model's figures as that model's (`models.slimmed.params`);
+    a line written before, with them prefixed among the cell's (`slimmed_params`), reads into
+    the same structure, and both load into the same table columns."""
+    new = Record(suite="s", cell_id="c", seed=0, status="ok",
+                 metrics={"accuracy": 0.9, "params": 100},
+                 models={"slimmed": {"params": 40, "latency_ms_batch_p50": 1.5,
+                                     "max_abs_diff": 1e-6}})
+    old = {"suite": "s", "cell_id": "c", "seed": 1, "status": "ok",
+           "metrics": {"accuracy": 0.8, "params": 100, "slimmed_params": 40,
+                       "slimmed_max_abs_diff": 2e-6, "slimmed_compile_seconds": 3.0}}
+    read = Record.model_validate(old, context={"from_file": True})
+    assert read.metrics == {"accuracy": 0.8, "params": 100}
+    assert read.models == {"slimmed": {"params": 40, "max_abs_diff": 2e-6,
+                                       "compile_seconds": 3.0}}
+    results.append(tmp_path, new)
+    with open(results.results_path(tmp_path), "a") as f:
+        f.write(json.dumps(old) + "\n")
+    df = results.load(tmp_path).set_index("seed")
+    assert list(df["slimmed_params"]) == [40, 40] and df.loc[1, "slimmed_compile_seconds"] == 3.0
+    assert df.loc[0, "slimmed_max_abs_diff"] == 1e-6
+    with pytest.raises(ValueError, match="figure 'params' is 'many'"):
+        Record.model_validate({**old, "models": {"slimmed": {"params": "many"}}},
+                              context={"from_file": True})

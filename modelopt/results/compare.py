@@ -28,9 +28,9 @@ PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_m
 # a training speed measured over less than this (seconds of training, every seed, both
 # sides) is start-up and noise: reported, not gated
 MIN_TRAIN_S = 2.0
-LATENCY = {("model", "ms_batch1"): "latency_ms_p50", ("model", "ms_batch"): "latency_ms_batch_p50",
-           ("slimmed", "ms_batch1"): "slimmed_latency_ms_p50",
-           ("slimmed", "ms_batch"): "slimmed_latency_ms_batch_p50"}
+# a timed model's latency as a figure: (its kind, batch 1 or the batch) -> column
+LATENCY = {(kind, which): figures[i] for kind, figures in M.LATENCY_FIGURES.items()
+           for i, which in enumerate(("ms_batch1", "ms_batch"))}
 
 
 def parse_threshold(text: str) -> tuple[str, M.Metric]:

@@ -16,14 +16,14 @@ from modelopt.results.stats import ALPHA, paired_p
 def shipped_kind(r: pd.Series) -> str:
     """What would ship: the slimmed model where structured pruning built one, else the
     deployed model (the int8 copy, or the trained one)."""
-    return "slimmed" if pd.notna(r.get("slimmed_params")) else "model"
+    return "slimmed" if pd.notna(r.get(M.column("slimmed", "params"))) else "model"
 
 
 def shipped_figure(r: pd.Series, name: str):
     """(mean, std) of a figure of the model that would ship."""
-    slim = r.get(f"slimmed_{name}")
-    return (slim, r.get(f"slimmed_{name}_std")) if shipped_kind(r) == "slimmed" and pd.notna(
-        slim) else (r.get(name), r.get(f"{name}_std"))
+    col = M.column(shipped_kind(r), name)
+    return (r.get(col), r.get(f"{col}_std")) if pd.notna(r.get(col)) else (
+        r.get(name), r.get(f"{name}_std"))
 
 
 def add_speedups(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.Series]) -> pd.DataFrame:

@@ -6,6 +6,8 @@ records but that is not declared here fails the test suite (tests/test_metrics.p
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from modelopt.spec.metric import Metric, Tolerance  # noqa: F401  (the table's entries)
 
 
@@ -51,10 +53,9 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("size_bytes", "size B", "si", False, "exact", unit="bytes"),
     _m("size_bytes_compressed", "zipped B", "si", False, "relative", 0.05, "bytes"),
     _m("prune_amount", "prune amount", "f2"),
-    _m("slimmed_params", "slimmed params", "int", False, "exact"),
-    _m("slimmed_flops", "slimmed FLOPs", "si", False, "exact", unit="FLOPs"),
-    _m("slimmed_size_bytes", "slimmed size B", "si", False, "exact", unit="bytes"),
-    _m("slimmed_max_abs_diff", "slimmed vs masked max |Δ|", "g3", False),
+    # a model made from another (structured pruning's slimmed model from the masked one):
+    # how far its outputs are from the model it was made from
+    _m("max_abs_diff", "vs its source max |Δ|", "g3", False),
     _m("channels_removed", "channels removed", "f2"),
     _m("quantized", "quantized", "bool"),
     _m("quantized_engine", "quantized engine", "none"),
@@ -67,10 +68,6 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("compile_seconds", "compile s", "f1", False, unit="s", timing=True),
     _m("deploy_max_abs_diff", "deployed vs model max |Δ|", "g3", False),
     _m("deploy_agreement", "deployed classes agree", "pct", True),
-    _m("slimmed_compile_seconds", "slimmed compile s", "f1", False, unit="s", timing=True),
-    _m("slimmed_artifact_bytes", "slimmed artifact B", "si", False, "exact", unit="bytes"),
-    _m("slimmed_deploy_max_abs_diff", "deployed slimmed vs slimmed max |Δ|", "g3", False),
-    _m("slimmed_deploy_agreement", "deployed slimmed classes agree", "pct", True),
     # ---- data
     _m("train_samples", "train samples", "int"),
     _m("duplicates_dropped", "duplicates dropped", "int"),
@@ -95,9 +92,6 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     # p90 over a process's ~5 ms blocks (each a mean of many calls), not a per-call tail
     _m("latency_ms_p90", "latency p90 ms", "g3", False, unit="ms", timing=True),
     _m("latency_ms_batch_p50", "batch latency ms", "g3", False, "relative", 0.10, "ms", True),
-    _m("slimmed_latency_ms_p50", "slimmed latency ms", "g3", False, "relative", 0.10, "ms", True),
-    _m("slimmed_latency_ms_batch_p50", "slimmed batch ms", "g3", False, "relative", 0.10, "ms",
-       True),
     _m("latency_processes", "timing processes", "int"),
     # ---- derived by the report from the timing stage: baseline latency over this row's,
     # both timed in the same processes (see timing.speedups)
@@ -109,10 +103,31 @@ for _base in ("speedup_batch", "speedup_batch1"):
         TABLE[f"{_base}_{_end}"] = _m(f"{_base}_{_end}", f"{TABLE[_base].title} {_end}", "f2",
                                       True, timing=True)
 
-# latency figures and the model they are taken of ("model": what the cell deploys, the
-# masked or int8 copy included; "slimmed": structured pruning with the channels removed)
-LATENCY_FIGURES = {"model": ("latency_ms_p50", "latency_ms_batch_p50"),
-                   "slimmed": ("slimmed_latency_ms_p50", "slimmed_latency_ms_batch_p50")}
+# ---------------------------------------------------------------- figures per model
+# A cell measures the model it ships ("model": the masked or int8 copy included), and where
+# structured pruning removed channels, the smaller model it built ("slimmed"). A record
+# holds each model's figures apart (Record.models); a figure is declared once above, and a
+# table column of another model's figure is named by `column` (slimmed_params).
+MODELS = {"slimmed": "structured pruning's model, the channels removed"}
+PER_MODEL = ("params", "flops", "size_bytes", "max_abs_diff", "compile_seconds",
+             "artifact_bytes", "deploy_max_abs_diff", "deploy_agreement", "latency_ms_p50",
+             "latency_ms_batch_p50")
+
+
+def column(kind: str, figure: str) -> str:
+    """The table column of a model's figure: the shipped model's own name, another's
+    prefixed by its kind."""
+    return figure if kind == "model" else f"{kind}_{figure}"
+
+
+for _kind in MODELS:
+    for _name in PER_MODEL:
+        TABLE[column(_kind, _name)] = replace(TABLE[_name], name=column(_kind, _name),
+                                              title=f"{_kind} {TABLE[_name].title}")
+
+# latency figures and the model they are taken of
+LATENCY_FIGURES = {kind: (column(kind, "latency_ms_p50"), column(kind, "latency_ms_batch_p50"))
+                   for kind in ("model", *MODELS)}
 
 
 class UnknownMetric(KeyError):

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from modelopt.results import metrics as M  # noqa: E402
 from modelopt.results import tasks  # noqa: E402
 from modelopt.results.diagnostics import (  # noqa: E402
     DPI,
@@ -53,7 +54,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
                     yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="o", capsize=3,
                     color=cmap(i % cmap.N), label=labels[i])
     xs, ys = list(ok[x]), list(ok[y])
-    slim_x = f"slimmed_{x}"
+    slim_x = M.column("slimmed", x)
     if slim_x in ok.columns:  # the same weights with pruned channels removed
         for i, r in ok[ok[slim_x].notna()].iterrows():
             ax.errorbar(r[slim_x], r[y] * scale, xerr=r.get(f"{slim_x}_std", 0) or 0,

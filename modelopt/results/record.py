@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 # names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
 # path separators, and no leading dot (so never `.` or `..`)
@@ -40,6 +40,26 @@ class Record(BaseModel):
     started_at: str | None = None
     duration_s: float | None = None
     group: dict[str, Any] | None = None  # tune / cv variants of one matrix cell
+    # the figures of the other models the cell measured, by kind (metrics.MODELS: "slimmed",
+    # structured pruning's smaller model); `metrics` are the shipped model's and the cell's
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _previous_shape(cls, data: Any) -> Any:
+        """Records written before figures belonged to a model kept another model's figures
+        among the cell's, prefixed (`slimmed_params`): read, they are that model's."""
+        from modelopt.results.metrics import MODELS, PER_MODEL, column
+
+        if not isinstance(data, dict) or "models" in data or not isinstance(
+                data.get("metrics"), dict):
+            return data
+        metrics, models = dict(data["metrics"]), {}
+        for kind in MODELS:
+            for name in PER_MODEL:
+                if column(kind, name) in metrics:
+                    models.setdefault(kind, {})[name] = metrics.pop(column(kind, name))
+        return {**data, "metrics": metrics, "models": models}
 
     @field_validator("metrics")
     @classmethod
@@ -49,28 +69,24 @@ class Record(BaseModel):
         `from_file`), a NaN, an infinity or a word where a number is declared is refused,
         naming the figure, rather than dropped from a comparison unseen. Descriptive
         entries (fmt none: the confusion matrix, the quantization path) keep their shapes."""
-        from modelopt.results.metrics import TABLE
+        return checked_figures(metrics, bool((info.context or {}).get("from_file")))
+
+    @field_validator("models")
+    @classmethod
+    def _models_figures(cls, models: dict, info: ValidationInfo) -> dict:
+        from modelopt.results.metrics import column
 
         strict = bool((info.context or {}).get("from_file"))
-        out = {}
-        for name, value in metrics.items():
-            if value is None:
-                continue  # absent
-            declared = TABLE.get(name)
-            descriptive = declared is not None and declared.fmt == "none"
-            if isinstance(value, float) and not math.isfinite(value):
-                if not strict:
-                    continue
-                raise ValueError(f"figure '{name}' is {value}: a figure is a finite number or "
-                                 "absent")
-            # a yes/no counts as a number (target_reached averages to a share), but never
-            # where the gate compares a measured figure (accuracy: true)
-            number = isinstance(value, (int, float)) and not (
-                isinstance(value, bool) and declared is not None and declared.gated)
-            if declared is not None and not descriptive and not number:
-                raise ValueError(f"figure '{name}' is {value!r}: a number is declared")
-            out[name] = value
-        return out
+        return {kind: checked_figures(figures, strict, lambda n, k=kind: column(k, n))
+                for kind, figures in models.items()}
+
+    def figures(self) -> dict[str, Any]:
+        """Every figure as a table column: the cell's, and each other model's by its kind
+        (metrics.column)."""
+        from modelopt.results.metrics import column
+
+        return {**self.metrics, **{column(kind, name): v for kind, figures in self.models.items()
+                                   for name, v in figures.items()}}
 
     @property
     def key(self) -> tuple[str, int]:
@@ -86,3 +102,28 @@ class Record(BaseModel):
 
         return self.task or tasks.guess(self.metrics)
 
+
+def checked_figures(metrics: dict, strict: bool, declared_as=lambda name: name) -> dict:
+    """Figures with absent ones dropped, each a finite number where one is declared (see
+    Record._figures_are_finite_numbers); `declared_as`: a figure's name in the table."""
+    from modelopt.results.metrics import TABLE
+
+    out = {}
+    for name, value in metrics.items():
+        if value is None:
+            continue  # absent
+        declared = TABLE.get(declared_as(name))
+        descriptive = declared is not None and declared.fmt == "none"
+        if isinstance(value, float) and not math.isfinite(value):
+            if not strict:
+                continue
+            raise ValueError(f"figure '{name}' is {value}: a figure is a finite number or "
+                             "absent")
+        # a yes/no counts as a number (target_reached averages to a share), but never
+        # where the gate compares a measured figure (accuracy: true)
+        number = isinstance(value, (int, float)) and not (
+            isinstance(value, bool) and declared is not None and declared.gated)
+        if declared is not None and not descriptive and not number:
+            raise ValueError(f"figure '{name}' is {value!r}: a number is declared")
+        out[name] = value
+    return out

@@ -43,9 +43,10 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
     else:
         cols += ["flops", "size_bytes"]
     cols += ["latency_ms_p50", "latency_ms_batch_p50"]
-    if "slimmed_params" in agg.columns and agg["slimmed_params"].notna().any():
-        cols += ["slimmed_params", "slimmed_size_bytes", "slimmed_latency_ms_p50",
-                 "slimmed_latency_ms_batch_p50"]
+    slimmed = M.column("slimmed", "params")
+    if slimmed in agg.columns and agg[slimmed].notna().any():
+        cols += [M.column("slimmed", f) for f in ("params", "size_bytes", "latency_ms_p50",
+                                                 "latency_ms_batch_p50")]
     return cols + ["speedup_batch", "speedup_batch1", "peak_rss_mb", "train_seconds",
                    "train_samples_s", "steps_to_target", "time_to_target_s", "target_reached"]
 

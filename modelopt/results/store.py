@@ -163,7 +163,7 @@ def load(path: str | Path | list):
                    "status": rec.status, "error": rec.error, "duration_s": rec.duration_s,
                    "started_at": rec.started_at, "task": rec.task_or_guess(), "cell": rec.cell,
                    "curves": rec.curves, "extra": rec.extra, "env": rec.env, "group": rec.group,
-                   **rec.metrics}
+                   **rec.figures()}
             if rec.ok:
                 row.update(figures.get(rec.key, {}))
             rows.append(row)

@@ -42,6 +42,9 @@ class CellOutput:
     # model (masked or int8 copy included), and "slimmed" where structured pruning removed
     # channels
     models: dict[str, Shipped] = field(default_factory=dict)
+    # the figures of the models other than the shipped one, by kind ("slimmed"); `metrics`
+    # are the shipped model's and the cell's (results/metrics.py MODELS)
+    figures_of: dict[str, dict] = field(default_factory=dict)
     example: torch.Tensor | None = None  # batch 1
     batch: torch.Tensor | None = None  # the training batch size
     input_shape: tuple = ()  # what the model is built for (rebuilt from the cell and these)
@@ -70,7 +73,8 @@ class Compressed:
 
     pruned: prune.Pruned | None
     final: Outcome
-    info: dict = field(default_factory=dict)  # the pruning's figures, the slimmed model's counts
+    info: dict = field(default_factory=dict)  # the pruning's figures
+    slimmed: dict = field(default_factory=dict)  # the slimmed model's own figures
 
 
 @dataclass
@@ -169,10 +173,11 @@ def compress(cell: Cell, trained: Trained, backend, seed: int) -> Compressed:
         return Compressed(None, trained.outcome)
     pruned = prune.apply(cell.compress.prune, trained.net, trained.data,
                          finetuner(cell, trained.data, backend, seed))
-    info = dict(pruned.info)
+    slimmed = {}
     if pruned.slimmed is not None:
-        info.update(slimmed_metrics(pruned.slimmed, trained.data.x_test[:1]))
-    return Compressed(pruned, pruned.finetune or trained.outcome, info)
+        slimmed = {**model_counts(pruned.slimmed, trained.data.x_test[:1]),
+                   "max_abs_diff": pruned.slimmed_diff}
+    return Compressed(pruned, pruned.finetune or trained.outcome, dict(pruned.info), slimmed)
 
 
 def deploy(cell: Cell, trained: Trained) -> Deployed:
@@ -198,13 +203,13 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
 
 def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | None:
     """What structured pruning ships, in the cell's format too, checked against the slimmed
-    model; its figures as slimmed_*."""
+    model; what making it took among the slimmed model's figures."""
     slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
     if slimmed is None or cell.deploy is None:
         return None if slimmed is None else Shipped(slimmed, slimmed)
     shipped, made, _ = ship_checked(cell, slimmed, data, backends.on_device_of(slimmed))
     compressed.pruned.slimmed = shipped
-    compressed.info.update({f"slimmed_{k}": v for k, v in made.items()})
+    compressed.slimmed.update(made)
     return Shipped(slimmed, shipped)
 
 
@@ -290,7 +295,8 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
         extra["weight_histograms"] = pruned.histograms
         curves += final.curves if final is not outcome else []
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
-    return CellOutput("ok", metrics, curves, {}, extra,
+    others = {"slimmed": compressed.slimmed} if compressed.slimmed else {}
+    return CellOutput("ok", metrics, curves, {}, extra, figures_of=others,
                       example=trained.data.x_test[:1].clone())
 
 
@@ -354,11 +360,12 @@ def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) ->
             "flops_nonzero": measure.flops_nonzero(counted, example)}
 
 
-def slimmed_metrics(slimmed: nn.Module, example: torch.Tensor) -> dict:
-    """Counts of the physically smaller model structured pruning built."""
-    params, _ = measure.count_params(slimmed)
-    return {"slimmed_params": params, "slimmed_flops": measure.flops(slimmed, example),
-            "slimmed_size_bytes": measure.size_bytes(slimmed)}
+def model_counts(model: nn.Module, example: torch.Tensor) -> dict:
+    """Counts of a model other than the shipped one (the physically smaller model structured
+    pruning built)."""
+    params, _ = measure.count_params(model)
+    return {"params": params, "flops": measure.flops(model, example),
+            "size_bytes": measure.size_bytes(model)}
 
 
 def env(backend: backends.Backend, threads: int) -> dict:

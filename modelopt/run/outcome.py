@@ -38,7 +38,8 @@ def from_output(out, cell_id: str, seed: int, model_dir: str | None,
         if own_dir:
             timing.save_own(own_dir, cell_id, seed, out.models, out.example, out.batch)
     return {"status": out.status, "error": out.error, "metrics": out.metrics,
-            "curves": out.curves, "env": {**out.env, **(env or {})}, "extra": out.extra}
+            "models": out.figures_of, "curves": out.curves, "env": {**out.env, **(env or {})},
+            "extra": out.extra}
 
 
 def save_models(out, model_dir: str, cell_id: str, seed: int) -> None:
@@ -60,7 +61,7 @@ def record(suite: Suite, cell: Cell, seed: int, started_at: str, duration: float
     return Record(suite=suite.name, suite_hash=suite.content_hash, cell_id=cell.cell_id,
                   seed=seed, cell=cell.as_config(), task=cell.task,
                   status=payload["status"], error=error, metrics=payload.get("metrics") or {},
-                  curves=payload.get("curves") or [],
+                  models=payload.get("models") or {}, curves=payload.get("curves") or [],
                   env={**(payload.get("env") or {}), "git_commit": commit},
                   extra=payload.get("extra") or {}, started_at=started_at,
                   duration_s=duration, group=cell.group)
