@@ -27,9 +27,21 @@ def earlier(out: Path) -> tuple[set, dict[str, float]]:
     return {r.key for r in recs if r.ok}, {c: statistics.median(v) for c, v in seconds.items()}
 
 
+def trains_alike(suite: Suite) -> list[str]:
+    """Per cell, the group of cells that train the identical network (they differ only in
+    keys of later stages, spec/keys.py): trained once, by the first (`A`, `B`, ...; `-`
+    alone)."""
+    from modelopt.run import dense
+
+    keys = [dense.key(c, suite.seeds[0]) for c in suite.cells]
+    shared = [k for k in dict.fromkeys(keys) if keys.count(k) > 1]
+    return [chr(ord("A") + shared.index(k) % 26) if k in shared else "-" for k in keys]
+
+
 def plan(suite: Suite, out: Path, jobs: int) -> str:
     done, seconds = earlier(out)
     labels = axis_labels([c.as_config() for c in suite.cells])
+    groups = trains_alike(suite)
     rows, todo_s, unknown = [], 0.0, 0
     for i, cell in enumerate(suite.cells):
         left = [s for s in suite.seeds if (cell.cell_id, s) not in done]
@@ -37,14 +49,19 @@ def plan(suite: Suite, out: Path, jobs: int) -> str:
         if left and est is None:
             unknown += 1
         todo_s += (est or 0.0) * len(left)
-        rows.append([*labels.iloc[i].tolist(), cell.cell_id, len(suite.seeds) - len(left),
-                     len(left), f"{est:.0f}" if est is not None else "?"])
-    headers = [c[5:] for c in labels.columns] + ["cell id", "done", "to run", "s per seed"]
+        rows.append([*labels.iloc[i].tolist(), cell.cell_id, groups[i],
+                     len(suite.seeds) - len(left), len(left),
+                     f"{est:.0f}" if est is not None else "?"])
+    headers = [c[5:] for c in labels.columns] + ["cell id", "trains with", "done", "to run",
+                                                 "s per seed"]
     runs = len(suite.cells) * len(suite.seeds)
     lines = [f"{suite.name}: {len(suite.cells)} cells x {len(suite.seeds)} seeds = {runs} runs "
              f"({suite.path}); results in {out}", ""]
     lines += [f"warning: {w}" for w in suite.warnings] + ([""] if suite.warnings else [])
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
+    if any(g != "-" for g in groups):
+        lines.append("trains with: cells of one letter differ only after training (pruning, "
+                     "quantization, deploy, metrics); the run trains their network once")
     todo = sum(r[-2] for r in rows)
     lines.append(f"resume: {runs - todo} of {runs} already ok, {todo} to run")
     if todo and todo_s:
