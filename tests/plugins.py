@@ -5,7 +5,7 @@ import time
 
 from torch import nn
 
-from modelopt.spec.registries import DEPLOYERS, MODELS
+from modelopt.spec.registries import DEPLOYERS, MODELS, WEIGHTS
 
 
 class _Crash(nn.Linear):
@@ -115,3 +115,13 @@ def tiny_net(input_shape: tuple, num_outputs: int, /, width: int = 8) -> nn.Modu
 
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(),
                          nn.Linear(width, num_outputs))
+
+
+@WEIGHTS.register("test_npz", suffixes=(".npz",))
+def test_npz(path: str, /) -> dict:
+    """Trained weights from a NumPy .npz archive (one array per state_dict key)."""
+    import numpy as np
+    import torch
+
+    with np.load(path) as f:
+        return {k: torch.from_numpy(f[k]) for k in f.files}

@@ -108,7 +108,7 @@ def spawn(backend: DDP, cell: Cell, seed: int, data):
     startup = time.perf_counter() - t0
     if "diverged" in saved:
         raise Diverged(*saved["diverged"])
-    net = models.build(cell.model, data.input_shape, data.num_outputs)
+    net = models.build(cell.model, data.input_shape, data.num_outputs, trained=False)
     net.load_state_dict(saved["state"])
     outcome = saved["outcome"]
     info = {**saved["info"], "ddp_startup_s": startup - outcome.train_seconds}

@@ -18,7 +18,7 @@ from modelopt.techniques import distill, losses, models, optim, preprocess
 
 def total_steps(settings: TrainConfig, n_train: int, full_batch: bool) -> int:
     """steps, or epochs of the training split (one step per epoch for a full-batch optimizer)."""
-    if settings.steps:
+    if settings.steps is not None:  # 0: post-training (the model as its weights give it)
         return int(settings.steps)
     if settings.epochs:
         per_epoch = 1 if full_batch else math.ceil(n_train / settings.batch_size)

@@ -175,7 +175,8 @@ def build(doc: dict, recipe: Recipe) -> nn.Module:
 
     torch.manual_seed(0)  # initial values are overwritten; a factory may draw
     try:
-        net = models.build(recipe.model, tuple(doc["input_shape"]), doc["num_outputs"])
+        net = models.build(recipe.model, tuple(doc["input_shape"]), doc["num_outputs"],
+                           trained=False)  # the saved weights are loaded next
         fit_shapes(net, doc["state"])
         net.load_state_dict(doc["state"])
     except Exception as exc:  # noqa: BLE001 - wrong shapes, missing keys: the reason as said

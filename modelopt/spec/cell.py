@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from modelopt.spec import keys as K
+from modelopt.spec import weights
 from modelopt.spec.registries import task_of
 from modelopt.spec.schema import TrainConfig
 
@@ -47,8 +48,11 @@ class Choice:
         return K.BY_NAME[self.key].registry.info(self.name)
 
     def build(self, *context):
-        """The entry's object: an optimizer for (model,), a quantizer, a deploy format..."""
-        return K.BY_NAME[self.key].registry.build(self.name, *context, **self.params)
+        """The entry's object: an optimizer for (model,), a quantizer, a deploy format...
+        (from the entry's own parameters; its key's `extra` ones are not the entry's)."""
+        extra = K.BY_NAME[self.key].extra
+        return K.BY_NAME[self.key].registry.build(
+            self.name, *context, **{k: v for k, v in self.params.items() if k not in extra})
 
     def spec(self) -> dict:
         """As a suite (and a record) writes it: {"name": ..., **params}."""
@@ -225,6 +229,9 @@ def canonical(config: dict) -> dict:
     return out
 
 
+EXTRA_IDENTITY = {"weights": weights.identity}  # trained weights: the file's content
+
+
 def _canonical_choice(key: K.Key, spec: dict) -> dict:
     entry = key.registry.get(spec["name"])
     defaults = {p.name: p.default for p in entry.params}
@@ -234,6 +241,8 @@ def _canonical_choice(key: K.Key, spec: dict) -> dict:
             continue
         if isinstance(value, dict) and "model" in value:  # a KD teacher: a config of its own
             value = canonical(value)
+        if name in EXTRA_IDENTITY:  # a key's extra parameter: what of it is the cell's
+            value = EXTRA_IDENTITY[name](value)
         default = defaults.get(name, inspect.Parameter.empty)
         if default is inspect.Parameter.empty or _jsonable(value) != _jsonable(default):
             out[name] = value

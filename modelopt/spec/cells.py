@@ -8,6 +8,7 @@ import itertools
 from typing import Any
 
 from modelopt.spec import keys as K
+from modelopt.spec import weights
 from modelopt.spec.cell import LATER_KEYS, Choice, identity
 from modelopt.spec.registries import suits, task_of
 from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_config
@@ -58,12 +59,21 @@ def check_spec(key: str, spec, regs: dict[str, Registry]):
     return check_spec_one(key, spec, regs)
 
 
-def check_spec_one(key: str, spec: dict, regs: dict[str, Registry]) -> dict:
+EXTRA_CHECKS = {"weights": weights.checked}  # Key.extra parameters, and what checks them
+
+
+def check_spec_one(key: str, spec: dict, regs: dict[str, Registry], extra: bool = True) -> dict:
+    """A spec's name and parameters checked, defaults filled in; its key's `extra`
+    parameters (a model's weights) checked too, or kept as they are (`extra=False`: read
+    from a record, where they are already checked)."""
     params = {k: v for k, v in spec.items() if k != "name"}
+    given = {k: params.pop(k) for k in K.BY_NAME[key].extra if params.get(k) is not None}
+    params = {k: v for k, v in params.items() if k not in K.BY_NAME[key].extra}
     for p in regs[key].get(spec["name"]).params:
         if takes_cell_config(p) and p.name in params:  # a teacher: a cell config of its own
             params[p.name] = resolve_teacher(params[p.name], regs)
     checked = {"name": spec["name"], **regs[key].check(spec["name"], params)}
+    checked.update({k: EXTRA_CHECKS[k](v) if extra else v for k, v in given.items()})
     preflight = getattr(regs[key].info(spec["name"]), "preflight", None)
     if preflight is not None:
         try:  # files and roots a dataset needs: before anything runs, not once per seed
@@ -283,7 +293,7 @@ def recorded_choices(cell: Any, keys: tuple[str, ...], trusted_modules: set[str]
                              f"not imported from there: give --suite SUITE.yaml or --plugins "
                              f"{module} to time it")
         try:
-            out[key] = Choice.of(key, check_spec_one(key, spec, K.BY_KEY))
+            out[key] = Choice.of(key, check_spec_one(key, spec, K.BY_KEY, extra=False))
         except RegistryError as exc:
             raise ValueError(f"{key}: {exc} (a plugin's? give --suite SUITE.yaml or "
                              "--plugins MODULE)") from None

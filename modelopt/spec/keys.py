@@ -52,6 +52,9 @@ class Key:
     teacher: TeacherUse | None = None
     # what the report calls compression (None: the compress stage's keys)
     compresses: bool | None = None
+    # parameters every entry of the key takes, besides its own signature's, each checked
+    # by a function of spec/ (a model's trained `weights:`, spec/weights.py)
+    extra: tuple[str, ...] = ()
 
     @property
     def trains(self) -> bool:
@@ -69,7 +72,7 @@ KEYS: tuple[Key, ...] = (
     Key("dataset", "data", DATASETS, required=True),
     Key("preprocess", "data", PREPROCESS, many=True),
     Key("augment", "data", AUGMENT, many=True, teacher="none"),  # the student's batches' own
-    Key("model", "model", MODELS, required=True),
+    Key("model", "model", MODELS, required=True, extra=("weights",)),
     Key("optimizer", "train", OPTIMIZERS, default="adam"),
     Key("schedule", "train", SCHEDULES),
     Key("regularization", "train", REGULARIZERS, many=True),

@@ -73,6 +73,12 @@ class PruneInfo:
 
 
 @dataclass(frozen=True)
+class WeightsInfo:
+    # the file suffixes it reads: `weights: model.pth` picks the source by them
+    suffixes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class QuantizeInfo:
     # acts during training (hooks after each optimizer step), so the trained network depends
     # on it; the others only convert the trained network afterwards
@@ -111,6 +117,10 @@ QUANTIZERS = Registry("quantize", QuantizeInfo)  # (...) -> Quantizer
 BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend
 DEPLOYERS = Registry("deploy")  # (...) -> Format: how the model ships
 METRICS = Registry("metric")  # (...) -> Measure: extra figures of the cells that name it
+WEIGHTS = Registry("weights", WeightsInfo)  # (path, /, ...) -> state_dict: a model's `weights:`
+# checks of a whole resolved cell that need modelopt's techniques (trained weights fit the
+# model its spec builds), filled like the registries, run when the suite loads
+CELL_CHECKS: list[Callable[[dict], None]] = []
 TASKS = Registry("task", TaskInfo)  # () -> Task: loss, figures, output check of a task
 
 

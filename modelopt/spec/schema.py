@@ -33,7 +33,8 @@ class TrainConfig(BaseModel):
     """How long and how a cell trains; one of steps or epochs."""
 
     model_config = ConfigDict(extra="forbid")
-    steps: int | None = Field(None, gt=0)
+    # 0: not trained, evaluated and compressed as built (a model with trained `weights:`)
+    steps: int | None = Field(None, ge=0)
     epochs: float | None = Field(None, gt=0)
     batch_size: int = Field(100, gt=0)
     eval_every: int = Field(250, gt=0)

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import plugins
+from modelopt.spec import plugins, weights
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
@@ -24,7 +24,7 @@ from modelopt.spec.cells import (
     resolve_cell,
 )
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
-from modelopt.spec.registries import spans_ranks
+from modelopt.spec.registries import CELL_CHECKS, spans_ranks
 from modelopt.spec.registry import RegistryError, closest
 from modelopt.spec.schema import (
     CVConfig,
@@ -135,10 +135,20 @@ def _checked_axes(spec: SuiteFile, guard: _Guard, regs) -> tuple[dict, dict, lis
 def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None = None) -> Suite:
     """Validate a suite document completely, before anything runs. Under a launcher
     (torchrun), `launched_world` is the launched world: it becomes the world_size of every
-    cell whose backend spans ranks, so the records and cell ids say how many really trained."""
+    cell whose backend spans ranks, so the records and cell ids say how many really trained.
+    Relative paths in it (a model's weights) are relative to the suite file's folder."""
+    folder = str(Path(path).resolve().parent) if Path(path).is_file() else None
+    token = weights.FOLDER.set(folder)
+    try:
+        return _parse(text, path, launched_world, folder)
+    finally:
+        weights.FOLDER.reset(token)
+
+
+def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str | None
+           ) -> Suite:
     spec = _read(text, path)
     _check_size(spec, path)
-    folder = str(Path(path).resolve().parent) if Path(path).is_file() else None
     ctx = plugins.context(spec.plugins, folder)
     regs = _load_plugins(spec, ctx, path)
     guard = _Guard(path)
@@ -158,6 +168,8 @@ def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None =
             config["backend"]["world_size"] = launched_world
         if ctx and (spec.plugins or names_by_path(config)):
             config["plugins"] = ctx  # every process of the cell loads them (spec/plugins.py)
+        for check in CELL_CHECKS:  # e.g. trained weights fit the model (techniques/weights.py)
+            guard(where, check, config)
         return config
 
     cells, seen = [], set()

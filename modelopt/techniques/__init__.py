@@ -13,4 +13,5 @@ from modelopt.techniques import (  # noqa: F401
     quantize,
     tasks,
     vision,
+    weights,
 )

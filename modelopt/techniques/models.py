@@ -145,6 +145,19 @@ def cnn2d(input_shape: tuple, num_outputs: int, /, channels: PositiveInt = 16, k
     return nn.Sequential(*layers, nn.Linear(_flat_size(body, input_shape), num_outputs))
 
 
-def build(spec: Choice | dict, input_shape: tuple, num_outputs: int) -> nn.Module:
-    """The one place a cell's network is made (training, ranks, teachers, rebuilds)."""
-    return chosen("model", spec).build(input_shape, num_outputs)
+def build(spec: Choice | dict, input_shape: tuple, num_outputs: int,
+          trained: bool = True) -> nn.Module:
+    """The one place a cell's network is made (training, ranks, teachers, rebuilds): the
+    architecture its spec names, with the trained weights its `weights:` names loaded
+    (`trained=False`: the architecture alone, for a rebuild that loads saved weights)."""
+    from modelopt.techniques import weights
+
+    choice = chosen("model", spec)
+    net = choice.build(input_shape, num_outputs)
+    spec = choice.params.get("weights")
+    if trained and spec:
+        # a torchvision state_dict against our default small-input stem is the common misfit
+        hint = ("a standard torchvision model's weights: say small_input: false"
+                if choice.params.get("small_input") else "")
+        weights.load_into(net, weights.read(spec), spec["path"], hint)
+    return net

@@ -1,0 +1,141 @@
+"""Trained weights from a file (`model: {name: ..., weights: model.pth}`): the sources a
+model spec's `weights:` may name, and loading them into the network its spec builds.
+
+A source is a registered function from a file's path to a state_dict, as timm's
+`create_model(..., checkpoint_path=...)` and nanoGPT's `init_from` take weights at creation:
+`torch` (torch.save'd, read with weights_only=True; a checkpoint dict's state_dict under a
+key) and `safetensors`. A new source is one function registered with the suffixes it reads.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import torch
+from torch import nn
+
+from modelopt.spec.registries import CELL_CHECKS, DATASETS, WEIGHTS
+from modelopt.techniques.errors import TechniqueError
+
+# where checkpoints commonly keep the model's state_dict, tried in this order when `key` is
+# not given (Lightning: state_dict; many training scripts: model, model_state_dict)
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "net", "module")
+# what wrappers put before every parameter name: DataParallel / DDP, torch.compile
+PREFIXES = ("module.", "_orig_mod.")
+
+
+@WEIGHTS.register("torch", suffixes=(".pt", ".pth", ".bin", ".ckpt", ".tar"))
+def torch_file(path: str, /, key: str | None = None) -> dict[str, torch.Tensor]:
+    """A state_dict saved with torch.save, read with weights_only=True (nothing in it runs);
+    or a checkpoint dict holding one under `key` (without `key`: the first of state_dict,
+    model_state_dict, model, net, module that holds one)."""
+    try:
+        doc = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # noqa: BLE001 - refused by weights_only, or not a torch file
+        raise TechniqueError(
+            f"weights {path}: torch.load(weights_only=True) cannot read it ({_first(exc)}). "
+            "Save the state_dict alone: torch.save(model.state_dict(), 'model.pth'), not the "
+            "model object or a checkpoint holding other Python objects") from None
+    if key is not None:
+        if not isinstance(doc, dict) or key not in doc:
+            keys = ", ".join(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
+            raise TechniqueError(f"weights {path}: no key '{key}' in the checkpoint (it holds: "
+                                 f"{keys})")
+        doc = doc[key]
+    elif isinstance(doc, dict) and not _is_state(doc):
+        found = next((k for k in CHECKPOINT_KEYS if _is_state(doc.get(k))), None)
+        if found is None:
+            raise TechniqueError(f"weights {path}: a dict without tensors at its top level or "
+                                 f"under {', '.join(CHECKPOINT_KEYS)}; name the key holding the"
+                                 f" state_dict: weights: {{path: ..., key: ...}} (it holds: "
+                                 f"{', '.join(map(str, doc))})")
+        doc = doc[found]
+    if not _is_state(doc):
+        raise TechniqueError(f"weights {path}: not a state_dict (a {type(doc).__name__})")
+    return dict(doc)
+
+
+@WEIGHTS.register("safetensors", suffixes=(".safetensors",))
+def safetensors_file(path: str, /) -> dict[str, torch.Tensor]:
+    """A safetensors file (Hugging Face's format: tensors only, nothing runs)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise TechniqueError("safetensors weights need the safetensors package "
+                             "(pip install safetensors)") from None
+    return load_file(path, device="cpu")
+
+
+def _is_state(doc) -> bool:
+    return (isinstance(doc, dict) and bool(doc)
+            and all(isinstance(v, torch.Tensor) for v in doc.values()))
+
+
+def _first(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def read(spec: dict) -> dict[str, torch.Tensor]:
+    """The state_dict a checked `weights:` spec ({name, path, sha256, ...}) names."""
+    params = {k: v for k, v in spec.items() if k not in ("name", "path", "sha256")}
+    return WEIGHTS.build(spec["name"], spec["path"], **params)
+
+
+def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
+              hint: str = "") -> nn.Module:
+    """Load `state` into `net` (strict), the wrappers' prefixes taken off; weights that do not
+    fit say which keys are missing, unexpected or of another shape."""
+    state = _unwrapped(state, set(net.state_dict()))
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{len(x)} {what}: {', '.join(x[:4])}{' ...' if len(x) > 4 else ''}"
+                 for what, x in (("missing", missing), ("unexpected", unexpected),
+                                 ("of another shape (file vs model)", shapes)) if x]
+        raise TechniqueError(f"weights {path} do not fit the model its spec builds: "
+                             + "; ".join(parts) + (f". {hint}" if hint else ""))
+    net.load_state_dict(state)
+    return net
+
+
+def _unwrapped(state: dict, wanted: set[str]) -> dict:
+    """The state_dict with DataParallel / DDP (`module.`) and torch.compile (`_orig_mod.`)
+    prefixes taken off where the model's own names lack them."""
+    for prefix in PREFIXES:
+        if state and all(k.startswith(prefix) for k in state) and not any(
+                k.startswith(prefix) for k in wanted):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def check_fits(config: dict) -> None:
+    """When the suite loads: the model its spec builds (for the dataset's inputs and
+    classes) takes the weights its `weights:` names, and a KD teacher's likewise; raises
+    RegistryError naming the file and the keys that do not fit. Each dataset and model is
+    built once per suite."""
+    from modelopt.spec.registry import RegistryError
+
+    teacher = ((config.get("distill") or {}).get("teacher") or {}).get("model")
+    for model in (config.get("model"), teacher):
+        if not model or not model.get("weights"):
+            continue
+        try:
+            _fits(json.dumps(config["dataset"], sort_keys=True, default=str),
+                  json.dumps(model, sort_keys=True, default=str))
+        except TechniqueError as exc:
+            raise RegistryError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _fits(dataset: str, model: str) -> None:
+    from modelopt.techniques import models
+
+    data = DATASETS.build_spec(json.loads(dataset), 0)
+    models.build(json.loads(model), data.input_shape, data.num_outputs)
+
+
+CELL_CHECKS.append(check_fits)

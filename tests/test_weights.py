@@ -1,0 +1,113 @@
+"""A cell's model from trained weights in a file (`model: {..., weights: model.pth}`), and
+`train: {steps: 0}`: evaluated and compressed as loaded."""
+
+import numpy as np
+import pytest
+import torch
+
+from modelopt.run.cell import run_cell
+from modelopt.run.plan import load_data
+from modelopt.spec.suite import SuiteError, load
+from modelopt.techniques.models import build
+
+SUITE = """
+name: trained
+seeds: [0]
+PLUGINS
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 12, n_classes: 3}
+  model: {name: mlp, hidden: HIDDEN, weights: WEIGHTS}
+  train: {steps: 0}
+matrix:
+  quantize: [none, int8_dynamic]
+"""
+
+
+def trained_file(tmp_path, name="model.pth", save=None, hidden=16):
+    """A model trained by hand in plain PyTorch on the suite's data, saved."""
+    cell = suite(tmp_path, "x.pth", hidden, check=False).cells[0]
+    data = load_data(cell, 0)
+    torch.manual_seed(1)
+    net = build({"name": "mlp", "hidden": hidden}, data.input_shape, data.num_outputs)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    for _ in range(150):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(data.x_train), data.y_train).backward()
+        opt.step()
+    net.eval()
+    with torch.no_grad():
+        accuracy = float((net(data.x_test).argmax(1) == data.y_test).double().mean())
+    (save or (lambda n, p: torch.save(n.state_dict(), p)))(net, tmp_path / name)
+    return accuracy, net
+
+
+def suite(tmp_path, weights, hidden=16, check=True, plugins=""):
+    path = tmp_path / "s.yaml"
+    text = (SUITE.replace("HIDDEN", str(hidden)).replace("WEIGHTS", weights)
+            .replace("PLUGINS", plugins))
+    if not check:  # the suite's data, before any weights exist
+        text = text.replace(", weights: x.pth", "")
+    path.write_text(text)
+    return load(str(path))
+
+
+def test_a_post_training_cell_measures_the_users_own_model(tmp_path):
+    """steps: 0 measures the model as loaded: its accuracy is the one measured by hand; the
+    int8 cell quantizes that very model."""
+    accuracy, _ = trained_file(tmp_path)
+    s = suite(tmp_path, "model.pth")  # relative to the suite file's folder
+    plain, int8 = (run_cell(c, 0) for c in s.cells)
+    assert plain.status == int8.status == "ok", (plain.error, int8.error)
+    assert plain.metrics["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    assert plain.metrics["final_step"] == 0 and plain.metrics["accuracy"] > 0.6
+    assert abs(int8.metrics["accuracy"] - accuracy) < 0.05 and int8.metrics["quantized"]
+    rec_weights = s.cells[0].as_config()["model"]["weights"]
+    assert rec_weights["path"] == str((tmp_path / "model.pth").resolve())
+    assert len(rec_weights["sha256"]) == 64  # the record carries the file's hash
+
+
+def test_the_files_content_is_part_of_the_cells_id(tmp_path):
+    trained_file(tmp_path)
+    first = suite(tmp_path, "model.pth").cells[0].cell_id
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "model.pth").write_bytes((tmp_path / "model.pth").read_bytes())
+    assert suite(tmp_path, "elsewhere/model.pth").cells[0].cell_id == first  # same content
+    trained_file(tmp_path, hidden=16, save=lambda n, p: torch.save(
+        {k: v + 0.01 for k, v in n.state_dict().items()}, p))
+    assert suite(tmp_path, "model.pth").cells[0].cell_id != first  # retrained: a new cell
+
+
+def test_weights_that_do_not_fit_are_refused_before_anything_runs(tmp_path):
+    trained_file(tmp_path)
+    with pytest.raises(SuiteError, match=r"weights .*model.pth do not fit the model its spec "
+                                         r"builds: .*of another shape \(file vs model\): "
+                                         r"1.weight \(16, 12\) vs \(32, 12\)"):
+        suite(tmp_path, "model.pth", hidden=32)
+    with pytest.raises(SuiteError, match=r"model weights nope.pth: no such file"):
+        suite(tmp_path, "nope.pth")
+
+
+def test_checkpoints_wrappers_and_other_formats_load(tmp_path):
+    """A checkpoint dict (its state_dict found, or under the key named), DDP's `module.`
+    prefix, safetensors, and a source of weights registered by a plugin (.npz)."""
+    from safetensors.torch import save_file
+
+    accuracy, net = trained_file(tmp_path)
+    state = net.state_dict()
+    torch.save({"epoch": 3, "state_dict": state}, tmp_path / "ckpt.pt")
+    torch.save({"epoch": 3, "weights_ema": state}, tmp_path / "ema.pt")
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pth")
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "m.safetensors")
+    np.savez(tmp_path / "m.npz", **{k: v.numpy() for k, v in state.items()})
+    for weights, plugins in (("ckpt.pt", ""), ("{path: ema.pt, key: weights_ema}", ""),
+                             ("ddp.pth", ""), ("m.safetensors", ""),
+                             ("m.npz", "plugins: [tests.plugins]")):
+        out = run_cell(suite(tmp_path, weights, plugins=plugins).cells[0], 0)
+        assert out.metrics["accuracy"] == pytest.approx(accuracy, abs=1e-9), weights
+
+
+def test_a_pickled_model_is_refused_with_how_to_save_a_state_dict(tmp_path):
+    trained_file(tmp_path, save=lambda n, p: torch.save(n, p))
+    with pytest.raises(SuiteError, match=r"weights_only=True\) cannot read it.*Save the "
+                                         r"state_dict alone: torch.save\(model.state_dict\(\)"):
+        suite(tmp_path, "model.pth")
