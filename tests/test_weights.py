@@ -111,3 +111,50 @@ def test_a_pickled_model_is_refused_with_how_to_save_a_state_dict(tmp_path):
     with pytest.raises(SuiteError, match=r"weights_only=True\) cannot read it.*Save the "
                                          r"state_dict alone: torch.save\(model.state_dict\(\)"):
         suite(tmp_path, "model.pth")
+
+
+def test_every_figure_is_the_shipped_models_own(tmp_path):
+    """One-shot pruning and int8 of a loaded model: the validation score each cell reports
+    (what tune chooses by) is its own shipped model's, and no best-validation checkpoint of
+    another network is reported as its own."""
+    trained_file(tmp_path)
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE.replace("HIDDEN", "16").replace("WEIGHTS", "model.pth")
+                    .replace("PLUGINS", "").replace(
+                        "quantize: [none, int8_dynamic]",
+                        "prune: [none, {name: l1_unstructured, amount: 0.2},"
+                        " {name: l1_unstructured, amount: 0.95}]"))
+    dense, light, heavy = (run_cell(c, 0) for c in load(str(path)).cells)
+    scores = [o.metrics["val_score"] for o in (dense, light, heavy)]
+    assert scores[0] >= scores[1] > scores[2]  # 95 % of the weights gone shows
+    for out in (dense, light, heavy):
+        assert out.metrics.get("accuracy_best_val") is None  # absent from the record
+        assert out.metrics.get("best_val_step") is None
+
+
+def test_a_network_changed_after_training_inherits_no_best_validation_figures(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("""
+name: after
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 12, n_classes: 3}
+  model: {name: mlp, hidden: 16}
+  train: {steps: 30, eval_every: 10}
+matrix:
+  prune: [none, {name: l1_unstructured, amount: 0.9},
+          {name: l1_unstructured, amount: 0.9, finetune_steps: 10}]
+  quantize: [none, int8_dynamic]
+exclude:
+  - {prune: {name: l1_unstructured, amount: 0.9}, quantize: int8_dynamic}
+  - {prune: {name: l1_unstructured, amount: 0.9, finetune_steps: 10}, quantize: int8_dynamic}
+""")
+    cells = load(str(path)).cells
+    assert len(cells) == 4
+    dense, int8, pruned, tuned = (run_cell(c, 0) for c in cells)
+    assert int8.metrics["quantized"] and tuned.metrics["finetune_seconds"] > 0
+    assert dense.metrics["accuracy_best_val"] is not None
+    assert tuned.metrics["accuracy_best_val"] is not None  # its fine-tuning's own checkpoint
+    for out in (pruned, int8):  # the dense network's checkpoint is not theirs
+        assert out.metrics.get("accuracy_best_val") is None
+        assert out.metrics["val_score"] != dense.metrics["val_score"] or out is int8

@@ -20,7 +20,7 @@ from torch import nn
 from modelopt.run import backends, dense, measure, measures
 from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.rebuild import Shipped
-from modelopt.run.train import Diverged, Outcome, predict
+from modelopt.run.train import Diverged, Outcome, predict, score
 from modelopt.spec import plugins
 from modelopt.spec.cell import Cell, Choice
 from modelopt.techniques import prune, quantize, tasks
@@ -90,6 +90,7 @@ class Deployed:
     test: dict
     outputs: torch.Tensor | None = None  # its test outputs, where this stage computed them
     calibration: torch.Tensor | None = None  # the quantizer's inputs, where it converted
+    on: object = None  # where it runs (a backend: the CPU for int8 kernels)
 
 
 def run_cell(cell: Cell, seed: int, threads: int = 1,
@@ -195,10 +196,11 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)
     if shipped is trained.net:
-        return Deployed(shipped, model, info, {})
+        return Deployed(shipped, model, info, {}, on=on)
     if outputs is None:
         outputs = predict(shipped, trained.data.x_test, on, cell.train.settings.eval_batch_size)
-    return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs, inputs)
+    return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs, inputs,
+                    on)
 
 
 def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | None:
@@ -295,9 +297,25 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
         extra["weight_histograms"] = pruned.histograms
         curves += final.curves if final is not outcome else []
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
+    # every figure is the shipped model's own: its validation score evaluated (what tune
+    # chooses by), and no best-validation checkpoint of a network it is not (the float
+    # model of an int8 copy, the dense one of a pruned model never trained after pruning)
+    metrics["val_score"] = own_val_score(deployed, trained.data, cell)
+    if deployed.calibration is not None or (pruned and pruned.finetune is None):
+        metrics.pop(tasks.get(trained.data.task).info.best_val, None)
+        metrics.pop("best_val_step", None)
     others = {"slimmed": compressed.slimmed} if compressed.slimmed else {}
     return CellOutput("ok", metrics, curves, {}, extra, figures_of=others,
                       example=trained.data.x_test[:1].clone())
+
+
+def own_val_score(deployed: Deployed, data: Data, cell: Cell) -> float | None:
+    """The shipped model's validation score (none without a validation split)."""
+    if not len(data.y_val):
+        return None
+    out = predict(deployed.model, data.x_val, deployed.on, cell.train.settings.eval_batch_size)
+    value = score(out, data.y_val, data.task)
+    return None if math.isnan(value) else value
 
 
 def training_metrics(cell: Cell, task: str, outcome: Outcome, final: Outcome) -> dict:
