@@ -158,3 +158,25 @@ exclude:
     for out in (pruned, int8):  # the dense network's checkpoint is not theirs
         assert out.metrics.get("accuracy_best_val") is None
         assert out.metrics["val_score"] != dense.metrics["val_score"] or out is int8
+
+
+def test_a_teacher_from_a_file_is_not_trained(tmp_path):
+    """Distillation from the user's trained teacher: loaded, not trained (steps: 0); its
+    accuracy is the file's."""
+    accuracy, _ = trained_file(tmp_path, name="teacher.pth", hidden=16)
+    path = tmp_path / "kd.yaml"
+    path.write_text("""
+name: kd
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 400, n_features: 12, n_classes: 3}
+  model: {name: mlp, hidden: 4}
+  train: {steps: 20}
+  distill: {name: kd, teacher: {model: {name: mlp, hidden: 16, weights: teacher.pth},
+                                optimizer: adam, train: {steps: 0}}}
+""")
+    (cell,) = load(str(path)).cells
+    assert cell.teacher().train.settings.steps == 0
+    out = run_cell(cell, 0)
+    assert out.status == "ok", out.error
+    assert out.metrics["teacher_accuracy"] == pytest.approx(accuracy, abs=1e-9)
