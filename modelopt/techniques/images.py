@@ -59,21 +59,31 @@ def _check_folder(params: dict) -> None:
                          f"root's {found['root']}")
 
 
-def _transforms(size: int, channels: int, rotate: float, crop_scale: float, hflip: bool):
+def _transforms(size: int, channels: int, rotate: float, crop_scale: float, hflip: bool,
+                resize: int | None = None, mean=None, std=None):
     """(training, evaluation) transforms, torchvision.transforms.v2; both end in float32
-    images in [0, 1] of `channels` x size x size."""
+    images of `channels` x size x size, in [0, 1] or normalised by `mean` / `std`. With
+    `resize`, the torchvision recipe a model was trained with: the shorter side resized to
+    `resize`, then the centre `size` x `size` crop, both on the PIL image as
+    torchvision.transforms does them (so the pixels are the user's own)."""
     from torchvision.transforms import v2
 
     head = [v2.ToImage()] + ([v2.Grayscale(1)] if channels == 1 else [])
     tail = [v2.ToDtype(torch.float32, scale=True)]
-    plain = v2.Compose(head + [v2.Resize((size, size), antialias=True)] + tail)
-    aug = [v2.RandomResizedCrop(size, scale=(crop_scale, 1.0), antialias=True)
-           if crop_scale < 1 else v2.Resize((size, size), antialias=True)]
+    if mean is not None:
+        tail.append(v2.Normalize(list(mean), list(std)))
+    if resize is not None:  # on the PIL image, before anything else
+        first, fit = [v2.Resize(resize), v2.CenterCrop(size)], []
+    else:
+        first, fit = [], [v2.Resize((size, size), antialias=True)]
+    plain = v2.Compose(first + head + fit + tail)
+    aug = ([v2.RandomResizedCrop(size, scale=(crop_scale, 1.0), antialias=True)]
+           if crop_scale < 1 else list(fit))
     if rotate:
         aug.append(v2.RandomRotation(rotate))
     if hflip:
         aug.append(v2.RandomHorizontalFlip())
-    return v2.Compose(head + aug + tail), plain
+    return v2.Compose(first + head + aug + tail), plain
 
 
 @DATASETS.register("imagefolder", task="classification", input="image",
@@ -82,21 +92,28 @@ def imagefolder(seed: int, /, root: str, test_root: str | None = None,
                 image_size: PositiveInt = 32, channels: Literal[1, 3] = 3,
                 rotate: NonNegative = 0.0, crop_scale: Fraction = 1.0, hflip: bool = False,
                 test_fraction: Split = 0.2, split_seed: int = 0,
-                workers: NonNegativeInt | None = None) -> Data:
+                workers: NonNegativeInt | None = None, resize: PositiveInt | None = None,
+                mean: list[float] | None = None, std: list[float] | None = None,
+                classes: list[str] | None = None) -> Data:
     """Images in ROOT/<class>/ (torchvision's ImageFolder layout), classes from the folder
     names. The test split is TEST_ROOT if given, else a stratified `test_fraction` of ROOT
     (fixed by split_seed). The training split streams through a DataLoader with `workers`
     processes (default: half the cores, 1-4) that decode and augment: `rotate` (degrees,
     RandomRotation), `crop_scale` (RandomResizedCrop's smallest area; 1: plain resize),
-    `hflip`. Validation and test are decoded once at `image_size`, unaugmented, in memory."""
+    `hflip`. Validation and test are decoded once at `image_size`, unaugmented, in memory.
+    A model trained elsewhere gets its own pipeline: `resize` (shorter side, then the
+    centre `image_size` crop), `mean` / `std` (Normalize), and `classes`, the class folder
+    names in the order of the indices it was trained with (default: sorted, as ImageFolder)."""
     from sklearn.model_selection import train_test_split
-    from torchvision.datasets import ImageFolder
 
     _check_folder({"root": root, "test_root": test_root})
     workers = _workers({"workers": workers})
-    train_tf, plain_tf = _transforms(image_size, channels, rotate, crop_scale, hflip)
+    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+        raise ValueError("imagefolder: give mean and std together, one value per channel")
+    train_tf, plain_tf = _transforms(image_size, channels, rotate, crop_scale, hflip, resize,
+                                     mean, std)
     root = str(Path(root).expanduser())
-    augmented, plain = ImageFolder(root, train_tf), ImageFolder(root, plain_tf)
+    augmented, plain = _folder(root, train_tf, classes), _folder(root, plain_tf, classes)
     labels = torch.as_tensor(plain.targets)
     if test_root is None:
         train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=test_fraction,
@@ -104,7 +121,7 @@ def imagefolder(seed: int, /, root: str, test_root: str | None = None,
         train_idx, test_idx = torch.as_tensor(train_idx), torch.as_tensor(test_idx)
         test = Stream(plain, plain, test_idx, workers)
     else:
-        test_set = ImageFolder(str(Path(test_root).expanduser()), plain_tf)
+        test_set = _folder(str(Path(test_root).expanduser()), plain_tf, classes)
         test = Stream(test_set, test_set, torch.arange(len(test_set)), workers)
         train_idx = torch.arange(len(labels))
     x_test = test.decode()
@@ -113,6 +130,25 @@ def imagefolder(seed: int, /, root: str, test_root: str | None = None,
     return Data(empty, labels[train_idx], empty, labels[:0], x_test, y_test,
                 len(plain.classes), name="imagefolder",
                 stream=Stream(augmented, plain, train_idx, workers))
+
+
+def _folder(root: str, transform, classes: list[str] | None):
+    """torchvision's ImageFolder, its class -> index mapping in `classes`' order where given
+    (the indices a model was trained with), else sorted as ImageFolder sorts."""
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(root, transform)
+    if classes is None:
+        return folder
+    if sorted(classes) != folder.classes:
+        raise ValueError(f"imagefolder: classes {classes} are not the class folders of "
+                         f"{root}: {folder.classes}")
+    index = {c: i for i, c in enumerate(classes)}
+    old = folder.classes
+    folder.samples = [(p, index[old[t]]) for p, t in folder.samples]
+    folder.imgs, folder.targets = folder.samples, [t for _, t in folder.samples]
+    folder.classes, folder.class_to_idx = list(classes), index
+    return folder
 
 
 def write_digits(dest: str | Path, size: int = 32) -> int:
