@@ -39,7 +39,8 @@ def _plan(suite, out: Path, args) -> int:
     from modelopt.run.preview import plan
 
     try:
-        print(plan(suite, out, args.jobs or runner.default_jobs()))
+        print(plan(suite, out, args.jobs or runner.default_jobs(),
+                   train_once=not getattr(args, "train_each", False)))
     except store.ResultsError as exc:
         return _err(str(exc))
     return 0

@@ -5,7 +5,7 @@ import time
 
 from torch import nn
 
-from modelopt.spec.registries import DEPLOYERS, MODELS, WEIGHTS
+from modelopt.spec.registries import DEPLOYERS, MODELS, QUANTIZERS, WEIGHTS
 
 
 class _Crash(nn.Linear):
@@ -125,3 +125,21 @@ def test_npz(path: str, /) -> dict:
 
     with np.load(path) as f:
         return {k: torch.from_numpy(f[k]) for k in f.files}
+
+
+@QUANTIZERS.register("test_intent_only")
+def test_intent_only():
+    """Asks for dynamic int8 and leaves it to the runtime (no PyTorch conversion)."""
+    from modelopt.techniques.quantize import Intent, Quantizer
+
+    return Quantizer(intent=Intent("int8_dynamic"))
+
+
+@QUANTIZERS.register("test_no_intent")
+def test_no_intent():
+    """Converts in PyTorch (a copy, unchanged) and states no intent."""
+    import copy
+
+    from modelopt.techniques.quantize import Quantizer
+
+    return Quantizer(convert=lambda model, x: (copy.deepcopy(model).cpu().eval(), {}))

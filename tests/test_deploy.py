@@ -126,3 +126,12 @@ def test_a_runtime_carries_out_the_quantizers_intent_its_own_way():
     with pytest.raises(SuiteError, match=r"quantize .int8_static. cannot ship on "
                                          r"deploy 'test_own_int8': .*no int8_static kernels"):
         parse(RUNTIME.replace("QUANT", "int8_static"))
+    # what a quantizer asks for that a runtime cannot ship is refused when the suite loads
+    only = parse(RUNTIME.replace("QUANT", "test_intent_only")).cells[0]
+    assert run_cell(only, 0).metrics["quantized_with"] == "test_own_int8 (int8_dynamic)"
+    with pytest.raises(SuiteError, match=r"test_intent_only' cannot ship on deploy 'eager': it "
+                                         r"asks for int8_dynamic with no PyTorch conversion"):
+        parse(RUNTIME.replace("QUANT", "test_intent_only").replace("test_own_int8", "eager"))
+    with pytest.raises(SuiteError, match=r"test_no_intent' cannot ship on deploy "
+                                         r"'test_own_int8': the quantizer states no intent"):
+        parse(RUNTIME.replace("QUANT", "test_no_intent"))

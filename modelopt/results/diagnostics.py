@@ -22,7 +22,6 @@ def cell_labels(agg: pd.DataFrame) -> list[str]:
     return [joined(r, cols, " · ", keyed=False) for _, r in agg.iterrows()]
 
 
-
 def method_of(cell: dict) -> str:
     """A pruning cell's method without its amount: `l1_unstructured global, 4 rounds`."""
     p = cell.get("prune")
@@ -33,7 +32,6 @@ def method_of(cell: dict) -> str:
     extra = [x for x in (scope,
                          f"{p['rounds']} rounds" if p.get("rounds", 1) > 1 else "") if x]
     return p["name"] + (f" ({', '.join(extra)})" if extra else "")
-
 
 
 def varying_params(cells: list[dict]) -> list[str]:

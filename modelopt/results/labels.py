@@ -4,6 +4,8 @@ hash alone. One labeller: `axis_labels` makes the columns, `joined` a row's word
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 import pandas as pd
 
 from modelopt.spec.keys import IMPLIED
@@ -22,6 +24,8 @@ def spec_label(spec, differing: set[str]) -> str:
 def _fmt_param(v) -> str:
     if isinstance(v, dict) and "model" in v:  # a distillation teacher
         return spec_label(v["model"], set(k for k in v["model"] if k != "name"))
+    if isinstance(v, dict) and "sha256" in v and "path" in v:  # trained weights: the file
+        return f"{PurePath(str(v['path'])).name}@{str(v['sha256'])[:8]}"
     return str(v)
 
 
@@ -58,8 +62,6 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
 def label_columns(agg: pd.DataFrame) -> list[str]:
     """The axis columns of an aggregate (named `axis:<cell key>`)."""
     return [c for c in agg.columns if str(c).startswith("axis:")]
-
-
 
 
 def joined(row, columns: list[str], sep: str = ", ", keyed: bool = True) -> str:

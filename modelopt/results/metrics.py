@@ -66,7 +66,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("artifact_bytes", "artifact B", "si", False, "exact", unit="bytes"),
     # deploy formats (compile, export): compiling apart from latency, and the outputs' check
     _m("compile_seconds", "compile s", "f1", False, unit="s", timing=True),
-    _m("deploy_max_abs_diff", "deployed vs model max |Δ|", "g3", False),
+    _m("deploy_max_abs_diff", "deployed vs undeployed max |Δ|", "g3", False),
     _m("deploy_agreement", "deployed classes agree", "pct", True),
     # ---- data
     _m("train_samples", "train samples", "int"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from modelopt.results import metrics as M
 from modelopt.results import tasks
 from modelopt.results.headline import add_speedups, headline
 from modelopt.results.labels import joined, label_columns
@@ -50,9 +51,13 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         f"training threads {env['threads']}; latency: every saved model timed side by side "
         f"({timed})",
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
-        "- accuracy: test accuracy at the final step; *acc @best val*: test accuracy at the "
-        "evaluation with the best validation accuracy (chosen on validation only); **bold**: "
-        "the best of a column",
+        f"- {M.TABLE[primary].title.removesuffix(' %')}: of the test split at the final step; "
+        f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
+        "the best validation score (chosen on validation only; absent where the shipped model "
+        "is not a training phase's network); **bold**: the best of a column"
+        if primary + "_best_val" in M.TABLE else
+        f"- {M.TABLE[primary].title}: of the test split at the final step; **bold**: the best "
+        "of a column",
         "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
         "zeros counted); latency: per call at batch 1 and at the training batch size, median "
         "over the timing processes of each process's median block",
@@ -87,7 +92,7 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
                   kd, ""]
-    ranked = deploy_table(agg)
+    ranked = deploy_table(agg, primary)
     if ranked:
         lines += ["## Deploy formats side by side", "",
                   "The batch latency of what each cell ships (the slimmed model where "

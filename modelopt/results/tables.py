@@ -141,10 +141,11 @@ def scaling_table(agg: pd.DataFrame) -> str:
 TIE = 0.03
 
 
-def deploy_table(agg: pd.DataFrame) -> str:
+def deploy_table(agg: pd.DataFrame, primary: str = "accuracy") -> str:
     """Per compression, the shipped model's batch latency under each deploy format (mean ±
     std over seeds) and its rank among that format's cells (1 = fastest; ≈ where another
-    cell's latency is within TIE of it), with accuracy and compile time: whether compiling
+    cell's latency is within TIE of it), with its headline figure (`primary`: accuracy,
+    R², ...) and compile time: whether compiling
     changes which compression wins."""
     ok = agg[agg["n"] > 0]
     if "axis:deploy" not in ok.columns:
@@ -171,11 +172,11 @@ def deploy_table(agg: pd.DataFrame) -> str:
             width = 4 if f in compiled else 3
             row += ["–"] * width if r is None else [
                 fmt(mean, std, "g3"), ranks.get((k, f), "–"),
-                fmt(r.get("accuracy"), r.get("accuracy_std"), "pct"),
+                fmt(r.get(primary), r.get(f"{primary}_std"), _kind(primary)),
                 fmt(*shipped_figure(r, "compile_seconds"), "f1")][:width]
         rows.append(row)
     headers = [c[5:] for c in labels] + [h for f in formats for h in (
-        f"{f} batch ms", f"{f} rank", f"{f} accuracy %", f"seconds to {f}")[:4 if f in compiled
+        f"{f} batch ms", f"{f} rank", f"{f} {_title(primary)}", f"seconds to {f}")[:4 if f in compiled
                                                                            else 3]]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 

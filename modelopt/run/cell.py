@@ -189,9 +189,10 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     quantizer = quantize.build() if quantize is not None else None
     model, info, on = trained.net, {}, backends.on_device_of(trained.net)
     inputs = None
-    if quantizer is not None and quantizer.convert is not None:
+    fmt = runtime(cell.deploy)
+    if quantizer is not None and fmt.converts(quantizer):
         inputs, _ = train_sample(trained.data, quantizer.calibration)
-        model, info = runtime(cell.deploy).realise(quantizer, trained.net, inputs)
+        model, info = fmt.realise(quantizer, trained.net, inputs)
         on = backends.CPU  # int8 kernels are the CPU's
     shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)

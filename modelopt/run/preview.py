@@ -29,19 +29,19 @@ def earlier(out: Path) -> tuple[set, dict[str, float]]:
 
 def trains_alike(suite: Suite) -> list[str]:
     """Per cell, the group of cells that train the identical network (they differ only in
-    keys of later stages, spec/keys.py): trained once, by the first (`A`, `B`, ...; `-`
+    keys of later stages, spec/keys.py): trained once, by the first (`1`, `2`, ...; `-`
     alone)."""
     from modelopt.run import dense
 
     keys = [dense.key(c, suite.seeds[0]) for c in suite.cells]
     shared = [k for k in dict.fromkeys(keys) if keys.count(k) > 1]
-    return [chr(ord("A") + shared.index(k) % 26) if k in shared else "-" for k in keys]
+    return [str(shared.index(k) + 1) if k in shared else "-" for k in keys]
 
 
-def plan(suite: Suite, out: Path, jobs: int) -> str:
+def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True) -> str:
     done, seconds = earlier(out)
     labels = axis_labels([c.as_config() for c in suite.cells])
-    groups = trains_alike(suite)
+    groups = trains_alike(suite) if train_once else ["-"] * len(suite.cells)
     rows, todo_s, unknown = [], 0.0, 0
     for i, cell in enumerate(suite.cells):
         left = [s for s in suite.seeds if (cell.cell_id, s) not in done]
@@ -60,8 +60,8 @@ def plan(suite: Suite, out: Path, jobs: int) -> str:
     lines += [f"warning: {w}" for w in suite.warnings] + ([""] if suite.warnings else [])
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
     if any(g != "-" for g in groups):
-        lines.append("trains with: cells of one letter differ only after training (pruning, "
-                     "quantization, deploy, metrics); the run trains their network once")
+        lines.append("trains with: cells of one number differ only in what happens after "
+                     "training; the run trains their network once")
     todo = sum(r[-2] for r in rows)
     lines.append(f"resume: {runs - todo} of {runs} already ok, {todo} to run")
     if todo and todo_s:

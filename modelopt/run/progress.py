@@ -41,14 +41,12 @@ class Progress:
             msg = rec.error.splitlines()[0] if rec.error else ""
             tqdm.write(f"{rec.status}: {self.name(rec.cell_id)} seed {rec.seed}: {msg}",
                        file=sys.stderr)
+        score = headline(rec)
         if self.lines:
-            acc = rec.metrics.get("accuracy")
             print(f"[{self.done}/{self.todo}] {rec.status} {self.name(rec.cell_id)} seed {rec.seed}"
-                  + (f" acc {acc:.3f}" if acc is not None else "")
-                  + f" ({time.monotonic() - self.t0:.0f} s)", file=sys.stderr, flush=True)
+                  + score + f" ({time.monotonic() - self.t0:.0f} s)", file=sys.stderr, flush=True)
         if self.bar:
-            acc = rec.metrics.get("accuracy")
-            self.bar.set_postfix_str(f"last {rec.status}" + (f" acc {acc:.3f}" if acc else ""))
+            self.bar.set_postfix_str(f"last {rec.status}" + score)
             self.bar.update(1)
 
     def timing(self, k: int, n: int) -> None:
@@ -62,6 +60,15 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def headline(rec) -> str:
+    """` accuracy 0.912`: the cell's headline figure (its task's: accuracy, r2, ...)."""
+    from modelopt.spec.registries import TASKS
+
+    name = TASKS.info(rec.task).headline if rec.task in TASKS else None
+    value = rec.metrics.get(name) if name else None
+    return f" {name} {value:.3f}" if isinstance(value, (int, float)) else ""
 
 
 def cell_labels(suite) -> dict[str, str]:

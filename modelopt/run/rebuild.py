@@ -187,11 +187,11 @@ def build(doc: dict, recipe: Recipe) -> nn.Module:
     if doc["quantized"]:
         if recipe.quantize is None:
             raise NotRebuildable("it was quantized, and its config names no quantizer")
-        quantizer = recipe.quantize.build()
-        if quantizer.convert is None:
+        quantizer, fmt = recipe.quantize.build(), runtime(recipe.deploy)
+        if not fmt.converts(quantizer):
             raise NotRebuildable(f"quantizer '{recipe.quantize.name}' converts nothing")
         calibration = doc.get("calibration")
-        model, _ = runtime(recipe.deploy).realise(
+        model, _ = fmt.realise(
             quantizer, net, calibration if isinstance(calibration, torch.Tensor) else doc["batch"])
     return ship(recipe.deploy, model, doc["batch"], {}).eval()
 

@@ -91,8 +91,10 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
         # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
         raise ResumeError(
             f"{out_dir} holds results of suite '{old.suite}' with a different "
-            f"content (hash {old.content_hash} vs {suite.content_hash}). Use another "
-            "--out, or --force to add to it anyway.")
+            f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed, "
+            "or this version of modelopt names them differently (cell ids hash what a cell "
+            "sets since this version; see the README's Suite files). Use another --out, or "
+            "--force to add to it anyway.")
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(meta_path, json.dumps(meta, indent=2).encode())
     path = store.results_path(out_dir)

@@ -26,11 +26,26 @@ from modelopt.spec.schema import TrainConfig
 LATER_KEYS = ("metrics", "deploy")
 
 
+class Params(dict):
+    """A choice's checked parameters, read-only as the cell they belong to (a plain dict
+    otherwise: it pickles into spawned ranks and Ray workers, and dumps as JSON)."""
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("a cell's parameters are read-only: make another with Cell.replaced")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _frozen
+
+    def __reduce__(self):
+        return Params, (dict(self),)
+
+    def __hash__(self):
+        return hash(json.dumps(self, sort_keys=True, default=str))
+
+
 @dataclass(frozen=True)
 class Choice:
     """One registry entry a cell chose (`adam`, `l1_unstructured`), with its checked
-    parameters, defaults filled in. (Plain containers, not read-only proxies: a cell is
-    pickled into spawned ranks and Ray workers; nothing writes to them.)"""
+    parameters, defaults filled in."""
 
     key: str
     name: str
@@ -40,7 +55,7 @@ class Choice:
     def of(cls, key: str, spec: dict | None) -> "Choice | None":
         if spec is None:
             return None
-        return cls(key, spec["name"], {k: v for k, v in spec.items() if k != "name"})
+        return cls(key, spec["name"], Params({k: v for k, v in spec.items() if k != "name"}))
 
     @property
     def info(self):

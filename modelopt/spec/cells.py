@@ -214,12 +214,12 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
 def _check_runtime(cell: dict, regs: dict[str, Registry]) -> None:
     """The runtime a cell ships on must carry out what its quantizer asks for (the
     quantizer's intent, the runtime's `refuses`): said when the suite loads."""
-    quantize, deploy = cell.get("quantize"), cell.get("deploy")
-    if not quantize or not deploy:
+    quantize = cell.get("quantize")
+    if not quantize:
         return
-    intent = getattr(regs["quantize"].build_spec(quantize), "intent", None)
-    refuses = getattr(regs["deploy"].build_spec(deploy), "refuses", None)
-    why = refuses(intent) if intent is not None and refuses is not None else None
+    deploy = cell.get("deploy") or {"name": K.BY_NAME["deploy"].implied}
+    cannot = getattr(regs["deploy"].build_spec(deploy), "cannot", None)
+    why = cannot(regs["quantize"].build_spec(quantize)) if cannot is not None else None
     if why:
         raise RegistryError(f"quantize '{quantize['name']}' cannot ship on deploy "
                             f"'{deploy['name']}': {why}")

@@ -91,10 +91,6 @@ BY_NAME: dict[str, Key] = {k.name: k for k in KEYS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 
 
-def of_stage(*stages: Stage, keys=KEYS) -> tuple[str, ...]:
-    return tuple(k.name for k in keys if k.stage in stages)
-
-
 def training_keys(keys=KEYS) -> tuple[str, ...]:
     """The keys the trained network depends on."""
     return tuple(k.name for k in keys if k.trains)

@@ -30,9 +30,9 @@ DEFAULT_STEPS = 1000  # a cell that names neither steps nor epochs
 
 
 class TrainConfig(BaseModel):
-    """How long and how a cell trains; one of steps or epochs."""
+    """How long and how a cell trains; one of steps or epochs. Frozen: part of a cell."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     # 0: not trained, evaluated and compressed as built (a model with trained `weights:`)
     steps: int | None = Field(None, ge=0)
     epochs: float | None = Field(None, gt=0)

@@ -38,18 +38,32 @@ class Format:
     quantize: Realise | None = None
     refuses: Callable[[Intent], str | None] = lambda intent: None
 
+    def cannot(self, quantizer: Quantizer) -> str | None:
+        """Why this runtime cannot ship what the quantizer asks for (None: it can): checked
+        when the suite loads, and again before it converts."""
+        if quantizer.intent is not None and self.refuses(quantizer.intent):
+            return self.refuses(quantizer.intent)
+        if self.quantize is not None and quantizer.intent is None:
+            return ("the quantizer states no intent (Quantizer.intent) that this runtime "
+                    "could carry out its own way")
+        if self.quantize is None and quantizer.convert is None and quantizer.intent is not None:
+            return (f"it asks for {quantizer.intent.scheme} with no PyTorch conversion "
+                    "(Quantizer.convert), which this runtime ships")
+        return None
+
     def realise(self, quantizer: Quantizer, model: nn.Module, inputs: torch.Tensor
                 ) -> tuple[nn.Module, dict]:
         """The quantized model this runtime ships, from the trained one (left as it was)."""
-        why = self.refuses(quantizer.intent) if quantizer.intent is not None else None
+        why = self.cannot(quantizer)
         if why:
             raise TechniqueError(why)
         if self.quantize is not None:
-            if quantizer.intent is None:
-                raise TechniqueError("the quantizer states no intent (Quantizer.intent) that "
-                                     "this runtime could carry out")
             return self.quantize(quantizer.intent, model, inputs)
         return quantizer.convert(model, inputs)
+
+    def converts(self, quantizer: Quantizer) -> bool:
+        """Whether the quantizer changes the model that ships (not only hooks in training)."""
+        return quantizer.convert is not None or quantizer.intent is not None
 
 
 @DEPLOYERS.register("eager")
