@@ -26,3 +26,26 @@ def test_the_bring_your_own_model_example_runs_end_to_end(tmp_path):
     assert "OK" in (out / "compare.md").read_text()
     names = {e["name"] for e in json.loads((out / "export" / "bigger_is_better.json").read_text())}
     assert any("byo-images" in n for n in names) and any("byo-table" in n for n in names)
+
+
+def test_the_trained_model_example_measures_the_users_own_model(tmp_path):
+    """examples/trained: a model trained in plain PyTorch (torchvision's ImageFolder and
+    transforms, class folders whose sorted order is not the digits'), saved, then measured
+    by modelopt as loaded: the baseline's accuracy is the one train.py printed, to the image;
+    int8, pruning + fine-tune and distillation from it run."""
+    out = tmp_path / "trained"
+    r = subprocess.run(["bash", "examples/trained/run.sh", str(out)], cwd=ROOT,
+                       capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "BIN": str(Path(sys.executable).parent),
+                            "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    theirs = json.loads((out / "train.json").read_text())
+    recs = [json.loads(line) for line in (out / "run" / "results.jsonl").read_text().splitlines()]
+    assert len(recs) == 4 and all(rec["status"] == "ok" for rec in recs), recs
+    loaded = [rec for rec in recs if rec["cell"]["train"]["steps"] == 0
+              and not rec["cell"].get("prune") and not rec["cell"].get("quantize")]
+    assert [rec["metrics"]["accuracy"] for rec in loaded] == [theirs["test_accuracy"]]
+    assert loaded[0]["cell"]["model"]["weights"]["sha256"]
+    kd = next(rec for rec in recs if rec["cell"].get("distill"))
+    assert kd["metrics"]["teacher_accuracy"] == theirs["test_accuracy"]
+    assert "int8_static" in (out / "report" / "trained.md").read_text()

@@ -208,3 +208,19 @@ def test_deploy_table_ranks_each_format_side_by_side():
     tie = tables.deploy_table(report.aggregate(pd.DataFrame(rows)))
     assert "| 1 ≈ " in tie and "| 2 ≈ " in tie
     assert cols["l1_structured"] == ["1", "1", "90.0", "0.8", "2", "90.0", "7.0"]
+
+
+def test_the_headline_says_when_rows_trained_for_different_budgets():
+    """Fine-tuning adds steps the baseline never got: the headline shows each row's steps
+    and says a Δ may be the budget's; rows of one budget show neither."""
+    rows, doc = headline_rows()
+    even = pages.suite_page(pd.DataFrame([{**r, "steps_total": 100} for r in rows]), "s",
+                            baseline={"prune": "none"}, timing_doc=doc)
+    assert "steps trained" not in even.split("## Every figure")[0]
+    uneven = pages.suite_page(pd.DataFrame([
+        {**r, "steps_total": 100 + (40 if r["cell"]["prune"] else 0)} for r in rows]), "s",
+        baseline={"prune": "none"}, timing_doc=doc)
+    head = uneven.split("## Every figure")[0]
+    assert "steps trained" in head and "may be the budget's" in head
+    pruned = next(x for x in head.splitlines() if x.startswith("| l1_structured "))
+    assert "| 140 " in pruned

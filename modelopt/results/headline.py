@@ -80,6 +80,8 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     key = tasks.headline(task)
     ok = ok.sort_values(key, ascending=False)
     labels = label_columns(ok)
+    budgets = ok["steps_total"].dropna().unique() if "steps_total" in ok.columns else []
+    uneven = len(budgets) > 1  # rows trained for different numbers of steps
     rows = []
     for _, r in ok.iterrows():
         params, params_sd = shipped_figure(r, "params")
@@ -89,6 +91,8 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
         row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key))]
         if bases:
             row.append(_delta(df, r, base, key) if base is not None else "–")
+        if uneven:
+            row.append(fmt(r.get("steps_total"), None, "int"))
         row += [fmt(params, params_sd, "int") + (" (slimmed)" if shipped_kind(r) == "slimmed"
                                                   else ""),
                 fmt(lat, lat_sd, "g3")]
@@ -101,7 +105,14 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     headers = [c[5:] for c in labels] + [_title(key)]
     if bases:
         headers.append(f"Δ {key} vs baseline")
+    headers += ["steps trained"] if uneven else []
     headers += ["params shipped", "batch latency ms"]
     if bases:
         headers += ["speed-up × [95 % CI]", "size / baseline"]
-    return tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)
+    table = tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)
+    if uneven:
+        table += ("\n\nRows trained for different numbers of steps (*steps trained*: training "
+                  "and fine-tuning of the model that ships): a Δ between them may be the "
+                  "budget's, not the technique's. Give the baseline the same steps to tell "
+                  "(README: fair budgets).")
+    return table

@@ -206,6 +206,7 @@ class Pruned:
     slimmed: nn.Module | None  # structured pruning: the channels physically removed
     finetune_seconds: float = 0.0  # training seconds of every fine-tuning round
     slimmed_diff: float | None = None  # how far the slimmed model's outputs are from the masked
+    finetuned_steps: int = 0  # fine-tuning steps of every round
 
 
 def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned:
@@ -217,7 +218,7 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
     before, zeros_before = _histogram(model), _zeros(model)
     example = data.x_test[:1]
     calib = _calibration(p, data) if p.structured else None  # the same batches every round
-    outcome, seconds, chosen = None, 0.0, []
+    outcome, seconds, chosen, done = None, 0.0, [], 0
     for r in range(1, p.rounds + 1):
         # cumulative sparsity after round r, geometric so each round removes the same share
         target = 1 - (1 - p.amount) ** (r / p.rounds)
@@ -231,6 +232,7 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
         if steps > 0:
             outcome = finetune(model, steps, f"finetune{r}" if p.rounds > 1 else "finetune")
             seconds += outcome.train_seconds
+            done += outcome.steps
     make_permanent(model)
     info: dict = {"prune_amount": p.amount}
     slimmed, diff = None, None
@@ -242,7 +244,7 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
     else:
         check_unstructured(model, spec.name, p, zeros_before)
     return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed,
-                  seconds, diff)
+                  seconds, diff, done)
 
 
 def _calibration(p: Pruning, data: Data) -> structured.Calibration:
