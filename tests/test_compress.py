@@ -50,16 +50,18 @@ def test_global_unstructured_reaches_the_amount_overall():
 
 @dataclass
 class Done:
-    """What a fine-tuning phase reports (its training seconds), for a stub fine-tuner."""
+    """What a fine-tuning phase reports (its training seconds and steps), for a stub."""
     train_seconds: float
+    steps: int = 10
 
 
 def test_iterative_rounds_reach_the_final_amount_and_finetune_each_round():
     m = mlp()
     calls = []
-    run({"name": "l1_unstructured", "amount": 0.75, "rounds": 3, "finetune_steps": 30}, m,
-        finetune=lambda model, steps, phase: calls.append((steps, phase)) or Done(0.5))
+    pruned = run({"name": "l1_unstructured", "amount": 0.75, "rounds": 3, "finetune_steps": 30},
+                 m, finetune=lambda model, steps, phase: calls.append((steps, phase)) or Done(0.5))
     assert calls == [(10, "finetune1"), (10, "finetune2"), (10, "finetune3")]
+    assert pruned.finetuned_steps == 30
     for _, layer in prune.layers(m):
         assert sparsity(layer.weight) == pytest.approx(0.75, abs=0.02)
 

@@ -83,7 +83,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("train_seconds", "train s", "f1", False, unit="s", timing=True),  # fine-tuning included
     _m("finetune_seconds", "fine-tune s", "f1", False, unit="s", timing=True),
     # every step the shipped model trained: training and fine-tuning (a KD teacher's apart)
-    _m("steps_total", "steps trained", "int", None, "exact"),
+    _m("steps_total", "steps trained", "int"),
     _m("train_samples_s", "train samples/s", "f0", True, "relative", 0.15, "samples/s", True),
     _m("machine_probe_ms", "machine probe ms", "g3", False, unit="ms", timing=True),
     _m("ddp_startup_s", "ddp start-up s", "f1", False, unit="s", timing=True),
