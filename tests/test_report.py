@@ -224,3 +224,19 @@ def test_the_headline_says_when_rows_trained_for_different_budgets():
     assert "steps trained" in head and "may be the budget's" in head
     pruned = next(x for x in head.splitlines() if x.startswith("| l1_structured "))
     assert "| 140 " in pruned
+
+
+def test_fine_tuning_continues_the_training_curve():
+    """A pruned cell's fine-tune rounds are drawn after its training, steps and seconds
+    continuing; a post-training cell's curve is its fine-tuning."""
+    from modelopt.results.plots import chained
+
+    curves = [{"phase": "train", "step": 10, "seconds": 1.0, "val_score": 0.5},
+              {"phase": "train", "step": 20, "seconds": 2.0, "val_score": 0.6},
+              {"phase": "finetune1", "step": 5, "seconds": 0.5, "val_score": 0.4},
+              {"phase": "finetune2", "step": 5, "seconds": 0.4, "val_score": 0.55}]
+    assert [c["step"] for c in chained(curves, "step")] == [10, 20, 25, 30]
+    assert [c["seconds"] for c in chained(curves, "seconds")] == [1.0, 2.0, 2.5, 2.9]
+    only = chained([{"phase": "finetune", "step": s, "seconds": s / 10, "val_score": 0.1}
+                    for s in (20, 40, 60)], "step")
+    assert [c["step"] for c in only] == [20, 40, 60]

@@ -180,3 +180,22 @@ defaults:
     out = run_cell(cell, 0)
     assert out.status == "ok", out.error
     assert out.metrics["teacher_accuracy"] == pytest.approx(accuracy, abs=1e-9)
+
+
+def test_fine_tuning_is_a_phase_of_its_own(tmp_path):
+    """Pruning's fine-tune may name its own optimizer and rate (a loaded model that is not
+    trained, then fine-tuned at another rate); the training's stays the cell's."""
+    path = tmp_path / "ft.yaml"
+    path.write_text("""
+name: ft
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 300, n_features: 12, n_classes: 3}
+  model: {name: mlp, hidden: 16}
+  train: {steps: 20, eval_every: 10, finetune_optimizer: {name: sgd, lr: 0.05}}
+  prune: {name: l1_unstructured, amount: 0.5, finetune_steps: 10}
+""")
+    (cell,) = load(str(path)).cells
+    out = run_cell(cell, 0)
+    lrs = {c["phase"]: c["lr"] for c in out.curves}
+    assert lrs == {"train": 0.001, "finetune": 0.05}

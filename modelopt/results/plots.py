@@ -109,11 +109,25 @@ def save(fig: plt.Figure, path) -> None:
     plt.close(fig)
 
 
+def chained(curves: list[dict], x: str) -> list[dict]:
+    """A cell's evaluations in the order its phases ran (training, then pruning's fine-tune
+    rounds), each phase's steps or seconds continuing from where the one before ended: a
+    post-training cell's curve is its fine-tuning, not a single point."""
+    out, offset, phase, last = [], 0.0, None, 0.0
+    for c in curves:
+        if phase is not None and c.get("phase", "train") != phase:
+            offset = last
+        phase = c.get("phase", "train")
+        last = offset + c[x]
+        out.append({**c, x: last})
+    return out
+
+
 def _mean_curve(curves_list: list[list[dict]], x: str) -> tuple[list, list, list]:
     """Mean and std of the validation score over seeds, aligned by evaluation index."""
     import numpy as np
 
-    runs = [[c for c in curves if c.get("phase", "train") == "train"] for curves in curves_list]
+    runs = [chained(curves, x) for curves in curves_list]
     n = min(len(r) for r in runs) if runs else 0
     xs = np.mean([[r[i][x] for i in range(n)] for r in runs], axis=0) if n else []
     vals = np.array([[r[i]["val_score"] if r[i]["val_score"] is not None else np.nan
@@ -151,7 +165,7 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
             ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                             color=cmap(i % cmap.N), alpha=0.15, lw=0)
     ylabel = f"validation {tasks.axis_label(score)}" if score else "validation score"
-    axes[0].set_xlabel("training step")
+    axes[0].set_xlabel("training step (fine-tuning continues after training)")
     axes[1].set_xlabel("training time (s, evaluation excluded, log scale)")
     axes[1].set_xscale("log")
     axes[0].set_ylabel(ylabel)

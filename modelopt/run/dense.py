@@ -51,7 +51,9 @@ def training_config(cell: Cell) -> dict:
     clipping's hooks), not where it only converts afterwards."""
     out = cell.as_config(only=keys.training_keys() + (("quantize",) if cell.compress.trains()
                                                        else ()))
-    out["train"] = cell.train.settings.model_dump(exclude={"timeout_s"})
+    # what comes after training (fine-tuning's optimizer) is not the trained network's
+    out["train"] = cell.train.settings.model_dump(
+        exclude={"timeout_s", "finetune_optimizer", "finetune_schedule"})
     if cell.plugins:  # the code, not where this machine keeps it
         out["plugins"] = {"modules": cell.plugins.get("modules")}
     return out

@@ -33,13 +33,16 @@ def steps_of(cell: Cell, n_train: int) -> int:
 def make_plan(cell: Cell, net: nn.Module, data: data_mod.Data, steps: int, phase: str) -> Plan:
     """The optimizer, schedule, loss, loss terms and hooks of one training phase of `net`."""
     t = cell.train
-    opt = optim.build_optimizer(t.optimizer, net)
+    # pruning's fine-tuning is a phase of its own: its optimizer and schedule where named
+    optimizer, schedule = ((t.optimizer, t.schedule) if phase == "train" else
+                           (t.finetune_optimizer, t.finetune_schedule))
+    opt = optim.build_optimizer(optimizer, net)
     plan = Plan(steps=steps, batch_size=t.settings.batch_size,
                 eval_every=t.settings.eval_every, optimizer=opt,
                 loss_fn=losses.build(t.loss, data.task),
-                schedule=t.schedule.build(opt, steps) if t.schedule else None,
-                schedule_on_eval=bool(t.schedule and t.schedule.info.on_eval),
-                full_batch=t.optimizer.info.full_batch,
+                schedule=schedule.build(opt, steps) if schedule else None,
+                schedule_on_eval=bool(schedule and schedule.info.on_eval),
+                full_batch=optimizer.info.full_batch,
                 record_grad_norms="grad_norms" in t.settings.record, phase=phase)
     for term in (c.build() for c in t.regularization):
         if term.penalty is not None:

@@ -103,6 +103,17 @@ class TrainPart:
     loss: Choice | None = None
     distill: Choice | None = None
 
+    @property
+    def finetune_optimizer(self) -> Choice:
+        """Pruning's fine-tuning's optimizer: its own where the cell names one."""
+        return Choice.of("optimizer", self.settings.finetune_optimizer) or self.optimizer
+
+    @property
+    def finetune_schedule(self) -> Choice | None:
+        own = self.settings.finetune_schedule
+        return Choice.of("schedule", own) if own is not None else (
+            None if self.settings.finetune_optimizer is not None else self.schedule)
+
 
 @dataclass(frozen=True)
 class CompressPart:
@@ -235,6 +246,10 @@ def canonical(config: dict) -> dict:
         value = config.get(key.name)
         if key.name == "train":
             out["train"] = TrainConfig(**(value or {})).model_dump(exclude_defaults=True)
+            for field, of in (("finetune_optimizer", "optimizer"),
+                              ("finetune_schedule", "schedule")):
+                if out["train"].get(field):  # a technique's spec: what it sets, as any
+                    out["train"][field] = _canonical_choice(K.BY_NAME[of], out["train"][field])
         elif key.many and value:
             out[key.name] = [_canonical_choice(key, s) for s in value]
         elif not key.many and value is not None:

@@ -51,7 +51,11 @@ def normalize(key: str, value: Any):
 def check_spec(key: str, spec, regs: dict[str, Registry]):
     """Check names and parameters of a normalised value; return it with defaults filled in."""
     if key == "train":
-        return TrainConfig(**spec).model_dump()
+        checked = TrainConfig(**spec).model_dump()
+        for field, of in (("finetune_optimizer", "optimizer"), ("finetune_schedule", "schedule")):
+            if checked[field] is not None:  # a technique of that registry, checked as one
+                checked[field] = check_spec(of, normalize(of, checked[field]), regs)
+        return checked
     if spec is None:
         return None
     if key in LIST_KEYS:

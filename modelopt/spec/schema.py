@@ -45,6 +45,10 @@ class TrainConfig(BaseModel):
     target: float | None = None  # validation score for time_to_target
     folds: int = Field(0, ge=0)  # k-fold cross-validation: validation = fold `fold` of k
     fold: int = Field(0, ge=0)
+    # fine-tuning after pruning as a phase of its own: its optimizer and schedule (a name or
+    # a mapping, as the cell's own; none: the cell's), checked against their registries
+    finetune_optimizer: Any = None
+    finetune_schedule: Any = None
 
     @model_validator(mode="after")
     def _steps_or_epochs(self):
