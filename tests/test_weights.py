@@ -199,3 +199,29 @@ defaults:
     out = run_cell(cell, 0)
     lrs = {c["phase"]: c["lr"] for c in out.curves}
     assert lrs == {"train": 0.001, "finetune": 0.05}
+
+
+def test_tune_picks_a_compression_setting_on_the_compressed_models_own_scores(tmp_path):
+    """Before, a one-shot pruned cell reported the dense network's validation score, so
+    tune over prune.amount saw equal scores and took the first setting."""
+    import pandas as pd
+
+    from modelopt.results import report, tables
+    from modelopt.run import outcome
+
+    trained_file(tmp_path)
+    path = tmp_path / "t.yaml"
+    path.write_text(SUITE.replace("HIDDEN", "16").replace("WEIGHTS", "model.pth")
+                    .replace("PLUGINS", "").replace("quantize: [none, int8_dynamic]",
+                                                    "model.hidden: [16]")
+                    .replace("  train: {steps: 0}", "  train: {steps: 0}\n  prune: l1_unstructured")
+                    + "tune:\n  prune.amount: [0.95, 0.2]\n")
+    s = load(str(path))
+    assert len(s.cells) == 2
+    rows = []
+    for cell in s.cells:
+        payload = outcome.from_output(run_cell(cell, 0), cell.cell_id, 0, None)
+        rows.append(outcome.record(s, cell, 0, "", 1.0, payload, None).model_dump())
+    df = pd.DataFrame([{**r, **r["metrics"]} for r in rows])
+    best = tables.tuned(report.aggregate(df))
+    assert list(best["chosen"]) == ["prune.amount=0.2"]
