@@ -82,6 +82,8 @@ def test_figures_belong_to_a_model_and_old_records_still_read(tmp_path):
     df = results.load(tmp_path).set_index("seed")
     assert list(df["slimmed_params"]) == [40, 40] and df.loc[1, "slimmed_compile_seconds"] == 3.0
     assert df.loc[0, "slimmed_max_abs_diff"] == 1e-6
-    with pytest.raises(ValueError, match="figure 'params' is 'many'"):
+    with pytest.raises(ValueError, match="unknown_kind' is no model"):
+        Record.model_validate({**old, "models": {"unknown_kind": {}}})
+    with pytest.raises(ValueError, match="models.slimmed: figure 'params' is 'many'"):
         Record.model_validate({**old, "models": {"slimmed": {"params": "many"}}},
                               context={"from_file": True})

@@ -74,11 +74,19 @@ class Record(BaseModel):
     @field_validator("models")
     @classmethod
     def _models_figures(cls, models: dict, info: ValidationInfo) -> dict:
-        from modelopt.results.metrics import column
+        from modelopt.results.metrics import MODELS, column
 
         strict = bool((info.context or {}).get("from_file"))
-        return {kind: checked_figures(figures, strict, lambda n, k=kind: column(k, n))
-                for kind, figures in models.items()}
+        out = {}
+        for kind, figures in models.items():
+            if kind not in MODELS:
+                raise ValueError(f"models: '{kind}' is no model a cell measures (known: "
+                                 f"{', '.join(MODELS)})")
+            try:
+                out[kind] = checked_figures(figures, strict, lambda n, k=kind: column(k, n))
+            except ValueError as exc:
+                raise ValueError(f"models.{kind}: {exc}") from None
+        return out
 
     def figures(self) -> dict[str, Any]:
         """Every figure as a table column: the cell's, and each other model's by its kind
