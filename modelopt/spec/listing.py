@@ -9,13 +9,16 @@ from typing import Annotated
 
 from modelopt.spec import plugins
 from modelopt.spec.keys import DEFAULTS
+from modelopt.spec.registries import TASKS, WEIGHTS
 from modelopt.spec.registry import describe
 from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 
 
 def listing() -> str:
     lines = []
-    for key, reg in plugins.load().items():
+    regs = {**plugins.load(), "model weights (model: {..., weights: FILE})": WEIGHTS,
+            "tasks (a dataset's)": TASKS}
+    for key, reg in regs.items():
         lines.append(f"{key}:")
         for e in reg.entries():
             params = ", ".join(
@@ -23,7 +26,7 @@ def listing() -> str:
                 + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
                 for p in e.params)
             facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
-                            if v not in (None, False) and not callable(v))  # no code reprs
+                            if v not in (None, False, ()) and not callable(v))  # no code reprs
             lines.append(f"  {e.name}({params}){facts}")
             lines += [f"      {line}".rstrip() for line in e.doc.splitlines()]
     lines.append("train:")
