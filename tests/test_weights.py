@@ -225,3 +225,14 @@ def test_tune_picks_a_compression_setting_on_the_compressed_models_own_scores(tm
     df = pd.DataFrame([{**r, **r["metrics"]} for r in rows])
     best = tables.tuned(report.aggregate(df))
     assert list(best["chosen"]) == ["prune.amount=0.2"]
+
+
+def test_a_weights_file_changed_after_the_suite_loaded_is_not_measured_as_the_old(tmp_path):
+    from modelopt.techniques.errors import TechniqueError
+
+    trained_file(tmp_path)
+    cell = suite(tmp_path, "model.pth").cells[0]
+    trained_file(tmp_path, save=lambda n, p: torch.save(
+        {k: v * 2 for k, v in n.state_dict().items()}, p))
+    with pytest.raises(TechniqueError, match="changed since the suite loaded"):
+        run_cell(cell, 0)

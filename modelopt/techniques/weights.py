@@ -77,7 +77,14 @@ def _first(exc: Exception) -> str:
 
 
 def read(spec: dict) -> dict[str, torch.Tensor]:
-    """The state_dict a checked `weights:` spec ({name, path, sha256, ...}) names."""
+    """The state_dict a checked `weights:` spec ({name, path, sha256, ...}) names, from the
+    file as it was when the suite loaded (its hash is the cell's id)."""
+    from modelopt.spec.weights import sha256
+
+    if spec.get("sha256") and sha256(spec["path"]) != spec["sha256"]:
+        raise TechniqueError(f"weights {spec['path']} changed since the suite loaded (its "
+                             "content is part of the cell's id): run the suite again to "
+                             "measure the new file as a new cell")
     params = {k: v for k, v in spec.items() if k not in ("name", "path", "sha256")}
     return WEIGHTS.build(spec["name"], spec["path"], **params)
 
@@ -128,6 +135,10 @@ def check_fits(config: dict) -> None:
                   json.dumps(model, sort_keys=True, default=str))
         except TechniqueError as exc:
             raise RegistryError(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - building the model to check it failed
+            raise RegistryError(f"model weights {model['weights']['path']}: building the "
+                                f"model to load them failed: {type(exc).__name__}: "
+                                f"{_first(exc)}") from None
 
 
 @functools.lru_cache(maxsize=64)
