@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUITE  ?= suites/bench.yaml
 JOBS   ?=
 
-.PHONY: bench test lint install clean vision device-check
+.PHONY: bench test lint install clean vision trained device-check
 
 install: $(STAMP)
 
@@ -37,6 +37,12 @@ vision: $(STAMP)
 	test -d data/digits32 || $(BIN)/modelopt images digits data/digits32
 	$(BIN)/modelopt run suites/vision.yaml --out results/vision
 	$(BIN)/modelopt report results/vision --out reports
+
+# A model trained elsewhere (examples/trained): images, train.py in plain PyTorch, then what
+# int8, pruning + fine-tune and distillation do to exactly that model; report into reports/.
+trained: $(STAMP)
+	BIN=$(BIN) bash examples/trained/run.sh results/trained
+	$(BIN)/modelopt report results/trained/run --out reports
 
 # The GPU device check (README, "Device check (GPU)"): wheels a lent GPU machine lacks into
 # .whl/, the preparation checked, the one command to run there printed; without a GPU here
