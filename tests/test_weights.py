@@ -236,3 +236,27 @@ def test_a_weights_file_changed_after_the_suite_loaded_is_not_measured_as_the_ol
         {k: v * 2 for k, v in n.state_dict().items()}, p))
     with pytest.raises(TechniqueError, match="changed since the suite loaded"):
         run_cell(cell, 0)
+
+
+def test_the_suites_own_import_path_factories_are_trusted_to_rebuild_its_records(tmp_path):
+    """A run added to with --force (after retraining the weights) times the earlier cells
+    too: their records name the suite's own factory by import path, which is the user's
+    code, not a module a results file smuggles in."""
+    from modelopt.run import timing
+
+    path = tmp_path / "p.yaml"
+    path.write_text(SUITE.replace("PLUGINS", "").replace(
+        "{name: mlp, hidden: HIDDEN, weights: WEIGHTS}", '"tests.plugins:tiny_net"'))
+    user = timing.UserCode.of_suite(load(str(path)))
+    assert "tests.plugins" in user.modules
+
+
+def test_tuning_loaded_models_on_a_split_they_may_have_seen_is_warned(tmp_path):
+    trained_file(tmp_path)
+    plain = suite(tmp_path, "model.pth")
+    assert not plain.warnings
+    path = tmp_path / "s.yaml"
+    path.write_text(path.read_text().replace("  train: {steps: 0}", "  train: {steps: 0}\n"
+                                             "  prune: l1_unstructured")
+                    + "tune:\n  prune.amount: [0.2, 0.5]\n")
+    assert any("may have seen those samples" in w for w in load(str(path)).warnings)

@@ -91,10 +91,11 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
         # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
         raise ResumeError(
             f"{out_dir} holds results of suite '{old.suite}' with a different "
-            f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed, "
+            f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed "
+            "(a model's weights file is part of its cell: retrained weights are new cells), "
             "or this version of modelopt names them differently (cell ids hash what a cell "
             "sets since this version; see the README's Suite files). Use another --out, or "
-            "--force to add to it anyway.")
+            "--force to add the new cells beside the old.")
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(meta_path, json.dumps(meta, indent=2).encode())
     path = store.results_path(out_dir)
@@ -190,14 +191,17 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
              own_dir: str | None = None) -> bool:
     """The timing stage over the suite's ok cells in `out`; False if interrupted."""
     path = store.results_path(out)
-    ok = {r.key for r in store.read(path) if r.ok and r.suite == suite.name} \
-        if path.exists() else set()
+    recs = [r for r in store.read(path) if r.ok and r.suite == suite.name] \
+        if path.exists() else []
+    ok = {r.key for r in recs}
     missing = ok - {(a.cell_id, a.seed) for a in latency.artifacts(out, ok)}
     if missing:
         logging.getLogger("modelopt").warning(
             "%d ok cell x seed without a saved model get no latency (see their "
             "extra.timing_error), e.g. %s seed %s", len(missing), *sorted(missing)[0])
-    cells = {c.cell_id: c.as_config() for c in suite.cells}  # as recorded
+    # each cell as recorded: the suite's, and the records' for cells it no longer has (an
+    # earlier run of a suite whose weights file changed, added to with --force)
+    cells = {**{r.cell_id: r.cell for r in recs}, **{c.cell_id: c.as_config() for c in suite.cells}}
     try:
         timing.run_stage(out, suite.name, ok, cells, timing.UserCode.of_suite(suite),
                          processes=processes or latency.PROCESSES, progress=progress,

@@ -251,6 +251,13 @@ class UserCode:
     @classmethod
     def of_suite(cls, suite) -> "UserCode":
         ctx = next((c.plugins for c in suite.cells if c.plugins), None)
+        # the factories the suite names by import path are the user's own code too
+        named = sorted({choice.name.partition(":")[0] for c in suite.cells
+                        for choice in (c.model, c.compress.quantize, c.deploy)
+                        if choice is not None and ":" in choice.name})
+        if named:
+            ctx = {**(ctx or {"path": []}), "modules": sorted(
+                set((ctx or {}).get("modules") or []) | set(named))}
         return cls(ctx, {c.cell_id: rebuild.Recipe.of(c) for c in suite.cells})
 
 

@@ -188,7 +188,19 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
-                 + tuple(unused))
+                 + tuple(unused) + _seen_validation(spec, cells))
+
+
+def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:
+    """Tuning cells that start from trained weights on a validation split carved from the
+    training split: the model may have trained on it, so tune would choose on seen data."""
+    if not spec.tune or not any(c.model.params.get("weights") and c.data.val_fraction > 0
+                                for c in cells):
+        return ()
+    return ("tune chooses by validation score, and cells start from trained weights with "
+            "validation carved from the training split (train.val_fraction): a model trained "
+            "elsewhere may have seen those samples; hold them out of its training, or set "
+            "val_fraction: 0 and do not tune",)
 
 
 def _check_size(spec: SuiteFile, path: str) -> None:

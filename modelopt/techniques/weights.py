@@ -34,9 +34,11 @@ def torch_file(path: str, /, key: str | None = None) -> dict[str, torch.Tensor]:
         doc = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - refused by weights_only, or not a torch file
         raise TechniqueError(
-            f"weights {path}: torch.load(weights_only=True) cannot read it ({_first(exc)}). "
-            "Save the state_dict alone: torch.save(model.state_dict(), 'model.pth'), not the "
-            "model object or a checkpoint holding other Python objects") from None
+            f"weights {path}: torch.load(weights_only=True) cannot read it "
+            f"({type(exc).__name__}: {_plain(exc)}). Save the state_dict alone: "
+            "torch.save(model.state_dict(), 'model.pth'), not the model object or a "
+            "checkpoint holding other Python objects; a file you trust converts once with "
+            "torch.save(torch.load(p, weights_only=False).state_dict(), 'model.pth')") from None
     if key is not None:
         if not isinstance(doc, dict) or key not in doc:
             keys = ", ".join(map(str, doc)) if isinstance(doc, dict) else type(doc).__name__
@@ -74,6 +76,17 @@ def _is_state(doc) -> bool:
 
 def _first(exc: Exception) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _plain(exc: Exception) -> str:
+    """What torch.load says it refused (the class it would have had to run), without its
+    terminal colours and advice about torch's own options."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|[^.\n]*"
+                      r"invalid load key[^.\n]*)", text)
+    return found.group(1) if found else _first(exc)
 
 
 def read(spec: dict) -> dict[str, torch.Tensor]:
