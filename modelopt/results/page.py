@@ -38,6 +38,9 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     env = describe_env(d)
     seeds = sorted(d["seed"].unique().tolist())
     datasets = ", ".join(sorted({c["dataset"]["name"] for c in d["cell"]}))
+    trained = _weights(d["cell"])
+    if trained:  # where the models came from, named even when every cell shares them
+        datasets += f" · **trained weights**: {trained}"
     lines = [f"# {suite}", ""]
     if description:
         lines += [description.strip(), ""]
@@ -104,6 +107,19 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
     if cv:
         lines += ["## Cross-validation", "", cv, ""]
     return lines
+
+
+def _weights(cells) -> str:
+    """The trained weights files the cells' models (and KD teachers) start from, by name and
+    content hash."""
+    found = {}
+    for cell in cells:
+        teacher = ((cell.get("distill") or {}).get("teacher") or {}).get("model") or {}
+        for model in (cell.get("model") or {}, teacher):
+            w = model.get("weights") if isinstance(model, dict) else None
+            if isinstance(w, dict) and w.get("path"):
+                found[str(w["path"])] = str(w.get("sha256", ""))[:12]
+    return ", ".join(f"`{p}` (sha256 {h}…)" for p, h in sorted(found.items()))
 
 
 def index_page(suites: list[tuple[str, str, int]]) -> str:
