@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 from torch import nn
 
+from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import LOSSES, TASKS
 from modelopt.spec.registry import Positive
 
@@ -29,8 +30,6 @@ def huber(*, delta: Positive = 1.0) -> nn.Module:
     return nn.HuberLoss(delta=delta)
 
 
-def build(spec, task: str) -> nn.Module:
+def build(spec: Choice | dict | None, task: str) -> nn.Module:
     """The cell's loss (a Choice or a spec), else its task's default."""
-    if spec is not None:
-        return spec.build() if hasattr(spec, "build") else LOSSES.build_spec(spec)
-    return LOSSES.build_spec({"name": TASKS.info(task).default_loss})
+    return chosen("loss", spec or {"name": TASKS.info(task).default_loss}).build()
