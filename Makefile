@@ -38,11 +38,12 @@ vision: $(STAMP)
 	$(BIN)/modelopt run suites/vision.yaml --out results/vision
 	$(BIN)/modelopt report results/vision --out reports
 
-# A model trained elsewhere (examples/trained): images, train.py in plain PyTorch, then what
-# int8, pruning + fine-tune and distillation do to exactly that model; report into reports/.
+# A model trained elsewhere (suites/trained.yaml): the committed weights of
+# suites/weights/train_digits.py, compressed without retraining; report into reports/.
+# The worked example of your own images and training is examples/trained/run.sh.
 trained: $(STAMP)
-	BIN=$(BIN) bash examples/trained/run.sh results/trained
-	$(BIN)/modelopt report results/trained/run --out reports
+	$(BIN)/modelopt run suites/trained.yaml --out results/trained
+	$(BIN)/modelopt report results/trained --out reports
 
 # The GPU device check (README, "Device check (GPU)"): wheels a lent GPU machine lacks into
 # .whl/, the preparation checked, the one command to run there printed; without a GPU here

@@ -48,6 +48,6 @@ def test_the_trained_model_example_measures_the_users_own_model(tmp_path):
     assert loaded[0]["cell"]["model"]["weights"]["sha256"]
     kd = next(rec for rec in recs if rec["cell"].get("distill"))
     assert kd["metrics"]["teacher_accuracy"] == theirs["test_accuracy"]
-    report = (out / "report" / "trained.md").read_text()
+    report = (out / "report" / "trained_example.md").read_text()
     assert "int8_static" in report
     assert f"**trained weights**: `{out / 'model.pth'}`" in report  # named, with its hash

@@ -4,7 +4,7 @@
 # structured pruning + fine-tune and distillation do to exactly that model.
 #   bash examples/trained/run.sh [OUT]
 set -euo pipefail
-OUT=${1:-results/trained}
+OUT=${1:-results/trained_example}
 BIN=${BIN:-.venv/bin}
 HERE=examples/trained
 mkdir -p "$OUT"

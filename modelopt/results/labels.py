@@ -29,6 +29,16 @@ def _fmt_param(v) -> str:
     return str(v)
 
 
+def _train_value(v, column: list) -> str:
+    """A training setting; one that names a technique (finetune_optimizer) as its other
+    keys' values are named: by name and the parameters that differ down the column."""
+    if not isinstance(v, dict) or "name" not in v:
+        return "none" if v is None else str(v)
+    specs = [s for s in column if isinstance(s, dict)]
+    return spec_label(v, {k for s in specs for k in s
+                          if k != "name" and len({str(t.get(k)) for t in specs}) > 1})
+
+
 def axis_labels(cells: list[dict]) -> pd.DataFrame:
     """One column per cell key that varies across `cells`, labelled by name and the
     parameters that differ (defaults that all cells share are left out)."""
@@ -39,7 +49,8 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
                  for s in (v if isinstance(v, list) else [v]) if s]
         if key == "train":
             differing = {k for k in (values[0] or {}) if len({str(v.get(k)) for v in values}) > 1}
-            labels = [", ".join(f"{k}={v[k]}" for k in sorted(differing)) for v in values]
+            labels = [", ".join(f"{k}={_train_value(v[k], [w.get(k) for w in values])}"
+                                for k in sorted(differing)) for v in values]
         else:
             differing = set()
             by_name: dict[str, list[dict]] = {}

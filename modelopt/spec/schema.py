@@ -89,6 +89,8 @@ class SuiteFile(BaseModel):
     skip_unavailable: bool = False
     tune: dict[str, list[Any]] | None = None  # a grid per matrix cell, chosen on validation
     cv: CVConfig | None = None
+    # rows that train as long as the compressed cells, uncompressed (spec/budget.py)
+    match_budget: bool = False
     thresholds: dict[str, str] = Field(default_factory=dict)
     # modules imported before validation (and in every cell's process) to register a
     # user's own models, datasets, ...; the suite file's folder is importable

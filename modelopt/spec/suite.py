@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import plugins, weights
+from modelopt.spec import budget, plugins, weights
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
@@ -183,6 +183,11 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             if cell.cell_id not in seen:  # two routes to the same cell run it once
                 seen.add(cell.cell_id)
                 cells.append(cell)
+    if spec.match_budget:
+        if spec.tune or spec.cv:
+            raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
+                             "matched rows as a suite of their own")
+        cells += budget.matched(cells, path)
     content_hash = hashlib.sha1(json.dumps(
         {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
     ).encode()).hexdigest()[:12]
