@@ -10,6 +10,7 @@ from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import label_columns
 from modelopt.results.report import _kind, _title, fmt
+from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
 
 
@@ -60,16 +61,6 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     return f"{mark}{change:+.3f}"
 
 
-def _speedup(r: pd.Series, name: str) -> str:
-    v, lo, hi = r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")
-    if v is None or pd.isna(v):
-        return "–"
-    if pd.isna(lo):
-        return f"{v:.2f}"
-    mark = "≈ " if lo <= 1 <= hi else ""
-    return f"{mark}{v:.2f} [{lo:.2f}, {hi:.2f}]"
-
-
 def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], task: str) -> str:
     """The suite's answer in a few columns: the axes that vary, the primary metric, and for
     each cell the figures of the model that would ship (slimmed where one exists), with
@@ -82,6 +73,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     labels = label_columns(ok)
     budgets = ok["steps_total"].dropna().unique() if "steps_total" in ok.columns else []
     uneven = len(budgets) > 1  # rows trained for different numbers of steps
+    fastest = best_runtimes(ok) if bases else {}  # shipped on several runtimes
     rows = []
     for _, r in ok.iterrows():
         params, params_sd = shipped_figure(r, "params")
@@ -99,8 +91,9 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
         if bases:
             base_size = base.get("size_bytes") if base is not None else None
             row += ["baseline" if base is not None and r["cell_id"] == base["cell_id"]
-                    else _speedup(r, "speedup_batch"),
+                    else speedup_words(r),
                     f"{size / base_size:.2f}" if size and base_size else "–"]
+            row += [fastest.get(r["cell_id"], "–")] if fastest else []
         rows.append(row + [int(r["n"])])
     headers = [c[5:] for c in labels] + [_title(key)]
     if bases:
@@ -109,6 +102,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     headers += ["params shipped", "batch latency ms"]
     if bases:
         headers += ["speed-up × [95 % CI]", "size / baseline"]
+        headers += ["fastest runtime"] if fastest else []
     table = tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)
     if uneven:
         table += ("\n\nRows trained for different numbers of steps (*steps trained*: training "

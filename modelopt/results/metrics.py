@@ -62,6 +62,15 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("quantized_layers", "quantized layers", "int", True, "exact"),
     _m("quantized_with", "quantized with", "none"),  # torchao, torchao pt2e, or torch.ao
     _m("calibration_samples", "calibration samples", "int"),
+    # how the int8 model ran: on int8 kernels, or PT2E's reference path (quantize /
+    # dequantize around float kernels: a numerics check, never int8's speed)
+    _m("int8_path", "int8 runs on", "none"),
+    _m("float_layers", "float layers", "int"),  # weighted layers left in float
+    # the runtime a model ships on, where it is not PyTorch (deploy: onnxruntime)
+    _m("runtime", "runtime", "none"),
+    _m("runtime_version", "runtime version", "none"),
+    _m("execution_provider", "execution provider", "none"),
+    _m("onnx_opset", "ONNX opset", "int"),
     # the saved program (graph and tensors) of an exported model, beside size_bytes (tensors)
     _m("artifact_bytes", "artifact B", "si", False, "exact", unit="bytes"),
     # deploy formats (compile, export): compiling apart from latency, and the outputs' check

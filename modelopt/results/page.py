@@ -10,6 +10,7 @@ from modelopt.results import tasks
 from modelopt.results.headline import add_speedups, headline
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.report import aggregate, baselines, cost_metrics, table
+from modelopt.results.runtimes import int8_notes, runtime_table
 from modelopt.results.tables import (
     cv_table,
     deploy_table,
@@ -144,7 +145,17 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
     elif baseline:
         lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
                   "columns.", ""]
-    lines += [headline(d, part, bases, task), "", f"## Every figure{title}", "",
+    lines += [headline(d, part, bases, task), ""]
+    notes = int8_notes(part)
+    lines += [notes, ""] if notes else []
+    by_runtime = runtime_table(part) if bases else ""
+    if by_runtime:
+        lines += [f"## Where each technique pays off: technique × runtime{title}", "",
+                  "Each technique's shipped model on each runtime the suite ships it on: the "
+                  "batch speed-up over its baseline (above), with its 95 % interval over the "
+                  "timing processes, and the size of what ships (the runtime's file where it "
+                  "has one).", "", by_runtime, ""]
+    lines += [f"## Every figure{title}", "",
               table(part, list(tasks.info(task).columns) + cost_metrics(part),
                     sort_by=tasks.headline(task)),
               ""]

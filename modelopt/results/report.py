@@ -75,6 +75,9 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
                 continue
             vals = pd.to_numeric(ok[col], errors="coerce").dropna() if len(ok) else pd.Series([], dtype=float)
             if len(vals) == 0:
+                words = [v for v in ok[col] if isinstance(v, str)] if len(ok) else []
+                if words:  # a fact in words (int8_path, runtime): the seeds' first
+                    row[f"text:{col}"] = words[0]
                 continue
             row[col] = float(vals.mean())
             row[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0

@@ -369,8 +369,10 @@ def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) ->
     """Counts of the deployed model. FLOPs come from its float version on the CPU:
     FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
     same multiply-adds."""
-    # an exported program's weights are int8 constants of the float model's: counted there
-    counted_model = fp32 if isinstance(deploy, Program) else deploy
+    # an exported program's weights are int8 constants of the float model's, an ONNX
+    # Runtime model's are in its file: counted on the float model
+    opaque = isinstance(deploy, Program) or next(deploy.parameters(), None) is None
+    counted_model = fp32 if opaque else deploy
     params, nonzero = measure.count_params(counted_model)
     _, above = measure.count_params(counted_model, threshold=SMALL_WEIGHT)
     counted = copy.deepcopy(fp32).cpu()

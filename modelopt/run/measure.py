@@ -37,20 +37,27 @@ def count_params(model: nn.Module, threshold: float = 0.0) -> tuple[int, int]:
     return total, nonzero
 
 
-def size_bytes(model: nn.Module) -> int:
-    """Bytes of the saved state_dict (torch.save), as a user would ship it."""
+def _saved(model: nn.Module) -> bytes:
+    """What a user would ship: the saved state_dict (torch.save), or the file of a model
+    that keeps its weights in one (an ONNX Runtime model's ONNX file)."""
+    blob = getattr(model, "blob", None)
+    if isinstance(blob, bytes) and next(model.parameters(), None) is None:
+        return blob
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
-    return buf.tell()
+    return buf.getvalue()
+
+
+def size_bytes(model: nn.Module) -> int:
+    """Bytes of what ships (`_saved`)."""
+    return len(_saved(model))
 
 
 def size_bytes_compressed(model: nn.Module) -> int:
-    """Bytes of the saved state_dict after zlib: where sparsity pays off on disk."""
+    """Bytes of what ships after zlib: where sparsity pays off on disk."""
     import zlib
 
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return len(zlib.compress(buf.getvalue(), 6))
+    return len(zlib.compress(_saved(model), 6))
 
 
 # ---------------------------------------------------------------- FLOPs

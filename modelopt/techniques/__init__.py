@@ -7,6 +7,7 @@ from modelopt.techniques import (  # noqa: F401
     images,
     losses,
     models,
+    onnx_runtime,
     optim,
     preprocess,
     prune,

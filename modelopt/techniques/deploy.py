@@ -141,7 +141,7 @@ def _warm(compiled: Compiled, x: torch.Tensor) -> tuple[nn.Module, dict]:
             compiled(x)
     except Exception as exc:  # noqa: BLE001 - the reason is the compiler's
         raise TechniqueError(f"deploy: compile failed: {first_line(exc)}") from None
-    return compiled, {"compile_seconds": time.perf_counter() - t0}
+    return compiled, {"compile_seconds": time.perf_counter() - t0, **_lowered(compiled.source)}
 
 
 def _package(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
@@ -158,4 +158,11 @@ def _package(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     except Exception as exc:  # noqa: BLE001 - the reason is torch.export's or the compiler's
         raise TechniqueError(f"deploy: export failed: {first_line(exc)}") from None
     return Packaged(blob, str(x.device)), {"compile_seconds": time.perf_counter() - t0,
-                            "artifact_bytes": len(blob)}
+                            "artifact_bytes": len(blob), **_lowered(model)}
+
+
+def _lowered(model: nn.Module) -> dict:
+    """A PT2E int8 program compiled by Inductor no longer runs the reference path: Inductor
+    fuses its quantize / dequantize pairs into int8 kernels where it can (not verified op
+    by op here)."""
+    return {"int8_path": "inductor"} if isinstance(model, program.Program) else {}

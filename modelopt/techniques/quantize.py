@@ -22,6 +22,9 @@ Hook = Callable[[nn.Module], None]
 Convert = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
 
 
+REFERENCE = "reference"  # int8_path of PT2E's program run eagerly (q/dq around float kernels)
+
+
 @dataclass(frozen=True)
 class Intent:
     """What a quantizer asks for, said once, whoever carries it out: a scheme
@@ -147,7 +150,8 @@ def _quantize_(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
     n = sum(isinstance(m.weight, tq.Int8Tensor) for m in linears)
     if n < len(linears):
         raise TechniqueError(f"{name} quantized {n} of the model's {len(linears)} Linear layers")
-    return fp32, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao"}
+    return fp32, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao",
+                  "int8_path": "torchao int8 tensors (eager)"}
 
 
 def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
@@ -178,7 +182,10 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
         raise TechniqueError(f"int8_static quantized none of the model's {layers} Linear /"
                              " convolution layers")
     shipped = program.Program(program.export(converted, x))
+    # run as it is (deploy: eager), the program quantizes and dequantizes around float
+    # kernels: a check of int8's numerics, not its speed (compile / export lower it)
     return shipped, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao pt2e",
+                     "int8_path": REFERENCE,
                      "calibration_samples": len(x), "artifact_bytes": shipped.saved_bytes}
 
 
@@ -223,4 +230,5 @@ def _torch_ao(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
             f" subclasses): its layers are {', '.join(present)}. Dynamic int8 has no Conv"
             " kernels; use a model with Linear layers or no quantize")
     return q, {"quantized": True, "quantized_layers": n, "quantized_with": "torch.ao",
+               "int8_path": "torch.ao int8 kernels",
                "quantized_engine": torch.backends.quantized.engine}

@@ -1,0 +1,110 @@
+"""Where each technique pays off: the same compressed model on each runtime the suite
+ships it on (deploy: eager, compile, export, onnxruntime), side by side, and how each int8
+row really ran. PT2E's program run eagerly is int8's *reference path* (quantize /
+dequantize around float kernels): a check of its numerics, never shown as its speed."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from tabulate import tabulate
+
+from modelopt.results.labels import joined, label_columns
+from modelopt.techniques.quantize import REFERENCE
+
+DEPLOY_AXIS = "axis:deploy"
+
+
+def runtime_of(r: pd.Series) -> str:
+    deploy = r["cell"].get("deploy") or {}
+    return deploy.get("name", "eager") if isinstance(deploy, dict) else str(deploy)
+
+
+def is_reference(r: pd.Series) -> bool:
+    return r.get("text:int8_path") == REFERENCE
+
+
+def speedup_words(r: pd.Series, name: str = "speedup_batch") -> str:
+    """A row's speed-up with its interval; the reference path's is not int8's speed."""
+    if is_reference(r):
+        return "reference path"
+    v, lo, hi = r.get(name), r.get(f"{name}_ci_low"), r.get(f"{name}_ci_high")
+    if v is None or pd.isna(v):
+        return "–"
+    if lo is None or pd.isna(lo):
+        return f"{v:.2f}"
+    return f"{'≈ ' if lo <= 1 <= hi else ''}{v:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _technique(r: pd.Series) -> str:
+    """The cell without its runtime: what is compared across runtimes."""
+    return json.dumps({k: v for k, v in r["cell"].items() if k != "deploy"}, sort_keys=True,
+                      default=str)
+
+
+def best_runtimes(agg: pd.DataFrame) -> dict[str, str]:
+    """{cell_id: the runtime where its technique is fastest, with that speed-up}, for
+    suites that ship on more than one runtime; the reference path never counts."""
+    ok = agg[agg["n"] > 0]
+    if DEPLOY_AXIS not in ok.columns or "speedup_batch" not in ok.columns:
+        return {}
+    out = {}
+    for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
+        timed = [r for _, r in group.iterrows()
+                 if not is_reference(r) and pd.notna(r.get("speedup_batch"))]
+        if timed:
+            best = max(timed, key=lambda r: r["speedup_batch"])
+            words = f"{runtime_of(best)} {best['speedup_batch']:.2f}×"
+            out.update({cid: words for cid in group["cell_id"]})
+    return out
+
+
+def runtime_table(agg: pd.DataFrame) -> str:
+    """Technique × runtime: per technique (the cell without its deploy), on each runtime the
+    batch speed-up over the baseline with its interval and the Δ of the primary metric;
+    the best runtime named. Empty unless the suite ships on more than one runtime."""
+    ok = agg[agg["n"] > 0]
+    if DEPLOY_AXIS not in ok.columns or "speedup_batch" not in ok.columns:
+        return ""
+    runtimes = list(dict.fromkeys(runtime_of(r) for _, r in ok.iterrows()))
+    labels = [c for c in label_columns(ok) if c != DEPLOY_AXIS]
+    best = best_runtimes(agg)
+    rows = []
+    for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
+        first = group.iloc[0]
+        row = [joined(first, labels, " · ", keyed=False) if labels else "–"]
+        by_runtime = {runtime_of(r): r for _, r in group.iterrows()}
+        for name in runtimes:
+            r = by_runtime.get(name)
+            row.append("–" if r is None else f"{speedup_words(r)}" + _size(r))
+        row.append(best.get(first["cell_id"], "–"))
+        rows.append(row)
+    headers = ["technique"] + [f"{name}: speed-up × [95 % CI] · size" for name in runtimes]
+    return tabulate(rows, headers=headers + ["fastest"], tablefmt="github",
+                    disable_numparse=True)
+
+
+def _size(r: pd.Series) -> str:
+    size = r.get("artifact_bytes") if pd.notna(r.get("artifact_bytes")) else r.get("size_bytes")
+    return "" if size is None or pd.isna(size) else f" · {size / 1e3:,.1f} kB"
+
+
+def int8_notes(agg: pd.DataFrame) -> str:
+    """One line: how each int8 row ran and how many of its layers are int8."""
+    ok = agg[agg["n"] > 0]
+    if "text:int8_path" not in ok.columns:
+        return ""
+    notes = []
+    for _, r in ok[ok["text:int8_path"].notna()].iterrows():
+        label = joined(r, label_columns(ok), " · ", keyed=False)
+        layers = r.get("quantized_layers")
+        floats = r.get("float_layers")
+        count = (f"{int(layers)} layers int8" if pd.notna(layers) else "") + (
+            f", {int(floats)} float" if pd.notna(floats) else "")
+        path = r["text:int8_path"]
+        how = ("the reference path (quantize / dequantize around float kernels: a numerics "
+               "check, not int8's speed)" if path == REFERENCE else path)
+        notes.append(f"{label}: {how}" + (f" ({count})" if count else ""))
+    return "int8 rows ran on: " + "; ".join(notes) + "." if notes else ""
+

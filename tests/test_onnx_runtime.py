@@ -1,0 +1,91 @@
+"""deploy: onnxruntime: the model exported to ONNX and run by ONNX Runtime's CPU provider;
+int8 there on ONNX Runtime's own int8 kernels (techniques/onnx_runtime.py)."""
+
+import onnx
+import pytest
+import torch
+
+from modelopt.run import rebuild, timing
+from modelopt.run.cell import run_cell
+from modelopt.spec.schema import SuiteError
+from modelopt.spec.suite import parse
+from modelopt.techniques import onnx_runtime
+
+SUITE = """
+name: ort
+seeds: [0]
+defaults:
+  dataset: {name: mnist1d, num_samples: 600}
+  model: {name: cnn, channels: 8}
+  optimizer: {name: adam, lr: 0.01}
+  train: {steps: 60, batch_size: 50, eval_every: 60}
+matrix:
+  quantize: [QUANTIZE]
+  deploy: [DEPLOY]
+"""
+
+
+def cell(quantize="none", deploy="onnxruntime"):
+    return parse(SUITE.replace("QUANTIZE", quantize).replace("DEPLOY", deploy)).cells[0]
+
+
+def ops(model) -> set[str]:
+    return {n.op_type for n in onnx.load_from_string(model.blob).graph.node}
+
+
+def test_a_float_model_ships_as_an_onnx_file_run_by_onnx_runtime(tmp_path):
+    eager = run_cell(cell(deploy="eager"), 0)
+    out = run_cell(cell(), 0)
+    m, shipped = out.metrics, out.models["model"].shipped
+    assert isinstance(shipped, onnx_runtime.OrtModel) and "QuantizeLinear" not in ops(shipped)
+    # checked against the model it was made from, and measured as itself
+    assert m["deploy_agreement"] == 1.0 and m["deploy_max_abs_diff"] < 1e-4
+    assert m["accuracy"] == eager.metrics["accuracy"]
+    assert m["artifact_bytes"] == len(shipped.blob)
+    assert (m["runtime"], m["execution_provider"], m["onnx_opset"]) == (
+        "onnxruntime", "CPUExecutionProvider", onnx_runtime.OPSET)
+    assert m["runtime_version"] == onnx_runtime.version()
+    assert m["float_layers"] == 4 and "quantized_layers" not in m  # 3 convs and the head
+    # the timing process makes it again from the saved weights, and it runs there
+    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
+                    out.num_outputs)
+    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(cell()))
+    assert isinstance(model, onnx_runtime.OrtModel) and model.blob == shipped.blob
+    with torch.inference_mode():
+        assert torch.allclose(model(batch), eager.models["model"].shipped(batch), atol=1e-4)
+
+
+@pytest.mark.parametrize("quantize, int8_ops, layers", [
+    ("int8_static", {"QuantizeLinear", "DequantizeLinear"}, (4, 0)),
+    ("int8_dynamic", {"DynamicQuantizeLinear", "MatMulInteger"}, (1, 3)),
+])
+def test_int8_on_onnx_runtime_is_its_own_int8_model(quantize, int8_ops, layers):
+    """Quantized by ONNX Runtime (static: QDQ, per-channel, calibrated on training inputs;
+    dynamic: the Linear head), each layer counted, its accuracy its own."""
+    fp32 = run_cell(cell(), 0).metrics
+    out = run_cell(cell(quantize), 0)
+    m, shipped = out.metrics, out.models["model"].shipped
+    assert int8_ops <= ops(shipped)
+    assert (m["quantized_layers"], m["float_layers"]) == layers
+    assert m["int8_path"] == "onnxruntime int8 kernels" and m["quantized"]
+    assert m["quantized_with"] == onnx_runtime.SCHEMES[quantize]
+    assert m["artifact_bytes"] == m["size_bytes"] == len(shipped.blob)
+    assert m["params"] == fp32["params"]  # counted on the float model it was made from
+    assert abs(m["accuracy"] - fp32["accuracy"]) < 0.05
+    weights = onnx.load_from_string(shipped.blob).graph.initializer
+    assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)  # int8 weights in it
+
+
+def test_the_same_cell_ships_the_same_bytes_from_two_folders(tmp_path, monkeypatch):
+    """The artifact holds what ships: no path of the folder it was made in."""
+    blobs = []
+    for name in ("a", "a-much-longer-folder-name"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        blobs.append(run_cell(cell("int8_static"), 0).models["model"].shipped.blob)
+    assert blobs[0] == blobs[1]
+
+
+def test_what_onnx_runtime_cannot_ship_is_refused_when_the_suite_loads():
+    with pytest.raises(SuiteError, match="no int8 weight-only kernel"):
+        cell("int8_weight_only")
