@@ -221,3 +221,18 @@ def test_export_github_action_benchmark(baseline, tmp_path):
     for e in bigger + smaller:
         assert set(e) == {"name", "unit", "value", "range", "extra"}
         assert isinstance(e["value"], float)
+
+
+def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):
+    """Records carry the CPU and the int8-relevant instruction sets; compare says when the
+    two sides were made on different ones."""
+    rec = results.read(baseline)[0]
+    assert "cpu_flags" in rec.env and rec.env["cpu"]
+    assert compare.compare(baseline, baseline, timer=None).machines == ""
+
+    def elsewhere(rec):
+        rec.env = {**rec.env, "cpu": "AMD EPYC 7B13", "cpu_flags": "avx2"}
+
+    cmp = compare.compare(baseline, current_with(tmp_path, baseline, elsewhere), timer=None)
+    assert "another CPU" in cmp.machines and "AMD EPYC 7B13 (avx2)" in cmp.machines
+    assert cmp.machines in compare.markdown(cmp)

@@ -215,6 +215,7 @@ class Comparison:
     latency: str = ""  # how latency was judged, for the note under the table
     common: int = -1  # cells on both sides; none in common is a failure whatever is allowed
     not_retimed: dict[str, str] = field(default_factory=dict)  # cell_id -> why
+    machines: str = ""  # where the two sides' CPUs differ, said so
 
     @property
     def regressions(self) -> list[Row]:
@@ -266,7 +267,17 @@ def compare(baseline: str | Path, current: str | Path,
                 f"{labels.get(c, c[:8])} ({why})" for c, why in sorted(skipped.items())))
     return Comparison(rows, sorted(set(base.status) - set(cur.status)),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
-                      len(common), skipped)
+                      len(common), skipped, _machines(base, cur))
+
+
+def _machines(base: Side, cur: Side) -> str:
+    """A baseline taken on another CPU (model or int8 instruction sets) compares machines
+    as much as code: latency, training speed and int8's gains move with them."""
+    if not base.machines or not cur.machines or base.machines == cur.machines:
+        return ""
+    return (f"The baseline was made on another CPU ({'; '.join(sorted(base.machines))}) than "
+            f"the current run ({'; '.join(sorted(cur.machines))}): speed figures compare the "
+            "machines too, and int8's gains depend on the instruction sets named.")
 
 
 # ---------------------------------------------------------------- the markdown
@@ -317,7 +328,7 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
         body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
                      _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
                      r.n or "–", verdict])
-    lines = [summary(cmp), ""]
+    lines = [summary(cmp), ""] + ([cmp.machines, ""] if cmp.machines else [])
     if body:
         lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
                                              "change [95 % CI]", "tolerance", "p",

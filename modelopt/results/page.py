@@ -24,7 +24,9 @@ from modelopt.results.tables import (
 def describe_env(df: pd.DataFrame) -> dict:
     env = next((e for e in df["env"] if e), {})
     dates = df["started_at"].dropna()
-    return {"torch": env.get("torch", "?"), "cpu": env.get("cpu", "?"),
+    flags = env.get("cpu_flags")
+    return {"torch": env.get("torch", "?"),
+            "cpu": env.get("cpu", "?") + (f", {flags.replace(' ', ' · ')}" if flags else ""),
             "device": env.get("device", "?"), "commit": env.get("git_commit") or "?",
             "threads": env.get("threads", "?"),
             "date": str(dates.max())[:10] if len(dates) else "?"}

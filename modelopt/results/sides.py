@@ -27,6 +27,8 @@ class Side:
     # per cell, per seed: the trained network's key; cells that share one trained network
     # share its training figures, which are then one observation, not one per cell
     train_keys: dict[str, dict[int, str]] = field(default_factory=dict)
+    machines: set[str] = field(default_factory=set)  # the CPUs its records were made on
+
 
     def ok_seeds(self, cid: str) -> set[int]:
         return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
@@ -77,6 +79,10 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
         error = (r.get("error") or "").splitlines()[0] if r.get("error") else ""
         side.status.setdefault(cid, {})[seed] = (r.get("status") or "failed", error)
         side.configs.setdefault(cid, r.get("cell") or {})
+        env = r.get("env") or {}
+        if env.get("cpu"):
+            flags = env.get("cpu_flags")
+            side.machines.add(f"{env['cpu']}" + (f" ({flags})" if flags else ""))
         key = (r.get("extra") or {}).get("train_key")
         if isinstance(key, str):
             side.train_keys.setdefault(cid, {})[seed] = key

@@ -395,4 +395,5 @@ def model_counts(model: nn.Module, example: torch.Tensor) -> dict:
 def env(backend: backends.Backend, threads: int) -> dict:
     return {"torch": torch.__version__, "torchao": quantize.torchao_version(),
             "python": platform.python_version(), "threads": threads,
-            "cpu": measure.cpu_model(), "cpu_count": backends.cpu_count(), **backend.env()}
+            "cpu": measure.cpu_model(), "cpu_flags": measure.cpu_flags(),
+            "cpu_count": backends.cpu_count(), **backend.env()}

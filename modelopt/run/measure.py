@@ -162,6 +162,24 @@ class PeakMemory:
         return False
 
 
+# the instruction sets int8 kernels depend on (ONNX Runtime's and oneDNN's int8 gains need
+# VNNI or AMX; on AVX2 alone int8 can be no faster than float)
+INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> str:
+    """The int8-relevant instruction-set flags this CPU has (Linux), space-separated."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return " ".join(flag for flag in INT8_FLAGS if flag in have)
+    except OSError:
+        pass
+    return ""
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
