@@ -10,6 +10,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
+from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
 from modelopt.techniques.quantize import REFERENCE
 
@@ -86,8 +87,14 @@ def runtime_table(agg: pd.DataFrame) -> str:
 
 
 def _size(r: pd.Series) -> str:
-    size = r.get("artifact_bytes") if pd.notna(r.get("artifact_bytes")) else r.get("size_bytes")
-    return "" if size is None or pd.isna(size) else f" · {size / 1e3:,.1f} kB"
+    """Bytes of what ships: the runtime's file where it has one, else the state_dict; the
+    slimmed model's where structured pruning built one."""
+    slimmed = pd.notna(r.get(M.column("slimmed", "params")))
+    for name in ("artifact_bytes", "size_bytes"):
+        size = r.get(M.column("slimmed", name) if slimmed else name)
+        if size is not None and pd.notna(size):
+            return f" · {size / 1e3:,.1f} kB"
+    return ""
 
 
 def int8_notes(agg: pd.DataFrame) -> str:
