@@ -76,13 +76,37 @@ def test_int8_on_onnx_runtime_is_its_own_int8_model(quantize, int8_ops, layers):
     assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)  # int8 weights in it
 
 
-def test_the_same_cell_ships_the_same_bytes_from_two_folders(tmp_path, monkeypatch):
-    """The artifact holds what ships: no path of the folder it was made in."""
+PLUGIN = """
+from torch import nn
+from modelopt.spec.registries import MODELS
+
+@MODELS.register("folder_cnn", accepts=("signal",))
+def folder_cnn(input_shape, num_outputs, /):
+    return nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(8 * input_shape[-1], num_outputs))
+"""
+
+
+@pytest.mark.parametrize("deploy", ["eager", "onnxruntime"])
+def test_the_same_cell_ships_the_same_bytes_from_two_folders(deploy, tmp_path, monkeypatch):
+    """The int8 artifact holds what ships: no calibration inputs and no path of the folder
+    its model's code lives in (a plugin in two folders of different names)."""
     blobs = []
     for name in ("a", "a-much-longer-folder-name"):
-        (tmp_path / name).mkdir()
-        monkeypatch.chdir(tmp_path / name)
-        blobs.append(run_cell(cell("int8_static"), 0).models["model"].shipped.blob)
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "mine.py").write_text(PLUGIN)
+        suite = folder / "s.yaml"
+        suite.write_text(SUITE.replace("QUANTIZE", "int8_static").replace("DEPLOY", deploy)
+                         .replace("model: {name: cnn, channels: 8}", "model: folder_cnn")
+                         + "plugins: [mine]\n")
+        monkeypatch.chdir(folder)
+        from modelopt.spec.suite import load
+
+        shipped = run_cell(load(suite).cells[0], 0).models["model"].shipped
+        blobs.append(shipped.blob)
+        monkeypatch.syspath_prepend(str(folder))
+    assert len(blobs[0]) < 40_000  # int8 weights and the graph, no calibration inputs
     assert blobs[0] == blobs[1]
 
 

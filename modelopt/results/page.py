@@ -153,7 +153,7 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
     by_runtime = runtime_table(part) if bases else ""
     if by_runtime:
         lines += [f"## Where each technique pays off: technique × runtime{title}", "",
-                  "Each technique's shipped model on each runtime the suite ships it on: the "
+                  "Each technique the suite ships on more than one runtime, on each: the "
                   "batch speed-up over its baseline (above), with its 95 % interval over the "
                   "timing processes, and the size of what ships (the runtime's file where it "
                   "has one).", "", by_runtime, ""]

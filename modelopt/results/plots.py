@@ -216,7 +216,7 @@ def sparsity_vs_accuracy(agg: pd.DataFrame, y: str | None = None) -> plt.Figure:
                         ls=styles[k % len(styles)] if label != method else "-")
         dense = sub[sub["method"] == "dense"]
         for j, (_, d) in enumerate(dense.iterrows()):
-            ax.axhline(scale * d[y], color="black", ls="--", lw=1, alpha=1 - 0.2 * j,
+            ax.axhline(scale * d[y], color="black", ls="--", lw=1, alpha=max(0.2, 1 - 0.2 * j),
                        label="dense" if len(dense) == 1 else f"dense: {d['label']}")
         ax.set_title(panel)
         ax.set_xlabel("sparsity (% of weights zero)")

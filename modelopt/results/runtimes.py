@@ -54,7 +54,7 @@ def best_runtimes(agg: pd.DataFrame) -> dict[str, str]:
     for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
         timed = [r for _, r in group.iterrows()
                  if not is_reference(r) and pd.notna(r.get("speedup_batch"))]
-        if timed:
+        if len(group) > 1 and timed:  # a choice of runtimes to name the best of
             best = max(timed, key=lambda r: r["speedup_batch"])
             words = f"{runtime_of(best)} {best['speedup_batch']:.2f}×"
             out.update({cid: words for cid in group["cell_id"]})
@@ -73,6 +73,8 @@ def runtime_table(agg: pd.DataFrame) -> str:
     best = best_runtimes(agg)
     rows = []
     for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
+        if len(group) < 2:  # shipped on one runtime only: nothing to compare
+            continue
         first = group.iloc[0]
         row = [joined(first, labels, " · ", keyed=False) if labels else "–"]
         by_runtime = {runtime_of(r): r for _, r in group.iterrows()}
@@ -81,6 +83,8 @@ def runtime_table(agg: pd.DataFrame) -> str:
             row.append("–" if r is None else f"{speedup_words(r)}" + _size(r))
         row.append(best.get(first["cell_id"], "–"))
         rows.append(row)
+    if not rows:
+        return ""
     headers = ["technique"] + [f"{name}: speed-up × [95 % CI] · size" for name in runtimes]
     return tabulate(rows, headers=headers + ["fastest"], tablefmt="github",
                     disable_numparse=True)
@@ -103,12 +107,13 @@ def int8_notes(agg: pd.DataFrame) -> str:
     if "text:int8_path" not in ok.columns:
         return ""
     notes = []
+    short = [c for c in label_columns(ok) if c[5:] in ("model", "prune", "quantize", "deploy")]
     for _, r in ok[ok["text:int8_path"].notna()].iterrows():
-        label = joined(r, label_columns(ok), " · ", keyed=False)
+        label = joined(r, short or label_columns(ok), " · ", keyed=False)
         layers = r.get("quantized_layers")
         floats = r.get("float_layers")
-        count = (f"{int(layers)} layers int8" if pd.notna(layers) else "") + (
-            f", {int(floats)} float" if pd.notna(floats) else "")
+        count = (f"int8 layers: {int(layers)}" if pd.notna(layers) else "") + (
+            f", float: {int(floats)}" if pd.notna(floats) else "")
         path = r["text:int8_path"]
         how = ("the reference path (quantize / dequantize around float kernels: a numerics "
                "check, not int8's speed)" if path == REFERENCE else path)

@@ -18,7 +18,7 @@ class Program(nn.Module):
         self.program = program.module()
         if blob is None:
             buf = io.BytesIO()
-            torch.export.save(program, buf)
+            torch.export.save(_shippable(program), buf)
             blob = buf.getvalue()
         self.blob = blob
 
@@ -40,6 +40,18 @@ class Program(nn.Module):
     def saved_bytes(self) -> int:
         """The size of the saved program: its graph and its tensors."""
         return len(self.blob)
+
+
+def _shippable(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """What ships and nothing else: without the example inputs torch.export keeps (saved as
+    a pickle that outweighed a small int8 model fivefold) and without each node's stack
+    trace and provenance (the source paths of the folder it was made in, and graph ids that
+    are memory addresses: the same model made twice saved two different files)."""
+    program.example_inputs = None
+    for node in program.graph.nodes:
+        for key in ("stack_trace", "from_node"):  # from_node: provenance by memory address
+            node.meta.pop(key, None)
+    return program
 
 
 def load(blob: bytes) -> Program:
