@@ -47,8 +47,11 @@ def test_a_float_model_ships_as_an_onnx_file_run_by_onnx_runtime(tmp_path):
     assert m["runtime_version"] == onnx_runtime.version()
     assert m["float_layers"] == 4 and "quantized_layers" not in m  # 3 convs and the head
     # the timing process makes it again from the saved weights, and it runs there
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
-                    out.num_outputs)
+    saved = timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch,
+                            out.input_shape, out.num_outputs)
+    # the ONNX file the user takes home, beside the data the timing stage rebuilds from
+    assert saved["model"] == ["c-0-model.pt", "c-0-model.onnx"]
+    assert (tmp_path / "c-0-model.onnx").read_bytes() == shipped.blob
     model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(cell()))
     assert isinstance(model, onnx_runtime.OrtModel) and model.blob == shipped.blob
     with torch.inference_mode():

@@ -4,6 +4,7 @@ strings out; only the command writes files."""
 from __future__ import annotations
 
 import pandas as pd
+from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
@@ -83,6 +84,14 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
                                 f" ({task} cells)" if len(kinds) > 1 else "")
     lines += _comparisons(d, agg, primary)
+    home = take_home(d, agg)
+    if home:
+        lines += ["## Take it home: what each cell ships, in the run directory", "",
+                  "Paths relative to the run directory, seed 0 (`-1-`, `-2-`: the other "
+                  "seeds). A `.pt` file holds the shipped model's state_dict under `state` "
+                  "(`torch.load(path, weights_only=True)['state']`; the slimmed model's where "
+                  "pruning removed channels; the float weights an int8 model is made from); "
+                  "a `.onnx` file is the ONNX Runtime model itself.", "", home, ""]
     fails = failures(agg)
     if fails:
         lines += ["## Cells that did not finish ok", "", fails, ""]
@@ -110,6 +119,24 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
     if cv:
         lines += ["## Cross-validation", "", cv, ""]
     return lines
+
+
+def take_home(d: pd.DataFrame, agg: pd.DataFrame) -> str:
+    """Per cell, the files its first ok seed left in the run directory (run/outcome.py)."""
+    if "extra" not in d.columns:
+        return ""
+    rows = []
+    ok = agg[agg["n"] > 0]
+    for _, r in ok.iterrows():
+        recs = d[(d["cell_id"] == r["cell_id"]) & (d["status"] == "ok")].sort_values("seed")
+        files = next((e["take_home"] for e in recs["extra"]
+                      if isinstance(e, dict) and isinstance(e.get("take_home"), dict)), None)
+        if files:
+            shipped = files.get("slimmed") or files.get("model") or []
+            rows.append([joined(r, label_columns(ok), " · ", keyed=False),
+                         ", ".join(f"`{f}`" for f in shipped)])
+    return tabulate(rows, headers=["cell", "shipped model"], tablefmt="github",
+                    disable_numparse=True) if rows else ""
 
 
 def _weights(cells) -> str:

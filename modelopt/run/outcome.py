@@ -4,6 +4,7 @@ figures, or `failed` with the traceback's last lines), then the Record the run a
 from __future__ import annotations
 
 import traceback
+from pathlib import Path
 from typing import Callable
 
 from modelopt.results.record import Record
@@ -47,8 +48,11 @@ def save_models(out, model_dir: str, cell_id: str, seed: int) -> None:
     model with non-tensor state) costs its latency, not its figures: the reason goes into
     extra."""
     try:
-        timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch,
-                        out.input_shape, out.num_outputs)
+        saved = timing.save_all(model_dir, cell_id, seed, out.models, out.example, out.batch,
+                                out.input_shape, out.num_outputs)
+        # what the user can take home, relative to the run directory (the report names it)
+        out.extra["take_home"] = {k: [f"{Path(model_dir).name}/{n}" for n in names]
+                                  for k, names in saved.items()}
     except Exception as exc:  # noqa: BLE001 - the figures stand; only latency is lost
         out.extra["timing_error"] = f"model not saved for timing: {type(exc).__name__}: {exc}"
 

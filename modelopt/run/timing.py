@@ -40,13 +40,24 @@ __all__ = ["PROCESSES", "TimingError", "UserCode", "artifacts", "run_stage", "sa
 
 
 def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict[str, rebuild.Shipped],
-             example, batch, input_shape: tuple, num_outputs: int) -> None:
+             example, batch, input_shape: tuple, num_outputs: int) -> dict[str, list[str]]:
     """Each shipped model of a cell x seed as data (rebuild.py): the timing stage builds it
-    again, here or from a results directory that came from elsewhere."""
+    again, here or from a results directory that came from elsewhere. A runtime's own file
+    (an ONNX model) is written beside it, for the user to take home; it is never read back.
+    Returns, per kind, the files' names."""
+    from modelopt.results.files import write_whole
+
+    saved: dict[str, list[str]] = {}
     for kind, item in models.items():
         if item is not None:
-            rebuild.save(artifact_path(model_dir, cell_id, seed, kind), item, example, batch,
-                         input_shape, num_outputs)
+            path = artifact_path(model_dir, cell_id, seed, kind)
+            rebuild.save(path, item, example, batch, input_shape, num_outputs)
+            saved[kind] = [path.name]
+            suffix, blob = getattr(item.shipped, "suffix", None), getattr(item.shipped, "blob", None)
+            if suffix and isinstance(blob, bytes):
+                write_whole(path.with_suffix(suffix), blob)
+                saved[kind].append(path.with_suffix(suffix).name)
+    return saved
 
 
 def save_own(own_dir: str | Path, cell_id: str, seed: int, models: dict[str, rebuild.Shipped],

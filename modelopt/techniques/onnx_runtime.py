@@ -66,6 +66,8 @@ def _installed(package: str) -> str | None:
 class OrtModel(nn.Module):
     """An ONNX model run by ONNX Runtime, from its bytes."""
 
+    suffix = ".onnx"  # the run directory keeps its file for the user (run/timing.py)
+
     def __init__(self, blob: bytes, int8: str | None = None):
         super().__init__()
         self.blob, self.int8 = blob, int8  # int8: the quantization path that made it
