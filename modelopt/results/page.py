@@ -84,14 +84,6 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
                                 f" ({task} cells)" if len(kinds) > 1 else "")
     lines += _comparisons(d, agg, primary)
-    home = take_home(d, agg)
-    if home:
-        lines += ["## Take it home: what each cell ships, in the run directory", "",
-                  "Paths relative to the run directory, seed 0 (`-1-`, `-2-`: the other "
-                  "seeds). A `.pt` file holds the shipped model's state_dict under `state` "
-                  "(`torch.load(path, weights_only=True)['state']`; the slimmed model's where "
-                  "pruning removed channels; the float weights an int8 model is made from); "
-                  "a `.onnx` file is the ONNX Runtime model itself.", "", home, ""]
     fails = failures(agg)
     if fails:
         lines += ["## Cells that did not finish ok", "", fails, ""]
@@ -101,7 +93,8 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
 
 
 def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
-    """The sections of the tables that apply: distillation, deploy formats, folds."""
+    """The sections of the tables that apply: distillation, deploy formats, folds, and the
+    files each cell left in the run directory."""
     lines = []
     kd = distill_table(agg)
     if kd:
@@ -118,6 +111,14 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
     cv = cv_table(d, agg, primary)
     if cv:
         lines += ["## Cross-validation", "", cv, ""]
+    home = take_home(d, agg)
+    if home:
+        lines += ["## Take it home: what each cell ships, in the run directory", "",
+                  "Paths relative to the run directory, seed 0 (`-1-`, `-2-`: the other "
+                  "seeds). A `.pt` file holds the shipped model's state_dict under `state` "
+                  "(`torch.load(path, weights_only=True)['state']`; the slimmed model's where "
+                  "pruning removed channels; the float weights an int8 model is made from); "
+                  "a `.onnx` file is the ONNX Runtime model itself.", "", home, ""]
     return lines
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import matplotlib
 
@@ -23,16 +24,22 @@ from modelopt.results.diagnostics import (  # noqa: E402
     method_of,
     weight_histograms,
 )
+from modelopt.spec.metric import INT8_REFERENCE as REFERENCE  # noqa: E402
 
 
-def pareto_front(xs, ys) -> list[int]:
-    """Indices on the front where lower x and higher y are better, sorted by x."""
+def pareto_front(xs, ys, spreads=None) -> list[int]:
+    """Indices on the front where lower x and higher y are better, sorted by x. With the
+    points' spreads (std over seeds), a point is on it only where it is better beyond
+    noise: one with a lower-or-equal x and a y not worse by more than the two spreads
+    together (root of the sum of squares) takes its place."""
+    spreads = spreads or [0.0] * len(xs)
     order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
-    front, best = [], float("-inf")
-    for i in order:
-        if ys[i] > best:
+    front = []
+    for k, i in enumerate(order):
+        beaten = any(xs[j] <= xs[i] and ys[j] >= ys[i] - math.hypot(spreads[i], spreads[j])
+                     for j in order[:k])
+        if not beaten:
             front.append(i)
-            best = ys[i]
     return front
 
 
@@ -45,7 +52,11 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
         ax.text(0.5, 0.5, f"no {x if x not in agg.columns else y} in these results",
                 ha="center", va="center", transform=ax.transAxes)
         return fig
-    ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()].reset_index(drop=True)
+    ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()]
+    if M.TABLE.get(x) is not None and M.TABLE[x].timing and "text:int8_path" in ok.columns:
+        # the reference path's latency is not int8's: left off a latency axis
+        ok = ok[ok["text:int8_path"] != REFERENCE]
+    ok = ok.reset_index(drop=True)
     scale = 100 if tasks.percent(y) else 1
     labels = cell_labels(ok)
     cmap = plt.get_cmap("tab20" if len(ok) > 10 else "tab10")
@@ -54,6 +65,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
                     yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="o", capsize=3,
                     color=cmap(i % cmap.N), label=labels[i])
     xs, ys = list(ok[x]), list(ok[y])
+    spreads = [float(v) if pd.notna(v) else 0.0 for v in ok.get(f"{y}_std", [0.0] * len(ok))]
     slim_x = M.column("slimmed", x)
     if slim_x in ok.columns:  # the same weights with pruned channels removed
         for i, r in ok[ok[slim_x].notna()].iterrows():
@@ -62,6 +74,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
                         capsize=3, color=cmap(i % cmap.N), label=f"{labels[i]} (slimmed)")
             xs.append(r[slim_x])
             ys.append(r[y])
+            spreads.append(spreads[i])
     # Pareto-optimal points ringed, per dataset: no line joins points of different models
     # or datasets, and a front across datasets would compare what is not comparable
     datasets = [c["dataset"]["name"] for c in ok["cell"]]
@@ -70,10 +83,11 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     ringed = False
     for ds in dict.fromkeys(datasets):
         idx = [i for i, d in enumerate(datasets) if d == ds]
-        for j in pareto_front([xs[i] for i in idx], [ys[i] for i in idx]):
+        for j in pareto_front([xs[i] for i in idx], [ys[i] for i in idx],
+                              [spreads[i] for i in idx]):
             ax.scatter(xs[idx[j]], ys[idx[j]] * scale, s=220, facecolors="none",
                        edgecolors="black", lw=1, zorder=0,
-                       label=None if ringed else "Pareto-optimal (per dataset)")
+                       label=None if ringed else "Pareto-optimal beyond noise (per dataset)")
             ringed = True
     if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
         ax.set_xscale("log")

@@ -12,7 +12,7 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
-from modelopt.techniques.quantize import REFERENCE
+from modelopt.spec.metric import INT8_REFERENCE as REFERENCE
 
 DEPLOY_AXIS = "axis:deploy"
 

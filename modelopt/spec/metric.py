@@ -37,3 +37,8 @@ class Metric:
     def with_tolerance(self, kind: Tolerance, tolerance: float) -> "Metric":
         return Metric(self.name, self.title, self.fmt, self.higher_is_better, kind, tolerance,
                       self.unit, self.timing)
+
+
+# `int8_path` of PT2E's int8 program run eagerly: quantize / dequantize around float kernels,
+# a check of int8's numerics and never its speed (techniques record it, results read it)
+INT8_REFERENCE = "reference"

@@ -12,6 +12,7 @@ from typing import Callable, Literal
 import torch
 from torch import nn
 
+from modelopt.spec.metric import INT8_REFERENCE as REFERENCE
 from modelopt.spec.registries import QUANTIZERS
 from modelopt.spec.registry import Positive, PositiveInt
 from modelopt.techniques import program
@@ -20,9 +21,6 @@ from modelopt.techniques.errors import TechniqueError, first_line
 Hook = Callable[[nn.Module], None]
 # (the trained model, training inputs: calibration, and the example export traces with)
 Convert = Callable[[nn.Module, torch.Tensor], tuple[nn.Module, dict]]
-
-
-REFERENCE = "reference"  # int8_path of PT2E's program run eagerly (q/dq around float kernels)
 
 
 @dataclass(frozen=True)
