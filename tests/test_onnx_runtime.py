@@ -116,3 +116,17 @@ def test_the_same_cell_ships_the_same_bytes_from_two_folders(deploy, tmp_path, m
 def test_what_onnx_runtime_cannot_ship_is_refused_when_the_suite_loads():
     with pytest.raises(SuiteError, match="no int8 weight-only kernel"):
         cell("int8_weight_only")
+
+
+def test_compiled_int8_runs_on_int8_kernels_or_fails_saying_why():
+    """deploy: compile lowers a PT2E int8 program with Inductor's freezing (oneDNN int8
+    kernels); where it cannot (torch 2.14 / torchao 0.18 on these models), the cell fails
+    with the reason, never a float fall-back shipped as int8."""
+    from modelopt.techniques.errors import TechniqueError
+
+    try:
+        out = run_cell(cell("int8_static", "compile"), 0)
+    except TechniqueError as exc:
+        assert "cannot lower this int8 program to int8 kernels" in str(exc)
+    else:
+        assert out.metrics["int8_path"] == "inductor int8 kernels (frozen)"
