@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUITE  ?= suites/bench.yaml
 JOBS   ?=
 
-.PHONY: bench test lint install clean vision trained device-check
+.PHONY: bench test lint docs install clean vision trained device-check
 
 install: $(STAMP)
 
@@ -29,8 +29,14 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check modelopt tests benchmarks
 
+# The documentation site: generated pages (techniques, metrics, findings), then a strict
+# build (a broken link or a page missing from the nav fails); open site/index.html.
+docs: $(STAMP)
+	$(BIN)/python tools/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) results .benchmarks
+	rm -rf $(VENV) results .benchmarks site docs/generated
 
 # The vision suite: digits written out as 32x32 PNG files, streamed through imagefolder.
 vision: $(STAMP)
@@ -45,7 +51,7 @@ trained: $(STAMP)
 	$(BIN)/modelopt run suites/trained.yaml --out results/trained
 	$(BIN)/modelopt report results/trained --out reports
 
-# The GPU device check (README, "Device check (GPU)"): wheels a lent GPU machine lacks into
+# The GPU device check (docs/development.md, "Device check (GPU)"): wheels a lent GPU machine lacks into
 # .whl/, the preparation checked, the one command to run there printed; without a GPU here
 # it stops there.
 device-check: $(STAMP)

@@ -299,7 +299,7 @@ def _add_run(sub) -> None:
                    help="fresh processes of the timing stage, at least 3 (default 3)")
     r.add_argument("--train-each", action="store_true",
                    help="every cell trains its own network, even where cells share their "
-                        "training (default: trained once, reused; README, train once)")
+                        "training (default: trained once, reused; docs/reference/techniques.md, train once)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     r.add_argument("--dry-run", action="store_true",
                    help="show the plan (as `modelopt plan`) and run nothing")

@@ -271,11 +271,11 @@ def test_steps_and_epochs_together_are_refused():
         parse(SUITE.replace("train: {steps: 20,", "train: {steps: 20, epochs: 2,"))
 
 
-def test_the_readmes_annotated_suite_loads():
+def test_the_docs_annotated_suite_loads():
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = text[text.index("## Suite files"):]
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "suite-file.md").read_text()
+    block = text
     block = block[block.index("```yaml") + 7:]
     suite = parse(block[:block.index("```")])
     assert len(suite.cells) == 8 and suite.spec.thresholds == {"accuracy": "0.5"}

@@ -108,5 +108,5 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
         table += ("\n\nRows trained for different numbers of steps (*steps trained*: training "
                   "and fine-tuning of the model that ships): a Δ between them may be the "
                   "budget's, not the technique's. Give the baseline the same steps to tell "
-                  "(README: fair budgets).")
+                  "(docs/how-to/trained-weights.md: fair budgets).")
     return table

@@ -1,6 +1,6 @@
 """Latency as the timing stage recorded it (timing.json): per cell x seed figures, and
 ratios of two models timed side by side, with their intervals. The stage that times the
-models and writes the file through `write` is modelopt.run.timing (README, "How we measure, and why")."""
+models and writes the file through `write` is modelopt.run.timing (docs/explanation/measurement.md)."""
 
 from __future__ import annotations
 

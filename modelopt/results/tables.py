@@ -137,7 +137,7 @@ def scaling_table(agg: pd.DataFrame) -> str:
 
 
 # two models of one architecture, timed in the same processes, read within 3 % of each other
-# (README, "Performance of the harness"): ranks closer than that are marked as ties
+# (docs/explanation/harness-performance.md): ranks closer than that are marked as ties
 TIE = 0.03
 
 

@@ -84,7 +84,7 @@ def flops(model: nn.Module, example: torch.Tensor) -> int:
 def flops_nonzero(model: nn.Module, example: torch.Tensor) -> int:
     """FLOPs that touch a nonzero weight: each Linear/Conv layer's FLOPs times its weight
     density; FLOPs elsewhere (GRU, pooling, activations) are counted dense. FlopCounterMode
-    counts zeros, so a pruned model's `flops` stay dense (README, "How we measure, and why")."""
+    counts zeros, so a pruned model's `flops` stay dense (docs/explanation/measurement.md)."""
     counter = _count(model, example)
     counts = counter.get_flop_counts()  # keys: "Global", "<RootClass>.<module path>"
     root = type(model).__name__
@@ -135,8 +135,8 @@ def _status_kb(field: str) -> int:
 class PeakMemory:
     """Process RSS high-water mark over a region, reset at its start (Linux clear_refs).
 
-    ru_maxrss cannot be reset and tracemalloc misses torch's allocations (README, "How we
-    measure, and why").
+    ru_maxrss cannot be reset and tracemalloc misses torch's allocations
+    (docs/explanation/measurement.md).
     """
 
     baseline_mb: float = float("nan")

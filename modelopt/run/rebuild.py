@@ -8,7 +8,7 @@ and the timing process makes the model again the way the cell made it: the archi
 from the cell's validated config, resized to the saved shapes (a slimmed model), the saved
 weights, the cell's quantizer (static int8 calibrated again on the saved calibration
 inputs), the cell's deploy format. The rebuilt model must compute the outputs the cell's own
-shipped model computed on the saved batch, or it is not timed (README, "Security").
+shipped model computed on the saved batch, or it is not timed (docs/explanation/security.md).
 """
 
 from __future__ import annotations

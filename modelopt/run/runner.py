@@ -94,7 +94,7 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed "
             "(a model's weights file is part of its cell: retrained weights are new cells), "
             "or this version of modelopt names them differently (cell ids hash what a cell "
-            "sets since this version; see the README's Suite files). Use another --out, or "
+            "sets since this version; see docs/reference/suite-file.md). Use another --out, or "
             "--force to add the new cells beside the old.")
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(meta_path, json.dumps(meta, indent=2).encode())

@@ -7,7 +7,7 @@ other (0.2 % for two 64-channel cnns). So a run
 saves each cell x seed's deployable model, and this stage loads all of them into each of K
 fresh processes (one after another, nothing else running) and times them round by round.
 Ratios against a baseline are taken within a process; the K processes are the replicates
-(README, "How we measure, and why").
+(docs/explanation/measurement.md).
 """
 
 from __future__ import annotations

@@ -14,30 +14,62 @@ from modelopt.spec.registry import describe
 from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 
 
-def listing() -> str:
-    lines = []
-    regs = {**plugins.load(), "model weights (model: {..., weights: FILE})": WEIGHTS,
+def _registries() -> dict:
+    return {**plugins.load(), "model weights (model: {..., weights: FILE})": WEIGHTS,
             "tasks (a dataset's)": TASKS}
-    for key, reg in regs.items():
-        lines.append(f"{key}:")
-        for e in reg.entries():
-            params = ", ".join(
-                f"{p.name}: {describe(p.annotation)}"
-                + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
-                for p in e.params)
-            facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
-                            if v not in (None, False, ()) and not callable(v))  # no code reprs
-            lines.append(f"  {e.name}({params}){facts}")
-            lines += [f"      {line}".rstrip() for line in e.doc.splitlines()]
-    lines.append("train:")
+
+
+def _entries(reg):
+    """(name, parameters, facts, doc) of each entry, as words (no code reprs)."""
+    for e in reg.entries():
+        params = ", ".join(
+            f"{p.name}: {describe(p.annotation)}"
+            + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
+            for p in e.params)
+        facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
+                        if v not in (None, False, ()) and not callable(v))
+        yield e.name, params, facts, e.doc
+
+
+def _train_keys():
     for name, field in TrainConfig.model_fields.items():
         kind = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
         note = (f"  (steps or epochs, not both; neither: {DEFAULT_STEPS} steps)"
                 if name in ("steps", "epochs") else "")
-        lines.append(f"  {name}: {describe(kind)} = "
-                     f"{field.get_default(call_default_factory=True)!r}{note}")
+        yield name, f"{describe(kind)} = {field.get_default(call_default_factory=True)!r}{note}"
+
+
+def _implied() -> str:
     implied = {k: v["name"] if isinstance(v, dict) else "the task's default"
                for k, v in DEFAULTS.items() if k != "train"}
-    lines.append("a cell that does not name them gets: "
-                 + ", ".join(f"{k}: {v}" for k, v in implied.items()))
+    return "a cell that does not name them gets: " + ", ".join(
+        f"{k}: {v}" for k, v in implied.items())
+
+
+def listing() -> str:
+    lines = []
+    for key, reg in _registries().items():
+        lines.append(f"{key}:")
+        for name, params, facts, doc in _entries(reg):
+            lines.append(f"  {name}({params}){facts}")
+            lines += [f"      {line}".rstrip() for line in doc.splitlines()]
+    lines.append("train:")
+    lines += [f"  {name}: {text}" for name, text in _train_keys()]
+    lines.append(_implied())
+    return "\n".join(lines)
+
+
+def listing_markdown() -> str:
+    """The same, as the documentation's reference page (tools/gen_docs.py)."""
+    lines = ["# Techniques and their parameters", "",
+             "Generated from the registries (`modelopt list` prints the same); a plugin's "
+             "entries appear there once it is loaded.", ""]
+    for key, reg in _registries().items():
+        lines += [f"## {key}", ""]
+        for name, params, facts, doc in _entries(reg):
+            lines += [f"### `{name}`", "", f"`{name}({params})`{facts}", "",
+                      " ".join(doc.split()) or "(no description)", ""]
+    lines += ["## train", "", "| key | type = default |", "|---|---|"]
+    lines += [f"| `{name}` | `{text}` |" for name, text in _train_keys()]
+    lines += ["", _implied().capitalize() + ".", ""]
     return "\n".join(lines)

@@ -205,8 +205,8 @@ def _torch_ao(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
     types = {nn.Linear} | ({nn.GRU} if layers == "linear_gru" else set())
     fp32 = _float_copy(model)
     with warnings.catch_warnings():
-        # torch 2.14 warns once per layer that quantized tensors are deprecated (the README
-        # says so once); the warning would flood a suite's progress output
+        # torch 2.14 warns once per layer that quantized tensors are deprecated (the docs
+        # say so once); the warning would flood a suite's progress output
         warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor",
                                 category=UserWarning)
         q = quantize_dynamic(fp32, types, dtype=torch.qint8)

@@ -1,0 +1,102 @@
+"""Docs that cannot rot: every suite in the README and docs/ loads, the quick start's
+commands run, the site builds strictly, and the workflows call make targets that exist."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelopt.spec.suite import load
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md"] + sorted(p for p in (ROOT / "docs").rglob("*.md")
+                                      if "generated" not in p.parts)
+FENCE = re.compile(r"^```yaml[^\n]*\n(.*?)^```", re.S | re.M)
+
+
+def yaml_blocks():
+    for page in PAGES:
+        text = page.read_text()
+        for m in FENCE.finditer(text):
+            yield pytest.param(m.group(1), id=f"{page.relative_to(ROOT)}:"
+                               f"{text[:m.start()].count(chr(10)) + 1}")
+
+
+def test_the_readme_is_short_and_starts_with_the_two_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert text.split("```")[1].strip().splitlines() == [
+        "make bench   # fresh machine: creates .venv, installs, runs the default suite, writes reports/",
+        "make test    # fresh machine: creates .venv, installs, runs the tests"]
+
+
+@pytest.mark.parametrize("block", list(yaml_blocks()))
+def test_every_yaml_block_is_yaml_and_every_suite_in_it_loads(block, tmp_path, monkeypatch):
+    """A block that names a suite (`name:`) loads as one, beside what the docs say it needs:
+    the committed weights (suites/weights), the worked example's data and plugin."""
+    doc = yaml.safe_load(block)
+    if not (isinstance(doc, dict) and "name" in doc):
+        return  # a fragment of a suite (a key or two), shown in its context
+    shutil.copytree(ROOT / "suites" / "weights", tmp_path / "weights")
+    shutil.copy(ROOT / "examples" / "byo" / "my_nets.py", tmp_path)
+    subprocess.run([sys.executable, str(ROOT / "examples" / "byo" / "make_data.py"),
+                    str(tmp_path / "examples" / "byo" / "data")], check=True,
+                   capture_output=True)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "suite.yaml").write_text(block)
+    assert load(tmp_path / "suite.yaml").cells
+
+
+def test_the_quick_start_runs(tmp_path):
+    """The README's quick-start commands, as written (with the run directory in tmp)."""
+    text = (ROOT / "README.md").read_text()
+    start = text[text.index("## Quick start"):]
+    commands = [line.split("#")[0].strip() for line in
+                start[start.index("```sh") + 5:start.index("```", start.index("```sh") + 5)]
+                .strip().splitlines()]
+    out = tmp_path / "quickstart"
+    bin_dir = Path(sys.executable).parent
+    ran = 0
+    for command in commands:
+        if not command.startswith(".venv/bin/modelopt"):
+            continue  # make install: this test runs in the installed venv
+        args = command.split()[1:]
+        args = [str(out) if a == "results/quickstart" else
+                str(out / "report") if a == "results/quickstart/report" else a for a in args]
+        r = subprocess.run([str(bin_dir / "modelopt"), *args], cwd=ROOT, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, (command, r.stderr[-2000:])
+        ran += 1
+    assert ran == 4
+    page = (out / "report" / "quickstart.md").read_text()
+    assert "int8_static" in page and "onnxruntime int8 kernels" in page
+
+
+def test_the_site_builds_strictly(tmp_path):
+    r = subprocess.run([sys.executable, "tools/gen_docs.py"], cwd=ROOT, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([str(Path(sys.executable).parent / "mkdocs"), "build", "--strict",
+                        "--site-dir", str(tmp_path / "site")], cwd=ROOT, capture_output=True,
+                       text=True, env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "site" / "generated" / "techniques" / "index.html").is_file()
+
+
+def test_every_make_target_the_workflows_call_exists():
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    called = []
+    for wf in (ROOT / ".github" / "workflows").glob("*.yml"):
+        for job in yaml.safe_load(wf.read_text())["jobs"].values():
+            for step in job.get("steps", []):
+                called += re.findall(r"\bmake(?: -C \S+)? ([a-z][\w-]*)", step.get("run", ""))
+    assert called and set(called) <= targets, set(called) - targets
+    ci = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    runs = " ".join(s.get("run", "") for job in ci["jobs"].values() for s in job["steps"])
+    assert {"make lint", "make test", "make docs"} <= {f"make {t}" for t in called} and all(
+        f"make {t}" in runs for t in ("lint", "test", "docs"))
