@@ -12,8 +12,10 @@ _CTX = None
 
 def context():
     """A forkserver context whose server has torch and modelopt imported: each cell starts
-    as a cheap fork of it, with a fresh memory high-water mark (docs/explanation/measurement.md). glibc's malloc keeps its defaults: users train with them, and a fixed mmap
-    threshold slowed training to 0.75x and doubled batch latency here."""
+    as a cheap fork of it, with a fresh memory high-water mark
+    (docs/explanation/measurement.md). glibc's malloc keeps its defaults: users train with
+    them, and a fixed mmap threshold slowed training to 0.75x and doubled batch latency
+    here."""
     global _CTX
     if _CTX is None:
         ctx = mp.get_context("forkserver")
