@@ -9,6 +9,7 @@ from pathlib import Path
 
 from modelopt.cli_args import replicates as _replicates
 from modelopt.cli_args import shard as _shard
+from modelopt.cli_args import with_examples
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -380,6 +381,7 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("dest", help="folder to write")
     im.add_argument("--size", type=int, default=32, help="side in pixels (default 32)")
     im.set_defaults(fn=cmd_images)
+    with_examples(p, sub)
     return p
 
 

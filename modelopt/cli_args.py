@@ -25,3 +25,28 @@ def replicates(text: str) -> int:
         raise argparse.ArgumentTypeError(f"needs an integer >= 3 (the timing processes are "
                                          f"the replicates of an interval), got {text!r}")
     return n
+
+
+# an example line for each subcommand's --help (and the top level's): enough to use it
+# without the docs
+EXAMPLES = {
+    "run": "modelopt run suites/bench.yaml --out results/bench --jobs 2",
+    "plan": "modelopt plan suites/bench.yaml --out results/bench",
+    "report": "modelopt report results/bench --out reports --csv",
+    "compare": "modelopt compare results/base results/head --out comparison.md",
+    "time": "modelopt time results/bench --processes 5",
+    "export": "modelopt export results/bench --out benchmark-export",
+    "merge": "modelopt merge results/shard1 results/shard2 --out results/bench",
+    "list": "modelopt list | less",
+    "images": "modelopt images digits data/digits32 --size 32",
+}
+
+
+def with_examples(parser: argparse.ArgumentParser, subparsers) -> None:
+    """Each subcommand's --help ends with its example; the top level's with all of them."""
+    for name, sub in subparsers.choices.items():
+        if name in EXAMPLES:
+            sub.epilog = f"example:\n  {EXAMPLES[name]}"
+            sub.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES.values())
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter

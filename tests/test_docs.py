@@ -100,3 +100,16 @@ def test_every_make_target_the_workflows_call_exists():
     runs = " ".join(s.get("run", "") for job in ci["jobs"].values() for s in job["steps"])
     assert {"make lint", "make test", "make docs"} <= {f"make {t}" for t in called} and all(
         f"make {t}" in runs for t in ("lint", "test", "docs"))
+
+
+def test_every_subcommands_help_ends_with_an_example_that_parses():
+    from modelopt.cli import parser
+    from modelopt.cli_args import EXAMPLES
+
+    p = parser()
+    for name, example in EXAMPLES.items():
+        r = subprocess.run([str(Path(sys.executable).parent / "modelopt"), name, "--help"],
+                           capture_output=True, text=True)
+        assert r.returncode == 0 and r.stdout.rstrip().endswith(example), name
+        args = example.split("|")[0].split()[1:]
+        assert p.parse_args(args).command == name  # the example is a valid command line

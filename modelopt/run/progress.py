@@ -52,8 +52,12 @@ class Progress:
     def timing(self, k: int, n: int) -> None:
         if k == 0:
             self.close()
+            self.timing_t0 = time.monotonic()
         if not self.quiet:
-            print(f"timing every saved model side by side: process {k + 1} of {n}",
+            # the processes time the same models: the first ones' pace estimates the rest
+            took = time.monotonic() - self.timing_t0
+            left = f", about {took / k * (n - k):.0f} s left" if k else ""
+            print(f"timing every saved model side by side: process {k + 1} of {n}{left}",
                   file=sys.stderr)
 
     def close(self) -> None:
