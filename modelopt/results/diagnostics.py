@@ -136,8 +136,14 @@ def confusion(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
                         color="white" if share[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
+    rows = df[(df["cell_id"] == best["cell_id"]) & (df["status"] == "ok")]
+    names = next((n for n in rows.get("class_names", []) if isinstance(n, list)
+                  and len(n) == len(m)), None)  # an image folder's class names
     ax.set_xticks(range(len(m)))
     ax.set_yticks(range(len(m)))
+    if names:
+        ax.set_xticklabels(names, rotation=45, ha="right")
+        ax.set_yticklabels(names)
     fig.colorbar(im, label="% of the true class")
     label = joined(best, label_columns(agg), " · ", keyed=False)
     ax.set_title(f"Confusion, best cell: {label}\n(test split, counts summed over {len(mats)} seeds)",

@@ -30,6 +30,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("rmse", "RMSE", "g3", False, "relative", 0.05),
     _m("mae", "MAE", "g3", False, "relative", 0.05),
     _m("confusion", "confusion matrix", "none"),
+    _m("class_names", "class names", "none"),  # an image folder's, in index order
     _m("val_score", "validation score", "f3", True),  # what tune chooses by; never test
     _m("best_val_step", "best val step", "int"),
     _m("final_step", "steps", "int"),

@@ -129,7 +129,8 @@ def imagefolder(seed: int, /, root: str, test_root: str | None = None,
     empty = torch.zeros(0, *x_test.shape[1:])
     return Data(empty, labels[train_idx], empty, labels[:0], x_test, y_test,
                 len(plain.classes), name="imagefolder",
-                stream=Stream(augmented, plain, train_idx, workers))
+                stream=Stream(augmented, plain, train_idx, workers),
+                info={"class_names": list(plain.classes)})  # index order: plots name them
 
 
 def _folder(root: str, transform, classes: list[str] | None):
