@@ -57,7 +57,21 @@ def results_dir(request, suite):
     out = Path(request.config.getoption("--results-out")
                or request.config.rootpath / ".benchmarks" / "modelopt" / suite.name)
     runner.prepare(out, suite, resume=False, force=True)
-    return out
+    yield out
+    # then every saved model side by side, as `modelopt run` ends: the report's latency and
+    # speed-ups are paired, not pytest-benchmark's one-model-at-a-time history
+    if not INTERRUPTED and not request.session.shouldstop:
+        def progress(k: int, n: int) -> None:
+            print(f"\nmodelopt: timing every saved model side by side: process {k + 1} of {n}")
+
+        runner.time_run(out, suite, progress=progress)
+
+
+INTERRUPTED = []  # Ctrl-C or SIGTERM came: no timing stage after it
+
+
+def pytest_keyboard_interrupt(excinfo):
+    INTERRUPTED.append(True)  # before the session's fixtures are torn down
 
 
 def pytest_configure(config):

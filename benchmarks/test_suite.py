@@ -15,7 +15,7 @@ from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results import store as results
 from modelopt.results.labels import axis_labels
-from modelopt.run import rebuild, scheduler
+from modelopt.run import rebuild, runner, scheduler
 
 
 def test_cell(benchmark, suite, cell_run, results_dir):
@@ -25,7 +25,8 @@ def test_cell(benchmark, suite, cell_run, results_dir):
     benchmark.group = f"{suite.name}: " + ", ".join(f"{k[5:]}={v}" for k, v in row.items())
     model_dir = results_dir / latency.MODELS_DIR
     records = []
-    sched = scheduler.Scheduler(suite, 1, on_record=records.append, model_dir=str(model_dir))
+    sched = scheduler.Scheduler(suite, 1, on_record=records.append, model_dir=str(model_dir),
+                                commit=runner.git_commit())  # the report names the commit
     if sched.run([scheduler.job(cell, seed, 1)]).interrupted:
         # Ctrl-C (or SIGTERM, see conftest) ended the cell's process: end the session as
         # pytest's own Ctrl-C does; the results of finished cells are already on disk

@@ -47,6 +47,13 @@ def test_the_suite_only_with_results_under_benchmarks_dir(tmp_path):
     assert re.search(r"3 passed, \d+ deselected", text)  # the harness is opt-in
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
     assert (out / "suite.json").is_file()  # report and compare read it like any run
+    # then every saved model timed side by side, and the records name the commit, so the
+    # report shows paired latency and the commit as after `modelopt run`
+    assert (out / "timing.json").is_file()
+    report = subprocess.run([sys.executable, "-m", "modelopt", "report", str(out), "--out",
+                             str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True)
+    page = (tmp_path / "r" / "door.md").read_text()
+    assert report.returncode == 0 and "not timed" not in page and "**commit** ?" not in page
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
