@@ -16,6 +16,7 @@ import logging
 import math
 import random
 import statistics
+import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -96,13 +97,12 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
     """Build every model again (rebuild.py; a model that cannot be is taken from the run's own
     copy where the item names one), then time them in `rounds` rounds, each in a shuffled
     order: one block of calls per model and batch size per round. Sends
-    ({key: {batch: [ms per block]}}, {key: why it could not be rebuilt})."""
+    ({key: {batch: [ms per block]}}, {key: why it could not be rebuilt}, {stage: seconds})."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this process
     try:
         import torch
-        import torch.utils.benchmark as tb
 
         from modelopt.spec import plugins
 
@@ -110,30 +110,9 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
         # torchao logs a pytree deprecation on import
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
-        timers, skipped = {}, {}
-        for key, path, recipe, own in items:
-            with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
-                warnings.simplefilter("ignore", UserWarning)
-                try:
-                    if recipe is None:
-                        raise rebuild.NotRebuildable("no recipe to rebuild it from")
-                    model, example, batch_x = rebuild.load(path, recipe)
-                except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
-                    skipped[key] = (str(exc) if isinstance(exc, rebuild.NotRebuildable) else
-                                    f"rebuilding it failed: {type(exc).__name__}: {exc}")
-                    if own is None:
-                        continue
-                    model, example, batch_x = _own_copy(own)
-            for batch, x in (("1", example), ("batch", batch_x)):
-                with torch.inference_mode():
-                    for _ in range(WARMUP):
-                        model(x)
-                # Timer synchronises CUDA; inference_mode is part of the timed statement
-                timer = tb.Timer(stmt="with torch.inference_mode(): model(x)",
-                                 globals={"model": model, "x": x, "torch": torch},
-                                 num_threads=threads)
-                per_call = timer.timeit(5).median
-                timers[(key, batch)] = (timer, max(1, int(BLOCK_S / max(per_call, 1e-9))))
+        took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}  # where the stage's time goes
+        timers, skipped = _prepare(items, threads, took)
+        t2 = time.perf_counter()
         rng = random.Random(order_seed)
         blocks: dict = {k: [] for k in timers}
         for _ in range(rounds):
@@ -142,14 +121,52 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
             for k in order:
                 timer, number = timers[k]
                 blocks[k].append(timer.timeit(number).median * 1e3)
+        took["rounds"] = time.perf_counter() - t2
         out: dict = {}
         for (key, batch), ms in blocks.items():
             out.setdefault(key, {})[batch] = ms
-        conn.send(("ok", (out, skipped)))
+        conn.send(("ok", (out, skipped, took)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         conn.close()
+
+
+def _prepare(items, threads: int, took: dict) -> tuple[dict, dict]:
+    """Each model built again and warmed up, with a timer per batch size whose block of
+    calls lasts about BLOCK_S; ({(key, batch): (timer, calls per block)}, {key: why not})."""
+    import torch
+    import torch.utils.benchmark as tb
+
+    timers, skipped = {}, {}
+    for key, path, recipe, own in items:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                if recipe is None:
+                    raise rebuild.NotRebuildable("no recipe to rebuild it from")
+                model, example, batch_x = rebuild.load(path, recipe)
+            except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
+                skipped[key] = (str(exc) if isinstance(exc, rebuild.NotRebuildable) else
+                                f"rebuilding it failed: {type(exc).__name__}: {exc}")
+                if own is None:
+                    continue
+                model, example, batch_x = _own_copy(own)
+        t1 = time.perf_counter()
+        took["build"] += t1 - t0
+        for batch, x in (("1", example), ("batch", batch_x)):
+            with torch.inference_mode():
+                for _ in range(WARMUP):
+                    model(x)
+            # Timer synchronises CUDA; inference_mode is part of the timed statement
+            timer = tb.Timer(stmt="with torch.inference_mode(): model(x)",
+                             globals={"model": model, "x": x, "torch": torch},
+                             num_threads=threads)
+            per_call = timer.timeit(5).median
+            timers[(key, batch)] = (timer, max(1, int(BLOCK_S / max(per_call, 1e-9))))
+        took["warm"] += time.perf_counter() - t1
+    return timers, skipped
 
 
 @dataclass
@@ -159,6 +176,8 @@ class Timed:
 
     rows: list[dict]
     skipped: dict[str, str] = field(default_factory=dict)  # artifact key -> reason
+    # per process, seconds spent building the models again, warming them up, and timing
+    seconds: list[dict] = field(default_factory=list)
 
 
 def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: int = ROUNDS,
@@ -172,6 +191,7 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
     rows: list[tuple[str, dict]] = []  # (artifact key, row)
     skipped: dict[str, str] = {}
     unstable: set[str] = set()
+    seconds: list[dict] = []
     for k in range(processes):
         if progress:
             progress(k, processes)
@@ -196,7 +216,8 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                 proc.join()
         if status != "ok":
             raise TimingError(f"timing process {k}: {payload}")
-        timed, why = payload
+        timed, why, took = payload
+        seconds.append({k: round(v, 2) for k, v in took.items()})
         if k:  # rebuilt in the first process, not in this one: its outputs vary
             unstable |= {key for key in why if key not in skipped}
             why = {key: (f"its rebuilt outputs varied between processes ({reason})"
@@ -215,7 +236,7 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                 "rounds_batch": [round(x, 6) for x in bb]}))
         if not timed:
             break  # nothing could be built: the other processes would say the same
-    return Timed([row for key, row in rows if key not in unstable], skipped)
+    return Timed([row for key, row in rows if key not in unstable], skipped, seconds)
 
 
 def _p90(values: list[float]) -> float:
@@ -353,6 +374,6 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
                           "or --force to drop their latency")
     # timed from the run's own copy, or not at all: either way not re-timeable later
     write(run_dir, {"suite": suite, "processes": processes, "rounds": rounds, "threads": threads,
-                    "block_s": BLOCK_S, "rows": timed.rows,
+                    "block_s": BLOCK_S, "rows": timed.rows, "seconds": timed.seconds,
                     "not_retimeable": {k.lstrip(":"): v for k, v in timed.skipped.items()}})
     return len({(r["cell_id"], r["seed"], r["kind"]) for r in timed.rows})
