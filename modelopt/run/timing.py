@@ -31,10 +31,10 @@ from modelopt.results.latency import (
     write,
 )
 from modelopt.run import rebuild
+from modelopt.run.blocks import block, warm
 
 ROUNDS = 20
 BLOCK_S = 0.005  # each timed block lasts about this long (calls per block are sized to it)
-WARMUP = 10
 
 __all__ = ["PROCESSES", "TimingError", "UserCode", "artifacts", "run_stage", "save_all",
            "time_artifacts", "time_saved"]
@@ -111,7 +111,7 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
         logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
         plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
         took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}  # where the stage's time goes
-        timers, skipped = _prepare(items, threads, took)
+        timers, skipped = _prepare(items, took)
         t2 = time.perf_counter()
         rng = random.Random(order_seed)
         blocks: dict = {k: [] for k in timers}
@@ -119,8 +119,7 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
             order = list(timers)
             rng.shuffle(order)
             for k in order:
-                timer, number = timers[k]
-                blocks[k].append(timer.timeit(number).median * 1e3)
+                blocks[k].append(block(*timers[k]))
         took["rounds"] = time.perf_counter() - t2
         out: dict = {}
         for (key, batch), ms in blocks.items():
@@ -132,12 +131,9 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
         conn.close()
 
 
-def _prepare(items, threads: int, took: dict) -> tuple[dict, dict]:
-    """Each model built again and warmed up, with a timer per batch size whose block of
-    calls lasts about BLOCK_S; ({(key, batch): (timer, calls per block)}, {key: why not})."""
-    import torch
-    import torch.utils.benchmark as tb
-
+def _prepare(items, took: dict) -> tuple[dict, dict]:
+    """Each model built again and warmed up, with the calls per block (per batch size) that
+    last about BLOCK_S; ({(key, batch): (model, input, calls per block)}, {key: why not})."""
     timers, skipped = {}, {}
     for key, path, recipe, own in items:
         t0 = time.perf_counter()
@@ -156,15 +152,8 @@ def _prepare(items, threads: int, took: dict) -> tuple[dict, dict]:
         t1 = time.perf_counter()
         took["build"] += t1 - t0
         for batch, x in (("1", example), ("batch", batch_x)):
-            with torch.inference_mode():
-                for _ in range(WARMUP):
-                    model(x)
-            # Timer synchronises CUDA; inference_mode is part of the timed statement
-            timer = tb.Timer(stmt="with torch.inference_mode(): model(x)",
-                             globals={"model": model, "x": x, "torch": torch},
-                             num_threads=threads)
-            per_call = timer.timeit(5).median
-            timers[(key, batch)] = (timer, max(1, int(BLOCK_S / max(per_call, 1e-9))))
+            per_call = warm(model, x)
+            timers[(key, batch)] = (model, x, max(1, int(BLOCK_S / max(per_call, 1e-9))))
         took["warm"] += time.perf_counter() - t1
     return timers, skipped
 
