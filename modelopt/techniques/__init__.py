@@ -8,6 +8,7 @@ from modelopt.techniques import (  # noqa: F401
     losses,
     models,
     onnx_runtime,
+    openvino_runtime,
     optim,
     preprocess,
     prune,

@@ -124,9 +124,15 @@ def _ship(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
         return model, {}
     _require()
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as d:
-        blob = _read(_export(model, x, d))
+    blob = export_onnx(model, x)
     return OrtModel(blob), {"compile_seconds": time.perf_counter() - t0, **_facts(blob, None)}
+
+
+def export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
+    """The float model as ONNX bytes (opset OPSET, free batch dimension), checked against
+    the model on `x` (with ONNX Runtime): what every ONNX-based runtime starts from."""
+    with tempfile.TemporaryDirectory() as d:
+        return _read(_export(model, x, d))
 
 
 def _quantize(intent: Intent, model: nn.Module, inputs: torch.Tensor) -> tuple[nn.Module, dict]:
