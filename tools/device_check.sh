@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU device check (README, "Device check (GPU)"); `make device-check` runs it.
+# The GPU device check (docs/development.md, "Device check (GPU)"); `make device-check` runs it.
 #
 #   bash tools/device_check.sh            here: download the wheels a lent GPU machine lacks into
 #                                         .whl/, check the preparation, print the one command to

@@ -1,7 +1,8 @@
 """The documentation's generated pages, written under docs/generated/ before `mkdocs build`
 (`make docs`): the technique reference from the registries, the metric table from
-modelopt/results/metrics.py, and one findings page per shipped report (reports/*.md with
-its plots). Never written by hand, so never written twice.
+modelopt/results/metrics.py, one findings page per shipped report (reports/*.md with its
+plots), and the home page (docs/index.md) from the README's opening. Never written by hand,
+so never written twice.
 
     .venv/bin/python tools/gen_docs.py
 """
@@ -56,12 +57,24 @@ def findings() -> list[str]:
     return names
 
 
+def home_page() -> str:
+    """The site's home: the README's answer and headline table (written once, there)."""
+    readme = (ROOT / "README.md").read_text()
+    intro = readme[readme.index("**modelopt** tells you"):readme.index("## Quick start")]
+    intro = re.sub(r"\(reports/(\w+)\.md\)", r"(generated/findings/\1.md)", intro)
+    return ("# modelopt\n\n" + intro.strip() + "\n\nStart with [Getting started]"
+            "(getting-started.md); the reference pages of every technique and metric are "
+            "generated from the code ([techniques](generated/techniques.md), "
+            "[metrics](generated/metrics.md)).\n")
+
+
 def main() -> None:
     from modelopt.spec.listing import listing_markdown
 
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
+    (ROOT / "docs" / "index.md").write_text(home_page())  # generated too (.gitignore)
     (OUT / "techniques.md").write_text(listing_markdown())
     (OUT / "metrics.md").write_text(metrics_page())
     names = findings()
