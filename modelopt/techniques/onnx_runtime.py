@@ -63,24 +63,25 @@ def _installed(package: str) -> str | None:
         return None
 
 
-class OrtModel(nn.Module):
-    """An ONNX model run by ONNX Runtime, from its bytes."""
+class FileModel(nn.Module):
+    """A model that ships as a file another runtime runs (ONNX Runtime, OpenVINO): its bytes
+    pickle; the runtime's loaded object is made on first call in whichever process calls it,
+    outside the module tree, and never pickled."""
 
     suffix = ".onnx"  # the run directory keeps its file for the user (run/timing.py)
 
-    def __init__(self, blob: bytes, int8: str | None = None):
+    def __init__(self, blob: bytes):
         super().__init__()
-        self.blob, self.int8 = blob, int8  # int8: the quantization path that made it
+        self.blob = blob
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        session = self.__dict__.get("_session")
-        if session is None:  # outside the module tree: not pickled
-            session = self.__dict__["_session"] = _session(self.blob)
-        feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
-        return torch.from_numpy(session.run(None, feed)[0])
+    def loaded(self, load):
+        obj = self.__dict__.get("_loaded")
+        if obj is None:
+            obj = self.__dict__["_loaded"] = load()
+        return obj
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_session"}
+        return {k: v for k, v in self.__dict__.items() if k != "_loaded"}
 
     @property
     def saved_bytes(self) -> int:
@@ -88,7 +89,20 @@ class OrtModel(nn.Module):
 
     @property
     def artifact_device(self) -> str:
-        return "cpu"  # the CPU execution provider
+        return "cpu"  # both runtimes here run on the CPU
+
+
+class OrtModel(FileModel):
+    """An ONNX model run by ONNX Runtime, from its bytes."""
+
+    def __init__(self, blob: bytes, int8: str | None = None):
+        super().__init__(blob)
+        self.int8 = int8  # the quantization path that made it
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        session = self.loaded(lambda: _session(self.blob))
+        feed = {session.get_inputs()[0].name: x.detach().cpu().numpy()}
+        return torch.from_numpy(session.run(None, feed)[0])
 
 
 def _session(blob: bytes):

@@ -19,7 +19,7 @@ from torch import nn
 from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError
-from modelopt.techniques.onnx_runtime import OPSET, export_onnx
+from modelopt.techniques.onnx_runtime import OPSET, FileModel, export_onnx
 from modelopt.techniques.quantize import Intent
 
 DEVICE = "CPU"
@@ -32,37 +32,24 @@ def version() -> str | None:
         return None
 
 
-class OvModel(nn.Module):
+class OvModel(FileModel):
     """An ONNX model compiled and run by OpenVINO, from its bytes."""
 
-    suffix = ".onnx"  # the run directory keeps its file for the user (run/timing.py)
-
     def __init__(self, blob: bytes, precision: str = "f32"):
-        super().__init__()
-        self.blob, self.precision = blob, precision
+        super().__init__(blob)
+        self.precision = precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        compiled = self.__dict__.get("_compiled")
-        if compiled is None:  # outside the module tree: not pickled
-            import openvino as ov
-
-            core = ov.Core()
-            compiled = core.compile_model(core.read_model(self.blob), DEVICE, {
-                "INFERENCE_NUM_THREADS": torch.get_num_threads(),
-                "INFERENCE_PRECISION_HINT": self.precision})
-            self.__dict__["_compiled"] = compiled
+        compiled = self.loaded(self._compile)
         return torch.from_numpy(compiled([x.detach().cpu().numpy()])[0].copy())
 
-    def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_compiled"}
+    def _compile(self):
+        import openvino as ov
 
-    @property
-    def saved_bytes(self) -> int:
-        return len(self.blob)
-
-    @property
-    def artifact_device(self) -> str:
-        return "cpu"
+        core = ov.Core()
+        return core.compile_model(core.read_model(self.blob), DEVICE, {
+            "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+            "INFERENCE_PRECISION_HINT": self.precision})
 
 
 def _refuses(intent: Intent) -> str | None:
