@@ -1,5 +1,5 @@
 """Where each technique pays off: the same compressed model on each runtime the suite
-ships it on (deploy: eager, compile, export, onnxruntime), side by side, and how each int8
+ships it on (deploy: eager, compile, export, onnxruntime, openvino), side by side, and how each int8
 row really ran. PT2E's program run eagerly is int8's *reference path* (quantize /
 dequantize around float kernels): a check of its numerics, never shown as its speed."""
 
