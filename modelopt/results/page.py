@@ -118,7 +118,7 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
                   "seeds). A `.pt` file holds the shipped model's state_dict under `state` "
                   "(`torch.load(path, weights_only=True)['state']`; the slimmed model's where "
                   "pruning removed channels; the float weights an int8 model is made from); "
-                  "a `.onnx` file is the ONNX Runtime model itself.", "", home, ""]
+                  "a `.onnx` file is the model ONNX Runtime or OpenVINO runs.", "", home, ""]
     return lines
 
 

@@ -41,26 +41,24 @@ SCHEMES = {"int8_static": "onnxruntime static QDQ, per-channel",
            "int8_dynamic": "onnxruntime dynamic (MatMul / Gemm)"}
 
 
-def version() -> str | None:
-    """ONNX Runtime's installed version, without importing it (None: not installed)."""
-    try:
-        return metadata.version("onnxruntime")
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _require() -> None:
-    missing = [p for p in ("onnx", "onnxruntime") if _installed(p) is None]
-    if missing:
-        raise TechniqueError(f"deploy: onnxruntime needs {' and '.join(missing)} "
-                             "(pip install 'modelopt[onnx]')")
-
-
-def _installed(package: str) -> str | None:
+def installed(package: str) -> str | None:
+    """A package's installed version, without importing it (None: not installed)."""
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def version() -> str | None:
+    """ONNX Runtime's installed version (records carry it)."""
+    return installed("onnxruntime")
+
+
+def _require() -> None:
+    missing = [p for p in ("onnx", "onnxruntime") if installed(p) is None]
+    if missing:
+        raise TechniqueError(f"deploy: onnxruntime needs {' and '.join(missing)} "
+                             "(pip install 'modelopt[onnx]')")
 
 
 class FileModel(nn.Module):
@@ -94,10 +92,6 @@ class FileModel(nn.Module):
 
 class OrtModel(FileModel):
     """An ONNX model run by ONNX Runtime, from its bytes."""
-
-    def __init__(self, blob: bytes, int8: str | None = None):
-        super().__init__(blob)
-        self.int8 = int8  # the quantization path that made it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         session = self.loaded(lambda: _session(self.blob))
@@ -176,7 +170,7 @@ def _quantize(intent: Intent, model: nn.Module, inputs: torch.Tensor) -> tuple[n
     if not facts["quantized_layers"]:
         raise TechniqueError(f"{intent.scheme} on onnxruntime quantized none of the model's "
                              f"{facts['float_layers']} layers")
-    return OrtModel(blob, SCHEMES[intent.scheme]), {
+    return OrtModel(blob), {
         "quantized": True, "quantized_with": SCHEMES[intent.scheme],
         "int8_path": "onnxruntime int8 kernels",
         "calibration_samples": len(inputs) if intent.scheme == "int8_static" else 0,

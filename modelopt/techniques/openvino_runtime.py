@@ -10,7 +10,6 @@ calls it, with as many inference threads as torch has there."""
 from __future__ import annotations
 
 import time
-from importlib import metadata
 from typing import Literal
 
 import torch
@@ -19,17 +18,14 @@ from torch import nn
 from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError
-from modelopt.techniques.onnx_runtime import OPSET, FileModel, export_onnx
+from modelopt.techniques.onnx_runtime import OPSET, FileModel, export_onnx, installed
 from modelopt.techniques.quantize import Intent
 
 DEVICE = "CPU"
 
 
 def version() -> str | None:
-    try:
-        return metadata.version("openvino")
-    except metadata.PackageNotFoundError:
-        return None
+    return installed("openvino")
 
 
 class OvModel(FileModel):
