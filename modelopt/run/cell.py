@@ -39,8 +39,7 @@ class CellOutput:
     extra: dict = field(default_factory=dict)  # per-cell detail (grad norms, histograms)
     error: str | None = None
     # what the timing stage rebuilds and times (rebuild.py, timing.py): "model", the deployed
-    # model (masked or int8 copy included), and "slimmed" where structured pruning removed
-    # channels
+    # model (masked or int8 copy included), and "slimmed" (structured pruning's)
     models: dict[str, Shipped] = field(default_factory=dict)
     # the figures of the models other than the shipped one, by kind ("slimmed"); `metrics`
     # are the shipped model's and the cell's (results/metrics.py MODELS)
@@ -284,7 +283,7 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
     """Every stage's figures, merged once; later stages win where they measure the shipped
     model (the int8 copy's test figures over the trained model's)."""
     outcome, final, pruned = trained.outcome, compressed.final, compressed.pruned
-    metrics = {**test, **training_metrics(cell, trained.data.task, outcome, final), **memory,
+    metrics = {**test, **training_metrics(cell, trained.data, outcome, final), **memory,
                **trained.data.info, **trained.info}
     curves, extra = list(outcome.curves), {}
     norms = outcome.grad_norms + (final.grad_norms if final is not outcome else [])
@@ -322,18 +321,20 @@ def own_val_score(deployed: Deployed, data: Data, cell: Cell) -> float | None:
     return None if math.isnan(value) else value
 
 
-def training_metrics(cell: Cell, task: str, outcome: Outcome, final: Outcome) -> dict:
-    """Speed, steps, the best-validation figures (of the phase that made the final model)
-    and time to target."""
-    best = final.best
+def training_metrics(cell: Cell, data: Data, outcome: Outcome, final: Outcome) -> dict:
+    """Speed (and tokens/s, of token inputs), steps, the best-validation figures (of the
+    phase that made the final model) and time to target."""
+    best, task = final.best, tasks.of(data)
     vals = [c["val_score"] for c in final.curves
             if c["val_score"] is not None and not math.isnan(c["val_score"])]
-    out = {tasks.get(task).info.best_val: best["test_score"] if best else None,
+    out = {task.info.best_val: task.headline_of(best["test_score"]) if best else None,
            "best_val_step": best["step"] if best else None,
            "val_score": vals[-1] if vals else None,  # what tune chooses by; never test
            "final_step": outcome.steps, "train_seconds": outcome.train_seconds,
            "train_samples_s": (outcome.samples / outcome.train_seconds
                                if outcome.train_seconds else None)}
+    if data.vocab_size and out["train_samples_s"]:
+        out["train_tokens_s"] = out["train_samples_s"] * data.input_shape[0]
     out.update(time_to_target(outcome.curves, cell.train.settings.target,
                               outcome.train_seconds, outcome.steps))
     return out

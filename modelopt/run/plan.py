@@ -13,7 +13,7 @@ from modelopt.run.train import Diverged, Outcome, Plan, fit, predict, score
 from modelopt.spec.cell import Cell
 from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 from modelopt.techniques import data as data_mod
-from modelopt.techniques import distill, losses, models, optim, preprocess
+from modelopt.techniques import distill, losses, models, optim, preprocess, tasks
 
 
 def total_steps(settings: TrainConfig, n_train: int, full_batch: bool) -> int:
@@ -116,8 +116,9 @@ def teacher(student: Cell, seed: int, backend, data: data_mod.Data) -> tuple[nn.
                                   lambda: train_here(backend, cell, seed), dict)
     cached = reused is not None
     net = distill.frozen(trained.net)
-    accuracy = score(predict(net, data.x_test, backend), data.y_test, data.task)
-    return net, {"teacher_cached": cached, "teacher_accuracy": accuracy}
+    task = tasks.of(data)
+    figure = task.headline_of(score(predict(net, data.x_test, backend), data.y_test, data.task))
+    return net, {"teacher_cached": cached, f"teacher_{task.info.headline}": figure}
 
 
 def finetuner(cell: Cell, data: data_mod.Data, backend, seed: int):

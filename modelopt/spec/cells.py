@@ -177,7 +177,8 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
     """Inputs the dataset gives must suit the model and the augmentations; the loss and
     distillation must suit the task."""
     dname, mname = cell["dataset"]["name"], cell["model"]["name"]
-    kind = regs["dataset"].info(dname).input
+    dinfo = regs["dataset"].info(dname)
+    kind = dinfo.input_from(cell["dataset"]) if dinfo.input_from is not None else dinfo.input
     accepts = regs["model"].info(mname).accepts
     if kind is not None and kind not in accepts:
         fitting = [e.name for e in regs["model"].entries() if kind in e.info.accepts]

@@ -13,13 +13,15 @@ from modelopt.spec import tasks
 from modelopt.spec.registry import Registry
 from modelopt.spec.tasks import TaskInfo
 
-InputKind = Literal["signal", "vector", "image"]
+InputKind = Literal["signal", "vector", "image", "tokens"]
 Task = str  # a TASKS entry's name
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     input: InputKind | None = None  # None: not checked against the model
+    # the input kind from the dataset's parameters, when they decide it (csv: a text column)
+    input_from: Callable[[dict], InputKind] | None = None
     task: Task = tasks.DEFAULT
     # the task from the dataset's parameters, when they decide it (csv: its label column)
     task_from: Callable[[dict], Task] | None = None

@@ -59,4 +59,5 @@ BUILTIN: dict[str, TaskInfo] = {
                                class_outputs=True, default_loss="cross_entropy"),
     "regression": TaskInfo("r2", ("r2", "r2_best_val", "rmse", "mae"), default_loss="mse"),
 }
+# the language-modelling task (techniques/tasks.py) declares its own figures with its entry
 DEFAULT = "classification"  # a dataset's task where it declares none

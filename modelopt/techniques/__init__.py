@@ -14,6 +14,8 @@ from modelopt.techniques import (  # noqa: F401
     prune,
     quantize,
     tasks,
+    text,
+    transformers,
     vision,
     weights,
 )

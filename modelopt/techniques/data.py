@@ -9,7 +9,7 @@ import os
 import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -46,10 +46,15 @@ class Data:
     # a training split streamed from files (techniques/stream.py): x_train is then empty
     # (0 rows, the input shape) and y_train holds the split's labels
     stream: Stream | None = None
+    # token inputs (techniques/text.py): ids below this, 0 padding; 0 for other inputs
+    vocab_size: int = 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+        """What a model is built for: a sample's shape, and for token ids (sequence length,
+        vocabulary size)."""
+        shape = tuple(self.x_train.shape[1:])
+        return (*shape, self.vocab_size) if self.vocab_size else shape
 
     @property
     def n_train(self) -> int:
@@ -186,6 +191,10 @@ def _check_csv(params: dict) -> None:
     p = Path(params["path"]).expanduser()
     if not p.is_file():
         raise DataUnavailable(f"csv: no file at {p.resolve()}")
+    if params.get("text") is not None:  # a text table: its other columns are not read
+        from modelopt.techniques import text
+
+        return text.check_table("csv", params, lambda path: pd.read_csv(path, nrows=1000))
     head = pd.read_csv(p, nrows=1000)
     if params["target"] not in head.columns:
         raise ValueError(f"csv: {p} has no column '{params['target']}'; columns: "
@@ -201,6 +210,8 @@ def _csv_task(params: dict) -> str:
     floats are a regression target (say `task: regression` for integer quantities)."""
     if params.get("task", "auto") != "auto":
         return params["task"]
+    if params.get("text") is not None:
+        return "classification"
     p = Path(params["path"]).expanduser()
     return _label_task(str(p), params["target"], p.stat().st_mtime_ns)
 
@@ -215,19 +226,38 @@ def _label_task(path: str, target: str, mtime_ns: int) -> str:
     return "regression" if pd.api.types.is_float_dtype(column) else "classification"
 
 
-@DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv)
+def _csv_input(params: dict) -> str:
+    return "tokens" if params.get("text") is not None else "vector"
+
+
+@DATASETS.register("csv", input="vector", input_from=_csv_input, task_from=_csv_task,
+                   preflight=_check_csv)
 def csv(seed: int, /, path: str, target: str,
         task: str = "auto",
-        test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+        test_fraction: Split = 0.2, split_seed: int = 0, text: str | None = None,
+        tokenizer: str = "char", max_length: PositiveInt = 128,
+        truncation: Literal["end", "start"] = "end",
+        padding: Literal["right", "left"] = "right") -> Data:
     """A local CSV table: numeric feature columns and a `target` label column. The task
     follows the labels (`auto`: strings, booleans or integers are classes, floats a
-    regression target) unless `task` names one (a registered task)."""
+    regression target) unless `task` names one (a registered task). With `text`, a text
+    classification table: that column's texts, tokenized (`tokenizer`: char, byte or a
+    tokenizer.json; cut and padded to `max_length` tokens), its other columns unused."""
     import pandas as pd
 
-    _check_csv({"path": path, "target": target})
-    task = _csv_task({"path": path, "target": target, "task": task})
+    params = {"path": path, "target": target, "text": text, "tokenizer": tokenizer}
+    _check_csv(params)
+    task = _csv_task({**params, "task": task})
     p = Path(path).expanduser()
     df = pd.read_csv(p)
+    if text is not None:
+        from modelopt.techniques import text as texts
+
+        if task != "classification":
+            raise ValueError(f"csv: a text column is classified; task '{task}' does not apply")
+        return texts.labelled("csv", df[text].astype(str).tolist(),
+                              df[target].astype(str).to_numpy(), tokenizer, max_length,
+                              truncation, padding, test_fraction, split_seed)
     features = df.drop(columns=[target])
     if not tasks.get(task).info.class_outputs:
         return _values("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
@@ -335,6 +365,11 @@ def split_validation(data: Data, val_fraction: float, seed: int, folds: int = 0,
                      fold: int = 0) -> Data:
     """Carve a validation split from the training split; the seed picks which samples.
     With `folds`, validation is fold `fold` of k equal parts (k-fold cross-validation)."""
+    if len(data.y_val):  # the dataset fixed its validation split (a corpus: by position)
+        if folds:
+            raise ValueError(f"dataset '{data.name}' fixes its validation split by position; "
+                             "cross-validation does not apply to it")
+        return data
     n = data.n_train
     g = torch.Generator().manual_seed(10_007 + seed)
     perm = torch.randperm(n, generator=g)

@@ -19,6 +19,9 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     """alpha * T^2 * KL(teacher_T || student_T); the (1 - alpha) * CE part is the task loss,
     weighted by the training loop. T^2 keeps the soft gradients' scale independent of T."""
     t = temperature
+    # one distribution per row; a language model's (N, T, V) scores are N x T rows
+    student_logits = student_logits.reshape(-1, student_logits.shape[-1])
+    teacher_logits = teacher_logits.reshape(-1, teacher_logits.shape[-1])
     log_p_student = F.log_softmax(student_logits / t, dim=1)
     log_p_teacher = F.log_softmax(teacher_logits / t, dim=1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")

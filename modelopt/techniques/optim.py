@@ -17,10 +17,13 @@ from modelopt.spec.registry import NonNegative, Positive, PositiveInt, Probabili
 Betas = tuple[Probability, Probability]
 
 
-def decayed(p: torch.Tensor) -> bool:
-    """Weight matrices and kernels; biases and norm scales (1-D) are not decayed or
-    penalised (the l2 and l1 terms below skip them too)."""
-    return p.dim() > 1
+def decayed(model: nn.Module) -> list[torch.Tensor]:
+    """Weight matrices and kernels. Biases and norm scales (1-D) and embedding tables are
+    not decayed or penalised (the l2 and l1 terms below skip them too): an embedding row
+    is a token's vector, and shrinking the rows of rare tokens toward zero is no
+    regularization of the map (minGPT's and nanoGPT's choice)."""
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    return [p for p in model.parameters() if p.dim() > 1 and id(p) not in tables]
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
@@ -29,8 +32,9 @@ def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list
     params = [p for p in model.parameters() if p.requires_grad]
     if decay_all or not weight_decay:
         return [{"params": params, "weight_decay": weight_decay}]
-    return [{"params": [p for p in params if decayed(p)], "weight_decay": weight_decay},
-            {"params": [p for p in params if not decayed(p)], "weight_decay": 0.0}]
+    decay = {id(p) for p in decayed(model)}
+    return [{"params": [p for p in params if id(p) in decay], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decay], "weight_decay": 0.0}]
 
 
 def optimizer(name: str, weight_decay: float = 0.0, **facts):
@@ -170,8 +174,8 @@ class Term:
 
 
 def weights(model: nn.Module) -> list[torch.Tensor]:
-    """The weight matrices and kernels (biases and norm scales are not penalised)."""
-    return [p for p in model.parameters() if decayed(p)]
+    """The weight matrices and kernels (biases, norm scales, embeddings are not penalised)."""
+    return decayed(model)
 
 
 @REGULARIZERS.register("l2")

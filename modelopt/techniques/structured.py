@@ -131,8 +131,14 @@ def choose(model: nn.Module, criterion: str, ratio: float, example: torch.Tensor
         probe.zero_grad()
         for x, y in calib.batches:
             calib.loss(probe(x), y).backward()
+    heads = attention_heads(probe)
+    # embedding tables' outputs are a transformer's residual width, shared by every block:
+    # kept, so that pruning removes attention heads and MLP channels, as asked
+    kept = [output_layer(probe), *(m for m in probe.modules() if isinstance(m, nn.Embedding))]
     pruner = tp.pruner.BasePruner(probe, example.cpu(), importance=_Dead(imp), pruning_ratio=ratio,
-                                  ignored_layers=[output_layer(probe)])
+                                  ignored_layers=kept, num_heads=heads,
+                                  prune_num_heads=bool(heads), prune_head_dims=False,
+                                  head_pruning_ratio=ratio if heads else 0.0)
     names = {m: n for n, m in probe.named_modules()}
     chosen: list[Record] = []
     for group in pruner.step(interactive=True):
@@ -140,6 +146,17 @@ def choose(model: nn.Module, criterion: str, ratio: float, example: torch.Tensor
         chosen.append((names[dep.target.module], dep.handler, sorted(int(i) for i in idxs)))
         group.prune()
     return chosen
+
+
+def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """The projections whose outputs are attention heads, with their head counts, of every
+    module that declares them (`heads()`: techniques/transformers.py): Torch-Pruning then
+    removes whole heads of them, and keeps every head's width."""
+    found: dict[nn.Module, int] = {}
+    for m in model.modules():
+        if callable(getattr(m, "heads", None)):
+            found.update(m.heads())
+    return found
 
 
 def mask(model: nn.Module, chosen: list[Record], example: torch.Tensor) -> None:

@@ -10,6 +10,7 @@ figures, pruning's criteria, preprocessing, the deploy check and the report ask 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from modelopt.spec.metric import Metric
 from modelopt.spec.registries import TASKS
 from modelopt.spec.tasks import BUILTIN, TaskInfo
 
@@ -65,6 +67,11 @@ class Task:
         """The data with its targets scaled for training (figures are reported in the
         original units, through `data.target_scale`)."""
         return data
+
+    def headline_of(self, score: float) -> float:
+        """The headline figure a `score` stands for (the test score at the best validation
+        evaluation becomes `<headline>_best_val`): the score itself where they are one."""
+        return score
 
 
 # ---------------------------------------------------------------- classification
@@ -166,6 +173,80 @@ def regression() -> Task:
     """One value per input: mean squared error, R², RMSE, MAE in the target's units
     (trained on standardized targets); a deployed model's values must match its model's."""
     return Regression()
+
+
+# ---------------------------------------------------------------- language modelling
+
+def _lm_metric(name, title, fmt, higher, kind="none", tolerance=0.0, unit=""):
+    return Metric(name, title, fmt, higher, kind, tolerance, unit)
+
+
+LM_METRICS = (
+    _lm_metric("perplexity", "perplexity", "g4", False, "relative", 0.02),
+    _lm_metric("perplexity_best_val", "ppl @best val", "g4", False),
+    _lm_metric("bits_per_char", "bits/char", "f3", False, "relative", 0.02, "bits"),
+    _lm_metric("bits_per_token", "bits/token", "f3", False, unit="bits"),
+    _lm_metric("next_token_accuracy", "next-token %", "pct", True, "points", 0.01, "fraction"),
+    _lm_metric("teacher_perplexity", "teacher perplexity", "g4", False),
+    _lm_metric("train_tokens_s", "train tokens/s", "f0", True, unit="tokens/s"),
+    _lm_metric("deploy_token_agreement", "deploy agreement %", "pct", True),
+    _lm_metric("baseline_unigram_perplexity", "unigram ppl", "g4", False),
+    _lm_metric("baseline_bigram_perplexity", "bigram ppl", "g4", False),
+    _lm_metric("baseline_trigram_perplexity", "trigram ppl", "g4", False),
+    _lm_metric("baseline_kneser_ney_perplexity", "Kneser-Ney ppl", "g4", False),
+    _lm_metric("baseline_kneser_ney_bits_per_char", "Kneser-Ney bits/char", "f3", False),
+    _lm_metric("baseline_kneser_ney_discount", "Kneser-Ney discount", "g3", None),
+    _lm_metric("chars_per_token", "chars/token", "g3", None),
+    _lm_metric("vocab_size", "vocabulary", "int", None),
+    _lm_metric("seq_len", "sequence length", "int", None),
+    _lm_metric("train_tokens", "training tokens", "si", None),
+)
+
+
+class LanguageModelling(Task):
+    """Scores over the vocabulary at every position of a window, (N, T, V), against the
+    next tokens (N, T): cross-entropy in nats per token; perplexity = e^nats; bits per
+    token = nats / ln 2, per character through the test text's characters per token."""
+
+    target_dtype = torch.int64
+    agreement = 0.99  # a deployed model's next-token choices agree on this share
+
+    def num_outputs(self, num_classes: int) -> int:
+        return num_classes  # the vocabulary
+
+    def target(self, y, out):
+        return y
+
+    def loss(self, out, y):
+        return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+
+    def score(self, out, y):
+        return -float(self.loss(out, y))  # log-likelihood per token: higher is better
+
+    def headline_of(self, score):
+        return math.exp(-score)
+
+    def metrics(self, out, data):
+        nats = float(self.loss(out, data.y_test))
+        per_token = nats / math.log(2)
+        return {"loss": nats, "perplexity": math.exp(nats), "bits_per_token": per_token,
+                "bits_per_char": per_token / data.info.get("chars_per_token", 1.0),
+                "next_token_accuracy": float((out.argmax(-1) == data.y_test).double().mean())}
+
+    def check(self, out, reference):
+        agree = float((out.argmax(-1) == reference.argmax(-1)).double().mean())
+        return {"deploy_token_agreement": agree}, agree >= self.agreement
+
+
+@TASKS.register("language_modelling", headline="perplexity",
+                columns=("perplexity", "perplexity_best_val", "bits_per_char",
+                         "next_token_accuracy", "baseline_kneser_ney_perplexity"),
+                class_outputs=True, default_loss="token_cross_entropy", metrics=LM_METRICS)
+def language_modelling() -> Task:
+    """The next token at every position of a text window: perplexity, bits per character,
+    next-token accuracy, beside count-based baselines (n-gram, Kneser-Ney) on the same split;
+    a deployed model's next-token choices must agree with its model's."""
+    return LanguageModelling()
 
 
 # ---------------------------------------------------------------- lookup

@@ -1,0 +1,171 @@
+"""Text datasets, all offline: the built-in corpus for language modelling, and a user's own
+labelled texts for classification (a csv or JSON Lines table with a text column, or a
+folder of .txt files per class).
+
+Inputs are token ids, int64 (N, sequence length), 0 where padded; a dataset's `input_shape`
+is (sequence length, vocabulary size), what a text model is built for.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from modelopt.spec.registries import DATASETS
+from modelopt.spec.registry import PositiveInt
+from modelopt.techniques import ngram, tokenize
+from modelopt.techniques.data import Data, Split
+from modelopt.techniques.errors import DataUnavailable
+
+CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "python_docs.txt.gz"
+CORPUS_SHA256 = "2a95af4ac93f5b719944030ce3769070ddf827d847cba42192afa8da989e5dc4"
+
+Truncation = Literal["end", "start"]  # which end of a long text is cut
+Padding = Literal["right", "left"]
+
+
+def read_corpus(path: str | None) -> str:
+    """The text of `path`, or the built-in snapshot of Python's documentation (its sha256
+    checked: a changed file would change every figure measured on it)."""
+    if path is not None:
+        return Path(path).expanduser().read_text(encoding="utf-8")
+    raw = gzip.decompress(CORPUS.read_bytes())
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != CORPUS_SHA256:
+        raise DataUnavailable(f"corpus: {CORPUS} has sha256 {digest}, expected {CORPUS_SHA256}"
+                              "; reinstall modelopt (tools/snapshot_corpus.py makes it)")
+    return raw.decode("utf-8")
+
+
+def _check_corpus(params: dict) -> None:
+    tokenize.check(params.get("tokenizer", "char"))
+    path = params.get("path")
+    if path is not None and not Path(path).expanduser().is_file():
+        raise DataUnavailable(f"corpus: no file at {Path(path).expanduser().resolve()}")
+
+
+def windows(ids: np.ndarray, block: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and next-token targets of every window of block + 1 tokens, `stride` apart."""
+    if len(ids) < block + 1:
+        raise ValueError(f"corpus: a split of {len(ids)} tokens is shorter than one window of "
+                         f"block_size + 1 = {block + 1}; lower block_size")
+    w = np.lib.stride_tricks.sliding_window_view(ids, block + 1)[::stride]
+    w = torch.as_tensor(np.ascontiguousarray(w))
+    return w[:, :-1].contiguous(), w[:, 1:].contiguous()
+
+
+@DATASETS.register("corpus", task="language_modelling", input="tokens", preflight=_check_corpus)
+def corpus(seed: int, /, path: str | None = None, tokenizer: str = "char",
+           block_size: PositiveInt = 128, stride: PositiveInt | None = None,
+           validation_fraction: Split = 0.05, test_fraction: Split = 0.05,
+           max_chars: PositiveInt | None = None) -> Data:
+    """Language modelling on a text: the built-in snapshot of the English documentation that
+    ships inside Python (465k characters, modelopt/corpora) or a UTF-8 file at `path`.
+    Split by position (train, then validation, then test: never shuffled, so no test text
+    leaks into training); windows of `block_size` tokens predict the next token at every
+    position, `stride` apart in training (default: block_size, no overlap) and never
+    overlapping in validation and test. Count-based baselines (n-gram, Kneser-Ney) are
+    fitted on the same splits and recorded beside every cell's figures."""
+    text = read_corpus(path)[:max_chars]
+    a = int(len(text) * (1 - validation_fraction - test_fraction))
+    b = int(len(text) * (1 - test_fraction))
+    if a <= 0 or b <= a:
+        raise ValueError("corpus: validation_fraction + test_fraction leave no training text")
+    tok = tokenize.make(tokenizer, text[:a])
+    train, val, test = (tok.encode(t) for t in (text[:a], text[a:b], text[b:]))
+    x_train, y_train = windows(train, block_size, stride or block_size)
+    x_val, y_val = windows(val, block_size, block_size)
+    x_test, y_test = windows(test, block_size, block_size)
+    # the baselines score the tokens the test windows predict, from the same streams
+    covered = test[:len(x_test) * block_size + 1]
+    chars_per_token = len(text[b:]) / max(1, len(test))
+    nats = ngram.baselines(train, val[:len(x_val) * block_size + 1], covered, tok.vocab_size)
+    info = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "seq_len": block_size,
+            "chars_per_token": chars_per_token, "train_tokens": len(train),
+            **ngram.figures(nats, chars_per_token)}
+    return Data(x_train, y_train, x_val, y_val, x_test, y_test, tok.vocab_size,
+                "language_modelling", "corpus", info=info, vocab_size=tok.vocab_size)
+
+
+# ---------------------------------------------------------------- classification
+
+def labelled(name: str, texts: list[str], labels, tokenizer: str, max_length: int,
+             truncation: str, padding: str, test_fraction: float, split_seed: int) -> Data:
+    """Texts with class labels, split at random (stratified) as the other tables are; the
+    tokenizer's vocabulary is the training split's."""
+    from sklearn.model_selection import train_test_split
+
+    classes, y = np.unique(np.asarray(labels), return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"{name}: the labels have {len(classes)} class; classification "
+                         "needs two or more")
+    idx_train, idx_test = train_test_split(np.arange(len(texts)), test_size=test_fraction,
+                                           random_state=split_seed, stratify=y)
+    tok = tokenize.make(tokenizer, "".join(texts[i] for i in idx_train))
+    ids = [tok.encode(t) for t in texts]
+    x = torch.as_tensor(tokenize.pad(ids, max_length, truncation, padding))
+    y = torch.as_tensor(y, dtype=torch.int64)
+    lengths = np.asarray([len(i) for i in ids])
+    info = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "seq_len": max_length,
+            "truncated_share": float((lengths > max_length).mean()),
+            "class_names": [str(c) for c in classes]}
+    empty = x[:0]
+    return Data(x[idx_train], y[idx_train], empty, y[:0], x[idx_test], y[idx_test],
+                len(classes), "classification", name, info=info, vocab_size=tok.vocab_size)
+
+
+def check_table(name: str, params: dict, reader) -> None:
+    p = Path(params["path"]).expanduser()
+    if not p.is_file():
+        raise DataUnavailable(f"{name}: no file at {p.resolve()}")
+    tokenize.check(params.get("tokenizer", "char"))
+    columns = list(reader(p).columns)
+    missing = [params[k] for k in ("target", "text") if params.get(k) not in columns]
+    if missing:
+        raise ValueError(f"{name}: {p} has no column {', '.join(map(repr, missing))}; "
+                         f"columns: {', '.join(map(str, columns))}")
+
+
+def _read_jsonl(path: Path, nrows: int | None = 1000):
+    import pandas as pd
+
+    return pd.read_json(path, lines=True, nrows=nrows, dtype=False)
+
+
+@DATASETS.register("jsonl", task="classification", input="tokens",
+                   preflight=lambda p: check_table("jsonl", p, _read_jsonl))
+def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "char",
+          max_length: PositiveInt = 128, truncation: Truncation = "end",
+          padding: Padding = "right", test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+    """Text classification from a local JSON Lines file: one object per line with a `text`
+    field and a `target` label."""
+    df = _read_jsonl(Path(path).expanduser(), None)
+    return labelled("jsonl", df[text].astype(str).tolist(), df[target].astype(str).to_numpy(),
+                    tokenizer, max_length, truncation, padding, test_fraction, split_seed)
+
+
+def _check_folder(params: dict) -> None:
+    root = Path(params["root"]).expanduser()
+    classes = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    if len([d for d in classes if any(d.glob("*.txt"))]) < 2:
+        raise DataUnavailable(f"text_folder: {root.resolve()} needs a folder per class, each "
+                              "holding .txt files (two classes at least)")
+    tokenize.check(params.get("tokenizer", "char"))
+
+
+@DATASETS.register("text_folder", task="classification", input="tokens", preflight=_check_folder)
+def text_folder(seed: int, /, root: str, tokenizer: str = "char", max_length: PositiveInt = 128,
+                truncation: Truncation = "end", padding: Padding = "right",
+                test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+    """Text classification from ROOT/<class>/*.txt: one UTF-8 text per file, the folder
+    names the class (as torchvision's ImageFolder does for images)."""
+    _check_folder({"root": root, "tokenizer": tokenizer})
+    files = sorted(Path(root).expanduser().glob("*/*.txt"))
+    texts = [f.read_text(encoding="utf-8") for f in files]
+    return labelled("text_folder", texts, [f.parent.name for f in files], tokenizer,
+                    max_length, truncation, padding, test_fraction, split_seed)
