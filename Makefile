@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 SUITE  ?= suites/bench.yaml
 JOBS   ?=
 
-.PHONY: bench test lint docs install clean vision trained device-check
+.PHONY: bench test lint docs install clean vision trained text device-check
 
 install: $(STAMP)
 
@@ -50,6 +50,12 @@ vision: $(STAMP)
 trained: $(STAMP)
 	$(BIN)/modelopt run suites/trained.yaml --out results/trained
 	$(BIN)/modelopt report results/trained --out reports
+
+# Text and transformers (suites/text.yaml, about 20 minutes): a character-level GPT on the
+# built-in corpus and a docstring classifier, dense against their compressed versions
+text: $(STAMP)
+	$(BIN)/modelopt run suites/text.yaml --out results/text
+	$(BIN)/modelopt report results/text --out reports
 
 # The GPU device check (docs/development.md, "Device check (GPU)"): wheels a lent GPU machine lacks into
 # .whl/, the preparation checked, the one command to run there printed; without a GPU here

@@ -128,6 +128,11 @@ def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
         m[bb_name] = statistics.median(r["ms_batch"] for r in rows)
         if kind == "model":
             m["latency_ms_p90"] = statistics.median(r["p90_ms_batch1"] for r in rows)
+        if kind == "model" and all("ms_generate" in r for r in rows):  # a decoder's
+            m["first_token_ms"] = statistics.median(r["ms_first_token"] for r in rows)
+            # the tokens after the first: the whole generation less its first token
+            m["per_token_ms"] = statistics.median(
+                (r["ms_generate"] - r["ms_first_token"]) / (r["new_tokens"] - 1) for r in rows)
     return out
 
 

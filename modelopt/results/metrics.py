@@ -95,6 +95,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     # every step the shipped model trained: training and fine-tuning (a KD teacher's apart)
     _m("steps_total", "steps trained", "int"),
     _m("train_samples_s", "train samples/s", "f0", True, "relative", 0.15, "samples/s", True),
+    _m("train_tokens_s", "train tokens/s", "f0", True, unit="tokens/s", timing=True),
     _m("machine_probe_ms", "machine probe ms", "g3", False, unit="ms", timing=True),
     _m("ddp_startup_s", "ddp start-up s", "f1", False, unit="s", timing=True),
     _m("ddp_world_size", "ddp ranks", "int"),
@@ -105,6 +106,10 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("latency_ms_p90", "latency p90 ms", "g3", False, unit="ms", timing=True),
     _m("latency_ms_batch_p50", "batch latency ms", "g3", False, "relative", 0.10, "ms", True),
     _m("latency_processes", "timing processes", "int"),
+    # a causal decoder's, timed beside its forward pass: a 64-token prompt's first new token,
+    # and each of the 63 after it with the key-value cache (transformers.generation_calls)
+    _m("first_token_ms", "first token ms", "g3", False, "relative", 0.10, "ms", True),
+    _m("per_token_ms", "ms per new token", "g3", False, "relative", 0.10, "ms", True),
     # ---- derived by the report from the timing stage: baseline latency over this row's,
     # both timed in the same processes (see timing.speedups)
     _m("speedup_batch", "speed-up × (batch)", "f2", True, timing=True),

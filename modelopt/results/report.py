@@ -44,12 +44,16 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
     else:
         cols += ["flops", "size_bytes"]
     cols += ["latency_ms_p50", "latency_ms_batch_p50"]
+    # a decoder's generation, and tokens/s of token inputs, where the run measured them
+    cols += [c for c in ("first_token_ms", "per_token_ms") if c in agg.columns]
     slimmed = M.column("slimmed", "params")
     if slimmed in agg.columns and agg[slimmed].notna().any():
         cols += [M.column("slimmed", f) for f in ("params", "size_bytes", "latency_ms_p50",
                                                  "latency_ms_batch_p50")]
     return cols + ["speedup_batch", "speedup_batch1", "peak_rss_mb", "train_seconds",
-                   "train_samples_s", "steps_to_target", "time_to_target_s", "target_reached"]
+                   "train_samples_s", *(["train_tokens_s"] if "train_tokens_s" in agg.columns
+                                        else []),
+                   "steps_to_target", "time_to_target_s", "target_reached"]
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:

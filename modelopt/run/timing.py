@@ -124,6 +124,8 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
         out: dict = {}
         for (key, batch), ms in blocks.items():
             out.setdefault(key, {})[batch] = ms
+            if batch == "generate":  # how many tokens a timed generation made
+                out[key]["new_tokens"] = timers[(key, batch)][0].new_tokens
         conn.send(("ok", (out, skipped, took)))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
@@ -134,6 +136,8 @@ def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: 
 def _prepare(items, took: dict) -> tuple[dict, dict]:
     """Each model built again and warmed up, with the calls per block (per batch size) that
     last about BLOCK_S; ({(key, batch): (model, input, calls per block)}, {key: why not})."""
+    from modelopt.techniques.transformers import generation_calls
+
     timers, skipped = {}, {}
     for key, path, recipe, own in items:
         t0 = time.perf_counter()
@@ -151,9 +155,11 @@ def _prepare(items, took: dict) -> tuple[dict, dict]:
                 model, example, batch_x = _own_copy(own)
         t1 = time.perf_counter()
         took["build"] += t1 - t0
-        for batch, x in (("1", example), ("batch", batch_x)):
-            per_call = warm(model, x)
-            timers[(key, batch)] = (model, x, max(1, int(BLOCK_S / max(per_call, 1e-9))))
+        calls = {"1": (model, example), "batch": (model, batch_x),
+                 **generation_calls(model, example)}  # a decoder's, from its prompt
+        for name, (call, x) in calls.items():
+            per_call = warm(call, x)
+            timers[(key, name)] = (call, x, max(1, int(BLOCK_S / max(per_call, 1e-9))))
         took["warm"] += time.perf_counter() - t1
     return timers, skipped
 
@@ -222,10 +228,20 @@ def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: in
                 "ms_batch": statistics.median(bb), "blocks": len(b1),
                 # round by round, for ratios of blocks timed moments apart
                 "rounds_batch1": [round(x, 6) for x in b1],
-                "rounds_batch": [round(x, 6) for x in bb]}))
+                "rounds_batch": [round(x, 6) for x in bb], **_generation(timed[a.key])}))
         if not timed:
             break  # nothing could be built: the other processes would say the same
     return Timed([row for key, row in rows if key not in unstable], skipped, seconds)
+
+
+def _generation(timed: dict) -> dict:
+    """A decoder's generation times in a row: median ms of the first token after the prompt
+    and of the whole generation, and how many tokens that generated."""
+    if "generate" not in timed:
+        return {}
+    return {"ms_first_token": statistics.median(timed["first_token"]),
+            "ms_generate": statistics.median(timed["generate"]),
+            "new_tokens": timed["new_tokens"]}
 
 
 def _p90(values: list[float]) -> float:

@@ -188,7 +188,6 @@ LM_METRICS = (
     _lm_metric("bits_per_token", "bits/token", "f3", False, unit="bits"),
     _lm_metric("next_token_accuracy", "next-token %", "pct", True, "points", 0.01, "fraction"),
     _lm_metric("teacher_perplexity", "teacher perplexity", "g4", False),
-    _lm_metric("train_tokens_s", "train tokens/s", "f0", True, unit="tokens/s"),
     _lm_metric("deploy_token_agreement", "deploy agreement %", "pct", True),
     _lm_metric("baseline_unigram_perplexity", "unigram ppl", "g4", False),
     _lm_metric("baseline_bigram_perplexity", "bigram ppl", "g4", False),

@@ -162,3 +162,43 @@ def generate(model: Transformer, prompt: torch.Tensor, new_tokens: int) -> tuple
         out.append(model(out[-1], cache)[:, -1].argmax(-1, keepdim=True))
     return torch.cat(out, 1), cache
 
+
+
+class FirstToken:
+    """One timed call: a prompt's first new token (the prompt in one pass, a fresh cache)."""
+
+    def __init__(self, model: Transformer):
+        self.model = model
+
+    def __call__(self, prompt):
+        return generate(self.model, prompt, 1)
+
+
+class Generation(FirstToken):
+    """One timed call: `new_tokens` tokens after a prompt, with the key-value cache."""
+
+    def __init__(self, model: Transformer, new_tokens: int):
+        super().__init__(model)
+        self.new_tokens = new_tokens
+
+    def __call__(self, prompt):
+        return generate(self.model, prompt, self.new_tokens)
+
+
+PROMPT = 64  # tokens of the timed prompt, and tokens generated after it
+
+
+def generation_calls(model: nn.Module, example: torch.Tensor) -> dict[str, tuple]:
+    """What the timing stage times of a causal decoder besides its forward pass: {"first_token":
+    (call, prompt), "generate": (call, prompt)} with a 64-token prompt and 64 new tokens (half
+    the positions each where the model has fewer than 128); {} for any other model (a
+    compiled or exported program, an ONNX model: no key-value cache to decode with)."""
+    if not isinstance(model, Transformer) or not model.causal or example.dim() != 2:
+        return {}
+    prompt_len = min(PROMPT, model.seq_len // 2, example.shape[1])
+    new = min(PROMPT, model.seq_len - prompt_len)
+    if prompt_len < 1 or new < 2:
+        return {}
+    prompt = example[:1, :prompt_len]
+    return {"first_token": (FirstToken(model), prompt),
+            "generate": (Generation(model, new), prompt)}
