@@ -194,6 +194,10 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         raise RegistryError(f"prune '{prune['name']}' removes channels, which model '{mname}' "
                             "does not have in a form the dependency graph reaches; use an "
                             "unstructured pruner (l1_unstructured)")
+    if cell.get("preprocess") and kind == "tokens":
+        raise RegistryError(f"preprocess cannot apply to dataset '{dname}': its inputs are "
+                            "token ids (scaling or clipping them would name other tokens); "
+                            "use the dataset's own parameters (tokenizer, max_length)")
     for spec in (cell.get("preprocess") or [])[:-1]:
         if regs["preprocess"].info(spec["name"]).last:
             raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "

@@ -4,6 +4,7 @@ from modelopt.techniques import (  # noqa: F401
     data,
     deploy,
     distill,
+    hf,
     images,
     losses,
     models,

@@ -96,7 +96,7 @@ class Transformer(nn.Module):
         x = self.drop(self.tokens(idx) + self.positions(pos))
         keep = None if self.causal else idx != 0
         # every position may attend to the first, so a text of padding alone stays finite
-        mask = None if keep is None else torch.cat([keep[:, :1] | True, keep[:, 1:]], 1)
+        mask = None if keep is None else torch.cat([torch.ones_like(keep[:, :1]), keep[:, 1:]], 1)
         for i, block in enumerate(self.blocks):
             x = block(x, None if mask is None else mask[:, None, None, :], cache, i)
         x = self.norm(x)

@@ -1,0 +1,67 @@
+"""Hugging Face transformers models as modelopt models (techniques/hf.py): built from a
+config or a local folder, never downloaded; trained, quantized and scored like ours."""
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from modelopt.run.cell import run_cell  # noqa: E402
+from modelopt.spec.suite import parse  # noqa: E402
+from modelopt.techniques import hf  # noqa: E402
+from modelopt.techniques.errors import TechniqueError  # noqa: E402
+
+LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2}
+
+
+def test_a_causal_model_from_a_config_scores_modelopt_ids():
+    torch.manual_seed(0)
+    m = hf.hf((16, 30), 30, config=LLAMA).eval()
+    assert m.causal and m.model.config.vocab_size == 29  # the tokenizer's ids, without padding
+    x = torch.randint(1, 30, (2, 16))
+    out = m(x)
+    assert out.shape == (2, 16, 30) and (out.argmax(-1) != 0).all()  # padding is never chosen
+    # its scores for id k are the model's for the tokenizer's id k - 1
+    raw = m.model(input_ids=x - 1).logits
+    assert torch.allclose(out[..., 1:], raw, atol=1e-5)
+
+
+def test_a_saved_folder_loads_its_weights_locally(tmp_path):
+    torch.manual_seed(0)
+    m = hf.hf((16, 30), 30, config=LLAMA).eval()
+    m.model.save_pretrained(tmp_path)
+    again = hf.hf((16, 30), 30, path=str(tmp_path)).eval()
+    x = torch.randint(1, 30, (1, 16))
+    assert torch.allclose(m(x), again(x))
+    with pytest.raises(TechniqueError, match="vocabulary has 29 ids"):
+        hf.hf((16, 40), 40, path=str(tmp_path))
+    with pytest.raises(TechniqueError, match="no config.json"):
+        hf.hf((16, 30), 30, path=str(tmp_path / "nothing"))
+
+
+def test_a_sequence_classifier_from_a_config():
+    torch.manual_seed(0)
+    bert = {"model_type": "bert", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2}
+    m = hf.hf((24, 50), 3, config=bert).eval()
+    x = torch.randint(1, 50, (4, 24))
+    x[:, 12:] = 0  # padded
+    assert m(x).shape == (4, 3) and not m.causal
+
+
+def test_a_hf_language_model_trains_and_quantizes_in_a_cell():
+    cell = parse("""
+name: hf
+defaults:
+  dataset: {name: corpus, block_size: 32, max_chars: 20000}
+  model: {name: hf, config: {model_type: llama, hidden_size: 32, intermediate_size: 64,
+                             num_hidden_layers: 1, num_attention_heads: 2,
+                             num_key_value_heads: 2}}
+  optimizer: {name: adamw, lr: 0.01}
+  train: {steps: 30, batch_size: 16, eval_every: 30}
+  quantize: int8_dynamic
+""").cells[0]
+    m = run_cell(cell, 0).metrics
+    assert m["quantized_layers"] >= 7  # q, k, v, o, gate, up, down (and the head)
+    assert m["perplexity"] < m["vocab_size"]
