@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelopt.results.files import read_json, write_whole
-from modelopt.results.metrics import LATENCY_FIGURES
+from modelopt.results.metrics import LATENCY_FIGURES, column
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -128,10 +128,10 @@ def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
         m[bb_name] = statistics.median(r["ms_batch"] for r in rows)
         if kind == "model":
             m["latency_ms_p90"] = statistics.median(r["p90_ms_batch1"] for r in rows)
-        if kind == "model" and all("ms_generate" in r for r in rows):  # a decoder's
-            m["first_token_ms"] = statistics.median(r["ms_first_token"] for r in rows)
+        if all("ms_generate" in r for r in rows):  # a decoder's (a slimmed one's too)
+            m[column(kind, "first_token_ms")] = statistics.median(r["ms_first_token"] for r in rows)
             # the tokens after the first: the whole generation less its first token
-            m["per_token_ms"] = statistics.median(
+            m[column(kind, "per_token_ms")] = statistics.median(
                 (r["ms_generate"] - r["ms_first_token"]) / (r["new_tokens"] - 1) for r in rows)
     return out
 

@@ -50,6 +50,8 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
     if slimmed in agg.columns and agg[slimmed].notna().any():
         cols += [M.column("slimmed", f) for f in ("params", "size_bytes", "latency_ms_p50",
                                                  "latency_ms_batch_p50")]
+        cols += [c for c in (M.column("slimmed", "first_token_ms"),
+                             M.column("slimmed", "per_token_ms")) if c in agg.columns]
     return cols + ["speedup_batch", "speedup_batch1", "peak_rss_mb", "train_seconds",
                    "train_samples_s", *(["train_tokens_s"] if "train_tokens_s" in agg.columns
                                         else []),
