@@ -50,8 +50,10 @@ def test_text_suites_run_deploy_time_generation_and_report(tmp_path):
     recs = {r["cell"].get("deploy", {}).get("name", "eager"): r for r in
             map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert all(r["status"] == "ok" for r in recs.values()), [r["error"] for r in recs.values()]
-    onnx = recs["onnxruntime"]["metrics"]
-    assert onnx["deploy_token_agreement"] >= 0.99 and onnx["int8_path"] == "onnxruntime"
+    onnx, eager_m = recs["onnxruntime"]["metrics"], recs["eager"]["metrics"]
+    # int8 on ONNX Runtime's kernels: the same network's perplexity, within int8's error
+    assert onnx["quantized_layers"] >= 6 and onnx["runtime"] == "onnxruntime"
+    assert onnx["perplexity"] == pytest.approx(eager_m["perplexity"], rel=0.05)
     rep = subprocess.run([sys.executable, "-m", "modelopt", "report", str(out), "--out",
                           str(tmp_path / "rep")], capture_output=True, text=True)
     assert rep.returncode == 0, rep.stderr
