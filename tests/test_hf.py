@@ -65,3 +65,12 @@ defaults:
     m = run_cell(cell, 0).metrics
     assert m["quantized_layers"] >= 7  # q, k, v, o, gate, up, down (and the head)
     assert m["perplexity"] < m["vocab_size"]
+
+
+def test_structured_pruning_of_a_hf_model_is_refused_when_the_suite_loads():
+    from modelopt.spec.registry import RegistryError
+    from modelopt.spec.suite import SuiteError
+
+    with pytest.raises((SuiteError, RegistryError), match="removes channels"):
+        parse("name: t\ndefaults: {dataset: corpus, model: {name: hf, config: {model_type: "
+              "llama}}, prune: l1_structured}\n")

@@ -4,17 +4,29 @@ import torch
 from modelopt.techniques.data import DATASETS
 from modelopt.techniques.models import MODELS, build
 
-SHAPES = {"signal": (1, 40), "vector": (12,), "image": (1, 8, 8)}
+# token inputs: 16 ids below 30 (a model is built for (sequence length, vocabulary))
+SHAPES = {"signal": (1, 40), "vector": (12,), "image": (1, 8, 8), "tokens": (16, 30)}
+SPECS = {"hf": {"config": {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
+                           "num_hidden_layers": 1, "num_attention_heads": 2}}}
+
+
+def sample(kind: str) -> torch.Tensor:
+    if kind == "tokens":
+        return torch.randint(0, SHAPES[kind][1], (3, SHAPES[kind][0]))
+    return torch.randn(3, *SHAPES[kind])
 
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_model_runs_on_every_input_it_accepts(name):
     if name.startswith("test_"):
         pytest.skip("test plugin")
+    if name == "hf":
+        pytest.importorskip("transformers")
     for kind in MODELS.info(name).accepts:
-        model = build({"name": name}, SHAPES[kind], 10)
-        out = model(torch.randn(3, *SHAPES[kind]))
-        assert out.shape == (3, 10)
+        model = build({"name": name, **SPECS.get(name, {})}, SHAPES[kind], 10)
+        out = model(sample(kind))
+        # a class score per input, or (a language model's) per position of the input
+        assert out.shape in ((3, 10), (3, SHAPES[kind][0], 10))
 
 
 def test_every_dataset_declares_an_input_kind():

@@ -37,5 +37,5 @@ def test_modelopt_list_shows_parameters_and_defaults_without_code_reprs():
     assert "(steps or epochs, not both; neither: 1000 steps)" in text
     assert "<function" not in text and " at 0x" not in text
     # the sources a model's weights may come from, and the tasks datasets pose
-    assert "safetensors() [suffixes=('.safetensors',)]" in text
+    assert "safetensors() [suffixes=.safetensors]" in text
     assert "regression() [headline=r2]" in text

@@ -159,6 +159,9 @@ def test_shipped_suites_are_valid(tmp_path, monkeypatch):
     assert suites
     monkeypatch.chdir(tmp_path)  # the vision suite reads data/digits32, as `make vision` writes
     write_digits(tmp_path / "data" / "digits32", 8)
+    import shutil  # the text suite reads suites/data/docstrings.csv, from the repository root
+
+    shutil.copytree(Path(__file__).parent.parent / "suites" / "data", tmp_path / "suites" / "data")
     for p in suites:
         assert load(p).cells
 

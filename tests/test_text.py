@@ -17,7 +17,6 @@ from modelopt.techniques import transformers as T
 from modelopt.techniques.data import DATASETS, split_validation
 from modelopt.techniques.errors import DataUnavailable
 
-
 # ---------------------------------------------------------------- tokenizers
 
 def test_char_tokenizer_round_trips_and_marks_characters_training_lacked():
@@ -169,6 +168,8 @@ def test_suites_check_text_data_and_models_before_running(tmp_path):
         parse(base.format(p=csv, col="sentence", model="mlp"))
     with pytest.raises((SuiteError, ValueError), match="no column 'body'"):
         parse(base.format(p=csv, col="body", model="transformer"))
+    with pytest.raises((SuiteError, ValueError), match="is classified"):
+        parse(base.format(p=csv, col="sentence, task: regression", model="transformer"))
     with pytest.raises((SuiteError, RegistryError), match="gpt|transformer"):
         parse("name: t\ndefaults: {dataset: corpus, model: cnn}\n")
     with pytest.raises((SuiteError, RegistryError), match="token ids"):

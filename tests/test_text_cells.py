@@ -23,6 +23,9 @@ baseline: {quantize: none, deploy: eager}
 include:
   - {quantize: none}
   - {quantize: int8_dynamic, deploy: onnxruntime}
+  - {distill: {name: kd, teacher: {model: {name: gpt, dim: 32, depth: 2, heads: 2},
+                                   optimizer: {name: adamw, lr: 0.01},
+                                   train: {steps: 30, batch_size: 16, eval_every: 15}}}}
 """
 
 
@@ -47,8 +50,9 @@ def test_text_suites_run_deploy_time_generation_and_report(tmp_path):
     run = subprocess.run([sys.executable, "-m", "modelopt", "run", str(suite), "--out", str(out),
                           "--jobs", "2", "-q"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
-    recs = {r["cell"].get("deploy", {}).get("name", "eager"): r for r in
-            map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    recs = {("kd" if r["cell"].get("distill") else
+             r["cell"].get("deploy", {}).get("name", "eager")): r
+            for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     assert all(r["status"] == "ok" for r in recs.values()), [r["error"] for r in recs.values()]
     onnx, eager_m = recs["onnxruntime"]["metrics"], recs["eager"]["metrics"]
     # int8 on ONNX Runtime's kernels: the same network's perplexity, within int8's error
@@ -59,6 +63,10 @@ def test_text_suites_run_deploy_time_generation_and_report(tmp_path):
     assert rep.returncode == 0, rep.stderr
     page = (tmp_path / "rep" / "lm.md").read_text()
     assert "Kneser-Ney ppl" in page and "first token ms" in page and "train tokens/s" in page
+    # the student against the same model from scratch, in perplexity (the task's figure)
+    kd_row = next(line for line in page.splitlines() if "| kd(" in line)
+    assert "| perplexity |" in kd_row
+    assert f"{recs['kd']['metrics']['teacher_perplexity']:.4g}" in kd_row
     timing = json.loads((out / "timing.json").read_text())
     eager = [r for r in timing["rows"] if r["cell_id"] == recs["eager"]["cell_id"]]
     # the eager decoder's generation is timed beside its forward pass; an ONNX model has no

@@ -31,6 +31,13 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("mae", "MAE", "g3", False, "relative", 0.05),
     _m("confusion", "confusion matrix", "none"),
     _m("class_names", "class names", "none"),  # an image folder's, in index order
+    # ---- a text dataset's (techniques/text.py), whatever its task
+    _m("tokenizer", "tokenizer", "none"),
+    _m("vocab_size", "vocabulary", "int"),
+    _m("seq_len", "sequence length", "int"),
+    _m("chars_per_token", "chars/token", "g3"),
+    _m("train_tokens", "training tokens", "si"),
+    _m("truncated_share", "texts cut %", "pct"),
     _m("val_score", "validation score", "f3", True),  # what tune chooses by; never test
     _m("best_val_step", "best val step", "int"),
     _m("final_step", "steps", "int"),

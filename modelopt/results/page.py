@@ -96,7 +96,7 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
     """The sections of the tables that apply: distillation, deploy formats, folds, and the
     files each cell left in the run directory."""
     lines = []
-    kd = distill_table(agg, primary)
+    kd = distill_table(agg)
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
                   kd, ""]

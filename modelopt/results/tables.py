@@ -8,6 +8,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
+from modelopt.results import tasks
 from modelopt.results.headline import shipped_figure
 from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
 from modelopt.results.report import _kind, _title, fmt
@@ -78,10 +79,10 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def distill_table(agg: pd.DataFrame, primary: str = "accuracy") -> str:
+def distill_table(agg: pd.DataFrame) -> str:
     """Per distilled student: the teacher, the same student from scratch (same data, same
-    seeds), the distilled student and the difference in the headline figure (`primary`),
-    mean ± std over seeds."""
+    seeds), the distilled student and the difference, in its task's headline figure (a
+    suite may hold several tasks), mean ± std over seeds."""
     ok = agg[agg["n"] > 0]
     students = ok[ok["cell"].map(lambda c: bool(c.get("distill")))]
     if students.empty:
@@ -93,24 +94,22 @@ def distill_table(agg: pd.DataFrame, primary: str = "accuracy") -> str:
     scratch = {without_distill(c): r for c, (_, r) in zip(ok["cell"], ok.iterrows())
                if not c.get("distill")}
     labels = [c for c in label_columns(ok) if c != "axis:distill"]
-    kind = _kind(primary)
     rows = []
     for _, r in students.iterrows():
-        d = r["cell"]["distill"]
-        base = scratch.get(without_distill(r["cell"]))
+        d, primary = r["cell"]["distill"], tasks.headline(r["task"])
+        kind, base = _kind(primary), scratch.get(without_distill(r["cell"]))
         delta = "–" if base is None else (
             f"{100 * (r[primary] - base[primary]):+.1f} pt" if kind == "pct"
             else f"{r[primary] - base[primary]:+.3g}")
         teacher = f"teacher_{primary}"
         rows.append([r[c] for c in labels] + [
             spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"}),
-            fmt(r.get(teacher), r.get(f"{teacher}_std"), kind),
+            _title(primary), fmt(r.get(teacher), r.get(f"{teacher}_std"), kind),
             fmt(base[primary], base[f"{primary}_std"], kind) if base is not None else "–",
             fmt(r[primary], r[f"{primary}_std"], kind), delta, int(r["n"])])
-    title = _title(primary)
-    headers = [c[5:] for c in labels] + ["distillation", f"teacher {title}",
-                                          f"student from scratch {title}",
-                                          f"student distilled {title}", "Δ", "n"]
+    headers = [c[5:] for c in labels] + ["distillation", "figure", "teacher",
+                                          "student from scratch", "student distilled", "Δ",
+                                          "n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 

@@ -19,6 +19,14 @@ def _registries() -> dict:
             "tasks (a dataset's)": TASKS}
 
 
+def _word(value) -> str:
+    """A fact as words: a tuple of declared figures by their names, not their dicts."""
+    if isinstance(value, tuple):
+        return ", ".join(v["name"] if isinstance(v, dict) and "name" in v else str(v)
+                         for v in value)
+    return str(value)
+
+
 def _entries(reg):
     """(name, parameters, facts, doc) of each entry, as words (no code reprs)."""
     for e in reg.entries():
@@ -26,7 +34,7 @@ def _entries(reg):
             f"{p.name}: {describe(p.annotation)}"
             + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
             for p in e.params)
-        facts = "".join(f" [{k}={v}]" for k, v in asdict(e.info).items()
+        facts = "".join(f" [{k}={_word(v)}]" for k, v in asdict(e.info).items()
                         if v not in (None, False, ()) and not callable(v))
         yield e.name, params, facts, e.doc
 

@@ -51,8 +51,7 @@ class Data:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """What a model is built for: a sample's shape, and for token ids (sequence length,
-        vocabulary size)."""
+        """What a model is built for: a sample's shape; (sequence length, vocabulary) of ids."""
         shape = tuple(self.x_train.shape[1:])
         return (*shape, self.vocab_size) if self.vocab_size else shape
 
@@ -67,8 +66,7 @@ class Data:
 
 def cache_dir() -> Path:
     """Where generated datasets are kept between runs and workers."""
-    root = os.environ.get("MODELOPT_CACHE") or Path.home() / ".cache" / "modelopt"
-    path = Path(root)
+    path = Path(os.environ.get("MODELOPT_CACHE") or Path.home() / ".cache" / "modelopt")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -191,7 +189,7 @@ def _check_csv(params: dict) -> None:
     p = Path(params["path"]).expanduser()
     if not p.is_file():
         raise DataUnavailable(f"csv: no file at {p.resolve()}")
-    if params.get("text") is not None:  # a text table: its other columns are not read
+    if params.get("text") is not None:  # a text table (techniques/text.py)
         from modelopt.techniques import text
 
         return text.check_table("csv", params, lambda path: pd.read_csv(path, nrows=1000))
@@ -211,7 +209,7 @@ def _csv_task(params: dict) -> str:
     if params.get("task", "auto") != "auto":
         return params["task"]
     if params.get("text") is not None:
-        return "classification"
+        return "classification"  # texts are classified (text.check_table)
     p = Path(params["path"]).expanduser()
     return _label_task(str(p), params["target"], p.stat().st_mtime_ns)
 
@@ -226,38 +224,28 @@ def _label_task(path: str, target: str, mtime_ns: int) -> str:
     return "regression" if pd.api.types.is_float_dtype(column) else "classification"
 
 
-def _csv_input(params: dict) -> str:
-    return "tokens" if params.get("text") is not None else "vector"
-
-
-@DATASETS.register("csv", input="vector", input_from=_csv_input, task_from=_csv_task,
-                   preflight=_check_csv)
-def csv(seed: int, /, path: str, target: str,
-        task: str = "auto",
+@DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv,
+                   input_from=lambda p: "tokens" if p.get("text") is not None else "vector")
+def csv(seed: int, /, path: str, target: str, task: str = "auto",
         test_fraction: Split = 0.2, split_seed: int = 0, text: str | None = None,
         tokenizer: str = "char", max_length: PositiveInt = 128,
         truncation: Literal["end", "start"] = "end",
         padding: Literal["right", "left"] = "right") -> Data:
     """A local CSV table: numeric feature columns and a `target` label column. The task
     follows the labels (`auto`: strings, booleans or integers are classes, floats a
-    regression target) unless `task` names one (a registered task). With `text`, a text
-    classification table: that column's texts, tokenized (`tokenizer`: char, byte or a
-    tokenizer.json; cut and padded to `max_length` tokens), its other columns unused."""
+    regression target) unless `task` names one. With `text`, a text classification table:
+    that column's texts tokenized (techniques/text.py), its other columns unused."""
     import pandas as pd
 
-    params = {"path": path, "target": target, "text": text, "tokenizer": tokenizer}
+    params = {"path": path, "target": target, "text": text, "tokenizer": tokenizer, "task": task}
     _check_csv(params)
-    task = _csv_task({**params, "task": task})
-    p = Path(path).expanduser()
-    df = pd.read_csv(p)
-    if text is not None:
+    task = _csv_task(params)
+    df = pd.read_csv(Path(path).expanduser())
+    if text is not None:  # a text classification table (techniques/text.py)
         from modelopt.techniques import text as texts
 
-        if task != "classification":
-            raise ValueError(f"csv: a text column is classified; task '{task}' does not apply")
-        return texts.labelled("csv", df[text].astype(str).tolist(),
-                              df[target].astype(str).to_numpy(), tokenizer, max_length,
-                              truncation, padding, test_fraction, split_seed)
+        return texts.table("csv", df, target, text, tokenizer, max_length, truncation, padding,
+                           test_fraction, split_seed)
     features = df.drop(columns=[target])
     if not tasks.get(task).info.class_outputs:
         return _values("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,

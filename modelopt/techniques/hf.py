@@ -73,7 +73,9 @@ def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, 
     return cfg
 
 
-@MODELS.register("hf", accepts=("tokens",))
+# channels=False: structured pruning is checked on modelopt's own transformers only (each
+# transformers family's attention would need declaring to Torch-Pruning); refused at load
+@MODELS.register("hf", accepts=("tokens",), channels=False)
 def hf(input_shape: tuple, num_outputs: int, /, path: str | None = None,
        config: dict | None = None, head: Head = "auto") -> nn.Module:
     """A Hugging Face transformers model: from a local `path` (save_pretrained's folder:

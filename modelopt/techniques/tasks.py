@@ -177,28 +177,22 @@ def regression() -> Task:
 
 # ---------------------------------------------------------------- language modelling
 
-def _lm_metric(name, title, fmt, higher, kind="none", tolerance=0.0, unit=""):
-    return Metric(name, title, fmt, higher, kind, tolerance, unit)
-
-
 LM_METRICS = (
-    _lm_metric("perplexity", "perplexity", "g4", False, "relative", 0.02),
-    _lm_metric("perplexity_best_val", "ppl @best val", "g4", False),
-    _lm_metric("bits_per_char", "bits/char", "f3", False, "relative", 0.02, "bits"),
-    _lm_metric("bits_per_token", "bits/token", "f3", False, unit="bits"),
-    _lm_metric("next_token_accuracy", "next-token %", "pct", True, "points", 0.01, "fraction"),
-    _lm_metric("teacher_perplexity", "teacher perplexity", "g4", False),
-    _lm_metric("deploy_token_agreement", "deploy agreement %", "pct", True),
-    _lm_metric("baseline_unigram_perplexity", "unigram ppl", "g4", False),
-    _lm_metric("baseline_bigram_perplexity", "bigram ppl", "g4", False),
-    _lm_metric("baseline_trigram_perplexity", "trigram ppl", "g4", False),
-    _lm_metric("baseline_kneser_ney_perplexity", "Kneser-Ney ppl", "g4", False),
-    _lm_metric("baseline_kneser_ney_bits_per_char", "Kneser-Ney bits/char", "f3", False),
-    _lm_metric("baseline_kneser_ney_discount", "Kneser-Ney discount", "g3", None),
-    _lm_metric("chars_per_token", "chars/token", "g3", None),
-    _lm_metric("vocab_size", "vocabulary", "int", None),
-    _lm_metric("seq_len", "sequence length", "int", None),
-    _lm_metric("train_tokens", "training tokens", "si", None),
+    # its own figures; a text dataset's facts (vocabulary, sequence length) are the metric
+    # table's, as any task's text has them
+    Metric("perplexity", "perplexity", "g4", False, "relative", 0.02),
+    Metric("perplexity_best_val", "ppl @best val", "g4", False),
+    Metric("bits_per_char", "bits/char", "f3", False, "relative", 0.02, "bits"),
+    Metric("bits_per_token", "bits/token", "f3", False, unit="bits"),
+    Metric("next_token_accuracy", "next-token %", "pct", True, "points", 0.01, "fraction"),
+    Metric("teacher_perplexity", "teacher perplexity", "g4", False),
+    Metric("deploy_token_agreement", "deploy agreement %", "pct", True),
+    Metric("baseline_unigram_perplexity", "unigram ppl", "g4", False),
+    Metric("baseline_bigram_perplexity", "bigram ppl", "g4", False),
+    Metric("baseline_trigram_perplexity", "trigram ppl", "g4", False),
+    Metric("baseline_kneser_ney_perplexity", "Kneser-Ney ppl", "g4", False),
+    Metric("baseline_kneser_ney_bits_per_char", "Kneser-Ney bits/char", "f3", False),
+    Metric("baseline_kneser_ney_discount", "Kneser-Ney discount", "g3", None),
 )
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from modelopt.spec.registries import DATASETS
+from modelopt.spec.registries import DATASETS, TASKS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques import ngram, tokenize
 from modelopt.techniques.data import Data, Split
@@ -119,10 +119,21 @@ def labelled(name: str, texts: list[str], labels, tokenizer: str, max_length: in
                 len(classes), "classification", name, info=info, vocab_size=tok.vocab_size)
 
 
+def table(name: str, df, target: str, text: str, *args) -> Data:
+    """A table's `text` column classified by its `target` column (`labelled`'s *args)."""
+    return labelled(name, df[text].astype(str).tolist(), df[target].astype(str).to_numpy(),
+                    *args)
+
+
 def check_table(name: str, params: dict, reader) -> None:
+    """A text table exists, has its two columns, and is classified (a task it names must
+    have class outputs), with a tokenizer that can be made."""
     p = Path(params["path"]).expanduser()
     if not p.is_file():
         raise DataUnavailable(f"{name}: no file at {p.resolve()}")
+    if params.get("task", "auto") != "auto" and not TASKS.info(params["task"]).class_outputs:
+        raise ValueError(f"{name}: a text column is classified; task '{params['task']}' "
+                         "does not apply (leave task: auto)")
     tokenize.check(params.get("tokenizer", "char"))
     columns = list(reader(p).columns)
     missing = [params[k] for k in ("target", "text") if params.get(k) not in columns]
@@ -144,9 +155,8 @@ def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "cha
           padding: Padding = "right", test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
     """Text classification from a local JSON Lines file: one object per line with a `text`
     field and a `target` label."""
-    df = _read_jsonl(Path(path).expanduser(), None)
-    return labelled("jsonl", df[text].astype(str).tolist(), df[target].astype(str).to_numpy(),
-                    tokenizer, max_length, truncation, padding, test_fraction, split_seed)
+    return table("jsonl", _read_jsonl(Path(path).expanduser(), None), target, text, tokenizer,
+                 max_length, truncation, padding, test_fraction, split_seed)
 
 
 def _check_folder(params: dict) -> None:
