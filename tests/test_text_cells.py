@@ -94,3 +94,23 @@ defaults:
     m = run_cell(cell, 0).metrics
     assert m["accuracy"] >= 0.9  # "cat" and "dog" are in every text
     assert m["deploy_agreement"] >= 0.99 and m["class_names"] == ["cat", "dog"]
+
+
+def test_a_malformed_generation_timing_is_refused_when_read(tmp_path):
+    from modelopt.results.files import ResultsError
+    from modelopt.results.latency import read
+
+    row = {"cell_id": "c", "seed": 0, "kind": "model", "process": 0, "ms_batch1": 1.0,
+           "p90_ms_batch1": 1.0, "ms_batch": 2.0, "ms_first_token": 1.0, "ms_generate": 9.0,
+           "new_tokens": 1}  # one token: no time per further token to divide by
+    (tmp_path / "timing.json").write_text(json.dumps({"suite": "s", "processes": 1,
+                                                      "rows": [row]}))
+    with pytest.raises(ResultsError):
+        read(tmp_path)
+    row["new_tokens"] = 8
+    (tmp_path / "timing.json").write_text(json.dumps({"suite": "s", "processes": 1,
+                                                      "rows": [row]}))
+    from modelopt.results.latency import figures
+
+    m = figures(read(tmp_path))[("c", 0)]
+    assert m["first_token_ms"] == 1.0 and m["per_token_ms"] == pytest.approx(8 / 7)

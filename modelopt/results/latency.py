@@ -91,6 +91,10 @@ class TimingRow(BaseModel):
     ms_batch: FiniteFloat
     rounds_batch1: list[FiniteFloat] = []
     rounds_batch: list[FiniteFloat] = []
+    # a causal decoder's generation (timing.generation_calls), checked like the rest
+    ms_first_token: FiniteFloat | None = None
+    ms_generate: FiniteFloat | None = None
+    new_tokens: Annotated[int, Field(ge=2)] | None = None
 
 
 class TimingDoc(BaseModel):
@@ -128,7 +132,7 @@ def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
         m[bb_name] = statistics.median(r["ms_batch"] for r in rows)
         if kind == "model":
             m["latency_ms_p90"] = statistics.median(r["p90_ms_batch1"] for r in rows)
-        if all("ms_generate" in r for r in rows):  # a decoder's (a slimmed one's too)
+        if all(r.get("ms_generate") is not None for r in rows):  # a decoder's (slimmed too)
             m[column(kind, "first_token_ms")] = statistics.median(r["ms_first_token"] for r in rows)
             # the tokens after the first: the whole generation less its first token
             m[column(kind, "per_token_ms")] = statistics.median(
