@@ -74,3 +74,15 @@ def test_structured_pruning_of_a_hf_model_is_refused_when_the_suite_loads():
     with pytest.raises((SuiteError, RegistryError), match="removes channels"):
         parse("name: t\ndefaults: {dataset: corpus, model: {name: hf, config: {model_type: "
               "llama}}, prune: l1_structured}\n")
+
+
+def test_a_hf_model_without_its_source_is_refused_when_the_suite_loads(tmp_path):
+    from modelopt.spec.registry import RegistryError
+    from modelopt.spec.suite import SuiteError
+
+    base = "name: t\ndefaults: {{dataset: corpus, model: {model}}}\n"
+    for model, said in (("hf", "got neither"), (f"{{name: hf, path: '{tmp_path}'}}",
+                                                 "no config.json"),
+                        ("{name: hf, config: {hidden_size: 8}}", "model_type")):
+        with pytest.raises((SuiteError, RegistryError), match=said):
+            parse(base.format(model=model))

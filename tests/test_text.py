@@ -172,6 +172,12 @@ def test_suites_check_text_data_and_models_before_running(tmp_path):
         parse(base.format(p=csv, col="sentence, task: regression", model="transformer"))
     with pytest.raises((SuiteError, RegistryError), match="gpt|transformer"):
         parse("name: t\ndefaults: {dataset: corpus, model: cnn}\n")
+    with pytest.raises((SuiteError, RegistryError), match="made for language_modelling"):
+        parse(base.format(p=csv, col="sentence", model="gpt"))  # a decoder scores positions
+    with pytest.raises((SuiteError, RegistryError), match="made for classification"):
+        parse("name: t\ndefaults: {dataset: corpus, model: transformer}\n")
+    with pytest.raises((SuiteError, RegistryError), match="say dim: 15"):
+        parse("name: t\ndefaults: {dataset: corpus, model: {name: gpt, dim: 16, heads: 3}}\n")
     with pytest.raises((SuiteError, RegistryError), match="token ids"):
         parse("name: t\ndefaults: {dataset: corpus, model: gpt, preprocess: [standardize]}\n")
     with pytest.raises((SuiteError, RegistryError), match="augment"):

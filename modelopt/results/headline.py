@@ -69,7 +69,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     if ok.empty:
         return ""
     key = tasks.headline(task)
-    ok = ok.sort_values(key, ascending=False)
+    ok = ok.sort_values(key, ascending=M.TABLE[key].higher_is_better is False)  # best first
     labels = label_columns(ok)
     budgets = ok["steps_total"].dropna().unique() if "steps_total" in ok.columns else []
     uneven = len(budgets) > 1  # rows trained for different numbers of steps

@@ -100,14 +100,17 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
     if kd:
         lines += ["## Distillation: teacher, student from scratch, student distilled", "",
                   kd, ""]
-    ranked = deploy_table(agg, primary)
-    if ranked:
-        lines += ["## Deploy formats side by side", "",
-                  "The batch latency of what each cell ships (the slimmed model where "
-                  "structured pruning built one), and its rank among the cells shipped in "
-                  "the same format (1 = fastest; ≈: another cell's latency is within 3 %, "
-                  "the noise between two models of one architecture), mean ± std over seeds.",
-                  "", ranked, ""]
+    kinds = list(dict.fromkeys(agg["task"]))
+    for task in kinds:  # cells of two tasks are not ranked together
+        ranked = deploy_table(agg[agg["task"] == task], tasks.headline(task))
+        if ranked:
+            lines += [f"## Deploy formats side by side"
+                      f"{f' ({task} cells)' if len(kinds) > 1 else ''}", "",
+                      "The batch latency of what each cell ships (the slimmed model where "
+                      "structured pruning built one), and its rank among the cells shipped in "
+                      "the same format (1 = fastest; ≈: another cell's latency is within 3 %, "
+                      "the noise between two models of one architecture), mean ± std over "
+                      "seeds.", "", ranked, ""]
     cv = cv_table(d, agg, primary)
     if cv:
         lines += ["## Cross-validation", "", cv, ""]

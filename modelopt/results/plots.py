@@ -81,9 +81,10 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     datasets += [datasets[i] for i, r in ok[ok[slim_x].notna()].iterrows()] if (
         slim_x in ok.columns) else []
     ringed = False
+    sign = -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower is better
     for ds in dict.fromkeys(datasets):
         idx = [i for i, d in enumerate(datasets) if d == ds]
-        for j in pareto_front([xs[i] for i in idx], [ys[i] for i in idx],
+        for j in pareto_front([xs[i] for i in idx], [sign * ys[i] for i in idx],
                               [spreads[i] for i in idx]):
             ax.scatter(xs[idx[j]], ys[idx[j]] * scale, s=220, facecolors="none",
                        edgecolors="black", lw=1, zorder=0,
@@ -163,9 +164,11 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
     labels = cell_labels(show)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=DPI, sharey=True)
     cmap = plt.get_cmap("tab20" if len(show) > 10 else "tab10")
-    heads = {tasks.headline(t) for t in show["task"]}
-    score = heads.pop() if len(heads) == 1 else None  # the validation score is the task's
-    scale = 100 if score and tasks.percent(score) else 1
+    heads = {tasks.score_label(t) for t in show["task"]}
+    ylabel = f"validation {heads.pop()}" if len(heads) == 1 else "validation score"
+    # the validation score is the task's (a language model's: log-likelihood per token)
+    score = tasks.headline(show["task"].iloc[0]) if len(show) else None
+    scale = 100 if "%" in ylabel and score and tasks.percent(score) else 1
     for i, r in show.iterrows():
         runs = df[(df["cell_id"] == r["cell_id"]) & (df["status"] == "ok")]["curves"].tolist()
         for ax, x in zip(axes, ("step", "seconds")):
@@ -178,7 +181,6 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
                     label=labels[i] if x == "step" else None)
             ax.fill_between(xs, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)],
                             color=cmap(i % cmap.N), alpha=0.15, lw=0)
-    ylabel = f"validation {tasks.axis_label(score)}" if score else "validation score"
     axes[0].set_xlabel("training step (fine-tuning continues after training)")
     axes[1].set_xlabel("training time (s, evaluation excluded, log scale)")
     axes[1].set_xscale("log")
@@ -249,13 +251,29 @@ def sparsity_vs_accuracy(agg: pd.DataFrame, y: str | None = None) -> plt.Figure:
     return fig
 
 
+def _tradeoffs(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, plt.Figure]]:
+    """The headline figure against latency, parameters and sparsity, per task where the
+    suite holds several (their figures share no axis): the first task's slugs unsuffixed."""
+    kinds = list(dict.fromkeys(agg["task"])) if "task" in agg.columns else [None]
+    figs = []
+    for k, task in enumerate(kinds):
+        part = agg if task is None else agg[agg["task"] == task]
+        y, end = score_of(part), f" ({task} cells)" if len(kinds) > 1 else ""
+        slug = "" if k == 0 else f"_{task}"
+        figs += [(f"{tasks.word(y)} vs latency{end}", f"accuracy_latency{slug}",
+                  accuracy_vs_latency(part, y)),
+                 (f"{tasks.word(y)} vs parameters{end}", f"accuracy_params{slug}",
+                  accuracy_vs_params(part, y))]
+        if part["cell"].map(lambda c: bool(c.get("prune"))).any():
+            figs.append((f"{tasks.word(y)} vs sparsity{end}", f"sparsity{slug}",
+                         sparsity_vs_accuracy(part, y)))
+    return figs
+
+
 def suite_figures(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, plt.Figure]]:
     """Every figure that applies to one suite's results: (title, slug, Figure)."""
     y = score_of(agg)  # the headline figure of the cells' task (of the first, if several)
-    figs = [(f"{tasks.word(y)} vs latency", "accuracy_latency", accuracy_vs_latency(agg, y)),
-            (f"{tasks.word(y)} vs parameters", "accuracy_params", accuracy_vs_params(agg, y))]
-    if df["cell"].map(lambda c: bool(c.get("prune"))).any():
-        figs.append((f"{tasks.word(y)} vs sparsity", "sparsity", sparsity_vs_accuracy(agg, y)))
+    figs = _tradeoffs(df, agg)
     optional = [("Learning curve", "learning_curve", lambda: learning_curve(agg, y)),
                 ("Training curves", "curves",
                  lambda: training_curves(df, agg) if df["curves"].map(bool).any() else None),

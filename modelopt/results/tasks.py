@@ -78,6 +78,12 @@ def axis_label(metric: str) -> str:
     return f"{title.removesuffix(' %')} (%)" if percent(metric) else title
 
 
+def score_label(task: str) -> str:
+    """What a task's validation score is, as an axis label: its headline figure's, unless
+    the task says otherwise (a language model's log-likelihood per token)."""
+    return info(task).score_label or axis_label(headline(task))
+
+
 def word(metric: str) -> str:
     """A figure's title as the start of a figure's title: `Accuracy`, `R²`."""
     title = M.TABLE[metric].title.removesuffix(" %")

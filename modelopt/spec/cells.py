@@ -203,6 +203,12 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
             raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "
                                 "(it changes how the inputs are stored)")
     task = task_of(cell["dataset"])
+    gives = regs["model"].info(mname).tasks
+    if gives and task not in gives:
+        fitting = [e.name for e in regs["model"].entries()
+                   if kind in e.info.accepts and (not e.info.tasks or task in e.info.tasks)]
+        raise RegistryError(f"model '{mname}' is made for {'/'.join(gives)} but dataset "
+                            f"'{dname}' is a {task} task; models for it: {', '.join(fitting)}")
     loss, distill = cell.get("loss"), cell.get("distill")
     unfit = suits(task, loss=loss["name"] if loss else None,
                   distill=distill["name"] if distill else None)

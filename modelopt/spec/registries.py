@@ -40,6 +40,10 @@ class ModelInfo:
     # has channels structured pruning can remove (False: e.g. a recurrent net, whose
     # hidden units Torch-Pruning's graph does not reach)
     channels: bool = True
+    # the tasks whose outputs it gives (a decoder: a score per position); () for any
+    tasks: tuple[Task, ...] = ()
+    # checks its parameters need beyond their types (files, one of two), when the suite loads
+    preflight: Callable[[dict], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ class TaskInfo:
     default_loss: str = ""  # the loss a cell that names none trains with (a LOSSES entry)
     # its own figures, where the metric table does not declare them yet (as a measure's)
     metrics: tuple[Metric, ...] = ()
+    # what its validation score is, where that is not its headline figure (training curves'
+    # axis): "" where it is
+    score_label: str = ""
 
     def __post_init__(self):
         if self.headline not in self.columns:

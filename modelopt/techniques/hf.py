@@ -48,15 +48,25 @@ def _transformers():
     return transformers
 
 
-def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, labels: int):
+def check(params: dict) -> None:
+    """One of `path` (a folder with a config.json) and `config` (with its model_type), and
+    transformers installed: said when the suite loads."""
+    path, config = params.get("path"), params.get("config")
     if (path is None) == (config is None):
-        raise TechniqueError("model 'hf': give `path` (a local directory) or `config` (a "
-                             "transformers config as a mapping with its model_type), not both")
+        raise TechniqueError("model 'hf': give one of `path` (a local folder, as "
+                             "save_pretrained writes it) and `config` (a transformers config "
+                             f"with its model_type); got {'both' if path else 'neither'}")
+    if path is not None and not (Path(path).expanduser() / "config.json").is_file():
+        raise TechniqueError(f"model 'hf': no config.json in {Path(path).expanduser().resolve()}")
+    if config is not None and "model_type" not in config:
+        raise TechniqueError("model 'hf': its config needs a model_type (llama, bert, gpt2, ...)")
+    _transformers()
+
+
+def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, labels: int):
+    check({"path": path, "config": config})
     if path is not None:
-        folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
-            raise TechniqueError(f"model 'hf': no config.json in {folder.resolve()}")
-        cfg = t.AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        cfg = t.AutoConfig.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
     else:
         params = dict(config)
         cfg = t.AutoConfig.for_model(params.pop("model_type"), **params)
@@ -75,7 +85,7 @@ def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, 
 
 # channels=False: structured pruning is checked on modelopt's own transformers only (each
 # transformers family's attention would need declaring to Torch-Pruning); refused at load
-@MODELS.register("hf", accepts=("tokens",), channels=False)
+@MODELS.register("hf", accepts=("tokens",), channels=False, preflight=check)
 def hf(input_shape: tuple, num_outputs: int, /, path: str | None = None,
        config: dict | None = None, head: Head = "auto") -> nn.Module:
     """A Hugging Face transformers model: from a local `path` (save_pretrained's folder:

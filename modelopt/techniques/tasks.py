@@ -234,7 +234,8 @@ class LanguageModelling(Task):
 @TASKS.register("language_modelling", headline="perplexity",
                 columns=("perplexity", "perplexity_best_val", "bits_per_char",
                          "next_token_accuracy", "baseline_kneser_ney_perplexity"),
-                class_outputs=True, default_loss="token_cross_entropy", metrics=LM_METRICS)
+                class_outputs=True, default_loss="token_cross_entropy", metrics=LM_METRICS,
+                score_label="log-likelihood per token (nats)")
 def language_modelling() -> Task:
     """The next token at every position of a text window: perplexity, bits per character,
     next-token accuracy, beside count-based baselines (n-gram, Kneser-Ney) on the same split;

@@ -121,12 +121,21 @@ def _shape(input_shape: tuple) -> tuple[int, int]:
     return int(input_shape[0]), int(input_shape[1])
 
 
+def check(params: dict) -> None:
+    """`dim` splits into `heads` heads of one width (when the suite loads)."""
+    dim, heads = params.get("dim"), params.get("heads")
+    if dim is not None and heads and dim % heads:
+        raise TechniqueError(f"dim {dim} does not split into {heads} heads of one width; "
+                             f"say dim: {heads * max(1, round(dim / heads))}")
+
+
 def _dim(dim: int, width: float, heads: int) -> int:
     """dim x width, rounded to a multiple of the head count (so every head keeps its width)."""
     return max(heads, int(round(dim * width / heads)) * heads)
 
 
-@MODELS.register("transformer", accepts=("tokens",))
+@MODELS.register("transformer", accepts=("tokens",), tasks=("classification",),
+                 preflight=check)
 def transformer(input_shape: tuple, num_outputs: int, /, dim: PositiveInt = 64,
                 depth: PositiveInt = 2, heads: PositiveInt = 4, mlp_ratio: Positive = 4.0,
                 width: Positive = 1.0, dropout: Fraction = 0.0) -> nn.Module:
@@ -137,7 +146,7 @@ def transformer(input_shape: tuple, num_outputs: int, /, dim: PositiveInt = 64,
                        mlp_ratio, dropout, causal=False)
 
 
-@MODELS.register("gpt", accepts=("tokens",))
+@MODELS.register("gpt", accepts=("tokens",), tasks=("language_modelling",), preflight=check)
 def gpt(input_shape: tuple, num_outputs: int, /, dim: PositiveInt = 128, depth: PositiveInt = 4,
         heads: PositiveInt = 4, mlp_ratio: Positive = 4.0, width: Positive = 1.0,
         dropout: Fraction = 0.0) -> nn.Module:
