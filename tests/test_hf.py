@@ -86,3 +86,16 @@ def test_a_hf_model_without_its_source_is_refused_when_the_suite_loads(tmp_path)
                         ("{name: hf, config: {hidden_size: 8}}", "model_type")):
         with pytest.raises((SuiteError, RegistryError), match=said):
             parse(base.format(model=model))
+
+
+def test_a_hf_models_own_state_dict_loads_as_trained_weights(tmp_path):
+    from modelopt.techniques import weights
+
+    torch.manual_seed(0)
+    trained = hf.hf((16, 30), 30, config=LLAMA).eval()
+    path = tmp_path / "mine.pth"
+    torch.save(trained.model.state_dict(), path)  # the transformers model's own keys
+    fresh = hf.hf((16, 30), 30, config=LLAMA).eval()
+    weights.load_into(fresh, torch.load(path), str(path))
+    x = torch.randint(1, 30, (1, 16))
+    assert torch.allclose(fresh(x), trained(x))

@@ -124,11 +124,15 @@ def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
 
 def _unwrapped(state: dict, wanted: set[str]) -> dict:
     """The state_dict with DataParallel / DDP (`module.`) and torch.compile (`_orig_mod.`)
-    prefixes taken off where the model's own names lack them."""
+    prefixes taken off where the model's own names lack them, and a wrapped model's
+    (`model.`) put on where only they make the names fit."""
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state) and not any(
                 k.startswith(prefix) for k in wanted):
             state = {k[len(prefix):]: v for k, v in state.items()}
+    # the bare model's weights for modelopt's wrapper of it (techniques/hf.py: `model.`)
+    if state and not set(state) <= wanted and {f"model.{k}" for k in state} <= wanted:
+        state = {f"model.{k}": v for k, v in state.items()}
     return state
 
 
