@@ -21,7 +21,7 @@ def decayed(model: nn.Module) -> list[torch.Tensor]:
     """Weight matrices and kernels. Biases and norm scales (1-D) and embedding tables are
     not decayed or penalised (the l2 and l1 terms below skip them too): an embedding row
     is a token's vector, and shrinking the rows of rare tokens toward zero is no
-    regularization of the map (minGPT's and nanoGPT's choice)."""
+    regularization of the map (minGPT's choice)."""
     tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     return [p for p in model.parameters() if p.dim() > 1 and id(p) not in tables]
 
