@@ -275,8 +275,7 @@ def suite_figures(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, p
     y = score_of(agg)  # the headline figure of the cells' task (of the first, if several)
     figs = _tradeoffs(df, agg)
     optional = [("Learning curve", "learning_curve", lambda: learning_curve(agg, y)),
-                ("Training curves", "curves",
-                 lambda: training_curves(df, agg) if df["curves"].map(bool).any() else None),
+
                 ("Grid", "heatmap", lambda: heatmap(agg, y)),
                 ("Gradient norms", "grad_norms", lambda: grad_norms(df, agg)),
                 ("Weights before and after pruning", "weights", lambda: weight_histograms(df, agg)),
@@ -285,4 +284,11 @@ def suite_figures(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, p
         fig = make()
         if fig is not None:
             figs.append((title, slug, fig))
+    if df["curves"].map(bool).any():  # per task: their validation scores share no axis
+        kinds = list(dict.fromkeys(agg["task"])) if "task" in agg.columns else [None]
+        for k, task in enumerate(kinds):
+            part = agg if task is None else agg[agg["task"] == task]
+            figs.append((f"Training curves{f' ({task} cells)' if len(kinds) > 1 else ''}",
+                         "curves" if k == 0 else f"curves_{task}",
+                         training_curves(df[df["cell_id"].isin(part["cell_id"])], part)))
     return figs
