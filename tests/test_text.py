@@ -251,3 +251,16 @@ def test_distillation_compares_distributions_token_by_token():
     per_token = distill.kd_loss(s, t, 2.0, 1.0)
     assert per_token == pytest.approx(float(distill.kd_loss(s.reshape(10, 7), t.reshape(10, 7),
                                                             2.0, 1.0)))
+
+
+def test_a_compiled_decoder_is_timed_decoding_with_its_model_compiled():
+    from modelopt.techniques.deploy import Compiled
+
+    torch.manual_seed(0)
+    m = T.gpt((16, 10), 10, dim=16, depth=1, heads=2).eval()
+    x = torch.randint(1, 10, (1, 16))
+    calls = T.generation_calls(Compiled(m, "default", None), x)
+    (first, prompt), (gen, _) = calls["first_token"], calls["generate"]
+    assert first.step is not None and gen.model is m and gen.new_tokens == 8
+    assert torch.equal(gen(prompt)[0], T.generate(m, prompt, 8)[0])  # the same tokens
+    assert T.generation_calls(m, x)["generate"][0].step is None  # eager: the model itself

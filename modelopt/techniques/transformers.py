@@ -158,17 +158,20 @@ def gpt(input_shape: tuple, num_outputs: int, /, dim: PositiveInt = 128, depth: 
 
 
 @torch.inference_mode()
-def generate(model: Transformer, prompt: torch.Tensor, new_tokens: int) -> tuple[torch.Tensor, Cache]:
+def generate(model: Transformer, prompt: torch.Tensor, new_tokens: int,
+             step=None) -> tuple[torch.Tensor, Cache]:
     """Greedy decoding with a key-value cache: the prompt in one pass, then one position per
-    new token (prompt length + new_tokens must fit the model's positions)."""
+    new token (prompt length + new_tokens must fit the model's positions). `step`: what
+    computes a pass (the model compiled), the model itself by default."""
     if prompt.shape[1] + new_tokens > model.seq_len:
         raise TechniqueError(f"a {prompt.shape[1]}-token prompt and {new_tokens} new tokens "
                              f"exceed the model's {model.seq_len} positions")
+    step = model if step is None else step
     cache: Cache = []
-    logits = model(prompt, cache)[:, -1]
+    logits = step(prompt, cache)[:, -1]
     out = [logits.argmax(-1, keepdim=True)]
     for _ in range(new_tokens - 1):
-        out.append(model(out[-1], cache)[:, -1].argmax(-1, keepdim=True))
+        out.append(step(out[-1], cache)[:, -1].argmax(-1, keepdim=True))
     return torch.cat(out, 1), cache
 
 
@@ -176,22 +179,22 @@ def generate(model: Transformer, prompt: torch.Tensor, new_tokens: int) -> tuple
 class FirstToken:
     """One timed call: a prompt's first new token (the prompt in one pass, a fresh cache)."""
 
-    def __init__(self, model: Transformer):
-        self.model = model
+    def __init__(self, model: Transformer, step=None):
+        self.model, self.step = model, step
 
     def __call__(self, prompt):
-        return generate(self.model, prompt, 1)
+        return generate(self.model, prompt, 1, self.step)
 
 
 class Generation(FirstToken):
     """One timed call: `new_tokens` tokens after a prompt, with the key-value cache."""
 
-    def __init__(self, model: Transformer, new_tokens: int):
-        super().__init__(model)
+    def __init__(self, model: Transformer, new_tokens: int, step=None):
+        super().__init__(model, step)
         self.new_tokens = new_tokens
 
     def __call__(self, prompt):
-        return generate(self.model, prompt, self.new_tokens)
+        return generate(self.model, prompt, self.new_tokens, self.step)
 
 
 PROMPT = 64  # tokens of the timed prompt, and tokens generated after it
@@ -200,8 +203,16 @@ PROMPT = 64  # tokens of the timed prompt, and tokens generated after it
 def generation_calls(model: nn.Module, example: torch.Tensor) -> dict[str, tuple]:
     """What the timing stage times of a causal decoder besides its forward pass: {"first_token":
     (call, prompt), "generate": (call, prompt)} with a 64-token prompt and 64 new tokens (half
-    the positions each where the model has fewer than 128); {} for any other model (a
-    compiled or exported program, an ONNX model: no key-value cache to decode with)."""
+    the positions each where the model has fewer than 128). A decoder shipped compiled
+    (deploy: compile, whose forward pass is compiled for whole windows) decodes with the same
+    model compiled again with dynamic shapes: one compilation, in the warm-up of each timing
+    process. {} for any other model (an exported program, an ONNX model: no key-value cache
+    to decode with)."""
+    step = None
+    source = getattr(model, "source", None)
+    if isinstance(source, Transformer) and not isinstance(model, Transformer):
+        step = torch.compile(source, mode=getattr(model, "mode", "default"), dynamic=True)
+        model = source
     if not isinstance(model, Transformer) or not model.causal or example.dim() != 2:
         return {}
     prompt_len = min(PROMPT, model.seq_len // 2, example.shape[1])
@@ -209,5 +220,5 @@ def generation_calls(model: nn.Module, example: torch.Tensor) -> dict[str, tuple
     if prompt_len < 1 or new < 2:
         return {}
     prompt = example[:1, :prompt_len]
-    return {"first_token": (FirstToken(model), prompt),
-            "generate": (Generation(model, new), prompt)}
+    return {"first_token": (FirstToken(model, step), prompt),
+            "generate": (Generation(model, new, step), prompt)}
