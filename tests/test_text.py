@@ -237,6 +237,22 @@ def test_structured_pruning_removes_whole_heads_and_mlp_channels():
     assert new.shape == (1, 8)
 
 
+def test_only_declared_attention_heads_are_pruned_as_heads():
+    from torch import nn
+
+    from modelopt.techniques import structured
+
+    class Classifier(nn.Module):  # torchvision's ViT names its classifier `heads`
+        def __init__(self):
+            super().__init__()
+            self.heads = nn.Sequential(nn.Linear(4, 2))
+
+    assert structured.attention_heads(Classifier()) == {}
+    m = T.gpt((16, 10), 10, dim=32, depth=2, heads=4)
+    found = structured.attention_heads(m)
+    assert len(found) == 6 and set(found.values()) == {4}  # q, k, v of both blocks
+
+
 def test_weight_decay_skips_embeddings_norms_and_biases():
     m = T.gpt((16, 10), 10, dim=32, depth=1, heads=2)
     groups = optim.param_groups(m, 0.1, decay_all=False)

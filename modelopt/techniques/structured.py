@@ -150,12 +150,15 @@ def choose(model: nn.Module, criterion: str, ratio: float, example: torch.Tensor
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
     """The projections whose outputs are attention heads, with their head counts, of every
-    module that declares them (`heads()`: techniques/transformers.py): Torch-Pruning then
-    removes whole heads of them, and keeps every head's width."""
+    module that declares them (a `head_projections()` method: techniques/transformers.py):
+    Torch-Pruning then removes whole heads of them, and keeps every head's width. A
+    submodule of that name is no declaration (torchvision's ViT calls its classifier
+    `heads`: a module is callable too)."""
     found: dict[nn.Module, int] = {}
     for m in model.modules():
-        if callable(getattr(m, "heads", None)):
-            found.update(m.heads())
+        declared = getattr(m, "head_projections", None)
+        if callable(declared) and not isinstance(declared, nn.Module):
+            found.update(declared())
     return found
 
 

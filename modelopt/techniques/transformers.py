@@ -4,7 +4,7 @@ the next token at every position (GPT-2's pre-norm block, as nanoGPT writes it).
 
 Their attention keeps one Linear per projection (q, k, v, o) and derives its head count from
 their widths, so that Torch-Pruning's dependency graph can remove whole heads (declared by
-`heads()`, techniques/structured.py) and the slimmed model still runs. Position embeddings
+`head_projections()`, techniques/structured.py) and the slimmed model still runs. Position embeddings
 are an nn.Embedding for the same reason. Id 0 pads (techniques/tokenize.py): the encoder
 neither attends to nor averages padded positions.
 """
@@ -34,7 +34,7 @@ class SelfAttention(nn.Module):
     def n_heads(self) -> int:  # fewer once structured pruning removed whole heads
         return self.q.out_features // self.head_dim
 
-    def heads(self) -> dict[nn.Module, int]:
+    def head_projections(self) -> dict[nn.Module, int]:
         """The projections whose outputs are heads, and how many (structured pruning)."""
         return {m: self.n_heads for m in (self.q, self.k, self.v)}
 
