@@ -49,13 +49,25 @@ def _nats(p: np.ndarray) -> float:
     return float(-np.log(np.maximum(p, 1e-300)).mean())
 
 
+class AddK:
+    """An n-gram model with add-k smoothing; its counts are made once, whatever k is tried."""
+
+    def __init__(self, train: np.ndarray, v: int, n: int):
+        self.v, self.n, self.size = v, n, len(train)
+        self.grams = Counts(_grams(train, n, v))
+        # c(context .): a context followed by a token
+        self.contexts = Counts(_grams(train[:-1], n - 1, v)) if n > 1 else None
+
+    def nats(self, k: float, tokens: np.ndarray) -> float:
+        """Nats per token on `tokens` (their first n-1 are context)."""
+        q = _grams(tokens, self.n, self.v)
+        total = self.size if self.contexts is None else self.contexts[q // self.v]
+        return _nats((self.grams[q] + k) / (total + k * self.v))
+
+
 def add_k(train: np.ndarray, v: int, n: int, k: float, tokens: np.ndarray) -> float:
     """Nats per token of an add-k n-gram model on `tokens` (their first n-1 are context)."""
-    grams, q = Counts(_grams(train, n, v)), _grams(tokens, n, v)
-    if n == 1:
-        return _nats((grams[q] + k) / (len(train) + k * v))
-    contexts = Counts(_grams(train[:-1], n - 1, v))  # c(context .): followed by a token
-    return _nats((grams[q] + k) / (contexts[q // v] + k * v))
+    return AddK(train, v, n).nats(k, tokens)
 
 
 class KneserNey:
@@ -99,9 +111,10 @@ def baselines(train: np.ndarray, val: np.ndarray, test: np.ndarray, v: int) -> d
     {"unigram": nats, ..., "kneser_ney": nats, "kneser_ney_discount": d}."""
     out: dict = {}
     for n, name in ((1, "unigram"), (2, "bigram"), (3, "trigram")):
-        k = min(ADD_K, key=lambda k: add_k(train, v, n, k, val))
+        model = AddK(train, v, n)
+        k = min(ADD_K, key=lambda k: model.nats(k, val))
         # the test stream scored from its 3rd token, as Kneser-Ney's trigram is
-        out[name] = add_k(train, v, n, k, test[3 - n:])
+        out[name] = model.nats(k, test[3 - n:])
         out[f"{name}_k"] = k
     kn = KneserNey(train, v)
     d = min(DISCOUNTS, key=lambda d: _nats(kn.prob(val, d)))
