@@ -17,6 +17,7 @@ from torch import nn
 
 from modelopt.spec.registries import MODELS
 from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.onnx_runtime import installed
 
 Head = Literal["auto", "causal_lm", "sequence_classification"]
 NEVER = -1e4  # the score of id 0 (padding) in a language model's outputs
@@ -38,12 +39,14 @@ class HFText(nn.Module):
         return torch.cat([pad, logits], -1)
 
 
+MISSING = "model 'hf' needs Hugging Face transformers: pip install 'modelopt[text]'"
+
+
 def _transformers():
     try:
         import transformers
     except ImportError as e:
-        raise TechniqueError("model 'hf' needs Hugging Face transformers: "
-                             "pip install 'modelopt[text]'") from e
+        raise TechniqueError(MISSING) from e
     transformers.logging.set_verbosity_error()  # "weights newly initialized" for a new head
     return transformers
 
@@ -60,7 +63,8 @@ def check(params: dict) -> None:
         raise TechniqueError(f"model 'hf': no config.json in {Path(path).expanduser().resolve()}")
     if config is not None and "model_type" not in config:
         raise TechniqueError("model 'hf': its config needs a model_type (llama, bert, gpt2, ...)")
-    _transformers()
+    if installed("transformers") is None:  # its metadata: loading a suite imports nothing
+        raise TechniqueError(MISSING)
 
 
 def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, labels: int):
