@@ -164,11 +164,14 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
     labels = cell_labels(show)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=DPI, sharey=True)
     cmap = plt.get_cmap("tab20" if len(show) > 10 else "tab10")
-    heads = {tasks.score_label(t) for t in show["task"]}
-    ylabel = f"validation {heads.pop()}" if len(heads) == 1 else "validation score"
-    # the validation score is the task's (a language model's: log-likelihood per token)
-    score = tasks.headline(show["task"].iloc[0]) if len(show) else None
-    scale = 100 if "%" in ylabel and score and tasks.percent(score) else 1
+    # the validation score is the task's headline figure unless the task says what it is
+    # (a language model's: log-likelihood per token); a share is drawn in per cent
+    kinds = set(show["task"])
+    ylabel = (f"validation {tasks.score_label(next(iter(kinds)))}" if len(kinds) == 1
+              else "validation score")
+    task = next(iter(kinds)) if len(kinds) == 1 else None
+    scale = 100 if task and not tasks.info(task).score_label and tasks.percent(
+        tasks.headline(task)) else 1
     for i, r in show.iterrows():
         runs = df[(df["cell_id"] == r["cell_id"]) & (df["status"] == "ok")]["curves"].tolist()
         for ax, x in zip(axes, ("step", "seconds")):
