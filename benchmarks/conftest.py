@@ -61,8 +61,9 @@ def results_dir(request, suite):
     # then every saved model side by side, as `modelopt run` ends: the report's latency and
     # speed-ups are paired, not pytest-benchmark's one-model-at-a-time history
     if not INTERRUPTED and not request.session.shouldstop:
-        def progress(k: int, n: int) -> None:
-            print(f"\nmodelopt: timing every saved model side by side: process {k + 1} of {n}")
+        def progress(k: int, n: int, note: str = "") -> None:
+            print(f"\nmodelopt: timing every saved model side by side: process {k + 1} of {n}"
+                  + (f" ({note})" if note else ""))
 
         runner.time_run(out, suite, progress=progress)
 

@@ -83,9 +83,9 @@ def slow_models(run_dir, cell_id: str, factor: float) -> None:
         results.append(run_dir, rec)
 
 
-def time_artifacts(items, processes, progress=None):
+def time_artifacts(items, plan, pairs, progress=None):
     return timing.time_saved(items, timing.UserCode({"modules": ["tests.plugins"], "path": []}),
-                             processes, progress=progress)
+                             plan, progress=progress, pairs=pairs)
 
 
 @pytest.mark.benchmark(group="gate: false alarms and power")

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from modelopt.cli_args import PROCESSES_HELP, with_examples
 from modelopt.cli_args import replicates as _replicates
 from modelopt.cli_args import shard as _shard
-from modelopt.cli_args import with_examples
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -177,17 +177,17 @@ def cmd_compare(args) -> int:
     from modelopt.run.timing import UserCode, time_saved
     from modelopt.spec.suite import SuiteError
 
-    def progress(k: int, n: int) -> None:
-        print(f"re-timing both runs' models side by side: process {k + 1} of {n}",
-              file=sys.stderr)
+    def progress(k: int, n: int, note: str = "") -> None:
+        print(f"re-timing both runs' models side by side: process {k + 1} of {n}"
+              + (f" ({note})" if note else ""), file=sys.stderr)
 
     try:
         user = UserCode.given(args.suite, args.plugins)
     except SuiteError as exc:
         return _err(str(exc))
 
-    def timer(items, processes, progress):
-        return time_saved(items, user, processes, progress=progress)
+    def timer(items, plan, pairs, progress):
+        return time_saved(items, user, plan, progress=progress, pairs=pairs)
 
     try:
         rules = {}
@@ -216,8 +216,9 @@ def cmd_time(args) -> int:
     from modelopt.run import runner, timing
     from modelopt.spec.suite import SuiteError
 
-    def progress(k: int, n: int) -> None:
-        print(f"timing process {k + 1} of {n}", file=sys.stderr)
+    def progress(k: int, n: int, note: str = "") -> None:
+        print(f"timing process {k + 1} of {n}" + (f" ({note})" if note else ""),
+              file=sys.stderr)
 
     try:
         recs = store.read(args.dir)
@@ -234,7 +235,8 @@ def cmd_time(args) -> int:
     try:
         with runner.writer_lock(Path(args.dir)):
             n = timing.run_stage(args.dir, suites.pop(), ok, {r.cell_id: r.cell for r in recs},
-                                 user, processes=args.processes, progress=progress,
+                                 user, plan=latency.Plan.fixed(args.processes)
+                                 if args.processes else latency.Plan(), progress=progress,
                                  keep_timed=not args.force)
     except latency.TimingError as exc:
         return _err(str(exc), 1)
@@ -297,7 +299,7 @@ def _add_run(sub) -> None:
     r.add_argument("--ray-address", help="an existing Ray cluster (ray.init(address=...)); "
                    "default: start a local one")
     r.add_argument("--timing-processes", type=_replicates, default=None,
-                   help="fresh processes of the timing stage, at least 3 (default 3)")
+                   help=PROCESSES_HELP)
     r.add_argument("--train-each", action="store_true",
                    help="every cell trains its own network, even where cells share their "
                         "training (default: trained once, reused; docs/reference/techniques.md, train once)")
@@ -326,7 +328,7 @@ def _add_compare(sub) -> None:
     c.add_argument("--no-retime", action="store_true",
                    help="do not re-time the two runs' saved models (latency is then not gated)")
     c.add_argument("--timing-processes", type=_replicates, default=None,
-                   help="fresh processes for re-timing, at least 3 (default 3)")
+                   help=PROCESSES_HELP)
     _add_user_code(c)
     c.set_defaults(fn=cmd_compare)
 
@@ -358,8 +360,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("time", help="(re-)time every saved model of a results directory side "
                        "by side (after merge, or to refresh latency)")
     t.add_argument("dir", help="results directory")
-    t.add_argument("--processes", type=_replicates, default=3,
-                   help="fresh timing processes, at least 3 (default 3)")
+    t.add_argument("--processes", type=_replicates, default=None,
+                   help=PROCESSES_HELP)
     t.add_argument("--force", action="store_true", help="replace timing.json even where models "
                    "it timed cannot be timed again (their latency is dropped)")
     _add_user_code(t)

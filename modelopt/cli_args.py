@@ -15,6 +15,11 @@ def shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+PROCESSES_HELP = ("exactly this many fresh timing processes, at least 3 (default: 3, then one "
+                  "more at a time, up to 6, while a speed-up's 95%% interval is wider than "
+                  "±5%%: docs/explanation/measurement.md)")
+
+
 def replicates(text: str) -> int:
     """Timing processes are the replicates of a latency interval: three at least."""
     try:

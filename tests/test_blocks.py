@@ -32,3 +32,10 @@ def test_a_block_times_its_calls_after_one_untimed_call():
     model = Counting(0.01)
     ms = blocks.block(model, torch.zeros(1), 3)
     assert model.calls == 4 and ms >= 10.0
+
+
+def test_a_long_call_is_timed_without_an_untimed_call_before_it():
+    model = Counting(0.001)
+    blocks.block(model, torch.zeros(1), 3, prime=False)
+    assert model.calls == 3
+    assert blocks.prime_before(0.001) and not blocks.prime_before(blocks.PRIME_BELOW_S)

@@ -1,6 +1,7 @@
 """The timing stage's arithmetic: ratios within a process, intervals over processes."""
 
 import math
+import pickle
 
 import pytest
 import torch
@@ -70,9 +71,67 @@ def test_saved_models_round_trip_and_time(tmp_path):
     assert sorted(a.key for a in found) == [":big:0:model", ":small:0:model"]
     cells = {"small": SMALL, "big": BIG}
     timed = timing.time_saved([a.with_recorded(cells[a.cell_id]) for a in found],
-                              timing.UserCode(), processes=3, rounds=5)
+                              timing.UserCode(), latency.Plan.fixed(3, rounds=5))
     out = timed.rows
     assert not timed.skipped
     assert len(out) == 6 and all(r["ms_batch"] > 0 and r["blocks"] == 5 for r in out)
     r = latency.ratio(out, {"cell_id": "big"}, {"cell_id": "small"}, "ms_batch")
     assert r.mean > 1  # a 512-wide hidden layer is more work than none, in every process
+
+
+def test_widest_is_the_least_precise_ratio_at_either_batch_size():
+    steady = {("base", "model", p, 0): 2.0 for p in range(3)}
+    steady.update({("fast", "model", p, 0): 1.0 for p in range(3)})
+    pairs = [({"cell_id": "base"}, {"cell_id": "fast"})]
+    assert latency.widest(rows(steady), pairs) == pytest.approx(0.0)
+    shaky = {**steady, ("fast", "model", 2, 0): 1.5}
+    w = latency.widest(rows(shaky), pairs)
+    r = latency.ratio(rows(shaky), *pairs[0], "ms_batch")
+    assert w == pytest.approx((r.ci_high - r.ci_low) / 2 / r.mean) and w > 0.05
+    assert latency.widest(rows(steady), []) is None
+
+
+@pytest.mark.parametrize("done,wide,goes_on", [
+    (2, 0.5, True),     # fewer than the processes planned: on, whatever the width
+    (3, 0.03, False),   # precise enough
+    (3, 0.08, True),    # too wide: one more
+    (5, 0.08, False),   # too wide, but the most it runs
+    (3, None, False),   # no speed-up to make precise
+])
+def test_the_stage_runs_more_processes_only_while_a_speed_up_is_imprecise(done, wide, goes_on):
+    plan = latency.Plan(processes=3, max_processes=5, half_width=0.05)
+    stopped, note = timing._enough(plan, done, wide, timed=True)
+    assert (not stopped) == goes_on
+    assert ("one more" in note) == (goes_on and done >= 3)
+    fixed, _ = timing._enough(latency.Plan.fixed(3), 3, 0.5, timed=True)
+    assert fixed == "3 processes, as asked"
+
+
+def test_later_processes_time_the_runtime_file_the_first_one_built():
+    """An ONNX model is exported (and int8-calibrated) once: the first process sends its
+    file back, and a job that carries it is not rebuilt (here it could not be: no recipe)."""
+    pytest.importorskip("onnxruntime")
+    from modelopt.run import rounds
+    from modelopt.techniques.onnx_runtime import OrtModel, export_onnx
+
+    x = torch.randn(4, 8)
+    model = OrtModel(export_onnx(nn.Linear(8, 2).eval(), x))
+    took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}
+    made = pickle.dumps((model, x[:1], x))
+    job = rounds.Job(":c:0:model", "/nonexistent.pt", None, built=made)
+    timers, skipped, files = rounds._prepare([job], took)
+    assert not skipped and {k for k, _ in timers} == {":c:0:model"}
+    again = pickle.loads(files[":c:0:model"])[0]
+    assert isinstance(again, OrtModel) and again.blob == model.blob
+    lost = rounds.Job(":c:0:model", "/nonexistent.pt", None)  # no file: nothing to time
+    assert rounds._prepare([lost], took)[:2] == ({}, {":c:0:model": "no recipe to rebuild it from"})
+
+
+def test_the_stage_makes_precise_the_speed_ups_the_report_shows():
+    from modelopt.results.headline import speedup_pairs
+
+    dense = {"model": {"name": "cnn"}, "prune": None, "quantize": None}
+    pruned = {**dense, "prune": {"name": "l1_structured", "amount": 0.5}}
+    other = {**dense, "model": {"name": "mlp"}}  # no baseline of its own kind: no pair
+    pairs = speedup_pairs({"d": dense, "p": pruned, "o": other}, None, slimmed={"p"})
+    assert pairs == [({"cell_id": "d", "kind": "model"}, {"cell_id": "p", "kind": "slimmed"})]

@@ -160,18 +160,20 @@ def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
     return None
 
 
-# Rebuilds and times saved models side by side: timer(artifacts, processes=, progress=)
-# -> an object with .rows (one per process and model) and .skipped ({artifact key: why it
-# could not be rebuilt}). The command passes the run layer's timing.time_saved with the
+# Rebuilds and times saved models side by side: timer(artifacts, plan, pairs, progress)
+# -> an object with .rows (one per process and model), .skipped ({artifact key: why it
+# could not be rebuilt}) and .processes (how many ran: as many as latency.Plan says the
+# pairs' ratios need). The command passes the run layer's timing.time_saved with the
 # user's own code; results itself never runs a model.
 Timer = Callable[..., object]
 
 
 def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metric],
-                timer: Timer, processes: int, progress=None) -> tuple[list[Row], dict[str, str]]:
+                timer: Timer, plan: latency.Plan, progress=None
+                ) -> tuple[list[Row], dict[str, str], int]:
     """Both runs' saved models timed in the same K processes, interleaved: per cell the
     ratio current/baseline within each process, an interval over the processes. Also
-    returns, per cell, why its models could not be re-timed."""
+    returns, per cell, why its models could not be re-timed, and K."""
     items = []
     for cid in cells:
         seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
@@ -179,8 +181,11 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
             items += [a.with_recorded(side.configs.get(cid))
                       for a in latency.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)]
     if not items:
-        return [], {}
-    timed = timer(items, processes=processes, progress=progress)
+        return [], {}, 0
+    pairs = [({"side": "current", "cell_id": cid, "kind": kind},
+              {"side": "baseline", "cell_id": cid, "kind": kind})
+             for cid, kind in sorted({(a.cell_id, a.kind) for a in items})]
+    timed = timer(items, plan, pairs, progress)
     rows_t = timed.rows
     skipped = {key.split(":")[1]: f"{key.split(':')[0]}: {why}"
                for key, why in timed.skipped.items()}
@@ -202,7 +207,7 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
             significant = r.n < 2 or (r.ci_low > 1 if change > 0 else r.ci_high < 1)
             out.append(Row(cid, name, b, c, change, _decide(change, metric.tolerance, significant),
                            ci=(r.ci_low - 1, r.ci_high - 1), n=r.n, note="re-timed side by side"))
-    return out, skipped
+    return out, skipped, timed.processes
 
 
 @dataclass
@@ -253,9 +258,10 @@ def compare(baseline: str | Path, current: str | Path,
     if timer and base.run_dir and cur.run_dir and all(
             latency.artifacts(d) for d in (base.run_dir, cur.run_dir)):
         both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
-        processes = processes or latency.PROCESSES
+        plan = latency.Plan.fixed(processes) if processes else latency.Plan()
         try:
-            timed, skipped = retime_rows(base, cur, both, rules, timer, processes, progress)
+            timed, skipped, processes = retime_rows(base, cur, both, rules, timer, plan,
+                                                    progress)
         except latency.TimingError as exc:  # e.g. a timing process that died
             timed, note = [], f"not gated: re-timing the saved models failed ({exc})"
         rows += [r for r in timed if not metrics or r.metric in metrics]

@@ -9,7 +9,7 @@ from tabulate import tabulate
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import label_columns
-from modelopt.results.report import _kind, _title, fmt
+from modelopt.results.report import _kind, _title, baselines, fmt
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
 
@@ -25,6 +25,20 @@ def shipped_figure(r: pd.Series, name: str):
     col = M.column(shipped_kind(r), name)
     return (r.get(col), r.get(f"{col}_std")) if pd.notna(r.get(col)) else (
         r.get(name), r.get(f"{name}_std"))
+
+
+def speedup_pairs(cells: dict[str, dict], spec: dict | None, slimmed: set[str]) -> latency.Pairs:
+    """The ratios the report's speed-ups are (latency.ratio selectors): each cell's shipped
+    model (slimmed where `slimmed` names it) against its baseline's model, the baselines
+    chosen as the report chooses them (report.baselines; `spec`: the suite's `baseline:`).
+    The timing stage measures until these are precise (latency.Plan)."""
+    agg = pd.DataFrame([{"cell_id": cid, "cell": cell, "n": 1} for cid, cell in cells.items()])
+    if agg.empty:
+        return []
+    bases, _ = baselines(agg, spec)
+    return [({"cell_id": base["cell_id"], "kind": "model"},
+             {"cell_id": cid, "kind": "slimmed" if cid in slimmed else "model"})
+            for cid, base in sorted(bases.items()) if base["cell_id"] != cid or cid in slimmed]
 
 
 def add_speedups(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.Series]) -> pd.DataFrame:

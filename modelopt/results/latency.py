@@ -21,7 +21,7 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 MODELS_DIR = "models"
 TIMING_FILE = "timing.json"
-PROCESSES = 3  # replicates: the unit of a latency interval
+PROCESSES = 3  # replicates, the unit of a latency interval: at least this many
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,9 @@ class TimingDoc(BaseModel):
     suite: str
     processes: int
     rows: list[TimingRow]
+    # how long it measured, and why it stopped (latency.Plan; absent in older files)
+    stopped: str = ""
+    widest: FiniteFloat | None = None
     not_retimeable: dict[str, str] = {}
 
 
@@ -188,6 +191,52 @@ def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
     if not per_process:
         return None
     return Ratio(*t_interval(per_process), len(per_process))
+
+
+# ---------------------------------------------------------------- how long to measure
+
+# pairs of models whose ratio the timing stage makes precise: (numerator's row selector,
+# denominator's), e.g. ({"cell_id": dense, "kind": "model"}, {"cell_id": pruned, ...})
+Pairs = list[tuple[dict, dict]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long the timing stage measures: `processes` fresh processes of `rounds` rounds
+    each, then one more process at a time while some speed-up's 95 % interval is wider than
+    ±half_width of the speed-up (at batch or at batch 1), up to `max_processes`. More
+    processes of fewer rounds give narrower intervals for the same time: the process is the
+    replicate, and Student's t falls from 4.30 at 3 processes to 2.57 at 6
+    (docs/explanation/measurement.md, "How long the timing stage measures")."""
+
+    processes: int = PROCESSES
+    max_processes: int = 6
+    rounds: int = 8
+    half_width: float = 0.05
+
+    @classmethod
+    def fixed(cls, processes: int, rounds: int | None = None) -> "Plan":
+        """Exactly `processes` processes, whatever the intervals (--processes N)."""
+        return cls(processes, processes, rounds or cls.rounds)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max_processes > self.processes
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def widest(rows: list[dict], pairs: Pairs) -> float | None:
+    """The widest 95 % interval among the pairs' ratios, at batch and at batch 1, as a
+    half-width relative to the ratio (0.05: ±5 %); None where no pair has one yet."""
+    widths = []
+    for num, den in pairs:
+        for field in ROUNDS_OF:
+            r = ratio(rows, num, den, field)
+            if r is not None and r.n >= 2:
+                widths.append((r.ci_high - r.ci_low) / 2 / r.mean)
+    return max(widths) if widths else None
 
 
 def speedups(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[str, dict]:

@@ -49,8 +49,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     if description:
         lines += [description.strip(), ""]
     primary = tasks.headline_of(agg["task"])
-    timed = (f"{timing_doc['processes']} fresh processes × {timing_doc['rounds']} interleaved "
-             f"rounds, {timing_doc['threads']} thread" if timing_doc else "not timed")
+    timed = _timed(timing_doc)
     lines += [
         f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
         "figures are mean ± std over seeds",
@@ -161,6 +160,15 @@ def index_page(suites: list[tuple[str, str, int]]) -> str:
     for name, page, n in suites:
         lines.append(f"| {name} | {n} | [{page}]({page}) |")
     return "\n".join(lines) + "\n"
+
+
+def _timed(doc: dict | None) -> str:
+    """How the timing stage measured: processes × rounds, and why it stopped there."""
+    if not doc:
+        return "not timed"
+    why = f"; {doc['stopped']}" if doc.get("stopped") else ""
+    return (f"{doc['processes']} fresh processes × {doc['rounds']} interleaved rounds, "
+            f"{doc['threads']} thread{why}")
 
 
 def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dict | None,

@@ -7,19 +7,30 @@ import statistics
 import time
 
 WARMUP = 10  # warm-up calls at most ...
-WARMUP_S = 0.3  # ... or until this long has passed
+WARMUP_S = 0.1  # ... or until this long has passed (0.3 s: 15 s of each vision process)
 MIN_WARMUP = 3
+# a call at least this long is timed without an untimed call before it: its cold start is
+# lost in its length (resnet18 at batch 32, 96 ms: 96.1 vs 96.6 ms per call with and
+# without one, within its 2 % noise), and the untimed call doubled such a block's cost
+PRIME_BELOW_S = 0.02
 
 
-def block(model, x, number: int) -> float:
-    """Milliseconds per call of one timed block: one untimed call first (the model runs
-    again after the others ran: its caches are cold), then `number` calls. torch's
-    Timer.timeit warmed max(number // 100, 2) calls before each block instead, which made
-    a slow model's rounds three times its timed calls (vision: 165 of 245 s per process)."""
+def prime_before(per_call_s: float) -> bool:
+    """Whether a block of a model whose calls last `per_call_s` starts with an untimed call."""
+    return per_call_s < PRIME_BELOW_S
+
+
+def block(model, x, number: int, prime: bool = True) -> float:
+    """Milliseconds per call of one timed block: one untimed call first where `prime` (the
+    model runs again after the others ran: its caches are cold), then `number` calls.
+    torch's Timer.timeit warmed max(number // 100, 2) calls before each block instead,
+    which made a slow model's rounds three times its timed calls (vision: 165 of 245 s per
+    process)."""
     import torch
 
     with torch.inference_mode():
-        model(x)
+        if prime:
+            model(x)
         if x.is_cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()

@@ -49,7 +49,7 @@ class Progress:
             self.bar.set_postfix_str(f"last {rec.status}" + score)
             self.bar.update(1)
 
-    def timing(self, k: int, n: int) -> None:
+    def timing(self, k: int, n: int, note: str = "") -> None:
         if k == 0:
             self.close()
             self.timing_t0 = time.monotonic()
@@ -57,8 +57,8 @@ class Progress:
             # the processes time the same models: the first ones' pace estimates the rest
             took = time.monotonic() - self.timing_t0
             left = f", about {took / k * (n - k):.0f} s left" if k else ""
-            print(f"timing every saved model side by side: process {k + 1} of {n}{left}",
-                  file=sys.stderr)
+            print(f"timing every saved model side by side: process {k + 1} of {n}{left}"
+                  + (f" ({note})" if note else ""), file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -204,7 +204,8 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     cells = {**{r.cell_id: r.cell for r in recs}, **{c.cell_id: c.as_config() for c in suite.cells}}
     try:
         timing.run_stage(out, suite.name, ok, cells, timing.UserCode.of_suite(suite),
-                         processes=processes or latency.PROCESSES, progress=progress,
+                         plan=latency.Plan.fixed(processes) if processes else latency.Plan(),
+                         progress=progress,
                          own_dir=own_dir)
     except KeyboardInterrupt:
         return False

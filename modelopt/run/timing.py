@@ -12,32 +12,28 @@ Ratios against a baseline are taken within a process; the K processes are the re
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 import statistics
-import time
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelopt.results.latency import (
     PROCESSES,
     Artifact,
+    Pairs,
+    Plan,
     TimingError,
     artifact_path,
     artifacts,
     read,
+    widest,
     write,
 )
 from modelopt.run import rebuild
-from modelopt.run.blocks import block, warm
+from modelopt.run.rounds import BLOCK_S, Job, child
 
-ROUNDS = 20
-BLOCK_S = 0.005  # each timed block lasts about this long (calls per block are sized to it)
-
-__all__ = ["PROCESSES", "TimingError", "UserCode", "artifacts", "run_stage", "save_all",
-           "time_artifacts", "time_saved"]
+__all__ = ["PROCESSES", "Plan", "TimingError", "UserCode", "artifacts", "run_stage",
+           "save_all", "time_artifacts", "time_saved"]
 
 
 def save_all(model_dir: str | Path, cell_id: str, seed: int, models: dict[str, rebuild.Shipped],
@@ -78,92 +74,6 @@ def save_own(own_dir: str | Path, cell_id: str, seed: int, models: dict[str, reb
             Path(path).unlink(missing_ok=True)
 
 
-def _own_copy(path: str):
-    """A model from the run's own copy (save_own): written by this run's cells into its
-    private folder moments ago, so unpickling it runs only this run's own code."""
-    import torch
-
-    saved = torch.load(path, weights_only=False,
-                       map_location=None if torch.cuda.is_available() else "cpu")
-    model = saved["model"].eval()
-    device = rebuild.device_of(model, model)
-    return model, saved["example"].to(device), saved["batch"].to(device)
-
-
-# ---------------------------------------------------------------- one timing process
-
-def _child(conn, items: list[tuple[str, str, dict | None, str | None]], rounds: int, threads: int,
-           order_seed: int, plugin_ctx: dict | None):
-    """Build every model again (rebuild.py; a model that cannot be is taken from the run's own
-    copy where the item names one), then time them in `rounds` rounds, each in a shuffled
-    order: one block of calls per model and batch size per round. Sends
-    ({key: {batch: [ms per block]}}, {key: why it could not be rebuilt}, {stage: seconds})."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it ends this process
-    try:
-        import torch
-
-        from modelopt.spec import plugins
-
-        torch.set_num_threads(threads)
-        # torchao logs a pytree deprecation on import
-        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
-        plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
-        took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}  # where the stage's time goes
-        timers, skipped = _prepare(items, took)
-        t2 = time.perf_counter()
-        rng = random.Random(order_seed)
-        blocks: dict = {k: [] for k in timers}
-        for _ in range(rounds):
-            order = list(timers)
-            rng.shuffle(order)
-            for k in order:
-                blocks[k].append(block(*timers[k]))
-        took["rounds"] = time.perf_counter() - t2
-        out: dict = {}
-        for (key, batch), ms in blocks.items():
-            out.setdefault(key, {})[batch] = ms
-            if batch == "generate":  # how many tokens a timed generation made
-                out[key]["new_tokens"] = timers[(key, batch)][0].new_tokens
-        conn.send(("ok", (out, skipped, took)))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-def _prepare(items, took: dict) -> tuple[dict, dict]:
-    """Each model built again and warmed up, with the calls per block (per batch size) that
-    last about BLOCK_S; ({(key, batch): (model, input, calls per block)}, {key: why not})."""
-    from modelopt.techniques.transformers import generation_calls
-
-    timers, skipped = {}, {}
-    for key, path, recipe, own in items:
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                if recipe is None:
-                    raise rebuild.NotRebuildable("no recipe to rebuild it from")
-                model, example, batch_x = rebuild.load(path, recipe)
-            except Exception as exc:  # noqa: BLE001 - the reason, for this model alone
-                skipped[key] = (str(exc) if isinstance(exc, rebuild.NotRebuildable) else
-                                f"rebuilding it failed: {type(exc).__name__}: {exc}")
-                if own is None:
-                    continue
-                model, example, batch_x = _own_copy(own)
-        t1 = time.perf_counter()
-        took["build"] += t1 - t0
-        calls = {"1": (model, example), "batch": (model, batch_x),
-                 **generation_calls(model, example)}  # a decoder's, from its prompt
-        for name, (call, x) in calls.items():
-            per_call = warm(call, x)
-            timers[(key, name)] = (call, x, max(1, int(BLOCK_S / max(per_call, 1e-9))))
-        took["warm"] += time.perf_counter() - t1
-    return timers, skipped
-
-
 @dataclass
 class Timed:
     """What a timing stage measured: a row per process and model, and the models it could
@@ -173,65 +83,103 @@ class Timed:
     skipped: dict[str, str] = field(default_factory=dict)  # artifact key -> reason
     # per process, seconds spent building the models again, warming them up, and timing
     seconds: list[dict] = field(default_factory=list)
+    processes: int = 0  # how many ran
+    widest: float | None = None  # the widest speed-up interval at the end (Plan.half_width)
+    stopped: str = ""  # why no more processes ran
 
 
-def time_artifacts(items: list[Artifact], processes: int = PROCESSES, rounds: int = ROUNDS,
-                   threads: int = 1, progress=None, plugins: dict | None = None) -> Timed:
+def time_artifacts(items: list[Artifact], plan: Plan = Plan(), threads: int = 1, progress=None,
+                   plugins: dict | None = None, pairs: Pairs = ()) -> Timed:
     """Per process and artifact: median and p90 of the per-call block times at batch 1 and at
-    the saved batch size. Processes run one after another, each a fresh fork. `plugins`: the
-    user's plugin context (their suite's, or --plugins), loaded before rebuilding."""
+    the saved batch size. Processes run one after another, each a fresh fork, as many as
+    `plan` says: more while a ratio of `pairs` is less precise than it asks. `plugins`: the
+    user's plugin context (their suite's, or --plugins), loaded before rebuilding.
+    `progress(k, n, note)`: process k of about n is starting."""
     from modelopt.run.processes import context
 
     ctx = context()
+    out = Timed([])
     rows: list[tuple[str, dict]] = []  # (artifact key, row)
-    skipped: dict[str, str] = {}
     unstable: set[str] = set()
-    seconds: list[dict] = []
-    for k in range(processes):
+    files: dict = {}  # the first process's runtime files, timed as it built them
+    note, k = "", 0
+    while True:
         if progress:
-            progress(k, processes)
+            progress(k, max(plan.processes, k + 1), note)
         # the first process decides which models are rebuilt: one verdict per model, so a
         # model is timed from the same source in every process
-        jobs = [(a.key, str(a.path), None if a.key in skipped else a.recipe,
-                 str(a.own_copy) if a.own_copy else None) for a in items]
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_child, args=(child, jobs, rounds, threads, k, plugins))
-        proc.start()
-        child.close()
-        try:
-            status, payload = parent.recv()
-        except EOFError:
-            proc.join()
-            status, payload = "error", f"the timing process died (exit code {proc.exitcode})"
-        finally:  # on Ctrl-C too: no timing process outlives the run
-            parent.close()
-            proc.join(timeout=5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        if status != "ok":
-            raise TimingError(f"timing process {k}: {payload}")
-        timed, why, took = payload
-        seconds.append({k: round(v, 2) for k, v in took.items()})
+        jobs = [Job(a.key, str(a.path), None if a.key in out.skipped else a.recipe,
+                    str(a.own_copy) if a.own_copy else None, files.get(a.key)) for a in items]
+        timed, why, took, made = _process(ctx, jobs, plan.rounds, threads, k, plugins)
+        files = files or made
+        out.seconds.append({stage: round(v, 2) for stage, v in took.items()})
         if k:  # rebuilt in the first process, not in this one: its outputs vary
-            unstable |= {key for key in why if key not in skipped}
+            unstable |= {key for key in why if key not in out.skipped}
             why = {key: (f"its rebuilt outputs varied between processes ({reason})"
-                         if key not in skipped else skipped[key]) for key, reason in why.items()}
-        skipped.update(why)
-        for a in items:
-            if a.key not in timed:
-                continue
-            b1, bb = timed[a.key]["1"], timed[a.key]["batch"]
-            rows.append((a.key, {
-                "side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
-                "process": k, "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
-                "ms_batch": statistics.median(bb), "blocks": len(b1),
-                # round by round, for ratios of blocks timed moments apart
-                "rounds_batch1": [round(x, 6) for x in b1],
-                "rounds_batch": [round(x, 6) for x in bb], **_generation(timed[a.key])}))
-        if not timed:
-            break  # nothing could be built: the other processes would say the same
-    return Timed([row for key, row in rows if key not in unstable], skipped, seconds)
+                         if key not in out.skipped else out.skipped[key])
+                   for key, reason in why.items()}
+        out.skipped.update(why)
+        rows += [(a.key, _row(a, timed[a.key], k)) for a in items if a.key in timed]
+        k += 1
+        out.rows = [row for key, row in rows if key not in unstable]
+        out.processes, out.widest = k, widest(out.rows, list(pairs))
+        out.stopped, note = _enough(plan, k, out.widest, bool(timed))
+        if out.stopped:
+            return out
+
+
+def _enough(plan: Plan, done: int, wide: float | None, timed: bool) -> tuple[str, str]:
+    """(why the stage stops after `done` processes, or ""; the progress line's note when it
+    goes on past the processes planned)."""
+    if not timed:
+        return "nothing could be built: the other processes would say the same", ""
+    if done < plan.processes:
+        return "", ""
+    if not plan.adaptive:
+        return f"{done} processes, as asked", ""
+    if wide is None:
+        return f"{done} processes: no speed-up to make precise", ""
+    if wide <= plan.half_width:
+        return (f"every speed-up's 95 % interval within ±{wide:.1%} after {done} processes "
+                f"(wanted ±{plan.half_width:.0%})"), ""
+    if done >= plan.max_processes:
+        return (f"the widest speed-up interval is ±{wide:.1%} after {done} processes, the "
+                f"most it runs (wanted ±{plan.half_width:.0%})"), ""
+    return "", (f"the widest speed-up interval is ±{wide:.1%}, wanted ±{plan.half_width:.0%}: "
+                f"one more (at most {plan.max_processes})")
+
+
+def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: dict | None):
+    """One fresh timing process (rounds.child); its payload, or TimingError."""
+    parent, end = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(end, jobs, rounds, threads, k, plugins))
+    proc.start()
+    end.close()
+    try:
+        status, payload = parent.recv()
+    except EOFError:
+        proc.join()
+        status, payload = "error", f"the timing process died (exit code {proc.exitcode})"
+    finally:  # on Ctrl-C too: no timing process outlives the run
+        parent.close()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if status != "ok":
+        raise TimingError(f"timing process {k}: {payload}")
+    return payload
+
+
+def _row(a: Artifact, timed: dict, k: int) -> dict:
+    """An artifact's row of process k: medians, and its blocks round by round (for ratios of
+    blocks timed moments apart)."""
+    b1, bb = timed["1"], timed["batch"]
+    return {"side": a.side, "cell_id": a.cell_id, "seed": a.seed, "kind": a.kind,
+            "process": k, "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
+            "ms_batch": statistics.median(bb), "blocks": len(b1),
+            "rounds_batch1": [round(x, 6) for x in b1],
+            "rounds_batch": [round(x, 6) for x in bb], **_generation(timed)}
 
 
 def _generation(timed: dict) -> dict:
@@ -323,12 +271,13 @@ def with_recipes(items: list[Artifact], user: UserCode) -> tuple[list[Artifact],
     return ready, skipped
 
 
-def time_saved(items: list[Artifact], user: UserCode, processes: int = PROCESSES,
-               rounds: int = ROUNDS, threads: int = 1, progress=None) -> Timed:
+def time_saved(items: list[Artifact], user: UserCode, plan: Plan = Plan(), threads: int = 1,
+               progress=None, pairs: Pairs = ()) -> Timed:
     """Saved models (each carrying its record's config) rebuilt with the user's code and
-    timed side by side; those that cannot be rebuilt are listed with the reason."""
+    timed side by side, for as long as `plan` says `pairs` need; those that cannot be
+    rebuilt are listed with the reason."""
     ready, skipped = with_recipes(items, user)
-    timed = time_artifacts(ready, processes, rounds, threads, progress, user.plugins) \
+    timed = time_artifacts(ready, plan, threads, progress, user.plugins, pairs) \
         if ready else Timed([])
     timed.skipped = {**skipped, **timed.skipped}
     return timed
@@ -353,11 +302,13 @@ def _lost(run_dir: str | Path, rows: list[dict]) -> list[str]:
 
 def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
               cells: dict[str, dict], user: UserCode, threads: int = 1,
-              processes: int = PROCESSES, rounds: int = ROUNDS, progress=None,
+              plan: Plan = Plan(), progress=None,
               own_dir: str | Path | None = None, keep_timed: bool = False) -> int:
     """Time every saved model of the ok (cell_id, seed) pairs of a run, side by side, and
     write timing.json (replacing it: a timing of part of a run cannot be paired with the
-    rest). `cells`: each cell's config as recorded; `own_dir`: the run's own copies
+    rest), for as long as `plan` says the speed-ups the report shows need (each cell's
+    shipped model against its baseline's, results/headline.speedup_pairs).
+    `cells`: each cell's config as recorded; `own_dir`: the run's own copies
     (save_own), for the run that made them; `keep_timed`: refuse (TimingError) to replace a
     timing.json whose models this stage could not time again. Returns the number of models
     timed."""
@@ -368,7 +319,14 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
                              own_copy=own if own is not None and own.is_file() else None))
     if not items:
         return 0
-    timed = time_saved(items, user, processes, rounds, threads, progress)
+    from modelopt.results import store
+    from modelopt.results.headline import speedup_pairs
+
+    meta = store.read_meta(run_dir)
+    pairs = speedup_pairs({c: cells[c] for c, _ in keys if c in cells},
+                          meta.baseline if meta else None,
+                          {a.cell_id for a in items if a.kind == "slimmed"})
+    timed = time_saved(items, user, plan, threads, progress, pairs)
     lost = _lost(run_dir, timed.rows) if keep_timed else []
     if lost:
         why = {k.lstrip(":"): v for k, v in timed.skipped.items()}
@@ -378,7 +336,9 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
                           + (" ..." if len(lost) > 3 else "") + ". Give --suite or --plugins, "
                           "or --force to drop their latency")
     # timed from the run's own copy, or not at all: either way not re-timeable later
-    write(run_dir, {"suite": suite, "processes": processes, "rounds": rounds, "threads": threads,
-                    "block_s": BLOCK_S, "rows": timed.rows, "seconds": timed.seconds,
+    write(run_dir, {"suite": suite, "processes": timed.processes, "rounds": plan.rounds,
+                    "threads": threads, "block_s": BLOCK_S, "plan": plan.as_dict(),
+                    "widest": timed.widest, "stopped": timed.stopped,
+                    "rows": timed.rows, "seconds": timed.seconds,
                     "not_retimeable": {k.lstrip(":"): v for k, v in timed.skipped.items()}})
     return len({(r["cell_id"], r["seed"], r["kind"]) for r in timed.rows})
