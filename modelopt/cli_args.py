@@ -16,7 +16,7 @@ def shard(text: str) -> tuple[int, int]:
 
 
 PROCESSES_HELP = ("exactly this many fresh timing processes, at least 3 (default: 3, then one "
-                  "more at a time, up to 6, while a speed-up's 95%% interval is wider than "
+                  "more at a time, up to 5, while a speed-up's 95%% interval is wider than "
                   "±5%%: docs/explanation/measurement.md)")
 
 

@@ -23,7 +23,7 @@ class Counting(nn.Module):
 def test_a_slow_model_warms_for_fewer_calls_a_fast_one_for_all():
     slow, fast = Counting(0.2), Counting()
     per_call = blocks.warm(slow, torch.zeros(1))
-    assert slow.calls == blocks.MIN_WARMUP and per_call >= 0.2  # past WARMUP_S after 3
+    assert slow.calls == blocks.MIN_WARMUP and per_call >= 0.2  # past WARMUP_S after MIN_WARMUP
     blocks.warm(fast, torch.zeros(1))
     assert fast.calls == blocks.WARMUP
 

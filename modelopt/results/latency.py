@@ -206,11 +206,11 @@ class Plan:
     each, then one more process at a time while some speed-up's 95 % interval is wider than
     ±half_width of the speed-up (at batch or at batch 1), up to `max_processes`. More
     processes of fewer rounds give narrower intervals for the same time: the process is the
-    replicate, and Student's t falls from 4.30 at 3 processes to 2.57 at 6
+    replicate, and Student's t falls from 4.30 at 3 processes to 2.78 at 5
     (docs/explanation/measurement.md, "How long the timing stage measures")."""
 
     processes: int = PROCESSES
-    max_processes: int = 6
+    max_processes: int = 5
     rounds: int = 8
     half_width: float = 0.05
 

@@ -8,7 +8,7 @@ import time
 
 WARMUP = 10  # warm-up calls at most ...
 WARMUP_S = 0.1  # ... or until this long has passed (0.3 s: 15 s of each vision process)
-MIN_WARMUP = 3
+MIN_WARMUP = 2  # a slow model: one call after the first (which pays for first-call set-up)
 # a call at least this long is timed without an untimed call before it: its cold start is
 # lost in its length (resnet18 at batch 32, 96 ms: 96.1 vs 96.6 ms per call with and
 # without one, within its 2 % noise), and the untimed call doubled such a block's cost
@@ -43,7 +43,8 @@ def block(model, x, number: int, prime: bool = True) -> float:
 
 def warm(model, x) -> float:
     """Warm-up calls: WARMUP of them, or fewer once WARMUP_S has passed (at least
-    MIN_WARMUP); returns the median seconds of the last three, which size the timed blocks.
+    MIN_WARMUP); returns the median seconds of the last three but the first, which size
+    the timed blocks.
     A 100 ms model warmed for ten calls and was sized with five more: 1.5 s of each timing
     process per model, the stage's largest cost after the rounds themselves."""
     import torch
@@ -58,4 +59,4 @@ def warm(model, x) -> float:
             if x.is_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-    return statistics.median(times[-3:])
+    return statistics.median(times[1:][-3:] or times)

@@ -20,24 +20,28 @@ def failure(exc: BaseException, prefix: str = "") -> dict:
 
 
 def payload(run: Callable, cell_id: str, seed: int, model_dir: str | None,
-            env: dict | None = None, own_dir: str | None = None) -> dict:
+            env: dict | None = None, own_dir: str | None = None, cell: Cell | None = None
+            ) -> dict:
     """Run a cell (`run()` returns its CellOutput) into a payload: its figures, and its models
     saved for the timing stage; an exception becomes `failed`. `env` adds to the record's."""
     try:
         out = run()
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded status
         return failure(exc)
-    return from_output(out, cell_id, seed, model_dir, env, own_dir)
+    return from_output(out, cell_id, seed, model_dir, env, own_dir, cell)
 
 
 def from_output(out, cell_id: str, seed: int, model_dir: str | None,
-                env: dict | None = None, own_dir: str | None = None) -> dict:
+                env: dict | None = None, own_dir: str | None = None,
+                cell: Cell | None = None) -> dict:
     """A finished cell's payload; its models saved for the timing stage (and, with
-    `own_dir`, the run's own copies: timing.save_own)."""
+    `own_dir`, the run's own copies: timing.save_own, a runtime's file checked here against
+    its rebuild from the saved data when the `cell` is given)."""
     if model_dir and out.status == "ok":
         save_models(out, model_dir, cell_id, seed)
         if own_dir:
-            timing.save_own(own_dir, cell_id, seed, out.models, out.example, out.batch)
+            timing.save_own(own_dir, cell_id, seed, out.models, out.example, out.batch,
+                            (model_dir, cell) if cell is not None else None)
     return {"status": out.status, "error": out.error, "metrics": out.metrics,
             "models": out.figures_of, "curves": out.curves, "env": {**out.env, **(env or {})},
             "extra": out.extra}

@@ -110,7 +110,7 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         on_record: Callable[[Record], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
         ray_address: str | None = None, timing_processes: int | None = None,
-        on_timing: Callable[[int, int], None] | None = None, train_once: bool = True) -> Summary:
+        on_timing: Callable[[int, int, str], None] | None = None, train_once: bool = True) -> Summary:
     """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result;
     then time every ok cell's saved models side by side (timing.run_stage). `train_once`:
     cells that share their training share one trained network (dense.py)."""
@@ -187,7 +187,7 @@ def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
 
 
 def time_run(out: Path, suite: Suite, processes: int | None = None,
-             progress: Callable[[int, int], None] | None = None,
+             progress: Callable[[int, int, str], None] | None = None,
              own_dir: str | None = None) -> bool:
     """The timing stage over the suite's ok cells in `out`; False if interrupted."""
     path = store.results_path(out)

@@ -76,7 +76,7 @@ def _child_main(conn, cell: Cell, cell_id: str, seed: int, threads: int,
 
     result = outcome.payload(lambda: run_cell(cell, seed, threads, dense_path=dense_path,
                                                    dense_dir=dense_dir),
-                             cell_id, seed, model_dir, env, own_dir)
+                             cell_id, seed, model_dir, env, own_dir, cell)
     if conn is None:
         return result
     conn.send(("result", result))
