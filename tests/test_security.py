@@ -323,7 +323,8 @@ def test_a_model_that_cannot_be_rebuilt_is_timed_by_its_own_run_only(tmp_path):
     out = tmp_path / "run"
     assert not runner.run(parse(text), out, jobs=2).failed
     doc = json.loads((out / "timing.json").read_text())
-    assert {r["kind"] for r in doc["rows"]} == {"model"} and len(doc["rows"]) == 2 * 3
+    assert {r["kind"] for r in doc["rows"]} == {"model"} and 3 <= doc["processes"] <= 5
+    assert len(doc["rows"]) == 2 * doc["processes"]  # both cells, in every process
     assert len(doc["not_retimeable"]) == 2
     assert all("outputs differ" in why for why in doc["not_retimeable"].values())
     assert not list(out.rglob("*.tmp")) and "modelopt-own-" not in str(list(out.rglob("*")))
