@@ -77,6 +77,15 @@ def test_the_built_in_corpus_is_split_by_position_into_next_token_windows():
     assert split_validation(d, 0.1, 0) is d
     with pytest.raises(ValueError, match="cross-validation"):
         split_validation(d, 0.1, 0, folds=3)
+    # and a suite asking for it is refused when it loads, before anything runs
+    with pytest.raises(SuiteError, match="cv does not apply to dataset 'corpus'"):
+        parse("""
+name: cvc
+defaults:
+  dataset: {name: corpus, max_chars: 20000}
+  model: {name: gpt, dim: 32, depth: 1, heads: 2}
+cv: {folds: 3}
+""")
 
 
 def test_a_changed_corpus_file_is_refused_by_its_sha256(tmp_path, monkeypatch):
