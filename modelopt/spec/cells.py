@@ -188,6 +188,9 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         raise RegistryError(f"preprocess cannot apply to dataset '{dname}': it streams its "
                             "training split from files, never whole in memory; use its own "
                             "parameters (size, augmentation) or `augment`")
+    if cell["train"].get("folds") and dinfo.fixed_validation:
+        raise RegistryError(f"cv does not apply to dataset '{dname}': it fixes its validation "
+                            "split by position (run without cv)")
     prune = cell.get("prune")
     if prune and regs["prune"].info(prune["name"]).structured \
             and not regs["model"].info(mname).channels:

@@ -32,6 +32,8 @@ class DatasetInfo:
     # workers, from its parameters (the scheduler counts them as cores the cell takes).
     # The training split is then not in memory, so preprocessing cannot apply.
     workers: Callable[[dict], int] | None = None
+    # fixes its validation split (a corpus: by position), so cv cannot carve folds of it
+    fixed_validation: bool = False
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from modelopt.spec.registries import CELL_CHECKS, DATASETS, TASKS
+from modelopt.spec.registries import DATASETS, TASKS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques import ngram, tokenize
 from modelopt.techniques.data import Data, Split
@@ -59,19 +59,8 @@ def windows(ids: np.ndarray, block: int, stride: int) -> tuple[torch.Tensor, tor
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
 
-def _no_cv_on_a_corpus(config: dict) -> None:
-    """A corpus fixes its validation split by position (split_validation keeps it), so
-    k-fold cross-validation is refused when the suite loads, not cell by cell."""
-    if (config.get("dataset") or {}).get("name") == "corpus" and \
-            (config.get("train") or {}).get("folds"):
-        raise ValueError("cv does not apply to dataset 'corpus': it fixes its validation "
-                         "split by position (run without cv)")
-
-
-CELL_CHECKS.append(_no_cv_on_a_corpus)
-
-
-@DATASETS.register("corpus", task="language_modelling", input="tokens", preflight=_check_corpus)
+@DATASETS.register("corpus", task="language_modelling", input="tokens", preflight=_check_corpus,
+                   fixed_validation=True)
 def corpus(seed: int, /, path: str | None = None, tokenizer: str = "char",
            block_size: PositiveInt = 128, stride: PositiveInt | None = None,
            validation_fraction: Split = 0.05, test_fraction: Split = 0.05,
