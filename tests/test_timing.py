@@ -107,9 +107,10 @@ def test_the_stage_runs_more_processes_only_while_a_speed_up_is_imprecise(done, 
     assert fixed == "3 processes, as asked"
 
 
-def test_later_processes_time_the_runtime_file_the_first_one_built():
-    """An ONNX model is exported (and int8-calibrated) once: the first process sends its
-    file back, and a job that carries it is not rebuilt (here it could not be: no recipe)."""
+def test_later_processes_time_the_runtime_file_the_first_one_built(tmp_path):
+    """An ONNX model is exported (and int8-calibrated) once: the first process (here taking
+    the run's verified own copy) sends its file back, and a job that carries it is not
+    rebuilt (here it could not be: no recipe) and sends nothing back again."""
     pytest.importorskip("onnxruntime")
     from modelopt.run import rounds
     from modelopt.techniques.onnx_runtime import OrtModel, export_onnx
@@ -117,12 +118,17 @@ def test_later_processes_time_the_runtime_file_the_first_one_built():
     x = torch.randn(4, 8)
     model = OrtModel(export_onnx(nn.Linear(8, 2).eval(), x))
     took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}
-    made = pickle.dumps((model, x[:1], x))
+    own = tmp_path / "own.pt"
+    torch.save({"model": model, "example": x[:1], "batch": x}, own)
+    first = rounds.Job(":c:0:model", "/nonexistent.pt", None, str(own), verified=True)
+    timers, skipped, files = rounds._prepare([first], took)
+    assert not skipped and {k for k, _ in timers} == {":c:0:model"}
+    made = files[":c:0:model"]
+    again = pickle.loads(made)[0]
+    assert isinstance(again, OrtModel) and again.blob == model.blob
     job = rounds.Job(":c:0:model", "/nonexistent.pt", None, built=made)
     timers, skipped, files = rounds._prepare([job], took)
-    assert not skipped and {k for k, _ in timers} == {":c:0:model"}
-    again = pickle.loads(files[":c:0:model"])[0]
-    assert isinstance(again, OrtModel) and again.blob == model.blob
+    assert not skipped and {k for k, _ in timers} == {":c:0:model"} and files == {}
     lost = rounds.Job(":c:0:model", "/nonexistent.pt", None)  # no file: nothing to time
     assert rounds._prepare([lost], took)[:2] == ({}, {":c:0:model": "no recipe to rebuild it from"})
 

@@ -95,9 +95,10 @@ def _build(job: Job, skipped: dict):
 def _prepare(jobs: list[Job], took: dict) -> tuple[dict, dict, dict]:
     """Each model built and warmed up, with the calls per block (per batch size) that last
     about BLOCK_S: ({(key, batch): (model, input, calls per block, prime)}, {key: why
-    not}, {key: (model, inputs)} of the models that are a runtime's file: an ONNX model's
-    export and int8 calibration took most of a process's building, so later processes take
-    the file this one made, as ONNX Runtime would load it)."""
+    not}, {key: (model, inputs) pickled} of the models this process built that are a
+    runtime's file: an ONNX model's export and int8 calibration took most of a process's
+    building, so later processes take the file this one made, as ONNX Runtime would load
+    it; a process given them sends none back)."""
     from modelopt.techniques.transformers import generation_calls
 
     timers, skipped, files = {}, {}, {}
@@ -107,10 +108,11 @@ def _prepare(jobs: list[Job], took: dict) -> tuple[dict, dict, dict]:
         if built is None:
             continue
         model, example, batch_x = built
-        if job.key not in skipped and isinstance(getattr(model, "blob", None), bytes):
+        if job.built is None and job.key not in skipped and \
+                isinstance(getattr(model, "blob", None), bytes):
             # pickled whole here: a tensor sent through the pipe as itself is shared memory
             # that ends with this process (techniques/onnx_runtime.FileModel pickles as bytes)
-            files[job.key] = job.built or pickle.dumps(built)
+            files[job.key] = pickle.dumps(built)
         t1 = time.perf_counter()
         took["build"] += t1 - t0
         calls = {"1": (model, example), "batch": (model, batch_x),
