@@ -235,8 +235,8 @@ def cmd_time(args) -> int:
     try:
         with runner.writer_lock(Path(args.dir)):
             n = timing.run_stage(args.dir, suites.pop(), ok, {r.cell_id: r.cell for r in recs},
-                                 user, plan=latency.Plan.fixed(args.processes)
-                                 if args.processes else latency.Plan(), progress=progress,
+                                 user, plan=latency.Plan.given(args.processes),
+                                 progress=progress,
                                  keep_timed=not args.force)
     except latency.TimingError as exc:
         return _err(str(exc), 1)

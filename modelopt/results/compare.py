@@ -258,7 +258,7 @@ def compare(baseline: str | Path, current: str | Path,
     if timer and base.run_dir and cur.run_dir and all(
             latency.artifacts(d) for d in (base.run_dir, cur.run_dir)):
         both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
-        plan = latency.Plan.fixed(processes) if processes else latency.Plan()
+        plan = latency.Plan.given(processes)
         try:
             timed, skipped, processes = retime_rows(base, cur, both, rules, timer, plan,
                                                     progress)

@@ -219,6 +219,12 @@ class Plan:
         """Exactly `processes` processes, whatever the intervals (--processes N)."""
         return cls(processes, processes, rounds or cls.rounds)
 
+    @classmethod
+    def given(cls, processes: int | None) -> "Plan":
+        """The plan for a command line's process count: exactly that many, or, without one,
+        the default plan."""
+        return cls.fixed(processes) if processes else cls()
+
     @property
     def adaptive(self) -> bool:
         return self.max_processes > self.processes

@@ -204,7 +204,7 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     cells = {**{r.cell_id: r.cell for r in recs}, **{c.cell_id: c.as_config() for c in suite.cells}}
     try:
         timing.run_stage(out, suite.name, ok, cells, timing.UserCode.of_suite(suite),
-                         plan=latency.Plan.fixed(processes) if processes else latency.Plan(),
+                         plan=latency.Plan.given(processes),
                          progress=progress,
                          own_dir=own_dir)
     except KeyboardInterrupt:
