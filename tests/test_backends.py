@@ -105,6 +105,36 @@ def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
     assert q.metrics["accuracy"] > 0.4 and q.env["device"].startswith("cuda")
 
 
+def test_losses_read_a_step_late_are_the_losses_read_at_once():
+    """On CUDA the loop reads each loss after queueing the next step (run/train.py); the
+    numbers, their steps and the step that diverged must be those read at once."""
+    from modelopt.run.train import _StepLosses
+
+    values = [2.0, 1.5, float("nan"), 1.0]
+    at_once, late = _StepLosses(lag=False, shard=None), _StepLosses(lag=True, shard=None)
+    read_now, read_late = [], []
+    for step, v in enumerate(values, 1):
+        for losses, got in ((at_once, read_now), (late, read_late)):
+            losses.add(step, torch.tensor(v))
+            got += losses.read(everything=step == 2)
+    # step 1 waits for step 2, read at once (an evaluation); step 3 waits for step 4
+    assert [s for s, *_ in read_late] == [1, 2, 3]
+    read_late += late.read(everything=True)
+    assert [(s, f) for s, _, f in read_now] == [(s, f) for s, _, f in read_late] == [
+        (1, True), (2, True), (3, False), (4, True)]
+    assert [v for _, v, _ in read_late][:2] == [2.0, 1.5]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_diverging_cuda_cell_stops_at_the_step_the_cpu_cell_does():
+    from modelopt.run.cell import run_cell
+
+    out = {b: run_cell(cuda_cell(b, optimizer={"name": "sgd", "lr": 1e30}), 0)
+           for b in ("cpu", "{name: cuda}")}
+    assert {o.status for o in out.values()} == {"diverged"}
+    assert out["cpu"].error == out["{name: cuda}"].error  # "NaN/inf at train step N"
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
 def test_ddp_nccl_two_gpus_matches_one_gpu():
     cuda_cfg = cuda_cell("{name: cuda}")

@@ -3,6 +3,7 @@ not timed (run/blocks.py)."""
 
 import time
 
+import pytest
 import torch
 from torch import nn
 
@@ -39,3 +40,20 @@ def test_a_long_call_is_timed_without_an_untimed_call_before_it():
     blocks.block(model, torch.zeros(1), 3, prime=False)
     assert model.calls == 3
     assert blocks.prime_before(0.001) and not blocks.prime_before(blocks.PRIME_BELOW_S)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_block_is_timed_on_the_gpus_clock():
+    """CUDA events around a block read what a synchronised host clock reads, less the
+    synchronisation: the same milliseconds within a wide margin, in one run."""
+    w = torch.randn(2048, 2048, device="cuda")
+    model, x = (lambda v: v @ w), torch.randn(2048, 2048, device="cuda")
+    blocks.warm(model, x)
+    events = blocks.block(model, x, 50)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        model(x)
+    torch.cuda.synchronize()
+    host = (time.perf_counter() - t0) / 50 * 1e3
+    assert 0.5 < events / host < 1.5, (events, host)

@@ -170,3 +170,27 @@ def test_the_archive_leaves_the_saved_models_out(tmp_path):
     with tarfile.open(out / "device_check.tar.gz") as tar:
         names = set(tar.getnames())
     assert names == {"results/gpu/results.jsonl", "reports/gpu.md", "logs/device_check.log"}
+
+
+def test_the_throughput_line_reads_pytest_benchmarks_json(tmp_path):
+    """The summary's throughput line from a JSON file pytest-benchmark itself wrote (a
+    stand-in benchmark with the GPU benchmark's extra_info keys); a skipped one has none."""
+    figures = {"modelopt_over_plain": 0.97, "ratio_min": 0.95, "ratio_max": 0.99, "pairs": 5,
+               "modelopt_samples_s": 97000.0, "plain_samples_s": 100000.0, "target": 0.95}
+    (tmp_path / "test_b.py").write_text(
+        "import pytest\n\n"
+        "def test_rate(benchmark):\n"
+        f"    benchmark.extra_info.update({figures!r})\n"
+        "    benchmark.pedantic(lambda: None, rounds=1)\n\n"
+        "@pytest.mark.skip(reason='needs a CUDA GPU')\n"
+        "def test_skipped(benchmark):\n    benchmark(lambda: None)\n")
+    for name in ("rate", "skipped"):
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--rootdir", str(tmp_path), f"{tmp_path / 'test_b.py'}::test_{name}",
+                        f"--benchmark-json={tmp_path / name}.json"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert dc.throughput(tmp_path / "rate.json") == (
+        "modelopt / plain loop 0.970x (min 0.950, max 0.990, 5 pairs; 97000 vs 100000 "
+        "samples/s; target 0.95)")
+    assert dc.throughput(tmp_path / "skipped.json") == "no figures"
+    assert dc.throughput(tmp_path / "absent.json") == "no figures"

@@ -2,7 +2,8 @@
 
 `download` fetches the wheels the lent machine lacks (Python 3.12, x86-64, no registry there);
 `check` verifies them and the upload without touching the network; `remote` runs the CUDA
-tests, the GPU suite and its report within a time budget and packs what comes back.
+tests, the GPU suite and its report, training throughput against a plain loop, within a time
+budget, and packs what comes back.
 tools/device_check.sh is the entry point (`make device-check`); README, "Device check (GPU)".
 """
 
@@ -47,6 +48,7 @@ CARRY = [".whl"]
 TIMEOUT_S = 480  # the run's timeout_s: the check's 6 minutes, the install and the packing
 MAX_COMMAND = 2000  # characters of one device command
 MAX_UPLOAD = 64 * 2**20  # the working tree that travels, the carried wheels included
+THROUGHPUT = "throughput.json"  # pytest-benchmark's figures of the throughput phase
 
 
 def norm(name: str) -> str:
@@ -216,7 +218,7 @@ def cmd_prepare(args) -> int:
     print(f"  carry:     {json.dumps(CARRY)}")
     print(f"  timeout_s: {TIMEOUT_S}")
     print("  back in $OUT: device_check.tar.gz (results, report, logs), device_check.log, "
-          "summary.txt, cuda_tests.xml, all_tests.xml")
+          f"summary.txt, cuda_tests.xml, all_tests.xml, {THROUGHPUT}")
     return 0
 
 
@@ -277,6 +279,18 @@ def junit_counts(path: Path) -> str:
     return ", ".join(f"{k} {suite.get(k, '?')}" for k in keys)
 
 
+def throughput(path: Path) -> str:
+    """The throughput benchmark's figures in one line, from pytest-benchmark's JSON."""
+    try:
+        info = json.loads(path.read_text())["benchmarks"][0]["extra_info"]
+    except (OSError, ValueError, KeyError, IndexError):
+        return "no figures"
+    return (f"modelopt / plain loop {info['modelopt_over_plain']:.3f}x "
+            f"(min {info['ratio_min']:.3f}, max {info['ratio_max']:.3f}, {info['pairs']} pairs; "
+            f"{info['modelopt_samples_s']:.0f} vs {info['plain_samples_s']:.0f} samples/s; "
+            f"target {info['target']})")
+
+
 def cmd_remote(args) -> int:
     out = Path(args.out)
     work = Path(args.work)
@@ -314,14 +328,29 @@ def cmd_remote(args) -> int:
 
         # 2. the GPU suite, then its report
         results, reports = work / "results" / "gpu", work / "reports"
+        # three timing processes: CUDA-event timings vary little, and the lease is short
         status, s = log.run([py, "-m", "modelopt", "run", args.suite, "--out", str(results),
-                             "--jobs", "1"], min(args.suite_s, left(45)), env)
+                             "--jobs", "1", "--timing-processes", "3"],
+                            min(args.suite_s, left(45)), env)
         phases["gpu suite"] = f"{status} in {s:.0f} s"
         status, s = log.run([py, "-m", "modelopt", "report", str(results), "--out", str(reports)],
                             min(60, left(10)), env)
         phases["report"] = f"{status} in {s:.0f} s"
 
-        # 3. the whole test suite with a GPU present, in what time is left
+        # 3. training throughput: modelopt against a plain PyTorch loop on the GPU
+        if left(15) > 30:
+            status, s = log.run([py, "-m", "pytest", "-q", "-s", "--harness", "--benchmark-only",
+                                 "benchmarks/test_harness.py::test_cuda_cell_rate_vs_plain_loop",
+                                 f"--benchmark-json={out / THROUGHPUT}"],
+                                min(args.throughput_s, left(15)), env)
+            figures = throughput(out / THROUGHPUT)
+            if status == "ok" and figures == "no figures":  # skipped: torch saw no GPU
+                status = "failed (no figures)"
+            phases["throughput"] = f"{status} in {s:.0f} s; {figures}"
+        else:
+            phases["throughput"] = "not run (no time left)"
+
+        # 4. the whole test suite with a GPU present, in what time is left
         if left(15) > 60:
             status, s = log.run([py, "-m", "pytest", "-q", "-rfEs", "-n", "8", "tests",
                                  f"--junitxml={out / 'all_tests.xml'}"], left(15), env)
@@ -333,8 +362,9 @@ def cmd_remote(args) -> int:
     (out / "summary.txt").write_text(f"{info.stdout.strip()}\n{summary}\n")
     log("summary:\n" + summary)
     pack(out, work, log)
+    optional = ("all tests", "throughput")  # what the time left allows
     bad = [k for k, v in phases.items()
-           if not v.startswith("ok") and not (k == "all tests" and v.startswith(("timed", "not run")))]
+           if not v.startswith("ok") and not (k in optional and v.startswith(("timed", "not run")))]
     log("FAILED: " + ", ".join(bad) if bad else "all phases ok")
     return 1 if bad else 0
 
@@ -352,7 +382,8 @@ def pack(out: Path, work: Path, log: Log) -> None:
             if (path.is_file() and rel.parts[0] in ("results", "reports")
                     and path.suffix in PACKED and path.stat().st_size < 4 * 2**20):
                 tar.add(path, arcname=str(rel))
-        for name in ("device_check.log", "summary.txt", "cuda_tests.xml", "all_tests.xml"):
+        for name in ("device_check.log", "summary.txt", "cuda_tests.xml", "all_tests.xml",
+                     THROUGHPUT):
             if (out / name).exists():
                 tar.add(out / name, arcname=f"logs/{name}")
     log(f"packed {dest} ({dest.stat().st_size / 2**20:.1f} MiB)")
@@ -373,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--deadline", type=float, default=None, help="epoch seconds (the script's)")
     r.add_argument("--tests-s", type=float, default=140.0, help="at most, the CUDA tests")
     r.add_argument("--suite-s", type=float, default=190.0, help="at most, the GPU suite")
+    r.add_argument("--throughput-s", type=float, default=60.0,
+                   help="at most, modelopt's training throughput against a plain loop")
     r.set_defaults(fn=cmd_remote)
     args = p.parse_args(argv)
     return args.fn(args)

@@ -92,15 +92,50 @@ def _memory_batches(data: Data, batch: int, seed: int, shard: tuple[int, int] | 
     permutation per epoch (the tail dropped; no per-sample Python); rank r of a process group
     takes r::world of each global batch."""
     x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     while True:
         order = torch.randperm(len(x_train), generator=gen)
+        if x_train.is_cuda:  # one copy per epoch that does not wait for the GPU (a copy
+            # from pageable memory per step synchronised the stream every step)
+            order = order.pin_memory().to(dev, non_blocking=True)
         for pos in range(0, len(x_train) - batch + 1, batch):
             idx = order[pos:pos + batch]
             if shard is not None:
                 idx = idx[shard[0]::shard[1]]
-            idx = idx.to(dev)
             yield rows(x_train, idx), y_train[idx], batch
+
+
+class _StepLosses:
+    """Each step's loss read as a number, and whether it was finite on every rank.
+
+    On CUDA a step's loss is read once the next step is queued: reading it at once (.item(),
+    a synchronisation) left the GPU idle while the CPU queued each next step. Where the clock
+    stops (an evaluation, the last step) everything is read, so train_seconds holds the
+    GPU's work. On the CPU there is nothing to overlap: each loss is read at once."""
+
+    def __init__(self, lag: bool, shard: tuple[int, int] | None):
+        self.lag, self.shard = lag, shard
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        loss = loss.detach()
+        flag = None
+        if self.shard is not None:  # every rank stops at the same step, or they would hang
+            flag = torch.isfinite(loss).float().reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        self.pending.append((step, loss, flag))
+
+    def read(self, everything: bool) -> list[tuple[int, float, bool]]:
+        """(step, loss, finite) of the steps read now, oldest first."""
+        keep = 1 if self.lag and not everything else 0
+        ready = self.pending[:len(self.pending) - keep]
+        self.pending = self.pending[len(ready):]
+        out = []
+        for step, loss, flag in ready:
+            value = loss.item()
+            out.append((step, value, bool(flag.item() > 0) if flag is not None
+                        else math.isfinite(value)))
+        return out
 
 
 def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
@@ -127,6 +162,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
     scaler = backend.grad_scaler()
     task = tasks.of(data)
 
+    losses = _StepLosses(lag=dev.startswith("cuda"), shard=plan.shard)
     curves, grad_norms = [], []
     best, diverged_at = None, None
     loss_sum, loss_count, samples, seconds = 0.0, 0, 0, 0.0
@@ -161,21 +197,21 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
             hook(model)
         if plan.schedule is not None and not plan.schedule_on_eval:
             plan.schedule.step()
-        loss_value = loss.item()  # one read (and, on CUDA, the synchronisation) per step
-        finite = math.isfinite(loss_value)
-        if plan.shard is not None:  # every rank stops at the same step, or they would hang
-            flag = torch.tensor([1.0 if finite else 0.0], device=dev)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            finite = bool(flag.item() > 0)
+        losses.add(step, loss)
+        at_eval = step % plan.eval_every == 0 or step == plan.steps
+        read = losses.read(everything=at_eval)
         seconds += time.perf_counter() - t0
         samples += n_global
-        if not finite:
-            diverged_at = step
+        for read_step, value, finite in read:
+            if not finite:
+                diverged_at = read_step
+                break
+            loss_sum += value
+            loss_count += 1
+        if diverged_at is not None:
             break
-        loss_sum += loss_value
-        loss_count += 1
 
-        if step % plan.eval_every == 0 or step == plan.steps:
+        if at_eval:
             if plan.record_grad_norms:
                 grad_norms.append({"step": step, "phase": plan.phase, **_layer_grad_norms(net)})
             val = score(predict(net, data.x_val, backend, eval_batch), data.y_val, data.task)
