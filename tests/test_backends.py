@@ -92,17 +92,22 @@ def test_cuda_amp_learns_as_float32_does(amp_dtype):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_structured_pruning_slims_and_int8_runs_on_the_cpu():
+def test_cuda_structured_pruning_slims_and_int8_ships_where_its_kernels_run():
     from modelopt.run.cell import run_cell
+    from modelopt.run.rebuild import device_of
 
     pruned = run_cell(cuda_cell("{name: cuda}", prune={
         "name": "l1_structured", "amount": 0.5, "finetune_steps": 10}), 0)
     assert pruned.status == "ok", pruned.error
     assert pruned.figures_of["slimmed"]["max_abs_diff"] < 1e-4
     assert "slimmed" in pruned.models and pruned.figures_of["slimmed"]["params"] > 0
-    q = run_cell(cuda_cell("{name: cuda}", quantize={"name": "dynamic_int8"}), 0)
-    assert q.status == "ok", q.error
-    assert q.metrics["accuracy"] > 0.4 and q.env["device"].startswith("cuda")
+    for name, runs_on in (("dynamic_int8", "cuda"), ("int8_weight_only", "cuda"),
+                          ("int8_static", "cpu")):  # torchao's int8 tensors; x86 kernels
+        q = run_cell(cuda_cell("{name: cuda}", quantize={"name": name}), 0)
+        assert q.status == "ok", (name, q.error)
+        assert q.metrics["accuracy"] > 0.4 and q.env["device"].startswith("cuda")
+        shipped = q.models["model"].shipped
+        assert device_of(shipped, shipped).type == runs_on, name
 
 
 def test_losses_read_a_step_late_are_the_losses_read_at_once():

@@ -192,7 +192,7 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     if quantizer is not None and fmt.converts(quantizer):
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = fmt.realise(quantizer, trained.net, inputs)
-        on = backends.CPU  # int8 kernels are the CPU's
+        on = backends.on_device_of(model)  # x86 int8 kernels are the CPU's; torchao's any
     shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)
     if shipped is trained.net:

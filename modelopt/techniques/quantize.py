@@ -56,7 +56,8 @@ Layers = Literal["linear", "linear_gru"]
 def int8_dynamic(*, layers: Layers = "linear") -> Quantizer:
     """Dynamic int8: int8 weights, activations quantized on the fly, in Linear layers
     (torchao's quantize_; torch.ao's quantize_dynamic where torchao is absent, or for GRU
-    layers with layers: linear_gru). CPU only."""
+    layers with layers: linear_gru). torchao's stays on the trained model's device (a CUDA
+    cell's on the GPU); torch.ao's runs on the CPU only."""
     return Quantizer(convert=lambda model, x: _dynamic(model, layers),
                      intent=Intent("int8_dynamic", options=(("layers", layers),)))
 
@@ -70,7 +71,8 @@ def dynamic_int8(*, layers: Layers = "linear_gru") -> Quantizer:
 
 @QUANTIZERS.register("int8_weight_only")
 def int8_weight_only() -> Quantizer:
-    """int8 weights of Linear layers, computed in float (torchao's quantize_). CPU only."""
+    """int8 weights of Linear layers, computed in float (torchao's quantize_), on the trained
+    model's device (a CUDA cell's on the GPU)."""
     return Quantizer(convert=lambda model, x: _quantize_(model, "int8_weight_only"),
                      intent=Intent("int8_weight_only"))
 
@@ -94,9 +96,11 @@ def weight_clip(*, clip: Positive = 0.5) -> Quantizer:
     return Quantizer(after_step=[clamp])
 
 
-def _float_copy(model: nn.Module) -> nn.Module:
-    # quantized kernels exist for the CPU only: the deployed copy is measured there
-    return copy.deepcopy(model).cpu().eval()
+def _float_copy(model: nn.Module, on_cpu: bool = True) -> nn.Module:
+    # torch.ao's and PT2E's x86 int8 kernels exist for the CPU only: their copy is measured
+    # there; torchao's int8 tensors run on any device (on CUDA, through int_mm or cuBLAS)
+    model = copy.deepcopy(model)
+    return (model.cpu() if on_cpu else model).eval()
 
 
 def torchao_version() -> str | None:
@@ -137,7 +141,7 @@ def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
 def _quantize_(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
     """torchao's quantize_ on every Linear layer of a float copy."""
     tq = _torchao("torchao.quantization", name)
-    fp32 = _float_copy(model)
+    fp32 = _float_copy(model, on_cpu=False)
     linears = _linears(fp32, name)
     config = (tq.Int8DynamicActivationInt8WeightConfig if name == "int8_dynamic"
               else tq.Int8WeightOnlyConfig)(set_inductor_config=False)  # no global side effects
