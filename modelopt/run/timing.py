@@ -163,14 +163,15 @@ def _enough(plan: Plan, done: int, wide: float | None, timed: bool) -> tuple[str
         return f"{done} processes, as asked", ""
     if wide is None:
         return f"{done} processes: no speed-up to make precise", ""
+    got, want = f"±{wide * 100:.1f} %", f"±{plan.half_width * 100:.0f} %"  # as the docs write
     if wide <= plan.half_width:
-        return (f"every speed-up's 95 % interval within ±{wide:.1%} after {done} processes "
-                f"(wanted ±{plan.half_width:.0%})"), ""
+        return (f"every speed-up's 95 % interval within {got} after {done} processes "
+                f"(wanted {want})"), ""
     if done >= plan.max_processes:
-        return (f"the widest speed-up interval is ±{wide:.1%} after {done} processes, the "
-                f"most it runs (wanted ±{plan.half_width:.0%})"), ""
-    return "", (f"the widest speed-up interval is ±{wide:.1%}, wanted ±{plan.half_width:.0%}: "
-                f"one more (at most {plan.max_processes})")
+        return (f"the widest speed-up interval is {got} after {done} processes, the "
+                f"most it runs (wanted {want})"), ""
+    return "", (f"the widest speed-up interval is {got}, wanted {want}: one more "
+                f"(at most {plan.max_processes})")
 
 
 def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: dict | None):
