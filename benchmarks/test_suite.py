@@ -15,6 +15,7 @@ from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results import store as results
 from modelopt.results.labels import axis_labels
+from modelopt.results.record import ERRORS
 from modelopt.run import rebuild, runner, scheduler
 
 
@@ -43,6 +44,9 @@ def test_cell(benchmark, suite, cell_run, results_dir):
                                  # the other models' figures, by model (slimmed)
                                  "models": rec.models})
     if rec.status != "ok":
+        expected = suite.expected_failure(cell.cell_id)
+        if expected and rec.status in ERRORS:  # the suite's expect_failure: xfail, not fail
+            pytest.xfail(f"{expected} ({rec.status}: {rec.error})")
         pytest.fail(f"{rec.status}: {rec.error}")
     # the saved model rebuilt as the timing stage rebuilds it (run/rebuild.py)
     with warnings.catch_warnings():  # int8 tensors' deprecation, once per layer (README)

@@ -90,6 +90,10 @@ def cmd_run(args) -> int:
     counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
     print(f"{suite.name}: this run {counts}; {totals(out, suite)}; results in "
           f"{out / 'results.jsonl'}", file=sys.stderr)
+    if summary.passed_unexpectedly:
+        print(f"modelopt: warning: {len(summary.passed_unexpectedly)} run(s) the suite expects "
+              f"to fail (expect_failure) finished ok: {', '.join(summary.passed_unexpectedly)}; "
+              "if the reason is gone, remove the entry", file=sys.stderr)
     for key, why in sorted(((latency.read(out) or {}).get("not_retimeable") or {}).items()):
         print(f"modelopt: warning: {key}: not re-timeable ({why}); timed from this run's own "
               "copy where it had one", file=sys.stderr)
@@ -143,7 +147,7 @@ def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: 
         plots.save(fig, out / name)
         embedded.append((title, name))
     text = page.suite_page(df, suite, embedded, meta.get("description", ""),
-                           meta.get("baseline"), doc)
+                           meta.get("baseline"), doc, meta.get("expected_failures"))
     (out / f"{suite}.md").write_text(text)
     if csv:
         parts = [headline.add_speedups(part, doc, report.baselines(part, meta.get("baseline"))[0])

@@ -84,6 +84,40 @@ exclude: []
 """
 
 
+EXPECTED = """
+name: expected
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 200, n_features: 6, n_classes: 3}
+  optimizer: {name: sgd, lr: 0.1}
+  train: {steps: 10, batch_size: 32, eval_every: 10}
+matrix:
+  model: [linear, {name: test_crash, how: raise}]
+expect_failure:
+  - cell: {model: {name: test_crash}}
+    reason: the test model raises by design
+  - cell: {model: linear}
+    reason: a stale entry
+"""
+
+
+def test_a_failure_the_suite_expects_is_recorded_and_does_not_fail_the_run(tmp_path):
+    p, out = tmp_path / "expected.yaml", tmp_path / "o"
+    p.write_text(EXPECTED)
+    r = run_cli("run", str(p), "--out", str(out), "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    assert "1 failed (expected), 1 ok" in r.stderr
+    assert "expects to fail (expect_failure) finished ok" in r.stderr  # the stale entry
+    statuses = {x.cell["model"]["name"]: x.status for x in results.read(out)}
+    assert statuses == {"linear": "ok", "test_crash": "failed"}  # recorded as it happened
+    assert run_cli("report", str(out), "--out", str(tmp_path / "r")).returncode == 0
+    page = (tmp_path / "r" / "expected.md").read_text()
+    assert "expected, because" in page and "the test model raises by design" in page
+    # without the entries the same failure fails the run
+    p.write_text(EXPECTED.split("expect_failure:")[0])
+    assert run_cli("run", str(p), "--out", str(tmp_path / "o2"), "--jobs", "2").returncode == 1
+
+
 def test_faulty_cells_get_their_status_and_the_run_goes_on(tmp_path):
     p = tmp_path / "faults.yaml"
     p.write_text(FAULTS)

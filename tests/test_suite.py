@@ -285,3 +285,19 @@ def test_an_unimportable_plugin_is_an_error_at_its_key(tmp_path):
     with pytest.raises(SuiteError, match=r"plugins\[0\]: importing 'broken' raised "
                                          r"RuntimeError: half-written"):
         load(f)
+
+
+def test_expect_failure_names_cells_by_their_settings_and_refuses_what_matches_none():
+    two = BASE + "matrix:\n  model: [cnn, mlp]\n  train.batch_size: [32, 64]\n"
+    suite = parse(two + "expect_failure:\n  - cell: {model: mlp, train.batch_size: 64}\n"
+                  "    reason: too wide here\n", "suite.yaml")
+    [(cid, why)] = suite.expected_failures
+    cell = next(c for c in suite.cells if c.cell_id == cid).as_config()
+    assert (cell["model"]["name"], cell["train"]["batch_size"], why) == ("mlp", 64, "too wide here")
+    assert suite.expected_failure(cid) == "too wide here"
+    assert parse(two, "suite.yaml").content_hash == suite.content_hash  # the same cells
+    e = err(two + "expect_failure:\n  - cell: {model: gru}\n    reason: x\n")
+    assert e.where == "expect_failure[0].cell" and "matches no cell" in e.message
+    e = err(two + "expect_failure:\n  - cell: {modle: mlp}\n    reason: x\n")
+    assert e.where == "expect_failure[0].cell.modle" and "did you mean 'model'" in e.message
+    assert err(two + "expect_failure:\n  - cell: {model: mlp}\n").where == "expect_failure.0.reason"

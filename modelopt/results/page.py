@@ -35,8 +35,9 @@ def describe_env(df: pd.DataFrame) -> dict:
 
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
                description: str = "", baseline: dict | None = None,
-               timing_doc: dict | None = None) -> str:
-    """The markdown page of one suite: its headline table, then every figure."""
+               timing_doc: dict | None = None, expected: dict[str, str] | None = None) -> str:
+    """The markdown page of one suite: its headline table, then every figure; `expected`:
+    why the suite expects a cell to fail, by cell id (its expect_failure)."""
     d = df[df["suite"] == suite]
     agg = aggregate(d)
     env = describe_env(d)
@@ -83,7 +84,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
                                 f" ({task} cells)" if len(kinds) > 1 else "")
     lines += _comparisons(d, agg, primary)
-    fails = failures(agg)
+    fails = failures(agg, expected or {})
     if fails:
         lines += ["## Cells that did not finish ok", "", fails, ""]
     for title, path in plots:

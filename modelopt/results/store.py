@@ -30,6 +30,7 @@ class RunMeta(BaseModel):
     description: str = ""
     thresholds: dict[str, str] = Field(default_factory=dict)
     baseline: dict[str, Any] | None = None
+    expected_failures: dict[str, str] = Field(default_factory=dict)  # cell_id -> reason
     metrics: list[dict[str, Any]] = Field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> TaskInfo facts
 

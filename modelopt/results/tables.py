@@ -187,7 +187,10 @@ def deploy_table(agg: pd.DataFrame, primary: str = "accuracy") -> str:
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def failures(agg: pd.DataFrame) -> str:
+def failures(agg: pd.DataFrame, expected: dict[str, str] | None = None) -> str:
+    """The cells with a run that did not finish ok, and why; `expected`: the suite's reason
+    for a cell it expects to fail (expect_failure), by cell id."""
+    expected = expected or {}
     bad = agg[agg["statuses"].map(lambda s: any(k != "ok" for k in s))]
     if bad.empty:
         return ""
@@ -195,5 +198,7 @@ def failures(agg: pd.DataFrame) -> str:
     for _, r in bad.iterrows():
         what = ", ".join(f"{k}: {v}" for k, v in r["statuses"].items() if k != "ok")
         labels = joined(r, label_columns(agg), sep="; ")
-        rows.append([labels, what, (r["error"] or "")[:160]])
-    return tabulate(rows, headers=["cell", "not ok", "first error"], tablefmt="github")
+        rows.append([labels, what, (r["error"] or "")[:160]]
+                    + ([expected.get(r["cell_id"], "")] if expected else []))
+    headers = ["cell", "not ok", "first error"] + (["expected, because"] if expected else [])
+    return tabulate(rows, headers=headers, tablefmt="github")

@@ -247,6 +247,26 @@ def _matches(combo: dict, pattern: dict) -> bool:
     return all(k in combo and combo[k] == v for k, v in pattern.items())
 
 
+def config_matches(config: dict, pattern: dict) -> bool:
+    """Whether a resolved cell config has every (normalized, possibly dotted) axis value of
+    `pattern`; a mapping matches a config that holds at least its keys, equal."""
+    def within(want, have) -> bool:
+        if isinstance(want, dict):
+            return isinstance(have, dict) and all(k in have and within(v, have[k])
+                                                  for k, v in want.items())
+        return want == have
+
+    for key, want in pattern.items():
+        have: object = config
+        for part in key.split("."):
+            if not isinstance(have, dict) or part not in have:
+                return False
+            have = have[part]
+        if not within(want, have):
+            return False
+    return True
+
+
 def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
            merged: list | None = None, unused: list | None = None) -> list[dict]:
     """GitHub Actions' strategy.matrix: product, then exclude, then include. An include

@@ -72,6 +72,15 @@ class CVConfig(BaseModel):
     folds: int = Field(ge=2, le=20)
 
 
+class ExpectedFailure(BaseModel):
+    """A cell known to fail here, and why (`expect_failure`): recorded as failed, as any
+    failure, but not counted against the run's exit status."""
+
+    model_config = ConfigDict(extra="forbid")
+    cell: dict[str, Any] = Field(min_length=1)  # axis values, as an include entry's
+    reason: str = Field(min_length=1)
+
+
 class SuiteFile(BaseModel):
     """The top level of a suite YAML file."""
 
@@ -87,6 +96,7 @@ class SuiteFile(BaseModel):
     baseline: dict[str, Any] | None = None  # the cell the report compares others against
     timeout_s: float | None = Field(None, gt=0)  # default per-cell limit
     skip_unavailable: bool = False
+    expect_failure: list[ExpectedFailure] = Field(default_factory=list)
     tune: dict[str, list[Any]] | None = None  # a grid per matrix cell, chosen on validation
     cv: CVConfig | None = None
     # rows that train as long as the compressed cells, uncompressed (spec/budget.py)
@@ -116,6 +126,11 @@ class Suite:
     spec: SuiteFile
     content_hash: str
     warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect
+    expected_failures: tuple[tuple[str, str], ...] = ()  # (cell_id, reason): expect_failure
+
+    def expected_failure(self, cell_id: str) -> str | None:
+        """Why the suite expects this cell to fail, or None."""
+        return dict(self.expected_failures).get(cell_id)
 
     def runs(self):
         """Every cell x seed, in passes: each cell once per seed, in an order shuffled by the

@@ -19,6 +19,7 @@ from modelopt.spec.cells import (
     _split_dotted,
     cell_id,
     check_spec,
+    config_matches,
     expand,
     names_by_path,
     resolve_cell,
@@ -193,7 +194,27 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
-                 + tuple(unused) + _seen_validation(spec, cells))
+                 + tuple(unused) + _seen_validation(spec, cells),
+                 _expected_failures(spec, cells, guard))
+
+
+def _expected_failures(spec: SuiteFile, cells: list[Cell], guard: _Guard
+                       ) -> tuple[tuple[str, str], ...]:
+    """(cell_id, reason) of every cell an expect_failure entry matches (the first entry
+    that matches gives the reason); an entry that matches no cell is refused: it is a typo,
+    or the cell it named is gone."""
+    out: dict[str, str] = {}
+    for i, entry in enumerate(spec.expect_failure):
+        pattern = {k: guard(f"expect_failure[{i}].cell.{k}", _normalize_axis_value, k, v)
+                   for k, v in entry.cell.items()}
+        hits = [c.cell_id for c in cells if config_matches(c.as_config(), pattern)]
+        if not hits:
+            raise SuiteError(guard.path, f"expect_failure[{i}].cell",
+                             "matches no cell of the suite (its values are matched as an "
+                             "include entry's, against every cell's settings)")
+        for cid in hits:
+            out.setdefault(cid, entry.reason)
+    return tuple(out.items())
 
 
 def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:
