@@ -17,6 +17,7 @@ class Progress:
         self.suite, self.out, self.quiet, self.bar = suite, out, quiet, None
         self.lines = not quiet and not sys.stderr.isatty()
         self.t0, self.done, self.todo = time.monotonic(), 0, 0
+        self.timing_t0 = self.t0  # when the latest timing process started
         self.labels = labels or {}  # cell_id -> its axes, as the report names it
 
     def name(self, cell_id: str) -> str:
@@ -50,13 +51,14 @@ class Progress:
             self.bar.update(1)
 
     def timing(self, k: int, n: int, note: str = "") -> None:
+        now = time.monotonic()
         if k == 0:
             self.close()
-            self.timing_t0 = time.monotonic()
+        # the processes time the same models: the latest one's pace estimates the rest (the
+        # first also builds the runtimes' files, and an average with it overstated the rest 2x)
+        last, self.timing_t0 = now - self.timing_t0, now
         if not self.quiet:
-            # the processes time the same models: the first ones' pace estimates the rest
-            took = time.monotonic() - self.timing_t0
-            left = f", about {took / k * (n - k):.0f} s left" if k else ""
+            left = f", about {last * (n - k):.0f} s left" if k else ""
             print(f"timing every saved model side by side: process {k + 1} of {n}{left}"
                   + (f" ({note})" if note else ""), file=sys.stderr)
 
