@@ -75,6 +75,7 @@ def test_saved_models_round_trip_and_time(tmp_path):
     out = timed.rows
     assert not timed.skipped
     assert len(out) == 6 and all(r["ms_batch"] > 0 and r["blocks"] == 5 for r in out)
+    assert {r["device"] for r in out} == {"cpu"}  # where each model ran
     r = latency.ratio(out, {"cell_id": "big"}, {"cell_id": "small"}, "ms_batch")
     assert r.mean > 1  # a 512-wide hidden layer is more work than none, in every process
 
@@ -141,3 +142,22 @@ def test_the_stage_makes_precise_the_speed_ups_the_report_shows():
     other = {**dense, "model": {"name": "mlp"}}  # no baseline of its own kind: no pair
     pairs = speedup_pairs({"d": dense, "p": pruned, "o": other}, None, slimmed={"p"})
     assert pairs == [({"cell_id": "d", "kind": "model"}, {"cell_id": "p", "kind": "slimmed"})]
+
+
+def test_no_speed_up_is_given_between_models_timed_on_different_devices():
+    """A CUDA cell whose int8 model ships on the CPU: its latency over the GPU baseline's is
+    a comparison of two devices, not the technique's speed-up."""
+    times = {(c, "model", p, 0): ms for p in range(3) for c, ms in
+             (("base", 10.0), ("gpu_cell", 5.0), ("cpu_cell", 4.0))}
+    found = rows(times)
+    for r in found:
+        r["device"] = "cpu" if r["cell_id"] == "cpu_cell" else "cuda"
+    doc = {"rows": found}
+    pairs = {"gpu_cell": ("base", "model"), "cpu_cell": ("base", "model")}
+    ups = latency.speedups(doc, pairs)
+    assert ups["gpu_cell"]["speedup_batch"] == pytest.approx(2.0) and ups["cpu_cell"] == {}
+    assert latency.cross_device(doc, pairs) == {"cpu_cell": ("cuda", "cpu")}
+    for r in found:  # rows written before rows named their device: one device
+        del r["device"]
+    assert latency.cross_device(doc, pairs) == {}
+    assert latency.speedups(doc, pairs)["cpu_cell"]["speedup_batch"] == pytest.approx(2.5)

@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
-from modelopt.results.labels import label_columns
+from modelopt.results.labels import joined, label_columns
 from modelopt.results.report import _kind, _title, baselines, fmt
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
@@ -41,18 +41,38 @@ def speedup_pairs(cells: dict[str, dict], spec: dict | None, slimmed: set[str]) 
             for cid, base in sorted(bases.items()) if base["cell_id"] != cid or cid in slimmed]
 
 
+def _pairs(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> dict[str, tuple[str, str]]:
+    """cell_id -> (its baseline's cell_id, the kind of model it ships), as speedups takes them."""
+    return {r["cell_id"]: (bases[r["cell_id"]]["cell_id"], shipped_kind(r))
+            for _, r in agg[agg["n"] > 0].iterrows() if r["cell_id"] in bases}
+
+
 def add_speedups(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.Series]) -> pd.DataFrame:
     """speedup_batch / speedup_batch1 and their interval ends per row: its baseline's latency
-    over the shipped model's, both timed in the same processes (timing.speedups)."""
+    over the shipped model's, both timed in the same processes (timing.speedups); none
+    where the two ran on different devices."""
     if not bases or not doc:
         return agg
-    pairs = {r["cell_id"]: (bases[r["cell_id"]]["cell_id"], shipped_kind(r))
-             for _, r in agg[agg["n"] > 0].iterrows() if r["cell_id"] in bases}
-    ups = latency.speedups(doc, pairs)
+    ups = latency.speedups(doc, _pairs(agg, bases))
     out = agg.copy()
     for name in dict.fromkeys(k for f in ups.values() for k in f):
         out[name] = out["cell_id"].map(lambda c, n=name: ups.get(c, {}).get(n))
     return out
+
+
+def cross_device_note(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.Series]) -> str:
+    """Why a row has no speed-up though both models were timed: its model ran on another
+    device than its baseline's (a CUDA cell's model shipped on the CPU); "" where none did."""
+    apart = latency.cross_device(doc, _pairs(agg, bases)) if bases else {}
+    if not apart:
+        return ""
+    labels = label_columns(agg)
+    rows = agg[agg["cell_id"].isin(apart)]
+    names = "; ".join(f"{joined(r, labels, ' · ', keyed=False)} (on {apart[r['cell_id']][1]}, "
+                      f"its baseline on {apart[r['cell_id']][0]})" for _, r in rows.iterrows())
+    return (f"No speed-up where a model ran on another device than its baseline's: {names}. "
+            "A speed-up compares latencies on one device; these latencies are in the table "
+            "of every figure.")
 
 
 def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:

@@ -253,8 +253,12 @@ def speedups(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[str, d
     if not doc:
         return {}
     out = {}
+    apart = cross_device(doc, pairs)
     for cid, (base, kind) in pairs.items():
         fig = {}
+        if cid in apart:  # a CPU's latency over a GPU's is no speed-up of the technique
+            out[cid] = fig
+            continue
         for name, field in (("speedup_batch", "ms_batch"), ("speedup_batch1", "ms_batch1")):
             r = ratio(doc["rows"], {"cell_id": base, "kind": "model"},
                       {"cell_id": cid, "kind": kind}, field)
@@ -262,4 +266,24 @@ def speedups(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[str, d
                 fig.update({name: r.mean, f"{name}_ci_low": r.ci_low,
                             f"{name}_ci_high": r.ci_high})
         out[cid] = fig
+    return out
+
+
+def cross_device(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """The cells of `pairs` (as speedups takes them) whose shipped model was timed on another
+    device than its baseline's model (a CUDA cell's int8 shipped on the CPU):
+    {cell_id: (the baseline's device, the cell's)}. Rows from before rows named their
+    device count as the same device."""
+    if not doc:
+        return {}
+
+    def device(cid: str, kind: str) -> str | None:
+        return next((r.get("device") for r in doc["rows"]
+                     if r["cell_id"] == cid and r["kind"] == kind and r.get("device")), None)
+
+    out = {}
+    for cid, (base, kind) in pairs.items():
+        a, b = device(base, "model"), device(cid, kind)
+        if a and b and a != b:
+            out[cid] = (a, b)
     return out

@@ -8,7 +8,7 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
-from modelopt.results.headline import add_speedups, headline
+from modelopt.results.headline import add_speedups, cross_device_note, headline
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.report import aggregate, baselines, cost_metrics, table
 from modelopt.results.runtimes import int8_notes, runtime_table
@@ -188,6 +188,8 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
         lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
                   "columns.", ""]
     lines += [headline(d, part, bases, task), ""]
+    apart = cross_device_note(part, timing_doc, bases)
+    lines += [apart, ""] if apart else []
     notes = int8_notes(part)
     lines += [notes, ""] if notes else []
     by_runtime = runtime_table(part) if bases else ""

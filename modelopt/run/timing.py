@@ -204,7 +204,8 @@ def _row(a: Artifact, timed: dict, k: int) -> dict:
             "process": k, "ms_batch1": statistics.median(b1), "p90_ms_batch1": _p90(b1),
             "ms_batch": statistics.median(bb), "blocks": len(b1),
             "rounds_batch1": [round(x, 6) for x in b1],
-            "rounds_batch": [round(x, 6) for x in bb], **_generation(timed)}
+            "rounds_batch": [round(x, 6) for x in bb], "device": timed.get("device"),
+            **_generation(timed)}
 
 
 def _generation(timed: dict) -> dict:
