@@ -1,3 +1,5 @@
+import os
+
 import psutil
 import pytest
 import torch
@@ -101,6 +103,8 @@ def test_cuda_structured_pruning_slims_and_int8_ships_where_its_kernels_run():
     assert pruned.status == "ok", pruned.error
     assert pruned.figures_of["slimmed"]["max_abs_diff"] < 1e-4
     assert "slimmed" in pruned.models and pruned.figures_of["slimmed"]["params"] > 0
+    slim = pruned.models["slimmed"].shipped  # shipped where its baseline runs: on the GPU
+    assert device_of(slim, slim).type == "cuda"
     for name, runs_on in (("dynamic_int8", "cuda"), ("int8_weight_only", "cuda"),
                           ("int8_static", "cpu")):  # torchao's int8 tensors; x86 kernels
         q = run_cell(cuda_cell("{name: cuda}", quantize={"name": name}), 0)
@@ -168,6 +172,53 @@ def test_ddp_cell_through_the_runner(tmp_path):
     (rec,) = results.read(tmp_path)
     assert rec.status == "ok", rec.error
     assert rec.metrics["ddp_startup_s"] > 0 and rec.metrics["accuracy"] > 0.4
+
+
+PRELOAD_PROBE = """
+import json, torch
+seen = []
+def record(name, result=None):
+    def call(*args, **kwargs):
+        seen.append(name)
+        return result
+    return call
+torch.cuda._device_count_nvml = lambda: 1  # NVML sees a GPU, as on a GPU machine
+torch._C._cuda_getDeviceCount = record("cudaGetDeviceCount (cuInit)", 1)
+torch.accelerator.current_accelerator = record("current_accelerator (cuInit)", torch.device("cuda"))
+torch.accelerator.current_stream = record("current_stream (a CUDA context)")
+torch.cuda._lazy_init = record("_lazy_init (a CUDA context)")
+import modelopt.run.preload
+print(json.dumps(seen))
+"""
+
+
+def test_the_forkserver_never_touches_the_cuda_driver():
+    """Every cell and timing process forks from the forkserver (run/preload.py): had it
+    called cuInit, none of them could use CUDA on a GPU machine. Its imports and warm-up,
+    with torch's ways into the driver recorded instead of called."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_NVML_BASED_CUDA_CHECK"}
+    out = subprocess.run([sys.executable, "-c", PRELOAD_PROBE], capture_output=True, text=True,
+                         timeout=300, env=env, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_cell_trains_and_is_timed_in_processes_forked_from_the_forkserver(tmp_path):
+    from modelopt.results import latency
+    from modelopt.results import store as results
+    from modelopt.run import runner
+
+    suite = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
+                                "backend: [{name: cuda}]"))
+    runner.run(suite, tmp_path, jobs=1)
+    (rec,) = results.read(tmp_path)
+    assert rec.status == "ok", rec.error
+    assert rec.metrics["peak_cuda_mb"] > 0
+    assert {r["device"] for r in latency.read(tmp_path)["rows"]} == {"cuda"}
 
 
 def test_gd_with_epochs_takes_the_same_steps_on_cpu_and_ddp():

@@ -8,7 +8,6 @@ are the runner's; latency is the timing stage's (timing.py).
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import platform
 import time
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from modelopt.run import backends, dense, measure, measures
+from modelopt.run.counts import model_counts, static_metrics
 from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.rebuild import Shipped
 from modelopt.run.train import Diverged, Outcome, predict, score
@@ -27,7 +27,6 @@ from modelopt.techniques import prune, quantize, tasks
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError
-from modelopt.techniques.program import Program
 
 
 @dataclass
@@ -116,7 +115,8 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
                 trained, reused = dense.reuse(
                     dense_path, lambda: build_net(cell, data, backend.device, seed),
                     lambda: backend.train(cell, seed, data),
-                    lambda: {"peak_rss_mb": mem.so_far(), "machine_probe_ms": probe_before})
+                    lambda: {"peak_rss_mb": mem.so_far(), "machine_probe_ms": probe_before,
+                             **backend.peak_memory()})
                 trained.data = data
             torch.manual_seed(seed + 1)  # what follows draws alike, trained here or loaded
             with phase("compress"):
@@ -126,6 +126,7 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
                               env(backend, threads), error=str(d))
         with phase("evaluate"):
             test = evaluate(trained.net, trained.data, backend, cell.train.settings.eval_batch_size)
+        device_peak = backend.peak_memory()  # the RSS's window, not deploy's compiling
     probe_after = probe()
     with phase("measure"):
         deployed = deploy(cell, trained)
@@ -133,16 +134,18 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
         counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
         extra_figures = measured(deployed, trained, backend, cell)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
-              "cores": backend.cores(), "gpus": backend.gpus(), **backend.peak_memory()}
+              "cores": backend.cores(), "gpus": backend.gpus(), **device_peak}
     if probe_before is not None:
         # the machine's speed beside the training's, in the same process and minute: compare
         # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
         memory["machine_probe_ms"] = (probe_before + probe_after) / 2
     memory["dense_reused"] = reused is not None
-    if reused is not None:  # the training's own figures, from the cell that trained
-        memory["peak_rss_mb"] = max(memory["peak_rss_mb"], reused.get("peak_rss_mb") or 0.0)
-        if reused.get("machine_probe_ms") is not None:  # none where a teacher trained it
-            memory["machine_probe_ms"] = reused["machine_probe_ms"]
+    # the training's own peaks: a DDP cell's rank 0's, a reused training's from its cell
+    for key, peak in [*trained.info.pop("rank_peaks", {}).items(), *(reused or {}).items()]:
+        if key.startswith("peak_") and peak is not None:
+            memory[key] = max(memory.get(key) or 0.0, peak)
+    if reused is not None and reused.get("machine_probe_ms") is not None:  # none: a teacher's
+        memory["machine_probe_ms"] = reused["machine_probe_ms"]
     out = _merge(cell, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.models = _shipped(trained, deployed, slimmed)
     out.env = env(backend, threads)
@@ -359,38 +362,6 @@ def evaluate(model: nn.Module, data: Data, backend, eval_batch: int) -> dict:
 def test_metrics(out: torch.Tensor, data: Data) -> dict:
     """The task's test figures, loss included, of a model's outputs on the test split."""
     return tasks.of(data).metrics(out, data)
-
-
-# L1 drives weights towards zero, but an optimizer keeps them hovering around it rather than
-# on it: params_above_1e-3 counts the weights that matter at this (stated) threshold.
-SMALL_WEIGHT = 1e-3
-
-
-def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) -> dict:
-    """Counts of the deployed model. FLOPs come from its float version on the CPU:
-    FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
-    same multiply-adds."""
-    # an exported program's weights are int8 constants of the float model's, an ONNX
-    # Runtime model's are in its file: counted on the float model
-    opaque = isinstance(deploy, Program) or next(deploy.parameters(), None) is None
-    counted_model = fp32 if opaque else deploy
-    params, nonzero = measure.count_params(counted_model)
-    _, above = measure.count_params(counted_model, threshold=SMALL_WEIGHT)
-    counted = copy.deepcopy(fp32).cpu()
-    return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
-            "params_above_1e-3": above,
-            "size_bytes": measure.size_bytes(deploy),
-            "size_bytes_compressed": measure.size_bytes_compressed(deploy),
-            "flops": measure.flops(counted, example),
-            "flops_nonzero": measure.flops_nonzero(counted, example)}
-
-
-def model_counts(model: nn.Module, example: torch.Tensor) -> dict:
-    """Counts of a model other than the shipped one (the physically smaller model structured
-    pruning built)."""
-    params, _ = measure.count_params(model)
-    return {"params": params, "flops": measure.flops(model, example),
-            "size_bytes": measure.size_bytes(model)}
 
 
 def env(backend: backends.Backend, threads: int) -> dict:

@@ -61,7 +61,9 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, cell: Cell, seed: int
     try:
         trained = mine.train(cell, seed, None)
         result = {"state": {k: v.cpu() for k, v in trained.net.state_dict().items()},
-                  "outcome": trained.outcome, "info": trained.info}
+                  "outcome": trained.outcome,
+                  # the rank's device peak: the training's, which this process never sees
+                  "info": {**trained.info, "rank_peaks": mine.peak_memory()}}
     except Diverged as d:  # every rank stops at the same step: a result, not a failure
         result = {"diverged": (d.step, d.phase)}
     except BaseException as exc:

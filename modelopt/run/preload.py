@@ -1,7 +1,18 @@
 """Imported once by the runner's forkserver: every cell process forks from a server that
-already paid for imports and first-call set-up (about 3 s a cell otherwise on 2 cores)."""
+already paid for imports and first-call set-up (about 3 s a cell otherwise on 2 cores).
+
+Nothing here may touch the CUDA driver: a process forked after cuInit cannot use CUDA
+("initialization error"), so on a GPU machine every cell and timing process would fail.
+torch.cuda.is_available() (torch's cpp_extension asks it on import) calls cuInit unless
+PYTORCH_NVML_BASED_CUDA_CHECK=1, and an optimizer like Adam asks for the current CUDA stream
+in step(); the warm-up uses SGD, which does not."""
 
 import logging
+import os
+
+# before torch is imported: availability through NVML, without cuInit (inherited by the
+# forked processes, where it only changes how availability is asked)
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime" noise
 
@@ -28,7 +39,7 @@ def _warm_up() -> None:
     """One tiny forward/backward/step, a FLOP count and the metrics: first-call costs."""
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(76, 3))
-    opt = torch.optim.Adam(model.parameters())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)  # Adam's step asks for a CUDA stream
     x = torch.randn(4, 1, 40)
     torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0])).backward()
     opt.step()

@@ -240,6 +240,9 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
         share = check_structured(model, spec.name, p.amount)
         slimmed = structured.slim(model, chosen, example)
         diff = check_slimmed(slimmed, copy.deepcopy(model).cpu().eval(), data.x_test[:256].cpu())
+        # slimmed and checked on the CPU; it ships where the masked model runs (a CUDA
+        # cell's on the GPU, timed there beside its baseline)
+        slimmed = slimmed.to(next(model.parameters()).device)
         info.update(channels_removed=share)
     else:
         check_unstructured(model, spec.name, p, zeros_before)
