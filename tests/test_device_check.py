@@ -194,3 +194,10 @@ def test_the_throughput_line_reads_pytest_benchmarks_json(tmp_path):
         "samples/s; target 0.95)")
     assert dc.throughput(tmp_path / "skipped.json") == "no figures"
     assert dc.throughput(tmp_path / "absent.json") == "no figures"
+
+
+def test_outside_a_git_checkout_the_upload_size_is_unknown_not_an_error(tmp_path, monkeypatch):
+    """The lent machine's copy of the tree may hold no .git: the whole test suite runs there."""
+    monkeypatch.setattr(dc, "ROOT", tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    assert dc.upload_bytes(tmp_path) is None

@@ -245,3 +245,26 @@ def test_fine_tuning_continues_the_training_curve():
     only = chained([{"phase": "finetune", "step": s, "seconds": s / 10, "val_score": 0.1}
                     for s in (20, 40, 60)], "step")
     assert [c["step"] for c in only] == [20, 40, 60]
+
+
+def test_the_headline_gives_a_backends_training_speed_up_paired_by_seed():
+    """AMP's payoff is its training throughput: a column where a row trains on another
+    backend than its baseline, paired by seed with its interval; none where none does."""
+    rows = []
+    amp = {"name": "cuda", "amp": True, "amp_dtype": "bf16"}
+    for cid, backend, rates in (("fp32", {"name": "cuda", "amp": False}, (1000.0, 1100.0, 900.0)),
+                                ("amp", amp, (2000.0, 2200.0, 1800.0)),
+                                ("amp-noisy", {**amp, "device": 1}, (500.0, 2200.0, 1900.0))):
+        for s, rate in enumerate(rates):
+            rows.append(base_row(cid, s, {"backend": backend}, accuracy=0.9,
+                                 train_samples_s=rate))
+    df = pd.DataFrame(rows)
+    head = pages.suite_page(df, "s", baseline={"backend": {"name": "cuda", "amp": False}})
+    head = head.split("## Every figure")[0]
+    assert "training × [95 % CI]" in head and "paired by seed" in head
+    lines = [x for x in head.splitlines() if x.startswith("| cuda(amp=True")]
+    assert "| 2.00 [2.00, 2.00] " in lines[0]  # every seed trained twice as fast
+    assert "device=1" in lines[1] and "| ≈ 1.28 [0.17, 9.75] " in lines[1]  # seeds disagree
+    same = pages.suite_page(df[df["cell_id"] == "fp32"], "s",
+                            baseline={"backend": {"name": "cuda", "amp": False}})
+    assert "training ×" not in same

@@ -116,10 +116,14 @@ def constraints() -> dict[str, str]:
     return pins
 
 
-def upload_bytes(wheels: Path) -> int:
-    """The working tree that travels (tracked and untracked-not-ignored files) plus the wheels."""
-    out = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True)
+def upload_bytes(wheels: Path) -> int | None:
+    """The working tree that travels (tracked and untracked-not-ignored files) plus the
+    wheels; None where this is no git checkout (the lent machine's copy may be none)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=ROOT,
+                             capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
     files = [ROOT / f for f in out.stdout.decode().split("\0") if f]
     return (sum(f.stat().st_size for f in files if f.is_file())
             + sum(w.stat().st_size for w in wheels.glob("*.whl")))
@@ -167,7 +171,7 @@ def check(wheels: Path) -> list[str]:
     if len(COMMAND) > MAX_COMMAND:
         problems.append(f"the device command is {len(COMMAND)} characters; at most {MAX_COMMAND}")
     size = upload_bytes(wheels) if wheels.is_dir() else 0
-    if size > MAX_UPLOAD:
+    if size is not None and size > MAX_UPLOAD:
         problems.append(f"the upload is {size / 2**20:.1f} MiB (tree + wheels); at most 64 MiB")
     return problems
 
@@ -209,10 +213,10 @@ def cmd_prepare(args) -> int:
         print(f"device-check: NOT READY: {p}", file=sys.stderr)
     if problems:
         return 1
-    n = len(list(wheels.glob("*.whl")))
+    n, size = len(list(wheels.glob("*.whl"))), upload_bytes(wheels)
     print(f"device-check: ready: {n} wheels in {wheels} "
-          f"({sum(w.stat().st_size for w in wheels.glob('*.whl')) / 2**20:.1f} MiB), "
-          f"upload {upload_bytes(wheels) / 2**20:.1f} MiB of 64")
+          f"({sum(w.stat().st_size for w in wheels.glob('*.whl')) / 2**20:.1f} MiB), upload "
+          + (f"{size / 2**20:.1f} MiB of 64" if size is not None else "size unknown (no git checkout)"))
     print("device-check: on a lent GPU machine, one call of the device tool's run:")
     print(f"  command:   {COMMAND}")
     print(f"  carry:     {json.dumps(CARRY)}")

@@ -3,6 +3,8 @@ by seed, speed-up with its interval over the timing processes, size)."""
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 from tabulate import tabulate
 
@@ -95,6 +97,34 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     return f"{mark}{change:+.3f}"
 
 
+def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) -> str:
+    """Training throughput (samples/s) over the baseline's, paired by seed: the geometric
+    mean of the seeds' ratios with a 95 % t-interval of their logs (a ratio's interval stays
+    above 0): what a backend (AMP, DDP, threads) buys. ≈: the interval includes 1."""
+    if base is None:
+        return "–"
+    if r["cell_id"] == base["cell_id"]:
+        return "baseline"
+    ok = df[df["status"] == "ok"]
+    a, b = (ok[ok["cell_id"] == c].set_index("seed")["train_samples_s"]
+            for c in (base["cell_id"], r["cell_id"]))
+    seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
+    if not seeds:
+        return "–"
+    mean, low, high = (math.exp(v) for v in latency.t_interval(
+        [math.log(float(b[s] / a[s])) for s in seeds]))
+    if len(seeds) == 1:
+        return f"{mean:.2f} (1 seed)"
+    return f"{'≈ ' if low <= 1 <= high else ''}{mean:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _backends_differ(ok: pd.DataFrame, bases: dict[str, pd.Series]) -> bool:
+    """Whether a row trains on another backend than its baseline (AMP, DDP, threads)."""
+    return "train_samples_s" in ok.columns and any(
+        r["cell"].get("backend") != bases[r["cell_id"]]["cell"].get("backend")
+        for _, r in ok.iterrows() if r["cell_id"] in bases)
+
+
 def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], task: str) -> str:
     """The suite's answer in a few columns: the axes that vary, the primary metric, and for
     each cell the figures of the model that would ship (slimmed where one exists), with
@@ -108,6 +138,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     budgets = ok["steps_total"].dropna().unique() if "steps_total" in ok.columns else []
     uneven = len(budgets) > 1  # rows trained for different numbers of steps
     fastest = best_runtimes(ok) if bases else {}  # shipped on several runtimes
+    trains = bool(bases) and _backends_differ(ok, bases)  # a backend is among the axes
     rows = []
     for _, r in ok.iterrows():
         params, params_sd = shipped_figure(r, "params")
@@ -128,6 +159,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
                     else speedup_words(r),
                     f"{size / base_size:.2f}" if size and base_size else "–"]
             row += [fastest.get(r["cell_id"], "–")] if fastest else []
+            row += [_training_speedup(df, r, base)] if trains else []
         rows.append(row + [int(r["n"])])
     headers = [c[5:] for c in labels] + [_title(key)]
     if bases:
@@ -137,7 +169,12 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     if bases:
         headers += ["speed-up × [95 % CI]", "size / baseline"]
         headers += ["fastest runtime"] if fastest else []
+        headers += ["training × [95 % CI]"] if trains else []
     table = tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)
+    if trains:
+        table += ("\n\n*training ×*: samples per second trained, over the baseline's, paired by "
+                  "seed (95 % t-interval over the seeds): what a backend (AMP, DDP, threads) "
+                  "buys; a row that reused another cell's training reads that training's.")
     if uneven:
         table += ("\n\nRows trained for different numbers of steps (*steps trained*: training "
                   "and fine-tuning of the model that ships): a Δ between them may be the "

@@ -124,8 +124,9 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
         except Diverged as d:
             return CellOutput("diverged", {"diverged_at_step": d.step}, [],
                               env(backend, threads), error=str(d))
-        with phase("evaluate"):
-            test = evaluate(trained.net, trained.data, backend, cell.train.settings.eval_batch_size)
+        with phase("evaluate"):  # as the model ships: on its device, without autocast
+            test = evaluate(trained.net, trained.data, backends.on_device_of(trained.net),
+                            cell.train.settings.eval_batch_size)
         device_peak = backend.peak_memory()  # the RSS's window, not deploy's compiling
     probe_after = probe()
     with phase("measure"):
