@@ -104,6 +104,10 @@ class Backend:
         info = {"device": self.device}
         if self.is_cuda:
             info["gpu"] = torch.cuda.get_device_name(self.device)
+            # float32 on a GPU may run as TF32 (torch's defaults: convolutions yes, matmuls no)
+            info["tf32"] = ", ".join(k for k, on in (
+                ("convolutions", torch.backends.cudnn.allow_tf32),
+                ("matmuls", torch.backends.cuda.matmul.allow_tf32)) if on) or "none"
         return info
 
 
