@@ -330,3 +330,20 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
     assert not (tmp_path / "o" / "suite.json").exists()  # nothing ran, nothing written
     dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2", "--dry-run")
     assert dry.returncode == 0 and dry.stdout == r.stdout
+
+
+def test_a_gpu_cell_waits_while_another_gpu_cell_runs():
+    """Two cells on one GPU would slow each other's training and blur their memory peaks:
+    the scheduler starts a GPU cell only when no other runs; CPU cells still go beside it."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from modelopt.run import scheduler
+
+    suite = parse(EXPECTED.split("expect_failure:")[0])
+    sched = scheduler.Scheduler(suite, 4)
+    on_gpu = dataclasses.replace(scheduler.job(suite.cells[0], 0, 4), gpus=1)
+    assert not sched._waits(on_gpu)
+    sched.active[object()] = SimpleNamespace(job=on_gpu)  # one GPU cell running
+    assert sched._waits(dataclasses.replace(on_gpu, seed=1))
+    assert not sched._waits(dataclasses.replace(on_gpu, seed=1, gpus=0))

@@ -162,7 +162,11 @@ class Scheduler:
 
     def _waits(self, job: Job) -> bool:
         """A cell whose training another running cell is doing waits for it (then loads it)
-        rather than training it a second time or holding a slot idle on the lock."""
+        rather than training it a second time or holding a slot idle on the lock; a GPU
+        cell waits while another runs (two on one GPU would slow each other's training and
+        blur their peaks; CPU cells still run beside it)."""
+        if job.gpus and any(a.job.gpus for a in self.active.values()):
+            return True
         path = self.dense_path(job)
         return (path is not None and not os.path.exists(path)
                 and any(a.job.dense == job.dense for a in self.active.values()))
