@@ -214,7 +214,7 @@ def test_a_cuda_cell_trains_and_is_timed_in_processes_forked_from_the_forkserver
 
     suite = parse(SUITE.replace("backend: [cpu, {name: ddp, world_size: 2, dist_backend: gloo}]",
                                 "backend: [{name: cuda}]"))
-    runner.run(suite, tmp_path, jobs=1)
+    runner.run(suite, tmp_path, jobs=1, timing_processes=2)  # the lease is short
     (rec,) = results.read(tmp_path)
     assert rec.status == "ok", rec.error
     assert rec.metrics["peak_cuda_mb"] > 0
