@@ -136,17 +136,7 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
         extra_figures = measured(deployed, trained, backend, cell)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
               "cores": backend.cores(), "gpus": backend.gpus(), **device_peak}
-    if probe_before is not None:
-        # the machine's speed beside the training's, in the same process and minute: compare
-        # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
-        memory["machine_probe_ms"] = (probe_before + probe_after) / 2
-    memory["dense_reused"] = reused is not None
-    # the training's own peaks: a DDP cell's rank 0's, a reused training's from its cell
-    for key, peak in [*trained.info.pop("rank_peaks", {}).items(), *(reused or {}).items()]:
-        if key.startswith("peak_") and peak is not None:
-            memory[key] = max(memory.get(key) or 0.0, peak)
-    if reused is not None and reused.get("machine_probe_ms") is not None:  # none: a teacher's
-        memory["machine_probe_ms"] = reused["machine_probe_ms"]
+    _resources(memory, (probe_before, probe_after), reused, trained.info.pop("rank_peaks", {}))
     out = _merge(cell, trained, compressed, test, deployed, counts, extra_figures, memory)
     out.models = _shipped(trained, deployed, slimmed)
     out.env = env(backend, threads)
@@ -155,6 +145,21 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
     out.batch = out_batch(data, cell).clone()
     out.input_shape, out.num_outputs = tuple(data.input_shape), data.num_outputs
     return out
+
+
+def _resources(memory: dict, probes: tuple, reused: dict | None, rank_peaks: dict) -> None:
+    """The machine probe and the peaks of a training that ran elsewhere (a DDP cell's rank
+    0, a training reused from the cell that ran it) into the cell's resource figures."""
+    if probes[0] is not None:
+        # the machine's speed beside the training's, in the same process and minute: compare
+        # gates train_samples_s x machine_probe_ms, which the machine's own drift cancels from
+        memory["machine_probe_ms"] = (probes[0] + probes[1]) / 2
+    memory["dense_reused"] = reused is not None
+    for key, peak in [*rank_peaks.items(), *(reused or {}).items()]:
+        if key.startswith("peak_") and peak is not None:
+            memory[key] = max(memory.get(key) or 0.0, peak)
+    if reused is not None and reused.get("machine_probe_ms") is not None:  # none: a teacher's
+        memory["machine_probe_ms"] = reused["machine_probe_ms"]
 
 
 def _shipped(trained: Trained, deployed: Deployed, slimmed: Shipped | None) -> dict:
