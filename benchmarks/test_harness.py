@@ -51,18 +51,26 @@ def hand_loop(data, steps: int, batch: int) -> float:
     torch.manual_seed(0)
     model = build({"name": "cnn"}, data.input_shape, 10)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    x, y, n = data.x_train, data.y_train, len(data.x_train)
-    order, pos = torch.randperm(n), 0
+    return plain_steps(model, opt, data.x_train, data.y_train, steps, batch)
+
+
+def plain_steps(model, opt, x, y, steps: int, batch: int, sync=lambda: None) -> float:
+    """Samples/s of `steps` plain optimizer steps: a permutation drawn where `x` lives,
+    sliced per step, the loss never read; `sync` waits for a GPU before each clock read."""
+    n = len(x)
+    order, pos = torch.randperm(n, device=x.device), 0
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         if pos + batch > n:
-            order, pos = torch.randperm(n), 0
+            order, pos = torch.randperm(n, device=x.device), 0
         idx = order[pos:pos + batch]
         pos += batch
         loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    sync()
     return steps * batch / (time.perf_counter() - t0)
 
 
@@ -307,25 +315,12 @@ defaults:
 def gpu_plain_loop(data, model_config: dict, steps: int, batch: int, dev: str = "cuda") -> float:
     """The minimal GPU loop: the training set on the GPU, each epoch's permutation drawn
     there, the loss never read; the clock stops once the GPU has finished."""
-    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
     torch.manual_seed(0)
     model = build(model_config, data.input_shape, data.num_outputs).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=0.002)
-    x, y, n = data.x_train.to(dev), data.y_train.to(dev), len(data.x_train)
-    order, pos = torch.randperm(n, device=dev), 0
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        if pos + batch > n:
-            order, pos = torch.randperm(n, device=dev), 0
-        idx = order[pos:pos + batch]
-        pos += batch
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    sync()
-    return steps * batch / (time.perf_counter() - t0)
+    sync = torch.cuda.synchronize if dev.startswith("cuda") else (lambda: None)
+    return plain_steps(model, opt, data.x_train.to(dev), data.y_train.to(dev), steps, batch,
+                       sync)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
