@@ -74,7 +74,7 @@ def cmd_run(args) -> int:
             print(f"modelopt: warning: {warning}", file=sys.stderr)
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train
-    progress = Progress(suite.name, out, args.quiet, cell_labels(suite))
+    progress = Progress(suite.name, out, args.quiet, cell_labels(suite), dict(suite.expected_failures))
     sigterm_as_interrupt()  # SIGTERM ends the run as Ctrl-C does: cells ended, results kept
     try:
         summary = _execute(suite, out, launched, args, progress)

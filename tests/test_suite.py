@@ -301,3 +301,21 @@ def test_expect_failure_names_cells_by_their_settings_and_refuses_what_matches_n
     e = err(two + "expect_failure:\n  - cell: {modle: mlp}\n    reason: x\n")
     assert e.where == "expect_failure[0].cell.modle" and "did you mean 'model'" in e.message
     assert err(two + "expect_failure:\n  - cell: {model: mlp}\n").where == "expect_failure.0.reason"
+
+
+def test_expect_failure_matches_lists_and_left_off_techniques_and_names_typos():
+    two = BASE + "matrix:\n  regularization: [[], [l2]]\n"
+
+    def matched(entry: str) -> int:
+        return len(parse(two + "expect_failure:\n" + entry, "suite.yaml").expected_failures)
+
+    assert matched("  - cell: {regularization: l2}\n    reason: x\n") == 1  # its weight free
+    assert matched("  - cell: {deploy: eager, optimizer.lr: 1e-2}\n    reason: x\n") == 2
+    e = err(two + "expect_failure:\n  - cell: {quantize: int9}\n    reason: x\n")
+    assert e.where == "expect_failure[0].cell.quantize" and "unknown quantize 'int9'" in e.message
+    e = err(two + "expect_failure:\n  - cell: {train.bach_size: 100}\n    reason: x\n")
+    assert "no cell has a setting train.bach_size (did you mean 'batch_size'?)" in e.message
+    e = err(two + "expect_failure:\n  - cell: {model: mlp}\n    reason: x\n")
+    assert "no cell has model=mlp; the cells have cnn" in e.message
+    e = err(two + "expect_failure:\n  - cell: {model: cnn}\n    reason: x\n    why: y\n")
+    assert e.where == "expect_failure.0.why" and e.message.endswith("allowed: cell, reason")

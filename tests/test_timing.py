@@ -161,3 +161,18 @@ def test_no_speed_up_is_given_between_models_timed_on_different_devices():
         del r["device"]
     assert latency.cross_device(doc, pairs) == {}
     assert latency.speedups(doc, pairs)["cpu_cell"]["speedup_batch"] == pytest.approx(2.5)
+
+
+def test_the_stage_does_not_make_precise_a_speed_up_across_devices_it_never_reports():
+    """A CPU model over a GPU baseline is no speed-up: however wide its interval, it does
+    not keep the timing stage adding processes."""
+    found = rows({(c, "model", p, 0): ms for p in range(3) for c, ms in
+                  (("base", 10.0), ("same", 5.0 + p), ("apart", 4.0 + 3 * p))})
+    for r in found:
+        r["device"] = "cpu" if r["cell_id"] == "apart" else "cuda"
+    base, same, apart = ({"cell_id": c, "kind": "model"} for c in ("base", "same", "apart"))
+    alone = latency.widest(found, [(base, same)])
+    assert latency.widest(found, [(base, same), (base, apart)]) == alone
+    for r in found:
+        del r["device"]
+    assert latency.widest(found, [(base, same), (base, apart)]) > alone

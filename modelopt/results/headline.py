@@ -70,11 +70,13 @@ def cross_device_note(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.S
         return ""
     labels = label_columns(agg)
     rows = agg[agg["cell_id"].isin(apart)]
-    names = "; ".join(f"{joined(r, labels, ' · ', keyed=False)} (on {apart[r['cell_id']][1]}, "
-                      f"its baseline on {apart[r['cell_id']][0]})" for _, r in rows.iterrows())
-    return (f"No speed-up where a model ran on another device than its baseline's: {names}. "
-            "A speed-up compares latencies on one device; these latencies are in the table "
-            "of every figure.")
+    names = "; ".join(f"{joined(r, labels, ' · ', keyed=False)} (timed on "
+                      f"{apart[r['cell_id']][1]}, its baseline on {apart[r['cell_id']][0]})"
+                      for _, r in rows.iterrows())
+    return (f"No speed-up where the model that ships was timed on another device than its "
+            f"baseline's: {names}. (x86 int8 kernels and ONNX Runtime's CPU provider run on "
+            "the CPU.) A speed-up compares latencies on one device; the batch latency column "
+            "holds each model's own, on its device.")
 
 
 def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
@@ -108,7 +110,8 @@ def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) ->
     ok = df[df["status"] == "ok"]
     a, b = (ok[ok["cell_id"] == c].set_index("seed")["train_samples_s"]
             for c in (base["cell_id"], r["cell_id"]))
-    seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
+    seeds = sorted(s for s in set(a.dropna().index) & set(b.dropna().index)
+                   if a[s] > 0 and b[s] > 0)
     if not seeds:
         return "–"
     mean, low, high = (math.exp(v) for v in latency.t_interval(

@@ -238,6 +238,9 @@ def widest(rows: list[dict], pairs: Pairs) -> float | None:
     half-width relative to the ratio (0.05: ±5 %); None where no pair has one yet."""
     widths = []
     for num, den in pairs:
+        a, b = device_of(rows, num), device_of(rows, den)
+        if a and b and a != b:
+            continue  # no speed-up across devices is reported (cross_device)
         for field in ROUNDS_OF:
             r = ratio(rows, num, den, field)
             if r is not None and r.n >= 2:
@@ -276,14 +279,17 @@ def cross_device(doc: dict | None, pairs: dict[str, tuple[str, str]]) -> dict[st
     device count as the same device."""
     if not doc:
         return {}
-
-    def device(cid: str, kind: str) -> str | None:
-        return next((r.get("device") for r in doc["rows"]
-                     if r["cell_id"] == cid and r["kind"] == kind and r.get("device")), None)
-
     out = {}
     for cid, (base, kind) in pairs.items():
-        a, b = device(base, "model"), device(cid, kind)
+        a = device_of(doc["rows"], {"cell_id": base, "kind": "model"})
+        b = device_of(doc["rows"], {"cell_id": cid, "kind": kind})
         if a and b and a != b:
             out[cid] = (a, b)
     return out
+
+
+def device_of(rows: list[dict], want: dict) -> str | None:
+    """The device the rows `want` picks (as ratio's selectors) were timed on; None for rows
+    from before rows named it."""
+    return next((r["device"] for r in rows if r.get("device")
+                 and all(r.get(k) == v for k, v in want.items())), None)

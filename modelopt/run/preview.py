@@ -64,6 +64,9 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True) -> str:
                      "training; the run trains their network once")
     todo = sum(r[-2] for r in rows)
     lines.append(f"resume: {runs - todo} of {runs} already ok, {todo} to run")
+    for cid, why in suite.expected_failures:  # never ok, so run again on every resume
+        lines.append(f"expected to fail: {cid} ({why}); it runs, and its failure does not "
+                     "fail the run")
     if todo and todo_s:
         lines.append(f"estimate: about {todo_s / max(1, jobs):.0f} s at --jobs {jobs} from earlier "
                      f"results of the same cells" + (f" ({unknown} cells never ran: not counted)"

@@ -13,8 +13,10 @@ class Progress:
     """A run's progress on stderr: a bar of cells on a terminal, else a line per finished cell
     (CI logs); a line per cell that is not ok; the timing stage's processes."""
 
-    def __init__(self, suite: str, out: Path, quiet: bool, labels: dict[str, str] | None = None):
+    def __init__(self, suite: str, out: Path, quiet: bool, labels: dict[str, str] | None = None,
+                 expected: dict[str, str] | None = None):
         self.suite, self.out, self.quiet, self.bar = suite, out, quiet, None
+        self.expected = expected or {}  # cell_id -> why the suite expects it to fail
         self.lines = not quiet and not sys.stderr.isatty()
         self.t0, self.done, self.todo = time.monotonic(), 0, 0
         self.timing_t0 = self.t0  # when the latest timing process started
@@ -38,13 +40,15 @@ class Progress:
         from tqdm import tqdm
 
         self.done += 1
+        status = rec.status + (" (expected)" if not rec.ok and rec.cell_id in self.expected
+                               else "")
         if not rec.ok:
             msg = rec.error.splitlines()[0] if rec.error else ""
-            tqdm.write(f"{rec.status}: {self.name(rec.cell_id)} seed {rec.seed}: {msg}",
+            tqdm.write(f"{status}: {self.name(rec.cell_id)} seed {rec.seed}: {msg}",
                        file=sys.stderr)
         score = headline(rec)
         if self.lines:
-            print(f"[{self.done}/{self.todo}] {rec.status} {self.name(rec.cell_id)} seed {rec.seed}"
+            print(f"[{self.done}/{self.todo}] {status} {self.name(rec.cell_id)} seed {rec.seed}"
                   + score + f" ({time.monotonic() - self.t0:.0f} s)", file=sys.stderr, flush=True)
         if self.bar:
             self.bar.set_postfix_str(f"last {rec.status}" + score)

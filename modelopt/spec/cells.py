@@ -247,24 +247,39 @@ def _matches(combo: dict, pattern: dict) -> bool:
     return all(k in combo and combo[k] == v for k, v in pattern.items())
 
 
-def config_matches(config: dict, pattern: dict) -> bool:
-    """Whether a resolved cell config has every (normalized, possibly dotted) axis value of
-    `pattern`; a mapping matches a config that holds at least its keys, equal."""
-    def within(want, have) -> bool:
-        if isinstance(want, dict):
-            return isinstance(have, dict) and all(k in have and within(v, have[k])
-                                                  for k, v in want.items())
-        return want == have
+def config_value(config: dict, key: str):
+    """A resolved cell's setting at a (possibly dotted) key; None where it has none (a
+    technique left off: `deploy: eager` is no deploy key)."""
+    have: object = config
+    for part in key.split("."):
+        if not isinstance(have, dict):
+            return None
+        have = have.get(part)
+    return have
 
-    for key, want in pattern.items():
-        have: object = config
-        for part in key.split("."):
-            if not isinstance(have, dict) or part not in have:
-                return False
-            have = have[part]
-        if not within(want, have):
+
+def within(want, have) -> bool:
+    """Whether a setting holds what a pattern asks: every key a mapping gives, with its
+    value; a list item by item; a number written as text (YAML reads `1e-2` as text) as
+    the number."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(k in have and within(v, have[k])
+                                              for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(have, list) and len(want) == len(have)
+                and all(within(w, h) for w, h in zip(want, have)))
+    if isinstance(want, str) and isinstance(have, (int, float)) and not isinstance(have, bool):
+        try:
+            return float(want) == have
+        except ValueError:
             return False
-    return True
+    return want == have
+
+
+def config_matches(config: dict, pattern: dict) -> bool:
+    """Whether a resolved cell config holds every (normalized, possibly dotted) axis value
+    of `pattern` (within)."""
+    return all(within(want, config_value(config, key)) for key, want in pattern.items())
 
 
 def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],

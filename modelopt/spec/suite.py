@@ -20,15 +20,18 @@ from modelopt.spec.cells import (
     cell_id,
     check_spec,
     config_matches,
+    config_value,
     expand,
     names_by_path,
     resolve_cell,
+    within,
 )
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
 from modelopt.spec.registry import RegistryError, closest
 from modelopt.spec.schema import (
     CVConfig,
+    ExpectedFailure,
     Suite,
     SuiteError,
     SuiteFile,
@@ -43,8 +46,10 @@ def _pydantic_where(err: ValidationError) -> tuple[str, str]:
     where = ".".join(str(p) for p in first["loc"])
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(SuiteFile.model_fields)
-        msg = f"unknown key{closest(first['loc'][-1], SuiteFile.model_fields)}; allowed: {allowed}"
+        # the keys of the part it is in: an expect_failure entry's, cv's, or the top level's
+        fields = {"expect_failure": ExpectedFailure, "cv": CVConfig}.get(
+            first["loc"][0], SuiteFile).model_fields if len(first["loc"]) > 1 else SuiteFile.model_fields
+        msg = f"unknown key{closest(first['loc'][-1], fields)}; allowed: {', '.join(fields)}"
     return where, msg
 
 
@@ -195,26 +200,50 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
                  + tuple(unused) + _seen_validation(spec, cells),
-                 _expected_failures(spec, cells, guard))
+                 _expected_failures(spec, cells, guard, regs))
 
 
-def _expected_failures(spec: SuiteFile, cells: list[Cell], guard: _Guard
+def _expected_failures(spec: SuiteFile, cells: list[Cell], guard: _Guard, regs
                        ) -> tuple[tuple[str, str], ...]:
     """(cell_id, reason) of every cell an expect_failure entry matches (the first entry
-    that matches gives the reason); an entry that matches no cell is refused: it is a typo,
-    or the cell it named is gone."""
+    that matches gives the reason). Its names and parameters are checked as a matrix
+    value's; an entry that matches no cell is refused (a typo, or the cell it named is
+    gone), saying which setting no cell has."""
     out: dict[str, str] = {}
+    configs = [c.as_config() for c in cells]
     for i, entry in enumerate(spec.expect_failure):
-        pattern = {k: guard(f"expect_failure[{i}].cell.{k}", _normalize_axis_value, k, v)
+        where = f"expect_failure[{i}].cell"
+        pattern = {k: guard(f"{where}.{k}", _normalize_axis_value, k, v)
                    for k, v in entry.cell.items()}
-        hits = [c.cell_id for c in cells if config_matches(c.as_config(), pattern)]
+        for k, v in pattern.items():
+            if "." not in k:
+                guard(f"{where}.{k}", check_spec, k, v, regs)
+        hits = [c.cell_id for c, config in zip(cells, configs) if config_matches(config, pattern)]
         if not hits:
-            raise SuiteError(guard.path, f"expect_failure[{i}].cell",
-                             "matches no cell of the suite (its values are matched as an "
-                             "include entry's, against every cell's settings)")
+            raise SuiteError(guard.path, where, _no_match(pattern, configs))
         for cid in hits:
             out.setdefault(cid, entry.reason)
     return tuple(out.items())
+
+
+def _no_match(pattern: dict, configs: list[dict]) -> str:
+    """Why an expect_failure entry matches no cell: its first setting no cell has, and
+    the values the cells have there."""
+    def asked(want, have):  # of a cell's setting, the parts the entry gives
+        if isinstance(want, dict) and isinstance(have, dict):
+            return {k: have[k] for k in want if k in have}
+        return have
+
+    for key, want in pattern.items():
+        if not any(within(want, config_value(c, key)) for c in configs):
+            seen = sorted({_short(asked(want, config_value(c, key))) for c in configs})
+            parent = config_value(configs[0], key.rpartition(".")[0]) if "." in key else None
+            if seen == ["none"] and isinstance(parent, dict):  # a setting no cell has at all
+                return (f"matches no cell of the suite: no cell has a setting {key}"
+                        f"{closest(key.rpartition('.')[2], parent)}")
+            return (f"matches no cell of the suite: no cell has {key}={_short(want)}; the "
+                    f"cells have {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
+    return "matches no cell of the suite: no cell has all of its settings at once"
 
 
 def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:
