@@ -218,7 +218,7 @@ def test_a_cuda_cell_trains_and_is_timed_in_processes_forked_from_the_forkserver
     (rec,) = results.read(tmp_path)
     assert rec.status == "ok", rec.error
     assert rec.metrics["peak_cuda_mb"] > 0
-    assert {r["device"] for r in latency.read(tmp_path)["rows"]} == {"cuda"}
+    assert {r["device"] for r in latency.read(tmp_path)["rows"]} == {"cuda:0"}
 
 
 def test_gd_with_epochs_takes_the_same_steps_on_cpu_and_ddp():

@@ -46,14 +46,15 @@ def _cuda_block(model, x, number: int) -> float:
     included, as a user would see them), without the host's synchronisation cost."""
     import torch
 
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()  # nothing queued before the block counts
-    start.record()
-    for _ in range(number):
-        model(x)
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / number
+    with torch.cuda.device(x.device):  # the events on the stream of the model's own GPU
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()  # nothing queued before the block counts
+        start.record()
+        for _ in range(number):
+            model(x)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / number
 
 
 def warm(model, x) -> float:

@@ -66,7 +66,7 @@ def child(conn, jobs: list[Job], rounds: int, threads: int, order_seed: int,
         for (key, batch), ms in blocks.items():
             out.setdefault(key, {})[batch] = ms
             if batch == "batch":  # where it ran: a speed-up compares one device's latencies
-                out[key]["device"] = timers[(key, batch)][1].device.type
+                out[key]["device"] = str(timers[(key, batch)][1].device)  # cpu, cuda:0, ...
             if batch == "generate":  # how many tokens a timed generation made
                 out[key]["new_tokens"] = timers[(key, batch)][0].new_tokens
         conn.send(("ok", (out, skipped, took, files)))
