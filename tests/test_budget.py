@@ -53,13 +53,3 @@ def test_a_budget_that_cannot_be_matched_is_refused(train, says):
     with pytest.raises(SuiteError, match=says) as err:
         _cells(train)
     assert err.value.where == "match_budget"
-
-
-def test_a_baseline_names_trained_weights_by_the_path_the_suite_wrote():
-    """Records keep the resolved path and hash; a suite's `baseline:` names the file as its
-    cells do, relative to the suite's folder."""
-    from modelopt.results.report import _matches_spec
-
-    recorded = {"name": "cnn2d", "weights": {"path": "/x/suites/weights/m.pth", "sha256": "ab"}}
-    assert _matches_spec(recorded, {"name": "cnn2d", "weights": "weights/m.pth"})
-    assert not _matches_spec(recorded, {"name": "cnn2d", "weights": "other/m.pth"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import PurePath
 
 import pandas as pd
 from tabulate import tabulate
@@ -14,6 +13,7 @@ from modelopt.results import metrics as M
 from modelopt.results import tasks
 from modelopt.results.labels import axis_labels, label_columns
 from modelopt.spec.keys import IMPLIED, compression_keys
+from modelopt.spec.match import within
 
 
 def _title(m: str) -> str:
@@ -132,9 +132,10 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
     ok = agg[agg["n"] > 0]
     if spec:
         keys, how = set(spec), "the suite's `baseline:`"
+        implied = {k: None if v in (IMPLIED.get(k), {"name": IMPLIED.get(k)}) else v
+                   for k, v in spec.items()}  # `deploy: eager` is no deploy key
         cands = [r for _, r in ok.iterrows()
-                 if all(_matches_spec(r["cell"].get(k), None if v in (IMPLIED.get(k), {
-                     "name": IMPLIED.get(k)}) else v) for k, v in spec.items())]
+                 if all(within(v, r["cell"].get(k)) for k, v in implied.items())]
     else:
         keys = set(COMPRESSION_KEYS)
         how = "the suite names no `baseline:`, so the uncompressed cell"
@@ -155,27 +156,6 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
         if len(same) == 1:
             out[r["cell_id"]] = same[0]
     return out, (how if out else "")
-
-
-def _matches_spec(actual, wanted) -> bool:
-    if wanted in (None, "none", "off", []):
-        return not actual
-    if isinstance(wanted, str):
-        wanted = {"name": wanted}
-    if isinstance(wanted, dict) and isinstance(actual, dict):
-        return all(_same_param(actual.get(k), v) for k, v in wanted.items())
-    if isinstance(wanted, list) and isinstance(actual, list):
-        return len(wanted) == len(actual) and all(map(_matches_spec, actual, wanted))
-    return actual == wanted
-
-
-def _same_param(actual, wanted) -> bool:
-    """A parameter as recorded against one as a suite writes it; trained weights are
-    recorded as {path (resolved), sha256}, and the suite names the file by its path."""
-    if isinstance(actual, dict) and "path" in actual and isinstance(wanted, str):
-        tail = PurePath(wanted).parts
-        return PurePath(str(actual["path"])).parts[-len(tail):] == tail if tail else False
-    return actual == wanted
 
 
 def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:

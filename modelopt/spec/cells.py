@@ -10,6 +10,7 @@ from typing import Any
 from modelopt.spec import keys as K
 from modelopt.spec import weights
 from modelopt.spec.cell import LATER_KEYS, Choice, identity
+from modelopt.spec.match import within
 from modelopt.spec.registries import suits, task_of
 from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_config
 from modelopt.spec.schema import OFF, TrainConfig
@@ -256,24 +257,6 @@ def config_value(config: dict, key: str):
             return None
         have = have.get(part)
     return have
-
-
-def within(want, have) -> bool:
-    """Whether a setting holds what a pattern asks: every key a mapping gives, with its
-    value; a list item by item; a number written as text (YAML reads `1e-2` as text) as
-    the number."""
-    if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and within(v, have[k])
-                                              for k, v in want.items())
-    if isinstance(want, list):
-        return (isinstance(have, list) and len(want) == len(have)
-                and all(within(w, h) for w, h in zip(want, have)))
-    if isinstance(want, str) and isinstance(have, (int, float)) and not isinstance(have, bool):
-        try:
-            return float(want) == have
-        except ValueError:
-            return False
-    return want == have
 
 
 def config_matches(config: dict, pattern: dict) -> bool:

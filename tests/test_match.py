@@ -1,0 +1,63 @@
+"""One rule for naming cells by some of their settings: `baseline:` (read against records)
+and `expect_failure:` (against resolved cells) agree, trained weights included."""
+
+import pytest
+import torch
+
+from modelopt.spec.match import within
+from modelopt.spec.suite import SuiteError, load
+
+FILE = {"name": "torch", "path": "/x/suites/weights/m.pth", "sha256": "ab", "key": None}
+
+
+@pytest.mark.parametrize("want, have, hit", [
+    ("cnn", {"name": "cnn", "channels": 8}, True),
+    ({"name": "cnn", "channels": 16}, {"name": "cnn", "channels": 8}, False),
+    ("none", None, True),
+    ("none", {"name": "int8_dynamic"}, False),
+    ({"name": "mlp", "weights": None}, {"name": "mlp"}, True),  # a key the cell lacks is off
+    ([{"name": "l2"}], [{"name": "l2", "weight": 1e-4}], True),
+    ("1e-2", 0.01, True),
+    ("weights/m.pth", FILE, True),
+    ("../suites/weights/m.pth", FILE, True),
+    ("other/m.pth", FILE, False),
+    ("torch", FILE, True),  # the source's name
+    ({"path": "weights/m.pth", "key": None}, FILE, True),
+    ({"path": "weights/m.pth", "key": "model_state"}, FILE, False),
+])
+def test_a_setting_holds_what_is_written_about_it(want, have, hit):
+    assert within(want, have) is hit
+
+
+def test_a_baseline_names_trained_weights_by_the_path_the_suite_wrote():
+    """Records keep the resolved path and hash; a suite's `baseline:` names the file as its
+    cells do, relative to the suite's folder."""
+    recorded = {"name": "cnn2d", "weights": FILE}
+    assert within({"name": "cnn2d", "weights": "weights/m.pth"}, recorded)
+    assert not within({"name": "cnn2d", "weights": "other/m.pth"}, recorded)
+
+
+def test_expect_failure_names_a_model_by_its_weights_file(tmp_path):
+    (tmp_path / "w").mkdir()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10))  # as `linear` builds it
+    torch.save(net.state_dict(), tmp_path / "w" / "m.pth")
+    text = """name: s
+seeds: [0]
+defaults: {dataset: mnist1d, optimizer: adam, train: {steps: 0}}
+matrix:
+  model: [{name: linear, weights: w/m.pth}, linear]
+expect_failure:
+  - cell: {model: {name: linear, weights: WRITTEN}}
+    reason: the loaded one
+"""
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace("WRITTEN", "w/m.pth"))
+    suite = load(path)
+    [(cid, _)] = suite.expected_failures
+    cell = next(c for c in suite.cells if c.cell_id == cid).as_config()
+    assert cell["model"]["weights"]["path"] == str(tmp_path / "w" / "m.pth")
+    (tmp_path / "w" / "other.pth").write_bytes((tmp_path / "w" / "m.pth").read_bytes())
+    path.write_text(text.replace("WRITTEN", "w/other.pth"))  # a file no cell loads
+    with pytest.raises(SuiteError, match="matches no cell"):
+        load(path)
