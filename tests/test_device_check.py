@@ -117,6 +117,9 @@ def test_the_gpu_suite_loads_and_names_the_gpu_paths():
     assert {c["model"]["name"] for c in configs} == {"resnet18", "gpt"}
     gpt = [c for c in configs if c["model"]["name"] == "gpt"]  # a transformer: bf16, int8
     assert any(c["backend"].get("amp_dtype") == "bf16" and c["backend"].get("amp") for c in gpt)
+    # trained under bf16 autocast, and shipped in bf16 too (the resnet and the GPT)
+    assert sum((c.get("quantize") or {}).get("name") == "bf16" and c["backend"].get("amp")
+               for c in configs) == 2
     assert any((c.get("quantize") or {}).get("name") == "int8_weight_only" for c in gpt)
     assert not suite.spec.skip_unavailable  # on the GPU machine a cell that cannot run fails
     amp = {b.get("amp_dtype") if b.get("amp") else "fp32" for b, *_ in cells if b["name"] == "cuda"}

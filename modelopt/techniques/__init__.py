@@ -11,6 +11,7 @@ from modelopt.techniques import (  # noqa: F401
     onnx_runtime,
     openvino_runtime,
     optim,
+    precision,
     preprocess,
     prune,
     quantize,

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from modelopt.spec.registries import DEPLOYERS
+from modelopt.techniques import precision
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError, first_line
 from modelopt.techniques.quantize import Intent
@@ -118,6 +119,10 @@ def _refuses(intent: Intent) -> str | None:
     if intent.scheme == "int8_weight_only":
         return ("ONNX Runtime's CPU provider has no int8 weight-only kernel (its weight-only "
                 "MatMulNBits is 4-bit); ship int8_weight_only on eager or compile")
+    if intent.scheme in precision.DTYPES:
+        return ("ONNX Runtime's CPU provider has few half-precision kernels (a float16 model "
+                f"falls back to casts around float ones); ship {intent.scheme} on eager, "
+                "compile or export")
     if intent.scheme not in SCHEMES:
         return f"ONNX Runtime here quantizes {' and '.join(SCHEMES)}, not {intent.scheme}"
     return None

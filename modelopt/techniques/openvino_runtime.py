@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from modelopt.spec.registries import DEPLOYERS
+from modelopt.techniques import precision
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.onnx_runtime import OPSET, FileModel, export_onnx, installed
@@ -49,6 +50,9 @@ class OvModel(FileModel):
 
 
 def _refuses(intent: Intent) -> str | None:
+    if intent.scheme in precision.DTYPES:
+        return ("OpenVINO chooses its arithmetic itself: ship deploy: {name: openvino, "
+                "precision: bf16} with no quantize (its CPU plugin computes in f32 or bf16)")
     return (f"{intent.scheme} on OpenVINO needs NNCF's quantization, which this version does "
             "not wire in; ship int8 on onnxruntime")
 
