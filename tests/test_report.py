@@ -35,6 +35,42 @@ def test_table_and_failed_cells_appear():
     assert "did not finish ok" in page and "Boom: x" in page
 
 
+def test_a_page_names_every_commit_its_records_came_from():
+    """A results directory resumed at another commit holds records of both: the page says
+    so, with how many records each has, instead of naming the first record's."""
+    df = rows()
+    df["env"] = [{"torch": "x", "cpu": "c", "device": "cpu", "git_commit": c}
+                 for c in ["aaa1111", "aaa1111", "aaa1111", "bbb2222-dirty", "bbb2222-dirty"]]
+    page = pages.suite_page(df, "s")
+    assert "**commit** aaa1111 (3 records); bbb2222-dirty (2 records)" in page
+    assert "**torch** x ·" in page  # one value as it is
+    assert "**commit** aaa1111 ·" in pages.suite_page(df[df["env"].map(
+        lambda e: e["git_commit"] == "aaa1111")], "s")
+
+
+def test_a_commit_with_changes_to_the_package_is_marked_dirty(tmp_path):
+    import subprocess
+
+    from modelopt.run.runner import git_commit
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "modelopt").mkdir()
+    (tmp_path / "modelopt" / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "c")
+    clean = git_commit(tmp_path / "modelopt")
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "notes.txt").write_text("outside the package")  # not modelopt's code
+    assert git_commit(tmp_path / "modelopt") == clean
+    (tmp_path / "modelopt" / "a.py").write_text("x = 2\n")
+    assert git_commit(tmp_path / "modelopt") == clean + "-dirty"
+
+
 @pytest.mark.parametrize("fn", [plots.accuracy_vs_latency, plots.accuracy_vs_params])
 def test_plots_write_a_png(fn):
     fig = fn(report.aggregate(rows()))

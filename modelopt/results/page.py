@@ -3,6 +3,8 @@ strings out; only the command writes files."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pandas as pd
 from tabulate import tabulate
 
@@ -23,14 +25,29 @@ from modelopt.results.tables import (
 
 
 def describe_env(df: pd.DataFrame) -> dict:
-    env = next((e for e in df["env"] if e), {})
+    """Where the records came from. A results directory can hold runs of other commits,
+    torch versions or machines (a run resumed later): each value is then named with how
+    many records have it."""
+    envs = [e for e in df["env"] if e] or [{}]
+
+    def cpu(env: dict) -> str:
+        flags = env.get("cpu_flags")
+        return env.get("cpu", "?") + (f", {flags.replace(' ', ' · ')}" if flags else "")
+
     dates = df["started_at"].dropna()
-    flags = env.get("cpu_flags")
-    return {"torch": env.get("torch", "?"),
-            "cpu": env.get("cpu", "?") + (f", {flags.replace(' ', ' · ')}" if flags else ""),
-            "device": env.get("device", "?"), "commit": env.get("git_commit") or "?",
-            "threads": env.get("threads", "?"),
+    return {"torch": _each([e.get("torch") for e in envs]), "cpu": _each(map(cpu, envs)),
+            "device": _each([e.get("device") for e in envs]),
+            "commit": _each([e.get("git_commit") for e in envs]),
+            "threads": _each([e.get("threads") for e in envs]),
             "date": str(dates.max())[:10] if len(dates) else "?"}
+
+
+def _each(values) -> str:
+    """One value as it is; several, each with its number of records, the most common first."""
+    counts = Counter("?" if v is None else str(v) for v in values)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{v} ({n} records)" for v, n in counts.most_common())
 
 
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),

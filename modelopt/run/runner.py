@@ -33,20 +33,22 @@ class ResumeError(RuntimeError):
     """The output directory holds results of a different suite."""
 
 
-def git_commit() -> str | None:
+def git_commit(here: Path | None = None) -> str | None:
     """modelopt's own commit: of the checkout it runs from (not the user's working
-    directory), else as pip recorded it for a git install (direct_url.json), else its
-    version."""
+    directory; `-dirty` where the package's files differ from it, as `git describe --dirty`
+    says), else as pip recorded it for a git install (direct_url.json), else its version."""
     from importlib import metadata
 
-    here = Path(__file__).resolve().parents[1]
+    here = here or Path(__file__).resolve().parents[1]
     try:  # a source checkout of modelopt (an installed copy may sit inside another repository)
         if not (here.parent / "pyproject.toml").is_file():
             raise OSError("not a source checkout")
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5, cwd=here)
         if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
+            changed = subprocess.run(["git", "status", "--porcelain", "--", "."],
+                                     capture_output=True, text=True, timeout=5, cwd=here)
+            return out.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         pass
     try:
