@@ -163,6 +163,20 @@ def test_cuda_unavailable_message():
         backends.build({"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"})
 
 
+def test_a_gpu_index_the_process_cannot_see_says_why(monkeypatch):
+    """Ray shows a task only the GPU it gave it, as cuda:0 (CUDA_VISIBLE_DEVICES); a cell
+    asking for device 1 there is told so. (No GPU here: torch is made to report one.)"""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    with pytest.raises(backends.BackendUnavailable, match=r"needs 2 CUDA device\(s\); this "
+                       r"process sees 1 \(CUDA_VISIBLE_DEVICES=3: .*write device: 0\)"):
+        backends.build({"name": "cuda", "device": 1, "amp": False, "amp_dtype": "bf16"})
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    with pytest.raises(backends.BackendUnavailable, match=r"this process sees 1$"):
+        backends.build({"name": "cuda", "device": 1, "amp": False, "amp_dtype": "bf16"})
+
+
 def test_ddp_cell_through_the_runner(tmp_path):
     from modelopt.results import store as results
     from modelopt.run import runner

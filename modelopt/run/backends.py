@@ -144,8 +144,13 @@ def _need_cuda(devices: int, what: str) -> None:
                                  f"False; {what}); run this cell on a machine with an NVIDIA GPU "
                                  "or set skip_unavailable: true in the suite")
     if devices > torch.cuda.device_count():
-        raise BackendUnavailable(f"{what} needs {devices} CUDA device(s); this machine has "
-                                 f"{torch.cuda.device_count()}")
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # Ray (and job schedulers) show a task only the GPUs it was given, numbered from 0
+        hint = (f" (CUDA_VISIBLE_DEVICES={visible}: the GPUs this process was given, numbered "
+                "from 0; under --executor ray, Ray picks the GPU, so write device: 0)"
+                if visible is not None else "")
+        raise BackendUnavailable(f"{what} needs {devices} CUDA device(s); this process sees "
+                                 f"{torch.cuda.device_count()}{hint}")
 
 
 @dataclass(frozen=True)
