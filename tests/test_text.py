@@ -289,3 +289,18 @@ def test_a_compiled_decoder_is_timed_decoding_with_its_model_compiled():
     assert first.step is not None and gen.model is m and gen.new_tokens == 8
     assert torch.equal(gen(prompt)[0], T.generate(m, prompt, 8)[0])  # the same tokens
     assert T.generation_calls(m, x)["generate"][0].step is None  # eager: the model itself
+
+
+def test_a_decoder_shipped_in_bf16_is_timed_decoding_in_bf16():
+    from modelopt.techniques.quantize import QUANTIZERS
+
+    torch.manual_seed(0)
+    m = T.gpt((16, 10), 10, dim=16, depth=1, heads=2).eval()
+    half, _ = QUANTIZERS.build("bf16").convert(m, torch.zeros(2, 16, dtype=torch.long))
+    x = torch.randint(1, 10, (1, 16))
+    (gen, prompt) = T.generation_calls(half, x)["generate"]
+    assert gen.model is half.model and next(gen.model.parameters()).dtype == torch.bfloat16
+    tokens, _ = gen(prompt)
+    assert tokens.shape == (1, 8)
+    with torch.inference_mode():  # its first token is the one the shipped model predicts
+        assert torch.equal(tokens[:, 0], half(prompt)[:, -1].argmax(-1))

@@ -206,9 +206,12 @@ def generation_calls(model: nn.Module, example: torch.Tensor) -> dict[str, tuple
     the positions each where the model has fewer than 128). A decoder shipped compiled
     (deploy: compile, whose forward pass is compiled for whole windows) decodes with the same
     model compiled again with dynamic shapes: one compilation, in the warm-up of each timing
-    process. {} for any other model (an exported program, an ONNX model: no key-value cache
+    process. A decoder shipped in half precision decodes as it is (token ids in, its own
+    dtype). {} for any other model (an exported program, an ONNX model: no key-value cache
     to decode with)."""
     step = None
+    if isinstance(getattr(model, "model", None), Transformer):  # precision.HalfPrecision
+        model = model.model
     source = getattr(model, "source", None)
     if isinstance(source, Transformer) and not isinstance(model, Transformer):
         step = torch.compile(source, mode=getattr(model, "mode", "default"), dynamic=True)
