@@ -71,7 +71,7 @@ def test_a_half_model_ships_compiled():
 
 
 @pytest.mark.parametrize("fmt, says", [
-    ("onnxruntime", "few half-precision kernels"),
+    ("onnxruntime", "implements few operators in float16 or bfloat16"),
     ("openvino", r"precision: bf16\} with no quantize"),
 ])
 def test_runtimes_that_choose_their_own_arithmetic_refuse_it_when_the_suite_loads(fmt, says):

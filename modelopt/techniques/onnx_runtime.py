@@ -120,9 +120,9 @@ def _refuses(intent: Intent) -> str | None:
         return ("ONNX Runtime's CPU provider has no int8 weight-only kernel (its weight-only "
                 "MatMulNBits is 4-bit); ship int8_weight_only on eager or compile")
     if intent.scheme in precision.DTYPES:
-        return ("ONNX Runtime's CPU provider has few half-precision kernels (a float16 model "
-                f"falls back to casts around float ones); ship {intent.scheme} on eager, "
-                "compile or export")
+        return ("ONNX Runtime's CPU provider implements few operators in float16 or bfloat16 "
+                "(modelopt does not convert ONNX models to them); ship "
+                f"{intent.scheme} on eager, compile or export")
     if intent.scheme not in SCHEMES:
         return f"ONNX Runtime here quantizes {' and '.join(SCHEMES)}, not {intent.scheme}"
     return None
