@@ -70,14 +70,16 @@ def test_a_half_model_ships_compiled():
     assert out.metrics["deploy_agreement"] >= 0.95
 
 
-@pytest.mark.parametrize("fmt, says", [
-    ("onnxruntime", "implements few operators in float16 or bfloat16"),
-    ("openvino", r"precision: bf16\} with no quantize"),
+@pytest.mark.parametrize("name, fmt, says", [
+    ("bf16", "onnxruntime", "implements few operators in float16 or bfloat16"),
+    ("bf16", "openvino", r"precision: bf16\} with no quantize"),
+    ("fp16", "openvino", "computes in f32 or bf16, not fp16"),
 ])
-def test_runtimes_that_choose_their_own_arithmetic_refuse_it_when_the_suite_loads(fmt, says):
-    with pytest.raises(SuiteError, match=rf"quantize 'bf16' cannot ship on deploy '{fmt}': .*"
+def test_runtimes_that_choose_their_own_arithmetic_refuse_it_when_the_suite_loads(name, fmt,
+                                                                                  says):
+    with pytest.raises(SuiteError, match=rf"quantize '{name}' cannot ship on deploy '{fmt}': .*"
                                          + says):
-        cell("bf16", fmt)
+        cell(name, fmt)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -95,3 +97,28 @@ def test_a_cuda_cell_trained_under_autocast_ships_half_on_the_gpu(name, tmp_path
     model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(config))
     with torch.inference_mode():
         assert model(batch).device.type == "cuda"
+
+
+def test_a_half_model_that_overflows_fails_its_cell_instead_of_reporting_figures(tmp_path):
+    """float16 stops at ±65504: weights that push the logits past it give inf, and the cell
+    says so (float32 and bf16, with float32's range, stay finite)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10))  # as `linear` builds it
+    with torch.no_grad():
+        net[1].weight.mul_(1e5)
+    torch.save(net.state_dict(), tmp_path / "big.pth")
+    (tmp_path / "s.yaml").write_text("""name: big
+seeds: [0]
+defaults: {dataset: {name: mnist1d, num_samples: 500}, optimizer: adam, train: {steps: 0},
+           model: {name: linear, weights: big.pth}}
+matrix:
+  quantize: [none, bf16, fp16]
+""")
+    from modelopt.spec.suite import load
+    from modelopt.techniques.errors import TechniqueError
+
+    cells = {(c.as_config().get("quantize") or {"name": "none"})["name"]: c
+             for c in load(tmp_path / "s.yaml").cells}
+    assert run_cell(cells["none"], 0).status == "ok" and run_cell(cells["bf16"], 0).status == "ok"
+    with pytest.raises(TechniqueError, match="test outputs are not finite"):  # recorded: failed
+        run_cell(cells["fp16"], 0)

@@ -304,3 +304,7 @@ def test_a_decoder_shipped_in_bf16_is_timed_decoding_in_bf16():
     assert tokens.shape == (1, 8)
     with torch.inference_mode():  # its first token is the one the shipped model predicts
         assert torch.equal(tokens[:, 0], half(prompt)[:, -1].argmax(-1))
+    from modelopt.techniques.deploy import Compiled
+
+    (gen, _) = T.generation_calls(Compiled(half, "default", None), x)["generate"]
+    assert gen.model is half.model and gen.step is not None  # compiled, decoding in bf16

@@ -137,7 +137,8 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
                   "Paths relative to the run directory, seed 0 (`-1-`, `-2-`: the other "
                   "seeds). A `.pt` file holds the shipped model's state_dict under `state` "
                   "(`torch.load(path, weights_only=True)['state']`; the slimmed model's where "
-                  "pruning removed channels; the float weights an int8 model is made from); "
+                  "pruning removed channels; the float weights an int8 or bf16 / fp16 model is "
+                  "made from); "
                   "a `.onnx` file is the model ONNX Runtime or OpenVINO runs.", "", home, ""]
     return lines
 

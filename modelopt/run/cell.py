@@ -208,6 +208,11 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
         return Deployed(shipped, model, info, {}, on=on)
     if outputs is None:
         outputs = predict(shipped, trained.data.x_test, on, cell.train.settings.eval_batch_size)
+    bad = int((~torch.isfinite(outputs)).sum())
+    if bad:  # e.g. float16's range (±65504) overflowed: never figures of something else
+        raise TechniqueError(f"the shipped model's test outputs are not finite ({bad} of "
+                             f"{outputs.numel()} values inf or nan): it overflowed where the "
+                             "trained model did not")
     return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs, inputs,
                     on)
 

@@ -50,9 +50,12 @@ class OvModel(FileModel):
 
 
 def _refuses(intent: Intent) -> str | None:
-    if intent.scheme in precision.DTYPES:
+    if intent.scheme == "bf16":
         return ("OpenVINO chooses its arithmetic itself: ship deploy: {name: openvino, "
                 "precision: bf16} with no quantize (its CPU plugin computes in f32 or bf16)")
+    if intent.scheme in precision.DTYPES:
+        return (f"OpenVINO's CPU plugin computes in f32 or bf16, not {intent.scheme}; ship "
+                f"{intent.scheme} on eager, compile or export")
     return (f"{intent.scheme} on OpenVINO needs NNCF's quantization, which this version does "
             "not wire in; ship int8 on onnxruntime")
 

@@ -213,6 +213,8 @@ def generation_calls(model: nn.Module, example: torch.Tensor) -> dict[str, tuple
     if isinstance(getattr(model, "model", None), Transformer):  # precision.HalfPrecision
         model = model.model
     source = getattr(model, "source", None)
+    if isinstance(getattr(source, "model", None), Transformer):  # compiled, in half precision
+        source = source.model
     if isinstance(source, Transformer) and not isinstance(model, Transformer):
         step = torch.compile(source, mode=getattr(model, "mode", "default"), dynamic=True)
         model = source
