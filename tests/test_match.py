@@ -37,27 +37,60 @@ def test_a_baseline_names_trained_weights_by_the_path_the_suite_wrote():
     assert not within({"name": "cnn2d", "weights": "other/m.pth"}, recorded)
 
 
-def test_expect_failure_names_a_model_by_its_weights_file(tmp_path):
+def test_expect_failure_and_baseline_name_a_model_by_its_weights_file(tmp_path):
+    """A file named in a pattern is checked and matched by its content: a link or another
+    path to the same bytes names the same cells, a file with other weights none."""
     (tmp_path / "w").mkdir()
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10))  # as `linear` builds it
     torch.save(net.state_dict(), tmp_path / "w" / "m.pth")
+    (tmp_path / "latest.pth").symlink_to(tmp_path / "w" / "m.pth")
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 10)).state_dict(),
+               tmp_path / "w" / "other.pth")
     text = """name: s
 seeds: [0]
 defaults: {dataset: mnist1d, optimizer: adam, train: {steps: 0}}
 matrix:
   model: [{name: linear, weights: w/m.pth}, linear]
+baseline: {model: {name: linear, weights: BASE}}
 expect_failure:
   - cell: {model: {name: linear, weights: WRITTEN}}
     reason: the loaded one
 """
     path = tmp_path / "s.yaml"
-    path.write_text(text.replace("WRITTEN", "w/m.pth"))
-    suite = load(path)
-    [(cid, _)] = suite.expected_failures
-    cell = next(c for c in suite.cells if c.cell_id == cid).as_config()
-    assert cell["model"]["weights"]["path"] == str(tmp_path / "w" / "m.pth")
-    (tmp_path / "w" / "other.pth").write_bytes((tmp_path / "w" / "m.pth").read_bytes())
-    path.write_text(text.replace("WRITTEN", "w/other.pth"))  # a file no cell loads
-    with pytest.raises(SuiteError, match="matches no cell"):
-        load(path)
+    for written in ("w/m.pth", "latest.pth", "w/../w/m.pth"):
+        path.write_text(text.replace("WRITTEN", written).replace("BASE", written))
+        suite = load(path)
+        [(cid, _)] = suite.expected_failures
+        cell = next(c for c in suite.cells if c.cell_id == cid).as_config()
+        assert cell["model"]["weights"]["path"] == str(tmp_path / "w" / "m.pth")
+        # the baseline the results directory keeps names the file by its content
+        assert suite.baseline["model"]["weights"]["sha256"] == cell["model"]["weights"]["sha256"]
+    for where, written in (("expect_failure[0].cell", "w/other.pth"),
+                           ("baseline", "w/other.pth")):
+        path.write_text(text.replace("WRITTEN", written if where != "baseline" else "w/m.pth")
+                        .replace("BASE", written if where == "baseline" else "w/m.pth"))
+        with pytest.raises(SuiteError, match=r"matches no cell .*other.pth@") as err:
+            load(path)
+        assert err.value.where == where
+
+
+def test_a_baseline_is_checked_when_the_suite_loads():
+    """A misspelt baseline would run the whole suite and then compare nothing."""
+    from modelopt.spec.suite import parse
+
+    base = """name: s
+seeds: [0]
+defaults: {dataset: mnist1d, model: cnn, optimizer: adam}
+matrix:
+  quantize: [none, int8_dynamic]
+"""
+    with pytest.raises(SuiteError, match="did you mean 'bf16'") as err:
+        parse(base + "baseline: {quantize: bf61}\n")
+    assert err.value.where == "baseline.quantize"
+    with pytest.raises(SuiteError, match="matches no cell of the suite: no cell has "
+                                         "quantize=int8_static") as err:
+        parse(base + "baseline: {quantize: int8_static}\n")
+    assert err.value.where == "baseline"
+    assert parse(base + "baseline: {quantize: none, deploy: eager}\n").baseline == {
+        "quantize": None, "deploy": None}

@@ -84,7 +84,7 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     meta_path = out_dir / RUN_META
     meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
-            "baseline": suite.spec.baseline, "expected_failures": dict(suite.expected_failures),
+            "baseline": suite.baseline, "expected_failures": dict(suite.expected_failures),
             "metrics": measures.declarations([m for c in suite.cells for m in c.metrics])}
     meta["tasks"], figures = tasks.declarations(c.task for c in suite.cells)
     meta["metrics"] += [M.as_dict(M.declare(m)) for m in figures]  # a task's own figures

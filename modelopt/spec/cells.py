@@ -72,7 +72,7 @@ def check_spec_one(key: str, spec: dict, regs: dict[str, Registry], extra: bool 
     parameters (a model's weights) checked too, or kept as they are (`extra=False`: read
     from a record, where they are already checked)."""
     params = {k: v for k, v in spec.items() if k != "name"}
-    given = {k: params.pop(k) for k in K.BY_NAME[key].extra if params.get(k) is not None}
+    given = {k: params.pop(k) for k in K.BY_NAME[key].extra if params.get(k) not in OFF}
     params = {k: v for k, v in params.items() if k not in K.BY_NAME[key].extra}
     for p in regs[key].get(spec["name"]).params:
         if takes_cell_config(p) and p.name in params:  # a teacher: a cell config of its own

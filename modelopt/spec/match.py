@@ -16,13 +16,15 @@ def within(want, have) -> bool:
     """`want` as a suite writes it against `have` as a cell holds it: a technique off
     (`none`) where the cell has none; a name where the cell's spec has that name; every key
     a mapping gives (a key the cell lacks counts as off); a list item by item; a file path
-    where the cell holds the file as resolved ({path, sha256, ...}: the path's last parts,
-    or its source's name); a number written as text (YAML reads `1e-2` as text) as the
-    number."""
+    where the cell holds the file as resolved ({path, sha256, ...}: by its hash where the
+    suite's file was checked too, else by the path's last parts or the source's name); a
+    number written as text (YAML reads `1e-2` as text) as the number."""
     if want in OFF_WORDS:
         return not have
     if isinstance(have, dict) and "sha256" in have:  # a file, resolved
-        if isinstance(want, str):
+        if isinstance(want, dict) and "sha256" in want:  # a file checked too: its content
+            return all(within(v, have.get(k)) for k, v in want.items() if k != "path")
+        if isinstance(want, str):  # as written (a results directory of an older run)
             return want == have.get("name") or _same_file(want, have.get("path"))
         if isinstance(want, dict):
             return all(_same_file(v, have.get("path")) if k == "path" else within(v, have.get(k))

@@ -127,6 +127,7 @@ class Suite:
     content_hash: str
     warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect
     expected_failures: tuple[tuple[str, str], ...] = ()  # (cell_id, reason): expect_failure
+    baseline: dict | None = None  # the suite's `baseline:`, checked, weights by their file
 
     def expected_failure(self, cell_id: str) -> str | None:
         """Why the suite expects this cell to fail, or None."""

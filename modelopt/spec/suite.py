@@ -12,21 +12,19 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import budget, plugins, weights
+from modelopt.spec import budget, patterns, plugins, weights
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
     _split_dotted,
     cell_id,
     check_spec,
-    config_matches,
-    config_value,
     expand,
     names_by_path,
     resolve_cell,
-    within,
 )
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
+from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
 from modelopt.spec.registry import RegistryError, closest
 from modelopt.spec.schema import (
@@ -180,7 +178,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
 
     cells, seen = [], set()
     for combo in combos:
-        label = ", ".join(f"{k}={_short(v)}" for k, v in combo.items())
+        label = ", ".join(f"{k}={short(v)}" for k, v in combo.items())
         base = resolved(f"cell [{label}]", combo)
         for kind, values in variants:
             config = resolved(f"{kind} [{label}, {values}]", {**combo, **values}) if values else base
@@ -200,50 +198,8 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
                  + tuple(unused) + _seen_validation(spec, cells),
-                 _expected_failures(spec, cells, guard, regs))
-
-
-def _expected_failures(spec: SuiteFile, cells: list[Cell], guard: _Guard, regs
-                       ) -> tuple[tuple[str, str], ...]:
-    """(cell_id, reason) of every cell an expect_failure entry matches (the first entry
-    that matches gives the reason). Its names and parameters are checked as a matrix
-    value's; an entry that matches no cell is refused (a typo, or the cell it named is
-    gone), saying which setting no cell has."""
-    out: dict[str, str] = {}
-    configs = [c.as_config() for c in cells]
-    for i, entry in enumerate(spec.expect_failure):
-        where = f"expect_failure[{i}].cell"
-        pattern = {k: guard(f"{where}.{k}", _normalize_axis_value, k, v)
-                   for k, v in entry.cell.items()}
-        for k, v in pattern.items():
-            if "." not in k:
-                guard(f"{where}.{k}", check_spec, k, v, regs)
-        hits = [c.cell_id for c, config in zip(cells, configs) if config_matches(config, pattern)]
-        if not hits:
-            raise SuiteError(guard.path, where, _no_match(pattern, configs))
-        for cid in hits:
-            out.setdefault(cid, entry.reason)
-    return tuple(out.items())
-
-
-def _no_match(pattern: dict, configs: list[dict]) -> str:
-    """Why an expect_failure entry matches no cell: its first setting no cell has, and
-    the values the cells have there."""
-    def asked(want, have):  # of a cell's setting, the parts the entry gives
-        if isinstance(want, dict) and isinstance(have, dict):
-            return {k: have[k] for k in want if k in have}
-        return have
-
-    for key, want in pattern.items():
-        if not any(within(want, config_value(c, key)) for c in configs):
-            seen = sorted({_short(asked(want, config_value(c, key))) for c in configs})
-            parent = config_value(configs[0], key.rpartition(".")[0]) if "." in key else None
-            if seen == ["none"] and isinstance(parent, dict):  # a setting no cell has at all
-                return (f"matches no cell of the suite: no cell has a setting {key}"
-                        f"{closest(key.rpartition('.')[2], parent)}")
-            return (f"matches no cell of the suite: no cell has {key}={_short(want)}; the "
-                    f"cells have {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
-    return "matches no cell of the suite: no cell has all of its settings at once"
+                 patterns.expected_failures(spec, cells, guard, regs),
+                 patterns.baseline(spec, cells, guard, regs))
 
 
 def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:
@@ -290,12 +246,12 @@ def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:
 
 
 def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
-    cells = "; ".join(", ".join(f"{k}={_short(v)}" for k, v in c.items()) for c in joined[:4])
+    cells = "; ".join(", ".join(f"{k}={short(v)}" for k, v in c.items()) for c in joined[:4])
     more = f" and {len(joined) - 4} more" if len(joined) > 4 else ""
     # `none` switches an optional technique off; a required key (model) has no such value
     new = [k for k in entry if k not in joined[0] and k not in REQUIRED_KEYS]
     hint = (f" (e.g. `{new[0]}: [none]`)" if new else "")
-    return (f"include[{i}] ({', '.join(f'{k}={_short(v)}' for k, v in entry.items())}) "
+    return (f"include[{i}] ({', '.join(f'{k}={short(v)}' for k, v in entry.items())}) "
             f"changed {len(joined)} existing cell(s) instead of adding one: {cells}{more}. "
             "An include entry joins every matrix combination it does not contradict (GitHub "
             "Actions' rule); to add a cell instead, put the entry's other keys on the matrix"
@@ -361,15 +317,3 @@ def load(path: str | Path, launched_world: int | None = None) -> Suite:
     if not p.is_file():
         raise SuiteError(str(path), "", "no such suite file")
     return parse(p.read_bytes(), str(p), launched_world)
-
-
-def _short(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, dict) and "name" in value:
-        params = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
-        return f"{value['name']}({params})" if params else value["name"]
-    if isinstance(value, list):
-        return "+".join(_short(v) for v in value) or "none"
-    return str(value)
-

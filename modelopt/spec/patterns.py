@@ -1,0 +1,102 @@
+"""A suite's partial descriptions of cells, checked when it loads: `baseline:` and each
+`expect_failure:` entry name cells by some of their settings (spec/match.py says how a
+setting matches). Each is checked as a matrix value is (a misspelt technique or parameter is
+refused with its name), a model's trained `weights:` become the file's identity (its hash:
+a cell is named by what it loads, whichever path or link reaches the file), and one that
+matches no cell is refused, saying which setting no cell has."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from modelopt.spec.cell import Cell
+from modelopt.spec.cells import _normalize_axis_value, check_spec, config_matches, config_value
+from modelopt.spec.match import within
+from modelopt.spec.registry import closest
+from modelopt.spec.schema import SuiteError, SuiteFile
+
+Guard = Callable[..., Any]  # suite._Guard: a check whose errors name where the value was written
+
+
+def expected_failures(spec: SuiteFile, cells: list[Cell], guard: Guard, regs
+                      ) -> tuple[tuple[str, str], ...]:
+    """(cell_id, reason) of every cell an expect_failure entry matches (the first entry
+    that matches gives the reason)."""
+    out: dict[str, str] = {}
+    configs = [c.as_config() for c in cells]
+    for i, entry in enumerate(spec.expect_failure):
+        want = pattern(f"expect_failure[{i}].cell", entry.cell, guard, regs, configs)
+        for c, config in zip(cells, configs):
+            if config_matches(config, want):
+                out.setdefault(c.cell_id, entry.reason)
+    return tuple(out.items())
+
+
+def baseline(spec: SuiteFile, cells: list[Cell], guard: Guard, regs) -> dict | None:
+    """The suite's `baseline:`, checked and resolved (what its results directory keeps, and
+    the report matches records against); None where it names none."""
+    if not spec.baseline:
+        return None
+    return pattern("baseline", spec.baseline, guard, regs, [c.as_config() for c in cells])
+
+
+def pattern(where: str, written: dict, guard: Guard, regs, configs: list[dict]) -> dict:
+    """`written` checked as matrix values are, trained weights as the file's identity;
+    refused where no cell holds all of it."""
+    out = {}
+    for key, value in written.items():
+        norm = guard(f"{where}.{key}", _normalize_axis_value, key, value)
+        if "." not in key:
+            norm = _identity(norm, guard(f"{where}.{key}", check_spec, key, norm, regs))
+        out[key] = norm
+    if not any(config_matches(c, out) for c in configs):
+        raise SuiteError(guard.path, where, _no_match(out, configs))
+    return out
+
+
+def _identity(written: Any, checked: Any) -> Any:
+    """A written spec whose `weights:` name a file: the file's identity instead ({path,
+    sha256} and the source's settings written), as every cell that loads it holds."""
+    if not (isinstance(written, dict) and written.get("weights") and isinstance(checked, dict)
+            and isinstance(checked.get("weights"), dict)):
+        return written
+    file = checked["weights"]
+    given = written["weights"] if isinstance(written["weights"], dict) else {}
+    return {**written, "weights": {"path": file["path"], "sha256": file["sha256"],
+                                   **{k: file[k] for k in given if k in file and k != "path"}}}
+
+
+def _no_match(want: dict, configs: list[dict]) -> str:
+    """Why a pattern matches no cell: its first setting no cell has, and the values the
+    cells have there."""
+    def asked(part, have):  # of a cell's setting, the parts the pattern gives
+        if isinstance(part, dict) and isinstance(have, dict):
+            return {k: have[k] for k in part if k in have}
+        return have
+
+    for key, part in want.items():
+        if not any(within(part, config_value(c, key)) for c in configs):
+            seen = sorted({short(asked(part, config_value(c, key))) for c in configs})
+            parent = config_value(configs[0], key.rpartition(".")[0]) if "." in key else None
+            if seen == ["none"] and isinstance(parent, dict):  # a setting no cell has at all
+                return (f"matches no cell of the suite: no cell has a setting {key}"
+                        f"{closest(key.rpartition('.')[2], parent)}")
+            return (f"matches no cell of the suite: no cell has {key}={short(part)}; the "
+                    f"cells have {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
+    return "matches no cell of the suite: no cell has all of its settings at once"
+
+
+def short(value: Any) -> str:
+    """A setting in a few words: `cnn(channels=16)`, `l1+l2`, a file as `name.pth@1a2b3c4d`."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and "sha256" in value and "path" in value:
+        return f"{Path(str(value['path'])).name}@{str(value['sha256'])[:8]}"
+    if isinstance(value, dict) and "name" in value:
+        params = ",".join(f"{k}={short(v) if isinstance(v, dict) else v}"
+                          for k, v in value.items() if k != "name")
+        return f"{value['name']}({params})" if params else value["name"]
+    if isinstance(value, list):
+        return "+".join(short(v) for v in value) or "none"
+    return str(value)
