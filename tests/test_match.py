@@ -94,3 +94,8 @@ matrix:
     assert err.value.where == "baseline"
     assert parse(base + "baseline: {quantize: none, deploy: eager}\n").baseline == {
         "quantize": None, "deploy": None}
+    # a parameter alone names every model that has it; one that none has is refused
+    assert parse(base + "baseline: {model: {channels: 25}}\n").baseline == {
+        "model": {"channels": 25}}
+    with pytest.raises(SuiteError, match="no cell has model=") as err:
+        parse(base + "baseline: {model: {chanels: 25}}\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from modelopt.spec import keys as K
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import _normalize_axis_value, check_spec, config_matches, config_value
 from modelopt.spec.match import within
@@ -46,6 +47,9 @@ def pattern(where: str, written: dict, guard: Guard, regs, configs: list[dict]) 
     refused where no cell holds all of it."""
     out = {}
     for key, value in written.items():
+        if key in K.SINGLE and isinstance(value, dict) and "name" not in value:
+            out[key] = value  # some parameters alone (`model: {width: 16}`): any name's
+            continue
         norm = guard(f"{where}.{key}", _normalize_axis_value, key, value)
         if "." not in key:
             norm = _identity(norm, guard(f"{where}.{key}", check_spec, key, norm, regs))
