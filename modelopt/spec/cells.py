@@ -241,7 +241,9 @@ def _check_runtime(cell: dict, regs: dict[str, Registry]) -> None:
     why = cannot(regs["quantize"].build_spec(quantize)) if cannot is not None else None
     if why:
         raise RegistryError(f"quantize '{quantize['name']}' cannot ship on deploy "
-                            f"'{deploy['name']}': {why}")
+                            f"'{deploy['name']}': {why} (a matrix leaves the pair out with "
+                            f"exclude: [{{quantize: {quantize['name']}, deploy: "
+                            f"{deploy['name']}}}])")
 
 
 def _matches(combo: dict, pattern: dict) -> bool:
