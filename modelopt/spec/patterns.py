@@ -27,10 +27,9 @@ def expected_failures(spec: SuiteFile, cells: list[Cell], guard: Guard, regs
     out: dict[str, str] = {}
     configs = [c.as_config() for c in cells]
     for i, entry in enumerate(spec.expect_failure):
-        want = pattern(f"expect_failure[{i}].cell", entry.cell, guard, regs, configs)
-        for c, config in zip(cells, configs):
-            if config_matches(config, want):
-                out.setdefault(c.cell_id, entry.reason)
+        where = f"expect_failure[{i}].cell"
+        for j in matched(where, pattern(where, entry.cell, guard, regs), guard, configs):
+            out.setdefault(cells[j].cell_id, entry.reason)
     return tuple(out.items())
 
 
@@ -39,12 +38,22 @@ def baseline(spec: SuiteFile, cells: list[Cell], guard: Guard, regs) -> dict | N
     the report matches records against); None where it names none."""
     if not spec.baseline:
         return None
-    return pattern("baseline", spec.baseline, guard, regs, [c.as_config() for c in cells])
+    want = pattern("baseline", spec.baseline, guard, regs)
+    matched("baseline", want, guard, [c.as_config() for c in cells])
+    return want
 
 
-def pattern(where: str, written: dict, guard: Guard, regs, configs: list[dict]) -> dict:
-    """`written` checked as matrix values are, trained weights as the file's identity;
-    refused where no cell holds all of it."""
+def matched(where: str, want: dict, guard: Guard, configs: list[dict]) -> list[int]:
+    """The indices of the configs a checked pattern matches; refused where no cell holds
+    all of it."""
+    hits = [i for i, c in enumerate(configs) if config_matches(c, want)]
+    if not hits:
+        raise SuiteError(guard.path, where, _no_match(want, configs))
+    return hits
+
+
+def pattern(where: str, written: dict, guard: Guard, regs) -> dict:
+    """`written` checked as matrix values are, trained weights as the file's identity."""
     out = {}
     for key, value in written.items():
         if key in K.SINGLE and isinstance(value, dict) and "name" not in value:
@@ -54,8 +63,6 @@ def pattern(where: str, written: dict, guard: Guard, regs, configs: list[dict]) 
         if "." not in key:
             norm = _identity(norm, guard(f"{where}.{key}", check_spec, key, norm, regs))
         out[key] = norm
-    if not any(config_matches(c, out) for c in configs):
-        raise SuiteError(guard.path, where, _no_match(out, configs))
     return out
 
 

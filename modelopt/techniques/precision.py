@@ -6,13 +6,11 @@ for bfloat16, while float16 there often runs slower than float32), so it is meas
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import nn
 
 from modelopt.spec.registries import QUANTIZERS
-from modelopt.techniques.quantize import Intent, Quantizer
+from modelopt.techniques.quantize import Intent, Quantizer, float_copy
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -35,7 +33,7 @@ class HalfPrecision(nn.Module):
 
 def _cast(model: nn.Module, dtype: str) -> tuple[nn.Module, dict]:
     """A copy of the trained model (left as it was) in `dtype`, on the model's own device."""
-    shipped = HalfPrecision(copy.deepcopy(model).eval(), dtype)
+    shipped = HalfPrecision(float_copy(model, on_cpu=False), dtype)
     return shipped, {"quantized": True, "quantized_with": f"torch ({DTYPES[dtype]})"}
 
 

@@ -96,7 +96,7 @@ def weight_clip(*, clip: Positive = 0.5) -> Quantizer:
     return Quantizer(after_step=[clamp])
 
 
-def _float_copy(model: nn.Module, on_cpu: bool = True) -> nn.Module:
+def float_copy(model: nn.Module, on_cpu: bool = True) -> nn.Module:
     # torch.ao's and PT2E's x86 int8 kernels exist for the CPU only: their copy is measured
     # there; torchao's int8 tensors run on any device (on CUDA, through int_mm or cuBLAS)
     model = copy.deepcopy(model)
@@ -141,7 +141,7 @@ def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
 def _quantize_(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
     """torchao's quantize_ on every Linear layer of a float copy."""
     tq = _torchao("torchao.quantization", name)
-    fp32 = _float_copy(model, on_cpu=False)
+    fp32 = float_copy(model, on_cpu=False)
     linears = _linears(fp32, name)
     config = (tq.Int8DynamicActivationInt8WeightConfig if name == "int8_dynamic"
               else tq.Int8WeightOnlyConfig)(set_inductor_config=False)  # no global side effects
@@ -161,7 +161,7 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     weights dropped; shipped as the exported program (techniques/program.py)."""
     xiq = _torchao("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "int8_static")
     pt2e = _torchao("torchao.quantization.pt2e.quantize_pt2e", "int8_static")
-    fp32 = _float_copy(model)
+    fp32 = float_copy(model)
     try:
         traced = program.export(fp32, x).module()
     except Exception as exc:  # noqa: BLE001 - the reason is torch.export's
@@ -207,7 +207,7 @@ def _torch_ao(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
     from torch.ao.quantization import quantize_dynamic
 
     types = {nn.Linear} | ({nn.GRU} if layers == "linear_gru" else set())
-    fp32 = _float_copy(model)
+    fp32 = float_copy(model)
     with warnings.catch_warnings():
         # torch 2.14 warns once per layer that quantized tensors are deprecated (the docs
         # say so once); the warning would flood a suite's progress output
