@@ -7,7 +7,7 @@ import pytest
 
 from modelopt.results import compare, latency
 from modelopt.results import store as results
-from modelopt.run import runner, timing
+from modelopt.run import measure, runner, timing
 from modelopt.spec.suite import parse
 
 
@@ -228,6 +228,7 @@ def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):
     two sides were made on different ones."""
     rec = results.read(baseline)[0]
     assert "cpu_flags" in rec.env and rec.env["cpu"]
+    assert rec.env["cpu_flags_checked"] == " ".join(measure.CPU_FLAGS)
     assert compare.compare(baseline, baseline, timer=None).machines == ""
 
     def elsewhere(rec):
@@ -236,3 +237,24 @@ def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):
     cmp = compare.compare(baseline, current_with(tmp_path, baseline, elsewhere), timer=None)
     assert "another CPU" in cmp.machines and "AMD EPYC 7B13 (avx2)" in cmp.machines
     assert cmp.machines in compare.markdown(cmp)
+
+
+def test_flags_a_baseline_did_not_look_for_are_unknown_not_absent(baseline, tmp_path):
+    """Records name the flags they looked for; a baseline written when the list was shorter
+    (no cpu_flags_checked) is the same CPU unless a flag both looked for differs."""
+    def on(cpu: str, flags: str, checked: str | None):
+        def change(rec):
+            rec.env = {k: v for k, v in rec.env.items() if k != "cpu_flags_checked"}
+            rec.env.update(cpu=cpu, cpu_flags=flags)
+            if checked:
+                rec.env["cpu_flags_checked"] = checked
+        return current_with(tmp_path / f"{cpu}-{flags}-{checked}", baseline, change)
+
+    now = "avx2 avx512f avx512_vnni amx_int8 avx512_bf16 amx_bf16 avx512_fp16"
+    earlier = on("Xeon", "avx2 avx512f avx512_vnni amx_int8 amx_bf16", None)
+    recent = on("Xeon", now, " ".join(measure.CPU_FLAGS))
+    assert compare.compare(earlier, recent, timer=None).machines == ""
+    # a flag both sides looked for (amx_int8) tells them apart
+    no_amx = on("Xeon", "avx2 avx512f avx512_vnni avx512_bf16", " ".join(measure.CPU_FLAGS))
+    assert "another CPU" in compare.compare(earlier, no_amx, timer=None).machines
+    assert "another CPU" in compare.compare(recent, no_amx, timer=None).machines

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from modelopt.run import rebuild, timing
 from modelopt.run.cell import check_outputs, run_cell
 from modelopt.spec.schema import SuiteError
 from modelopt.spec.suite import parse
 from modelopt.techniques import deploy
 from modelopt.techniques.data import DATASETS, split_validation
 from modelopt.techniques.errors import TechniqueError
+from tests.rebuilt import timed_again
 
 SUITE = """
 name: ship
@@ -27,16 +27,6 @@ matrix:
 
 def cell(fmt):
     return parse(SUITE.replace("DEPLOY", fmt)).cells[0]
-
-
-def timed_again(out, config, tmp_path):
-    """What the timing process gets: the model saved as data, rebuilt in its format (compiled
-    or packaged again) and called."""
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
-                    out.num_outputs)
-    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(config))
-    with torch.inference_mode():
-        return model, model(batch)
 
 
 @pytest.mark.parametrize("fmt, kind", [("compile", deploy.Compiled),

@@ -5,7 +5,6 @@ it as asked refuse it when the suite loads."""
 import pytest
 import torch
 
-from modelopt.run import rebuild, timing
 from modelopt.run.cell import run_cell
 from modelopt.run.measure import size_bytes
 from modelopt.spec.schema import SuiteError
@@ -13,6 +12,7 @@ from modelopt.spec.suite import parse
 from modelopt.techniques.models import build
 from modelopt.techniques.precision import DTYPES, HalfPrecision
 from modelopt.techniques.quantize import QUANTIZERS
+from tests.rebuilt import timed_again
 
 SUITE = """
 name: half
@@ -55,13 +55,11 @@ def test_a_bf16_cell_is_measured_on_its_half_model_and_timed_again(tmp_path):
     assert m["quantized"] and m["params"] == dense.metrics["params"]
     assert m["size_bytes"] < dense.metrics["size_bytes"]
     assert abs(m["accuracy"] - dense.metrics["accuracy"]) <= 0.05  # trained alike, then rounded
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
-                    out.num_outputs)
     # rebuilt from the trained weights and checked against the cell's own half outputs
-    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(cell("bf16")))
+    model, y = timed_again(out, cell("bf16"), tmp_path)
     assert isinstance(model, HalfPrecision)
     with torch.inference_mode():
-        assert torch.equal(model(batch), out.models["model"].shipped(batch))
+        assert torch.equal(y, out.models["model"].shipped(out.batch))
 
 
 def test_a_half_model_ships_compiled():
@@ -93,11 +91,8 @@ def test_a_cuda_cell_trained_under_autocast_ships_half_on_the_gpu(name, tmp_path
     shipped = out.models["model"].shipped
     assert {p.device.type for p in shipped.parameters()} == {"cuda"}
     assert {p.dtype for p in shipped.parameters()} == {DTYPES[name]}
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
-                    out.num_outputs)
-    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")), rebuild.Recipe.of(config))
-    with torch.inference_mode():
-        assert model(batch).device.type == "cuda"
+    model, y = timed_again(out, config, tmp_path)
+    assert y.device.type == "cuda"
 
 
 def test_a_half_model_that_overflows_fails_its_cell_instead_of_reporting_figures(tmp_path):

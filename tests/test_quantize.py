@@ -6,12 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from modelopt.run import rebuild, timing
+from modelopt.run import rebuild
 from modelopt.run.measure import count_params, size_bytes
 from modelopt.techniques import quantize
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.models import build
 from modelopt.techniques.program import Program
+from tests.rebuilt import rebuilt
 
 torchao = pytest.importorskip("torchao")
 
@@ -124,11 +125,8 @@ matrix:
     assert m["quantized_with"] == "torchao pt2e" and m["calibration_samples"] == 128
     assert 0 < m["accuracy"] <= 1 and m["params"] > 0 and m["artifact_bytes"] > m["size_bytes"]
     assert out.env["torchao"] == torchao.__version__
-    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
-                    out.num_outputs)
     # saved as tensors; rebuilt (calibrated again on the saved inputs) to the same outputs
-    model, _, batch = rebuild.load(next(tmp_path.glob("*.pt")),
-                                   rebuild.recipe_of_record(cfg.as_config(), None))
+    model, batch = rebuilt(out, rebuild.recipe_of_record(cfg.as_config(), None), tmp_path)
     assert isinstance(model, Program)
     with torch.inference_mode():
         assert model(batch).shape == (len(batch), 4)

@@ -46,6 +46,10 @@ def test_a_page_names_every_commit_its_records_came_from():
     assert "**torch** x ·" in page  # one value as it is
     assert "**commit** aaa1111 ·" in pages.suite_page(df[df["env"].map(
         lambda e: e["git_commit"] == "aaa1111")], "s")
+    # a skipped cell (no GPU here) ran nothing: its commit counts, its machine is not a '?'
+    df["env"] = [{"git_commit": "aaa1111"}] * 2 + [df["env"][0]] * 3
+    page = pages.suite_page(df, "s")
+    assert "**torch** x ·" in page and "**commit** aaa1111 ·" in page and "records)" not in page
 
 
 def test_a_commit_with_changes_to_the_package_is_marked_dirty(tmp_path):

@@ -30,6 +30,8 @@ def test_unknown_name_lists_choices_and_closest():
     e = err(BASE + "matrix:\n  optimizer: [adma]\n")
     assert e.where == "matrix.optimizer[0]"
     assert "did you mean 'adam'" in e.message and "sgd" in e.message
+    # a name in the wrong case is the closest of all, though difflib alone would not say so
+    assert "did you mean 'bf16'" in err(BASE + "matrix:\n  quantize: [BF16]\n").message
 
 
 def test_unknown_parameter_names_what_is_accepted():

@@ -277,13 +277,18 @@ def compare(baseline: str | Path, current: str | Path,
 
 
 def _machines(base: Side, cur: Side) -> str:
-    """A baseline taken on another CPU (model or int8 instruction sets) compares machines
-    as much as code: latency, training speed and int8's gains move with them."""
-    if not base.machines or not cur.machines or base.machines == cur.machines:
+    """A baseline taken on another CPU (model or int8 / half instruction sets) compares
+    machines as much as code: latency, training speed and int8's gains move with them. Flags
+    are compared where every record looked for them (older records looked for fewer)."""
+    if not base.machines or not cur.machines:
         return ""
-    return (f"The baseline was made on another CPU ({'; '.join(sorted(base.machines))}) than "
-            f"the current run ({'; '.join(sorted(cur.machines))}): speed figures compare the "
-            "machines too, and int8's gains depend on the instruction sets named.")
+    checked = frozenset.intersection(*(m.checked for m in base.machines | cur.machines))
+    if {m.seen(checked) for m in base.machines} == {m.seen(checked) for m in cur.machines}:
+        return ""
+    names = ["; ".join(sorted(map(str, side.machines))) for side in (base, cur)]
+    return (f"The baseline was made on another CPU ({names[0]}) than the current run "
+            f"({names[1]}): speed figures compare the machines too, and the gains of int8 and "
+            "half precision depend on the instruction sets named.")
 
 
 # ---------------------------------------------------------------- the markdown

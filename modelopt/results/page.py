@@ -29,16 +29,17 @@ def describe_env(df: pd.DataFrame) -> dict:
     torch versions or machines (a run resumed later): each value is then named with how
     many records have it."""
     envs = [e for e in df["env"] if e] or [{}]
+    ran = [e for e in envs if "torch" in e] or envs  # a skipped cell records its commit alone
 
     def cpu(env: dict) -> str:
         flags = env.get("cpu_flags")
         return env.get("cpu", "?") + (f", {flags.replace(' ', ' · ')}" if flags else "")
 
     dates = df["started_at"].dropna()
-    return {"torch": _each([e.get("torch") for e in envs]), "cpu": _each(map(cpu, envs)),
-            "device": _each([e.get("device") for e in envs]),
+    return {"torch": _each([e.get("torch") for e in ran]), "cpu": _each(map(cpu, ran)),
+            "device": _each([e.get("device") for e in ran]),
             "commit": _each([e.get("git_commit") for e in envs]),
-            "threads": _each([e.get("threads") for e in envs]),
+            "threads": _each([e.get("threads") for e in ran]),
             "date": str(dates.max())[:10] if len(dates) else "?"}
 
 

@@ -16,6 +16,32 @@ class CompareError(ValueError):
     """Input that cannot be compared (missing file, corrupt line, different suites)."""
 
 
+# the flags records looked for before they named them (cpu_flags_checked)
+EARLIER_CHECKED = frozenset(("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"))
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A CPU as a record names it: its model, the instruction-set flags it has, and the flags
+    that were looked for (a flag outside them is unknown, not absent)."""
+    cpu: str
+    flags: frozenset[str]
+    checked: frozenset[str]
+
+    @classmethod
+    def of(cls, env: dict) -> Machine:
+        checked = env.get("cpu_flags_checked")
+        return cls(env["cpu"], frozenset((env.get("cpu_flags") or "").split()),
+                   frozenset(checked.split()) if checked else EARLIER_CHECKED)
+
+    def seen(self, checked: frozenset[str]) -> tuple[str, frozenset[str]]:
+        """What it is, told by the flags `checked` alone."""
+        return self.cpu, self.flags & checked
+
+    def __str__(self) -> str:
+        return self.cpu + (f" ({' '.join(sorted(self.flags))})" if self.flags else "")
+
+
 @dataclass
 class Side:
     """One side of a comparison: per cell, per seed, its status and figures."""
@@ -27,7 +53,7 @@ class Side:
     # per cell, per seed: the trained network's key; cells that share one trained network
     # share its training figures, which are then one observation, not one per cell
     train_keys: dict[str, dict[int, str]] = field(default_factory=dict)
-    machines: set[str] = field(default_factory=set)  # the CPUs its records were made on
+    machines: set[Machine] = field(default_factory=set)  # the CPUs its records were made on
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -81,8 +107,7 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
         side.configs.setdefault(cid, r.get("cell") or {})
         env = r.get("env") or {}
         if env.get("cpu"):
-            flags = env.get("cpu_flags")
-            side.machines.add(f"{env['cpu']}" + (f" ({flags})" if flags else ""))
+            side.machines.add(Machine.of(env))
         key = (r.get("extra") or {}).get("train_key")
         if isinstance(key, str):
             side.train_keys.setdefault(cid, {})[seed] = key

@@ -379,4 +379,5 @@ def env(backend: backends.Backend, threads: int) -> dict:
     return {"torch": torch.__version__, "torchao": quantize.torchao_version(),
             "python": platform.python_version(), "threads": threads,
             "cpu": measure.cpu_model(), "cpu_flags": measure.cpu_flags(),
+            "cpu_flags_checked": " ".join(measure.CPU_FLAGS),
             "cpu_count": backends.cpu_count(), **backend.env()}

@@ -162,19 +162,23 @@ class PeakMemory:
         return False
 
 
-# the instruction sets int8 kernels depend on (ONNX Runtime's and oneDNN's int8 gains need
-# VNNI or AMX; on AVX2 alone int8 can be no faster than float)
-INT8_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16")
+# the instruction sets int8 and half-precision kernels depend on: ONNX Runtime's and oneDNN's
+# int8 gains need VNNI or AMX (on AVX2 alone int8 can be no faster than float); oneDNN's bf16
+# and fp16 kernels use AVX-512 BF16 / FP16 or AMX where present (else it converts to float).
+# Records name the flags looked for (cpu_flags_checked), so a list that grows is not read as
+# another CPU by compare.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16",
+             "avx512_fp16", "amx_fp16")
 
 
 def cpu_flags() -> str:
-    """The int8-relevant instruction-set flags this CPU has (Linux), space-separated."""
+    """The int8- and half-relevant instruction-set flags this CPU has (Linux), space-separated."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    return " ".join(flag for flag in INT8_FLAGS if flag in have)
+                    return " ".join(flag for flag in CPU_FLAGS if flag in have)
     except OSError:
         pass
     return ""

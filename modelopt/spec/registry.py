@@ -72,8 +72,10 @@ def _user_params(fn: Callable) -> tuple[Param, ...]:
 
 
 def closest(name: str, choices) -> str:
-    match = difflib.get_close_matches(str(name), list(choices), n=1)
-    return f" (did you mean '{match[0]}'?)" if match else ""
+    # matched without case, so 'BF16' finds 'bf16' (difflib alone scores them 0.5 and drops it)
+    by_lower = {str(c).lower(): c for c in choices}
+    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1)
+    return f" (did you mean '{by_lower[match[0]]}'?)" if match else ""
 
 
 @dataclass(frozen=True)
