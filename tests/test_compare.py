@@ -250,11 +250,24 @@ def test_flags_a_baseline_did_not_look_for_are_unknown_not_absent(baseline, tmp_
                 rec.env["cpu_flags_checked"] = checked
         return current_with(tmp_path / f"{cpu}-{flags}-{checked}", baseline, change)
 
+    def machines(a, b) -> str:
+        return compare.compare(a, b, timer=None).machines
+
+    every = " ".join(measure.CPU_FLAGS)
     now = "avx2 avx512f avx512_vnni amx_int8 avx512_bf16 amx_bf16 avx512_fp16"
     earlier = on("Xeon", "avx2 avx512f avx512_vnni amx_int8 amx_bf16", None)
-    recent = on("Xeon", now, " ".join(measure.CPU_FLAGS))
-    assert compare.compare(earlier, recent, timer=None).machines == ""
-    # a flag both sides looked for (amx_int8) tells them apart
-    no_amx = on("Xeon", "avx2 avx512f avx512_vnni avx512_bf16", " ".join(measure.CPU_FLAGS))
-    assert "another CPU" in compare.compare(earlier, no_amx, timer=None).machines
-    assert "another CPU" in compare.compare(recent, no_amx, timer=None).machines
+    recent = on("Xeon", now, every)
+    assert machines(earlier, recent) == ""
+    # a flag both sides looked for tells them apart: amx_int8 against the earlier list, and
+    # one the list gained (avx512_bf16) between two recent records
+    no_amx = on("Xeon", "avx2 avx512f avx512_vnni avx512_bf16", every)
+    assert "another CPU" in machines(earlier, no_amx) and "another CPU" in machines(recent, no_amx)
+    no_bf16 = on("Xeon", now.replace(" avx512_bf16", ""), every)
+    assert "avx512_bf16" in machines(recent, no_bf16)
+    # named by the flags compared alone: the earlier list knows nothing of avx512_fp16
+    assert "avx512_fp16" not in machines(earlier, no_amx)
+
+    def unflagged(rec):  # written before records had flags at all
+        rec.env = {k: v for k, v in rec.env.items() if not k.startswith("cpu_flags")}
+        rec.env["cpu"] = "Xeon"
+    assert machines(current_with(tmp_path / "unflagged", baseline, unflagged), recent) == ""

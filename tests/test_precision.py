@@ -91,7 +91,7 @@ def test_a_cuda_cell_trained_under_autocast_ships_half_on_the_gpu(name, tmp_path
     shipped = out.models["model"].shipped
     assert {p.device.type for p in shipped.parameters()} == {"cuda"}
     assert {p.dtype for p in shipped.parameters()} == {DTYPES[name]}
-    model, y = timed_again(out, config, tmp_path)
+    _, y = timed_again(out, config, tmp_path)
     assert y.device.type == "cuda"
 
 

@@ -283,9 +283,10 @@ def _machines(base: Side, cur: Side) -> str:
     if not base.machines or not cur.machines:
         return ""
     checked = frozenset.intersection(*(m.checked for m in base.machines | cur.machines))
-    if {m.seen(checked) for m in base.machines} == {m.seen(checked) for m in cur.machines}:
+    names = [sorted({m.seen(checked) for m in side.machines}) for side in (base, cur)]
+    if names[0] == names[1]:
         return ""
-    names = ["; ".join(sorted(map(str, side.machines))) for side in (base, cur)]
+    names = ["; ".join(side) for side in names]
     return (f"The baseline was made on another CPU ({names[0]}) than the current run "
             f"({names[1]}): speed figures compare the machines too, and the gains of int8 and "
             "half precision depend on the instruction sets named.")

@@ -29,7 +29,8 @@ def describe_env(df: pd.DataFrame) -> dict:
     torch versions or machines (a run resumed later): each value is then named with how
     many records have it."""
     envs = [e for e in df["env"] if e] or [{}]
-    ran = [e for e in envs if "torch" in e] or envs  # a skipped cell records its commit alone
+    # a cell that never ran (skipped, or failed before it started) records its commit alone
+    ran = [e for e in envs if "torch" in e] or envs
 
     def cpu(env: dict) -> str:
         flags = env.get("cpu_flags")

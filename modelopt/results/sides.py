@@ -30,16 +30,17 @@ class Machine:
 
     @classmethod
     def of(cls, env: dict) -> Machine:
-        checked = env.get("cpu_flags_checked")
-        return cls(env["cpu"], frozenset((env.get("cpu_flags") or "").split()),
-                   frozenset(checked.split()) if checked else EARLIER_CHECKED)
+        if "cpu_flags" not in env:  # written before records had flags, or none could be read
+            checked = frozenset()
+        else:
+            given = env.get("cpu_flags_checked")
+            checked = frozenset(given.split()) if given else EARLIER_CHECKED
+        return cls(env["cpu"], frozenset((env.get("cpu_flags") or "").split()), checked)
 
-    def seen(self, checked: frozenset[str]) -> tuple[str, frozenset[str]]:
-        """What it is, told by the flags `checked` alone."""
-        return self.cpu, self.flags & checked
-
-    def __str__(self) -> str:
-        return self.cpu + (f" ({' '.join(sorted(self.flags))})" if self.flags else "")
+    def seen(self, checked: frozenset[str]) -> str:
+        """The CPU told by the flags `checked` alone, as a report names it."""
+        flags = " ".join(sorted(self.flags & checked))
+        return self.cpu + (f" ({flags})" if flags else "")
 
 
 @dataclass

@@ -376,8 +376,10 @@ def test_metrics(out: torch.Tensor, data: Data) -> dict:
 
 
 def env(backend: backends.Backend, threads: int) -> dict:
+    flags = measure.cpu_flags()  # with the flags looked for, where they could be read
+    read = {} if flags is None else {"cpu_flags": flags,
+                                     "cpu_flags_checked": " ".join(measure.CPU_FLAGS)}
     return {"torch": torch.__version__, "torchao": quantize.torchao_version(),
             "python": platform.python_version(), "threads": threads,
-            "cpu": measure.cpu_model(), "cpu_flags": measure.cpu_flags(),
-            "cpu_flags_checked": " ".join(measure.CPU_FLAGS),
+            "cpu": measure.cpu_model(), **read,
             "cpu_count": backends.cpu_count(), **backend.env()}

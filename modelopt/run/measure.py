@@ -171,8 +171,9 @@ CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_b
              "avx512_fp16", "amx_fp16")
 
 
-def cpu_flags() -> str:
-    """The int8- and half-relevant instruction-set flags this CPU has (Linux), space-separated."""
+def cpu_flags() -> str | None:
+    """The int8- and half-relevant instruction-set flags this CPU has, space-separated; None
+    where the CPU's flags cannot be read (not Linux, or no flags line)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -181,7 +182,7 @@ def cpu_flags() -> str:
                     return " ".join(flag for flag in CPU_FLAGS if flag in have)
     except OSError:
         pass
-    return ""
+    return None
 
 
 def cpu_model() -> str:
