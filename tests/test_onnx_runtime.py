@@ -10,6 +10,7 @@ from modelopt.run.cell import run_cell
 from modelopt.spec.schema import SuiteError
 from modelopt.spec.suite import parse
 from modelopt.techniques import onnx_runtime
+from tests.rebuilt import timed_again
 
 SUITE = """
 name: ort
@@ -85,6 +86,21 @@ def test_int8_on_onnx_runtime_is_its_own_int8_model(quantize, int8_ops, layers):
     assert abs(m["accuracy"] - fp32["accuracy"]) < 0.05
     weights = onnx.load_from_string(shipped.blob).graph.initializer
     assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)  # int8 weights in it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("quantize", ["none", "int8_static"])
+def test_a_model_trained_on_a_gpu_ships_on_onnx_runtime_on_the_cpu(quantize, tmp_path):
+    """Trained on CUDA, exported from a CPU copy (ONNX Runtime's provider here is the CPU's),
+    checked there, and made again so in the timing process."""
+    config = cell(quantize).replaced(backend={"name": "cuda", "device": 0, "amp": False,
+                                              "amp_dtype": "bf16"})
+    out = run_cell(config, 0)
+    assert out.status == "ok", out.error
+    assert isinstance(out.models["model"].shipped, onnx_runtime.OrtModel)
+    assert quantize != "none" or out.metrics["deploy_agreement"] >= 0.99
+    model, y = timed_again(out, config, tmp_path)
+    assert isinstance(model, onnx_runtime.OrtModel) and y.device.type == "cpu"
 
 
 PLUGIN = """

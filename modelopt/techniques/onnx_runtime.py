@@ -18,6 +18,7 @@ call in whichever process calls it, with as many intra-op threads as torch has t
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import tempfile
@@ -33,7 +34,7 @@ from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques import precision
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError, first_line
-from modelopt.techniques.quantize import Intent
+from modelopt.techniques.quantize import Intent, float_copy
 
 OPSET = 17  # ONNX Runtime 1.20+ runs it; the TorchScript exporter's best-tested opset
 PROVIDER = "CPUExecutionProvider"
@@ -204,7 +205,11 @@ class _Calibration:
 def _export(model: nn.Module, x: torch.Tensor, folder: str) -> str:
     """The float model as an ONNX file in `folder`, checked against the model on `x`."""
     path = os.path.join(folder, "model.onnx")
-    model = model.eval()
+    # both runtimes here run on the CPU: a model trained on a GPU is exported, and checked,
+    # as a CPU copy on CPU inputs, which is how it will run
+    if any(t.device.type != "cpu" for t in itertools.chain(model.parameters(), model.buffers())):
+        model = float_copy(model)
+    model, x = model.eval(), x.cpu()
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(model, (x,), path, input_names=["x"], output_names=["y"],
