@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from modelopt.run import rebuild
 from modelopt.run.cell import check_outputs, run_cell
 from modelopt.spec.schema import SuiteError
 from modelopt.spec.suite import parse
@@ -89,6 +90,33 @@ def test_a_pruned_cell_ships_and_checks_its_slimmed_model_in_the_format():
     assert isinstance(out.models["slimmed"].shipped, deploy.Compiled)
     slim = out.figures_of["slimmed"]
     assert slim["compile_seconds"] > 0 and slim["deploy_agreement"] == 1.0
+
+
+def test_shipping_on_the_cpu_is_a_setting_of_the_pytorch_formats():
+    """`device: cpu` ships a model trained on a GPU on the CPU; on a CPU cell it changes
+    nothing but the cell's name. A runtime that runs on the CPU anyway has no such setting."""
+    eager = run_cell(cell("eager"), 0).metrics
+    on_cpu = cell("{name: eager, device: cpu}")
+    assert on_cpu.deploy.params == {"device": "cpu"}
+    assert run_cell(on_cpu, 0).metrics["accuracy"] == eager["accuracy"]
+    with pytest.raises(SuiteError, match=r"deploy.*device.*'gpu'"):
+        cell("{name: compile, device: gpu}")
+    with pytest.raises(SuiteError, match=r"onnxruntime.*has no parameter 'device'"):
+        cell("{name: onnxruntime, device: cpu}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("fmt", ["eager", "compile", "export"])
+def test_a_model_trained_on_a_gpu_ships_on_the_cpu_where_the_suite_says(fmt, tmp_path):
+    gpu = {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
+    config = cell(f"{{name: {fmt}, device: cpu}}").replaced(backend=gpu)
+    out = run_cell(config, 0)
+    assert out.status == "ok", out.error
+    shipped = out.models["model"].shipped
+    assert rebuild.device_of(shipped, shipped).type == "cpu"
+    assert {p.device.type for p in out.models["model"].source.parameters()} == {"cuda"}
+    model, y = timed_again(out, config, tmp_path)  # made again on the CPU too
+    assert y.device.type == "cpu" and rebuild.device_of(model, model).type == "cpu"
 
 
 RUNTIME = """

@@ -76,9 +76,9 @@ def cross_device_note(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.S
     return (f"No speed-up where the model that ships was timed on another device than its "
             f"baseline's: {names}. (x86 int8 kernels and ONNX Runtime's CPU provider run on "
             "the CPU.) A speed-up compares latencies on one device; the batch latency column "
-            "holds each model's own, on its device. For a speed-up on the CPU, add a float "
-            "model that ships there too (`deploy: onnxruntime`, no quantize) and name it as "
-            "`baseline:`.")
+            "holds each model's own, on its device. For a speed-up on the CPU, ship the "
+            "baseline there too (`deploy: {name: eager, device: cpu}`, or a float "
+            "`deploy: onnxruntime`) and name it as `baseline:`.")
 
 
 def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:

@@ -195,12 +195,12 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     figure, loss included."""
     quantize = cell.compress.quantize
     quantizer = quantize.build() if quantize is not None else None
-    model, info, on = trained.net, {}, backends.on_device_of(trained.net)
-    inputs = None
     fmt = runtime(cell.deploy)
+    model, info, inputs = on_its_device(trained.net, fmt), {}, None
+    on = backends.on_device_of(model)
     if quantizer is not None and fmt.converts(quantizer):
         inputs, _ = train_sample(trained.data, quantizer.calibration)
-        model, info = fmt.realise(quantizer, trained.net, inputs)
+        model, info = fmt.realise(quantizer, model, inputs)
         on = backends.on_device_of(model)  # x86 int8 kernels are the CPU's; torchao's any
     shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)
@@ -223,7 +223,8 @@ def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | N
     slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
     if slimmed is None or cell.deploy is None:
         return None if slimmed is None else Shipped(slimmed, slimmed)
-    shipped, made, _ = ship_checked(cell, slimmed, data, backends.on_device_of(slimmed))
+    model = on_its_device(slimmed, runtime(cell.deploy))
+    shipped, made, _ = ship_checked(cell, model, data, backends.on_device_of(model))
     compressed.pruned.slimmed = shipped
     compressed.slimmed.update(made)
     return Shipped(slimmed, shipped)
@@ -241,6 +242,14 @@ def ship_checked(cell: Cell, model: nn.Module, data: Data, on
     outputs = predict(shipped, data.x_test, on, cell.train.settings.eval_batch_size)
     info.update(check_outputs(outputs, reference, data, cell))
     return shipped, info, outputs
+
+
+def on_its_device(model: nn.Module, fmt: Format) -> nn.Module:
+    """The model a format ships from: a CPU copy where the suite ships on the CPU a model
+    that trained on a GPU (`deploy: {device: cpu}`), else the model itself."""
+    if fmt.cpu and backends.on_device_of(model) is not backends.CPU:
+        return quantize.float_copy(model)
+    return model
 
 
 def out_batch(data: Data, cell: Cell) -> torch.Tensor:

@@ -182,12 +182,13 @@ def build(doc: dict, recipe: Recipe) -> nn.Module:
     except Exception as exc:  # noqa: BLE001 - wrong shapes, missing keys: the reason as said
         raise NotRebuildable(f"the weights do not fit the model its config builds "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
-    net = net.to(here(doc["device"])).eval()
+    fmt = runtime(recipe.deploy)
+    net = net.to("cpu" if fmt.cpu else here(doc["device"])).eval()  # where the cell shipped it
     model = net
     if doc["quantized"]:
         if recipe.quantize is None:
             raise NotRebuildable("it was quantized, and its config names no quantizer")
-        quantizer, fmt = recipe.quantize.build(), runtime(recipe.deploy)
+        quantizer = recipe.quantize.build()
         if not fmt.converts(quantizer):
             raise NotRebuildable(f"quantizer '{recipe.quantize.name}' converts nothing")
         calibration = doc.get("calibration")

@@ -37,6 +37,7 @@ class Format:
     ship: Ship | None = None
     quantize: Realise | None = None
     refuses: Callable[[Intent], str | None] = lambda intent: None
+    cpu: bool = False  # ships on the CPU, wherever the model trained (`device: cpu`)
 
     def cannot(self, quantizer: Quantizer) -> str | None:
         """Why this runtime cannot ship what the quantizer asks for (None: it can): checked
@@ -66,25 +67,33 @@ class Format:
         return quantizer.convert is not None or quantizer.intent is not None
 
 
+# where a model ships: on the device it trained on, or on the CPU (trained on a GPU, served
+# on CPUs: a CPU copy is quantized, made, evaluated and timed there)
+Device = Literal["trained", "cpu"]
+
+
 @DEPLOYERS.register("eager")
-def eager() -> Format:
-    """The module as trained, called from Python (the default)."""
-    return Format()
+def eager(*, device: Device = "trained") -> Format:
+    """The module as trained, called from Python (the default). `device: cpu` ships it on
+    the CPU though it trained on a GPU."""
+    return Format(cpu=device == "cpu")
 
 
 @DEPLOYERS.register("compile")
 def compile_(*, mode: Literal["default", "reduce-overhead", "max-autotune"] = "default",
-             dynamic: bool | None = None) -> Format:
+             dynamic: bool | None = None, device: Device = "trained") -> Format:
     """torch.compile with inductor, as a user calls it (`dynamic: null` is torch's default:
-    specialise, then generalise on a second shape). Compile time is recorded apart."""
-    return Format(lambda model, x: _warm(Compiled(model, mode, dynamic), x))
+    specialise, then generalise on a second shape). Compile time is recorded apart.
+    `device: cpu` compiles for the CPU though the model trained on a GPU."""
+    return Format(lambda model, x: _warm(Compiled(model, mode, dynamic), x), cpu=device == "cpu")
 
 
 @DEPLOYERS.register("export")
-def export_() -> Format:
+def export_(*, device: Device = "trained") -> Format:
     """torch.export with a free batch dimension, compiled by AOTInductor into a .pt2 package
-    (aoti_compile_and_package) and run from it (aoti_load_package)."""
-    return Format(_package)
+    (aoti_compile_and_package) and run from it (aoti_load_package). `device: cpu` packages
+    it for the CPU though it trained on a GPU."""
+    return Format(_package, cpu=device == "cpu")
 
 
 class Compiled(nn.Module):
