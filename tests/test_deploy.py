@@ -106,17 +106,34 @@ def test_shipping_on_the_cpu_is_a_setting_of_the_pytorch_formats():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("fmt", ["eager", "compile", "export"])
-def test_a_model_trained_on_a_gpu_ships_on_the_cpu_where_the_suite_says(fmt, tmp_path):
+@pytest.mark.parametrize("fmt, quantize", [("eager", None), ("compile", None), ("export", None),
+                                           ("eager", "int8_dynamic"), ("compile", "bf16")])
+def test_a_model_trained_on_a_gpu_ships_on_the_cpu_where_the_suite_says(fmt, quantize,
+                                                                        tmp_path):
     gpu = {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
-    config = cell(f"{{name: {fmt}, device: cpu}}").replaced(backend=gpu)
+    config = cell(f"{{name: {fmt}, device: cpu}}").replaced(backend=gpu, quantize=quantize
+                                                            and {"name": quantize})
     out = run_cell(config, 0)
     assert out.status == "ok", out.error
     shipped = out.models["model"].shipped
     assert rebuild.device_of(shipped, shipped).type == "cpu"
+    assert out.metrics["shipped_on"] == "cpu" and out.env["device"].startswith("cuda")
     assert {p.device.type for p in out.models["model"].source.parameters()} == {"cuda"}
     model, y = timed_again(out, config, tmp_path)  # made again on the CPU too
     assert y.device.type == "cpu" and rebuild.device_of(model, model).type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_slimmed_model_trained_on_a_gpu_ships_on_the_cpu_too():
+    gpu = {"name": "cuda", "device": 0, "amp": False, "amp_dtype": "bf16"}
+    config = cell("{name: compile, device: cpu}").replaced(
+        backend=gpu, prune={"name": "l1_structured", "amount": 0.5, "finetune_steps": 5,
+                            "rounds": 1})
+    out = run_cell(config, 0)
+    assert out.status == "ok", out.error
+    slim = out.models["slimmed"].shipped
+    assert isinstance(slim, deploy.Compiled)
+    assert {p.device.type for p in slim.source.parameters()} == {"cpu"}
 
 
 RUNTIME = """

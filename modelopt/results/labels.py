@@ -54,6 +54,8 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
         else:
             differing = set()
             by_name: dict[str, list[dict]] = {}
+            if key in IMPLIED and any(v is None for v in values):  # eager where none is named
+                by_name[IMPLIED[key]] = [{"name": IMPLIED[key]}]
             for s in specs:
                 if isinstance(s, dict):
                     by_name.setdefault(s["name"], []).append(s)

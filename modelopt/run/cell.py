@@ -133,7 +133,7 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
         deployed = deploy(cell, trained)
         slimmed = _ship_slimmed(cell, compressed, data)
         counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
-        extra_figures = measured(deployed, trained, backend, cell)
+        extra_figures = measured(deployed, trained, cell)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
               "cores": backend.cores(), "gpus": backend.gpus(), **device_peak}
     _resources(memory, (probe_before, probe_after), reused, trained.info.pop("rank_peaks", {}))
@@ -198,6 +198,8 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     fmt = runtime(cell.deploy)
     model, info, inputs = on_its_device(trained.net, fmt), {}, None
     on = backends.on_device_of(model)
+    if model is not trained.net:  # the record says so: its env names the training's device
+        info["shipped_on"] = on.device
     if quantizer is not None and fmt.converts(quantizer):
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = fmt.realise(quantizer, model, inputs)
@@ -289,14 +291,14 @@ def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, cell: 
     return figures
 
 
-def measured(deployed: Deployed, trained: Trained, backend, cell: Cell) -> dict:
+def measured(deployed: Deployed, trained: Trained, cell: Cell) -> dict:
     """The figures of the measures the cell names (run/measures.py), on the shipped model."""
     specs = cell.metrics
     if not specs:
         return {}
     outputs = deployed.outputs
-    if outputs is None:  # the trained network ships as it is
-        outputs = predict(deployed.model, trained.data.x_test, backend,
+    if outputs is None:  # the trained network ships as it is: on its device, no autocast
+        outputs = predict(deployed.model, trained.data.x_test, deployed.on,
                           cell.train.settings.eval_batch_size)
     return measures.compute(specs, measures.Evaluated(deployed.model, trained.data, outputs))
 

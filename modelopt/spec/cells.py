@@ -61,7 +61,10 @@ def check_spec(key: str, spec, regs: dict[str, Registry]):
         return None
     if key in LIST_KEYS:
         return [check_spec_one(key, s, regs) for s in spec]
-    return check_spec_one(key, spec, regs)
+    checked, implied = check_spec_one(key, spec, regs), K.IMPLIED.get(key)
+    if checked["name"] == implied and checked == check_spec_one(key, {"name": implied}, regs):
+        return None  # `{name: eager, device: trained}` is the key left out: one cell, one id
+    return checked
 
 
 EXTRA_CHECKS = {"weights": weights.checked}  # Key.extra parameters, and what checks them

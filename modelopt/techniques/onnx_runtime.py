@@ -135,7 +135,7 @@ def onnxruntime() -> Format:
     execution provider, with as many threads as torch; int8_static ships ONNX Runtime's
     static int8 (QDQ, per-channel, after quant_pre_process) and int8_dynamic its dynamic
     quantization of Linear layers, both on its int8 kernels. Needs modelopt[onnx]."""
-    return Format(_ship, _quantize, _refuses)
+    return Format(_ship, _quantize, _refuses, cpu=True)  # its provider here is the CPU's
 
 
 def _ship(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
@@ -205,8 +205,8 @@ class _Calibration:
 def _export(model: nn.Module, x: torch.Tensor, folder: str) -> str:
     """The float model as an ONNX file in `folder`, checked against the model on `x`."""
     path = os.path.join(folder, "model.onnx")
-    # both runtimes here run on the CPU: a model trained on a GPU is exported, and checked,
-    # as a CPU copy on CPU inputs, which is how it will run
+    # both runtimes here run on the CPU: a model on a GPU (a cell hands a CPU copy, Format.cpu;
+    # other callers may not) is exported and checked as a CPU copy on CPU inputs
     if any(t.device.type != "cpu" for t in itertools.chain(model.parameters(), model.buffers())):
         model = float_copy(model)
     model, x = model.eval(), x.cpu()

@@ -66,7 +66,8 @@ def openvino(*, precision: Literal["f32", "bf16"] = "f32") -> Format:
     plugin, with as many threads as torch, computing in `precision` (OpenVINO's own default
     is bf16 on CPUs with AMX: said here, never chosen silently); int8 is refused. Needs
     `pip install 'modelopt[openvino]'`."""
-    return Format(lambda model, x: _ship(model, x, precision), refuses=_refuses)
+    return Format(lambda model, x: _ship(model, x, precision), refuses=_refuses,
+                  cpu=True)  # its CPU plugin
 
 
 def _ship(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[nn.Module, dict]:
