@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from modelopt.results.labels import axis_labels
 from modelopt.run import rebuild
 from modelopt.run.cell import check_outputs, run_cell
 from modelopt.spec.schema import SuiteError
@@ -98,7 +99,12 @@ def test_shipping_on_the_cpu_is_a_setting_of_the_pytorch_formats():
     eager = run_cell(cell("eager"), 0).metrics
     on_cpu = cell("{name: eager, device: cpu}")
     assert on_cpu.deploy.params == {"device": "cpu"}
-    assert run_cell(on_cpu, 0).metrics["accuracy"] == eager["accuracy"]
+    out = run_cell(on_cpu, 0).metrics
+    assert out["accuracy"] == eager["accuracy"] and "shipped_on" not in out  # not moved
+    # the default written out is the same cell; the setting is named where it differs
+    assert cell("{name: eager, device: trained}").cell_id == cell("eager").cell_id
+    assert list(axis_labels([cell("eager").as_config(), on_cpu.as_config()])["axis:deploy"]) \
+        == ["eager", "eager(device=cpu)"]
     with pytest.raises(SuiteError, match=r"deploy.*device.*'gpu'"):
         cell("{name: compile, device: gpu}")
     with pytest.raises(SuiteError, match=r"onnxruntime.*has no parameter 'device'"):
