@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--suite", default="suites/gpu.yaml")
     r.add_argument("--budget", type=float, default=360.0, help="seconds for everything")
     r.add_argument("--deadline", type=float, default=None, help="epoch seconds (the script's)")
-    r.add_argument("--tests-s", type=float, default=140.0, help="at most, the CUDA tests")
+    r.add_argument("--tests-s", type=float, default=170.0, help="at most, the CUDA tests")
     r.add_argument("--suite-s", type=float, default=190.0, help="at most, the GPU suite")
     r.add_argument("--throughput-s", type=float, default=60.0,
                    help="at most, modelopt's training throughput against a plain loop")
