@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 # Run the default suite (resumes if results/ already holds part of it) and write reports/.
 bench: $(STAMP)
 	$(BIN)/modelopt run $(SUITE) --out results/$(basename $(notdir $(SUITE))) $(if $(JOBS),--jobs $(JOBS))
-	$(BIN)/modelopt report results/$(basename $(notdir $(SUITE))) --out reports
+	$(BIN)/modelopt report results/$(basename $(notdir $(SUITE))) --out reports --csv
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
@@ -42,20 +42,20 @@ clean:
 vision: $(STAMP)
 	test -d data/digits32 || $(BIN)/modelopt images digits data/digits32
 	$(BIN)/modelopt run suites/vision.yaml --out results/vision
-	$(BIN)/modelopt report results/vision --out reports
+	$(BIN)/modelopt report results/vision --out reports --csv
 
 # A model trained elsewhere (suites/trained.yaml): the committed weights of
 # suites/weights/train_digits.py, compressed without retraining; report into reports/.
 # The worked example of your own images and training is examples/trained/run.sh.
 trained: $(STAMP)
 	$(BIN)/modelopt run suites/trained.yaml --out results/trained
-	$(BIN)/modelopt report results/trained --out reports
+	$(BIN)/modelopt report results/trained --out reports --csv
 
 # Text and transformers (suites/text.yaml, about 20 minutes): a character-level GPT on the
 # built-in corpus and a docstring classifier, dense against their compressed versions
 text: $(STAMP)
 	$(BIN)/modelopt run suites/text.yaml --out results/text
-	$(BIN)/modelopt report results/text --out reports
+	$(BIN)/modelopt report results/text --out reports --csv
 
 # The GPU device check (docs/development.md, "Device check (GPU)"): wheels a lent GPU machine lacks into
 # .whl/, the preparation checked, the one command to run there printed; without a GPU here
