@@ -83,7 +83,8 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("artifact_bytes", "artifact B", "si", False, "exact", unit="bytes"),
     # deploy formats (compile, export): compiling apart from latency, and the outputs' check
     _m("compile_seconds", "compile s", "f1", False, unit="s", timing=True),
-    # where a model trained on a GPU shipped instead (deploy: {device: cpu}, ONNX Runtime)
+    # where a model trained on a GPU shipped instead (deploy: {device: cpu}, ONNX Runtime,
+    # x86 int8 kernels)
     _m("shipped_on", "ships on", "none"),
     _m("deploy_max_abs_diff", "deployed vs undeployed max |Δ|", "g3", False),
     _m("deploy_agreement", "deployed classes agree", "pct", True),

@@ -197,13 +197,12 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     quantizer = quantize.build() if quantize is not None else None
     fmt = runtime(cell.deploy)
     model, info, inputs = on_its_device(trained.net, fmt), {}, None
-    on = backends.on_device_of(model)
-    if model is not trained.net:  # the record says so: its env names the training's device
-        info["shipped_on"] = on.device
     if quantizer is not None and fmt.converts(quantizer):
         inputs, _ = train_sample(trained.data, quantizer.calibration)
         model, info = fmt.realise(quantizer, model, inputs)
-        on = backends.on_device_of(model)  # x86 int8 kernels are the CPU's; torchao's any
+    on = backends.on_device_of(model)  # x86 int8 kernels are the CPU's; torchao's any
+    if on.device != backends.on_device_of(trained.net).device:  # env names the training's
+        info["shipped_on"] = on.device
     shipped, made, outputs = ship_checked(cell, model, trained.data, on)
     info.update(made)
     if shipped is trained.net:

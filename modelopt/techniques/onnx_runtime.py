@@ -18,7 +18,6 @@ call in whichever process calls it, with as many intra-op threads as torch has t
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import tempfile
@@ -34,7 +33,7 @@ from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques import precision
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError, first_line
-from modelopt.techniques.quantize import Intent, float_copy
+from modelopt.techniques.quantize import Intent
 
 OPSET = 17  # ONNX Runtime 1.20+ runs it; the TorchScript exporter's best-tested opset
 PROVIDER = "CPUExecutionProvider"
@@ -205,11 +204,7 @@ class _Calibration:
 def _export(model: nn.Module, x: torch.Tensor, folder: str) -> str:
     """The float model as an ONNX file in `folder`, checked against the model on `x`."""
     path = os.path.join(folder, "model.onnx")
-    # both runtimes here run on the CPU: a model on a GPU (a cell hands a CPU copy, Format.cpu;
-    # other callers may not) is exported and checked as a CPU copy on CPU inputs
-    if any(t.device.type != "cpu" for t in itertools.chain(model.parameters(), model.buffers())):
-        model = float_copy(model)
-    model, x = model.eval(), x.cpu()
+    model = model.eval()  # on the CPU: a cell hands both runtimes a CPU copy (Format.cpu)
     try:
         with _quiet(), torch.no_grad():
             torch.onnx.export(model, (x,), path, input_names=["x"], output_names=["y"],
