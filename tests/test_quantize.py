@@ -138,3 +138,52 @@ def test_static_int8_of_mobilenet_quantizes_its_convolutions():
     x = torch.randn(16, 1, 16, 16)
     q, info = convert("int8_static", m, x)
     assert info["quantized_layers"] > 40 and size_bytes(q) < 0.35 * size_bytes(m)
+
+
+class Tied(nn.Module):
+    """An embedding and an output layer sharing one weight, with a buffer, in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6)
+        self.norm = nn.BatchNorm1d(6)
+        self.out = nn.Linear(6, 10, bias=False)
+        self.out.weight = self.emb.weight
+
+    def forward(self, ids):
+        return self.out(self.norm(self.emb(ids)))
+
+
+def float_copy_is_independent(model, copy):
+    assert not copy.training and model.training
+    assert copy.out.weight is copy.emb.weight  # tied weights stay tied
+    assert all(c.device.type == "cpu" for c in [*copy.parameters(), *copy.buffers()])
+    for (name, a), b in zip(model.state_dict().items(), copy.state_dict().values()):
+        assert torch.equal(a.cpu(), b), name
+        assert a.data_ptr() != b.data_ptr(), f"{name} shares memory with the trained model"
+    assert [p.requires_grad for p in model.parameters()] == \
+        [p.requires_grad for p in copy.parameters()]
+    with torch.no_grad():
+        copy.emb.weight.add_(1.0)  # the copy is the copy's own
+    assert not torch.equal(model.emb.weight.cpu(), copy.emb.weight)
+    assert copy(torch.arange(8)).shape == (8, 10)
+
+
+def test_the_cpu_float_copy_is_a_separate_model_with_its_ties_kept():
+    torch.manual_seed(0)
+    model = Tied()
+    model.norm.weight.requires_grad_(False)
+    float_copy_is_independent(model, quantize.float_copy(model))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_cpu_float_copy_of_a_gpu_model_takes_no_second_copy_on_the_gpu():
+    torch.manual_seed(0)
+    model = Tied().cuda()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    copy = quantize.float_copy(model)
+    assert torch.cuda.max_memory_allocated() == before  # nothing allocated on the GPU
+    assert next(model.parameters()).is_cuda
+    float_copy_is_independent(model, copy)

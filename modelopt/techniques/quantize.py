@@ -99,8 +99,17 @@ def weight_clip(*, clip: Positive = 0.5) -> Quantizer:
 def float_copy(model: nn.Module, on_cpu: bool = True) -> nn.Module:
     # torch.ao's and PT2E's x86 int8 kernels exist for the CPU only: their copy is measured
     # there; torchao's int8 tensors run on any device (on CUDA, through int_mm or cuBLAS)
-    model = copy.deepcopy(model)
-    return (model.cpu() if on_cpu else model).eval()
+    if not on_cpu:
+        return copy.deepcopy(model).eval()
+    # a GPU model's tensors are copied straight to the CPU (deepcopy takes them from the
+    # memo): a whole copy on the GPU first would double its weights there for a moment.
+    # Keyed by identity, so tied weights stay tied.
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(p.detach().to("cpu", copy=True), p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = b.detach().to("cpu", copy=True)
+    return copy.deepcopy(model, memo).cpu().eval()
 
 
 def torchao_version() -> str | None:
