@@ -1,9 +1,11 @@
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from modelopt.results import latency
 from modelopt.results import store as results
 from modelopt.run import runner
 from modelopt.spec.suite import load, parse
@@ -140,10 +142,25 @@ def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_
     suite = load(tiny_suite_file)
     out = tmp_path / "o"
     runner.run(suite, out, jobs=1)
+    timing = out / latency.TIMING_FILE
+    first = timing.read_bytes()
     planned = []
-    runner.run(suite, out, jobs=1, on_plan=lambda todo, done: planned.append((todo, done)))
+    summary = runner.run(suite, out, jobs=1,
+                         on_plan=lambda todo, done: planned.append((todo, done)))
     assert planned == [(0, 2)]
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    # nothing trained: the models keep the latency they were timed with
+    assert summary.timing_kept and timing.read_bytes() == first
+    keys = {(r.cell_id, r.seed) for r in results.read(out)}
+    model = next((out / latency.MODELS_DIR).glob("*.pt"))
+    os.utime(model, (timing.stat().st_mtime + 5,) * 2)  # a model saved after its timing
+    assert not latency.timed_already(out, keys, latency.Plan())
+    os.utime(model, (timing.stat().st_mtime - 5,) * 2)
+    assert latency.timed_already(out, keys, latency.Plan())
+    # another timing plan times them again
+    summary = runner.run(suite, out, jobs=1, timing_processes=3)
+    assert not summary.timing_kept and timing.read_bytes() != first
+    assert json.loads(timing.read_text())["plan"]["max_processes"] == 3
     changed = parse(tiny_suite_file.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
     with pytest.raises(runner.ResumeError, match="different"):
         runner.run(changed, out, jobs=1)

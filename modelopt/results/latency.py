@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelopt.results.files import read_json, write_whole
+from modelopt.results.files import ResultsError, read_json, write_whole
 from modelopt.results.metrics import LATENCY_FIGURES, column
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -117,6 +117,23 @@ def read(run_dir: str | Path) -> dict | None:
     if not p.is_file():
         return None
     return read_json(p, TimingDoc).model_dump()
+
+
+def timed_already(run_dir: str | Path, keys: set[tuple[str, int]], plan: Plan) -> bool:
+    """Whether timing.json holds every saved model of these (cell_id, seed) pairs, timed
+    under `plan` after the model was saved (or recorded there as not re-timeable): what a run
+    that trained nothing keeps rather than time the same models again."""
+    path = Path(run_dir) / TIMING_FILE
+    try:
+        doc = read(run_dir)
+    except ResultsError:
+        return False  # timed again, and replaced
+    if doc is None or doc.get("plan") != plan.as_dict():
+        return False
+    timed = {(r["cell_id"], r["seed"], r["kind"]) for r in doc["rows"]}
+    since = path.stat().st_mtime
+    return all(((a.cell_id, a.seed, a.kind) in timed or a.key.lstrip(":") in doc["not_retimeable"])
+               and a.path.stat().st_mtime <= since for a in artifacts(run_dir, keys))
 
 
 def figures(doc: dict | None) -> dict[tuple[str, int], dict]:

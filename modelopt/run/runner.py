@@ -132,7 +132,7 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
                               train_once, own)
             summary = sched.run(todo)
             if not summary.interrupted:
-                summary.interrupted = not time_run(out, suite, timing_processes, on_timing, own)
+                time_or_keep(summary, out, suite, bool(todo), timing_processes, on_timing, own)
     return summary
 
 
@@ -188,13 +188,29 @@ def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
     return Scheduler(suite, jobs, **kwargs)
 
 
+def time_or_keep(summary: Summary, out: Path, suite: Suite, ran: bool,
+                 processes: int | None = None, progress=None, own_dir: str | None = None) -> None:
+    """The timing stage, unless the run trained nothing and timing.json already timed every
+    saved model under the same plan (summary.timing_kept): the same models timed again
+    would only move their figures by noise, and cost a minute. `modelopt time` re-times."""
+    if not ran and latency.timed_already(out, {r.key for r in _ok(out, suite)},
+                                         latency.Plan.given(processes)):
+        summary.timing_kept = True
+    else:
+        summary.interrupted = not time_run(out, suite, processes, progress, own_dir)
+
+
+def _ok(out: Path, suite: Suite) -> list[Record]:
+    path = store.results_path(out)
+    return [r for r in store.read(path) if r.ok and r.suite == suite.name] \
+        if path.exists() else []
+
+
 def time_run(out: Path, suite: Suite, processes: int | None = None,
              progress: Callable[[int, int, str], None] | None = None,
              own_dir: str | None = None) -> bool:
     """The timing stage over the suite's ok cells in `out`; False if interrupted."""
-    path = store.results_path(out)
-    recs = [r for r in store.read(path) if r.ok and r.suite == suite.name] \
-        if path.exists() else []
+    recs = _ok(out, suite)
     ok = {r.key for r in recs}
     missing = ok - {(a.cell_id, a.seed) for a in latency.artifacts(out, ok)}
     if missing:

@@ -57,6 +57,7 @@ class Summary:
     interrupted: bool = False
     # cells the suite expects to fail (expect_failure) that finished ok: their reason may be gone
     passed_unexpectedly: list[str] = field(default_factory=list)
+    timing_kept: bool = False  # trained nothing: the saved models' timing stands (runner)
 
     def add(self, status: str, n: int = 1, expected: str | None = None, cell: str = "") -> None:
         """Count `n` records of `status`; a failure the suite expects counts as
