@@ -22,10 +22,13 @@ def pytest_addoption(parser):
 
 
 def _load_suite(config):
+    from modelopt.run.runner import check_thresholds
     from modelopt.spec.suite import SuiteError, load
 
     try:
-        return load(config.getoption("--suite"))
+        suite = load(config.getoption("--suite"))
+        check_thresholds(suite)
+        return suite
     except SuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
 

@@ -142,7 +142,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     labels = label_columns(ok)
     budgets = ok["steps_total"].dropna().unique() if "steps_total" in ok.columns else []
     uneven = len(budgets) > 1  # rows trained for different numbers of steps
-    fastest = best_runtimes(ok) if bases else {}  # shipped on several runtimes
+    fastest = best_runtimes(ok, bases) if bases else {}  # shipped on several runtimes
     trains = bool(bases) and _backends_differ(ok, bases)  # a backend is among the axes
     rows = []
     for _, r in ok.iterrows():

@@ -212,7 +212,7 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
     lines += [apart, ""] if apart else []
     notes = int8_notes(part)
     lines += [notes, ""] if notes else []
-    by_runtime = runtime_table(part) if bases else ""
+    by_runtime = runtime_table(part, bases) if bases else ""
     if by_runtime:
         lines += [f"## Where each technique pays off: technique × runtime{title}", "",
                   "Each technique the suite ships on more than one runtime, on each: the "

@@ -44,9 +44,18 @@ def _technique(r: pd.Series) -> str:
                       default=str)
 
 
-def best_runtimes(agg: pd.DataFrame) -> dict[str, str]:
+def one_baseline(group: pd.DataFrame, bases: dict[str, pd.Series]) -> bool:
+    """Whether a technique's rows on every runtime are speed-ups over the same model, so
+    they rank the runtimes. Without a suite `baseline:`, each runtime's rows are compared
+    with the uncompressed model on that runtime (report.baselines): ratios of different
+    denominators."""
+    return len({bases[c]["cell_id"] if c in bases else None for c in group["cell_id"]}) == 1
+
+
+def best_runtimes(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> dict[str, str]:
     """{cell_id: the runtime where its technique is fastest, with that speed-up}, for
-    suites that ship on more than one runtime; the reference path never counts."""
+    suites that ship on more than one runtime, against one baseline; the reference path
+    never counts."""
     ok = agg[agg["n"] > 0]
     if DEPLOY_AXIS not in ok.columns or "speedup_batch" not in ok.columns:
         return {}
@@ -54,27 +63,30 @@ def best_runtimes(agg: pd.DataFrame) -> dict[str, str]:
     for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
         timed = [r for _, r in group.iterrows()
                  if not is_reference(r) and pd.notna(r.get("speedup_batch"))]
-        if len(group) > 1 and timed:  # a choice of runtimes to name the best of
+        # a choice of runtimes to name the best of, all measured against the same model
+        if len(group) > 1 and timed and one_baseline(group, bases):
             best = max(timed, key=lambda r: r["speedup_batch"])
             words = f"{runtime_of(best)} {best['speedup_batch']:.2f}×"
             out.update({cid: words for cid in group["cell_id"]})
     return out
 
 
-def runtime_table(agg: pd.DataFrame) -> str:
+def runtime_table(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
     """Technique × runtime: per technique (the cell without its deploy), on each runtime the
-    batch speed-up over the baseline with its interval and the Δ of the primary metric;
-    the best runtime named. Empty unless the suite ships on more than one runtime."""
+    batch speed-up over its baseline with its interval and the size of what ships; the best
+    runtime named where one baseline serves them all. Empty unless the suite ships on more
+    than one runtime."""
     ok = agg[agg["n"] > 0]
     if DEPLOY_AXIS not in ok.columns or "speedup_batch" not in ok.columns:
         return ""
     runtimes = list(dict.fromkeys(runtime_of(r) for _, r in ok.iterrows()))
     labels = [c for c in label_columns(ok) if c != DEPLOY_AXIS]
-    best = best_runtimes(agg)
-    rows = []
+    best = best_runtimes(agg, bases)
+    rows, apart = [], False
     for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
         if len(group) < 2:  # shipped on one runtime only: nothing to compare
             continue
+        apart |= not one_baseline(group, bases)
         first = group.iloc[0]
         row = [joined(first, labels, " · ", keyed=False) if labels else "–"]
         by_runtime = {runtime_of(r): r for _, r in group.iterrows()}
@@ -86,8 +98,15 @@ def runtime_table(agg: pd.DataFrame) -> str:
     if not rows:
         return ""
     headers = ["technique"] + [f"{name}: speed-up × [95 % CI] · size" for name in runtimes]
-    return tabulate(rows, headers=headers + ["fastest"], tablefmt="github",
-                    disable_numparse=True)
+    table = tabulate(rows, headers=headers + ["fastest"], tablefmt="github",
+                     disable_numparse=True)
+    if apart:
+        table += ("\n\nA technique's speed-ups on different runtimes here are each over the "
+                  "uncompressed model on the same runtime, so they show what the technique buys "
+                  "there but do not rank the runtimes (*fastest*: –). To rank them, name one "
+                  "model for every row to be compared with, e.g. `baseline: {quantize: none, "
+                  "deploy: eager}`.")
+    return table
 
 
 def _size(r: pd.Series) -> str:

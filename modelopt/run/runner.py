@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from modelopt.results import latency, store
+from modelopt.results.compare import CompareError, parse_threshold
 from modelopt.results import metrics as M
 from modelopt.results.files import write_whole
 from modelopt.results.metrics import RUN_META
@@ -25,7 +26,7 @@ from modelopt.results.record import Record
 from modelopt.run import dense, measures, timing
 from modelopt.run.backends import cpu_count
 from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
-from modelopt.spec.schema import Suite
+from modelopt.spec.schema import Suite, SuiteError
 from modelopt.techniques import tasks
 
 
@@ -78,16 +79,33 @@ def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
             and not (done and (cell.cell_id, seed) in done)]
 
 
+def declarations(suite: Suite) -> tuple[list[dict], list[dict]]:
+    """The suite's tasks and the figures its measures and tasks add to the table, declared."""
+    figures = measures.declarations([m for c in suite.cells for m in c.metrics])
+    task_docs, own = tasks.declarations(c.task for c in suite.cells)
+    return task_docs, figures + [M.as_dict(M.declare(m)) for m in own]  # a task's own figures
+
+
+def check_thresholds(suite: Suite) -> None:
+    """The suite's `thresholds:` read as the gate will read them, before anything runs: each
+    a figure the gate judges (the suite's own included) with a number (SuiteError, naming
+    the key)."""
+    M.declare_all(declarations(suite)[1], suite.path)
+    for metric, text in suite.spec.thresholds.items():
+        try:
+            parse_threshold(f"{metric}:{text}")
+        except CompareError as exc:
+            raise SuiteError(suite.path, f"thresholds.{metric}", str(exc)) from None
+
+
 def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     """Note the suite beside its results and return the (cell_id, seed) pairs already ok
     (none without `resume`); refuses results of a changed suite unless forced."""
     meta_path = out_dir / RUN_META
     meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
-            "baseline": suite.baseline, "expected_failures": dict(suite.expected_failures),
-            "metrics": measures.declarations([m for c in suite.cells for m in c.metrics])}
-    meta["tasks"], figures = tasks.declarations(c.task for c in suite.cells)
-    meta["metrics"] += [M.as_dict(M.declare(m)) for m in figures]  # a task's own figures
+            "baseline": suite.baseline, "expected_failures": dict(suite.expected_failures)}
+    meta["tasks"], meta["metrics"] = declarations(suite)
     old = store.read_meta(out_dir) if meta_path.exists() else None
     if old is not None and old.content_hash != suite.content_hash and not force:
         # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file

@@ -109,6 +109,15 @@ class SuiteFile(BaseModel):
     # tune's grid or cv's folds): a typo like a 10-value axis too many is refused at load
     max_cells: int = Field(MAX_CELLS, gt=0, le=1_000_000)
 
+    @field_validator("thresholds", mode="before")
+    @classmethod
+    def _threshold_text(cls, v):
+        # `accuracy: 0.5` as YAML writes it, kept as the gate's text (`15%` stays a string)
+        if isinstance(v, dict):
+            return {k: str(x) if isinstance(x, (int, float)) and not isinstance(x, bool)
+                    else x for k, x in v.items()}
+        return v
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, v):

@@ -1,0 +1,52 @@
+"""Technique × runtime: runtimes are ranked only by speed-ups over one and the same model."""
+
+import pandas as pd
+
+from modelopt.results.report import baselines
+from modelopt.results.runtimes import best_runtimes, runtime_table
+
+ORT = {"name": "onnxruntime"}
+INT8 = {"name": "int8_static"}
+
+
+def agg(speedups: dict[str, float]) -> pd.DataFrame:
+    """Float and static int8, each on eager PyTorch and ONNX Runtime, with these batch
+    speed-ups (the report's columns, as add_speedups writes them)."""
+    cells = {"float-eager": {"model": "cnn"}, "float-ort": {"model": "cnn", "deploy": ORT},
+             "int8-eager": {"model": "cnn", "quantize": INT8},
+             "int8-ort": {"model": "cnn", "quantize": INT8, "deploy": ORT}}
+    rows = []
+    for cid, cell in cells.items():
+        v = speedups[cid]
+        rows.append({"cell_id": cid, "cell": cell, "n": 3,
+                     "axis:quantize": cell.get("quantize", {"name": "none"})["name"],
+                     "axis:deploy": cell.get("deploy", {"name": "eager"})["name"],
+                     "speedup_batch": v, "speedup_batch_ci_low": v * 0.95,
+                     "speedup_batch_ci_high": v * 1.05, "size_bytes": 30_000})
+    return pd.DataFrame(rows)
+
+
+def test_one_baseline_for_every_runtime_ranks_them():
+    # ONNX Runtime runs the float model 3.6x eager's speed, and its int8 model 2.2x
+    a = agg({"float-eager": 1.0, "float-ort": 3.6, "int8-eager": 0.5, "int8-ort": 2.2})
+    bases, _ = baselines(a, {"quantize": "none", "deploy": "eager"})
+    assert {b["cell_id"] for b in bases.values()} == {"float-eager"}
+    best = best_runtimes(a, bases)
+    assert best["float-eager"] == best["float-ort"] == "onnxruntime 3.60×"
+    assert best["int8-eager"] == best["int8-ort"] == "onnxruntime 2.20×"
+    table = runtime_table(a, bases)
+    assert "onnxruntime 3.60×" in table and "do not rank" not in table
+
+
+def test_each_runtime_against_its_own_float_model_ranks_nothing():
+    # without `baseline:`, each runtime's rows are over that runtime's float model: eager's
+    # 1.00 and ONNX Runtime's 1.00 are not the same speed, nor int8's 0.50 and 0.61
+    a = agg({"float-eager": 1.0, "float-ort": 1.0, "int8-eager": 0.5, "int8-ort": 0.61})
+    bases, _ = baselines(a, None)
+    assert bases["int8-ort"]["cell_id"] == "float-ort"
+    assert bases["int8-eager"]["cell_id"] == "float-eager"
+    assert best_runtimes(a, bases) == {}
+    table = runtime_table(a, bases)
+    assert "0.61 [0.58, 0.64]" in table  # what int8 buys on ONNX Runtime, still shown
+    assert "do not rank the runtimes" in table
+    assert [line.split("|")[-2].strip() for line in table.splitlines()[2:4]] == ["–", "–"]
