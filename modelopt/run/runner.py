@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from modelopt.results import latency, store
-from modelopt.results.compare import CompareError, parse_threshold
 from modelopt.results import metrics as M
+from modelopt.results.compare import CompareError, parse_threshold
 from modelopt.results.files import write_whole
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
