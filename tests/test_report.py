@@ -190,6 +190,20 @@ def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
     assert len(head.splitlines()[-1].split("|")) - 2 <= 1 + 8  # the axis + at most 8 columns
 
 
+@pytest.mark.parametrize("seeds, step, words", [
+    ((0,), 0.001, "-2.0 pt (1 seed)"),  # nothing to test with one seed
+    ((0, 1, 2), 0.0, "-2.0 pt (seeds alike)"),  # copies of one evaluation, not replicates
+    ((0, 1, 2), 0.001, "| -2.0 pt "),  # replicates that each lost 2 points: no noise
+])
+def test_a_delta_with_nothing_to_test_says_why_instead_of_within_noise(seeds, step, words):
+    rows = [base_row(cid, s, {"prune": prune}, accuracy=acc + step * s)
+            for cid, prune, acc in (("dense", None, 0.90), ("pruned", {"name": "l1_structured"}, 0.88))
+            for s in seeds]
+    page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    pruned = next(x for x in page.splitlines() if x.startswith("| l1_structured "))
+    assert words in pruned and "≈" not in pruned, pruned
+
+
 def test_without_a_baseline_the_only_uncompressed_cell_is_picked_and_named():
     rows, doc = headline_rows()
     page = pages.suite_page(pd.DataFrame(rows), "s", timing_doc=doc)

@@ -81,9 +81,15 @@ def cross_device_note(agg: pd.DataFrame, doc: dict | None, bases: dict[str, pd.S
             "`deploy: onnxruntime`) and name it as `baseline:`.")
 
 
+# a Δ with nothing to test it against, as the headline marks it (page.py's legend says why)
+UNTESTED = ("1 seed", "seeds alike")
+
+
 def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     """Δ of the primary metric against the baseline, paired by seed; ≈ marks a difference a
-    paired t-test cannot tell from noise (p >= 0.05, or a single seed)."""
+    paired t-test cannot tell from noise (p >= 0.05). Where there is nothing to test, it
+    says why instead: a single seed, or seeds that gave both figures alike (a loaded model
+    evaluated as it is: the seeds are copies, not replicates)."""
 
     if r["cell_id"] == base["cell_id"]:
         return "baseline"
@@ -93,12 +99,14 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
     if not seeds:
         return "–"
-    p = paired_p([float(a[s]) for s in seeds], [float(b[s]) for s in seeds])
-    mark = "≈ " if p is None or p >= ALPHA else ""
+    base, cur = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
     change = b[seeds].mean() - a[seeds].mean()
-    if M.TABLE[key].unit == "fraction":
-        return f"{mark}{100 * change:+.1f} pt"
-    return f"{mark}{change:+.3f}"
+    value = f"{100 * change:+.1f} pt" if M.TABLE[key].unit == "fraction" else f"{change:+.3f}"
+    if len(seeds) == 1:
+        return f"{value} ({UNTESTED[0]})"
+    if len(set(base)) == 1 and len(set(cur)) == 1:
+        return f"{value} ({UNTESTED[1]})"
+    return ("≈ " if paired_p(base, cur) >= ALPHA else "") + value
 
 
 def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) -> str:

@@ -10,7 +10,7 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
-from modelopt.results.headline import add_speedups, cross_device_note, headline
+from modelopt.results.headline import UNTESTED, add_speedups, cross_device_note, headline
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.report import aggregate, baselines, cost_metrics, table
 from modelopt.results.runtimes import int8_notes, runtime_table
@@ -90,7 +90,10 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         "- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
         "within each timing process, mean and 95 % t-interval over the processes; **≈** marks "
         "a difference within noise (an interval that includes 1, or a paired t-test over seeds "
-        "with p ≥ 0.05)",
+        f"with p ≥ 0.05); a Δ marked *({UNTESTED[0]})* has no spread to test, nor one marked "
+        f"*({UNTESTED[1]})*: every seed gave both figures the same (a loaded model "
+        "evaluated as it is), so it is exact on this test split, whose own sampling noise "
+        "no seed shows",
         "",
     ]
     tune = tune_table(agg, primary)
