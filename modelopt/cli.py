@@ -48,11 +48,11 @@ def _plan(suite, out: Path, args) -> int:
 
 
 def cmd_run(args) -> int:
-    from modelopt.results import latency, store
+    from modelopt.results import store
     from modelopt.results.latency import TimingError
     from modelopt.run import launch, runner
     from modelopt.run.processes import sigterm_as_interrupt
-    from modelopt.run.progress import Progress, cell_labels, totals
+    from modelopt.run.progress import Progress, cell_labels, ending
     from modelopt.spec.suite import SuiteError, load
 
     try:
@@ -88,19 +88,7 @@ def cmd_run(args) -> int:
     except ImportError as exc:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
     progress.close()
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
-    print(f"{suite.name}: this run {counts}; {totals(out, suite)}; results in "
-          f"{out / 'results.jsonl'}", file=sys.stderr)
-    if summary.passed_unexpectedly:
-        print(f"modelopt: warning: {len(summary.passed_unexpectedly)} run(s) the suite expects "
-              f"to fail (expect_failure) finished ok: {', '.join(summary.passed_unexpectedly)}; "
-              "if the reason is gone, remove the entry", file=sys.stderr)
-    if summary.timing_kept:
-        print(f"nothing new to time: the saved models keep their latency from {out}/"
-              f"{latency.TIMING_FILE}; `modelopt time {out}` times them again", file=sys.stderr)
-    for key, why in sorted(((latency.read(out) or {}).get("not_retimeable") or {}).items()):
-        print(f"modelopt: warning: {key}: not re-timeable ({why}); timed from this run's own "
-              "copy where it had one", file=sys.stderr)
+    ending(summary, suite, out)
     if summary.interrupted:
         print("interrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)

@@ -78,3 +78,19 @@ def test_missing_root_says_where_to_put_files(tmp_path, name, expect):
     with pytest.raises(DataUnavailable) as e:
         load({"name": name, "root": str(tmp_path)}, 0, 0.0)
     assert expect in str(e.value) and "never downloads" in str(e.value)
+
+
+@pytest.mark.parametrize("dataset, words", [
+    ("{name: mnist1d, train_split: 1.5}", "train_split"),
+    ("{name: synthetic, n_classes: 1}", "n_classes"),
+    ("{name: synthetic, n_informative: 0}", "n_informative"),
+    ("{name: synthetic, n_features: 2, n_classes: 5}", "needs at least 3 informative features"),
+    ("{name: synthetic_regression, noise: -1}", "noise"),
+])
+def test_a_dataset_value_it_cannot_use_exits_at_load_naming_it(dataset, words):
+    from modelopt.spec.suite import SuiteError, parse
+
+    with pytest.raises(SuiteError) as e:
+        parse(f"name: d\nseeds: [0]\ndefaults: {{model: linear, optimizer: sgd}}\n"
+              f"matrix: {{dataset: [{dataset}]}}\n")
+    assert words in str(e.value) and "dataset" in str(e.value), str(e.value)

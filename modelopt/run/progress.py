@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from modelopt.results import store
+from modelopt.results import latency, store
 
 
 class Progress:
@@ -101,3 +101,21 @@ def totals(out: Path, suite) -> str:
         by[r.status] = by.get(r.status, 0) + 1
     runs = len(suite.cells) * len(suite.seeds)
     return "in all " + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) + f" of {runs}"
+
+
+def ending(summary, suite, out: Path) -> None:
+    """The lines a run ends with: this run's counts and the file's totals, then what needs the
+    user's eye (expected failures that passed, latency kept, models not re-timeable)."""
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
+    print(f"{suite.name}: this run {counts}; {totals(out, suite)}; results in "
+          f"{out / 'results.jsonl'}", file=sys.stderr)
+    if summary.passed_unexpectedly:
+        print(f"modelopt: warning: {len(summary.passed_unexpectedly)} run(s) the suite expects "
+              f"to fail (expect_failure) finished ok: {', '.join(summary.passed_unexpectedly)}; "
+              "if the reason is gone, remove the entry", file=sys.stderr)
+    if summary.timing_kept:
+        print(f"nothing new to time: the saved models keep their latency from {out}/"
+              f"{latency.TIMING_FILE}; `modelopt time {out}` times them again", file=sys.stderr)
+    for key, why in sorted(((latency.read(out) or {}).get("not_retimeable") or {}).items()):
+        print(f"modelopt: warning: {key}: not re-timeable ({why}); timed from this run's own "
+              "copy where it had one", file=sys.stderr)

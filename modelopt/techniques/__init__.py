@@ -6,6 +6,7 @@ from modelopt.techniques import (  # noqa: F401
     distill,
     hf,
     images,
+    local_data,
     losses,
     models,
     onnx_runtime,

@@ -6,7 +6,6 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,13 +16,14 @@ from pydantic import Field
 
 from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import DATASETS
-from modelopt.spec.registry import PositiveInt
+from modelopt.spec.registry import NonNegative, NonNegativeInt, PositiveInt
 from modelopt.spec.tasks import DEFAULT as DEFAULT_TASK
 from modelopt.techniques import tasks
 from modelopt.techniques.errors import DataUnavailable
 from modelopt.techniques.stream import Stream
 
-Split = Annotated[float, Field(gt=0, lt=1)]  # the share of samples held out for testing
+Split = Annotated[float, Field(gt=0, lt=1)]  # a share of the samples: some on either side
+Classes = Annotated[int, Field(ge=2)]
 
 __all__ = ["DATASETS", "Data", "DataUnavailable", "load", "rows", "split_validation"]
 
@@ -88,7 +88,7 @@ def _cached(kind: str, params: dict, make) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _to_data(name, x_train, y_train, x_test, y_test, num_classes, task=DEFAULT_TASK) -> Data:
+def to_data(name, x_train, y_train, x_test, y_test, num_classes, task=DEFAULT_TASK) -> Data:
     ydtype = tasks.get(task).target_dtype
     t = lambda a, dt: torch.as_tensor(np.ascontiguousarray(a), dtype=dt)  # noqa: E731
     empty_x = t(np.zeros((0, *np.shape(x_train)[1:])), torch.float32)
@@ -98,7 +98,7 @@ def _to_data(name, x_train, y_train, x_test, y_test, num_classes, task=DEFAULT_T
 
 
 @DATASETS.register("mnist1d", task="classification", input="signal")
-def mnist1d(seed: int, /, num_samples: PositiveInt = 5000, train_split: float = 0.8,
+def mnist1d(seed: int, /, num_samples: PositiveInt = 5000, train_split: Split = 0.8,
             data_seed: int = 42) -> Data:
     """MNIST-1D (Greydanus 2020): 40-long 1-D signals, 10 classes, generated locally."""
     params = {"num_samples": num_samples, "train_split": train_split, "seed": data_seed}
@@ -115,7 +115,7 @@ def mnist1d(seed: int, /, num_samples: PositiveInt = 5000, train_split: float = 
 
     a = _cached("mnist1d", params, make)
     # (N, 40) signals become (N, 1, 40): one channel, as conv1d expects
-    return _to_data("mnist1d", a["x"][:, None, :], a["y"], a["x_test"][:, None, :], a["y_test"], 10)
+    return to_data("mnist1d", a["x"][:, None, :], a["y"], a["x_test"][:, None, :], a["y_test"], 10)
 
 
 @DATASETS.register("digits", task="classification", input="image")
@@ -128,12 +128,23 @@ def digits(seed: int, /, test_fraction: Split = 0.2, split_seed: int = 0) -> Dat
     x = (d.images / 16.0).astype(np.float32)[:, None, :, :]  # (N, 1, 8, 8) in [0, 1]
     xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=test_fraction,
                                           random_state=split_seed, stratify=d.target)
-    return _to_data("digits", xtr, ytr, xte, yte, 10)
+    return to_data("digits", xtr, ytr, xte, yte, 10)
 
 
-@DATASETS.register("synthetic", task="classification", input="vector")
-def synthetic(seed: int, /, n_samples: PositiveInt = 2000, n_features: PositiveInt = 20, n_classes: int = 4,
-              n_informative: int = 10, test_fraction: Split = 0.25, data_seed: int = 0) -> Data:
+def _check_synthetic(params: dict) -> None:
+    # make_classification puts each class on a corner of an n_informative-dimensional cube
+    informative = min(params["n_informative"], params["n_features"])
+    if params["n_classes"] > 2 ** informative:
+        raise ValueError(f"synthetic: n_classes {params['n_classes']} needs at least "
+                         f"{(params['n_classes'] - 1).bit_length()} informative features; it "
+                         f"has {informative} (n_informative, at most n_features)")
+
+
+@DATASETS.register("synthetic", task="classification", input="vector",
+                   preflight=_check_synthetic)
+def synthetic(seed: int, /, n_samples: PositiveInt = 2000, n_features: PositiveInt = 20,
+              n_classes: Classes = 4, n_informative: PositiveInt = 10,
+              test_fraction: Split = 0.25, data_seed: int = 0) -> Data:
     """Gaussian clusters from scikit-learn's make_classification (fixed by data_seed)."""
     from sklearn.datasets import make_classification
     from sklearn.model_selection import train_test_split
@@ -144,7 +155,7 @@ def synthetic(seed: int, /, n_samples: PositiveInt = 2000, n_features: PositiveI
                                random_state=data_seed)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=test_fraction, random_state=data_seed,
                                           stratify=y)
-    return _to_data("synthetic", xtr, ytr, xte, yte, n_classes)
+    return to_data("synthetic", xtr, ytr, xte, yte, n_classes)
 
 
 # ---------------------------------------------------------------- regression
@@ -156,7 +167,7 @@ def _values(name, x, y, test_fraction, split_seed, task) -> Data:
     xtr, xte, ytr, yte = train_test_split(np.asarray(x, dtype=np.float32),
                                           np.asarray(y, dtype=np.float32),
                                           test_size=test_fraction, random_state=split_seed)
-    return _to_data(name, xtr, ytr, xte, yte, 0, task)
+    return to_data(name, xtr, ytr, xte, yte, 0, task)
 
 
 @DATASETS.register("diabetes", task="regression", input="vector")
@@ -170,7 +181,7 @@ def diabetes(seed: int, /, test_fraction: Split = 0.2, split_seed: int = 0) -> D
 
 @DATASETS.register("synthetic_regression", task="regression", input="vector")
 def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features: PositiveInt = 10,
-                         n_informative: int = 5, noise: float = 10.0,
+                         n_informative: NonNegativeInt = 5, noise: NonNegative = 10.0,
                          test_fraction: Split = 0.2, data_seed: int = 0) -> Data:
     """A random linear target with gaussian noise (scikit-learn make_regression)."""
     from sklearn.datasets import make_regression
@@ -256,95 +267,13 @@ def csv(seed: int, /, path: str, target: str, task: str = "auto",
     xtr, xte, ytr, yte = train_test_split(features.to_numpy(np.float32), y,
                                           test_size=test_fraction, random_state=split_seed,
                                           stratify=y)
-    return _to_data("csv", xtr, ytr, xte, yte, len(labels), task)
+    return to_data("csv", xtr, ytr, xte, yte, len(labels), task)
 
 
 def standardize_targets(data: Data) -> Data:
     """Targets scaled as the task trains on them (regression: zero mean, unit std with
     training statistics); figures are reported in the original units (`target_scale`)."""
     return tasks.of(data).standardize(data)
-
-
-# ---------------------------------------------------------------- torchvision, local only
-
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _idx_check(name: str, cls_name: str):
-    """The four IDX files of a torchvision dataset under ROOT/<cls_name>/raw."""
-    def check(params: dict) -> None:
-        raw = Path(params["root"]).expanduser() / cls_name / "raw"
-        missing = [f for f in _IDX_FILES if not (raw / f).exists() and not (raw / f"{f}.gz").exists()]
-        if missing:
-            raise DataUnavailable(
-                f"{name}: files not found under {raw.resolve()} (missing: {', '.join(missing)}). "
-                f"modelopt never downloads: put the four {cls_name} IDX files (as published, "
-                f"uncompressed) in {raw}/, or point 'root' at the folder holding {cls_name}/raw/.")
-    return check
-
-
-def _torchvision_idx(name: str, cls_name: str, root: str, limit: int | None) -> Data:
-    import torchvision.datasets as tvd
-
-    _idx_check(name, cls_name)({"root": root})
-    cls = getattr(tvd, cls_name)
-    # torchvision decompresses any .gz itself; download=False keeps it offline
-    train = cls(root=str(Path(root).expanduser()), train=True, download=False)
-    test = cls(root=str(Path(root).expanduser()), train=False, download=False)
-    xtr, ytr = train.data[:limit].float().div(255)[:, None], train.targets[:limit]
-    xte, yte = test.data[:limit].float().div(255)[:, None], test.targets[:limit]
-    return _to_data(name, xtr.numpy(), ytr.numpy(), xte.numpy(), yte.numpy(), 10)
-
-
-@DATASETS.register("mnist", task="classification", input="image",
-                   preflight=_idx_check("mnist", "MNIST"))
-def mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
-    """MNIST from ROOT/MNIST/raw (IDX files), read by torchvision; never downloaded."""
-    return _torchvision_idx("mnist", "MNIST", root, limit)
-
-
-@DATASETS.register("fashion_mnist", task="classification", input="image",
-                   preflight=_idx_check("fashion_mnist", "FashionMNIST"))
-def fashion_mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
-    """Fashion-MNIST from ROOT/FashionMNIST/raw (IDX files), read by torchvision; never downloaded."""
-    return _torchvision_idx("fashion_mnist", "FashionMNIST", root, limit)
-
-
-_CIFAR_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-
-
-def _check_cifar(params: dict) -> None:
-    folder = Path(params["root"]).expanduser() / "cifar-10-batches-py"
-    missing = [f for f in _CIFAR_FILES if not (folder / f).exists()]
-    if missing:
-        raise DataUnavailable(
-            f"cifar10: files not found under {folder.resolve()} (missing: {', '.join(missing)}). "
-            "modelopt never downloads: extract cifar-10-python.tar.gz (the 'python version') "
-            f"into {Path(params['root']).expanduser().resolve()}/ so that cifar-10-batches-py/ "
-            "is there.")
-
-
-@DATASETS.register("cifar10", task="classification", input="image", preflight=_check_cifar)
-def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
-    """CIFAR-10 from ROOT/cifar-10-batches-py (the 'python version' batches); never downloaded."""
-    _check_cifar({"root": root})
-    folder = Path(root).expanduser() / "cifar-10-batches-py"
-
-    # Read the batches as torchvision.datasets.CIFAR10 does (pickled dicts); we do not call
-    # it because it insists on the md5 of the full download, so a subset copy cannot load.
-    def read(files):
-        xs, ys = [], []
-        for f in files:
-            with open(folder / f, "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")
-            xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
-        return np.concatenate(xs)[:limit] / 255.0, np.asarray(ys)[:limit]
-
-    xtr, ytr = read(_CIFAR_FILES[:5])
-    xte, yte = read(_CIFAR_FILES[5:])
-    return _to_data("cifar10", xtr, ytr, xte, yte, 10)
 
 
 # ---------------------------------------------------------------- splits
