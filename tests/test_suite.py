@@ -189,6 +189,19 @@ def test_defaults_alone_are_one_cell_with_the_default_optimizer():
     assert cell.as_config()["backend"] == {"name": "cpu", "threads": 1} and "metrics" not in cell.as_config()
 
 
+def test_what_names_no_optimizer_gets_the_default_one_too():
+    """An `optimizer.lr` axis, and a teacher, without an optimizer named: Adam, as a cell."""
+    base = "name: o\ndefaults:\n  dataset: {name: synthetic}\n  model: mlp\n"
+    s = parse(base + "matrix:\n  optimizer.lr: [0.01, 0.1]\n")
+    assert sorted((c.as_config()["optimizer"]["name"], c.as_config()["optimizer"]["lr"])
+                  for c in s.cells) == [("adam", 0.01), ("adam", 0.1)]
+    s = parse(base + "  distill: {name: kd, teacher: {model: {name: mlp, hidden: 64}, "
+                     "train: {steps: 0}}}\n")
+    teacher = s.cells[0].as_config()["distill"]["teacher"]
+    assert teacher["optimizer"] == s.cells[0].as_config()["optimizer"]  # Adam's defaults
+    assert teacher["train"]["steps"] == 0
+
+
 def test_suite_file_mistakes_have_their_own_messages(tmp_path):
     with pytest.raises(SuiteError, match="is a directory"):
         load(tmp_path)

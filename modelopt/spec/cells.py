@@ -104,11 +104,9 @@ def resolve_teacher(teacher: Any, regs: dict[str, Registry]) -> dict:
     if bad:
         raise RegistryError(f"distill teacher key '{bad[0]}' is not allowed; a teacher takes "
                             f"{', '.join(TEACHER_KEYS)} (it uses the student's data)")
-    if "optimizer" not in teacher:
-        raise RegistryError("distill teacher needs an optimizer")
     out = {}
-    for key in TEACHER_KEYS:
-        norm = normalize(key, teacher.get(key, {} if key == "train" else None))
+    for key in TEACHER_KEYS:  # what it does not name, it gets as a cell does (Adam)
+        norm = normalize(key, teacher.get(key, copy.deepcopy(K.DEFAULTS.get(key))))
         out[key] = check_spec(key, norm, regs)
     return out
 
@@ -132,8 +130,8 @@ def _normalize_axis_value(key: str, value: Any):
 def merge(base: dict, key: str, value: Any) -> None:
     """Apply one (possibly dotted) key onto a cell dict in place."""
     head, param = _split_dotted(key)
-    if param is not None:
-        current = base.get(head, {} if head == "train" else None)
+    if param is not None:  # a technique the cell does not name yet: its default's (Adam's)
+        current = base.get(head) or copy.deepcopy(K.DEFAULTS.get(head))
         if head in LIST_KEYS:  # a list of techniques: the dotted key needs exactly one
             if not current or len(current) != 1:
                 raise RegistryError(f"'{key}' sets a parameter of the one {head} technique, but "
