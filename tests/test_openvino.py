@@ -44,7 +44,7 @@ with torch.inference_mode():
     again = bool(torch.allclose(model(batch), eager.models["model"].shipped(batch), atol=1e-3))
 print(json.dumps({"is_ov": isinstance(shipped, OvModel), "blob": len(shipped.blob),
                   "again": again, "rebuilt_ov": isinstance(model, OvModel),
-                  **{k: m[k] for k in ("artifact_bytes", "deploy_agreement",
+                  **{k: m[k] for k in ("artifact_bytes", "size_bytes", "deploy_agreement",
                                        "deploy_max_abs_diff", "runtime",
                                        "execution_provider")}}))
 """
@@ -55,7 +55,7 @@ def test_a_float_model_ships_on_openvino_checked_and_timed_again():
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads(r.stdout.strip().splitlines()[-1])
-    assert m["is_ov"] and m["rebuilt_ov"] and m["artifact_bytes"] == m["blob"]
+    assert m["is_ov"] and m["rebuilt_ov"] and m["artifact_bytes"] == m["size_bytes"] == m["blob"]
     assert m["deploy_agreement"] >= 0.99 and m["deploy_max_abs_diff"] < 1e-3  # f32, not bf16
     assert (m["runtime"], m["execution_provider"]) == ("openvino", "CPU (f32)")
     assert m["again"]  # the timing process's rebuild gives the eager model's outputs

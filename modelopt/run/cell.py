@@ -79,7 +79,7 @@ class Compressed:
 class Deployed:
     """The model that ships (the int8 copy, or the trained model, as its deploy format makes
     it: compiled, packaged), the model it is counted on (parameters, size: before the
-    format wraps it), what converting it did, and its test figures where they differ from
+    format wraps it, or a runtime's own file), what converting it did, and its test figures where they differ from
     the trained model's."""
 
     model: nn.Module
@@ -214,8 +214,8 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
         raise TechniqueError(f"the shipped model's test outputs are not finite ({bad} of "
                              f"{outputs.numel()} values inf or nan): it overflowed where the "
                              "trained model did not")
-    return Deployed(shipped, model, info, test_metrics(outputs, trained.data), outputs, inputs,
-                    on)
+    return Deployed(shipped, shipped if fmt.file else model, info,
+                    test_metrics(outputs, trained.data), outputs, inputs, on)
 
 
 def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | None:

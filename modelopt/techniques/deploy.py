@@ -38,6 +38,9 @@ class Format:
     quantize: Realise | None = None
     refuses: Callable[[Intent], str | None] = lambda intent: None
     cpu: bool = False  # ships on the CPU, wherever the model trained (`device: cpu`)
+    # what ships is a file of the runtime's own (ONNX, OpenVINO IR), float or int8: the
+    # figures of size are the file's
+    file: bool = False
 
     def cannot(self, quantizer: Quantizer) -> str | None:
         """Why this runtime cannot ship what the quantizer asks for (None: it can): checked

@@ -134,7 +134,7 @@ def onnxruntime() -> Format:
     execution provider, with as many threads as torch; int8_static ships ONNX Runtime's
     static int8 (QDQ, per-channel, after quant_pre_process) and int8_dynamic its dynamic
     quantization of Linear layers, both on its int8 kernels. Needs modelopt[onnx]."""
-    return Format(_ship, _quantize, _refuses, cpu=True)  # its provider here is the CPU's
+    return Format(_ship, _quantize, _refuses, cpu=True, file=True)  # the CPU's provider
 
 
 def _ship(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:

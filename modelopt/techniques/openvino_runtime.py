@@ -67,7 +67,7 @@ def openvino(*, precision: Literal["f32", "bf16"] = "f32") -> Format:
     is bf16 on CPUs with AMX: said here, never chosen silently); int8 is refused. Needs
     `pip install 'modelopt[openvino]'`."""
     return Format(lambda model, x: _ship(model, x, precision), refuses=_refuses,
-                  cpu=True)  # its CPU plugin
+                  cpu=True, file=True)  # its CPU plugin
 
 
 def _ship(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[nn.Module, dict]:
