@@ -52,6 +52,23 @@ def test_a_page_names_every_commit_its_records_came_from():
     assert "**torch** x ·" in page and "**commit** aaa1111 ·" in page and "records)" not in page
 
 
+def test_a_cpu_whose_records_looked_for_fewer_flags_is_named_once():
+    """Records from before the flag list grew name the same CPU with fewer flags: the page
+    tells it by the flags every record looked for, and a real difference still shows."""
+    from modelopt.results.sides import EARLIER_CHECKED
+
+    old = {"torch": "x", "cpu": "Xeon", "cpu_flags": "avx2 avx512_vnni amx_bf16"}
+    new = {**old, "cpu_flags": "avx2 avx512_vnni avx512_bf16 amx_bf16",
+           "cpu_flags_checked": " ".join(sorted(EARLIER_CHECKED | {"avx512_bf16"}))}
+    df = rows()
+    df["env"] = [old] * 3 + [new] * 2
+    page = pages.suite_page(df, "s")
+    assert "**machine**: Xeon, avx2 · avx512_vnni · amx_bf16 (?)" in page, page
+    df["env"] = [old] * 3 + [{**new, "cpu_flags": "avx2 avx512_bf16"}] * 2  # no VNNI
+    page = pages.suite_page(df, "s")
+    assert "Xeon, avx2 · avx512_vnni · amx_bf16 (3 records); Xeon, avx2 (2 records)" in page
+
+
 def test_a_commit_with_changes_to_the_package_is_marked_dirty(tmp_path):
     import subprocess
 

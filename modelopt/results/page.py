@@ -14,6 +14,7 @@ from modelopt.results.headline import UNTESTED, add_speedups, cross_device_note,
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.report import aggregate, baselines, cost_metrics, table
 from modelopt.results.runtimes import int8_notes, runtime_table
+from modelopt.results.sides import Machine
 from modelopt.results.tables import (
     cv_table,
     deploy_table,
@@ -32,9 +33,14 @@ def describe_env(df: pd.DataFrame) -> dict:
     # a cell that never ran (skipped, or failed before it started) records its commit alone
     ran = [e for e in envs if "torch" in e] or envs
 
+    # flags told by those every record looked for: a record from before the list grew is
+    # the same CPU, not another (sides.Machine)
+    looked = [Machine.of(e).checked for e in ran if "cpu" in e and "cpu_flags" in e]
+    common = frozenset.intersection(*looked) if looked else frozenset()
+
     def cpu(env: dict) -> str:
-        flags = env.get("cpu_flags")
-        return env.get("cpu", "?") + (f", {flags.replace(' ', ' · ')}" if flags else "")
+        flags = [f for f in (env.get("cpu_flags") or "").split() if f in common]
+        return env.get("cpu", "?") + (f", {' · '.join(flags)}" if flags else "")
 
     dates = df["started_at"].dropna()
     return {"torch": _each([e.get("torch") for e in ran]), "cpu": _each(map(cpu, ran)),
