@@ -79,8 +79,8 @@ class Compressed:
 class Deployed:
     """The model that ships (the int8 copy, or the trained model, as its deploy format makes
     it: compiled, packaged), the model it is counted on (parameters, size: before the
-    format wraps it, or a runtime's own file), what converting it did, and its test figures where they differ from
-    the trained model's."""
+    format wraps it, or a runtime's own file), what converting it did, and its test figures
+    where they differ from the trained model's."""
 
     model: nn.Module
     counted: nn.Module
