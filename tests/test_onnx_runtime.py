@@ -69,6 +69,17 @@ def test_a_float_model_ships_as_an_onnx_file_run_by_onnx_runtime(tmp_path):
     assert (own / "e-0-model.pt").is_file() and not (own / f"e-0-model{timing.VERIFIED}").exists()
 
 
+def test_a_slimmed_model_on_onnx_runtime_counts_its_own_file():
+    """Structured pruning's slimmed model ships as an ONNX file too: its size is that file's,
+    as the dense model's on the same runtime is."""
+    config = cell().replaced(prune={"name": "l1_structured", "amount": 0.5,
+                                    "finetune_steps": 5, "rounds": 1})
+    out = run_cell(config, 0)
+    shipped, slim = out.models["slimmed"].shipped, out.figures_of["slimmed"]
+    assert isinstance(shipped, onnx_runtime.OrtModel)
+    assert slim["size_bytes"] == slim["artifact_bytes"] == len(shipped.blob)
+
+
 @pytest.mark.parametrize("quantize, int8_ops, layers", [
     ("int8_static", {"QuantizeLinear", "DequantizeLinear"}, (4, 0)),
     ("int8_dynamic", {"DynamicQuantizeLinear", "MatMulInteger"}, (1, 3)),

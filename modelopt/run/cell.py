@@ -224,10 +224,13 @@ def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | N
     slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
     if slimmed is None or cell.deploy is None:
         return None if slimmed is None else Shipped(slimmed, slimmed)
-    model = on_its_device(slimmed, runtime(cell.deploy))
+    fmt = runtime(cell.deploy)
+    model = on_its_device(slimmed, fmt)
     shipped, made, _ = ship_checked(cell, model, data, backends.on_device_of(model))
     compressed.pruned.slimmed = shipped
     compressed.slimmed.update(made)
+    if fmt.file:  # its size is the runtime's file, as the shipped model's is
+        compressed.slimmed["size_bytes"] = measure.size_bytes(shipped)
     return Shipped(slimmed, shipped)
 
 
