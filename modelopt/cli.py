@@ -187,7 +187,10 @@ def cmd_compare(args) -> int:
 
     try:
         rules = {}
-        meta = store.read_meta(args.current) if Path(args.current).is_dir() else None
+        # the runs' own figures (a task's, a measure's) first: thresholds may name them
+        if Path(args.baseline).is_dir():
+            store.declare_run(args.baseline)
+        meta = store.declare_run(args.current) if Path(args.current).is_dir() else None
         if meta is not None:  # thresholds the suite sets, then the command line's
             for metric, text in meta.thresholds.items():
                 rules.update([compare.parse_threshold(f"{metric}:{text}")])
