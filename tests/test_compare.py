@@ -278,18 +278,18 @@ def test_flags_a_baseline_did_not_look_for_are_unknown_not_absent(baseline, tmp_
     ("{accuracy: abc}", "thresholds.accuracy: threshold 'accuracy:abc': expected METRIC:NUMBER"),
     ("{latency_ms_p50: 0.5}", "thresholds.latency_ms_p50: threshold 'latency_ms_p50:0.5': "
                               "latency is judged as a ratio"),
-    ("{accuracy: 0.5, latency_ms_p50: 15%}", None),
+    ("{accuracy: 0.00005, latency_ms_p50: 15%}", None),
 ])
 def test_suite_thresholds_are_checked_before_anything_runs(tmp_path, thresholds, error):
     path = tmp_path / "t.yaml"
     path.write_text(SUITE + f"thresholds: {thresholds}\n")
     r = subprocess.run([sys.executable, "-m", "modelopt", "plan", str(path), "--out",
                         str(tmp_path / "out")], capture_output=True, text=True)
-    if error is None:  # `accuracy: 0.5` is a YAML number: read as the gate's text
+    if error is None:  # a YAML number, read as the gate's text (not as 5e-05)
         assert r.returncode == 0, r.stderr
         from modelopt.spec.suite import load
 
-        assert load(path).spec.thresholds == {"accuracy": "0.5", "latency_ms_p50": "15%"}
+        assert load(path).spec.thresholds == {"accuracy": "0.00005", "latency_ms_p50": "15%"}
     else:
         assert r.returncode == 2 and error in r.stderr, r.stderr
         assert not (tmp_path / "out").exists()

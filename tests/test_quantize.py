@@ -169,11 +169,21 @@ def float_copy_is_independent(model, copy):
     assert copy(torch.arange(8)).shape == (8, 10)
 
 
-def test_the_cpu_float_copy_is_a_separate_model_with_its_ties_kept():
+def test_the_cpu_float_copy_is_a_separate_model_with_its_ties_kept(monkeypatch):
     torch.manual_seed(0)
     model = Tied()
     model.norm.weight.requires_grad_(False)
-    float_copy_is_independent(model, quantize.float_copy(model))
+
+    def deepcopied(self, memo):
+        raise AssertionError("a tensor was deep-copied where it lives, not copied to the CPU")
+
+    # every tensor comes from the memo, copied to the CPU: none is deep-copied in place (on
+    # a GPU, that would be a second copy of the weights there)
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", deepcopied)
+    monkeypatch.setattr(nn.Parameter, "__deepcopy__", deepcopied)
+    copied = quantize.float_copy(model)
+    monkeypatch.undo()
+    float_copy_is_independent(model, copied)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

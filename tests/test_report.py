@@ -67,6 +67,10 @@ def test_a_cpu_whose_records_looked_for_fewer_flags_is_named_once():
     df["env"] = [old] * 3 + [{**new, "cpu_flags": "avx2 avx512_bf16"}] * 2  # no VNNI
     page = pages.suite_page(df, "s")
     assert "Xeon, avx2 · avx512_vnni · amx_bf16 (3 records); Xeon, avx2 (2 records)" in page
+    # a record without flags (written before records had them) is no other CPU either, as
+    # `compare` reads it: no flag is compared
+    df["env"] = [old] * 3 + [{"torch": "x", "cpu": "Xeon"}] * 2
+    assert "**machine**: Xeon (?)" in pages.suite_page(df, "s")
 
 
 def test_a_commit_with_changes_to_the_package_is_marked_dirty(tmp_path):

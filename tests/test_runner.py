@@ -115,6 +115,11 @@ def test_a_failure_the_suite_expects_is_recorded_and_does_not_fail_the_run(tmp_p
     assert run_cli("report", str(out), "--out", str(tmp_path / "r")).returncode == 0
     page = (tmp_path / "r" / "expected.md").read_text()
     assert "expected, because" in page and "the test model raises by design" in page
+    # run again: only the failing cell runs, saving nothing, so the latency stands
+    timed = (out / "timing.json").read_bytes()
+    r = run_cli("run", str(p), "--out", str(out), "--jobs", "2")
+    assert r.returncode == 0 and "this run 1 failed (expected)" in r.stderr, r.stderr
+    assert "nothing new to time" in r.stderr and (out / "timing.json").read_bytes() == timed
     # (without the entries a failure fails the run: test_faulty_cells_get_their_status...)
 
 
@@ -154,13 +159,18 @@ def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_
     keys = {(r.cell_id, r.seed) for r in results.read(out)}
     model = next((out / latency.MODELS_DIR).glob("*.pt"))
     os.utime(model, (timing.stat().st_mtime + 5,) * 2)  # a model saved after its timing
-    assert not latency.timed_already(out, keys, latency.Plan())
+    assert not latency.timed_already(out, keys, latency.Plan(), None)
     os.utime(model, (timing.stat().st_mtime - 5,) * 2)
-    assert latency.timed_already(out, keys, latency.Plan())
-    # another timing plan times them again
+    assert latency.timed_already(out, keys, latency.Plan(), None)
+    # another timing plan times them again, and so does another baseline (the speed-ups
+    # the stage measures until precise), which changes no cell
     summary = runner.run(suite, out, jobs=1, timing_processes=3)
     assert not summary.timing_kept and timing.read_bytes() != first
     assert json.loads(timing.read_text())["plan"]["max_processes"] == 3
+    based = parse(tiny_suite_file.read_text() + "baseline: {model: linear}\n")
+    summary = runner.run(based, out, jobs=1, timing_processes=3)
+    assert not summary.timing_kept and json.loads(timing.read_text())["baseline"]
+    assert runner.run(based, out, jobs=1, timing_processes=3).timing_kept
     changed = parse(tiny_suite_file.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
     with pytest.raises(runner.ResumeError, match="different"):
         runner.run(changed, out, jobs=1)

@@ -195,6 +195,13 @@ def test_what_names_no_optimizer_gets_the_default_one_too():
     s = parse(base + "matrix:\n  optimizer.lr: [0.01, 0.1]\n")
     assert sorted((c.as_config()["optimizer"]["name"], c.as_config()["optimizer"]["lr"])
                   for c in s.cells) == [("adam", 0.01), ("adam", 0.1)]
+    # with the technique an axis of its own too, in either order: every pair a cell
+    for axes in ("optimizer.lr: [0.01, 0.1]\n  optimizer: [sgd, adam]",
+                 "optimizer: [sgd, adam]\n  optimizer.lr: [0.01, 0.1]"):
+        s = parse(base + f"matrix:\n  {axes}\n")
+        assert sorted((c.as_config()["optimizer"]["name"], c.as_config()["optimizer"]["lr"])
+                      for c in s.cells) == [("adam", 0.01), ("adam", 0.1), ("sgd", 0.01),
+                                            ("sgd", 0.1)]
     s = parse(base + "  distill: {name: kd, teacher: {model: {name: mlp, hidden: 64}, "
                      "train: {steps: 0}}}\n")
     teacher = s.cells[0].as_config()["distill"]["teacher"]

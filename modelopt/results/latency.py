@@ -119,16 +119,18 @@ def read(run_dir: str | Path) -> dict | None:
     return read_json(p, TimingDoc).model_dump()
 
 
-def timed_already(run_dir: str | Path, keys: set[tuple[str, int]], plan: Plan) -> bool:
+def timed_already(run_dir: str | Path, keys: set[tuple[str, int]], plan: Plan,
+                  baseline: dict | None) -> bool:
     """Whether timing.json holds every saved model of these (cell_id, seed) pairs, timed
-    under `plan` after the model was saved (or recorded there as not re-timeable): what a run
-    that trained nothing keeps rather than time the same models again."""
+    under `plan` for the speed-ups over `baseline` (the suite's, as suite.json holds it)
+    after the model was saved (or recorded there as not re-timeable): what a run that
+    trained nothing keeps rather than time the same models again."""
     path = Path(run_dir) / TIMING_FILE
     try:
         doc = read(run_dir)
     except ResultsError:
         return False  # timed again, and replaced
-    if doc is None or doc.get("plan") != plan.as_dict():
+    if doc is None or doc.get("plan") != plan.as_dict() or doc.get("baseline") != baseline:
         return False
     timed = {(r["cell_id"], r["seed"], r["kind"]) for r in doc["rows"]}
     since = path.stat().st_mtime

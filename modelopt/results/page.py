@@ -35,7 +35,7 @@ def describe_env(df: pd.DataFrame) -> dict:
 
     # flags told by those every record looked for: a record from before the list grew is
     # the same CPU, not another (sides.Machine)
-    looked = [Machine.of(e).checked for e in ran if "cpu" in e and "cpu_flags" in e]
+    looked = [Machine.of(e).checked for e in ran if "cpu" in e]
     common = frozenset.intersection(*looked) if looked else frozenset()
 
     def cpu(env: dict) -> str:

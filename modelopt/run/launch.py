@@ -306,7 +306,7 @@ def _run(suite: Suite, out: Path, launch: Launch, jobs: int, resume: bool, force
         sched.run(rest)
     _wait_for_the_others(store, launch.world - 1)
     if not summary.interrupted:  # the other ranks are done: the machine is rank 0's to time on
-        runner.time_or_keep(summary, out, suite, bool(todo), timing_processes)
+        runner.time_or_keep(summary, out, suite, timing_processes)
     return summary
 
 

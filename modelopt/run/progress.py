@@ -113,9 +113,10 @@ def ending(summary, suite, out: Path) -> None:
         print(f"modelopt: warning: {len(summary.passed_unexpectedly)} run(s) the suite expects "
               f"to fail (expect_failure) finished ok: {', '.join(summary.passed_unexpectedly)}; "
               "if the reason is gone, remove the entry", file=sys.stderr)
-    if summary.timing_kept:
+    if summary.timing_kept:  # what it could not time again was said when it timed
         print(f"nothing new to time: the saved models keep their latency from {out}/"
               f"{latency.TIMING_FILE}; `modelopt time {out}` times them again", file=sys.stderr)
+        return
     for key, why in sorted(((latency.read(out) or {}).get("not_retimeable") or {}).items()):
         print(f"modelopt: warning: {key}: not re-timeable ({why}); timed from this run's own "
               "copy where it had one", file=sys.stderr)

@@ -150,7 +150,7 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
                               train_once, own)
             summary = sched.run(todo)
             if not summary.interrupted:
-                time_or_keep(summary, out, suite, bool(todo), timing_processes, on_timing, own)
+                time_or_keep(summary, out, suite, timing_processes, on_timing, own)
     return summary
 
 
@@ -206,13 +206,17 @@ def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
     return Scheduler(suite, jobs, **kwargs)
 
 
-def time_or_keep(summary: Summary, out: Path, suite: Suite, ran: bool,
-                 processes: int | None = None, progress=None, own_dir: str | None = None) -> None:
-    """The timing stage, unless the run trained nothing and timing.json already timed every
-    saved model under the same plan (summary.timing_kept): the same models timed again
-    would only move their figures by noise, and cost a minute. `modelopt time` re-times."""
-    if not ran and latency.timed_already(out, {r.key for r in _ok(out, suite)},
-                                         latency.Plan.given(processes)):
+def time_or_keep(summary: Summary, out: Path, suite: Suite, processes: int | None = None,
+                 progress=None, own_dir: str | None = None) -> None:
+    """The timing stage, unless the run saved no new model (no cell ended ok: a resumed run
+    whose failed or expected-to-fail cells ran again) and timing.json already timed every
+    saved model under the same plan and baseline (summary.timing_kept): the same models
+    timed again would only move their figures by noise, and cost a minute. `modelopt time`
+    re-times."""
+    meta = store.read_meta(out)
+    if not summary.counts.get("ok") and latency.timed_already(
+            out, {r.key for r in _ok(out, suite)}, latency.Plan.given(processes),
+            meta.baseline if meta else None):
         summary.timing_kept = True
     else:
         summary.interrupted = not time_run(out, suite, processes, progress, own_dir)

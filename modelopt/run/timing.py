@@ -362,7 +362,9 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
                           + (" ..." if len(lost) > 3 else "") + ". Give --suite or --plugins, "
                           "or --force to drop their latency")
     # timed from the run's own copy, or not at all: either way not re-timeable later
-    write(run_dir, {"suite": suite, "processes": timed.processes, "rounds": plan.rounds,
+    # the baseline too: the speed-ups it names are what the stage measured until precise
+    write(run_dir, {"suite": suite, "baseline": meta.baseline if meta else None,
+                    "processes": timed.processes, "rounds": plan.rounds,
                     "threads": threads, "block_s": BLOCK_S, "plan": plan.as_dict(),
                     "widest": timed.widest, "stopped": timed.stopped,
                     "rows": timed.rows, "seconds": timed.seconds,

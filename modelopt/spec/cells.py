@@ -156,7 +156,9 @@ def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
     cell: dict = {}
     for key, value in defaults.items():
         merge(cell, key, _normalize_axis_value(key, value))
-    for key, value in overrides.items():
+    # a technique first, then the parameters set on it (`optimizer: sgd` with `optimizer.lr`,
+    # in either order): a dotted key set before its technique would be dropped with it
+    for key, value in sorted(overrides.items(), key=lambda kv: "." in kv[0]):
         merge(cell, key, _normalize_axis_value(key, value))
     for key in require:
         if cell.get(key) is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -113,9 +114,9 @@ class SuiteFile(BaseModel):
     @classmethod
     def _threshold_text(cls, v):
         # `accuracy: 0.5` as YAML writes it, kept as the gate's text (`15%` stays a string)
-        if isinstance(v, dict):
-            return {k: str(x) if isinstance(x, (int, float)) and not isinstance(x, bool)
-                    else x for k, x in v.items()}
+        if isinstance(v, dict):  # positional, as the gate parses it: 5e-05 is 0.00005
+            return {k: format(Decimal(repr(x)), "f") if isinstance(x, (int, float))
+                    and not isinstance(x, bool) else x for k, x in v.items()}
         return v
 
     @field_validator("seeds")

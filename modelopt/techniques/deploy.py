@@ -38,8 +38,8 @@ class Format:
     quantize: Realise | None = None
     refuses: Callable[[Intent], str | None] = lambda intent: None
     cpu: bool = False  # ships on the CPU, wherever the model trained (`device: cpu`)
-    # what ships is a file of the runtime's own (ONNX, OpenVINO IR), float or int8: the
-    # figures of size are the file's
+    # what ships is a file the runtime reads (ONNX Runtime's and OpenVINO's: the ONNX
+    # model), float or int8: the figures of size are the file's
     file: bool = False
 
     def cannot(self, quantizer: Quantizer) -> str | None:
