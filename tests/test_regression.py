@@ -100,3 +100,25 @@ def test_csv_task_follows_the_label_column(tmp_path):
         parse(text.replace("TARGET", "size"))  # found when the suite loads, not in a cell
     out = run_cell(labels, 0)  # 'could not convert string to float' before
     assert out.status == "ok" and 0 <= out.metrics["accuracy"] <= 1
+
+
+def test_empty_values_in_a_csv_are_refused_naming_where(tmp_path):
+    """A blank feature would make training diverge, and a blank integer label would turn
+    the classes into a regression target: both are refused when the suite loads."""
+    from modelopt.techniques.data import load
+
+    rows = [f"{i % 7},{(i * 3) % 5},{i % 3}" for i in range(60)]
+    text = ("name: c\nseeds: [0]\ndefaults:\n  model: mlp\n  train: {steps: 5}\n"
+            f"  dataset: {{name: csv, path: {tmp_path}/t.csv, target: y}}\n")
+    for line, hole, words in ((3, "5,,1", "'b': 1; first on lines 5"),
+                              (40, "5,1,", "'y': 1; first on lines 42")):
+        holed = rows[:line] + [hole] + rows[line + 1:]
+        (tmp_path / "t.csv").write_text("a,b,y\n" + "\n".join(holed))
+        with pytest.raises(SuiteError, match=f"has empty values \\({words}\\); fill or drop"):
+            parse(text)
+    # past the rows the suite's check reads, the cell that loads the file refuses it
+    holed = rows * 20 + ["5,,1"]
+    (tmp_path / "t.csv").write_text("a,b,y\n" + "\n".join(holed))
+    assert parse(text).cells[0].task == "classification"
+    with pytest.raises(ValueError, match="'b': 1; first on lines 1202"):
+        load({"name": "csv", "path": str(tmp_path / "t.csv"), "target": "y"}, 0, 0.0)

@@ -262,8 +262,10 @@ def test_a_full_disk_leaves_no_partial_record_and_says_so(run_dir, tmp_path):
 
 def test_no_resume_into_another_suites_directory_is_refused(run_dir, tmp_path, tiny_suite_file):
     other = copy_of(run_dir, tmp_path)
-    r = cli("run", tiny_suite_file, "--out", other, "--no-resume", "-q")
-    assert r.returncode == 2 and "different content" in r.stderr
+    for flag in ("--no-resume", "--force"):  # two suites never share a results directory
+        r = cli("run", tiny_suite_file, "--out", other, flag, "-q")
+        assert r.returncode == 2 and "a results directory holds one suite" in r.stderr, r.stderr
+    assert {r.suite for r in store.read(other)} == {"sec"}
 
 
 def test_steps_and_epochs_together_are_refused():

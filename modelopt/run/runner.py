@@ -107,6 +107,11 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             "baseline": suite.baseline, "expected_failures": dict(suite.expected_failures)}
     meta["tasks"], meta["metrics"] = declarations(suite)
     old = store.read_meta(out_dir) if meta_path.exists() else None
+    if old is not None and old.suite != suite.name:  # not even forced: compare, time and
+        raise ResumeError(  # report read a results directory as one suite's
+            f"{out_dir} holds results of suite '{old.suite}', not '{suite.name}': a results "
+            "directory holds one suite. Use another --out (or, if the suite was renamed, its "
+            "old name).")
     if old is not None and old.content_hash != suite.content_hash and not force:
         # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
         raise ResumeError(

@@ -212,6 +212,20 @@ def _check_csv(params: dict) -> None:
            if c != params["target"] and not pd.api.types.is_numeric_dtype(head[c])]
     if bad:
         raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
+    _no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole:
+    _no_holes(pd.read_csv(p, usecols=[params["target"]]), p)  # they decide the task
+
+
+def _no_holes(df, p: Path) -> None:
+    """Empty values are refused, not guessed: a NaN feature makes training diverge, and a
+    blank label turns integer classes into floats (a regression target)."""
+    holes = df.isna().sum()
+    holes = holes[holes > 0]
+    if len(holes):
+        lines = [str(i + 2) for i in df.index[df.isna().any(axis=1)][:3]]  # header is line 1
+        raise ValueError(f"csv: {p} has empty values ("
+                         + ", ".join(f"'{c}': {n}" for c, n in holes.items())
+                         + f"; first on lines {', '.join(lines)}); fill or drop them first")
 
 
 def _csv_task(params: dict) -> str:
@@ -257,6 +271,7 @@ def csv(seed: int, /, path: str, target: str, task: str = "auto",
 
         return texts.table("csv", df, target, text, tokenizer, max_length, truncation, padding,
                            test_fraction, split_seed)
+    _no_holes(df, Path(path).expanduser())
     features = df.drop(columns=[target])
     if not tasks.get(task).info.class_outputs:
         return _values("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
