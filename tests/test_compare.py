@@ -221,6 +221,19 @@ def test_export_github_action_benchmark(baseline, tmp_path):
     for e in bigger + smaller:
         assert set(e) == {"name", "unit", "value", "range", "extra"}
         assert isinstance(e["value"], float)
+    # exported beside another suite, every series keeps its name: the dashboard's key
+    other = tmp_path / "other"
+    assert not runner.run(parse(SUITE.replace("name: cmp", "name: other").replace(
+        "model: [linear, {name: mlp, hidden: 16}]", "model: [linear]\n  optimizer.lr: [0.01, 0.02]").replace(
+        "seeds: [0, 1, 2]", "seeds: [0]").replace("steps: 60", "steps: 5")), other,
+        jobs=2).failed
+    both = tmp_path / "both"
+    r = subprocess.run([sys.executable, "-m", "modelopt", "export", str(baseline), str(other),
+                        "--out", str(both)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    names = {e["name"] for e in json.loads((both / "bigger_is_better.json").read_text())}
+    assert {e["name"] for e in bigger} <= names
+    assert any(n.startswith("other [optimizer=") for n in names) and "nan" not in str(names)
 
 
 def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):

@@ -14,10 +14,13 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
     from modelopt.results.labels import joined, label_columns
     from modelopt.results.report import aggregate
 
-    agg = aggregate(df)
     out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
-    for _, r in agg[agg["n"] > 0].iterrows():
-        label = joined(r, label_columns(agg))
+    # each suite's cells named by its own axes: a series keeps its name (the dashboard's
+    # key) whichever other suites are exported beside it
+    rows = [(r, label_columns(agg)) for _, part in df.groupby("suite", sort=False)
+            for agg in [aggregate(part)] for _, r in agg[agg["n"] > 0].iterrows()]
+    for r, labels in rows:
+        label = joined(r, labels)
         for metric in metrics or [m.name for m in M.directed()]:
             value = r.get(metric)
             if value is None or (isinstance(value, float) and np.isnan(value)):
