@@ -88,6 +88,19 @@ def pytest_configure(config):
                             "runner), not of a suite")
 
 
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """What `modelopt compare` needs of the run beside the figures in extra_info: the figures
+    the suite declares (a task's, a measure's) and its thresholds, as suite.json holds them."""
+    if config.getoption("--harness"):
+        return
+    from modelopt.run.runner import declarations
+
+    suite = _load_suite(config)
+    tasks, metrics = declarations(suite)
+    output_json["modelopt"] = {"suite": suite.name, "tasks": tasks, "metrics": metrics,
+                               "thresholds": suite.spec.thresholds}
+
+
 def pytest_collection_modifyitems(config, items):
     """`pytest benchmarks/` runs the suite; modelopt's self-benchmarks only with --harness."""
     if config.getoption("--harness"):

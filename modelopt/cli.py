@@ -187,13 +187,11 @@ def cmd_compare(args) -> int:
 
     try:
         rules = {}
-        # the runs' own figures (a task's, a measure's) first: thresholds may name them
-        if Path(args.baseline).is_dir():
-            store.declare_run(args.baseline)
-        meta = store.declare_run(args.current) if Path(args.current).is_dir() else None
-        if meta is not None:  # thresholds the suite sets, then the command line's
-            for metric, text in meta.thresholds.items():
-                rules.update([compare.parse_threshold(f"{metric}:{text}")])
+        # the runs' own figures (a task's, a measure's) first: thresholds may name them;
+        # the current run's suite's thresholds, then the command line's
+        compare.declare_side(args.baseline)
+        for metric, text in compare.declare_side(args.current).items():
+            rules.update([compare.parse_threshold(f"{metric}:{text}")])
         for text in args.fail_on or []:
             rules.update([compare.parse_threshold(text)])
         cmp = compare.compare(args.baseline, args.current, rules,

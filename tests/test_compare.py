@@ -189,6 +189,11 @@ def test_thresholds_from_the_command_line(baseline, tmp_path):
     # latency is a ratio of re-timed models: a bare number would be misread
     assert cli(baseline, cur, "--fail-on", "latency_ms_p50:0.5").returncode == 2
     assert cli(baseline, cur, "--fail-on", "train_seconds:5%").returncode == 2  # not gated
+    # the suite's own tolerance, read from beside the results whichever way they are named
+    meta = json.loads((baseline / "suite.json").read_text())
+    (cur / "suite.json").write_text(json.dumps({**meta, "thresholds": {"accuracy": "5"}}))
+    assert cli(baseline, cur, "--no-retime").returncode == 0
+    assert cli(baseline / "results.jsonl", cur / "results.jsonl").returncode == 0
 
 
 def test_corrupt_baseline_exits_2_with_file_and_line(baseline, tmp_path):
@@ -208,6 +213,21 @@ def test_pytest_benchmark_json_input(baseline, tmp_path):
     p = tmp_path / "b.json"
     p.write_text(json.dumps({"benchmarks": benches}))
     assert not compare.compare(p, baseline, timer=time_artifacts).regressions
+    # the figures and thresholds the run declared travel in the file (benchmarks/conftest.py)
+    worse = copy.deepcopy(benches)
+    for b in worse:
+        b["extra_info"]["toy_figure"] = b["extra_info"]["accuracy"] - 0.5
+    block = {"suite": "cmp", "tasks": {}, "thresholds": {"toy_figure": "10%"}, "metrics": [
+        {"name": "toy_figure", "title": "toy", "fmt": "g3", "higher_is_better": True,
+         "kind": "relative", "tolerance": 0.01, "unit": "", "timing": False}]}
+    for b in benches:
+        b["extra_info"]["toy_figure"] = b["extra_info"]["accuracy"]
+    (tmp_path / "base.json").write_text(json.dumps({"benchmarks": benches, "modelopt": block}))
+    (tmp_path / "head.json").write_text(json.dumps({"benchmarks": worse, "modelopt": block}))
+    r = cli(tmp_path / "base.json", tmp_path / "head.json")
+    assert r.returncode == 1 and "toy_figure" in r.stdout, r.stdout + r.stderr
+    r = cli(tmp_path / "base.json", tmp_path / "head.json", "--fail-on", "toy_figure:90%")
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_export_github_action_benchmark(baseline, tmp_path):

@@ -1,6 +1,7 @@
 """`pytest benchmarks/ --benchmark-only`: the suite and only the suite, results beside
 pytest-benchmark's files, and Ctrl-C / SIGTERM ending the session with nothing left behind."""
 
+import json
 import os
 import re
 import signal
@@ -40,10 +41,14 @@ def cell_running(mark: str) -> bool:
 
 
 def test_the_suite_only_with_results_under_benchmarks_dir(tmp_path):
-    out = tmp_path / "o"
-    proc = pytest_run(tmp_path, 20, uuid.uuid4().hex, "--results-out", str(out))
+    out, saved = tmp_path / "o", tmp_path / "b.json"
+    proc = pytest_run(tmp_path, 20, uuid.uuid4().hex, "--results-out", str(out),
+                      f"--benchmark-json={saved}")
     text, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, text
+    # the JSON carries what compare needs beside extra_info: the suite's own figures
+    block = json.loads(saved.read_text())["modelopt"]
+    assert block["suite"] == "door" and "accuracy" in block["tasks"]["classification"]["headline"]
     assert re.search(r"3 passed, \d+ deselected", text)  # the harness is opt-in
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
     assert (out / "suite.json").is_file()  # report and compare read it like any run

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelopt.results import metrics as M
-from modelopt.results import store
+from modelopt.results import store, tasks
 
 
 class CompareError(ValueError):
@@ -61,6 +61,27 @@ class Side:
         return {s for s, (st, _) in self.status.get(cid, {}).items() if st == "ok"}
 
 
+def declare_side(path: str | Path) -> dict[str, str]:
+    """Declare the figures a side's run declared (a task's, a measure's: a results
+    directory's suite.json, or the `modelopt` block `pytest benchmarks/` writes into its
+    JSON), so they are judged and may be named in thresholds; returns its suite's
+    thresholds."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".json":
+        block = _benchmark_doc(p).get("modelopt") or {}
+        try:
+            M.declare_all(block.get("metrics") or [], str(p))
+            tasks.declare_all(block.get("tasks") or {}, str(p))
+        except ValueError as exc:
+            raise CompareError(str(exc)) from None
+        return dict(block.get("thresholds") or {})
+    try:
+        meta = store.declare_run(p)
+    except store.ResultsError as exc:
+        raise CompareError(str(exc)) from None
+    return dict(meta.thresholds) if meta else {}
+
+
 def load_side(path: str | Path) -> Side:
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
@@ -79,12 +100,19 @@ def load_side(path: str | Path) -> Side:
     return side
 
 
-def _load_benchmark_json(p: Path) -> Side:
+def _benchmark_doc(p: Path) -> dict:
     try:
         doc = json.loads(p.read_text())
-        benches = doc["benchmarks"]
+        if not isinstance(doc, dict) or not isinstance(doc["benchmarks"], list):
+            raise TypeError("no list of benchmarks")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CompareError(f"{p}: not a pytest-benchmark JSON file ({exc})") from None
+    return doc
+
+
+def _load_benchmark_json(p: Path) -> Side:
+    declare_side(p)
+    benches = _benchmark_doc(p)["benchmarks"]
     recs, suites = [], set()
     for i, b in enumerate(benches):
         info = b.get("extra_info") or {}
