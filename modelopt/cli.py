@@ -41,7 +41,8 @@ def _plan(suite, out: Path, args) -> int:
 
     try:
         print(plan(suite, out, args.jobs or runner.default_jobs(),
-                   train_once=not getattr(args, "train_each", False)))
+                   train_once=not getattr(args, "train_each", False),
+                   shard=getattr(args, "shard", None)))
     except store.ResultsError as exc:
         return _err(str(exc))
     return 0

@@ -355,6 +355,13 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
     assert not (tmp_path / "o" / "suite.json").exists()  # nothing ran, nothing written
     dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2", "--dry-run")
     assert dry.returncode == 0 and dry.stdout == r.stdout
+    # a shard's plan is that shard's cells, as its run would take them
+    shards = [run_cli("run", str(p), "--out", str(tmp_path / "o"), "--dry-run", "--shard",
+                      f"{i}/2").stdout for i in (1, 2)]
+    mine = [{c.cell_id for c in suite.cells if c.cell_id in out} for out in shards]
+    assert mine[0] | mine[1] == {c.cell_id for c in suite.cells} and not mine[0] & mine[1]
+    assert all(out.startswith(f"shard {i}/2 of inc: {len(m)} cells") for i, out, m in
+               zip((1, 2), shards, mine))
 
 
 def test_a_gpu_cell_waits_while_another_gpu_cell_runs():

@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from modelopt.results import store
 from modelopt.results.labels import axis_labels
+from modelopt.run.runner import shard_of
 from modelopt.spec.schema import Suite
 
 
@@ -38,12 +39,16 @@ def trains_alike(suite: Suite) -> list[str]:
     return [str(shared.index(k) + 1) if k in shared else "-" for k in keys]
 
 
-def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True) -> str:
+def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
+         shard: tuple[int, int] | None = None) -> str:
     done, seconds = earlier(out)
     labels = axis_labels([c.as_config() for c in suite.cells])
     groups = trains_alike(suite) if train_once else ["-"] * len(suite.cells)
+    mine = [i for i, c in enumerate(suite.cells)  # `--shard I/N`: that shard's cells only
+            if not shard or shard_of(c.cell_id, shard[1]) == shard[0]]
     rows, todo_s, unknown = [], 0.0, 0
-    for i, cell in enumerate(suite.cells):
+    for i in mine:
+        cell = suite.cells[i]
         left = [s for s in suite.seeds if (cell.cell_id, s) not in done]
         est = seconds.get(cell.cell_id)
         if left and est is None:
@@ -54,8 +59,9 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True) -> str:
                      f"{est:.0f}" if est is not None else "?"])
     headers = [c[5:] for c in labels.columns] + ["cell id", "trains with", "done", "to run",
                                                  "s per seed"]
-    runs = len(suite.cells) * len(suite.seeds)
-    lines = [f"{suite.name}: {len(suite.cells)} cells x {len(suite.seeds)} seeds = {runs} runs "
+    runs = len(mine) * len(suite.seeds)
+    part = f"shard {shard[0]}/{shard[1]} of " if shard else ""
+    lines = [f"{part}{suite.name}: {len(mine)} cells x {len(suite.seeds)} seeds = {runs} runs "
              f"({suite.path}); results in {out}", ""]
     lines += [f"warning: {w}" for w in suite.warnings] + ([""] if suite.warnings else [])
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
@@ -74,7 +80,10 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True) -> str:
     elif todo:
         lines.append("estimate: none (no earlier results of these cells in that directory)")
     meta = store.read_meta(out) if out.is_dir() else None
-    if meta is not None and meta.content_hash != suite.content_hash:
+    if meta is not None and meta.suite != suite.name:
+        lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}'; "
+                     "a results directory holds one suite: use another --out")
+    elif meta is not None and meta.content_hash != suite.content_hash:
         lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}' "
                      "with a different content; use another --out, or --force to add to it")
     return "\n".join(lines)
