@@ -64,6 +64,8 @@ def test_a_metric_is_computed_and_reported_from_files(tmp_path):
                          capture_output=True, text=True)
     assert rep.returncode == 0, rep.stderr
     assert "ece" in (tmp_path / "rep" / "extending.csv").read_text().splitlines()[0]
+    figures = (tmp_path / "rep" / "extending.md").read_text().split("## Every figure")[1]
+    assert "| ECE " in figures.splitlines()[2] + " "  # the page's table has its column too
 
 
 def test_a_quantizer_rounds_the_weights_it_ships_and_says_what_that_costs():

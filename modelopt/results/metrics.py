@@ -152,6 +152,9 @@ for _kind in MODELS:
         TABLE[column(_kind, _name)] = replace(TABLE[_name], name=column(_kind, _name),
                                               title=f"{_kind} {TABLE[_name].title}")
 
+# the figures modelopt itself records; the rest a run declares (a measure's, a task's)
+BUILTIN = frozenset(TABLE)
+
 # latency figures and the model they are taken of
 LATENCY_FIGURES = {kind: (column(kind, "latency_ms_p50"), column(kind, "latency_ms_batch_p50"))
                    for kind in ("model", *MODELS)}

@@ -12,7 +12,13 @@ from modelopt.results import metrics as M
 from modelopt.results import tasks
 from modelopt.results.headline import UNTESTED, add_speedups, cross_device_note, headline
 from modelopt.results.labels import joined, label_columns
-from modelopt.results.report import aggregate, baselines, cost_metrics, table
+from modelopt.results.report import (
+    aggregate,
+    baselines,
+    cost_metrics,
+    declared_figures,
+    table,
+)
 from modelopt.results.runtimes import int8_notes, runtime_table
 from modelopt.results.sides import Machine
 from modelopt.results.tables import (
@@ -228,9 +234,9 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
                   "batch speed-up over its baseline (above), with its 95 % interval over the "
                   "timing processes, and the size of what ships (the runtime's file where it "
                   "has one).", "", by_runtime, ""]
+    shown = list(tasks.info(task).columns) + cost_metrics(part)
     lines += [f"## Every figure{title}", "",
-              table(part, list(tasks.info(task).columns) + cost_metrics(part),
-                    sort_by=tasks.headline(task)),
+              table(part, shown + declared_figures(part, shown), sort_by=tasks.headline(task)),
               ""]
     scaling = scaling_table(part)
     if scaling:

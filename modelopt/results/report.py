@@ -33,6 +33,13 @@ def table_metrics() -> list[str]:
     return list(dict.fromkeys(c for t in tasks.KNOWN.values() for c in t.columns)) + COST_METRICS
 
 
+def declared_figures(agg: pd.DataFrame, shown: list[str]) -> list[str]:
+    """The figures a run declared for itself (a `metrics:` measure's, a plugin's) that a
+    table showing `shown` leaves out."""
+    return [c for c in agg.columns if c in M.TABLE and c not in M.BUILTIN and c not in shown
+            and agg[c].notna().any()]
+
+
 def cost_metrics(agg: pd.DataFrame) -> list[str]:
     """The cost columns of a table: the usual ones, and what compression adds where it ran."""
     cells = list(agg["cell"])
