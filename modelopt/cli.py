@@ -200,6 +200,8 @@ def cmd_compare(args) -> int:
                               timer=None if args.no_retime else timer,
                               processes=args.timing_processes, progress=progress)
     except (compare.CompareError, store.ResultsError) as exc:
+        if args.out:  # what a pull request's comment then says, instead of nothing
+            Path(args.out).write_text(f"**modelopt compare could not compare** (exit 2): {exc}\n")
         return _err(str(exc))
     text = compare.markdown(cmp, rules, all_rows=args.all)
     if args.out:

@@ -203,6 +203,9 @@ def test_corrupt_baseline_exits_2_with_file_and_line(baseline, tmp_path):
     (bad / "results.jsonl").write_text(lines[0] + "\n{oops\n" + lines[1] + "\n")
     r = cli(bad, baseline)
     assert r.returncode == 2 and "results.jsonl:2" in r.stderr
+    # with --out (a pull request's comment), the reason is written there too
+    r = cli(tmp_path / "none", baseline, "--out", tmp_path / "c.md")
+    assert r.returncode == 2 and "could not compare" in (tmp_path / "c.md").read_text()
 
 
 def test_pytest_benchmark_json_input(baseline, tmp_path):
