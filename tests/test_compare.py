@@ -171,7 +171,8 @@ def test_without_saved_models_latency_is_not_gated(baseline, tmp_path):
 
     cmp = compare.compare(baseline, current_with(tmp_path, baseline, slower), timer=time_artifacts)
     assert not cmp.failed and not any(r.metric.startswith("latency") for r in cmp.rows)
-    assert "not gated" in compare.markdown(cmp)
+    assert "not gated" in compare.markdown(cmp) and "with their saved models" in cmp.latency
+    assert "--no-retime" in compare.compare(baseline, baseline, timer=None).latency
 
 
 def test_thresholds_from_the_command_line(baseline, tmp_path):

@@ -254,8 +254,9 @@ def compare(baseline: str | Path, current: str | Path,
     skipped: dict[str, str] = {}
     labels = names({**cur.configs, **base.configs})
     note = ("not gated: latency from two separate runs differs by the machine as much as "
-            "by the code; compare two results directories with their saved models to "
-            "re-time them side by side")
+            "by the code; " + ("re-timing was turned off (--no-retime)" if not timer else
+                               "compare two results directories with their saved models to "
+                               "re-time them side by side"))
     if timer and base.run_dir and cur.run_dir and all(
             latency.artifacts(d) for d in (base.run_dir, cur.run_dir)):
         both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
