@@ -28,6 +28,18 @@ def test_tune_expands_each_cell_into_a_group():
     assert sorted(map(sorted, groups.values())) == [[0.001, 0.01, 0.1]] * 2
 
 
+def test_a_tuned_value_a_technique_does_not_take_is_named_with_its_cell():
+    import pytest
+
+    from modelopt.spec.schema import SuiteError
+
+    with pytest.raises(SuiteError, match=r"tune \[optimizer=sgd, \{'optimizer.lrr': 0.1\}\]"):
+        parse(BASE + "tune:\n  optimizer.lrr: [0.1]\n")
+    one = BASE.replace("matrix:\n  optimizer: [sgd, adam]\n", "")  # no axis: no cell label
+    with pytest.raises(SuiteError, match=r"tune \[\{'optimizer.lrr': 0.1\}\]: optimizer"):
+        parse(one + "tune:\n  optimizer.lrr: [0.1]\n")
+
+
 def test_cv_expands_into_folds_with_disjoint_validation():
     from modelopt.techniques.data import load
 

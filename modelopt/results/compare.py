@@ -348,7 +348,7 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
                                              "change [95 % CI]", "tolerance", "p",
                                              "n", "verdict"],
                               tablefmt="github", disable_numparse=True))
-    else:
+    elif cmp.rows:
         lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
     for title, ids in (("Only in the baseline", cmp.only_baseline),
                        ("Only in the current run", cmp.only_current)):

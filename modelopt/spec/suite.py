@@ -181,7 +181,8 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
         label = ", ".join(f"{k}={short(v)}" for k, v in combo.items())
         base = resolved(f"cell [{label}]", combo)
         for kind, values in variants:
-            config = resolved(f"{kind} [{label}, {values}]", {**combo, **values}) if values else base
+            where = f"{kind} [{', '.join(filter(None, (label, str(values))))}]"
+            config = resolved(where, {**combo, **values}) if values else base
             group = {"kind": kind, "id": cell_id(base), "values": values} if kind else None
             cell = Cell.of(config, group)
             if cell.cell_id not in seen:  # two routes to the same cell run it once
