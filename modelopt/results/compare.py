@@ -23,8 +23,7 @@ from modelopt.results.sides import CompareError, Side, declare_side, load_side
 from modelopt.results.stats import ALPHA, paired_p, welch_p
 
 __all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
-           "markdown",
-           "parse_threshold", "summary"]
+           "markdown", "parse_threshold", "summary"]
 PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
 # a training speed measured over less than this (seconds of training, every seed, both
 # sides) is start-up and noise: reported, not gated
