@@ -212,8 +212,10 @@ def _check_csv(params: dict) -> None:
            if c != params["target"] and not pd.api.types.is_numeric_dtype(head[c])]
     if bad:
         raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
-    _no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole:
-    _no_holes(pd.read_csv(p, usecols=[params["target"]]), p)  # they decide the task
+    _no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole,
+    holes = _labels(str(p), params["target"], p.stat().st_mtime_ns)[1]  # as they decide the task
+    if holes:
+        raise ValueError(holes)
 
 
 def _no_holes(df, p: Path) -> None:
@@ -236,17 +238,24 @@ def _csv_task(params: dict) -> str:
     if params.get("text") is not None:
         return "classification"  # texts are classified (text.check_table)
     p = Path(params["path"]).expanduser()
-    return _label_task(str(p), params["target"], p.stat().st_mtime_ns)
+    return _labels(str(p), params["target"], p.stat().st_mtime_ns)[0]
 
 
 @functools.lru_cache(maxsize=32)
-def _label_task(path: str, target: str, mtime_ns: int) -> str:
-    """Read once per file version: validation asks for every cell, and the run for every
-    record it writes."""
+def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None]:
+    """The task the label column says, and why it cannot be used (empty values; None: it
+    can). Read once per file version: validation asks for every cell, and the run for
+    every record it writes."""
     import pandas as pd
 
-    column = pd.read_csv(path, usecols=[target])[target]
-    return "regression" if pd.api.types.is_float_dtype(column) else "classification"
+    column = pd.read_csv(path, usecols=[target])
+    try:
+        _no_holes(column, Path(path))
+        holes = None
+    except ValueError as exc:
+        holes = str(exc)
+    task = "regression" if pd.api.types.is_float_dtype(column[target]) else "classification"
+    return task, holes
 
 
 @DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv,
