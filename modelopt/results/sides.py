@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelopt.results import metrics as M
-from modelopt.results import store, tasks
+from modelopt.results import store
 
 
 class CompareError(ValueError):
@@ -68,18 +68,22 @@ def declare_side(path: str | Path) -> dict[str, str]:
     thresholds."""
     p = Path(path)
     if p.is_file() and p.suffix == ".json":
-        block = _benchmark_doc(p).get("modelopt") or {}
-        try:
-            M.declare_all(block.get("metrics") or [], str(p))
-            tasks.declare_all(block.get("tasks") or {}, str(p))
-        except ValueError as exc:
-            raise CompareError(str(exc)) from None
-        return dict(block.get("thresholds") or {})
+        return _declared(_benchmark_doc(p), p)
     try:
         meta = store.declare_run(p)
     except store.ResultsError as exc:
         raise CompareError(str(exc)) from None
     return dict(meta.thresholds) if meta else {}
+
+
+def _declared(doc: dict, p: Path) -> dict[str, str]:
+    """A pytest-benchmark JSON's `modelopt` block declared; its suite's thresholds."""
+    block = doc.get("modelopt") or {}
+    try:
+        store.declare_figures(block.get("metrics") or [], block.get("tasks") or {}, str(p))
+    except store.ResultsError as exc:
+        raise CompareError(str(exc)) from None
+    return dict(block.get("thresholds") or {})
 
 
 def load_side(path: str | Path) -> Side:
@@ -111,8 +115,9 @@ def _benchmark_doc(p: Path) -> dict:
 
 
 def _load_benchmark_json(p: Path) -> Side:
-    declare_side(p)
-    benches = _benchmark_doc(p)["benchmarks"]
+    doc = _benchmark_doc(p)  # read once: its figures declared, then its benchmarks
+    _declared(doc, p)
+    benches = doc["benchmarks"]
     recs, suites = [], set()
     for i, b in enumerate(benches):
         info = b.get("extra_info") or {}

@@ -47,12 +47,18 @@ def declare_run(run_dir: str | Path) -> RunMeta | None:
     suite.json."""
     meta = read_meta(run_dir)
     if meta is not None:
-        try:
-            M.declare_all(meta.metrics, str(Path(run_dir) / M.RUN_META))
-            tasks.declare_all(meta.tasks, str(Path(run_dir) / M.RUN_META))
-        except ValueError as exc:
-            raise ResultsError(str(exc)) from None
+        declare_figures(meta.metrics, meta.tasks, str(Path(run_dir) / M.RUN_META))
     return meta
+
+
+def declare_figures(metrics: list[dict], task_docs: dict[str, dict], where: str) -> None:
+    """Declare the figures and tasks a run declared (suite.json's, or the `modelopt` block of
+    a pytest-benchmark JSON); one that cannot be read is a ResultsError naming `where`."""
+    try:
+        M.declare_all(metrics, where)
+        tasks.declare_all(task_docs, where)
+    except ValueError as exc:
+        raise ResultsError(str(exc)) from None
 
 
 def results_path(path: str | Path) -> Path:
