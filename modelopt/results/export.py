@@ -17,10 +17,12 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
     out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
     # each suite's cells named by its own axes: a series keeps its name (the dashboard's
     # key) whichever other suites are exported beside it
-    rows = [(r, label_columns(agg)) for _, part in df.groupby("suite", sort=False)
-            for agg in [aggregate(part)] for _, r in agg[agg["n"] > 0].iterrows()]
-    for r, labels in rows:
-        label = joined(r, labels)
+    labelled = []
+    for _, part in df.groupby("suite", sort=False):
+        agg = aggregate(part)
+        labels = label_columns(agg)
+        labelled += [(r, joined(r, labels)) for _, r in agg[agg["n"] > 0].iterrows()]
+    for r, label in labelled:
         for metric in metrics or [m.name for m in M.directed()]:
             value = r.get(metric)
             if value is None or (isinstance(value, float) and np.isnan(value)):

@@ -99,14 +99,14 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     seeds = sorted(set(a.dropna().index) & set(b.dropna().index))
     if not seeds:
         return "–"
-    base, cur = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
+    before, after = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
     change = b[seeds].mean() - a[seeds].mean()
     value = f"{100 * change:+.1f} pt" if M.TABLE[key].unit == "fraction" else f"{change:+.3f}"
     if len(seeds) == 1:
         return f"{value} ({UNTESTED[0]})"
-    if len(set(base)) == 1 and len(set(cur)) == 1:
+    if len(set(before)) == 1 and len(set(after)) == 1:
         return f"{value} ({UNTESTED[1]})"
-    return ("≈ " if paired_p(base, cur) >= ALPHA else "") + value
+    return ("≈ " if paired_p(before, after) >= ALPHA else "") + value
 
 
 def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) -> str:

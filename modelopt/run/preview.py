@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from modelopt.results import store
 from modelopt.results.labels import axis_labels
-from modelopt.run.runner import shard_of
+from modelopt.run.runner import in_shard
 from modelopt.spec.schema import Suite
 
 
@@ -44,8 +44,7 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
     done, seconds = earlier(out)
     labels = axis_labels([c.as_config() for c in suite.cells])
     groups = trains_alike(suite) if train_once else ["-"] * len(suite.cells)
-    mine = [i for i, c in enumerate(suite.cells)  # `--shard I/N`: that shard's cells only
-            if not shard or shard_of(c.cell_id, shard[1]) == shard[0]]
+    mine = [i for i, c in enumerate(suite.cells) if in_shard(c.cell_id, shard)]
     rows, todo_s, unknown = [], 0.0, 0
     for i in mine:
         cell = suite.cells[i]

@@ -70,13 +70,17 @@ def shard_of(cell_id: str, n: int) -> int:
     return int(hashlib.sha1(cell_id.encode()).hexdigest(), 16) % n + 1
 
 
+def in_shard(cell_id: str, shard: tuple[int, int] | None) -> bool:
+    """Whether `--shard I/N` (None: no sharding) runs the cell."""
+    return shard is None or shard_of(cell_id, shard[1]) == shard[0]
+
+
 def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
               done: set | None = None, train_once: bool = True) -> list[Job]:
     # of the whole suite, not what is left: a resumed run finds what the first one saved
     shared = dense.shared_keys(suite.runs()) if train_once else set()
     return [job(cell, seed, jobs, shared) for cell, seed in suite.runs()
-            if not (shard and shard_of(cell.cell_id, shard[1]) != shard[0])
-            and not (done and (cell.cell_id, seed) in done)]
+            if in_shard(cell.cell_id, shard) and not (done and (cell.cell_id, seed) in done)]
 
 
 def declarations(suite: Suite) -> tuple[list[dict], list[dict]]:
