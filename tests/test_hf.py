@@ -88,6 +88,30 @@ def test_a_hf_model_without_its_source_is_refused_when_the_suite_loads(tmp_path)
             parse(base.format(model=model))
 
 
+def test_a_head_made_for_another_task_is_refused_when_the_suite_loads(tmp_path):
+    from modelopt.spec.registry import RegistryError
+    from modelopt.spec.suite import SuiteError
+
+    table = tmp_path / "t.csv"
+    table.write_text("text,label\n" + "the cat,a\nthe dog,b\n" * 5)
+    model = "{{name: hf, head: {head}, config: {{model_type: llama}}}}"
+    corpus = "name: t\ndefaults: {{dataset: corpus, model: {model}}}\n"
+    texts = f"name: t\ndefaults: {{{{dataset: {{{{name: csv, path: '{table}', target: label, " \
+            "text: text}}, model: {model}}}\n"
+    for suite, head, said in ((corpus, "sequence_classification", "made for classification"),
+                              (texts, "causal_lm", "made for language_modelling")):
+        with pytest.raises((SuiteError, RegistryError), match=f"head: {head} is {said}"):
+            parse(suite.format(model=model.format(head=head)))
+    for suite, head in ((corpus, "causal_lm"), (texts, "sequence_classification"),
+                        (corpus, "auto"), (texts, "auto")):
+        parse(suite.format(model=model.format(head=head)))  # loads
+
+
+def test_an_unknown_model_type_is_named_with_the_nearest():
+    with pytest.raises(TechniqueError, match="no model_type 'lama'; did you mean llama"):
+        hf.hf((16, 30), 30, config={**LLAMA, "model_type": "lama"})
+
+
 def test_a_hf_models_own_state_dict_loads_as_trained_weights(tmp_path):
     from modelopt.techniques import weights
 

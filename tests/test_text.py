@@ -158,6 +158,36 @@ def test_csv_with_a_text_column_is_a_text_classification_table(tmp_path):
     assert torch.equal(j.x_train, d.x_train) and torch.equal(j.y_test, d.y_test)
 
 
+def test_a_missing_text_or_label_is_refused_naming_its_row(tmp_path):
+    rows = [("the cat purrs", "cat"), ("the dog barks", "dog")] * 4
+    csv = tmp_path / "t.csv"
+    csv.write_text("sentence,label\n" + "".join(f"{t},{y}\n" for t, y in rows)
+                   + ",cat\n")  # an empty text on the ninth data row
+    jl = tmp_path / "t.jsonl"
+    lines = [json.dumps({"sentence": t, "label": y}) for t, y in rows]
+    lines[2] = json.dumps({"label": "cat"})  # no text at all
+    lines[5] = json.dumps({"sentence": None, "label": "dog"})
+    jl.write_text("\n".join(lines) + "\n")
+    base = ("name: t\ndefaults: {{dataset: {{name: {name}, path: '{p}', target: label, "
+            "text: sentence}}, model: transformer}}\n")
+    for name, p, said in (("csv", csv, "'sentence': 1; first on data rows 9"),
+                          ("jsonl", jl, "'sentence': 2; first on lines 3, 6")):
+        with pytest.raises(SuiteError, match=f"dataset.*has empty values \\({said}\\)"):
+            parse(base.format(name=name, p=p))
+        with pytest.raises(ValueError, match=said):  # the cell that reads the file says so too
+            DATASETS.build(name, 0, path=str(p), target="label", text="sentence")
+
+
+def test_a_corpus_that_leaves_no_training_text_or_is_not_utf8_says_so(tmp_path):
+    with pytest.raises(SuiteError, match="test_fraction is 1.2, which leaves no training"):
+        parse("name: t\ndefaults: {dataset: {name: corpus, validation_fraction: 0.6, "
+              "test_fraction: 0.6}, model: gpt}\n")
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    with pytest.raises(DataUnavailable, match="latin1.txt is not UTF-8 text"):
+        DATASETS.build("corpus", 0, path=str(latin))
+
+
 def test_a_folder_of_txt_files_per_class(tmp_path):
     for cls, words in (("neg", "bad awful"), ("pos", "good great")):
         (tmp_path / cls).mkdir()

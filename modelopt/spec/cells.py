@@ -210,11 +210,14 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
             raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "
                                 "(it changes how the inputs are stored)")
     task = task_of(cell["dataset"])
-    gives = regs["model"].info(mname).tasks
+    minfo = regs["model"].info(mname)
+    setting = cell["model"].get(minfo.tasks_by) if minfo.tasks_by else None
+    gives = dict(minfo.tasks_of).get(setting, minfo.tasks)
     if gives and task not in gives:
         fitting = [e.name for e in regs["model"].entries()
                    if kind in e.info.accepts and (not e.info.tasks or task in e.info.tasks)]
-        raise RegistryError(f"model '{mname}' is made for {'/'.join(gives)} but dataset "
+        made = f" with {minfo.tasks_by}: {setting}" if setting in dict(minfo.tasks_of) else ""
+        raise RegistryError(f"model '{mname}'{made} is made for {'/'.join(gives)} but dataset "
                             f"'{dname}' is a {task} task; models for it: {', '.join(fitting)}")
     loss, distill = cell.get("loss"), cell.get("distill")
     unfit = suits(task, loss=loss["name"] if loss else None,

@@ -44,6 +44,9 @@ class ModelInfo:
     channels: bool = True
     # the tasks whose outputs it gives (a decoder: a score per position); () for any
     tasks: tuple[Task, ...] = ()
+    # a parameter that sets them instead (hf's `head`), and the tasks each value gives
+    tasks_by: str | None = None
+    tasks_of: tuple[tuple[str, tuple[Task, ...]], ...] = ()
     # checks its parameters need beyond their types (files, one of two), when the suite loads
     preflight: Callable[[dict], None] | None = None
 

@@ -203,7 +203,7 @@ def _check_csv(params: dict) -> None:
     if params.get("text") is not None:  # a text table (techniques/text.py)
         from modelopt.techniques import text
 
-        return text.check_table("csv", params, lambda path: pd.read_csv(path, nrows=1000))
+        return text.check_table("csv", params)
     head = pd.read_csv(p, nrows=1000)
     if params["target"] not in head.columns:
         raise ValueError(f"csv: {p} has no column '{params['target']}'; columns: "
@@ -212,22 +212,24 @@ def _check_csv(params: dict) -> None:
            if c != params["target"] and not pd.api.types.is_numeric_dtype(head[c])]
     if bad:
         raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
-    _no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole,
+    no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole,
     holes = _labels(str(p), params["target"], p.stat().st_mtime_ns)[1]  # as they decide the task
     if holes:
         raise ValueError(holes)
 
 
-def _no_holes(df, p: Path) -> None:
-    """Empty values are refused, not guessed: a NaN feature makes training diverge, and a
-    blank label turns integer classes into floats (a regression target)."""
+def no_holes(df, p: Path, name: str = "csv", where: str = "lines", first: int = 2) -> None:
+    """Empty values are refused, not guessed: a NaN feature makes training diverge, a blank
+    label turns integer classes into floats (a regression target), a missing text is no
+    text. `where` counts rows as the file does: `first` is the first row's number (a csv's
+    header is its line 1)."""
     holes = df.isna().sum()
     holes = holes[holes > 0]
     if len(holes):
-        lines = [str(i + 2) for i in df.index[df.isna().any(axis=1)][:3]]  # header is line 1
-        raise ValueError(f"csv: {p} has empty values ("
+        rows = [str(i + first) for i in df.index[df.isna().any(axis=1)][:3]]
+        raise ValueError(f"{name}: {p} has empty values ("
                          + ", ".join(f"'{c}': {n}" for c, n in holes.items())
-                         + f"; first on lines {', '.join(lines)}); fill or drop them first")
+                         + f"; first on {where} {', '.join(rows)}); fill or drop them first")
 
 
 def _csv_task(params: dict) -> str:
@@ -250,7 +252,7 @@ def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None]:
 
     column = pd.read_csv(path, usecols=[target])
     try:
-        _no_holes(column, Path(path))
+        no_holes(column, Path(path))
         holes = None
     except ValueError as exc:
         holes = str(exc)
@@ -274,13 +276,13 @@ def csv(seed: int, /, path: str, target: str, task: str = "auto",
     params = {"path": path, "target": target, "text": text, "tokenizer": tokenizer, "task": task}
     _check_csv(params)
     task = _csv_task(params)
-    df = pd.read_csv(Path(path).expanduser())
     if text is not None:  # a text classification table (techniques/text.py)
         from modelopt.techniques import text as texts
 
-        return texts.table("csv", df, target, text, tokenizer, max_length, truncation, padding,
-                           test_fraction, split_seed)
-    _no_holes(df, Path(path).expanduser())
+        return texts.table("csv", path, target, text, tokenizer, max_length, truncation,
+                           padding, test_fraction, split_seed)
+    df = pd.read_csv(Path(path).expanduser())
+    no_holes(df, Path(path).expanduser())
     features = df.drop(columns=[target])
     if not tasks.get(task).info.class_outputs:
         return _values("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,

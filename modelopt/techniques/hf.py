@@ -9,6 +9,7 @@ a column for id 0 that is never chosen, so that scores and targets index one voc
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Literal
 
@@ -73,7 +74,13 @@ def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, 
         cfg = t.AutoConfig.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
     else:
         params = dict(config)
-        cfg = t.AutoConfig.for_model(params.pop("model_type"), **params)
+        kind = params.pop("model_type")
+        if kind not in t.CONFIG_MAPPING:  # transformers' own error lists every type it has
+            near = difflib.get_close_matches(str(kind), list(t.CONFIG_MAPPING.keys()), n=3)
+            raise TechniqueError(f"model 'hf': transformers {t.__version__} has no model_type "
+                                 f"'{kind}'" + (f"; did you mean {', '.join(near)}?" if near
+                                                else ""))
+        cfg = t.AutoConfig.for_model(kind, **params)
         cfg.vocab_size = vocab - 1  # the tokenizer's own ids: modelopt adds one for padding
         for key in ("max_position_embeddings", "n_positions"):
             if getattr(cfg, key, seq_len) < seq_len:
@@ -89,7 +96,9 @@ def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, 
 
 # channels=False: structured pruning is checked on modelopt's own transformers only (each
 # transformers family's attention would need declaring to Torch-Pruning); refused at load
-@MODELS.register("hf", accepts=("tokens",), channels=False, preflight=check)
+@MODELS.register("hf", accepts=("tokens",), channels=False, preflight=check, tasks_by="head",
+                 tasks_of=(("causal_lm", ("language_modelling",)),
+                           ("sequence_classification", ("classification",))))
 def hf(input_shape: tuple, num_outputs: int, /, path: str | None = None,
        config: dict | None = None, head: Head = "auto") -> nn.Module:
     """A Hugging Face transformers model: from a local `path` (save_pretrained's folder:

@@ -8,6 +8,7 @@ is (sequence length, vocabulary size), what a text model is built for.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from modelopt.spec.registries import DATASETS, TASKS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques import ngram, tokenize
-from modelopt.techniques.data import Data, Split
+from modelopt.techniques.data import Data, Split, no_holes
 from modelopt.techniques.errors import DataUnavailable
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "python_docs.txt.gz"
@@ -33,7 +34,13 @@ def read_corpus(path: str | None) -> str:
     """The text of `path`, or the built-in snapshot of Python's documentation (its sha256
     checked: a changed file would change every figure measured on it)."""
     if path is not None:
-        return Path(path).expanduser().read_text(encoding="utf-8")
+        p = Path(path).expanduser()
+        try:
+            return p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataUnavailable(f"corpus: {p} is not UTF-8 text (byte {exc.start}: "
+                                  f"{exc.reason}); convert it first, e.g. iconv -t utf-8"
+                                  ) from None
     raw = gzip.decompress(CORPUS.read_bytes())
     digest = hashlib.sha256(raw).hexdigest()
     if digest != CORPUS_SHA256:
@@ -44,6 +51,10 @@ def read_corpus(path: str | None) -> str:
 
 def _check_corpus(params: dict) -> None:
     tokenize.check(params.get("tokenizer", "char"))
+    held = params.get("validation_fraction", 0.05) + params.get("test_fraction", 0.05)
+    if held >= 1:
+        raise ValueError(f"corpus: validation_fraction + test_fraction is {held:g}, which "
+                         "leaves no training text; keep their sum below 1")
     path = params.get("path")
     if path is not None and not Path(path).expanduser().is_file():
         raise DataUnavailable(f"corpus: no file at {Path(path).expanduser().resolve()}")
@@ -55,7 +66,7 @@ def windows(ids: np.ndarray, block: int, stride: int) -> tuple[torch.Tensor, tor
         raise ValueError(f"corpus: a split of {len(ids)} tokens is shorter than one window of "
                          f"block_size + 1 = {block + 1}; lower block_size")
     w = np.lib.stride_tricks.sliding_window_view(ids, block + 1)[::stride]
-    w = torch.as_tensor(np.ascontiguousarray(w))
+    w = torch.from_numpy(np.array(w))  # a copy: the window view is read-only
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
 
 
@@ -120,15 +131,18 @@ def labelled(name: str, texts: list[str], labels, tokenizer: str, max_length: in
                 len(classes), "classification", name, info=info, vocab_size=tok.vocab_size)
 
 
-def table(name: str, df, target: str, text: str, *args) -> Data:
+def table(name: str, path: str, target: str, text: str, *args) -> Data:
     """A table's `text` column classified by its `target` column (`labelled`'s *args)."""
+    p = Path(path).expanduser()
+    df = _READERS[name](p)
+    complete(name, p, df[[target, text]])
     return labelled(name, df[text].astype(str).tolist(), df[target].astype(str).to_numpy(),
                     *args)
 
 
-def check_table(name: str, params: dict, reader) -> None:
-    """A text table exists, has its two columns, and is classified (a task it names must
-    have class outputs), with a tokenizer that can be made."""
+def check_table(name: str, params: dict) -> None:
+    """A text table exists, has its two columns with no value missing, and is classified (a
+    task it names must have class outputs), with a tokenizer that can be made."""
     p = Path(params["path"]).expanduser()
     if not p.is_file():
         raise DataUnavailable(f"{name}: no file at {p.resolve()}")
@@ -136,27 +150,58 @@ def check_table(name: str, params: dict, reader) -> None:
         raise ValueError(f"{name}: a text column is classified; task '{params['task']}' "
                          "does not apply (leave task: auto)")
     tokenize.check(params.get("tokenizer", "char"))
-    columns = list(reader(p).columns)
+    columns = list(_READERS[name](p, 1000).columns)
     missing = [params[k] for k in ("target", "text") if params.get(k) not in columns]
     if missing:
         raise ValueError(f"{name}: {p} has no column {', '.join(map(repr, missing))}; "
                          f"columns: {', '.join(map(str, columns))}")
+    holes = _holes(name, str(p), params["target"], params["text"], p.stat().st_mtime_ns)
+    if holes:
+        raise ValueError(holes)
 
 
-def _read_jsonl(path: Path, nrows: int | None = 1000):
+@functools.lru_cache(maxsize=32)
+def _holes(name: str, path: str, target: str, text: str, mtime_ns: int) -> str | None:
+    """Why the table's two columns cannot be used (a value missing), read whole once per
+    file version: validation asks for every cell."""
+    p = Path(path)
+    try:
+        complete(name, p, _READERS[name](p)[[target, text]])
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def complete(name: str, p: Path, df) -> None:
+    """No text and no label missing (an empty csv field, a JSON line without the key or with
+    null): refused, not read as the text "nan"."""
+    # a JSON Lines file holds a row per line; a csv field may span lines (quoted newlines)
+    no_holes(df, p, name, where="lines" if name == "jsonl" else "data rows", first=1)
+
+
+def _read_jsonl(path: Path, nrows: int | None = None):
     import pandas as pd
 
     return pd.read_json(path, lines=True, nrows=nrows, dtype=False)
 
 
+def _read_csv(path: Path, nrows: int | None = None):
+    import pandas as pd
+
+    return pd.read_csv(path, nrows=nrows)
+
+
+_READERS = {"csv": _read_csv, "jsonl": _read_jsonl}
+
+
 @DATASETS.register("jsonl", task="classification", input="tokens",
-                   preflight=lambda p: check_table("jsonl", p, _read_jsonl))
+                   preflight=lambda p: check_table("jsonl", p))
 def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "char",
           max_length: PositiveInt = 128, truncation: Truncation = "end",
           padding: Padding = "right", test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
     """Text classification from a local JSON Lines file: one object per line with a `text`
     field and a `target` label."""
-    return table("jsonl", _read_jsonl(Path(path).expanduser(), None), target, text, tokenizer,
+    return table("jsonl", path, target, text, tokenizer,
                  max_length, truncation, padding, test_fraction, split_seed)
 
 
