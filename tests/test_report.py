@@ -343,3 +343,15 @@ def test_the_headline_gives_a_backends_training_speed_up_paired_by_seed():
     same = pages.suite_page(df[df["cell_id"] == "fp32"], "s",
                             baseline={"backend": {"name": "cuda", "amp": False}})
     assert "training ×" not in same
+
+
+def test_the_zipped_size_is_shown_wherever_a_cell_compresses():
+    """Pruned zeros and weights rounded to few values (a fake-quant plugin keeps them as
+    floats: the same file size) shrink once zipped: the table shows it for both."""
+    def shown(*cells):
+        return "size_bytes_compressed" in report.cost_metrics(pd.DataFrame({"cell": cells}))
+
+    dense = {"model": {"name": "mlp"}, "prune": None, "quantize": None}
+    assert not shown(dense)
+    assert shown(dense, {**dense, "quantize": {"name": "fake_quant", "bits": 4}})
+    assert shown(dense, {**dense, "prune": {"name": "l1_unstructured", "amount": 0.5}})

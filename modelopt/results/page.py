@@ -98,7 +98,9 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         "of a column",
         "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
         "zeros counted); latency: per call at batch 1 and at the training batch size, median "
-        "over the timing processes of each process's median block",
+        "over the timing processes of each process's median block; size: bytes of what "
+        "ships, the saved state_dict (eager, compile) or the runtime's file (export's "
+        "package, the ONNX model of ONNX Runtime and OpenVINO)",
         "- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
         "within each timing process, mean and 95 % t-interval over the processes; **≈** marks "
         "a difference within noise (an interval that includes 1, or a paired t-test over seeds "

@@ -47,9 +47,14 @@ def cost_metrics(agg: pd.DataFrame) -> list[str]:
     if any(c.get("regularization") for c in cells):
         cols.append("params_above_1e-3")
     if any(c.get("prune") for c in cells):
-        cols += ["sparsity", "flops", "flops_nonzero", "size_bytes", "size_bytes_compressed"]
+        cols += ["sparsity", "flops", "flops_nonzero"]
     else:
-        cols += ["flops", "size_bytes"]
+        cols += ["flops"]
+    cols.append("size_bytes")
+    # zipped: what pruned zeros, or weights rounded to fewer values (a fake-quant plugin's,
+    # stored as floats), save on disk
+    if any(c.get("prune") or c.get("quantize") for c in cells):
+        cols.append("size_bytes_compressed")
     cols += ["latency_ms_p50", "latency_ms_batch_p50"]
     # a decoder's generation, and tokens/s of token inputs, where the run measured them
     cols += [c for c in ("first_token_ms", "per_token_ms") if c in agg.columns]

@@ -38,8 +38,8 @@ class Format:
     quantize: Realise | None = None
     refuses: Callable[[Intent], str | None] = lambda intent: None
     cpu: bool = False  # ships on the CPU, wherever the model trained (`device: cpu`)
-    # what ships is a file the runtime reads (ONNX Runtime's and OpenVINO's: the ONNX
-    # model), float or int8: the figures of size are the file's
+    # what ships is a file the runtime reads (export's package; ONNX Runtime's and
+    # OpenVINO's ONNX model), float or int8: the figures of size are the file's
     file: bool = False
 
     def cannot(self, quantizer: Quantizer) -> str | None:
@@ -96,7 +96,7 @@ def export_(*, device: Device = "trained") -> Format:
     """torch.export with a free batch dimension, compiled by AOTInductor into a .pt2 package
     (aoti_compile_and_package) and run from it (aoti_load_package). `device: cpu` packages
     it for the CPU though it trained on a GPU."""
-    return Format(_package, cpu=device == "cpu")
+    return Format(_package, cpu=device == "cpu", file=True)  # the package ships
 
 
 class Compiled(nn.Module):
