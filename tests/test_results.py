@@ -30,7 +30,8 @@ def test_truncated_last_line_is_ignored_with_warning(tmp_path):
         f.write('{"suite": "s", "cell_id": "b", "se')
     with pytest.warns(UserWarning, match="truncated"):
         assert len(results.read(tmp_path)) == 1
-    results.repair(tmp_path)
+    with pytest.warns(UserWarning, match=r"results.jsonl:2: cut a truncated last line \(34 bytes"):
+        results.repair(tmp_path)  # before a run appends: said, not done silently
     results.append(tmp_path, rec("c", 0, 0.5))
     assert [r.cell_id for r in results.read(tmp_path)] == ["a", "c"]
 

@@ -140,7 +140,10 @@ def repair(path: str | Path) -> None:
         return
     raw = p.read_bytes()
     if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
+        cut, line = raw.rfind(b"\n") + 1, raw.count(b"\n") + 1
+        warnings.warn(f"{p}:{line}: cut a truncated last line ({len(raw) - cut} "
+                      "bytes: a run was killed while writing it); its cell runs again",
+                      stacklevel=2)
         with open(p, "r+b") as f:
             f.truncate(cut)
 
