@@ -352,6 +352,7 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
     col = table[0].index("trains with")
     assert [row[col] for row in table[1:]] == ["1", "1"]
     assert "estimate: about 6 s at --jobs 2" in r.stdout  # one seed left of the 12 s cell
+    assert "(1 cell(s) with no ok result there: not counted)" in r.stdout  # the other cell
     assert not (tmp_path / "o" / "suite.json").exists()  # nothing ran, nothing written
     dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2", "--dry-run")
     assert dry.returncode == 0 and dry.stdout == r.stdout

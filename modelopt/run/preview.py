@@ -74,8 +74,9 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
                      "fail the run")
     if todo and todo_s:
         lines.append(f"estimate: about {todo_s / max(1, jobs):.0f} s at --jobs {jobs} from earlier "
-                     f"results of the same cells" + (f" ({unknown} cells never ran: not counted)"
-                                                     if unknown else "") + ", plus the timing stage")
+                     "results of the same cells" + (f" ({unknown} cell(s) with no ok result "
+                                                     "there: not counted)" if unknown else "")
+                     + ", plus starting the workers (seconds, once) and the timing stage")
     elif todo:
         lines.append("estimate: none (no earlier results of these cells in that directory)")
     meta = store.read_meta(out) if out.is_dir() else None
