@@ -22,12 +22,12 @@ def pytest_addoption(parser):
 
 
 def _load_suite(config):
-    from modelopt.run.runner import check_thresholds
+    from modelopt.run.runner import check_figures
     from modelopt.spec.suite import SuiteError, load
 
     try:
         suite = load(config.getoption("--suite"))
-        check_thresholds(suite)
+        check_figures(suite)
         return suite
     except SuiteError as exc:
         raise pytest.UsageError(str(exc)) from None

@@ -65,7 +65,7 @@ def cmd_run(args) -> int:
                     "train each ddp cell together")
     try:
         suite = load(args.suite, launched.world if launched else None)
-        runner.check_thresholds(suite)
+        runner.check_figures(suite)
     except SuiteError as exc:
         return _err(str(exc))
     out = Path(args.out or Path("results") / suite.name)

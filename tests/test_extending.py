@@ -84,3 +84,17 @@ def test_a_quantizer_rounds_the_weights_it_ships_and_says_what_that_costs():
     assert four.metrics["size_bytes_compressed"] < 0.8 * dense.metrics["size_bytes_compressed"]
     with pytest.raises(Exception, match="bits"):
         parse(wide.replace("matrix:", "  quantize: {name: fake_quant, bits: 1}\nmatrix:"))
+
+
+def test_a_metric_named_where_it_does_not_apply_is_refused_when_the_suite_loads():
+    """ece applies to classification: on a regression cell it would record nothing."""
+    from modelopt.run.runner import check_figures
+    from modelopt.spec.schema import SuiteError
+
+    plugins.load(["calibration_metric"])
+    check_figures(parse(SUITE.replace("matrix:", "  metrics: [ece]\nmatrix:")))  # applies
+    regression = SUITE.replace("synthetic, n_samples: 400, n_features: 8, n_classes: 3",
+                               "diabetes").replace("matrix:", "  metrics: [ece]\nmatrix:")
+    with pytest.raises(SuiteError, match="metrics: metric 'ece' applies to classification "
+                                         "cells, but cell .* is a regression task"):
+        check_figures(parse(regression))

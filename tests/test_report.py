@@ -33,6 +33,11 @@ def test_table_and_failed_cells_appear():
     page = pages.suite_page(rows(), "s")
     assert "70.0 ± 10.0" in page and "**90.0**" in page
     assert "did not finish ok" in page and "Boom: x" in page
+    # where no cell finished ok the headline says so, instead of standing empty
+    failed = rows().assign(status="failed", accuracy=None, latency_ms_p50=None, error="Boom: x")
+    page = pages.suite_page(failed, "s")
+    headline = page.split("## Headline")[1].split("##")[0]
+    assert "No cell finished ok: nothing to rank" in headline and "Boom: x" in page
 
 
 def test_a_page_names_every_commit_its_records_came_from():

@@ -1,8 +1,8 @@
 """The documentation's generated pages, written under docs/generated/ before `mkdocs build`
 (`make docs`): the technique reference from the registries, the metric table from
-modelopt/results/metrics.py, one findings page per shipped report (reports/*.md with its
-plots), and the home page (docs/index.md) from the README's opening. Never written by hand,
-so never written twice.
+modelopt/results/metrics.py, every command's options from modelopt/cli.py, one findings
+page per shipped report (reports/*.md with its plots), and the home page (docs/index.md)
+from the README's opening. Never written by hand, so never written twice.
 
     .venv/bin/python tools/gen_docs.py
 """
@@ -57,6 +57,26 @@ def findings() -> list[str]:
     return names
 
 
+def cli_page() -> str:
+    """Every command's `--help`, from the parser itself: a new option is documented when
+    it is added."""
+    import argparse
+    import os
+
+    from modelopt.cli import parser
+
+    os.environ["COLUMNS"] = "92"  # argparse wraps to the terminal: the page's width, always
+    top = parser()
+    lines = ["# Every command's options", "",
+             "Generated from `modelopt/cli.py` (each command's `--help`); what the commands do "
+             "and how they fit together: [the command line](../reference/cli.md).", "",
+             "```text", top.format_help().rstrip(), "```", ""]
+    subs = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        lines += [f"## modelopt {name}", "", "```text", sub.format_help().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
 def home_page() -> str:
     """The site's home: the README's answer and headline table (written once, there)."""
     readme = (ROOT / "README.md").read_text()
@@ -77,12 +97,14 @@ def main() -> None:
     (ROOT / "docs" / "index.md").write_text(home_page())  # generated too (.gitignore)
     (OUT / "techniques.md").write_text(listing_markdown())
     (OUT / "metrics.md").write_text(metrics_page())
+    (OUT / "cli.md").write_text(cli_page())
     names = findings()
     listed = (ROOT / "mkdocs.yml").read_text()
     missing = [n for n in names if f"generated/findings/{n}.md" not in listed]
     if missing:  # a new shipped suite's page must be in the site's navigation
         raise SystemExit(f"mkdocs.yml's nav lists no findings page for: {', '.join(missing)}")
-    print(f"wrote {OUT.relative_to(ROOT)}: techniques, metrics, {len(names)} findings pages")
+    print(f"wrote {OUT.relative_to(ROOT)}: techniques, metrics, commands, {len(names)} "
+          "findings pages")
 
 
 if __name__ == "__main__":

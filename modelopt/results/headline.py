@@ -144,7 +144,8 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     speed-up and size against its baseline and their intervals. ≈: within noise."""
     ok = agg[agg["n"] > 0]
     if ok.empty:
-        return ""
+        return ("No cell finished ok: nothing to rank. Each cell's status and error are under "
+                "*Cells that did not finish ok*.")
     key = tasks.headline(task)
     ok = ok.sort_values(key, ascending=M.TABLE[key].higher_is_better is False)  # best first
     labels = label_columns(ok)

@@ -90,10 +90,19 @@ def declarations(suite: Suite) -> tuple[list[dict], list[dict]]:
     return task_docs, figures + [M.as_dict(M.declare(m)) for m in own]  # a task's own figures
 
 
-def check_thresholds(suite: Suite) -> None:
-    """The suite's `thresholds:` read as the gate will read them, before anything runs: each
-    a figure the gate judges (the suite's own included) with a number (SuiteError, naming
-    the key)."""
+def check_figures(suite: Suite) -> None:
+    """The figures a suite names, read before anything runs (SuiteError, naming the key):
+    each measure in `metrics:` applies to the task of every cell that names it (else the
+    cell would record nothing of it, silently), and `thresholds:` reads as the gate will
+    read it: each a figure the gate judges (the suite's own included) with a number."""
+    for cell in suite.cells:
+        for spec in cell.metrics:
+            fits = spec.build().tasks
+            if fits is not None and cell.task not in fits:
+                raise SuiteError(suite.path, "metrics", f"metric '{spec.name}' applies to "
+                                 f"{'/'.join(fits)} cells, but cell {cell.cell_id} is a "
+                                 f"{cell.task} task; name it only where it applies (a cell's "
+                                 "own metrics)")
     M.declare_all(declarations(suite)[1], suite.path)
     for metric, text in suite.spec.thresholds.items():
         try:
