@@ -64,6 +64,21 @@ def _each(values) -> str:
     return "; ".join(f"{v} ({n} records)" for v, n in counts.most_common())
 
 
+# the legend of the figures every page has, whatever the suite
+COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
+          "zeros counted); latency: per call at batch 1 and at the training batch size, median "
+          "over the timing processes of each process's median block; size: bytes of what "
+          "ships, the saved state_dict (eager, compile) or the runtime's file (export's "
+          "package, the ONNX model of ONNX Runtime and OpenVINO)")
+SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
+            "within each timing process, mean and 95 % t-interval over the processes; **≈** "
+            "marks a difference within noise (an interval that includes 1, or a paired t-test "
+            f"over seeds with p ≥ 0.05); a Δ marked *({UNTESTED[0]})* has no spread to test, "
+            f"nor one marked *({UNTESTED[1]})*: every seed gave both figures the same (a loaded "
+            "model evaluated as it is), so it is exact on this test split, whose own sampling "
+            "noise no seed shows")
+
+
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
                description: str = "", baseline: dict | None = None,
                timing_doc: dict | None = None, expected: dict[str, str] | None = None) -> str:
@@ -96,18 +111,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         if primary + "_best_val" in M.TABLE else
         f"- {M.TABLE[primary].title}: of the test split at the final step; **bold**: the best "
         "of a column",
-        "- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
-        "zeros counted); latency: per call at batch 1 and at the training batch size, median "
-        "over the timing processes of each process's median block; size: bytes of what "
-        "ships, the saved state_dict (eager, compile) or the runtime's file (export's "
-        "package, the ONNX model of ONNX Runtime and OpenVINO)",
-        "- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
-        "within each timing process, mean and 95 % t-interval over the processes; **≈** marks "
-        "a difference within noise (an interval that includes 1, or a paired t-test over seeds "
-        f"with p ≥ 0.05); a Δ marked *({UNTESTED[0]})* has no spread to test, nor one marked "
-        f"*({UNTESTED[1]})*: every seed gave both figures the same (a loaded model "
-        "evaluated as it is), so it is exact on this test split, whose own sampling noise "
-        "no seed shows",
+        COUNTS, SPEEDUPS,
         "",
     ]
     tune = tune_table(agg, primary)
