@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -207,6 +208,20 @@ def test_what_names_no_optimizer_gets_the_default_one_too():
     teacher = s.cells[0].as_config()["distill"]["teacher"]
     assert teacher["optimizer"] == s.cells[0].as_config()["optimizer"]  # Adam's defaults
     assert teacher["train"]["steps"] == 0
+
+
+def test_a_teacher_is_checked_as_a_cell_and_its_mistakes_named_where_written():
+    base = ("name: t\ndefaults: {dataset: mnist1d, model: mlp, train: {steps: 5}}\n"
+            "matrix:\n  distill: [none, {name: kd, teacher: %s}]\n")
+    parse(base % "{model: cnn}")  # loads
+    for teacher, where, said in (
+            ("{train: {steps: 200}}", "teacher.model", "a teacher needs a model"),
+            ("{model: mlp, train: {stepz: 3}}", "teacher.train.stepz", "did you mean 'steps'"),
+            ("{model: {name: cnn, chanels: 3}}", "teacher.model", "did you mean 'channels'"),
+            ("{model: gpt}", "", "teacher's model 'gpt' takes tokens inputs but dataset "
+                                 "'mnist1d' gives signal")):
+        with pytest.raises(SuiteError, match=re.escape(where) + ".*" + re.escape(said)):
+            parse(base % teacher)
 
 
 def test_suite_file_mistakes_have_their_own_messages(tmp_path):

@@ -7,12 +7,20 @@ import copy
 import itertools
 from typing import Any
 
+from pydantic import ValidationError
+
 from modelopt.spec import keys as K
 from modelopt.spec import weights
 from modelopt.spec.cell import LATER_KEYS, Choice, identity
 from modelopt.spec.match import within
 from modelopt.spec.registries import suits, task_of
-from modelopt.spec.registry import Registry, RegistryError, closest, takes_cell_config
+from modelopt.spec.registry import (
+    NestedError,
+    Registry,
+    RegistryError,
+    closest,
+    takes_cell_config,
+)
 from modelopt.spec.schema import OFF, TrainConfig
 
 CELL_KEYS, SINGLE_KEYS, LIST_KEYS = K.NAMES, K.SINGLE, K.MANY
@@ -104,10 +112,17 @@ def resolve_teacher(teacher: Any, regs: dict[str, Registry]) -> dict:
     if bad:
         raise RegistryError(f"distill teacher key '{bad[0]}' is not allowed; a teacher takes "
                             f"{', '.join(TEACHER_KEYS)} (it uses the student's data)")
+    if teacher.get("model") is None:
+        raise NestedError("teacher.model", RegistryError(
+            "a teacher needs a model: the network whose outputs the student learns from "
+            "(trained here, or loaded with weights:)"))
     out = {}
     for key in TEACHER_KEYS:  # what it does not name, it gets as a cell does (Adam)
-        norm = normalize(key, teacher.get(key, copy.deepcopy(K.DEFAULTS.get(key))))
-        out[key] = check_spec(key, norm, regs)
+        try:
+            norm = normalize(key, teacher.get(key, copy.deepcopy(K.DEFAULTS.get(key))))
+            out[key] = check_spec(key, norm, regs)
+        except (RegistryError, ValidationError) as exc:
+            raise NestedError(f"teacher.{key}", exc) from None
     return out
 
 
@@ -183,11 +198,11 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
     dname, mname = cell["dataset"]["name"], cell["model"]["name"]
     dinfo = regs["dataset"].info(dname)
     kind = dinfo.input_from(cell["dataset"]) if dinfo.input_from is not None else dinfo.input
-    accepts = regs["model"].info(mname).accepts
-    if kind is not None and kind not in accepts:
-        fitting = [e.name for e in regs["model"].entries() if kind in e.info.accepts]
-        raise RegistryError(f"model '{mname}' takes {'/'.join(accepts)} inputs but dataset "
-                            f"'{dname}' gives {kind} inputs; models for it: {', '.join(fitting)}")
+    task = task_of(cell["dataset"])
+    _model_fits(cell["model"], "model", dname, kind, task, regs)
+    teacher = (cell.get("distill") or {}).get("teacher")
+    if teacher:  # it reads the student's inputs and scores the student's task
+        _model_fits(teacher["model"], "distill teacher's model", dname, kind, task, regs)
     if cell.get("preprocess") and regs["dataset"].info(dname).workers is not None:
         raise RegistryError(f"preprocess cannot apply to dataset '{dname}': it streams its "
                             "training split from files, never whole in memory; use its own "
@@ -209,16 +224,6 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         if regs["preprocess"].info(spec["name"]).last:
             raise RegistryError(f"preprocess '{spec['name']}' must come last in the list "
                                 "(it changes how the inputs are stored)")
-    task = task_of(cell["dataset"])
-    minfo = regs["model"].info(mname)
-    setting = cell["model"].get(minfo.tasks_by) if minfo.tasks_by else None
-    gives = dict(minfo.tasks_of).get(setting, minfo.tasks)
-    if gives and task not in gives:
-        fitting = [e.name for e in regs["model"].entries()
-                   if kind in e.info.accepts and (not e.info.tasks or task in e.info.tasks)]
-        made = f" with {minfo.tasks_by}: {setting}" if setting in dict(minfo.tasks_of) else ""
-        raise RegistryError(f"model '{mname}'{made} is made for {'/'.join(gives)} but dataset "
-                            f"'{dname}' is a {task} task; models for it: {', '.join(fitting)}")
     loss, distill = cell.get("loss"), cell.get("distill")
     unfit = suits(task, loss=loss["name"] if loss else None,
                   distill=distill["name"] if distill else None)
@@ -234,6 +239,25 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
         if kind is not None and kind not in inputs:
             raise RegistryError(f"augment '{aug['name']}' applies to {'/'.join(inputs)} inputs, "
                                 f"not to dataset '{dname}' ({kind})")
+
+
+def _model_fits(model: dict, who: str, dname: str, kind: str | None, task: str,
+                regs: dict[str, Registry]) -> None:
+    """The model reads the inputs the dataset gives and is made for its task."""
+    mname, minfo = model["name"], regs["model"].info(model["name"])
+    if kind is not None and kind not in minfo.accepts:
+        fitting = [e.name for e in regs["model"].entries() if kind in e.info.accepts]
+        raise RegistryError(f"{who} '{mname}' takes {'/'.join(minfo.accepts)} inputs but "
+                            f"dataset '{dname}' gives {kind} inputs; models for it: "
+                            f"{', '.join(fitting)}")
+    setting = model.get(minfo.tasks_by) if minfo.tasks_by else None
+    gives = dict(minfo.tasks_of).get(setting, minfo.tasks)
+    if gives and task not in gives:
+        fitting = [e.name for e in regs["model"].entries()
+                   if kind in e.info.accepts and (not e.info.tasks or task in e.info.tasks)]
+        made = f" with {minfo.tasks_by}: {setting}" if setting in dict(minfo.tasks_of) else ""
+        raise RegistryError(f"{who} '{mname}'{made} is made for {'/'.join(gives)} but dataset "
+                            f"'{dname}' is a {task} task; models for it: {', '.join(fitting)}")
 
 
 def _check_runtime(cell: dict, regs: dict[str, Registry]) -> None:

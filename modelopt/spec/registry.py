@@ -43,6 +43,15 @@ class RegistryError(ValueError):
     """A name or parameter that no registered technique accepts (a user error)."""
 
 
+class NestedError(RegistryError):
+    """An error inside a nested value (a KD teacher's own keys): `where` in it, dotted, and
+    the error itself, so the suite's message names the key as written."""
+
+    def __init__(self, where: str, error: Exception):
+        self.where, self.error = where, error
+        super().__init__(f"{where}: {error}")
+
+
 @dataclass(frozen=True)
 class Param:
     name: str  # as a suite writes it

@@ -26,7 +26,7 @@ from modelopt.spec.cells import (
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
-from modelopt.spec.registry import RegistryError, closest
+from modelopt.spec.registry import NestedError, RegistryError, closest
 from modelopt.spec.schema import (
     CVConfig,
     ExpectedFailure,
@@ -89,17 +89,21 @@ class _Guard:
     def __call__(self, where: str, fn, *args):
         try:
             return fn(*args)
-        except RegistryError as exc:
-            raise SuiteError(self.path, where, str(exc)) from None
-        except ValidationError as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+            raise self.error(where, exc) from None
+
+    def error(self, where: str, exc: Exception) -> SuiteError:
+        if isinstance(exc, NestedError):  # a teacher's own key: named as written
+            return self.error(f"{where}.{exc.where}", exc.error)
+        if isinstance(exc, RegistryError):
+            return SuiteError(self.path, where, str(exc))
+        if isinstance(exc, ValidationError):
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
-            raise SuiteError(self.path, f"{where}.{loc}" if loc else where,
-                             _explain(first, exc.title)) from None
-        except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
-            # anything else that a value makes go wrong is still the value's fault
-            raise SuiteError(self.path, where, f"invalid value ({type(exc).__name__}: {exc})") \
-                from None
+            return SuiteError(self.path, f"{where}.{loc}" if loc else where,
+                              _explain(first, exc.title))
+        # anything else that a value makes go wrong is still the value's fault
+        return SuiteError(self.path, where, f"invalid value ({type(exc).__name__}: {exc})")
 
 
 def _checked_axes(spec: SuiteFile, guard: _Guard, regs) -> tuple[dict, dict, list, list]:
