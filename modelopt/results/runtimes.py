@@ -110,14 +110,12 @@ def runtime_table(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
 
 
 def _size(r: pd.Series) -> str:
-    """Bytes of what ships: the runtime's file where it has one, else the state_dict; the
-    slimmed model's where structured pruning built one."""
+    """Bytes of what ships (`size_bytes`: the runtime's file where it has one, else the
+    state_dict), the figure the headline divides too; the slimmed model's where structured
+    pruning built one."""
     slimmed = pd.notna(r.get(M.column("slimmed", "params")))
-    for name in ("artifact_bytes", "size_bytes"):
-        size = r.get(M.column("slimmed", name) if slimmed else name)
-        if size is not None and pd.notna(size):
-            return f" · {size / 1e3:,.1f} kB"
-    return ""
+    size = r.get(M.column("slimmed", "size_bytes") if slimmed else "size_bytes")
+    return f" · {size / 1e3:,.1f} kB" if size is not None and pd.notna(size) else ""
 
 
 def int8_notes(agg: pd.DataFrame) -> str:
