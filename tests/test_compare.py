@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from modelopt.results import compare, latency
+from modelopt.results import metrics as M
 from modelopt.results import store as results
 from modelopt.run import measure, runner, timing
 from modelopt.spec.suite import parse
@@ -111,6 +112,20 @@ def test_accuracy_drop_and_param_change_are_flagged(baseline, tmp_path):
     cmp = compare.compare(baseline, current_with(tmp_path / "p", baseline, one_more_param),
                           timer=None)
     assert [r.metric for r in cmp.regressions] == ["params"] * 2
+
+
+def test_a_change_comes_with_its_interval_over_the_seeds():
+    """Paired over seeds: the mean difference ± t(0.975, n-1) sd / sqrt(n), in the change's
+    units (points for accuracy), shown beside it; none with one seed, none for a count."""
+    acc = M.TABLE["accuracy"]
+    v, change, p, ci = compare.verdict(acc, [0.90, 0.92, 0.91], [0.87, 0.90, 0.86])
+    assert change == pytest.approx(-0.1 / 3)
+    assert ci == pytest.approx((-0.1 / 3 - 0.037950, -0.1 / 3 + 0.037950), abs=1e-5)
+    assert v == "noise" and p > 0.05  # an interval that crosses 0: not significant
+    row = compare.Row("c", "accuracy", 0.91, 0.877, change, v, p, ci, n=3)
+    assert compare._fmt_change(row, acc) == "-3.33 pt [-7.13, +0.46]"
+    assert compare.verdict(acc, [0.9], [0.8])[3] is None
+    assert compare.verdict(M.TABLE["params"], [10, 10], [11, 11])[3] is None
 
 
 SPEED = {0: 1000.0, 1: 1060.0, 2: 970.0}  # samples/s per seed: a spread, set by hand

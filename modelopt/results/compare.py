@@ -20,7 +20,7 @@ from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, declare_side, load_side
-from modelopt.results.stats import ALPHA, paired_p, welch_p
+from modelopt.results.stats import ALPHA, paired_ci, paired_p, welch_ci, welch_p
 
 __all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
            "markdown", "parse_threshold", "summary"]
@@ -67,7 +67,9 @@ class Row:
     change: float | None  # relative (fraction) for relative tolerances, absolute otherwise
     verdict: str  # ok | regressed | improved | noise
     p_value: float | None = None
-    ci: tuple[float, float] | None = None  # re-timed latency: interval of current/baseline
+    # the change's 95 % interval, in its units: paired over seeds (Welch's for training
+    # speed); re-timed latency: of current/baseline over the timing processes
+    ci: tuple[float, float] | None = None
     n: int = 0  # the replicates: paired seeds, or timing processes
     note: str = ""
 
@@ -78,15 +80,20 @@ def _change(metric: M.Metric, b: float, c: float) -> tuple[float, float]:
     return change, (-change if metric.higher_is_better else change)
 
 
-def verdict(metric: M.Metric, base: list[float], cur: list[float]) -> tuple[str, float, float | None]:
+def verdict(metric: M.Metric, base: list[float], cur: list[float]
+            ) -> tuple[str, float, float | None, tuple[float, float] | None]:
     """Worse than the tolerance AND (with >= 2 seeds a side) p < ALPHA: regressed; worse
     than the tolerance but not significant: noise. Counts (exact) have no noise. Figures
-    that training produces are paired by seed; timings are not (Welch)."""
+    that training produces are paired by seed; timings are not (Welch). Also the change's
+    95 % interval, in the change's units (None: one seed, or a count)."""
     b, c = statistics.fmean(base), statistics.fmean(cur)
     change, worse = _change(metric, b, c)
-    test = welch_p if metric.timing else paired_p  # the seed pairs what training produces
+    test, interval = (welch_p, welch_ci) if metric.timing else (paired_p, paired_ci)
     p = None if metric.kind == "exact" else test(base, cur)
-    return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p
+    ci = None if metric.kind == "exact" else interval(base, cur)
+    if ci is not None and metric.kind == "relative" and b != 0:
+        ci = (ci[0] / abs(b), ci[1] / abs(b))
+    return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p, ci
 
 
 def _decide(worse: float, tolerance: float, significant: bool) -> str:
@@ -128,13 +135,13 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
         if not pairs:
             continue
-        v, change, p = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
+        v, change, p, ci = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
         note = "per machine probe" if name == PROBED else ""
         if name == PROBED and _short_training(base, cur, cid, seeds):
             v, note = "ok", f"under {MIN_TRAIN_S:g} s of training: reported, not gated"
         rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
-                        statistics.fmean(c for _, c in pairs), change, v, p, n=len(pairs),
-                        note=note))
+                        statistics.fmean(c for _, c in pairs), change, v, p, ci,
+                        n=len(pairs), note=note))
     return rows
 
 
@@ -302,15 +309,17 @@ def _num(v: float | None) -> str:
 
 
 def _fmt_change(r: Row, metric: M.Metric | None) -> str:
+    """The change in its units, with its 95 % interval where it has one."""
     if r.change is None or metric is None:
         return "–"
-    if r.ci is not None:
-        return f"{100 * r.change:+.1f} % [{100 * r.ci[0]:+.1f}, {100 * r.ci[1]:+.1f}]"
     if metric.kind == "relative":
-        return f"{100 * r.change:+.1f} %"
-    if metric.kind == "points":
-        return f"{100 * r.change:+.2f} pt"
-    return f"{r.change:+.4g}"
+        text, unit = (lambda x: f"{100 * x:+.1f}"), " %"
+    elif metric.kind == "points":
+        text, unit = (lambda x: f"{100 * x:+.2f}"), " pt"
+    else:
+        text, unit = (lambda x: f"{x:+.4g}"), ""
+    ci = f" [{text(r.ci[0])}, {text(r.ci[1])}]" if r.ci is not None else ""
+    return text(r.change) + unit + ci
 
 
 def _fmt_tolerance(metric: M.Metric | None) -> str:

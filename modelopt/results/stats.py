@@ -1,7 +1,9 @@
-"""The tests behind verdicts: paired t over seeds, Welch's t for timings."""
+"""The tests behind verdicts, and the intervals beside them: paired t over seeds, Welch's t
+for timings."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import warnings
 
@@ -35,3 +37,34 @@ def welch_p(base: list[float], cur: list[float]) -> float | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(ttest_ind(cur, base, equal_var=False).pvalue)
+
+
+def paired_ci(base: list[float], cur: list[float]) -> tuple[float, float] | None:
+    """95 % t-interval of the mean paired difference (cur - base) over seeds; None with one
+    seed (no spread to estimate)."""
+    n = len(base)
+    if n < 2:
+        return None
+    diffs = [c - b for b, c in zip(base, cur)]
+    half = _t(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    mean = statistics.fmean(diffs)
+    return mean - half, mean + half
+
+
+def welch_ci(base: list[float], cur: list[float]) -> tuple[float, float] | None:
+    """95 % Welch interval of mean(cur) - mean(base): for speed, unpaired."""
+    if len(base) < 2 or len(cur) < 2:
+        return None
+    vb, vc = statistics.variance(base) / len(base), statistics.variance(cur) / len(cur)
+    diff = statistics.fmean(cur) - statistics.fmean(base)
+    if vb + vc == 0:
+        return diff, diff
+    df = (vb + vc) ** 2 / (vb ** 2 / (len(base) - 1) + vc ** 2 / (len(cur) - 1))
+    half = _t(df) * math.sqrt(vb + vc)
+    return diff - half, diff + half
+
+
+def _t(df: float) -> float:
+    from scipy.stats import t
+
+    return float(t.ppf(1 - ALPHA / 2, df))
