@@ -1,4 +1,6 @@
 import io
+import os
+import time
 
 import pandas as pd
 import pytest
@@ -99,6 +101,14 @@ def test_a_commit_with_changes_to_the_package_is_marked_dirty(tmp_path):
     assert git_commit(tmp_path / "modelopt") == clean
     (tmp_path / "modelopt" / "a.py").write_text("x = 2\n")
     assert git_commit(tmp_path / "modelopt") == clean + "-dirty"
+    # asking never writes the user's index (a plain `git status` refreshes it under
+    # .git/index.lock, which a killed or timed-out run would leave behind)
+    git("add", ".")
+    os.utime(tmp_path / "modelopt" / "a.py", (1e9, 1e9))  # stale stat data, same content
+    index = (tmp_path / ".git" / "index").stat().st_mtime_ns
+    time.sleep(0.05)
+    git_commit(tmp_path / "modelopt")
+    assert (tmp_path / ".git" / "index").stat().st_mtime_ns == index
 
 
 @pytest.mark.parametrize("fn", [plots.accuracy_vs_latency, plots.accuracy_vs_params])

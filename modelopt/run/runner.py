@@ -47,7 +47,10 @@ def git_commit(here: Path | None = None) -> str | None:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=5, cwd=here)
         if out.returncode == 0 and out.stdout.strip():
-            changed = subprocess.run(["git", "status", "--porcelain", "--", "."],
+            # no optional locks: a status that refreshed the index would lock it, and one
+            # ended by the timeout (a busy machine) or a killed run left the lock behind
+            changed = subprocess.run(["git", "--no-optional-locks", "status", "--porcelain",
+                                      "--", "."],
                                      capture_output=True, text=True, timeout=5, cwd=here)
             return out.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
