@@ -189,9 +189,11 @@ def test_unavailable_backend_is_failed_or_skipped(tmp_path):
     runner.run(s, tmp_path / "a", jobs=1)
     rec = results.read(tmp_path / "a")[0]
     assert rec.status == "failed" and "CUDA is not available" in rec.error
+    assert "set skip_unavailable: true" in rec.error
     s = parse(text + "skip_unavailable: true\n")
     runner.run(s, tmp_path / "b", jobs=1)
-    assert results.read(tmp_path / "b")[0].status == "skipped"
+    rec = results.read(tmp_path / "b")[0]
+    assert rec.status == "skipped" and "skip_unavailable" not in rec.error  # it is set
 
 
 SHARDS = """

@@ -141,8 +141,7 @@ def cuda(*, device: NonNegativeInt = 0, amp: bool = False,
 def _need_cuda(devices: int, what: str) -> None:
     if not torch.cuda.is_available():
         raise BackendUnavailable(f"CUDA is not available here (torch.cuda.is_available() is "
-                                 f"False; {what}); run this cell on a machine with an NVIDIA GPU "
-                                 "or set skip_unavailable: true in the suite")
+                                 f"False; {what}); run this cell on a machine with an NVIDIA GPU")
     if devices > torch.cuda.device_count():
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         # Ray (and job schedulers) show a task only the GPUs it was given, numbered from 0

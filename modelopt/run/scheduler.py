@@ -131,8 +131,11 @@ class Scheduler:
         """Record a cell whose backend this machine lacks (failed, or skipped if the suite
         says so) instead of starting it."""
         if job.unavailable:
-            status = "skipped" if self.suite.spec.skip_unavailable else "failed"
-            self.emit(job, now(), 0.0, {"status": status, "error": job.unavailable})
+            skip = self.suite.spec.skip_unavailable
+            error = job.unavailable + ("" if skip else "; or set skip_unavailable: true in "
+                                       "the suite to record such cells as skipped")
+            self.emit(job, now(), 0.0, {"status": "skipped" if skip else "failed",
+                                        "error": error})
         return bool(job.unavailable)
 
     def _start(self, job: Job) -> None:
