@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -360,8 +361,7 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("time", help="(re-)time every saved model of a results directory side "
                        "by side (after merge, or to refresh latency)")
     t.add_argument("dir", help="results directory")
-    t.add_argument("--processes", type=_replicates, default=None,
-                   help=PROCESSES_HELP)
+    t.add_argument("--processes", type=_replicates, default=None, help=PROCESSES_HELP)
     t.add_argument("--force", action="store_true", help="replace timing.json even where models "
                    "it timed cannot be timed again (their latency is dropped)")
     _add_user_code(t)
@@ -389,7 +389,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except BrokenPipeError:  # `modelopt list | head`: the reader left, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -39,3 +39,13 @@ def test_modelopt_list_shows_parameters_and_defaults_without_code_reprs():
     # the sources a model's weights may come from, and the tasks datasets pose
     assert "safetensors() [suffixes=.safetensors]" in text
     assert "regression() [headline=r2]" in text
+
+
+def test_modelopt_list_into_a_reader_that_leaves_early_ends_quietly():
+    """`modelopt list | head`: the pipe closes under it; exit 0, no traceback."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(f"'{sys.executable}' -m modelopt list | head -1", shell=True,
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "dataset:" and "Traceback" not in r.stderr, r.stderr
