@@ -176,6 +176,11 @@ def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_
         runner.run(changed, out, jobs=1)
     runner.run(changed, out, jobs=1, force=True)
     assert len(results.read(out)) == 4
+    # a cell edited: the forced run counts as done only the runs of the suite it runs now
+    edited = parse(tiny_suite_file.read_text().replace("hidden: 16}]", "hidden: 12}]"))
+    planned = []
+    runner.run(edited, out, jobs=1, force=True, on_plan=lambda *n: planned.append(n))
+    assert planned == [(1, 1)]  # linear done; the mlp of 12 to run, the one of 16 not counted
 
 
 def test_unavailable_backend_is_failed_or_skipped(tmp_path):

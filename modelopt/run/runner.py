@@ -143,7 +143,10 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     if not path.exists():
         return set()
     store.repair(path)
-    return {r.key for r in store.read(path) if r.ok} if resume else set()
+    if not resume:
+        return set()
+    runs = {(cell.cell_id, seed) for cell, seed in suite.runs()}  # not a forced run's old cells
+    return {r.key for r in store.read(path) if r.ok and r.key in runs}
 
 
 def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,
