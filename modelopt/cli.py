@@ -340,8 +340,9 @@ def _add_user_code(p) -> None:
                    "import path) rebuilds the saved models; nothing named in a results "
                    "directory is ever imported")
     g.add_argument("--plugins", action="append", metavar="MODULE",
-                   help="a plugin module to import for rebuilding saved models (repeatable; "
-                   "installed, on PYTHONPATH or in the working directory)")
+                   help="a plugin module whose registered techniques rebuild saved models "
+                   "(repeatable; installed, on PYTHONPATH or in the working directory); "
+                   "factories named by import path need --suite")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -95,7 +95,17 @@ def test_code_named_in_a_results_directory_is_not_imported(run_dir, tmp_path):
     for cwd in (None, evil):  # nor from the working directory
         r = cli("time", evil, cwd=cwd)
         assert not marker.exists(), r.stderr
-        assert r.returncode == 1 and "--plugins evil_mod" in r.stderr
+        assert r.returncode == 1 and "never imported from there" in r.stderr
+        assert "--plugins evil_mod" not in r.stderr  # no advice to trust what the file named
+    # nor from a module the user trusts: the file would choose the function and its
+    # arguments (trust is per factory the user's suite names, not per module)
+    for rec in lines:
+        rec["cell"]["model"] = {"name": "subprocess:getoutput", "cmd": f"touch {marker}"}
+        rec["cell"].pop("plugins")
+    (evil / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    r = cli("time", evil, "--plugins", "subprocess")
+    assert not marker.exists() and r.returncode == 1, r.stderr
+    assert "never imported from there" in r.stderr
 
 
 def test_a_suite_name_from_a_results_file_cannot_write_outside_out(run_dir, tmp_path):

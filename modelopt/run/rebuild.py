@@ -117,17 +117,17 @@ class Recipe:
         return cls(cell.model, cell.compress.quantize, cell.deploy)
 
 
-def recipe_of_record(cell: dict, trusted_modules: set[str] | None) -> Recipe:
+def recipe_of_record(cell: dict, trusted_factories: frozenset[str] | None) -> Recipe:
     """The recipe of a recorded cell (its model, quantize and deploy, checked against the
-    registries: spec/cells.py `recorded_choices`). `trusted_modules`: the plugin modules the
-    user gave; a factory named by import path in another module is not imported (None: the
-    user's own suite, all trusted)."""
+    registries: spec/cells.py `recorded_choices`). `trusted_factories`: the import-path
+    names the user's suite names; any other is not imported (None: all trusted)."""
     from modelopt.spec import plugins
     from modelopt.spec.cells import recorded_choices
 
     plugins.load()
     try:
-        return Recipe(**recorded_choices(cell, ("model", "quantize", "deploy"), trusted_modules))
+        return Recipe(**recorded_choices(cell, ("model", "quantize", "deploy"),
+                                         trusted_factories))
     except ValueError as exc:
         raise NotRebuildable(str(exc)) from None
 

@@ -233,10 +233,10 @@ class UserCode:
 
     plugins: dict | None = None
     recipes: dict = field(default_factory=dict)  # cell_id -> rebuild.Recipe, from the suite
-
-    @property
-    def modules(self) -> set[str]:
-        return set((self.plugins or {}).get("modules") or [])
+    # the factories the user's suite names by import path (`my_model:small_cnn`): the only
+    # ones a record may name. Trust is per name, not per module: a record naming another
+    # function of a trusted module (`subprocess:getoutput`) chooses code, and is refused
+    factories: frozenset = frozenset()
 
     @classmethod
     def given(cls, suite_path: str | None, modules: list[str] | None) -> "UserCode":
@@ -263,13 +263,14 @@ class UserCode:
     def of_suite(cls, suite) -> "UserCode":
         ctx = next((c.plugins for c in suite.cells if c.plugins), None)
         # the factories the suite names by import path are the user's own code too
-        named = sorted({choice.name.partition(":")[0] for c in suite.cells
-                        for choice in (c.model, c.compress.quantize, c.deploy)
-                        if choice is not None and ":" in choice.name})
+        named = {choice.name for c in suite.cells
+                 for choice in (c.model, c.compress.quantize, c.deploy)
+                 if choice is not None and ":" in choice.name}
         if named:
             ctx = {**(ctx or {"path": []}), "modules": sorted(
-                set((ctx or {}).get("modules") or []) | set(named))}
-        return cls(ctx, {c.cell_id: rebuild.Recipe.of(c) for c in suite.cells})
+                set((ctx or {}).get("modules") or []) | {n.partition(":")[0] for n in named})}
+        return cls(ctx, {c.cell_id: rebuild.Recipe.of(c) for c in suite.cells},
+                   frozenset(named))
 
 
 def with_recipes(items: list[Artifact], user: UserCode) -> tuple[list[Artifact], dict[str, str]]:
@@ -284,7 +285,8 @@ def with_recipes(items: list[Artifact], user: UserCode) -> tuple[list[Artifact],
     for a in items:  # compare's two sides share cell ids: each side's own record
         if (a.side, a.cell_id) not in checked:
             try:
-                checked[(a.side, a.cell_id)] = rebuild.recipe_of_record(a.recorded, user.modules)
+                checked[(a.side, a.cell_id)] = rebuild.recipe_of_record(a.recorded,
+                                                                        user.factories)
             except rebuild.NotRebuildable as exc:
                 checked[(a.side, a.cell_id)] = str(exc)
         recipe = checked[(a.side, a.cell_id)]

@@ -339,12 +339,12 @@ def names_by_path(config: dict) -> bool:
     return any(isinstance(s, dict) and ":" in str(s.get("name", "")) for s in specs)
 
 
-def recorded_choices(cell: Any, keys: tuple[str, ...], trusted_modules: set[str] | None
+def recorded_choices(cell: Any, keys: tuple[str, ...], trusted: frozenset[str] | None
                      ) -> dict[str, Choice]:
     """Typed choices of these keys of a cell config read from a results file (data from
     elsewhere), checked against the registries. A factory named by import path is imported
-    only from `trusted_modules` (None: all, the user's own suite). Raises ValueError saying
-    why it cannot be used."""
+    only if the user's suite names it (`trusted`; None: all). Raises ValueError saying why
+    it cannot be used."""
     if not isinstance(cell, dict) or not isinstance(cell.get("model"), dict):
         raise ValueError("its record has no model config")
     out = {}
@@ -355,11 +355,11 @@ def recorded_choices(cell: Any, keys: tuple[str, ...], trusted_modules: set[str]
         name = spec.get("name") if isinstance(spec, dict) else None
         if not isinstance(name, str):
             raise ValueError(f"its record's {key} has no name")
-        module = name.partition(":")[0]
-        if ":" in name and trusted_modules is not None and module not in trusted_modules:
-            raise ValueError(f"its {key} '{name}' is code named in the results file; it is "
-                             f"not imported from there: give --suite SUITE.yaml or --plugins "
-                             f"{module} to time it")
+        if ":" in name and trusted is not None and name not in trusted:
+            # never a hint to trust its module: the results file chose the function
+            raise ValueError(f"its {key} is a factory named by import path in the results "
+                             "file, which is never imported from there: give --suite with "
+                             "the suite file that names it, if it is your own, to time it")
         try:
             out[key] = Choice.of(key, check_spec_one(key, spec, K.BY_KEY, extra=False))
         except RegistryError as exc:
