@@ -328,8 +328,7 @@ def _add_compare(sub) -> None:
                    help="cells on one side only do not fail the gate")
     c.add_argument("--no-retime", action="store_true",
                    help="do not re-time the two runs' saved models (latency is then not gated)")
-    c.add_argument("--timing-processes", type=_replicates, default=None,
-                   help=PROCESSES_HELP)
+    c.add_argument("--timing-processes", type=_replicates, default=None, help=PROCESSES_HELP)
     _add_user_code(c)
     c.set_defaults(fn=cmd_compare)
 
