@@ -241,7 +241,7 @@ def cmd_time(args) -> int:
                                  keep_timed=not args.force)
     except latency.TimingError as exc:
         return _err(str(exc), 1)
-    except runner.ResumeError as exc:
+    except (runner.ResumeError, store.ResultsError) as exc:
         return _err(str(exc))
     skipped = (latency.read(args.dir) or {}).get("not_retimeable") or {}
     for key, why in sorted(skipped.items()):

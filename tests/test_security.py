@@ -147,6 +147,32 @@ def test_a_second_run_into_the_same_directory_refuses(tmp_path, tiny_suite_file)
         assert str(os.getpid()) in (out / runner.LOCK_FILE).read_text()
 
 
+def test_a_link_planted_in_a_results_directory_sends_no_write_or_copy_elsewhere(
+        run_dir, tmp_path, tiny_suite_file):
+    """A run and `time` write into the directory (lock, results, timing.json, dense/) and
+    merge copies from it: a symbolic link in it would reach a file of the user's."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    for planted in (runner.LOCK_FILE, "results.jsonl", "models/x.pt"):
+        evil = copy_of(run_dir, tmp_path, f"evil-{planted.replace('/', '-')}")
+        (evil / planted).unlink(missing_ok=True)
+        (evil / planted).symlink_to(victim)
+        for args in (("time", evil), ("run", tiny_suite_file, "--out", evil, "-q"),
+                     ("merge", evil, "--out", tmp_path / f"m-{evil.name}")):
+            r = cli(*args)
+            assert r.returncode == 2 and victim.read_text() == "mine", (args, r.stderr)
+            # refused as a link (time may refuse a linked results.jsonl on reading it)
+            assert "a symbolic link" in r.stderr or args[0] == "time", (args, r.stderr)
+        assert not (tmp_path / f"m-{evil.name}").exists()
+    # a link planted after the check is refused where the file is opened
+    out = tmp_path / "late"
+    out.mkdir()
+    (out / "results.jsonl").symlink_to(victim)
+    with pytest.raises(store.ResultsError, match="a symbolic link"):
+        store.append(out, store.read(run_dir)[0])
+    assert victim.read_text() == "mine"
+
+
 def with_metric(run_dir, tmp_path, value):
     cur = copy_of(run_dir, tmp_path, "cur")
     text = (cur / "results.jsonl").read_text().splitlines()

@@ -37,13 +37,39 @@ def read_json(path: str | Path, model: type[T]) -> T:
             from None
 
 
+def no_links(root: str | Path) -> None:
+    """A results directory holds files of its own, never links out of it: a run and `time`
+    write into it (the lock, results.jsonl, timing.json, dense/) and `merge` copies from it,
+    so a planted symbolic link would send a write, or a copy, to a file elsewhere. Raises
+    ResultsError naming the first. (The directory itself may be a link: the user made it.)"""
+    for here, dirs, files in os.walk(root):  # os.walk does not follow links into dirs
+        for name in dirs + files:
+            p = Path(here) / name
+            if p.is_symlink():
+                raise ResultsError(f"{p}: a symbolic link (to {os.readlink(p)}); a results "
+                                   "directory's files are its own and never followed out of "
+                                   "it: remove the link")
+
+
+def open_own(path: str | Path, flags: int) -> int:
+    """os.open of a results directory's file that refuses a symbolic link in its place
+    (O_NOFOLLOW), as no_links does, for a link planted after that check."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if Path(path).is_symlink():
+            raise ResultsError(f"{path}: a symbolic link; a results directory's files are "
+                               "its own and never followed out of it: remove the link") from None
+        raise
+
+
 def write_whole(path: str | Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, then rename over it: readers see the old file
     or the new one, never a part; a failed write (a full disk) leaves no temporary file."""
     p = Path(path)
     tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(open_own(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

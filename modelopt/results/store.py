@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
-from modelopt.results.files import ResultsError, read_json
+from modelopt.results.files import ResultsError, open_own, read_json
 from modelopt.results.record import SAFE_NAME, Record
 
 RESULTS_FILE = "results.jsonl"
@@ -84,7 +84,7 @@ def append(path: str | Path, record: Record) -> None:
     p.parent.mkdir(parents=True, exist_ok=True)
     doc = record.model_dump(exclude_none=False)
     line = (json.dumps(_clean(doc), sort_keys=True, allow_nan=False) + "\n").encode()
-    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_own(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     size = os.fstat(fd).st_size
     try:
         written = 0

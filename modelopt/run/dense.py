@@ -26,6 +26,7 @@ from typing import Callable
 
 import torch
 
+from modelopt.results.files import open_own
 from modelopt.run.train import Outcome
 from modelopt.spec import keys
 from modelopt.spec.cell import Cell
@@ -114,7 +115,7 @@ def shared_keys(runs) -> set[str]:
 def _locked(path: Path):
     """One process at a time trains a key: a second waits, then loads (parallel jobs, Ray)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
+    with os.fdopen(open_own(path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -136,11 +137,19 @@ def reuse(path: str | Path | None, build: Callable[[], torch.nn.Module],
     path = Path(path)
     with _locked(path):
         if path.exists():
-            saved = torch.load(path, weights_only=True, map_location="cpu")
             net = build()
-            device = next(net.parameters()).device
-            net.load_state_dict({k: v.to(device) for k, v in saved["state"].items()})
-            return Trained(net, None, Outcome(**saved["outcome"]), saved["info"]), saved["figures"]
+            try:  # data only (weights_only): a file that holds anything else is not used
+                saved = torch.load(path, weights_only=True, map_location="cpu")
+                device = next(net.parameters()).device
+                net.load_state_dict({k: v.to(device) for k, v in saved["state"].items()})
+                trained = Trained(net, None, Outcome(**saved["outcome"]), saved["info"])
+                kept = saved["figures"]
+            except Exception as exc:  # noqa: BLE001 - said as what to do, not torch's advice
+                raise RuntimeError(
+                    f"{path}: a kept trained network this cell cannot use ({type(exc).__name__}"
+                    f": {(str(exc).splitlines() or [''])[0][:200]}); it is never loaded as code. Delete "
+                    "it, or run with --no-resume to train anew") from None
+            return trained, kept
         trained = train()
         save({"state": trained.net.state_dict(), "outcome": asdict(trained.outcome),
               "info": trained.info, "figures": figures()}, path)

@@ -20,7 +20,7 @@ from typing import Callable
 from modelopt.results import latency, store
 from modelopt.results import metrics as M
 from modelopt.results.compare import CompareError, parse_threshold
-from modelopt.results.files import write_whole
+from modelopt.results.files import no_links, open_own, write_whole
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
 from modelopt.run import dense, measures, timing
@@ -191,8 +191,9 @@ def writer_lock(out: Path):
     (flock): it goes with the process that held it, so a killed run leaves nothing to clear
     and the next run takes the directory over."""
     out.mkdir(parents=True, exist_ok=True)
+    no_links(out)  # what this run writes stays in the directory (results/files.py)
     path = out / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own(path, os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -289,6 +290,8 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
         listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
                             for d, m in zip(dirs, metas))
         raise ResumeError(f"cannot merge results of different suites: {listing}")
+    for d in dirs:  # nothing is copied through a link to a file elsewhere
+        no_links(d)
     records: dict = {}
     for d in dirs:
         if not store.results_path(d).exists():  # a shard that had no cells
