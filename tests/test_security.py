@@ -266,6 +266,48 @@ def test_malformed_files_are_exit_2_with_file_and_line(run_dir, tmp_path, comman
     assert where in err
 
 
+HOSTILE = {  # what a record from elsewhere may hold, and where the error points
+    "accuracy of 400 digits": (lambda r: r["metrics"].update(accuracy=10 ** 400), "accuracy"),
+    "a model that is a number": (lambda r: r["cell"].update(model=5), "cell.model"),
+    "a cpu that is a number": (lambda r: r["env"].update(cpu=5), "env.cpu"),
+    "a curve step that is a word": (lambda r: r["curves"].append({"step": "x"}), "step"),
+    "a group without an id": (lambda r: r.update(group={"kind": "tune"}), "group"),
+}
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE))
+def test_hostile_records_are_exit_2_naming_the_line_never_a_traceback(run_dir, tmp_path,
+                                                                       capsys, hostile):
+    bad = copy_of(run_dir, tmp_path)
+    lines = (bad / "results.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    change, said = HOSTILE[hostile]
+    change(rec)
+    lines[1] = json.dumps(rec)
+    (bad / "results.jsonl").write_text("\n".join(lines) + "\n")
+    for args in (("report", bad, "--out", tmp_path / "r"), ("compare", run_dir, bad,
+                                                             "--no-retime")):
+        code, out, err = main(capsys, *args)
+        assert code == 2 and "results.jsonl:2" in err and said in err, (args, err)
+
+
+def test_a_line_nested_past_any_reader_or_a_format_past_any_page_is_refused(run_dir, tmp_path,
+                                                                             capsys):
+    bad = copy_of(run_dir, tmp_path)
+    with open(bad / "results.jsonl", "a") as f:
+        f.write("[" * 100_000 + "\n")
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 2 and "results.jsonl:" in err and "malformed" in err
+    bad = copy_of(run_dir, tmp_path, "fmt")
+    meta = json.loads((bad / "suite.json").read_text())
+    meta["metrics"] = [{"name": "evil", "title": "Evil", "fmt": "f99999999"}]
+    (bad / "suite.json").write_text(json.dumps(meta))
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r2")
+    assert code == 2 and "suite.json" in err and "format 'f99999999'" in err
+    assert not (tmp_path / "r2").exists() or sum(
+        f.stat().st_size for f in (tmp_path / "r2").rglob("*")) < 10_000_000
+
+
 def test_export_of_an_empty_results_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "results.jsonl").write_text("")
     code, _, err = main(capsys, "export", tmp_path, "--out", tmp_path / "e")

@@ -71,6 +71,48 @@ class Record(BaseModel):
         entries (fmt none: the confusion matrix, the quantization path) keep their shapes."""
         return checked_figures(metrics, bool((info.context or {}).get("from_file")))
 
+    @field_validator("cell")
+    @classmethod
+    def _cell_shape(cls, cell: dict | None) -> dict | None:
+        """A cell config as a run writes it: each technique absent, a mapping with a name,
+        or a list of them; `train` and `plugins` mappings. What labels, tables and the
+        rebuild read of it is then there (a record from elsewhere is data, checked)."""
+        for key, value in (cell or {}).items():
+            if key in ("train", "plugins"):
+                ok = value is None or isinstance(value, dict)
+            else:
+                ok = value is None or _named(value) or (
+                    isinstance(value, list) and all(_named(v) for v in value))
+            if not ok:
+                raise ValueError(f"cell.{key} is {str(value)[:80]!r}: a technique is a "
+                                 "mapping with a name (or a list of them)")
+        return cell
+
+    @field_validator("env")
+    @classmethod
+    def _env_words(cls, env: dict) -> dict:
+        """What names the machine and its software is text, as reports and compare print it."""
+        for key in ("cpu", "cpu_flags", "cpu_flags_checked", "device", "torch", "git_commit"):
+            if env.get(key) is not None and not isinstance(env[key], str):
+                raise ValueError(f"env.{key} is {str(env[key])[:40]!r}: text is expected")
+        return env
+
+    @field_validator("curves")
+    @classmethod
+    def _curve_points(cls, curves: list[dict]) -> list[dict]:
+        for point in curves:
+            step = point.get("step")
+            if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))):
+                raise ValueError(f"curves: step {str(step)[:40]!r} is not a number")
+        return curves
+
+    @field_validator("group")
+    @classmethod
+    def _group_names(cls, group: dict | None) -> dict | None:
+        if group is not None and not all(isinstance(group.get(k), str) for k in ("kind", "id")):
+            raise ValueError("group: needs a kind and an id, both text")
+        return group
+
     @field_validator("models")
     @classmethod
     def _models_figures(cls, models: dict, info: ValidationInfo) -> dict:
@@ -111,6 +153,10 @@ class Record(BaseModel):
         return self.task or tasks.guess(self.metrics)
 
 
+def _named(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("name"), str)
+
+
 def checked_figures(metrics: dict, strict: bool, declared_as=lambda name: name) -> dict:
     """Figures with absent ones dropped, each a finite number where one is declared (see
     Record._figures_are_finite_numbers); `declared_as`: a figure's name in the table."""
@@ -122,6 +168,8 @@ def checked_figures(metrics: dict, strict: bool, declared_as=lambda name: name) 
             continue  # absent
         declared = TABLE.get(declared_as(name))
         descriptive = declared is not None and declared.fmt == "none"
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2 ** 63:
+            value = math.inf  # beyond any count: as an infinity, refused below (no overflow later)
         if isinstance(value, float) and not math.isfinite(value):
             if not strict:
                 continue

@@ -120,7 +120,7 @@ def read(path: str | Path, latest: bool = True) -> list[Record]:
             first = exc.errors()[0]
             raise ResultsError(f"{p}:{i}: not a result record ({'.'.join(map(str, first['loc']))}"
                                f": {first['msg']})") from None
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             if i == len(lines) and not raw.endswith(b"\n"):
                 warnings.warn(f"{p}:{i}: ignoring a truncated last line (a run was killed "
                               "while writing it)", stacklevel=2)

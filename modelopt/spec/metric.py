@@ -7,6 +7,7 @@ results'.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,6 +20,9 @@ from typing import Literal
 Tolerance = Literal["relative", "points", "absolute", "exact", "none"]
 
 
+FORMATS = r"pct|int|si|bool|none|[fg]\d{1,2}"
+
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -29,6 +33,13 @@ class Metric:
     tolerance: float = 0.0
     unit: str = ""
     timing: bool = False  # a wall-clock figure: varies with the machine, not only the code
+
+    def __post_init__(self):
+        # a declaration may come from a results directory (suite.json): a format is one of
+        # these, its precision two digits at most (`f99999999` wrote a 400 MB page)
+        if not isinstance(self.fmt, str) or not re.fullmatch(FORMATS, self.fmt):
+            raise ValueError(f"metric '{self.name}': format {self.fmt!r} is none of pct, int, "
+                             "si, bool, none, f<digits>, g<digits> (at most 2 digits)")
 
     @property
     def gated(self) -> bool:
