@@ -70,6 +70,18 @@ def test_cifar10_from_local_root(tmp_path):
         (folder / f).write_bytes(pickle.dumps(batch))
     d = load({"name": "cifar10", "root": str(tmp_path)}, 0, 0.0)
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
+    # a batch is read as arrays and lists only: a planted one runs nothing
+    marker = tmp_path / "RAN"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "test_batch").write_bytes(pickle.dumps({"data": Payload(), "labels": [1]}))
+    with pytest.raises(pickle.UnpicklingError, match=r"names \w+\.open, which a CIFAR-10 batch "
+                                                     "never holds"):
+        load({"name": "cifar10", "root": str(tmp_path)}, 0, 0.0)
+    assert not marker.exists()
 
 
 @pytest.mark.parametrize("name,expect", [("mnist", "MNIST/raw"), ("fashion_mnist", "FashionMNIST/raw"),

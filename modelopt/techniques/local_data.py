@@ -71,6 +71,20 @@ def _check_cifar(params: dict) -> None:
             "is there.")
 
 
+class _Arrays(pickle.Unpickler):
+    """The batches are pickles: read as data, a dict of numpy arrays and lists, and nothing
+    else (a planted batch file would otherwise run its code when the cell loads it)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"cifar10: a batch file names {module}.{name}, which a "
+                                         "CIFAR-10 batch never holds; not loaded")
+        return super().find_class(module, name)
+
+
 @DATASETS.register("cifar10", task="classification", input="image", preflight=_check_cifar)
 def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
     """CIFAR-10 from ROOT/cifar-10-batches-py (the 'python version' batches); never downloaded."""
@@ -83,7 +97,7 @@ def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
         xs, ys = [], []
         for f in files:
             with open(folder / f, "rb") as fh:
-                entry = pickle.load(fh, encoding="latin1")
+                entry = _Arrays(fh, encoding="latin1").load()
             xs.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
         return np.concatenate(xs)[:limit] / 255.0, np.asarray(ys)[:limit]
