@@ -21,16 +21,24 @@ def pytest_addoption(parser):
                     "name> under pytest's rootdir)")
 
 
+SUITE = pytest.StashKey()  # the suite, loaded and checked once per session
+
+
 def _load_suite(config):
+    """The --suite file, loaded and checked (exit 4, pytest's usage error, naming the key)
+    once, when the session is configured: before collection, so never a traceback."""
+    if SUITE in config.stash:
+        return config.stash[SUITE]
     from modelopt.run.runner import check_figures
     from modelopt.spec.suite import SuiteError, load
 
     try:
         suite = load(config.getoption("--suite"))
         check_figures(suite)
-        return suite
     except SuiteError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[SUITE] = suite
+    return suite
 
 
 def pytest_generate_tests(metafunc):
@@ -86,6 +94,7 @@ def pytest_configure(config):
     sigterm_as_interrupt()
     config.addinivalue_line("markers", "harness: benchmarks of modelopt itself (the gate, the "
                             "runner), not of a suite")
+    _load_suite(config)
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):

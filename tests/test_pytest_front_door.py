@@ -80,3 +80,14 @@ def test_an_interrupt_ends_the_session_and_leaves_no_process(tmp_path, sig):
     while leftovers(mark) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert [" ".join(p.cmdline())[:200] for p in leftovers(mark)] == []
+
+
+def test_an_invalid_suite_is_a_usage_error_naming_the_key(tmp_path):
+    """Refused before collection: pytest's usage error (exit 4) with the key, no traceback."""
+    (tmp_path / "bad.yaml").write_text("name: bad\ndefaults: {dataset: mnist1d, model: mlpp}\n")
+    r = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q",
+                        "--suite", str(tmp_path / "bad.yaml")], cwd=ROOT, capture_output=True,
+                       text=True)
+    text = r.stdout + r.stderr
+    assert r.returncode == 4, text
+    assert "defaults.model: unknown model 'mlpp'" in text and "Traceback" not in text
