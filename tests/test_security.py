@@ -308,6 +308,18 @@ def test_a_line_nested_past_any_reader_or_a_format_past_any_page_is_refused(run_
         f.stat().st_size for f in (tmp_path / "r2").rglob("*")) < 10_000_000
 
 
+def test_a_timed_model_whose_cell_failed_since_is_named_so_when_time_keeps_timing_json(
+        run_dir, tmp_path):
+    bad = copy_of(run_dir, tmp_path)
+    rec = json.loads((bad / "results.jsonl").read_text().splitlines()[0])
+    rec.update(status="failed", error="a rerun that failed")
+    with open(bad / "results.jsonl", "a") as f:
+        f.write(json.dumps(rec) + "\n")  # its latest record: not ok
+    r = cli("time", bad)
+    assert r.returncode == 1 and "no ok record now" in r.stderr, r.stderr
+    assert "--suite" not in r.stderr and "--force to drop their latency" in r.stderr
+
+
 def test_export_of_an_empty_results_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "results.jsonl").write_text("")
     code, _, err = main(capsys, "export", tmp_path, "--out", tmp_path / "e")

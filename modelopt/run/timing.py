@@ -358,11 +358,13 @@ def run_stage(run_dir: str | Path, suite: str, keys: set[tuple[str, int]],
     lost = _lost(run_dir, timed.rows) if keep_timed else []
     if lost:
         why = {k.lstrip(":"): v for k, v in timed.skipped.items()}
+        gone = "its cell and seed have no ok record now (a rerun that failed?)"
         raise TimingError(f"{len(lost)} model(s) timed before could not be timed again, so "
                           f"{Path(run_dir) / 'timing.json'} is kept as it was: "
-                          + "; ".join(f"{k}: {why.get(k, '?')}" for k in lost[:3])
-                          + (" ..." if len(lost) > 3 else "") + ". Give --suite or --plugins, "
-                          "or --force to drop their latency")
+                          + "; ".join(f"{k}: {why.get(k, gone)}" for k in lost[:3])
+                          + (" ..." if len(lost) > 3 else "") + ". "
+                          + ("Give --suite or --plugins, or " if any(k in why for k in lost)
+                             else "") + "--force to drop their latency")
     # timed from the run's own copy, or not at all: either way not re-timeable later
     # the baseline too: the speed-ups it names are what the stage measured until precise
     write(run_dir, {"suite": suite, "baseline": meta.baseline if meta else None,
