@@ -78,6 +78,11 @@ def test_a_slimmed_model_on_onnx_runtime_counts_its_own_file():
     shipped, slim = out.models["slimmed"].shipped, out.figures_of["slimmed"]
     assert isinstance(shipped, onnx_runtime.OrtModel)
     assert slim["size_bytes"] == slim["artifact_bytes"] == len(shipped.blob)
+    # every figure of it is declared (`pytest benchmarks/` fails a cell whose isn't)
+    from modelopt.results import metrics as M
+
+    assert slim["runtime"] == "onnxruntime"
+    assert not [k for k in slim if M.column("slimmed", k) not in M.TABLE]
 
 
 @pytest.mark.parametrize("quantize, int8_ops, layers", [

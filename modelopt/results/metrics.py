@@ -138,7 +138,9 @@ for _base in ("speedup_batch", "speedup_batch1"):
 MODELS = {"slimmed": "structured pruning's model, the channels removed"}
 PER_MODEL = ("params", "flops", "size_bytes", "max_abs_diff", "compile_seconds",
              "artifact_bytes", "deploy_max_abs_diff", "deploy_agreement", "latency_ms_p50",
-             "latency_ms_batch_p50", "first_token_ms", "per_token_ms")
+             "latency_ms_batch_p50", "first_token_ms", "per_token_ms",
+             # what a runtime says of the model it made (the slimmed model's file too)
+             "runtime", "runtime_version", "execution_provider", "onnx_opset", "float_layers")
 
 
 def column(kind: str, figure: str) -> str:
