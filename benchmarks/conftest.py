@@ -67,7 +67,10 @@ def results_dir(request, suite):
 
     out = Path(request.config.getoption("--results-out")
                or request.config.rootpath / ".benchmarks" / "modelopt" / suite.name)
-    runner.prepare(out, suite, resume=False, force=True)
+    try:
+        runner.prepare(out, suite, resume=False, force=True)
+    except (runner.ResumeError, ValueError) as exc:  # another suite's folder: said once
+        pytest.exit(f"modelopt: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)
     yield out
     # then every saved model side by side, as `modelopt run` ends: the report's latency and
     # speed-ups are paired, not pytest-benchmark's one-model-at-a-time history

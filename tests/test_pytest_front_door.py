@@ -91,3 +91,14 @@ def test_an_invalid_suite_is_a_usage_error_naming_the_key(tmp_path):
     text = r.stdout + r.stderr
     assert r.returncode == 4, text
     assert "defaults.model: unknown model 'mlpp'" in text and "Traceback" not in text
+    # results of another suite where this one's would go: said once, not a test's traceback
+    (tmp_path / "s.yaml").write_text(SUITE.replace("STEPS", "5"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "suite.json").write_text(json.dumps({"suite": "other", "content_hash": "x"}))
+    r = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "-q",
+                        "--suite", str(tmp_path / "s.yaml"), "--results-out", str(other)],
+                       cwd=ROOT, capture_output=True, text=True)
+    text = r.stdout + r.stderr
+    assert r.returncode == 4 and "holds results of suite 'other'" in text, text
+    assert text.count("holds results of suite") == 1 and "Traceback" not in text
