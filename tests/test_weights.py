@@ -248,7 +248,8 @@ def test_the_suites_own_import_path_factories_are_trusted_to_rebuild_its_records
     path.write_text(SUITE.replace("PLUGINS", "").replace(
         "{name: mlp, hidden: HIDDEN, weights: WEIGHTS}", '"tests.plugins:tiny_net"'))
     user = timing.UserCode.of_suite(load(str(path)))
-    assert "tests.plugins" in user.modules
+    assert user.factories == {"tests.plugins:tiny_net"}  # that factory, not its whole module
+    assert "tests.plugins" in user.plugins["modules"]  # imported where a model is rebuilt
 
 
 def test_tuning_loaded_models_on_a_split_they_may_have_seen_is_warned(tmp_path):
