@@ -247,6 +247,11 @@ def test_pytest_benchmark_json_input(baseline, tmp_path):
     assert r.returncode == 1 and "toy_figure" in r.stdout, r.stdout + r.stderr
     r = cli(tmp_path / "base.json", tmp_path / "head.json", "--fail-on", "toy_figure:90%")
     assert r.returncode == 0, r.stdout + r.stderr
+    # a block from elsewhere whose thresholds are not a mapping: exit 2, said
+    (tmp_path / "odd.json").write_text(json.dumps(
+        {"benchmarks": benches, "modelopt": {**block, "thresholds": ["toy_figure"]}}))
+    r = cli(tmp_path / "base.json", tmp_path / "odd.json")
+    assert r.returncode == 2 and "thresholds are not a mapping" in r.stderr, r.stderr
 
 
 def test_export_github_action_benchmark(baseline, tmp_path):

@@ -320,6 +320,16 @@ def test_a_timed_model_whose_cell_failed_since_is_named_so_when_time_keeps_timin
     assert "--suite" not in r.stderr and "--force to drop their latency" in r.stderr
 
 
+def test_a_folder_named_as_a_saved_model_is_not_one(run_dir, tmp_path, capsys):
+    bad = copy_of(run_dir, tmp_path)
+    model = next((bad / "models").glob("*-model.pt"))
+    model.unlink()
+    model.mkdir()  # a folder where the model file was
+    code, _, err = main(capsys, "merge", bad, "--out", tmp_path / "m")
+    assert code == 0, err
+    assert not (tmp_path / "m" / "models" / model.name).exists()
+
+
 def test_export_of_an_empty_results_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "results.jsonl").write_text("")
     code, _, err = main(capsys, "export", tmp_path, "--out", tmp_path / "e")

@@ -62,8 +62,9 @@ def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
     found = []
     for p in sorted((run_dir if run_dir.is_dir() else run_dir.parent).glob(f"{MODELS_DIR}/*.pt")):
         parts = p.stem.rsplit("-", 2)
-        if len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_FIGURES:
-            continue  # not a file the run saved
+        if (len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_FIGURES
+                or not p.is_file()):
+            continue  # not a file the run saved (a folder by that name is none)
         cell_id, seed, kind = parts
         if keys is None or (cell_id, int(seed)) in keys:
             found.append(Artifact(cell_id, int(seed), kind, p, side))

@@ -83,7 +83,11 @@ def _declared(doc: dict, p: Path) -> dict[str, str]:
         store.declare_figures(block.get("metrics") or [], block.get("tasks") or {}, str(p))
     except store.ResultsError as exc:
         raise CompareError(str(exc)) from None
-    return dict(block.get("thresholds") or {})
+    thresholds = block.get("thresholds") or {}
+    if not isinstance(thresholds, dict):
+        raise CompareError(f"{p}: its modelopt block's thresholds are not a mapping of metric "
+                           "to tolerance")
+    return dict(thresholds)
 
 
 def load_side(path: str | Path) -> Side:
