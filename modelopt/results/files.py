@@ -37,6 +37,11 @@ def read_json(path: str | Path, model: type[T]) -> T:
             from None
 
 
+def _linked(p: Path) -> ResultsError:
+    return ResultsError(f"{p}: a symbolic link (to {os.readlink(p)}); a results directory's "
+                        "files are its own and never followed out of it: remove the link")
+
+
 def no_links(root: str | Path) -> None:
     """A results directory holds files of its own, never links out of it: a run and `time`
     write into it (the lock, results.jsonl, timing.json, dense/) and `merge` copies from it,
@@ -46,9 +51,7 @@ def no_links(root: str | Path) -> None:
         for name in dirs + files:
             p = Path(here) / name
             if p.is_symlink():
-                raise ResultsError(f"{p}: a symbolic link (to {os.readlink(p)}); a results "
-                                   "directory's files are its own and never followed out of "
-                                   "it: remove the link")
+                raise _linked(p)
 
 
 def open_own(path: str | Path, flags: int) -> int:
@@ -58,8 +61,7 @@ def open_own(path: str | Path, flags: int) -> int:
         return os.open(path, flags | os.O_NOFOLLOW, 0o644)
     except OSError:
         if Path(path).is_symlink():
-            raise ResultsError(f"{path}: a symbolic link; a results directory's files are "
-                               "its own and never followed out of it: remove the link") from None
+            raise _linked(Path(path)) from None
         raise
 
 
