@@ -291,6 +291,16 @@ def test_hostile_records_are_exit_2_naming_the_line_never_a_traceback(run_dir, t
         assert code == 2 and "results.jsonl:2" in err and said in err, (args, err)
 
 
+@pytest.mark.parametrize("field,value", [("side", "evil"), ("cell_id", "../../etc/x")])
+def test_a_timing_row_names_only_what_a_run_can_time(run_dir, tmp_path, capsys, field, value):
+    bad = copy_of(run_dir, tmp_path)
+    doc = json.loads((bad / "timing.json").read_text())
+    doc["rows"][0][field] = value
+    (bad / "timing.json").write_text(json.dumps(doc))
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 2 and "timing.json" in err and field in err, err
+
+
 def test_a_line_nested_past_any_reader_or_a_format_past_any_page_is_refused(run_dir, tmp_path,
                                                                              capsys):
     bad = copy_of(run_dir, tmp_path)

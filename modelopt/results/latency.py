@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from modelopt.results.files import ResultsError, read_json, write_whole
 from modelopt.results.metrics import LATENCY_FIGURES, column
+from modelopt.results.record import CELL_ID
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -82,8 +83,8 @@ def write(run_dir: str | Path, doc: dict) -> None:
 
 class TimingRow(BaseModel):
     model_config = ConfigDict(extra="allow")
-    side: str = ""
-    cell_id: str
+    side: Literal["", "baseline", "current"] = ""  # "": a run's own; compare's two runs
+    cell_id: str = Field(pattern=CELL_ID)
     seed: int
     kind: Literal["model", "slimmed"]
     process: int

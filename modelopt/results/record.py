@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 # names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
 # path separators, and no leading dot (so never `.` or `..`)
 SAFE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+CELL_ID = r"^[A-Za-z0-9_-]{1,64}$"  # a suite's cell names (spec/cells.py), in file names too
 
 Status = Literal["ok", "failed", "diverged", "timeout", "skipped"]
 # statuses that mean the harness or the cell's code went wrong (the exit code and
@@ -27,7 +28,7 @@ class Record(BaseModel):
 
     suite: str = Field(pattern=SAFE_NAME)
     suite_hash: str | None = None
-    cell_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    cell_id: str = Field(pattern=CELL_ID)
     seed: int
     cell: dict[str, Any] | None = None  # the resolved config
     task: str | None = Field(default=None, pattern=SAFE_NAME)  # a TASKS entry's name
