@@ -252,6 +252,15 @@ def test_pytest_benchmark_json_input(baseline, tmp_path):
         {"benchmarks": benches, "modelopt": {**block, "thresholds": ["toy_figure"]}}))
     r = cli(tmp_path / "base.json", tmp_path / "odd.json")
     assert r.returncode == 2 and "thresholds are not a mapping" in r.stderr, r.stderr
+    # its benchmarks are checked as results.jsonl's records are: the file and benchmark named
+    for change, said in ((lambda e: e.update(accuracy=float("nan")), "accuracy"),
+                         (lambda e: e.update(cell_id="../x"), "cell_id")):
+        odd = copy.deepcopy(benches)
+        change(odd[1]["extra_info"])
+        (tmp_path / "odd.json").write_text(json.dumps({"benchmarks": odd, "modelopt": block}))
+        r = cli(tmp_path / "base.json", tmp_path / "odd.json")
+        assert r.returncode == 2 and "odd.json: benchmark 1" in r.stderr and said in r.stderr, \
+            r.stderr
 
 
 def test_export_github_action_benchmark(baseline, tmp_path):

@@ -8,8 +8,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from modelopt.results import metrics as M
 from modelopt.results import store
+from modelopt.results.record import Record
 
 
 class CompareError(ValueError):
@@ -121,18 +124,26 @@ def _benchmark_doc(p: Path) -> dict:
 def _load_benchmark_json(p: Path) -> Side:
     doc = _benchmark_doc(p)  # read once: its figures declared, then its benchmarks
     _declared(doc, p)
-    benches = doc["benchmarks"]
     recs, suites = [], set()
-    for i, b in enumerate(benches):
-        info = b.get("extra_info") or {}
-        if "cell_id" not in info:
-            raise CompareError(f"{p}: benchmark {i} ({b.get('name')}) has no modelopt extra_info")
-        suites.add((b.get("group") or "").split(":")[0])
+    for i, b in enumerate(doc["benchmarks"]):
+        info = b.get("extra_info") if isinstance(b, dict) else None
+        if not isinstance(info, dict) or "cell_id" not in info:
+            name = b.get("name") if isinstance(b, dict) else b
+            raise CompareError(f"{p}: benchmark {i} ({str(name)[:80]}) has no modelopt extra_info")
+        suite = str(b.get("group") or "").split(":")[0]
+        suites.add(suite)
         figures = {k: v for k, v in info.items() if k not in ("cell_id", "seed", "status", "cell",
                                                               "error")}
-        recs.append({"cell_id": info["cell_id"], "seed": info.get("seed", 0),
-                     "status": info.get("status", "ok"), "error": info.get("error"),
-                     "metrics": figures, "cell": info.get("cell")})
+        rec = {"suite": suite or "benchmarks", "cell_id": info["cell_id"],
+               "seed": info.get("seed", 0), "status": info.get("status", "ok"),
+               "error": info.get("error"), "metrics": figures, "cell": info.get("cell")}
+        try:  # checked as a results.jsonl line is: data from elsewhere
+            recs.append(Record.model_validate(rec, context={"from_file": True}).model_dump())
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise CompareError(f"{p}: benchmark {i} ({str(b.get('name'))[:80]}) is not a result "
+                               f"record ({'.'.join(map(str, first['loc']))}: {first['msg']})") \
+                from None
     return _collect(recs, suites.pop() if len(suites) == 1 else None)
 
 
