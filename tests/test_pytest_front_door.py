@@ -59,6 +59,10 @@ def test_the_suite_only_with_results_under_benchmarks_dir(tmp_path):
                              str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True)
     page = (tmp_path / "r" / "door.md").read_text()
     assert report.returncode == 0 and "not timed" not in page and "**commit** ?" not in page
+    # and the JSON's benchmarks read as records: compared with the run's own directory
+    same = subprocess.run([sys.executable, "-m", "modelopt", "compare", str(out), str(saved)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert same.returncode == 0, same.stdout + same.stderr
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
