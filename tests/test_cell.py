@@ -38,9 +38,9 @@ def test_run_reads_the_typed_cell_never_a_dict_config():
 
 
 def test_the_run_functions_take_the_typed_cell():
-    from modelopt.run import cell, dense, plan
+    from modelopt.run import cell, dense, plan, ship
 
-    for fn in (cell.run_cell, cell.compress, cell.deploy, plan.train_here, plan.make_plan,
+    for fn in (cell.run_cell, cell.compress, ship.deploy, plan.train_here, plan.make_plan,
                plan.load_data, plan.build_net, dense.key, dense.training_config):
         params = inspect.signature(fn).parameters
         assert params["cell"].annotation in ("Cell", Cell), fn.__name__

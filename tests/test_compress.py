@@ -95,6 +95,17 @@ def test_structured_zeroes_whole_channels_and_slimmed_matches_masked(name):
     assert pruned.slimmed_diff < 1e-5  # same outputs as the masked model
 
 
+def test_an_amount_that_would_empty_a_layer_says_so_and_what_keeps_one():
+    """At 0.9 of 8 channels no channel would be left: Torch-Pruning skips such a layer; the
+    cell fails saying so (not that the graph missed the layer) and the largest amount that
+    works."""
+    m = build({"name": "cnn", "channels": 8}, (1, 40), 10)
+    d = split_validation(DATASETS.build("mnist1d", 0, num_samples=200), 0.1, 0)
+    with pytest.raises(TechniqueError, match=r"1 \(8 channels\).* would keep no channel .*"
+                                             r"below 0.875 \(1 - 1/8\)"):
+        prune.apply({"name": "l1_structured", "amount": 0.9}, m, d, lambda *a: None)
+
+
 def test_a_structured_cell_reports_masked_and_slimmed_figures():
     from modelopt.run.cell import run_cell
     from modelopt.spec.suite import parse

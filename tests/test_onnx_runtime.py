@@ -85,6 +85,27 @@ def test_a_slimmed_model_on_onnx_runtime_counts_its_own_file():
     assert not [k for k in slim if M.column("slimmed", k) not in M.TABLE]
 
 
+def test_a_slimmed_model_ships_quantized_as_the_masked_one_does(tmp_path):
+    """Structured pruning with int8: the slimmed model that ships (and is timed, and whose
+    size the headline gives) is int8 too, quantized on the masked model's calibration
+    inputs; never the float slimmed model under an int8 label."""
+    prune = {"name": "l1_structured", "amount": 0.5, "finetune_steps": 5, "rounds": 1}
+    fp32 = run_cell(cell().replaced(prune=prune), 0).figures_of["slimmed"]
+    config = cell("int8_static").replaced(prune=prune)
+    out = run_cell(config, 0)
+    item, slim = out.models["slimmed"], out.figures_of["slimmed"]
+    assert item.quantized and item.calibration is out.models["model"].calibration
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops(item.shipped)
+    assert slim["float_layers"] == 0 and slim["params"] == fp32["params"]
+    # its file's (QDQ nodes and scales: larger than the float file at 4 channels)
+    assert slim["size_bytes"] == len(item.shipped.blob) != fp32["size_bytes"]
+    # the timing stage makes the same int8 slimmed model again from the saved data
+    timing.save_all(tmp_path, "c", 0, out.models, out.example, out.batch, out.input_shape,
+                    out.num_outputs)
+    model, _, _ = rebuild.load(tmp_path / "c-0-slimmed.pt", rebuild.Recipe.of(config))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops(model)
+
+
 @pytest.mark.parametrize("quantize, int8_ops, layers", [
     ("int8_static", {"QuantizeLinear", "DequantizeLinear"}, (4, 0)),
     ("int8_dynamic", {"DynamicQuantizeLinear", "MatMulInteger"}, (1, 3)),

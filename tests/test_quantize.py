@@ -132,6 +132,30 @@ matrix:
         assert model(batch).shape == (len(batch), 4)
 
 
+@pytest.mark.parametrize("name", ["int8_dynamic", "int8_weight_only"])
+def test_an_int8_models_counts_are_its_float_weights(name):
+    """Rounding to int8 zeroes the smallest weights; those zeros are not pruning's: the
+    counts (and sparsity) are the float model's, as int8_static's and every runtime's are."""
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import parse
+
+    cfg = parse(f"""
+name: counts
+seeds: [0]
+defaults:
+  dataset: {{name: mnist1d, num_samples: 600}}
+  model: {{name: mlp, hidden: 64}}
+  optimizer: {{name: adam, lr: 0.01}}
+  train: {{steps: 30, batch_size: 50, eval_every: 30}}
+matrix: {{quantize: [{name}]}}
+""").cells[0]
+    out = run_cell(cfg, 0)
+    rounded = [m for m in out.models["model"].shipped.modules() if isinstance(m, nn.Linear)]
+    assert rounded  # its Linear layers hold int8 weights, a few of them zero by rounding
+    m = out.metrics
+    assert m["params_nonzero"] == m["params"] and m["sparsity"] == 0
+
+
 def test_static_int8_of_mobilenet_quantizes_its_convolutions():
     torch.manual_seed(0)
     m = build({"name": "mobilenet_v3_small"}, (1, 16, 16), 10).eval()

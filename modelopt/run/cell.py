@@ -20,13 +20,12 @@ from modelopt.run import backends, dense, measure, measures
 from modelopt.run.counts import model_counts, static_metrics
 from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.rebuild import Shipped
+from modelopt.run.ship import Deployed, deploy, out_batch, ship_slimmed, test_metrics
 from modelopt.run.train import Diverged, Outcome, predict, score
 from modelopt.spec import plugins
-from modelopt.spec.cell import Cell, Choice
+from modelopt.spec.cell import Cell
 from modelopt.techniques import prune, quantize, tasks
-from modelopt.techniques.data import Data, train_sample
-from modelopt.techniques.deploy import Format
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.data import Data
 
 
 @dataclass
@@ -75,20 +74,6 @@ class Compressed:
     slimmed: dict = field(default_factory=dict)  # the slimmed model's own figures
 
 
-@dataclass
-class Deployed:
-    """The model that ships (the int8 copy, or the trained model, as its deploy format makes
-    it: compiled, packaged), the model it is counted on (parameters, size: before the
-    format wraps it, or a runtime's own file), what converting it did, and its test figures
-    where they differ from the trained model's."""
-
-    model: nn.Module
-    counted: nn.Module
-    info: dict
-    test: dict
-    outputs: torch.Tensor | None = None  # its test outputs, where this stage computed them
-    calibration: torch.Tensor | None = None  # the quantizer's inputs, where it converted
-    on: object = None  # where it runs (a backend: the CPU for int8 kernels)
 
 
 def run_cell(cell: Cell, seed: int, threads: int = 1,
@@ -131,7 +116,7 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
     probe_after = probe()
     with phase("measure"):
         deployed = deploy(cell, trained)
-        slimmed = _ship_slimmed(cell, compressed, data)
+        slimmed = _slimmed(cell, compressed, data, deployed)
         counts = static_metrics(deployed.counted, trained.net, data.x_test[:1])
         extra_figures = measured(deployed, trained, cell)
     memory = {"peak_rss_mb": mem.peak_mb, "baseline_rss_mb": mem.baseline_mb,
@@ -145,6 +130,17 @@ def run_cell(cell: Cell, seed: int, threads: int = 1,
     out.batch = out_batch(data, cell).clone()
     out.input_shape, out.num_outputs = tuple(data.input_shape), data.num_outputs
     return out
+
+
+def _slimmed(cell: Cell, compressed: Compressed, data: Data, deployed: Deployed
+             ) -> Shipped | None:
+    """Structured pruning's slimmed model as it ships (quantized and made as the masked
+    model is), its figures among the slimmed model's."""
+    if compressed.pruned is None or compressed.pruned.slimmed is None:
+        return None
+    shipped, figures = ship_slimmed(cell, compressed.pruned.slimmed, data, deployed)
+    compressed.slimmed.update(figures)
+    return shipped
 
 
 def _resources(memory: dict, probes: tuple, reused: dict | None, rank_peaks: dict) -> None:
@@ -187,110 +183,6 @@ def compress(cell: Cell, trained: Trained, backend, seed: int) -> Compressed:
         slimmed = {**model_counts(pruned.slimmed, trained.data.x_test[:1]),
                    "max_abs_diff": pruned.slimmed_diff}
     return Compressed(pruned, pruned.finetune or trained.outcome, dict(pruned.info), slimmed)
-
-
-def deploy(cell: Cell, trained: Trained) -> Deployed:
-    """The model that ships: the quantizer's conversion of the trained model, if it has one,
-    then the deploy format's artifact of it. What ships is what counts: its every test
-    figure, loss included."""
-    quantize = cell.compress.quantize
-    quantizer = quantize.build() if quantize is not None else None
-    fmt = runtime(cell.deploy)
-    model, info, inputs = on_its_device(trained.net, fmt), {}, None
-    if quantizer is not None and fmt.converts(quantizer):
-        inputs, _ = train_sample(trained.data, quantizer.calibration)
-        model, info = fmt.realise(quantizer, model, inputs)
-    on = backends.on_device_of(model)  # x86 int8 kernels are the CPU's; torchao's any
-    if on.device != backends.on_device_of(trained.net).device:  # env names the training's
-        info["shipped_on"] = on.device
-    shipped, made, outputs = ship_checked(cell, model, trained.data, on)
-    info.update(made)
-    if shipped is trained.net:
-        return Deployed(shipped, model, info, {}, on=on)
-    if outputs is None:
-        outputs = predict(shipped, trained.data.x_test, on, cell.train.settings.eval_batch_size)
-    bad = int((~torch.isfinite(outputs)).sum())
-    if bad:  # e.g. float16's range (±65504) overflowed: never figures of something else
-        raise TechniqueError(f"the shipped model's test outputs are not finite ({bad} of "
-                             f"{outputs.numel()} values inf or nan): it overflowed where the "
-                             "trained model did not")
-    return Deployed(shipped, shipped if fmt.file else model, info,
-                    test_metrics(outputs, trained.data), outputs, inputs, on)
-
-
-def _ship_slimmed(cell: Cell, compressed: Compressed, data: Data) -> Shipped | None:
-    """What structured pruning ships, in the cell's format too, checked against the slimmed
-    model; what making it took among the slimmed model's figures."""
-    slimmed = compressed.pruned.slimmed if compressed.pruned is not None else None
-    if slimmed is None or cell.deploy is None:
-        return None if slimmed is None else Shipped(slimmed, slimmed)
-    fmt = runtime(cell.deploy)
-    model = on_its_device(slimmed, fmt)
-    shipped, made, _ = ship_checked(cell, model, data, backends.on_device_of(model))
-    compressed.pruned.slimmed = shipped
-    compressed.slimmed.update(made)
-    if fmt.file:  # its size is the runtime's file, as the shipped model's is
-        compressed.slimmed["size_bytes"] = measure.size_bytes(shipped)
-    return Shipped(slimmed, shipped)
-
-
-def ship_checked(cell: Cell, model: nn.Module, data: Data, on
-                 ) -> tuple[nn.Module, dict, torch.Tensor | None]:
-    """The deploy format's artifact of `model`, what making it took, and its test outputs
-    (None when it is `model` itself), checked against the model's (`on`: where both run)."""
-    info: dict = {}
-    shipped = ship(cell.deploy, model, out_batch(data, cell), info)
-    if shipped is model:
-        return shipped, info, None
-    reference = predict(model, data.x_test, on, cell.train.settings.eval_batch_size)
-    outputs = predict(shipped, data.x_test, on, cell.train.settings.eval_batch_size)
-    info.update(check_outputs(outputs, reference, data, cell))
-    return shipped, info, outputs
-
-
-def on_its_device(model: nn.Module, fmt: Format) -> nn.Module:
-    """The model a format ships from: a CPU copy where the suite ships on the CPU a model
-    that trained on a GPU (`deploy: {device: cpu}`), else the model itself."""
-    if fmt.cpu and backends.on_device_of(model) is not backends.CPU:
-        return quantize.float_copy(model)
-    return model
-
-
-def out_batch(data: Data, cell: Cell) -> torch.Tensor:
-    """The batch latency is timed at (and compilation specialises for): test inputs."""
-    return data.x_test[:cell.train.settings.batch_size]
-
-
-def runtime(deploy: Choice | None) -> Format:
-    """The runtime a cell's model ships on (eager where it names none)."""
-    return deploy.build() if deploy is not None else Format()
-
-
-def ship(deploy: Choice | None, model: nn.Module, batch: torch.Tensor, info: dict) -> nn.Module:
-    """The deploy format's artifact of `model` (itself when eager); adds what making it took
-    (compile seconds, package bytes) to `info`."""
-    fmt = runtime(deploy)
-    if fmt.ship is None:
-        return model
-    # compiled and traced as it runs: in eval mode (batch norm's running statistics; a
-    # batch of one has no batch statistics to take)
-    artifact, made = fmt.ship(model.eval(), batch.to(backends.on_device_of(model).device))
-    info.update(made)
-    return artifact
-
-
-def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, cell: Cell) -> dict:
-    """The artifact's test outputs against the model's; a mismatch fails the cell."""
-    diff = float((out - reference).abs().max()) if len(out) else 0.0
-    agreed, ok = tasks.of(data).check(out, reference)  # the task's own check
-    figures = {"deploy_max_abs_diff": diff, **agreed}
-    if not ok or not math.isfinite(diff):
-        raise TechniqueError(
-            f"deploy: {cell.deploy.name}: the artifact's test outputs differ from the"
-            f" model's it was made from (max |diff| {diff:.3g}"
-            + (f", classes agree on {figures['deploy_agreement']:.1%}" if "deploy_agreement"
-               in figures else "") + ")")
-    return figures
 
 
 def measured(deployed: Deployed, trained: Trained, cell: Cell) -> dict:
@@ -381,11 +273,6 @@ def time_to_target(curves: list[dict], target: float | None, seconds: float, ste
 
 def evaluate(model: nn.Module, data: Data, backend, eval_batch: int) -> dict:
     return test_metrics(predict(model, data.x_test, backend, eval_batch), data)
-
-
-def test_metrics(out: torch.Tensor, data: Data) -> dict:
-    """The task's test figures, loss included, of a model's outputs on the test split."""
-    return tasks.of(data).metrics(out, data)
 
 
 def env(backend: backends.Backend, threads: int) -> dict:

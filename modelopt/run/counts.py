@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from modelopt.run import backends, measure
-from modelopt.techniques.program import Program
 
 # L1 drives weights towards zero, but an optimizer keeps them hovering around it rather than
 # on it: params_above_1e-3 counts the weights that matter at this (stated) threshold.
@@ -17,15 +16,12 @@ SMALL_WEIGHT = 1e-3
 
 
 def static_metrics(deploy: nn.Module, fp32: nn.Module, example: torch.Tensor) -> dict:
-    """Counts of the deployed model. FLOPs come from its float version on the CPU:
-    FlopCounterMode has no formulas for quantized kernels, and an int8 model performs the
-    same multiply-adds."""
-    # an exported program's weights are int8 constants of the float model's, an ONNX
-    # Runtime model's are in its file: counted on the float model
-    opaque = isinstance(deploy, Program) or next(deploy.parameters(), None) is None
-    counted_model = fp32 if opaque else deploy
-    params, nonzero = measure.count_params(counted_model)
-    _, above = measure.count_params(counted_model, threshold=SMALL_WEIGHT)
+    """Counts of the deployed model. Parameters and FLOPs are its float version's (on the
+    CPU): an int8 or half model holds the same weights in fewer bits (the zeros rounding
+    makes are not pruning's), FlopCounterMode has no formulas for quantized kernels, and
+    an int8 model performs the same multiply-adds. Its size is its own."""
+    params, nonzero = measure.count_params(fp32)
+    _, above = measure.count_params(fp32, threshold=SMALL_WEIGHT)
     counted = copy.deepcopy(fp32).cpu()
     return {"params": params, "params_nonzero": nonzero, "sparsity": 1 - nonzero / max(params, 1),
             "params_above_1e-3": above,

@@ -170,7 +170,7 @@ def _sync_attributes(module: nn.Module) -> None:
 
 def build(doc: dict, recipe: Recipe) -> nn.Module:
     """The shipped model, made again from the saved document and the cell's checked recipe."""
-    from modelopt.run.cell import runtime, ship
+    from modelopt.run.ship import runtime, ship
     from modelopt.techniques import models
 
     torch.manual_seed(0)  # initial values are overwritten; a factory may draw

@@ -168,11 +168,24 @@ def check_structured(model: nn.Module, method: str, amount: float) -> float:
     share = sum(z for z, _ in zeroed.values()) / max(1, sum(c for _, c in zeroed.values()))
     if share >= amount / 2:
         return share
-    missed = [n for n, (z, c) in zeroed.items() if z == 0 and c > 1]
+    missed = {n: c for n, (z, c) in zeroed.items() if z == 0 and c > 1}
+    # Torch-Pruning keeps int(channels x (1 - amount)) of a layer, and skips a layer it
+    # would leave without one
+    emptied = {n: c for n, c in missed.items() if int(c * (1 - amount)) < 1}
+    if emptied:
+        fewest = min(emptied.values())
+        raise TechniqueError(
+            f"{method} asked {_pct(amount)} of the output channels, zeroed {_pct(share)}: "
+            f"{_listed([f'{n} ({c} channels)' for n, c in emptied.items()])} would keep no "
+            f"channel at that amount, so Torch-Pruning leaves them whole; an amount below "
+            f"{1 - 1 / fewest:.3g} (1 - 1/{fewest}) keeps one")
     raise TechniqueError(f"{method} asked {_pct(amount)} of the output channels, zeroed "
                          f"{_pct(share)}: Torch-Pruning's dependency graph did not reach "
-                         f"{', '.join(missed[:8]) or 'the layers'}"
-                         f"{' and more' if len(missed) > 8 else ''}")
+                         f"{_listed(list(missed)) or 'the layers'}")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:8]) + (" and more" if len(names) > 8 else "")
 
 
 # slimmed and masked models differ only in float32 summation order (smaller matmuls), so their
