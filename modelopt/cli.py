@@ -353,7 +353,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_run(sub)
     rep = sub.add_parser("report", help="markdown tables and plots from results directories")
-    rep.add_argument("dirs", nargs="+", help="results directories (or results.jsonl files)")
+    rep.add_argument("dirs", nargs="+", help="results directories (or results.jsonl), one per suite")
     rep.add_argument("--out", default="reports", help="output directory (default reports/)")
     rep.add_argument("--csv", action="store_true", help="also write the aggregated table as CSV")
     rep.set_defaults(fn=cmd_report)

@@ -291,6 +291,17 @@ def test_hostile_records_are_exit_2_naming_the_line_never_a_traceback(run_dir, t
         assert code == 2 and "results.jsonl:2" in err and said in err, (args, err)
 
 
+def test_a_suite_is_read_from_one_directory(run_dir, tmp_path, capsys):
+    """Two runs of one suite (a rerun, unmerged shards): their seeds would count twice and
+    their latencies come from separate timing stages; report and export refuse, and say
+    what joins them."""
+    again = copy_of(run_dir, tmp_path)
+    for args in (("report", run_dir, again, "--out", tmp_path / "r"),
+                 ("export", run_dir, again, "--out", tmp_path / "e")):
+        code, _, err = main(capsys, *args)
+        assert code == 2 and "suite 'sec' is also in" in err and "modelopt merge" in err, err
+
+
 @pytest.mark.parametrize("field,value", [("side", "evil"), ("cell_id", "../../etc/x")])
 def test_a_timing_row_names_only_what_a_run_can_time(run_dir, tmp_path, capsys, field, value):
     bad = copy_of(run_dir, tmp_path)

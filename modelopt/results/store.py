@@ -158,17 +158,33 @@ def timings(paths: list[str | Path]) -> dict:
     return out
 
 
+def _one_place(where: dict[str, Path], suites: set[str], p: str | Path) -> None:
+    """A suite is read from one results directory: two runs of it (shards, reruns) would
+    count each cell's seeds twice, and their latencies come from separate timing sessions,
+    which are never paired."""
+    for suite in sorted(suites):
+        if suite in where:
+            raise ResultsError(
+                f"{p}: suite '{suite}' is also in {where[suite]}; a suite is read from one "
+                "results directory (its seeds would count twice, and latencies of separate "
+                f"timing stages are not paired): `modelopt merge {where[suite]} {p} --out "
+                "DIR`, then `modelopt time DIR`, joins them and times them side by side")
+        where[suite] = Path(p)
+
+
 def load(path: str | Path | list):
     """Results as a pandas DataFrame: one row per cell x seed, metrics as columns, latency
     from the run's timing stage. Metrics a run declared (plugin measures) join the table."""
     import pandas as pd
 
     paths = path if isinstance(path, list) else [path]
-    rows = []
+    rows, where = [], {}
     for p in paths:
         declare_run(p)
         figures = latency.figures(latency.read(p))  # the run's timing stage, per cell x seed
-        for rec in read(p):
+        records = read(p)
+        _one_place(where, {r.suite for r in records}, p)
+        for rec in records:
             row = {"suite": rec.suite, "cell_id": rec.cell_id, "seed": rec.seed,
                    "status": rec.status, "error": rec.error, "duration_s": rec.duration_s,
                    "started_at": rec.started_at, "task": rec.task_or_guess(), "cell": rec.cell,
