@@ -129,6 +129,22 @@ def test_pareto_front():
     assert plots.pareto_front(xs, ys, [0.8, 0.8, 0.5]) == [0, 2]
 
 
+def test_one_seed_shows_no_spread_rather_than_none():
+    """A cell of one seed: its CSV spread is empty (not 0), and the plot does not call the
+    points it rings better beyond noise."""
+    agg = report.aggregate(rows())
+    table = report.csv_table(agg).set_index("cell_id")
+    assert pd.isna(table.loc["cnn", "accuracy_std"])
+    assert table.loc["mlp", "accuracy_std"] == pytest.approx(0.1)
+
+    def ringed(frame):
+        legend = plots.tradeoff(frame, "latency_ms_p50").axes[0].get_legend()
+        return [t.get_text() for t in legend.get_texts() if "Pareto" in t.get_text()]
+
+    assert ringed(agg) == ["Pareto-optimal (per dataset; a point of 1 seed: noise not known)"]
+    assert ringed(agg[agg["cell_id"] == "mlp"]) == ["Pareto-optimal beyond noise (per dataset)"]
+
+
 def base_row(cid, seed, cell, **metrics):
     return {"suite": "s", "cell_id": cid, "seed": seed, "status": "ok", "error": None,
             "cell": {"dataset": {"name": "mnist1d"}, "model": {"name": "mlp"}, **cell},

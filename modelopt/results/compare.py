@@ -275,7 +275,10 @@ def compare(baseline: str | Path, current: str | Path,
         rows += [r for r in timed if not metrics or r.metric in metrics]
         if timed:
             note = (f"re-timed: both runs' saved models in the same {processes} fresh "
-                    "processes, interleaved")
+                    "processes, interleaved; *baseline* and *current* are each side's median "
+                    "over the processes, the change (what is judged) the paired ratio, current "
+                    "over baseline round by round within each process, with its 95 % interval "
+                    "over the processes, so the two can differ by the noise the pairing removes")
         if skipped:
             note += ("; not re-timed, so not gated on latency: " + "; ".join(
                 f"{labels.get(c, c[:8])} ({why})" for c, why in sorted(skipped.items())))

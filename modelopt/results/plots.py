@@ -82,13 +82,16 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
         slim_x in ok.columns) else []
     ringed = False
     sign = -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower is better
+    # a point of one seed has no spread: what rings it is not shown to be beyond noise
+    ring = ("Pareto-optimal beyond noise (per dataset)" if ok["n"].min() >= 2 else
+            "Pareto-optimal (per dataset; a point of 1 seed: noise not known)")
     for ds in dict.fromkeys(datasets):
         idx = [i for i, d in enumerate(datasets) if d == ds]
         for j in pareto_front([xs[i] for i in idx], [sign * ys[i] for i in idx],
                               [spreads[i] for i in idx]):
             ax.scatter(xs[idx[j]], ys[idx[j]] * scale, s=220, facecolors="none",
                        edgecolors="black", lw=1, zorder=0,
-                       label=None if ringed else "Pareto-optimal beyond noise (per dataset)")
+                       label=None if ringed else ring)
             ringed = True
     if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
         ax.set_xscale("log")

@@ -199,7 +199,12 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
 
 
 def csv_table(agg: pd.DataFrame) -> pd.DataFrame:
+    """The aggregated table as the CSV gives it: a spread of fewer than two seeds is empty,
+    not 0 (one seed shows no spread; it does not show that there is none)."""
     drop = [c for c in ("cell", "statuses") if c in agg.columns]
-    return agg.drop(columns=drop)
+    out = agg.drop(columns=drop)
+    std = [c for c in out.columns if c.endswith("_std")]
+    out.loc[out["n"] < 2, std] = float("nan")
+    return out
 
 
