@@ -291,6 +291,23 @@ def test_each_row_is_compared_with_the_baseline_of_its_own_group():
     assert "with the same other axes" in head
 
 
+def test_a_row_without_a_baseline_is_named_with_the_key_that_would_give_it_one():
+    """`baseline: {quantize: none}` and an int8 row on ONNX Runtime, no float row there: its
+    relative columns are empty, and the page says why and what to name."""
+    rows = [base_row(cid, s, cell, accuracy=0.9 + 0.01 * s, size_bytes=1000)
+            for cid, cell in (("dense", {}), ("dyn", {"quantize": {"name": "int8_dynamic"}}),
+                              ("ort", {"quantize": {"name": "int8_static"},
+                                       "deploy": {"name": "onnxruntime"}}))
+            for s in (0, 1)]
+    head = pages.suite_page(pd.DataFrame(rows), "s", baseline={"quantize": "none"}
+                            ).split("## Every figure")[0]
+    assert "No baseline for int8_static · onnxruntime (relative columns empty)" in head
+    assert "none is on `deploy`. Name `deploy` in `baseline:`" in head
+    full = pages.suite_page(pd.DataFrame(rows), "s",
+                            baseline={"quantize": "none", "deploy": "eager"})
+    assert "No baseline for" not in full
+
+
 def test_deploy_table_ranks_each_format_side_by_side():
     """Compiling may reorder techniques: each format's cells are ranked among themselves."""
     slim = {"name": "l1_structured", "amount": 0.5}

@@ -18,6 +18,7 @@ from modelopt.results.report import (
     cost_metrics,
     declared_figures,
     table,
+    without_baseline,
 )
 from modelopt.results.runtimes import int8_notes, runtime_table
 from modelopt.results.sides import Machine
@@ -225,6 +226,8 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
                           for b in shown.values())
         lines += [f"Baseline ({how}{' with the same other axes' if len(shown) > 1 else ''}"
                   f"): {names}.", ""]
+        alone = without_baseline(part, bases, baseline)
+        lines += [alone, ""] if alone else []
     elif baseline:
         lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
                   "columns.", ""]

@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
-from modelopt.results.labels import axis_labels, label_columns
+from modelopt.results.labels import axis_labels, joined, label_columns
 from modelopt.spec.keys import IMPLIED, compression_keys
 from modelopt.spec.match import within
 
@@ -168,6 +168,29 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
         if len(same) == 1:
             out[r["cell_id"]] = same[0]
     return out, (how if out else "")
+
+
+def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict | None) -> str:
+    """A line naming the rows that have no baseline (their relative columns empty) and the
+    keys, of those the `baseline:` does not name, on which they differ from every baseline;
+    empty where each row has one."""
+    named_keys = set(spec) if spec else set(COMPRESSION_KEYS)
+    shown = {b["cell_id"]: b["cell"] for b in bases.values()}
+    ok = agg[agg["n"] > 0]
+    alone = ok[~ok["cell_id"].isin(list(bases))]
+    if alone.empty or not shown:
+        return ""
+    keys: set[str] = set()
+    for cell in alone["cell"]:
+        differs = [{k for k in (set(cell) | set(b)) - named_keys if cell.get(k) != b.get(k)}
+                   for b in shown.values()]
+        keys |= min(differs, key=len)
+    names = "; ".join(joined(r, label_columns(ok), " · ", keyed=False)
+                      for _, r in alone.iterrows())
+    named = ", ".join(f"`{k}`" for k in sorted(keys))
+    return (f"No baseline for {names} (relative columns empty): each row is compared "
+            "with the baseline equal to it on every key the `baseline:` does not name, and "
+            f"none is on {named}. Name {named} in `baseline:` to compare these rows with it.")
 
 
 def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:
