@@ -36,7 +36,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) results .benchmarks site docs/generated
+	rm -rf $(VENV) results .benchmarks site docs/generated/findings
 
 # The vision suite: digits written out as 32x32 PNG files, streamed through imagefolder.
 vision: $(STAMP)

@@ -2,7 +2,9 @@
 (`make docs`): the technique reference from the registries, the metric table from
 modelopt/results/metrics.py, every command's options from modelopt/cli.py, one findings
 page per shipped report (reports/*.md with its plots), and the home page (docs/index.md)
-from the README's opening. Never written by hand, so never written twice.
+from the README's opening. Never written by hand, so never written twice. The reference
+pages (techniques, metrics, commands) are committed, so that the docs read on GitHub have
+them; tests/test_docs.py fails when they are not what this writes.
 
     .venv/bin/python tools/gen_docs.py
 """
@@ -91,9 +93,9 @@ def home_page() -> str:
 def main() -> None:
     from modelopt.spec.listing import listing_markdown
 
-    if OUT.exists():
-        shutil.rmtree(OUT)
-    OUT.mkdir(parents=True)
+    if (OUT / "findings").exists():  # copies of reports/ (.gitignore); the rest is committed
+        shutil.rmtree(OUT / "findings")
+    OUT.mkdir(parents=True, exist_ok=True)
     (ROOT / "docs" / "index.md").write_text(home_page())  # generated too (.gitignore)
     (OUT / "techniques.md").write_text(listing_markdown())
     (OUT / "metrics.md").write_text(metrics_page())
