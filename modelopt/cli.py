@@ -8,9 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from modelopt.cli_args import PROCESSES_HELP, with_examples
-from modelopt.cli_args import replicates as _replicates
-from modelopt.cli_args import shard as _shard
+from modelopt.cli_args import PROCESSES_HELP, positive, replicates, shard, with_examples
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -286,12 +284,12 @@ def _add_run(sub) -> None:
     r = sub.add_parser("run", help="run a suite's cells x seeds, appending to results.jsonl")
     r.add_argument("suite", help="suite YAML file")
     r.add_argument("--out", help="results directory (default results/<suite name>)")
-    r.add_argument("--jobs", type=int, default=None, help="parallel cell processes "
+    r.add_argument("--jobs", type=positive, default=None, help="parallel cell processes "
                    "(default: number of cores; each cpu cell uses its `threads`)")
     r.add_argument("--no-resume", action="store_true", help="rerun cells already ok")
     r.add_argument("--resume", action="store_true", help="(the default) skip cells already ok")
     r.add_argument("--force", action="store_true", help="resume even if the suite changed")
-    r.add_argument("--shard", type=_shard, help="run only shard I of N (stable by cell id)")
+    r.add_argument("--shard", type=shard, help="run only shard I of N (stable by cell id)")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     g.add_argument("--keep-going", action="store_true", help="(the default) run every cell")
@@ -299,7 +297,7 @@ def _add_run(sub) -> None:
                    help="local processes (default) or Ray tasks (pip install 'modelopt[ray]')")
     r.add_argument("--ray-address", help="an existing Ray cluster (ray.init(address=...)); "
                    "default: start a local one")
-    r.add_argument("--timing-processes", type=_replicates, default=None,
+    r.add_argument("--timing-processes", type=replicates, default=None,
                    help=PROCESSES_HELP)
     r.add_argument("--train-each", action="store_true",
                    help="every cell trains its own network, even where cells share their "
@@ -312,7 +310,7 @@ def _add_run(sub) -> None:
                         "what resume skips, a time estimate; runs nothing")
     pl.add_argument("suite", help="suite YAML file")
     pl.add_argument("--out", help="results directory (default results/<suite name>)")
-    pl.add_argument("--jobs", type=int, default=None, help="parallel cell processes")
+    pl.add_argument("--jobs", type=positive, default=None, help="parallel cell processes")
     pl.set_defaults(fn=cmd_run, dry_run=True, shard=None, executor="local")
 
 
@@ -328,7 +326,7 @@ def _add_compare(sub) -> None:
                    help="cells on one side only do not fail the gate")
     c.add_argument("--no-retime", action="store_true",
                    help="do not re-time the two runs' saved models (latency is then not gated)")
-    c.add_argument("--timing-processes", type=_replicates, default=None, help=PROCESSES_HELP)
+    c.add_argument("--timing-processes", type=replicates, default=None, help=PROCESSES_HELP)
     _add_user_code(c)
     c.set_defaults(fn=cmd_compare)
 
@@ -361,7 +359,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("time", help="(re-)time every saved model of a results directory side "
                        "by side (after merge, or to refresh latency)")
     t.add_argument("dir", help="results directory")
-    t.add_argument("--processes", type=_replicates, default=None, help=PROCESSES_HELP)
+    t.add_argument("--processes", "--timing-processes", type=replicates, default=None,
+                   help=PROCESSES_HELP)
     t.add_argument("--force", action="store_true", help="replace timing.json even where models "
                    "it timed cannot be timed again (their latency is dropped)")
     _add_user_code(t)

@@ -15,6 +15,17 @@ def shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def positive(text: str) -> int:
+    """A count of processes (--jobs): 1 or more."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"needs an integer >= 1, got {text!r}")
+    return n
+
+
 PROCESSES_HELP = ("exactly this many fresh timing processes, at least 3 (default: 3, then one "
                   "more at a time, up to 5, while a speed-up's 95%% interval is wider than "
                   "±5%%: docs/explanation/measurement.md)")

@@ -135,3 +135,19 @@ def test_every_subcommands_help_ends_with_an_example_that_parses():
         assert r.returncode == 0 and r.stdout.rstrip().endswith(example), name
         args = example.split("|")[0].split()[1:]
         assert p.parse_args(args).command == name  # the example is a valid command line
+
+
+def test_counts_of_processes_are_checked_and_named_alike():
+    """`--jobs 0` is refused (not read as the default); `time` takes the timing processes
+    under the name `run` and `compare` give them, as well as its own."""
+    from modelopt.cli import parser
+
+    p = parser()
+    for bad in (["run", "s.yaml", "--jobs", "0"], ["plan", "s.yaml", "--jobs", "-1"],
+                ["time", "d", "--timing-processes", "2"]):
+        with pytest.raises(SystemExit) as exit_:
+            p.parse_args(bad)
+        assert exit_.value.code == 2, bad
+    assert p.parse_args(["time", "d", "--timing-processes", "4"]).processes == 4
+    assert p.parse_args(["time", "d", "--processes", "5"]).processes == 5
+    assert p.parse_args(["run", "s.yaml", "--jobs", "2"]).jobs == 2
