@@ -372,6 +372,27 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
                zip((1, 2), shards, mine))
 
 
+def test_plan_names_the_cells_this_machine_cannot_run(tmp_path):
+    """A DDP group larger than the machine: `plan` says so before the run records it."""
+    from modelopt.run import backends
+    from modelopt.run.preview import plan
+
+    suite = parse(f"""
+name: big
+seeds: [0]
+defaults:
+  dataset: {{name: synthetic, n_samples: 200}}
+  model: mlp
+  train: {{steps: 5}}
+matrix:
+  backend: [cpu, {{name: ddp, world_size: {backends.cpu_count() + 1}}}]
+""")
+    text = plan(suite, tmp_path / "o", 1)
+    line = next(x for x in text.splitlines() if x.startswith("unavailable here: "))
+    assert f"needs {backends.cpu_count() + 1} CPUs" in line and "recorded as failed" in line
+    assert text.count("unavailable here") == 1  # the cpu cell runs
+
+
 def test_a_gpu_cell_waits_while_another_gpu_cell_runs():
     """Two cells on one GPU would slow each other's training and blur their memory peaks:
     the scheduler starts a GPU cell only when no other runs; CPU cells still go beside it."""

@@ -69,6 +69,10 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
                      "training; the run trains their network once")
     todo = sum(r[-2] for r in rows)
     lines.append(f"resume: {runs - todo} of {runs} already ok, {todo} to run")
+    for i, why in _unavailable(suite, mine):  # what the run records without starting it
+        lines.append(f"unavailable here: {' · '.join(map(str, labels.iloc[i]))} ({why}); "
+                     + ("recorded as skipped (skip_unavailable)" if suite.spec.skip_unavailable
+                        else "recorded as failed (skip_unavailable: true records it skipped)"))
     for cid, why in suite.expected_failures:  # never ok, so run again on every resume
         lines.append(f"expected to fail: {cid} ({why}); it runs, and its failure does not "
                      "fail the run")
@@ -87,3 +91,17 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
         lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}' "
                      "with a different content; use another --out, or --force to add to it")
     return "\n".join(lines)
+
+
+def _unavailable(suite: Suite, mine: list[int]) -> list[tuple[int, str]]:
+    """The cells whose backend this machine lacks (CUDA, enough CPUs for a DDP group), and
+    why: the run records them without starting them (scheduler.job)."""
+    from modelopt.run import backends
+
+    out = []
+    for i in mine:
+        try:
+            suite.cells[i].backend.build()
+        except backends.BackendUnavailable as exc:
+            out.append((i, str(exc)))
+    return out
