@@ -5,7 +5,8 @@ import torch
 
 from modelopt.results.labels import axis_labels
 from modelopt.run import rebuild
-from modelopt.run.cell import check_outputs, run_cell
+from modelopt.run.cell import run_cell
+from modelopt.run.ship import check_outputs
 from modelopt.spec.schema import SuiteError
 from modelopt.spec.suite import parse
 from modelopt.techniques import deploy

@@ -80,8 +80,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     datasets = [c["dataset"]["name"] for c in ok["cell"]]
     datasets += [datasets[i] for i, r in ok[ok[slim_x].notna()].iterrows()] if (
         slim_x in ok.columns) else []
-    ringed = False
-    sign = -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower is better
+    ringed, sign = False, -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower
     # a point of one seed has no spread: what rings it is not shown to be beyond noise
     ring = ("Pareto-optimal beyond noise (per dataset)" if ok["n"].min() >= 2 else
             "Pareto-optimal (per dataset; a point of 1 seed: noise not known)")
