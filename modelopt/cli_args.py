@@ -15,15 +15,19 @@ def shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def positive(text: str) -> int:
-    """A count of processes (--jobs): 1 or more."""
+def _at_least(text: str, least: int, why: str = "") -> int:
     try:
         n = int(text)
     except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"needs an integer >= 1, got {text!r}")
+        n = least - 1
+    if n < least:
+        raise argparse.ArgumentTypeError(f"needs an integer >= {least}{why}, got {text!r}")
     return n
+
+
+def positive(text: str) -> int:
+    """A count of processes (--jobs): 1 or more."""
+    return _at_least(text, 1)
 
 
 PROCESSES_HELP = ("exactly this many fresh timing processes, at least 3 (default: 3, then one "
@@ -33,14 +37,7 @@ PROCESSES_HELP = ("exactly this many fresh timing processes, at least 3 (default
 
 def replicates(text: str) -> int:
     """Timing processes are the replicates of a latency interval: three at least."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 3:
-        raise argparse.ArgumentTypeError(f"needs an integer >= 3 (the timing processes are "
-                                         f"the replicates of an interval), got {text!r}")
-    return n
+    return _at_least(text, 3, " (the timing processes are the replicates of an interval)")
 
 
 # an example line for each subcommand's --help (and the top level's): enough to use it
