@@ -306,6 +306,14 @@ def test_a_row_without_a_baseline_is_named_with_the_key_that_would_give_it_one()
     full = pages.suite_page(pd.DataFrame(rows), "s",
                             baseline={"quantize": "none", "deploy": "eager"})
     assert "No baseline for" not in full
+    # two cells the baseline matches alike (`model: cnn`, two widths): said so
+    rows = [base_row(cid, s, {"model": {"name": "cnn", "channels": c}}, accuracy=0.9)
+            for cid, c in (("narrow", 8), ("wide", 16)) for s in (0, 1)]
+    rows += [base_row("q", s, {"model": {"name": "cnn", "channels": 8},
+                               "quantize": {"name": "int8_dynamic"}}, accuracy=0.9)
+             for s in (0, 1)]
+    head = pages.suite_page(pd.DataFrame(rows), "s", baseline={"model": "cnn"})
+    assert "several cells match it alike" in head and "none is on" not in head
 
 
 def test_deploy_table_ranks_each_format_side_by_side():

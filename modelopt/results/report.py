@@ -141,6 +141,21 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
     uncompressed rows (no prune, quantize or distill), if some rows are compressed. Each row
     is compared with the candidate equal to it on every other key: with `model: [mlp, cnn]`
     the pruned cnn against the dense cnn, never the mlp."""
+    found = _candidates(agg, spec)
+    if found is None:
+        return {}, ""
+    by_rest, rest, how = found
+    out = {}
+    for _, r in agg[agg["n"] > 0].iterrows():
+        same = by_rest.get(rest(r["cell"]), [])
+        if len(same) == 1:
+            out[r["cell_id"]] = same[0]
+    return out, (how if out else "")
+
+
+def _candidates(agg: pd.DataFrame, spec: dict | None):
+    """The rows `baselines` chooses from, by the keys the baseline does not name (a
+    function of a cell), and how they were chosen; None where nothing is compressed."""
     ok = agg[agg["n"] > 0]
     if spec:
         keys, how = set(spec), "the suite's `baseline:`"
@@ -153,7 +168,7 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
         how = "the suite names no `baseline:`, so the uncompressed cell"
         cands = [r for _, r in ok.iterrows() if not any(r["cell"].get(k) for k in keys)]
         if len(cands) == len(ok):  # nothing compressed: no obvious baseline
-            return {}, ""
+            return None
 
     def rest(cell: dict) -> str:
         return json.dumps({k: v for k, v in cell.items() if k not in keys}, sort_keys=True,
@@ -162,35 +177,40 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
     by_rest: dict[str, list] = {}
     for c in cands:
         by_rest.setdefault(rest(c["cell"]), []).append(c)
-    out = {}
-    for _, r in ok.iterrows():
-        same = by_rest.get(rest(r["cell"]), [])
-        if len(same) == 1:
-            out[r["cell_id"]] = same[0]
-    return out, (how if out else "")
+    return by_rest, rest, how
 
 
 def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict | None) -> str:
-    """A line naming the rows that have no baseline (their relative columns empty) and the
-    keys, of those the `baseline:` does not name, on which they differ from every baseline;
-    empty where each row has one."""
-    named_keys = set(spec) if spec else set(COMPRESSION_KEYS)
-    shown = {b["cell_id"]: b["cell"] for b in bases.values()}
+    """A line naming the rows that have no baseline (their relative columns empty) and why:
+    the keys, of those the `baseline:` does not name, on which they differ from every
+    candidate, or several candidates alike; empty where each row has one."""
+    found = _candidates(agg, spec)
     ok = agg[agg["n"] > 0]
-    alone = ok[~ok["cell_id"].isin(list(bases))]
-    if alone.empty or not shown:
+    if found is None or not bases:
         return ""
-    keys: set[str] = set()
-    for cell in alone["cell"]:
-        differs = [{k for k in (set(cell) | set(b)) - named_keys if cell.get(k) != b.get(k)}
-                   for b in shown.values()]
-        keys |= min(differs, key=len)
-    names = "; ".join(joined(r, label_columns(ok), " · ", keyed=False)
-                      for _, r in alone.iterrows())
-    named = ", ".join(f"`{k}`" for k in sorted(keys))
-    return (f"No baseline for {names} (relative columns empty): each row is compared "
-            "with the baseline equal to it on every key the `baseline:` does not name, and "
-            f"none is on {named}. Name {named} in `baseline:` to compare these rows with it.")
+    by_rest, rest, _ = found
+    named = set(spec) if spec else set(COMPRESSION_KEYS)
+    cands = [c["cell"] for same in by_rest.values() for c in same]
+    apart, alike, keys = [], [], set()
+    for _, r in ok[~ok["cell_id"].isin(list(bases))].iterrows():
+        if len(by_rest.get(rest(r["cell"]), [])) > 1:
+            alike.append(r)
+            continue
+        apart.append(r)
+        keys |= min(({k for k in (set(r["cell"]) | set(c)) - named
+                      if r["cell"].get(k) != c.get(k)} for c in cands), key=len)
+    listed = ", ".join(f"`{k}`" for k in sorted(keys))
+    lines = []
+    for rows, why in ((apart, f"none is on {listed}. Name {listed} in `baseline:` to compare "
+                              "these rows with it"),
+                      (alike, "several cells match it alike; give the `baseline:` the "
+                              "parameters that pick one")):
+        if rows:
+            names = "; ".join(joined(r, label_columns(ok), " · ", keyed=False) for r in rows)
+            lines.append(f"No baseline for {names} (relative columns empty): each row is "
+                         "compared with the `baseline:` cell equal to it on every key the "
+                         f"`baseline:` does not name, and {why}.")
+    return " ".join(lines)
 
 
 def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:
