@@ -8,6 +8,22 @@ import torch
 from modelopt.techniques.data import DATASETS, DataUnavailable, load, split_validation
 
 
+def test_the_calibration_sample_is_drawn_not_the_first_rows():
+    """A training split in class order (an image folder read with val_fraction 0): the
+    sample that calibrates int8 and scores channels holds every class, and is the same
+    draw every time."""
+    from modelopt.techniques.data import Data, train_sample
+
+    y = torch.arange(4).repeat_interleave(200)  # 200 of class 0, then 200 of class 1, ...
+    data = Data(y[:, None].float(), y, y[:0, None].float(), y[:0], y[:8, None].float(), y[:8],
+                num_classes=4)
+    x, labels = train_sample(data, 64)
+    assert len(x) == 64 and set(labels.tolist()) == {0, 1, 2, 3}
+    assert torch.equal(x[:, 0].long(), labels)  # inputs and labels drawn together
+    assert torch.equal(train_sample(data, 64)[1], labels)
+    assert len(train_sample(data, 5000)[0]) == 800  # all of it, where it asks for more
+
+
 def test_mnist1d_shapes_and_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MODELOPT_CACHE", str(tmp_path))
     d = load({"name": "mnist1d"}, 0, 0.1)

@@ -341,9 +341,15 @@ def load(spec: Choice | dict, seed: int, val_fraction: float, folds: int = 0,
 
 
 def train_sample(data: Data, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first `n` training inputs and labels, in memory (calibration, importance
-    statistics; never test); a streamed split's are decoded without augmentation."""
-    idx = torch.arange(min(n, data.n_train))
+    """`n` training inputs and labels drawn at random (the same for every cell of the
+    data), in memory (calibration, importance statistics; never test); a streamed split's
+    are decoded without augmentation. Drawn, not the first n: a split in its files' order
+    (an image folder's, class by class) would calibrate on its first class alone."""
+    if n >= data.n_train:
+        idx = torch.arange(data.n_train)
+    else:
+        draw = torch.Generator().manual_seed(0)
+        idx = torch.randperm(data.n_train, generator=draw)[:n].sort().values
     x = data.stream.decode(idx) if data.stream is not None else rows(data.x_train, idx)
     return x, data.y_train[idx]
 
