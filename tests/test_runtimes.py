@@ -54,3 +54,23 @@ def test_each_runtime_against_its_own_float_model_ranks_nothing():
     assert "0.61 [0.58, 0.64]" in table  # what int8 buys on ONNX Runtime, still shown
     assert "do not rank the runtimes" in table
     assert [line.split("|")[-2].strip() for line in table.splitlines()[2:4]] == ["–", "–"]
+
+
+def test_two_variants_of_one_runtime_are_two_columns():
+    """OpenVINO in f32 and in bf16 (or two compile modes) are different runtimes to a user:
+    each its own column, and the fastest named as the variant it is."""
+    ov = {"name": "openvino"}
+    cells = {"eager": ({"model": "cnn"}, "eager", 1.0),
+             "f32": ({"model": "cnn", "deploy": {**ov, "precision": "f32"}},
+                     "openvino(precision=f32)", 3.36),
+             "bf16": ({"model": "cnn", "deploy": {**ov, "precision": "bf16"}},
+                      "openvino(precision=bf16)", 5.08)}
+    a = pd.DataFrame([{"cell_id": cid, "cell": cell, "n": 3, "axis:deploy": label,
+                       "speedup_batch": v, "speedup_batch_ci_low": v * 0.95,
+                       "speedup_batch_ci_high": v * 1.05, "size_bytes": 30_000}
+                      for cid, (cell, label, v) in cells.items()])
+    bases, _ = baselines(a, {"deploy": "eager"})
+    assert set(best_runtimes(a, bases).values()) == {"openvino(precision=bf16) 5.08×"}
+    header = runtime_table(a, bases).splitlines()[0]
+    assert "openvino(precision=f32): speed-up" in header
+    assert "openvino(precision=bf16): speed-up" in header

@@ -18,6 +18,11 @@ DEPLOY_AXIS = "axis:deploy"
 
 
 def runtime_of(r: pd.Series) -> str:
+    """A row's runtime as its deploy column names it: with the parameters that tell two
+    variants of one runtime apart (openvino(precision=bf16), compile(mode=...))."""
+    label = r.get(DEPLOY_AXIS)
+    if isinstance(label, str) and label:
+        return label
     deploy = r["cell"].get("deploy") or {}
     return deploy.get("name", "eager") if isinstance(deploy, dict) else str(deploy)
 
