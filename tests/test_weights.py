@@ -261,3 +261,17 @@ def test_tuning_loaded_models_on_a_split_they_may_have_seen_is_warned(tmp_path):
                                              "  prune: l1_unstructured")
                     + "tune:\n  prune.amount: [0.2, 0.5]\n")
     assert any("may have seen those samples" in w for w in load(str(path)).warnings)
+
+
+def test_a_cell_that_trains_nothing_and_loads_nothing_is_warned(tmp_path):
+    """`steps: 0` without `weights:` measures a randomly initialised model: said at load, and
+    the misspelt key's hint names `weights`."""
+    bare = suite(tmp_path, "x.pth", check=False)
+    said = [w for w in bare.warnings if "train 0 steps and load no weights" in w]
+    assert len(said) == 1 and "random weights" in said[0] and bare.cells[0].cell_id in said[0]
+    trained_file(tmp_path)
+    assert not suite(tmp_path, "model.pth").warnings
+    path = tmp_path / "s.yaml"
+    path.write_text(path.read_text().replace("weights:", "weight:"))
+    with pytest.raises(SuiteError, match=r"no parameter 'weight' \(did you mean 'weights'\?\)"):
+        load(str(path))

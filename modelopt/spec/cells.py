@@ -88,7 +88,8 @@ def check_spec_one(key: str, spec: dict, regs: dict[str, Registry], extra: bool 
     for p in regs[key].get(spec["name"]).params:
         if takes_cell_config(p) and p.name in params:  # a teacher: a cell config of its own
             params[p.name] = resolve_teacher(params[p.name], regs)
-    checked = {"name": spec["name"], **regs[key].check(spec["name"], params)}
+    checked = {"name": spec["name"], **regs[key].check(spec["name"], params,
+                                                       K.BY_NAME[key].extra)}
     checked.update({k: EXTRA_CHECKS[k](v) if extra else v for k, v in given.items()})
     preflight = getattr(regs[key].info(spec["name"]), "preflight", None)
     if preflight is not None:

@@ -49,6 +49,8 @@ class ModelInfo:
     tasks_of: tuple[tuple[str, tuple[Task, ...]], ...] = ()
     # checks its parameters need beyond their types (files, one of two), when the suite loads
     preflight: Callable[[dict], None] | None = None
+    # a parameter that loads trained weights itself (hf's `path`), besides `weights:`
+    trained_by: str | None = None
 
 
 @dataclass(frozen=True)

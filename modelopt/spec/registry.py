@@ -165,17 +165,18 @@ class Registry:
             )
         return self._entries[name]
 
-    def check(self, name: str, params: dict) -> dict:
-        """Validate and coerce `params` for `name`; return them with defaults filled in."""
+    def check(self, name: str, params: dict, extra: tuple[str, ...] = ()) -> dict:
+        """Validate and coerce `params` for `name`; return them with defaults filled in.
+        `extra`: what its key takes besides (a model's `weights`), named in the hint."""
         entry = self.get(name)
         known = {p.name: p for p in entry.params}
         out = {}
         for key, value in params.items():
             if key not in known:
-                allowed = ", ".join(known) or "no parameters"
+                names = [*known, *extra]
                 raise RegistryError(
-                    f"{self.kind} '{name}' has no parameter '{key}'{closest(key, known)}; "
-                    f"it takes: {allowed}"
+                    f"{self.kind} '{name}' has no parameter '{key}'{closest(key, names)}; "
+                    f"it takes: {', '.join(names) or 'no parameters'}"
                 )
             try:
                 out[key] = TypeAdapter(known[key].annotation).validate_python(value, strict=False)

@@ -97,6 +97,7 @@ def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, 
 # channels=False: structured pruning is checked on modelopt's own transformers only (each
 # transformers family's attention would need declaring to Torch-Pruning); refused at load
 @MODELS.register("hf", accepts=("tokens",), channels=False, preflight=check, tasks_by="head",
+                 trained_by="path",
                  tasks_of=(("causal_lm", ("language_modelling",)),
                            ("sequence_classification", ("classification",))))
 def hf(input_shape: tuple, num_outputs: int, /, path: str | None = None,
