@@ -76,6 +76,17 @@ def test_a_missing_folder_and_preprocessing_are_refused_when_the_suite_loads(tmp
               f"{{name: imagefolder, root: {root}}}}}\n")
 
 
+def test_normalize_takes_one_value_per_channel_when_the_suite_loads(tmp_path):
+    """ImageNet's three values on grey images would broadcast them into three channels."""
+    root = make_folder(tmp_path / "imgs")
+    grey = (f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, root: {root}, "
+            "channels: 1, mean: MEAN, std: STD}}\n")
+    with pytest.raises(SuiteError, match=r"one value per channel: 1 \(channels: 1\), got 3"):
+        parse(grey.replace("MEAN", "[0.485, 0.456, 0.406]").replace("STD", "[0.2, 0.2, 0.2]"))
+    assert parse(grey.replace("MEAN", "[0.5]").replace("STD", "[0.25]")).cells
+    assert load(root, channels=1, mean=[0.5], std=[0.25]).x_test.shape[1] == 1
+
+
 def test_a_cell_trains_a_torchvision_model_on_streamed_images_and_counts_its_workers(tmp_path):
     from modelopt.run.cell import run_cell
     from modelopt.run.scheduler import job

@@ -57,6 +57,17 @@ def _check_folder(params: dict) -> None:
     if "test_root" in found and found["test_root"] != found["root"]:
         raise ValueError(f"imagefolder: test_root's classes {found['test_root']} differ from "
                          f"root's {found['root']}")
+    _check_normalize(params.get("mean"), params.get("std"), params.get("channels", 3))
+
+
+def _check_normalize(mean, std, channels: int) -> None:
+    """Normalize takes a value per channel; three values on one channel would broadcast it
+    into three (and a model built for one would not fit)."""
+    if (mean is None) != (std is None):
+        raise ValueError("imagefolder: give mean and std together, one value per channel")
+    if mean is not None and not len(mean) == len(std) == channels:
+        raise ValueError(f"imagefolder: mean and std take one value per channel: {channels} "
+                         f"(channels: {channels}), got {len(mean)} and {len(std)}")
 
 
 def _transforms(size: int, channels: int, rotate: float, crop_scale: float, hflip: bool,
@@ -108,8 +119,7 @@ def imagefolder(seed: int, /, root: str, test_root: str | None = None,
 
     _check_folder({"root": root, "test_root": test_root})
     workers = _workers({"workers": workers})
-    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
-        raise ValueError("imagefolder: give mean and std together, one value per channel")
+    _check_normalize(mean, std, channels)
     train_tf, plain_tf = _transforms(image_size, channels, rotate, crop_scale, hflip, resize,
                                      mean, std)
     root = str(Path(root).expanduser())
