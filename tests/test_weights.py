@@ -89,7 +89,8 @@ def test_weights_that_do_not_fit_are_refused_before_anything_runs(tmp_path):
 
 def test_checkpoints_wrappers_and_other_formats_load(tmp_path):
     """A checkpoint dict (its state_dict found, or under the key named), DDP's `module.`
-    prefix, safetensors, and a source of weights registered by a plugin (.npz)."""
+    prefix, a Lightning module's (`model.` before every name), safetensors, and a source of
+    weights registered by a plugin (.npz)."""
     from safetensors.torch import save_file
 
     accuracy, net = trained_file(tmp_path)
@@ -97,10 +98,12 @@ def test_checkpoints_wrappers_and_other_formats_load(tmp_path):
     torch.save({"epoch": 3, "state_dict": state}, tmp_path / "ckpt.pt")
     torch.save({"epoch": 3, "weights_ema": state}, tmp_path / "ema.pt")
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "ddp.pth")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}},  # Lightning's
+               tmp_path / "lightning.ckpt")
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "m.safetensors")
     np.savez(tmp_path / "m.npz", **{k: v.numpy() for k, v in state.items()})
     for weights, plugins in (("ckpt.pt", ""), ("{path: ema.pt, key: weights_ema}", ""),
-                             ("ddp.pth", ""), ("m.safetensors", ""),
+                             ("ddp.pth", ""), ("lightning.ckpt", ""), ("m.safetensors", ""),
                              ("m.npz", "plugins: [tests.plugins]")):
         out = run_cell(suite(tmp_path, weights, plugins=plugins).cells[0], 0)
         assert out.metrics["accuracy"] == pytest.approx(accuracy, abs=1e-9), weights
@@ -111,6 +114,26 @@ def test_a_pickled_model_is_refused_with_how_to_save_a_state_dict(tmp_path):
     with pytest.raises(SuiteError, match=r"weights_only=True\) cannot read it.*Save the "
                                          r"state_dict alone: torch.save\(model.state_dict\(\)"):
         suite(tmp_path, "model.pth")
+
+
+class _Runs:
+    def __reduce__(self):  # what unpickling would call: never, here
+        import os
+
+        return (os.system, ("echo ran",))
+
+
+@pytest.mark.parametrize("name, write, said", [
+    ("evil.pt", lambda p: torch.save({"w": _Runs()}, p),
+     r"unsupported GLOBAL posix.system \(code it would run, refused\)"),
+    ("text.pt", lambda p: p.write_text("hello world\n"), r"not a file torch.save wrote"),
+    ("torch.safetensors", lambda p: torch.save({"w": torch.zeros(2)}, p),
+     r"not a safetensors file .*weights: \{name: torch, path: \.\.\.\}"),
+])
+def test_a_file_that_is_not_weights_says_what_it_is(tmp_path, name, write, said):
+    write(tmp_path / name)
+    with pytest.raises(SuiteError, match=said):
+        suite(tmp_path, name)
 
 
 def test_every_figure_is_the_shipped_models_own(tmp_path):

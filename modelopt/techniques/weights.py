@@ -66,7 +66,12 @@ def safetensors_file(path: str, /) -> dict[str, torch.Tensor]:
     except ImportError:
         raise TechniqueError("safetensors weights need the safetensors package "
                              "(pip install safetensors)") from None
-    return load_file(path, device="cpu")
+    try:
+        return load_file(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - a torch file or another one under this suffix
+        raise TechniqueError(f"weights {path}: not a safetensors file ({_first(exc)}); a file "
+                             "torch.save wrote is read with weights: {name: torch, path: ...}"
+                             ) from None
 
 
 def _is_state(doc) -> bool:
@@ -84,9 +89,14 @@ def _plain(exc: Exception) -> str:
     import re
 
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|[^.\n]*"
-                      r"invalid load key[^.\n]*)", text)
-    return found.group(1) if found else _first(exc)
+    found = re.search(r"(unsupported (?:global: )?GLOBAL [\w.]+|Unsupported operand \d+|[^.\n]*"
+                      r"invalid load key[^.\n]*)", text, re.IGNORECASE)
+    if found:
+        return found.group(1) + (" (code it would run, refused)" if "GLOBAL" in found.group(1)
+                                 else "")
+    if isinstance(exc, KeyError):  # the pickle reader met bytes that are no opcode
+        return "not a file torch.save wrote"
+    return _first(exc)
 
 
 def read(spec: dict) -> dict[str, torch.Tensor]:
@@ -124,8 +134,9 @@ def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
 
 def _unwrapped(state: dict, wanted: set[str]) -> dict:
     """The state_dict with DataParallel / DDP (`module.`) and torch.compile (`_orig_mod.`)
-    prefixes taken off where the model's own names lack them, and a wrapped model's
-    (`model.`) put on where only they make the names fit."""
+    prefixes taken off where the model's own names lack them, a training wrapper's taken off
+    where only that makes them the model's, and a wrapped model's (`model.`) put on where
+    only they make the names fit."""
     for prefix in PREFIXES:
         if state and all(k.startswith(prefix) for k in state) and not any(
                 k.startswith(prefix) for k in wanted):
@@ -133,6 +144,13 @@ def _unwrapped(state: dict, wanted: set[str]) -> dict:
     # the bare model's weights for modelopt's wrapper of it (techniques/hf.py: `model.`)
     if state and not set(state) <= wanted and {f"model.{k}" for k in state} <= wanted:
         state = {f"model.{k}": v for k, v in state.items()}
+    # a training wrapper's (Lightning's `self.model = net`: `model.`): one first name before
+    # every key, taken off where exactly the model's names are left
+    heads = {k.split(".", 1)[0] for k in state}
+    if state and not set(state) <= wanted and len(heads) == 1 and all("." in k for k in state):
+        bare = {k.split(".", 1)[1]: v for k, v in state.items()}
+        if set(bare) == wanted:
+            state = bare
     return state
 
 
