@@ -74,3 +74,21 @@ def test_two_variants_of_one_runtime_are_two_columns():
     header = runtime_table(a, bases).splitlines()[0]
     assert "openvino(precision=f32): speed-up" in header
     assert "openvino(precision=bf16): speed-up" in header
+
+
+def test_a_page_shipping_int8_or_half_names_the_instruction_sets_it_needs():
+    """What int8 and bf16 speed rely on, and whether the records' CPU has it: said on the
+    page, not only in the docs."""
+    from modelopt.results.runtimes import kernels_note
+
+    checked = "avx2 avx512f avx512_vnni avx_vnni amx_int8 avx512_bf16 amx_bf16"
+    env = {"cpu": "x", "cpu_flags": "avx2 avx512f avx512_vnni", "cpu_flags_checked": checked}
+    df = pd.DataFrame({"cell": [{"model": "cnn"}, {"quantize": INT8, "deploy": ORT},
+                                {"quantize": {"name": "bf16"}}], "env": [env] * 3})
+    note = kernels_note(df)
+    assert "int8 needs avx512_vnni or avx_vnni or amx_int8; this CPU has avx512_vnni" in note
+    assert "bf16 needs avx512_bf16 or amx_bf16; this CPU has none of them" in note
+    assert kernels_note(df.iloc[:1]) == ""  # float only: nothing to say
+    ov = pd.DataFrame({"cell": [{"deploy": {"name": "openvino", "precision": "bf16"}}],
+                       "env": [env]})
+    assert "bf16 needs" in kernels_note(ov) and "int8" not in kernels_note(ov)

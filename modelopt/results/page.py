@@ -20,7 +20,7 @@ from modelopt.results.report import (
     table,
     without_baseline,
 )
-from modelopt.results.runtimes import int8_notes, runtime_table
+from modelopt.results.runtimes import int8_notes, kernels_note, runtime_table
 from modelopt.results.sides import Machine
 from modelopt.results.tables import (
     cv_table,
@@ -66,6 +66,8 @@ def _each(values) -> str:
 
 
 # the legend of the figures every page has, whatever the suite
+OF_TEST = ("of the test split, by the model that ships (after its last training step; as "
+           "loaded where a cell trains none)")
 COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
           "zeros counted); latency: per call at batch 1 and at the training batch size, median "
           "over the timing processes of each process's median block; size: bytes of what "
@@ -105,12 +107,13 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         f"training threads {env['threads']}; latency: every saved model timed side by side "
         f"({timed})",
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
-        f"- {M.TABLE[primary].title.removesuffix(' %')}: of the test split at the final step; "
+        *filter(None, [kernels_note(d)]),
+        f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
         f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
         "the best validation score (chosen on validation only; absent where the shipped model "
         "is not a training phase's network); **bold**: the best of a column"
         if primary + "_best_val" in M.TABLE else
-        f"- {M.TABLE[primary].title}: of the test split at the final step; **bold**: the best "
+        f"- {M.TABLE[primary].title}: {OF_TEST}; **bold**: the best "
         "of a column",
         COUNTS, SPEEDUPS,
         "",

@@ -142,3 +142,40 @@ def int8_notes(agg: pd.DataFrame) -> str:
         notes.append(f"{label}: {how}" + (f" ({count})" if count else ""))
     return "int8 rows ran on: " + "; ".join(notes) + "." if notes else ""
 
+
+
+# the instruction sets that make int8 and half precision fast on an x86 CPU (measure.CPU_FLAGS
+# names the flags a record looks for); without them those kernels may run slower than float32
+KERNEL_FLAGS = {"int8": ("avx512_vnni", "avx_vnni", "amx_int8"),
+                "bf16": ("avx512_bf16", "amx_bf16"), "fp16": ("avx512_fp16", "amx_fp16")}
+
+
+def _precisions(cell: dict) -> set[str]:
+    """The reduced precisions a cell ships in: int8, bf16, fp16."""
+    quantize, deploy = cell.get("quantize") or {}, cell.get("deploy") or {}
+    names = {q.get("name", "") for q in (quantize if isinstance(quantize, list) else [quantize])
+             if isinstance(q, dict)}
+    out = {kind for kind in KERNEL_FLAGS if any(kind in n for n in names)}
+    if isinstance(deploy, dict) and deploy.get("precision") in KERNEL_FLAGS:
+        out.add(deploy["precision"])  # openvino's own choice of arithmetic
+    return out
+
+
+def kernels_note(df: pd.DataFrame) -> str:
+    """A line for a page whose cells ship int8 or half precision on the CPU: the instruction
+    sets their speed needs, and which of them the records' CPU has."""
+    kinds = set().union(*(_precisions(c or {}) for c in df["cell"]))
+    envs = [e for e in df["env"] if e and e.get("cpu_flags_checked")]
+    if not kinds or not envs:
+        return ""
+    have = set(str(envs[0].get("cpu_flags") or "").split())
+    checked = set(str(envs[0]["cpu_flags_checked"]).split())
+    parts = []
+    for kind in sorted(kinds):
+        flags = [f for f in KERNEL_FLAGS[kind] if f in checked]
+        found = [f for f in flags if f in have]
+        parts.append(f"{kind} needs {' or '.join(flags)}; this CPU has "
+                     + (" · ".join(found) if found else f"none of them: expect {kind} no faster "
+                        "than float32, or slower"))
+    return ("- **instruction sets** (on the CPU; a GPU has its own): " + "; ".join(parts)
+            + ". Another CPU's speed-ups differ: `compare` names a baseline made on another.")
