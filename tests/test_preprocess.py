@@ -18,6 +18,19 @@ def test_standardize_uses_training_statistics_only():
     assert float(s.x_test.mean()) > 10  # test statistics never leaked into the fit
 
 
+def test_standardize_with_the_statistics_a_model_was_trained_with():
+    """A model trained elsewhere with its own scaler sees its inputs as it did: the mean and
+    std it was trained with (a StandardScaler's mean_ and scale_), not this split's."""
+    d = synth()
+    mean, std = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2.0] * 6
+    s = preprocess.apply([{"name": "standardize", "mean": mean, "std": std}], d, 0)
+    assert torch.allclose(s.x_test, (d.x_test - torch.tensor(mean)) / 2.0)
+    with pytest.raises(ValueError, match="one value per feature: 6, got 2 and 2"):
+        preprocess.apply([{"name": "standardize", "mean": [0.0, 1.0], "std": [1.0, 1.0]}], d, 0)
+    with pytest.raises(ValueError, match="give mean and std together"):
+        preprocess.apply([{"name": "standardize", "mean": mean}], d, 0)
+
+
 def test_minmax_range_holds_on_train():
     s = preprocess.apply([{"name": "minmax", "low": -1.0, "high": 1.0}], synth(), 0)
     assert float(s.x_train.min()) == pytest.approx(-1) and float(s.x_train.max()) == pytest.approx(1)

@@ -28,11 +28,28 @@ def none(data: Data, seed: int, /) -> Data:
 
 
 @PREPROCESS.register("standardize")
-def standardize(data: Data, seed: int, /, per_feature: bool = True, eps: Positive = 1e-8) -> Data:
-    """Zero mean, unit variance with statistics of the training split only."""
-    mean = data.x_train.mean(_dims(data.x_train, per_feature), keepdim=per_feature)
-    std = data.x_train.std(_dims(data.x_train, per_feature), keepdim=per_feature).clamp_min(eps)
-    f = lambda x: (x - mean) / std  # noqa: E731
+def standardize(data: Data, seed: int, /, per_feature: bool = True, eps: Positive = 1e-8,
+                mean: list[float] | None = None, std: list[float] | None = None) -> Data:
+    """Zero mean, unit variance with statistics of the training split only; or with the
+    statistics a model trained elsewhere was trained with (`mean`, `std`: one value per
+    feature, e.g. a scikit-learn StandardScaler's mean_ and scale_), so that it sees its
+    inputs as it did."""
+    if (mean is None) != (std is None):
+        raise ValueError("standardize: give mean and std together (or neither: the training "
+                         "split's own)")
+    if mean is not None:
+        width = data.x_train.shape[1:].numel()
+        if not len(mean) == len(std) == width:
+            raise ValueError(f"standardize: mean and std take one value per feature: {width}, "
+                             f"got {len(mean)} and {len(std)}")
+        shape = (1, *data.x_train.shape[1:])
+        mean_t = torch.tensor(mean, dtype=data.x_train.dtype).reshape(shape)
+        std_t = torch.tensor(std, dtype=data.x_train.dtype).reshape(shape).clamp_min(eps)
+    else:
+        mean_t = data.x_train.mean(_dims(data.x_train, per_feature), keepdim=per_feature)
+        std_t = data.x_train.std(_dims(data.x_train, per_feature),
+                                 keepdim=per_feature).clamp_min(eps)
+    f = lambda x: (x - mean_t) / std_t  # noqa: E731
     return replace(data, x_train=f(data.x_train), x_val=f(data.x_val), x_test=f(data.x_test))
 
 
