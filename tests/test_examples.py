@@ -51,3 +51,5 @@ def test_the_trained_model_example_measures_the_users_own_model(tmp_path):
     report = (out / "report" / "trained_example.md").read_text()
     assert "int8_static" in report
     assert f"**trained weights**: `{out / 'model.pth'}`" in report  # named, with its hash
+    # every row against the model as loaded, the distilled student too; int8 at its speed
+    assert "No baseline for" not in report and "onnxruntime int8 kernels" in report
