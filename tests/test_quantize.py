@@ -36,6 +36,7 @@ def test_torchao_int8_of_linear_layers_is_a_quarter_the_size(name):
     m = build({"name": "mlp", "hidden": 256}, (12,), 4).eval()  # big enough that weights dominate
     q, info = convert(name, m)
     assert info["quantized_with"] == "torchao" and info["quantized_layers"] == 3
+    assert info["float_layers"] == 0
     assert size_bytes(q) < 0.35 * size_bytes(m)
     assert count_params(q)[0] == count_params(m)[0]
     x = torch.randn(64, 12)
@@ -51,6 +52,9 @@ def test_the_old_name_and_gru_layers_keep_torch_ao():
     assert info["quantized_with"] == "torch.ao" and info["quantized_layers"] == 2
     q, info = convert("int8_dynamic", build({"name": "mlp", "hidden": 8}, (12,), 4))
     assert info["quantized_with"] == "torchao"
+    # a cnn's convolutions stay float under dynamic int8 (Linear layers only): counted
+    _, info = convert("int8_dynamic", cnn64(), torch.randn(2, 1, 40))
+    assert (info["quantized_layers"], info["float_layers"]) == (1, 3)
 
 
 def test_without_torchao_dynamic_int8_falls_back_to_torch_ao(monkeypatch):
@@ -78,7 +82,7 @@ def test_static_int8_quantizes_the_convolutions_and_ships_a_program():
     q, info = convert("int8_static", m, x)
     assert isinstance(q, Program)
     assert info["quantized_with"] == "torchao pt2e" and info["calibration_samples"] == 256
-    assert info["quantized_layers"] == 4  # three Conv1d and the Linear head
+    assert info["quantized_layers"] == 4 and info["float_layers"] == 0  # 3 Conv1d, the head
     # int8 weights: the tensors a third of the float ones' bytes, the program's graph beside
     assert size_bytes(q) <= 0.35 * size_bytes(m)
     assert info["artifact_bytes"] == q.saved_bytes > size_bytes(q)

@@ -136,6 +136,14 @@ def _dynamic(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
     return _quantize_(model, "int8_dynamic")
 
 
+# the layers an int8 conversion may quantize: what it leaves are the row's float layers
+WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GRU)
+
+
+def _weighted(model: nn.Module) -> int:
+    return sum(isinstance(m, WEIGHTED) for m in model.modules())
+
+
 def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
     found = [m for m in model.modules() if type(m) is nn.Linear]
     if not found:
@@ -162,7 +170,7 @@ def _quantize_(model: nn.Module, name: str) -> tuple[nn.Module, dict]:
     if n < len(linears):
         raise TechniqueError(f"{name} quantized {n} of the model's {len(linears)} Linear layers")
     return fp32, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao",
-                  "int8_path": "torchao int8 tensors (eager)"}
+                  "float_layers": _weighted(fp32) - n, "int8_path": "torchao int8 tensors (eager)"}
 
 
 def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
@@ -196,7 +204,7 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     # run as it is (deploy: eager), the program quantizes and dequantizes around float
     # kernels: a check of int8's numerics, not its speed (compile / export lower it)
     return shipped, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao pt2e",
-                     "int8_path": REFERENCE,
+                     "float_layers": _weighted(fp32) - n, "int8_path": REFERENCE,
                      "calibration_samples": len(x), "artifact_bytes": shipped.saved_bytes}
 
 
@@ -241,5 +249,6 @@ def _torch_ao(model: nn.Module, layers: str) -> tuple[nn.Module, dict]:
             f" subclasses): its layers are {', '.join(present)}. Dynamic int8 has no Conv"
             " kernels; use a model with Linear layers or no quantize")
     return q, {"quantized": True, "quantized_layers": n, "quantized_with": "torch.ao",
+               "float_layers": _weighted(fp32) - n,
                "int8_path": "torch.ao int8 kernels",
                "quantized_engine": torch.backends.quantized.engine}
