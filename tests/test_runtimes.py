@@ -92,3 +92,6 @@ def test_a_page_shipping_int8_or_half_names_the_instruction_sets_it_needs():
     ov = pd.DataFrame({"cell": [{"deploy": {"name": "openvino", "precision": "bf16"}}],
                        "env": [env]})
     assert "bf16 needs" in kernels_note(ov) and "int8" not in kernels_note(ov)
+    old = pd.DataFrame({"cell": [{"quantize": {"name": "fp16"}}],  # looked for no fp16 flag
+                        "env": [{**env, "cpu_flags_checked": "avx2 avx512_vnni"}]})
+    assert kernels_note(old) == ""

@@ -173,9 +173,13 @@ def kernels_note(df: pd.DataFrame) -> str:
     parts = []
     for kind in sorted(kinds):
         flags = [f for f in KERNEL_FLAGS[kind] if f in checked]
+        if not flags:  # a record that did not look for them: nothing to say of this CPU
+            continue
         found = [f for f in flags if f in have]
         parts.append(f"{kind} needs {' or '.join(flags)}; this CPU has "
                      + (" · ".join(found) if found else f"none of them: expect {kind} no faster "
                         "than float32, or slower"))
+    if not parts:
+        return ""
     return ("- **instruction sets** (on the CPU; a GPU has its own): " + "; ".join(parts)
             + ". Another CPU's speed-ups differ: `compare` names a baseline made on another.")
