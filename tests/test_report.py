@@ -411,3 +411,21 @@ def test_the_zipped_size_is_shown_wherever_a_cell_compresses():
     assert not shown(dense)
     assert shown(dense, {**dense, "quantize": {"name": "fake_quant", "bits": 4}})
     assert shown(dense, {**dense, "prune": {"name": "l1_unstructured", "amount": 0.5}})
+
+
+def test_a_target_not_reached_is_never_the_fastest_and_lost_seeds_are_counted():
+    """gd never reached the target: its steps to target are its whole (short) budget, said
+    as not reached and never bold; a row whose seed diverged says so in its n."""
+    rows = []
+    for cid, steps, reached in (("adam", 400, True), ("gd", 25, False), ("sgd", 600, True)):
+        for s in (0, 1):
+            rows.append(base_row(cid, s, {"optimizer": {"name": cid}}, accuracy=0.9,
+                                 steps_to_target=steps, target_reached=reached))
+    rows.append({**base_row("sgd", 2, {"optimizer": {"name": "sgd"}}), "status": "diverged"})
+    agg = report.aggregate(pd.DataFrame(rows))
+    text = report.table(agg, ["accuracy", "steps_to_target", "target_reached"])
+    gd = next(line for line in text.splitlines() if line.startswith("| gd "))
+    assert "not reached" in gd and "**" not in gd.split("|")[3]
+    assert "**400**" in text  # the fastest that reached it
+    sgd = next(line for line in text.splitlines() if line.startswith("| sgd "))
+    assert sgd.rstrip(" |").endswith("2 of 3 (1 diverged)")

@@ -70,6 +70,15 @@ def test_tune_picks_by_validation_not_test():
     assert "chosen on validation" in page and "optimizer.lr=0.01" in page
 
 
+def test_a_setting_that_lost_seeds_is_not_chosen_over_one_that_kept_them():
+    """lr 0.1's surviving seed scores best on validation, its other seed diverged: the
+    mean over survivors flatters it, so lr 0.01 (both seeds ok) is chosen."""
+    df = pd.DataFrame([row("a", s, 0.01, 0.85, 0.80) for s in (0, 1)] +
+                      [row("b", 0, 0.1, 0.95, 0.90),
+                       {**row("b", 1, 0.1, None, None), "status": "diverged"}])
+    assert list(tables.tuned(report.aggregate(df))["chosen"]) == ["optimizer.lr=0.01"]
+
+
 def test_time_to_target():
     curves = [{"phase": "train", "step": s, "val_score": v, "seconds": s / 10}
               for s, v in [(10, 0.5), (20, 0.8), (30, 0.9)]]

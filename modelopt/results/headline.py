@@ -11,7 +11,7 @@ from tabulate import tabulate
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
-from modelopt.results.report import _kind, _title, baselines, fmt
+from modelopt.results.report import _kind, _title, baselines, fmt, n_words
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
 
@@ -174,7 +174,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
                     f"{size / base_size:.2f}" if size and base_size else "–"]
             row += [fastest.get(r["cell_id"], "–")] if fastest else []
             row += [_training_speedup(df, r, base)] if trains else []
-        rows.append(row + [int(r["n"])])
+        rows.append(row + [n_words(r)])
     headers = [c[5:] for c in labels] + [_title(key)]
     if bases:
         headers.append(f"Δ {key} vs baseline")

@@ -101,7 +101,8 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     primary = tasks.headline_of(agg["task"])
     timed = _timed(timing_doc)
     lines += [
-        f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok); "
+        f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok; "
+        "`2 of 3 (1 diverged)` where some did not); "
         "figures are mean ± std over seeds",
         f"- **data**: {datasets} · **machine**: {env['cpu']} ({env['device']}), "
         f"training threads {env['threads']}; latency: every saved model timed side by side "

@@ -213,6 +213,28 @@ def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict 
     return " ".join(lines)
 
 
+TO_TARGET = ("steps_to_target", "time_to_target_s")
+
+
+def _to_target(cell: str, r: pd.Series) -> str:
+    """Steps or seconds to the target, said as not reached where a seed never reached it
+    (it counts its whole budget there)."""
+    reached = r.get("target_reached")
+    if reached is None or pd.isna(reached) or reached >= 1:
+        return cell
+    return "not reached" if reached == 0 else f"{cell} ({reached:.0%} of seeds reached it)"
+
+
+def n_words(r: pd.Series) -> str:
+    """The seeds a row's figures are over, and what became of the others (diverged, failed,
+    timed out): a mean over the survivors reads better than the setting is."""
+    others = {k: v for k, v in (r.get("statuses") or {}).items() if k != "ok" and v}
+    if not others:
+        return str(int(r["n"]))
+    return f"{int(r['n'])} of {int(r['n']) + sum(others.values())} (" + ", ".join(
+        f"{v} {k}" for k, v in sorted(others.items())) + ")"
+
+
 def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | None = None) -> str:
     """A GitHub-markdown table: the axes that vary, mean ± std over n seeds per metric."""
     ok = agg[agg["n"] > 0].copy()
@@ -224,7 +246,9 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
     labels = label_columns(ok)
     best = {}
     for m in metrics:
-        vals = ok[m].dropna()
+        # a target not reached counts its whole budget: never the fastest to reach it
+        reached = m in TO_TARGET and "target_reached" in ok.columns
+        vals = (ok[ok["target_reached"] == 1] if reached else ok)[m].dropna()
         if len(vals) > 1 and vals.nunique() > 1 and M.TABLE[m].higher_is_better is not None:
             best[m] = vals.max() if M.TABLE[m].higher_is_better else vals.min()
     rows = []
@@ -234,8 +258,8 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
             cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
             if m in best and r.get(m) == best[m]:
                 cell = f"**{cell}**"
-            row.append(cell)
-        row.append(int(r["n"]))
+            row.append(_to_target(cell, r) if m in TO_TARGET else cell)
+        row.append(n_words(r))
         rows.append(row)
     headers = [c[5:] for c in labels] + [_title(m) for m in metrics] + ["n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)

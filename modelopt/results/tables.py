@@ -21,7 +21,11 @@ def tuned(agg: pd.DataFrame) -> pd.DataFrame:
     if t.empty or "val_score" not in t.columns:
         return pd.DataFrame()
     for _, g in t.groupby(t["group"].map(lambda x: x["id"]), sort=False):
-        best = g.loc[g["val_score"].idxmax()].copy()
+        # a setting some of whose seeds diverged or failed is chosen only where every one's
+        # did: its mean is over the survivors
+        whole = g[g["n"] == g["runs"]]
+        best = (whole if whole["val_score"].notna().any() else g)
+        best = best.loc[best["val_score"].idxmax()].copy()
         best["chosen"] = ", ".join(f"{k}={v}" for k, v in best["group"]["values"].items())
         best["candidates"] = len(g)
         rows.append(best)
