@@ -314,6 +314,9 @@ def test_a_row_without_a_baseline_is_named_with_the_key_that_would_give_it_one()
              for s in (0, 1)]
     head = pages.suite_page(pd.DataFrame(rows), "s", baseline={"model": "cnn"})
     assert "several cells match it alike" in head and "none is on" not in head
+    # and where it picks no row at all (`model: cnn` over two widths, nothing else)
+    alike = pages.suite_page(pd.DataFrame(rows[:4]), "s", baseline={"model": "cnn"})
+    assert "several cells match it alike" in alike and "matches no cell" not in alike
 
 
 def test_deploy_table_ranks_each_format_side_by_side():

@@ -230,9 +230,10 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
                           for b in shown.values())
         lines += [f"Baseline ({how}{' with the same other axes' if len(shown) > 1 else ''}"
                   f"): {names}.", ""]
-        alone = without_baseline(part, bases, baseline)
-        lines += [alone, ""] if alone else []
-    elif baseline:
+    alone = without_baseline(part, bases, baseline)
+    if alone:
+        lines += [alone, ""]
+    elif baseline and not shown:
         lines += ["The suite's `baseline:` matches no cell that finished ok: no relative "
                   "columns.", ""]
     lines += [headline(d, part, bases, task), ""]

@@ -186,11 +186,13 @@ def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict 
     candidate, or several candidates alike; empty where each row has one."""
     found = _candidates(agg, spec)
     ok = agg[agg["n"] > 0]
-    if found is None or not bases:
+    if found is None:
         return ""
     by_rest, rest, _ = found
     named = set(spec) if spec else set(COMPRESSION_KEYS)
     cands = [c["cell"] for same in by_rest.values() for c in same]
+    if not cands:  # it matches no cell that finished ok: the page says so
+        return ""
     apart, alike, keys = [], [], set()
     for _, r in ok[~ok["cell_id"].isin(list(bases))].iterrows():
         if len(by_rest.get(rest(r["cell"]), [])) > 1:
@@ -208,8 +210,9 @@ def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict 
         if rows:
             names = "; ".join(joined(r, label_columns(ok), " · ", keyed=False) for r in rows)
             lines.append(f"No baseline for {names} (relative columns empty): each row is "
-                         "compared with the `baseline:` cell equal to it on every key the "
-                         f"`baseline:` does not name, and {why}.")
+                         "compared with the baseline cell (the `baseline:` one, else the "
+                         "uncompressed one) equal to it on every other key, and "
+                         f"{why}.")
     return " ".join(lines)
 
 
