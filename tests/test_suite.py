@@ -356,3 +356,38 @@ def test_expect_failure_matches_lists_and_left_off_techniques_and_names_typos():
     assert "no cell has model=mlp; the cells have cnn" in e.message
     e = err(two + "expect_failure:\n  - cell: {model: cnn}\n    reason: x\n    why: y\n")
     assert e.where == "expect_failure.0.why" and e.message.endswith("allowed: cell, reason")
+
+
+TRAINING = """
+name: tr
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 200}
+  model: mlp
+  SETTINGS
+"""
+
+
+@pytest.mark.parametrize("settings, said", [
+    ("schedule: plateau\n  train: {steps: 50, val_fraction: 0}",
+     "schedule 'plateau' steps on the validation score"),
+    ("train: {steps: 50, val_fraction: 0, target: 0.5}",
+     "train.target is a validation score, and val_fraction: 0"),
+])
+def test_training_that_would_read_a_validation_split_it_lacks_is_refused(settings, said):
+    with pytest.raises(SuiteError, match=said):
+        parse(TRAINING.replace("SETTINGS", settings))
+    # with a validation split (or folds) they stand
+    assert parse(TRAINING.replace("SETTINGS", settings.replace("val_fraction: 0", "val_fraction: 0.2")))
+
+
+@pytest.mark.parametrize("settings, said", [
+    ("schedule: {name: warmup_cosine, warmup_steps: 100}\n  train: {steps: 50}",
+     "warmup_steps (100) is not below the 50 training steps"),
+    ("schedule: step\n  train: {steps: 500}", "step_size (1000) is not below the 500"),
+    ("train: {steps: 50, target: 80}", "train.target 80 is above 1"),
+])
+def test_training_that_would_quietly_undo_a_technique_is_warned(settings, said):
+    suite = parse(TRAINING.replace("SETTINGS", settings))
+    assert any(said in w and suite.cells[0].cell_id in w for w in suite.warnings), suite.warnings
+    assert not parse(TRAINING.replace("SETTINGS", "train: {steps: 50}")).warnings

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import budget, patterns, plugins, weights
+from modelopt.spec import budget, patterns, plugins, training, weights
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
@@ -202,7 +202,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     ).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
-                 + tuple(unused) + _seen_validation(spec, cells) + _untrained(cells),
+                 + tuple(unused) + _seen_validation(spec, cells) + training.warnings(cells),
                  patterns.expected_failures(spec, cells, guard, regs),
                  patterns.baseline(spec, cells, guard, regs))
 
@@ -217,22 +217,6 @@ def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:
             "validation carved from the training split (train.val_fraction): a model trained "
             "elsewhere may have seen those samples; hold them out of its training, or set "
             "val_fraction: 0 and do not tune",)
-
-
-def _untrained(cells: list[Cell]) -> tuple[str, ...]:
-    """Cells that train no step and load no weights: they measure a model as its factory
-    initialises it, which is rarely what a `steps: 0` suite means."""
-    def loads(c: Cell) -> bool:
-        by = c.model.info.trained_by
-        return bool(c.model.params.get("weights") or (by and c.model.params.get(by)))
-
-    bare = [c.cell_id for c in cells if c.train.settings.steps == 0 and not loads(c)]
-    if not bare:
-        return ()
-    return (f"{len(bare)} cell(s) train 0 steps and load no weights ({', '.join(bare[:4])}"
-            f"{' ...' if len(bare) > 4 else ''}): they measure the model as its factory "
-            "initialises it (random weights, unless your factory loads its own); name the "
-            "file with `model: {name: ..., weights: PATH}`",)
 
 
 def _check_size(spec: SuiteFile, path: str) -> None:

@@ -1,0 +1,70 @@
+"""What a cell's training says that its types cannot check: settings that would quietly
+undo a technique (a schedule stepped on a validation score there is none of, a target never
+checked) are refused when the suite loads; settings that are legal but rarely meant (a
+warm-up longer than the training, a model measured untrained) are warned of."""
+
+from __future__ import annotations
+
+from modelopt.spec.cell import Cell
+from modelopt.spec.registries import CELL_CHECKS, SCHEDULES
+from modelopt.spec.schema import DEFAULT_STEPS
+
+# tasks whose validation score is at most 1 (accuracy, R²): a target above it is a percentage
+FRACTION_SCORES = ("classification", "regression")
+
+
+def needs_validation(config: dict) -> None:
+    """A target and an on-evaluation schedule (plateau) read the validation score; without
+    a validation split the target is never reached and the schedule steps on nothing."""
+    train = config["train"]
+    if train["val_fraction"] > 0 or train["folds"] > 0:
+        return
+    if train.get("target") is not None:
+        raise ValueError("train.target is a validation score, and val_fraction: 0 leaves no "
+                         "validation split: it would never be reached (give val_fraction > 0)")
+    schedule = config.get("schedule")
+    if schedule and SCHEDULES.info(schedule["name"]).on_eval:
+        raise ValueError(f"schedule '{schedule['name']}' steps on the validation score, and "
+                         "val_fraction: 0 leaves no validation split: it would cut the rate on "
+                         "a timer (give val_fraction > 0, or another schedule)")
+
+
+CELL_CHECKS.append(needs_validation)
+
+
+def warnings(cells: list[Cell]) -> tuple[str, ...]:
+    """The suite's warnings about its cells' training (each names the cells)."""
+    found: dict[str, list[str]] = {}
+    for c in cells:
+        for why in _odd(c):
+            found.setdefault(why, []).append(c.cell_id)
+    return tuple(f"{len(ids)} cell(s) ({', '.join(ids[:4])}{' ...' if len(ids) > 4 else ''})"
+                 f": {why}" for why, ids in found.items())
+
+
+def _odd(c: Cell) -> list[str]:
+    settings, out = c.train.settings, []
+    steps = settings.steps if settings.steps is not None else (
+        None if settings.epochs else DEFAULT_STEPS)
+    if steps == 0 and not _loads(c):
+        out.append("train 0 steps and load no weights: they measure the model as its factory "
+                   "initialises it (random weights, unless your factory loads its own); name "
+                   "the file with `model: {name: ..., weights: PATH}`")
+    schedule = c.train.schedule
+    if schedule is not None and steps:
+        window = {"warmup_cosine": "warmup_steps", "step": "step_size"}.get(schedule.name)
+        if window and schedule.params.get(window, 0) >= steps:
+            out.append(f"schedule {schedule.name}'s {window} ({schedule.params[window]}) is "
+                       f"not below the {steps} training steps: the rate "
+                       + ("never finishes warming up" if window == "warmup_steps" else
+                          "never changes") + " (set it below the steps)")
+    if settings.target is not None and settings.target > 1 and c.task in FRACTION_SCORES:
+        out.append(f"train.target {settings.target:g} is above 1, and a {c.task} validation "
+                   "score (accuracy, R²) is at most 1: it is never reached (0.8 is 80 %)")
+    return out
+
+
+def _loads(c: Cell) -> bool:
+    """Whether the model loads trained weights: `weights:`, or its own parameter (hf's path)."""
+    by = c.model.info.trained_by
+    return bool(c.model.params.get("weights") or (by and c.model.params.get(by)))
