@@ -432,3 +432,21 @@ def test_a_target_not_reached_is_never_the_fastest_and_lost_seeds_are_counted():
     assert "**400**" in text  # the fastest that reached it
     sgd = next(line for line in text.splitlines() if line.startswith("| sgd "))
     assert sgd.rstrip(" |").endswith("2 of 3 (1 diverged)")
+
+
+def test_a_heatmaps_axes_are_what_varies_in_order_and_named_as_the_tables_name_them():
+    """adam's eps beside sgd follows the name (no axis of its own); subsample fractions run
+    by size, written as the tables write them; each square gives its spread."""
+    two = [{"optimizer": {"name": "sgd", "lr": 0.01}},
+           {"optimizer": {"name": "adam", "lr": 0.01, "eps": 1e-8}}]
+    assert diagnostics.varying_params(two) == ["optimizer.name"]
+    rows = [base_row(f"{frac}{aug}", s, {"preprocess": [{"name": "subsample", "fraction": frac}],
+                                         "augment": [{"name": aug}] if aug else None},
+                     accuracy=0.5 + frac * 0.4 + 0.01 * s)
+            for frac in (1.0, 0.5, 0.05) for aug in (None, "shift") for s in (0, 1)]
+    fig = diagnostics.heatmap(report.aggregate(pd.DataFrame(rows)))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        f"subsample(fraction={f})" for f in (0.05, 0.5, 1.0)]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "shift"]
+    assert any("±" in t.get_text() for t in ax.texts)

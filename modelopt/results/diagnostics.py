@@ -4,6 +4,7 @@ norms, weight histograms, learning curves. Pure: DataFrames in, matplotlib Figur
 from __future__ import annotations
 
 import json
+import re
 
 import matplotlib
 
@@ -12,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from modelopt.results import tasks  # noqa: E402
-from modelopt.results.labels import joined, label_columns  # noqa: E402
+from modelopt.results.labels import joined, label_columns, spec_label  # noqa: E402
 
 DPI = 120
 
@@ -47,7 +48,38 @@ def varying_params(cells: list[dict]) -> list[str]:
         return out
     flats = [flat(c) for c in cells]
     keys = list(dict.fromkeys(k for f in flats for k in f))
-    return [k for k in keys if len({f.get(k) for f in flats}) > 1 and not k.startswith("train.fold")]
+    # a technique's parameter varies where cells that have it differ: one that only some
+    # techniques take (adam's eps beside sgd) follows the name, and is no axis of its own
+    def varies(k: str) -> bool:
+        parent, _, param = k.partition(".")
+        if not param:  # a whole value (a list, a number); a technique is its parameters
+            return all(k in f for f in flats) and len({f[k] for f in flats}) > 1
+        off = any(f.get(parent) == "null" for f in flats)  # the technique left out somewhere
+        return len({f[k] for f in flats if k in f}) > 1 or (param == "name" and off)
+
+    return [k for k in keys if not k.startswith("train.fold") and varies(k)]
+
+
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+def _ordered(values: list[str]) -> list[str]:
+    """Axis values (JSON) in their order: values that differ only in their numbers (0.05,
+    `subsample(fraction=0.2)`) by those numbers, others as first seen."""
+    shapes = {NUMBER.sub("#", v) for v in values}
+    if len(shapes) != 1 or "#" not in next(iter(shapes)):
+        return values
+    return sorted(values, key=lambda v: [float(x) for x in NUMBER.findall(v)])
+
+
+def _tick(value: str) -> str:
+    """An axis value as the tables write it: `subsample(fraction=0.2)`, `none`, `0.1`."""
+    v = json.loads(value)
+    if isinstance(v, (dict, list)):
+        params = {k for s in (v if isinstance(v, list) else [v]) if isinstance(s, dict)
+                  for k in s}
+        return spec_label(v, params)
+    return "none" if v is None else str(v)
 
 
 def _param(cell: dict, path: str):
@@ -80,36 +112,41 @@ def heatmap(agg: pd.DataFrame, metric: str = "accuracy") -> plt.Figure | None:
     facets = list(dict.fromkeys(key(_param(c, facet_p)) for c in ok["cell"])) if facet_p else [None]
     if len(facets) > 4:
         return None
-    rv = list(dict.fromkeys(key(_param(c, rows_p)) for c in ok["cell"]))
-    cv = list(dict.fromkeys(key(_param(c, cols_p)) for c in ok["cell"]))
+    rv = _ordered(list(dict.fromkeys(key(_param(c, rows_p)) for c in ok["cell"])))
+    cv = _ordered(list(dict.fromkeys(key(_param(c, cols_p)) for c in ok["cell"])))
     fig, axs = plt.subplots(1, len(facets), figsize=(1.2 * len(cv) * len(facets) + 3,
                                                       0.5 * len(rv) + 2), dpi=DPI, squeeze=False)
     scale = 100 if tasks.percent(metric) else 1
     vmin, vmax = ok[metric].min() * scale, ok[metric].max() * scale
+    spread = ok.get(f"{metric}_std", pd.Series(np.nan, index=ok.index))
     for ax, facet in zip(axs[0], facets):
-        grid = np.full((len(rv), len(cv)), np.nan)
-        for c, v in zip(ok["cell"], ok[metric]):
+        grid, sd = np.full((len(rv), len(cv)), np.nan), np.full((len(rv), len(cv)), np.nan)
+        for c, v, e, n in zip(ok["cell"], ok[metric], spread, ok["n"]):
             if facet_p and key(_param(c, facet_p)) != facet:
                 continue
-            grid[rv.index(key(_param(c, rows_p))), cv.index(key(_param(c, cols_p)))] = v * scale
+            at = rv.index(key(_param(c, rows_p))), cv.index(key(_param(c, cols_p)))
+            grid[at], sd[at] = v * scale, (e * scale if n > 1 else np.nan)
         im = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
         for i in range(len(rv)):
             for j in range(len(cv)):
-                if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                if not np.isnan(grid[i, j]):  # the mean, and its spread over the seeds
+                    text = f"{grid[i, j]:.1f}" + ("" if np.isnan(sd[i, j]) else
+                                                  f"\n± {sd[i, j]:.1f}")
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7,
                             color="white" if grid[i, j] < (vmin + vmax) / 2 else "black")
-        ax.set_xticks(range(len(cv)), [json.loads(x) if x.startswith('"') else x for x in cv],
-                      rotation=30, ha="right")
-        ax.set_yticks(range(len(rv)), [json.loads(x) if x.startswith('"') else x for x in rv])
+        ax.set_xticks(range(len(cv)), [_tick(x) for x in cv], rotation=30, ha="right")
+        ax.set_yticks(range(len(rv)), [_tick(x) for x in rv])
         ax.set_xlabel(cols_p)
         if ax is axs[0][0]:
             ax.set_ylabel(rows_p)
         else:  # the first panel names the rows for all
             ax.set_yticks(range(len(rv)), [""] * len(rv))
         if facet_p:
-            ax.set_title(f"{facet_p} = {facet}")
+            ax.set_title(f"{facet_p} = {_tick(facet)}", fontsize=8)
     fig.colorbar(im, ax=axs[0].tolist(), label=f"test {metric}" + (" (%)" if scale == 100 else ""))
-    fig.suptitle(f"Mean test {metric} over seeds")
+    n = int(ok["n"].max())
+    fig.suptitle(f"Mean test {metric} ± std over n ≤ {n} seeds (colour: these cells' range, "
+                 "not a test)", fontsize=9)
     return fig
 
 
