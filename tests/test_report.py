@@ -450,3 +450,16 @@ def test_a_heatmaps_axes_are_what_varies_in_order_and_named_as_the_tables_name_t
         f"subsample(fraction={f})" for f in (0.05, 0.5, 1.0)]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["none", "shift"]
     assert any("±" in t.get_text() for t in ax.texts)
+
+
+def test_a_parameter_techniques_share_is_named_where_it_differs():
+    """`sgd` at lr 0.1 beside `adam` at 0.01: each label gives its lr (a bare name reads as
+    its default); eps, which only adam-like optimizers take and share, is left out."""
+    from modelopt.results.labels import axis_labels
+
+    cells = [{"optimizer": {"name": "sgd", "lr": 0.1, "weight_decay": 0.0}},
+             {"optimizer": {"name": "adam", "lr": 0.01, "eps": 1e-8, "weight_decay": 0.0}},
+             {"optimizer": {"name": "adamw", "lr": 0.01, "eps": 1e-8, "weight_decay": 0.1}}]
+    assert list(axis_labels(cells)["axis:optimizer"]) == [
+        "sgd(lr=0.1, weight_decay=0.0)", "adam(lr=0.01, weight_decay=0.0)",
+        "adamw(lr=0.01, weight_decay=0.1)"]

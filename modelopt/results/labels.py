@@ -39,6 +39,16 @@ def _train_value(v, column: list) -> str:
                           if k != "name" and len({str(t.get(k)) for t in specs}) > 1})
 
 
+def _shared(by_name: dict[str, list[dict]]) -> set[str]:
+    """The parameters several techniques of a column share (lr, weight_decay) whose values
+    differ among them: shown on every label that has them, since a bare `adam` beside
+    `sgd(lr=0.1)` would read as adam's default, which the records cannot tell apart."""
+    specs = [s for group in by_name.values() for s in group]
+    return {k for k in {k for s in specs for k in s if k != "name"}
+            if len({str(s[k]) for s in specs if k in s}) > 1
+            and len({s["name"] for s in specs if k in s}) > 1}
+
+
 def axis_labels(cells: list[dict]) -> pd.DataFrame:
     """One column per cell key that varies across `cells`, labelled by name and the
     parameters that differ (defaults that all cells share are left out)."""
@@ -63,6 +73,7 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
                 for k in {k for s in group for k in s if k != "name"}:
                     if len({str(s.get(k)) for s in group}) > 1:
                         differing.add(k)
+            differing |= _shared(by_name)
             labels = [spec_label(v, differing) if v is not None else IMPLIED.get(key, "none")
                       for v in values]
         if len(set(labels)) > 1:
