@@ -463,3 +463,19 @@ def test_a_parameter_techniques_share_is_named_where_it_differs():
     assert list(axis_labels(cells)["axis:optimizer"]) == [
         "sgd(lr=0.1, weight_decay=0.0)", "adam(lr=0.01, weight_decay=0.0)",
         "adamw(lr=0.01, weight_decay=0.1)"]
+
+
+def test_a_fine_tuned_row_is_compared_with_the_dense_row_trained_as_long():
+    """match_budget's row (dense, 400 steps) is the pruned row's baseline (300 + 100 of
+    fine-tuning), not the 300-step dense row: the Δ is pruning's, not the budget's."""
+    prune = {"name": "l1_structured", "amount": 0.5, "finetune_steps": 100}
+    rows = []
+    for cid, steps, pr, total, acc in (("d300", 300, None, 300, 0.70), ("d400", 400, None, 400, 0.75),
+                                       ("p", 300, prune, 400, 0.65)):
+        rows += [base_row(cid, s, {"train": {"steps": steps}, "prune": pr}, accuracy=acc + 0.01 * s,
+                          steps_total=total) for s in (0, 1)]
+    agg = report.aggregate(pd.DataFrame(rows))
+    bases, _ = report.baselines(agg, None)
+    assert bases["p"]["cell_id"] == "d400" and bases["d300"]["cell_id"] == "d300"
+    head = pages.suite_page(pd.DataFrame(rows), "s").split("## Every figure")[0]
+    assert "-10.0 pt" in head and "compared with a baseline trained as many" in head

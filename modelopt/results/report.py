@@ -150,7 +150,32 @@ def baselines(agg: pd.DataFrame, spec: dict | None) -> tuple[dict[str, pd.Series
         same = by_rest.get(rest(r["cell"]), [])
         if len(same) == 1:
             out[r["cell_id"]] = same[0]
+    _same_budget(agg, out, by_rest, rest)
     return out, (how if out else "")
+
+
+def _same_budget(agg: pd.DataFrame, out: dict, by_rest: dict, rest) -> None:
+    """A row whose baseline trained fewer steps than it (a fine-tune after pruning) is
+    compared with a candidate that trained as many and differs from it in nothing else, where
+    there is one (`match_budget`'s rows): then the Δ is the technique's, not the budget's."""
+    def loose(cell: dict) -> str:
+        train = {k: v for k, v in (cell.get("train") or {}).items() if k != "steps"}
+        return rest({**cell, "train": train})
+
+    def steps(r) -> float | None:
+        v = r.get("steps_total")
+        return None if v is None or pd.isna(v) else float(v)
+
+    alike: dict = {}
+    for c in (c for same in by_rest.values() for c in same):
+        alike.setdefault((loose(c["cell"]), steps(c)), []).append(c)
+    for _, r in agg[agg["n"] > 0].iterrows():
+        base = out.get(r["cell_id"])
+        if base is None or steps(r) is None or steps(base) == steps(r):
+            continue
+        matched = alike.get((loose(r["cell"]), steps(r)), [])
+        if len(matched) == 1:
+            out[r["cell_id"]] = matched[0]
 
 
 def _candidates(agg: pd.DataFrame, spec: dict | None):
