@@ -127,6 +127,12 @@ def test_pareto_front():
     xs, ys = [1.0, 2.5, 3.0], [92.4, 92.5, 95.0]
     assert plots.pareto_front(xs, ys) == [0, 1, 2]
     assert plots.pareto_front(xs, ys, [0.8, 0.8, 0.5]) == [0, 2]
+    # latency has noise too: grad_clip (61.7 %, 0.0681 ms) is as fast as l1 (60.7 %,
+    # 0.0675 ms) within the latencies' spread and better beyond noise: l1 leaves the front
+    xs, ys = [0.0675, 0.0681], [60.7, 61.7]
+    assert plots.pareto_front(xs, ys, [0.5, 0.5], [0.002, 0.002]) == [1]
+    assert plots.pareto_front(xs, ys, [0.5, 0.5]) == [0, 1]  # without it, a trade-off
+    assert plots.pareto_front(xs, [61.7, 60.7], [0.5, 0.5], [0.0, 0.0]) == [0]
 
 
 def test_one_seed_shows_no_spread_rather_than_none():

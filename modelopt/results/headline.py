@@ -189,19 +189,24 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
         table += ("\n\n*training ×*: samples per second trained, over the baseline's, paired by "
                   "seed (95 % t-interval over the seeds): what a backend (AMP, DDP, threads) "
                   "buys; a row that reused another cell's training reads that training's.")
-    steps = dict(zip(ok["cell_id"], ok["steps_total"])) if uneven else {}
-    apart = [c for c, b in bases.items() if c in steps
-             and not _same(steps[c], b.get("steps_total"))]
-    if apart:
-        table += ("\n\nRows trained for different numbers of steps (*steps trained*: training "
-                  "and fine-tuning of the model that ships): a Δ against a baseline of another "
-                  "budget may be the budget's, not the technique's. Give the baseline the same "
-                  "steps to tell (`match_budget: true`; docs/how-to/trained-weights.md: fair "
-                  "budgets).")
-    elif uneven and bases:
-        table += ("\n\nRows trained for different numbers of steps (*steps trained*); each is "
-                  "compared with a baseline trained as many.")
-    return table
+    return table + (_budgets(ok, bases) if uneven else "")
+
+
+def _budgets(ok: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
+    """What the headline says of rows trained for different numbers of steps: whether a Δ
+    is against a baseline of another budget."""
+    steps = dict(zip(ok["cell_id"], ok["steps_total"]))
+    if any(c in steps and not _same(steps[c], b.get("steps_total")) for c, b in bases.items()):
+        return ("\n\nRows trained for different numbers of steps (*steps trained*: training "
+                "and fine-tuning of the model that ships): a Δ against a baseline of another "
+                "budget may be the budget's, not the technique's. Give the baseline the same "
+                "steps to tell (`match_budget: true`; docs/how-to/trained-weights.md: fair "
+                "budgets).")
+    if bases:
+        return ("\n\nRows trained for different numbers of steps (*steps trained*); each is "
+                "compared with a baseline trained as many.")
+    return ("\n\nRows trained for different numbers of steps (*steps trained*: training and "
+            "fine-tuning of the model that ships).")
 
 
 def _same(a, b) -> bool:

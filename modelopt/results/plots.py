@@ -27,20 +27,21 @@ from modelopt.results.diagnostics import (  # noqa: E402
 from modelopt.spec.metric import INT8_REFERENCE as REFERENCE  # noqa: E402
 
 
-def pareto_front(xs, ys, spreads=None) -> list[int]:
+def pareto_front(xs, ys, spreads=None, xspreads=None) -> list[int]:
     """Indices on the front where lower x and higher y are better, sorted by x. With the
-    points' spreads (std over seeds), a point is on it only where it is better beyond
-    noise: one with a lower-or-equal x and a y not worse by more than the two spreads
-    together (root of the sum of squares) takes its place."""
-    spreads = spreads or [0.0] * len(xs)
-    order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
-    front = []
-    for k, i in enumerate(order):
-        beaten = any(xs[j] <= xs[i] and ys[j] >= ys[i] - math.hypot(spreads[i], spreads[j])
-                     for j in order[:k])
-        if not beaten:
-            front.append(i)
-    return front
+    points' spreads (std over seeds, of y and of x), a point leaves it only where another is
+    better beyond noise on one axis and not worse beyond noise on the other (noise: the two
+    spreads together, root of the sum of squares); points within noise of each other stay."""
+    ny, nx = spreads or [0.0] * len(xs), xspreads or [0.0] * len(xs)
+
+    def dominates(j: int, i: int) -> bool:
+        tx, ty = math.hypot(nx[i], nx[j]), math.hypot(ny[i], ny[j])
+        return (xs[j] <= xs[i] + tx and ys[j] >= ys[i] - ty
+                and (xs[j] < xs[i] - tx or ys[j] > ys[i] + ty))
+
+    front = [i for i in range(len(xs)) if not any(dominates(j, i) for j in range(len(xs))
+                                                  if j != i)]
+    return sorted(front, key=lambda i: (xs[i], -ys[i]))
 
 
 def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
@@ -65,33 +66,26 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
                     yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="o", capsize=3,
                     color=cmap(i % cmap.N), label=labels[i])
     xs, ys = list(ok[x]), list(ok[y])
-    spreads = [float(v) if pd.notna(v) else 0.0 for v in ok.get(f"{y}_std", [0.0] * len(ok))]
+    spreads, xspreads = _std(ok, y), _std(ok, x)
     slim_x = M.column("slimmed", x)
     if slim_x in ok.columns:  # the same weights with pruned channels removed
+        slim_sd = _std(ok, slim_x)
         for i, r in ok[ok[slim_x].notna()].iterrows():
-            ax.errorbar(r[slim_x], r[y] * scale, xerr=r.get(f"{slim_x}_std", 0) or 0,
-                        yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="s", mfc="none",
-                        capsize=3, color=cmap(i % cmap.N), label=f"{labels[i]} (slimmed)")
+            ax.errorbar(r[slim_x], r[y] * scale, xerr=slim_sd[i], yerr=spreads[i] * scale,
+                        fmt="s", mfc="none", capsize=3, color=cmap(i % cmap.N),
+                        label=f"{labels[i]} (slimmed)")
             xs.append(r[slim_x])
             ys.append(r[y])
             spreads.append(spreads[i])
+            xspreads.append(slim_sd[i])
     # Pareto-optimal points ringed, per dataset: no line joins points of different models
     # or datasets, and a front across datasets would compare what is not comparable
     datasets = [c["dataset"]["name"] for c in ok["cell"]]
     datasets += [datasets[i] for i, r in ok[ok[slim_x].notna()].iterrows()] if (
         slim_x in ok.columns) else []
-    ringed, sign = False, -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower
-    # a point of one seed has no spread: what rings it is not shown to be beyond noise
-    ring = ("Pareto-optimal beyond noise (per dataset)" if ok["n"].min() >= 2 else
-            "Pareto-optimal (per dataset; a point of 1 seed: noise not known)")
-    for ds in dict.fromkeys(datasets):
-        idx = [i for i, d in enumerate(datasets) if d == ds]
-        for j in pareto_front([xs[i] for i in idx], [sign * ys[i] for i in idx],
-                              [spreads[i] for i in idx]):
-            ax.scatter(xs[idx[j]], ys[idx[j]] * scale, s=220, facecolors="none",
-                       edgecolors="black", lw=1, zorder=0,
-                       label=None if ringed else ring)
-            ringed = True
+    sign = -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower is better
+    _ring(ax, datasets, xs, [sign * v for v in ys], spreads, xspreads, sign * scale,
+          one_seed=ok["n"].min() < 2)
     if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
         ax.set_xscale("log")
     ax.set_xlabel(xlabel or x)
@@ -103,6 +97,27 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
               ncol=2 if len(ok) > 4 else 1)
     fig.tight_layout()
     return fig
+
+
+def _ring(ax, datasets: list[str], xs: list, ys: list, spreads: list, xspreads: list,
+          scale: float, one_seed: bool) -> None:
+    """Ring each dataset's Pareto-optimal points (y: higher is better here)."""
+    # a point of one seed has no spread: what rings it is not shown to be beyond noise
+    label = ("Pareto-optimal (per dataset; a point of 1 seed: noise not known)" if one_seed
+             else "Pareto-optimal beyond noise (per dataset)")
+    for ds in dict.fromkeys(datasets):
+        idx = [i for i, d in enumerate(datasets) if d == ds]
+        for j in pareto_front([xs[i] for i in idx], [ys[i] for i in idx],
+                              [spreads[i] for i in idx], [xspreads[i] for i in idx]):
+            ax.scatter(xs[idx[j]], ys[idx[j]] * scale, s=220, facecolors="none",
+                       edgecolors="black", lw=1, zorder=0, label=label)
+            label = None
+
+
+def _std(ok: pd.DataFrame, column: str) -> list[float]:
+    """A column's spread over seeds per row, 0 where there is none to show."""
+    return [float(v) if pd.notna(v) else 0.0
+            for v in ok.get(f"{column}_std", pd.Series(0.0, index=ok.index))]
 
 
 def score_of(agg: pd.DataFrame) -> str:
