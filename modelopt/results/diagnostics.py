@@ -190,8 +190,10 @@ def confusion(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
 
 
 def grad_norms(df: pd.DataFrame, agg: pd.DataFrame, max_cells: int = 6) -> plt.Figure | None:
-    """Per-layer gradient norm vs step (recorded with `record: [grad_norms]`), seed 0 of
-    up to `max_cells` cells: first and last layer, log scale."""
+    """Per-layer gradient norm vs step (recorded with `record: [grad_norms]`), every seed
+    of up to `max_cells` cells: first and last layer, log scale."""
+    import textwrap
+
     rows = df[df["extra"].map(lambda e: bool(e and e.get("grad_norms")))]
     if rows.empty:
         return None
@@ -202,21 +204,26 @@ def grad_norms(df: pd.DataFrame, agg: pd.DataFrame, max_cells: int = 6) -> plt.F
     cells = first_seed.assign(_d=depth, _s=size).sort_values(
         ["_d", "_s"], ascending=False, kind="stable").head(max_cells)
     labels = dict(zip(agg["cell_id"], cell_labels(agg)))
-    fig, axs = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1, 3.5), dpi=DPI,
+    fig, axs = plt.subplots(1, len(cells), figsize=(3.2 * len(cells) + 1, 3.8), dpi=DPI,
                             squeeze=False, sharey=True)
-    for ax, (_, r) in zip(axs[0], cells.iterrows()):
-        records = [g for g in r["extra"]["grad_norms"] if g.get("phase", "train") == "train"]
-        layers = [k for k in records[0] if k not in ("step", "phase")]
-        for layer in (layers[0], layers[-1]) if len(layers) > 1 else layers:
-            ax.plot([g["step"] for g in records], [g[layer] for g in records], marker=".",
-                    label=layer)
+    for ax, cid in zip(axs[0], cells["cell_id"]):
+        seeds = rows[rows["cell_id"] == cid].sort_values("seed")
+        for k, (_, r) in enumerate(seeds.iterrows()):
+            records = [g for g in r["extra"]["grad_norms"] if g.get("phase", "train") == "train"]
+            layers = [x for x in records[0] if x not in ("step", "phase")]
+            ends = (layers[0], layers[-1]) if len(layers) > 1 else tuple(layers)
+            for colour, (which, layer) in zip(("C0", "C3"), zip(("first", "last"), ends)):
+                ax.plot([g["step"] for g in records], [g[layer] for g in records], color=colour,
+                        alpha=0.8 if k == 0 else 0.35, lw=1,
+                        label=f"{which} layer ({layer})" if k == 0 else None)
         ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_title(labels.get(r["cell_id"], r["cell_id"])[:40], fontsize=8)
+        ax.set_title(textwrap.fill(labels.get(cid, cid), 34) + f"\n(n = {len(seeds)} seeds)",
+                     fontsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     axs[0][0].set_ylabel("gradient norm (log)")
-    fig.suptitle("Per-layer gradient norms during training (seed 0)")
+    fig.suptitle("Per-layer gradient norms during training (a line per seed)")
     fig.tight_layout()
     return fig
 
