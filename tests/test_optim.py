@@ -121,3 +121,24 @@ def test_l2_and_grad_clip_terms():
     c.before_step(m)
     total = torch.sqrt(sum(p.grad.pow(2).sum() for p in m.parameters()))
     assert float(total) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_the_curves_give_the_rate_each_evaluated_step_trained_with():
+    """A step schedule that divides the rate after step 10: the evaluation at step 10 reads
+    the rate that step used (0.01), not the one the next step will (0.001)."""
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import parse
+
+    cell = parse("""
+name: lr
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 200}
+  model: mlp
+  optimizer: {name: sgd, lr: 0.01}
+  schedule: {name: step, step_size: 10, gamma: 0.1}
+  train: {steps: 20, eval_every: 10}
+""").cells[0]
+    curves = run_cell(cell, 0).curves
+    assert [(c["step"], c["lr"]) for c in curves] == [(10, pytest.approx(0.01)),
+                                                       (20, pytest.approx(0.001))]

@@ -195,6 +195,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
             plan.optimizer.step()
         for hook in plan.after_step:
             hook(model)
+        lr = float(plan.optimizer.param_groups[0]["lr"])  # this step's, before the schedule's
         if plan.schedule is not None and not plan.schedule_on_eval:
             plan.schedule.step()
         losses.add(step, loss)
@@ -217,8 +218,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
             val = score(predict(net, data.x_val, backend, eval_batch), data.y_val, data.task)
             test = score(predict(net, data.x_test, backend, eval_batch), data.y_test, data.task)
             curves.append({"phase": plan.phase, "step": step, "train_loss": loss_sum / loss_count,
-                           "val_score": val, "seconds": seconds,
-                           "lr": float(plan.optimizer.param_groups[0]["lr"])})
+                           "val_score": val, "seconds": seconds, "lr": lr})
             loss_sum, loss_count = 0.0, 0
             # best-validation checkpoint: chosen on validation only, test read beside it
             if not math.isnan(val) and (best is None or val > best["val_score"]):
