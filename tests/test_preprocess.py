@@ -29,6 +29,9 @@ def test_standardize_with_the_statistics_a_model_was_trained_with():
         preprocess.apply([{"name": "standardize", "mean": [0.0, 1.0], "std": [1.0, 1.0]}], d, 0)
     with pytest.raises(ValueError, match="give mean and std together"):
         preprocess.apply([{"name": "standardize", "mean": mean}], d, 0)
+    one = preprocess.apply([{"name": "standardize", "per_feature": False, "mean": [1.0],
+                             "std": [2.0]}], d, 0)
+    assert torch.allclose(one.x_test, (d.x_test - 1.0) / 2.0)
 
 
 def test_minmax_range_holds_on_train():

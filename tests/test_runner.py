@@ -231,6 +231,16 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert results.load(tmp_path / "merged")["latency_ms_batch_p50"].gt(0).all()
+    # two runs of the whole suite (the advice for `report A B`): each record keeps the
+    # models of the run it came from, never a later run's of the same cell and seed
+    import shutil
+
+    shutil.copytree(tmp_path / "all", tmp_path / "again")
+    for p in (tmp_path / "again" / "models").glob("*.pt"):
+        p.write_bytes(b"another run's model")
+    assert runner.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == 6
+    assert all((tmp_path / "both" / "models" / p.name).read_bytes() == p.read_bytes()
+               for p in (tmp_path / "all" / "models").glob("*.pt"))
     other = tmp_path / "other"
     runner.run(parse(SHARDS.replace("steps: 10", "steps: 11")), other, jobs=2, shard=(1, 3))
     with pytest.raises(runner.ResumeError, match="different suites"):

@@ -300,6 +300,8 @@ def test_a_suite_is_read_from_one_directory(run_dir, tmp_path, capsys):
                  ("export", run_dir, again, "--out", tmp_path / "e")):
         code, _, err = main(capsys, *args)
         assert code == 2 and "suite 'sec' is also in" in err and "modelopt merge" in err, err
+    code, _, err = main(capsys, "report", run_dir, f"{run_dir}/", "--out", tmp_path / "r")
+    assert code == 2 and "given twice" in err and "merge" not in err, err
 
 
 @pytest.mark.parametrize("field,value", [("side", "evil"), ("cell_id", "../../etc/x")])

@@ -373,6 +373,9 @@ defaults:
      "schedule 'plateau' steps on the validation score"),
     ("train: {steps: 50, val_fraction: 0, target: 0.5}",
      "train.target is a validation score, and val_fraction: 0"),
+    ("prune: {name: l1_unstructured, finetune_steps: 10}\n"
+     "  train: {steps: 50, val_fraction: 0, finetune_schedule: plateau}",
+     "train.finetune_schedule 'plateau' steps on the validation score"),
 ])
 def test_training_that_would_read_a_validation_split_it_lacks_is_refused(settings, said):
     with pytest.raises(SuiteError, match=said):

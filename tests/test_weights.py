@@ -126,7 +126,10 @@ class _Runs:
 @pytest.mark.parametrize("name, write, said", [
     ("evil.pt", lambda p: torch.save({"w": _Runs()}, p),
      r"unsupported GLOBAL posix.system \(code it would run, refused\)"),
-    ("text.pt", lambda p: p.write_text("hello world\n"), r"not a file torch.save wrote"),
+    ("text.pt", lambda p: p.write_text("<html>404</html>\n"),
+     r"a text file, not one torch.save wrote \(it starts: '<html>404</html>'\)"),
+    ("lfs.pt", lambda p: p.write_text("version https://git-lfs.github.com/spec/v1\n"),
+     r"a Git LFS pointer, not the weights: fetch the file itself"),
     ("torch.safetensors", lambda p: torch.save({"w": torch.zeros(2)}, p),
      r"not a safetensors file .*weights: \{name: torch, path: \.\.\.\}"),
 ])

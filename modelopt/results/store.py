@@ -163,6 +163,9 @@ def _one_place(where: dict[str, Path], suites: set[str], p: str | Path) -> None:
     count each cell's seeds twice, and their latencies come from separate timing sessions,
     which are never paired."""
     for suite in sorted(suites):
+        if suite in where and Path(where[suite]).resolve() == Path(p).resolve():
+            raise ResultsError(f"{p}: given twice (as {where[suite]} too); name each results "
+                               "directory once")
         if suite in where:
             raise ResultsError(
                 f"{p}: suite '{suite}' is also in {where[suite]}; a suite is read from one "

@@ -293,13 +293,14 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
     for d in dirs:  # nothing is copied through a link to a file elsewhere
         no_links(d)
     records: dict = {}
+    source: dict = {}  # the directory each kept record came from: its models come with it
     for d in dirs:
         if not store.results_path(d).exists():  # a shard that had no cells
             continue
         for rec in store.read(d):
             # an ok result beats a failed one for the same cell x seed
             if rec.key not in records or not records[rec.key].ok:
-                records[rec.key] = rec
+                records[rec.key], source[rec.key] = rec, d
     out = Path(out_dir)
     if store.results_path(out).exists():
         raise ResumeError(f"{out} already holds results; merge into a new directory")
@@ -311,7 +312,7 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
     # shards timed on different machines cannot be paired
     for d in dirs:
         for p in latency.artifacts(d):
-            if (p.cell_id, p.seed) in records:
+            if source.get((p.cell_id, p.seed)) is d:
                 (out / latency.MODELS_DIR).mkdir(exist_ok=True)
                 shutil.copy2(p.path, out / latency.MODELS_DIR / p.path.name)
     return len(records)

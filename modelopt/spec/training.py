@@ -22,11 +22,12 @@ def needs_validation(config: dict) -> None:
     if train.get("target") is not None:
         raise ValueError("train.target is a validation score, and val_fraction: 0 leaves no "
                          "validation split: it would never be reached (give val_fraction > 0)")
-    schedule = config.get("schedule")
-    if schedule and SCHEDULES.info(schedule["name"]).on_eval:
-        raise ValueError(f"schedule '{schedule['name']}' steps on the validation score, and "
-                         "val_fraction: 0 leaves no validation split: it would cut the rate on "
-                         "a timer (give val_fraction > 0, or another schedule)")
+    for where, schedule in (("schedule", config.get("schedule")),
+                            ("train.finetune_schedule", train.get("finetune_schedule"))):
+        if isinstance(schedule, dict) and SCHEDULES.info(schedule["name"]).on_eval:
+            raise ValueError(f"{where} '{schedule['name']}' steps on the validation score, and "
+                             "val_fraction: 0 leaves no validation split: it would cut the rate "
+                             "on a timer (give val_fraction > 0, or another schedule)")
 
 
 CELL_CHECKS.append(needs_validation)

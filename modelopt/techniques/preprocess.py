@@ -38,11 +38,12 @@ def standardize(data: Data, seed: int, /, per_feature: bool = True, eps: Positiv
         raise ValueError("standardize: give mean and std together (or neither: the training "
                          "split's own)")
     if mean is not None:
-        width = data.x_train.shape[1:].numel()
+        width = data.x_train.shape[1:].numel() if per_feature else 1
         if not len(mean) == len(std) == width:
             raise ValueError(f"standardize: mean and std take one value per feature: {width}, "
-                             f"got {len(mean)} and {len(std)}")
-        shape = (1, *data.x_train.shape[1:])
+                             f"got {len(mean)} and {len(std)}" if per_feature else
+                             "standardize: per_feature: false takes one mean and one std")
+        shape = (1, *data.x_train.shape[1:]) if per_feature else (1,)
         mean_t = torch.tensor(mean, dtype=data.x_train.dtype).reshape(shape)
         std_t = torch.tensor(std, dtype=data.x_train.dtype).reshape(shape).clamp_min(eps)
     else:

@@ -30,6 +30,7 @@ def torch_file(path: str, /, key: str | None = None) -> dict[str, torch.Tensor]:
     """A state_dict saved with torch.save, read with weights_only=True (nothing in it runs);
     or a checkpoint dict holding one under `key` (without `key`: the first of state_dict,
     model_state_dict, model, net, module that holds one)."""
+    _not_text(path)
     try:
         doc = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - refused by weights_only, or not a torch file
@@ -72,6 +73,24 @@ def safetensors_file(path: str, /) -> dict[str, torch.Tensor]:
         raise TechniqueError(f"weights {path}: not a safetensors file ({_first(exc)}); a file "
                              "torch.save wrote is read with weights: {name: torch, path: ...}"
                              ) from None
+
+
+def _not_text(path: str) -> None:
+    """A file torch.save wrote is a zip archive (or an old pickle), never text: a Git LFS
+    pointer or a web page saved under the weights' name is said as what it is."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if head.startswith(b"version https://git-lfs"):
+        raise TechniqueError(f"weights {path}: a Git LFS pointer, not the weights: fetch the "
+                             "file itself (git lfs pull)")
+    if not head or head.startswith(b"PK") or b"\x00" in head:
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return  # binary: torch.load says what it is
+    raise TechniqueError(f"weights {path}: a text file, not one torch.save wrote (it starts: "
+                         f"{text[:60].strip()!r})")
 
 
 def _is_state(doc) -> bool:
