@@ -225,3 +225,13 @@ def test_the_cpu_float_copy_of_a_gpu_model_takes_no_second_copy_on_the_gpu():
     assert torch.cuda.max_memory_allocated() == before  # nothing allocated on the GPU
     assert next(model.parameters()).is_cuda
     float_copy_is_independent(model, copy)
+
+
+def test_torchao_int8_compiled_is_said_compiled_not_eager():
+    """The int8 note of `quantize: int8_dynamic, deploy: compile` names the compiled path."""
+    from modelopt.techniques import deploy
+
+    q, info = convert("int8_dynamic", build({"name": "mlp", "hidden": 16}, (12,), 4).eval())
+    assert info["int8_path"] == "torchao int8 tensors (eager)"
+    assert deploy._lowered(q) == {"int8_path": "torchao int8 tensors (compiled)"}
+    assert deploy._lowered(build({"name": "mlp", "hidden": 16}, (12,), 4)) == {}

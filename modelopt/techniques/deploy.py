@@ -191,6 +191,10 @@ def _package(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
 
 def _lowered(model: nn.Module) -> dict:
     """A PT2E int8 program compiled by Inductor with freezing runs on its int8 (oneDNN)
-    kernels, not the reference path; where Inductor cannot lower it the cell failed."""
-    return {"int8_path": "inductor int8 kernels (frozen)"} if isinstance(
-        model, program.Program) else {}
+    kernels, not the reference path; where Inductor cannot lower it the cell failed.
+    torchao's int8 tensors are compiled with the rest (no longer its eager dispatch)."""
+    if isinstance(model, program.Program):
+        return {"int8_path": "inductor int8 kernels (frozen)"}
+    if any(type(p).__module__.startswith("torchao") for p in model.parameters()):
+        return {"int8_path": "torchao int8 tensors (compiled)"}
+    return {}
