@@ -61,12 +61,11 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     scale = 100 if tasks.percent(y) else 1
     labels = cell_labels(ok)
     cmap = plt.get_cmap("tab20" if len(ok) > 10 else "tab10")
-    for i, r in ok.iterrows():
-        ax.errorbar(r[x], r[y] * scale, xerr=r.get(f"{x}_std", 0) or 0,
-                    yerr=(r.get(f"{y}_std", 0) or 0) * scale, fmt="o", capsize=3,
-                    color=cmap(i % cmap.N), label=labels[i])
     xs, ys = list(ok[x]), list(ok[y])
-    spreads, xspreads = _std(ok, y), _std(ok, x)
+    spreads, xspreads = _std(ok, y), _std(ok, x)  # what the bars show, the front judges by
+    for i, r in ok.iterrows():
+        ax.errorbar(r[x], r[y] * scale, xerr=xspreads[i], yerr=spreads[i] * scale, fmt="o",
+                    capsize=3, color=cmap(i % cmap.N), label=labels[i])
     slim_x = M.column("slimmed", x)
     if slim_x in ok.columns:  # the same weights with pruned channels removed
         slim_sd = _std(ok, slim_x)

@@ -21,8 +21,8 @@ def tuned(agg: pd.DataFrame) -> pd.DataFrame:
     if t.empty or "val_score" not in t.columns:
         return pd.DataFrame()
     for _, g in t.groupby(t["group"].map(lambda x: x["id"]), sort=False):
-        # a setting some of whose seeds diverged or failed is chosen only where every one's
-        # did: its mean is over the survivors
+        # a setting some of whose seeds diverged or failed (its mean is over the survivors)
+        # is chosen only where no setting kept all its seeds
         whole = g[g["n"] == g["runs"]]
         best = (whole if whole["val_score"].notna().any() else g)
         best = best.loc[best["val_score"].idxmax()].copy()

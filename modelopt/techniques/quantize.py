@@ -195,16 +195,16 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
         for i in range(0, len(x), 64):
             prepared(x[i:i + 64])
     converted = program.strip_unused(pt2e.convert_pt2e(prepared))
-    layers = sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in fp32.modules())
+    layers = _weighted(fp32)
     n = _int8_layers(converted)
     if n == 0:
         raise TechniqueError(f"int8_static quantized none of the model's {layers} Linear /"
-                             " convolution layers")
+                             " convolution / GRU layers")
     shipped = program.Program(program.export(converted, x))
     # run as it is (deploy: eager), the program quantizes and dequantizes around float
     # kernels: a check of int8's numerics, not its speed (compile / export lower it)
     return shipped, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao pt2e",
-                     "float_layers": _weighted(fp32) - n, "int8_path": REFERENCE,
+                     "float_layers": layers - n, "int8_path": REFERENCE,
                      "calibration_samples": len(x), "artifact_bytes": shipped.saved_bytes}
 
 
