@@ -438,6 +438,8 @@ def test_a_target_not_reached_is_never_the_fastest_and_lost_seeds_are_counted():
     assert "**400**" in text  # the fastest that reached it
     sgd = next(line for line in text.splitlines() if line.startswith("| sgd "))
     assert sgd.rstrip(" |").endswith("2 of 3 (1 diverged)")
+    # the seeds that reached it are counted, not averaged with a spread
+    assert gd.split("|")[4].strip() == "0 of 2" and sgd.split("|")[4].strip() == "2 of 2"
 
 
 def test_a_heatmaps_axes_are_what_varies_in_order_and_named_as_the_tables_name_them():

@@ -56,6 +56,19 @@ def test_each_runtime_against_its_own_float_model_ranks_nothing():
     assert [line.split("|")[-2].strip() for line in table.splitlines()[2:4]] == ["–", "–"]
 
 
+def test_a_runtime_only_a_lone_technique_ships_on_gets_no_column():
+    """A pruned model shipped only on OpenVINO has nothing to compare across runtimes: no
+    row, and no OpenVINO column of dashes beside the techniques that do."""
+    a = agg({"float-eager": 1.0, "float-ort": 3.6, "int8-eager": 0.5, "int8-ort": 2.2})
+    lone = {"cell_id": "pruned-ov", "cell": {"model": "cnn", "prune": {"name": "l1"},
+                                             "deploy": {"name": "openvino"}},
+            "n": 3, "axis:quantize": "none", "axis:deploy": "openvino", "speedup_batch": 2.0}
+    a = pd.concat([a, pd.DataFrame([lone])], ignore_index=True)
+    bases, _ = baselines(a, {"quantize": "none", "deploy": "eager"})
+    table = runtime_table(a, bases)
+    assert "onnxruntime: speed-up" in table and "openvino" not in table
+
+
 def test_two_variants_of_one_runtime_are_two_columns():
     """OpenVINO in f32 and in bf16 (or two compile modes) are different runtimes to a user:
     each its own column, and the fastest named as the variant it is."""

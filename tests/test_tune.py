@@ -79,6 +79,16 @@ def test_a_setting_that_lost_seeds_is_not_chosen_over_one_that_kept_them():
     assert list(tables.tuned(report.aggregate(df))["chosen"]) == ["optimizer.lr=0.01"]
 
 
+def test_the_tuned_table_says_a_target_not_reached_and_counts_the_seeds_that_did():
+    """The tuned setting's steps to target are its whole budget where no seed reached the
+    target: said as not reached, and its seeds counted (not 0.00 ± a spread)."""
+    df = pd.DataFrame([{**row("a", s, 0.01, 0.85, 0.80), "target_reached": False,
+                        "steps_to_target": 900} for s in (0, 1)])
+    text = tables.tune_table(report.aggregate(df))
+    line = next(x for x in text.splitlines() if "optimizer.lr=0.01" in x)
+    assert "not reached" in line and "0 of 2" in line and "0.00" not in line
+
+
 def test_time_to_target():
     curves = [{"phase": "train", "step": s, "val_score": v, "seconds": s / 10}
               for s, v in [(10, 0.5), (20, 0.8), (30, 0.9)]]

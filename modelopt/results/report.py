@@ -253,6 +253,16 @@ def _to_target(cell: str, r: pd.Series) -> str:
     return "not reached" if reached == 0 else f"{cell} ({reached:.0%} of seeds reached it)"
 
 
+def figure(r: pd.Series, m: str, bold: bool = False) -> str:
+    """One figure of a row as a table shows it: mean ± std over its seeds; the share of
+    seeds that reached a target as a count of them (a std of yes/no reads as noise)."""
+    if m == "target_reached" and not pd.isna(r.get(m, float("nan"))):
+        return f"{round(r[m] * r['n']):.0f} of {int(r['n'])}"
+    cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
+    cell = f"**{cell}**" if bold else cell
+    return _to_target(cell, r) if m in TO_TARGET else cell
+
+
 def n_words(r: pd.Series) -> str:
     """The seeds a row's figures are over, and what became of the others (diverged, failed,
     timed out): a mean over the survivors reads better than the setting is."""
@@ -282,11 +292,7 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
     rows = []
     for _, r in ok.iterrows():
         row = [r[c] for c in labels]
-        for m in metrics:
-            cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
-            if m in best and r.get(m) == best[m]:
-                cell = f"**{cell}**"
-            row.append(_to_target(cell, r) if m in TO_TARGET else cell)
+        row += [figure(r, m, m in best and r.get(m) == best[m]) for m in metrics]
         row.append(n_words(r))
         rows.append(row)
     headers = [c[5:] for c in labels] + [_title(m) for m in metrics] + ["n"]

@@ -84,13 +84,15 @@ def runtime_table(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
     ok = agg[agg["n"] > 0]
     if DEPLOY_AXIS not in ok.columns or "speedup_batch" not in ok.columns:
         return ""
-    runtimes = list(dict.fromkeys(runtime_of(r) for _, r in ok.iterrows()))
     labels = [c for c in label_columns(ok) if c != DEPLOY_AXIS]
     best = best_runtimes(agg, bases)
+    # shipped on one runtime only: nothing to compare, and no column for it alone
+    groups = [g for _, g in ok.groupby(ok.apply(_technique, axis=1), sort=False) if len(g) > 1]
+    if not groups:
+        return ""
+    runtimes = list(dict.fromkeys(runtime_of(r) for g in groups for _, r in g.iterrows()))
     rows, apart = [], False
-    for _, group in ok.groupby(ok.apply(_technique, axis=1), sort=False):
-        if len(group) < 2:  # shipped on one runtime only: nothing to compare
-            continue
+    for group in groups:
         apart |= not one_baseline(group, bases)
         first = group.iloc[0]
         row = [joined(first, labels, " · ", keyed=False) if labels else "–"]
@@ -100,8 +102,6 @@ def runtime_table(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
             row.append("–" if r is None else f"{speedup_words(r)}" + _size(r))
         row.append(best.get(first["cell_id"], "–"))
         rows.append(row)
-    if not rows:
-        return ""
     headers = ["technique"] + [f"{name}: speed-up × [95 % CI] · size" for name in runtimes]
     table = tabulate(rows, headers=headers + ["fastest"], tablefmt="github",
                      disable_numparse=True)

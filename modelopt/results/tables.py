@@ -11,7 +11,7 @@ from tabulate import tabulate
 from modelopt.results import tasks
 from modelopt.results.headline import shipped_figure
 from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
-from modelopt.results.report import _kind, _title, fmt
+from modelopt.results.report import _kind, _title, figure, fmt
 
 
 def tuned(agg: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +54,7 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
         rows.append([lab[c] for c in labels] + [
             r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
             fmt(r.get(metric), r.get(f"{metric}_std"), kind)]
-            + [fmt(r.get(m), r.get(f"{m}_std"), _kind(m)) for m in speed]
+            + [figure(r, m) for m in speed]
             + [int(r["n"]), int(r["candidates"])])
     headers = ([c[5:] for c in labels] + ["chosen on validation", "validation",
                                           f"test {_title(metric)}"]
