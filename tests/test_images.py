@@ -83,6 +83,8 @@ def test_normalize_takes_one_value_per_channel_when_the_suite_loads(tmp_path):
             "channels: 1, mean: MEAN, std: STD}}\n")
     with pytest.raises(SuiteError, match=r"one value per channel: 1 \(channels: 1\), got 3"):
         parse(grey.replace("MEAN", "[0.485, 0.456, 0.406]").replace("STD", "[0.2, 0.2, 0.2]"))
+    with pytest.raises(SuiteError, match=r"every value must be above 0; got \[0.0\]"):
+        parse(grey.replace("MEAN", "[0.5]").replace("STD", "[0.0]"))
     assert parse(grey.replace("MEAN", "[0.5]").replace("STD", "[0.25]")).cells
     assert load(root, channels=1, mean=[0.5], std=[0.25]).x_test.shape[1] == 1
 

@@ -68,6 +68,9 @@ def _check_normalize(mean, std, channels: int) -> None:
     if mean is not None and not len(mean) == len(std) == channels:
         raise ValueError(f"imagefolder: mean and std take one value per channel: {channels} "
                          f"(channels: {channels}), got {len(mean)} and {len(std)}")
+    if std is not None and not all(v > 0 for v in std):
+        raise ValueError(f"imagefolder: std divides each channel, so every value must be "
+                         f"above 0; got {list(std)}")
 
 
 def _transforms(size: int, channels: int, rotate: float, crop_scale: float, hflip: bool,
