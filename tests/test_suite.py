@@ -64,6 +64,9 @@ def test_unknown_cell_key():
 def test_model_dataset_mismatch_is_caught_before_running():
     e = err(BASE + "matrix:\n  model: [cnn2d]\n")
     assert "cnn2d" in e.message and "mnist1d" in e.message
+    assert e.where == "cell [model=cnn2d]"
+    # without a matrix the one cell is the defaults, and named so (not "cell []")
+    assert err(BASE.replace("model: cnn", "model: cnn2d")).where == "defaults"
 
 
 def test_not_yaml_and_not_mapping():

@@ -183,7 +183,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     cells, seen = [], set()
     for combo in combos:
         label = ", ".join(f"{k}={short(v)}" for k, v in combo.items())
-        base = resolved(f"cell [{label}]", combo)
+        base = resolved(f"cell [{label}]" if label else "defaults", combo)  # no matrix: one cell
         for kind, values in variants:
             where = f"{kind} [{', '.join(filter(None, (label, str(values))))}]"
             config = resolved(where, {**combo, **values}) if values else base
