@@ -34,6 +34,20 @@ def test_standardize_with_the_statistics_a_model_was_trained_with():
     assert torch.allclose(one.x_test, (d.x_test - 1.0) / 2.0)
 
 
+def test_statistics_that_do_not_fit_the_dataset_are_refused_when_the_suite_loads():
+    """Found at run time, every cell failed; the suite names the step instead, exit 2."""
+    from modelopt.spec.suite import SuiteError, parse
+
+    suite = ("name: s\ndefaults: {model: mlp, dataset: {name: synthetic, n_features: 6}, "
+             "preprocess: [{name: standardize, STATS}]}\n")
+    with pytest.raises(SuiteError, match="one value per feature: 6, got 2 and 2"):
+        parse(suite.replace("STATS", "mean: [0.0, 1.0], std: [1.0, 1.0]"))
+    with pytest.raises(SuiteError, match="give mean and std together"):
+        parse(suite.replace("STATS", "std: [1.0, 1.0]"))
+    assert parse(suite.replace("STATS", "mean: [0.0] , std: [2.0], per_feature: false")).cells
+    assert parse(suite.replace("STATS", f"mean: {[0.0] * 6}, std: {[1.0] * 6}")).cells
+
+
 def test_minmax_range_holds_on_train():
     s = preprocess.apply([{"name": "minmax", "low": -1.0, "high": 1.0}], synth(), 0)
     assert float(s.x_train.min()) == pytest.approx(-1) and float(s.x_train.max()) == pytest.approx(1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from modelopt.spec.cell import Cell
 from modelopt.spec.registries import CELL_CHECKS, SCHEDULES
+from modelopt.spec.registry import RegistryError
 from modelopt.spec.schema import DEFAULT_STEPS
 
 # tasks whose validation score is at most 1 (accuracy, R²): a target above it is a percentage
@@ -20,12 +21,12 @@ def needs_validation(config: dict) -> None:
     if train["val_fraction"] > 0 or train["folds"] > 0:
         return
     if train.get("target") is not None:
-        raise ValueError("train.target is a validation score, and val_fraction: 0 leaves no "
+        raise RegistryError("train.target is a validation score, and val_fraction: 0 leaves no "
                          "validation split: it would never be reached (give val_fraction > 0)")
     for where, schedule in (("schedule", config.get("schedule")),
                             ("train.finetune_schedule", train.get("finetune_schedule"))):
         if isinstance(schedule, dict) and SCHEDULES.info(schedule["name"]).on_eval:
-            raise ValueError(f"{where} '{schedule['name']}' steps on the validation score, and "
+            raise RegistryError(f"{where} '{schedule['name']}' steps on the validation score, and "
                              "val_fraction: 0 leaves no validation split: it would cut the rate "
                              "on a timer (give val_fraction > 0, or another schedule)")
 

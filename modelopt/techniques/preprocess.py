@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from dataclasses import replace
 from typing import Annotated, Callable
@@ -10,8 +12,8 @@ import torch
 from pydantic import Field
 
 from modelopt.spec.cell import chosen
-from modelopt.spec.registries import AUGMENT, PREPROCESS
-from modelopt.spec.registry import NonNegative, NonNegativeInt, Positive, Probability
+from modelopt.spec.registries import AUGMENT, CELL_CHECKS, DATASETS, PREPROCESS
+from modelopt.spec.registry import NonNegative, NonNegativeInt, Positive, Probability, RegistryError
 from modelopt.techniques import tasks
 from modelopt.techniques.data import Data
 
@@ -34,15 +36,8 @@ def standardize(data: Data, seed: int, /, per_feature: bool = True, eps: Positiv
     statistics a model trained elsewhere was trained with (`mean`, `std`: one value per
     feature, e.g. a scikit-learn StandardScaler's mean_ and scale_), so that it sees its
     inputs as it did."""
-    if (mean is None) != (std is None):
-        raise ValueError("standardize: give mean and std together (or neither: the training "
-                         "split's own)")
+    _check_statistics(mean, std, data.x_train.shape[1:].numel(), per_feature)
     if mean is not None:
-        width = data.x_train.shape[1:].numel() if per_feature else 1
-        if not len(mean) == len(std) == width:
-            raise ValueError(f"standardize: mean and std take one value per feature: {width}, "
-                             f"got {len(mean)} and {len(std)}" if per_feature else
-                             "standardize: per_feature: false takes one mean and one std")
         shape = (1, *data.x_train.shape[1:]) if per_feature else (1,)
         mean_t = torch.tensor(mean, dtype=data.x_train.dtype).reshape(shape)
         std_t = torch.tensor(std, dtype=data.x_train.dtype).reshape(shape).clamp_min(eps)
@@ -52,6 +47,37 @@ def standardize(data: Data, seed: int, /, per_feature: bool = True, eps: Positiv
                                  keepdim=per_feature).clamp_min(eps)
     f = lambda x: (x - mean_t) / std_t  # noqa: E731
     return replace(data, x_train=f(data.x_train), x_val=f(data.x_val), x_test=f(data.x_test))
+
+
+def _check_statistics(mean, std, features: int, per_feature: bool) -> None:
+    if (mean is None) != (std is None):
+        raise RegistryError("standardize: give mean and std together (or neither: the "
+                            "training split's own)")
+    width = features if per_feature else 1
+    if mean is not None and not len(mean) == len(std) == width:
+        raise RegistryError(f"standardize: mean and std take one value per feature: {width}, "
+                            f"got {len(mean)} and {len(std)}" if per_feature else
+                            "standardize: per_feature: false takes one mean and one std")
+
+
+def check_statistics(config: dict) -> None:
+    """When the suite loads: statistics given to standardize (a scaler's a model was trained
+    with) fit the dataset's features; found at run time, every cell of the suite failed.
+    The dataset is built once per suite, and only where statistics are given."""
+    for spec in config.get("preprocess") or []:
+        if spec.get("name") == "standardize" and ("mean" in spec or "std" in spec):
+            per_feature = spec.get("per_feature", True)
+            width = _features(json.dumps(config["dataset"], sort_keys=True, default=str)) \
+                if per_feature and spec.get("mean") is not None else 1
+            _check_statistics(spec.get("mean"), spec.get("std"), width, per_feature)
+
+
+@functools.lru_cache(maxsize=16)
+def _features(dataset: str) -> int:
+    return DATASETS.build_spec(json.loads(dataset), 0).x_train.shape[1:].numel()
+
+
+CELL_CHECKS.append(check_statistics)
 
 
 @PREPROCESS.register("minmax")
