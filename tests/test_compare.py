@@ -115,17 +115,34 @@ def test_accuracy_drop_and_param_change_are_flagged(baseline, tmp_path):
 
 
 def test_a_change_comes_with_its_interval_over_the_seeds():
-    """Paired over seeds: the mean difference ± t(0.975, n-1) sd / sqrt(n), in the change's
+    """Paired over seeds: the mean difference ± t(0.95, n-1) sd / sqrt(n) (the 90 % interval,
+    whose end clears 0 exactly when the one-sided test is significant), in the change's
     units (points for accuracy), shown beside it; none with one seed, none for a count."""
     acc = M.TABLE["accuracy"]
     v, change, p, ci = compare.verdict(acc, [0.90, 0.92, 0.91], [0.87, 0.90, 0.86])
     assert change == pytest.approx(-0.1 / 3)
-    assert ci == pytest.approx((-0.1 / 3 - 0.037950, -0.1 / 3 + 0.037950), abs=1e-5)
-    assert v == "noise" and p > 0.05  # an interval that crosses 0: not significant
+    assert ci == pytest.approx((-0.1 / 3 - 0.025752, -0.1 / 3 + 0.025752), abs=1e-5)
+    assert v == "regressed" and p < 0.05  # worse on every seed, beyond the tolerance
     row = compare.Row("c", "accuracy", 0.91, 0.877, change, v, p, ci, n=3)
-    assert compare._fmt_change(row, acc) == "-3.33 pt [-7.13, +0.46]"
+    assert compare._fmt_change(row, acc) == "-3.33 pt [-5.91, -0.76]"
+    # one seed better, two worse: the interval crosses 0, within noise
+    v, _, p, ci = compare.verdict(acc, [0.90, 0.92, 0.91], [0.87, 0.93, 0.86])
+    assert v == "noise" and p > 0.05 and ci[0] < 0 < ci[1]
     assert compare.verdict(acc, [0.9], [0.8])[3] is None
     assert compare.verdict(M.TABLE["params"], [10, 10], [11, 11])[3] is None
+
+
+def test_two_seeds_that_agree_on_a_large_drop_regress_and_the_page_says_what_two_can_tell():
+    """-26 and -34 points: a two-sided test at one degree of freedom called this noise (p
+    0.079), though one seed alone is judged by the tolerance and would have failed."""
+    acc = M.TABLE["accuracy"]
+    v, change, p, ci = compare.verdict(acc, [0.7375, 0.8125], [0.475, 0.475])
+    assert v == "regressed" and p < 0.05 and ci[1] < 0
+    # seeds that disagree as much as they move: within noise
+    assert compare.verdict(acc, [0.80, 0.80], [0.70, 0.78])[0] == "noise"
+    row = compare.Row("c", "accuracy", 0.775, 0.475, change, v, p, ci, n=2)
+    text = compare.markdown(compare.Comparison([row], [], [], {}, False, "not gated", 1, {}, ""))
+    assert "one degree of freedom" in text and "90 % interval" in text
 
 
 SPEED = {0: 1000.0, 1: 1060.0, 2: 970.0}  # samples/s per seed: a spread, set by hand

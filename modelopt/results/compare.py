@@ -20,7 +20,7 @@ from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, declare_side, load_side
-from modelopt.results.stats import ALPHA, paired_ci, paired_p, welch_ci, welch_p
+from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
 
 __all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
            "markdown", "parse_threshold", "summary"]
@@ -67,8 +67,8 @@ class Row:
     change: float | None  # relative (fraction) for relative tolerances, absolute otherwise
     verdict: str  # ok | regressed | improved | noise
     p_value: float | None = None
-    # the change's 95 % interval, in its units: paired over seeds (Welch's for training
-    # speed); re-timed latency: of current/baseline over the timing processes
+    # the change's interval, in its units: 90 % paired over seeds (Welch's for training
+    # speed); re-timed latency: 95 % of current/baseline over the timing processes
     ci: tuple[float, float] | None = None
     n: int = 0  # the replicates: paired seeds, or timing processes
     note: str = ""
@@ -82,15 +82,18 @@ def _change(metric: M.Metric, b: float, c: float) -> tuple[float, float]:
 
 def verdict(metric: M.Metric, base: list[float], cur: list[float]
             ) -> tuple[str, float, float | None, tuple[float, float] | None]:
-    """Worse than the tolerance AND (with >= 2 seeds a side) p < ALPHA: regressed; worse
-    than the tolerance but not significant: noise. Counts (exact) have no noise. Figures
-    that training produces are paired by seed; timings are not (Welch). Also the change's
-    95 % interval, in the change's units (None: one seed, or a count)."""
+    """Worse than the tolerance AND (with >= 2 seeds a side) a one-sided p < ALPHA in the
+    direction of the change (the gate asks "worse?", and "better?", never "different?"):
+    regressed; worse than the tolerance but not significant: noise. Counts (exact) have no
+    noise. Figures that training produces are paired by seed; timings are not (Welch). Also
+    the change's 90 % interval, in its units, whose end clears 0 exactly when p < ALPHA
+    (None: one seed, or a count)."""
     b, c = statistics.fmean(base), statistics.fmean(cur)
     change, worse = _change(metric, b, c)
     test, interval = (welch_p, welch_ci) if metric.timing else (paired_p, paired_ci)
-    p = None if metric.kind == "exact" else test(base, cur)
-    ci = None if metric.kind == "exact" else interval(base, cur)
+    two_sided = None if metric.kind == "exact" else test(base, cur)
+    p = None if two_sided is None else two_sided / 2  # in the direction the mean moved
+    ci = None if metric.kind == "exact" else interval(base, cur, GATE_LEVEL)
     if ci is not None and metric.kind == "relative" and b != 0:
         ci = (ci[0] / abs(b), ci[1] / abs(b))
     return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p, ci
@@ -312,7 +315,7 @@ def _num(v: float | None) -> str:
 
 
 def _fmt_change(r: Row, metric: M.Metric | None) -> str:
-    """The change in its units, with its 95 % interval where it has one."""
+    """The change in its units, with its interval where it has one."""
     if r.change is None or metric is None:
         return "–"
     if metric.kind == "relative":
@@ -356,11 +359,16 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
     lines = [summary(cmp), ""] + ([cmp.machines, ""] if cmp.machines else [])
     if body:
         lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
-                                             "change [95 % CI]", "tolerance", "p",
+                                             "change [interval]", "tolerance", "p",
                                              "n", "verdict"],
                               tablefmt="github", disable_numparse=True))
     elif cmp.rows:
         lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
+    if any(r.n == 2 and r.ci is not None and r.metric not in LATENCY.values() for r in cmp.rows):
+        lines += ["", "Two seeds a side give the paired test one degree of freedom: a change "
+                  "is significant only where the two seeds' changes differ by less than about a "
+                  "third of their mean (t = 6.3). Gate with 3 or more seeds "
+                  "(`seeds: [0, 1, 2]`) to catch smaller regressions."]
     for title, ids in (("Only in the baseline", cmp.only_baseline),
                        ("Only in the current run", cmp.only_current)):
         if ids:
@@ -370,7 +378,8 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
                       + ", ".join(cmp.labels.get(i, i[:8]) for i in ids)]
     lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
               "failed, timed out, diverged or absent now regresses. A figure regresses when it "
-              f"is worse than its tolerance and a paired t-test over the seeds gives p < {ALPHA} "
+              "is worse than its tolerance and a one-sided paired t-test over the seeds (is it "
+              f"worse?) gives p < {ALPHA}, i.e. its {100 * GATE_LEVEL:.0f} % interval excludes no change "
               "(worse but not significant: within noise; one seed a side: the tolerance alone). "
               "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
               "the machine's speed (× machine_probe_ms, a fixed workload timed in the cell's "

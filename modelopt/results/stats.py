@@ -8,6 +8,9 @@ import statistics
 import warnings
 
 ALPHA = 0.05  # a change is significant below this p-value
+# the gate's question has a direction (worse? better?): one-sided tests at ALPHA, shown with
+# the two-sided interval whose end clears 0 exactly when they are significant (90 %)
+GATE_LEVEL = 1 - 2 * ALPHA
 
 
 def paired_p(base: list[float], cur: list[float]) -> float | None:
@@ -39,20 +42,23 @@ def welch_p(base: list[float], cur: list[float]) -> float | None:
         return float(ttest_ind(cur, base, equal_var=False).pvalue)
 
 
-def paired_ci(base: list[float], cur: list[float]) -> tuple[float, float] | None:
-    """95 % t-interval of the mean paired difference (cur - base) over seeds; None with one
-    seed (no spread to estimate)."""
+def paired_ci(base: list[float], cur: list[float], level: float = 0.95
+              ) -> tuple[float, float] | None:
+    """t-interval (95 % unless `level` says) of the mean paired difference (cur - base) over
+    seeds; None with one seed (no spread to estimate)."""
     n = len(base)
     if n < 2:
         return None
     diffs = [c - b for b, c in zip(base, cur)]
-    half = _t(n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    half = _t(n - 1, level) * statistics.stdev(diffs) / math.sqrt(n)
     mean = statistics.fmean(diffs)
     return mean - half, mean + half
 
 
-def welch_ci(base: list[float], cur: list[float]) -> tuple[float, float] | None:
-    """95 % Welch interval of mean(cur) - mean(base): for speed, unpaired."""
+def welch_ci(base: list[float], cur: list[float], level: float = 0.95
+             ) -> tuple[float, float] | None:
+    """Welch interval (95 % unless `level` says) of mean(cur) - mean(base): for speed,
+    unpaired."""
     if len(base) < 2 or len(cur) < 2:
         return None
     vb, vc = statistics.variance(base) / len(base), statistics.variance(cur) / len(cur)
@@ -60,11 +66,11 @@ def welch_ci(base: list[float], cur: list[float]) -> tuple[float, float] | None:
     if vb + vc == 0:
         return diff, diff
     df = (vb + vc) ** 2 / (vb ** 2 / (len(base) - 1) + vc ** 2 / (len(cur) - 1))
-    half = _t(df) * math.sqrt(vb + vc)
+    half = _t(df, level) * math.sqrt(vb + vc)
     return diff - half, diff + half
 
 
-def _t(df: float) -> float:
+def _t(df: float, level: float) -> float:
     from scipy.stats import t
 
-    return float(t.ppf(1 - ALPHA / 2, df))
+    return float(t.ppf(0.5 + level / 2, df))
