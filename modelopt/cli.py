@@ -153,11 +153,12 @@ def cmd_merge(args) -> int:
     from modelopt.run import runner
 
     try:
-        n = runner.merge(args.dirs, args.out)
+        n, left = runner.merge(args.dirs, args.out)
     except (runner.ResumeError, store.ResultsError) as exc:
         return _err(str(exc))
-    print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}; time "
-          f"their saved models side by side with `modelopt time {args.out}`", file=sys.stderr)
+    twice = f"; left out {left} of a cell x seed kept from an earlier one" if left else ""
+    print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}{twice}; "
+          f"time their saved models side by side with `modelopt time {args.out}`", file=sys.stderr)
     return 0
 
 

@@ -49,3 +49,9 @@ def test_every_gated_metric_has_a_direction_and_a_tolerance():
     for m in M.gated():
         assert m.higher_is_better is not None, m.name
         assert m.kind == "exact" or m.tolerance > 0, m.name
+
+
+def test_a_title_is_a_markdown_table_header():
+    """Report tables are GitHub markdown, which tabulate does not escape: a pipe in a title
+    ('|w| > 1e-3') split its column and shifted every figure after it."""
+    assert [m.name for m in M.TABLE.values() if "|" in m.title] == []

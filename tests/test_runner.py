@@ -218,7 +218,7 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     runner.run(suite, tmp_path / "all", jobs=2)
     for i in (1, 2, 3):
         runner.run(suite, tmp_path / f"s{i}", jobs=2, shard=(i, 3))
-    assert runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged") == 6
+    assert runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged") == (6, 0)
     key = lambda r: (r.cell_id, r.seed)  # noqa: E731
     whole = {key(r): r for r in results.read(tmp_path / "all")}
     merged = {key(r): r for r in results.read(tmp_path / "merged")}
@@ -238,7 +238,8 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     shutil.copytree(tmp_path / "all", tmp_path / "again")
     for p in (tmp_path / "again" / "models").glob("*.pt"):
         p.write_bytes(b"another run's model")
-    assert runner.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == 6
+    # the second run's duplicates are counted as left out, not dropped unsaid
+    assert runner.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == (6, 6)
     assert all((tmp_path / "both" / "models" / p.name).read_bytes() == p.read_bytes()
                for p in (tmp_path / "all" / "models").glob("*.pt"))
     other = tmp_path / "other"

@@ -428,6 +428,7 @@ def test_a_training_speed_shared_by_cells_or_measured_too_briefly_is_not_gated(r
     cmp = compare.compare(run_dir, cur)
     speed = [r for r in cmp.rows if r.metric == "train_samples_s"]
     assert len(speed) == 1 and speed[0].verdict == "ok" and "not gated" in speed[0].note
+    assert "× machine_probe_ms" in speed[0].note  # the figures shown are the products
     # the same change over enough measured work is judged
     for rec in lines:
         rec["metrics"]["train_seconds"] = 5.0
@@ -437,7 +438,7 @@ def test_a_training_speed_shared_by_cells_or_measured_too_briefly_is_not_gated(r
         rec["metrics"]["train_samples_s"] *= 0.5
     (cur / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     speed = [r for r in compare.compare(base, cur).rows if r.metric == "train_samples_s"]
-    assert len(speed) == 1 and speed[0].note == "per machine probe"
+    assert len(speed) == 1 and speed[0].note == "× machine_probe_ms: per machine speed"
 
 
 def test_a_model_that_cannot_be_rebuilt_is_timed_by_its_own_run_only(tmp_path):

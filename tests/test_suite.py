@@ -254,6 +254,12 @@ def test_a_factory_named_by_import_path_is_checked_and_trains(tmp_path):
         parse(text.replace("MODEL", '"no_such_pkg.nets:net"'))
     with pytest.raises(SuiteError, match=r"module 'tests.plugins' has no function 'tiny'"):
         parse(text.replace("MODEL", '"tests.plugins:tiny"'))
+    # on a corpus (token ids) the error says how to declare a model of yours for them
+    with pytest.raises(SuiteError, match=r"gives tokens inputs; models for it: .*register it "
+                                         r"in a plugin with MODELS.register\('tiny_net', "
+                                         r"accepts=\('tokens',\)\)"):
+        parse(text.replace("MODEL", '"tests.plugins:tiny_net"').replace(
+            "{name: synthetic, n_samples: 200}", "corpus"))
     suite = parse(text.replace("MODEL", '{name: "tests.plugins:tiny_net", width: 4}'))
     assert not runner.run(suite, tmp_path, jobs=1).failed  # the cell's process imports it too
     (rec,) = store.read(tmp_path)

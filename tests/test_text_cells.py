@@ -75,6 +75,16 @@ def test_text_suites_run_deploy_time_generation_and_report(tmp_path):
     assert all(r["new_tokens"] == 16 for r in eager)  # half of 32 positions
     assert not any("ms_generate" in r for r in timing["rows"]
                    if r["cell_id"] == recs["onnxruntime"]["cell_id"])
+    # the gate re-times the decoder's generation too, beside its forward pass: a threshold
+    # on it is judged, never silently ignored
+    cmp = subprocess.run([sys.executable, "-m", "modelopt", "compare", str(out), str(out),
+                          "--all", "--fail-on", "per_token_ms:50%"], capture_output=True,
+                         text=True)
+    assert cmp.returncode == 0, cmp.stdout + cmp.stderr
+    decode = [line for line in cmp.stdout.splitlines() if "token_ms (re-timed" in line]
+    assert {line.split("|")[2].split()[0] for line in decode} == {"first_token_ms",
+                                                                   "per_token_ms"}
+    assert all("50 %" in line for line in decode if "per_token_ms" in line)
 
 
 def test_a_text_classifier_on_a_csv_trains_and_ships_on_onnx_runtime(tmp_path):

@@ -31,7 +31,8 @@ def metrics_page() -> str:
              "|---|---|---|---|---|---|---|"]
     for m in M.TABLE.values():
         gate = m.kind if m.kind != "none" else "–"
-        lines.append(f"| `{m.name}` | {m.title} | {better[m.higher_is_better]} | {gate} | "
+        title = m.title.replace("|", "\\|")  # a pipe in a cell would end it
+        lines.append(f"| `{m.name}` | {title} | {better[m.higher_is_better]} | {gate} | "
                      f"{m.tolerance or '–'} | {m.unit or '–'} | {'yes' if m.timing else ''} |")
     return "\n".join(lines) + "\n"
 

@@ -1,12 +1,8 @@
-"""Baseline vs current: the regression gate.
-
-A cell that was ok and is not any more is a regression; so is a cell on one side only
-(unless allowed). Figures are compared per metric (metrics.TABLE: direction and tolerance)
-with the process as the unit: seeds, paired by seed, for what training produces; timing
-processes for latency, re-timed side by side (timing.py). Training speed is compared per
-unit of the machine's speed (machine_probe_ms, timed in each cell's own process), because
-two runs differ by the machine as well as the code.
-"""
+"""Baseline vs current: the regression gate. A cell ok before and not now, or on one side
+only (unless allowed), regresses; figures are judged per metric (metrics.TABLE) with the
+process as the replicate: seeds, paired, for what training produces; timing processes for
+re-timed latency (timing.py); training speed per unit of the machine's speed
+(machine_probe_ms, timed in each cell's own process): two runs differ by the machine too."""
 
 from __future__ import annotations
 
@@ -19,7 +15,7 @@ from typing import Callable
 from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results.labels import names
-from modelopt.results.sides import CompareError, Side, declare_side, load_side
+from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
 from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
 
 __all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
@@ -31,6 +27,11 @@ MIN_TRAIN_S = 2.0
 # a timed model's latency as a figure: (its kind, batch 1 or the batch) -> column
 LATENCY = {(kind, which): figures[i] for kind, figures in M.LATENCY_FIGURES.items()
            for i, which in enumerate(("ms_batch1", "ms_batch"))}
+# a causal decoder's generation, timed in the same processes: its first new token, and each
+# token after it (the row's generation less its first token, per token)
+LATENCY |= {(kind, field_): M.column(kind, name) for kind in M.LATENCY_FIGURES
+            for field_, name in (("ms_first_token", "first_token_ms"),
+                                 ("ms_per_token", "per_token_ms"))}
 
 
 def parse_threshold(text: str) -> tuple[str, M.Metric]:
@@ -139,9 +140,11 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         if not pairs:
             continue
         v, change, p, ci = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
-        note = "per machine probe" if name == PROBED else ""
+        # the figures shown are the products judged, so the row says so whatever else it says
+        note = "× machine_probe_ms: per machine speed" if name == PROBED else ""
         if name == PROBED and _short_training(base, cur, cid, seeds):
-            v, note = "ok", f"under {MIN_TRAIN_S:g} s of training: reported, not gated"
+            v = "ok"
+            note += f"; under {MIN_TRAIN_S:g} s of training: reported, not gated"
         rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
                         statistics.fmean(c for _, c in pairs), change, v, p, ci,
                         n=len(pairs), note=note))
@@ -196,7 +199,9 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
               {"side": "baseline", "cell_id": cid, "kind": kind})
              for cid, kind in sorted({(a.cell_id, a.kind) for a in items})]
     timed = timer(items, plan, pairs, progress)
-    rows_t = timed.rows
+    rows_t = [{**r, "ms_per_token": (r["ms_generate"] - r["ms_first_token"])
+               / (r["new_tokens"] - 1)} if r.get("ms_generate") is not None else r
+              for r in timed.rows]
     skipped = {key.split(":")[1]: f"{key.split(':')[0]}: {why}"
                for key, why in timed.skipped.items()}
     out = []
@@ -231,6 +236,7 @@ class Comparison:
     common: int = -1  # cells on both sides; none in common is a failure whatever is allowed
     not_retimed: dict[str, str] = field(default_factory=dict)  # cell_id -> why
     machines: str = ""  # where the two sides' CPUs differ, said so
+    data: str = ""  # where the two sides read different data files, said so
 
     @property
     def regressions(self) -> list[Row]:
@@ -282,28 +288,17 @@ def compare(baseline: str | Path, current: str | Path,
                     "over the processes, the change (what is judged) the paired ratio, current "
                     "over baseline round by round within each process, with its 95 % interval "
                     "over the processes, so the two can differ by the noise the pairing removes")
+        elif skipped:  # both sides saved models, and none could be rebuilt as recorded
+            note = ("not gated: both runs saved their models, but none could be rebuilt here "
+                    "to re-time side by side (below: why); latency from two separate runs "
+                    "differs by the machine as much as by the code")
         if skipped:
             note += ("; not re-timed, so not gated on latency: " + "; ".join(
                 f"{labels.get(c, c[:8])} ({why})" for c, why in sorted(skipped.items())))
     return Comparison(rows, sorted(set(base.status) - set(cur.status)),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
-                      len(common), skipped, _machines(base, cur))
-
-
-def _machines(base: Side, cur: Side) -> str:
-    """A baseline taken on another CPU (model or int8 / half instruction sets) compares
-    machines as much as code: latency, training speed and int8's gains move with them. Flags
-    are compared where every record looked for them (older records looked for fewer)."""
-    if not base.machines or not cur.machines:
-        return ""
-    checked = frozenset.intersection(*(m.checked for m in base.machines | cur.machines))
-    names = [sorted({m.seen(checked) for m in side.machines}) for side in (base, cur)]
-    if names[0] == names[1]:
-        return ""
-    names = ["; ".join(side) for side in names]
-    return (f"The baseline was made on another CPU ({names[0]}) than the current run "
-            f"({names[1]}): speed figures compare the machines too, and the gains of int8 and "
-            "half precision depend on the instruction sets named.")
+                      len(common), skipped, machines_note(base, cur),
+                      data_note(base, cur, common, labels))
 
 
 # ---------------------------------------------------------------- the markdown
@@ -356,7 +351,8 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
         body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
                      _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
                      r.n or "–", verdict])
-    lines = [summary(cmp), ""] + ([cmp.machines, ""] if cmp.machines else [])
+    lines = [summary(cmp), ""] + [x for note in (cmp.machines, cmp.data) if note
+                                  for x in (note, "")]
     if body:
         lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
                                              "change [interval]", "tolerance", "p",
@@ -375,7 +371,7 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
             lines += ["", f"{title}"
                       + (" (allowed by --allow-missing)" if cmp.allow_missing else
                          " (fails the gate; --allow-missing to accept)") + ": "
-                      + ", ".join(cmp.labels.get(i, i[:8]) for i in ids)]
+                      + "; ".join(cmp.labels.get(i, i[:8]) for i in ids)]  # labels hold commas
     lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
               "failed, timed out, diverged or absent now regresses. A figure regresses when it "
               "is worse than its tolerance and a one-sided paired t-test over the seeds (is it "

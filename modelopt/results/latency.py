@@ -200,8 +200,8 @@ def ratio(rows: list[dict], num: dict, den: dict, field: str) -> Ratio | None:
     t: dict = {}
     for r in rows:
         for side, want in (("num", num), ("den", den)):
-            if pick(r, want):
-                t[(side, r["process"], r["seed"])] = r.get(ROUNDS_OF[field]) or [r[field]]
+            if pick(r, want) and r.get(field) is not None:  # a decoder's fields: its rows only
+                t[(side, r["process"], r["seed"])] = r.get(ROUNDS_OF.get(field, "")) or [r[field]]
     per_process = []
     for p in sorted({k[1] for k in t}):
         logs = [math.log(statistics.median(a / b for a, b in zip(t[("num", p, s)],

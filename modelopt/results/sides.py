@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from modelopt.results import metrics as M
 from modelopt.results import store
 from modelopt.results.record import Record
+from modelopt.spec import data_files
 
 
 class CompareError(ValueError):
@@ -58,6 +59,8 @@ class Side:
     # share its training figures, which are then one observation, not one per cell
     train_keys: dict[str, dict[int, str]] = field(default_factory=dict)
     machines: set[Machine] = field(default_factory=set)  # the CPUs its records were made on
+    # per cell: the fingerprints of the files its data was read from (spec/data_files.py)
+    data_files: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -160,6 +163,9 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
         key = (r.get("extra") or {}).get("train_key")
         if isinstance(key, str):
             side.train_keys.setdefault(cid, {})[seed] = key
+        files = (r.get("extra") or {}).get("data_files")
+        if isinstance(files, dict):  # words to show, read from a file: strings only, short
+            side.data_files.setdefault(cid, {str(k)[:40]: str(v)[:80] for k, v in files.items()})
         if r.get("status") == "ok":
             side.figures.setdefault(cid, {})[seed] = _figures(cid, seed, r.get("metrics") or {})
     return side
@@ -180,3 +186,33 @@ def _figures(cid: str, seed: int, metrics: dict) -> dict[str, float]:
     return out
 
 
+def data_note(base: Side, cur: Side, common: list[str], labels: dict[str, str]) -> str:
+    """Cells whose two runs read different files (a CSV edited, images added): their
+    figures compare the data as much as the code."""
+    changed = {}
+    for cid in common:
+        if cid in base.data_files or cid in cur.data_files:
+            words = data_files.differences(base.data_files.get(cid, {}),
+                                           cur.data_files.get(cid, {}))
+            if words:
+                changed.setdefault("; ".join(words), []).append(labels.get(cid, cid[:8]))
+    return " ".join(f"The two runs read different data for {len(cells)} cell(s) "
+                    f"({'; '.join(cells[:3])}{' ...' if len(cells) > 3 else ''}): {words}; "
+                    "their figures compare the data as well as the code."
+                    for words, cells in changed.items())
+
+
+def machines_note(base: Side, cur: Side) -> str:
+    """A baseline taken on another CPU (model or int8 / half instruction sets) compares
+    machines as much as code: latency, training speed and int8's gains move with them. Flags
+    are compared where every record looked for them (older records looked for fewer)."""
+    if not base.machines or not cur.machines:
+        return ""
+    checked = frozenset.intersection(*(m.checked for m in base.machines | cur.machines))
+    names = [sorted({m.seen(checked) for m in side.machines}) for side in (base, cur)]
+    if names[0] == names[1]:
+        return ""
+    names = ["; ".join(side) for side in names]
+    return (f"The baseline was made on another CPU ({names[0]}) than the current run "
+            f"({names[1]}): speed figures compare the machines too, and the gains of int8 and "
+            "half precision depend on the instruction sets named.")

@@ -216,5 +216,7 @@ def load(path: str | Path, recipe: Recipe) -> tuple[nn.Module, torch.Tensor, tor
     scale = 1 + float(ref.abs().max()) if ref.numel() else 1.0
     if not diff <= REBUILD_TOLERANCE * scale:
         raise NotRebuildable(f"the rebuilt model's outputs differ from the cell's by up to "
-                             f"{diff:.3g} (tolerance {REBUILD_TOLERANCE:g} x {scale:.3g})")
+                             f"{diff:.3g} (tolerance {REBUILD_TOLERANCE:g} x {scale:.3g}): "
+                             "the code that builds it here (yours, or modelopt's) computes "
+                             "another function than the code that ran the cell")
     return model, doc["example"].to(device), doc["batch"].to(device)

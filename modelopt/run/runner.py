@@ -134,7 +134,8 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             f"{out_dir} holds results of suite '{old.suite}' with a different "
             f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed "
             "(a model's weights file is part of its cell: retrained weights are new cells), "
-            "or this version of modelopt names them differently (cell ids hash what a cell "
+            "the data files they read changed (a CSV edited, images added: --force would keep "
+            "the figures of the old data for the cells done), or this version of modelopt names them differently (cell ids hash what a cell "
             "sets since this version; see docs/reference/suite-file.md). Use another --out, or "
             "--force to add the new cells beside the old.")
     meta_path.parent.mkdir(parents=True, exist_ok=True)
@@ -277,9 +278,10 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     return True
 
 
-def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
-    """Combine shard directories of one suite into `out_dir`; returns the records written.
-    Refuses directories of different suites (name or content)."""
+def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int]:
+    """Combine shard directories of one suite into `out_dir`; returns the records written,
+    and those left out because another directory has the same cell x seed (the first ok one
+    is kept). Refuses directories of different suites (name or content)."""
     metas = []
     for d in dirs:
         meta = store.read_meta(d)
@@ -294,10 +296,12 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
         no_links(d)
     records: dict = {}
     source: dict = {}  # the directory each kept record came from: its models come with it
+    read = 0
     for d in dirs:
         if not store.results_path(d).exists():  # a shard that had no cells
             continue
         for rec in store.read(d):
+            read += 1
             # an ok result beats a failed one for the same cell x seed
             if rec.key not in records or not records[rec.key].ok:
                 records[rec.key], source[rec.key] = rec, d
@@ -315,4 +319,4 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> int:
             if source.get((p.cell_id, p.seed)) is d:
                 (out / latency.MODELS_DIR).mkdir(exist_ok=True)
                 shutil.copy2(p.path, out / latency.MODELS_DIR / p.path.name)
-    return len(records)
+    return len(records), read - len(records)

@@ -248,9 +248,13 @@ def _model_fits(model: dict, who: str, dname: str, kind: str | None, task: str,
     mname, minfo = model["name"], regs["model"].info(model["name"])
     if kind is not None and kind not in minfo.accepts:
         fitting = [e.name for e in regs["model"].entries() if kind in e.info.accepts]
+        fn = regs["model"].get(mname).fn
+        yours = "" if fn.__module__.startswith("modelopt.") else (
+            f" (a model of yours that takes them: register it in a plugin with "
+            f"MODELS.register({mname.split(':')[-1]!r}, accepts=({kind!r},)))")
         raise RegistryError(f"{who} '{mname}' takes {'/'.join(minfo.accepts)} inputs but "
                             f"dataset '{dname}' gives {kind} inputs; models for it: "
-                            f"{', '.join(fitting)}")
+                            f"{', '.join(fitting)}{yours}")
     setting = model.get(minfo.tasks_by) if minfo.tasks_by else None
     gives = dict(minfo.tasks_of).get(setting, minfo.tasks)
     if gives and task not in gives:

@@ -4,9 +4,9 @@ resolved cells and suite it becomes."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -138,6 +138,8 @@ class Suite:
     warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect
     expected_failures: tuple[tuple[str, str], ...] = ()  # (cell_id, reason): expect_failure
     baseline: dict | None = None  # the suite's `baseline:`, checked, weights by their file
+    # cell_id -> {dataset parameter: fingerprint} of the files its data is read from
+    data_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def expected_failure(self, cell_id: str) -> str | None:
         """Why the suite expects this cell to fail, or None."""

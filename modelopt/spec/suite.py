@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import budget, patterns, plugins, training, weights
+from modelopt.spec import budget, data_files, patterns, plugins, training, weights
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
@@ -197,14 +197,17 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
                              "matched rows as a suite of their own")
         cells += budget.matched(cells, path)
-    content_hash = hashlib.sha1(json.dumps(
-        {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}, sort_keys=True
-    ).encode()).hexdigest()[:12]
+    files = {c.cell_id: data_files.of_dataset(c.data.dataset.spec()) for c in cells}
+    identity: dict = {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}
+    if any(files.values()):  # the data read from files: a changed file is another content
+        identity["data"] = sorted({json.dumps(f, sort_keys=True) for f in files.values()})
+    content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
                  + tuple(unused) + _seen_validation(spec, cells) + training.warnings(cells),
                  patterns.expected_failures(spec, cells, guard, regs),
-                 patterns.baseline(spec, cells, guard, regs))
+                 patterns.baseline(spec, cells, guard, regs),
+                 {cid: f for cid, f in files.items() if f})
 
 
 def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:

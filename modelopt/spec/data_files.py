@@ -1,0 +1,65 @@
+"""What a dataset read from this machine's files was: a fingerprint of each file or folder
+its parameters name (DatasetInfo.files). Not part of a cell's id: the same cell on changed
+data is still the cell `compare` pairs, and says so. Part of the suite's content hash, so a
+results directory never resumes over data that changed, and recorded with every result.
+
+A file's fingerprint is its content's sha256. A folder's (an image folder, IDX files) is
+the sha256 of its files' relative paths and sizes: reading every image at every load would
+cost minutes, and images added, removed, moved between classes or re-encoded change it."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from modelopt.spec.registries import DATASETS
+from modelopt.spec.weights import sha256
+
+
+def of_dataset(spec: dict) -> dict[str, str]:
+    """{parameter: fingerprint} for each of the dataset's file parameters that names an
+    existing file or folder (a tokenizer named rather than given as a file has none)."""
+    out = {}
+    for param in DATASETS.info(spec["name"]).files:
+        value = spec.get(param)
+        if isinstance(value, str) and value:
+            found = fingerprint(str(Path(value).expanduser().resolve()))
+            if found:
+                out[param] = found
+    return out
+
+
+def fingerprint(path: str) -> str | None:
+    p = Path(path)
+    if p.is_file():
+        stat = p.stat()
+        return _file(path, stat.st_size, stat.st_mtime_ns)
+    if p.is_dir():
+        return _folder(path)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _file(path: str, size: int, mtime_ns: int) -> str:  # size and time: a rewrite is re-read
+    return "sha256:" + sha256(path)[:16]
+
+
+@functools.lru_cache(maxsize=64)
+def _folder(path: str) -> str:
+    listing = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            listing.append((os.path.relpath(full, path), os.path.getsize(full)))
+    digest = hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    return f"files:{len(listing)}:{digest[:16]}"
+
+
+def differences(base: dict[str, str], cur: dict[str, str]) -> list[str]:
+    """The parameters whose files differ between two records' fingerprints, as words."""
+    return [f"{k} {base.get(k, '–')} → {cur.get(k, '–')}"
+            for k in sorted(set(base) | set(cur)) if base.get(k) != cur.get(k)]

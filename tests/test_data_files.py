@@ -1,0 +1,69 @@
+"""The files a dataset reads are fingerprinted: a results directory never resumes over data
+that changed, and `compare` says when the two runs read different data."""
+
+import json
+
+import pytest
+
+from modelopt.results import compare
+from modelopt.run import runner
+from modelopt.spec import data_files
+from modelopt.spec.suite import parse
+
+SUITE = """
+name: table
+seeds: [0]
+defaults:
+  dataset: {{name: csv, path: '{csv}', target: label}}
+  model: linear
+  train: {{steps: 5, batch_size: 16, eval_every: 5}}
+"""
+
+
+def write_table(path, flip: bool = False):
+    rows = [(i % 7 / 7, (i * 3) % 5 / 5, "a" if (i % 2 == 0) != flip else "b") for i in range(80)]
+    path.write_text("x1,x2,label\n" + "".join(f"{a},{b},{y}\n" for a, b, y in rows))
+
+
+def test_a_changed_file_changes_the_suites_content_not_its_cells(tmp_path):
+    csv = tmp_path / "t.csv"
+    write_table(csv)
+    before = parse(SUITE.format(csv=csv))
+    (cid,) = [c.cell_id for c in before.cells]
+    assert before.data_files[cid]["path"].startswith("sha256:")
+    write_table(csv, flip=True)  # the same size, other labels
+    after = parse(SUITE.format(csv=csv))
+    assert [c.cell_id for c in after.cells] == [cid]  # still the cell compare pairs
+    assert after.content_hash != before.content_hash
+    assert after.data_files[cid]["path"] != before.data_files[cid]["path"]
+    # built-in data reads no file of the user's: no fingerprint, the hash as before
+    assert not parse("name: b\ndefaults: {dataset: mnist1d, model: mlp}\n").data_files
+
+
+def test_a_folder_is_fingerprinted_by_its_files_names_and_sizes(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "1.png").write_bytes(b"x" * 10)
+    first = data_files.fingerprint(str(root))
+    data_files._folder.cache_clear()
+    (root / "dog").mkdir()
+    (root / "cat" / "1.png").rename(root / "dog" / "1.png")  # moved to another class
+    assert data_files.fingerprint(str(root)) != first
+    assert data_files.fingerprint(str(tmp_path / "none")) is None
+
+
+def test_resume_refuses_changed_data_and_compare_says_the_data_differ(tmp_path):
+    csv = tmp_path / "t.csv"
+    write_table(csv)
+    assert not runner.run(parse(SUITE.format(csv=csv)), tmp_path / "a", jobs=1).failed
+    rec = json.loads((tmp_path / "a" / "results.jsonl").read_text().splitlines()[0])
+    assert rec["extra"]["data_files"]["path"].startswith("sha256:")
+    write_table(csv, flip=True)
+    changed = parse(SUITE.format(csv=csv))
+    with pytest.raises(runner.ResumeError, match="data files they read changed"):
+        runner.run(changed, tmp_path / "a", jobs=1)
+    assert not runner.run(changed, tmp_path / "b", jobs=1).failed
+    cmp = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)
+    assert "read different data for 1 cell(s)" in cmp.data and "path sha256:" in cmp.data
+    assert cmp.data in compare.markdown(cmp)
+    assert compare.compare(tmp_path / "b", tmp_path / "b", timer=None).data == ""
