@@ -442,6 +442,25 @@ def test_a_target_not_reached_is_never_the_fastest_and_lost_seeds_are_counted():
     assert gd.split("|")[4].strip() == "0 of 2" and sgd.split("|")[4].strip() == "2 of 2"
 
 
+def test_the_best_figure_is_the_shipped_models_never_a_masked_one_beside_it():
+    """Structured pruning ships its slimmed model: its masked model's latency (same shape as
+    the dense one) is shown but never bolded as the fastest; the slimmed one's is."""
+    slim = "slimmed_latency_ms_p50"
+    rows = [base_row("dense", s, {}, accuracy=0.9, latency_ms_p50=2.0) for s in (0, 1)]
+    rows += [base_row("int8", s, {"quantize": {"name": "int8_dynamic"}}, accuracy=0.9,
+                      latency_ms_p50=1.5) for s in (0, 1)]
+    rows += [base_row("pruned", s, {"prune": {"name": "l1_structured", "amount": 0.5}},
+                      accuracy=0.9, latency_ms_p50=1.3, slimmed_params=10.0, **{slim: 1.24})
+             for s in (0, 1)]
+    text = report.table(report.aggregate(pd.DataFrame(rows)), ["latency_ms_p50", slim])
+    pruned = next(line for line in text.splitlines() if "l1_structured" in line)
+    assert "**1.24**" in pruned and "**1.3**" not in pruned
+    assert text.count("**") == 2
+    # without a slimmed model, the fastest shipped figure is bolded as before
+    rows = [r for r in rows if r["cell_id"] != "pruned"]
+    assert "**1.5**" in report.table(report.aggregate(pd.DataFrame(rows)), ["latency_ms_p50"])
+
+
 def test_a_heatmaps_axes_are_what_varies_in_order_and_named_as_the_tables_name_them():
     """adam's eps beside sgd follows the name (no axis of its own); subsample fractions run
     by size, written as the tables write them; each square gives its spread."""
