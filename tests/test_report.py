@@ -506,3 +506,12 @@ def test_a_fine_tuned_row_is_compared_with_the_dense_row_trained_as_long():
     assert bases["p"]["cell_id"] == "d400" and bases["d300"]["cell_id"] == "d300"
     head = pages.suite_page(pd.DataFrame(rows), "s").split("## Every figure")[0]
     assert "-10.0 pt" in head and "compared with a baseline trained as many" in head
+
+
+def test_a_spread_is_given_to_two_significant_digits_and_large_figures_in_full():
+    """0.401 ± 0.00137 gave the spread more digits than the figure; an MSE of 3,120 read
+    3.12e+03."""
+    assert report.fmt(0.401, 0.00137, "g3") == "0.401 ± 0.0014"
+    assert report.fmt(2.0, 0.00759, "g3") == "2 ± 0.0076"
+    assert report.fmt(3120.4, 150.3, "g3") == "3,120 ± 150"
+    assert report.fmt(18.04, 0.9541, "f2") == "18.04 ± 0.95"
