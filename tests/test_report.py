@@ -243,6 +243,8 @@ def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
     # paired by seed: every seed lost exactly 2 points, so it is no noise; shipped = slimmed
     assert "-2.0 pt" in pruned and "≈ -2.0" not in pruned and "50 (slimmed)" in pruned
     assert "2.00 [2.00, 2.00]" in pruned and "| 0.40 " in pruned  # speed-up, size ×
+    # and at batch 1, where a model is served one request at a time
+    assert "batch-1 speed-up × [95 % CI]" in head and pruned.count("2.00 [2.00, 2.00]") == 2
     masked = next(x for x in head.splitlines() if x.startswith("| l1_unstructured "))
     assert "≈ 1.0" in masked  # dense shapes: the interval includes 1
     assert len(head.splitlines()[-1].split("|")) - 2 <= 1 + 8  # the axis + at most 8 columns

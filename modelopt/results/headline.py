@@ -153,6 +153,10 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     uneven = len(budgets) > 1  # rows trained for different numbers of steps
     fastest = best_runtimes(ok, bases) if bases else {}  # shipped on several runtimes
     trains = bool(bases) and _backends_differ(ok, bases)  # a backend is among the axes
+    # at the training batch size, and at batch 1 (serving one request at a time): a runtime
+    # can win at one and lose at the other
+    speedups = ["speedup_batch"] + (["speedup_batch1"] if "speedup_batch1" in ok.columns
+                                    and ok["speedup_batch1"].notna().any() else [])
     rows = []
     for _, r in ok.iterrows():
         params, params_sd = shipped_figure(r, "params")
@@ -169,9 +173,9 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
                 fmt(lat, lat_sd, "g3")]
         if bases:
             base_size = base.get("size_bytes") if base is not None else None
-            row += ["baseline" if base is not None and r["cell_id"] == base["cell_id"]
-                    else speedup_words(r),
-                    f"{size / base_size:.2f}" if size and base_size else "–"]
+            is_base = base is not None and r["cell_id"] == base["cell_id"]
+            row += ["baseline" if is_base else speedup_words(r, name) for name in speedups]
+            row += [f"{size / base_size:.2f}" if size and base_size else "–"]
             row += [fastest.get(r["cell_id"], "–")] if fastest else []
             row += [_training_speedup(df, r, base)] if trains else []
         rows.append(row + [n_words(r)])
@@ -181,7 +185,8 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
     headers += ["steps trained"] if uneven else []
     headers += ["params shipped", "batch latency ms"]
     if bases:
-        headers += ["speed-up × [95 % CI]", "size / baseline"]
+        headers += ["speed-up × [95 % CI]", "batch-1 speed-up × [95 % CI]"][:len(speedups)]
+        headers += ["size / baseline"]
         headers += ["fastest runtime"] if fastest else []
         headers += ["training × [95 % CI]"] if trains else []
     table = tabulate(rows, headers=headers + ["n"], tablefmt="github", disable_numparse=True)

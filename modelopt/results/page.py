@@ -73,8 +73,9 @@ COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per m
           "over the timing processes of each process's median block; size: bytes of what "
           "ships, the saved state_dict (eager, compile) or the runtime's file (export's "
           "package, the ONNX model of ONNX Runtime and OpenVINO)")
-SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's, the ratio taken "
-            "within each timing process, mean and 95 % t-interval over the processes; **≈** "
+SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (*batch-1*: at "
+            "batch 1, one request at a time), the ratio taken within each timing process, mean "
+            "and 95 % t-interval over the processes; **≈** "
             "marks a difference within noise (an interval that includes 1, or a paired t-test "
             f"over seeds with p ≥ 0.05); a Δ marked *({UNTESTED[0]})* has no spread to test, "
             f"nor one marked *({UNTESTED[1]})*: every seed gave both figures the same (a loaded "
