@@ -517,3 +517,12 @@ def test_a_spread_is_given_to_two_significant_digits_and_large_figures_in_full()
     assert report.fmt(2.0, 0.00759, "g3") == "2 ± 0.0076"
     assert report.fmt(3120.4, 150.3, "g3") == "3,120 ± 150"
     assert report.fmt(18.04, 0.9541, "f2") == "18.04 ± 0.95"
+
+
+def test_the_page_says_how_many_test_samples_a_point_is():
+    rows = [base_row(cid, s, {"prune": prune}, accuracy=0.9, test_samples=n)
+            for cid, prune, n in (("dense", None, 80), ("pruned", {"name": "l1_structured"}, 80))
+            for s in (0, 1)]
+    assert "mnist1d (test split: 80 samples)" in pages.suite_page(pd.DataFrame(rows), "s")
+    rows[0]["test_samples"] = 120  # two datasets, or folds: the range
+    assert "(test split: 80 to 120 samples)" in pages.suite_page(pd.DataFrame(rows), "s")

@@ -91,6 +91,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("deploy_agreement", "deployed classes agree", "pct", True),
     # ---- data
     _m("train_samples", "train samples", "int"),
+    _m("test_samples", "test samples", "int"),  # what one point of accuracy is
     _m("duplicates_dropped", "duplicates dropped", "int"),
     _m("input_mb_dense", "input MB dense", "f2", unit="MB"),
     _m("input_mb_sparse", "input MB sparse", "f2", unit="MB"),

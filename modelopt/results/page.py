@@ -93,6 +93,10 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     env = describe_env(d)
     seeds = sorted(d["seed"].unique().tolist())
     datasets = ", ".join(sorted({c["dataset"]["name"] for c in d["cell"]}))
+    if "test_samples" in d.columns and d["test_samples"].notna().any():  # what a point is
+        sizes = sorted({int(n) for n in d["test_samples"].dropna()})
+        span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
+        datasets += f" (test split: {span} samples)"
     trained = _weights(d["cell"])
     if trained:  # where the models came from, named even when every cell shares them
         datasets += f" · **trained weights**: {trained}"

@@ -218,6 +218,7 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
     # the training budget of the shipped model: a Δ between rows of different budgets may be
     # the budget's, not the technique's (the report's headline says so)
     metrics["steps_total"] = outcome.steps + (pruned.finetuned_steps if pruned else 0)
+    metrics["test_samples"] = len(trained.data.y_test)  # the figures' own sampling: 1 of N
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
     # every figure is the shipped model's own: its validation score evaluated (what tune
     # chooses by), and no best-validation checkpoint of a network it is not (the float
