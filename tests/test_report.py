@@ -142,6 +142,10 @@ def test_one_seed_shows_no_spread_rather_than_none():
     table = report.csv_table(agg).set_index("cell_id")
     assert pd.isna(table.loc["cnn", "accuracy_std"])
     assert table.loc["mlp", "accuracy_std"] == pytest.approx(0.1)
+    # a yes/no figure is a share of the seeds, with no spread (0.5 ± 0.71 meant nothing)
+    flags = rows().assign(dense_reused=[True, False, True, True, None])
+    shares = report.csv_table(report.aggregate(flags))
+    assert "dense_reused" in shares.columns and "dense_reused_std" not in shares.columns
 
     def ringed(frame):
         legend = plots.tradeoff(frame, "latency_ms_p50").axes[0].get_legend()

@@ -325,8 +325,11 @@ def _figure_of(column: str) -> str:
 
 def csv_table(agg: pd.DataFrame) -> pd.DataFrame:
     """The aggregated table as the CSV gives it: a spread of fewer than two seeds is empty,
-    not 0 (one seed shows no spread; it does not show that there is none)."""
+    not 0 (one seed shows no spread; it does not show that there is none), and a yes/no
+    figure is the share of seeds that said yes, without a spread."""
     drop = [c for c in ("cell", "statuses") if c in agg.columns]
+    yes_no = [n for n, m in M.TABLE.items() if m.fmt == "bool" or n == "target_reached"]
+    drop += [f"{n}_std" for n in yes_no if f"{n}_std" in agg.columns]
     out = agg.drop(columns=drop)
     std = [c for c in out.columns if c.endswith("_std")]
     out.loc[out["n"] < 2, std] = float("nan")
