@@ -272,6 +272,7 @@ HOSTILE = {  # what a record from elsewhere may hold, and where the error points
     "a cpu that is a number": (lambda r: r["env"].update(cpu=5), "env.cpu"),
     "a curve step that is a word": (lambda r: r["curves"].append({"step": "x"}), "step"),
     "a group without an id": (lambda r: r.update(group={"kind": "tune"}), "group"),
+    "a seed that is a word": (lambda r: r.update(seed="1"), "seed"),
 }
 
 

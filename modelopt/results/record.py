@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 # names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
 # path separators, and no leading dot (so never `.` or `..`)
@@ -29,7 +29,7 @@ class Record(BaseModel):
     suite: str = Field(pattern=SAFE_NAME)
     suite_hash: str | None = None
     cell_id: str = Field(pattern=CELL_ID)
-    seed: int
+    seed: StrictInt  # "1" is not seed 1 (a hand edit would merge two records silently)
     cell: dict[str, Any] | None = None  # the resolved config
     task: str | None = Field(default=None, pattern=SAFE_NAME)  # a TASKS entry's name
     status: Status
