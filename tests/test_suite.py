@@ -65,6 +65,9 @@ def test_model_dataset_mismatch_is_caught_before_running():
     e = err(BASE + "matrix:\n  model: [cnn2d]\n")
     assert "cnn2d" in e.message and "mnist1d" in e.message
     assert e.where == "cell [model=cnn2d]"
+    # a key left at what it implies is named as the tables name it: eager, not none
+    assert err(BASE + "matrix:\n  model: [cnn2d]\n  deploy: [eager]\n").where == \
+        "cell [model=cnn2d, deploy=eager]"
     # without a matrix the one cell is the defaults, and named so (not "cell []")
     assert err(BASE.replace("model: cnn", "model: cnn2d")).where == "defaults"
 

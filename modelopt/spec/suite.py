@@ -23,6 +23,7 @@ from modelopt.spec.cells import (
     names_by_path,
     resolve_cell,
 )
+from modelopt.spec.keys import IMPLIED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
@@ -182,7 +183,8 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
 
     cells, seen = [], set()
     for combo in combos:
-        label = ", ".join(f"{k}={short(v)}" for k, v in combo.items())
+        label = ", ".join(f"{k}={short(v) if v is not None else IMPLIED.get(k, 'none')}"
+                          for k, v in combo.items())  # deploy=eager, as the tables name it
         base = resolved(f"cell [{label}]" if label else "defaults", combo)  # no matrix: one cell
         for kind, values in variants:
             where = f"{kind} [{', '.join(filter(None, (label, str(values))))}]"
