@@ -291,6 +291,8 @@ def test_export_github_action_benchmark(baseline, tmp_path):
     for e in bigger + smaller:
         assert set(e) == {"name", "unit", "value", "range", "extra"}
         assert isinstance(e["value"], float)
+    # the machine's speed is no series of the model's
+    assert not any(e["name"].endswith("machine_probe_ms") for e in bigger + smaller)
     # exported beside another suite, every series keeps its name: the dashboard's key
     other = tmp_path / "other"
     assert not runner.run(parse(SUITE.replace("name: cmp", "name: other").replace(
