@@ -5,7 +5,7 @@ import time
 
 from torch import nn
 
-from modelopt.spec.registries import DEPLOYERS, MODELS, QUANTIZERS, WEIGHTS
+from modelopt.spec.registries import DEPLOYERS, METRICS, MODELS, QUANTIZERS, WEIGHTS
 
 
 class _Crash(nn.Linear):
@@ -143,3 +143,16 @@ def test_no_intent():
     from modelopt.techniques.quantize import Quantizer
 
     return Quantizer(convert=lambda model, x: (copy.deepcopy(model).cpu().eval(), {}))
+
+
+@METRICS.register("test_figure")
+def test_figure(*, figure: str = "test_value", returns: str = "number"):
+    """A measure as plugin authors write it, mistakes included: one figure named `figure`,
+    computed as a number, a tensor, NaN or None."""
+    import torch
+
+    from modelopt.results.metrics import Metric
+    from modelopt.run.measures import Measure
+
+    value = {"number": 0.5, "tensor": torch.tensor(0.5), "nan": float("nan"), "none": None}
+    return Measure((Metric(figure, figure, "f3", True),), lambda e: {figure: value[returns]})

@@ -98,3 +98,23 @@ def test_a_metric_named_where_it_does_not_apply_is_refused_when_the_suite_loads(
     with pytest.raises(SuiteError, match="metrics: metric 'ece' applies to classification "
                                          "cells, but cell .* is a regression task"):
         check_figures(parse(regression))
+
+
+def test_a_measure_cannot_shadow_a_figure_and_says_what_it_returned_wrong():
+    """A measure declaring `accuracy` replaced the cell's own under its title (99.9 % in
+    bold); a tensor left the cell's process without a word; a NaN vanished unsaid."""
+    from modelopt.run.runner import check_figures
+    from modelopt.spec.schema import SuiteError
+
+    plugins.load(["tests.plugins"])
+    named = SUITE.replace("matrix:", "  metrics: [{name: test_figure, FIGURE}]\nmatrix:")
+    for taken in ("accuracy", "perplexity"):  # modelopt's own, and a task's
+        with pytest.raises(SuiteError, match=f"declares '{taken}', a figure modelopt records"):
+            check_figures(parse(named.replace("FIGURE", f"figure: {taken}")))
+    ok = run_cell(cell(named.replace("FIGURE", "returns: number")), 0)
+    assert ok.status == "ok" and ok.metrics["test_value"] == 0.5
+    assert "test_value" not in run_cell(cell(named.replace("FIGURE", "returns: none")), 0).metrics
+    for returns, said in (("tensor", "returned a Tensor for 'test_value'"),
+                          ("nan", "returned nan for 'test_value'")):
+        with pytest.raises(ValueError, match=said):  # the cell fails with it, the run goes on
+            run_cell(cell(named.replace("FIGURE", f"returns: {returns}")), 0)

@@ -142,3 +142,14 @@ defaults:
     curves = run_cell(cell, 0).curves
     assert [(c["step"], c["lr"]) for c in curves] == [(10, pytest.approx(0.01)),
                                                        (20, pytest.approx(0.001))]
+
+
+def test_an_optimizer_named_by_import_path_takes_the_model_as_registered_ones_do():
+    """`optimizer: {name: "pkg.mod:fn"}` of a function registered with `@optimizer` got the
+    model where its raw function wanted parameter groups: it failed at run time."""
+    p = nn.Linear(1, 1)
+    opt = optim.build_optimizer({"name": "modelopt.techniques.optim:nesterov", "lr": 0.05,
+                                 "weight_decay": 0.01}, p)
+    assert opt.defaults["nesterov"] is True and opt.defaults["lr"] == 0.05
+    # weight decay on the weight, not the bias: the entry's parameter groups
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.01]

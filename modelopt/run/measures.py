@@ -9,6 +9,7 @@ suite.json, so report, compare and export know them without importing the measur
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,14 +39,26 @@ class Measure:
 
 
 def build(specs: list[dict]) -> list[Measure]:
-    """The measures a cell names, built; their figures declared in the metric table."""
+    """The measures a cell names, built; their figures declared in the metric table. A
+    figure modelopt or a task records itself (accuracy, perplexity) is refused: a measure
+    of that name would replace the cell's own figure under its title."""
     out = []
     for spec in specs:
-        measure = chosen("metrics", spec).build()
+        choice = chosen("metrics", spec)
+        measure = choice.build()
         for m in measure.metrics:
+            if m.name in _reserved():
+                raise ValueError(f"metric '{choice.name}' declares '{m.name}', a figure "
+                                 "modelopt records itself; give yours another name")
             M.declare(m)
         out.append(measure)
     return out
+
+
+def _reserved() -> frozenset[str]:
+    from modelopt.spec.registries import TASKS
+
+    return M.BUILTIN | {m.name for e in TASKS.entries() for m in e.info.metrics}
 
 
 def declarations(specs: list[dict]) -> list[dict]:
@@ -66,5 +79,20 @@ def compute(specs: list[dict], evaluated: Evaluated) -> dict:
         if stray:
             raise ValueError(f"a measure returned {stray}, which it does not declare "
                              f"(it declares {sorted(names)})")
-        figures.update(got)
+        figures.update({k: _number(k, v) for k, v in got.items() if v is not None})
     return figures
+
+
+def _number(name: str, value) -> float | int | bool:
+    """A figure as a record holds it: a finite plain number. A tensor or NaN is the measure's
+    mistake, said here (a tensor could not be sent back; a NaN would vanish unsaid)."""
+    if isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float) or type(value).__module__ == "numpy" and hasattr(value, "item"):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+        raise ValueError(f"a measure returned {number} for '{name}': a figure is a finite "
+                         "number (return None where it has none)")
+    raise ValueError(f"a measure returned a {type(value).__name__} for '{name}': a figure is a "
+                     "number (float(tensor) for a tensor of one value)")

@@ -106,7 +106,10 @@ def check_figures(suite: Suite) -> None:
                                  f"{'/'.join(fits)} cells, but cell {cell.cell_id} is a "
                                  f"{cell.task} task; name it only where it applies (a cell's "
                                  "own metrics)")
-    M.declare_all(declarations(suite)[1], suite.path)
+    try:  # a measure's figure that clashes with another's, or with modelopt's own
+        M.declare_all(declarations(suite)[1], suite.path)
+    except ValueError as exc:
+        raise SuiteError(suite.path, "metrics", str(exc)) from None
     for metric, text in suite.spec.thresholds.items():
         try:
             parse_threshold(f"{metric}:{text}")

@@ -137,6 +137,9 @@ class Registry:
         if not callable(fn):
             raise RegistryError(f"{self.kind} '{name}': module '{module}' has no function "
                                 f"'{attr}'{closest(attr, [n for n in dir(mod) if not n.startswith('_')])}")
+        # a factory registered through a wrapper (techniques/optim.py's `optimizer`): the
+        # function the registry holds, not the one its module kept under the name
+        fn = getattr(fn, "__modelopt_entry__", fn)
         known = next((e for e in self._entries.values() if e.fn is fn), None)
         try:
             info = known.info if known else self.info_type()

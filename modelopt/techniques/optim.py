@@ -58,6 +58,7 @@ def optimizer(name: str, weight_decay: float = 0.0, **facts):
                                  "decay_all": bool}
         entry.__doc__, entry.__name__, entry.__module__ = fn.__doc__, fn.__name__, fn.__module__
         OPTIMIZERS.register(name, **facts)(entry)
+        fn.__modelopt_entry__ = entry  # what its import path names (Registry._import)
         return fn
     return deco
 
