@@ -106,3 +106,20 @@ def test_an_invalid_suite_is_a_usage_error_naming_the_key(tmp_path):
     text = r.stdout + r.stderr
     assert r.returncode == 4 and "holds results of suite 'other'" in text, text
     assert text.count("holds results of suite") == 1 and "Traceback" not in text
+
+
+def test_a_diverged_cell_is_a_finding_as_modelopt_run_counts_it(tmp_path):
+    """`modelopt run` exits 0 when every cell is ok or diverged (a setting that diverges is
+    a result); the front door failed the same suite, so CI and a laptop disagreed."""
+    (tmp_path / "s.yaml").write_text(SUITE.replace("STEPS", "20").replace("[0, 1, 2]", "[0]")
+                                     + "matrix:\n  optimizer: [{name: sgd, lr: 0.01}, "
+                                       "{name: sgd, lr: 1.0e+12}]\n")
+    out = tmp_path / "o"
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only",
+                          "-q", "--suite", str(tmp_path / "s.yaml"), "--results-out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert re.search(r"1 passed, 1 skipped", run.stdout)
+    statuses = sorted(json.loads(x)["status"] for x in
+                      (out / "results.jsonl").read_text().splitlines())
+    assert statuses == ["diverged", "ok"]
