@@ -60,10 +60,33 @@ def test_resume_refuses_changed_data_and_compare_says_the_data_differ(tmp_path):
     assert rec["extra"]["data_files"]["path"].startswith("sha256:")
     write_table(csv, flip=True)
     changed = parse(SUITE.format(csv=csv))
-    with pytest.raises(runner.ResumeError, match="data files they read changed"):
+    with pytest.raises(runner.ResumeError, match="data files they read or your plugins. code changed"):
         runner.run(changed, tmp_path / "a", jobs=1)
     assert not runner.run(changed, tmp_path / "b", jobs=1).failed
     cmp = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)
     assert "read different data for 1 cell(s)" in cmp.data and "path sha256:" in cmp.data
     assert cmp.data in compare.markdown(cmp)
     assert compare.compare(tmp_path / "b", tmp_path / "b", timer=None).data == ""
+
+
+def test_an_edited_plugin_is_another_content_and_another_training(tmp_path, monkeypatch):
+    """A plugin optimizer rewritten since: resume said "already ok, 0 to run", and train
+    once reused a network the old code trained."""
+    from modelopt.run import dense
+    from modelopt.spec import plugins
+    from modelopt.spec.suite import load
+
+    (tmp_path / "my_code_v.py").write_text("VERSION = 1\n")
+    (tmp_path / "s.yaml").write_text("name: p\nplugins: [my_code_v]\n"
+                                     "defaults: {dataset: mnist1d, model: mlp}\n")
+    before = load(str(tmp_path / "s.yaml"))
+    trained_before = dense.key(before.cells[0], 0)
+    (tmp_path / "my_code_v.py").write_text("VERSION = 2\n")
+    plugins._code.cache_clear()  # a new process reads it anew; this one cached it
+    after = load(str(tmp_path / "s.yaml"))
+    assert [c.cell_id for c in after.cells] == [c.cell_id for c in before.cells]
+    assert after.content_hash != before.content_hash
+    assert dense.key(after.cells[0], 0) != trained_before
+    # a suite without code of the user's: no code hash in its content
+    monkeypatch.delenv("MODELOPT_PLUGINS", raising=False)
+    assert plugins.code_of({"model": {"name": "mlp"}}) is None

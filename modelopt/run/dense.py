@@ -28,7 +28,7 @@ import torch
 
 from modelopt.results.files import open_own
 from modelopt.run.train import Outcome
-from modelopt.spec import keys
+from modelopt.spec import data_files, keys, plugins
 from modelopt.spec.cell import Cell
 
 DIR = "dense"  # under the run's output directory
@@ -62,9 +62,11 @@ def training_config(cell: Cell) -> dict:
 
 def key(cell: Cell, seed: int) -> str:
     """What determines a trained network: the training config, the seed, the data files as
-    they are now, and modelopt's own code (a cache made by other code is not reused)."""
+    they are now, modelopt's own code and the user's (a cache made by other code is not
+    reused: a plugin optimizer edited since trains anew)."""
     blob = json.dumps({"train": training_config(cell), "seed": seed, "source": source_hash(),
-                       "data": data_fingerprint(cell.data.dataset.params)},
+                       "code": plugins.code_of(cell.as_config()),
+                       "data": data_files.of_dataset(cell.data.dataset.spec())},
                       sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -78,29 +80,6 @@ def source_hash() -> str:
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
-
-
-MAX_FILES = 200_000  # a data folder larger than this is fingerprinted by its first files
-
-
-def data_fingerprint(spec: dict) -> dict:
-    """The files and folders a dataset spec names (csv path, image root), by name, size and
-    modification time: a changed data file trains anew."""
-    out = {}
-    for k, v in sorted(spec.items()):
-        if isinstance(v, str) and v and os.path.exists(v):
-            out[k] = _fingerprint(Path(v))
-    return out
-
-
-def _fingerprint(path: Path) -> str:
-    h = hashlib.sha1()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for p in files[:MAX_FILES]:
-        st = p.stat()
-        h.update(f"{p.relative_to(path) if p != path else p.name}:{st.st_size}:"
-                 f"{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def shared_keys(runs) -> set[str]:

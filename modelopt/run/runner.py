@@ -137,8 +137,9 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             f"{out_dir} holds results of suite '{old.suite}' with a different "
             f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed "
             "(a model's weights file is part of its cell: retrained weights are new cells), "
-            "the data files they read changed (a CSV edited, images added: --force would keep "
-            "the figures of the old data for the cells done), or this version of modelopt names "
+            "the data files they read or your plugins' code changed (a CSV edited, a plugin "
+            "optimizer rewritten: --force would keep the old figures of the cells done), or "
+            "this version of modelopt names "
             "them differently (cell ids hash what a cell "
             "sets since this version; see docs/reference/suite-file.md). Use another --out, or "
             "--force to add the new cells beside the old.")

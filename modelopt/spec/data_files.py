@@ -1,5 +1,5 @@
 """What a dataset read from this machine's files was: a fingerprint of each file or folder
-its parameters name (DatasetInfo.files). Not part of a cell's id: the same cell on changed
+its parameters name. Not part of a cell's id: the same cell on changed
 data is still the cell `compare` pairs, and says so. Part of the suite's content hash, so a
 results directory never resumes over data that changed, and recorded with every result.
 
@@ -15,17 +15,15 @@ import json
 import os
 from pathlib import Path
 
-from modelopt.spec.registries import DATASETS
 from modelopt.spec.weights import sha256
 
 
 def of_dataset(spec: dict) -> dict[str, str]:
-    """{parameter: fingerprint} for each of the dataset's file parameters that names an
-    existing file or folder (a tokenizer named rather than given as a file has none)."""
+    """{parameter: fingerprint} for each of a dataset's parameters that names an existing
+    file or folder (`path`, `root`, a tokenizer.json; a plugin dataset's too)."""
     out = {}
-    for param in DATASETS.info(spec["name"]).files:
-        value = spec.get(param)
-        if isinstance(value, str) and value:
+    for param, value in sorted(spec.items()):
+        if param != "name" and isinstance(value, str) and value:
             found = fingerprint(str(Path(value).expanduser().resolve()))
             if found:
                 out[param] = found

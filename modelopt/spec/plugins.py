@@ -13,6 +13,8 @@ environment as it is when they start).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib
 import os
 import sys
@@ -62,3 +64,45 @@ def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Reg
     for name in (*env_plugins(), *(ctx or {}).get("modules", [])):
         import_module(name)
     return BY_KEY
+
+
+def code_of(config: dict) -> str | None:
+    """A hash of the user's own code a cell runs, as this process imports it: its suite's
+    plugin modules, MODELOPT_PLUGINS and the modules of factories named by import path.
+    None where it runs none. A plugin edited since is another training (run/dense.py) and
+    another suite content (a results directory never resumes over it)."""
+    modules = [*env_plugins(), *((config.get("plugins") or {}).get("modules") or []),
+               *_imported_by_path(config)]
+    return _code(tuple(dict.fromkeys(modules)))
+
+
+@functools.lru_cache(maxsize=64)
+def _code(modules: tuple[str, ...]) -> str | None:
+    files = set()
+    for name in modules:
+        path = getattr(sys.modules.get(name) or import_module(name), "__file__", None)
+        if path and os.path.basename(path) == "__init__.py":  # a package: all its source
+            root = os.path.dirname(path)
+            files |= {os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs
+                      if f.endswith(".py")}
+        elif path:
+            files.add(path)
+    if not files:
+        return None
+    h = hashlib.sha1()
+    for path in sorted(files):
+        h.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:12]
+
+
+def _imported_by_path(value) -> list[str]:
+    """The modules of `package.module:function` names anywhere in a config."""
+    if isinstance(value, dict):
+        name = value.get("name")
+        own = [name.partition(":")[0]] if isinstance(name, str) and ":" in name else []
+        return own + [m for v in value.values() for m in _imported_by_path(v)]
+    if isinstance(value, list):
+        return [m for v in value for m in _imported_by_path(v)]
+    return []

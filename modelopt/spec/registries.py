@@ -34,8 +34,6 @@ class DatasetInfo:
     workers: Callable[[dict], int] | None = None
     # fixes its validation split (a corpus: by position), so cv cannot carve folds of it
     fixed_validation: bool = False
-    # the parameters that name files or folders it reads: fingerprinted (spec/data_files.py)
-    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

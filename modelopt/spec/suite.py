@@ -203,6 +203,9 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     identity: dict = {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}
     if any(files.values()):  # the data read from files: a changed file is another content
         identity["data"] = sorted({json.dumps(f, sort_keys=True) for f in files.values()})
+    code = sorted({h for c in cells if (h := plugins.code_of(c.as_config()))})
+    if code:  # the user's own code (plugins): an edited optimizer is another content
+        identity["code"] = code
     content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)

@@ -261,7 +261,6 @@ def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None]:
 
 
 @DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv,
-                   files=("path", "tokenizer"),
                    input_from=lambda p: "tokens" if p.get("text") is not None else "vector")
 def csv(seed: int, /, path: str, target: str, task: str = "auto",
         test_fraction: Split = 0.2, split_seed: int = 0, text: str | None = None,

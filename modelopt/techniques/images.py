@@ -101,7 +101,7 @@ def _transforms(size: int, channels: int, rotate: float, crop_scale: float, hfli
 
 
 @DATASETS.register("imagefolder", task="classification", input="image",
-                   preflight=_check_folder, workers=_workers, files=("root", "test_root"))
+                   preflight=_check_folder, workers=_workers)
 def imagefolder(seed: int, /, root: str, test_root: str | None = None,
                 image_size: PositiveInt = 32, channels: Literal[1, 3] = 3,
                 rotate: NonNegative = 0.0, crop_scale: Fraction = 1.0, hflip: bool = False,

@@ -44,14 +44,14 @@ def _torchvision_idx(name: str, cls_name: str, root: str, limit: int | None) -> 
 
 
 @DATASETS.register("mnist", task="classification", input="image",
-                   preflight=_idx_check("mnist", "MNIST"), files=("root",))
+                   preflight=_idx_check("mnist", "MNIST"))
 def mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
     """MNIST from ROOT/MNIST/raw (IDX files), read by torchvision; never downloaded."""
     return _torchvision_idx("mnist", "MNIST", root, limit)
 
 
 @DATASETS.register("fashion_mnist", task="classification", input="image",
-                   preflight=_idx_check("fashion_mnist", "FashionMNIST"), files=("root",))
+                   preflight=_idx_check("fashion_mnist", "FashionMNIST"))
 def fashion_mnist(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
     """Fashion-MNIST from ROOT/FashionMNIST/raw (IDX files), read by torchvision; never downloaded."""
     return _torchvision_idx("fashion_mnist", "FashionMNIST", root, limit)
@@ -85,8 +85,7 @@ class _Arrays(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-@DATASETS.register("cifar10", task="classification", input="image", preflight=_check_cifar,
-                   files=("root",))
+@DATASETS.register("cifar10", task="classification", input="image", preflight=_check_cifar)
 def cifar10(seed: int, /, root: str, limit: PositiveInt | None = None) -> Data:
     """CIFAR-10 from ROOT/cifar-10-batches-py (the 'python version' batches); never downloaded."""
     _check_cifar({"root": root})

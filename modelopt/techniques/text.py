@@ -71,7 +71,7 @@ def windows(ids: np.ndarray, block: int, stride: int) -> tuple[torch.Tensor, tor
 
 
 @DATASETS.register("corpus", task="language_modelling", input="tokens", preflight=_check_corpus,
-                   fixed_validation=True, files=("path", "tokenizer"))
+                   fixed_validation=True)
 def corpus(seed: int, /, path: str | None = None, tokenizer: str = "char",
            block_size: PositiveInt = 128, stride: PositiveInt | None = None,
            validation_fraction: Split = 0.05, test_fraction: Split = 0.05,
@@ -195,7 +195,7 @@ _READERS = {"csv": _read_csv, "jsonl": _read_jsonl}
 
 
 @DATASETS.register("jsonl", task="classification", input="tokens",
-                   preflight=lambda p: check_table("jsonl", p), files=("path", "tokenizer"))
+                   preflight=lambda p: check_table("jsonl", p))
 def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "char",
           max_length: PositiveInt = 128, truncation: Truncation = "end",
           padding: Padding = "right", test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
@@ -214,8 +214,7 @@ def _check_folder(params: dict) -> None:
     tokenize.check(params.get("tokenizer", "char"))
 
 
-@DATASETS.register("text_folder", task="classification", input="tokens", preflight=_check_folder,
-                   files=("root", "tokenizer"))
+@DATASETS.register("text_folder", task="classification", input="tokens", preflight=_check_folder)
 def text_folder(seed: int, /, root: str, tokenizer: str = "char", max_length: PositiveInt = 128,
                 truncation: Truncation = "end", padding: Padding = "right",
                 test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
