@@ -118,3 +118,21 @@ def test_a_measure_cannot_shadow_a_figure_and_says_what_it_returned_wrong():
                           ("nan", "returned nan for 'test_value'")):
         with pytest.raises(ValueError, match=said):  # the cell fails with it, the run goes on
             run_cell(cell(named.replace("FIGURE", f"returns: {returns}")), 0)
+
+
+def test_a_pruning_method_and_a_loss_are_one_module_each():
+    """examples/extending/row_pruning.py and focal_loss.py, as write-a-plugin.md shows them:
+    every neuron keeps its largest half, fine-tuned with the masks held; focal loss at
+    gamma 0 trains as cross-entropy does."""
+    plugins.load(["row_pruning", "focal_loss"])
+    pruned = run_cell(cell(SUITE.replace("matrix:", "  prune: {name: row_magnitude, amount: 0.5, "
+                                                    "finetune_steps: 10}\nmatrix:")), 0)
+    assert pruned.status == "ok" and 0.45 < pruned.metrics["sparsity"] <= 0.5  # biases kept
+    for m in pruned.models["model"].shipped.modules():
+        if isinstance(m, torch.nn.Linear):  # half of every row, not half of the layer
+            assert ((m.weight == 0).float().mean(1) - 0.5).abs().max() < 0.05
+    plain = run_cell(cell(SUITE), 0)
+    focal = run_cell(cell(SUITE.replace("matrix:", "  loss: {name: focal, gamma: 0.0}\n"
+                                                   "matrix:")), 0)
+    assert focal.status == "ok"
+    assert focal.metrics["accuracy"] == pytest.approx(plain.metrics["accuracy"], abs=0.02)

@@ -334,6 +334,13 @@ def test_an_unimportable_plugin_is_an_error_at_its_key(tmp_path):
     with pytest.raises(SuiteError, match=r"plugins\[0\]: importing 'broken' raised "
                                          r"RuntimeError: half-written"):
         load(f)
+    # found beside the suite, but what it imports is not installed: said so, not "put it
+    # beside the suite file"
+    (tmp_path / "needs_more.py").write_text("import no_such_dependency_pkg\n")
+    f.write_text(base + "plugins: [needs_more]\n")
+    with pytest.raises(SuiteError, match=r"plugin module 'needs_more' imports "
+                                         r"'no_such_dependency_pkg', which cannot be imported"):
+        load(f)
 
 
 def test_expect_failure_names_cells_by_their_settings_and_refuses_what_matches_none():

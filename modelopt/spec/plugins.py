@@ -46,6 +46,11 @@ def import_module(name: str):
     try:
         return importlib.import_module(name)
     except ImportError as exc:
+        missing = getattr(exc, "name", None)
+        if missing and not (name == missing or name.startswith(f"{missing}.")):
+            # the plugin was found; something it imports was not
+            raise PluginError(f"plugin module '{name}' imports '{missing}', which cannot be "
+                              f"imported here ({exc}): install it") from None
         raise PluginError(f"cannot import plugin module '{name}' ({exc}); it must be "
                           "installed, on PYTHONPATH, or beside the suite file") from None
 
