@@ -341,6 +341,12 @@ def test_an_unimportable_plugin_is_an_error_at_its_key(tmp_path):
     with pytest.raises(SuiteError, match=r"plugin module 'needs_more' imports "
                                          r"'no_such_dependency_pkg', which cannot be imported"):
         load(f)
+    # named as a module of Python's own: that one is imported, and registers nothing
+    (tmp_path / "profile.py").write_text("X = 1\n")
+    f.write_text(base + "plugins: [profile]\n")
+    with pytest.raises(SuiteError, match=r"plugins\[0\]: plugin module 'profile': .*profile.py "
+                                         r"is shadowed by .*; rename yours"):
+        load(f)
 
 
 def test_expect_failure_names_cells_by_their_settings_and_refuses_what_matches_none():

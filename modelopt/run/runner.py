@@ -88,7 +88,8 @@ def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
 
 def declarations(suite: Suite) -> tuple[list[dict], list[dict]]:
     """The suite's tasks and the figures its measures and tasks add to the table, declared."""
-    figures = measures.declarations([m for c in suite.cells for m in c.metrics])
+    named = {json.dumps(m.spec(), sort_keys=True): m for c in suite.cells for m in c.metrics}
+    figures = list({d["name"]: d for d in measures.declarations(list(named.values()))}.values())
     task_docs, own = tasks.declarations(c.task for c in suite.cells)
     return task_docs, figures + [M.as_dict(M.declare(m)) for m in own]  # a task's own figures
 

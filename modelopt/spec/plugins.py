@@ -67,8 +67,19 @@ def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Reg
     for name in BUILTIN:
         importlib.import_module(name)
     for name in (*env_plugins(), *(ctx or {}).get("modules", [])):
-        import_module(name)
+        _not_shadowed(import_module(name), (ctx or {}).get("path", []))
     return BY_KEY
+
+
+def _not_shadowed(module, folders: list[str]) -> None:
+    """A module of the suite's folder named as one Python or a package already has
+    (profile.py, test.py) is never imported: the other one is, and registers nothing."""
+    for folder in folders:
+        mine = os.path.join(folder, *module.__name__.split(".")) + ".py"
+        found = getattr(module, "__file__", None)
+        if os.path.isfile(mine) and found and os.path.realpath(found) != os.path.realpath(mine):
+            raise PluginError(f"plugin module '{module.__name__}': {mine} is shadowed by "
+                              f"{found}, a module of that name found first; rename yours")
 
 
 def code_of(config: dict) -> str | None:
