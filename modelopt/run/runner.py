@@ -140,9 +140,8 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             "(a model's weights file is part of its cell: retrained weights are new cells), "
             "the data files they read or your plugins' code changed (a CSV edited, a plugin "
             "optimizer rewritten: --force would keep the old figures of the cells done), or "
-            "this version of modelopt names "
-            "them differently (cell ids hash what a cell "
-            "sets since this version; see docs/reference/suite-file.md). Use another --out, or "
+            "this version of modelopt names them differently (cell ids hash what a cell sets "
+            "since this version; see docs/reference/suite-file.md). Use another --out, or "
             "--force to add the new cells beside the old.")
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(meta_path, json.dumps(meta, indent=2).encode())
