@@ -62,6 +62,7 @@ def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Reg
     if isinstance(ctx, (list, tuple)):
         ctx = context(list(ctx), None)
     for folder in (ctx or {}).get("path", []):
+        _FOLDERS.add(os.path.realpath(folder))
         if folder not in sys.path:
             sys.path.append(folder)
     for name in BUILTIN:
@@ -71,13 +72,19 @@ def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Reg
     return BY_KEY
 
 
+_FOLDERS: set[str] = set()  # suite folders this process has put on sys.path
+
+
 def _not_shadowed(module, folders: list[str]) -> None:
     """A module of the suite's folder named as one Python or a package already has
-    (profile.py, test.py) is never imported: the other one is, and registers nothing."""
+    (profile.py, test.py) is never imported: the other one is, and registers nothing. (One
+    process loading two suites' folders, as tests do, keeps the first folder's module.)"""
+    found = getattr(module, "__file__", None)
+    if not found or any(os.path.realpath(found).startswith(f + os.sep) for f in _FOLDERS):
+        return
     for folder in folders:
         mine = os.path.join(folder, *module.__name__.split(".")) + ".py"
-        found = getattr(module, "__file__", None)
-        if os.path.isfile(mine) and found and os.path.realpath(found) != os.path.realpath(mine):
+        if os.path.isfile(mine) and os.path.realpath(found) != os.path.realpath(mine):
             raise PluginError(f"plugin module '{module.__name__}': {mine} is shadowed by "
                               f"{found}, a module of that name found first; rename yours")
 
