@@ -530,3 +530,15 @@ def test_the_page_says_how_many_test_samples_a_point_is():
     assert "mnist1d (test split: 80 samples)" in pages.suite_page(pd.DataFrame(rows), "s")
     rows[0]["test_samples"] = 120  # two datasets, or folds: the range
     assert "(test split: 80 to 120 samples)" in pages.suite_page(pd.DataFrame(rows), "s")
+
+
+def test_the_reference_paths_speed_up_is_never_shown_as_a_speed():
+    """int8 PT2E run eagerly is quantize / dequantize around float kernels: the headline said
+    so, while the table of every figure printed its 0.27× and could bold it."""
+    rows = [base_row(cid, s, {"quantize": q}, accuracy=0.9, speedup_batch=v,
+                     int8_path=path)
+            for cid, q, v, path in (("int8", {"name": "int8_static"}, 0.27, "reference"),
+                                    ("ort", {"name": "int8_static", "x": 1}, 2.5, "int8 kernels"))
+            for s in (0, 1)]
+    text = report.table(report.aggregate(pd.DataFrame(rows)), ["speedup_batch"])
+    assert "reference path" in text and "0.27" not in text

@@ -42,6 +42,15 @@ def test_one_baseline_for_every_runtime_ranks_them():
     assert "46.4 kB" not in table and table.count("30.0 kB") == 4
 
 
+def test_a_runner_up_inside_the_winners_interval_is_named_as_a_tie():
+    # ONNX Runtime 1.03× [0.98, 1.08] over eager's 1.00: no winner beyond the noise
+    a = agg({"float-eager": 1.0, "float-ort": 1.03, "int8-eager": 0.5, "int8-ort": 2.2})
+    bases, _ = baselines(a, {"quantize": "none", "deploy": "eager"})
+    best = best_runtimes(a, bases)
+    assert best["float-ort"] == "onnxruntime 1.03× ≈ eager"
+    assert best["int8-ort"] == "onnxruntime 2.20×"  # 2.09 > 0.50: a winner
+
+
 def test_each_runtime_against_its_own_float_model_ranks_nothing():
     # without `baseline:`, each runtime's rows are over that runtime's float model: eager's
     # 1.00 and ONNX Runtime's 1.00 are not the same speed, nor int8's 0.50 and 0.61

@@ -14,6 +14,7 @@ from modelopt.results import tasks
 from modelopt.results.labels import axis_labels, joined, label_columns
 from modelopt.spec.keys import IMPLIED, compression_keys
 from modelopt.spec.match import within
+from modelopt.spec.metric import INT8_REFERENCE
 
 
 def _title(m: str) -> str:
@@ -263,6 +264,8 @@ def figure(r: pd.Series, m: str, bold: bool = False) -> str:
     seeds that reached a target as a count of them (a std of yes/no reads as noise)."""
     if m == "target_reached" and not pd.isna(r.get(m, float("nan"))):
         return f"{round(r[m] * r['n']):.0f} of {int(r['n'])}"
+    if m.startswith("speedup_") and r.get("text:int8_path") == INT8_REFERENCE:
+        return "reference path"  # quantize / dequantize around float kernels: not int8's speed
     cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
     cell = f"**{cell}**" if bold else cell
     return _to_target(cell, r) if m in TO_TARGET else cell
@@ -292,6 +295,8 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
         # a target not reached counts its whole budget: never the fastest to reach it
         reached = m in TO_TARGET and "target_reached" in ok.columns
         pool = ok[ok["target_reached"] == 1] if reached else ok
+        if m.startswith("speedup_") and "text:int8_path" in pool.columns:  # never a speed
+            pool = pool[pool["text:int8_path"] != INT8_REFERENCE]
         # each row's shipped model's figure: the slimmed model's, where one was built
         vals = pd.Series([r.get(_shipped_column(r, m)) for _, r in pool.iterrows()],
                          dtype=float).dropna()
