@@ -542,3 +542,15 @@ def test_the_reference_paths_speed_up_is_never_shown_as_a_speed():
             for s in (0, 1)]
     text = report.table(report.aggregate(pd.DataFrame(rows)), ["speedup_batch"])
     assert "reference path" in text and "0.27" not in text
+
+
+def test_two_rows_of_the_same_figure_are_both_the_best():
+    """0.957 on two rows of identical seeds, their means summed in another order: both bold
+    (one was, the other not)."""
+    rows = [base_row(cid, s, {"quantize": q}, accuracy=a)
+            for cid, q, vals in (("dense", None, (0.1 + 0.2, 0.3, 0.6)),
+                                 ("int8", {"name": "int8_weight_only"}, (0.6, 0.3, 0.1 + 0.2)),
+                                 ("low", {"name": "bf16"}, (0.1, 0.1, 0.1)))
+            for s, a in enumerate(vals)]
+    text = report.table(report.aggregate(pd.DataFrame(rows)), ["accuracy"])
+    assert text.count("**") == 4, text

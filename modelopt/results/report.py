@@ -306,11 +306,18 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
     for _, r in ok.iterrows():
         row = [r[c] for c in labels]
         row += [figure(r, m, _figure_of(m) in best and m == _shipped_column(r, _figure_of(m))
-                       and r.get(m) == best[_figure_of(m)]) for m in metrics]
+                       and _ties(r.get(m), best[_figure_of(m)])) for m in metrics]
         row.append(n_words(r))
         rows.append(row)
     headers = [c[5:] for c in labels] + [_title(m) for m in metrics] + ["n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _ties(value, best: float) -> bool:
+    """A mean equal to the best but for float rounding (two rows of identical seeds, whose
+    means were summed in another order) is the best too."""
+    return value is not None and not pd.isna(value) and math.isclose(value, best, rel_tol=1e-9,
+                                                                     abs_tol=1e-12)
 
 
 def _shipped_column(r: pd.Series, m: str) -> str:
