@@ -554,3 +554,13 @@ def test_two_rows_of_the_same_figure_are_both_the_best():
             for s, a in enumerate(vals)]
     text = report.table(report.aggregate(pd.DataFrame(rows)), ["accuracy"])
     assert text.count("**") == 4, text
+
+
+def test_a_row_that_did_not_train_is_not_the_fastest_to_train():
+    rows = [base_row(cid, s, {"prune": p}, accuracy=0.9, train_seconds=t, steps_total=n)
+            for cid, p, t, n in (("loaded", None, 0.0, 0),
+                                 ("tuned", {"name": "l1_structured"}, 4.0, 100),
+                                 ("longer", {"name": "l1_unstructured"}, 9.0, 300))
+            for s in (0, 1)]
+    text = report.table(report.aggregate(pd.DataFrame(rows)), ["train_seconds"])
+    assert "**4.0**" in text and "**0.0**" not in text

@@ -248,6 +248,7 @@ def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict 
 
 
 TO_TARGET = ("steps_to_target", "time_to_target_s")
+TRAINING = ("train_seconds", "train_samples_s", "train_tokens_s")
 
 
 def _to_target(cell: str, r: pd.Series) -> str:
@@ -297,6 +298,8 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
         pool = ok[ok["target_reached"] == 1] if reached else ok
         if m.startswith("speedup_") and "text:int8_path" in pool.columns:  # never a speed
             pool = pool[pool["text:int8_path"] != INT8_REFERENCE]
+        if m in TRAINING and "steps_total" in pool.columns:  # a loaded model's 0 s: no race
+            pool = pool[pool["steps_total"] > 0]
         # each row's shipped model's figure: the slimmed model's, where one was built
         vals = pd.Series([r.get(_shipped_column(r, m)) for _, r in pool.iterrows()],
                          dtype=float).dropna()
