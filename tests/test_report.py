@@ -564,3 +564,16 @@ def test_a_row_that_did_not_train_is_not_the_fastest_to_train():
             for s in (0, 1)]
     text = report.table(report.aggregate(pd.DataFrame(rows)), ["train_seconds"])
     assert "**4.0**" in text and "**0.0**" not in text
+
+
+def test_a_fine_tuning_optimizer_is_labelled_with_its_own_parameters():
+    """`finetune_optimizer=adam` beside the training's `adam(lr=0.001)` read as the same
+    optimizer; the fine-tune's lr was 0.0005."""
+    from modelopt.results.labels import axis_labels
+
+    train = {"steps": 0, "finetune_optimizer": {"name": "adam", "lr": 0.0005}}
+    cells = [{"model": {"name": "mlp"}, "optimizer": {"name": "adam", "lr": 0.001},
+              "train": train},
+             {"model": {"name": "mlp"}, "optimizer": {"name": "adam", "lr": 0.001},
+              "train": {**train, "finetune_optimizer": None}}]
+    assert "finetune_optimizer=adam(lr=0.0005)" in axis_labels(cells)["axis:train"].iloc[0]

@@ -29,14 +29,12 @@ def _fmt_param(v) -> str:
     return str(v)
 
 
-def _train_value(v, column: list) -> str:
-    """A training setting; one that names a technique (finetune_optimizer) as its other
-    keys' values are named: by name and the parameters that differ down the column."""
+def _train_value(v) -> str:
+    """A training setting; one that names a technique (finetune_optimizer) by name and every
+    parameter it sets: `adam` beside the cell's `adam(lr=0.001)` would read as that one."""
     if not isinstance(v, dict) or "name" not in v:
         return "none" if v is None else str(v)
-    specs = [s for s in column if isinstance(s, dict)]
-    return spec_label(v, {k for s in specs for k in s
-                          if k != "name" and len({str(t.get(k)) for t in specs}) > 1})
+    return spec_label(v, {k for k in v if k != "name"})
 
 
 def _shared(by_name: dict[str, list[dict]]) -> set[str]:
@@ -59,7 +57,7 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
                  for s in (v if isinstance(v, list) else [v]) if s]
         if key == "train":
             differing = {k for k in (values[0] or {}) if len({str(v.get(k)) for v in values}) > 1}
-            labels = [", ".join(f"{k}={_train_value(v[k], [w.get(k) for w in values])}"
+            labels = [", ".join(f"{k}={_train_value(v[k])}"
                                 for k in sorted(differing)) for v in values]
         else:
             differing = set()
