@@ -78,7 +78,8 @@ def test_text_suites_run_deploy_time_generation_and_report(tmp_path):
     # the gate re-times the decoder's generation too, beside its forward pass: a threshold
     # on it is judged, never silently ignored
     cmp = subprocess.run([sys.executable, "-m", "modelopt", "compare", str(out), str(out),
-                          "--all", "--fail-on", "per_token_ms:50%"], capture_output=True,
+                          "--all", "--fail-on", "per_token_ms:50%", "--timing-processes", "3"],
+                         capture_output=True,
                          text=True)
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     decode = [line for line in cmp.stdout.splitlines() if "token_ms (re-timed" in line]
