@@ -84,8 +84,9 @@ def _read(text: str | bytes, path: str) -> SuiteFile:
 class _Guard:
     """Runs a check of one value; any error becomes a SuiteError naming where it was written."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, plugins: tuple[str, ...] = ()):
         self.path = path
+        self.plugins = plugins  # the suite's own modules, named where a name is unknown
 
     def __call__(self, where: str, fn, *args):
         try:
@@ -97,7 +98,11 @@ class _Guard:
         if isinstance(exc, NestedError):  # a teacher's own key: named as written
             return self.error(f"{where}.{exc.where}", exc.error)
         if isinstance(exc, RegistryError):
-            return SuiteError(self.path, where, str(exc))
+            said = str(exc)
+            if said.startswith("unknown ") and self.plugins:  # a plugin that forgot to register
+                said += (f" (the suite's plugins {', '.join(self.plugins)} imported, and none "
+                         "registered that name: is its `.register(...)` decorator missing?)")
+            return SuiteError(self.path, where, said)
         if isinstance(exc, ValidationError):
             first = exc.errors()[0]
             loc = ".".join(str(p) for p in first["loc"])
@@ -160,7 +165,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     _check_size(spec, path)
     ctx = plugins.context(spec.plugins, folder)
     regs = _load_plugins(spec, ctx, path)
-    guard = _Guard(path)
+    guard = _Guard(path, tuple(spec.plugins))
     defaults, matrix, include, exclude = _checked_axes(spec, guard, regs)
     # a suite of defaults alone is one cell
     merged: list = []
