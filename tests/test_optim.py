@@ -153,3 +153,12 @@ def test_an_optimizer_named_by_import_path_takes_the_model_as_registered_ones_do
     assert opt.defaults["nesterov"] is True and opt.defaults["lr"] == 0.05
     # weight decay on the weight, not the bias: the entry's parameter groups
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.01]
+
+
+def test_an_optimizer_without_its_positional_groups_is_refused_when_registered():
+    """`def lion(params, lr=...)` made `params` a parameter the suite had to give."""
+    with pytest.raises(TypeError, match=r"takes the parameter groups first, positional-only"):
+        @optim.optimizer("test_no_slash")
+        def no_slash(params, lr: float = 0.1):
+            return torch.optim.SGD(params, lr=lr)
+    assert "test_no_slash" not in optim.OPTIMIZERS.names()

@@ -43,6 +43,12 @@ def optimizer(name: str, weight_decay: float = 0.0, **facts):
     norm scales alone: the entry gets `weight_decay` (this default) and `decay_all: true`
     (decay them as torch does) here, once, and `fn` the parameter groups they make."""
     def deco(fn: Callable) -> Callable:
+        first = next(iter(inspect.signature(fn).parameters.values()), None)
+        if first is None or first.kind is not first.POSITIONAL_ONLY:
+            # else the suite would be asked for the groups, as a parameter of its own
+            raise TypeError(f"optimizer '{name}': {fn.__name__} takes the parameter groups "
+                            f"first, positional-only: def {fn.__name__}(params, /, lr=...)")
+
         def entry(model, /, *, weight_decay: float = weight_decay, decay_all: bool = False,
                   **params) -> torch.optim.Optimizer:
             return fn(param_groups(model, weight_decay, decay_all), **params)
