@@ -30,14 +30,15 @@ def test_a_changed_file_changes_the_suites_content_not_its_cells(tmp_path):
     write_table(csv)
     before = parse(SUITE.format(csv=csv))
     (cid,) = [c.cell_id for c in before.cells]
-    assert before.data_files[cid]["path"].startswith("sha256:")
+    assert before.inputs[cid]["data_files"]["path"].startswith("sha256:")
     write_table(csv, flip=True)  # the same size, other labels
     after = parse(SUITE.format(csv=csv))
     assert [c.cell_id for c in after.cells] == [cid]  # still the cell compare pairs
     assert after.content_hash != before.content_hash
-    assert after.data_files[cid]["path"] != before.data_files[cid]["path"]
+    assert after.inputs[cid]["data_files"] != before.inputs[cid]["data_files"]
     # built-in data reads no file of the user's: no fingerprint, the hash as before
-    assert not parse("name: b\ndefaults: {dataset: mnist1d, model: mlp}\n").data_files
+    builtin = parse("name: b\ndefaults: {dataset: mnist1d, model: mlp}\n")
+    assert not any("data_files" in i for i in builtin.inputs.values())
 
 
 def test_a_folder_is_fingerprinted_by_its_files_names_and_sizes(tmp_path):
@@ -50,6 +51,20 @@ def test_a_folder_is_fingerprinted_by_its_files_names_and_sizes(tmp_path):
     (root / "cat" / "1.png").rename(root / "dog" / "1.png")  # moved to another class
     assert data_files.fingerprint(str(root)) != first
     assert data_files.fingerprint(str(tmp_path / "none")) is None
+    # class folders that are links are read through, as ImageFolder reads them; a hidden
+    # file is no image; a link back up the tree is walked once
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "dog").symlink_to(root / "dog", target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)
+    before = data_files.fingerprint(str(linked))
+    assert before.startswith("files:1:")
+    data_files._folder.cache_clear()
+    (root / "dog" / ".DS_Store").write_bytes(b"x")
+    assert data_files.fingerprint(str(linked)) == before
+    data_files._folder.cache_clear()
+    (root / "dog" / "2.png").write_bytes(b"y")
+    assert data_files.fingerprint(str(linked)) != before
 
 
 def test_resume_refuses_changed_data_and_compare_says_the_data_differ(tmp_path):
@@ -64,9 +79,14 @@ def test_resume_refuses_changed_data_and_compare_says_the_data_differ(tmp_path):
         runner.run(changed, tmp_path / "a", jobs=1)
     assert not runner.run(changed, tmp_path / "b", jobs=1).failed
     cmp = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)
-    assert "read different data for 1 cell(s)" in cmp.data and "path sha256:" in cmp.data
+    assert "read different inputs for 1 cell(s)" in cmp.data and "path (t.csv): sha256:" in cmp.data
     assert cmp.data in compare.markdown(cmp)
     assert compare.compare(tmp_path / "b", tmp_path / "b", timer=None).data == ""
+    # forced, the cell of the old data runs again here: it is not kept as done
+    forced = runner.run(changed, tmp_path / "a", jobs=1, force=True)
+    assert not forced.failed
+    latest = json.loads((tmp_path / "a" / "results.jsonl").read_text().splitlines()[-1])
+    assert latest["extra"]["data_files"] == changed.inputs[changed.cells[0].cell_id]["data_files"]
 
 
 def test_an_edited_plugin_is_another_content_and_another_training(tmp_path, monkeypatch):

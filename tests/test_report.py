@@ -521,6 +521,11 @@ def test_a_spread_is_given_to_two_significant_digits_and_large_figures_in_full()
     assert report.fmt(2.0, 0.00759, "g3") == "2 ± 0.0076"
     assert report.fmt(3120.4, 150.3, "g3") == "3,120 ± 150"
     assert report.fmt(18.04, 0.9541, "f2") == "18.04 ± 0.95"
+    # a spread the metric's own digits would show as 0, or in e-notation, or without commas
+    assert report.fmt(0.3, 0.043, "f1") == "0.3 ± 0.043"
+    assert report.fmt(0.015, 7.8e-05, "g3") == "0.015 ± 0.000078"
+    assert report.fmt(139218.0, 41656.0, "f0") == "139,218 ± 41,656"
+    assert report.fmt(0.929, 0.0003, "pct") == "92.9 ± 0.030"
 
 
 def test_the_page_says_how_many_test_samples_a_point_is():
@@ -577,3 +582,13 @@ def test_a_fine_tuning_optimizer_is_labelled_with_its_own_parameters():
              {"model": {"name": "mlp"}, "optimizer": {"name": "adam", "lr": 0.001},
               "train": {**train, "finetune_optimizer": None}}]
     assert "finetune_optimizer=adam(lr=0.0005)" in axis_labels(cells)["axis:train"].iloc[0]
+
+
+def test_figures_that_read_alike_are_bolded_alike():
+    """1.00 in bold beside a plain 1.00 told the two apart by a difference the page hides."""
+    rows = [base_row(cid, s, {"prune": p}, accuracy=0.9, train_seconds=t, steps_total=100)
+            for cid, p, t in (("a", None, 0.2951), ("b", {"name": "l1_structured"}, 0.3049),
+                              ("c", {"name": "l1_unstructured"}, 0.9))
+            for s in (0, 1)]
+    text = report.table(report.aggregate(pd.DataFrame(rows)), ["train_seconds"])
+    assert text.count("**0.3**") == 2 and "**0.9**" not in text

@@ -358,7 +358,8 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
     assert len(suite.cells) == 2 and "include[0]" in suite.warnings[0]
     first = suite.cells[0].cell_id
     results.append(tmp_path / "o", Record(suite="inc", cell_id=first, seed=0, status="ok",
-                                          duration_s=12.0))
+                                          duration_s=12.0,  # what it read, as a run records
+                                          extra=dict(suite.inputs.get(first, {}))))
     r = run_cli("plan", str(p), "--out", str(tmp_path / "o"), "--jobs", "2")
     assert r.returncode == 0, r.stderr
     assert "2 cells x 2 seeds = 4 runs" in r.stdout

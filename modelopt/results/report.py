@@ -112,8 +112,13 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def fmt(value: float, std: float | None, kind: str) -> str:
+    """A mean ± its seeds' spread as a table shows it: the mean in its metric's format, the
+    spread in the same format where that shows it, else to two significant digits (0.401 ±
+    0.0014, 0.3 ± 0.043: never ± 0.00137 beside 2, nor ± 0.0 for a spread that is not)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    scale = 100 if kind == "pct" else 1
+
     def one(v):
         if kind == "pct":
             return f"{100 * v:.1f}"
@@ -125,16 +130,24 @@ def fmt(value: float, std: float | None, kind: str) -> str:
                     return f"{v / div:.3g}{unit}"
             return f"{v:.3g}"
         if kind.startswith("f"):
-            return f"{v:.{int(kind[1:])}f}"
+            return f"{v:,.{int(kind[1:])}f}"
         if abs(v) >= 10 ** int(kind[1:]):  # 3,120 (an MSE), never 3.12e+03
             return f"{v:,.0f}"
         return f"{v:.{int(kind[1:])}g}"
     if std is None or std == 0:
         return one(value)
-    # a spread to two significant digits: 0.401 ± 0.0014, not ± 0.00137 beside 2 ± 0.00759
-    spread = (f"{std:,.0f}" if abs(std) >= 100 else f"{std:.2g}") if kind.startswith("g") \
-        else one(std)
-    return f"{one(value)} ± {spread}"
+    fixed = kind in ("pct", "int") or kind.startswith("f")
+    shown = one(std)
+    if fixed and float(shown.replace(",", "")) != 0:
+        return f"{one(value)} ± {shown}"
+    return f"{one(value)} ± {_spread(scale * std)}"
+
+
+def _spread(std: float) -> str:
+    """Two significant digits, in fixed notation (0.000078, not 7.8e-05; 150 from 100 on)."""
+    if abs(std) >= 100:
+        return f"{std:,.0f}"
+    return f"{std:.{max(0, 1 - math.floor(math.log10(abs(std))))}f}"
 
 
 COMPRESSION_KEYS = compression_keys()
@@ -257,7 +270,9 @@ def _to_target(cell: str, r: pd.Series) -> str:
     reached = r.get("target_reached")
     if reached is None or pd.isna(reached) or reached >= 1:
         return cell
-    return "not reached" if reached == 0 else f"{cell} ({reached:.0%} of seeds reached it)"
+    n = int(r["n"])
+    return "not reached" if reached == 0 else \
+        f"{cell} ({round(reached * n)} of {n} seeds reached it)"
 
 
 def figure(r: pd.Series, m: str, bold: bool = False) -> str:
@@ -309,18 +324,19 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
     for _, r in ok.iterrows():
         row = [r[c] for c in labels]
         row += [figure(r, m, _figure_of(m) in best and m == _shipped_column(r, _figure_of(m))
-                       and _ties(r.get(m), best[_figure_of(m)])) for m in metrics]
+                       and _ties(r.get(m), best[_figure_of(m)], _kind(m))) for m in metrics]
         row.append(n_words(r))
         rows.append(row)
     headers = [c[5:] for c in labels] + [_title(m) for m in metrics] + ["n"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _ties(value, best: float) -> bool:
-    """A mean equal to the best but for float rounding (two rows of identical seeds, whose
-    means were summed in another order) is the best too."""
-    return value is not None and not pd.isna(value) and math.isclose(value, best, rel_tol=1e-9,
-                                                                     abs_tol=1e-12)
+def _ties(value, best: float, kind: str) -> bool:
+    """A mean that reads as the best is bolded as the best: equal but for float rounding
+    (two rows of identical seeds), or to the digits shown (1.00 beside a bold 1.00)."""
+    return value is not None and not pd.isna(value) and (
+        math.isclose(value, best, rel_tol=1e-9, abs_tol=1e-12)
+        or fmt(value, None, kind) == fmt(best, None, kind))
 
 
 def _shipped_column(r: pd.Series, m: str) -> str:

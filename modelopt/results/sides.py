@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from pydantic import ValidationError
 
@@ -61,6 +61,7 @@ class Side:
     machines: set[Machine] = field(default_factory=set)  # the CPUs its records were made on
     # per cell: the fingerprints of the files its data was read from (spec/data_files.py)
     data_files: dict[str, dict[str, str]] = field(default_factory=dict)
+    code: dict[str, str] = field(default_factory=dict)  # per cell: your code's hash
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -166,6 +167,9 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
         files = (r.get("extra") or {}).get("data_files")
         if isinstance(files, dict):  # words to show, read from a file: strings only, short
             side.data_files.setdefault(cid, {str(k)[:40]: str(v)[:80] for k, v in files.items()})
+        code = (r.get("extra") or {}).get("code")
+        if isinstance(code, str):
+            side.code.setdefault(cid, code[:40])
         if r.get("status") == "ok":
             side.figures.setdefault(cid, {})[seed] = _figures(cid, seed, r.get("metrics") or {})
     return side
@@ -187,18 +191,22 @@ def _figures(cid: str, seed: int, metrics: dict) -> dict[str, float]:
 
 
 def data_note(base: Side, cur: Side, common: list[str], labels: dict[str, str]) -> str:
-    """Cells whose two runs read different files (a CSV edited, images added): their
-    figures compare the data as much as the code."""
-    changed = {}
+    """Cells whose two runs read different files (a CSV edited, images added) or ran other
+    code of yours (a plugin edited): their figures compare those too."""
+    changed: dict[str, list[str]] = {}
     for cid in common:
-        if cid in base.data_files or cid in cur.data_files:
-            words = data_files.differences(base.data_files.get(cid, {}),
-                                           cur.data_files.get(cid, {}))
-            if words:
-                changed.setdefault("; ".join(words), []).append(labels.get(cid, cid[:8]))
-    return " ".join(f"The two runs read different data for {len(cells)} cell(s) "
+        dataset = (cur.configs.get(cid) or {}).get("dataset") or {}
+        words = [f"{k} ({PurePath(str(dataset.get(k, ''))).name or '?'}): {change}"
+                 for k, change in data_files.differences(base.data_files.get(cid, {}),
+                                                         cur.data_files.get(cid, {}))]
+        if base.code.get(cid) != cur.code.get(cid):
+            words.append(f"your plugins' code {base.code.get(cid, '–')} → "
+                         f"{cur.code.get(cid, '–')}")
+        if words:
+            changed.setdefault("; ".join(words), []).append(labels.get(cid, cid[:8]))
+    return " ".join(f"The two runs read different inputs for {len(cells)} cell(s) "
                     f"({'; '.join(cells[:3])}{' ...' if len(cells) > 3 else ''}): {words}; "
-                    "their figures compare the data as well as the code."
+                    "their figures compare those as well as modelopt's code."
                     for words, cells in changed.items())
 
 

@@ -66,9 +66,8 @@ def record(suite: Suite, cell: Cell, seed: int, started_at: str, duration: float
     error = payload.get("error")
     if payload.get("traceback"):
         error = f"{error}\n{payload['traceback']}"
-    extra = dict(payload.get("extra") or {})
-    if suite.data_files.get(cell.cell_id):  # the files its data was read from, fingerprinted
-        extra["data_files"] = dict(suite.data_files[cell.cell_id])
+    # what it read besides its config (data files' fingerprints, your code's hash)
+    extra = {**(payload.get("extra") or {}), **suite.inputs.get(cell.cell_id, {})}
     return Record(suite=suite.name, suite_hash=suite.content_hash, cell_id=cell.cell_id,
                   seed=seed, cell=cell.as_config(), task=cell.task,
                   status=payload["status"], error=error, metrics=payload.get("metrics") or {},

@@ -15,8 +15,9 @@ from modelopt.run.runner import in_shard
 from modelopt.spec.schema import Suite
 
 
-def earlier(out: Path) -> tuple[set, dict[str, float]]:
-    """(cell_id, seed) pairs already ok in `out`, and each cell's median seconds there."""
+def earlier(out: Path, suite: Suite) -> tuple[set, dict[str, float]]:
+    """(cell_id, seed) pairs already ok in `out` of the data and code the cells read now (as
+    resume counts them), and each cell's median seconds there."""
     path = store.results_path(out)
     if not path.exists():
         return set(), {}
@@ -25,7 +26,8 @@ def earlier(out: Path) -> tuple[set, dict[str, float]]:
     for r in recs:
         if r.ok and r.duration_s:
             seconds.setdefault(r.cell_id, []).append(r.duration_s)
-    return {r.key for r in recs if r.ok}, {c: statistics.median(v) for c, v in seconds.items()}
+    return ({r.key for r in recs if r.ok and suite.current(r.cell_id, r.extra)},
+            {c: statistics.median(v) for c, v in seconds.items()})
 
 
 def trains_alike(suite: Suite) -> list[str]:
@@ -41,7 +43,7 @@ def trains_alike(suite: Suite) -> list[str]:
 
 def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
          shard: tuple[int, int] | None = None) -> str:
-    done, seconds = earlier(out)
+    done, seconds = earlier(out, suite)
     labels = axis_labels([c.as_config() for c in suite.cells])
     groups = trains_alike(suite) if train_once else ["-"] * len(suite.cells)
     mine = [i for i, c in enumerate(suite.cells) if in_shard(c.cell_id, shard)]

@@ -139,7 +139,7 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed "
             "(a model's weights file is part of its cell: retrained weights are new cells), "
             "the data files they read or your plugins' code changed (a CSV edited, a plugin "
-            "optimizer rewritten: --force would keep the old figures of the cells done), or "
+            "optimizer rewritten: --force runs those cells again here), or "
             "this version of modelopt names them differently (cell ids hash what a cell sets "
             "since this version; see docs/reference/suite-file.md). Use another --out, or "
             "--force to add the new cells beside the old.")
@@ -152,7 +152,9 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     if not resume:
         return set()
     runs = {(cell.cell_id, seed) for cell, seed in suite.runs()}  # not a forced run's old cells
-    return {r.key for r in store.read(path) if r.ok and r.key in runs}
+    # a result of other data or code than the cell reads now is run again (--force)
+    return {r.key for r in store.read(path)
+            if r.ok and r.key in runs and suite.current(r.cell_id, r.extra)}
 
 
 def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,

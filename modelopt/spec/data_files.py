@@ -50,10 +50,17 @@ MAX_FILES = 200_000  # a larger folder is fingerprinted by its first files, in n
 
 @functools.lru_cache(maxsize=64)
 def _folder(path: str) -> str:
-    listing = []
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
+    """Linked folders followed (ImageFolder reads through them), each once; hidden files
+    (.DS_Store) left out, as the datasets leave them."""
+    listing, seen = [], set()
+    for root, dirs, files in os.walk(path, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
             full = os.path.join(root, name)
             listing.append((os.path.relpath(full, path), os.path.getsize(full)))
             if len(listing) == MAX_FILES:  # every cell's process reads it: seconds, not minutes
@@ -64,7 +71,7 @@ def _folder(path: str) -> str:
     return f"files:{len(listing)}:{digest[:16]}"
 
 
-def differences(base: dict[str, str], cur: dict[str, str]) -> list[str]:
-    """The parameters whose files differ between two records' fingerprints, as words."""
-    return [f"{k} {base.get(k, '–')} → {cur.get(k, '–')}"
+def differences(base: dict[str, str], cur: dict[str, str]) -> list[tuple[str, str]]:
+    """(parameter, "old → new") for each file that differs between two records' prints."""
+    return [(k, f"{base.get(k, '–')} → {cur.get(k, '–')}")
             for k in sorted(set(base) | set(cur)) if base.get(k) != cur.get(k)]

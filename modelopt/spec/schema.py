@@ -138,8 +138,15 @@ class Suite:
     warnings: tuple[str, ...] = ()  # things the suite does that its author may not expect
     expected_failures: tuple[tuple[str, str], ...] = ()  # (cell_id, reason): expect_failure
     baseline: dict | None = None  # the suite's `baseline:`, checked, weights by their file
-    # cell_id -> {dataset parameter: fingerprint} of the files its data is read from
-    data_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # cell_id -> what it reads besides its config: {"data_files": {dataset parameter:
+    # fingerprint}, "code": hash of the user's code} (spec/suite.py `_inputs`)
+    inputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def current(self, cell_id: str, extra: Mapping[str, Any]) -> bool:
+        """Whether a record (its `extra`) read what the cell reads now: else it is another
+        data's or code's result, which resume does not keep."""
+        now = self.inputs.get(cell_id, {})
+        return all(extra.get(k) == now.get(k) for k in ("data_files", "code"))
 
     def expected_failure(self, cell_id: str) -> str | None:
         """Why the suite expects this cell to fail, or None."""

@@ -204,20 +204,31 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
                              "matched rows as a suite of their own")
         cells += budget.matched(cells, path)
-    files = {c.cell_id: data_files.of_dataset(c.data.dataset.spec()) for c in cells}
+    inputs = {c.cell_id: _inputs(c) for c in cells}
     identity: dict = {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}
-    if any(files.values()):  # the data read from files: a changed file is another content
-        identity["data"] = sorted({json.dumps(f, sort_keys=True) for f in files.values()})
-    code = sorted({h for c in cells if (h := plugins.code_of(c.as_config()))})
-    if code:  # the user's own code (plugins): an edited optimizer is another content
-        identity["code"] = code
+    if any(inputs.values()):  # data files, the user's code: changed, another content
+        identity["inputs"] = sorted({json.dumps(i, sort_keys=True) for i in inputs.values()})
     content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
                  + tuple(unused) + _seen_validation(spec, cells) + training.warnings(cells),
                  patterns.expected_failures(spec, cells, guard, regs),
                  patterns.baseline(spec, cells, guard, regs),
-                 {cid: f for cid, f in files.items() if f})
+                 {cid: i for cid, i in inputs.items() if i})
+
+
+def _inputs(cell: Cell) -> dict:
+    """What a cell read besides its config: its data files' fingerprints and a hash of the
+    user's code it runs (only those it has). Not part of its id; a record keeps them, and a
+    record of other inputs is not this cell's result (resume runs it again)."""
+    out: dict[str, Any] = {}
+    files = data_files.of_dataset(cell.data.dataset.spec())
+    if files:
+        out["data_files"] = files
+    code = plugins.code_of(cell.as_config())
+    if code:
+        out["code"] = code
+    return out
 
 
 def _seen_validation(spec: SuiteFile, cells: list[Cell]) -> tuple[str, ...]:
