@@ -342,10 +342,11 @@ def test_an_unimportable_plugin_is_an_error_at_its_key(tmp_path):
                                          r"'no_such_dependency_pkg', which cannot be imported"):
         load(f)
     # imported, but registers nothing under the name the suite uses: said so
-    (tmp_path / "forgot.py").write_text("def focal():\n    pass\n")
-    f.write_text(base.replace("model: mlp", "model: mlp, loss: focal") + "plugins: [forgot]\n")
-    with pytest.raises(SuiteError, match=r"unknown loss 'focal'.*the suite's plugins forgot "
-                                         r"imported, and none registered that name"):
+    (tmp_path / "forgot.py").write_text("def forgotten_loss():\n    pass\n")
+    f.write_text(base.replace("model: mlp", "model: mlp, loss: forgotten_loss")
+                 + "plugins: [forgot]\n")
+    with pytest.raises(SuiteError, match=r"unknown loss 'forgotten_loss'.*the suite's plugins "
+                                         r"forgot imported, and none registered that name"):
         load(f)
     # named as a module of Python's own: that one is imported, and registers nothing
     (tmp_path / "profile.py").write_text("X = 1\n")
