@@ -323,36 +323,41 @@ def test_a_suites_plugins_are_imported_recorded_and_found_by_every_process(tmp_p
     assert cell_id(moved) == cell.cell_id
 
 
-def test_an_unimportable_plugin_is_an_error_at_its_key(tmp_path):
-    (tmp_path / "broken.py").write_text("raise RuntimeError('half-written')\n")
-    base = "name: own\ndefaults: {dataset: synthetic, model: mlp}\n"
-    with pytest.raises(SuiteError, match=r"plugins\[1\]: cannot import plugin module "
-                                         r"'no_such_nets'"):
-        parse(base + "plugins: [tests.plugins, no_such_nets]\n")
-    f = tmp_path / "s.yaml"
-    f.write_text(base + "plugins: [broken]\n")
-    with pytest.raises(SuiteError, match=r"plugins\[0\]: importing 'broken' raised "
-                                         r"RuntimeError: half-written"):
-        load(f)
+PLUGIN_BASE = "name: own\ndefaults: {dataset: synthetic, model: mlp}\n"
+PLUGIN_MISTAKES = {  # module, its source, what the suite's defaults add, what the error says
+    # the module itself raised while importing
+    "raises": ("broken", "raise RuntimeError('half-written')\n", "",
+               r"plugins\[0\]: importing 'broken' raised RuntimeError: half-written"),
     # found beside the suite, but what it imports is not installed: said so, not "put it
     # beside the suite file"
-    (tmp_path / "needs_more.py").write_text("import no_such_dependency_pkg\n")
-    f.write_text(base + "plugins: [needs_more]\n")
-    with pytest.raises(SuiteError, match=r"plugin module 'needs_more' imports "
-                                         r"'no_such_dependency_pkg', which cannot be imported"):
-        load(f)
+    "dependency": ("needs_more", "import no_such_dependency_pkg\n", "",
+                   r"plugin module 'needs_more' imports 'no_such_dependency_pkg', which cannot "
+                   r"be imported"),
     # imported, but registers nothing under the name the suite uses: said so
-    (tmp_path / "forgot.py").write_text("def forgotten_loss():\n    pass\n")
-    f.write_text(base.replace("model: mlp", "model: mlp, loss: forgotten_loss")
-                 + "plugins: [forgot]\n")
-    with pytest.raises(SuiteError, match=r"unknown loss 'forgotten_loss'.*the suite's plugins "
-                                         r"forgot imported, and none registered that name"):
-        load(f)
+    "unregistered": ("forgot", "def forgotten_loss():\n    pass\n", ", loss: forgotten_loss",
+                     r"unknown loss 'forgotten_loss'.*the suite's plugins forgot imported, and "
+                     r"none registered that name"),
     # named as a module of Python's own: that one is imported, and registers nothing
-    (tmp_path / "profile.py").write_text("X = 1\n")
-    f.write_text(base + "plugins: [profile]\n")
-    with pytest.raises(SuiteError, match=r"plugins\[0\]: plugin module 'profile': .*profile.py "
-                                         r"is shadowed by .*; rename yours"):
+    "shadowed": ("profile", "X = 1\n", "",
+                 r"plugins\[0\]: plugin module 'profile': .*profile.py is shadowed by .*; "
+                 r"rename yours"),
+}
+
+
+def test_an_unimportable_plugin_is_an_error_at_its_key():
+    with pytest.raises(SuiteError, match=r"plugins\[1\]: cannot import plugin module "
+                                         r"'no_such_nets'"):
+        parse(PLUGIN_BASE + "plugins: [tests.plugins, no_such_nets]\n")
+
+
+@pytest.mark.parametrize("mistake", sorted(PLUGIN_MISTAKES))
+def test_a_plugin_authors_mistake_is_an_error_naming_it(tmp_path, mistake):
+    module, source, adds, said = PLUGIN_MISTAKES[mistake]
+    (tmp_path / f"{module}.py").write_text(source)
+    f = tmp_path / "s.yaml"
+    f.write_text(PLUGIN_BASE.replace("model: mlp", f"model: mlp{adds}")
+                 + f"plugins: [{module}]\n")
+    with pytest.raises(SuiteError, match=said):
         load(f)
 
 
