@@ -199,9 +199,8 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
               {"side": "baseline", "cell_id": cid, "kind": kind})
              for cid, kind in sorted({(a.cell_id, a.kind) for a in items})]
     timed = timer(items, plan, pairs, progress)
-    rows_t = [{**r, "ms_per_token": (r["ms_generate"] - r["ms_first_token"])
-               / (r["new_tokens"] - 1)} if r.get("ms_generate") is not None else r
-              for r in timed.rows]
+    rows_t = [{**r, "ms_per_token": latency.per_token_ms(r)}
+              if r.get("ms_generate") is not None else r for r in timed.rows]
     skipped = {key.split(":")[1]: f"{key.split(':')[0]}: {why}"
                for key, why in timed.skipped.items()}
     out = []

@@ -158,10 +158,13 @@ def figures(doc: dict | None) -> dict[tuple[str, int], dict]:
             m["latency_ms_p90"] = statistics.median(r["p90_ms_batch1"] for r in rows)
         if all(r.get("ms_generate") is not None for r in rows):  # a decoder's (slimmed too)
             m[column(kind, "first_token_ms")] = statistics.median(r["ms_first_token"] for r in rows)
-            # the tokens after the first: the whole generation less its first token
-            m[column(kind, "per_token_ms")] = statistics.median(
-                (r["ms_generate"] - r["ms_first_token"]) / (r["new_tokens"] - 1) for r in rows)
+            m[column(kind, "per_token_ms")] = statistics.median(per_token_ms(r) for r in rows)
     return out
+
+
+def per_token_ms(row: dict) -> float:
+    """A decoder's time per token after the first: its generation less its first token."""
+    return (row["ms_generate"] - row["ms_first_token"]) / (row["new_tokens"] - 1)
 
 
 # ---------------------------------------------------------------- ratios within a process
