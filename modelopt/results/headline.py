@@ -11,7 +11,7 @@ from tabulate import tabulate
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
-from modelopt.results.report import _kind, _title, baselines, fmt, n_words
+from modelopt.results.report import _kind, _title, baselines, fmt, n_words, shipped_column
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
 
@@ -24,9 +24,8 @@ def shipped_kind(r: pd.Series) -> str:
 
 def shipped_figure(r: pd.Series, name: str):
     """(mean, std) of a figure of the model that would ship."""
-    col = M.column(shipped_kind(r), name)
-    return (r.get(col), r.get(f"{col}_std")) if pd.notna(r.get(col)) else (
-        r.get(name), r.get(f"{name}_std"))
+    col = shipped_column(r, name)
+    return r.get(col), r.get(f"{col}_std")
 
 
 def speedup_pairs(cells: dict[str, dict], spec: dict | None, slimmed: set[str]) -> latency.Pairs:

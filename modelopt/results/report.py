@@ -12,9 +12,9 @@ from tabulate import tabulate
 from modelopt.results import metrics as M
 from modelopt.results import tasks
 from modelopt.results.labels import axis_labels, joined, label_columns
+from modelopt.results.runtimes import is_reference
 from modelopt.spec.keys import IMPLIED, compression_keys
 from modelopt.spec.match import within
-from modelopt.spec.metric import INT8_REFERENCE
 
 
 def _title(m: str) -> str:
@@ -270,17 +270,20 @@ def _to_target(cell: str, r: pd.Series) -> str:
     reached = r.get("target_reached")
     if reached is None or pd.isna(reached) or reached >= 1:
         return cell
-    n = int(r["n"])
-    return "not reached" if reached == 0 else \
-        f"{cell} ({round(reached * n)} of {n} seeds reached it)"
+    return "not reached" if reached == 0 else f"{cell} ({_reached(r)} seeds reached it)"
+
+
+def _reached(r: pd.Series) -> str:
+    """The seeds that reached the target, counted: 2 of 3."""
+    return f"{round(r['target_reached'] * r['n']):.0f} of {int(r['n'])}"
 
 
 def figure(r: pd.Series, m: str, bold: bool = False) -> str:
     """One figure of a row as a table shows it: mean ± std over its seeds; the share of
     seeds that reached a target as a count of them (a std of yes/no reads as noise)."""
     if m == "target_reached" and not pd.isna(r.get(m, float("nan"))):
-        return f"{round(r[m] * r['n']):.0f} of {int(r['n'])}"
-    if m.startswith("speedup_") and r.get("text:int8_path") == INT8_REFERENCE:
+        return _reached(r)
+    if m.startswith("speedup_") and is_reference(r):
         return "reference path"  # quantize / dequantize around float kernels: not int8's speed
     cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
     cell = f"**{cell}**" if bold else cell
@@ -311,19 +314,19 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
         # a target not reached counts its whole budget: never the fastest to reach it
         reached = m in TO_TARGET and "target_reached" in ok.columns
         pool = ok[ok["target_reached"] == 1] if reached else ok
-        if m.startswith("speedup_") and "text:int8_path" in pool.columns:  # never a speed
-            pool = pool[pool["text:int8_path"] != INT8_REFERENCE]
+        if m.startswith("speedup_"):  # the reference path is never a speed
+            pool = pool[[not is_reference(r) for _, r in pool.iterrows()]]
         if m in TRAINING and "steps_total" in pool.columns:  # a loaded model's 0 s: no race
             pool = pool[pool["steps_total"] > 0]
         # each row's shipped model's figure: the slimmed model's, where one was built
-        vals = pd.Series([r.get(_shipped_column(r, m)) for _, r in pool.iterrows()],
+        vals = pd.Series([r.get(shipped_column(r, m)) for _, r in pool.iterrows()],
                          dtype=float).dropna()
         if len(vals) > 1 and vals.nunique() > 1 and M.TABLE[m].higher_is_better is not None:
             best[m] = vals.max() if M.TABLE[m].higher_is_better else vals.min()
     rows = []
     for _, r in ok.iterrows():
         row = [r[c] for c in labels]
-        row += [figure(r, m, _figure_of(m) in best and m == _shipped_column(r, _figure_of(m))
+        row += [figure(r, m, _figure_of(m) in best and m == shipped_column(r, _figure_of(m))
                        and _ties(r.get(m), best[_figure_of(m)], _kind(m))) for m in metrics]
         row.append(n_words(r))
         rows.append(row)
@@ -339,7 +342,7 @@ def _ties(value, best: float, kind: str) -> bool:
         or fmt(value, None, kind) == fmt(best, None, kind))
 
 
-def _shipped_column(r: pd.Series, m: str) -> str:
+def shipped_column(r: pd.Series, m: str) -> str:
     """The column of figure `m` of the model a row ships: the slimmed model's where
     structured pruning built one (the masked model's figure beside it never ships)."""
     return next((M.column(kind, m) for kind in M.MODELS
