@@ -75,11 +75,7 @@ def key(cell: Cell, seed: int) -> str:
 def source_hash() -> str:
     """A hash of modelopt's Python source, as this process runs it."""
     root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha1()
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
+    return plugins.hash_sources(root.rglob("*.py"), str(root))
 
 
 def shared_keys(runs) -> set[str]:

@@ -42,12 +42,12 @@ def build(specs: list[dict]) -> list[Measure]:
     """The measures a cell names, built; their figures declared in the metric table. A
     figure modelopt or a task records itself (accuracy, perplexity) is refused: a measure
     of that name would replace the cell's own figure under its title."""
-    out = []
+    out, reserved = [], _reserved()
     for spec in specs:
         choice = chosen("metrics", spec)
         measure = choice.build()
         for m in measure.metrics:
-            if m.name in _reserved():
+            if m.name in reserved:
                 raise ValueError(f"metric '{choice.name}' declares '{m.name}', a figure "
                                  "modelopt records itself; give yours another name")
             M.declare(m)

@@ -110,11 +110,15 @@ def _code(modules: tuple[str, ...]) -> str | None:
                       if f.endswith(".py")}
         elif path:
             files.add(path)
-    if not files:
-        return None
+    return hash_sources(files) if files else None
+
+
+def hash_sources(paths, root: str | None = None) -> str:
+    """A hash of source files, each by its name (relative to `root`, else its own) and
+    content: modelopt's own code (run/dense.py) and the user's."""
     h = hashlib.sha1()
-    for path in sorted(files):
-        h.update(os.path.basename(path).encode())
+    for path in sorted(map(str, paths)):
+        h.update((os.path.relpath(path, root) if root else os.path.basename(path)).encode())
         with open(path, "rb") as f:
             h.update(f.read())
     return h.hexdigest()[:12]
