@@ -75,7 +75,16 @@ def test_resume_refuses_changed_data_and_compare_says_the_data_differ(tmp_path):
     assert rec["extra"]["data_files"]["path"].startswith("sha256:")
     write_table(csv, flip=True)
     changed = parse(SUITE.format(csv=csv))
-    with pytest.raises(runner.ResumeError, match="data files they read or your plugins. code changed"):
+    with pytest.raises(runner.ResumeError, match=r"data path \(t.csv\) sha256:\w+ → sha256:\w+ "
+                       r"for 1 cell\(s\)") as refused:
+        runner.run(changed, tmp_path / "a", jobs=1)
+    assert "cell(s) new" not in str(refused.value) and "seeds" not in str(refused.value)
+    # a suite.json of an older modelopt kept no identity: the records say what they read
+    meta = json.loads((tmp_path / "a" / "suite.json").read_text())
+    for key in ("cells", "seeds", "inputs"):
+        del meta[key]
+    (tmp_path / "a" / "suite.json").write_text(json.dumps(meta))
+    with pytest.raises(runner.ResumeError, match=r"data path \(t.csv\) sha256:"):
         runner.run(changed, tmp_path / "a", jobs=1)
     assert not runner.run(changed, tmp_path / "b", jobs=1).failed
     cmp = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)

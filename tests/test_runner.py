@@ -172,12 +172,15 @@ def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_
     assert not summary.timing_kept and json.loads(timing.read_text())["baseline"]
     assert runner.run(based, out, jobs=1, timing_processes=3).timing_kept
     changed = parse(tiny_suite_file.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
-    with pytest.raises(runner.ResumeError, match="different"):
+    with pytest.raises(runner.ResumeError, match=r"different content .*: seeds \[0\] → \[0, 1\]\. "):
         runner.run(changed, out, jobs=1)
     runner.run(changed, out, jobs=1, force=True)
     assert len(results.read(out)) == 4
     # a cell edited: the forced run counts as done only the runs of the suite it runs now
     edited = parse(tiny_suite_file.read_text().replace("hidden: 16}]", "hidden: 12}]"))
+    with pytest.raises(runner.ResumeError, match=r": 1 cell\(s\) new \(.*hidden=12.*\); 1 cell\(s\) "
+                       r"run there no longer in the suite \(.*hidden=16"):
+        runner.run(edited, out, jobs=1)
     planned = []
     runner.run(edited, out, jobs=1, force=True, on_plan=lambda *n: planned.append(n))
     assert planned == [(1, 1)]  # linear done; the mlp of 12 to run, the one of 16 not counted

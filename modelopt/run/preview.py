@@ -11,7 +11,7 @@ from tabulate import tabulate
 
 from modelopt.results import store
 from modelopt.results.labels import axis_labels
-from modelopt.run.runner import in_shard
+from modelopt.run.runner import in_shard, refusal
 from modelopt.spec.schema import Suite
 
 
@@ -90,8 +90,7 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
         lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}'; "
                      "a results directory holds one suite: use another --out")
     elif meta is not None and meta.content_hash != suite.content_hash:
-        lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}' "
-                     "with a different content; use another --out, or --force to add to it")
+        lines.append(f"note: `run` will refuse {out}: {refusal(out, meta, suite)}")
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ from modelopt.results.compare import CompareError, parse_threshold
 from modelopt.results.files import no_links, open_own, write_whole
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
-from modelopt.run import dense, measures, timing
+from modelopt.run import changes, dense, measures, timing
 from modelopt.run.backends import cpu_count
 from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
 from modelopt.spec.schema import Suite, SuiteError
@@ -126,6 +126,7 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
             "baseline": suite.baseline, "expected_failures": dict(suite.expected_failures)}
     meta["tasks"], meta["metrics"] = declarations(suite)
+    meta.update(changes.identity(suite))
     old = store.read_meta(out_dir) if meta_path.exists() else None
     if old is not None and old.suite != suite.name:  # not even forced: compare, time and
         raise ResumeError(  # report read a results directory as one suite's
@@ -134,15 +135,7 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             "old name).")
     if old is not None and old.content_hash != suite.content_hash and not force:
         # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
-        raise ResumeError(
-            f"{out_dir} holds results of suite '{old.suite}' with a different "
-            f"content (hash {old.content_hash} vs {suite.content_hash}): its cells changed "
-            "(a model's weights file is part of its cell: retrained weights are new cells), "
-            "the data files they read or your plugins' code changed (a CSV edited, a plugin "
-            "optimizer rewritten: --force runs those cells again here), or "
-            "this version of modelopt names them differently (cell ids hash what a cell sets "
-            "since this version; see docs/reference/suite-file.md). Use another --out, or "
-            "--force to add the new cells beside the old.")
+        raise ResumeError(refusal(out_dir, old, suite))
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(meta_path, json.dumps(meta, indent=2).encode())
     path = store.results_path(out_dir)
@@ -155,6 +148,18 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
     # a result of other data or code than the cell reads now is run again (--force)
     return {r.key for r in store.read(path)
             if r.ok and r.key in runs and suite.current(r.cell_id, r.extra)}
+
+
+def refusal(out_dir: Path, old: store.RunMeta, suite: Suite) -> str:
+    """Why a results directory of this suite's name is not resumed with it: what changed."""
+    changed = changes.since(out_dir, old, suite)
+    return (f"{out_dir} holds results of suite '{old.suite}' with a different content "
+            f"(hash {old.content_hash} vs {suite.content_hash}): "
+            + ("; ".join(changed) if changed else
+               "its cells, seeds and inputs are the same, so an older modelopt hashed them (cell "
+               "ids hash what a cell sets since this version; see docs/reference/suite-file.md)")
+            + ". Use another --out, or --force to add the new cells beside the old (cells whose "
+            "data or plugin code changed run again).")
 
 
 def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,
