@@ -85,6 +85,23 @@ def test_one_failed_seed_is_a_regression(baseline, tmp_path):
     assert "NaN" in cmp.regressions[0].note
 
 
+def test_a_seed_ok_again_improves_and_a_new_seed_is_compared_with_nothing(baseline, tmp_path):
+    """A seed the baseline never ran is no improvement (it was counted as one): only a seed
+    that failed or diverged there and is ok now is."""
+    first = results.read(baseline)[0]
+
+    def seeds_0_1(rec):
+        if rec.seed == 2:
+            return False
+        if rec.cell_id == first.cell_id and rec.seed == first.seed:
+            rec.status, rec.metrics = "diverged", {}
+
+    cmp = compare.compare(current_with(tmp_path, baseline, seeds_0_1), baseline, timer=None)
+    assert [(r.cell_id, r.metric, r.note) for r in cmp.rows if r.verdict == "improved"] == [
+        (first.cell_id, "status", f"seeds [{first.seed}] ok now")]
+    assert {r.n for r in cmp.rows if r.metric == "accuracy"} <= {1, 2}  # seed 2: no pair
+
+
 def test_missing_cell_fails_unless_allowed(baseline, tmp_path):
     first = results.read(baseline)[0].cell_id
     out = current_with(tmp_path, baseline, lambda rec: rec.cell_id != first)

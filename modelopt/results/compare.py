@@ -158,9 +158,10 @@ def _short_training(base: Side, cur: Side, cid: str, seeds: list[int]) -> bool:
 
 
 def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
-    """Seeds ok in the baseline that are not ok now (failed, timeout, diverged or absent)."""
+    """Seeds ok in the baseline that are not ok now (failed, timeout, diverged or absent);
+    seeds not ok there and ok now (a seed the baseline never ran is compared with nothing)."""
     lost = sorted(base.ok_seeds(cid) - cur.ok_seeds(cid))
-    gained = sorted(cur.ok_seeds(cid) - base.ok_seeds(cid))
+    gained = sorted((cur.ok_seeds(cid) - base.ok_seeds(cid)) & set(base.status.get(cid, {})))
     if lost:
         why = "; ".join(f"seed {s}: " + (": ".join(x for x in cur.status[cid][s] if x)
                                          if s in cur.status.get(cid, {}) else "not run")
