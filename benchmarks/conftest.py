@@ -22,6 +22,9 @@ def pytest_addoption(parser):
 
 
 SUITE = pytest.StashKey()  # the suite, loaded and checked once per session
+# the cells a test ran but did not benchmark (diverged, failed, expected to fail): absent from
+# pytest-benchmark's list, so the JSON's modelopt block keeps their status for compare
+UNTIMED = pytest.StashKey()
 
 
 def _load_suite(config):
@@ -56,6 +59,12 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture(scope="session")
 def suite(request):
     return _load_suite(request.config)
+
+
+@pytest.fixture(scope="session")
+def untimed(request) -> list[dict]:
+    """The session's cells that were run but not benchmarked (UNTIMED)."""
+    return request.config.stash.setdefault(UNTIMED, [])
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +111,8 @@ def pytest_configure(config):
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     """What `modelopt compare` needs of the run beside the figures in extra_info: the figures
-    the suite declares (a task's, a measure's) and its thresholds, as suite.json holds them."""
+    the suite declares (a task's, a measure's) and its thresholds, as suite.json holds them,
+    and the status of the cells that were not benchmarked."""
     if config.getoption("--harness"):
         return
     from modelopt.run.runner import declarations
@@ -110,7 +120,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     suite = _load_suite(config)
     tasks, metrics = declarations(suite)
     output_json["modelopt"] = {"suite": suite.name, "tasks": tasks, "metrics": metrics,
-                               "thresholds": suite.spec.thresholds}
+                               "thresholds": suite.spec.thresholds,
+                               "untimed": config.stash.get(UNTIMED, [])}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -19,7 +19,7 @@ from modelopt.results.record import ERRORS
 from modelopt.run import rebuild, runner, scheduler
 
 
-def test_cell(benchmark, suite, cell_run, results_dir):
+def test_cell(benchmark, suite, cell_run, results_dir, untimed):
     cell, seed = cell_run
     labels = axis_labels([c.as_config() for c in suite.cells])
     row = labels.iloc[list(suite.cells).index(cell)]
@@ -37,12 +37,17 @@ def test_cell(benchmark, suite, cell_run, results_dir):
     undeclared = M.undeclared(rec.figures())
     if undeclared:  # every figure is in the metric table, or this is a bug of ours
         pytest.fail(f"metrics missing from modelopt/results/metrics.py: {undeclared}")
+    # what it read besides its config (data files' prints, your code's hash), as records keep
+    inputs = {k: rec.extra[k] for k in ("data_files", "code") if k in rec.extra}
     benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
-                                 "status": rec.status, "error": rec.error,
+                                 "status": rec.status, "error": rec.error, "extra": inputs,
                                  **{k: v for k, v in rec.metrics.items()
                                     if M.TABLE[k].fmt != "none"},
                                  # the other models' figures, by model (slimmed)
                                  "models": rec.models})
+    if rec.status != "ok":  # never benchmarked: the JSON keeps its status (conftest.UNTIMED)
+        untimed.append({"cell_id": cell.cell_id, "seed": seed, "status": rec.status,
+                        "error": rec.error, "cell": rec.cell, "extra": inputs})
     if rec.status == "diverged":  # a finding about the setting, as `modelopt run` counts it
         pytest.skip(f"diverged, recorded: {rec.error} (nothing to time)")
     if rec.status != "ok":

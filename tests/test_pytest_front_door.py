@@ -116,10 +116,24 @@ def test_a_diverged_cell_is_a_finding_as_modelopt_run_counts_it(tmp_path):
                                        "{name: sgd, lr: 1.0e+12}]\n")
     out = tmp_path / "o"
     run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only",
-                          "-q", "--suite", str(tmp_path / "s.yaml"), "--results-out", str(out)],
+                          "-q", "--suite", str(tmp_path / "s.yaml"), "--results-out", str(out),
+                          "--benchmark-json", str(tmp_path / "b.json")],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert re.search(r"1 passed, 1 skipped", run.stdout)
     statuses = sorted(json.loads(x)["status"] for x in
                       (out / "results.jsonl").read_text().splitlines())
     assert statuses == ["diverged", "ok"]
+    # the JSON keeps the cell it did not benchmark: compare pairs it with the run's record
+    # (it was "only in the baseline", failing the gate when the cell was fixed)
+    from modelopt.results import compare
+
+    cmp = compare.compare(out, tmp_path / "b.json", timer=None)
+    assert cmp.common == 2 and not cmp.only_baseline and not cmp.failed
+    assert cmp.data == ""  # the JSON keeps what each cell read, as the records do
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert [u["status"] for u in doc["modelopt"]["untimed"]] == ["diverged"]
+    doc["modelopt"]["untimed"][0]["status"] = "fine"  # read as a results.jsonl line is
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    with pytest.raises(compare.CompareError, match="untimed cell 0 is not a result record"):
+        compare.compare(out, tmp_path / "f.json", timer=None)

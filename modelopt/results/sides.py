@@ -137,18 +137,33 @@ def _load_benchmark_json(p: Path) -> Side:
         suite = str(b.get("group") or "").split(":")[0]
         suites.add(suite)
         figures = {k: v for k, v in info.items() if k not in ("cell_id", "seed", "status", "cell",
-                                                              "error")}
-        rec = {"suite": suite or "benchmarks", "cell_id": info["cell_id"],
-               "seed": info.get("seed", 0), "status": info.get("status", "ok"),
-               "error": info.get("error"), "metrics": figures, "cell": info.get("cell")}
-        try:  # checked as a results.jsonl line is: data from elsewhere
-            recs.append(Record.model_validate(rec, context={"from_file": True}).model_dump())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise CompareError(f"{p}: benchmark {i} ({str(b.get('name'))[:80]}) is not a result "
-                               f"record ({'.'.join(map(str, first['loc']))}: {first['msg']})") \
-                from None
+                                                              "error", "extra")}
+        recs.append(_record(p, f"benchmark {i} ({str(b.get('name'))[:80]})", {
+            "suite": suite or "benchmarks", "cell_id": info["cell_id"],
+            "seed": info.get("seed", 0), "status": info.get("status", "ok"),
+            "error": info.get("error"), "metrics": figures, "cell": info.get("cell"),
+            "extra": info.get("extra") or {}}))
+    block = doc.get("modelopt") or {}
+    untimed = block.get("untimed") or []  # diverged or failed: run, never benchmarked
+    if not isinstance(untimed, list) or not all(isinstance(u, dict) for u in untimed):
+        raise CompareError(f"{p}: its modelopt block's untimed cells are not a list of cells")
+    for i, u in enumerate(untimed):
+        recs.append(_record(p, f"untimed cell {i}", {
+            "suite": str(block.get("suite") or "benchmarks"), "cell_id": u.get("cell_id"),
+            "seed": u.get("seed", 0), "status": u.get("status"), "error": u.get("error"),
+            "cell": u.get("cell"), "extra": u.get("extra") or {}}))
     return _collect(recs, suites.pop() if len(suites) == 1 else None)
+
+
+def _record(p: Path, what: str, rec: dict) -> dict:
+    """A result read from a pytest-benchmark JSON, checked as a results.jsonl line is: data
+    from elsewhere."""
+    try:
+        return Record.model_validate(rec, context={"from_file": True}).model_dump()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CompareError(f"{p}: {what} is not a result record "
+                           f"({'.'.join(map(str, first['loc']))}: {first['msg']})") from None
 
 
 def _collect(recs: list[dict], suite: str | None) -> Side:
