@@ -66,6 +66,8 @@ def _each(values) -> str:
 
 
 # the legend of the figures every page has, whatever the suite
+BOLD = ("**bold**: the best of a column, and every figure within a standard deviation over "
+        "seeds of it (the larger of the two): a difference that small is the seeds' noise")
 OF_TEST = ("of the test split, by the model that ships (after its last training step; as "
            "loaded where a cell trains none)")
 COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
@@ -117,10 +119,9 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
         f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
         "the best validation score (chosen on validation only; absent where the shipped model "
-        "is not a training phase's network); **bold**: the best of a column"
+        f"is not a training phase's network); {BOLD}"
         if primary + "_best_val" in M.TABLE else
-        f"- {M.TABLE[primary].title}: {OF_TEST}; **bold**: the best "
-        "of a column",
+        f"- {M.TABLE[primary].title}: {OF_TEST}; {BOLD}",
         COUNTS, SPEEDUPS,
         "",
     ]
