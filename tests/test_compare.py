@@ -147,6 +147,9 @@ def test_a_change_comes_with_its_interval_over_the_seeds():
     assert v == "noise" and p > 0.05 and ci[0] < 0 < ci[1]
     assert compare.verdict(acc, [0.9], [0.8])[3] is None
     assert compare.verdict(M.TABLE["params"], [10, 10], [11, 11])[3] is None
+    # a step count falls by 100 % at most: two seeds' wide interval is cut there, not -460 %
+    v, change, p, ci = compare.verdict(M.TABLE["steps_to_target"], [100, 400], [10, 20])
+    assert ci[0] == -1.0 and ci[1] > 0 and v == "ok" and change == pytest.approx(-0.94)
 
 
 def test_two_seeds_that_agree_on_a_large_drop_regress_and_the_page_says_what_two_can_tell():

@@ -95,8 +95,8 @@ def verdict(metric: M.Metric, base: list[float], cur: list[float]
     two_sided = None if metric.kind == "exact" else test(base, cur)
     p = None if two_sided is None else two_sided / 2  # in the direction the mean moved
     ci = None if metric.kind == "exact" else interval(base, cur, GATE_LEVEL)
-    if ci is not None and metric.kind == "relative" and b != 0:
-        ci = (ci[0] / abs(b), ci[1] / abs(b))
+    if ci is not None and metric.kind == "relative" and b != 0:  # a count or a time: it
+        ci = (max(ci[0] / abs(b), -1.0), ci[1] / abs(b))  # falls by 100 % at most
     return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p, ci
 
 
