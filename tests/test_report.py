@@ -606,3 +606,21 @@ def test_a_figure_within_the_seeds_spread_of_the_best_is_bolded_with_it():
     one_seed = [r for r in rows if r["seed"] == 0]  # no spread: the best alone
     assert report.table(report.aggregate(pd.DataFrame(one_seed)), ["latency_ms_p50"]).count("**") == 2
     assert "within a standard deviation over seeds" in pages.suite_page(pd.DataFrame(rows), "s")
+
+
+def test_labels_say_what_a_cell_that_names_no_loss_or_pruning_uses():
+    """`loss=none` beside `focal` read as training without a loss (it trains with its task's
+    own); the int8 note said `none · int8_dynamic` of a row that prunes nothing."""
+    from modelopt.results.labels import axis_labels
+    from modelopt.results.runtimes import int8_notes
+
+    cells = [{"model": {"name": "mlp"}, "loss": None},
+             {"model": {"name": "mlp"}, "loss": {"name": "focal", "gamma": 2.0}}]
+    assert list(axis_labels(cells)["axis:loss"]) == ["task default", "focal"]
+    rows = [base_row(cid, s, {"prune": p, "quantize": q}, accuracy=0.9, int8_path=path)
+            for cid, p, q, path in (("dense", None, None, None),
+                                    ("int8", None, {"name": "int8_dynamic"}, "int8 kernels"),
+                                    ("pruned", {"name": "l1_structured"}, None, None))
+            for s in (0, 1)]
+    note = int8_notes(report.aggregate(pd.DataFrame(rows)))
+    assert note == "int8 rows ran on: int8_dynamic: int8 kernels.", note

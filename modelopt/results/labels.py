@@ -8,7 +8,7 @@ from pathlib import PurePath
 
 import pandas as pd
 
-from modelopt.spec.keys import IMPLIED
+from modelopt.spec.keys import IMPLIED, UNNAMED
 from modelopt.spec.keys import NAMES as CELL_KEYS
 
 
@@ -72,7 +72,7 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
                     if len({str(s.get(k)) for s in group}) > 1:
                         differing.add(k)
             differing |= _shared(by_name)
-            labels = [spec_label(v, differing) if v is not None else IMPLIED.get(key, "none")
+            labels = [spec_label(v, differing) if v is not None else UNNAMED.get(key, "none")
                       for v in values]
         if len(set(labels)) > 1:
             cols[key] = labels

@@ -136,7 +136,9 @@ def int8_notes(agg: pd.DataFrame) -> str:
     notes = []
     short = [c for c in label_columns(ok) if c[5:] in ("model", "prune", "quantize", "deploy")]
     for _, r in ok[ok["text:int8_path"].notna()].iterrows():
-        label = joined(r, short or label_columns(ok), " · ", keyed=False)
+        # what the row is, without the techniques it does not use (`none · int8_dynamic`)
+        label = " · ".join(str(r[c]) for c in short if r[c] != "none") or joined(
+            r, label_columns(ok), " · ", keyed=False)
         layers = r.get("quantized_layers")
         floats = r.get("float_layers")
         count = (f"int8 layers: {int(layers)}" if pd.notna(layers) else "") + (

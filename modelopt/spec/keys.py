@@ -49,6 +49,7 @@ class Key:
     required: bool = False
     default: str | None = None  # the entry a cell that names none gets
     implied: str | None = None  # the entry that is the same as naming none (deploy: eager)
+    unnamed: str = "none"  # a table's word for a cell that names none (loss: the task's own)
     teacher: TeacherUse | None = None
     # what the report calls compression (None: the compress stage's keys)
     compresses: bool | None = None
@@ -76,7 +77,7 @@ KEYS: tuple[Key, ...] = (
     Key("optimizer", "train", OPTIMIZERS, default="adam"),
     Key("schedule", "train", SCHEDULES),
     Key("regularization", "train", REGULARIZERS, many=True),
-    Key("loss", "train", LOSSES),
+    Key("loss", "train", LOSSES, unnamed="task default"),
     Key("distill", "train", DISTILLERS, teacher="none", compresses=True),  # a smaller student
     Key("backend", "train", BACKENDS, default="cpu", teacher="student"),
     Key("train", "train", None),
@@ -112,6 +113,7 @@ SINGLE: tuple[str, ...] = tuple(k.name for k in KEYS if k.registry is not None a
 MANY: tuple[str, ...] = tuple(k.name for k in KEYS if k.many)
 REQUIRED: tuple[str, ...] = tuple(k.name for k in KEYS if k.required)
 IMPLIED: dict[str, str] = {k.name: k.implied for k in KEYS if k.implied}
+UNNAMED: dict[str, str] = {k.name: k.implied or k.unnamed for k in KEYS}  # as labels say it
 # what a cell that does not name them gets
 DEFAULTS: dict[str, Any] = {**{k.name: {"name": k.default} for k in KEYS if k.default},
                             "train": {}}

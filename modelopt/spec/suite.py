@@ -23,8 +23,8 @@ from modelopt.spec.cells import (
     names_by_path,
     resolve_cell,
 )
-from modelopt.spec.keys import IMPLIED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
+from modelopt.spec.keys import UNNAMED
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
 from modelopt.spec.registry import NestedError, RegistryError, closest
@@ -188,7 +188,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
 
     cells, seen = [], set()
     for combo in combos:
-        label = ", ".join(f"{k}={short(v) if v is not None else IMPLIED.get(k, 'none')}"
+        label = ", ".join(f"{k}={short(v) if v is not None else UNNAMED.get(k, 'none')}"
                           for k, v in combo.items())  # deploy=eager, as the tables name it
         base = resolved(f"cell [{label}]" if label else "defaults", combo)  # no matrix: one cell
         for kind, values in variants:
