@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from modelopt.cli_args import PROCESSES_HELP, positive, replicates, shard, with_examples
+from modelopt.cli_args import PROCESSES_HELP, add_user_code, positive, replicates, shard, with_examples
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -163,9 +163,13 @@ def cmd_merge(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from modelopt.spec import plugins
     from modelopt.spec.listing import listing
 
-    print(listing())
+    try:  # found as compare's --plugins are: installed, on PYTHONPATH or in this folder
+        print(listing(plugins.context(args.plugins, os.getcwd()) if args.plugins else None))
+    except plugins.PluginError as exc:
+        return _err(str(exc))
     return 0
 
 
@@ -328,19 +332,8 @@ def _add_compare(sub) -> None:
     c.add_argument("--no-retime", action="store_true",
                    help="do not re-time the two runs' saved models (latency is then not gated)")
     c.add_argument("--timing-processes", type=replicates, default=None, help=PROCESSES_HELP)
-    _add_user_code(c)
+    add_user_code(c)
     c.set_defaults(fn=cmd_compare)
-
-
-def _add_user_code(p) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--suite", help="the suite file whose own code (plugins:, factories by "
-                   "import path) rebuilds the saved models; nothing named in a results "
-                   "directory is ever imported")
-    g.add_argument("--plugins", action="append", metavar="MODULE",
-                   help="a plugin module whose registered techniques rebuild saved models "
-                   "(repeatable; installed, on PYTHONPATH or in the working directory); "
-                   "factories named by import path need --suite")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -364,7 +357,7 @@ def parser() -> argparse.ArgumentParser:
                    help=PROCESSES_HELP)
     t.add_argument("--force", action="store_true", help="replace timing.json even where models "
                    "it timed cannot be timed again (their latency is dropped)")
-    _add_user_code(t)
+    add_user_code(t)
     t.set_defaults(fn=cmd_time)
     e = sub.add_parser("export", help="write results for other tools")
     e.add_argument("results", nargs="+", help="results directories")
@@ -376,6 +369,8 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="new results directory")
     m.set_defaults(fn=cmd_merge)
     ls = sub.add_parser("list", help="every registered technique with its parameters")
+    ls.add_argument("--plugins", action="append", metavar="MODULE", help="your plugin module "
+                    "to list too (repeatable; installed, on PYTHONPATH or in this folder)")
     ls.set_defaults(fn=cmd_list)
     im = sub.add_parser("images", help="write a built-in dataset out as an image folder "
                         "(class sub-folders of PNG files), for the imagefolder dataset")

@@ -40,6 +40,18 @@ def replicates(text: str) -> int:
     return _at_least(text, 3, " (the timing processes are the replicates of an interval)")
 
 
+def add_user_code(p: argparse.ArgumentParser) -> None:
+    """--suite or --plugins: the user's code that rebuilds saved models (compare, time)."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--suite", help="the suite file whose own code (plugins:, factories by "
+                   "import path) rebuilds the saved models; nothing named in a results "
+                   "directory is ever imported")
+    g.add_argument("--plugins", action="append", metavar="MODULE",
+                   help="a plugin module whose registered techniques rebuild saved models "
+                   "(repeatable; installed, on PYTHONPATH or in the working directory); "
+                   "factories named by import path need --suite")
+
+
 # an example line for each subcommand's --help (and the top level's): enough to use it
 # without the docs
 EXAMPLES = {

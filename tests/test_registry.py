@@ -50,3 +50,30 @@ def test_modelopt_list_into_a_reader_that_leaves_early_ends_quietly():
     r = subprocess.run(["bash", "-c", f"'{sys.executable}' -m modelopt list | true; "
                         "echo ${PIPESTATUS[0]}"], capture_output=True, text=True)
     assert r.stdout.strip() == "0" and "Traceback" not in r.stderr, r.stderr
+
+
+def test_modelopt_list_lists_your_plugin_and_says_when_it_registered_nothing(tmp_path):
+    """A plugin author checks that their loss registered: `modelopt list --plugins MODULE`
+    (from the working directory, as compare's --plugins); entries say where they came from."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shutil.copy(Path(__file__).parents[1] / "examples/extending/focal_loss.py",
+                tmp_path / "my_losses_for_list.py")
+    (tmp_path / "forgot_register.py").write_text("def loss(model):\n    return None\n")
+
+    def ls(*modules):
+        return subprocess.run([sys.executable, "-m", "modelopt", "list",
+                               *[a for m in modules for a in ("--plugins", m)]],
+                              cwd=tmp_path, capture_output=True, text=True)
+
+    r = ls("my_losses_for_list", "forgot_register")
+    assert r.returncode == 0, r.stderr
+    assert "focal(gamma: float >= 0 = 2.0)" in r.stdout and "[from my_losses_for_list]" in r.stdout
+    assert "plugin module 'forgot_register' registered nothing" in r.stdout
+    assert "my_losses_for_list' registered nothing" not in r.stdout
+    assert "[from modelopt" not in r.stdout  # modelopt's own entries say nothing
+    r = ls("no_such_plugin_module")
+    assert r.returncode == 2 and "cannot import plugin module 'no_such_plugin_module'" in r.stderr

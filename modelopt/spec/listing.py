@@ -14,9 +14,15 @@ from modelopt.spec.registry import describe
 from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 
 
-def _registries() -> dict:
-    return {**plugins.load(), "model weights (model: {..., weights: FILE})": WEIGHTS,
+def _registries(ctx: dict | None = None) -> dict:
+    return {**plugins.load(ctx), "model weights (model: {..., weights: FILE})": WEIGHTS,
             "tasks (a dataset's)": TASKS}
+
+
+def _origin(fn) -> str:
+    """` [from my_module]` for an entry a plugin registered; modelopt's own say nothing."""
+    module = getattr(fn, "__module__", "") or ""
+    return "" if module == "modelopt" or module.startswith("modelopt.") else f" [from {module}]"
 
 
 def _word(value) -> str:
@@ -36,7 +42,7 @@ def _entries(reg):
             for p in e.params)
         facts = "".join(f" [{k}={_word(v)}]" for k, v in asdict(e.info).items()
                         if v not in (None, False, ()) and not callable(v))
-        yield e.name, params, facts, e.doc
+        yield e.name, params, facts + _origin(e.fn), e.doc
 
 
 def _train_keys():
@@ -54,16 +60,22 @@ def _implied() -> str:
         f"{k}: {v}" for k, v in implied.items())
 
 
-def listing() -> str:
-    lines = []
-    for key, reg in _registries().items():
+def listing(ctx: dict | None = None) -> str:
+    """Every entry; `ctx` (plugins.context) names plugin modules to import and list too, and
+    a module of them that registered nothing is said at the end."""
+    lines, origins = [], set()
+    for key, reg in _registries(ctx).items():
         lines.append(f"{key}:")
         for name, params, facts, doc in _entries(reg):
             lines.append(f"  {name}({params}){facts}")
             lines += [f"      {line}".rstrip() for line in doc.splitlines()]
+        origins |= {getattr(e.fn, "__module__", None) for e in reg.entries()}
     lines.append("train:")
     lines += [f"  {name}: {text}" for name, text in _train_keys()]
     lines.append(_implied())
+    lines += [f"note: plugin module '{m}' registered nothing: a registry's `register` must "
+              "run when it is imported (e.g. `@LOSSES.register(\"focal\")` on a function "
+              "at module level)" for m in (ctx or {}).get("modules", []) if m not in origins]
     return "\n".join(lines)
 
 

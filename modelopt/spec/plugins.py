@@ -52,7 +52,8 @@ def import_module(name: str):
             raise PluginError(f"plugin module '{name}' imports '{missing}', which cannot be "
                               f"imported here ({exc}): install it") from None
         raise PluginError(f"cannot import plugin module '{name}' ({exc}); it must be "
-                          "installed, on PYTHONPATH, or beside the suite file") from None
+                          "installed, on PYTHONPATH, or beside the suite file (in the working "
+                          "directory, for --plugins)") from None
 
 
 def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Registry]:
