@@ -624,3 +624,13 @@ def test_labels_say_what_a_cell_that_names_no_loss_or_pruning_uses():
             for s in (0, 1)]
     note = int8_notes(report.aggregate(pd.DataFrame(rows)))
     assert note == "int8 rows ran on: int8_dynamic: int8 kernels.", note
+
+
+def test_a_ddp_row_says_how_many_processes_it_trained_on():
+    """A lone `ddp` beside `cpu` hid its world size: its samples/s are of two processes."""
+    from modelopt.results.labels import axis_labels
+
+    cells = [{"model": {"name": "mlp"}, "backend": {"name": "cpu", "threads": 1}},
+             {"model": {"name": "mlp"}, "backend": {"name": "ddp", "world_size": 2,
+                                                    "threads": 1}}]
+    assert list(axis_labels(cells)["axis:backend"]) == ["cpu", "ddp(world_size=2)"]

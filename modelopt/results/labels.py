@@ -11,6 +11,10 @@ import pandas as pd
 from modelopt.spec.keys import IMPLIED, UNNAMED
 from modelopt.spec.keys import NAMES as CELL_KEYS
 
+# parameters named whenever set, even where every cell shares them: a lone `ddp` hid how
+# many processes its figures (samples/s, memory) are of
+ALWAYS_NAMED: dict[str, set[str]] = {"backend": {"world_size"}}
+
 
 def spec_label(spec, differing: set[str]) -> str:
     if spec is None:
@@ -71,7 +75,7 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
                 for k in {k for s in group for k in s if k != "name"}:
                     if len({str(s.get(k)) for s in group}) > 1:
                         differing.add(k)
-            differing |= _shared(by_name)
+            differing |= _shared(by_name) | ALWAYS_NAMED.get(key, set())
             labels = [spec_label(v, differing) if v is not None else UNNAMED.get(key, "none")
                       for v in values]
         if len(set(labels)) > 1:
