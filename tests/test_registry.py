@@ -77,3 +77,29 @@ def test_modelopt_list_lists_your_plugin_and_says_when_it_registered_nothing(tmp
     assert "[from modelopt" not in r.stdout  # modelopt's own entries say nothing
     r = ls("no_such_plugin_module")
     assert r.returncode == 2 and "cannot import plugin module 'no_such_plugin_module'" in r.stderr
+
+
+def test_a_factory_that_does_not_take_what_modelopt_passes_is_refused_when_registered():
+    """A plugin model without `(input_shape, num_outputs, /)` registered fine and failed
+    every cell at run time (or the suite was asked for `input_shape`)."""
+    from modelopt.spec.registries import MODELS, SCHEDULES
+
+    with pytest.raises(TypeError, match=r"model 'no_shape': no_shape\(hidden: int = 16\) must "
+                                        r"take \(input_shape, num_outputs\) first, positional-only"):
+        @MODELS.register("no_shape")
+        def no_shape(hidden: int = 16):
+            pass
+
+    with pytest.raises(TypeError, match=r"schedule 'not_positional': f\(optimizer, total_steps, "
+                                        r"gamma=0.9\) .* def f\(optimizer, total_steps, /, ...\)"):
+        SCHEDULES.register("not_positional")(lambda optimizer, total_steps, gamma=0.9: None)
+    reg = Registry("thing")
+    with pytest.raises(TypeError, match="modelopt passes none"):
+        reg.register("needs_one")(lambda x, /: x)
+    assert "no_shape" not in MODELS and "not_positional" not in SCHEDULES
+
+    @MODELS.register("takes_shape_for_test")
+    def ok(input_shape, num_outputs, /, hidden: int = 16):
+        pass
+
+    assert [p.name for p in MODELS.get("takes_shape_for_test").params] == ["hidden"]

@@ -116,13 +116,13 @@ class BackendInfo:
     ranks: bool = False
 
 
-DATASETS = Registry("dataset", DatasetInfo)  # (seed, /, ...) -> Data
-MODELS = Registry("model", ModelInfo)  # (input_shape, num_outputs, /, ...) -> nn.Module
-OPTIMIZERS = Registry("optimizer", OptimizerInfo)  # (model, /, ...) -> torch.optim.Optimizer
-SCHEDULES = Registry("schedule", ScheduleInfo)  # (optimizer, total_steps, /, ...) -> scheduler
+DATASETS = Registry("dataset", DatasetInfo, ("seed",))  # (seed, /, ...) -> Data
+MODELS = Registry("model", ModelInfo, ("input_shape", "num_outputs"))  # (..., /, ...) -> nn.Module
+OPTIMIZERS = Registry("optimizer", OptimizerInfo, ("model",))  # (model, /, ...) -> torch.optim.Optimizer
+SCHEDULES = Registry("schedule", ScheduleInfo, ("optimizer", "total_steps"))  # -> an LR scheduler
 REGULARIZERS = Registry("regularization")  # (...) -> Term
 LOSSES = Registry("loss", LossInfo)  # (...) -> nn.Module
-PREPROCESS = Registry("preprocess", PreprocessInfo)  # (data, seed, /, ...) -> Data
+PREPROCESS = Registry("preprocess", PreprocessInfo, ("data", "seed"))  # (data, seed, /, ...) -> Data
 AUGMENT = Registry("augment", AugmentInfo)  # (...) -> fn(batch, generator) -> batch
 PRUNERS = Registry("prune", PruneInfo)  # (...) -> Pruning
 DISTILLERS = Registry("distill", DistillInfo)  # (...) -> Distiller
@@ -130,7 +130,7 @@ QUANTIZERS = Registry("quantize", QuantizeInfo)  # (...) -> Quantizer
 BACKENDS = Registry("backend", BackendInfo)  # (...) -> Backend
 DEPLOYERS = Registry("deploy")  # (...) -> Format: how the model ships
 METRICS = Registry("metric")  # (...) -> Measure: extra figures of the cells that name it
-WEIGHTS = Registry("weights", WeightsInfo)  # (path, /, ...) -> state_dict: a model's `weights:`
+WEIGHTS = Registry("weights", WeightsInfo, ("path",))  # (path, /, ...) -> state_dict: a model's `weights:`
 # checks of a whole resolved cell that need modelopt's techniques (trained weights fit the
 # model its spec builds), filled like the registries, run when the suite loads
 CELL_CHECKS: list[Callable[[dict], None]] = []

@@ -98,8 +98,9 @@ class Registry:
     `info` is the dataclass of facts an entry declares at registration (`register("gd",
     full_batch=True)`); a misspelt fact is an error there, not a check silently skipped."""
 
-    def __init__(self, kind: str, info: type = NoInfo):
+    def __init__(self, kind: str, info: type = NoInfo, supplies: tuple[str, ...] = ()):
         self.kind, self.info_type = kind, info
+        self.supplies = supplies  # what modelopt passes positionally, before a suite's params
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, **facts):
@@ -111,6 +112,7 @@ class Registry:
         def deco(fn: Callable) -> Callable:
             if name in self._entries:
                 raise KeyError(f"{self.kind} '{name}' is registered twice")
+            self._takes_supplied(name, fn)
             doc = inspect.getdoc(fn) or ""
             self._entries[name] = Entry(name, fn, _user_params(fn), info, doc)
             return fn
@@ -119,6 +121,25 @@ class Registry:
 
     def info(self, name: str):
         return self.get(name).info
+
+    def _takes_supplied(self, name: str, fn: Callable) -> None:
+        """A factory takes what modelopt passes it positionally, as positional-only
+        parameters (the rest are the suite's): else its cells fail at run time, or the
+        suite is asked for `input_shape`."""
+        sig = inspect.signature(fn).replace(return_annotation=inspect.Signature.empty)
+        params = list(sig.parameters.values())
+        own = [p for p in params if p.kind is p.POSITIONAL_ONLY]
+        varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+        n = len(self.supplies)
+        if (len(own) < n and not varargs) or any(p.default is p.empty for p in own[n:]):
+            wanted, called = ", ".join(self.supplies), getattr(fn, "__name__", "")
+            called = called if called.isidentifier() else "f"  # a lambda
+            raise TypeError(
+                f"{self.kind} '{name}': {called}{sig} "
+                + (f"must take ({wanted}) first, positional-only, as modelopt passes them: "
+                   f"def {called}({wanted}, /, ...)" if n else
+                   "takes positional-only parameters without defaults, and modelopt passes "
+                   "none: make them keyword parameters with defaults"))
 
     def _import(self, name: str) -> None:
         """`package.module:function`: a factory named by its import path, registered under
@@ -147,6 +168,10 @@ class Registry:
             raise RegistryError(f"{self.kind} '{name}': a {self.kind} needs facts given at "
                                 f"registration; register it with {self.kind.upper()}S.register "
                                 "in a plugin module") from None
+        try:
+            self._takes_supplied(name, fn)
+        except TypeError as exc:
+            raise RegistryError(str(exc)) from None
         self._entries[name] = Entry(name, fn, _user_params(fn), info, inspect.getdoc(fn) or "")
 
     def __contains__(self, name: str) -> bool:
