@@ -140,3 +140,26 @@ def test_a_pruning_method_and_a_loss_are_one_module_each():
                                                    "matrix:")), 0)
     assert focal.status == "ok"
     assert focal.metrics["accuracy"] == pytest.approx(plain.metrics["accuracy"], abs=0.02)
+
+
+def test_a_plugin_that_returns_the_wrong_thing_is_told_what_it_should_return():
+    """A convert returning the bare model failed on tuple unpacking, and an optimizer without
+    `return` on `'NoneType' object has no attribute 'zero_grad'`."""
+    from modelopt.spec.registries import QUANTIZERS
+    from modelopt.techniques.errors import TechniqueError
+    from modelopt.techniques.optim import optimizer
+    from modelopt.techniques.quantize import Quantizer
+
+    @QUANTIZERS.register("test_bare_convert")
+    def bare() -> Quantizer:
+        return Quantizer(convert=lambda model, inputs: model)
+
+    @optimizer("test_no_return")
+    def no_return(params, /, lr: float = 0.1):
+        torch.optim.SGD(params, lr=lr)
+
+    with pytest.raises(TechniqueError, match=r"convert returned Sequential, not \(model, info\)"):
+        run_cell(cell(SUITE.replace("matrix:", "  quantize: test_bare_convert\nmatrix:")), 0)
+    with pytest.raises(TypeError, match="optimizer 'test_no_return': no_return returned "
+                                        "NoneType, not a torch.optim.Optimizer"):
+        run_cell(cell(SUITE.replace("{name: adam, lr: 0.01}", "test_no_return")), 0)

@@ -63,7 +63,14 @@ class Format:
             raise TechniqueError(why)
         if self.quantize is not None:
             return self.quantize(quantizer.intent, model, inputs)
-        return quantizer.convert(model, inputs)
+        out = quantizer.convert(model, inputs)
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)
+                and isinstance(out[1], dict)):  # a plugin's: said, not an unpacking error
+            raise TechniqueError(
+                f"the quantizer's convert returned {type(out).__name__}, not (model, info): "
+                "return the converted nn.Module and a dict of what converting did ({} for "
+                "nothing)")
+        return out
 
     def converts(self, quantizer: Quantizer) -> bool:
         """Whether the quantizer changes the model that ships (not only hooks in training)."""

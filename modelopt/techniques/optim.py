@@ -51,7 +51,11 @@ def optimizer(name: str, weight_decay: float = 0.0, **facts):
 
         def entry(model, /, *, weight_decay: float = weight_decay, decay_all: bool = False,
                   **params) -> torch.optim.Optimizer:
-            return fn(param_groups(model, weight_decay, decay_all), **params)
+            made = fn(param_groups(model, weight_decay, decay_all), **params)
+            if not isinstance(made, torch.optim.Optimizer):  # e.g. a `return` left out
+                raise TypeError(f"optimizer '{name}': {fn.__name__} returned "
+                                f"{type(made).__name__}, not a torch.optim.Optimizer")
+            return made
 
         own = [p for p in inspect.signature(fn).parameters.values()
                if p.kind is not p.POSITIONAL_ONLY]
