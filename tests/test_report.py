@@ -329,6 +329,11 @@ def test_a_row_without_a_baseline_is_named_with_the_key_that_would_give_it_one()
     # and where it picks no row at all (`model: cnn` over two widths, nothing else)
     alike = pages.suite_page(pd.DataFrame(rows[:4]), "s", baseline={"model": "cnn"})
     assert "several cells match it alike" in alike and "matches no cell" not in alike
+    # a wide matrix: five rows named, the rest counted
+    rows = [base_row(f"w{c}", s, {"model": {"name": "cnn", "channels": c}}, accuracy=0.9)
+            for c in range(4, 12) for s in (0, 1)]
+    many = pages.suite_page(pd.DataFrame(rows), "s", baseline={"model": "cnn"})
+    assert "; and 3 more rows (relative columns empty)" in many
 
 
 def test_deploy_table_ranks_each_format_side_by_side():

@@ -224,6 +224,9 @@ def _candidates(agg: pd.DataFrame, spec: dict | None):
     return by_rest, rest, how
 
 
+NAMED = 5  # rows a note names; the rest are counted (a matrix of 40 rows read as a wall)
+
+
 def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict | None) -> str:
     """A line naming the rows that have no baseline (their relative columns empty) and why:
     the keys, of those the `baseline:` does not name, on which they differ from every
@@ -252,7 +255,9 @@ def without_baseline(agg: pd.DataFrame, bases: dict[str, pd.Series], spec: dict 
                       (alike, "several cells match it alike; give the `baseline:` the "
                               "parameters that pick one")):
         if rows:
-            names = "; ".join(joined(r, label_columns(ok), " · ", keyed=False) for r in rows)
+            names = "; ".join(joined(r, label_columns(ok), " · ", keyed=False)
+                              for r in rows[:NAMED]) + (f"; and {len(rows) - NAMED} more rows"
+                                                        if len(rows) > NAMED else "")
             lines.append(f"No baseline for {names} (relative columns empty): each row is "
                          "compared with the baseline cell (the `baseline:` one, else the "
                          "uncompressed one) equal to it on every other key, and "
