@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from modelopt.cli_args import PROCESSES_HELP, add_user_code, positive, replicates, shard, with_examples
+from modelopt.cli_args import PROCESSES_HELP, add_run, add_user_code, replicates, with_examples
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -29,7 +29,8 @@ def _execute(suite, out: Path, launched, args, progress):
                       shard=args.shard, fail_fast=args.fail_fast, on_record=progress.record,
                       on_plan=progress.plan, executor=args.executor,
                       ray_address=args.ray_address, on_timing=progress.timing,
-                      timing_processes=args.timing_processes, train_once=not args.train_each)
+                      timing_processes=args.timing_processes, train_once=not args.train_each,
+                      timing_stage=not args.no_timing)
 
 
 def _plan(suite, out: Path, args) -> int:
@@ -88,7 +89,7 @@ def cmd_run(args) -> int:
     except ImportError as exc:
         return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
     progress.close()
-    ending(summary, suite, out)
+    ending(summary, suite, out, getattr(args, "shard", None))
     if summary.interrupted:
         print("interrupted: finished results are kept; run the same command again to resume",
               file=sys.stderr)
@@ -117,7 +118,9 @@ def cmd_report(args) -> int:
     for suite in df["suite"].unique():
         n = _report_suite(df, suite, out, metas.get(suite, {}), docs.get(suite), args.csv)
         pages.append((suite, f"{suite}.md", n))
-        print(f"wrote {out / (suite + '.md')}", file=sys.stderr)
+        print(f"wrote {out / (suite + '.md')}" + ("" if docs.get(suite) else
+              " (not timed: no latency or speed-ups; `modelopt time DIR` times them)"),
+              file=sys.stderr)
     index = out / "README.md"
     listed = page.index_entries(index.read_text() if index.is_file() else "")
     known = {k: v for k, v in listed.items() if (out / v[1]).is_file()} | {p[0]: p for p in pages}
@@ -153,12 +156,17 @@ def cmd_merge(args) -> int:
     from modelopt.run import runner
 
     try:
-        n, left = runner.merge(args.dirs, args.out)
+        n, left, missing = runner.merge(args.dirs, args.out)
     except (runner.ResumeError, store.ResultsError) as exc:
         return _err(str(exc))
-    twice = f"; left out {left} of a cell x seed kept from an earlier one" if left else ""
+    twice = (f"; left out {left} duplicate(s): a cell x seed an earlier directory already "
+             "gave" if left else "")
     print(f"merged {n} cell x seed results into {Path(args.out) / 'results.jsonl'}{twice}; "
           f"time their saved models side by side with `modelopt time {args.out}`", file=sys.stderr)
+    if missing:  # a shard left out, or not finished
+        print(f"modelopt: warning: {len(missing)} of the suite's runs have no result in these "
+              f"directories: {'; '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+              "(a shard not merged or not finished?)", file=sys.stderr)
     return 0
 
 
@@ -285,40 +293,6 @@ def cmd_images(args) -> int:
     return 0
 
 
-def _add_run(sub) -> None:
-    r = sub.add_parser("run", help="run a suite's cells x seeds, appending to results.jsonl")
-    r.add_argument("suite", help="suite YAML file")
-    r.add_argument("--out", help="results directory (default results/<suite name>)")
-    r.add_argument("--jobs", type=positive, default=None, help="parallel cell processes "
-                   "(default: number of cores; each cpu cell uses its `threads`)")
-    r.add_argument("--no-resume", action="store_true", help="rerun cells already ok")
-    r.add_argument("--resume", action="store_true", help="(the default) skip cells already ok")
-    r.add_argument("--force", action="store_true", help="resume even if the suite changed")
-    r.add_argument("--shard", type=shard, help="run only shard I of N (stable by cell id)")
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
-    g.add_argument("--keep-going", action="store_true", help="(the default) run every cell")
-    r.add_argument("--executor", choices=["local", "ray"], default="local",
-                   help="local processes (default) or Ray tasks (pip install 'modelopt[ray]')")
-    r.add_argument("--ray-address", help="an existing Ray cluster (ray.init(address=...)); "
-                   "default: start a local one")
-    r.add_argument("--timing-processes", type=replicates, default=None,
-                   help=PROCESSES_HELP)
-    r.add_argument("--train-each", action="store_true",
-                   help="every cell trains its own network, even where cells share their "
-                        "training (default: trained once, reused; docs/reference/techniques.md, train once)")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--dry-run", action="store_true",
-                   help="show the plan (as `modelopt plan`) and run nothing")
-    r.set_defaults(fn=cmd_run)
-    pl = sub.add_parser("plan", help="what `run` would do: cells by the axes that vary, seeds, "
-                        "what resume skips, a time estimate; runs nothing")
-    pl.add_argument("suite", help="suite YAML file")
-    pl.add_argument("--out", help="results directory (default results/<suite name>)")
-    pl.add_argument("--jobs", type=positive, default=None, help="parallel cell processes")
-    pl.set_defaults(fn=cmd_run, dry_run=True, shard=None, executor="local")
-
-
 def _add_compare(sub) -> None:
     c = sub.add_parser("compare", help="baseline vs current: exit 1 on a regression")
     c.add_argument("baseline", help="results directory, results.jsonl or pytest-benchmark JSON")
@@ -343,7 +317,7 @@ def parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"modelopt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    _add_run(sub)
+    add_run(sub, cmd_run)
     rep = sub.add_parser("report", help="markdown tables and plots from results directories")
     rep.add_argument("dirs", nargs="+", help="results directories (or results.jsonl), one per suite")
     rep.add_argument("--out", default="reports", help="output directory (default reports/)")

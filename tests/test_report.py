@@ -185,7 +185,7 @@ def test_distill_table_pairs_students_with_scratch():
     rows += [base_row("k", s, {"distill": kd}, accuracy=a, teacher_accuracy=0.9)
              for s, a in ((0, 0.65), (1, 0.67))]
     table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
-    assert "kd(temperature=2.0, alpha=0.5)" in table and "90.0" in table and "61.0 ± 1.4" in table
+    assert "kd(alpha=0.5, temperature=2.0)" in table and "90.0" in table and "61.0 ± 1.4" in table
     assert "+5.0 pt" in table
 
 
@@ -639,3 +639,12 @@ def test_a_ddp_row_says_how_many_processes_it_trained_on():
              {"model": {"name": "mlp"}, "backend": {"name": "ddp", "world_size": 2,
                                                     "threads": 1}}]
     assert list(axis_labels(cells)["axis:backend"]) == ["cpu", "ddp(world_size=2)"]
+
+
+def test_a_techniques_parameters_read_alike_whichever_order_a_cell_wrote_them():
+    from modelopt.results.labels import axis_labels
+
+    cells = [{"model": {"name": "cnn", "width": 1.0, "separable": False}},
+             {"model": {"name": "cnn", "separable": True, "width": 0.5}}]
+    assert list(axis_labels(cells)["axis:model"]) == ["cnn(separable=False, width=1.0)",
+                                                      "cnn(separable=True, width=0.5)"]

@@ -216,12 +216,51 @@ matrix:
 """
 
 
+def test_shards_split_the_runs_evenly_and_keep_a_shared_training_together():
+    """A hash of the cell id gave 0 of 4 cells to shard 1/2, and never split seeds."""
+    from modelopt.run import dense, shards
+
+    suite = parse(SHARDS)
+    split = [shards.keys_of(suite, (i, 4)) for i in (1, 2, 3, 4)]
+    assert sorted(map(len, split)) == [1, 1, 2, 2]  # 6 runs, seeds of a cell apart too
+    assert set().union(*split) == {(c.cell_id, s) for c, s in suite.runs()}
+    assert sum(map(len, split)) == 6  # each run in exactly one shard
+    one = parse(SHARDS.replace("seeds: [0, 1]", "seeds: [0, 1, 2, 3]").replace(
+        "model: [linear, {name: mlp, hidden: 8}, {name: mlp, hidden: 12}]", "model: [linear]"))
+    assert [len(shards.keys_of(one, (i, 2))) for i in (1, 2)] == [2, 2]  # one cell, split
+    # cells that differ only after training share a network: never split across shards
+    pruned = parse(SHARDS + "  prune: [null, {name: l1_unstructured, amount: 0.5}]\n")
+    for i in (1, 2, 3):
+        keys = {dense.key(c, s) for c, s in shards.runs_of(pruned, (i, 3))}
+        others = {dense.key(c, s) for j in (1, 2, 3) if j != i
+                  for c, s in shards.runs_of(pruned, (j, 3))}
+        assert keys and not keys & others
+    assert "use at most 1 shard(s)" in shards.empty_note(parse(SHARDS.replace(
+        "seeds: [0, 1]", "seeds: [0]").replace(
+        "model: [linear, {name: mlp, hidden: 8}, {name: mlp, hidden: 12}]", "model: [linear]")),
+        (2, 2))
+
+
 def test_shards_merged_equal_one_unsharded_run(tmp_path):
     suite = parse(SHARDS)
     runner.run(suite, tmp_path / "all", jobs=2)
-    for i in (1, 2, 3):
-        runner.run(suite, tmp_path / f"s{i}", jobs=2, shard=(i, 3))
-    assert runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged") == (6, 0)
+    plans = []
+    for i in (1, 2, 3):  # shard jobs skip the timing stage: the merged directory is timed
+        runner.run(suite, tmp_path / f"s{i}", jobs=2, shard=(i, 3), timing_stage=False,
+                   on_plan=lambda *n: plans.append(n))
+    assert plans == [(2, 0)] * 3 and not (tmp_path / "s1" / "timing.json").exists()
+    # a shard run again where another shard ran: it counts its own runs, not the others'
+    plans.clear()
+    runner.run(suite, tmp_path / "s1", jobs=2, shard=(2, 3), timing_stage=False,
+               on_plan=lambda *n: plans.append(n))
+    assert plans == [(2, 0)]
+    with pytest.raises(runner.ResumeError, match="named twice"):
+        runner.merge([tmp_path / "s2", tmp_path / "s2"], tmp_path / "twice")
+    n, left, missing = runner.merge([tmp_path / "s2", tmp_path / "s3"], tmp_path / "part")
+    assert (n, left, len(missing)) == (4, 0, 2)  # shard 1/3 not merged: its runs named
+    assert all(m.startswith("model=") and " seed " in m for m in missing)
+    n, left, missing = runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged")
+    assert (n, left, missing) == (6, 2, [])  # s1 also holds shard 2's runs
     key = lambda r: (r.cell_id, r.seed)  # noqa: E731
     whole = {key(r): r for r in results.read(tmp_path / "all")}
     merged = {key(r): r for r in results.read(tmp_path / "merged")}
@@ -242,13 +281,37 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     for p in (tmp_path / "again" / "models").glob("*.pt"):
         p.write_bytes(b"another run's model")
     # the second run's duplicates are counted as left out, not dropped unsaid
-    assert runner.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == (6, 6)
+    assert runner.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == (6, 6, [])
     assert all((tmp_path / "both" / "models" / p.name).read_bytes() == p.read_bytes()
                for p in (tmp_path / "all" / "models").glob("*.pt"))
     other = tmp_path / "other"
     runner.run(parse(SHARDS.replace("steps: 10", "steps: 11")), other, jobs=2, shard=(1, 3))
     with pytest.raises(runner.ResumeError, match="different suites"):
         runner.merge([tmp_path / "s1", other], tmp_path / "bad")
+
+
+def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
+    """An empty shard printed "nothing to run" and nothing else; merging one shard of two
+    said nothing of the other; the untimed merge's report read "timed side by side (not
+    timed)"."""
+    p = tmp_path / "one.yaml"
+    p.write_text(SHARDS.replace("seeds: [0, 1]", "seeds: [0]").replace(
+        "model: [linear, {name: mlp, hidden: 8}, {name: mlp, hidden: 12}]",
+        "model: [linear, {name: mlp, hidden: 8}]"))
+    o = {name: str(tmp_path / name) for name in ("a", "b", "c", "m", "rep")}
+    r = run_cli("run", str(p), "--shard", "3/3", "--out", o["c"], "--no-timing")
+    assert r.returncode == 0 and "holds none of the suite's 2 runs" in r.stderr, r.stderr
+    assert "use at most 2 shard(s)" in r.stderr and "this run nothing to run" in r.stderr
+    r = run_cli("merge", o["c"], "--out", o["m"])
+    assert r.returncode == 2 and "nothing to merge" in r.stderr
+    r = run_cli("run", str(p), "--shard", "1/3", "--out", o["a"], "--no-timing")
+    assert r.returncode == 0 and "in all 1 ok of 1 (shard 1/3)" in r.stderr, r.stderr
+    r = run_cli("merge", o["a"], o["c"], "--out", o["m"])
+    assert r.returncode == 0 and "1 of the suite's runs have no result" in r.stderr, r.stderr
+    assert "model=" in r.stderr.split("no result")[1]  # named by its axes
+    r = run_cli("report", o["m"], "--out", o["rep"])
+    assert r.returncode == 0 and "not timed: no latency or speed-ups" in r.stderr
+    assert "latency: not timed (`modelopt time DIR`" in (tmp_path / "rep" / "shards.md").read_text()
 
 
 def test_killed_run_resumes_with_each_cell_once(tmp_path):
@@ -378,13 +441,15 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
     assert not (tmp_path / "o" / "suite.json").exists()  # nothing ran, nothing written
     dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--jobs", "2", "--dry-run")
     assert dry.returncode == 0 and dry.stdout == r.stdout
-    # a shard's plan is that shard's cells, as its run would take them
-    shards = [run_cli("run", str(p), "--out", str(tmp_path / "o"), "--dry-run", "--shard",
+    # a shard's plan is that shard's runs, as its run would take them: the two cells train
+    # one network per seed, so each shard takes one seed of both
+    shards = [run_cli("plan", str(p), "--out", str(tmp_path / "o"), "--shard",
                       f"{i}/2").stdout for i in (1, 2)]
-    mine = [{c.cell_id for c in suite.cells if c.cell_id in out} for out in shards]
-    assert mine[0] | mine[1] == {c.cell_id for c in suite.cells} and not mine[0] & mine[1]
-    assert all(out.startswith(f"shard {i}/2 of inc: {len(m)} cells") for i, out, m in
-               zip((1, 2), shards, mine))
+    assert all(out.startswith(f"shard {i}/2 of inc: 2 cells x 2 seeds, 2 of the 4 runs in "
+                              "this shard") for i, out in zip((1, 2), shards)), shards
+    assert sorted(out.count("resume: 1 of 2 already ok") for out in shards) == [0, 1]
+    dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--dry-run", "--shard", "1/2")
+    assert dry.stdout == shards[0]
 
 
 def test_plan_names_the_cells_this_machine_cannot_run(tmp_path):

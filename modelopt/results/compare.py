@@ -395,6 +395,6 @@ def summary(cmp: Comparison) -> str:
                 f"in the baseline, {len(cmp.only_current)} in the current run): nothing was "
                 "compared")
     return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
-            f"over {cells} cell{'s' * (cells != 1)} compared" + (f"; {missing} cells on one side only"
-                                              + (" (allowed)" if cmp.allow_missing else "")
-                                              if missing else ""))
+            f"over {cells} cell{'s' * (cells != 1)} compared"
+            + (f"; {missing} cell{'s' * (missing != 1)} on one side only"
+               + (" (allowed)" if cmp.allow_missing else "") if missing else ""))

@@ -21,7 +21,9 @@ def spec_label(spec, differing: set[str]) -> str:
         return "none"
     if isinstance(spec, list):
         return "+".join(spec_label(s, differing) for s in spec) or "none"
-    params = [f"{k}={_fmt_param(v)}" for k, v in spec.items() if k != "name" and k in differing]
+    # by name: two cells that wrote them in another order read alike
+    params = [f"{k}={_fmt_param(v)}" for k, v in sorted(spec.items())
+              if k != "name" and k in differing]
     return f"{spec['name']}({', '.join(params)})" if params else spec["name"]
 
 

@@ -106,14 +106,14 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     if description:
         lines += [description.strip(), ""]
     primary = tasks.headline_of(agg["task"])
-    timed = _timed(timing_doc)
     lines += [
         f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok; "
         "`2 of 3 (1 diverged)` where some did not); "
         "figures are mean ± std over seeds",
         f"- **data**: {datasets} · **machine**: {env['cpu']} ({env['device']}), "
-        f"training threads {env['threads']}; latency: every saved model timed side by side "
-        f"({timed})",
+        f"training threads {env['threads']}; latency: "
+        + (f"every saved model timed side by side ({_timed(timing_doc)})" if timing_doc else
+           "not timed (`modelopt time DIR` times the saved models side by side)"),
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
         *filter(None, [kernels_note(d)]),
         f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
@@ -215,10 +215,8 @@ def index_page(suites: list[tuple[str, str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _timed(doc: dict | None) -> str:
+def _timed(doc: dict) -> str:
     """How the timing stage measured: processes × rounds, and why it stopped there."""
-    if not doc:
-        return "not timed"
     why = f"; {doc['stopped']}" if doc.get("stopped") else ""
     return (f"{doc['processes']} fresh processes × {doc['rounds']} interleaved rounds, "
             f"{doc['threads']} thread{why}")

@@ -16,10 +16,11 @@ _SHOWN = 3  # cells named per change; the count says how many more
 
 
 def identity(suite: Suite) -> dict:
-    """What suite.json keeps of a run's identity (its cells, seeds and what each cell read),
-    so that a later refusal can say what changed."""
+    """What suite.json keeps of a run's identity (its cells, seeds, what each cell read and
+    its label), so that a later refusal can say what changed, and `merge` what is missing."""
     return {"cells": [c.cell_id for c in suite.cells], "seeds": list(suite.seeds),
-            "inputs": {cid: dict(i) for cid, i in suite.inputs.items()}}
+            "inputs": {cid: dict(i) for cid, i in suite.inputs.items()},
+            "labels": names({c.cell_id: c.as_config() for c in suite.cells})}
 
 
 def since(out_dir: str | Path, meta: RunMeta, suite: Suite) -> list[str]:

@@ -11,7 +11,8 @@ from tabulate import tabulate
 
 from modelopt.results import store
 from modelopt.results.labels import axis_labels
-from modelopt.run.runner import in_shard, refusal
+from modelopt.run import shards
+from modelopt.run.runner import refusal
 from modelopt.spec.schema import Suite
 
 
@@ -46,24 +47,29 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
     done, seconds = earlier(out, suite)
     labels = axis_labels([c.as_config() for c in suite.cells])
     groups = trains_alike(suite) if train_once else ["-"] * len(suite.cells)
-    mine = [i for i, c in enumerate(suite.cells) if in_shard(c.cell_id, shard)]
+    ours = shards.keys_of(suite, shard)
+    mine = [i for i, c in enumerate(suite.cells) if any((c.cell_id, s) in ours for s in suite.seeds)]
     rows, todo_s, unknown = [], 0.0, 0
     for i in mine:
         cell = suite.cells[i]
-        left = [s for s in suite.seeds if (cell.cell_id, s) not in done]
+        seeds = [s for s in suite.seeds if (cell.cell_id, s) in ours]
+        left = [s for s in seeds if (cell.cell_id, s) not in done]
         est = seconds.get(cell.cell_id)
         if left and est is None:
             unknown += 1
         todo_s += (est or 0.0) * len(left)
         rows.append([*labels.iloc[i].tolist(), cell.cell_id, groups[i],
-                     len(suite.seeds) - len(left), len(left),
+                     len(seeds) - len(left), len(left),
                      f"{est:.0f}" if est is not None else "?"])
     headers = [c[5:] for c in labels.columns] + ["cell id", "trains with", "done", "to run",
                                                  "s per seed"]
-    runs = len(mine) * len(suite.seeds)
+    runs = len(ours)
     part = f"shard {shard[0]}/{shard[1]} of " if shard else ""
-    lines = [f"{part}{suite.name}: {len(mine)} cells x {len(suite.seeds)} seeds = {runs} runs "
-             f"({suite.path}); results in {out}", ""]
+    lines = [f"{part}{suite.name}: {len(mine)} cells x {len(suite.seeds)} seeds"
+             + (f", {runs} of the {len(suite.runs())} runs in this shard" if shard else
+                f" = {runs} runs") + f" ({suite.path}); results in {out}", ""]
+    if shard and not runs:
+        lines += [f"note: {shards.empty_note(suite, shard)}", ""]
     lines += [f"warning: {w}" for w in suite.warnings] + ([""] if suite.warnings else [])
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
     if any(g != "-" for g in groups):

@@ -90,25 +90,34 @@ def cell_labels(suite) -> dict[str, str]:
     return names({c.cell_id: c.as_config() for c in suite.cells})
 
 
-def totals(out: Path, suite) -> str:
-    """The results file's count by status, of this suite's cell x seed runs (after resume)."""
+def totals(out: Path, suite, shard=None) -> str:
+    """The results file's count by status, of this suite's (shard's) cell x seed runs, after
+    resume."""
+    from modelopt.run import shards
+
     if not store.results_path(out).exists():
         return "nothing recorded yet"
-    ids = {c.cell_id for c in suite.cells}
-    recs = [r for r in store.read(out) if r.cell_id in ids and r.seed in suite.seeds]
+    ours = shards.keys_of(suite, shard)
+    recs = [r for r in store.read(out) if r.key in ours]
     by: dict = {}
     for r in recs:
         by[r.status] = by.get(r.status, 0) + 1
-    runs = len(suite.cells) * len(suite.seeds)
-    return "in all " + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) + f" of {runs}"
+    return (("in all " + ", ".join(f"{v} {k}" for k, v in sorted(by.items())) if by else
+             "in all none") + f" of {len(ours)}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
 
 
-def ending(summary, suite, out: Path) -> None:
+def ending(summary, suite, out: Path, shard=None) -> None:
     """The lines a run ends with: this run's counts and the file's totals, then what needs the
-    user's eye (expected failures that passed, latency kept, models not re-timeable)."""
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or "nothing to run"
-    print(f"{suite.name}: this run {counts}; {totals(out, suite)}; results in "
+    user's eye (an empty shard, expected failures that passed, latency kept, models not
+    re-timeable)."""
+    from modelopt.run import shards
+
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(summary.counts.items())) or (
+        "nothing finished" if summary.interrupted else "nothing to run")
+    print(f"{suite.name}: this run {counts}; {totals(out, suite, shard)}; results in "
           f"{out / 'results.jsonl'}", file=sys.stderr)
+    if shard and not shards.runs_of(suite, shard):
+        print(f"modelopt: warning: {shards.empty_note(suite, shard)}", file=sys.stderr)
     if summary.passed_unexpectedly:
         print(f"modelopt: warning: {len(summary.passed_unexpectedly)} run(s) the suite expects "
               f"to fail (expect_failure) finished ok: {', '.join(summary.passed_unexpectedly)}; "

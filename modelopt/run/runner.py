@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from modelopt.results.compare import CompareError, parse_threshold
 from modelopt.results.files import no_links, open_own, write_whole
 from modelopt.results.metrics import RUN_META
 from modelopt.results.record import Record
-from modelopt.run import changes, dense, measures, timing
+from modelopt.run import changes, dense, measures, shards, timing
 from modelopt.run.backends import cpu_count
 from modelopt.run.scheduler import Job, RayScheduler, Scheduler, Summary, job
 from modelopt.spec.schema import Suite, SuiteError
@@ -68,22 +67,12 @@ def default_jobs() -> int:
     return cpu_count()
 
 
-def shard_of(cell_id: str, n: int) -> int:
-    """Stable shard (1..n) of a cell: from its id, so every machine agrees."""
-    return int(hashlib.sha1(cell_id.encode()).hexdigest(), 16) % n + 1
-
-
-def in_shard(cell_id: str, shard: tuple[int, int] | None) -> bool:
-    """Whether `--shard I/N` (None: no sharding) runs the cell."""
-    return shard is None or shard_of(cell_id, shard[1]) == shard[0]
-
-
 def plan_jobs(suite: Suite, jobs: int, shard: tuple[int, int] | None = None,
               done: set | None = None, train_once: bool = True) -> list[Job]:
     # of the whole suite, not what is left: a resumed run finds what the first one saved
     shared = dense.shared_keys(suite.runs()) if train_once else set()
-    return [job(cell, seed, jobs, shared) for cell, seed in suite.runs()
-            if in_shard(cell.cell_id, shard) and not (done and (cell.cell_id, seed) in done)]
+    return [job(cell, seed, jobs, shared) for cell, seed in shards.runs_of(suite, shard)
+            if not (done and (cell.cell_id, seed) in done)]
 
 
 def declarations(suite: Suite) -> tuple[list[dict], list[dict]]:
@@ -167,10 +156,11 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         on_record: Callable[[Record], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None, executor: str = "local",
         ray_address: str | None = None, timing_processes: int | None = None,
-        on_timing: Callable[[int, int, str], None] | None = None, train_once: bool = True) -> Summary:
+        on_timing: Callable[[int, int, str], None] | None = None, train_once: bool = True,
+        timing_stage: bool = True) -> Summary:
     """Run every cell x seed of `suite` not already ok in `out_dir`, appending each result;
-    then time every ok cell's saved models side by side (timing.run_stage). `train_once`:
-    cells that share their training share one trained network (dense.py)."""
+    then (`timing_stage`) time every ok cell's saved models side by side (timing.run_stage).
+    `train_once`: cells that share their training share one trained network (dense.py)."""
     out = Path(out_dir)
     jobs = jobs or default_jobs()
     with writer_lock(out):
@@ -178,15 +168,15 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
         if not resume:  # a rerun from scratch trains its networks and teachers anew
             shutil.rmtree(out / dense.DIR, ignore_errors=True)
         todo = plan_jobs(suite, jobs, shard, done, train_once)
-        if on_plan:
-            on_plan(len(todo), len(done))
+        if on_plan:  # of this shard's runs: a directory may hold another shard's too
+            on_plan(len(todo), len(done & shards.keys_of(suite, shard)))
         # this run's own pickled copies of its models, private to it (0700, deleted at the
         # end): what its timing stage times where a model cannot be rebuilt from data
         with tempfile.TemporaryDirectory(prefix="modelopt-own-") as own:
             sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address,
                               train_once, own)
             summary = sched.run(todo)
-            if not summary.interrupted:
+            if not summary.interrupted and timing_stage:
                 time_or_keep(summary, out, suite, timing_processes, on_timing, own)
     return summary
 
@@ -290,10 +280,15 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     return True
 
 
-def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int]:
+def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[str]]:
     """Combine shard directories of one suite into `out_dir`; returns the records written,
-    and those left out because another directory has the same cell x seed (the first ok one
-    is kept). Refuses directories of different suites (name or content)."""
+    those left out because another directory has the same cell x seed (the first ok one is
+    kept), and the suite's runs none of them holds (by suite.json; named). Refuses
+    directories of different suites (name or content), one named twice, and no results."""
+    seen = [Path(d).resolve() for d in dirs]
+    twice = sorted({str(d) for d, p in zip(dirs, seen) if seen.count(p) > 1})
+    if twice:
+        raise ResumeError(f"{', '.join(twice)}: named twice; name each shard's directory once")
     metas = []
     for d in dirs:
         meta = store.read_meta(d)
@@ -317,6 +312,8 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int]:
             # an ok result beats a failed one for the same cell x seed
             if rec.key not in records or not records[rec.key].ok:
                 records[rec.key], source[rec.key] = rec, d
+    if not records:
+        raise ResumeError(f"nothing to merge: {', '.join(map(str, dirs))} hold no results")
     out = Path(out_dir)
     if store.results_path(out).exists():
         raise ResumeError(f"{out} already holds results; merge into a new directory")
@@ -331,4 +328,13 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int]:
             if source.get((p.cell_id, p.seed)) is d:
                 (out / latency.MODELS_DIR).mkdir(exist_ok=True)
                 shutil.copy2(p.path, out / latency.MODELS_DIR / p.path.name)
-    return len(records), read - len(records)
+    return len(records), read - len(records), _missing(metas[0], records)
+
+
+def _missing(meta: dict, records: dict) -> list[str]:
+    """The runs (cell x seed) of the suite, as suite.json lists them, without a record."""
+    if "cells" not in meta:  # written by an older modelopt: no list to check against
+        return []
+    gone = [(c, s) for c in meta["cells"] for s in meta.get("seeds") or [] if (c, s) not in records]
+    named = meta.get("labels") or {}
+    return [f"{named.get(c) or c[:8]} seed {s}" for c, s in gone]
