@@ -24,7 +24,7 @@ def _execute(suite, out: Path, launched, args, progress):
         return launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
                           resume=not args.no_resume, force=args.force, fail_fast=args.fail_fast,
                           on_record=progress.record, on_plan=progress.plan,
-                          timing_processes=args.timing_processes)
+                          timing_processes=args.timing_processes, on_timing=progress.timing)
     return runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume, force=args.force,
                       shard=args.shard, fail_fast=args.fail_fast, on_record=progress.record,
                       on_plan=progress.plan, executor=args.executor,
@@ -60,9 +60,9 @@ def cmd_run(args) -> int:
         launched = launch.from_env()
     except launch.LaunchError as exc:
         return _err(str(exc))
-    if launched and (args.shard or args.executor != "local"):
+    if launched and (args.shard or args.executor != "local"):  # said once, by rank 0
         return _err("under torchrun, --shard and --executor do not apply: the launched ranks "
-                    "train each ddp cell together")
+                    "train each ddp cell together") if launched.rank == 0 else 2
     try:
         suite = load(args.suite, launched.world if launched else None)
         runner.check_figures(suite)

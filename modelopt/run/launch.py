@@ -270,18 +270,20 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         force: bool = False, fail_fast: bool = False,
         on_record: Callable[[Record], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None,
-        timing_processes: int | None = None) -> Summary:
+        timing_processes: int | None = None,
+        on_timing: Callable[[int, int, str], None] | None = None) -> Summary:
     """This rank's part of a launched run. Every rank must load the same suite."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _run(suite, Path(out_dir), launch, jobs, resume, force, fail_fast, on_record,
-                    on_plan, timing_processes)
+                    on_plan, timing_processes, on_timing)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _run(suite: Suite, out: Path, launch: Launch, jobs: int, resume: bool, force: bool,
-         fail_fast: bool, on_record, on_plan, timing_processes: int | None) -> Summary:
+         fail_fast: bool, on_record, on_plan, timing_processes: int | None,
+         on_timing=None) -> Summary:
     store = connect(launch, WAIT, host=launch.rank == 0)
     sched, todo = None, None
     if launch.rank == 0:
@@ -306,7 +308,7 @@ def _run(suite: Suite, out: Path, launch: Launch, jobs: int, resume: bool, force
         sched.run(rest)
     _wait_for_the_others(store, launch.world - 1)
     if not summary.interrupted:  # the other ranks are done: the machine is rank 0's to time on
-        runner.time_or_keep(summary, out, suite, timing_processes)
+        runner.time_or_keep(summary, out, suite, timing_processes, on_timing)
     return summary
 
 
