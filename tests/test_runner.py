@@ -286,7 +286,8 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
                for p in (tmp_path / "all" / "models").glob("*.pt"))
     other = tmp_path / "other"
     runner.run(parse(SHARDS.replace("steps: 10", "steps: 11")), other, jobs=2, shard=(1, 3))
-    with pytest.raises(runner.ResumeError, match="different suites"):
+    with pytest.raises(runner.ResumeError, match=r"different suites: .*other against .*s1: "
+                       r"3 cell\(s\) new \(model=linear, train=steps=11; .*3 cell\(s\) of .*s1 no longer"):
         runner.merge([tmp_path / "s1", other], tmp_path / "bad")
 
 
@@ -302,8 +303,8 @@ def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
     r = run_cli("run", str(p), "--shard", "3/3", "--out", o["c"], "--no-timing")
     assert r.returncode == 0 and "holds none of the suite's 2 runs" in r.stderr, r.stderr
     assert "use at most 2 shard(s)" in r.stderr and "this run nothing to run" in r.stderr
-    r = run_cli("merge", o["c"], "--out", o["m"])
-    assert r.returncode == 2 and "nothing to merge" in r.stderr
+    with pytest.raises(runner.ResumeError, match="nothing to merge"):
+        runner.merge([o["c"]], o["m"])
     r = run_cli("run", str(p), "--shard", "1/3", "--out", o["a"], "--no-timing")
     assert r.returncode == 0 and "in all 1 ok of 1 (shard 1/3)" in r.stderr, r.stderr
     r = run_cli("merge", o["a"], o["c"], "--out", o["m"])
@@ -311,7 +312,9 @@ def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
     assert "model=" in r.stderr.split("no result")[1]  # named by its axes
     r = run_cli("report", o["m"], "--out", o["rep"])
     assert r.returncode == 0 and "not timed: no latency or speed-ups" in r.stderr
-    assert "latency: not timed (`modelopt time DIR`" in (tmp_path / "rep" / "shards.md").read_text()
+    page = (tmp_path / "rep" / "shards.md").read_text()
+    assert "latency: not timed (`modelopt time DIR`" in page
+    assert "**no results here** for 1 of the suite's 2 cells: model=" in page
 
 
 def test_killed_run_resumes_with_each_cell_once(tmp_path):

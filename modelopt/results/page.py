@@ -87,9 +87,11 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
 
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
                description: str = "", baseline: dict | None = None,
-               timing_doc: dict | None = None, expected: dict[str, str] | None = None) -> str:
+               timing_doc: dict | None = None, expected: dict[str, str] | None = None,
+               planned: dict[str, str] | None = None) -> str:
     """The markdown page of one suite: its headline table, then every figure; `expected`:
-    why the suite expects a cell to fail, by cell id (its expect_failure)."""
+    why the suite expects a cell to fail, by cell id (its expect_failure); `planned`: every
+    cell the suite has, by id, with its label (suite.json's), to name those without results."""
     d = df[df["suite"] == suite]
     agg = aggregate(d)
     env = describe_env(d)
@@ -115,7 +117,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         + (f"every saved model timed side by side ({_timed(timing_doc)})" if timing_doc else
            "not timed (`modelopt time DIR` times the saved models side by side)"),
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
-        *filter(None, [kernels_note(d)]),
+        *filter(None, [_absent(planned or {}, set(d["cell_id"])), kernels_note(d)]),
         f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
         f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
         "the best validation score (chosen on validation only; absent where the shipped model "
@@ -213,6 +215,17 @@ def index_page(suites: list[tuple[str, str, int]]) -> str:
     for name, page, n in suites:
         lines.append(f"| {name} | {n} | [{page}]({page}) |")
     return "\n".join(lines) + "\n"
+
+
+def _absent(planned: dict[str, str], here: set[str]) -> str:
+    """A line naming the suite's cells with no result here (a shard not merged, a run not
+    finished): else the page reads as the whole suite, and their rows' baselines as absent."""
+    gone = [label or cid[:8] for cid, label in planned.items() if cid not in here]
+    if not gone:
+        return ""
+    return (f"- **no results here** for {len(gone)} of the suite's {len(planned)} cells: "
+            f"{'; '.join(gone[:5])}{' ...' if len(gone) > 5 else ''} (a shard not merged, or a "
+            "run not finished; a row compared with one of them has no baseline)")
 
 
 def _timed(doc: dict) -> str:

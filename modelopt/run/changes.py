@@ -29,20 +29,27 @@ def since(out_dir: str | Path, meta: RunMeta, suite: Suite) -> list[str]:
     old = _old_identity(out_dir, meta)
     configs = {cid: cfg for cid, cfg in old["configs"].items() if cfg}
     configs.update({c.cell_id: c.as_config() for c in suite.cells})
-    named = names(configs)
-    now = [c.cell_id for c in suite.cells]
-    out = []
+    return between(old, identity(suite), configs, old["where"])
+
+
+def between(old: dict, new: dict, configs: dict[str, dict], where: str = "run there"
+            ) -> list[str]:
+    """Each difference between two identities (`identity`'s), as a phrase; `configs`: the
+    cells' resolved configs where known, to name them and their files."""
+    named = {**(old.get("labels") or {}), **(new.get("labels") or {}),
+             **names({cid: cfg for cid, cfg in configs.items() if cfg})}
+    now, out = new["cells"], []
     added = [cid for cid in now if cid not in old["cells"]]
     gone = [cid for cid in old["cells"] if cid not in now]
     if added:
         out.append(f"{len(added)} cell(s) new ({_listed(added, named)})")
     if gone:
-        out.append(f"{len(gone)} cell(s) {old['where']} no longer in the suite "
+        out.append(f"{len(gone)} cell(s) {where} no longer in the suite "
                    f"({_listed(gone, named)})")
-    if old["seeds"] and sorted(old["seeds"]) != sorted(suite.seeds):
-        out.append(f"seeds {sorted(old['seeds'])} → {sorted(suite.seeds)}")
-    out += _inputs(old["inputs"], suite, [c for c in now if c in old["cells"]], named)
-    return out
+    if old["seeds"] and sorted(old["seeds"]) != sorted(new["seeds"]):
+        out.append(f"seeds {sorted(old['seeds'])} → {sorted(new['seeds'])}")
+    common = [c for c in now if c in old["cells"]]
+    return out + _inputs(old["inputs"], new["inputs"], common, named, configs)
 
 
 def _old_identity(out_dir: str | Path, meta: RunMeta) -> dict:
@@ -61,15 +68,16 @@ def _old_identity(out_dir: str | Path, meta: RunMeta) -> dict:
             "inputs": inputs, "configs": configs, "where": "with results there"}
 
 
-def _inputs(old: dict, suite: Suite, common: list[str], named: dict[str, str]) -> list[str]:
+def _inputs(old: dict, new: dict, common: list[str], named: dict[str, str],
+            configs: dict[str, dict]) -> list[str]:
     """The data files and plugin code of cells in both runs that read other inputs now."""
     changed: dict[str, list[str]] = {}
     for cid in common:
-        before, now = old.get(cid) or {}, suite.inputs.get(cid) or {}
-        dataset = next(c for c in suite.cells if c.cell_id == cid).as_config().get("dataset")
-        words = [f"data {k} ({PurePath(str((dataset or {}).get(k, ''))).name or '?'}) "
-                 f"{change}" for k, change in data_files.differences(
-                     before.get("data_files") or {}, now.get("data_files") or {})]
+        before, now = old.get(cid) or {}, new.get(cid) or {}
+        dataset = (configs.get(cid) or {}).get("dataset") or {}
+        words = [f"data {k} ({PurePath(str(dataset.get(k, ''))).name or '?'}) {change}"
+                 for k, change in data_files.differences(before.get("data_files") or {},
+                                                         now.get("data_files") or {})]
         if before.get("code") != now.get("code"):
             words.append(f"your plugins' code {before.get('code', '–')} → {now.get('code', '–')}")
         if words:

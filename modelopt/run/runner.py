@@ -296,9 +296,7 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
             raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
         metas.append(meta.model_dump())
     if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1:
-        listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
-                            for d, m in zip(dirs, metas))
-        raise ResumeError(f"cannot merge results of different suites: {listing}")
+        raise ResumeError(_unlike(dirs, metas))
     for d in dirs:  # nothing is copied through a link to a file elsewhere
         no_links(d)
     records: dict = {}
@@ -329,6 +327,22 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
                 (out / latency.MODELS_DIR).mkdir(exist_ok=True)
                 shutil.copy2(p.path, out / latency.MODELS_DIR / p.path.name)
     return len(records), read - len(records), _missing(metas[0], records)
+
+
+def _unlike(dirs: list, metas: list[dict]) -> str:
+    """Why shard directories cannot be merged: their suites' names and content hashes, and
+    what differs from the first (where their suite.json keep the identity to tell)."""
+    listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
+                        for d, m in zip(dirs, metas))
+    first, words = metas[0], []
+    configs = {r.cell_id: r.cell for d in dirs if store.results_path(d).exists()
+               for r in store.read(d)}
+    for d, m in zip(dirs[1:], metas[1:]):
+        if m.get("suite") == first.get("suite") and "cells" in m and "cells" in first:
+            said = changes.between(first, m, configs, f"of {dirs[0]}")
+            words += [f"{d} against {dirs[0]}: {'; '.join(said)}"] if said else []
+    return (f"cannot merge results of different suites: {listing}"
+            + (". " + ". ".join(words) if words else ""))
 
 
 def _missing(meta: dict, records: dict) -> list[str]:
