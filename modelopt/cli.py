@@ -72,7 +72,12 @@ def cmd_run(args) -> int:
     if args.dry_run:
         return _plan(suite, out, args)
     if not (launched and launched.rank != 0):
-        for warning in suite.warnings:
+        from modelopt.results.labels import axis_labels
+        from modelopt.run.preview import narrowed
+
+        rows = axis_labels([c.as_config() for c in suite.cells]).values.tolist()
+        jobs = args.jobs or runner.default_jobs()  # a launched rank has its node's cores
+        for warning in [*suite.warnings, *([] if launched else narrowed(suite, jobs, rows))]:
             print(f"modelopt: warning: {warning}", file=sys.stderr)
     if launched and launched.rank != 0:
         args.quiet = True  # rank 0 reports and writes; the others only train

@@ -474,6 +474,21 @@ matrix:
     line = next(x for x in text.splitlines() if x.startswith("unavailable here: "))
     assert f"needs {backends.cpu_count() + 1} CPUs" in line and "recorded as failed" in line
     assert text.count("unavailable here") == 1  # the cpu cell runs
+    # a group this machine can run, at --jobs 1: it runs oversubscribed, and is said so
+    two = parse(f"""
+name: two
+seeds: [0]
+defaults:
+  dataset: {{name: synthetic, n_samples: 200}}
+  model: mlp
+  train: {{steps: 5}}
+matrix:
+  backend: [cpu, {{name: ddp, world_size: {min(2, backends.cpu_count())}}}]
+""")
+    said = [x for x in plan(two, tmp_path / "o", 1).splitlines() if x.startswith("oversubscribed")]
+    assert len(said) == (backends.cpu_count() >= 2) and all(
+        "takes 2 cores" in x and "--jobs 2 or more" in x for x in said)
+    assert not any(x.startswith("oversubscribed") for x in plan(two, tmp_path / "o", 2).splitlines())
 
 
 def test_a_gpu_cell_waits_while_another_gpu_cell_runs():

@@ -81,6 +81,7 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
         lines.append(f"unavailable here: {' · '.join(map(str, labels.iloc[i]))} ({why}); "
                      + ("recorded as skipped (skip_unavailable)" if suite.spec.skip_unavailable
                         else "recorded as failed (skip_unavailable: true records it skipped)"))
+    lines += narrowed(suite, jobs, [labels.iloc[i] for i in mine], mine)
     for cid, why in suite.expected_failures:  # never ok, so run again on every resume
         lines.append(f"expected to fail: {cid} ({why}); it runs, and its failure does not "
                      "fail the run")
@@ -98,6 +99,26 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
     elif meta is not None and meta.content_hash != suite.content_hash:
         lines.append(f"note: `run` will refuse {out}: {refusal(out, meta, suite)}")
     return "\n".join(lines)
+
+
+def narrowed(suite: Suite, jobs: int, labels: list, mine: list[int] | None = None) -> list[str]:
+    """A note for each cell whose backend takes more cores than --jobs gives a cell (a DDP
+    group's ranks x threads): it runs on --jobs cores, shared, and its speed is a busier
+    machine's. `labels`: each cell's axis labels (one row per index of `mine`)."""
+    from modelopt.run import backends
+
+    out = []
+    for i, label in zip(mine if mine is not None else range(len(suite.cells)), labels):
+        try:
+            cores = suite.cells[i].backend.build().cores()
+        except backends.BackendUnavailable:
+            continue  # said as unavailable
+        if cores > jobs:
+            out.append(f"oversubscribed: {' · '.join(map(str, label))} takes {cores} cores (its "
+                       f"processes x threads); --jobs {jobs} gives a cell at most {jobs}, so its "
+                       f"processes share them and its speed figures are a busier machine's "
+                       f"(--jobs {cores} or more gives it its own)")
+    return out
 
 
 def _unavailable(suite: Suite, mine: list[int]) -> list[tuple[int, str]]:
