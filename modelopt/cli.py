@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from modelopt.results import page, store
+    from modelopt.results import latency, page, store
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,8 +124,9 @@ def cmd_report(args) -> int:
         n = _report_suite(df, suite, out, metas.get(suite, {}), docs.get(suite), args.csv)
         pages.append((suite, f"{suite}.md", n))
         print(f"wrote {out / (suite + '.md')}" + ("" if docs.get(suite) else
-              " (not timed: no latency or speed-ups; `modelopt time DIR` times them)"),
-              file=sys.stderr)
+              " (not timed: no latency or speed-ups; `modelopt time DIR` times them"
+              + (", since models were saved after its timing.json" if any(
+                  latency.stale(d) for d in args.dirs) else "") + ")"), file=sys.stderr)
     index = out / "README.md"
     listed = page.index_entries(index.read_text() if index.is_file() else "")
     known = {k: v for k, v in listed.items() if (out / v[1]).is_file()} | {p[0]: p for p in pages}

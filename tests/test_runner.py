@@ -160,6 +160,9 @@ def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_
     model = next((out / latency.MODELS_DIR).glob("*.pt"))
     os.utime(model, (timing.stat().st_mtime + 5,) * 2)  # a model saved after its timing
     assert not latency.timed_already(out, keys, latency.Plan(), None)
+    # (a run with --no-timing trained it again): a report shows no latency, not the old one's
+    assert latency.stale(out) == 1 and latency.current(out) is None
+    assert results.load(out).filter(like="latency").isna().all().all()
     os.utime(model, (timing.stat().st_mtime - 5,) * 2)
     assert latency.timed_already(out, keys, latency.Plan(), None)
     # another timing plan times them again, and so does another baseline (the speed-ups

@@ -121,6 +121,23 @@ def read(run_dir: str | Path) -> dict | None:
     return read_json(p, TimingDoc).model_dump()
 
 
+def stale(run_dir: str | Path) -> int:
+    """How many saved models are newer than timing.json (trained again since, e.g. by a run
+    with --no-timing): its latency is not theirs."""
+    path = Path(run_dir)
+    path = (path if path.is_dir() else path.parent) / TIMING_FILE
+    if not path.is_file():
+        return 0
+    since = path.stat().st_mtime
+    return sum(a.path.stat().st_mtime > since for a in artifacts(run_dir))
+
+
+def current(run_dir: str | Path) -> dict | None:
+    """timing.json where it still times the saved models; None where there is none or some
+    model was saved after it (a report then says "not timed", never the old models' speed)."""
+    return None if stale(run_dir) else read(run_dir)
+
+
 def timed_already(run_dir: str | Path, keys: set[tuple[str, int]], plan: Plan,
                   baseline: dict | None) -> bool:
     """Whether timing.json holds every saved model of these (cell_id, seed) pairs, timed

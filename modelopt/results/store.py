@@ -152,7 +152,7 @@ def timings(paths: list[str | Path]) -> dict:
     """The timing-stage documents of results directories, by suite name."""
     out = {}
     for p in paths:
-        doc = latency.read(p)
+        doc = latency.current(p)  # not a timing of models saved before this run's
         if doc:
             out[doc["suite"]] = doc
     return out
@@ -184,7 +184,7 @@ def load(path: str | Path | list):
     rows, where = [], {}
     for p in paths:
         declare_run(p)
-        figures = latency.figures(latency.read(p))  # the run's timing stage, per cell x seed
+        figures = latency.figures(latency.current(p))  # the timing stage's, per cell x seed
         records = read(p)
         _one_place(where, {r.suite for r in records}, p)
         for rec in records:
