@@ -156,6 +156,11 @@ def test_resume_skips_ok_cells_and_refuses_a_changed_suite(tiny_suite_file, tmp_
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
     # nothing trained: the models keep the latency they were timed with
     assert summary.timing_kept and timing.read_bytes() == first
+    # the same cells written in another order: another hash, the same suite (it was refused)
+    swapped = parse(tiny_suite_file.read_text().replace(
+        "model: [linear, {name: mlp, hidden: 16}]", "model: [{name: mlp, hidden: 16}, linear]"))
+    assert swapped.content_hash != suite.content_hash
+    assert runner.refusal(out, results.read_meta(out), swapped) is None
     keys = {(r.cell_id, r.seed) for r in results.read(out)}
     model = next((out / latency.MODELS_DIR).glob("*.pt"))
     os.utime(model, (timing.stat().st_mtime + 5,) * 2)  # a model saved after its timing

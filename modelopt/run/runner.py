@@ -122,9 +122,9 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             f"{out_dir} holds results of suite '{old.suite}', not '{suite.name}': a results "
             "directory holds one suite. Use another --out (or, if the suite was renamed, its "
             "old name).")
-    if old is not None and old.content_hash != suite.content_hash and not force:
-        # --no-resume too: it reruns this suite's cells, and must not mix two suites in a file
-        raise ResumeError(refusal(out_dir, old, suite))
+    why = None if force else refusal(out_dir, old, suite)
+    if why:  # --no-resume too: it reruns this suite's cells, and must not mix two suites
+        raise ResumeError(why)
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_whole(meta_path, json.dumps(meta, indent=2).encode())
     path = store.results_path(out_dir)
@@ -139,16 +139,23 @@ def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
             if r.ok and r.key in runs and suite.current(r.cell_id, r.extra)}
 
 
-def refusal(out_dir: Path, old: store.RunMeta, suite: Suite) -> str:
-    """Why a results directory of this suite's name is not resumed with it: what changed."""
+def refusal(out_dir: Path, old: store.RunMeta | None, suite: Suite) -> str | None:
+    """Why a results directory of this suite's name is not resumed with it, saying what
+    changed; None where it is (same content, or the same cells, seeds and inputs in another
+    order: suite.json keeps them to tell)."""
+    if old is None or old.content_hash == suite.content_hash:
+        return None
     changed = changes.since(out_dir, old, suite)
+    if not changed and "cells" in (old.model_extra or {}):
+        return None  # reordered: the hash lists them in the suite's order
     return (f"{out_dir} holds results of suite '{old.suite}' with a different content "
             f"(hash {old.content_hash} vs {suite.content_hash}): "
             + ("; ".join(changed) if changed else
                "its cells, seeds and inputs are the same, so an older modelopt hashed them (cell "
                "ids hash what a cell sets since this version; see docs/reference/suite-file.md)")
-            + ". Use another --out, or --force to add the new cells beside the old (cells whose "
-            "data or plugin code changed run again).")
+            + ". Use another --out for a run of its own, or --force to run here what is new or "
+            "changed beside what the directory holds (its other results stay, in the file and "
+            "in its report).")
 
 
 def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: bool = True,
@@ -295,7 +302,7 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
         if meta is None:
             raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
         metas.append(meta.model_dump())
-    if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1:
+    if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1 and _unlike(dirs, metas):
         raise ResumeError(_unlike(dirs, metas))
     for d in dirs:  # nothing is copied through a link to a file elsewhere
         no_links(d)
@@ -330,17 +337,24 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
 
 
 def _unlike(dirs: list, metas: list[dict]) -> str:
-    """Why shard directories cannot be merged: their suites' names and content hashes, and
-    what differs from the first (where their suite.json keep the identity to tell)."""
+    """Why shard directories of different content hashes cannot be merged: their suites'
+    names and hashes, and what differs from the first (where their suite.json keep the
+    identity to tell); "" where nothing does (the same cells in another order)."""
     listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
                         for d, m in zip(dirs, metas))
-    first, words = metas[0], []
+    first = metas[0]
+    if len({m.get("suite") for m in metas}) == 1 and all("cells" in m for m in metas) and not any(
+            changes.between(first, m, {}) for m in metas[1:]):
+        return ""
     configs = {r.cell_id: r.cell for d in dirs if store.results_path(d).exists()
                for r in store.read(d)}
+    by: dict[str, list[str]] = {}  # what differs -> the shards it differs in (said once)
     for d, m in zip(dirs[1:], metas[1:]):
         if m.get("suite") == first.get("suite") and "cells" in m and "cells" in first:
-            said = changes.between(first, m, configs, f"of {dirs[0]}")
-            words += [f"{d} against {dirs[0]}: {'; '.join(said)}"] if said else []
+            said = "; ".join(changes.between(first, m, configs, f"of {dirs[0]}"))
+            if said:
+                by.setdefault(said, []).append(str(d))
+    words = [f"{', '.join(ds)} against {dirs[0]}: {said}" for said, ds in by.items()]
     return (f"cannot merge results of different suites: {listing}"
             + (". " + ". ".join(words) if words else ""))
 
