@@ -41,6 +41,7 @@ def test_cell(benchmark, suite, cell_run, results_dir, untimed):
     inputs = {k: rec.extra[k] for k in ("data_files", "code") if k in rec.extra}
     benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
                                  "status": rec.status, "error": rec.error, "extra": inputs,
+                                 "cell": rec.cell,  # compare names the cell by its axes
                                  **{k: v for k, v in rec.metrics.items()
                                     if M.TABLE[k].fmt != "none"},
                                  # the other models' figures, by model (slimmed)

@@ -131,6 +131,10 @@ def test_a_diverged_cell_is_a_finding_as_modelopt_run_counts_it(tmp_path):
     cmp = compare.compare(out, tmp_path / "b.json", timer=None)
     assert cmp.common == 2 and not cmp.only_baseline and not cmp.failed
     assert cmp.data == ""  # the JSON keeps what each cell read, as the records do
+    # and each cell's config: named by its axes, whichever side the JSON is
+    back = compare.compare(tmp_path / "b.json", out, timer=None)
+    assert sorted(back.labels.values()) == ["optimizer=sgd(lr=0.01)",
+                                            "optimizer=sgd(lr=1e+12)"], back.labels
     doc = json.loads((tmp_path / "b.json").read_text())
     assert [u["status"] for u in doc["modelopt"]["untimed"]] == ["diverged"]
     doc["modelopt"]["untimed"][0]["status"] = "fine"  # read as a results.jsonl line is

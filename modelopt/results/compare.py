@@ -267,7 +267,7 @@ def compare(baseline: str | Path, current: str | Path,
             rows.append(status)
         rows += _figure_rows(cid, base, cur, rules, metrics, trainings)
     skipped: dict[str, str] = {}
-    labels = names({**cur.configs, **base.configs})
+    labels = names({**cur.configs, **{c: cfg for c, cfg in base.configs.items() if cfg}})
     note = ("not gated: latency from two separate runs differs by the machine as much as "
             "by the code; " + ("re-timing was turned off (--no-retime)" if not timer else
                                "compare two results directories with their saved models to "

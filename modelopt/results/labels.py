@@ -32,6 +32,8 @@ def _fmt_param(v) -> str:
         return spec_label(v["model"], set(k for k in v["model"] if k != "name"))
     if isinstance(v, dict) and "sha256" in v and "path" in v:  # trained weights: the file
         return f"{PurePath(str(v['path'])).name}@{str(v['sha256'])[:8]}"
+    if isinstance(v, float) and abs(v) >= 1e6:  # 1e+12, not 1000000000000.0
+        return f"{v:.6g}"
     return str(v)
 
 
