@@ -63,6 +63,11 @@ def test_modelopt_list_lists_your_plugin_and_says_when_it_registered_nothing(tmp
     shutil.copy(Path(__file__).parents[1] / "examples/extending/focal_loss.py",
                 tmp_path / "my_losses_for_list.py")
     (tmp_path / "forgot_register.py").write_text("def loss(model):\n    return None\n")
+    (tmp_path / "my_pkg_for_list").mkdir()  # a package registers through its submodules
+    (tmp_path / "my_pkg_for_list" / "__init__.py").write_text("from . import losses\n")
+    shutil.copy(Path(__file__).parents[1] / "examples/extending/focal_loss.py",
+                tmp_path / "my_pkg_for_list" / "losses.py")
+    (tmp_path / "raises_on_import.py").write_text("raise RuntimeError('half-written')\n")
 
     def ls(*modules):
         return subprocess.run([sys.executable, "-m", "modelopt", "list",
@@ -77,6 +82,12 @@ def test_modelopt_list_lists_your_plugin_and_says_when_it_registered_nothing(tmp
     assert "[from modelopt" not in r.stdout  # modelopt's own entries say nothing
     r = ls("no_such_plugin_module")
     assert r.returncode == 2 and "cannot import plugin module 'no_such_plugin_module'" in r.stderr
+    r = ls("my_pkg_for_list")
+    assert r.returncode == 0 and "registered nothing" not in r.stdout, r.stdout[-500:]
+    assert "[from my_pkg_for_list.losses]" in r.stdout
+    r = ls("raises_on_import")  # a traceback before
+    assert r.returncode == 2 and "importing 'raises_on_import' raised RuntimeError: half-written" \
+        in r.stderr and "Traceback" not in r.stderr
 
 
 def test_a_factory_that_does_not_take_what_modelopt_passes_is_refused_when_registered():

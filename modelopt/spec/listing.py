@@ -19,6 +19,21 @@ def _registries(ctx: dict | None = None) -> dict:
             "tasks (a dataset's)": TASKS}
 
 
+def _silent(ctx: dict | None) -> list[str]:
+    """The plugin modules of `ctx` whose import registered nothing new, each imported in
+    turn (a package registers through its submodules, a wrapper through what it imports)."""
+    def entries() -> set:
+        return {(key, name) for key, reg in _registries().items() for name in reg.names()}
+
+    silent, seen = [], entries()
+    for module in (ctx or {}).get("modules", []):
+        plugins.load({**ctx, "modules": [module]})
+        now = entries()
+        silent += [] if now - seen else [module]
+        seen = now
+    return silent
+
+
 def _origin(fn) -> str:
     """` [from my_module]` for an entry a plugin registered; modelopt's own say nothing."""
     module = getattr(fn, "__module__", "") or ""
@@ -63,19 +78,18 @@ def _implied() -> str:
 def listing(ctx: dict | None = None) -> str:
     """Every entry; `ctx` (plugins.context) names plugin modules to import and list too, and
     a module of them that registered nothing is said at the end."""
-    lines, origins = [], set()
+    lines, silent = [], _silent(ctx)
     for key, reg in _registries(ctx).items():
         lines.append(f"{key}:")
         for name, params, facts, doc in _entries(reg):
             lines.append(f"  {name}({params}){facts}")
             lines += [f"      {line}".rstrip() for line in doc.splitlines()]
-        origins |= {getattr(e.fn, "__module__", None) for e in reg.entries()}
     lines.append("train:")
     lines += [f"  {name}: {text}" for name, text in _train_keys()]
     lines.append(_implied())
     lines += [f"note: plugin module '{m}' registered nothing: a registry's `register` must "
               "run when it is imported (e.g. `@LOSSES.register(\"focal\")` on a function "
-              "at module level)" for m in (ctx or {}).get("modules", []) if m not in origins]
+              "at module level)" for m in silent]
     return "\n".join(lines)
 
 

@@ -54,6 +54,8 @@ def import_module(name: str):
         raise PluginError(f"cannot import plugin module '{name}' ({exc}); it must be "
                           "installed, on PYTHONPATH, or beside the suite file (in the working "
                           "directory, for --plugins)") from None
+    except Exception as exc:  # noqa: BLE001 - the module itself raised while importing
+        raise PluginError(f"importing '{name}' raised {type(exc).__name__}: {exc}") from None
 
 
 def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Registry]:

@@ -266,12 +266,12 @@ def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:
     for i, name in enumerate(spec.plugins):
         try:
             plugins.load(plugins.context([name], ctx["path"][0] if ctx["path"] else None))
-        except ImportError as exc:
+        except ImportError as exc:  # PluginError: unimportable, or it raised importing
             raise SuiteError(path, f"plugins[{i}]", str(exc)) from None
-        except Exception as exc:  # noqa: BLE001 - the module itself raised while importing
-            raise SuiteError(path, f"plugins[{i}]", f"importing '{name}' raised "
-                             f"{type(exc).__name__}: {exc}") from None
-    return plugins.load(ctx)
+    try:
+        return plugins.load(ctx)
+    except ImportError as exc:  # one of MODELOPT_PLUGINS
+        raise SuiteError(path, "", f"{exc} (named in MODELOPT_PLUGINS)") from None
 
 
 def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
