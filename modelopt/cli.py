@@ -147,7 +147,8 @@ def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: 
         name = f"{suite}_{slug}.png"
         plots.save(fig, out / name)
         embedded.append((title, name))
-    planned = {c: (meta.get("labels") or {}).get(c, "") for c in meta.get("cells") or []}
+    planned = {(c, seed): (meta.get("labels") or {}).get(c, "") for c in meta.get("cells") or []
+               for seed in meta.get("seeds") or []}
     text = page.suite_page(df, suite, embedded, meta.get("description", ""),
                            meta.get("baseline"), doc, meta.get("expected_failures"), planned)
     (out / f"{suite}.md").write_text(text)

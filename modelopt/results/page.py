@@ -88,10 +88,11 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
                description: str = "", baseline: dict | None = None,
                timing_doc: dict | None = None, expected: dict[str, str] | None = None,
-               planned: dict[str, str] | None = None) -> str:
+               planned: dict[tuple[str, int], str] | None = None) -> str:
     """The markdown page of one suite: its headline table, then every figure; `expected`:
     why the suite expects a cell to fail, by cell id (its expect_failure); `planned`: every
-    cell the suite has, by id, with its label (suite.json's), to name those without results."""
+    run (cell_id, seed) the suite has, with its cell's label (suite.json's), to name those
+    without results."""
     d = df[df["suite"] == suite]
     agg = aggregate(d)
     env = describe_env(d)
@@ -117,7 +118,8 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         + (f"every saved model timed side by side ({_timed(timing_doc)})" if timing_doc else
            "not timed (`modelopt time DIR` times the saved models side by side)"),
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
-        *filter(None, [_absent(planned or {}, set(d["cell_id"])), kernels_note(d)]),
+        *filter(None, [_absent(planned or {}, set(zip(d["cell_id"], d["seed"]))),
+                       kernels_note(d)]),
         f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
         f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
         "the best validation score (chosen on validation only; absent where the shipped model "
@@ -217,15 +219,17 @@ def index_page(suites: list[tuple[str, str, int]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _absent(planned: dict[str, str], here: set[str]) -> str:
-    """A line naming the suite's cells with no result here (a shard not merged, a run not
-    finished): else the page reads as the whole suite, and their rows' baselines as absent."""
-    gone = [label or cid[:8] for cid, label in planned.items() if cid not in here]
+def _absent(planned: dict[tuple[str, int], str], here: set[tuple[str, int]]) -> str:
+    """A line naming the suite's runs with no result here (a shard not merged, a run not
+    finished): else the page reads as the whole suite, a row's n as all its seeds, and the
+    rows compared with a missing cell as having no baseline."""
+    gone = [f"{label or cid[:8]} seed {seed}" for (cid, seed), label in planned.items()
+            if (cid, seed) not in here]
     if not gone:
         return ""
-    return (f"- **no results here** for {len(gone)} of the suite's {len(planned)} cells: "
-            f"{'; '.join(gone[:5])}{' ...' if len(gone) > 5 else ''} (a shard not merged, or a "
-            "run not finished; a row compared with one of them has no baseline)")
+    return (f"- **no results here** for {len(gone)} of the suite's {len(planned)} runs (cell × "
+            f"seed): {'; '.join(gone[:5])}{' ...' if len(gone) > 5 else ''} (a shard not "
+            "merged, or a run not finished)")
 
 
 def _timed(doc: dict) -> str:
