@@ -283,6 +283,16 @@ def test_scaling_table():
         rows.append(base_row(cid, 0, {"backend": backend}, accuracy=0.5, train_samples_s=rate))
     t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)))
     assert "| cpu(threads=2)" in t and "1.50" in t and "0.75" in t and "0.90" in t
+    assert "| ddp(threads=1, world_size=2)" in t  # as the other tables name it
+    # two models: each backend against the one-core cell of its own model (the mlp's speed-up
+    # was taken against the linear model's one core, and their rows could not be told apart)
+    rows += [base_row(f"m{cid}", 0, {"backend": b, "model": {"name": "cnn"}}, accuracy=0.5,
+                      train_samples_s=rate)
+             for cid, b, rate in (("one", {"name": "cpu", "threads": 1}, 500.0),
+                                  ("two", {"name": "cpu", "threads": 2}, 900.0))]
+    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)))
+    cnn = [line for line in t.splitlines() if line.startswith("| cnn ")]
+    assert len(cnn) == 2 and "1.80" in cnn[1] and "0.90" in cnn[1], t
 
 
 def test_each_row_is_compared_with_the_baseline_of_its_own_group():

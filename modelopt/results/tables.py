@@ -118,32 +118,36 @@ def distill_table(agg: pd.DataFrame) -> str:
 
 
 def scaling_table(agg: pd.DataFrame) -> str:
-    """Training throughput per backend against the one-core CPU cell: speed-up and
-    efficiency (speed-up / cores, the cores the backend took: threads x ranks). GPU cells
-    have no efficiency per core."""
+    """Training throughput per backend against the one-core CPU cell of the same other axes
+    (model, loss, ...): speed-up and efficiency (speed-up / cores, the cores the backend
+    took: threads x ranks). GPU cells have no efficiency per core."""
     ok = agg[agg["n"] > 0]
-    if ok.empty or "train_samples_s" not in agg.columns:
+    if ok.empty or "train_samples_s" not in agg.columns or "axis:backend" not in ok.columns:
         return ""
     backend = ok["cell"].map(lambda c: c.get("backend") or {"name": "cpu"})
     # records from before cores were recorded: threads x ranks from the backend's parameters
     guess = backend.map(lambda b: (b.get("threads") or 1) * b.get("world_size", 1))
     cores = ok["cores"].fillna(guess) if "cores" in ok.columns else guess
     on_gpu = ok["gpus"].fillna(0).gt(0) if "gpus" in ok.columns else cores.map(lambda _: False)
-    one = ok[(cores == 1) & ~on_gpu]
-    if one.empty or len(one) == len(ok):
-        return ""
-    first = one.index[0]
-    base = ok.loc[first, "train_samples_s"]
+    others = [c for c in label_columns(ok) if c != "axis:backend"]
     rows = []
-    for i in [first] + [i for i in ok.index if i != first]:  # the one-core cell first
-        r = ok.loc[i]
-        speedup = r["train_samples_s"] / base
-        b = backend[i]
-        rows.append([spec_label(b, set(b) - {"name"}), int(cores[i]),
-                     fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
-                     f"{speedup:.2f}", "–" if on_gpu[i] else f"{speedup / cores[i]:.2f}"])
-    return tabulate(rows, headers=["backend", "cores", "train samples/s", "speed-up ×",
-                                   "efficiency"], tablefmt="github", disable_numparse=True)
+    for _, group in ok.groupby(others, sort=False) if others else [((), ok)]:
+        one = group[(cores[group.index] == 1) & ~on_gpu[group.index]]
+        if one.empty or len(group) < 2:
+            continue  # nothing to scale against, or nothing scaled
+        first = one.index[0]
+        base = ok.loc[first, "train_samples_s"]
+        for i in [first] + [i for i in group.index if i != first]:  # the one-core cell first
+            r = ok.loc[i]
+            speedup = r["train_samples_s"] / base
+            rows.append([*(r[c] for c in others), r["axis:backend"], int(cores[i]),
+                         fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
+                         f"{speedup:.2f}", "–" if on_gpu[i] else f"{speedup / cores[i]:.2f}"])
+    if not rows:
+        return ""
+    return tabulate(rows, headers=[c[5:] for c in others] + [
+        "backend", "cores", "train samples/s", "speed-up ×", "efficiency"],
+        tablefmt="github", disable_numparse=True)
 
 
 # two models of one architecture, timed in the same processes, read within 3 % of each other
