@@ -158,7 +158,8 @@ def test_a_plugin_that_returns_the_wrong_thing_is_told_what_it_should_return():
     def no_return(params, /, lr: float = 0.1):
         torch.optim.SGD(params, lr=lr)
 
-    with pytest.raises(TechniqueError, match=r"convert returned Sequential, not \(model, info\)"):
+    with pytest.raises(TechniqueError, match=r"quantizer 'test_bare_convert': its convert "
+                                             r"returned Sequential, not \(model, info\)"):
         run_cell(cell(SUITE.replace("matrix:", "  quantize: test_bare_convert\nmatrix:")), 0)
     with pytest.raises(TypeError, match="optimizer 'test_no_return': no_return returned "
                                         "NoneType, not a torch.optim.Optimizer"):

@@ -105,8 +105,12 @@ def test_a_factory_that_does_not_take_what_modelopt_passes_is_refused_when_regis
                                         r"gamma=0.9\) .* def f\(optimizer, total_steps, /, ...\)"):
         SCHEDULES.register("not_positional")(lambda optimizer, total_steps, gamma=0.9: None)
     reg = Registry("thing")
-    with pytest.raises(TypeError, match="modelopt passes none"):
+    with pytest.raises(TypeError, match=r"takes x positional-only without a default, which "
+                                        r"modelopt does not pass \(it passes none\)"):
         reg.register("needs_one")(lambda x, /: x)
+    with pytest.raises(TypeError, match=r"takes extra positional-only .* \(it passes "
+                                        r"\(input_shape, num_outputs\)\)"):
+        MODELS.register("one_too_many")(lambda input_shape, num_outputs, extra, /: None)
     assert "no_shape" not in MODELS and "not_positional" not in SCHEDULES
 
     @MODELS.register("takes_shape_for_test")

@@ -456,8 +456,8 @@ def test_plan_shows_cells_resume_estimate_and_include_merges(tmp_path):
     # one network per seed, so each shard takes one seed of both
     shards = [run_cli("plan", str(p), "--out", str(tmp_path / "o"), "--shard",
                       f"{i}/2").stdout for i in (1, 2)]
-    assert all(out.startswith(f"shard {i}/2 of inc: 2 cells x 2 seeds, 2 of the 4 runs in "
-                              "this shard") for i, out in zip((1, 2), shards)), shards
+    assert all(out.startswith(f"shard {i}/2 of inc: 2 of the 4 runs, of 2 cells and seeds "
+                              f"[{i - 1}]") for i, out in zip((1, 2), shards)), shards
     assert sorted(out.count("resume: 1 of 2 already ok") for out in shards) == [0, 1]
     dry = run_cli("run", str(p), "--out", str(tmp_path / "o"), "--dry-run", "--shard", "1/2")
     assert dry.stdout == shards[0]

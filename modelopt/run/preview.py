@@ -65,11 +65,13 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
                                                  "s per seed"]
     runs = len(ours)
     part = f"shard {shard[0]}/{shard[1]} of " if shard else ""
-    lines = [f"{part}{suite.name}: {len(mine)} cells x {len(suite.seeds)} seeds"
-             + (f", {runs} of the {len(suite.runs())} runs in this shard" if shard else
-                f" = {runs} runs") + f" ({suite.path}); results in {out}", ""]
+    lines = [f"{part}{suite.name}: "
+             + (f"{runs} of the {len(suite.runs())} runs, of {len(mine)} cells and seeds "
+                f"{sorted({s for _, s in ours})}" if shard else
+                f"{len(mine)} cells x {len(suite.seeds)} seeds = {runs} runs")
+             + f" ({suite.path}); results in {out}", ""]
     if shard and not runs:
-        lines += [f"note: {shards.empty_note(suite, shard)}", ""]
+        return "\n".join(lines + [f"note: {shards.empty_note(suite, shard)}"])
     lines += [f"warning: {w}" for w in suite.warnings] + ([""] if suite.warnings else [])
     lines += [tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True), ""]
     if any(g != "-" for g in groups):

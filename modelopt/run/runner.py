@@ -298,6 +298,8 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
         raise ResumeError(f"{', '.join(twice)}: named twice; name each shard's directory once")
     metas = []
     for d in dirs:
+        if not Path(d).is_dir():
+            raise ResumeError(f"{d}: no such directory")
         meta = store.read_meta(d)
         if meta is None:
             raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
@@ -318,7 +320,7 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
             if rec.key not in records or not records[rec.key].ok:
                 records[rec.key], source[rec.key] = rec, d
     if not records:
-        raise ResumeError(f"nothing to merge: {', '.join(map(str, dirs))} hold no results")
+        raise ResumeError(f"nothing to merge: no results in {', '.join(map(str, dirs))}")
     out = Path(out_dir)
     if store.results_path(out).exists():
         raise ResumeError(f"{out} already holds results; merge into a new directory")

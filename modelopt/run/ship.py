@@ -50,7 +50,7 @@ def converted(cell: Cell, net: nn.Module, data: Data, inputs: torch.Tensor | Non
         return model, {}, None
     if inputs is None:
         inputs, _ = train_sample(data, quantizer.calibration)
-    model, info = fmt.realise(quantizer, model, inputs)
+    model, info = fmt.realise(quantizer, model, inputs, cell.compress.quantize.name)
     return model, info, inputs
 
 

@@ -131,15 +131,17 @@ class Registry:
         own = [p for p in params if p.kind is p.POSITIONAL_ONLY]
         varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
         n = len(self.supplies)
-        if (len(own) < n and not varargs) or any(p.default is p.empty for p in own[n:]):
+        extra = [p.name for p in own[n:] if p.default is p.empty]
+        if (len(own) < n and not varargs) or extra:
             wanted, called = ", ".join(self.supplies), getattr(fn, "__name__", "")
             called = called if called.isidentifier() else "f"  # a lambda
             raise TypeError(
                 f"{self.kind} '{name}': {called}{sig} "
-                + (f"must take ({wanted}) first, positional-only, as modelopt passes them: "
-                   f"def {called}({wanted}, /, ...)" if n else
-                   "takes positional-only parameters without defaults, and modelopt passes "
-                   "none: make them keyword parameters with defaults"))
+                + (f"takes {', '.join(extra)} positional-only without a default, which "
+                   f"modelopt does not pass (it passes {f'({wanted})' if n else 'none'}): "
+                   "give a default, or make it a keyword parameter" if extra else
+                   f"must take ({wanted}) first, positional-only, as modelopt passes them: "
+                   f"def {called}({wanted}, /, ...)"))
 
     def _import(self, name: str) -> None:
         """`package.module:function`: a factory named by its import path, registered under

@@ -55,9 +55,10 @@ class Format:
                     "(Quantizer.convert), which this runtime ships")
         return None
 
-    def realise(self, quantizer: Quantizer, model: nn.Module, inputs: torch.Tensor
-                ) -> tuple[nn.Module, dict]:
-        """The quantized model this runtime ships, from the trained one (left as it was)."""
+    def realise(self, quantizer: Quantizer, model: nn.Module, inputs: torch.Tensor,
+                name: str = "") -> tuple[nn.Module, dict]:
+        """The quantized model this runtime ships, from the trained one (left as it was);
+        `name`: the quantizer's, for its errors."""
         why = self.cannot(quantizer)
         if why:
             raise TechniqueError(why)
@@ -67,7 +68,8 @@ class Format:
         if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], nn.Module)
                 and isinstance(out[1], dict)):  # a plugin's: said, not an unpacking error
             raise TechniqueError(
-                f"the quantizer's convert returned {type(out).__name__}, not (model, info): "
+                f"quantizer '{name or '?'}': its convert returned {type(out).__name__}, not "
+                "(model, info): "
                 "return the converted nn.Module and a dict of what converting did ({} for "
                 "nothing)")
         return out
