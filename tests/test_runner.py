@@ -322,6 +322,7 @@ def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
     assert r.returncode == 0 and "not timed: no latency or speed-ups" in r.stderr
     page = (tmp_path / "rep" / "shards.md").read_text()
     assert "latency: not timed (`modelopt time DIR`" in page
+    assert not (tmp_path / "rep" / "shards_accuracy_latency.png").exists()  # an empty plot
     assert "**no results here** for 1 of the suite's 2 runs (cell × seed): model=" in page
 
 

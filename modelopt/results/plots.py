@@ -279,10 +279,11 @@ def _tradeoffs(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, plt.
         part = agg if task is None else agg[agg["task"] == task]
         y, end = score_of(part), f" ({task} cells)" if len(kinds) > 1 else ""
         slug = "" if k == 0 else f"_{task}"
-        figs += [(f"{tasks.word(y)} vs latency{end}", f"accuracy_latency{slug}",
-                  accuracy_vs_latency(part, y)),
-                 (f"{tasks.word(y)} vs parameters{end}", f"accuracy_params{slug}",
-                  accuracy_vs_params(part, y))]
+        if "latency_ms_p50" in part.columns and part["latency_ms_p50"].notna().any():
+            figs.append((f"{tasks.word(y)} vs latency{end}", f"accuracy_latency{slug}",
+                         accuracy_vs_latency(part, y)))  # none before `modelopt time`
+        figs.append((f"{tasks.word(y)} vs parameters{end}", f"accuracy_params{slug}",
+                     accuracy_vs_params(part, y)))
         if part["cell"].map(lambda c: bool(c.get("prune"))).any():
             figs.append((f"{tasks.word(y)} vs sparsity{end}", f"sparsity{slug}",
                          sparsity_vs_accuracy(part, y)))
