@@ -469,31 +469,24 @@ def test_plan_names_the_cells_this_machine_cannot_run(tmp_path):
     from modelopt.run import backends
     from modelopt.run.preview import plan
 
-    suite = parse(f"""
-name: big
+    def ddp_suite(world: int):
+        return parse(f"""
+name: ddp{world}
 seeds: [0]
 defaults:
   dataset: {{name: synthetic, n_samples: 200}}
   model: mlp
   train: {{steps: 5}}
 matrix:
-  backend: [cpu, {{name: ddp, world_size: {backends.cpu_count() + 1}}}]
+  backend: [cpu, {{name: ddp, world_size: {world}}}]
 """)
-    text = plan(suite, tmp_path / "o", 1)
+
+    text = plan(ddp_suite(backends.cpu_count() + 1), tmp_path / "o", 1)
     line = next(x for x in text.splitlines() if x.startswith("unavailable here: "))
     assert f"needs {backends.cpu_count() + 1} CPUs" in line and "recorded as failed" in line
     assert text.count("unavailable here") == 1  # the cpu cell runs
     # a group this machine can run, at --jobs 1: it runs oversubscribed, and is said so
-    two = parse(f"""
-name: two
-seeds: [0]
-defaults:
-  dataset: {{name: synthetic, n_samples: 200}}
-  model: mlp
-  train: {{steps: 5}}
-matrix:
-  backend: [cpu, {{name: ddp, world_size: {min(2, backends.cpu_count())}}}]
-""")
+    two = ddp_suite(min(2, backends.cpu_count()))
     said = [x for x in plan(two, tmp_path / "o", 1).splitlines() if x.startswith("oversubscribed")]
     assert len(said) == (backends.cpu_count() >= 2) and all(
         "takes 2 cores" in x and "--jobs 2 or more" in x for x in said)
