@@ -152,7 +152,7 @@ def timings(paths: list[str | Path]) -> dict:
     """The timing-stage documents of results directories, by suite name."""
     out = {}
     for p in paths:
-        doc = latency.current(p)  # not a timing of models saved before this run's
+        doc = latency.current(p)  # never a timing of models saved again since
         if doc:
             out[doc["suite"]] = doc
     return out
