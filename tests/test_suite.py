@@ -429,5 +429,8 @@ def test_training_that_would_read_a_validation_split_it_lacks_is_refused(setting
 ])
 def test_training_that_would_quietly_undo_a_technique_is_warned(settings, said):
     suite = parse(TRAINING.replace("SETTINGS", settings))
-    assert any(said in w and suite.cells[0].cell_id in w for w in suite.warnings), suite.warnings
+    assert any(said in w and "1 cell(s) (defaults)" in w for w in suite.warnings), suite.warnings
     assert not parse(TRAINING.replace("SETTINGS", "train: {steps: 50}")).warnings
+    # cells of a matrix are named as it wrote them, not by their ids
+    two = parse(TRAINING.replace("SETTINGS", settings) + "matrix:\n  model: [mlp, linear]\n")
+    assert any("2 cell(s) (model=mlp; model=linear)" in w for w in two.warnings), two.warnings

@@ -186,7 +186,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             guard(where, check, config)
         return config
 
-    cells, seen = [], set()
+    cells, seen, named = [], set(), {}  # named: each cell as the matrix wrote it
     for combo in combos:
         label = ", ".join(f"{k}={short(v) if v is not None else UNNAMED.get(k, 'none')}"
                           for k, v in combo.items())  # deploy=eager, as the tables name it
@@ -199,6 +199,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             if cell.cell_id not in seen:  # two routes to the same cell run it once
                 seen.add(cell.cell_id)
                 cells.append(cell)
+                named[cell.cell_id] = where if values else (label or "defaults")
     if spec.match_budget:
         if spec.tune or spec.cv:
             raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
@@ -211,7 +212,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
-                 + tuple(unused) + _seen_validation(spec, cells) + training.warnings(cells),
+                 + tuple(unused) + _seen_validation(spec, cells) + training.warnings(cells, named),
                  patterns.expected_failures(spec, cells, guard, regs),
                  patterns.baseline(spec, cells, guard, regs),
                  {cid: i for cid, i in inputs.items() if i})

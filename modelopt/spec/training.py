@@ -34,13 +34,14 @@ def needs_validation(config: dict) -> None:
 CELL_CHECKS.append(needs_validation)
 
 
-def warnings(cells: list[Cell]) -> tuple[str, ...]:
-    """The suite's warnings about its cells' training (each names the cells)."""
+def warnings(cells: list[Cell], named: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The suite's warnings about its cells' training, each naming its cells (`named`: as
+    the matrix wrote them, else by id)."""
     found: dict[str, list[str]] = {}
     for c in cells:
         for why in _odd(c):
-            found.setdefault(why, []).append(c.cell_id)
-    return tuple(f"{len(ids)} cell(s) ({', '.join(ids[:4])}{' ...' if len(ids) > 4 else ''})"
+            found.setdefault(why, []).append((named or {}).get(c.cell_id) or c.cell_id)
+    return tuple(f"{len(ids)} cell(s) ({'; '.join(ids[:4])}{' ...' if len(ids) > 4 else ''})"
                  f": {why}" for why, ids in found.items())
 
 
