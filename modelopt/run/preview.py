@@ -98,8 +98,8 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
     if meta is not None and meta.suite != suite.name:
         lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}'; "
                      "a results directory holds one suite: use another --out")
-    elif refusal(out, meta, suite):
-        lines.append(f"note: `run` will refuse {out}: {refusal(out, meta, suite)}")
+    elif why := refusal(out, meta, suite):
+        lines.append(f"note: `run` will refuse {out}: {why}")
     return "\n".join(lines)
 
 

@@ -304,8 +304,9 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
         if meta is None:
             raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
         metas.append(meta.model_dump())
-    if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1 and _unlike(dirs, metas):
-        raise ResumeError(_unlike(dirs, metas))
+    if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1 and (
+            why := _unlike(dirs, metas)):
+        raise ResumeError(why)
     for d in dirs:  # nothing is copied through a link to a file elsewhere
         no_links(d)
     records: dict = {}
