@@ -119,3 +119,17 @@ def test_an_edited_plugin_is_another_content_and_another_training(tmp_path, monk
     # a suite without code of the user's: no code hash in its content
     monkeypatch.delenv("MODELOPT_PLUGINS", raising=False)
     assert plugins.code_of({"model": {"name": "mlp"}}) is None
+
+
+def test_changed_inputs_are_said_alike_by_resume_and_compare():
+    """One wording for a changed file or plugin, whoever says it; unchanged inputs say
+    nothing."""
+    dataset = {"name": "csv", "path": "/data/t.csv"}
+    assert data_files.changes({"path": "sha256:a"}, {"path": "sha256:a"}, "c1", "c1",
+                              dataset) == []
+    said = data_files.changes({"path": "sha256:a"}, {"path": "sha256:b"}, "c1", "c2",
+                              dataset, lead="data ")
+    assert said == ["data path (t.csv) sha256:a → sha256:b", "your plugins' code c1 → c2"]
+    # a file only one run read, and code only one run had
+    assert data_files.changes({}, {"root": "files:1:x"}, None, "c2", {}, sep=":") == [
+        "root (?): – → files:1:x", "your plugins' code – → c2"]

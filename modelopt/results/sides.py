@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -210,13 +210,9 @@ def data_note(base: Side, cur: Side, common: list[str], labels: dict[str, str]) 
     code of yours (a plugin edited): their figures compare those too."""
     changed: dict[str, list[str]] = {}
     for cid in common:
-        dataset = (cur.configs.get(cid) or {}).get("dataset") or {}
-        words = [f"{k} ({PurePath(str(dataset.get(k, ''))).name or '?'}): {change}"
-                 for k, change in data_files.differences(base.data_files.get(cid, {}),
-                                                         cur.data_files.get(cid, {}))]
-        if base.code.get(cid) != cur.code.get(cid):
-            words.append(f"your plugins' code {base.code.get(cid, '–')} → "
-                         f"{cur.code.get(cid, '–')}")
+        words = data_files.changes(base.data_files.get(cid, {}), cur.data_files.get(cid, {}),
+                                   base.code.get(cid), cur.code.get(cid),
+                                   (cur.configs.get(cid) or {}).get("dataset") or {}, sep=":")
         if words:
             changed.setdefault("; ".join(words), []).append(labels.get(cid, cid[:8]))
     return " ".join(f"The two runs read different inputs for {len(cells)} cell(s) "

@@ -4,7 +4,7 @@ guess whether a cell, a seed, a data file or their plugin code moved."""
 
 from __future__ import annotations
 
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from modelopt.results import store
 from modelopt.results.labels import names
@@ -74,12 +74,9 @@ def _inputs(old: dict, new: dict, common: list[str], named: dict[str, str],
     changed: dict[str, list[str]] = {}
     for cid in common:
         before, now = old.get(cid) or {}, new.get(cid) or {}
-        dataset = (configs.get(cid) or {}).get("dataset") or {}
-        words = [f"data {k} ({PurePath(str(dataset.get(k, ''))).name or '?'}) {change}"
-                 for k, change in data_files.differences(before.get("data_files") or {},
-                                                         now.get("data_files") or {})]
-        if before.get("code") != now.get("code"):
-            words.append(f"your plugins' code {before.get('code', '–')} → {now.get('code', '–')}")
+        words = data_files.changes(before.get("data_files") or {}, now.get("data_files") or {},
+                                   before.get("code"), now.get("code"),
+                                   (configs.get(cid) or {}).get("dataset") or {}, lead="data ")
         if words:
             changed.setdefault("; ".join(words), []).append(cid)
     return [f"{words} for {len(cids)} cell(s) ({_listed(cids, named)})"

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from modelopt.spec.weights import sha256
 
@@ -71,7 +71,14 @@ def _folder(path: str) -> str:
     return f"files:{len(listing)}:{digest[:16]}"
 
 
-def differences(base: dict[str, str], cur: dict[str, str]) -> list[tuple[str, str]]:
-    """(parameter, "old → new") for each file that differs between two records' prints."""
-    return [(k, f"{base.get(k, '–')} → {cur.get(k, '–')}")
-            for k in sorted(set(base) | set(cur)) if base.get(k) != cur.get(k)]
+def changes(base: dict[str, str], cur: dict[str, str], base_code: str | None,
+            cur_code: str | None, dataset: dict, *, lead: str = "", sep: str = "") -> list[str]:
+    """Each input a cell read differently in two runs, as a phrase: a file its dataset names
+    ("{lead}path (t.csv){sep} old → new", by the print each run recorded) and the user's
+    plugin code (spec/plugins.code_of). Resume's refusal and compare's note both say it."""
+    out = [f"{lead}{k} ({PurePath(str(dataset.get(k, ''))).name or '?'}){sep} "
+           f"{base.get(k, '–')} → {cur.get(k, '–')}"
+           for k in sorted(set(base) | set(cur)) if base.get(k) != cur.get(k)]
+    if base_code != cur_code:
+        out.append(f"your plugins' code {base_code or '–'} → {cur_code or '–'}")
+    return out
