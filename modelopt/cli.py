@@ -114,7 +114,7 @@ def cmd_report(args) -> int:
         for d in args.dirs:  # what `modelopt run` noted about the suite beside its results
             meta = store.read_meta(d)
             if meta is not None:
-                metas[meta.suite] = meta.model_dump()
+                metas[store.own_suite(d, meta.suite, "suite.json")] = meta.kept()
     except store.ResultsError as exc:
         return _err(str(exc))
     if df.empty:

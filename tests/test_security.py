@@ -464,3 +464,109 @@ def test_a_model_that_cannot_be_rebuilt_is_timed_by_its_own_run_only(tmp_path):
     assert json.loads((out / "timing.json").read_text())["rows"] == doc["rows"]
     r = cli("compare", out, out)
     assert r.returncode == 0 and "not re-timed" in r.stdout
+
+
+def edit_record(bad, change, line=1):
+    lines = (bad / "results.jsonl").read_text().splitlines()
+    rec = json.loads(lines[line])
+    change(rec)
+    lines[line] = json.dumps(rec)
+    (bad / "results.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def edit_json(path, change):
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_strings_from_a_results_directory_are_text_on_the_page_and_the_terminal(
+        run_dir, tmp_path, capsys):
+    """A record's CPU name or cell name carried a heading, a remote image, an HTML comment
+    (which hides the rest of a PR comment), a table's `|` and terminal escape sequences onto
+    the user's page, compare's comment and stdout; `$...$` in a label raised in matplotlib."""
+    bad = copy_of(run_dir, tmp_path)
+    hostile = "EPYC\x1b]52;c;ZWNobw==\x07\n# FAKE ![p](https://evil.example/p.png) <!-- `x"
+
+    def change(rec):
+        rec["env"]["cpu"] = hostile
+        rec["cell"]["model"]["name"] = "ml|p$\\frac{$"
+    edit_record(bad, change)
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 0, err
+    page = (tmp_path / "r" / "sec.md").read_text()
+    code, out, _ = main(capsys, "compare", run_dir, bad, "--no-retime")
+    for text in (page, out):
+        assert "\x1b" not in text and "](https" not in text and "<!--" not in text
+        assert "# FAKE" not in text.splitlines() and "\n# FAKE" not in text
+    assert "EPYC" in page and "ml¦p" in page and "ml|p" not in page
+
+
+def test_a_timing_or_suite_json_of_another_suite_does_not_stand_in_for_its_own(
+        run_dir, tmp_path, capsys):
+    """A directory whose timing.json named the user's other suite replaced that suite's
+    speed-ups on the page of `report theirs mine`."""
+    for name in ("timing.json", "suite.json"):
+        bad = copy_of(run_dir, tmp_path, name)
+        edit_json(bad / name, lambda doc: doc.update(suite="other"))
+        code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+        assert code == 2 and f"{name}: of suite 'other'" in err, err
+
+
+@pytest.mark.parametrize("change,said", [
+    (lambda d: d["rows"][0].update(ms_batch1=0.0), "greater than 0"),
+    (lambda d: d["rows"][0].update(rounds_batch=[-1.0] * 8), "greater than 0")])
+def test_a_latency_of_zero_or_less_is_refused(run_dir, tmp_path, capsys, change, said):
+    bad = copy_of(run_dir, tmp_path)
+    edit_json(bad / "timing.json", change)
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 2 and "timing.json" in err and said in err, err
+
+
+@pytest.mark.parametrize("key,value", [("labels", ["x"]), ("cells", 5), ("seeds", [1, "a"]),
+                                       ("inputs", {"abc": "x"}), ("seeds", list(range(5000)))])
+def test_a_suite_json_identity_is_read_never_trusted(run_dir, tmp_path, capsys, key, value):
+    """Its cells, seeds, inputs and labels raised tracebacks in report, merge and plan, and
+    10,000 cells x 10,000 seeds filled memory."""
+    bad = copy_of(run_dir, tmp_path)
+    edit_json(bad / "suite.json", lambda doc: doc.update({key: value}))
+    for args in (("report", bad, "--out", tmp_path / "r"), ("merge", bad, "--out", tmp_path / "m")):
+        code, _, err = main(capsys, *args)
+        assert code == 2 and "suite.json" in err and key in err, (args, err)
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_metric_declaration_is_checked_field_by_field(run_dir, tmp_path, capsys):
+    bad = copy_of(run_dir, tmp_path)
+    edit_json(bad / "suite.json", lambda doc: doc.update(metrics=[{
+        "name": "myfig", "title": "My", "kind": "relative", "tolerance": "x"}]))
+    code, _, err = main(capsys, "compare", bad, bad, "--no-retime")
+    assert code == 2 and "tolerance 'x'" in err, err
+    doc = {"benchmarks": [], "modelopt": [1]}
+    (tmp_path / "b.json").write_text(json.dumps(doc))
+    code, _, err = main(capsys, "compare", tmp_path / "b.json", run_dir, "--no-retime")
+    assert code == 2 and "modelopt block" in err, err
+
+
+def test_a_saved_model_that_expands_to_gigabytes_or_links_out_is_not_loaded(run_dir, tmp_path,
+                                                                           capsys):
+    from modelopt.run import rebuild
+
+    bad = copy_of(run_dir, tmp_path)
+    saved = sorted((bad / "models").glob("*-model.pt"))[0]
+    doc = torch.load(saved, weights_only=True)
+    name = next(iter(doc["state"]))
+    doc["state"][name] = torch.zeros(1).expand(*doc["state"][name].shape)
+    torch.save(doc, saved)
+    with pytest.raises(rebuild.NotRebuildable, match="expanded strides"):
+        rebuild.read(saved)
+    victim = tmp_path / "victim.pt"
+    victim.write_bytes(b"secret")
+    saved.unlink()
+    saved.symlink_to(victim)
+    code, out, err = main(capsys, "compare", run_dir, bad)
+    assert code == 2 and "a symbolic link" in err and "secret" not in out, err
+    (bad / "results.jsonl").unlink()
+    (bad / "results.jsonl").symlink_to(run_dir / "results.jsonl")
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 2 and "a symbolic link" in err, err

@@ -9,6 +9,9 @@ import re
 import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are written to files
+# labels are cell names read from results files: `$...$` is text, never parsed as TeX (a
+# malformed one raised, a nested one took seconds)
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 

@@ -18,11 +18,31 @@ class ResultsError(ValueError):
     """A results file that cannot be read or written; the message names the file (and line)."""
 
 
+# what a string read from a file may not carry onto a page, a PR comment or a terminal:
+# control characters (escape sequences; newlines that start a heading), a table's `|`, HTML's
+# `<` (`<!--` hides the rest of a comment), a code span's backtick; each becomes a look-alike
+_INERT = str.maketrans({**{chr(c): " " for c in [*range(32), *range(127, 160)]},
+                        "|": "¦", "<": "‹", ">": "›", "`": "'"})
+
+
+def inert(value):
+    """A document parsed from a results directory (or a pytest-benchmark JSON), every string
+    in it, keys too, made inert: a file from elsewhere shows as text wherever it is shown.
+    `](` is split too, so that no link or image (a tracking beacon) is written."""
+    if isinstance(value, str):
+        return value.translate(_INERT).replace("](", "] (")
+    if isinstance(value, dict):
+        return {inert(k): inert(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [inert(v) for v in value]
+    return value
+
+
 def read_json(path: str | Path, model: type[T]) -> T:
-    """`path` parsed and validated as `model`."""
+    """`path` parsed, made inert and validated as `model`."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_bytes())
+        doc = inert(json.loads(read_own(p)))
     except json.JSONDecodeError as exc:
         raise ResultsError(f"{p}:{exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") \
             from None
@@ -37,7 +57,7 @@ def read_json(path: str | Path, model: type[T]) -> T:
             from None
 
 
-def _linked(p: Path) -> ResultsError:
+def linked(p: Path) -> ResultsError:
     return ResultsError(f"{p}: a symbolic link (to {os.readlink(p)}); a results directory's "
                         "files are its own and never followed out of it: remove the link")
 
@@ -51,7 +71,7 @@ def no_links(root: str | Path) -> None:
         for name in dirs + files:
             p = Path(here) / name
             if p.is_symlink():
-                raise _linked(p)
+                raise linked(p)
 
 
 def open_own(path: str | Path, flags: int) -> int:
@@ -61,8 +81,15 @@ def open_own(path: str | Path, flags: int) -> int:
         return os.open(path, flags | os.O_NOFOLLOW, 0o644)
     except OSError:
         if Path(path).is_symlink():
-            raise _linked(Path(path)) from None
+            raise linked(Path(path)) from None
         raise
+
+
+def read_own(path: str | Path) -> bytes:
+    """A results directory's file, never read through a link planted in its place (another
+    run's records, or any file of the user's, would be read as this directory's)."""
+    with os.fdopen(open_own(path, os.O_RDONLY), "rb") as f:
+        return f.read()
 
 
 def write_whole(path: str | Path, data: bytes) -> None:

@@ -14,11 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from modelopt.results.files import ResultsError, read_json, write_whole
+from modelopt.results.files import ResultsError, linked, read_json, write_whole
 from modelopt.results.metrics import LATENCY_FIGURES, column
 from modelopt.results.record import CELL_ID
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Ms = Annotated[float, Field(allow_inf_nan=False, gt=0)]  # a time measured: never 0 or less
+Rounds = Annotated[list[Ms], Field(max_length=100_000)]
 
 MODELS_DIR = "models"
 TIMING_FILE = "timing.json"
@@ -66,6 +68,8 @@ def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
         if (len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_FIGURES
                 or not p.is_file()):
             continue  # not a file the run saved (a folder by that name is none)
+        if p.is_symlink():  # torch.load would open any file of the user's
+            raise linked(p)
         cell_id, seed, kind = parts
         if keys is None or (cell_id, int(seed)) in keys:
             found.append(Artifact(cell_id, int(seed), kind, p, side))
@@ -88,14 +92,14 @@ class TimingRow(BaseModel):
     seed: int
     kind: Literal["model", "slimmed"]
     process: int
-    ms_batch1: FiniteFloat
-    p90_ms_batch1: FiniteFloat
-    ms_batch: FiniteFloat
-    rounds_batch1: list[FiniteFloat] = []
-    rounds_batch: list[FiniteFloat] = []
+    ms_batch1: Ms
+    p90_ms_batch1: Ms
+    ms_batch: Ms
+    rounds_batch1: Rounds = []
+    rounds_batch: Rounds = []
     # a causal decoder's generation (timing.generation_calls), checked like the rest
-    ms_first_token: FiniteFloat | None = None
-    ms_generate: FiniteFloat | None = None
+    ms_first_token: Ms | None = None
+    ms_generate: Ms | None = None
     new_tokens: Annotated[int, Field(ge=2)] | None = None
 
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from modelopt.results import metrics as M
 from modelopt.results import store
+from modelopt.results.files import inert
 from modelopt.results.record import Record
 from modelopt.spec import data_files
 
@@ -86,14 +87,17 @@ def declare_side(path: str | Path) -> dict[str, str]:
 def _declared(doc: dict, p: Path) -> dict[str, str]:
     """A pytest-benchmark JSON's `modelopt` block declared; its suite's thresholds."""
     block = doc.get("modelopt") or {}
+    shapes = {"metrics": list, "tasks": dict, "thresholds": dict, "untimed": list}
+    wrong = [k for k, kind in shapes.items() if not isinstance(block.get(k) or kind(), kind)] \
+        if isinstance(block, dict) else ["modelopt"]
+    if wrong:
+        raise CompareError(f"{p}: its modelopt block is not what modelopt writes ({wrong[0]}: "
+                           f"not a {'list' if shapes.get(wrong[0]) is list else 'mapping'})")
     try:
         store.declare_figures(block.get("metrics") or [], block.get("tasks") or {}, str(p))
     except store.ResultsError as exc:
         raise CompareError(str(exc)) from None
     thresholds = block.get("thresholds") or {}
-    if not isinstance(thresholds, dict):
-        raise CompareError(f"{p}: its modelopt block's thresholds are not a mapping of metric "
-                           "to tolerance")
     return dict(thresholds)
 
 
@@ -117,10 +121,10 @@ def load_side(path: str | Path) -> Side:
 
 def _benchmark_doc(p: Path) -> dict:
     try:
-        doc = json.loads(p.read_text())
+        doc = inert(json.loads(p.read_text()))
         if not isinstance(doc, dict) or not isinstance(doc["benchmarks"], list):
             raise TypeError("no list of benchmarks")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CompareError(f"{p}: not a pytest-benchmark JSON file ({exc})") from None
     return doc
 

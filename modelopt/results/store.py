@@ -7,17 +7,39 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
-from modelopt.results.files import ResultsError, open_own, read_json
-from modelopt.results.record import SAFE_NAME, Record
+from modelopt.results.files import ResultsError, inert, open_own, read_json, read_own
+from modelopt.results.record import CELL_ID, SAFE_NAME, Record
 
 RESULTS_FILE = "results.jsonl"
 __all__ = ["ResultsError", "RunMeta", "append", "load", "read", "read_meta", "repair", "timings"]
+
+
+CellId = Annotated[str, StringConstraints(pattern=CELL_ID)]
+MAX_CELLS = 1_000_000  # the most a suite may declare (spec/schema.py's max_cells)
+
+
+class Inputs(BaseModel):
+    """What a cell read: its data files' fingerprints and the hash of the user's code."""
+
+    model_config = ConfigDict(extra="forbid")
+    data_files: dict[Annotated[str, StringConstraints(max_length=200)],
+                     Annotated[str, StringConstraints(max_length=200)]] = Field(
+        default_factory=dict, max_length=100)
+    code: Annotated[str, StringConstraints(max_length=200)] | None = None
 
 
 class RunMeta(BaseModel):
@@ -33,6 +55,23 @@ class RunMeta(BaseModel):
     expected_failures: dict[str, str] = Field(default_factory=dict)  # cell_id -> reason
     metrics: list[dict[str, Any]] = Field(default_factory=list)
     tasks: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> TaskInfo facts
+    # the run's identity (run/changes.py), absent where an older modelopt wrote the file;
+    # typed and bounded: a file from elsewhere is read, never trusted
+    cells: list[CellId] | None = Field(None, max_length=MAX_CELLS)
+    seeds: list[StrictInt] | None = Field(None, max_length=1_000)
+    inputs: dict[CellId, Inputs] | None = Field(None, max_length=MAX_CELLS)
+    labels: dict[CellId, Annotated[str, StringConstraints(max_length=2_000)]] | None = Field(
+        None, max_length=MAX_CELLS)
+
+    @model_validator(mode="after")
+    def _runs_bounded(self) -> RunMeta:
+        if len(self.cells or ()) * len(self.seeds or ()) > MAX_CELLS:  # listed run by run
+            raise ValueError(f"cells x seeds over {MAX_CELLS:,} runs")
+        return self
+
+    def kept(self) -> dict:
+        """What the file holds, as a mapping (what it does not hold is absent, not None)."""
+        return self.model_dump(exclude_unset=True)
 
 
 def read_meta(run_dir: str | Path) -> RunMeta | None:
@@ -108,14 +147,14 @@ def read(path: str | Path, latest: bool = True) -> list[Record]:
     p = results_path(path)
     if not p.exists():
         raise ResultsError(f"{p}: no results file here (run `modelopt run SUITE --out {p.parent}`)")
-    raw = p.read_bytes()
+    raw = read_own(p)
     lines = raw.split(b"\n")
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rec = Record.model_validate(json.loads(line), context={"from_file": True})
+            rec = Record.model_validate(inert(json.loads(line)), context={"from_file": True})
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ResultsError(f"{p}:{i}: not a result record ({'.'.join(map(str, first['loc']))}"
@@ -154,8 +193,21 @@ def timings(paths: list[str | Path]) -> dict:
     for p in paths:
         doc = latency.current(p)  # never a timing of models saved again since
         if doc:
-            out[doc["suite"]] = doc
+            out[own_suite(p, doc["suite"], latency.TIMING_FILE)] = doc
     return out
+
+
+def own_suite(run_dir: str | Path, suite: str, name: str) -> str:
+    """`suite`, where the directory's records are of it: a timing.json or suite.json that
+    names another suite would otherwise stand in for that suite's own (its speed-ups, its
+    baseline) on the page of a directory given beside it."""
+    path = results_path(run_dir)
+    held = {r.suite for r in read(path)} if path.exists() else set()
+    if held and suite not in held:
+        raise ResultsError(f"{Path(run_dir) / name}: of suite '{suite}', but the results there "
+                           f"are of {', '.join(sorted(held))}; a results directory holds one "
+                           "suite's run")
+    return suite
 
 
 def _one_place(where: dict[str, Path], suites: set[str], p: str | Path) -> None:

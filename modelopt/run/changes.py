@@ -58,7 +58,7 @@ def _old_identity(out_dir: str | Path, meta: RunMeta) -> dict:
     path = store.results_path(out_dir)
     recs = store.read(path) if path.exists() else []
     configs = {r.cell_id: r.cell for r in recs}
-    kept = meta.model_extra or {}
+    kept = meta.kept()
     if "cells" in kept:
         return {"cells": kept["cells"], "seeds": kept.get("seeds") or [],
                 "inputs": kept.get("inputs") or {}, "configs": configs, "where": "run there"}

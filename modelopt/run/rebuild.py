@@ -100,7 +100,20 @@ def read(path: str | Path) -> dict:
         raise NotRebuildable(f"{Path(path).name} is not a model file of this modelopt "
                              f"(format {doc.get('format') if isinstance(doc, dict) else '?'}"
                              f"{', missing ' + ', '.join(bad) if bad else ''})")
+    tensors = [*doc["state"].values(), doc["example"], doc["batch"], doc["reference"],
+               doc.get("calibration")]
+    if any(isinstance(t, torch.Tensor) and _expanded(t) for t in tensors):
+        raise NotRebuildable(f"{Path(path).name} holds a tensor larger than the bytes it "
+                             "stores (expanded strides): not a file modelopt saved")
     return doc
+
+
+def _expanded(t: torch.Tensor) -> bool:
+    """A tensor whose elements share storage (a stride of 0): a few bytes on disk that
+    loading into a model would make gigabytes of."""
+    if t.is_quantized or t.layout is not torch.strided:
+        return False
+    return t.numel() * t.element_size() > t.untyped_storage().nbytes()
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def refusal(out_dir: Path, old: store.RunMeta | None, suite: Suite) -> str | Non
     if old is None or old.content_hash == suite.content_hash:
         return None
     changed = changes.since(out_dir, old, suite)
-    if not changed and "cells" in (old.model_extra or {}):
+    if not changed and old.cells is not None:
         return None  # reordered: the hash lists them in the suite's order
     return (f"{out_dir} holds results of suite '{old.suite}' with a different content "
             f"(hash {old.content_hash} vs {suite.content_hash}): "
@@ -303,7 +303,7 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
         meta = store.read_meta(d)
         if meta is None:
             raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
-        metas.append(meta.model_dump())
+        metas.append(meta.kept())
     if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1 and (
             why := _unlike(dirs, metas)):
         raise ResumeError(why)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 # How much worse a figure may get before the gate calls it a regression:
 #   relative - a fraction of the baseline (timings, memory, errors)
@@ -18,6 +18,7 @@ from typing import Literal
 #   exact    - counts: any change in the worse direction
 #   none     - descriptive: reported, never gated
 Tolerance = Literal["relative", "points", "absolute", "exact", "none"]
+TOLERANCES = get_args(Tolerance)
 
 
 FORMATS = r"pct|int|si|bool|none|[fg]\d{1,2}"
@@ -40,6 +41,22 @@ class Metric:
         if not isinstance(self.fmt, str) or not re.fullmatch(FORMATS, self.fmt):
             raise ValueError(f"metric '{self.name}': format {self.fmt!r} is none of pct, int, "
                              "si, bool, none, f<digits>, g<digits> (at most 2 digits)")
+        # and each field what the gate and the pages read it as: a tolerance of "x" raised
+        # in compare, NaN never regressed, `higher_is_better: "no"` read as true
+        wrong = next((f"{key} {value!r}" for key, value, ok in (
+            ("name", self.name, isinstance(self.name, str)
+             and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}", self.name)),
+            ("title", self.title, isinstance(self.title, str) and 0 < len(self.title) <= 80),
+            ("unit", self.unit, isinstance(self.unit, str) and len(self.unit) <= 20),
+            ("higher_is_better", self.higher_is_better,
+             self.higher_is_better is None or isinstance(self.higher_is_better, bool)),
+            ("kind", self.kind, self.kind in TOLERANCES),
+            ("tolerance", self.tolerance, isinstance(self.tolerance, (int, float))
+             and not isinstance(self.tolerance, bool) and 0 <= self.tolerance < float("inf")),
+            ("timing", self.timing, isinstance(self.timing, bool))) if not ok), None)
+        if wrong:
+            raise ValueError(f"metric {str(self.name)[:64]!r}: {wrong[:120]} is not a "
+                             f"{wrong.split()[0]} modelopt can read")
 
     @property
     def gated(self) -> bool:

@@ -71,7 +71,9 @@ def check(params: dict) -> None:
 def _config(t, path: str | None, config: dict | None, vocab: int, seq_len: int, labels: int):
     check({"path": path, "config": config})
     if path is not None:
-        cfg = t.AutoConfig.from_pretrained(str(Path(path).expanduser()), local_files_only=True)
+        # never the folder's own code (a config's auto_map): it may come from elsewhere
+        cfg = t.AutoConfig.from_pretrained(str(Path(path).expanduser()), local_files_only=True,
+                                           trust_remote_code=False)
     else:
         params = dict(config)
         kind = params.pop("model_type")
@@ -113,7 +115,7 @@ def hf(input_shape: tuple, num_outputs: int, /, path: str | None = None,
     auto = t.AutoModelForCausalLM if causal else t.AutoModelForSequenceClassification
     if path is not None:
         model = auto.from_pretrained(str(Path(path).expanduser()), config=cfg,
-                                     local_files_only=True)
+                                     local_files_only=True, trust_remote_code=False)
     else:
         model = auto.from_config(cfg)
     model.config.use_cache = False  # a forward pass scores a whole window
