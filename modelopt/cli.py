@@ -16,6 +16,17 @@ def _err(msg: str, code: int = 2) -> int:
     return code
 
 
+# what a record of a shape modelopt never writes raises where the checks on reading it
+# (results/record.py) do not reach: a page is then refused, never a traceback
+_SHAPES = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _not_ours(dirs, exc: Exception) -> int:
+    return _err(f"{', '.join(map(str, dirs))}: the results hold something modelopt does not "
+                f"write ({type(exc).__name__}: {str(exc)[:200]}); were they edited, or made "
+                "elsewhere?")
+
+
 def _execute(suite, out: Path, launched, args, progress):
     """The run itself: this process's share of a torchrun launch, or the whole suite."""
     from modelopt.run import launch, runner
@@ -121,7 +132,10 @@ def cmd_report(args) -> int:
         return _err("no results to report")
     pages = []
     for suite in df["suite"].unique():
-        n = _report_suite(df, suite, out, metas.get(suite, {}), docs.get(suite), args.csv)
+        try:
+            n = _report_suite(df, suite, out, metas.get(suite, {}), docs.get(suite), args.csv)
+        except _SHAPES as exc:
+            return _not_ours(args.dirs, exc)
         pages.append((suite, f"{suite}.md", n))
         print(f"wrote {out / (suite + '.md')}" + ("" if docs.get(suite) else
               " (not timed: no latency or speed-ups; `modelopt time DIR` times them"
@@ -280,7 +294,10 @@ def cmd_export(args) -> int:
         return _err(str(exc))
     if df.empty:
         return _err(f"no results to export in {', '.join(args.results)}")
-    entries = EXPORTERS[args.format](df)
+    try:
+        entries = EXPORTERS[args.format](df)
+    except _SHAPES as exc:
+        return _not_ours(args.results, exc)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for direction, name in (("bigger", "bigger_is_better.json"), ("smaller", "smaller_is_better.json")):

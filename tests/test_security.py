@@ -570,3 +570,21 @@ def test_a_saved_model_that_expands_to_gigabytes_or_links_out_is_not_loaded(run_
     (bad / "results.jsonl").symlink_to(run_dir / "results.jsonl")
     code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
     assert code == 2 and "a symbolic link" in err, err
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r["cell"].update(distill={"name": "kd", "teacher": 5}),
+    lambda r: r.update(task="regression"),
+    lambda r: r.update(cell=None), lambda r: r["cell"].pop("dataset"),
+    lambda r: r.update(group={"kind": "tune", "id": "x"}),
+    lambda r: r.update(curves=[{"step": 1, "val_score": "x"}])])
+def test_a_record_of_a_shape_no_run_writes_is_refused_by_report_and_export(
+        run_dir, tmp_path, capsys, change):
+    bad = copy_of(run_dir, tmp_path)
+    edit_record(bad, change)
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 2 and str(bad) in err, err
+    # export reads less of a record: it refuses what it reads, or exports (no traceback:
+    # `main` would raise it here)
+    code, _, err = main(capsys, "export", bad, "--out", tmp_path / "e")
+    assert code == 0 or (code == 2 and str(bad) in err), err

@@ -62,6 +62,13 @@ class Record(BaseModel):
                     models.setdefault(kind, {})[name] = metrics.pop(column(kind, name))
         return {**data, "metrics": metrics, "models": models}
 
+    @model_validator(mode="after")
+    def _ok_names_its_cell(self, info: ValidationInfo) -> Record:
+        if self.ok and self.cell is None and (info.context or {}).get("from_file"):
+            raise ValueError("cell: absent from a result that is ok (a run writes the cell's "
+                             "config with every result)")
+        return self
+
     @field_validator("metrics")
     @classmethod
     def _figures_are_finite_numbers(cls, metrics: dict, info: ValidationInfo) -> dict:
@@ -87,6 +94,9 @@ class Record(BaseModel):
             if not ok:
                 raise ValueError(f"cell.{key} is {str(value)[:80]!r}: a technique is a "
                                  "mapping with a name (or a list of them)")
+        missing = [k for k in ("model", "dataset") if cell and not _named((cell or {}).get(k))]
+        if missing:  # every cell a run writes has both: pages name cells by them
+            raise ValueError(f"cell.{missing[0]}: absent; a cell names its {missing[0]}")
         return cell
 
     @field_validator("env")
@@ -102,9 +112,12 @@ class Record(BaseModel):
     @classmethod
     def _curve_points(cls, curves: list[dict]) -> list[dict]:
         for point in curves:
-            step = point.get("step")
-            if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))):
-                raise ValueError(f"curves: step {str(step)[:40]!r} is not a number")
+            if not isinstance(point, dict):
+                raise ValueError(f"curves: {str(point)[:40]!r} is not a point of a curve")
+            for key, value in point.items():  # the plots draw every value but the phase
+                if key != "phase" and value is not None and (
+                        isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ValueError(f"curves: {key} {str(value)[:40]!r} is not a number")
         return curves
 
     @field_validator("group")
@@ -112,6 +125,9 @@ class Record(BaseModel):
     def _group_names(cls, group: dict | None) -> dict | None:
         if group is not None and not all(isinstance(group.get(k), str) for k in ("kind", "id")):
             raise ValueError("group: needs a kind and an id, both text")
+        if group is not None and not isinstance(
+                group.get("values"), dict):
+            raise ValueError("group: a variant names its values (a mapping)")
         return group
 
     @field_validator("models")

@@ -157,8 +157,9 @@ def read(path: str | Path, latest: bool = True) -> list[Record]:
             rec = Record.model_validate(inert(json.loads(line)), context={"from_file": True})
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ResultsError(f"{p}:{i}: not a result record ({'.'.join(map(str, first['loc']))}"
-                               f": {first['msg']})") from None
+            where = ".".join(map(str, first["loc"])) or "the record"
+            raise ResultsError(f"{p}:{i}: not a result record ({where}: {first['msg']})") \
+                from None
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             if i == len(lines) and not raw.endswith(b"\n"):
                 warnings.warn(f"{p}:{i}: ignoring a truncated last line (a run was killed "
