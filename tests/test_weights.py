@@ -302,3 +302,34 @@ def test_a_cell_that_trains_nothing_and_loads_nothing_is_warned(tmp_path):
     path.write_text(path.read_text().replace("weights:", "weight:"))
     with pytest.raises(SuiteError, match=r"no parameter 'weight' \(did you mean 'weights'\?\)"):
         load(str(path))
+
+
+def test_compare_pairs_a_cell_with_retrained_weights_and_re_times_it(tmp_path):
+    """A retrained model.pth is another cell (its sha256 is in the id): the gate said "no
+    cell in common" for the question it exists for, what the new weights changed."""
+    from modelopt.results import compare
+    from modelopt.run import runner, timing
+
+    trained_file(tmp_path)
+    assert not runner.run(suite(tmp_path, "model.pth"), tmp_path / "a", jobs=1,
+                          timing_stage=False).failed
+    trained_file(tmp_path, save=lambda n, p: torch.save(
+        {k: v + 0.05 for k, v in n.state_dict().items()}, p))
+    assert not runner.run(suite(tmp_path, "model.pth"), tmp_path / "b", jobs=1,
+                          timing_stage=False).failed
+
+    def timer(items, plan, pairs, progress=None):
+        return timing.time_saved(items, timing.UserCode({"modules": [], "path": []}), plan,
+                                 progress=progress, pairs=pairs)
+
+    cmp = compare.compare(tmp_path / "a", tmp_path / "b", timer=timer, processes=3)
+    assert cmp.common == 2 and not cmp.only_baseline and not cmp.only_current
+    assert "accuracy" in {r.metric for r in cmp.rows}
+    assert {r.metric for r in cmp.rows if r.note == "re-timed side by side"} >= {
+        "latency_ms_p50"}, cmp.note
+    assert "trained weights model.pth@" in cmp.data and " → model.pth@" in cmp.data
+    assert "not gated" not in compare.summary(cmp)
+    # without re-timing the summary line itself says latency went ungated (a green line
+    # read alone said nothing of it)
+    unseen = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)
+    assert "latency not gated" in compare.summary(unseen)

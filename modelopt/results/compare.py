@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from modelopt.results import latency
+from modelopt.results import latency, sides
 from modelopt.results import metrics as M
 from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
@@ -50,11 +50,8 @@ def parse_threshold(text: str) -> tuple[str, M.Metric]:
     if name in LATENCY.values() and not pct:
         raise CompareError(f"threshold {text!r}: latency is judged as a ratio of re-timed "
                            f"models; give a percentage ({name}:{value:g}%)")
-    if pct:
-        return name, base.with_tolerance("relative", value / 100)
-    if base.unit == "fraction":
-        return name, base.with_tolerance("points", value / 100)
-    return name, base.with_tolerance("absolute", value)
+    kind = "relative" if pct else "points" if base.unit == "fraction" else "absolute"
+    return name, base.with_tolerance(kind, value / 100 if kind != "absolute" else value)
 
 
 # ---------------------------------------------------------------- verdicts
@@ -192,8 +189,9 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
     for cid in cells:
         seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
         for label, side in (("baseline", base), ("current", cur)):
-            items += [a.with_recorded(side.configs.get(cid))
-                      for a in latency.artifacts(side.run_dir, {(cid, s) for s in seeds}, label)]
+            own = {(side.own.get(cid, cid), s) for s in seeds}  # its files' own id
+            items += [replace(a, cell_id=cid, recorded=side.configs.get(cid))
+                      for a in latency.artifacts(side.run_dir, own, label)]
     if not items:
         return [], {}, 0
     pairs = [({"side": "current", "cell_id": cid, "kind": kind},
@@ -255,6 +253,7 @@ def compare(baseline: str | Path, current: str | Path,
     """Baseline against current. With a `timer`, both runs' saved models are re-timed side by
     side and latency is gated; without one it is not."""
     base, cur = load_side(baseline), load_side(current)
+    sides.pair_retrained(base, cur)  # retrained weights: the same cell with other weights
     if base.suite and cur.suite and base.suite != cur.suite:
         raise CompareError(f"different suites: baseline '{base.suite}', current '{cur.suite}'")
     rules = {**M.TABLE, **(thresholds or {})}
@@ -324,13 +323,10 @@ def _fmt_change(r: Row, metric: M.Metric | None) -> str:
 
 
 def _fmt_tolerance(metric: M.Metric | None) -> str:
-    if metric is None:
-        return "any seed"
-    if metric.kind == "relative":
-        return f"{100 * metric.tolerance:g} %"
-    if metric.kind == "points":
-        return f"{100 * metric.tolerance:g} pt"
-    return "exact" if metric.kind == "exact" else f"{metric.tolerance:g}"
+    if metric is None or metric.kind == "exact":
+        return "any seed" if metric is None else "exact"
+    unit = {"relative": " %", "points": " pt"}.get(metric.kind)
+    return f"{100 * metric.tolerance:g}{unit}" if unit else f"{metric.tolerance:g}"
 
 
 def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
@@ -394,7 +390,10 @@ def summary(cmp: Comparison) -> str:
         return (f"**{status}**: the two sides have no cell in common ({len(cmp.only_baseline)} "
                 f"in the baseline, {len(cmp.only_current)} in the current run): nothing was "
                 "compared")
+    # latency left ungated is said here, not only under the table: a green line read alone
+    unsure = ("latency not gated (the note says why)" if cmp.latency.startswith("not gated")
+              else f"latency of {len(cmp.not_retimed)} cell(s) not gated" * bool(cmp.not_retimed))
     return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
-            f"over {cells} cell{'s' * (cells != 1)} compared"
+            f"over {cells} cell{'s' * (cells != 1)} compared" + (f"; {unsure}" if unsure else "")
             + (f"; {missing} cell{'s' * (missing != 1)} on one side only"
                + (" (allowed)" if cmp.allow_missing else "") if missing else ""))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from pydantic import ValidationError
 
@@ -63,6 +63,9 @@ class Side:
     # per cell: the fingerprints of the files its data was read from (spec/data_files.py)
     data_files: dict[str, dict[str, str]] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)  # per cell: your code's hash
+    # a cell compared under the other side's id (it differs only in its trained weights):
+    # that id -> its id in this side's own files (its saved models)
+    own: dict[str, str] = field(default_factory=dict)
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -209,6 +212,47 @@ def _figures(cid: str, seed: int, metrics: dict) -> dict[str, float]:
     return out
 
 
+def pair_retrained(base: Side, cur: Side) -> None:
+    """Pair each current cell with the baseline's cell that differs from it only in the
+    trained weights it loaded (their file's sha256 is part of a cell's id, so a retrained
+    model.pth is another cell): the gate's question is what the new weights changed. The
+    current side then names it by the baseline's id; `data_note` says the weights differ."""
+    unpaired = {_but_weights(base.configs[c]): c for c in base.status
+                if c not in cur.status and base.configs.get(c)}
+    for cid in [c for c in cur.status if c not in base.status and cur.configs.get(c)]:
+        to = unpaired.pop(_but_weights(cur.configs[cid]), None)
+        if to is None or to in cur.status:
+            continue
+        for table in (cur.status, cur.figures, cur.configs, cur.train_keys, cur.data_files,
+                      cur.code):
+            if cid in table:
+                table[to] = table.pop(cid)
+        cur.own[to] = cid
+
+
+def _but_weights(config):
+    """A cell's config, hashable, with the trained weights it names (any model's, a KD
+    teacher's) reduced to their presence."""
+    if isinstance(config, dict):
+        return tuple(sorted((k, "weights" if k == "weights" and isinstance(v, dict)
+                             else _but_weights(v)) for k, v in config.items()))
+    if isinstance(config, list):
+        return tuple(_but_weights(v) for v in config)
+    return config
+
+
+def weights_of(config) -> list[str]:
+    """The trained weights files a cell's config names, as `file@sha256[:8]`."""
+    if isinstance(config, list):
+        return [w for v in config for w in weights_of(v)]
+    if not isinstance(config, dict):
+        return []
+    w = config.get("weights")
+    own = [f"{PurePath(str(w.get('path', ''))).name}@{str(w.get('sha256', ''))[:8]}"] \
+        if isinstance(w, dict) else []
+    return own + [x for k, v in config.items() if k != "weights" for x in weights_of(v)]
+
+
 def data_note(base: Side, cur: Side, common: list[str], labels: dict[str, str]) -> str:
     """Cells whose two runs read different files (a CSV edited, images added) or ran other
     code of yours (a plugin edited): their figures compare those too."""
@@ -217,6 +261,10 @@ def data_note(base: Side, cur: Side, common: list[str], labels: dict[str, str]) 
         words = data_files.changes(base.data_files.get(cid, {}), cur.data_files.get(cid, {}),
                                    base.code.get(cid), cur.code.get(cid),
                                    (cur.configs.get(cid) or {}).get("dataset") or {}, sep=":")
+        weights = [weights_of(side.configs.get(cid)) for side in (base, cur)]
+        if weights[0] != weights[1]:
+            words.append(f"trained weights {', '.join(weights[0]) or '–'} → "
+                         f"{', '.join(weights[1]) or '–'}")
         if words:
             changed.setdefault("; ".join(words), []).append(labels.get(cid, cid[:8]))
     return " ".join(f"The two runs read different inputs for {len(cells)} cell(s) "
