@@ -101,9 +101,11 @@ def cmd_run(args) -> int:
     except (runner.ResumeError, launch.LaunchError, store.ResultsError) as exc:
         return _err(str(exc))  # a full disk too: the records written are whole
     except TimingError as exc:  # the cells' results are kept; `modelopt time` retries
-        return _err(f"{exc}; the results are kept: `modelopt time {out}` times them again", 1)
-    except ImportError as exc:
-        return _err(f"{exc}; --executor ray needs Ray: pip install 'modelopt[ray]'")
+        return _err(f"{exc}; the results are kept: `modelopt time {out} --suite {suite.path}` "
+                    "times them again", 1)
+    except ImportError as exc:  # Ray's hint for Ray's absence only (a plugin's is its own)
+        ray = (getattr(exc, "name", None) or "").split(".")[0] == "ray"
+        return _err(f"{exc}" + ("; --executor ray needs Ray: pip install 'modelopt[ray]'" * ray))
     progress.close()
     ending(summary, suite, out, getattr(args, "shard", None))
     if summary.interrupted:

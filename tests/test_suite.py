@@ -434,3 +434,21 @@ def test_training_that_would_quietly_undo_a_technique_is_warned(settings, said):
     # cells of a matrix are named as it wrote them, not by their ids
     two = parse(TRAINING.replace("SETTINGS", settings) + "matrix:\n  model: [mlp, linear]\n")
     assert any("2 cell(s) (model=mlp; model=linear)" in w for w in two.warnings), two.warnings
+
+
+def test_a_factory_by_import_path_shadowed_by_another_module_is_refused_at_load(
+        tmp_path, monkeypatch):
+    """`python -m modelopt` puts the working directory first: its my_cnn.py, not the suite
+    folder's, built every cell, said only after all had run (and blamed on Ray)."""
+    factory = ("import torch.nn as nn\n\ndef net(input_shape, num_outputs, /, width: int = {w}):\n"
+               "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(num_outputs))\n")
+    (tmp_path / "cwd").mkdir()
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "cwd" / "shadow_fac_mod.py").write_text(factory.format(w=1))
+    (tmp_path / "suite" / "shadow_fac_mod.py").write_text(factory.format(w=2))
+    (tmp_path / "suite" / "s.yaml").write_text(
+        "name: shadow\ndefaults: {dataset: mnist1d, model: 'shadow_fac_mod:net'}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "cwd"))
+    monkeypatch.delitem(sys.modules, "shadow_fac_mod", raising=False)
+    with pytest.raises(SuiteError, match=r"shadow_fac_mod.py is shadowed by .*cwd"):
+        load(str(tmp_path / "suite" / "s.yaml"))

@@ -92,6 +92,15 @@ def _not_shadowed(module, folders: list[str]) -> None:
                               f"{found}, a module of that name found first; rename yours")
 
 
+def check_factories(config: dict) -> None:
+    """The modules of factories a cell names by import path are the suite folder's own, not
+    one of that name found first (the working directory's under `python -m`): else another
+    file's code ran every cell, found out only when the timing stage came to rebuild it."""
+    folders = (config.get("plugins") or {}).get("path") or []
+    for name in dict.fromkeys(_imported_by_path(config)):
+        _not_shadowed(import_module(name), folders)
+
+
 def code_of(config: dict) -> str | None:
     """A hash of the user's own code a cell runs, as this process imports it: its suite's
     plugin modules, MODELOPT_PLUGINS and the modules of factories named by import path.

@@ -205,7 +205,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
                              "matched rows as a suite of their own")
         cells += budget.matched(cells, path)
-    inputs = {c.cell_id: _inputs(c) for c in cells}
+    inputs = {c.cell_id: _inputs(c, path) for c in cells}
     identity: dict = {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}
     if any(inputs.values()):  # data files, the user's code: changed, another content
         identity["inputs"] = sorted({json.dumps(i, sort_keys=True) for i in inputs.values()})
@@ -218,10 +218,14 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
                  {cid: i for cid, i in inputs.items() if i})
 
 
-def _inputs(cell: Cell) -> dict:
+def _inputs(cell: Cell, path: str) -> dict:
     """What a cell read besides its config: its data files' fingerprints and a hash of the
     user's code it runs (only those it has). Not part of its id; a record keeps them, and a
     record of other inputs is not this cell's result (resume runs it again)."""
+    try:
+        plugins.check_factories(cell.as_config())  # the code hashed is the suite's own
+    except ImportError as exc:  # PluginError: another module of that name came first
+        raise SuiteError(path, "", str(exc)) from None
     out: dict[str, Any] = {}
     files = data_files.of_dataset(cell.data.dataset.spec())
     if files:
