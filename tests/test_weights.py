@@ -299,6 +299,10 @@ def test_a_cell_that_trains_nothing_and_loads_nothing_is_warned(tmp_path):
     trained_file(tmp_path)
     assert not suite(tmp_path, "model.pth").warnings
     path = tmp_path / "s.yaml"
+    # weights, and no steps named: the default 1,000 fine-tune them, said at load
+    path.write_text(path.read_text().replace("  train: {steps: 0}\n", ""))
+    said = load(str(path)).warnings
+    assert len(said) == 1 and "train them 1000 more steps" in said[0] and "steps: 0" in said[0]
     path.write_text(path.read_text().replace("weights:", "weight:"))
     with pytest.raises(SuiteError, match=r"no parameter 'weight' \(did you mean 'weights'\?\)"):
         load(str(path))

@@ -53,6 +53,10 @@ def _odd(c: Cell) -> list[str]:
         out.append("train 0 steps and load no weights: they measure the model as its factory "
                    "initialises it (random weights, unless your factory loads its own); name "
                    "the file with `model: {name: ..., weights: PATH}`")
+    if settings.steps is None and not settings.epochs and c.model.params.get("weights"):
+        out.append(f"load trained weights and train them {DEFAULT_STEPS} more steps (the "
+                   "default; your model fine-tuned, not as you trained it): `train: {steps: "
+                   "0}` measures it as loaded, and naming the steps says you mean to fine-tune")
     schedule = c.train.schedule
     if schedule is not None and steps:
         window = {"warmup_cosine": "warmup_steps", "step": "step_size"}.get(schedule.name)
