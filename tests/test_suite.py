@@ -452,3 +452,21 @@ def test_a_factory_by_import_path_shadowed_by_another_module_is_refused_at_load(
     monkeypatch.delitem(sys.modules, "shadow_fac_mod", raising=False)
     with pytest.raises(SuiteError, match=r"shadow_fac_mod.py is shadowed by .*cwd"):
         load(str(tmp_path / "suite" / "s.yaml"))
+
+
+def test_exclude_names_a_technique_as_baseline_does_and_a_refused_baseline_says_why():
+    """`exclude: [{prune: l1_structured}]` removed nothing where the matrix gave the method
+    parameters (the plan shows it by name); a baseline that an include emptied was refused
+    as `deploy=none` (written: eager) without the include that did it."""
+    s = parse("name: ex\ndefaults: {dataset: mnist1d, model: mlp}\nmatrix:\n"
+              "  prune: [none, {name: l1_structured, amount: 0.5}]\n"
+              "exclude: [{prune: l1_structured}]\n")
+    assert len(s.cells) == 1 and not s.warnings
+    with pytest.raises(SuiteError) as refused:
+        parse("name: ex\ndefaults: {dataset: mnist1d, model: mlp}\n"
+              "baseline: {quantize: none, deploy: eager}\nmatrix:\n  quantize: [none]\n"
+              "include: [{quantize: none, deploy: onnxruntime}]\n")
+    said = str(refused.value)
+    assert "no cell has deploy=eager; the cells have onnxruntime" in said
+    assert "include[0] (quantize=none, deploy=onnxruntime) changed 1 existing cell" in said
+    assert "`deploy: [eager]`" in said

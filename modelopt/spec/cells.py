@@ -285,6 +285,13 @@ def _matches(combo: dict, pattern: dict) -> bool:
     return all(k in combo and combo[k] == v for k, v in pattern.items())
 
 
+def _excludes(entry: dict, combo: dict) -> bool:
+    """An exclude entry names combinations by what it writes, as `baseline:` does (match.py):
+    `prune: l1_structured` removes every l1_structured value, whatever its parameters (the
+    plan table shows them by that name)."""
+    return all(k in combo and within(v, combo[k]) for k, v in entry.items())
+
+
 def config_value(config: dict, key: str):
     """A resolved cell's setting at a (possibly dotted) key; None where it has none (a
     technique left off: `deploy: eager` is no deploy key)."""
@@ -314,9 +321,9 @@ def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
     if not keys:
         combos = []
     for i, ex in enumerate(exclude):
-        if unused is not None and not any(_matches(c, ex) for c in combos):
+        if unused is not None and not any(_excludes(ex, c) for c in combos):
             unused.append(f"exclude[{i}] matches no matrix combination: it removes nothing")
-    combos = [c for c in combos if not any(_matches(c, ex) for ex in exclude)]
+    combos = [c for c in combos if not any(_excludes(ex, c) for ex in exclude)]
     originals = [dict(c) for c in combos]
     extra = []
     for i, inc in enumerate(include):

@@ -86,14 +86,17 @@ def _no_match(want: dict, configs: list[dict]) -> str:
             return {k: have[k] for k in part if k in have}
         return have
 
+    def said(key, value):  # as the suite writes it: a cell without a deploy is `eager`
+        return K.IMPLIED[key] if value is None and key in K.IMPLIED else short(value)
+
     for key, part in want.items():
         if not any(within(part, config_value(c, key)) for c in configs):
-            seen = sorted({short(asked(part, config_value(c, key))) for c in configs})
+            seen = sorted({said(key, asked(part, config_value(c, key))) for c in configs})
             parent = config_value(configs[0], key.rpartition(".")[0]) if "." in key else None
             if seen == ["none"] and isinstance(parent, dict):  # a setting no cell has at all
                 return (f"matches no cell of the suite: no cell has a setting {key}"
                         f"{closest(key.rpartition('.')[2], parent)}")
-            return (f"matches no cell of the suite: no cell has {key}={short(part)}; the "
+            return (f"matches no cell of the suite: no cell has {key}={said(key, part)}; the "
                     f"cells have {', '.join(seen[:8])}{' ...' if len(seen) > 8 else ''}")
     return "matches no cell of the suite: no cell has all of its settings at once"
 

@@ -23,8 +23,8 @@ from modelopt.spec.cells import (
     names_by_path,
     resolve_cell,
 )
+from modelopt.spec.keys import IMPLIED, UNNAMED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
-from modelopt.spec.keys import UNNAMED
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
 from modelopt.spec.registry import NestedError, RegistryError, closest
@@ -210,12 +210,25 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     if any(inputs.values()):  # data files, the user's code: changed, another content
         identity["inputs"] = sorted({json.dumps(i, sort_keys=True) for i in inputs.values()})
     content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    merges = tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
-                 tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
-                 + tuple(unused) + _seen_validation(spec, cells) + training.warnings(cells, named),
+                 merges + tuple(unused) + _seen_validation(spec, cells)
+                 + training.warnings(cells, named),
                  patterns.expected_failures(spec, cells, guard, regs),
-                 patterns.baseline(spec, cells, guard, regs),
+                 _baseline(spec, cells, guard, regs, merges),
                  {cid: i for cid, i in inputs.items() if i})
+
+
+def _baseline(spec: SuiteFile, cells: list[Cell], guard, regs, merges: tuple[str, ...]):
+    """The suite's checked baseline; a refusal says, too, which include entries changed the
+    matrix's cells (the usual reason a baseline the matrix had matches nothing)."""
+    try:
+        return patterns.baseline(spec, cells, guard, regs)
+    except SuiteError as exc:
+        if not merges:
+            raise
+        raise SuiteError(exc.path, exc.where, f"{exc.message}. Note: {' '.join(merges)}") \
+            from None
 
 
 def _inputs(cell: Cell, path: str) -> dict:
@@ -284,7 +297,7 @@ def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
     more = f" and {len(joined) - 4} more" if len(joined) > 4 else ""
     # `none` switches an optional technique off; a required key (model) has no such value
     new = [k for k in entry if k not in joined[0] and k not in REQUIRED_KEYS]
-    hint = (f" (e.g. `{new[0]}: [none]`)" if new else "")
+    hint = (f" (e.g. `{new[0]}: [{IMPLIED.get(new[0], 'none')}]`)" if new else "")
     return (f"include[{i}] ({', '.join(f'{k}={short(v)}' for k, v in entry.items())}) "
             f"changed {len(joined)} existing cell(s) instead of adding one: {cells}{more}. "
             "An include entry joins every matrix combination it does not contradict (GitHub "
