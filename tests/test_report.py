@@ -548,6 +548,10 @@ def test_the_page_says_how_many_test_samples_a_point_is():
             for cid, prune, n in (("dense", None, 80), ("pruned", {"name": "l1_structured"}, 80))
             for s in (0, 1)]
     assert "mnist1d (test split: 80 samples)" in pages.suite_page(pd.DataFrame(rows), "s")
+    # and what a sample, and the split's own sampling noise, are in accuracy (one seed of a
+    # loaded model shows no spread: +11 pt on 18 samples was two images)
+    assert ("where one sample is 1.2 pt of accuracy and an accuracy near 90 % has a 95 % "
+            "binomial interval of ±6.6 pt") in pages.suite_page(pd.DataFrame(rows), "s")
     rows[0]["test_samples"] = 120  # two datasets, or folds: the range
     assert "(test split: 80 to 120 samples)" in pages.suite_page(pd.DataFrame(rows), "s")
 

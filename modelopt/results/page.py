@@ -3,6 +3,7 @@ strings out; only the command writes files."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pandas as pd
@@ -85,6 +86,18 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
             "noise no seed shows")
 
 
+def _grain(d: pd.DataFrame, n: int) -> str:
+    """What one test sample is worth in accuracy, and the split's own sampling noise at the
+    cells' accuracy: a loaded model evaluated once has no seeds to show it, and +11 pt on
+    18 samples is two images."""
+    if "accuracy" not in d.columns or d["accuracy"].dropna().empty or n < 1:
+        return ""
+    p = float(d["accuracy"].dropna().median())
+    half = 1.96 * math.sqrt(max(p * (1 - p), 0.5 / n) / n)  # never 0 at 100 % or 0 %
+    return (f", where one sample is {100 / n:.2g} pt of accuracy and an accuracy near "
+            f"{100 * p:.0f} % has a 95 % binomial interval of ±{100 * half:.2g} pt")
+
+
 def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
                description: str = "", baseline: dict | None = None,
                timing_doc: dict | None = None, expected: dict[str, str] | None = None,
@@ -101,7 +114,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     if "test_samples" in d.columns and d["test_samples"].notna().any():  # what a point is
         sizes = sorted({int(n) for n in d["test_samples"].dropna()})
         span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
-        datasets += f" (test split: {span} samples)"
+        datasets += f" (test split: {span} samples){_grain(d, sizes[0])}"
     trained = _weights(d["cell"])
     if trained:  # where the models came from, named even when every cell shares them
         datasets += f" · **trained weights**: {trained}"
