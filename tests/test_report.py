@@ -662,3 +662,19 @@ def test_a_techniques_parameters_read_alike_whichever_order_a_cell_wrote_them():
              {"model": {"name": "cnn", "separable": True, "width": 0.5}}]
     assert list(axis_labels(cells)["axis:model"]) == ["cnn(separable=False, width=1.0)",
                                                       "cnn(separable=True, width=0.5)"]
+
+
+def test_rows_of_one_figure_are_ordered_baseline_first_then_by_label():
+    """Ties kept the results file's order: the baseline sat mid-table and two runs of the
+    same figures printed two pages."""
+    cells = (("a-dense", None), ("b-pruned", {"name": "l1_structured"}),
+             ("c-random", {"name": "random_structured"}))
+    rows = [base_row(cid, s, {"prune": prune}, accuracy=0.9) for cid, prune in cells
+            for s in (0, 1)]
+    base = {"prune": "none"}
+    forward = pages.suite_page(pd.DataFrame(rows), "s", baseline=base)
+    backward = pages.suite_page(pd.DataFrame(rows[::-1]), "s", baseline=base)
+    assert forward == backward
+    table = forward[forward.index("| prune"):]
+    assert table.index("| none") < table.index("| l1_structured") < table.index(
+        "| random_structured")

@@ -11,6 +11,7 @@ from tabulate import tabulate
 from modelopt.results import latency, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
+from modelopt.results.order import ranked
 from modelopt.results.report import _kind, _title, baselines, fmt, n_words, shipped_column
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
@@ -146,7 +147,7 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
         return ("No cell finished ok: nothing to rank. Each cell's status and error are under "
                 "*Cells that did not finish ok*.")
     key = tasks.headline(task)
-    ok = ok.sort_values(key, ascending=M.TABLE[key].higher_is_better is False)  # best first
+    ok = ranked(ok, key, {b["cell_id"] for b in bases.values()})  # best first
     labels = label_columns(ok)
     budgets = ok["steps_total"].dropna().unique() if "steps_total" in ok.columns else []
     uneven = len(budgets) > 1  # rows trained for different numbers of steps

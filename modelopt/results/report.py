@@ -12,6 +12,7 @@ from tabulate import tabulate
 from modelopt.results import metrics as M
 from modelopt.results import tasks
 from modelopt.results.labels import axis_labels, joined, label_columns
+from modelopt.results.order import ranked
 from modelopt.results.runtimes import is_reference
 from modelopt.spec.keys import IMPLIED, compression_keys
 from modelopt.spec.match import within
@@ -312,7 +313,7 @@ def table(agg: pd.DataFrame, metrics: list[str] | None = None, sort_by: str | No
         return "_no cell finished ok_"
     metrics = [m for m in (metrics or table_metrics()) if m in ok.columns]
     if sort_by and sort_by in ok.columns:
-        ok = ok.sort_values(sort_by, ascending=not M.TABLE[sort_by].higher_is_better)
+        ok = ranked(ok, sort_by)
     labels = label_columns(ok)
     best = {}
     for m in dict.fromkeys(_figure_of(c) for c in metrics):
