@@ -85,6 +85,13 @@ def test_weights_that_do_not_fit_are_refused_before_anything_runs(tmp_path):
         suite(tmp_path, "model.pth", hidden=32)
     with pytest.raises(SuiteError, match=r"model weights nope.pth: no such file"):
         suite(tmp_path, "nope.pth")
+    # trained on other classes: said in those words, not as a shape alone
+    path = tmp_path / "s.yaml"
+    path.write_text(path.read_text().replace("nope.pth", "model.pth")
+                    .replace("n_classes: 3", "n_classes: 4"))
+    with pytest.raises(SuiteError, match=r"the data here has 4 classes \(outputs\), and the "
+                                         r"weights' .*weight 3: they were trained on other"):
+        load(str(path))
 
 
 def test_checkpoints_wrappers_and_other_formats_load(tmp_path):

@@ -159,5 +159,5 @@ def build(spec: Choice | dict, input_shape: tuple, num_outputs: int,
         # a torchvision state_dict against our default small-input stem is the common misfit
         hint = ("a standard torchvision model's weights: say small_input: false"
                 if choice.params.get("small_input") else "")
-        weights.load_into(net, weights.read(spec), spec["path"], hint)
+        weights.load_into(net, weights.read(spec), spec["path"], hint, num_outputs)
     return net

@@ -132,9 +132,10 @@ def read(spec: dict) -> dict[str, torch.Tensor]:
 
 
 def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
-              hint: str = "") -> nn.Module:
+              hint: str = "", outputs: int | None = None) -> nn.Module:
     """Load `state` into `net` (strict), the wrappers' prefixes taken off; weights that do not
-    fit say which keys are missing, unexpected or of another shape."""
+    fit say which keys are missing, unexpected or of another shape (and, where the head is
+    what differs, that the data has `outputs` classes and the weights another number)."""
     state = _unwrapped(state, set(net.state_dict()))
     own = net.state_dict()
     missing = [k for k in own if k not in state]
@@ -145,6 +146,12 @@ def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
         parts = [f"{len(x)} {what}: {', '.join(x[:4])}{' ...' if len(x) > 4 else ''}"
                  for what, x in (("missing", missing), ("unexpected", unexpected),
                                  ("of another shape (file vs model)", shapes)) if x]
+        head = next((k for k in own if k in state and state[k].shape != own[k].shape
+                     and own[k].shape[:1] == (outputs,) and state[k].shape[1:] == own[k].shape[1:]),
+                    None)
+        if head and not hint:  # the output layer alone: the number of classes differs
+            hint = (f"the data here has {outputs} classes (outputs), and the weights' "
+                    f"{head} {state[head].shape[0]}: they were trained on other classes")
         raise TechniqueError(f"weights {path} do not fit the model its spec builds: "
                              + "; ".join(parts) + (f". {hint}" if hint else ""))
     net.load_state_dict(state)
