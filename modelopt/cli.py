@@ -16,8 +16,7 @@ def _err(msg: str, code: int = 2) -> int:
     return code
 
 
-# what a record of a shape modelopt never writes raises where the checks on reading it
-# (results/record.py) do not reach: a page is then refused, never a traceback
+# what a record of a shape no run writes raises past results/record.py's checks: exit 2
 _SHAPES = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
@@ -281,7 +280,9 @@ def cmd_time(args) -> int:
     skipped = (latency.read(args.dir) or {}).get("not_retimeable") or {}
     for key, why in sorted(skipped.items()):
         print(f"not timed: {key}: {why}", file=sys.stderr)
-    print(f"timed {n} models; wrote {Path(args.dir) / latency.TIMING_FILE}", file=sys.stderr)
+    stopped = (latency.read(args.dir) or {}).get("stopped")  # how precise, said at the end
+    print(f"timed {n} models{f' ({stopped})' * bool(stopped)}; wrote {args.dir}/{latency.TIMING_FILE}",
+          file=sys.stderr)
     return 0 if n else 1
 
 
@@ -360,9 +361,12 @@ def parser() -> argparse.ArgumentParser:
                    "it timed cannot be timed again (their latency is dropped)")
     add_user_code(t)
     t.set_defaults(fn=cmd_time)
-    e = sub.add_parser("export", help="write results for other tools")
+    e = sub.add_parser("export", help="write the figures for a dashboard (a benchmark "
+                       "history), not the models: report's page lists their files")
     e.add_argument("results", nargs="+", help="results directories")
-    e.add_argument("--format", choices=["github-action-benchmark"], default="github-action-benchmark")
+    e.add_argument("--format", choices=["github-action-benchmark"], default="github-action-benchmark",
+                   help="github-action-benchmark: its customBiggerIsBetter and "
+                   "customSmallerIsBetter JSON")
     e.add_argument("--out", default="benchmark-export", help="output directory")
     e.set_defaults(fn=cmd_export)
     m = sub.add_parser("merge", help="combine shard directories of one suite")

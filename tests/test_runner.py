@@ -30,6 +30,10 @@ def test_run_writes_results_in_the_documented_format(tiny_suite_file, tmp_path):
     # each cell named by the axes that vary, as the report names it
     assert "ok model=linear (" in r.stderr and "ok model=mlp (" in r.stderr
     assert "this run 2 ok; in all 2 ok of 2" in r.stderr
+    # how precise the speed-ups came out, said at the end (the last progress line said
+    # "one more", not where it stopped)
+    stopped = json.loads((out / "timing.json").read_text())["stopped"]
+    assert stopped and f"timing: {stopped}" in r.stderr
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 2
     for rec in recs:
@@ -280,6 +284,7 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     r = subprocess.run([sys.executable, "-m", "modelopt", "time", str(tmp_path / "merged")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert "timed 6 models (" in r.stderr and " processes" in r.stderr
     assert results.load(tmp_path / "merged")["latency_ms_batch_p50"].gt(0).all()
     # two runs of the whole suite (the advice for `report A B`): each record keeps the
     # models of the run it came from, never a later run's of the same cell and seed

@@ -62,13 +62,6 @@ class Record(BaseModel):
                     models.setdefault(kind, {})[name] = metrics.pop(column(kind, name))
         return {**data, "metrics": metrics, "models": models}
 
-    @model_validator(mode="after")
-    def _ok_names_its_cell(self, info: ValidationInfo) -> Record:
-        if self.ok and self.cell is None and (info.context or {}).get("from_file"):
-            raise ValueError("cell: absent from a result that is ok (a run writes the cell's "
-                             "config with every result)")
-        return self
-
     @field_validator("metrics")
     @classmethod
     def _figures_are_finite_numbers(cls, metrics: dict, info: ValidationInfo) -> dict:
