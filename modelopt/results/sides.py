@@ -93,9 +93,11 @@ def _declared(doc: dict, p: Path) -> dict[str, str]:
     shapes = {"metrics": list, "tasks": dict, "thresholds": dict, "untimed": list}
     wrong = [k for k, kind in shapes.items() if not isinstance(block.get(k) or kind(), kind)] \
         if isinstance(block, dict) else ["modelopt"]
+    if wrong == ["modelopt"]:
+        raise CompareError(f"{p}: its modelopt block is not a mapping, as modelopt writes it")
     if wrong:
-        raise CompareError(f"{p}: its modelopt block is not what modelopt writes ({wrong[0]}: "
-                           f"not a {'list' if shapes.get(wrong[0]) is list else 'mapping'})")
+        raise CompareError(f"{p}: its modelopt block's {wrong[0]} are not a "
+                           f"{'list' if shapes[wrong[0]] is list else 'mapping'}")
     try:
         store.declare_figures(block.get("metrics") or [], block.get("tasks") or {}, str(p))
     except store.ResultsError as exc:
