@@ -87,9 +87,6 @@ class Record(BaseModel):
             if not ok:
                 raise ValueError(f"cell.{key} is {str(value)[:80]!r}: a technique is a "
                                  "mapping with a name (or a list of them)")
-        missing = [k for k in ("model", "dataset") if cell and not _named((cell or {}).get(k))]
-        if missing:  # every cell a run writes has both: pages name cells by them
-            raise ValueError(f"cell.{missing[0]}: absent; a cell names its {missing[0]}")
         return cell
 
     @field_validator("env")
