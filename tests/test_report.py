@@ -678,3 +678,15 @@ def test_rows_of_one_figure_are_ordered_baseline_first_then_by_label():
     table = forward[forward.index("| prune"):]
     assert table.index("| none") < table.index("| l1_structured") < table.index(
         "| random_structured")
+
+
+def test_the_latency_plot_says_it_left_the_reference_path_off():
+    """The int8 reference path's latency is not int8's: the accuracy-latency plot dropped
+    its row without a word."""
+    rows = [base_row(cid, s, {"quantize": q}, accuracy=0.9, latency_ms_batch_p50=ms,
+                     int8_path=path)
+            for cid, q, ms, path in (("dense", None, 1.0, None),
+                                     ("int8", {"name": "int8_static"}, 4.0, "reference"))
+            for s in (0, 1)]
+    fig = plots.accuracy_vs_latency(report.aggregate(pd.DataFrame(rows)))
+    assert "1 int8 reference-path row(s) left off" in fig.axes[0].get_xlabel()

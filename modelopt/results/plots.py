@@ -54,8 +54,10 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
                 ha="center", va="center", transform=ax.transAxes)
         return fig
     ok = agg[(agg["n"] > 0) & agg[x].notna() & agg[y].notna()]
+    left = 0
     if M.TABLE.get(x) is not None and M.TABLE[x].timing and "text:int8_path" in ok.columns:
-        # the reference path's latency is not int8's: left off a latency axis
+        # the reference path's latency is not int8's: left off a latency axis, said so
+        left = int((ok["text:int8_path"] == REFERENCE).sum())
         ok = ok[ok["text:int8_path"] != REFERENCE]
     ok = ok.reset_index(drop=True)
     scale = 100 if tasks.percent(y) else 1
@@ -87,7 +89,8 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
           one_seed=ok["n"].min() < 2)
     if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
         ax.set_xscale("log")
-    ax.set_xlabel(xlabel or x)
+    ax.set_xlabel((xlabel or x) + (f"\n{left} int8 reference-path row(s) left off: their "
+                                    "latency is not int8's" if left else ""))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     n = int(ok["n"].max()) if len(ok) else 0
