@@ -588,3 +588,18 @@ def test_a_record_of_a_shape_no_run_writes_is_refused_by_report_and_export(
     # `main` would raise it here)
     code, _, err = main(capsys, "export", bad, "--out", tmp_path / "e")
     assert code == 0 or (code == 2 and str(bad) in err), err
+
+
+def test_a_record_naming_a_huge_architecture_is_not_built(run_dir, tmp_path, capsys):
+    """The model a record's config names is built before the saved weights go in: `hidden`
+    of millions allocated gigabytes in every timing process. Counted on the meta device
+    first, it is refused."""
+    import psutil
+
+    # depth 2: a hidden x hidden layer of 3/4 of the free memory (never allocated: refused)
+    hidden = int((0.75 * psutil.virtual_memory().available / 4) ** 0.5)
+    bad = copy_of(run_dir, tmp_path)
+    for line in (0, 1):
+        edit_record(bad, lambda r: r["cell"]["model"].update(hidden=hidden, depth=2), line)
+    code, _, err = main(capsys, "time", bad, "--force", "--processes", "3")
+    assert code == 1 and "more than half of this machine's free memory" in err, err

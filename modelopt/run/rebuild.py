@@ -181,12 +181,33 @@ def _sync_attributes(module: nn.Module) -> None:
         module.num_channels = w.shape[0]
 
 
+def _fits_in_memory(recipe: Recipe, doc: dict) -> None:
+    """The architecture a record names is built before the saved weights are loaded into it:
+    a record from elsewhere could name one of many gigabytes (`hidden: 20000`). Counted first
+    on the meta device (no memory); refused past half of what this machine has free."""
+    import psutil
+
+    from modelopt.techniques import models
+
+    try:
+        with torch.device("meta"):
+            net = models.build(recipe.model, tuple(doc["input_shape"]), doc["num_outputs"],
+                               trained=False)
+        need = sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+    except Exception:  # noqa: BLE001 - a factory that cannot build on meta: built as it is
+        return
+    if need > psutil.virtual_memory().available / 2:
+        raise NotRebuildable(f"its config builds a model of {need / 2**30:.1f} GiB, more than "
+                             "half of this machine's free memory: not built")
+
+
 def build(doc: dict, recipe: Recipe) -> nn.Module:
     """The shipped model, made again from the saved document and the cell's checked recipe."""
     from modelopt.run.ship import runtime, ship
     from modelopt.techniques import models
 
     torch.manual_seed(0)  # initial values are overwritten; a factory may draw
+    _fits_in_memory(recipe, doc)
     try:
         net = models.build(recipe.model, tuple(doc["input_shape"]), doc["num_outputs"],
                            trained=False)  # the saved weights are loaded next
