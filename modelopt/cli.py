@@ -259,13 +259,13 @@ def cmd_time(args) -> int:
         recs = store.read(args.dir)
         store.read_meta(args.dir)  # a malformed one is said now, not after timing
         user = timing.UserCode.given(args.suite, args.plugins)
+        ok = {r.key for r in recs if r.ok}
+        saved = latency.artifacts(args.dir, ok)  # a linked model: refused, said
     except (store.ResultsError, SuiteError) as exc:
         return _err(str(exc))
-    ok = {r.key for r in recs if r.ok}
-    suites = {r.suite for r in recs}
-    if len(suites) != 1:
+    if len(suites := {r.suite for r in recs}) != 1:
         return _err(f"{args.dir}: holds {len(suites)} suites; time one run at a time")
-    if not latency.artifacts(args.dir, ok):
+    if not saved:
         return _err(f"{args.dir}: no saved models of ok cells under {latency.MODELS_DIR}/")
     try:
         with runner.writer_lock(Path(args.dir)):

@@ -603,3 +603,37 @@ def test_a_record_naming_a_huge_architecture_is_not_built(run_dir, tmp_path, cap
         edit_record(bad, lambda r: r["cell"]["model"].update(hidden=hidden, depth=2), line)
     code, _, err = main(capsys, "time", bad, "--force", "--processes", "3")
     assert code == 1 and "more than half of this machine's free memory" in err, err
+
+
+def test_text_joined_on_the_page_stays_inert_and_errors_keep_their_first_line(
+        run_dir, tmp_path, capsys):
+    """Review 16: a label joined `name(k=v)` from two inert strings made an image again; a
+    description at the start of a line defined a link reference; a traceback's newlines,
+    made spaces, put the whole traceback in the failures table; merge rewrote the records it
+    copied; CSV cells starting with `=` were formulas."""
+    bad = copy_of(run_dir, tmp_path)
+    for line, q in ((0, 1), (1, 2)):
+        edit_record(bad, lambda r, q=q: r["cell"].update(
+            quantize={"name": "=![a]", "https://evil.example/x.png?q": q}), line)
+    edit_record(bad, lambda r: r.update(status="failed", error="RuntimeError: <boom>\n"
+                                        "Traceback (most recent call last): secret"), 1)
+    edit_json(bad / "suite.json", lambda d: d.update(
+        description="[r]: https://evil.example/b.png\n# heading"))
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r", "--csv")
+    assert code == 0, err
+    page = (tmp_path / "r" / "sec.md").read_text()
+    assert "](https" not in page and "\n[r]:" not in page and "\n# heading" not in page
+    assert "RuntimeError: ‹boom›" in page and "secret" not in page
+    assert ",=" not in (tmp_path / "r" / "sec.csv").read_text()
+    code, _, err = main(capsys, "merge", bad, "--out", tmp_path / "m")
+    merged = (tmp_path / "m" / "results.jsonl").read_text()
+    assert code == 0 and "<boom>\\nTraceback" in merged and "=![a]" in merged, err
+
+
+def test_time_refuses_a_linked_saved_model_with_a_message(run_dir, tmp_path, capsys):
+    bad = copy_of(run_dir, tmp_path)
+    saved = sorted((bad / "models").glob("*-model.pt"))[0]
+    saved.unlink()
+    saved.symlink_to(run_dir / "results.jsonl")
+    code, _, err = main(capsys, "time", bad)
+    assert code == 2 and "a symbolic link" in err, err

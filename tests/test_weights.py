@@ -344,3 +344,25 @@ def test_compare_pairs_a_cell_with_retrained_weights_and_re_times_it(tmp_path):
     # read alone said nothing of it)
     unseen = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)
     assert "latency not gated" in compare.summary(unseen)
+
+
+def test_two_models_of_other_weights_each_are_not_paired_by_guess():
+    """Review 16: with a.pth and b.pth both retrained, the current a.pth cell was gated
+    against the baseline's b.pth cell. Pairs are made only where one cell on each side
+    differs so."""
+    from modelopt.results.sides import Side, pair_retrained
+
+    def side(*files):
+        s = Side("trained")
+        for f in files:
+            cid = f.replace(".", "")
+            s.status[cid] = {0: ("ok", "")}
+            s.configs[cid] = {"model": {"name": "mlp", "weights": {"path": f, "sha256": cid}}}
+        return s
+
+    base, cur = side("a.pth", "b.pth"), side("a2.pth", "b2.pth")
+    pair_retrained(base, cur)
+    assert set(cur.status) == {"a2pth", "b2pth"} and not cur.own
+    base, cur = side("a.pth"), side("a2.pth")
+    pair_retrained(base, cur)
+    assert set(cur.status) == {"apth"} and cur.own == {"apth": "a2pth"}

@@ -14,6 +14,7 @@ from typing import Callable
 
 from modelopt.results import latency, sides
 from modelopt.results import metrics as M
+from modelopt.results.files import inert
 from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
 from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
@@ -200,7 +201,7 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
     timed = timer(items, plan, pairs, progress)
     rows_t = [{**r, "ms_per_token": latency.per_token_ms(r)}
               if r.get("ms_generate") is not None else r for r in timed.rows]
-    skipped = {key.split(":")[1]: f"{key.split(':')[0]}: {why}"
+    skipped = {key.split(":")[1]: inert(f"{key.split(':')[0]}: {why}")  # a file's text in it
                for key, why in timed.skipped.items()}
     out = []
     for cid in cells:

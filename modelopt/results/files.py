@@ -25,14 +25,17 @@ _INERT = str.maketrans({**{chr(c): " " for c in [*range(32), *range(127, 160)]},
                         "|": "¦", "<": "‹", ">": "›", "`": "'"})
 
 
-def inert(value):
+def inert(value, key: str = ""):
     """A document parsed from a results directory (or a pytest-benchmark JSON), every string
     in it, keys too, made inert: a file from elsewhere shows as text wherever it is shown.
-    `](` is split too, so that no link or image (a tracking beacon) is written."""
+    `](` is split too, so that no link or image (a tracking beacon) is written. An `error`
+    keeps its lines (its first is what pages show; the traceback follows), each made inert."""
+    if isinstance(value, str) and key == "error":
+        return "\n".join(inert(line) for line in value.split("\n"))
     if isinstance(value, str):
         return value.translate(_INERT).replace("](", "] (")
     if isinstance(value, dict):
-        return {inert(k): inert(v) for k, v in value.items()}
+        return {inert(k): inert(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [inert(v) for v in value]
     return value

@@ -86,7 +86,10 @@ def axis_labels(cells: list[dict]) -> pd.DataFrame:
             cols[key] = labels
     if not cols:
         cols["model"] = [c["model"]["name"] for c in cells]
-    return pd.DataFrame({f"axis:{k}": v for k, v in cols.items()})
+    # a name and a parameter, each inert as read (results/files.py), joined as `name(k=v)`
+    # must not make a link or image of them
+    return pd.DataFrame({f"axis:{k}": [str(x).replace("](", "] (") for x in v]
+                         for k, v in cols.items()})
 
 
 def label_columns(agg: pd.DataFrame) -> list[str]:

@@ -114,13 +114,14 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     if "test_samples" in d.columns and d["test_samples"].notna().any():  # what a point is
         sizes = sorted({int(n) for n in d["test_samples"].dropna()})
         span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
-        datasets += f" (test split: {span} samples){_grain(d, sizes[0])}"
+        datasets += f" (test split: {span} samples)" + (_grain(d, sizes[0]) if len(sizes) == 1
+                                                          and datasets.count(",") == 0 else "")
     trained = _weights(d["cell"])
     if trained:  # where the models came from, named even when every cell shares them
         datasets += f" · **trained weights**: {trained}"
     lines = [f"# {suite}", ""]
-    if description:
-        lines += [description.strip(), ""]
+    if description:  # plain text: read from a file, it opens no heading, link definition
+        lines += [description.strip().lstrip("#").replace("[", "\\["), ""]  # or image
     primary = tasks.headline_of(agg["task"])
     lines += [
         f"- **cells**: {len(agg)} × **seeds** {seeds} (n per row = seeds that finished ok; "

@@ -388,6 +388,9 @@ def csv_table(agg: pd.DataFrame) -> pd.DataFrame:
     out = agg.drop(columns=drop)
     std = [c for c in out.columns if c.endswith("_std")]
     out.loc[out["n"] < 2, std] = float("nan")
+    text = [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])]  # a sheet
+    # runs a cell that starts `=` (or + - @) as a formula: such text is quoted
+    out[text] = out[text].map(lambda v: f"'{v}" if isinstance(v, str) and v and v[0] in "=+-@" else v)
     return out
 
 

@@ -219,12 +219,18 @@ def pair_retrained(base: Side, cur: Side) -> None:
     trained weights it loaded (their file's sha256 is part of a cell's id, so a retrained
     model.pth is another cell): the gate's question is what the new weights changed. The
     current side then names it by the baseline's id; `data_note` says the weights differ."""
-    unpaired = {_but_weights(base.configs[c]): c for c in base.status
-                if c not in cur.status and base.configs.get(c)}
-    for cid in [c for c in cur.status if c not in base.status and cur.configs.get(c)]:
-        to = unpaired.pop(_but_weights(cur.configs[cid]), None)
-        if to is None or to in cur.status:
-            continue
+    def alone(side: Side, other: Side) -> dict:  # key -> its cells found on one side only
+        out: dict = {}
+        for c in side.status:
+            if c not in other.status and side.configs.get(c):
+                out.setdefault(_but_weights(side.configs[c]), []).append(c)
+        return out
+
+    theirs = alone(base, cur)
+    for key, mine in alone(cur, base).items():
+        if len(mine) != 1 or len(theirs.get(key, ())) != 1:
+            continue  # two models of other weights each: which is which is not known
+        cid, to = mine[0], theirs[key][0]
         for table in (cur.status, cur.figures, cur.configs, cur.train_keys, cur.data_files,
                       cur.code):
             if cid in table:

@@ -142,8 +142,10 @@ def append(path: str | Path, record: Record) -> None:
         os.close(fd)
 
 
-def read(path: str | Path, latest: bool = True) -> list[Record]:
-    """All records; with `latest`, only the last one per (cell_id, seed) (a rerun replaces)."""
+def read(path: str | Path, latest: bool = True, verbatim: bool = False) -> list[Record]:
+    """All records; with `latest`, only the last one per (cell_id, seed) (a rerun replaces).
+    Their text is made inert (files.inert) unless `verbatim` (merge copies records as
+    written, checked all the same)."""
     p = results_path(path)
     if not p.exists():
         raise ResultsError(f"{p}: no results file here (run `modelopt run SUITE --out {p.parent}`)")
@@ -154,7 +156,9 @@ def read(path: str | Path, latest: bool = True) -> list[Record]:
         if not line.strip():
             continue
         try:
-            rec = Record.model_validate(inert(json.loads(line)), context={"from_file": True})
+            doc = json.loads(line)
+            rec = Record.model_validate(doc if verbatim else inert(doc),
+                                        context={"from_file": True})
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(map(str, first["loc"])) or "the record"

@@ -97,8 +97,9 @@ def read(path: str | Path) -> dict:
             "reference": torch.Tensor, "device": str}
     bad = [k for k, t in want.items() if not isinstance(doc, dict) or not isinstance(doc.get(k), t)]
     if bad or doc.get("format") != FORMAT:
+        fmt = doc.get("format") if isinstance(doc, dict) else None  # text from the file: not said
         raise NotRebuildable(f"{Path(path).name} is not a model file of this modelopt "
-                             f"(format {doc.get('format') if isinstance(doc, dict) else '?'}"
+                             f"(format {fmt if isinstance(fmt, int) else '?'}"
                              f"{', missing ' + ', '.join(bad) if bad else ''})")
     tensors = [*doc["state"].values(), doc["example"], doc["batch"], doc["reference"],
                doc.get("calibration")]

@@ -315,7 +315,7 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
     for d in dirs:
         if not store.results_path(d).exists():  # a shard that had no cells
             continue
-        for rec in store.read(d):
+        for rec in store.read(d, verbatim=True):  # copied as written; readers make it inert
             read += 1
             # an ok result beats a failed one for the same cell x seed
             if rec.key not in records or not records[rec.key].ok:
