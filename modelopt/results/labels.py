@@ -31,10 +31,15 @@ def _fmt_param(v) -> str:
     if isinstance(v, dict) and "model" in v:  # a distillation teacher
         return spec_label(v["model"], set(k for k in v["model"] if k != "name"))
     if isinstance(v, dict) and "sha256" in v and "path" in v:  # trained weights: the file
-        return f"{PurePath(str(v['path'])).name}@{str(v['sha256'])[:8]}"
+        return file_label(v)
     if isinstance(v, float) and abs(v) >= 1e6:  # 1e+12, not 1000000000000.0
         return f"{v:.6g}"
     return str(v)
+
+
+def file_label(weights: dict) -> str:
+    """A trained weights file as labels name it: `model.pth@1a2b3c4d` (name and content)."""
+    return f"{PurePath(str(weights.get('path', ''))).name}@{str(weights.get('sha256', ''))[:8]}"
 
 
 def _train_value(v) -> str:

@@ -86,6 +86,17 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
             "noise no seed shows")
 
 
+def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:
+    """How many samples a figure is of (what a point is), and with one split what a sample
+    is worth."""
+    if "test_samples" not in d.columns or not d["test_samples"].notna().any():
+        return ""
+    sizes = sorted({int(n) for n in d["test_samples"].dropna()})
+    span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
+    return (f" (test split: {span} samples)"
+            + (_grain(d, sizes[0]) if len(sizes) == 1 and one_dataset else ""))
+
+
 def _grain(d: pd.DataFrame, n: int) -> str:
     """What one test sample is worth in accuracy, and the split's own sampling noise at the
     cells' accuracy: a loaded model evaluated once has no seeds to show it, and +11 pt on
@@ -111,11 +122,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     env = describe_env(d)
     seeds = sorted(d["seed"].unique().tolist())
     datasets = ", ".join(sorted({c["dataset"]["name"] for c in d["cell"]}))
-    if "test_samples" in d.columns and d["test_samples"].notna().any():  # what a point is
-        sizes = sorted({int(n) for n in d["test_samples"].dropna()})
-        span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
-        datasets += f" (test split: {span} samples)" + (_grain(d, sizes[0]) if len(sizes) == 1
-                                                          and datasets.count(",") == 0 else "")
+    datasets += _test_split(d, one_dataset="," not in datasets)
     trained = _weights(d["cell"])
     if trained:  # where the models came from, named even when every cell shares them
         datasets += f" · **trained weights**: {trained}"

@@ -115,8 +115,7 @@ class Record(BaseModel):
     def _group_names(cls, group: dict | None) -> dict | None:
         if group is not None and not all(isinstance(group.get(k), str) for k in ("kind", "id")):
             raise ValueError("group: needs a kind and an id, both text")
-        if group is not None and not isinstance(
-                group.get("values"), dict):
+        if group is not None and not isinstance(group.get("values"), dict):
             raise ValueError("group: a variant names its values (a mapping)")
         return group
 

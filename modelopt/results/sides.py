@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from modelopt.results import metrics as M
 from modelopt.results import store
 from modelopt.results.files import inert
+from modelopt.results.labels import file_label
 from modelopt.results.record import Record
 from modelopt.spec import data_files
 
@@ -256,8 +257,7 @@ def weights_of(config) -> list[str]:
     if not isinstance(config, dict):
         return []
     w = config.get("weights")
-    own = [f"{PurePath(str(w.get('path', ''))).name}@{str(w.get('sha256', ''))[:8]}"] \
-        if isinstance(w, dict) else []
+    own = [file_label(w)] if isinstance(w, dict) else []
     return own + [x for k, v in config.items() if k != "weights" for x in weights_of(v)]
 
 

@@ -1,9 +1,9 @@
 """Whether a cell's setting, as resolved or recorded, holds what a suite writes about it.
 
 One rule for every place a suite names cells by some of their settings (`baseline:`,
-`expect_failure:`, `exclude:`): only what is written is compared, so `model: cnn` names every cnn,
-whatever its channels. Imports nothing: results/ reads records with it, without the
-registries."""
+`expect_failure:`, `exclude:`): only what is written is compared, so `model: cnn` names
+every cnn, whatever its channels. Imports nothing: results/ reads records with it, without
+the registries."""
 
 from __future__ import annotations
 
