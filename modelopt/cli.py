@@ -126,7 +126,7 @@ def cmd_report(args) -> int:
         for d in args.dirs:  # what `modelopt run` noted about the suite beside its results
             meta = store.read_meta(d)
             if meta is not None:
-                metas[store.own_suite(d, meta.suite, "suite.json")] = meta.kept()
+                metas[meta.suite] = meta.kept()  # of its records' suite (store.load)
     except store.ResultsError as exc:
         return _err(str(exc))
     if df.empty:
@@ -277,10 +277,10 @@ def cmd_time(args) -> int:
         return _err(str(exc), 1)
     except (runner.ResumeError, store.ResultsError) as exc:
         return _err(str(exc))
-    skipped = (latency.read(args.dir) or {}).get("not_retimeable") or {}
-    for key, why in sorted(skipped.items()):
+    doc = latency.read(args.dir) or {}
+    for key, why in sorted((doc.get("not_retimeable") or {}).items()):
         print(f"not timed: {key}: {why}", file=sys.stderr)
-    stopped = (latency.read(args.dir) or {}).get("stopped")  # how precise, said at the end
+    stopped = doc.get("stopped")  # how precise, said at the end
     print(f"timed {n} models{f' ({stopped})' * bool(stopped)}; wrote {args.dir}/{latency.TIMING_FILE}",
           file=sys.stderr)
     return 0 if n else 1

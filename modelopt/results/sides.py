@@ -155,7 +155,7 @@ def _load_benchmark_json(p: Path) -> Side:
             "extra": info.get("extra") or {}}))
     block = doc.get("modelopt") or {}
     untimed = block.get("untimed") or []  # diverged or failed: run, never benchmarked
-    if not isinstance(untimed, list) or not all(isinstance(u, dict) for u in untimed):
+    if not all(isinstance(u, dict) for u in untimed):  # a list: `_declared` checked it
         raise CompareError(f"{p}: its modelopt block's untimed cells are not a list of cells")
     for i, u in enumerate(untimed):
         recs.append(_record(p, f"untimed cell {i}", {

@@ -193,26 +193,25 @@ def repair(path: str | Path) -> None:
 
 
 def timings(paths: list[str | Path]) -> dict:
-    """The timing-stage documents of results directories, by suite name."""
+    """The timing-stage documents of results directories, by suite name (`load` has checked
+    that each is of its directory's suite)."""
     out = {}
     for p in paths:
         doc = latency.current(p)  # never a timing of models saved again since
         if doc:
-            out[own_suite(p, doc["suite"], latency.TIMING_FILE)] = doc
+            out[doc["suite"]] = doc
     return out
 
 
-def own_suite(run_dir: str | Path, suite: str, name: str) -> str:
-    """`suite`, where the directory's records are of it: a timing.json or suite.json that
-    names another suite would otherwise stand in for that suite's own (its speed-ups, its
-    baseline) on the page of a directory given beside it."""
-    path = results_path(run_dir)
-    held = {r.suite for r in read(path)} if path.exists() else set()
-    if held and suite not in held:
-        raise ResultsError(f"{Path(run_dir) / name}: of suite '{suite}', but the results there "
-                           f"are of {', '.join(sorted(held))}; a results directory holds one "
-                           "suite's run")
-    return suite
+def _own_suite(run_dir: str | Path, held: set[str], named: dict[str, str | None]) -> None:
+    """A timing.json or suite.json (`named`: file -> the suite it names) of the directory's
+    suite (`held`: its records'): else one of another suite would stand in for that suite's
+    own (its speed-ups, its baseline) on the page of a directory given beside it."""
+    for name, suite in named.items():
+        if held and suite is not None and suite not in held:
+            raise ResultsError(f"{Path(run_dir) / name}: of suite '{suite}', but the results "
+                               f"there are of {', '.join(sorted(held))}; a results directory "
+                               "holds one suite's run")
 
 
 def _one_place(where: dict[str, Path], suites: set[str], p: str | Path) -> None:
@@ -240,10 +239,13 @@ def load(path: str | Path | list):
     paths = path if isinstance(path, list) else [path]
     rows, where = [], {}
     for p in paths:
-        declare_run(p)
-        figures = latency.figures(latency.current(p))  # the timing stage's, per cell x seed
+        meta, doc = declare_run(p), latency.current(p)
+        figures = latency.figures(doc)  # the timing stage's, per cell x seed
         records = read(p)
-        _one_place(where, {r.suite for r in records}, p)
+        held = {r.suite for r in records}
+        _own_suite(p, held, {M.RUN_META: meta and meta.suite,
+                             latency.TIMING_FILE: doc and doc["suite"]})
+        _one_place(where, held, p)
         for rec in records:
             row = {"suite": rec.suite, "cell_id": rec.cell_id, "seed": rec.seed,
                    "status": rec.status, "error": rec.error, "duration_s": rec.duration_s,

@@ -126,9 +126,9 @@ def ending(summary, suite, out: Path, shard=None) -> None:
         print(f"nothing new to time: the saved models keep their latency from {out}/"
               f"{latency.TIMING_FILE}; `modelopt time {out}` times them again", file=sys.stderr)
         return
-    timed = latency.current(out)  # None: not timed since its models were saved
-    if timed and timed.get("stopped"):  # how precise the speed-ups are, said once at the end
-        print(f"timing: {timed['stopped']}", file=sys.stderr)
-    for key, why in sorted(((latency.read(out) or {}).get("not_retimeable") or {}).items()):
+    doc = latency.read(out) or {}
+    if doc.get("stopped") and not latency.stale(out):  # how precise the speed-ups are, said
+        print(f"timing: {doc['stopped']}", file=sys.stderr)  # once at the end, if current
+    for key, why in sorted((doc.get("not_retimeable") or {}).items()):
         print(f"modelopt: warning: {key}: not re-timeable ({why}); timed from this run's own "
               "copy where it had one", file=sys.stderr)
