@@ -5,8 +5,10 @@ import onnx
 import pytest
 import torch
 
+from modelopt.results import paired
 from modelopt.run import rebuild, timing
 from modelopt.run.cell import run_cell
+from modelopt.spec import outcomes
 from modelopt.spec.schema import SuiteError
 from modelopt.spec.suite import parse
 from modelopt.techniques import onnx_runtime
@@ -113,10 +115,18 @@ def test_a_slimmed_model_ships_quantized_as_the_masked_one_does(tmp_path):
 def test_int8_on_onnx_runtime_is_its_own_int8_model(quantize, int8_ops, layers):
     """Quantized by ONNX Runtime (static: QDQ, per-channel, calibrated on training inputs;
     dynamic: the Linear head), each layer counted, its accuracy its own."""
-    fp32 = run_cell(cell(), 0).metrics
+    float_out = run_cell(cell(), 0)
+    fp32 = float_out.metrics
     out = run_cell(cell(quantize), 0)
     m, shipped = out.metrics, out.models["model"].shipped
     assert int8_ops <= ops(shipped)
+    # which test samples it got right is kept beside its figures, its own as they are: the
+    # paired test of the two models' accuracies on one split
+    mine = outcomes.Outcomes.read(out.extra[outcomes.KEY])
+    assert outcomes.KEY not in m and mine.n == m["test_samples"]
+    assert mine.right.mean() == pytest.approx(m["accuracy"])
+    apart = paired.discordant(float_out.extra, out.extra, "accuracy")
+    assert apart.change == pytest.approx(m["accuracy"] - fp32["accuracy"])
     assert (m["quantized_layers"], m["float_layers"]) == layers
     assert m["int8_path"] == "onnxruntime int8 kernels" and m["quantized"]
     assert m["quantized_with"] == onnx_runtime.SCHEMES[quantize]

@@ -2,11 +2,13 @@ import io
 import os
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from modelopt.results import diagnostics, plots, report, tables
 from modelopt.results import page as pages
+from modelopt.spec import outcomes
 
 
 def rows():
@@ -266,6 +268,36 @@ def test_a_delta_with_nothing_to_test_says_why_instead_of_within_noise(seeds, st
     page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
     pruned = next(x for x in page.splitlines() if x.startswith("| l1_structured "))
     assert words in pruned and "≈" not in pruned, pruned
+
+
+@pytest.mark.parametrize("n, lost, gained, words", [
+    (100, 2, 0, "| ≈ -2.0 pt (McNemar p 0.5) "),  # two samples: the split's luck
+    (1000, 40, 20, "| -2.0 pt (McNemar p 0.013) "),  # 60 samples apart, 2 : 1 against
+    (1000, 30, 30, "| ≈ +0.0 pt (McNemar p 1) "),  # as many lost as gained
+])
+def test_a_delta_of_a_loaded_model_is_tested_on_the_test_samples(n, lost, gained, words):
+    """One evaluation per model (seeds alike): the samples each model got right are paired,
+    and McNemar's test says whether those only one of them got right differ by more than
+    chance. The figure is the records' accuracy; the outcomes only test it."""
+    right = np.zeros(n, dtype=bool)
+    right[:n // 2] = True
+    other = right.copy()
+    other[:lost] = False  # right in the baseline, wrong in the other
+    other[n // 2:n // 2 + gained] = True  # and the other way round
+    rows = [base_row(cid, s, {"prune": prune}, accuracy=float(r.mean()))
+            for cid, prune, r in (("dense", None, right),
+                                  ("pruned", {"name": "l1_structured"}, other))
+            for s in (0, 1, 2)]
+    for row, r in zip(rows, [right] * 3 + [other] * 3):
+        row["extra"] = outcomes.kept("accuracy", r)
+    page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    pruned = next(x for x in page.splitlines() if x.startswith("| l1_structured "))
+    assert words in pruned, pruned
+    # outcomes of another figure, or of another split, test nothing
+    for row in rows[3:]:
+        row["extra"] = outcomes.kept("accuracy", np.ones(n + 1, dtype=bool))
+    page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    assert "(seeds alike)" in next(x for x in page.splitlines() if x.startswith("| l1_str"))
 
 
 def test_without_a_baseline_the_only_uncompressed_cell_is_picked_and_named():

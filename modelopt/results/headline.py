@@ -8,7 +8,7 @@ import math
 import pandas as pd
 from tabulate import tabulate
 
-from modelopt.results import latency, tasks
+from modelopt.results import latency, paired, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.order import ranked
@@ -87,9 +87,11 @@ UNTESTED = ("1 seed", "seeds alike")
 
 def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     """Δ of the primary metric against the baseline, paired by seed; ≈ marks a difference a
-    paired t-test cannot tell from noise (p >= 0.05). Where there is nothing to test, it
-    says why instead: a single seed, or seeds that gave both figures alike (a loaded model
-    evaluated as it is: the seeds are copies, not replicates)."""
+    paired t-test cannot tell from noise (p >= 0.05). With a single seed, or seeds that
+    gave both figures alike (a loaded model evaluated as it is: the seeds are copies, not
+    replicates), the test samples are paired instead (McNemar's test, where the records
+    kept which samples each model got right); where they did not, it says why it is
+    untested."""
 
     if r["cell_id"] == base["cell_id"]:
         return "baseline"
@@ -102,11 +104,25 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     before, after = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
     change = b[seeds].mean() - a[seeds].mean()
     value = f"{100 * change:+.1f} pt" if M.TABLE[key].unit == "fraction" else f"{change:+.3f}"
-    if len(seeds) == 1:
-        return f"{value} ({UNTESTED[0]})"
-    if len(set(before)) == 1 and len(set(after)) == 1:
-        return f"{value} ({UNTESTED[1]})"
-    return ("≈ " if paired_p(before, after) >= ALPHA else "") + value
+    alike = len(set(before)) == 1 and len(set(after)) == 1
+    if len(seeds) > 1 and not alike:
+        return ("≈ " if paired_p(before, after) >= ALPHA else "") + value
+    samples = _samples(ok, (base["cell_id"], r["cell_id"]), seeds[0], key)
+    if samples is not None:
+        return f"{'≈ ' if samples.p >= ALPHA else ''}{value} (McNemar p {samples.p:.2g})"
+    return f"{value} ({UNTESTED[0] if len(seeds) == 1 else UNTESTED[1]})"
+
+
+def _samples(ok: pd.DataFrame, cells: tuple[str, str], seed: int, key: str
+             ) -> paired.Discordant | None:
+    """The two cells' answers on the same test samples at one seed, where both records kept
+    them (a task whose headline is a mean of per-sample rights: classification's accuracy)."""
+    if "extra" not in ok.columns:
+        return None
+    extras = [ok[(ok["cell_id"] == c) & (ok["seed"] == seed)]["extra"] for c in cells]
+    if any(e.empty for e in extras):
+        return None
+    return paired.discordant(extras[0].iloc[0], extras[1].iloc[0], key)
 
 
 def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) -> str:

@@ -79,11 +79,14 @@ COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per m
 SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (*batch-1*: at "
             "batch 1, one request at a time), the ratio taken within each timing process, mean "
             "and 95 % t-interval over the processes; **≈** "
-            "marks a difference within noise (an interval that includes 1, or a paired t-test "
-            f"over seeds with p ≥ 0.05); a Δ marked *({UNTESTED[0]})* has no spread to test, "
-            f"nor one marked *({UNTESTED[1]})*: every seed gave both figures the same (a loaded "
-            "model evaluated as it is), so it is exact on this test split, whose own sampling "
-            "noise no seed shows")
+            "marks a difference within noise (an interval that includes 1, or a test with "
+            "p ≥ 0.05: paired t over seeds); a Δ of one seed, or of seeds that gave both "
+            "figures the same (a loaded model evaluated as it is), is tested on the test "
+            "samples instead, *(McNemar p …)*: the two models' answers paired sample by sample, "
+            "McNemar's exact test on those only one of them got right (the split's own "
+            "sampling noise; a model's training variance over seeds is not in it); one marked "
+            f"*({UNTESTED[0]})* or *({UNTESTED[1]})* has neither to test (no per-sample answers "
+            "kept: a task other than classification, or results older than them)")
 
 
 def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:

@@ -74,3 +74,15 @@ def _t(df: float, level: float) -> float:
     from scipy.stats import t
 
     return float(t.ppf(0.5 + level / 2, df))
+
+
+def mcnemar_p(lost: int, gained: int) -> float:
+    """McNemar's exact test: the two-sided p that two models are right as often on one test
+    split, from the samples only one of them got right (`lost`: the baseline alone,
+    `gained`: the other alone). Samples both got right, or both wrong, say nothing of the
+    difference; the figures' own spread over seeds is not in it."""
+    if lost + gained == 0:
+        return 1.0
+    from scipy.stats import binomtest
+
+    return float(binomtest(gained, lost + gained, 0.5).pvalue)

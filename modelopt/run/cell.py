@@ -22,7 +22,7 @@ from modelopt.run.plan import Trained, build_net, finetuner, load_data
 from modelopt.run.rebuild import Shipped
 from modelopt.run.ship import Deployed, deploy, out_batch, ship_slimmed, test_metrics
 from modelopt.run.train import Diverged, Outcome, predict, score
-from modelopt.spec import plugins
+from modelopt.spec import outcomes, plugins
 from modelopt.spec.cell import Cell
 from modelopt.techniques import prune, quantize, tasks
 from modelopt.techniques.data import Data
@@ -220,6 +220,8 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
     metrics["steps_total"] = outcome.steps + (pruned.finetuned_steps if pruned else 0)
     metrics["test_samples"] = len(trained.data.y_test)  # the figures' own sampling: 1 of N
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
+    if outcomes.KEY in metrics:  # the shipped model's, as its figures are: not a figure
+        extra[outcomes.KEY] = metrics.pop(outcomes.KEY)
     # every figure is the shipped model's own: its validation score evaluated (what tune
     # chooses by), and no best-validation checkpoint of a network it is not (the float
     # model of an int8 copy, the dense one of a pruned model never trained after pruning)

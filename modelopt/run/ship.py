@@ -15,6 +15,7 @@ from modelopt.run import backends, measure
 from modelopt.run.plan import Trained
 from modelopt.run.rebuild import Shipped
 from modelopt.run.train import predict
+from modelopt.spec import outcomes
 from modelopt.spec.cell import Cell, Choice
 from modelopt.techniques import tasks
 from modelopt.techniques.data import Data, train_sample
@@ -156,5 +157,9 @@ def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, cell: 
 
 
 def test_metrics(out: torch.Tensor, data: Data) -> dict:
-    """The task's test figures, loss included, of a model's outputs on the test split."""
-    return tasks.of(data).metrics(out, data)
+    """The task's test figures, loss included, of a model's outputs on the test split, and
+    which samples they got right where the task says (outcomes.KEY: the record's `extra`
+    keeps them, not its figures)."""
+    task = tasks.of(data)
+    right = task.outcomes(out, data)
+    return {**task.metrics(out, data), **(outcomes.kept(*right) if right is not None else {})}

@@ -57,6 +57,12 @@ class Task:
         """The test figures of outputs on the test split, `loss` included."""
         raise NotImplementedError
 
+    def outcomes(self, out: torch.Tensor, data: "Data") -> tuple[str, torch.Tensor] | None:
+        """Which test samples the outputs got right, and the figure that is their mean: what
+        a paired test of two models on one split needs (spec/outcomes.py); None where no
+        figure is a mean of independent per-sample rights and wrongs."""
+        return None
+
     def check(self, out: torch.Tensor, reference: torch.Tensor) -> tuple[dict, bool]:
         """A deployed artifact's test outputs against its model's: (figures, whether they agree)."""
         diff = float((out - reference).abs().max()) if len(out) else 0.0
@@ -109,6 +115,9 @@ class Classification(Task):
         figures = classification_metrics(out, data.y_test, data.num_classes)
         figures["loss"] = float(self.loss(out, data.y_test))
         return figures
+
+    def outcomes(self, out, data):
+        return "accuracy", out.argmax(1) == data.y_test
 
     def check(self, out, reference):
         agree = float((out.argmax(1) == reference.argmax(1)).double().mean())
