@@ -17,6 +17,7 @@ from modelopt.results import store as results
 from modelopt.results.labels import axis_labels
 from modelopt.results.record import ERRORS
 from modelopt.run import rebuild, runner, scheduler
+from modelopt.spec import outcomes
 
 
 def test_cell(benchmark, suite, cell_run, results_dir, untimed):
@@ -38,7 +39,8 @@ def test_cell(benchmark, suite, cell_run, results_dir, untimed):
     if undeclared:  # every figure is in the metric table, or this is a bug of ours
         pytest.fail(f"metrics missing from modelopt/results/metrics.py: {undeclared}")
     # what it read besides its config (data files' prints, your code's hash), as records keep
-    inputs = {k: rec.extra[k] for k in ("data_files", "code") if k in rec.extra}
+    # them, and which test samples it got right (compare's test of one seed's accuracy)
+    inputs = {k: rec.extra[k] for k in ("data_files", "code", outcomes.KEY) if k in rec.extra}
     benchmark.extra_info.update({"cell_id": cell.cell_id, "seed": seed,
                                  "status": rec.status, "error": rec.error, "extra": inputs,
                                  "cell": rec.cell,  # compare names the cell by its axes

@@ -205,7 +205,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from modelopt.results import compare, store
+    from modelopt.results import compare, gate_page, store
     from modelopt.run.timing import UserCode, time_saved
     from modelopt.spec.suite import SuiteError
 
@@ -238,11 +238,11 @@ def cmd_compare(args) -> int:
         if args.out:  # what a pull request's comment then says, instead of nothing
             Path(args.out).write_text(f"**modelopt compare could not compare** (exit 2): {exc}\n")
         return _err(str(exc))
-    text = compare.markdown(cmp, rules, all_rows=args.all)
+    text = gate_page.markdown(cmp, rules, all_rows=args.all)
     if args.out:
         Path(args.out).write_text(text + "\n")
     print(text)
-    print(compare.summary(cmp).replace("**", ""), file=sys.stderr)
+    print(gate_page.summary(cmp).replace("**", ""), file=sys.stderr)
     return 1 if cmp.failed else 0
 
 

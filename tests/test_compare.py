@@ -5,13 +5,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from modelopt.cli import main
-from modelopt.results import compare, latency
+from modelopt.results import compare, gate_page, latency
 from modelopt.results import metrics as M
 from modelopt.results import store as results
 from modelopt.run import measure, runner, timing
+from modelopt.spec import outcomes
 from modelopt.spec.suite import parse
 
 
@@ -146,6 +148,36 @@ def test_accuracy_drop_and_param_change_are_flagged(baseline, tmp_path):
     assert [r.metric for r in cmp.regressions] == ["params"] * 2
 
 
+@pytest.mark.parametrize("lost, kept, verdict", [
+    (4, True, "noise"),  # 4 samples of the split: beyond the tolerance, and the split's luck
+    (8, True, "regressed"),  # 8 lost, none gained: McNemar's one-sided p = 0.004
+    (4, False, "regressed"),  # no outcomes kept: one seed, the tolerance alone decides
+])
+def test_one_seed_is_tested_on_the_test_samples(baseline, tmp_path, lost, kept, verdict):
+    """One seed a side gives no spread over seeds: the runs' answers on the same test
+    samples are paired instead (McNemar), where the records kept them."""
+    first = results.read(baseline)[0].cell_id
+
+    def seed_0(rec, worse=False):
+        if rec.seed != 0:
+            return False
+        right = outcomes.Outcomes.read(rec.extra.pop(outcomes.KEY)).right
+        if worse and rec.cell_id == first:  # the first `lost` samples it got right, wrong
+            right[np.flatnonzero(right)[:lost]] = False
+            rec.metrics["accuracy"] -= lost / rec.metrics["test_samples"]
+        if kept:
+            rec.extra.update(outcomes.kept("accuracy", right))
+
+    base = current_with(tmp_path / "b", baseline, seed_0)
+    cur = current_with(tmp_path / "c", baseline, lambda rec: seed_0(rec, worse=True))
+    cmp = compare.compare(base, cur, timer=None)
+    row = next(r for r in cmp.rows if r.cell_id == first and r.metric == "accuracy")
+    assert row.verdict == verdict and (f"{lost} right before and wrong now" in row.note) == kept
+    assert lost / results.read(base)[0].metrics["test_samples"] > 0.01  # past the tolerance
+    if kept:  # the comment says how it was tested
+        assert "McNemar on" in gate_page.markdown(cmp)
+
+
 def test_a_change_comes_with_its_interval_over_the_seeds():
     """Paired over seeds: the mean difference ± t(0.95, n-1) sd / sqrt(n) (the 90 % interval,
     whose end clears 0 exactly when the one-sided test is significant), in the change's
@@ -156,7 +188,7 @@ def test_a_change_comes_with_its_interval_over_the_seeds():
     assert ci == pytest.approx((-0.1 / 3 - 0.025752, -0.1 / 3 + 0.025752), abs=1e-5)
     assert v == "regressed" and p < 0.05  # worse on every seed, beyond the tolerance
     row = compare.Row("c", "accuracy", 0.91, 0.877, change, v, p, ci, n=3)
-    assert compare._fmt_change(row, acc) == "-3.33 pt [-5.91, -0.76]"
+    assert gate_page._fmt_change(row, acc) == "-3.33 pt [-5.91, -0.76]"
     # one seed better, two worse: the interval crosses 0, within noise
     v, _, p, ci = compare.verdict(acc, [0.90, 0.92, 0.91], [0.87, 0.93, 0.86])
     assert v == "noise" and p > 0.05 and ci[0] < 0 < ci[1]
@@ -176,7 +208,7 @@ def test_two_seeds_that_agree_on_a_large_drop_regress_and_the_page_says_what_two
     # seeds that disagree as much as they move: within noise
     assert compare.verdict(acc, [0.80, 0.80], [0.70, 0.78])[0] == "noise"
     row = compare.Row("c", "accuracy", 0.775, 0.475, change, v, p, ci, n=2)
-    text = compare.markdown(compare.Comparison([row], [], [], {}, False, "not gated", 1, {}, ""))
+    text = gate_page.markdown(compare.Comparison([row], [], [], {}, False, "not gated", 1, {}, ""))
     assert "one degree of freedom" in text and "90 % interval" in text
 
 
@@ -238,7 +270,7 @@ def test_without_saved_models_latency_is_not_gated(baseline, tmp_path):
 
     cmp = compare.compare(baseline, current_with(tmp_path, baseline, slower), timer=time_artifacts)
     assert not cmp.failed and not any(r.metric.startswith("latency") for r in cmp.rows)
-    assert "not gated" in compare.markdown(cmp) and "with their saved models" in cmp.latency
+    assert "not gated" in gate_page.markdown(cmp) and "with their saved models" in cmp.latency
     assert "--no-retime" in compare.compare(baseline, baseline, timer=None).latency
 
 
@@ -359,7 +391,7 @@ def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):
 
     cmp = compare.compare(baseline, current_with(tmp_path, baseline, elsewhere), timer=None)
     assert "another CPU" in cmp.machines and "AMD EPYC 7B13 (avx2)" in cmp.machines
-    assert cmp.machines in compare.markdown(cmp)
+    assert cmp.machines in gate_page.markdown(cmp)
 
 
 def test_flags_a_baseline_did_not_look_for_are_unknown_not_absent(baseline, tmp_path):

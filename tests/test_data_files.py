@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from modelopt.results import compare
+from modelopt.results import compare, gate_page
 from modelopt.run import runner
 from modelopt.spec import data_files
 from modelopt.spec.suite import parse
@@ -89,7 +89,7 @@ def test_resume_refuses_changed_data_and_compare_says_the_data_differ(tmp_path):
     assert not runner.run(changed, tmp_path / "b", jobs=1).failed
     cmp = compare.compare(tmp_path / "a", tmp_path / "b", timer=None)
     assert "read different inputs for 1 cell(s)" in cmp.data and "path (t.csv): sha256:" in cmp.data
-    assert cmp.data in compare.markdown(cmp)
+    assert cmp.data in gate_page.markdown(cmp)
     assert compare.compare(tmp_path / "b", tmp_path / "b", timer=None).data == ""
     # forced, the cell of the old data runs again here: it is not kept as done
     forced = runner.run(changed, tmp_path / "a", jobs=1, force=True)

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from modelopt.results import latency, sides
+from modelopt.results import latency, paired, sides
 from modelopt.results import metrics as M
 from modelopt.results.files import inert
 from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
 from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
 
+# its pull-request comment is gate_page's (markdown, summary)
 __all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
-           "markdown", "parse_threshold", "summary"]
+           "parse_threshold"]
 PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
 # a training speed measured over less than this (seconds of training, every seed, both
 # sides) is start-up and noise: reported, not gated
@@ -134,12 +135,19 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
                        cur.figures[cid][s].get("machine_probe_ms")) for s in seeds]
             pairs = [(b * pb, c * pc) if None not in (b, c, pb, pc) else (None, None)
                      for (b, c), (pb, pc) in zip(pairs, probes)]
+        kept = [s for s, (b, c) in zip(seeds, pairs) if b is not None and c is not None]
         pairs = [(b, c) for b, c in pairs if b is not None and c is not None]
         if not pairs:
             continue
         v, change, p, ci = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
         # the figures shown are the products judged, so the row says so whatever else it says
         note = "× machine_probe_ms: per machine speed" if name == PROBED else ""
+        samples = _on_samples(cid, name, kept, pairs, base, cur)
+        if samples is not None and metric.kind != "exact":
+            p = samples.p / 2  # one-sided, in the direction the figure moved
+            v, ci = _decide(_change(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
+            note = (f"McNemar on {samples.n:,} test samples: {samples.lost} right before and "
+                    f"wrong now, {samples.gained} the other way")
         if name == PROBED and _short_training(base, cur, cid, seeds):
             v = "ok"
             note += f"; under {MIN_TRAIN_S:g} s of training: reported, not gated"
@@ -147,6 +155,18 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
                         statistics.fmean(c for _, c in pairs), change, v, p, ci,
                         n=len(pairs), note=note))
     return rows
+
+
+def _on_samples(cid: str, name: str, seeds: list[int], pairs: list[tuple[float, float]],
+                base: Side, cur: Side) -> paired.Discordant | None:
+    """Where seeds cannot test a change (one seed a side, or seeds alike: a loaded model
+    evaluated as it is), the two runs' answers on the same test samples, where both kept
+    which samples they got right of `name` and read the same data files."""
+    alike = len({b for b, _ in pairs}) == 1 and len({c for _, c in pairs}) == 1
+    if not (len(pairs) == 1 or alike) or base.data_files.get(cid) != cur.data_files.get(cid):
+        return None
+    return paired.between(base.outcomes.get(cid, {}).get(seeds[0]),
+                          cur.outcomes.get(cid, {}).get(seeds[0]), name)
 
 
 def _short_training(base: Side, cur: Side, cid: str, seeds: list[int]) -> bool:
@@ -299,102 +319,3 @@ def compare(baseline: str | Path, current: str | Path,
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
                       len(common), skipped, machines_note(base, cur),
                       data_note(base, cur, common, labels))
-
-
-# ---------------------------------------------------------------- the markdown
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "–"
-    return f"{v:,.0f}" if abs(v) >= 1000 or float(v).is_integer() else f"{v:.4g}"
-
-
-def _fmt_change(r: Row, metric: M.Metric | None) -> str:
-    """The change in its units, with its interval where it has one."""
-    if r.change is None or metric is None:
-        return "–"
-    if metric.kind == "relative":
-        text, unit = (lambda x: f"{100 * x:+.1f}"), " %"
-    elif metric.kind == "points":
-        text, unit = (lambda x: f"{100 * x:+.2f}"), " pt"
-    else:
-        text, unit = (lambda x: f"{x:+.4g}"), ""
-    ci = f" [{text(r.ci[0])}, {text(r.ci[1])}]" if r.ci is not None else ""
-    return text(r.change) + unit + ci
-
-
-def _fmt_tolerance(metric: M.Metric | None) -> str:
-    if metric is None or metric.kind == "exact":
-        return "any seed" if metric is None else "exact"
-    unit = {"relative": " %", "points": " pt"}.get(metric.kind)
-    return f"{100 * metric.tolerance:g}{unit}" if unit else f"{metric.tolerance:g}"
-
-
-def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
-             all_rows: bool = False) -> str:
-    """A table for a pull-request comment, and the method under it."""
-    from tabulate import tabulate
-
-    rules = {**M.TABLE, **(rules or {})}
-    icon = {"regressed": "❌ regressed", "improved": "✅ improved", "noise": "〰 within noise",
-            "ok": "ok"}
-    shown = [r for r in cmp.rows if all_rows or r.verdict != "ok"]
-    body = []
-    for r in shown:
-        metric = rules.get(r.metric)
-        p = "–" if r.p_value is None else f"{r.p_value:.3f}"
-        name = r.metric + (f" ({r.note})" if r.note and r.metric != "status" else "")
-        verdict = icon[r.verdict] + (f": {r.note}" if r.metric == "status" else "")
-        body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
-                     _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
-                     r.n or "–", verdict])
-    lines = [summary(cmp), ""] + [x for note in (cmp.machines, cmp.data) if note
-                                  for x in (note, "")]
-    if body:
-        lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
-                                             "change [interval]", "tolerance", "p",
-                                             "n", "verdict"],
-                              tablefmt="github", disable_numparse=True))
-    elif cmp.rows:
-        lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
-    if any(r.n == 2 and r.ci is not None and r.metric not in LATENCY.values() for r in cmp.rows):
-        lines += ["", "Two seeds a side give the paired test one degree of freedom: a change "
-                  "is significant only where the two seeds' changes differ by less than about a "
-                  "third of their mean (t = 6.3). Gate with 3 or more seeds "
-                  "(`seeds: [0, 1, 2]`) to catch smaller regressions."]
-    for title, ids in (("Only in the baseline", cmp.only_baseline),
-                       ("Only in the current run", cmp.only_current)):
-        if ids:
-            lines += ["", f"{title}"
-                      + (" (allowed by --allow-missing)" if cmp.allow_missing else
-                         " (fails the gate; --allow-missing to accept)") + ": "
-                      + "; ".join(cmp.labels.get(i, i[:8]) for i in ids)]  # labels hold commas
-    lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
-              "failed, timed out, diverged or absent now regresses. A figure regresses when it "
-              "is worse than its tolerance and a one-sided paired t-test over the seeds (is it "
-              f"worse?) gives p < {ALPHA}, i.e. its {100 * GATE_LEVEL:.0f} % interval excludes no change "
-              "(worse but not significant: within noise; one seed a side: the tolerance alone). "
-              "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
-              "the machine's speed (× machine_probe_ms, a fixed workload timed in the cell's "
-              "own process before and after training), with Welch's t-test: seeds pair what "
-              f"training produces, not its speed. Latency: {cmp.latency}."]
-    return "\n".join(lines)
-
-
-def summary(cmp: Comparison) -> str:
-    n_reg = len(cmp.regressions)
-    n_imp = sum(r.verdict == "improved" for r in cmp.rows)
-    cells = len({r.cell_id for r in cmp.rows})
-    missing = len(cmp.only_baseline) + len(cmp.only_current)
-    status = "REGRESSION" if cmp.failed else "OK"
-    if cmp.common == 0:
-        return (f"**{status}**: the two sides have no cell in common ({len(cmp.only_baseline)} "
-                f"in the baseline, {len(cmp.only_current)} in the current run): nothing was "
-                "compared")
-    # latency left ungated is said here, not only under the table: a green line read alone
-    unsure = ("latency not gated (the note says why)" if cmp.latency.startswith("not gated")
-              else f"latency of {len(cmp.not_retimed)} cell(s) not gated" * bool(cmp.not_retimed))
-    return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
-            f"over {cells} cell{'s' * (cells != 1)} compared" + (f"; {unsure}" if unsure else "")
-            + (f"; {missing} cell{'s' * (missing != 1)} on one side only"
-               + (" (allowed)" if cmp.allow_missing else "") if missing else ""))

@@ -29,7 +29,13 @@ class Discordant:
 def discordant(base: dict | None, other: dict | None, figure: str) -> Discordant | None:
     """How the other model's answers differ from the baseline's, sample by sample, from two
     records' `extra`; None unless both kept outcomes of `figure` on as many samples."""
-    a, b = (Outcomes.read(e.get(KEY)) if isinstance(e, dict) else None for e in (base, other))
+    return between(*(e.get(KEY) if isinstance(e, dict) else None for e in (base, other)),
+                   figure=figure)
+
+
+def between(base, other, figure: str) -> Discordant | None:
+    """`discordant` of two outcomes as a record keeps them (its `extra[KEY]`)."""
+    a, b = Outcomes.read(base), Outcomes.read(other)
     if a is None or b is None or a.figure != figure or b.figure != figure or a.n != b.n:
         return None
     return Discordant(int((a.right & ~b.right).sum()), int((~a.right & b.right).sum()), a.n)

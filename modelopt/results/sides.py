@@ -15,7 +15,7 @@ from modelopt.results import store
 from modelopt.results.files import inert
 from modelopt.results.labels import file_label
 from modelopt.results.record import Record
-from modelopt.spec import data_files
+from modelopt.spec import data_files, outcomes
 
 
 class CompareError(ValueError):
@@ -67,6 +67,9 @@ class Side:
     # a cell compared under the other side's id (it differs only in its trained weights):
     # that id -> its id in this side's own files (its saved models)
     own: dict[str, str] = field(default_factory=dict)
+    # per cell, per seed: which test samples it got right, as the record keeps them
+    # (spec/outcomes.py): a figure of one seed is tested on the samples
+    outcomes: dict[str, dict[int, dict]] = field(default_factory=dict)
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -197,6 +200,9 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
             side.code.setdefault(cid, code[:40])
         if r.get("status") == "ok":
             side.figures.setdefault(cid, {})[seed] = _figures(cid, seed, r.get("metrics") or {})
+            right = (r.get("extra") or {}).get(outcomes.KEY)
+            if isinstance(right, dict):
+                side.outcomes.setdefault(cid, {})[seed] = right
     return side
 
 
@@ -233,7 +239,7 @@ def pair_retrained(base: Side, cur: Side) -> None:
             continue  # two models of other weights each: which is which is not known
         cid, to = mine[0], theirs[key][0]
         for table in (cur.status, cur.figures, cur.configs, cur.train_keys, cur.data_files,
-                      cur.code):
+                      cur.code, cur.outcomes):
             if cid in table:
                 table[to] = table.pop(cid)
         cur.own[to] = cid

@@ -1,0 +1,113 @@
+"""The gate's comparison as a pull-request comment: a one-line summary, the table of what
+changed (each figure with its interval, tolerance and test), and how the gate decides."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from modelopt.results import metrics as M
+from modelopt.results.compare import LATENCY
+from modelopt.results.stats import ALPHA, GATE_LEVEL
+
+if TYPE_CHECKING:
+    from modelopt.results.compare import Comparison, Row
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if abs(v) >= 1000 or float(v).is_integer() else f"{v:.4g}"
+
+
+def _fmt_change(r: Row, metric: M.Metric | None) -> str:
+    """The change in its units, with its interval where it has one."""
+    if r.change is None or metric is None:
+        return "–"
+    if metric.kind == "relative":
+        text, unit = (lambda x: f"{100 * x:+.1f}"), " %"
+    elif metric.kind == "points":
+        text, unit = (lambda x: f"{100 * x:+.2f}"), " pt"
+    else:
+        text, unit = (lambda x: f"{x:+.4g}"), ""
+    ci = f" [{text(r.ci[0])}, {text(r.ci[1])}]" if r.ci is not None else ""
+    return text(r.change) + unit + ci
+
+
+def _fmt_tolerance(metric: M.Metric | None) -> str:
+    if metric is None or metric.kind == "exact":
+        return "any seed" if metric is None else "exact"
+    unit = {"relative": " %", "points": " pt"}.get(metric.kind)
+    return f"{100 * metric.tolerance:g}{unit}" if unit else f"{metric.tolerance:g}"
+
+
+def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
+             all_rows: bool = False) -> str:
+    """A table for a pull-request comment, and the method under it."""
+    from tabulate import tabulate
+
+    rules = {**M.TABLE, **(rules or {})}
+    icon = {"regressed": "❌ regressed", "improved": "✅ improved", "noise": "〰 within noise",
+            "ok": "ok"}
+    shown = [r for r in cmp.rows if all_rows or r.verdict != "ok"]
+    body = []
+    for r in shown:
+        metric = rules.get(r.metric)
+        p = "–" if r.p_value is None else f"{r.p_value:.3f}"
+        name = r.metric + (f" ({r.note})" if r.note and r.metric != "status" else "")
+        verdict = icon[r.verdict] + (f": {r.note}" if r.metric == "status" else "")
+        body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
+                     _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
+                     r.n or "–", verdict])
+    lines = [summary(cmp), ""] + [x for note in (cmp.machines, cmp.data) if note
+                                  for x in (note, "")]
+    if body:
+        lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
+                                             "change [interval]", "tolerance", "p",
+                                             "n", "verdict"],
+                              tablefmt="github", disable_numparse=True))
+    elif cmp.rows:
+        lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
+    if any(r.n == 2 and r.ci is not None and r.metric not in LATENCY.values() for r in cmp.rows):
+        lines += ["", "Two seeds a side give the paired test one degree of freedom: a change "
+                  "is significant only where the two seeds' changes differ by less than about a "
+                  "third of their mean (t = 6.3). Gate with 3 or more seeds "
+                  "(`seeds: [0, 1, 2]`) to catch smaller regressions."]
+    for title, ids in (("Only in the baseline", cmp.only_baseline),
+                       ("Only in the current run", cmp.only_current)):
+        if ids:
+            lines += ["", f"{title}"
+                      + (" (allowed by --allow-missing)" if cmp.allow_missing else
+                         " (fails the gate; --allow-missing to accept)") + ": "
+                      + "; ".join(cmp.labels.get(i, i[:8]) for i in ids)]  # labels hold commas
+    lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
+              "failed, timed out, diverged or absent now regresses. A figure regresses when it "
+              "is worse than its tolerance and a one-sided paired t-test over the seeds (is it "
+              f"worse?) gives p < {ALPHA}, i.e. its {100 * GATE_LEVEL:.0f} % interval excludes no change "
+              "(worse but not significant: within noise). Where seeds cannot test it (one seed "
+              "a side, or seeds alike: a loaded model evaluated as it is), accuracy is tested "
+              "on the test samples, McNemar's exact test on those one run got right and the "
+              "other wrong, where both records kept them; anything else: the tolerance alone. "
+              "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
+              "the machine's speed (× machine_probe_ms, a fixed workload timed in the cell's "
+              "own process before and after training), with Welch's t-test: seeds pair what "
+              f"training produces, not its speed. Latency: {cmp.latency}."]
+    return "\n".join(lines)
+
+
+def summary(cmp: Comparison) -> str:
+    n_reg = len(cmp.regressions)
+    n_imp = sum(r.verdict == "improved" for r in cmp.rows)
+    cells = len({r.cell_id for r in cmp.rows})
+    missing = len(cmp.only_baseline) + len(cmp.only_current)
+    status = "REGRESSION" if cmp.failed else "OK"
+    if cmp.common == 0:
+        return (f"**{status}**: the two sides have no cell in common ({len(cmp.only_baseline)} "
+                f"in the baseline, {len(cmp.only_current)} in the current run): nothing was "
+                "compared")
+    # latency left ungated is said here, not only under the table: a green line read alone
+    unsure = ("latency not gated (the note says why)" if cmp.latency.startswith("not gated")
+              else f"latency of {len(cmp.not_retimed)} cell(s) not gated" * bool(cmp.not_retimed))
+    return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
+            f"over {cells} cell{'s' * (cells != 1)} compared" + (f"; {unsure}" if unsure else "")
+            + (f"; {missing} cell{'s' * (missing != 1)} on one side only"
+               + (" (allowed)" if cmp.allow_missing else "") if missing else ""))
