@@ -712,6 +712,19 @@ def test_rows_of_one_figure_are_ordered_baseline_first_then_by_label():
         "| random_structured")
 
 
+def test_a_figure_without_a_direction_orders_rows_by_label_not_by_value():
+    """A descriptive figure has no best: ranked by value, its rows read as best first."""
+    from modelopt.results.order import ranked
+
+    cells = (("a", None, 3.0), ("b", {"name": "l1_structured"}, 1.0),
+             ("c", {"name": "random_structured"}, 2.0))
+    rows = [base_row(cid, 0, {"prune": prune}, vocab_size=v) for cid, prune, v in cells]
+    agg = report.aggregate(pd.DataFrame(rows))
+    # by label (l1_structured, none, random_structured), not 1, 2, 3 nor 3, 2, 1
+    assert list(ranked(agg, "vocab_size")["cell_id"]) == ["b", "a", "c"]
+    assert list(ranked(agg, "vocab_size", {"c"})["cell_id"]) == ["c", "b", "a"]
+
+
 def test_the_latency_plot_says_it_left_the_reference_path_off():
     """The int8 reference path's latency is not int8's: the accuracy-latency plot dropped
     its row without a word."""
