@@ -161,12 +161,14 @@ def test_one_seed_is_tested_on_the_test_samples(baseline, tmp_path, lost, kept, 
     def seed_0(rec, worse=False):
         if rec.seed != 0:
             return False
-        right = outcomes.Outcomes.read(rec.extra.pop(outcomes.KEY)).right
+        held = rec.extra.pop(outcomes.KEY)
+        right = outcomes.Outcomes.read(held).values
         if worse and rec.cell_id == first:  # the first `lost` samples it got right, wrong
             right[np.flatnonzero(right)[:lost]] = False
             rec.metrics["accuracy"] -= lost / rec.metrics["test_samples"]
         if kept:
-            rec.extra.update(outcomes.kept("accuracy", right))
+            rec.extra[outcomes.KEY] = outcomes.Outcomes("accuracy", right,
+                                                        held["split"]).as_dict()
 
     base = current_with(tmp_path / "b", baseline, seed_0)
     cur = current_with(tmp_path / "c", baseline, lambda rec: seed_0(rec, worse=True))

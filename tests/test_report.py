@@ -289,13 +289,13 @@ def test_a_delta_of_a_loaded_model_is_tested_on_the_test_samples(n, lost, gained
                                   ("pruned", {"name": "l1_structured"}, other))
             for s in (0, 1, 2)]
     for row, r in zip(rows, [right] * 3 + [other] * 3):
-        row["extra"] = outcomes.kept("accuracy", r)
+        row["extra"] = outcomes.kept("accuracy", r, np.zeros(n))
     page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
     pruned = next(x for x in page.splitlines() if x.startswith("| l1_structured "))
     assert words in pruned, pruned
     # outcomes of another figure, or of another split, test nothing
     for row in rows[3:]:
-        row["extra"] = outcomes.kept("accuracy", np.ones(n + 1, dtype=bool))
+        row["extra"] = outcomes.kept("accuracy", np.ones(n + 1, dtype=bool), np.zeros(n + 1))
     page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
     assert "(seeds alike)" in next(x for x in page.splitlines() if x.startswith("| l1_str"))
 

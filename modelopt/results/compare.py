@@ -146,8 +146,7 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         if samples is not None and metric.kind != "exact":
             p = samples.p / 2  # one-sided, in the direction the figure moved
             v, ci = _decide(_change(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
-            note = (f"McNemar on {samples.n:,} test samples: {samples.lost} right before and "
-                    f"wrong now, {samples.gained} the other way")
+            note = samples.words()
         if name == PROBED and _short_training(base, cur, cid, seeds):
             v = "ok"
             note += f"; under {MIN_TRAIN_S:g} s of training: reported, not gated"
@@ -158,15 +157,20 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
 
 
 def _on_samples(cid: str, name: str, seeds: list[int], pairs: list[tuple[float, float]],
-                base: Side, cur: Side) -> paired.Discordant | None:
+                base: Side, cur: Side) -> paired.Paired | None:
     """Where seeds cannot test a change (one seed a side, or seeds alike: a loaded model
-    evaluated as it is), the two runs' answers on the same test samples, where both kept
-    which samples they got right of `name` and read the same data files."""
+    evaluated as it is), the two runs on the same test samples, where both kept how each
+    sample went for `name` (spec/outcomes.py) and read the same data files."""
     alike = len({b for b, _ in pairs}) == 1 and len({c for _, c in pairs}) == 1
     if not (len(pairs) == 1 or alike) or base.data_files.get(cid) != cur.data_files.get(cid):
         return None
-    return paired.between(base.outcomes.get(cid, {}).get(seeds[0]),
-                          cur.outcomes.get(cid, {}).get(seeds[0]), name)
+
+    def seen(side: Side, values: list[float]) -> list[paired.Seen]:
+        return [(side.outcomes.get(cid, {}).get(s), v, side.figures[cid][s].get("test_samples"))
+                for s, v in zip(seeds, values)]
+
+    return paired.on_samples(seen(base, [b for b, _ in pairs]), seen(cur, [c for _, c in pairs]),
+                             name)
 
 
 def _short_training(base: Side, cur: Side, cid: str, seeds: list[int]) -> bool:

@@ -15,6 +15,7 @@ from modelopt.results.order import ranked
 from modelopt.results.report import _kind, _title, baselines, fmt, n_words, shipped_column
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
+from modelopt.spec import outcomes
 
 
 def shipped_kind(r: pd.Series) -> str:
@@ -107,22 +108,26 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     alike = len(set(before)) == 1 and len(set(after)) == 1
     if len(seeds) > 1 and not alike:
         return ("≈ " if paired_p(before, after) >= ALPHA else "") + value
-    samples = _samples(ok, (base["cell_id"], r["cell_id"]), seeds[0], key)
+    samples = _samples(ok, (base["cell_id"], r["cell_id"]), seeds, key)
     if samples is not None:
-        return f"{'≈ ' if samples.p >= ALPHA else ''}{value} (McNemar p {samples.p:.2g})"
+        return (f"{'≈ ' if samples.p >= ALPHA else ''}{value} "
+                f"({samples.test} p {samples.p:.2g})")
     return f"{value} ({UNTESTED[0] if len(seeds) == 1 else UNTESTED[1]})"
 
 
-def _samples(ok: pd.DataFrame, cells: tuple[str, str], seed: int, key: str
-             ) -> paired.Discordant | None:
-    """The two cells' answers on the same test samples at one seed, where both records kept
-    them (a task whose headline is a mean of per-sample rights: classification's accuracy)."""
+def _samples(ok: pd.DataFrame, cells: tuple[str, str], seeds: list[int], key: str
+             ) -> paired.Paired | None:
+    """The two cells on the same test samples, where their records kept how each sample
+    went (spec/outcomes.py: a built-in task's headline figure)."""
     if "extra" not in ok.columns:
         return None
-    extras = [ok[(ok["cell_id"] == c) & (ok["seed"] == seed)]["extra"] for c in cells]
-    if any(e.empty for e in extras):
-        return None
-    return paired.discordant(extras[0].iloc[0], extras[1].iloc[0], key)
+    sides = []
+    for cid in cells:
+        rows = ok[(ok["cell_id"] == cid) & ok["seed"].isin(seeds)]
+        samples = rows["test_samples"] if "test_samples" in rows else [None] * len(rows)
+        sides.append([((e or {}).get(outcomes.KEY), v, None if pd.isna(n) else int(n))
+                      for e, v, n in zip(rows["extra"], rows[key], samples)])
+    return paired.on_samples(*sides, figure=key)
 
 
 def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) -> str:

@@ -82,11 +82,13 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
             "marks a difference within noise (an interval that includes 1, or a test with "
             "p ≥ 0.05: paired t over seeds); a Δ of one seed, or of seeds that gave both "
             "figures the same (a loaded model evaluated as it is), is tested on the test "
-            "samples instead, *(McNemar p …)*: the two models' answers paired sample by sample, "
-            "McNemar's exact test on those only one of them got right (the split's own "
-            "sampling noise; a model's training variance over seeds is not in it); one marked "
-            f"*({UNTESTED[0]})* or *({UNTESTED[1]})* has neither to test (no per-sample answers "
-            "kept: a task other than classification, or results older than them)")
+            "samples instead, the two models paired sample by sample: *(McNemar p …)*, "
+            "McNemar's exact test on the samples only one of them got right (accuracy); "
+            "*(paired t p …)*, a paired t-test of the per-sample losses (R²'s squared errors, "
+            "a text window's cross-entropy). That is the split's own sampling noise; a "
+            "model's training variance over seeds is not in it. One marked "
+            f"*({UNTESTED[0]})* or *({UNTESTED[1]})* has neither to test (no per-sample "
+            "outcomes kept: a plugin task, or results older than them)")
 
 
 def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:

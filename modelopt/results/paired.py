@@ -1,41 +1,64 @@
-"""Two models' answers on the same test samples (spec/outcomes.py, in a record's `extra`):
-where one seed, or seeds that are copies (a loaded model evaluated as it is), leave a
-difference nothing to be tested against, the samples are the replicates."""
+"""Two models on the same test samples (spec/outcomes.py, in a record's `extra`): where one
+seed, or seeds that are copies (a loaded model evaluated as it is), leave a difference
+nothing to be tested against, the samples are the replicates. Right-or-wrong answers are
+tested with McNemar's exact test, per-sample losses with a paired t-test."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelopt.results.stats import mcnemar_p
-from modelopt.spec.outcomes import KEY, Outcomes
+import numpy as np
+
+from modelopt.results.stats import mcnemar_p, paired_p
+from modelopt.spec.outcomes import Outcomes
 
 
 @dataclass(frozen=True)
-class Discordant:
-    lost: int  # samples the baseline got right and the other model wrong
-    gained: int  # and the other way round
+class Paired:
+    """The other model against the baseline, sample by sample."""
+
+    test: str  # "McNemar" (right or wrong) or "paired t" (losses)
+    p: float  # two-sided
     n: int  # the samples both were tested on
+    worse: int  # samples the other model did worse on (right before and wrong now)
+    better: int  # and better
 
-    @property
-    def change(self) -> float:
-        """The difference of the two accuracies (other - baseline), as a fraction."""
-        return (self.gained - self.lost) / self.n
-
-    @property
-    def p(self) -> float:
-        return mcnemar_p(self.lost, self.gained)
-
-
-def discordant(base: dict | None, other: dict | None, figure: str) -> Discordant | None:
-    """How the other model's answers differ from the baseline's, sample by sample, from two
-    records' `extra`; None unless both kept outcomes of `figure` on as many samples."""
-    return between(*(e.get(KEY) if isinstance(e, dict) else None for e in (base, other)),
-                   figure=figure)
+    def words(self) -> str:
+        """What the test saw, as compare's note says it."""
+        if self.test == "McNemar":
+            return (f"McNemar on {self.n:,} test samples: {self.worse} right before and "
+                    f"wrong now, {self.better} the other way")
+        return (f"paired t on {self.n:,} test samples' losses: {self.worse} worse, "
+                f"{self.better} better")
 
 
-def between(base, other, figure: str) -> Discordant | None:
-    """`discordant` of two outcomes as a record keeps them (its `extra[KEY]`)."""
-    a, b = Outcomes.read(base), Outcomes.read(other)
-    if a is None or b is None or a.figure != figure or b.figure != figure or a.n != b.n:
+# one seed's record as the paired test reads it: its outcomes as kept (spec/outcomes.py),
+# the figure it recorded, and its test samples (None where it did not say)
+Seen = tuple[object, "float | None", "int | None"]
+
+
+def on_samples(base: list[Seen], other: list[Seen], figure: str) -> Paired | None:
+    """The other model against the baseline on the same test samples, from each side's
+    seeds; None unless both kept outcomes of `figure` that fit their records, on one split.
+    A side of several seeds is tested only where its seeds went alike on every sample (a
+    loaded model's copies): seeds whose figures agree by chance but whose answers differ
+    are replicates, which one seed's samples do not stand for."""
+    a, b = _one(base, figure), _one(other, figure)
+    if a is None or b is None or a.n != b.n or a.split != b.split or a.field != b.field:
         return None
-    return Discordant(int((a.right & ~b.right).sum()), int((~a.right & b.right).sum()), a.n)
+    if a.field == "bits":
+        lost, gained = int((a.values & ~b.values).sum()), int((~a.values & b.values).sum())
+        return Paired("McNemar", mcnemar_p(lost, gained), a.n, lost, gained)
+    diff = b.values.astype(np.float64) - a.values.astype(np.float64)
+    p = paired_p(a.values.tolist(), b.values.tolist()) if a.n > 1 else 1.0
+    return Paired("paired t", 1.0 if p is None else p, a.n, int((diff > 0).sum()),
+                  int((diff < 0).sum()))
+
+
+def _one(seen: list[Seen], figure: str) -> Outcomes | None:
+    """One side's outcomes: its seeds' alike, each fitting its record."""
+    read = [Outcomes.read(doc) for doc, _, _ in seen]
+    if not read or any(o is None or o.figure != figure or not o.fits(value, samples)
+                       for o, (_, value, samples) in zip(read, seen)):
+        return None
+    return read[0] if all(read[0].same(o) for o in read[1:]) else None

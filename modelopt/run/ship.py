@@ -158,8 +158,9 @@ def check_outputs(out: torch.Tensor, reference: torch.Tensor, data: Data, cell: 
 
 def test_metrics(out: torch.Tensor, data: Data) -> dict:
     """The task's test figures, loss included, of a model's outputs on the test split, and
-    which samples they got right where the task says (outcomes.KEY: the record's `extra`
+    how each test sample went where the task says (outcomes.KEY: the record's `extra`
     keeps them, not its figures)."""
     task = tasks.of(data)
-    right = task.outcomes(out, data)
-    return {**task.metrics(out, data), **(outcomes.kept(*right) if right is not None else {})}
+    each = task.outcomes(out, data)
+    return {**task.metrics(out, data),
+            **(outcomes.kept(*each, data.y_test) if each is not None else {})}

@@ -58,9 +58,10 @@ class Task:
         raise NotImplementedError
 
     def outcomes(self, out: torch.Tensor, data: "Data") -> tuple[str, torch.Tensor] | None:
-        """Which test samples the outputs got right, and the figure that is their mean: what
+        """How each test sample went, and the figure they decide: bools (right or wrong: the
+        figure is their mean) or a loss per sample (the figure moves with their mean). What
         a paired test of two models on one split needs (spec/outcomes.py); None where no
-        figure is a mean of independent per-sample rights and wrongs."""
+        figure is made of independent per-sample parts."""
         return None
 
     def check(self, out: torch.Tensor, reference: torch.Tensor) -> tuple[dict, bool]:
@@ -173,6 +174,10 @@ class Regression(Task):
         figures["loss"] = float(self.loss(out, data.y_test))
         return figures
 
+    def outcomes(self, out, data):
+        # R² = 1 - SSE / SST, SST the split's own: R² moves with the mean squared error
+        return "r2", (out.reshape(-1) - data.y_test) ** 2
+
     def standardize(self, data):
         return standardized(data)
 
@@ -236,6 +241,13 @@ class LanguageModelling(Task):
         return {"loss": nats, "perplexity": math.exp(nats), "bits_per_token": per_token,
                 "bits_per_char": per_token / data.info.get("chars_per_token", 1.0),
                 "next_token_accuracy": float((out.argmax(-1) == data.y_test).double().mean())}
+
+    def outcomes(self, out, data):
+        # a window's mean cross-entropy: every window has as many tokens, so the split's
+        # log-perplexity is their mean
+        nats = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]).float(),
+                                           data.y_test.reshape(-1), reduction="none")
+        return "perplexity", nats.view(len(data.y_test), -1).mean(1)
 
     def check(self, out, reference):
         agree = float((out.argmax(-1) == reference.argmax(-1)).double().mean())
