@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from modelopt.cli import main
-from modelopt.results import compare, gate_page, latency
+from modelopt.results import compare, gate_page, latency, resample
 from modelopt.results import metrics as M
 from modelopt.results import store as results
 from modelopt.run import measure, runner, timing
@@ -155,29 +155,37 @@ def test_accuracy_drop_and_param_change_are_flagged(baseline, tmp_path):
 ])
 def test_one_seed_is_tested_on_the_test_samples(baseline, tmp_path, lost, kept, verdict):
     """One seed a side gives no spread over seeds: the runs' answers on the same test
-    samples are paired instead (McNemar), where the records kept them."""
+    samples are paired instead, where the records kept them: accuracy by McNemar's test,
+    the macro figures (F1, precision, recall) by swapping their choices at random."""
     first = results.read(baseline)[0].cell_id
 
     def seed_0(rec, worse=False):
         if rec.seed != 0:
             return False
-        held = rec.extra.pop(outcomes.KEY)
-        right = outcomes.Outcomes.read(held).values
-        if worse and rec.cell_id == first:  # the first `lost` samples it got right, wrong
-            right[np.flatnonzero(right)[:lost]] = False
-            rec.metrics["accuracy"] -= lost / rec.metrics["test_samples"]
+        c = outcomes.Outcomes.read(rec.extra.pop(outcomes.KEY)).choices
+        chosen = c.predicted.copy()
+        if worse and rec.cell_id == first:  # `lost` samples it got right, now a wrong class
+            flip = np.flatnonzero(chosen == c.targets)[:lost]
+            chosen[flip] = (c.targets[flip] + 1) % c.classes
+            rec.metrics["accuracy"] = float((chosen == c.targets).mean())
+            macro = resample.macro(outcomes.Choices(chosen, c.targets, c.classes))
+            rec.metrics.update(macro)
         if kept:
-            rec.extra[outcomes.KEY] = outcomes.Outcomes("accuracy", right,
-                                                        held["split"]).as_dict()
+            rec.extra.update(outcomes.kept("accuracy", chosen, c.targets, c.classes))
 
     base = current_with(tmp_path / "b", baseline, seed_0)
     cur = current_with(tmp_path / "c", baseline, lambda rec: seed_0(rec, worse=True))
     cmp = compare.compare(base, cur, timer=None)
-    row = next(r for r in cmp.rows if r.cell_id == first and r.metric == "accuracy")
-    assert row.verdict == verdict and (f"{lost} right before and wrong now" in row.note) == kept
+    rows = {r.metric: r for r in cmp.rows if r.cell_id == first}
+    assert rows["accuracy"].verdict == verdict
+    assert (f"{lost} right before and wrong now" in rows["accuracy"].note) == kept
     assert lost / results.read(base)[0].metrics["test_samples"] > 0.01  # past the tolerance
-    if kept:  # the comment says how it was tested
+    assert rows["f1_macro"].change < -0.01  # past its tolerance too
+    assert ("randomization" in rows["f1_macro"].note) == kept
+    if kept:  # the comment says how it was tested, and the macro figures agree with it
         assert "McNemar on" in gate_page.markdown(cmp)
+        assert {rows[m].verdict for m in resample.MACRO} == {verdict}, [
+            (m, rows[m].p_value) for m in resample.MACRO]
 
 
 def test_a_change_comes_with_its_interval_over_the_seeds():

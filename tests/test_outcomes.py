@@ -91,7 +91,7 @@ def _data(task, y, num_classes=0):
 @pytest.mark.parametrize("task", ["classification", "regression", "language_modelling"])
 def test_each_built_in_task_keeps_outcomes_that_make_its_headline(task):
     """What the test judges is what the headline figure is made of: accuracy the mean of
-    the rights, R² falling as the squared errors' mean grows, perplexity e^(mean window
+    the right choices, R² falling as the squared errors' mean grows, perplexity e^(mean window
     cross-entropy)."""
     torch.manual_seed(0)
     if task == "language_modelling":
@@ -106,8 +106,8 @@ def test_each_built_in_task_keeps_outcomes_that_make_its_headline(task):
     figure, each = t.outcomes(out, data)
     figures = t.metrics(out, data)
     assert figure == t.info.headline and len(each) == len(y)
-    if task == "classification":
-        assert float(each.double().mean()) == pytest.approx(figures["accuracy"])
+    if task == "classification":  # the class chosen per sample
+        assert float((each == y).double().mean()) == pytest.approx(figures["accuracy"])
     elif task == "regression":
         assert float(each.double().mean()) == pytest.approx(figures["mse"])
     else:
@@ -132,3 +132,39 @@ def test_seeds_are_paired_only_where_they_are_copies_and_fit_their_records():
     assert paired.on_samples(base, [(cur[0][0], 0.84, 360)], "accuracy") is None  # 100 kept
     d = paired.on_samples([(kept("accuracy", moved, y)[KEY], 0.9, 100)], cur, "accuracy")
     assert (d.worse, d.better) == (6, 0)  # 1-5 and 90 right before; 0 wrong in both
+
+
+def test_a_classifiers_choices_are_kept_and_its_macro_figures_resampled():
+    """The class chosen per sample, beside the targets: the macro figures computed from
+    them are scikit-learn's (classes never seen count, as zero), and two classifiers'
+    difference is tested by swapping their answers at random (approximate randomization)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from modelopt.results import resample
+    from modelopt.spec.outcomes import Choices
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 6, 500)  # of 7 classes: one never seen
+    chosen = np.where(rng.random(500) < 0.8, targets, rng.integers(0, 7, 500))
+    back = Outcomes.read(kept("accuracy", chosen, targets, 7)[KEY])
+    assert (back.choices.predicted == chosen).all() and back.values.mean() == (
+        chosen == targets).mean()
+    p, r, f, _ = precision_recall_fscore_support(targets, chosen, labels=list(range(7)),
+                                                 average="macro", zero_division=0)
+    figures = resample.macro(back.choices)
+    assert figures == pytest.approx({"precision_macro": p, "recall_macro": r, "f1_macro": f},
+                                    abs=1e-12)
+    worse = chosen.copy()
+    worse[np.flatnonzero(chosen == targets)[:40]] = 6  # 40 right answers, now the unseen class
+    a, b = kept("accuracy", chosen, targets, 7), kept("accuracy", worse, targets, 7)
+    seen_b = (b[KEY], None, None)
+    d = paired.on_samples([(a[KEY], f, 500)], [seen_b], "f1_macro")
+    assert (d.test, d.worse, d.better) == ("randomization", 40, 0) and d.p < 0.01
+    assert paired.on_samples([(a[KEY], f, 500)], [(a[KEY], None, None)], "f1_macro").p == 1.0
+    # a recorded F1 its choices do not make: not its record's outcomes
+    assert paired.on_samples([(a[KEY], f + 0.01, 500)], [seen_b], "f1_macro") is None
+    # choices that are not the right answers they came with read as absent
+    hostile = dict(a[KEY], predicted=kept("accuracy", worse, targets, 7)[KEY]["predicted"])
+    assert Outcomes.read(hostile) is None
+    assert Outcomes.read(dict(a[KEY], classes=3)) is None  # a class past the count
+    assert isinstance(back.choices, Choices)

@@ -1,7 +1,8 @@
 """Two models on the same test samples (spec/outcomes.py, in a record's `extra`): where one
 seed, or seeds that are copies (a loaded model evaluated as it is), leave a difference
 nothing to be tested against, the samples are the replicates. Right-or-wrong answers are
-tested with McNemar's exact test, per-sample losses with a paired t-test."""
+tested with McNemar's exact test, per-sample losses with a paired t-test, a classifier's
+macro figures with an approximate randomization test of its choices (resample.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from modelopt.results.resample import MACRO, RESAMPLES, macro, randomization_p
 from modelopt.results.stats import mcnemar_p, paired_p
 from modelopt.spec.outcomes import Outcomes
 
@@ -17,7 +19,7 @@ from modelopt.spec.outcomes import Outcomes
 class Paired:
     """The other model against the baseline, sample by sample."""
 
-    test: str  # "McNemar" (right or wrong) or "paired t" (losses)
+    test: str  # "McNemar" (right or wrong), "paired t" (losses), "randomization" (macro)
     p: float  # two-sided
     n: int  # the samples both were tested on
     worse: int  # samples the other model did worse on (right before and wrong now)
@@ -25,9 +27,10 @@ class Paired:
 
     def words(self) -> str:
         """What the test saw, as compare's note says it."""
-        if self.test == "McNemar":
-            return (f"McNemar on {self.n:,} test samples: {self.worse} right before and "
-                    f"wrong now, {self.better} the other way")
+        if self.test != "paired t":
+            how = f"{RESAMPLES:,} random swaps of " if self.test == "randomization" else ""
+            return (f"{self.test} on {how}{self.n:,} test samples: {self.worse} right before "
+                    f"and wrong now, {self.better} the other way")
         return (f"paired t on {self.n:,} test samples' losses: {self.worse} worse, "
                 f"{self.better} better")
 
@@ -48,7 +51,12 @@ def on_samples(base: list[Seen], other: list[Seen], figure: str) -> Paired | Non
         return None
     if a.field == "bits":
         lost, gained = int((a.values & ~b.values).sum()), int((~a.values & b.values).sum())
-        return Paired("McNemar", mcnemar_p(lost, gained), a.n, lost, gained)
+        if figure not in MACRO:
+            return Paired("McNemar", mcnemar_p(lost, gained), a.n, lost, gained)
+        if a.choices.classes != b.choices.classes:
+            return None
+        return Paired("randomization", randomization_p(a.choices, b.choices, figure), a.n, lost,
+                      gained)
     diff = b.values.astype(np.float64) - a.values.astype(np.float64)
     p = paired_p(a.values.tolist(), b.values.tolist()) if a.n > 1 else 1.0
     return Paired("paired t", 1.0 if p is None else p, a.n, int((diff > 0).sum()),
@@ -58,7 +66,17 @@ def on_samples(base: list[Seen], other: list[Seen], figure: str) -> Paired | Non
 def _one(seen: list[Seen], figure: str) -> Outcomes | None:
     """One side's outcomes: its seeds' alike, each fitting its record."""
     read = [Outcomes.read(doc) for doc, _, _ in seen]
-    if not read or any(o is None or o.figure != figure or not o.fits(value, samples)
+    if not read or any(o is None or not _fits(o, figure, value, samples)
                        for o, (_, value, samples) in zip(read, seen)):
         return None
     return read[0] if all(read[0].same(o) for o in read[1:]) else None
+
+
+def _fits(o: Outcomes, figure: str, value: float | None, samples: int | None) -> bool:
+    """Whether `o` decides `figure` (its own, or a macro figure of its choices) and fits the
+    record it came with."""
+    if figure == o.figure:
+        return o.fits(value, samples)
+    if figure not in MACRO or o.choices is None or not o.fits(None, samples):
+        return False
+    return value is None or abs(macro(o.choices)[figure] - value) <= 1e-9

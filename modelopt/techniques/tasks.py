@@ -59,7 +59,9 @@ class Task:
 
     def outcomes(self, out: torch.Tensor, data: "Data") -> tuple[str, torch.Tensor] | None:
         """How each test sample went, and the figure they decide: bools (right or wrong: the
-        figure is their mean) or a loss per sample (the figure moves with their mean). What
+        figure is their mean), the class chosen per sample (right where it is the target;
+        the macro figures are resampled from them) or a loss per sample (the figure moves
+        with their mean). What
         a paired test of two models on one split needs (spec/outcomes.py); None where no
         figure is made of independent per-sample parts."""
         return None
@@ -118,7 +120,7 @@ class Classification(Task):
         return figures
 
     def outcomes(self, out, data):
-        return "accuracy", out.argmax(1) == data.y_test
+        return "accuracy", out.argmax(1)  # the class chosen: right where it is the target's
 
     def check(self, out, reference):
         agree = float((out.argmax(1) == reference.argmax(1)).double().mean())

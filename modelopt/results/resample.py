@@ -1,0 +1,66 @@
+"""A classifier's macro figures (F1, precision, recall: each class's, averaged over the
+dataset's classes, as scikit-learn's `average="macro"` with `zero_division=0`) from the
+class it chose per test sample, and the paired test of two classifiers' difference on the
+same samples. Such a figure is no mean of per-sample parts, so neither McNemar's test nor
+a t-test over the samples applies; an approximate randomization test does (Noreen 1989):
+under "no difference" the two models' answers to a sample are exchangeable, so each
+sample's pair is swapped at random, RESAMPLES times, and p is the share of swaps whose
+difference is at least the observed one. On accuracy it is McNemar's exact test; the paired
+bootstrap's percentile test reads far too sure where few samples differ (4 samples lost
+and none gained: p 0.03 against McNemar's 0.125)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from modelopt.spec.outcomes import Choices
+
+MACRO = ("f1_macro", "precision_macro", "recall_macro")
+RESAMPLES = 1000  # a p-value's resolution: 1 / 1001
+_ROWS = 50  # swaps drawn at a time (memory: rows x samples)
+
+
+def macro(choices: Choices) -> dict[str, float]:
+    """The macro figures of `choices` on the whole split."""
+    return {k: float(v[0]) for k, v in _macro(choices.predicted[None, :], choices.targets,
+                                              choices.classes).items()}
+
+
+def _macro(predicted: np.ndarray, targets: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """The macro figures of each row of `predicted` (rows x samples) against `targets`."""
+    rows = len(predicted)
+    offset = k * np.arange(rows)[:, None]  # each row counts into its own k bins
+    pred, true = predicted + offset, np.broadcast_to(targets, predicted.shape) + offset
+    count = lambda keys: np.bincount(keys.ravel(), minlength=rows * k).reshape(rows, k)  # noqa: E731
+    tp, chosen, held = count(true[pred == true]), count(pred), count(true)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(chosen > 0, tp / chosen, 0.0)
+        recall = np.where(held > 0, tp / held, 0.0)
+        f1 = np.where(chosen + held > 0, 2 * tp / (chosen + held), 0.0)
+    return {"precision_macro": precision.mean(1), "recall_macro": recall.mean(1),
+            "f1_macro": f1.mean(1)}
+
+
+def randomization_p(base: Choices, other: Choices, figure: str) -> float:
+    """Two-sided p of the approximate randomization test of `figure`'s difference: (the
+    swaps at least as far from zero as the observed difference + 1) / (RESAMPLES + 1). The
+    same swaps each time: the same choices give the same p."""
+    return _randomized(base.predicted.tobytes(), other.predicted.tobytes(),
+                       base.targets.tobytes(), base.classes)[figure]
+
+
+@functools.lru_cache(maxsize=16)  # the three figures of one pair come from the same swaps
+def _randomized(base: bytes, other: bytes, targets: bytes, classes: int) -> dict[str, float]:
+    a, b, t = (np.frombuffer(x, np.int64) for x in (base, other, targets))
+    observed = _macro(np.stack([a, b]), t, classes)
+    far = {name: abs(observed[name][1] - observed[name][0]) - 1e-12 for name in MACRO}
+    rng, hits = np.random.default_rng(0), dict.fromkeys(MACRO, 0)
+    for start in range(0, RESAMPLES, _ROWS):
+        swap = rng.random((min(_ROWS, RESAMPLES - start), len(t))) < 0.5
+        mine, theirs = _macro(np.where(swap, b, a), t, classes), _macro(np.where(swap, a, b),
+                                                                        t, classes)
+        for name in MACRO:
+            hits[name] += int((np.abs(theirs[name] - mine[name]) >= far[name]).sum())
+    return {name: (hits[name] + 1) / (RESAMPLES + 1) for name in MACRO}
