@@ -168,3 +168,10 @@ def test_a_classifiers_choices_are_kept_and_its_macro_figures_resampled():
     assert Outcomes.read(hostile) is None
     assert Outcomes.read(dict(a[KEY], classes=3)) is None  # a class past the count
     assert isinstance(back.choices, Choices)
+
+
+def test_a_p_value_is_never_rounded_across_the_threshold():
+    from modelopt.results.headline import p_words
+
+    assert (p_words(0.0496), p_words(0.0504), p_words(0.013), p_words(1.0)) == (
+        "0.0496", "0.05", "0.013", "1")

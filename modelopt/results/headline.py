@@ -111,8 +111,15 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     samples = _samples(ok, (base["cell_id"], r["cell_id"]), seeds, key)
     if samples is not None:
         return (f"{'≈ ' if samples.p >= ALPHA else ''}{value} "
-                f"({samples.test} p {samples.p:.2g})")
+                f"({samples.test} p {p_words(samples.p)})")
     return f"{value} ({UNTESTED[0] if len(seeds) == 1 else UNTESTED[1]})"
+
+
+def p_words(p: float) -> str:
+    """A p-value in two figures, or three where two would round it across ALPHA (0.0496
+    is not "0.05", which would read as within noise beside a Δ not marked so)."""
+    text = f"{p:.2g}"
+    return text if (float(text) >= ALPHA) == (p >= ALPHA) else f"{p:.3g}"
 
 
 def _samples(ok: pd.DataFrame, cells: tuple[str, str], seeds: list[int], key: str
