@@ -162,7 +162,8 @@ def test_one_seed_is_tested_on_the_test_samples(baseline, tmp_path, lost, kept, 
     def seed_0(rec, worse=False):
         if rec.seed != 0:
             return False
-        c = outcomes.Outcomes.read(rec.extra.pop(outcomes.KEY)).choices
+        held = outcomes.Outcomes.read(rec.extra.pop(outcomes.KEY))
+        c = held.choices
         chosen = c.predicted.copy()
         if worse and rec.cell_id == first:  # `lost` samples it got right, now a wrong class
             flip = np.flatnonzero(chosen == c.targets)[:lost]
@@ -171,7 +172,8 @@ def test_one_seed_is_tested_on_the_test_samples(baseline, tmp_path, lost, kept, 
             macro = resample.macro(outcomes.Choices(chosen, c.targets, c.classes))
             rec.metrics.update(macro)
         if kept:
-            rec.extra.update(outcomes.kept("accuracy", chosen, c.targets, c.classes))
+            rec.extra.update(outcomes.kept(outcomes.PerSample(chosen, held.mean_of, held.decides),
+                                           c.targets, c.classes))
 
     base = current_with(tmp_path / "b", baseline, seed_0)
     cur = current_with(tmp_path / "c", baseline, lambda rec: seed_0(rec, worse=True))
@@ -186,6 +188,39 @@ def test_one_seed_is_tested_on_the_test_samples(baseline, tmp_path, lost, kept, 
         assert "McNemar on" in gate_page.markdown(cmp)
         assert {rows[m].verdict for m in resample.MACRO} == {verdict}, [
             (m, rows[m].p_value) for m in resample.MACRO]
+
+
+def test_seeds_that_tie_by_chance_are_pooled_on_their_samples(baseline, tmp_path):
+    """Three trained seeds whose accuracies tie on each side (a small split makes that
+    common): their differences are all alike, and a t-test over the seeds read that as
+    p = 0 (regressed, a zero-width interval). Their answers differ, so each seed's samples
+    are paired with the baseline's of that seed and pooled: 10 lost and 6 gained per seed
+    is 30 against 18 of 900, within noise."""
+    first = results.read(baseline)[0].cell_id
+    rights = min(int(r.metrics["accuracy"] * r.metrics["test_samples"] + 0.5)
+                 for r in results.read(baseline) if r.cell_id == first)
+
+    def tie(rec, lost=0, gained=0):
+        if rec.cell_id != first:
+            return False
+        held = outcomes.Outcomes.read(rec.extra.pop(outcomes.KEY))
+        c = held.choices
+        chosen = c.predicted.copy()
+        ok = np.flatnonzero(chosen == c.targets)
+        chosen[ok[rights:]] = (c.targets[ok[rights:]] + 1) % c.classes  # as many right
+        ok, wrong = np.flatnonzero(chosen == c.targets), np.flatnonzero(chosen != c.targets)
+        chosen[ok[:lost]] = (c.targets[ok[:lost]] + 1) % c.classes
+        chosen[wrong[:gained]] = c.targets[wrong[:gained]]
+        rec.metrics["accuracy"] = float((chosen == c.targets).mean())
+        rec.metrics.update(resample.macro(outcomes.Choices(chosen, c.targets, c.classes)))
+        rec.extra.update(outcomes.kept(outcomes.PerSample(chosen, held.mean_of, held.decides),
+                                       c.targets, c.classes))
+
+    base = current_with(tmp_path / "b", baseline, tie)
+    cur = current_with(tmp_path / "c", baseline, lambda rec: tie(rec, lost=10, gained=6))
+    row = next(r for r in compare.compare(base, cur, timer=None).rows if r.metric == "accuracy")
+    assert row.n == 3 and row.change < -0.01  # three seeds, past the tolerance
+    assert row.verdict == "noise" and "(3 seeds pooled): 30 right before" in row.note, row
 
 
 def test_a_change_comes_with_its_interval_over_the_seeds():

@@ -125,10 +125,12 @@ def test_int8_on_onnx_runtime_is_its_own_int8_model(quantize, int8_ops, layers):
     mine = outcomes.Outcomes.read(out.extra[outcomes.KEY])
     assert outcomes.KEY not in m and mine.n == m["test_samples"]
     assert mine.values.mean() == pytest.approx(m["accuracy"])
-    apart = paired.on_samples(
-        [(float_out.extra[outcomes.KEY], fp32["accuracy"], fp32["test_samples"])],
-        [(out.extra[outcomes.KEY], m["accuracy"], m["test_samples"])], "accuracy")
+    apart = paired.on_samples([(outcomes.Outcomes.read(float_out.extra[outcomes.KEY]), fp32)],
+                              [(outcomes.Outcomes.read(out.extra[outcomes.KEY]), m)], "accuracy")
     assert (apart.better - apart.worse) / apart.n == pytest.approx(m["accuracy"] - fp32["accuracy"])
+    # its macro figures, computed again from the classes it chose, are its record's
+    assert paired.on_samples([(outcomes.Outcomes.read(float_out.extra[outcomes.KEY]), fp32)],
+                             [(mine, m)], "f1_macro") is not None
     assert (m["quantized_layers"], m["float_layers"]) == layers
     assert m["int8_path"] == "onnxruntime int8 kernels" and m["quantized"]
     assert m["quantized_with"] == onnx_runtime.SCHEMES[quantize]

@@ -1,24 +1,34 @@
 """How a model did on each test sample, as a record keeps it, and the paired tests that read
 it: McNemar's for right-or-wrong answers (only the samples one model alone got right count),
-a paired t-test for per-sample losses."""
+a paired t-test for per-sample losses, a randomization test for a classifier's macro
+figures; seeds pooled where their figures tie but their answers differ."""
 
 import numpy as np
 import pytest
 import torch
 
-from modelopt.results import paired
+from modelopt.results import paired, resample
+from modelopt.results.headline import p_words
 from modelopt.results.stats import mcnemar_p
-from modelopt.spec.outcomes import KEY, MAX_SAMPLES, Outcomes, kept, split_print
+from modelopt.spec.outcomes import KEY, MAX_SAMPLES, Choices, Outcomes, PerSample, kept, split_print
 from modelopt.techniques import tasks
 from modelopt.techniques.data import Data
 
 Y = np.arange(12345) % 3  # test targets
 
 
-def pair(base: dict, other: dict, figure: str):
-    """Two single-seed records' outcomes (kept(...) dicts), tested."""
-    return paired.on_samples([(base.get(KEY), None, None)], [(other.get(KEY), None, None)],
-                             figure)
+def right(values, y):
+    """A classifier's rights, read back as a record keeps them."""
+    return Outcomes.read(kept(PerSample(values, "accuracy", ("accuracy",)), y)[KEY])
+
+
+def losses(values, y):
+    return Outcomes.read(kept(PerSample(values, "mse", ("r2", "mse")), y)[KEY])
+
+
+def pair(a: Outcomes, b: Outcomes, figure: str):
+    """Two single-seed records' outcomes, tested (their figures unknown: not checked)."""
+    return paired.on_samples([(a, {})], [(b, {})], figure)
 
 
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 360, 12345])
@@ -26,27 +36,30 @@ def pair(base: dict, other: dict, figure: str):
 def test_outcomes_read_back_as_written(n, kind):
     values = np.random.default_rng(n).random(n)
     values = (values > 0.3) if kind is bool else values.astype(np.float32)
-    back = Outcomes.read(kept("accuracy", values, Y[:n])[KEY])
-    assert back.figure == "accuracy" and back.n == n and (back.values == values).all()
+    back = (right if kind is bool else losses)(values, Y[:n])
+    assert back.n == n and (back.values == values).all() and back.decides[0] in ("accuracy", "r2")
     assert back.values.dtype == values.dtype and back.split == split_print(Y[:n])
 
 
-@pytest.mark.parametrize("doc", [
-    None, "AAAA", [], {"figure": "accuracy", "n": 3, "split": ""},
-    {"figure": 1, "n": 3, "bits": "AA==", "split": ""},
-    {"figure": "accuracy", "n": 3, "bits": "AA=="},  # no split
-    {"figure": "accuracy", "n": True, "bits": "AA==", "split": ""},  # a bool is no count
-    {"figure": "accuracy", "n": "3", "bits": "AA==", "split": ""},
-    {"figure": "accuracy", "n": 0, "bits": "", "split": ""},
-    {"figure": "accuracy", "n": MAX_SAMPLES["bits"] + 1, "bits": "AA==", "split": ""},
-    {"figure": "accuracy", "n": 3, "bits": "!!!!", "split": ""},  # not base64
-    {"figure": "accuracy", "n": 3, "bits": "AAA=", "split": ""},  # two bytes for three samples
-    {"figure": "accuracy", "n": 30, "bits": "AA==", "split": ""},  # one byte for thirty
-    {"figure": "r2", "n": 1, "losses": "AACAfw==", "split": ""},  # an infinite loss
-    {"figure": "r2", "n": 2, "losses": "AACAPw==", "split": ""},  # one loss for two
+GOOD = {"mean_of": "accuracy", "decides": ["accuracy"], "n": 3, "split": "", "bits": "AA=="}
+
+
+@pytest.mark.parametrize("change", [
+    {"bits": None}, {"decides": "accuracy"}, {"decides": []}, {"decides": [1]},
+    {"mean_of": 1}, {"split": None},
+    {"n": True},  # a bool is no count
+    {"n": "3"}, {"n": 0, "bits": ""}, {"n": MAX_SAMPLES["bits"] + 1},
+    {"bits": "!!!!"},  # not base64
+    {"bits": "AAA="},  # two bytes for three samples
+    {"n": 30},  # one byte for thirty
+    {"bits": None, "losses": "AACAfw==", "n": 1},  # an infinite loss
+    {"bits": None, "losses": "AACAPw==", "n": 2},  # one loss for two
+    {"classes": 3, "predicted": "AAA=", "targets": "AAA="},  # two bytes a class: 6 for 3
 ])
-def test_outcomes_of_another_shape_read_as_absent(doc):
+def test_outcomes_of_another_shape_read_as_absent(change):
     """Read from a results directory they are data: anything else tests nothing."""
+    assert Outcomes.read(GOOD) is not None
+    doc = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
     assert Outcomes.read(doc) is None
 
 
@@ -58,14 +71,13 @@ def test_mcnemar_counts_only_the_samples_one_model_alone_got_right():
     other = both.copy()
     other[:5], other[900:910] = False, True  # five lost, ten gained; the rest as both had
     y = Y[:1000]
-    d = pair(kept("accuracy", both, y), kept("accuracy", other, y), "accuracy")
+    d = pair(right(both, y), right(other, y), "accuracy")
     assert (d.test, d.worse, d.better, d.n) == ("McNemar", 5, 10, 1000)
     assert d.p == pytest.approx(mcnemar_p(5, 10))
-    assert pair(kept("accuracy", both, y), kept("f1", other, y), "accuracy") is None
-    assert pair(kept("accuracy", both, y), {}, "accuracy") is None
+    assert pair(right(both, y), right(other, y), "f1_macro") is None  # no choices kept
+    assert paired.on_samples([(right(both, y), {})], [(None, {})], "accuracy") is None
     # as many samples, other samples (their targets differ): nothing to pair
-    assert pair(kept("accuracy", both, y), kept("accuracy", other, y[::-1]),
-                             "accuracy") is None
+    assert pair(right(both, y), right(other, y[::-1]), "accuracy") is None
 
 
 def test_losses_are_paired_sample_by_sample():
@@ -74,13 +86,13 @@ def test_losses_are_paired_sample_by_sample():
     rng = np.random.default_rng(0)
     base = rng.exponential(1.0, 400).astype(np.float32)
     y = Y[:400]
-    worse = pair(kept("r2", base, y), kept("r2", base + 0.01, y), "r2")
+    worse = pair(losses(base, y), losses(base + 0.01, y), "r2")
     assert (worse.test, worse.worse, worse.better) == ("paired t", 400, 0) and worse.p < 1e-6
-    noise = pair(kept("r2", base, y),
-                              kept("r2", base + rng.normal(0, 0.01, 400), y), "r2")
+    noise = pair(losses(base, y), losses(base + rng.normal(0, 0.01, 400), y), "mse")
     assert noise.p > 0.01 and noise.worse + noise.better == 400
-    same = pair(kept("r2", base, y), kept("r2", base, y), "r2")
-    assert same.p == 1.0 and same.worse == same.better == 0
+    same = pair(losses(base, y), losses(base, y), "r2")
+    assert same.p == 1.0 and same.alike
+    assert pair(losses(base, y), losses(base, y), "rmse") is None  # a figure it does not decide
 
 
 def _data(task, y, num_classes=0):
@@ -89,10 +101,10 @@ def _data(task, y, num_classes=0):
 
 
 @pytest.mark.parametrize("task", ["classification", "regression", "language_modelling"])
-def test_each_built_in_task_keeps_outcomes_that_make_its_headline(task):
-    """What the test judges is what the headline figure is made of: accuracy the mean of
-    the right choices, R² falling as the squared errors' mean grows, perplexity e^(mean window
-    cross-entropy)."""
+def test_each_built_in_task_keeps_outcomes_that_fit_its_figures(task):
+    """What a test judges is what the figures are made of: accuracy the mean of the right
+    choices, the MSE (in the target's units) the mean of the squared errors, the loss in
+    nats the mean of the windows' cross-entropies; each record's outcomes fit its figures."""
     torch.manual_seed(0)
     if task == "language_modelling":
         y, out = torch.randint(0, 5, (6, 4)), torch.randn(6, 4, 5)
@@ -102,76 +114,81 @@ def test_each_built_in_task_keeps_outcomes_that_make_its_headline(task):
         y, out = torch.randn(50), torch.randn(50, 1)
     data = _data(task, y, 5 if task == "language_modelling" else 3)
     data.info["chars_per_token"] = 1.0
+    if task == "regression":
+        data = tasks.get(task).standardize(data)
     t = tasks.get(task)
-    figure, each = t.outcomes(out, data)
-    figures = t.metrics(out, data)
-    assert figure == t.info.headline and len(each) == len(y)
-    if task == "classification":  # the class chosen per sample
-        assert float((each == y).double().mean()) == pytest.approx(figures["accuracy"])
-    elif task == "regression":
-        assert float(each.double().mean()) == pytest.approx(figures["mse"])
-    else:
-        assert float(each.double().mean().exp()) == pytest.approx(figures["perplexity"],
-                                                                  rel=1e-5)
+    figures = {**t.metrics(out, data), "test_samples": len(y)}
+    each = Outcomes.read(kept(t.outcomes(out, data), data.y_test, data.num_classes)[KEY])
+    assert each.decides[0] == t.info.headline and each.n == len(y)
+    assert each.fits(figures) and not each.fits({**figures, "test_samples": len(y) + 1})
+    assert not each.fits({**figures, each.mean_of: figures[each.mean_of] * 1.01 + 0.01})
+    if task == "language_modelling":  # perplexity is e to their mean
+        assert np.exp(each.values.mean(dtype=np.float64)) == pytest.approx(
+            figures["perplexity"], rel=1e-5)
 
 
-def test_seeds_are_paired_only_where_they_are_copies_and_fit_their_records():
-    """Several seeds stand for one evaluation only where they went alike on every sample (a
-    loaded model's copies), not where their accuracies agree by chance; outcomes that are
-    not their record's (another count, another mean) test nothing."""
+def test_seeds_whose_figures_tie_are_pooled_unless_they_are_copies():
+    """Seeds that went alike on every sample are one evaluation (a loaded model's copies):
+    one seed stands for them. Seeds whose accuracies tie but whose answers differ are
+    replicates: each seed's samples are paired with the baseline's of that seed, pooled
+    (a t-test over the seeds would read their tie as p = 0). Outcomes that are not their
+    record's (another count, another mean) test nothing."""
     y = Y[:100]
-    right = np.arange(100) < 90
-    moved = np.roll(right, 1)  # as many right (90 %), other samples
-    worse = right & (np.arange(100) > 5)  # six lost
-    base = [(kept("accuracy", right, y)[KEY], 0.9, 100)] * 3
-    cur = [(kept("accuracy", worse, y)[KEY], 0.84, 100)] * 3
-    assert paired.on_samples(base, cur, "accuracy").worse == 6
-    chance = [cur[0], (kept("accuracy", np.roll(worse, 1), y)[KEY], 0.84, 100), cur[0]]
-    assert paired.on_samples(base, chance, "accuracy") is None
-    assert paired.on_samples(base, [(cur[0][0], 0.9, 100)], "accuracy") is None  # mean 0.84
-    assert paired.on_samples(base, [(cur[0][0], 0.84, 360)], "accuracy") is None  # 100 kept
-    d = paired.on_samples([(kept("accuracy", moved, y)[KEY], 0.9, 100)], cur, "accuracy")
-    assert (d.worse, d.better) == (6, 0)  # 1-5 and 90 right before; 0 wrong in both
+    ok = np.arange(100) < 90
+    worse = ok & (np.arange(100) > 5)  # six lost
+    base = [(right(ok, y), {"accuracy": 0.9, "test_samples": 100})] * 3
+    cur = [(right(worse, y), {"accuracy": 0.84, "test_samples": 100})] * 3
+    d = paired.on_samples(base, cur, "accuracy")
+    assert (d.worse, d.seeds, d.n) == (6, 1, 100)
+    other = right(np.roll(worse, 1), y)  # as many right (84 %), other samples
+    tied = paired.on_samples(base, [cur[0], (other, cur[0][1]), cur[0]], "accuracy")
+    assert (tied.seeds, tied.n, tied.worse, tied.better) == (3, 300, 6 + 7 + 6, 1)
+    assert tied.p == pytest.approx(mcnemar_p(19, 1))
+    assert paired.on_samples(base, [(cur[0][0], {"accuracy": 0.9})], "accuracy") is None
+    assert paired.on_samples(base, [(cur[0][0], {"test_samples": 360})], "accuracy") is None
+    assert "(3 seeds pooled)" in tied.words()
 
 
-def test_a_classifiers_choices_are_kept_and_its_macro_figures_resampled():
+def test_a_classifiers_choices_are_kept_and_its_macro_figures_randomized():
     """The class chosen per sample, beside the targets: the macro figures computed from
     them are scikit-learn's (classes never seen count, as zero), and two classifiers'
-    difference is tested by swapping their answers at random (approximate randomization)."""
+    difference is tested by swapping their answers at random (approximate randomization),
+    which on a right-or-wrong split reads as McNemar's exact test does."""
     from sklearn.metrics import precision_recall_fscore_support
-
-    from modelopt.results import resample
-    from modelopt.spec.outcomes import Choices
 
     rng = np.random.default_rng(0)
     targets = rng.integers(0, 6, 500)  # of 7 classes: one never seen
     chosen = np.where(rng.random(500) < 0.8, targets, rng.integers(0, 7, 500))
-    back = Outcomes.read(kept("accuracy", chosen, targets, 7)[KEY])
+    decides = ("accuracy", *resample.MACRO)
+    keep = lambda c: Outcomes.read(kept(PerSample(c, "accuracy", decides), targets, 7)[KEY])  # noqa: E731
+    back = keep(chosen)
     assert (back.choices.predicted == chosen).all() and back.values.mean() == (
         chosen == targets).mean()
     p, r, f, _ = precision_recall_fscore_support(targets, chosen, labels=list(range(7)),
                                                  average="macro", zero_division=0)
-    figures = resample.macro(back.choices)
-    assert figures == pytest.approx({"precision_macro": p, "recall_macro": r, "f1_macro": f},
-                                    abs=1e-12)
+    assert resample.macro(back.choices) == pytest.approx(
+        {"precision_macro": p, "recall_macro": r, "f1_macro": f}, abs=1e-12)
     worse = chosen.copy()
     worse[np.flatnonzero(chosen == targets)[:40]] = 6  # 40 right answers, now the unseen class
-    a, b = kept("accuracy", chosen, targets, 7), kept("accuracy", worse, targets, 7)
-    seen_b = (b[KEY], None, None)
-    d = paired.on_samples([(a[KEY], f, 500)], [seen_b], "f1_macro")
+    figures = {"f1_macro": f, "test_samples": 500}
+    d = paired.on_samples([(back, figures)], [(keep(worse), {})], "f1_macro")
     assert (d.test, d.worse, d.better) == ("randomization", 40, 0) and d.p < 0.01
-    assert paired.on_samples([(a[KEY], f, 500)], [(a[KEY], None, None)], "f1_macro").p == 1.0
+    assert paired.on_samples([(back, figures)], [(back, {})], "f1_macro").p == 1.0
     # a recorded F1 its choices do not make: not its record's outcomes
-    assert paired.on_samples([(a[KEY], f + 0.01, 500)], [seen_b], "f1_macro") is None
+    assert paired.on_samples([(back, {"f1_macro": f + 0.01})], [(back, {})], "f1_macro") is None
     # choices that are not the right answers they came with read as absent
-    hostile = dict(a[KEY], predicted=kept("accuracy", worse, targets, 7)[KEY]["predicted"])
-    assert Outcomes.read(hostile) is None
-    assert Outcomes.read(dict(a[KEY], classes=3)) is None  # a class past the count
-    assert isinstance(back.choices, Choices)
+    doc = kept(PerSample(chosen, "accuracy", decides), targets, 7)[KEY]
+    hostile = dict(doc, predicted=kept(PerSample(worse, "accuracy", decides), targets, 7)[KEY][
+        "predicted"])
+    assert Outcomes.read(hostile) is None and Outcomes.read(dict(doc, classes=3)) is None
+    # four samples lost, none gained, of 240: randomization reads it as McNemar does
+    t = np.arange(240) % 3
+    lost = t.copy()
+    lost[:4] = (t[:4] + 1) % 3
+    p4 = resample.randomization_p(Choices(t, t, 3), Choices(lost, t, 3), "f1_macro")
+    assert abs(p4 - mcnemar_p(4, 0)) < 0.03
 
 
 def test_a_p_value_is_never_rounded_across_the_threshold():
-    from modelopt.results.headline import p_words
-
-    assert (p_words(0.0496), p_words(0.0504), p_words(0.013), p_words(1.0)) == (
-        "0.0496", "0.05", "0.013", "1")
+    assert (p_words(0.0496), p_words(0.0504), p_words(0.013), p_words(1.0), p_words(1e-30)) == (
+        "0.0496", "0.05", "0.013", "1", "< 0.001")

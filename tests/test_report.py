@@ -270,6 +270,10 @@ def test_a_delta_with_nothing_to_test_says_why_instead_of_within_noise(seeds, st
     assert words in pruned and "≈" not in pruned, pruned
 
 
+def ACCURACY(right):  # noqa: N802 (what a classifier's record keeps: rights, and the figure)
+    return outcomes.PerSample(right, "accuracy", ("accuracy",))
+
+
 @pytest.mark.parametrize("n, lost, gained, words", [
     (100, 2, 0, "| ≈ -2.0 pt (McNemar p 0.5) "),  # two samples: the split's luck
     (1000, 40, 20, "| -2.0 pt (McNemar p 0.013) "),  # 60 samples apart, 2 : 1 against
@@ -289,13 +293,13 @@ def test_a_delta_of_a_loaded_model_is_tested_on_the_test_samples(n, lost, gained
                                   ("pruned", {"name": "l1_structured"}, other))
             for s in (0, 1, 2)]
     for row, r in zip(rows, [right] * 3 + [other] * 3):
-        row["extra"] = outcomes.kept("accuracy", r, np.zeros(n))
+        row["extra"] = outcomes.kept(ACCURACY(r), np.zeros(n))
     page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
     pruned = next(x for x in page.splitlines() if x.startswith("| l1_structured "))
     assert words in pruned, pruned
     # outcomes of another figure, or of another split, test nothing
     for row in rows[3:]:
-        row["extra"] = outcomes.kept("accuracy", np.ones(n + 1, dtype=bool), np.zeros(n + 1))
+        row["extra"] = outcomes.kept(ACCURACY(np.ones(n + 1, dtype=bool)), np.zeros(n + 1))
     page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
     assert "(seeds alike)" in next(x for x in page.splitlines() if x.startswith("| l1_str"))
 

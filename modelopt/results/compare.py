@@ -144,7 +144,8 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         note = "× machine_probe_ms: per machine speed" if name == PROBED else ""
         samples = _on_samples(cid, name, kept, pairs, base, cur)
         if samples is not None and metric.kind != "exact":
-            p = samples.p / 2  # one-sided, in the direction the figure moved
+            # one-sided, in the direction the figure moved; alike on every sample: no change
+            p = 1.0 if samples.alike else samples.p / 2
             v, ci = _decide(_change(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
             note = samples.words()
         if name == PROBED and _short_training(base, cur, cid, seeds):
@@ -158,19 +159,15 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
 
 def _on_samples(cid: str, name: str, seeds: list[int], pairs: list[tuple[float, float]],
                 base: Side, cur: Side) -> paired.Paired | None:
-    """Where seeds cannot test a change (one seed a side, or seeds alike: a loaded model
-    evaluated as it is), the two runs on the same test samples, where both kept how each
+    """Where seeds cannot test a change (one seed a side, or seeds whose figures tie: a
+    loaded model's copies, or a split too small to tell seeds apart, where a t-test over
+    them would read p = 0), the two runs on the same test samples, where both kept how each
     sample went for `name` (spec/outcomes.py) and read the same data files."""
     alike = len({b for b, _ in pairs}) == 1 and len({c for _, c in pairs}) == 1
     if not (len(pairs) == 1 or alike) or base.data_files.get(cid) != cur.data_files.get(cid):
         return None
-
-    def seen(side: Side, values: list[float]) -> list[paired.Seen]:
-        return [(side.outcomes.get(cid, {}).get(s), v, side.figures[cid][s].get("test_samples"))
-                for s, v in zip(seeds, values)]
-
-    return paired.on_samples(seen(base, [b for b, _ in pairs]), seen(cur, [c for _, c in pairs]),
-                             name)
+    return paired.on_samples(*([(side.outcomes.get(cid, {}).get(s), side.figures[cid][s])
+                                for s in seeds] for side in (base, cur)), figure=name)
 
 
 def _short_training(base: Side, cur: Side, cid: str, seeds: list[int]) -> bool:

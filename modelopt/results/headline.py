@@ -104,7 +104,7 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
         return "–"
     before, after = [float(a[s]) for s in seeds], [float(b[s]) for s in seeds]
     change = b[seeds].mean() - a[seeds].mean()
-    value = f"{100 * change:+.1f} pt" if M.TABLE[key].unit == "fraction" else f"{change:+.3f}"
+    value = f"{100 * change:+.1f} pt" if M.TABLE[key].unit == "fraction" else f"{change:+.3g}"
     alike = len(set(before)) == 1 and len(set(after)) == 1
     if len(seeds) > 1 and not alike:
         return ("≈ " if paired_p(before, after) >= ALPHA else "") + value
@@ -117,24 +117,32 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
 
 def p_words(p: float) -> str:
     """A p-value in two figures, or three where two would round it across ALPHA (0.0496
-    is not "0.05", which would read as within noise beside a Δ not marked so)."""
+    is not "0.05", which would read as within noise beside a Δ not marked so); below 0.001,
+    said so (1e-116 reads as a certainty the test's assumptions do not carry)."""
+    if p < 0.001:
+        return "< 0.001"
     text = f"{p:.2g}"
     return text if (float(text) >= ALPHA) == (p >= ALPHA) else f"{p:.3g}"
 
 
 def _samples(ok: pd.DataFrame, cells: tuple[str, str], seeds: list[int], key: str
              ) -> paired.Paired | None:
-    """The two cells on the same test samples, where their records kept how each sample
-    went (spec/outcomes.py: a built-in task's headline figure)."""
+    """The two cells on the same test samples, seed by seed, where their records kept how
+    each sample went (spec/outcomes.py: a built-in task's figures)."""
     if "extra" not in ok.columns:
         return None
     sides = []
     for cid in cells:
-        rows = ok[(ok["cell_id"] == cid) & ok["seed"].isin(seeds)]
-        samples = rows["test_samples"] if "test_samples" in rows else [None] * len(rows)
-        sides.append([((e or {}).get(outcomes.KEY), v, None if pd.isna(n) else int(n))
-                      for e, v, n in zip(rows["extra"], rows[key], samples)])
+        rows = ok[(ok["cell_id"] == cid) & ok["seed"].isin(seeds)].sort_values("seed")
+        sides.append([(outcomes.Outcomes.read((r["extra"] or {}).get(outcomes.KEY)),
+                       _numbers(r)) for _, r in rows.iterrows()])
     return paired.on_samples(*sides, figure=key)
+
+
+def _numbers(r: pd.Series) -> dict:
+    """A row's figures, as its record had them (a column another record filled is NaN)."""
+    return {k: v for k, v in r.items() if isinstance(v, (int, float))
+            and not isinstance(v, bool) and not pd.isna(v)}
 
 
 def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) -> str:

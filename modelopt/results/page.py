@@ -80,15 +80,17 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
             "batch 1, one request at a time), the ratio taken within each timing process, mean "
             "and 95 % t-interval over the processes; **≈** "
             "marks a difference within noise (an interval that includes 1, or a test with "
-            "p ≥ 0.05: paired t over seeds); a Δ of one seed, or of seeds that gave both "
-            "figures the same (a loaded model evaluated as it is), is tested on the test "
-            "samples instead, the two models paired sample by sample: *(McNemar p …)*, "
+            "p ≥ 0.05: paired t over seeds); a Δ of one seed, or of seeds whose figures tie "
+            "(a loaded model evaluated as it is: copies, counted once; other ties pooled, "
+            "each seed's samples paired with the baseline's of that seed), is tested on the "
+            "test samples instead, the two models paired sample by sample: *(McNemar p …)*, "
             "McNemar's exact test on the samples only one of them got right (accuracy); "
             "*(paired t p …)*, a paired t-test of the per-sample losses (R²'s squared errors, "
             "a text window's cross-entropy). That is the split's own sampling noise; a "
             "model's training variance over seeds is not in it. One marked "
-            f"*({UNTESTED[0]})* or *({UNTESTED[1]})* has neither to test (no per-sample "
-            "outcomes kept: a plugin task, or results older than them)")
+            f"*({UNTESTED[0]})* or *({UNTESTED[1]})* has nothing to pair: no per-sample "
+            "outcomes kept (a plugin task, older results), outcomes of another test split "
+            "than its baseline's, or outcomes that do not fit the record's figures")
 
 
 def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:

@@ -1,8 +1,8 @@
 """Two models on the same test samples (spec/outcomes.py, in a record's `extra`): where one
-seed, or seeds that are copies (a loaded model evaluated as it is), leave a difference
-nothing to be tested against, the samples are the replicates. Right-or-wrong answers are
-tested with McNemar's exact test, per-sample losses with a paired t-test, a classifier's
-macro figures with an approximate randomization test of its choices (resample.py)."""
+seed, or seeds whose figures tie, leave a difference nothing to be tested against over the
+seeds, the samples are the replicates. Right-or-wrong answers are tested with McNemar's
+exact test, per-sample losses with a paired t-test, a classifier's macro figures with an
+approximate randomization test of its choices (resample.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from modelopt.results.resample import MACRO, RESAMPLES, macro, randomization_p
 from modelopt.results.stats import mcnemar_p, paired_p
-from modelopt.spec.outcomes import Outcomes
+from modelopt.spec.outcomes import Choices, Outcomes
 
 
 @dataclass(frozen=True)
@@ -20,63 +20,87 @@ class Paired:
     """The other model against the baseline, sample by sample."""
 
     test: str  # "McNemar" (right or wrong), "paired t" (losses), "randomization" (macro)
-    p: float  # two-sided
+    p: float  # two-sided; 1 where the two did alike on every sample
     n: int  # the samples both were tested on
     worse: int  # samples the other model did worse on (right before and wrong now)
     better: int  # and better
+    seeds: int = 1  # seeds pooled: each seed's samples paired with the baseline's of it
+
+    @property
+    def alike(self) -> bool:
+        return self.worse == self.better == 0
 
     def words(self) -> str:
         """What the test saw, as compare's note says it."""
-        if self.test != "paired t":
-            how = f"{RESAMPLES:,} random swaps of " if self.test == "randomization" else ""
-            return (f"{self.test} on {how}{self.n:,} test samples: {self.worse} right before "
-                    f"and wrong now, {self.better} the other way")
-        return (f"paired t on {self.n:,} test samples' losses: {self.worse} worse, "
-                f"{self.better} better")
+        on = f"{self.n:,} test samples" + (f" ({self.seeds} seeds pooled)" if self.seeds > 1
+                                           else "")
+        if self.test == "paired t":
+            return f"paired t on {on}' losses: {self.worse} worse, {self.better} better"
+        if self.test == "McNemar":
+            return (f"McNemar on {on}: {self.worse} right before and wrong now, "
+                    f"{self.better} the other way")
+        return (f"randomization test, {RESAMPLES:,} random swaps of the answers on {on}: "
+                f"{self.worse} right before and wrong now, {self.better} the other way")
 
 
-# one seed's record as the paired test reads it: its outcomes as kept (spec/outcomes.py),
-# the figure it recorded, and its test samples (None where it did not say)
-Seen = tuple[object, "float | None", "int | None"]
+# one seed's record as the paired test reads it: its outcomes (None where it kept none that
+# read) and its figures, which they must fit
+Seen = tuple["Outcomes | None", dict]
 
 
 def on_samples(base: list[Seen], other: list[Seen], figure: str) -> Paired | None:
-    """The other model against the baseline on the same test samples, from each side's
-    seeds; None unless both kept outcomes of `figure` that fit their records, on one split.
-    A side of several seeds is tested only where its seeds went alike on every sample (a
-    loaded model's copies): seeds whose figures agree by chance but whose answers differ
-    are replicates, which one seed's samples do not stand for."""
-    a, b = _one(base, figure), _one(other, figure)
-    if a is None or b is None or a.n != b.n or a.split != b.split or a.field != b.field:
+    """The other model against the baseline on the same test samples, seed by seed (the two
+    lists in the same seed order); None unless every seed kept outcomes that decide `figure`
+    and fit its record, on one split. Where each side's seeds went alike on every sample (a
+    loaded model's copies) one seed stands for them; otherwise the seeds are pooled, each
+    seed's samples paired with the baseline's of the same seed (seeds whose figures tie by
+    chance are replicates, not copies)."""
+    if not base or len(base) != len(other):
         return None
-    if a.field == "bits":
-        lost, gained = int((a.values & ~b.values).sum()), int((~a.values & b.values).sum())
-        if figure not in MACRO:
-            return Paired("McNemar", mcnemar_p(lost, gained), a.n, lost, gained)
-        if a.choices.classes != b.choices.classes:
-            return None
-        return Paired("randomization", randomization_p(a.choices, b.choices, figure), a.n, lost,
-                      gained)
-    diff = b.values.astype(np.float64) - a.values.astype(np.float64)
-    p = paired_p(a.values.tolist(), b.values.tolist()) if a.n > 1 else 1.0
-    return Paired("paired t", 1.0 if p is None else p, a.n, int((diff > 0).sum()),
-                  int((diff < 0).sum()))
-
-
-def _one(seen: list[Seen], figure: str) -> Outcomes | None:
-    """One side's outcomes: its seeds' alike, each fitting its record."""
-    read = [Outcomes.read(doc) for doc, _, _ in seen]
-    if not read or any(o is None or not _fits(o, figure, value, samples)
-                       for o, (_, value, samples) in zip(read, seen)):
+    read = [o for o, figures in base + other if o is not None and _fits(o, figure, figures)]
+    if len(read) != 2 * len(base) or len({(o.split, o.field, o.n) for o in read}) != 1:
         return None
-    return read[0] if all(read[0].same(o) for o in read[1:]) else None
+    a, b = read[:len(base)], read[len(base):]
+    if all(a[0].same(o) for o in a) and all(b[0].same(o) for o in b):
+        a, b = a[:1], b[:1]
+    return _tested(a, b, figure)
 
 
-def _fits(o: Outcomes, figure: str, value: float | None, samples: int | None) -> bool:
-    """Whether `o` decides `figure` (its own, or a macro figure of its choices) and fits the
-    record it came with."""
-    if figure == o.figure:
-        return o.fits(value, samples)
-    if figure not in MACRO or o.choices is None or not o.fits(None, samples):
+def _tested(a: list[Outcomes], b: list[Outcomes], figure: str) -> Paired | None:
+    """The test of `figure` on the seeds' samples laid end to end."""
+    first, seeds = a[0], len(a)
+    mine, theirs = (np.concatenate([o.values for o in side]) for side in (a, b))
+    n = len(mine)
+    if first.field == "losses":
+        diff = theirs.astype(np.float64) - mine.astype(np.float64)
+        worse, better = int((diff > 0).sum()), int((diff < 0).sum())
+        p = 1.0 if not worse + better else paired_p(mine.tolist(), theirs.tolist())
+        return Paired("paired t", 1.0 if p is None else p, n, worse, better, seeds)
+    worse, better = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+    if figure == first.mean_of:
+        return Paired("McNemar", mcnemar_p(worse, better), n, worse, better, seeds)
+    pooled = [_pooled(side) for side in (a, b)]
+    if any(c is None for c in pooled) or pooled[0].classes != pooled[1].classes:
+        return None
+    return Paired("randomization", randomization_p(*pooled, figure), n, worse, better, seeds)
+
+
+def _pooled(side: list[Outcomes]) -> Choices | None:
+    """One side's choices, its seeds' laid end to end."""
+    if any(o.choices is None for o in side):
+        return None
+    return Choices(np.concatenate([o.choices.predicted for o in side]),
+                   np.concatenate([o.choices.targets for o in side]), side[0].choices.classes)
+
+
+def _fits(o: Outcomes, figure: str, figures: dict) -> bool:
+    """Whether `o` decides `figure` and fits the record whose figures these are (its count
+    and mean; a classifier's macro figures, computed again from its choices)."""
+    if figure not in o.decides or not o.fits(figures):
         return False
-    return value is None or abs(macro(o.choices)[figure] - value) <= 1e-9
+    if o.field == "losses" or figure == o.mean_of:
+        return True
+    if figure not in MACRO or o.choices is None:
+        return False
+    again = macro(o.choices)
+    return all(abs(again[name] - figures[name]) <= 1e-9 for name in MACRO if name in figures)

@@ -19,22 +19,27 @@ from modelopt.spec.outcomes import Choices
 
 MACRO = ("f1_macro", "precision_macro", "recall_macro")
 RESAMPLES = 1000  # a p-value's resolution: 1 / 1001
-_ROWS = 50  # swaps drawn at a time (memory: rows x samples)
+_CELLS = 4_000_000  # swaps x differing samples drawn at a time (memory)
 
 
 def macro(choices: Choices) -> dict[str, float]:
     """The macro figures of `choices` on the whole split."""
-    return {k: float(v[0]) for k, v in _macro(choices.predicted[None, :], choices.targets,
-                                              choices.classes).items()}
+    k, t = choices.classes, choices.targets
+    zero = np.zeros(k, dtype=np.int64)
+    rows = _rows(zero, zero, np.bincount(t, minlength=k), choices.predicted[None, :], t)
+    return {name: float(v[0]) for name, v in rows.items()}
 
 
-def _macro(predicted: np.ndarray, targets: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """The macro figures of each row of `predicted` (rows x samples) against `targets`."""
-    rows = len(predicted)
+def _rows(tp0: np.ndarray, chosen0: np.ndarray, held: np.ndarray, predicted: np.ndarray,
+          targets: np.ndarray) -> dict[str, np.ndarray]:
+    """The macro figures of each row of `predicted` (rows x samples) against `targets`,
+    beside counts every row shares (`tp0`, `chosen0`: of samples not in the rows; `held`:
+    every target)."""
+    rows, k = len(predicted), len(held)
     offset = k * np.arange(rows)[:, None]  # each row counts into its own k bins
-    pred, true = predicted + offset, np.broadcast_to(targets, predicted.shape) + offset
     count = lambda keys: np.bincount(keys.ravel(), minlength=rows * k).reshape(rows, k)  # noqa: E731
-    tp, chosen, held = count(true[pred == true]), count(pred), count(true)
+    tp = tp0 + count((targets + offset)[predicted == targets])
+    chosen = chosen0 + count(predicted + offset)
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(chosen > 0, tp / chosen, 0.0)
         recall = np.where(held > 0, tp / held, 0.0)
@@ -45,8 +50,9 @@ def _macro(predicted: np.ndarray, targets: np.ndarray, k: int) -> dict[str, np.n
 
 def randomization_p(base: Choices, other: Choices, figure: str) -> float:
     """Two-sided p of the approximate randomization test of `figure`'s difference: (the
-    swaps at least as far from zero as the observed difference + 1) / (RESAMPLES + 1). The
-    same swaps each time: the same choices give the same p."""
+    swaps at least as far from zero as the observed difference + 1) / (RESAMPLES + 1); 1
+    where the two chose alike on every sample. The same swaps each time: the same choices
+    give the same p."""
     return _randomized(base.predicted.tobytes(), other.predicted.tobytes(),
                        base.targets.tobytes(), base.classes)[figure]
 
@@ -54,13 +60,23 @@ def randomization_p(base: Choices, other: Choices, figure: str) -> float:
 @functools.lru_cache(maxsize=16)  # the three figures of one pair come from the same swaps
 def _randomized(base: bytes, other: bytes, targets: bytes, classes: int) -> dict[str, float]:
     a, b, t = (np.frombuffer(x, np.int64) for x in (base, other, targets))
-    observed = _macro(np.stack([a, b]), t, classes)
-    far = {name: abs(observed[name][1] - observed[name][0]) - 1e-12 for name in MACRO}
+    differ = a != b
+    if not differ.any():
+        return dict.fromkeys(MACRO, 1.0)
+    # a swap moves only the samples the two chose differently: the rest count once
+    alike = ~differ
+    tp0 = np.bincount(t[alike & (a == t)], minlength=classes)
+    chosen0 = np.bincount(a[alike], minlength=classes)
+    held = np.bincount(t, minlength=classes)
+    ad, bd, td = a[differ], b[differ], t[differ]
+    seen = _rows(tp0, chosen0, held, np.stack([ad, bd]), td)
+    far = {name: abs(seen[name][1] - seen[name][0]) - 1e-12 for name in MACRO}
     rng, hits = np.random.default_rng(0), dict.fromkeys(MACRO, 0)
-    for start in range(0, RESAMPLES, _ROWS):
-        swap = rng.random((min(_ROWS, RESAMPLES - start), len(t))) < 0.5
-        mine, theirs = _macro(np.where(swap, b, a), t, classes), _macro(np.where(swap, a, b),
-                                                                        t, classes)
+    step = max(1, _CELLS // len(td))
+    for start in range(0, RESAMPLES, step):
+        swap = rng.random((min(step, RESAMPLES - start), len(td))) < 0.5
+        mine = _rows(tp0, chosen0, held, np.where(swap, bd, ad), td)
+        theirs = _rows(tp0, chosen0, held, np.where(swap, ad, bd), td)
         for name in MACRO:
             hits[name] += int((np.abs(theirs[name] - mine[name]) >= far[name]).sum())
     return {name: (hits[name] + 1) / (RESAMPLES + 1) for name in MACRO}

@@ -67,9 +67,9 @@ class Side:
     # a cell compared under the other side's id (it differs only in its trained weights):
     # that id -> its id in this side's own files (its saved models)
     own: dict[str, str] = field(default_factory=dict)
-    # per cell, per seed: which test samples it got right, as the record keeps them
-    # (spec/outcomes.py): a figure of one seed is tested on the samples
-    outcomes: dict[str, dict[int, dict]] = field(default_factory=dict)
+    # per cell, per seed: how each test sample went (spec/outcomes.py), read once: a figure
+    # the seeds cannot test is tested on the samples
+    outcomes: dict[str, dict[int, outcomes.Outcomes]] = field(default_factory=dict)
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -200,9 +200,9 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
             side.code.setdefault(cid, code[:40])
         if r.get("status") == "ok":
             side.figures.setdefault(cid, {})[seed] = _figures(cid, seed, r.get("metrics") or {})
-            right = (r.get("extra") or {}).get(outcomes.KEY)
-            if isinstance(right, dict):
-                side.outcomes.setdefault(cid, {})[seed] = right
+            each = outcomes.Outcomes.read((r.get("extra") or {}).get(outcomes.KEY))
+            if each is not None:
+                side.outcomes.setdefault(cid, {})[seed] = each
     return side
 
 

@@ -163,5 +163,5 @@ def test_metrics(out: torch.Tensor, data: Data) -> dict:
     task = tasks.of(data)
     each = task.outcomes(out, data)
     return {**task.metrics(out, data),
-            **(outcomes.kept(*each, data.y_test, data.num_classes) if each is not None
+            **(outcomes.kept(each, data.y_test, data.num_classes) if each is not None
                else {})}

@@ -6,14 +6,15 @@ the figure is more than the split's luck (results/paired.py). A loaded model eva
 it is gives every seed the same figures, so without these a one-point drop from int8 has
 nothing to be tested against.
 
-Two kinds, as the task's figure is made: `right` (bool per sample: the figure, accuracy, is
-their mean; kept as bits, a 10,000-sample split in 1,668 characters) and `loss` (float32
-per sample, lower is better: the figure moves with their mean, as R² with squared errors
-and perplexity with a text window's cross-entropy). A classifier's also keep its `choices`,
-the class it chose per sample beside the targets (up to 200,000 samples), from which its
-macro figures (F1, precision, recall) are resampled. `split` prints the test targets, so
-two splits of one size are not paired. Read from a results directory they are data: anything
-but the shape written here reads as absent.
+Two kinds, as the task's figures are made: `bits` (right or wrong per sample: accuracy is
+their mean; a 10,000-sample split in 1,668 characters) and `losses` (float32 per sample,
+lower is better: the regression's squared errors, whose mean is the MSE and with which R²
+and RMSE move; a text window's cross-entropy, whose mean is the loss in nats and with which
+perplexity and bits per character move). A classifier's also keep its `choices`, the class
+it chose per sample beside the targets (up to 100,000 samples), from which its macro
+figures are computed. `split` prints the test targets, so two splits of one size are not
+paired. Read from a results directory they are data: anything but the shape written here
+reads as absent, and readers check them against the figures they came with (`fits`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,29 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 KEY = "test_outcomes"
 MAX_SAMPLES = {"bits": 10_000_000, "losses": 100_000}  # past these a record keeps none
-MAX_CHOICES = 200_000  # past this a classifier keeps its bits alone (a 1 MB line)
+MAX_CHOICES = 100_000  # past this a classifier keeps its bits alone (a 540 kB line)
 _SPLIT = 16  # hex digits of the targets' sha256
+_NAME = 64  # a figure's name, at most
+
+
+@dataclass(frozen=True)
+class PerSample:
+    """What a task says of its outputs on the test split, sample by sample (Task.outcomes):
+    `values` are bools (right or wrong), the class chosen per sample (an integer: right
+    where it is the target's) or a loss per sample; `mean_of` names the recorded figure that
+    is their mean (of the rights: accuracy); `decides` every figure that moves with that
+    mean, or is computed from the classes chosen (the first is the task's headline)."""
+
+    values: object  # a tensor or array, one per test sample
+    mean_of: str
+    decides: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -39,13 +55,9 @@ class Choices:
     targets: np.ndarray
     classes: int  # how many a macro figure averages over (the dataset's, seen or not)
 
-    @property
-    def dtype(self) -> str:
-        return "<u2" if self.classes <= 1 << 16 else "<u4"
-
     def as_dict(self) -> dict:
         return {"classes": self.classes,
-                **{k: base64.b64encode(getattr(self, k).astype(self.dtype).tobytes()
+                **{k: base64.b64encode(getattr(self, k).astype(_dtype(self.classes)).tobytes()
                                        ).decode("ascii") for k in ("predicted", "targets")}}
 
     @classmethod
@@ -54,12 +66,11 @@ class Choices:
         classes = doc.get("classes")
         if not isinstance(classes, int) or isinstance(classes, bool) or not 0 < classes < 1 << 31:
             return None
-        size = len(right) * (2 if classes <= 1 << 16 else 4)
+        size = len(right) * np.dtype(_dtype(classes)).itemsize
         arrays = [_decoded(doc.get(k), size) for k in ("predicted", "targets")]
         if any(a is None for a in arrays):
             return None
-        dtype = "<u2" if classes <= 1 << 16 else "<u4"
-        predicted, targets = (np.frombuffer(a, dtype).astype(np.int64) for a in arrays)
+        predicted, targets = (np.frombuffer(a, _dtype(classes)).astype(np.int64) for a in arrays)
         if (max(predicted.max(), targets.max()) >= classes
                 or not np.array_equal(predicted == targets, right)):
             return None
@@ -68,8 +79,9 @@ class Choices:
 
 @dataclass(frozen=True)
 class Outcomes:
-    figure: str  # the figure they decide (a task's: "accuracy", "r2", "perplexity")
     values: np.ndarray  # bool (right per sample) or float32 (a loss per sample)
+    mean_of: str  # the recorded figure their mean is
+    decides: tuple[str, ...]  # the figures they test (the first: the task's headline)
     split: str  # the test targets' fingerprint (split_print)
     choices: Choices | None = None  # a classifier's, where kept
 
@@ -84,24 +96,28 @@ class Outcomes:
     def as_dict(self) -> dict:
         raw = (np.packbits(self.values) if self.field == "bits"
                else self.values.astype("<f4")).tobytes()
-        return {"figure": self.figure, "n": self.n, "split": self.split,
-                self.field: base64.b64encode(raw).decode("ascii"),
+        return {"mean_of": self.mean_of, "decides": list(self.decides), "n": self.n,
+                "split": self.split, self.field: base64.b64encode(raw).decode("ascii"),
                 **(self.choices.as_dict() if self.choices is not None else {})}
 
-    def fits(self, value: float | None, samples: int | None) -> bool:
-        """Whether they are the outcomes of the record they came with: as many as its test
-        samples, and right ones whose mean is its figure (a record is data: its outcomes
-        may have been taken from another)."""
+    def fits(self, figures: dict) -> bool:
+        """Whether they are the outcomes of the record whose figures these are: as many as
+        its test samples, and a mean that is its `mean_of` figure (a record is data: its
+        outcomes may have been taken from another)."""
+        samples, value = figures.get("test_samples"), figures.get(self.mean_of)
         if samples is not None and samples != self.n:
             return False
-        return value is None or self.field != "bits" or abs(
-            float(self.values.mean()) - value) <= 1e-9
+        if value is None:
+            return True
+        mean = float(self.values.mean(dtype=np.float64))
+        # rights: a count over n, as the figure is; losses: float32, summed in another order
+        return math.isclose(mean, value, rel_tol=1e-12 if self.field == "bits" else 1e-5,
+                            abs_tol=1e-12)
 
     def same(self, other: "Outcomes") -> bool:
         """Alike on every sample (a loaded model's seeds: copies of one evaluation)."""
         mine, theirs = self.choices, other.choices
-        return (self.split == other.split and self.figure == other.figure
-                and self.values.dtype == other.values.dtype
+        return (self.split == other.split and self.field == other.field
                 and np.array_equal(self.values, other.values)
                 and (mine is None) == (theirs is None)
                 and (mine is None or np.array_equal(mine.predicted, theirs.predicted)))
@@ -110,27 +126,36 @@ class Outcomes:
     def read(cls, doc) -> "Outcomes | None":
         """What `as_dict` wrote, or None for anything else (absent, another shape, values
         that do not decode, do not hold `n` samples or are not finite)."""
-        if not isinstance(doc, dict) or not all(
-                isinstance(doc.get(k), str) for k in ("figure", "split")):
+        if not isinstance(doc, dict) or not _names(doc.get("decides")) or not all(
+                isinstance(doc.get(k), str) for k in ("mean_of", "split")):
             return None
         field = "bits" if "bits" in doc else "losses"
-        n, text = doc.get("n"), doc.get(field)
+        n = doc.get("n")
         if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= MAX_SAMPLES[field]:
             return None
-        raw = _decoded(text, (n + 7) // 8 if field == "bits" else 4 * n)
+        raw = _decoded(doc.get(field), (n + 7) // 8 if field == "bits" else 4 * n)
         if raw is None:
             return None
+        named = (doc["mean_of"][:_NAME], tuple(doc["decides"]), doc["split"][:_SPLIT])
         if field == "losses":
             values = np.frombuffer(raw, "<f4").astype(np.float32)
-            return cls(doc["figure"], values, doc["split"][:_SPLIT]) if np.isfinite(
-                values).all() else None
+            return cls(values, *named) if np.isfinite(values).all() else None
         values = np.unpackbits(np.frombuffer(raw, np.uint8))[:n].astype(bool)
         choices = None
         if "predicted" in doc:  # kept, they must be these answers'
             choices = Choices.read(doc, values) if n <= MAX_CHOICES else None
             if choices is None:
                 return None
-        return cls(doc["figure"], values, doc["split"][:_SPLIT], choices)
+        return cls(values, *named, choices)
+
+
+def _names(value) -> bool:
+    return (isinstance(value, list) and 0 < len(value) <= 16
+            and all(isinstance(v, str) and 0 < len(v) <= _NAME for v in value))
+
+
+def _dtype(classes: int) -> str:
+    return "<u2" if classes <= 1 << 16 else "<u4"
 
 
 def _decoded(text, size: int) -> bytes | None:
@@ -152,12 +177,11 @@ def split_print(targets) -> str:
     return digest.hexdigest()[:_SPLIT]
 
 
-def kept(figure: str, values, targets, classes: int = 0) -> dict:
-    """A split's outcomes as a record keeps them: bools (right per sample) as bits; integers
-    (the class chosen per sample, of `classes`) as bits and, up to MAX_CHOICES, the choices
-    beside the targets; anything else as float32 losses ({} past MAX_SAMPLES, or a loss
-    that is not finite)."""
-    values, targets = np.asarray(values).reshape(-1), np.asarray(targets)
+def kept(each: PerSample, targets, classes: int = 0) -> dict:
+    """A split's outcomes as a record keeps them: bools as bits; the classes chosen (of
+    `classes`) as bits and, up to MAX_CHOICES, the choices beside the targets; losses as
+    float32 ({} past MAX_SAMPLES, or a loss that is not finite)."""
+    values, targets = np.asarray(each.values).reshape(-1), np.asarray(targets)
     choices = None
     if values.dtype.kind in "iu":
         if len(values) <= MAX_CHOICES and 0 < classes < 1 << 31:
@@ -165,7 +189,8 @@ def kept(figure: str, values, targets, classes: int = 0) -> dict:
                               classes)
         values = values == targets.reshape(-1)
     values = values.astype(bool) if values.dtype == bool else values.astype(np.float32)
-    outcomes = Outcomes(figure, values, split_print(targets), choices)
+    outcomes = Outcomes(values, each.mean_of, tuple(each.decides), split_print(targets),
+                        choices)
     if not 0 < outcomes.n <= MAX_SAMPLES[outcomes.field] or (
             outcomes.field == "losses" and not np.isfinite(values).all()):
         return {}

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from modelopt.spec.metric import Metric
+from modelopt.spec.outcomes import PerSample
 from modelopt.spec.registries import TASKS
 from modelopt.spec.tasks import BUILTIN, TaskInfo
 
@@ -57,13 +58,10 @@ class Task:
         """The test figures of outputs on the test split, `loss` included."""
         raise NotImplementedError
 
-    def outcomes(self, out: torch.Tensor, data: "Data") -> tuple[str, torch.Tensor] | None:
-        """How each test sample went, and the figure they decide: bools (right or wrong: the
-        figure is their mean), the class chosen per sample (right where it is the target;
-        the macro figures are resampled from them) or a loss per sample (the figure moves
-        with their mean). What
-        a paired test of two models on one split needs (spec/outcomes.py); None where no
-        figure is made of independent per-sample parts."""
+    def outcomes(self, out: torch.Tensor, data: "Data") -> PerSample | None:
+        """How each test sample went, and the figures that tells (spec/outcomes.py): what a
+        paired test of two models on one split needs; None where no figure is made of
+        independent per-sample parts."""
         return None
 
     def check(self, out: torch.Tensor, reference: torch.Tensor) -> tuple[dict, bool]:
@@ -120,7 +118,9 @@ class Classification(Task):
         return figures
 
     def outcomes(self, out, data):
-        return "accuracy", out.argmax(1)  # the class chosen: right where it is the target's
+        # the class chosen: right where it is the target's; the macro figures are its
+        return PerSample(out.argmax(1), "accuracy",
+                         ("accuracy", "f1_macro", "precision_macro", "recall_macro"))
 
     def check(self, out, reference):
         agree = float((out.argmax(1) == reference.argmax(1)).double().mean())
@@ -177,8 +177,11 @@ class Regression(Task):
         return figures
 
     def outcomes(self, out, data):
-        # R² = 1 - SSE / SST, SST the split's own: R² moves with the mean squared error
-        return "r2", (out.reshape(-1) - data.y_test) ** 2
+        # squared errors in the target's units: their mean is the MSE; R² = 1 - SSE / SST
+        # (SST the split's own) and RMSE move with it, as the test loss (standardized) does
+        scale, _ = data.target_scale
+        return PerSample(((out.reshape(-1) - data.y_test) * scale) ** 2, "mse",
+                         ("r2", "mse", "rmse", "loss"))
 
     def standardize(self, data):
         return standardized(data)
@@ -249,7 +252,8 @@ class LanguageModelling(Task):
         # log-perplexity is their mean
         nats = nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]).float(),
                                            data.y_test.reshape(-1), reduction="none")
-        return "perplexity", nats.view(len(data.y_test), -1).mean(1)
+        return PerSample(nats.view(len(data.y_test), -1).mean(1), "loss",
+                         ("perplexity", "loss", "bits_per_token", "bits_per_char"))
 
     def check(self, out, reference):
         agree = float((out.argmax(-1) == reference.argmax(-1)).double().mean())
