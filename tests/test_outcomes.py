@@ -54,7 +54,7 @@ GOOD = {"mean_of": "accuracy", "decides": ["accuracy"], "n": 3, "split": "", "bi
     {"n": 30},  # one byte for thirty
     {"bits": None, "losses": "AACAfw==", "n": 1},  # an infinite loss
     {"bits": None, "losses": "AACAPw==", "n": 2},  # one loss for two
-    {"classes": 3, "predicted": "AAA=", "targets": "AAA="},  # two bytes a class: 6 for 3
+    {"classes": 3, "predicted": "AAA=", "wrong_targets": "AAA="},  # two bytes a class: 6 for 3
 ])
 def test_outcomes_of_another_shape_read_as_absent(change):
     """Read from a results directory they are data: anything else tests nothing."""

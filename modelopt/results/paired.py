@@ -25,6 +25,7 @@ class Paired:
     worse: int  # samples the other model did worse on (right before and wrong now)
     better: int  # and better
     seeds: int = 1  # seeds pooled: each seed's samples paired with the baseline's of it
+    moved: int = 0  # samples whose class chosen changed (the randomization test's swaps)
 
     @property
     def alike(self) -> bool:
@@ -40,7 +41,8 @@ class Paired:
             return (f"McNemar on {on}: {self.worse} right before and wrong now, "
                     f"{self.better} the other way")
         return (f"randomization test, {RESAMPLES:,} random swaps of the answers on {on}: "
-                f"{self.worse} right before and wrong now, {self.better} the other way")
+                f"{self.moved} chose another class ({self.worse} right before and wrong now, "
+                f"{self.better} the other way)")
 
 
 # one seed's record as the paired test reads it: its outcomes (None where it kept none that
@@ -82,7 +84,9 @@ def _tested(a: list[Outcomes], b: list[Outcomes], figure: str) -> Paired | None:
     pooled = [_pooled(side) for side in (a, b)]
     if any(c is None for c in pooled) or pooled[0].classes != pooled[1].classes:
         return None
-    return Paired("randomization", randomization_p(*pooled, figure), n, worse, better, seeds)
+    moved = int((pooled[0].predicted != pooled[1].predicted).sum())
+    return Paired("randomization", randomization_p(*pooled, figure), n, worse, better, seeds,
+                  moved)
 
 
 def _pooled(side: list[Outcomes]) -> Choices | None:

@@ -56,9 +56,13 @@ class Choices:
     classes: int  # how many a macro figure averages over (the dataset's, seen or not)
 
     def as_dict(self) -> dict:
+        """The classes chosen, and the targets of the samples it got wrong alone (a right
+        one's is the class chosen): a tenth of the targets at 90 % accuracy."""
+        wrong = self.predicted != self.targets
         return {"classes": self.classes,
-                **{k: base64.b64encode(getattr(self, k).astype(_dtype(self.classes)).tobytes()
-                                       ).decode("ascii") for k in ("predicted", "targets")}}
+                **{k: base64.b64encode(v.astype(_dtype(self.classes)).tobytes()).decode("ascii")
+                   for k, v in (("predicted", self.predicted),
+                                ("wrong_targets", self.targets[wrong]))}}
 
     @classmethod
     def read(cls, doc: dict, right: np.ndarray) -> "Choices | None":
@@ -66,11 +70,14 @@ class Choices:
         classes = doc.get("classes")
         if not isinstance(classes, int) or isinstance(classes, bool) or not 0 < classes < 1 << 31:
             return None
-        size = len(right) * np.dtype(_dtype(classes)).itemsize
-        arrays = [_decoded(doc.get(k), size) for k in ("predicted", "targets")]
+        width = np.dtype(_dtype(classes)).itemsize
+        arrays = [_decoded(doc.get(k), n * width)
+                  for k, n in (("predicted", len(right)), ("wrong_targets", int((~right).sum())))]
         if any(a is None for a in arrays):
             return None
-        predicted, targets = (np.frombuffer(a, _dtype(classes)).astype(np.int64) for a in arrays)
+        predicted, wrong = (np.frombuffer(a, _dtype(classes)).astype(np.int64) for a in arrays)
+        targets = predicted.copy()
+        targets[~right] = wrong
         if (max(predicted.max(), targets.max()) >= classes
                 or not np.array_equal(predicted == targets, right)):
             return None
