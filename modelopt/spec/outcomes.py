@@ -79,7 +79,8 @@ class Choices:
         targets = predicted.copy()
         targets[~right] = wrong
         if (max(predicted.max(), targets.max()) >= classes
-                or not np.array_equal(predicted == targets, right)):
+                or not np.array_equal(predicted == targets, right)
+                or split_print(targets) != doc.get("split")):  # the targets it was kept with
             return None
         return cls(predicted, targets, classes)
 
@@ -190,11 +191,11 @@ def kept(each: PerSample, targets, classes: int = 0) -> dict:
     float32 ({} past MAX_SAMPLES, or a loss that is not finite)."""
     values, targets = np.asarray(each.values).reshape(-1), np.asarray(targets)
     choices = None
-    if values.dtype.kind in "iu":
+    if values.dtype.kind in "iu":  # printed as Choices.read prints the targets it rebuilds
+        targets = targets.reshape(-1).astype(np.int64)
         if len(values) <= MAX_CHOICES and 0 < classes < 1 << 31:
-            choices = Choices(values.astype(np.int64), targets.reshape(-1).astype(np.int64),
-                              classes)
-        values = values == targets.reshape(-1)
+            choices = Choices(values.astype(np.int64), targets, classes)
+        values = values == targets
     values = values.astype(bool) if values.dtype == bool else values.astype(np.float32)
     outcomes = Outcomes(values, each.mean_of, tuple(each.decides), split_print(targets),
                         choices)
