@@ -88,11 +88,11 @@ UNTESTED = ("1 seed", "seeds alike")
 
 def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     """Δ of the primary metric against the baseline, paired by seed; ≈ marks a difference a
-    paired t-test cannot tell from noise (p >= 0.05). With a single seed, or seeds that
-    gave both figures alike (a loaded model evaluated as it is: the seeds are copies, not
-    replicates), the test samples are paired instead (McNemar's test, where the records
-    kept which samples each model got right); where they did not, it says why it is
-    untested."""
+    paired t-test cannot tell from noise (p >= 0.05). With a single seed, or seeds whose
+    figures tie (a loaded model evaluated as it is: copies, not replicates; or a tie by
+    chance, where the t-test would read p = 0), the test samples are paired instead (paired.py:
+    McNemar's test, a paired t-test of losses); where nothing can be paired, it says the Δ
+    is untested."""
 
     if r["cell_id"] == base["cell_id"]:
         return "baseline"
