@@ -192,3 +192,16 @@ def test_a_classifiers_choices_are_kept_and_its_macro_figures_randomized():
 def test_a_p_value_is_never_rounded_across_the_threshold():
     assert (p_words(0.0496), p_words(0.0504), p_words(0.013), p_words(1.0), p_words(1e-30)) == (
         "0.0496", "0.05", "0.013", "1", "< 0.001")
+
+
+def test_a_class_count_past_any_dataset_is_refused_before_counting():
+    """A macro figure counts per class: 2^30 classes from a results file would allocate
+    gigabytes; a class count that large reads as absent (the same choices read with 70k)."""
+    import base64
+
+    ones = base64.b64encode(np.ones(3, "<u4").tobytes()).decode()
+    doc = {**GOOD, "split": split_print(np.ones(3, dtype=np.int64)),
+           "predicted": base64.b64encode(np.zeros(3, "<u4").tobytes()).decode(),
+           "wrong_targets": ones}
+    assert Outcomes.read({**doc, "classes": 70_000}).choices.classes == 70_000
+    assert Outcomes.read({**doc, "classes": 1 << 30}) is None

@@ -72,7 +72,7 @@ def _randomized(base: bytes, other: bytes, targets: bytes, classes: int) -> dict
     seen = _rows(tp0, chosen0, held, np.stack([ad, bd]), td)
     far = {name: abs(seen[name][1] - seen[name][0]) - 1e-12 for name in MACRO}
     rng, hits = np.random.default_rng(0), dict.fromkeys(MACRO, 0)
-    step = max(1, _CELLS // len(td))
+    step = max(1, _CELLS // max(len(td), classes))  # rows x classes counts, too
     for start in range(0, RESAMPLES, step):
         swap = rng.random((min(step, RESAMPLES - start), len(td))) < 0.5
         mine = _rows(tp0, chosen0, held, np.where(swap, bd, ad), td)

@@ -30,6 +30,7 @@ import numpy as np
 KEY = "test_outcomes"
 MAX_SAMPLES = {"bits": 10_000_000, "losses": 100_000}  # past these a record keeps none
 MAX_CHOICES = 100_000  # past this a classifier keeps its bits alone (a 540 kB line)
+MAX_CLASSES = 1 << 20  # past this too (a macro figure's counts are as long as its classes)
 _SPLIT = 16  # hex digits of the targets' sha256
 _NAME = 64  # a figure's name, at most
 
@@ -68,7 +69,8 @@ class Choices:
     def read(cls, doc: dict, right: np.ndarray) -> "Choices | None":
         """What `as_dict` wrote into `doc`, agreeing with the right answers it came with."""
         classes = doc.get("classes")
-        if not isinstance(classes, int) or isinstance(classes, bool) or not 0 < classes < 1 << 31:
+        if (not isinstance(classes, int) or isinstance(classes, bool)
+                or not 0 < classes <= MAX_CLASSES):
             return None
         width = np.dtype(_dtype(classes)).itemsize
         arrays = [_decoded(doc.get(k), n * width)
@@ -193,7 +195,7 @@ def kept(each: PerSample, targets, classes: int = 0) -> dict:
     choices = None
     if values.dtype.kind in "iu":  # printed as Choices.read prints the targets it rebuilds
         targets = targets.reshape(-1).astype(np.int64)
-        if len(values) <= MAX_CHOICES and 0 < classes < 1 << 31:
+        if len(values) <= MAX_CHOICES and 0 < classes <= MAX_CLASSES:
             choices = Choices(values.astype(np.int64), targets, classes)
         values = values == targets
     values = values.astype(bool) if values.dtype == bool else values.astype(np.float32)
