@@ -127,11 +127,12 @@ def test_each_built_in_task_keeps_outcomes_that_fit_its_figures(task):
             figures["perplexity"], rel=1e-5)
 
 
-def test_seeds_whose_figures_tie_are_pooled_unless_they_are_copies():
+def test_seeds_whose_figures_tie_are_averaged_per_sample_unless_they_are_copies():
     """Seeds that went alike on every sample are one evaluation (a loaded model's copies):
     one seed stands for them. Seeds whose accuracies tie but whose answers differ are
-    replicates: each seed's samples are paired with the baseline's of that seed, pooled
-    (a t-test over the seeds would read their tie as p = 0). Outcomes that are not their
+    replicates, and a t-test over them would read their tie as p = 0; the samples stay the
+    replicates, each sample's share of right answers averaged over the seeds (laid end to
+    end, three seeds read five lost samples as fifteen). Outcomes that are not their
     record's (another count, another mean) test nothing."""
     y = Y[:100]
     ok = np.arange(100) < 90
@@ -142,11 +143,22 @@ def test_seeds_whose_figures_tie_are_pooled_unless_they_are_copies():
     assert (d.worse, d.seeds, d.n) == (6, 1, 100)
     other = right(np.roll(worse, 1), y)  # as many right (84 %), other samples
     tied = paired.on_samples(base, [cur[0], (other, cur[0][1]), cur[0]], "accuracy")
-    assert (tied.seeds, tied.n, tied.worse, tied.better) == (3, 300, 6 + 7 + 6, 1)
-    assert tied.p == pytest.approx(mcnemar_p(19, 1))
+    # samples 0-5 now never right (-1 each), 6 right in 2 of 3 seeds (-1/3), 90 in 1 of 3
+    # (+1/3): of the 2^8 sign flips, |sum| >= 6 only with the six -1 alike (2 of 64) and
+    # the two thirds not against them (3 of 4)
+    assert (tied.test, tied.seeds, tied.n, tied.worse, tied.better) == (
+        "randomization", 3, 100, 7, 1)
+    assert tied.p == pytest.approx(2 / 64 * 3 / 4)
     assert paired.on_samples(base, [(cur[0][0], {"accuracy": 0.9})], "accuracy") is None
     assert paired.on_samples(base, [(cur[0][0], {"test_samples": 360})], "accuracy") is None
-    assert "(3 seeds pooled)" in tied.words()
+    assert "each averaged over 3 seeds" in tied.words()
+    # two seeds that lose the same five samples and swap one more pair are five samples
+    # lost (and two halves), not eleven against one laid end to end (McNemar p 0.006)
+    a = ok & (np.arange(100) >= 5)
+    b = a.copy()
+    b[10], b[95] = False, True
+    two = paired.on_samples(base[:2], [(right(a, y), {}), (right(b, y), {})], "accuracy")
+    assert two.p == pytest.approx(2 / 32 * 3 / 4) and two.p > 5 * mcnemar_p(11, 1)
 
 
 def test_a_classifiers_choices_are_kept_and_its_macro_figures_randomized():
@@ -196,12 +208,14 @@ def test_a_p_value_is_never_rounded_across_the_threshold():
 
 def test_a_class_count_past_any_dataset_is_refused_before_counting():
     """A macro figure counts per class: 2^30 classes from a results file would allocate
-    gigabytes; a class count that large reads as absent (the same choices read with 70k)."""
+    gigabytes; a class count past a uint16 reads as absent (the same choices read with
+    60,000)."""
     import base64
 
-    ones = base64.b64encode(np.ones(3, "<u4").tobytes()).decode()
+    ones = base64.b64encode(np.ones(3, "<u2").tobytes()).decode()
     doc = {**GOOD, "split": split_print(np.ones(3, dtype=np.int64)),
-           "predicted": base64.b64encode(np.zeros(3, "<u4").tobytes()).decode(),
+           "predicted": base64.b64encode(np.zeros(3, "<u2").tobytes()).decode(),
            "wrong_targets": ones}
-    assert Outcomes.read({**doc, "classes": 70_000}).choices.classes == 70_000
+    assert Outcomes.read({**doc, "classes": 60_000}).choices.classes == 60_000
+    assert Outcomes.read({**doc, "classes": 70_000}) is None
     assert Outcomes.read({**doc, "classes": 1 << 30}) is None

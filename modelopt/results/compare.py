@@ -70,7 +70,7 @@ class Row:
     # the change's interval, in its units: 90 % paired over seeds (Welch's for training
     # speed); re-timed latency: 95 % of current/baseline over the timing processes
     ci: tuple[float, float] | None = None
-    n: int = 0  # the replicates: paired seeds, or timing processes
+    n: int = 0  # the replicates: paired seeds, test samples, or timing processes
     note: str = ""
 
 
@@ -142,18 +142,19 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         v, change, p, ci = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
         # the figures shown are the products judged, so the row says so whatever else it says
         note = "× machine_probe_ms: per machine speed" if name == PROBED else ""
+        n = len(pairs)
         samples = _on_samples(cid, name, kept, pairs, base, cur)
         if samples is not None and metric.kind != "exact":
             # one-sided, in the direction the figure moved; alike on every sample: no change
             p = 1.0 if samples.alike else samples.p / 2
             v, ci = _decide(_change(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
-            note = samples.words()
+            note, n = samples.words(), samples.n  # the samples are the replicates
         if name == PROBED and _short_training(base, cur, cid, seeds):
             v = "ok"
             note += f"; under {MIN_TRAIN_S:g} s of training: reported, not gated"
         rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
                         statistics.fmean(c for _, c in pairs), change, v, p, ci,
-                        n=len(pairs), note=note))
+                        n=n, note=note))
     return rows
 
 

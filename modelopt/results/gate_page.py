@@ -52,7 +52,7 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
     body = []
     for r in shown:
         metric = rules.get(r.metric)
-        p = "–" if r.p_value is None else f"{r.p_value:.3f}"
+        p = "–" if r.p_value is None else "< 0.001" if r.p_value < 0.001 else f"{r.p_value:.3f}"
         name = r.metric + (f" ({r.note})" if r.note and r.metric != "status" else "")
         verdict = icon[r.verdict] + (f": {r.note}" if r.metric == "status" else "")
         body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
@@ -85,9 +85,10 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
               f"worse?) gives p < {ALPHA}, i.e. its {100 * GATE_LEVEL:.0f} % interval excludes no change "
               "(worse but not significant: within noise). Where seeds cannot test it (one seed "
               "a side, or seeds whose figures tie: a loaded model's copies, counted once, or "
-              "ties by chance, pooled seed by seed), it is tested on the test samples where "
-              "both records kept them: accuracy by McNemar's exact test on those one run got "
-              "right and the other wrong, macro F1, precision and recall by swapping the two "
+              "ties by chance, averaged sample by sample), it is tested on the test samples "
+              "where both records kept them: accuracy by McNemar's exact test on those one run "
+              "got right and the other wrong (its sign-flip form over seeds averaged), macro "
+              "F1, precision and recall of one seed by swapping the two "
               "runs' classes chosen at random (approximate randomization), R², MSE, RMSE, "
               "perplexity and the loss of a regression or a text model by a paired t-test of "
               "per-sample losses; other figures: the tolerance alone. "

@@ -1,8 +1,9 @@
 """Two models on the same test samples (spec/outcomes.py, in a record's `extra`): where one
 seed, or seeds whose figures tie, leave a difference nothing to be tested against over the
 seeds, the samples are the replicates. Right-or-wrong answers are tested with McNemar's
-exact test, per-sample losses with a paired t-test, a classifier's macro figures with an
-approximate randomization test of its choices (resample.py)."""
+exact test (with seeds that differ, each sample's share of right answers by a sign-flip
+randomization test), per-sample losses with a paired t-test, a classifier's macro figures
+with an approximate randomization test of its choices (resample.py)."""
 
 from __future__ import annotations
 
@@ -11,38 +12,42 @@ from dataclasses import dataclass
 import numpy as np
 
 from modelopt.results.resample import MACRO, RESAMPLES, macro, randomization_p
-from modelopt.results.stats import mcnemar_p, paired_p
-from modelopt.spec.outcomes import Choices, Outcomes
+from modelopt.results.stats import mcnemar_p, paired_p, sign_flip_p
+from modelopt.spec.outcomes import Outcomes
 
 
 @dataclass(frozen=True)
 class Paired:
     """The other model against the baseline, sample by sample."""
 
-    test: str  # "McNemar" (right or wrong), "paired t" (losses), "randomization" (macro)
+    test: str  # "McNemar" (right or wrong), "paired t" (losses), "randomization"
     p: float  # two-sided; 1 where the two did alike on every sample
-    n: int  # the samples both were tested on
+    n: int  # the test samples, the replicates
     worse: int  # samples the other model did worse on (right before and wrong now)
     better: int  # and better
-    seeds: int = 1  # seeds pooled: each seed's samples paired with the baseline's of it
-    moved: int = 0  # samples whose class chosen changed (the randomization test's swaps)
+    seeds: int = 1  # seeds averaged per sample (copies count once)
+    moved: int = -1  # samples whose class chosen changed (a macro figure's test), or -1
 
     @property
     def alike(self) -> bool:
-        return self.worse == self.better == 0
+        """Alike on every sample: nothing changed, whatever a test would say."""
+        return self.worse == self.better == 0 and self.moved <= 0
 
     def words(self) -> str:
         """What the test saw, as compare's note says it."""
-        on = f"{self.n:,} test samples" + (f" ({self.seeds} seeds pooled)" if self.seeds > 1
-                                           else "")
+        on = f"{self.n:,} test samples" + (f", each averaged over {self.seeds} seeds"
+                                           if self.seeds > 1 else "")
         if self.test == "paired t":
-            return f"paired t on {on}' losses: {self.worse} worse, {self.better} better"
-        if self.test == "McNemar":
-            return (f"McNemar on {on}: {self.worse} right before and wrong now, "
-                    f"{self.better} the other way")
-        return (f"randomization test, {RESAMPLES:,} random swaps of the answers on {on}: "
-                f"{self.moved} chose another class ({self.worse} right before and wrong now, "
-                f"{self.better} the other way)")
+            return f"paired t on {on}: {self.worse} worse, {self.better} better"
+        if self.moved >= 0:
+            return (f"randomization test, {RESAMPLES:,} random swaps of the answers on {on}: "
+                    f"{self.moved} chose another class ({self.worse} right before and wrong "
+                    f"now, {self.better} the other way)")
+        if self.seeds > 1:
+            return (f"randomization test on {on}: {self.worse} right less often now, "
+                    f"{self.better} more often")
+        return (f"McNemar on {on}: {self.worse} right before and wrong now, {self.better} the "
+                "other way")
 
 
 # one seed's record as the paired test reads it: its outcomes (None where it kept none that
@@ -51,50 +56,44 @@ Seen = tuple["Outcomes | None", dict]
 
 
 def on_samples(base: list[Seen], other: list[Seen], figure: str) -> Paired | None:
-    """The other model against the baseline on the same test samples, seed by seed (the two
-    lists in the same seed order); None unless every seed kept outcomes that decide `figure`
-    and fit its record, on one split. Where each side's seeds went alike on every sample (a
-    loaded model's copies) one seed stands for them; otherwise the seeds are pooled, each
-    seed's samples paired with the baseline's of the same seed (seeds whose figures tie by
-    chance are replicates, not copies)."""
+    """The other model against the baseline on the same test samples, with its seeds (the
+    two lists in the same seed order); None unless every seed kept outcomes that decide
+    `figure` and fit its record, on one split. The samples are the replicates: a side's
+    seeds that went alike on every sample (a loaded model's copies) count once, and seeds
+    that differ (whose figures tie by chance) are averaged sample by sample, never laid end
+    to end (each sample is one draw from the test population, however many seeds saw it)."""
     if not base or len(base) != len(other):
         return None
     read = [o for o, figures in base + other if o is not None and _fits(o, figure, figures)]
     if len(read) != 2 * len(base) or len({(o.split, o.field, o.n) for o in read}) != 1:
         return None
     a, b = read[:len(base)], read[len(base):]
-    if all(a[0].same(o) for o in a) and all(b[0].same(o) for o in b):
-        a, b = a[:1], b[:1]
+    a, b = (side[:1] if all(side[0].same(o) for o in side) else side for side in (a, b))
     return _tested(a, b, figure)
 
 
 def _tested(a: list[Outcomes], b: list[Outcomes], figure: str) -> Paired | None:
-    """The test of `figure` on the seeds' samples laid end to end."""
-    first, seeds = a[0], len(a)
-    mine, theirs = (np.concatenate([o.values for o in side]) for side in (a, b))
-    n = len(mine)
+    """The test of `figure` on the samples, each sample's outcomes averaged over a side's
+    seeds (one seed, or copies: its own)."""
+    first, seeds = a[0], max(len(a), len(b))
+    mine, theirs = (np.mean([o.values for o in side], axis=0, dtype=np.float64)
+                    for side in (a, b))
+    diff, n = theirs - mine, first.n
     if first.field == "losses":
-        diff = theirs.astype(np.float64) - mine.astype(np.float64)
         worse, better = int((diff > 0).sum()), int((diff < 0).sum())
         p = 1.0 if not worse + better else paired_p(mine.tolist(), theirs.tolist())
         return Paired("paired t", 1.0 if p is None else p, n, worse, better, seeds)
-    worse, better = int((mine & ~theirs).sum()), int((~mine & theirs).sum())
+    worse, better = int((diff < 0).sum()), int((diff > 0).sum())
     if figure == first.mean_of:
-        return Paired("McNemar", mcnemar_p(worse, better), n, worse, better, seeds)
-    pooled = [_pooled(side) for side in (a, b)]
-    if any(c is None for c in pooled) or pooled[0].classes != pooled[1].classes:
-        return None
-    moved = int((pooled[0].predicted != pooled[1].predicted).sum())
-    return Paired("randomization", randomization_p(*pooled, figure), n, worse, better, seeds,
-                  moved)
-
-
-def _pooled(side: list[Outcomes]) -> Choices | None:
-    """One side's choices, its seeds' laid end to end."""
-    if any(o.choices is None for o in side):
-        return None
-    return Choices(np.concatenate([o.choices.predicted for o in side]),
-                   np.concatenate([o.choices.targets for o in side]), side[0].choices.classes)
+        if seeds == 1:
+            return Paired("McNemar", mcnemar_p(worse, better), n, worse, better)
+        return Paired("randomization", sign_flip_p(diff), n, worse, better, seeds)
+    if seeds > 1 or a[0].choices is None or b[0].choices is None or (
+            a[0].choices.classes != b[0].choices.classes):
+        return None  # a macro figure of answers averaged over seeds is no figure
+    moved = int((a[0].choices.predicted != b[0].choices.predicted).sum())
+    return Paired("randomization", randomization_p(a[0].choices, b[0].choices, figure), n,
+                  worse, better, moved=moved)
 
 
 def _fits(o: Outcomes, figure: str, figures: dict) -> bool:

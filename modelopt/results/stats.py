@@ -86,3 +86,25 @@ def mcnemar_p(lost: int, gained: int) -> float:
     from scipy.stats import binomtest
 
     return float(binomtest(gained, lost + gained, 0.5).pvalue)
+
+
+def sign_flip_p(diffs, draws: int = 10_000) -> float:
+    """Two-sided p of the paired randomization (sign-flip) test of differences whose mean
+    is 0 under no change: each nonzero difference's sign flipped at random, `draws` times
+    (every flip where there are 12 or fewer), p the share of flips whose sum is as far from
+    0 as the observed one's. On differences of -1, 0 and 1 it is McNemar's exact test."""
+    import numpy as np
+
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[d != 0]
+    if not len(d):
+        return 1.0
+    far = abs(d.sum()) - 1e-9
+    if len(d) <= 12:  # exact: every sign pattern
+        signs = 1 - 2 * ((np.arange(1 << len(d))[:, None] >> np.arange(len(d))) & 1)
+        return float((np.abs(signs @ d) >= far).mean())
+    rng, hits = np.random.default_rng(0), 0
+    for start in range(0, draws, 1000):
+        signs = rng.choice((-1.0, 1.0), size=(min(1000, draws - start), len(d)))
+        hits += int((np.abs(signs @ d) >= far).sum())
+    return (hits + 1) / (draws + 1)

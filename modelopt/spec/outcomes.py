@@ -30,7 +30,9 @@ import numpy as np
 KEY = "test_outcomes"
 MAX_SAMPLES = {"bits": 10_000_000, "losses": 100_000}  # past these a record keeps none
 MAX_CHOICES = 100_000  # past this a classifier keeps its bits alone (a 540 kB line)
-MAX_CLASSES = 1 << 20  # past this too (a macro figure's counts are as long as its classes)
+# past this too: a class is a uint16, and the randomization test counts every class for each
+# of its swaps
+MAX_CLASSES = 1 << 16
 _SPLIT = 16  # hex digits of the targets' sha256
 _NAME = 64  # a figure's name, at most
 
@@ -61,7 +63,7 @@ class Choices:
         one's is the class chosen): a tenth of the targets at 90 % accuracy."""
         wrong = self.predicted != self.targets
         return {"classes": self.classes,
-                **{k: base64.b64encode(v.astype(_dtype(self.classes)).tobytes()).decode("ascii")
+                **{k: base64.b64encode(v.astype("<u2").tobytes()).decode("ascii")
                    for k, v in (("predicted", self.predicted),
                                 ("wrong_targets", self.targets[wrong]))}}
 
@@ -72,12 +74,11 @@ class Choices:
         if (not isinstance(classes, int) or isinstance(classes, bool)
                 or not 0 < classes <= MAX_CLASSES):
             return None
-        width = np.dtype(_dtype(classes)).itemsize
-        arrays = [_decoded(doc.get(k), n * width)
+        arrays = [_decoded(doc.get(k), 2 * n)  # uint16: MAX_CLASSES
                   for k, n in (("predicted", len(right)), ("wrong_targets", int((~right).sum())))]
         if any(a is None for a in arrays):
             return None
-        predicted, wrong = (np.frombuffer(a, _dtype(classes)).astype(np.int64) for a in arrays)
+        predicted, wrong = (np.frombuffer(a, "<u2").astype(np.int64) for a in arrays)
         targets = predicted.copy()
         targets[~right] = wrong
         if (max(predicted.max(), targets.max()) >= classes
@@ -162,10 +163,6 @@ class Outcomes:
 def _names(value) -> bool:
     return (isinstance(value, list) and 0 < len(value) <= 16
             and all(isinstance(v, str) and 0 < len(v) <= _NAME for v in value))
-
-
-def _dtype(classes: int) -> str:
-    return "<u2" if classes <= 1 << 16 else "<u4"
 
 
 def _decoded(text, size: int) -> bytes | None:
