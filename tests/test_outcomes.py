@@ -219,3 +219,19 @@ def test_a_class_count_past_any_dataset_is_refused_before_counting():
     assert Outcomes.read({**doc, "classes": 60_000}).choices.classes == 60_000
     assert Outcomes.read({**doc, "classes": 70_000}) is None
     assert Outcomes.read({**doc, "classes": 1 << 30}) is None
+
+
+def test_wrong_answers_that_change_class_are_a_change():
+    """Right and wrong alike, but 30 wrong answers now another wrong class: the macro
+    precision moved, and the pair is not 'alike' (the gate read p 1 from the rights alone)."""
+    targets = np.arange(300) % 3
+    chosen = targets.copy()
+    chosen[:60] = (targets[:60] + 1) % 3  # 60 wrong
+    moved = chosen.copy()
+    moved[:30] = (targets[:30] + 2) % 3  # 30 of them wrong otherwise
+    decides = ("accuracy", *resample.MACRO)
+    a, b = (Outcomes.read(kept(PerSample(c, "accuracy", decides), targets, 3)[KEY])
+            for c in (chosen, moved))
+    d = paired.on_samples([(a, {})], [(b, {})], "precision_macro")
+    assert (d.worse, d.better, d.moved) == (0, 0, 30) and not d.alike
+    assert pair(a, a, "precision_macro").alike
