@@ -40,6 +40,23 @@ def test_peak_memory_sees_torch_allocations():
     assert small.peak_mb - small.baseline_mb < 20  # the reset really forgot the 100 MB
 
 
+def test_garbage_from_before_a_region_does_not_hide_its_growth():
+    """A reference cycle holding 150 MB, left by earlier work and collected inside the
+    region (as an allocation there can trigger): freed first, it hid the 100 MB the region
+    allocated (the peak read as the baseline, in a long test session)."""
+    import gc
+
+    cycle = [torch.ones(150 * 2**20 // 4)]
+    cycle.append(cycle)
+    del cycle
+    with measure.PeakMemory() as region:
+        gc.collect()
+        x = torch.ones(100 * 2**20 // 4)
+        x += 1
+    del x
+    assert region.peak_mb - region.baseline_mb > 90
+
+
 def test_classification_metrics():
     out = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
     y = torch.tensor([0, 1, 2, 2])

@@ -197,8 +197,43 @@ def test_a_classifiers_choices_are_kept_and_its_macro_figures_randomized():
     t = np.arange(240) % 3
     lost = t.copy()
     lost[:4] = (t[:4] + 1) % 3
-    p4 = resample.randomization_p(Choices(t, t, 3), Choices(lost, t, 3), "f1_macro")
+    p4 = resample.randomization_p([Choices(t, t, 3)], [Choices(lost, t, 3)], "f1_macro")
     assert abs(p4 - mcnemar_p(4, 0)) < 0.03
+
+
+def test_seeds_whose_macro_figures_tie_are_tested_on_their_samples():
+    """Two seeds a side whose answers differ but whose confusion matrices match (answers
+    moved between samples of one class): each side's macro figures tie, so a t-test over the
+    seeds read their alike differences as p = 0. Each seed keeps its own figure, the
+    difference is the seeds' mean, and a swap exchanges a sample's answers in both seeds:
+    five lost and two gained per seed is within noise, forty lost is not; copies count once."""
+    targets = np.arange(300) % 3
+    first = targets.copy()
+    first[:60] = (targets[:60] + 1) % 3  # 60 wrong, 20 a class
+    second = first.copy()
+    second[:150] = np.roll(first[:150].reshape(-1, 3), 7, axis=0).ravel()  # within each class
+    decides = ("accuracy", *resample.MACRO)
+    keep = lambda c: Outcomes.read(kept(PerSample(c, "accuracy", decides), targets, 3)[KEY])  # noqa: E731
+
+    def changed(c, lost, gained):
+        c = c.copy()
+        right, wrong = np.flatnonzero(c == targets), np.flatnonzero(c != targets)
+        c[right[-lost:]] = (targets[right[-lost:]] + 2) % 3
+        c[wrong[:gained]] = targets[wrong[:gained]]
+        return c
+
+    base = [(keep(c), {}) for c in (first, second)]
+    assert resample.macro(base[0][0].choices) == resample.macro(base[1][0].choices)
+    assert not base[0][0].same(base[1][0])
+    for lost, gained, within in ((5, 2, True), (40, 0, False)):
+        cur = [(keep(changed(c, lost, gained)), {}) for c in (first, second)]
+        assert resample.macro(cur[0][0].choices) == resample.macro(cur[1][0].choices)
+        d = paired.on_samples(base, cur, "f1_macro")
+        assert (d.test, d.seeds, d.n) == ("randomization", 2, 300)
+        assert (d.p > 0.2) if within else (d.p < 0.01), d
+        assert "averaged over 2 seeds" in d.words() and "in some seed" in d.words()
+    copies = paired.on_samples(base[:1] * 2, [cur[0]] * 2, "f1_macro")
+    assert copies.seeds == 1 and copies.p == pair(base[0][0], cur[0][0], "f1_macro").p
 
 
 def test_a_p_value_is_never_rounded_across_the_threshold():

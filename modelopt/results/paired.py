@@ -3,7 +3,8 @@ seed, or seeds whose figures tie, leave a difference nothing to be tested agains
 seeds, the samples are the replicates. Right-or-wrong answers are tested with McNemar's
 exact test (with seeds that differ, each sample's share of right answers by a sign-flip
 randomization test), per-sample losses with a paired t-test, a classifier's macro figures
-with an approximate randomization test of its choices (resample.py)."""
+with an approximate randomization test of its choices (resample.py; with seeds, of their
+mean)."""
 
 from __future__ import annotations
 
@@ -39,10 +40,15 @@ class Paired:
                                            if self.seeds > 1 else "")
         if self.test == "paired t":
             return f"paired t on {on}: {self.worse} worse, {self.better} better"
-        if self.moved >= 0:
+        if self.moved >= 0:  # a macro figure: each seed's own, then their mean
+            many = self.seeds > 1
+            on = f"{self.n:,} test samples" + (
+                f", the figure averaged over {self.seeds} seeds" if many else "")
+            counts = (f"{self.worse} right less often now, {self.better} more often" if many
+                      else f"{self.worse} right before and wrong now, {self.better} the other way")
             return (f"randomization test, {RESAMPLES:,} random swaps of the answers on {on}: "
-                    f"{self.moved} chose another class ({self.worse} right before and wrong "
-                    f"now, {self.better} the other way)")
+                    f"{self.moved} chose another class{' in some seed' if many else ''} "
+                    f"({counts})")
         if self.seeds > 1:
             return (f"randomization test on {on}: {self.worse} right less often now, "
                     f"{self.better} more often")
@@ -61,7 +67,8 @@ def on_samples(base: list[Seen], other: list[Seen], figure: str) -> Paired | Non
     `figure` and fit its record, on one split. The samples are the replicates: a side's
     seeds that went alike on every sample (a loaded model's copies) count once, and seeds
     that differ (whose figures tie by chance) are averaged sample by sample, never laid end
-    to end (each sample is one draw from the test population, however many seeds saw it)."""
+    to end (each sample is one draw from the test population, however many seeds saw it);
+    a macro figure stays each seed's own, their mean tested."""
     if not base or len(base) != len(other):
         return None
     read = [o for o, figures in base + other if o is not None and _fits(o, figure, figures)]
@@ -88,12 +95,15 @@ def _tested(a: list[Outcomes], b: list[Outcomes], figure: str) -> Paired | None:
         if seeds == 1:
             return Paired("McNemar", mcnemar_p(worse, better), n, worse, better)
         return Paired("randomization", sign_flip_p(diff), n, worse, better, seeds)
-    if seeds > 1 or a[0].choices is None or b[0].choices is None or (
-            a[0].choices.classes != b[0].choices.classes):
-        return None  # a macro figure of answers averaged over seeds is no figure
-    moved = int((a[0].choices.predicted != b[0].choices.predicted).sum())
-    return Paired("randomization", randomization_p(a[0].choices, b[0].choices, figure), n,
-                  worse, better, moved=moved)
+    mine_c, theirs_c = ([o.choices for o in side] for side in (a, b))
+    if any(c is None or c.classes != mine_c[0].classes for c in mine_c + theirs_c):
+        return None
+    # a macro figure is each seed's own (answers averaged over seeds make no figure): the
+    # test swaps a sample's answers in every seed at once
+    moved = int(np.logical_or.reduce([x.predicted != y.predicted for x, y in zip(
+        mine_c * (seeds // len(mine_c)), theirs_c * (seeds // len(theirs_c)))]).sum())
+    return Paired("randomization", randomization_p(mine_c, theirs_c, figure), n, worse,
+                  better, seeds, moved)
 
 
 def _fits(o: Outcomes, figure: str, figures: dict) -> bool:

@@ -49,35 +49,49 @@ def _rows(tp0: np.ndarray, chosen0: np.ndarray, held: np.ndarray, predicted: np.
             "f1_macro": f1.mean(1)}
 
 
-def randomization_p(base: Choices, other: Choices, figure: str) -> float:
+def randomization_p(base: list[Choices], other: list[Choices], figure: str) -> float:
     """Two-sided p of the approximate randomization test of `figure`'s difference: (the
     swaps at least as far from zero as the observed difference + 1) / (RESAMPLES + 1); 1
-    where the two chose alike on every sample. The same swaps each time: the same choices
-    give the same p."""
-    return _randomized(base.predicted.tobytes(), other.predicted.tobytes(),
-                       base.targets.tobytes(), base.classes)[figure]
+    where the two chose alike on every sample. With seeds (seed k of one side against seed
+    k of the other; a side of one, a loaded model's copies, against each), the difference
+    is the seeds' mean and a swap exchanges a sample's answers in every seed at once: the
+    sample is the unit drawn. The same swaps each time: the same choices give the same p."""
+    seeds = max(len(base), len(other))
+    return _randomized(tuple(base[k % len(base)].predicted.tobytes() for k in range(seeds)),
+                       tuple(other[k % len(other)].predicted.tobytes() for k in range(seeds)),
+                       base[0].targets.tobytes(), base[0].classes)[figure]
 
 
 @functools.lru_cache(maxsize=16)  # the three figures of one pair come from the same swaps
-def _randomized(base: bytes, other: bytes, targets: bytes, classes: int) -> dict[str, float]:
-    a, b, t = (np.frombuffer(x, np.int64) for x in (base, other, targets))
-    differ = a != b
+def _randomized(base: tuple[bytes, ...], other: tuple[bytes, ...], targets: bytes,
+                classes: int) -> dict[str, float]:
+    a, b = (np.stack([np.frombuffer(x, np.int64) for x in side]) for side in (base, other))
+    t = np.frombuffer(targets, np.int64)
+    differ = (a != b).any(0)
     if not differ.any():
         return dict.fromkeys(MACRO, 1.0)
-    # a swap moves only the samples the two chose differently: the rest count once
-    alike = ~differ
-    tp0 = np.bincount(t[alike & (a == t)], minlength=classes)
-    chosen0 = np.bincount(a[alike], minlength=classes)
-    held = np.bincount(t, minlength=classes)
-    ad, bd, td = a[differ], b[differ], t[differ]
-    seen = _rows(tp0, chosen0, held, np.stack([ad, bd]), td)
-    far = {name: abs(seen[name][1] - seen[name][0]) - 1e-12 for name in MACRO}
+    # a swap moves only the samples the two chose differently (in some seed): the rest
+    # count once, per seed
+    alike, td, held = ~differ, t[differ], np.bincount(t, minlength=classes)
+    fixed = [(np.bincount(t[alike & (s == t)], minlength=classes),
+              np.bincount(s[alike], minlength=classes)) for s in a]
+    ad, bd = a[:, differ], b[:, differ]
+
+    def gap(swap: np.ndarray) -> dict[str, np.ndarray]:
+        """The figures' difference (other - base), the seeds' mean, per row of `swap`."""
+        out = dict.fromkeys(MACRO, 0.0)
+        for (tp0, chosen0), x, y in zip(fixed, ad, bd):
+            mine = _rows(tp0, chosen0, held, np.where(swap, y, x), td)
+            theirs = _rows(tp0, chosen0, held, np.where(swap, x, y), td)
+            out = {name: out[name] + (theirs[name] - mine[name]) / len(a) for name in MACRO}
+        return out
+
+    seen = gap(np.zeros((1, len(td)), dtype=bool))
+    far = {name: abs(seen[name][0]) - 1e-12 for name in MACRO}
     rng, hits = np.random.default_rng(0), dict.fromkeys(MACRO, 0)
     step = max(1, _CELLS // max(len(td), classes))  # rows x classes counts, too
     for start in range(0, RESAMPLES, step):
-        swap = rng.random((min(step, RESAMPLES - start), len(td))) < 0.5
-        mine = _rows(tp0, chosen0, held, np.where(swap, bd, ad), td)
-        theirs = _rows(tp0, chosen0, held, np.where(swap, ad, bd), td)
+        moved = gap(rng.random((min(step, RESAMPLES - start), len(td))) < 0.5)
         for name in MACRO:
-            hits[name] += int((np.abs(theirs[name] - mine[name]) >= far[name]).sum())
+            hits[name] += int((np.abs(moved[name]) >= far[name]).sum())
     return {name: (hits[name] + 1) / (RESAMPLES + 1) for name in MACRO}
