@@ -198,7 +198,8 @@ def record(name, result=None):
     return call
 torch.cuda._device_count_nvml = lambda: 1  # NVML sees a GPU, as on a GPU machine
 torch._C._cuda_getDeviceCount = record("cudaGetDeviceCount (cuInit)", 1)
-torch.accelerator.current_accelerator = record("current_accelerator (cuInit)", torch.device("cuda"))
+# torch.accelerator.current_accelerator is left as it is: it reads what torch was built with
+# ("does NOT poison fork", torch's docs), and torch 2.11's benchmark timer asks it on import
 torch.accelerator.current_stream = record("current_stream (a CUDA context)")
 torch.cuda._lazy_init = record("_lazy_init (a CUDA context)")
 import modelopt.run.preload

@@ -3,8 +3,9 @@ as the README tells a new user to: data -> run -> report -> compare -> export.""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
+
+from tests.commands import command_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_the_bring_your_own_model_example_runs_end_to_end(tmp_path):
     out = tmp_path / "byo"
     r = subprocess.run(["bash", "examples/byo/run.sh", str(out)], cwd=ROOT, capture_output=True,
-                       text=True, env={"PATH": "/usr/bin:/bin", "BIN": str(Path(sys.executable).parent),
+                       text=True, env={"PATH": "/usr/bin:/bin", "BIN": str(command_dir()),
                                        "HOME": str(tmp_path)})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     images = [json.loads(line) for line in (out / "images" / "results.jsonl").read_text().splitlines()]
@@ -36,7 +37,7 @@ def test_the_trained_model_example_measures_the_users_own_model(tmp_path):
     out = tmp_path / "trained"
     r = subprocess.run(["bash", "examples/trained/run.sh", str(out)], cwd=ROOT,
                        capture_output=True, text=True,
-                       env={"PATH": "/usr/bin:/bin", "BIN": str(Path(sys.executable).parent),
+                       env={"PATH": "/usr/bin:/bin", "BIN": str(command_dir()),
                             "HOME": str(tmp_path)})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     theirs = json.loads((out / "train.json").read_text())

@@ -470,3 +470,29 @@ def test_exclude_names_a_technique_as_baseline_does_and_a_refused_baseline_says_
     assert "no cell has deploy=eager; the cells have onnxruntime" in said
     assert "include[0] (quantize=none, deploy=onnxruntime) changed 1 existing cell" in said
     assert "`deploy: [eager]`" in said
+
+
+@pytest.mark.parametrize("entry, said", [
+    ("{optimizer: rmsprp}", "exclude[0].optimizer: unknown optimizer 'rmsprp' (did you mean 'rmsprop'?)"),
+    ("{optimizer: {name: sgd, lrr: 0.5}}", "exclude[0].optimizer"),
+])
+def test_an_exclude_entry_names_techniques_as_baseline_does(entry, said):
+    """A typo in exclude removed nothing, said only as a warning; its names and parameters
+    are checked where they are written, as baseline's are (exit 2 at the command)."""
+    with pytest.raises(SuiteError) as refused:
+        parse("name: ex\ndefaults: {dataset: mnist1d, model: mlp}\n"
+              f"matrix:\n  optimizer: [sgd, adam]\nexclude: [{entry}]\n")
+    assert said in str(refused.value), str(refused.value)
+    assert "lrr" in str(refused.value) or "rmsprp" in str(refused.value)
+
+
+def test_a_joined_include_suggests_a_matrix_value_that_works():
+    """The warning's fix for a setting is the value the joined cells had (`none` is no
+    batch size: following the hint gave an invalid suite); taken, it adds the cell."""
+    text = ("name: inc\ndefaults: {dataset: mnist1d, model: mlp, train: {batch_size: 100}}\n"
+            "matrix:\n  optimizer: [sgd, adam]\n{more}"
+            "include: [{optimizer: sgd, train.batch_size: 50}, {optimizer: adam, optimizer.lr: 0.01}]\n")
+    said = " ".join(parse(text.replace("{more}", "")).warnings)
+    assert "`train.batch_size: [100]`" in said and "`optimizer.lr: [0.001]`" in said, said
+    fixed = parse(text.replace("{more}", "  train.batch_size: [100]\n  optimizer.lr: [0.001]\n"))
+    assert len(fixed.cells) == 4 and not fixed.warnings

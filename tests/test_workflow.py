@@ -4,6 +4,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.commands import command_dir
+
 WORKFLOW = Path(__file__).resolve().parent.parent / ".github" / "workflows" / "benchmarks.yml"
 
 
@@ -24,7 +26,6 @@ def test_a_suite_the_base_commit_refuses_still_gets_a_baseline(tmp_path):
     cells new on the head. The Baseline step's script, run with the real command line."""
     import os
     import subprocess
-    import sys
 
     steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["compare"]["steps"]
     script = next(s["run"] for s in steps if s.get("name", "").startswith("Baseline"))
@@ -37,7 +38,7 @@ def test_a_suite_the_base_commit_refuses_still_gets_a_baseline(tmp_path):
              "  model: linear\n  train: {steps: 5}\n")
     (base / "suites" / "bench.yaml").write_text(suite)
     (head / "suites" / "bench.yaml").write_text(suite + "matrix: {quantize: [none, new_one]}\n")
-    (base / ".venv" / "bin" / "modelopt").symlink_to(Path(sys.executable).parent / "modelopt")
+    (base / ".venv" / "bin" / "modelopt").symlink_to(command_dir() / "modelopt")
     env_file = tmp_path / "github_env"
     env_file.write_text("")
     r = subprocess.run(["bash", "-e", "-c", script], cwd=head, capture_output=True, text=True,

@@ -40,10 +40,15 @@ remote() {  # $1: the python that has torch; $2: install the wheels first (yes/n
             echo "device-check: FAILED: the wheels did not install" | tee -a "$OUT/device_check.log"
             return 1; }
         # modelopt itself from this tree, against the machine's own torch; a `modelopt`
-        # command for the tests that start one
+        # command and a `python` beside it, as an installed venv has them, for the tests
+        # and examples that start one (with any PATH: the interpreter by its full path)
+        local full
+        full=$("$py" -c 'import sys; print(sys.executable)')
         mkdir -p /tmp/site/bin
-        printf '#!/bin/sh\nexec %s -m modelopt "$@"\n' "$py" >/tmp/site/bin/modelopt
-        chmod +x /tmp/site/bin/modelopt
+        printf '#!/bin/sh\nPYTHONPATH="/tmp/site:%s${PYTHONPATH:+:$PYTHONPATH}" exec %s "$@"\n' \
+            "$PWD" "$full" >/tmp/site/bin/python
+        printf '#!/bin/sh\nexec /tmp/site/bin/python -m modelopt "$@"\n' >/tmp/site/bin/modelopt
+        chmod +x /tmp/site/bin/python /tmp/site/bin/modelopt
         export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/site/bin:$PATH"
     fi
     "$py" tools/device_check.py remote --out "$OUT" --suite "${SUITE:-suites/gpu.yaml}" \

@@ -19,11 +19,12 @@ from modelopt.spec.cells import (
     _split_dotted,
     cell_id,
     check_spec,
+    config_value,
     expand,
     names_by_path,
     resolve_cell,
 )
-from modelopt.spec.keys import IMPLIED, UNNAMED
+from modelopt.spec.keys import IMPLIED, SINGLE, UNNAMED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
@@ -135,10 +136,14 @@ def _checked_axes(spec: SuiteFile, guard: _Guard, regs) -> tuple[dict, dict, lis
     exclude = [{k: guard(f"exclude[{i}].{k}", _normalize_axis_value, k, v) for k, v in ex.items()}
                for i, ex in enumerate(spec.exclude)]
     for i, ex in enumerate(exclude):
-        for k in ex:
+        for k, norm in ex.items():
             if k not in matrix:
                 raise SuiteError(guard.path, f"exclude[{i}].{k}", f"is not a matrix key; matrix "
                                  f"keys: {', '.join(matrix) or 'none'}")
+            # a name or parameter as `baseline:` checks it (a typo excluded nothing, said
+            # only as "matches no matrix combination"); parameters alone name no technique
+            if "." not in k and not (k in SINGLE and isinstance(norm, dict) and "name" not in norm):
+                guard(f"exclude[{i}].{k}", check_spec, k, norm, regs)
     if spec.timeout_s is not None:  # the suite's limit, unless its defaults set their own
         defaults = {"train": {"timeout_s": spec.timeout_s}, **defaults}
         if "train" in spec.defaults:
@@ -210,7 +215,8 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
     if any(inputs.values()):  # data files, the user's code: changed, another content
         identity["inputs"] = sorted({json.dumps(i, sort_keys=True) for i in inputs.values()})
     content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
-    merges = tuple(_merge_warning(i, joined, spec.include[i]) for i, joined in merged)
+    merges = tuple(_merge_warning(i, joined, spec.include[i], _config_of(defaults, joined[0], regs))
+                   for i, joined in merged)
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  merges + tuple(unused) + _seen_validation(spec, cells)
                  + training.warnings(cells, named),
@@ -292,17 +298,36 @@ def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:
         raise SuiteError(path, "", f"{exc} (named in MODELOPT_PLUGINS)") from None
 
 
-def _merge_warning(i: int, joined: list[dict], entry: dict) -> str:
+def _config_of(defaults: dict, combo: dict, regs) -> dict | None:
+    """A matrix combination's config before an include entry joined it (None where it does
+    not resolve on its own)."""
+    try:
+        return resolve_cell(copy.deepcopy(defaults), combo, regs)
+    except Exception:  # noqa: BLE001 - only a hint's value hangs on it
+        return None
+
+
+def _merge_warning(i: int, joined: list[dict], entry: dict, before: dict | None) -> str:
     cells = "; ".join(", ".join(f"{k}={short(v)}" for k, v in c.items()) for c in joined[:4])
     more = f" and {len(joined) - 4} more" if len(joined) > 4 else ""
-    # `none` switches an optional technique off; a required key (model) has no such value
     new = [k for k in entry if k not in joined[0] and k not in REQUIRED_KEYS]
-    hint = (f" (e.g. `{new[0]}: [{IMPLIED.get(new[0], 'none')}]`)" if new else "")
+    value = _unjoined(new[0], before) if new else None
+    hint = f" (e.g. `{new[0]}: [{value}]`)" if value is not None else ""
     return (f"include[{i}] ({', '.join(f'{k}={short(v)}' for k, v in entry.items())}) "
             f"changed {len(joined)} existing cell(s) instead of adding one: {cells}{more}. "
             "An include entry joins every matrix combination it does not contradict (GitHub "
             "Actions' rule); to add a cell instead, put the entry's other keys on the matrix"
             f"{hint}, so that it contradicts the combinations there")
+
+
+def _unjoined(key: str, before: dict | None) -> str | None:
+    """A matrix value for `key` that keeps the joined cells as they were, as YAML writes it:
+    `none` switches an optional technique off (a required key, model, has none); a setting
+    (train.batch_size, optimizer.lr) takes the value the cells had (`none` is no number)."""
+    if "." not in key:
+        return IMPLIED.get(key, "none")
+    value = None if before is None else config_value(before, key)
+    return None if value is None else json.dumps(value)
 
 
 MAX_NODES = 200_000

@@ -184,6 +184,7 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     except Exception as exc:  # noqa: BLE001 - the reason is torch.export's
         raise TechniqueError(f"int8_static: torch.export cannot trace the model: "
                              f"{first_line(exc)}") from None
+    name_sources(traced, fp32)
     quantizer = xiq.X86InductorQuantizer().set_global(
         xiq.get_default_x86_inductor_quantization_config())
     try:
@@ -206,6 +207,23 @@ def _static(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     return shipped, {"quantized": True, "quantized_layers": n, "quantized_with": "torchao pt2e",
                      "float_layers": layers - n, "int8_path": REFERENCE,
                      "calibration_samples": len(x), "artifact_bytes": shipped.saved_bytes}
+
+
+def name_sources(gm: torch.fx.GraphModule, model: nn.Module) -> None:
+    """Each operator's layer type, where export did not record it. The x86 quantizer finds
+    layers by `source_fn_stack`, which non-strict export leaves out: torch 2.14 falls back
+    to the module stack, torch 2.11 (a lent GPU machine's) quantized none of a model's layers.
+    Keyed by the module's path, as that fallback does."""
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if node.op != "call_function" or node.meta.get("source_fn_stack") or not stack:
+            continue
+        path = list(stack.values())[-1][0]
+        try:
+            layer = model.get_submodule(path)
+        except AttributeError:  # a path export wrote otherwise: left to torch's matcher
+            continue
+        node.meta["source_fn_stack"] = [(path, type(layer))]
 
 
 def _int8_layers(gm: torch.fx.GraphModule) -> int:
