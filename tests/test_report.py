@@ -42,6 +42,11 @@ def test_table_and_failed_cells_appear():
     page = pages.suite_page(failed, "s")
     headline = page.split("## Headline")[1].split("##")[0]
     assert "No cell finished ok: nothing to rank" in headline and "Boom: x" in page
+    # nor are there figures to draw, pruned cells among them (a sparsity plot of no
+    # panel refused the whole report, as "something modelopt does not write")
+    failed["cell"] = [{**c, "prune": {"name": "l1_unstructured", "amount": 0.5}}
+                      for c in failed["cell"]]
+    assert plots.suite_figures(failed, report.aggregate(failed)) == []
 
 
 def test_a_page_names_every_commit_its_records_came_from():

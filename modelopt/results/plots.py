@@ -280,6 +280,8 @@ def _tradeoffs(df: pd.DataFrame, agg: pd.DataFrame) -> list[tuple[str, str, plt.
     figs = []
     for k, task in enumerate(kinds):
         part = agg if task is None else agg[agg["task"] == task]
+        if not (part["n"] > 0).any():
+            continue  # no cell finished ok: nothing to plot (the page lists why)
         y, end = score_of(part), f" ({task} cells)" if len(kinds) > 1 else ""
         slug = "" if k == 0 else f"_{task}"
         if "latency_ms_p50" in part.columns and part["latency_ms_p50"].notna().any():
