@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from modelopt.cli_args import PROCESSES_HELP, add_run, add_user_code, replicates, with_examples
+from modelopt.said import plain_warnings
 
 
 def _err(msg: str, code: int = 2) -> int:
@@ -50,9 +51,8 @@ def _plan(suite, out: Path, args) -> int:
     from modelopt.run.preview import plan
 
     try:
-        print(plan(suite, out, args.jobs or runner.default_jobs(),
-                   train_once=not getattr(args, "train_each", False),
-                   shard=getattr(args, "shard", None)))
+        print(plan(suite, out, args.jobs or runner.default_jobs(), shard=getattr(args, "shard", None),
+                   train_once=not getattr(args, "train_each", False)))
     except store.ResultsError as exc:
         return _err(str(exc))
     return 0
@@ -223,8 +223,7 @@ def cmd_compare(args) -> int:
 
     try:
         rules = {}
-        # the runs' own figures (a task's, a measure's) first: thresholds may name them;
-        # the current run's suite's thresholds, then the command line's
+        # the runs' own figures first (thresholds may name them), the suite's thresholds, --fail-on
         compare.declare_side(args.baseline)
         for metric, text in compare.declare_side(args.current).items():
             rules.update([compare.parse_threshold(f"{metric}:{text}")])
@@ -389,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    plain_warnings()
     try:
         return args.fn(args)
     except BrokenPipeError:  # `modelopt list | head`: the reader left, nothing went wrong

@@ -476,7 +476,8 @@ def test_flags_a_baseline_did_not_look_for_are_unknown_not_absent(baseline, tmp_
 
 
 @pytest.mark.parametrize("thresholds, error", [
-    ("{acuracy: 0.5}", "thresholds.acuracy: threshold 'acuracy:0.5': 'acuracy' is not a figure"),
+    ("{acuracy: 0.5}", "thresholds.acuracy: threshold 'acuracy:0.5': 'acuracy' is not a figure "
+                       "the gate judges (did you mean 'accuracy'?)"),
     ("{accuracy: abc}", "thresholds.accuracy: threshold 'accuracy:abc': expected METRIC:NUMBER"),
     ("{latency_ms_p50: 0.5}", "thresholds.latency_ms_p50: threshold 'latency_ms_p50:0.5': "
                               "latency is judged as a ratio"),

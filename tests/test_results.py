@@ -36,6 +36,22 @@ def test_truncated_last_line_is_ignored_with_warning(tmp_path):
     assert [r.cell_id for r in results.read(tmp_path)] == ["a", "c"]
 
 
+def test_the_command_says_a_truncated_line_as_its_other_warnings(tmp_path):
+    """`modelopt: warning: ...`, not Python's `path:line: UserWarning` with a source line."""
+    import subprocess
+    import sys
+
+    results.append(tmp_path, rec("a", 0, 0.5))
+    with open(tmp_path / "results.jsonl", "a") as f:
+        f.write('{"suite": "s", "cell_id": "b", "se')
+    r = subprocess.run([sys.executable, "-m", "modelopt", "export", str(tmp_path), "--out",
+                        str(tmp_path / "x.csv")], capture_output=True, text=True)
+    said = [line for line in r.stderr.splitlines() if "truncated" in line]
+    assert said == [f"modelopt: warning: {tmp_path / 'results.jsonl'}:2: ignoring a truncated "
+                    "last line (a run was killed while writing it)"], r.stderr
+    assert "UserWarning" not in r.stderr
+
+
 def test_malformed_line_names_file_and_line(tmp_path):
     results.append(tmp_path, rec("a", 0, 0.5))
     with open(tmp_path / "results.jsonl", "a") as f:

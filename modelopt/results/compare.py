@@ -18,6 +18,7 @@ from modelopt.results.files import inert
 from modelopt.results.labels import names
 from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
 from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
+from modelopt.spec.registry import closest
 
 # its pull-request comment is gate_page's (markdown, summary)
 __all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
@@ -46,9 +47,9 @@ def parse_threshold(text: str) -> tuple[str, M.Metric]:
     name, value, pct = m.group(1), float(m.group(2)), m.group(3) == "%"
     base = M.TABLE.get(name)
     if base is None or not base.gated:
-        gated = ", ".join(x.name for x in M.gated())
-        raise CompareError(f"threshold {text!r}: '{name}' is not a figure the gate judges; "
-                           f"those are: {gated}")
+        gated = [x.name for x in M.gated()]
+        raise CompareError(f"threshold {text!r}: '{name}' is not a figure the gate judges"
+                           f"{closest(name, gated)}; those are: {', '.join(gated)}")
     if name in LATENCY.values() and not pct:
         raise CompareError(f"threshold {text!r}: latency is judged as a ratio of re-timed "
                            f"models; give a percentage ({name}:{value:g}%)")

@@ -44,7 +44,7 @@ __all__ = ["Cell", "Suite", "SuiteError", "SuiteFile", "load", "parse", "cell_id
 def _pydantic_where(err: ValidationError) -> tuple[str, str]:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"]
+    msg = _explain(first, "")
     if first["type"] == "extra_forbidden":
         # the keys of the part it is in: an expect_failure entry's, cv's, or the top level's
         fields = {"expect_failure": ExpectedFailure, "cv": CVConfig}.get(
@@ -374,6 +374,8 @@ def _bad_tune_key(key: str):
 def _explain(error: dict, model: str) -> str:
     """pydantic's message, with the allowed keys (and the closest) for an unknown one."""
     fields = {"TrainConfig": TrainConfig, "CVConfig": CVConfig}.get(model)
+    if error["type"] == "value_error":  # a validator's own words, without "Value error, "
+        return str(error.get("ctx", {}).get("error") or error["msg"])
     if error["type"] != "extra_forbidden" or fields is None:
         return error["msg"]
     key = error["loc"][-1]

@@ -1,0 +1,24 @@
+"""How the `modelopt` command shows modelopt's own warnings: as its other messages are
+(`modelopt: warning: ...`), not as Python's `path:line: UserWarning` with the source line
+under it (a results file's truncated last line read so). Other libraries' warnings keep
+Python's form: their source is the point."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+_OURS = str(Path(__file__).resolve().parent)
+
+
+def plain_warnings() -> None:
+    """From now on, in this process (the command's, not a library user's)."""
+    python_s = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not str(Path(filename).resolve()).startswith(_OURS):
+            return python_s(message, category, filename, lineno, file, line)
+        print(f"modelopt: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
