@@ -109,6 +109,20 @@ def test_the_pins_agree_with_constraints_and_the_wheel_tags_are_judged():
     assert not dc.tag_fits(["py3", "none", "macosx_11_0_arm64"])
 
 
+def test_the_rehearsal_installs_the_lent_machines_own_stack(capsys, monkeypatch):
+    """`--rehearse` runs the tests here on the machine's versions (torch 2.11 found what the
+    pinned venv hid): every package it asks for is one the machine has, the wheels' own
+    (pydantic) not among them; a package the machine lacks is refused."""
+    assert dc.main(["stack"]) == 0
+    wanted = capsys.readouterr().out.split()
+    assert "torch==2.11.0" in wanted and "torchvision==0.26.0" in wanted
+    names = {dc.norm(w.split("==")[0]) for w in wanted}
+    assert names <= dc.device_packages() and not names & {dc.norm(w) for w in dc.WHEELS}
+    monkeypatch.setattr(dc, "MACHINE_UNPINNED", (*dc.MACHINE_UNPINNED, "mkdocs"))
+    assert dc.main(["stack"]) == 1
+    assert "not on the lent machine: mkdocs" in capsys.readouterr().err
+
+
 def test_the_gpu_suite_loads_and_names_the_gpu_paths():
     suite = load(ROOT / "suites" / "gpu.yaml")
     configs = [c.as_config() for c in suite.cells]

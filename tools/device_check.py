@@ -40,6 +40,17 @@ WHEELS = {
     "torchao": "0.18.0",
 }
 PYTHON = (3, 12)
+# The lent machine's own versions of what modelopt touches (KINDS.md's pip list, 2026-11),
+# and the rest of what the tests import, which it has (device_packages.txt) at versions it
+# does not say: `--rehearse` installs them to run the tests on its stack here.
+MACHINE_VERSIONS = {
+    "torch": "2.11.0", "torchvision": "0.26.0", "numpy": "2.5.2", "onnx": "1.23.1",
+    "onnxruntime": "1.30.0", "onnxscript": "0.7.2", "transformers": "5.17.0",
+    "tokenizers": "0.23.2", "safetensors": "0.8.0", "huggingface-hub": "1.33.0",
+}
+MACHINE_UNPINNED = ("pandas", "matplotlib", "tabulate", "scikit-learn", "scipy", "pytest",
+                    "pytest-benchmark", "pytest-xdist", "pyyaml", "psutil", "tqdm", "timm",
+                    "hypothesis", "requests", "pillow")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64", "any")
 MAX_GLIBC = 35  # the lent machine's manylinux level we allow (its Python is Ubuntu 24.04's)
@@ -295,6 +306,17 @@ def throughput(path: Path) -> str:
             f"target {info['target']})")
 
 
+def cmd_stack(args) -> int:
+    """The lent machine's packages that the tests import, as pip requirements."""
+    have = device_packages()
+    missing = [n for n in [*MACHINE_VERSIONS, *MACHINE_UNPINNED] if norm(n) not in have]
+    if missing:
+        print(f"device-check: not on the lent machine: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    print(" ".join([f"{n}=={v}" for n, v in MACHINE_VERSIONS.items()] + list(MACHINE_UNPINNED)))
+    return 0
+
+
 def cmd_remote(args) -> int:
     out = Path(args.out)
     work = Path(args.work)
@@ -400,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name, help=f"{name} the wheels, then check the preparation")
         s.add_argument("--wheels", default=str(ROOT / ".whl"), help="wheel folder (default .whl)")
         s.set_defaults(fn=cmd_prepare, download=name == "download")
+    st = sub.add_parser("stack", help="the lent machine's packages as pip requirements (--rehearse)")
+    st.set_defaults(fn=cmd_stack)
     r = sub.add_parser("remote", help="on the GPU machine: CUDA tests, GPU suite, report, archive")
     r.add_argument("--out", default=os.environ.get("OUT") or "/tmp/device_check_out")
     r.add_argument("--work", default="/tmp/device_check")
