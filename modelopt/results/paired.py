@@ -100,8 +100,8 @@ def _tested(a: list[Outcomes], b: list[Outcomes], figure: str) -> Paired | None:
         return None
     # a macro figure is each seed's own (answers averaged over seeds make no figure): the
     # test swaps a sample's answers in every seed at once
-    moved = int(np.logical_or.reduce([x.predicted != y.predicted for x, y in zip(
-        mine_c * (seeds // len(mine_c)), theirs_c * (seeds // len(theirs_c)))]).sum())
+    pairs = [(mine_c[k % len(mine_c)], theirs_c[k % len(theirs_c)]) for k in range(seeds)]
+    moved = int(np.logical_or.reduce([x.predicted != y.predicted for x, y in pairs]).sum())
     return Paired("randomization", randomization_p(mine_c, theirs_c, figure), n, worse,
                   better, seeds, moved)
 
