@@ -48,6 +48,7 @@ install() {  # $1: the python that has torch; $2: the log. The wheels into /tmp/
         "$PWD" "$full" >/tmp/site/bin/python
     printf '#!/bin/sh\nexec /tmp/site/bin/python -m modelopt "$@"\n' >/tmp/site/bin/modelopt
     chmod +x /tmp/site/bin/python /tmp/site/bin/modelopt
+    ln -sf python /tmp/site/bin/python3  # `python3` is this one too, as on the lent machine
     export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PATH="/tmp/site/bin:$PATH"
 }
 
