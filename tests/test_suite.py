@@ -472,16 +472,19 @@ def test_exclude_names_a_technique_as_baseline_does_and_a_refused_baseline_says_
     assert "`deploy: [eager]`" in said
 
 
+@pytest.mark.parametrize("part", ["exclude", "include"])
 @pytest.mark.parametrize("entry, said", [
-    ("{optimizer: rmsprp}", "exclude[0].optimizer: unknown optimizer 'rmsprp' (did you mean 'rmsprop'?)"),
-    ("{optimizer: {name: sgd, lrr: 0.5}}", "exclude[0].optimizer"),
+    ("{optimizer: rmsprp}", "[0].optimizer: unknown optimizer 'rmsprp' (did you mean 'rmsprop'?)"),
+    ("{optimizer: {name: sgd, lrr: 0.5}}", "[0].optimizer"),
 ])
-def test_an_exclude_entry_names_techniques_as_baseline_does(entry, said):
-    """A typo in exclude removed nothing, said only as a warning; its names and parameters
-    are checked where they are written, as baseline's are (exit 2 at the command)."""
+def test_exclude_and_include_entries_name_techniques_as_baseline_does(part, entry, said):
+    """A typo in exclude removed nothing, said only as a warning, and one in include was
+    named by the cell it made; names and parameters are checked where they are written, as
+    baseline's are (exit 2 at the command)."""
+    said = part + said
     with pytest.raises(SuiteError) as refused:
         parse("name: ex\ndefaults: {dataset: mnist1d, model: mlp}\n"
-              f"matrix:\n  optimizer: [sgd, adam]\nexclude: [{entry}]\n")
+              f"matrix:\n  optimizer: [sgd, adam]\n{part}: [{entry}]\n")
     assert said in str(refused.value), str(refused.value)
     assert "lrr" in str(refused.value) or "rmsprp" in str(refused.value)
 

@@ -136,19 +136,27 @@ def _checked_axes(spec: SuiteFile, guard: _Guard, regs) -> tuple[dict, dict, lis
     exclude = [{k: guard(f"exclude[{i}].{k}", _normalize_axis_value, k, v) for k, v in ex.items()}
                for i, ex in enumerate(spec.exclude)]
     for i, ex in enumerate(exclude):
-        for k, norm in ex.items():
+        for k in ex:
             if k not in matrix:
                 raise SuiteError(guard.path, f"exclude[{i}].{k}", f"is not a matrix key; matrix "
                                  f"keys: {', '.join(matrix) or 'none'}")
-            # a name or parameter as `baseline:` checks it (a typo excluded nothing, said
-            # only as "matches no matrix combination"); parameters alone name no technique
-            if "." not in k and not (k in SINGLE and isinstance(norm, dict) and "name" not in norm):
-                guard(f"exclude[{i}].{k}", check_spec, k, norm, regs)
+    _names_checked("include", include, guard, regs)
+    _names_checked("exclude", exclude, guard, regs)
     if spec.timeout_s is not None:  # the suite's limit, unless its defaults set their own
         defaults = {"train": {"timeout_s": spec.timeout_s}, **defaults}
         if "train" in spec.defaults:
             defaults["train"] = {"timeout_s": spec.timeout_s, **spec.defaults["train"]}
     return defaults, matrix, include, exclude
+
+
+def _names_checked(where: str, entries: list[dict], guard: _Guard, regs) -> None:
+    """Each entry's technique names and parameters, checked where written as `baseline:`'s
+    are (an exclude's typo excluded nothing, said only as a warning; an include's was named
+    by the cell it made); parameters alone name no technique."""
+    for i, entry in enumerate(entries):
+        for k, norm in entry.items():
+            if "." not in k and not (k in SINGLE and isinstance(norm, dict) and "name" not in norm):
+                guard(f"{where}[{i}].{k}", check_spec, k, norm, regs)
 
 
 def parse(text: str | bytes, path: str = "<suite>", launched_world: int | None = None) -> Suite:
