@@ -150,9 +150,8 @@ def _checked_axes(spec: SuiteFile, guard: _Guard, regs) -> tuple[dict, dict, lis
 
 
 def _names_checked(where: str, entries: list[dict], guard: _Guard, regs) -> None:
-    """Each entry's technique names and parameters, checked where written as `baseline:`'s
-    are (an exclude's typo excluded nothing, said only as a warning; an include's was named
-    by the cell it made); parameters alone name no technique."""
+    """Each entry's technique names and parameters, checked where written as `baseline:`'s are
+    (an exclude's typo excluded nothing, with a warning); parameters alone name no technique."""
     for i, entry in enumerate(entries):
         for k, norm in entry.items():
             if "." not in k and not (k in SINGLE and isinstance(norm, dict) and "name" not in norm):
@@ -307,8 +306,7 @@ def _load_plugins(spec: SuiteFile, ctx: dict | None, path: str) -> dict:
 
 
 def _config_of(defaults: dict, combo: dict, regs) -> dict | None:
-    """A matrix combination's config before an include entry joined it (None where it does
-    not resolve on its own)."""
+    """A matrix combination's config before an include joined it (None: not on its own)."""
     try:
         return resolve_cell(copy.deepcopy(defaults), combo, regs)
     except Exception:  # noqa: BLE001 - only a hint's value hangs on it
