@@ -9,16 +9,19 @@ import sys
 import warnings
 from pathlib import Path
 
-_OURS = str(Path(__file__).resolve().parent)
+_OURS = Path(__file__).resolve().parent
 
 
 def plain_warnings() -> None:
-    """From now on, in this process (the command's, not a library user's)."""
+    """From now on, in this process (the command's, not a library user's); once."""
     python_s = warnings.showwarning
+    if getattr(python_s, "plain", False):
+        return
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        if not str(Path(filename).resolve()).startswith(_OURS):
+        if not Path(filename).resolve().is_relative_to(_OURS):
             return python_s(message, category, filename, lineno, file, line)
         print(f"modelopt: warning: {message}", file=file or sys.stderr)
 
+    show.plain = True  # type: ignore[attr-defined]
     warnings.showwarning = show
