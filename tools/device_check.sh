@@ -65,9 +65,12 @@ remote() {  # $1: the python that has torch; $2: install the wheels first (yes/n
 }
 
 rehearse() {  # the lent machine's software on this CPU: its Python and versions, the wheels
-    local venv=${REHEARSAL_VENV:-/tmp/modelopt-device-venv} py312
-    py312=${PY312:-$(command -v python3.12 || ls "$HOME"/.pyenv/versions/3.12*/bin/python3.12 \
-                     2>/dev/null | head -1)}
+    local venv=${REHEARSAL_VENV:-/tmp/modelopt-device-venv} py312="" c
+    for c in ${PY312:-} python3.12 "$HOME"/.pyenv/versions/3.12*/bin/python3.12; do
+        # one that runs (a pyenv shim of a version not selected is found, and fails)
+        "$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null &&
+            { py312=$c; break; }
+    done
     [ -n "$py312" ] || { echo "device-check: --rehearse needs a python3.12 (PY312=...)" >&2
                          return 2; }
     if [ ! -x "$venv/bin/python" ]; then
