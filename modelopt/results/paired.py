@@ -99,9 +99,11 @@ def _tested(a: list[Outcomes], b: list[Outcomes], figure: str) -> Paired | None:
     if any(c is None or c.classes != mine_c[0].classes for c in mine_c + theirs_c):
         return None
     # a macro figure is each seed's own (answers averaged over seeds make no figure): the
-    # test swaps a sample's answers in every seed at once
-    pairs = [(mine_c[k % len(mine_c)], theirs_c[k % len(theirs_c)]) for k in range(seeds)]
-    moved = int(np.logical_or.reduce([x.predicted != y.predicted for x, y in pairs]).sum())
+    # test swaps a sample's answers in every seed at once; seed k against seed k, a side of
+    # one (copies) against each
+    mine_c, theirs_c = ([side[k % len(side)] for k in range(seeds)] for side in (mine_c, theirs_c))
+    moved = int(np.logical_or.reduce([x.predicted != y.predicted
+                                      for x, y in zip(mine_c, theirs_c)]).sum())
     return Paired("randomization", randomization_p(mine_c, theirs_c, figure), n, worse,
                   better, seeds, moved)
 

@@ -52,13 +52,12 @@ def _rows(tp0: np.ndarray, chosen0: np.ndarray, held: np.ndarray, predicted: np.
 def randomization_p(base: list[Choices], other: list[Choices], figure: str) -> float:
     """Two-sided p of the approximate randomization test of `figure`'s difference: (the
     swaps at least as far from zero as the observed difference + 1) / (RESAMPLES + 1); 1
-    where the two chose alike on every sample. With seeds (seed k of one side against seed
-    k of the other; a side of one, a loaded model's copies, against each), the difference
-    is the seeds' mean and a swap exchanges a sample's answers in every seed at once: the
-    sample is the unit drawn. The same swaps each time: the same choices give the same p."""
-    seeds = max(len(base), len(other))
-    return _randomized(tuple(base[k % len(base)].predicted.tobytes() for k in range(seeds)),
-                       tuple(other[k % len(other)].predicted.tobytes() for k in range(seeds)),
+    where the two chose alike on every sample. With seeds (the two lists as long, seed k
+    against seed k), the difference is the seeds' mean and a swap exchanges a sample's
+    answers in every seed at once: the sample is the unit drawn. The same swaps each time:
+    the same choices give the same p."""
+    return _randomized(tuple(c.predicted.tobytes() for c in base),
+                       tuple(c.predicted.tobytes() for c in other),
                        base[0].targets.tobytes(), base[0].classes)[figure]
 
 
