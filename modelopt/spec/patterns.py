@@ -52,12 +52,17 @@ def matched(where: str, want: dict, guard: Guard, configs: list[dict]) -> list[i
     return hits
 
 
+def parameters_only(key: str, value) -> bool:
+    """Some parameters of a technique with no name (`model: {width: 16}`): any name's."""
+    return key in K.SINGLE and isinstance(value, dict) and "name" not in value
+
+
 def pattern(where: str, written: dict, guard: Guard, regs) -> dict:
     """`written` checked as matrix values are, trained weights as the file's identity."""
     out = {}
     for key, value in written.items():
-        if key in K.SINGLE and isinstance(value, dict) and "name" not in value:
-            out[key] = value  # some parameters alone (`model: {width: 16}`): any name's
+        if parameters_only(key, value):
+            out[key] = value
             continue
         norm = guard(f"{where}.{key}", _normalize_axis_value, key, value)
         if "." not in key:

@@ -24,7 +24,7 @@ from modelopt.spec.cells import (
     names_by_path,
     resolve_cell,
 )
-from modelopt.spec.keys import IMPLIED, SINGLE, UNNAMED
+from modelopt.spec.keys import IMPLIED, UNNAMED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
@@ -154,7 +154,7 @@ def _names_checked(where: str, entries: list[dict], guard: _Guard, regs) -> None
     (an exclude's typo excluded nothing, with a warning); parameters alone name no technique."""
     for i, entry in enumerate(entries):
         for k, norm in entry.items():
-            if "." not in k and not (k in SINGLE and isinstance(norm, dict) and "name" not in norm):
+            if "." not in k and not patterns.parameters_only(k, norm):
                 guard(f"{where}[{i}].{k}", check_spec, k, norm, regs)
 
 
