@@ -118,6 +118,9 @@ def test_the_rehearsal_installs_the_lent_machines_own_stack(capsys, monkeypatch)
     assert "torch==2.11.0" in wanted and "torchvision==0.26.0" in wanted
     names = {dc.norm(w.split("==")[0]) for w in wanted}
     assert names <= dc.device_packages() and not names & {dc.norm(w) for w in dc.WHEELS}
+    assert dc.main(["lacks"]) == 0  # taken out of the rehearsal's venv: the wheels bring them
+    lacks = capsys.readouterr().out.split()
+    assert "pydantic" in lacks and "torchao" in lacks and "typing-extensions" not in lacks
     monkeypatch.setattr(dc, "MACHINE_UNPINNED", (*dc.MACHINE_UNPINNED, "mkdocs"))
     assert dc.main(["stack"]) == 1
     assert "not on the lent machine: mkdocs" in capsys.readouterr().err

@@ -317,6 +317,14 @@ def cmd_stack(args) -> int:
     return 0
 
 
+def cmd_lacks(args) -> int:
+    """What the wheels bring that the lent machine lacks (the rehearsal removes it from its
+    venv, where the registry installed it as another package's need)."""
+    have = device_packages()
+    print(" ".join(name for name in WHEELS if norm(name) not in have))
+    return 0
+
+
 def cmd_remote(args) -> int:
     out = Path(args.out)
     work = Path(args.work)
@@ -424,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         s.set_defaults(fn=cmd_prepare, download=name == "download")
     st = sub.add_parser("stack", help="the lent machine's packages as pip requirements (--rehearse)")
     st.set_defaults(fn=cmd_stack)
+    sub.add_parser("lacks", help="what the wheels bring that the lent machine lacks "
+                   "(--rehearse)").set_defaults(fn=cmd_lacks)
     r = sub.add_parser("remote", help="on the GPU machine: CUDA tests, GPU suite, report, archive")
     r.add_argument("--out", default=os.environ.get("OUT") or "/tmp/device_check_out")
     r.add_argument("--work", default="/tmp/device_check")

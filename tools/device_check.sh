@@ -76,10 +76,10 @@ rehearse() {  # the lent machine's software on this CPU: its Python and versions
     if [ ! -x "$venv/bin/python" ]; then
         "$py312" -m venv "$venv" || return 1
         # the machine's own versions where KINDS.md gives them, the rest as the registry has
-        # them; then without what the wheels bring (the machine lacks pydantic)
+        # them; then without what the wheels bring and the machine lacks (pydantic)
         "$venv/bin/python" -m pip install -q $("$HERE_PY" tools/device_check.py stack) || return 1
-        "$venv/bin/python" -m pip uninstall -q -y pydantic pydantic-core annotated-types \
-            typing-inspection || true
+        "$venv/bin/python" -m pip uninstall -q -y $("$HERE_PY" tools/device_check.py lacks) \
+            2>/dev/null || true
     fi
     install "$venv/bin/python" /dev/null || return 1
     echo "device-check: rehearsal: the whole test suite on $("$venv/bin/python" -c 'import sys, \
