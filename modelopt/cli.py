@@ -17,14 +17,14 @@ def _err(msg: str, code: int = 2) -> int:
     return code
 
 
-# what a record of a shape no run writes raises past results/record.py's checks: exit 2
+# what a record no run writes raises past record.py's checks (written.blame says whose)
 _SHAPES = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def _not_ours(dirs, exc: Exception) -> int:
-    return _err(f"{', '.join(map(str, dirs))}: the results hold something modelopt does not "
-                f"write ({type(exc).__name__}: {str(exc)[:200]}); were they edited, or made "
-                "elsewhere?")
+    from modelopt.results import store, written
+
+    return _err(written.blame([store.results_path(d) for d in dirs], exc))
 
 
 def _execute(suite, out: Path, launched, args, progress):

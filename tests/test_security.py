@@ -591,6 +591,51 @@ def test_a_record_of_a_shape_no_run_writes_is_refused_by_report_and_export(
     assert code == 0 or (code == 2 and str(bad) in err), err
 
 
+def test_a_reader_that_fails_on_results_as_modelopt_wrote_them_says_the_bug_is_ours(
+        run_dir, tmp_path, capsys, monkeypatch):
+    """A report that breaks on results no one changed is modelopt's bug, raised with its
+    traceback; where a line was changed since modelopt wrote it, that line is named, exit 2."""
+    from modelopt.cli import main as modelopt
+    from modelopt.results import report
+
+    def broken(df):
+        raise KeyError("a column report code expects")
+
+    monkeypatch.setattr(report, "aggregate", broken)
+    clean, edited = copy_of(run_dir, tmp_path, "clean"), copy_of(run_dir, tmp_path, "edited")
+    with pytest.raises(KeyError, match="a column report code expects"):
+        modelopt(["report", str(clean), "--out", str(tmp_path / "r")])
+    assert "a bug in modelopt" in capsys.readouterr().err
+    edit_record(edited, lambda r: r["env"].update(note="mine"))  # still a valid record
+    code, _, err = main(capsys, "report", edited, "--out", tmp_path / "r")
+    assert code == 2 and f"{edited / 'results.jsonl'}:2: not as modelopt wrote it" in err, err
+    assert f"{edited / 'results.jsonl'}:1" not in err, err
+
+
+def test_merge_vouches_only_for_lines_as_modelopt_wrote_them(run_dir, tmp_path):
+    """A merged directory's lines are written anew: a line edited before the merge stays
+    marked as not modelopt's (the merge does not launder it); the others stay modelopt's."""
+    from modelopt.results import written
+
+    edited = copy_of(run_dir, tmp_path, "edited")
+    edit_record(edited, lambda r: r["metrics"].update(accuracy=1.0), line=0)
+    runner.merge([edited], tmp_path / "merged")
+    merged = tmp_path / "merged" / "results.jsonl"
+    lines = merged.read_bytes().splitlines()
+    assert sum(not written.sealed(line) for line in lines) == 1 and len(lines) == 2
+    changed = written.changed([merged])
+    assert len(changed) == 1 and b'"accuracy": 1.0' in lines[int(changed[0].rsplit(":")[1]) - 1]
+
+
+def test_a_digest_vouches_for_its_line_byte_for_byte():
+    from modelopt.results import written
+
+    line = written.seal(b'{"a": 1, "b": "x"}')
+    assert json.loads(line)["digest"] and written.sealed(line) and written.sealed(line + b"\r")
+    assert not written.sealed(line.replace(b'"a": 1', b'"a": 2'))
+    assert not written.sealed(b'{"a": 1, "b": "x"}')  # no digest: written by something else
+
+
 def test_a_record_naming_a_huge_architecture_is_not_built(run_dir, tmp_path, capsys):
     """The model a record's config names is built before the saved weights go in: `hidden`
     of millions allocated gigabytes in every timing process. Counted on the meta device

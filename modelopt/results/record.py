@@ -7,7 +7,16 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 # names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
 # path separators, and no leading dot (so never `.` or `..`)
@@ -44,6 +53,17 @@ class Record(BaseModel):
     # the figures of the other models the cell measured, by kind (metrics.MODELS: "slimmed",
     # structured pruning's smaller model); `metrics` are the shipped model's and the cell's
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # made by this modelopt, or read from a line as modelopt wrote it (results/written.py):
+    # merge seals a copy only then, never an edited line
+    _as_written: bool = PrivateAttr(default=True)
+
+    @property
+    def as_written(self) -> bool:
+        return self._as_written
+
+    @as_written.setter
+    def as_written(self, value: bool) -> None:
+        self._as_written = value
 
     @model_validator(mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from modelopt.results import latency, tasks
+from modelopt.results import latency, tasks, written
 from modelopt.results import metrics as M
 from modelopt.results.files import ResultsError, inert, open_own, read_json, read_own
 from modelopt.results.record import CELL_ID, SAFE_NAME, Record
@@ -122,16 +122,18 @@ def append(path: str | Path, record: Record) -> None:
     p = results_path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     doc = record.model_dump(exclude_none=False)
-    line = (json.dumps(_clean(doc), sort_keys=True, allow_nan=False) + "\n").encode()
+    doc.pop(written.KEY, None)  # a copied record's own digest: sealed anew, or not at all
+    body = json.dumps(_clean(doc), sort_keys=True, allow_nan=False).encode()
+    line = (written.seal(body) if record.as_written else body) + b"\n"
     fd = open_own(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     size = os.fstat(fd).st_size
     try:
-        written = 0
-        while written < len(line):  # a short write (a full disk, a file size limit) says so
-            n = os.write(fd, line[written:])
+        sent = 0
+        while sent < len(line):  # a short write (a full disk, a file size limit) says so
+            n = os.write(fd, line[sent:])
             if n <= 0:
-                raise OSError("no bytes written")
-            written += n
+                raise OSError("no bytes sent")
+            sent += n
         os.fsync(fd)
     except OSError as exc:
         os.ftruncate(fd, size)  # the record is whole in the file or not there
@@ -159,6 +161,7 @@ def read(path: str | Path, latest: bool = True, verbatim: bool = False) -> list[
             doc = json.loads(line)
             rec = Record.model_validate(doc if verbatim else inert(doc),
                                         context={"from_file": True})
+            rec.as_written = written.sealed(line)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(map(str, first["loc"])) or "the record"
