@@ -117,6 +117,20 @@ def tiny_net(input_shape: tuple, num_outputs: int, /, width: int = 8) -> nn.Modu
                          nn.Linear(width, num_outputs))
 
 
+def plain_nadam(params, /, lr: float = 2e-3, momentum_decay: float = 4e-3):
+    """Not registered: suites name it by import path, `tests.plugins:plain_nadam`."""
+    import torch
+
+    return torch.optim.NAdam(params, lr=lr, momentum_decay=momentum_decay)
+
+
+def groups_as_a_setting(params, lr: float = 0.1):
+    """Not registered, and wrong: the parameter groups are not positional-only."""
+    import torch
+
+    return torch.optim.SGD(params, lr=lr)
+
+
 @WEIGHTS.register("test_npz", suffixes=(".npz",))
 def test_npz(path: str, /) -> dict:
     """Trained weights from a NumPy .npz archive (one array per state_dict key)."""

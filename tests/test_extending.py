@@ -164,3 +164,13 @@ def test_a_plugin_that_returns_the_wrong_thing_is_told_what_it_should_return():
     with pytest.raises(TypeError, match="optimizer 'test_no_return': no_return returned "
                                         "NoneType, not a torch.optim.Optimizer"):
         run_cell(cell(SUITE.replace("{name: adam, lr: 0.01}", "test_no_return")), 0)
+
+
+def test_an_optimizer_is_one_module_named_as_a_builtin_is():
+    """examples/extending/nadam.py, as write-a-plugin.md shows it: registered by its
+    decorator, trained with, and the same entry when named by its import path."""
+    plugins.load(["nadam"])
+    for name in ("nadam", '"nadam:nadam"'):
+        rec = run_cell(cell(SUITE.replace("{name: adam, lr: 0.01}",
+                                          f"{{name: {name}, lr: 0.01, weight_decay: 0.001}}")), 0)
+        assert rec.status == "ok" and rec.metrics["accuracy"] > 0.5, name

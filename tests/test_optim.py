@@ -155,6 +155,22 @@ def test_an_optimizer_named_by_import_path_takes_the_model_as_registered_ones_do
     assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.01]
 
 
+def test_a_plain_optimizer_named_by_import_path_gets_the_parameter_groups():
+    """`def nadam(params, /, ...)`, unregistered, named `pkg.mod:nadam`: it got the model
+    where it wanted parameter groups, and the cell failed in torch (`can only optimize
+    Tensors`) after the suite had loaded."""
+    from modelopt.spec.registry import RegistryError
+
+    p = nn.Linear(1, 1)
+    opt = optim.build_optimizer({"name": "tests.plugins:plain_nadam", "lr": 0.05,
+                                 "weight_decay": 0.01}, p)
+    assert isinstance(opt, torch.optim.NAdam) and opt.defaults["lr"] == 0.05
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.01]
+    with pytest.raises(RegistryError, match=r"groups_as_a_setting takes the parameter groups "
+                                            r"first, positional-only"):
+        optim.OPTIMIZERS.check("tests.plugins:groups_as_a_setting", {})
+
+
 def test_an_optimizer_without_its_positional_groups_is_refused_when_registered():
     """`def lion(params, lr=...)` made `params` a parameter the suite had to give."""
     with pytest.raises(TypeError, match=r"takes the parameter groups first, positional-only"):

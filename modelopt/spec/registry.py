@@ -102,6 +102,9 @@ class Registry:
         self.kind, self.info_type = kind, info
         self.supplies = supplies  # what modelopt passes positionally, before a suite's params
         self._entries: dict[str, Entry] = {}
+        # what a plain function named by import path becomes, where the registry's entries
+        # are made by a decorator of their own (techniques/optim.py's `optimizer`)
+        self.adapt: Callable[[str, Callable], Callable] | None = None
 
     def register(self, name: str, **facts):
         try:
@@ -171,6 +174,8 @@ class Registry:
                                 f"registration; register it with {self.kind.upper()}S.register "
                                 "in a plugin module") from None
         try:
+            if known is None and self.adapt is not None:
+                fn = self.adapt(name, fn)
             self._takes_supplied(name, fn)
         except TypeError as exc:
             raise RegistryError(str(exc)) from None

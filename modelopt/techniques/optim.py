@@ -43,34 +43,46 @@ def optimizer(name: str, weight_decay: float = 0.0, **facts):
     norm scales alone: the entry gets `weight_decay` (this default) and `decay_all: true`
     (decay them as torch does) here, once, and `fn` the parameter groups they make."""
     def deco(fn: Callable) -> Callable:
-        first = next(iter(inspect.signature(fn).parameters.values()), None)
-        if first is None or first.kind is not first.POSITIONAL_ONLY:
-            # else the suite would be asked for the groups, as a parameter of its own
-            raise TypeError(f"optimizer '{name}': {fn.__name__} takes the parameter groups "
-                            f"first, positional-only: def {fn.__name__}(params, /, lr=...)")
-
-        def entry(model, /, *, weight_decay: float = weight_decay, decay_all: bool = False,
-                  **params) -> torch.optim.Optimizer:
-            made = fn(param_groups(model, weight_decay, decay_all), **params)
-            if not isinstance(made, torch.optim.Optimizer):  # e.g. a `return` left out
-                raise TypeError(f"optimizer '{name}': {fn.__name__} returned "
-                                f"{type(made).__name__}, not a torch.optim.Optimizer")
-            return made
-
-        own = [p for p in inspect.signature(fn).parameters.values()
-               if p.kind is not p.POSITIONAL_ONLY]
-        kw = inspect.Parameter.KEYWORD_ONLY
-        entry.__signature__ = inspect.Signature([
-            inspect.Parameter("model", inspect.Parameter.POSITIONAL_ONLY), *own,
-            inspect.Parameter("weight_decay", kw, default=weight_decay, annotation=NonNegative),
-            inspect.Parameter("decay_all", kw, default=False, annotation=bool)])
-        entry.__annotations__ = {**fn.__annotations__, "weight_decay": NonNegative,
-                                 "decay_all": bool}
-        entry.__doc__, entry.__name__, entry.__module__ = fn.__doc__, fn.__name__, fn.__module__
+        entry = taking_the_model(name, fn, weight_decay)
         OPTIMIZERS.register(name, **facts)(entry)
         fn.__modelopt_entry__ = entry  # what its import path names (Registry._import)
         return fn
     return deco
+
+
+def taking_the_model(name: str, fn: Callable, weight_decay: float = 0.0) -> Callable:
+    """The entry of `fn(params, /, ...)`: a function of the model that passes `fn` its
+    parameter groups, with `weight_decay` and `decay_all` added to what a suite may set."""
+    first = next(iter(inspect.signature(fn).parameters.values()), None)
+    if first is None or first.kind is not first.POSITIONAL_ONLY:
+        # else the suite would be asked for the groups, as a parameter of its own
+        raise TypeError(f"optimizer '{name}': {fn.__name__} takes the parameter groups "
+                        f"first, positional-only: def {fn.__name__}(params, /, lr=...)")
+
+    def entry(model, /, *, weight_decay: float = weight_decay, decay_all: bool = False,
+              **params) -> torch.optim.Optimizer:
+        made = fn(param_groups(model, weight_decay, decay_all), **params)
+        if not isinstance(made, torch.optim.Optimizer):  # e.g. a `return` left out
+            raise TypeError(f"optimizer '{name}': {fn.__name__} returned "
+                            f"{type(made).__name__}, not a torch.optim.Optimizer")
+        return made
+
+    own = [p for p in inspect.signature(fn).parameters.values()
+           if p.kind is not p.POSITIONAL_ONLY]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    entry.__signature__ = inspect.Signature([
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_ONLY), *own,
+        inspect.Parameter("weight_decay", kw, default=weight_decay, annotation=NonNegative),
+        inspect.Parameter("decay_all", kw, default=False, annotation=bool)])
+    entry.__annotations__ = {**fn.__annotations__, "weight_decay": NonNegative,
+                             "decay_all": bool}
+    entry.__doc__, entry.__name__, entry.__module__ = fn.__doc__, fn.__name__, fn.__module__
+    return entry
+
+
+# a plain `fn(params, /, ...)` named by import path (`my_pkg.optim:nadam`) works as one
+# registered with @optimizer does
+OPTIMIZERS.adapt = taking_the_model
 
 
 @optimizer("gd", full_batch=True)
