@@ -118,3 +118,12 @@ def test_a_factory_that_does_not_take_what_modelopt_passes_is_refused_when_regis
         pass
 
     assert [p.name for p in MODELS.get("takes_shape_for_test").params] == ["hidden"]
+
+
+def test_an_unknown_name_says_how_a_plugins_name_becomes_known():
+    """A plugin's metric named without its module loaded read `unknown metric 'ece'; choose
+    one of: ` (nothing after it)."""
+    with pytest.raises(RegistryError, match=r"unknown widget 'ece'; modelopt has no widget of "
+                                            r"its own \(a plugin's widget is known once the "
+                                            r"suite's `plugins:` or MODELOPT_PLUGINS loads"):
+        Registry("widget").get("ece")

@@ -194,10 +194,12 @@ class Registry:
         if name not in self._entries and ":" in name:
             self._import(name)
         if name not in self._entries:
+            known = f"choose one of: {', '.join(self.names())}" if self._entries else \
+                f"modelopt has no {self.kind} of its own"
             raise RegistryError(
-                f"unknown {self.kind} '{name}'{closest(name, self._entries)}; "
-                f"choose one of: {', '.join(self.names())}"
-            )
+                f"unknown {self.kind} '{name}'{closest(name, self._entries)}; {known} (a "
+                f"plugin's {self.kind} is known once the suite's `plugins:` or "
+                "MODELOPT_PLUGINS loads its module)")
         return self._entries[name]
 
     def check(self, name: str, params: dict, extra: tuple[str, ...] = ()) -> dict:
