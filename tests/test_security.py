@@ -270,6 +270,18 @@ def test_malformed_files_are_exit_2_with_file_and_line(run_dir, tmp_path, comman
     assert where in err
 
 
+@pytest.mark.parametrize("command", ["report", "export", "time", "compare"])
+def test_a_suite_file_given_for_results_is_said_to_be_no_results_file(tmp_path, command, capsys):
+    """`modelopt export suites/bench.yaml` read `suites/bench.yaml:1: malformed result line
+    (Expecting value: ...)`."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE)
+    args = {"report": (suite, "--out", tmp_path / "r"), "export": (suite, "--out", tmp_path / "e"),
+            "time": (suite,), "compare": (suite, suite)}[command]
+    code, _, err = main(capsys, command, *args)
+    assert code == 2 and f"{suite}: not a results file; give a results directory" in err, err
+
+
 HOSTILE = {  # what a record from elsewhere may hold, and where the error points
     "accuracy of 400 digits": (lambda r: r["metrics"].update(accuracy=10 ** 400), "accuracy"),
     "a model that is a number": (lambda r: r["cell"].update(model=5), "cell.model"),

@@ -172,6 +172,10 @@ def read(path: str | Path, latest: bool = True, verbatim: bool = False) -> list[
                 warnings.warn(f"{p}:{i}: ignoring a truncated last line (a run was killed "
                               "while writing it)", stacklevel=2)
                 continue
+            if not records and p.name != RESULTS_FILE:  # a suite file, say, given for results
+                raise ResultsError(f"{p}: not a results file; give a results directory (what "
+                                   "`modelopt run SUITE --out DIR` writes) or its "
+                                   f"{RESULTS_FILE}") from None
             raise ResultsError(f"{p}:{i}: malformed result line ({exc})") from None
         records.append(rec)
     if not latest:
