@@ -27,6 +27,17 @@ def test_unknown_top_level_key_names_it():
     assert e.where == "matrx" and "did you mean 'matrix'" in e.message
 
 
+def test_a_misspelt_key_is_named_before_the_key_it_leaves_missing():
+    """`cv: {fold: 3}` said only `cv.folds: Field required`; `train.match_budget` did not
+    say where the key belongs."""
+    e = err(BASE + "cv: {fold: 3}\nmatrix:\n  optimizer: [adam, sgd]\n")
+    assert e.where == "cv.fold" and "did you mean 'folds'" in e.message
+    e = err(BASE.replace("lr: 0.01}", "lr: 0.01}\n  train: {match_budget: true}")
+            + "matrix:\n  optimizer: [adam, sgd]\n")
+    assert e.where == "defaults.train.match_budget", e.where
+    assert "`match_budget` is a key of the suite's top level" in e.message
+
+
 def test_unknown_name_lists_choices_and_closest():
     e = err(BASE + "matrix:\n  optimizer: [adma]\n")
     assert e.where == "matrix.optimizer[0]"

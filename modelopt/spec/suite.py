@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import budget, data_files, patterns, plugins, training, weights
+from modelopt.spec import budget, data_files, explain, patterns, plugins, training, weights
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
@@ -28,30 +28,15 @@ from modelopt.spec.keys import IMPLIED, UNNAMED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
-from modelopt.spec.registry import NestedError, RegistryError, closest
+from modelopt.spec.registry import NestedError, RegistryError
 from modelopt.spec.schema import (
-    CVConfig,
-    ExpectedFailure,
     Suite,
     SuiteError,
     SuiteFile,
-    TrainConfig,
 )
 
 # re-exported: a suite's parts are named from here
 __all__ = ["Cell", "Suite", "SuiteError", "SuiteFile", "load", "parse", "cell_id", "expand"]
-
-def _pydantic_where(err: ValidationError) -> tuple[str, str]:
-    first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    msg = _explain(first, "")
-    if first["type"] == "extra_forbidden":
-        # the keys of the part it is in: an expect_failure entry's, cv's, or the top level's
-        fields = {"expect_failure": ExpectedFailure, "cv": CVConfig}.get(
-            first["loc"][0], SuiteFile).model_fields if len(first["loc"]) > 1 else SuiteFile.model_fields
-        msg = f"unknown key{closest(first['loc'][-1], fields)}; allowed: {', '.join(fields)}"
-    return where, msg
-
 
 def _read(text: str | bytes, path: str) -> SuiteFile:
     """The YAML document, checked against the top-level schema."""
@@ -77,7 +62,7 @@ def _read(text: str | bytes, path: str) -> SuiteFile:
     try:
         return SuiteFile(**{str(k): v for k, v in doc.items()})
     except ValidationError as exc:
-        raise SuiteError(path, *_pydantic_where(exc)) from None
+        raise SuiteError(path, *explain.where(exc)) from None
     except RecursionError:
         raise SuiteError(path, "", "nested too deeply") from None
 
@@ -105,10 +90,10 @@ class _Guard:
                          "registered that name: is its `.register(...)` decorator missing?)")
             return SuiteError(self.path, where, said)
         if isinstance(exc, ValidationError):
-            first = exc.errors()[0]
+            first = explain.telling(exc.errors())
             loc = ".".join(str(p) for p in first["loc"])
             return SuiteError(self.path, f"{where}.{loc}" if loc else where,
-                              _explain(first, exc.title))
+                              explain.said(first, exc.title))
         # anything else that a value makes go wrong is still the value's fault
         return SuiteError(self.path, where, f"invalid value ({type(exc).__name__}: {exc})")
 
@@ -375,18 +360,6 @@ def _variants(spec: SuiteFile, path: str, guard) -> list[tuple[str | None, dict]
 
 def _bad_tune_key(key: str):
     raise RegistryError(f"tune keys set one parameter, like optimizer.lr; got '{key}'")
-
-
-def _explain(error: dict, model: str) -> str:
-    """pydantic's message, with the allowed keys (and the closest) for an unknown one."""
-    fields = {"TrainConfig": TrainConfig, "CVConfig": CVConfig}.get(model)
-    if error["type"] == "value_error":  # a validator's own words, without "Value error, "
-        return str(error.get("ctx", {}).get("error") or error["msg"])
-    if error["type"] != "extra_forbidden" or fields is None:
-        return error["msg"]
-    key = error["loc"][-1]
-    return (f"unknown key '{key}'{closest(key, fields.model_fields)}; allowed: "
-            f"{', '.join(fields.model_fields)}")
 
 
 def load(path: str | Path, launched_world: int | None = None) -> Suite:
