@@ -65,6 +65,17 @@ def test_a_separate_test_root_must_have_the_same_classes(tmp_path):
               f"test_root: {tmp_path / 'other'}}}}}\n")
 
 
+def test_a_misspelt_class_is_refused_when_the_suite_loads(tmp_path):
+    """`classes: [cat, dogs, owl]` passed `plan` and failed each cell as it ran."""
+    root = make_folder(tmp_path / "imgs")
+    with pytest.raises(SuiteError, match=r"classes \['cat', 'dogs', 'owl'\] are not the class "
+                                         r"folders of .*imgs: \['cat', 'dog', 'owl'\]"):
+        parse(f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, root: {root}, "
+              f"classes: [cat, dogs, owl]}}}}\n")
+    parse(f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, root: {root}, "
+          f"classes: [owl, cat, dog]}}}}\n")  # any order of the folders' names
+
+
 def test_a_missing_folder_and_preprocessing_are_refused_when_the_suite_loads(tmp_path):
     with pytest.raises(SuiteError, match=r"is not a folder.*modelopt images digits DEST"):
         parse(f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, "

@@ -57,6 +57,10 @@ def _check_folder(params: dict) -> None:
     if "test_root" in found and found["test_root"] != found["root"]:
         raise ValueError(f"imagefolder: test_root's classes {found['test_root']} differ from "
                          f"root's {found['root']}")
+    classes = params.get("classes")
+    if classes is not None and "root" in found and sorted(classes) != found["root"]:
+        raise ValueError(f"imagefolder: classes {list(classes)} are not the class folders of "
+                         f"{params['root']}: {found['root']}")
     _check_normalize(params.get("mean"), params.get("std"), params.get("channels", 3))
 
 
