@@ -422,7 +422,7 @@ def test_export_github_action_benchmark(baseline, tmp_path):
     assert any(n.startswith("other [optimizer=") for n in names) and "nan" not in str(names)
     one_seed = [e for e in json.loads((both / "bigger_is_better.json").read_text())
                 if e["name"].startswith("other [")]
-    assert one_seed and all("range" not in e and "n=1 seeds" in e["extra"] for e in one_seed)
+    assert one_seed and all("range" not in e and "n=1 seed;" in e["extra"] for e in one_seed)
 
 
 def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from modelopt.results import tasks  # noqa: E402
-from modelopt.results.labels import joined, label_columns, spec_label  # noqa: E402
+from modelopt.results.labels import joined, label_columns, n_seeds, spec_label  # noqa: E402
 
 DPI = 120
 
@@ -186,7 +186,7 @@ def confusion(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
         ax.set_yticklabels(names)
     fig.colorbar(im, label="% of the true class")
     label = joined(best, label_columns(agg), " · ", keyed=False)
-    ax.set_title(f"Confusion, best cell: {label}\n(test split, counts summed over {len(mats)} seeds)",
+    ax.set_title(f"Confusion, best cell: {label}\n(test split, counts summed over {n_seeds(len(mats))})",
                  fontsize=9)
     fig.tight_layout()
     return fig

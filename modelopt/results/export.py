@@ -12,7 +12,7 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
     benchmark-action/github-action-benchmark's customBiggerIsBetter / customSmallerIsBetter.
     One entry per cell and metric: the mean over seeds that finished ok, ± std as range
     (none with one seed)."""
-    from modelopt.results.labels import joined, label_columns
+    from modelopt.results.labels import joined, label_columns, n_seeds
     from modelopt.results.report import aggregate
 
     out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
@@ -31,7 +31,7 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
             rule = M.TABLE[metric]
             entry = {"name": f"{r['suite']} [{label}] {metric}", "unit": rule.unit or "value",
                      "value": float(value),
-                     "extra": f"n={int(r['n'])} seeds; cell {r['cell_id']}"}
+                     "extra": f"n={n_seeds(int(r['n']))}; cell {r['cell_id']}"}
             if int(r["n"]) > 1:  # one seed has no spread: no range, rather than "± 0"
                 entry["range"] = f"± {float(r.get(f'{metric}_std', 0) or 0):.4g}"
             out["bigger" if rule.higher_is_better else "smaller"].append(entry)

@@ -117,3 +117,8 @@ def names(configs: dict[str, dict]) -> dict[str, str]:
     table = axis_labels([configs[c] for c in ids])
     cols = label_columns(table)
     return {cid: joined(row, cols) for cid, (_, row) in zip(ids, table.iterrows())}
+
+
+def n_seeds(n: int) -> str:
+    """`1 seed`, `3 seeds`: how many seeds a figure is of, in titles and export notes."""
+    return f"{n} seed{'' if n == 1 else 's'}"

@@ -24,6 +24,7 @@ from modelopt.results.diagnostics import (  # noqa: E402
     method_of,
     weight_histograms,
 )
+from modelopt.results.labels import n_seeds  # noqa: E402
 from modelopt.spec.metric import INT8_REFERENCE as REFERENCE  # noqa: E402
 
 
@@ -94,7 +95,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     n = int(ok["n"].max()) if len(ok) else 0
-    ax.set_title(f"{ylabel.split(' (')[0]} vs {(xlabel or x).split(' (')[0]} (mean ± std, n ≤ {n} seeds)")
+    ax.set_title(f"{ylabel.split(' (')[0]} vs {(xlabel or x).split(' (')[0]} (mean ± std, n ≤ {n_seeds(n)})")
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), frameon=False,
               ncol=2 if len(ok) > 4 else 1)
     fig.tight_layout()
@@ -210,7 +211,7 @@ def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Fi
     for ax in axes:
         ax.grid(alpha=0.3)
     n = int(show["n"].max()) if len(show) else 0
-    fig.suptitle(f"Training curves (mean ± std over n ≤ {n} seeds)")
+    fig.suptitle(f"Training curves (mean ± std over n ≤ {n_seeds(n)})")
     fig.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
     return fig
@@ -268,7 +269,7 @@ def sparsity_vs_accuracy(agg: pd.DataFrame, y: str | None = None) -> plt.Figure:
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=min(4, len(labels)),
                bbox_to_anchor=(0.5, -0.02), frameon=False)
     n = int(ok["n"].max()) if len(ok) else 0
-    fig.suptitle(f"{tasks.word(y)} vs sparsity after fine-tuning (mean ± std, n ≤ {n} seeds)")
+    fig.suptitle(f"{tasks.word(y)} vs sparsity after fine-tuning (mean ± std, n ≤ {n_seeds(n)})")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
