@@ -366,7 +366,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=["github-action-benchmark"], default="github-action-benchmark",
                    help="github-action-benchmark: its customBiggerIsBetter and "
                    "customSmallerIsBetter JSON")
-    e.add_argument("--out", default="benchmark-export", help="output directory")
+    e.add_argument("--out", default="benchmark-export", help="output directory (default benchmark-export/)")
     e.set_defaults(fn=cmd_export)
     m = sub.add_parser("merge", help="combine shard directories of one suite")
     m.add_argument("dirs", nargs="+", help="results directories (from --shard runs)")
