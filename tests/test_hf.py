@@ -27,6 +27,17 @@ def test_a_causal_model_from_a_config_scores_modelopt_ids():
     assert torch.allclose(out[..., 1:], raw, atol=1e-5)
 
 
+def test_building_a_model_logs_no_deprecation_of_torchs_own():
+    """transformers imports torchao as it builds a model, and torchao logs two lines of a
+    pytree deprecation in every cell's output (not the user's to act on)."""
+    import subprocess
+    import sys
+
+    code = f"from modelopt.techniques import hf; hf.hf((16, 30), 30, config={LLAMA!r})"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0 and "register_constant" not in run.stderr, run.stderr
+
+
 def test_a_saved_folder_loads_its_weights_locally(tmp_path):
     torch.manual_seed(0)
     m = hf.hf((16, 30), 30, config=LLAMA).eval()

@@ -10,6 +10,7 @@ a column for id 0 that is never chosen, so that scores and targets index one voc
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,9 @@ def _transformers():
     except ImportError as e:
         raise TechniqueError(MISSING) from e
     transformers.logging.set_verbosity_error()  # "weights newly initialized" for a new head
+    # a model it builds imports torchao, where installed, which logs a deprecation of torch's
+    # pytree API (program.import_quietly): noise in a suite's output, in this process on
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     return transformers
 
 
