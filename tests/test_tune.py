@@ -97,3 +97,20 @@ def test_time_to_target():
     assert time_to_target(curves, 0.95, 3.0, 30) == {
         "target_reached": False, "time_to_target_s": 3.0, "steps_to_target": 30}
     assert time_to_target(curves, None, 3.0, 30) == {}
+
+
+def test_the_cross_validation_table_puts_the_best_on_held_out_folds_first():
+    """It listed cells in matrix order, the best on validation anywhere (the tuned table is
+    best-first)."""
+    def fold(cell, name, k, val):
+        return {**row(cell, 0, 0.01, val, 0.5), "cell": {**row(cell, 0, 0.01, 0, 0)["cell"],
+                                                         "optimizer": {"name": name}},
+                "group": {"kind": "cv", "id": name, "values": {"train.fold": k}}}
+
+    df = pd.DataFrame([fold(f"a{k}", "adamw", k, 0.70) for k in range(2)]
+                      + [fold(f"b{k}", "sgd", k, 0.90) for k in range(2)]
+                      + [fold(f"c{k}", "adam", k, 0.80) for k in range(2)])
+    text = tables.cv_table(df, report.aggregate(df))
+    order = [name for line in text.splitlines() for name in ("adamw", "sgd", "adam")
+             if f"| {name} " in line]
+    assert order == ["sgd", "adam", "adamw"], text

@@ -4,6 +4,7 @@ scaling over backends, deploy formats side by side, and the cells that did not f
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 from tabulate import tabulate
@@ -63,7 +64,8 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
 
 
 def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> str:
-    """Cross-validation: mean ± std over every fold x seed of each matrix cell."""
+    """Cross-validation: mean ± std over every fold x seed of each matrix cell, best on the
+    held-out folds first (validation scores are higher-better, as `tune` chooses by)."""
     cv = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "cv")]
     if cv.empty:
         return ""
@@ -75,9 +77,10 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
         runs = df[df["cell_id"].isin(g["cell_id"]) & (df["status"] == "ok")]
         vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
         val = pd.to_numeric(runs.get("val_score"), errors="coerce").dropna()
-        rows.append([g.iloc[0][c] for c in labels] + [
+        rows.append((-val.mean() if len(val) else math.inf, [g.iloc[0][c] for c in labels] + [
             fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
-            len(g), len(vals)])
+            len(g), len(vals)]))
+    rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
     headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}", "folds",
                                           "n (folds × seeds)"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
