@@ -168,6 +168,12 @@ def test_a_link_planted_in_a_results_directory_sends_no_write_or_copy_elsewhere(
             # refused as a link (time may refuse a linked results.jsonl on reading it)
             assert "a symbolic link" in err or args[0] == "time", (args, err)
         assert not (tmp_path / f"m-{evil.name}").exists()
+    # merge's --out is new or empty: a link planted there would take its suite.json
+    into = tmp_path / "into"
+    into.mkdir()
+    (into / "suite.json").symlink_to(victim)
+    code, _, err = main(capsys, "merge", run_dir, "--out", into)
+    assert code == 2 and "is not empty" in err and victim.read_text() == "mine", err
     # a link planted after the check is refused where the file is opened
     out = tmp_path / "late"
     out.mkdir()
@@ -620,8 +626,14 @@ def test_a_reader_that_fails_on_results_as_modelopt_wrote_them_says_the_bug_is_o
     assert "a bug in modelopt" in capsys.readouterr().err
     edit_record(edited, lambda r: r["env"].update(note="mine"))  # still a valid record
     code, _, err = main(capsys, "report", edited, "--out", tmp_path / "r")
-    assert code == 2 and f"{edited / 'results.jsonl'}:2: not as modelopt wrote it" in err, err
+    assert code == 2 and f"{edited / 'results.jsonl'}:2: changed since modelopt wrote it" in err
     assert f"{edited / 'results.jsonl'}:1" not in err, err
+    # lines without a digest (an older modelopt's, another tool's) cannot be told apart
+    old = copy_of(run_dir, tmp_path, "old")
+    for i in (0, 1):
+        edit_record(old, lambda r: r.pop("digest"), line=i)
+    code, _, err = main(capsys, "report", old, "--out", tmp_path / "r")
+    assert code == 2 and "carry no digest" in err and "may be a bug in modelopt" in err, err
 
 
 def test_merge_vouches_only_for_lines_as_modelopt_wrote_them(run_dir, tmp_path):
@@ -636,7 +648,8 @@ def test_merge_vouches_only_for_lines_as_modelopt_wrote_them(run_dir, tmp_path):
     lines = merged.read_bytes().splitlines()
     assert sum(not written.sealed(line) for line in lines) == 1 and len(lines) == 2
     changed = written.changed([merged])
-    assert len(changed) == 1 and b'"accuracy": 1.0' in lines[int(changed[0].rsplit(":")[1]) - 1]
+    assert not changed["edited"] and len(changed["unsealed"]) == 1
+    assert b'"accuracy": 1.0' in lines[int(changed["unsealed"][0].rsplit(":")[1]) - 1]
 
 
 def test_a_digest_vouches_for_its_line_byte_for_byte():

@@ -28,38 +28,53 @@ def seal(body: bytes) -> bytes:
 
 def sealed(line: bytes) -> bool:
     """The line is one `seal` wrote, unchanged since."""
+    return _state(line) == "sealed"
+
+
+def _state(line: bytes) -> str:
+    """`sealed`, `edited` (its digest is not of its text) or `unsealed` (no digest)."""
     line = line.rstrip()
     m = _TAIL.fullmatch(line[-_TAIL_LEN:])
-    return m is not None and _of(line[:-_TAIL_LEN] + b"}") == m.group(1).decode()
+    if m is None:
+        return "unsealed"
+    return "sealed" if _of(line[:-_TAIL_LEN] + b"}") == m.group(1).decode() else "edited"
 
 
-def changed(files: list[Path]) -> list[str]:
-    """`file:line` of every record line not as modelopt wrote it (edited since, or written by
-    something else); a torn last line, which readers skip, is not one."""
-    out = []
+def changed(files: list[Path]) -> dict[str, list[str]]:
+    """`file:line` of every record line not as modelopt wrote it, by how: `edited` since, or
+    `unsealed` (written by a modelopt before digests, or by something else); a torn last
+    line, which readers skip, is neither."""
+    out: dict[str, list[str]] = {"edited": [], "unsealed": []}
     for p in files:
         raw = read_own(p)
         lines = raw.split(b"\n")
         for i, line in enumerate(lines, 1):
             torn = i == len(lines) and not raw.endswith(b"\n")
-            if line.strip() and not torn and not sealed(line):
-                out.append(f"{p}:{i}")
+            if line.strip() and not torn and (state := _state(line)) != "sealed":
+                out[state].append(f"{p}:{i}")
     return out
+
+
+def _listed(lines: list[str]) -> str:
+    return ", ".join(lines[:3]) + (f" and {len(lines) - 3} more" if len(lines) > 3 else "")
 
 
 def blame(files: list[Path], exc: Exception) -> str:
     """What to say where results passed the record's checks but a reader failed on them
-    (`exc`): the lines to look at where some were changed since modelopt wrote them. Where
-    every line is as written, the fault is modelopt's: that is said and `exc` raised, its
-    traceback for the bug report."""
+    (`exc`): the lines changed since modelopt wrote them, or those that carry no digest.
+    Where every line is as modelopt wrote it, the fault is modelopt's: that is said and
+    `exc` raised, its traceback for the bug report."""
     what = f"{type(exc).__name__}: {str(exc)[:200]}"
     lines = changed(files)
-    if not lines:
-        print(f"modelopt: error: every line of {', '.join(map(str, files))} is as modelopt "
-              f"wrote it, yet it could not be read ({what}): a bug in modelopt; please "
-              "report it with the traceback below", file=sys.stderr)
-        raise exc
-    more = f" and {len(lines) - 3} more" if len(lines) > 3 else ""
-    return (f"{', '.join(lines[:3])}{more}: not as modelopt wrote {'them' if len(lines) > 1 else 'it'}"
-            f" (edited, or made elsewhere), and the results hold something modelopt does not "
-            f"write ({what})")
+    if lines["edited"]:
+        return (f"{_listed(lines['edited'])}: changed since modelopt wrote "
+                f"{'them' if len(lines['edited']) > 1 else 'it'}, and the results hold something "
+                f"modelopt does not write ({what})")
+    if lines["unsealed"]:
+        return (f"{_listed(lines['unsealed'])}: the results hold something modelopt does not "
+                f"write ({what}), in lines that carry no digest (written by another tool, or a "
+                "modelopt before digests: then it may be a bug in modelopt; please report it)")
+    print(f"modelopt: error: every line of {', '.join(map(str, files))} is as modelopt wrote "
+          f"it, yet it could not be read ({what}): a bug in modelopt; please report it with "
+          "the traceback below", file=sys.stderr)
+    raise exc

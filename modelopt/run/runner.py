@@ -325,8 +325,10 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
     out = Path(out_dir)
     if store.results_path(out).exists():
         raise ResumeError(f"{out} already holds results; merge into a new directory")
+    if out.is_dir() and any(out.iterdir()):  # what is there (a planted link) is not written through
+        raise ResumeError(f"{out} is not empty; merge into a new (or empty) directory")
     out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_META).write_text(json.dumps(metas[0], indent=2))
+    write_whole(out / RUN_META, json.dumps(metas[0], indent=2).encode())
     for rec in records.values():
         store.append(out, rec)
     # the saved models come along; their latency is timed anew by `modelopt time`, since
