@@ -57,6 +57,19 @@ def test_garbage_from_before_a_region_does_not_hide_its_growth():
     assert region.peak_mb - region.baseline_mb > 90
 
 
+def test_freed_heap_memory_does_not_hide_a_regions_growth():
+    """glibc keeps the memory of freed small allocations resident: a 100 MB tensor that
+    reused it raised no RSS (read as 1.6 MB), so the region looked free of cost."""
+    small = [torch.ones(16 * 1024) for _ in range(3200)]  # 64 KB each: 200 MB on the heap
+    pin = torch.ones(1000)  # after them: the freed 200 MB is a hole, not the heap's top
+    del small
+    with measure.PeakMemory() as region:
+        x = torch.ones(100 * 2**20 // 4)
+        x += 1
+    del x, pin
+    assert region.peak_mb - region.baseline_mb > 90
+
+
 def test_classification_metrics():
     out = torch.tensor([[2.0, 0, 0], [0, 2.0, 0], [0, 2.0, 0], [0, 0, 2.0]])
     y = torch.tensor([0, 1, 2, 2])
