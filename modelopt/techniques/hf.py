@@ -51,7 +51,7 @@ def _transformers():
         raise TechniqueError(MISSING) from e
     transformers.logging.set_verbosity_error()  # "weights newly initialized" for a new head
     # a model it builds imports torchao, where installed, which logs a deprecation of torch's
-    # pytree API (program.import_quietly): noise in a suite's output, in this process on
+    # pytree API (program.import_quietly): noise in a suite's output, silenced from here on
     logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
     return transformers
 
