@@ -36,6 +36,7 @@ def test_a_misspelt_key_is_named_before_the_key_it_leaves_missing():
             + "matrix:\n  optimizer: [adam, sgd]\n")
     assert e.where == "defaults.train.match_budget", e.where
     assert "`match_budget` is a key of the suite's top level" in e.message
+    assert "steps, epochs" in e.message and "fold" not in e.message  # cv's, not the suite's
 
 
 def test_unknown_name_lists_choices_and_closest():

@@ -37,5 +37,6 @@ def said(error: dict, model: str) -> str:
         return error["msg"]
     key = error["loc"][-1]
     top = f" (`{key}` is a key of the suite's top level)" if key in SuiteFile.model_fields else ""
-    return (f"unknown key '{key}'{closest(key, fields.model_fields)}{top}; allowed: "
-            f"{', '.join(fields.model_fields)}")
+    written = [name for name, f in fields.model_fields.items()  # not what `cv:` sets
+               if not (f.json_schema_extra or {}).get("set_by")]
+    return f"unknown key '{key}'{closest(key, written)}{top}; allowed: {', '.join(written)}"

@@ -44,8 +44,10 @@ class TrainConfig(BaseModel):
     eval_batch_size: int = Field(1000, gt=0)
     record: list[str] = Field(default_factory=list)
     target: float | None = None  # validation score for time_to_target
-    folds: int = Field(0, ge=0)  # k-fold cross-validation: validation = fold `fold` of k
-    fold: int = Field(0, ge=0)
+    # k-fold cross-validation: validation = fold `fold` of k; set by the suite's `cv:`, not
+    # listed among the keys a suite writes under `train`
+    folds: int = Field(0, ge=0, json_schema_extra={"set_by": "cv"})
+    fold: int = Field(0, ge=0, json_schema_extra={"set_by": "cv"})
     # fine-tuning after pruning as a phase of its own: its optimizer and schedule (a name or
     # a mapping, as the cell's own; none: the cell's), checked against their registries
     finetune_optimizer: Any = None
