@@ -53,17 +53,17 @@ class Record(BaseModel):
     # the figures of the other models the cell measured, by kind (metrics.MODELS: "slimmed",
     # structured pruning's smaller model); `metrics` are the shipped model's and the cell's
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # made by this modelopt, or read from a line as modelopt wrote it (results/written.py):
-    # merge seals a copy only then, never an edited line
-    _as_written: bool = PrivateAttr(default=True)
+    # the line it was read from: `sealed` (as modelopt wrote it; a record made here is too),
+    # `edited` or `unsealed` (results/written.py): merge seals a copy only where it was sealed
+    _line_state: str = PrivateAttr(default="sealed")
 
     @property
-    def as_written(self) -> bool:
-        return self._as_written
+    def line_state(self) -> str:
+        return self._line_state
 
-    @as_written.setter
-    def as_written(self, value: bool) -> None:
-        self._as_written = value
+    @line_state.setter
+    def line_state(self, value: str) -> None:
+        self._line_state = value
 
     @model_validator(mode="before")
     @classmethod

@@ -124,7 +124,7 @@ def append(path: str | Path, record: Record) -> None:
     doc = record.model_dump(exclude_none=False)
     doc.pop(written.KEY, None)  # a copied record's own digest: sealed anew, or not at all
     body = json.dumps(_clean(doc), sort_keys=True, allow_nan=False).encode()
-    line = (written.seal(body) if record.as_written else body) + b"\n"
+    line = written.line(body, record.line_state) + b"\n"
     fd = open_own(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     size = os.fstat(fd).st_size
     try:
@@ -161,7 +161,7 @@ def read(path: str | Path, latest: bool = True, verbatim: bool = False) -> list[
             doc = json.loads(line)
             rec = Record.model_validate(doc if verbatim else inert(doc),
                                         context={"from_file": True})
-            rec.as_written = written.sealed(line)
+            rec.line_state = written.state(line)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(map(str, first["loc"])) or "the record"

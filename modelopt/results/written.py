@@ -26,18 +26,28 @@ def seal(body: bytes) -> bytes:
     return body[:-1] + b', "' + KEY.encode() + b'": "' + _of(body).encode() + b'"}'
 
 
+def line(body: bytes, state: str) -> bytes:
+    """The line for a record's JSON text, by the `state` of the line it was read from (a
+    record made here is `sealed`): sealed anew; an `edited` one keeps saying so (`merge`
+    neither vouches for it nor hides that it was changed); an `unsealed` one stays bare."""
+    if state == "sealed":
+        return seal(body)
+    return body[:-1] + b', "' + KEY.encode() + b'": "changed"}' if state == "edited" else body
+
+
 def sealed(line: bytes) -> bool:
     """The line is one `seal` wrote, unchanged since."""
-    return _state(line) == "sealed"
+    return state(line) == "sealed"
 
 
-def _state(line: bytes) -> str:
-    """`sealed`, `edited` (its digest is not of its text) or `unsealed` (no digest)."""
-    line = line.rstrip()
+def state(line: bytes) -> str:
+    """`sealed`; `edited`: it has a digest that is not of its text (changed, or saved again
+    by another tool: compacted, keys reordered); `unsealed`: it has none."""
+    line = line.strip().removeprefix(b"\xef\xbb\xbf").strip()  # a BOM an editor added too
     m = _TAIL.fullmatch(line[-_TAIL_LEN:])
-    if m is None:
-        return "unsealed"
-    return "sealed" if _of(line[:-_TAIL_LEN] + b"}") == m.group(1).decode() else "edited"
+    if m is not None and _of(line[:-_TAIL_LEN] + b"}") == m.group(1).decode():
+        return "sealed"
+    return "edited" if b'"' + KEY.encode() + b'"' in line else "unsealed"
 
 
 def changed(files: list[Path]) -> dict[str, list[str]]:
@@ -50,8 +60,8 @@ def changed(files: list[Path]) -> dict[str, list[str]]:
         lines = raw.split(b"\n")
         for i, line in enumerate(lines, 1):
             torn = i == len(lines) and not raw.endswith(b"\n")
-            if line.strip() and not torn and (state := _state(line)) != "sealed":
-                out[state].append(f"{p}:{i}")
+            if line.strip() and not torn and (how := state(line)) != "sealed":
+                out[how].append(f"{p}:{i}")
     return out
 
 

@@ -323,6 +323,8 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
     if not records:
         raise ResumeError(f"nothing to merge: no results in {', '.join(map(str, dirs))}")
     out = Path(out_dir)
+    if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
+        raise ResumeError(f"{out} is not a directory; merge into a new (or empty) directory")
     if store.results_path(out).exists():
         raise ResumeError(f"{out} already holds results; merge into a new directory")
     if out.is_dir() and any(out.iterdir()):  # what is there (a planted link) is not written through
