@@ -47,7 +47,7 @@ def state(line: bytes) -> str:
     m = _TAIL.fullmatch(line[-_TAIL_LEN:])
     if m is not None and _of(line[:-_TAIL_LEN] + b"}") == m.group(1).decode():
         return "sealed"
-    return "edited" if b'"' + KEY.encode() + b'"' in line else "unsealed"
+    return "edited" if b'"' + KEY.encode() + b'":' in line else "unsealed"  # as a key
 
 
 def changed(files: list[Path]) -> dict[str, list[str]]:
