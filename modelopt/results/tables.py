@@ -4,7 +4,6 @@ scaling over backends, deploy formats side by side, and the cells that did not f
 from __future__ import annotations
 
 import json
-import math
 
 import pandas as pd
 from tabulate import tabulate
@@ -12,6 +11,7 @@ from tabulate import tabulate
 from modelopt.results import tasks
 from modelopt.results.headline import shipped_figure
 from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
+from modelopt.results.order import ranked
 from modelopt.results.report import _kind, _title, figure, fmt
 
 
@@ -72,15 +72,16 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
     folds_of = cv.groupby(cv["group"].map(lambda x: x["id"]), sort=False)
     kind = _kind(metric)
     labels = [c for c in label_columns(cv) if c != "axis:train"]
-    rows = []
+    rows, scores = [], []
     for _, g in folds_of:
         runs = df[df["cell_id"].isin(g["cell_id"]) & (df["status"] == "ok")]
         vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
         val = pd.to_numeric(runs.get("val_score"), errors="coerce").dropna()
-        rows.append((-val.mean() if len(val) else math.inf, [g.iloc[0][c] for c in labels] + [
+        rows.append([g.iloc[0][c] for c in labels] + [
             fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
-            len(g), len(vals)]))
-    rows = [row for _, row in sorted(rows, key=lambda r: r[0])]
+            len(g), len(vals)])
+        scores.append({**g.iloc[0][["cell_id", *labels]], "val_score": val.mean()})
+    rows = [rows[i] for i in ranked(pd.DataFrame(scores), "val_score").index]
     headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}", "folds",
                                           "n (folds × seeds)"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
