@@ -4,7 +4,6 @@ rounds of blocks (run/blocks.py)."""
 
 from __future__ import annotations
 
-import logging
 import pickle
 import random
 import time
@@ -46,10 +45,10 @@ def child(conn, jobs: list[Job], rounds: int, threads: int, order_seed: int,
         import torch
 
         from modelopt.spec import plugins
+        from modelopt.techniques.program import silence_pytree_log
 
         torch.set_num_threads(threads)
-        # torchao logs a pytree deprecation on import
-        logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+        silence_pytree_log()  # the models built here may import torchao
         plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
         took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}  # where the stage's time goes
         timers, skipped, files = _prepare(jobs, took)

@@ -10,7 +10,6 @@ a column for id 0 that is never chosen, so that scores and targets index one voc
 from __future__ import annotations
 
 import difflib
-import logging
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +19,7 @@ from torch import nn
 from modelopt.spec.registries import MODELS
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.onnx_runtime import installed
+from modelopt.techniques.program import silence_pytree_log
 
 Head = Literal["auto", "causal_lm", "sequence_classification"]
 NEVER = -1e4  # the score of id 0 (padding) in a language model's outputs
@@ -50,9 +50,7 @@ def _transformers():
     except ImportError as e:
         raise TechniqueError(MISSING) from e
     transformers.logging.set_verbosity_error()  # "weights newly initialized" for a new head
-    # a model it builds imports torchao, where installed, which logs a deprecation of torch's
-    # pytree API (program.import_quietly): noise in a suite's output, silenced from here on
-    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+    silence_pytree_log()  # a model it builds imports torchao, where installed
     return transformers
 
 

@@ -86,10 +86,18 @@ def _register_ops() -> None:
         pass
 
 
+PYTREE_LOG = "torch.utils._pytree"
+
+
+def silence_pytree_log() -> None:
+    """torchao 0.18 logs a deprecation of torch's pytree API on its first import, once per
+    process: not the user's concern, and noise in a suite's output. Silenced from here on."""
+    logging.getLogger(PYTREE_LOG).setLevel(logging.ERROR)
+
+
 def import_quietly(module: str):
-    """Import a torchao module. torchao 0.18 logs a deprecation of torch's pytree API on its
-    first import, once per process: not the user's concern, and noise in a suite's output."""
-    log = logging.getLogger("torch.utils._pytree")
+    """Import a torchao module without its pytree deprecation, leaving the log as it was."""
+    log = logging.getLogger(PYTREE_LOG)
     level = log.level
     log.setLevel(logging.ERROR)
     try:
