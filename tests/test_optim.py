@@ -171,6 +171,24 @@ def test_a_plain_optimizer_named_by_import_path_gets_the_parameter_groups():
         optim.OPTIMIZERS.check("tests.plugins:groups_as_a_setting", {})
 
 
+def test_a_torch_optimizer_class_named_by_import_path_takes_the_groups():
+    """`torch.optim:AdamW` was refused (its `params` is not positional-only, as a function
+    of ours must have it): the class takes the groups, its weight_decay default is theirs,
+    and its `float | Tensor` settings are numbers in a suite."""
+    from modelopt.spec.registry import RegistryError
+
+    name = "torch.optim:AdamW"
+    params = optim.OPTIMIZERS.check(name, {"lr": 0.05, "betas": [0.8, 0.9]})
+    assert params["weight_decay"] == 0.01 and params["betas"] == (0.8, 0.9)
+    opt = optim.build_optimizer({"name": name, **params}, nn.Linear(2, 2))
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["lr"] == 0.05
+    assert sorted(g["weight_decay"] for g in opt.param_groups) == [0.0, 0.01]
+    with pytest.raises(RegistryError, match=r"parameter 'lr': .*expected float"):
+        optim.OPTIMIZERS.check(name, {"lr": "fast"})
+    with pytest.raises(RegistryError, match=r"LBFGS.step needs a closure"):
+        optim.OPTIMIZERS.check("torch.optim:LBFGS", {})
+
+
 def test_an_optimizer_without_its_positional_groups_is_refused_when_registered():
     """`def lion(params, lr=...)` made `params` a parameter the suite had to give."""
     with pytest.raises(TypeError, match=r"takes the parameter groups first, positional-only"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Callable
 
@@ -80,9 +81,53 @@ def taking_the_model(name: str, fn: Callable, weight_decay: float = 0.0) -> Call
     return entry
 
 
-# a plain `fn(params, /, ...)` named by import path (`my_pkg.optim:nadam`) works as one
-# registered with @optimizer does
-OPTIMIZERS.adapt = taking_the_model
+def by_import_path(name: str, fn: Callable) -> Callable:
+    """What an optimizer named by import path is: a plain `fn(params, /, ...)`
+    (`my_pkg.optim:nadam`) works as one registered with @optimizer does, and so does a
+    torch.optim.Optimizer class (`torch.optim:NAdam`), given the groups as its `params`."""
+    if isinstance(fn, type) and issubclass(fn, torch.optim.Optimizer):
+        return taking_the_model(name, *_groups_first(name, fn))
+    return taking_the_model(name, fn)
+
+
+def _groups_first(name: str, cls: type) -> tuple[Callable, float]:
+    """`cls(params, lr=..., ...)` as `fn(params, /, lr=..., ...)`, with its own default of
+    weight_decay (AdamW's 0.01), which the parameter groups carry, and the `Tensor` left
+    out of annotations such as `lr: float | Tensor` (a suite writes numbers)."""
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    if closure is not None and closure.default is closure.empty:
+        raise TypeError(f"optimizer '{name}': {cls.__name__}.step needs a closure that "
+                        "evaluates the loss again, which modelopt's training step does not pass")
+    sig = inspect.signature(cls)
+    hints = typing.get_type_hints(cls.__init__)
+    first, *rest = sig.parameters.values()
+    decay = sig.parameters.get("weight_decay")
+    own = [p.replace(annotation=_numbers_only(hints.get(p.name, typing.Any)))
+           for p in rest if p.name != "weight_decay"]
+
+    def fn(params, /, **kw) -> torch.optim.Optimizer:
+        return cls(params, **kw)
+
+    fn.__signature__ = inspect.Signature(
+        [first.replace(kind=first.POSITIONAL_ONLY, annotation=first.empty), *own])
+    fn.__annotations__ = {p.name: p.annotation for p in own}
+    fn.__name__ = cls.__name__
+    fn.__doc__ = (inspect.getdoc(cls) or cls.__name__).split("\n\n")[0]
+    return fn, float(decay.default) if decay and decay.default is not decay.empty else 0.0
+
+
+def _numbers_only(hint):
+    """`float | Tensor` -> `float`, `tuple[float | Tensor, ...]` likewise (nested)."""
+    args = typing.get_args(hint)
+    kept = tuple(_numbers_only(a) for a in args if a is not torch.Tensor)
+    if not args or kept == args:
+        return hint
+    if typing.get_origin(hint) is tuple:
+        return tuple[kept]
+    return typing.Union[kept]
+
+
+OPTIMIZERS.adapt = by_import_path
 
 
 @optimizer("gd", full_batch=True)
