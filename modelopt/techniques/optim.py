@@ -99,8 +99,14 @@ def _groups_first(name: str, cls: type) -> tuple[Callable, float]:
         raise TypeError(f"optimizer '{name}': {cls.__name__}.step needs a closure that "
                         "evaluates the loss again, which modelopt's training step does not pass")
     sig = inspect.signature(cls)
-    hints = typing.get_type_hints(cls.__init__)
-    first, *rest = sig.parameters.values()
+    first, *rest = sig.parameters.values() or [None]
+    if first is None or first.kind not in (first.POSITIONAL_ONLY, first.POSITIONAL_OR_KEYWORD):
+        raise TypeError(f"optimizer '{name}': {cls.__name__}{sig} does not take the parameter "
+                        "groups first, as torch.optim's optimizers do")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that names what its module does not define
+        hints = {}
     decay = sig.parameters.get("weight_decay")
     own = [p.replace(annotation=_numbers_only(hints.get(p.name, typing.Any)))
            for p in rest if p.name != "weight_decay"]
