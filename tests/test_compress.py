@@ -7,7 +7,7 @@ from torch import nn
 
 from modelopt.run.measure import count_params
 from modelopt.spec.suite import parse
-from modelopt.techniques import distill, prune, quantize, structured
+from modelopt.techniques import attention, distill, prune, quantize, structured
 from modelopt.techniques.data import DATASETS, Data, split_validation
 from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.models import build
@@ -27,6 +27,10 @@ def sparsity(t):
     return float((t == 0).float().mean())
 
 
+def pruned_weights(m) -> list[torch.Tensor]:
+    return [getattr(mod, a) for _, mod, a in prune.weights(m)]
+
+
 def run(spec, model, d=None, finetune=None):
     return prune.apply(spec, model, d or data(), finetune or (lambda m, s, ph: None))
 
@@ -34,17 +38,17 @@ def run(spec, model, d=None, finetune=None):
 def test_local_unstructured_reaches_the_amount_per_layer():
     m = mlp()
     run({"name": "l1_unstructured", "amount": 0.8}, m)
-    for _, layer in prune.layers(m):
-        assert sparsity(layer.weight) == pytest.approx(0.8, abs=0.01)
+    for w in pruned_weights(m):
+        assert sparsity(w) == pytest.approx(0.8, abs=0.01)
     assert not any(k.endswith("_orig") for k in m.state_dict())  # made permanent
 
 
 def test_global_unstructured_reaches_the_amount_overall():
     m = mlp()
     run({"name": "l1_unstructured", "amount": 0.9, "global": True}, m)
-    ws = torch.cat([layer.weight.flatten() for _, layer in prune.layers(m)])
+    ws = torch.cat([w.flatten() for w in pruned_weights(m)])
     assert sparsity(ws) == pytest.approx(0.9, abs=0.002)
-    per_layer = [sparsity(layer.weight) for _, layer in prune.layers(m)]
+    per_layer = [sparsity(w) for w in pruned_weights(m)]
     assert max(per_layer) - min(per_layer) > 0.05  # one threshold, so layers differ
 
 
@@ -62,8 +66,40 @@ def test_iterative_rounds_reach_the_final_amount_and_finetune_each_round():
                  m, finetune=lambda model, steps, phase: calls.append((steps, phase)) or Done(0.5))
     assert calls == [(10, "finetune1"), (10, "finetune2"), (10, "finetune3")]
     assert pruned.finetuned_steps == 30
-    for _, layer in prune.layers(m):
-        assert sparsity(layer.weight) == pytest.approx(0.75, abs=0.02)
+    for w in pruned_weights(m):
+        assert sparsity(w) == pytest.approx(0.75, abs=0.02)
+
+
+class Attending(nn.Module):
+    """Tokens through nn.MultiheadAttention, whose query/key/value projections are one
+    parameter of its own (`in_proj_weight`), not a Linear layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(3, 16)
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.embed(x.view(len(x), 4, 3))
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_unstructured_pruning_reaches_the_projections_of_attention():
+    """l1_unstructured left `in_proj_weight` whole (3/4 of this attention's weights) and
+    said nothing: the model read 50 % pruned where it was far less."""
+    torch.manual_seed(0)
+    m = Attending().eval()
+    x = torch.randn(8, 12)
+    assert [n for n, _, _ in prune.weights(m)] == ["embed", "attn.in_proj_weight",
+                                                   "attn.out_proj", "head"]
+    run({"name": "l1_unstructured", "amount": 0.5}, m)
+    assert sparsity(m.attn.in_proj_weight) == pytest.approx(0.5, abs=0.01)
+    assert isinstance(m.attn.in_proj_weight, nn.Parameter)  # made permanent
+    with torch.no_grad():  # the fused fast path runs the pruned weights as the plain one
+        fast = m(x)
+        with attention.unfused():
+            assert torch.allclose(m(x), fast, atol=1e-6)
 
 
 def test_random_differs_from_l1_on_the_same_weights():
@@ -168,13 +204,13 @@ def residual_cnn():
 def test_every_pruning_method_reaches_its_amount(name, amount):
     m = build({"name": "mlp", "hidden": 20, "depth": 2}, (12,), 4)
     run({"name": name, "amount": amount, "rounds": 2}, m)  # apply checks the amount itself
-    hidden = [layer for _, layer in prune.layers(m)][:-1]
+    hidden = pruned_weights(m)[:-1]
     if name.endswith("_structured"):  # round(0.7 x 20) = 14 whole neurons in each hidden layer
-        assert [int((lay.weight.abs().sum(1) == 0).sum()) for lay in hidden] == [
+        assert [int((w.abs().sum(1) == 0).sum()) for w in hidden] == [
             round(amount * 20)] * 2
     else:
-        for _, layer in prune.layers(m):
-            assert sparsity(layer.weight) == pytest.approx(amount, abs=0.01)
+        for w in pruned_weights(m):
+            assert sparsity(w) == pytest.approx(amount, abs=0.01)
 
 
 def test_structured_pruning_follows_a_residual_add_and_slims_to_the_same_outputs():

@@ -207,3 +207,54 @@ def test_compiled_int8_runs_on_int8_kernels_or_fails_saying_why():
         assert "cannot lower this int8 program to int8 kernels" in str(exc)
     else:
         assert out.metrics["int8_path"] == "inductor int8 kernels (frozen)"
+
+
+class Branching(torch.nn.Module):
+    """Chooses a head by the batch's values: a trace keeps the branch its batch took."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.mean() > 0:
+            return self.a(x)
+        return self.b(x)
+
+
+def test_a_branch_on_a_tensors_value_is_refused_naming_its_line():
+    """The file kept the branch of the traced batch and computed another model on inputs
+    that took the other; its outputs matched on the traced batch and the cell read ok."""
+    from modelopt.techniques.errors import TechniqueError
+
+    with pytest.raises(TechniqueError, match=r"deploy: openvino: the model branches on a "
+                       r"tensor's value at test_onnx_runtime.py:\d+ \(`if x.mean\(\) > 0:`\)"):
+        onnx_runtime.export_onnx(Branching().eval(), torch.ones(3, 4), "openvino")
+
+
+def test_attention_exports_and_a_failed_export_prints_no_graph(capfd):
+    """nn.MultiheadAttention's fused fast path (eval, no gradients) has no ONNX form: every
+    attention model failed to ship, and the exporter printed its whole graph each time."""
+    from modelopt.techniques.errors import TechniqueError
+
+    class Attending(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    m, x = Attending().eval(), torch.randn(2, 3, 8)
+    got = onnx_runtime.OrtModel(onnx_runtime.export_onnx(m, x))(torch.randn(5, 3, 8))
+    assert got.shape == (5, 3, 8)
+
+    class Histogram(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.histc(x, bins=3).sum()
+
+    with pytest.raises(TechniqueError, match=r"^deploy: onnxruntime: torch.onnx.export failed: "
+                                             r"UnsupportedOperatorError: Exporting the operator"):
+        onnx_runtime.export_onnx(Histogram(), torch.randn(2, 4))
+    out, err = capfd.readouterr()
+    assert "graph" not in out + err

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from modelopt.techniques import attention
+
 # ---------------------------------------------------------------- size
 
 def _tensors(model: nn.Module) -> list[torch.Tensor]:
@@ -70,8 +72,8 @@ def _count(model: nn.Module, example: torch.Tensor):
 
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
+    counter = FlopCounterMode(display=False, custom_mapping=attention.FLOP_FORMULAS)
+    with torch.no_grad(), attention.unfused(), counter:  # attention as its math
         model(example)
     model.train(was_training)
     return counter

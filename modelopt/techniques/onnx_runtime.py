@@ -1,8 +1,8 @@
 """`deploy: onnxruntime`: the model exported to ONNX and run by ONNX Runtime's CPU execution
 provider, where people ship it; int8 there runs on ONNX Runtime's int8 kernels.
 
-- float: torch.onnx.export (the TorchScript exporter, a free batch dimension), checked
-  against the model it was made from;
+- float: the model traced to ONNX (onnx_export.py), checked against the model it was made
+  from;
 - `int8_static`: the float graph pre-processed (`quant_pre_process`: shape inference and
   folding; without it, measured here, the int8 model ran 0.76x eager fp32 instead of 4.4x),
   then `quantize_static` in QDQ format, per-channel int8 weights, uint8 activations
@@ -18,11 +18,9 @@ call in whichever process calls it, with as many intra-op threads as torch has t
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
-import warnings
 from importlib import metadata
 
 import numpy as np
@@ -33,9 +31,9 @@ from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques import precision
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError, first_line
+from modelopt.techniques.onnx_export import OPSET, quiet, trace
 from modelopt.techniques.quantize import Intent
 
-OPSET = 17  # ONNX Runtime 1.20+ runs it; the TorchScript exporter's best-tested opset
 PROVIDER = "CPUExecutionProvider"
 CALIBRATION_BATCH = 64
 SCHEMES = {"int8_static": "onnxruntime static QDQ, per-channel",
@@ -146,11 +144,11 @@ def _ship(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, dict]:
     return OrtModel(blob), {"compile_seconds": time.perf_counter() - t0, **_facts(blob, None)}
 
 
-def export_onnx(model: nn.Module, x: torch.Tensor) -> bytes:
+def export_onnx(model: nn.Module, x: torch.Tensor, runtime: str = "onnxruntime") -> bytes:
     """The float model as ONNX bytes (opset OPSET, free batch dimension), checked against
     the model on `x` (with ONNX Runtime): what every ONNX-based runtime starts from."""
     with tempfile.TemporaryDirectory() as d:
-        return _read(_export(model, x, d))
+        return _read(_export(model, x, d, runtime))
 
 
 def _quantize(intent: Intent, model: nn.Module, inputs: torch.Tensor) -> tuple[nn.Module, dict]:
@@ -159,7 +157,7 @@ def _quantize(intent: Intent, model: nn.Module, inputs: torch.Tensor) -> tuple[n
     from onnxruntime import quantization as q
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as d, _quiet():
+    with tempfile.TemporaryDirectory() as d, quiet():
         fp32 = _export(model, inputs[:CALIBRATION_BATCH], d)
         out = os.path.join(d, "int8.onnx")
         try:
@@ -174,7 +172,7 @@ def _quantize(intent: Intent, model: nn.Module, inputs: torch.Tensor) -> tuple[n
                                    weight_type=q.QuantType.QInt8)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's reason, named
             raise TechniqueError(f"{intent.scheme} on onnxruntime: quantization failed: "
-                                 f"{type(exc).__name__}: {first_line(exc)}") from None
+                                 f"{first_line(exc)}") from None
         blob = _read(out)
     facts = _facts(blob, intent.scheme)
     if not facts["quantized_layers"]:
@@ -201,24 +199,18 @@ class _Calibration:
         pass
 
 
-def _export(model: nn.Module, x: torch.Tensor, folder: str) -> str:
+def _export(model: nn.Module, x: torch.Tensor, folder: str, runtime: str = "onnxruntime"
+            ) -> str:
     """The float model as an ONNX file in `folder`, checked against the model on `x`."""
     path = os.path.join(folder, "model.onnx")
     model = model.eval()  # on the CPU: a cell hands both runtimes a CPU copy (Format.cpu)
-    try:
-        with _quiet(), torch.no_grad():
-            torch.onnx.export(model, (x,), path, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
-                              opset_version=OPSET, dynamo=False)
-    except Exception as exc:  # noqa: BLE001 - the exporter's reason, named
-        raise TechniqueError(f"deploy: onnxruntime: torch.onnx.export failed: "
-                             f"{type(exc).__name__}: {first_line(exc)}") from None
+    trace(model, x, path, runtime)
     with torch.no_grad():
         want = model(x).float().cpu().numpy()
     got = _session(_read(path)).run(None, {"x": x.cpu().numpy()})[0]
     diff = float(np.abs(got - want).max()) if want.size else 0.0
     if not diff <= 1e-3 * (1 + float(np.abs(want).max())):
-        raise TechniqueError(f"deploy: onnxruntime: the exported model's outputs differ from "
+        raise TechniqueError(f"deploy: {runtime}: the exported model's outputs differ from "
                              f"the model's (max |diff| {diff:.3g})")
     return path
 
@@ -245,20 +237,3 @@ def _facts(blob: bytes, scheme: str | None) -> dict:
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-class _quiet:
-    """The exporter's and quantizer's warnings and log lines, kept out of the progress."""
-
-    def __enter__(self):
-        self._warnings = warnings.catch_warnings()
-        self._warnings.__enter__()
-        warnings.simplefilter("ignore")
-        self._level = logging.root.manager.disable
-        logging.disable(logging.WARNING)
-        return self
-
-    def __exit__(self, *exc):
-        logging.disable(self._level)
-        self._warnings.__exit__(*exc)
-        return False

@@ -74,7 +74,7 @@ def _ship(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[nn.Module,
     if version() is None:
         raise TechniqueError("deploy: openvino needs openvino (pip install 'modelopt[openvino]')")
     t0 = time.perf_counter()
-    blob = export_onnx(model, x)
+    blob = export_onnx(model, x, "openvino")
     shipped = OvModel(blob, precision)
     with torch.inference_mode():
         shipped(x.cpu()[:2])  # compiled here, so compile_seconds counts it

@@ -36,13 +36,27 @@ class Pruning:
     calibration: tuple[int, int] = (0, 0)  # structured: training batches x size for the criterion
 
 
-def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+def weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """The weight matrices and kernels unstructured pruning targets, as (name, module, the
+    module's name for it): each Linear's and Conv's `weight`, and nn.MultiheadAttention's
+    query/key/value projections (`in_proj_weight`, or `q_proj_weight`... where keys and
+    values have sizes of their own; its output projection is a Linear already)."""
+    out = []
+    for n, m in model.named_modules():
+        if isinstance(m, PRUNABLE):
+            out.append((n, m, "weight"))
+        elif isinstance(m, nn.MultiheadAttention):
+            out += [(f"{n}.{w}" if n else w, m, w) for w in ATTENTION_WEIGHTS
+                    if getattr(m, w, None) is not None]
+    return out
+
+
+ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 def _unstructured(method, global_: bool):
     def mask(model: nn.Module, amount: float, data: Data) -> None:
-        targets = [(m, "weight") for _, m in layers(model)]
+        targets = [(m, w) for _, m, w in weights(model)]
         if global_:  # one threshold across all layers: amount of all weights overall
             tprune.global_unstructured(targets, pruning_method=method, amount=amount)
         else:  # the same amount in every layer
@@ -117,7 +131,8 @@ make_permanent = structured.make_permanent
 
 
 def _histogram(model: nn.Module) -> dict:
-    w = torch.cat([m.weight.detach().flatten().cpu() for _, m in layers(model)]).abs().numpy()
+    w = torch.cat([getattr(m, a).detach().flatten().cpu()
+                   for _, m, a in weights(model)]).abs().numpy()
     nz = w[w > 0]
     edges = np.logspace(-5, 1, 41)
     return {"edges": edges.tolist(), "counts": np.histogram(nz, edges)[0].tolist(),
@@ -127,11 +142,11 @@ def _histogram(model: nn.Module) -> dict:
 # ---------------------------------------------------------------- checking
 
 def _zeros(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """Per prunable layer: (zero weights, all-zero output channels), to tell afterwards what the
-    technique zeroed from what was zero already."""
+    """Per pruned weight: (zero weights, all-zero output channels), to tell afterwards what
+    the technique zeroed from what was zero already."""
     out = {}
-    for name, m in layers(model):
-        w = m.weight.detach()
+    for name, m, a in weights(model):
+        w = getattr(m, a).detach()
         out[name] = (int((w == 0).sum()), int((w.flatten(1).abs().sum(1) == 0).sum()))
     return out
 
@@ -144,7 +159,7 @@ def check_unstructured(model: nn.Module, method: str, p: Pruning,
                        before: dict[str, tuple[int, int]]) -> None:
     """The zeroed fraction of the targeted weights (all of them for global pruning, each layer
     otherwise) is `amount`, within torch's rounding of amount x n to whole weights each round."""
-    ws = {name: m.weight.detach() for name, m in layers(model)}
+    ws = {name: getattr(m, a).detach() for name, m, a in weights(model)}
     groups = {"over all targeted layers": list(ws)} if p.global_ else {f"layer {n!r}": [n] for n in ws}
     wrong = []
     for label, names in groups.items():
