@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from modelopt.techniques.data import DATASETS
-from modelopt.techniques.models import MODELS, build
+from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.models import MODELS, build, check_outputs
 
 # token inputs: 16 ids below 30 (a model is built for (sequence length, vocabulary))
 SHAPES = {"signal": (1, 40), "vector": (12,), "image": (1, 8, 8), "tokens": (16, 30)}
@@ -27,6 +28,30 @@ def test_every_model_runs_on_every_input_it_accepts(name):
         out = model(sample(kind))
         # a class score per input, or (a language model's) per position of the input
         assert out.shape in ((3, 10), (3, SHAPES[kind][0], 10))
+        check_outputs(model, sample(kind), name)
+
+
+class Returning(torch.nn.Module):
+    def __init__(self, make):
+        super().__init__()
+        self.fc, self.make = torch.nn.Linear(4, 3), make
+
+    def forward(self, x):
+        return self.make(self.fc(x))
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda y: {"logits": y, "features": y}, r"returned a dict \(keys logits, features\)"),
+    (lambda y: (y, y), "returned a tuple of 2"),
+    (lambda y: y.sum(), r"returned a tensor of shape \(\) for a batch of 2"),
+    (lambda y: y.T, r"returned a tensor of shape \(3, 2\) for a batch of 2"),
+])
+def test_a_model_that_returns_other_than_one_tensor_of_the_batch_is_said(make, said):
+    """A dict of logits and features failed in training as `'dict' object has no attribute
+    'float'`, in every cell."""
+    with pytest.raises(TechniqueError, match=f"model 'mine' {said}: modelopt scores one tensor"):
+        check_outputs(Returning(make), torch.randn(2, 4), "mine")
+    check_outputs(Returning(lambda y: y), torch.randn(2, 4), "mine")
 
 
 def test_every_dataset_declares_an_input_kind():

@@ -81,7 +81,9 @@ def build_net(cell: Cell, data: data_mod.Data, device, seed: int) -> nn.Module:
     """The cell's network, freshly initialised: same architecture + seed -> same weights
     (paired seeds)."""
     torch.manual_seed(seed)
-    return models.build(cell.model, data.input_shape, data.num_outputs).to(device)
+    net = models.build(cell.model, data.input_shape, data.num_outputs).to(device)
+    models.check_outputs(net, data.x_test[:2].to(device), cell.model.name)
+    return net
 
 
 def train_here(backend, cell: Cell, seed: int, data: data_mod.Data | None = None) -> Trained:

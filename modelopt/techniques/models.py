@@ -161,3 +161,32 @@ def build(spec: Choice | dict, input_shape: tuple, num_outputs: int,
                 if choice.params.get("small_input") else "")
         weights.load_into(net, weights.read(spec), spec["path"], hint, num_outputs)
     return net
+
+
+def check_outputs(net: nn.Module, x: torch.Tensor, name: str) -> None:
+    """A model returns one tensor whose first dimension is the batch: what every task
+    scores and every runtime ships. A dict or a tuple (logits and features) failed deep in
+    training or evaluation (`'dict' object has no attribute 'float'`); said here, on two
+    samples, before the cell trains."""
+    from modelopt.techniques.errors import TechniqueError
+
+    if not len(x):  # no test split to try it on: its first use says
+        return
+    was = net.training
+    net.eval()
+    with torch.no_grad():
+        out = net(x)
+    net.train(was)
+    if isinstance(out, torch.Tensor) and out.dim() and len(out) == len(x):
+        return
+    if isinstance(out, dict):
+        what = f"a dict (keys {', '.join(map(str, list(out)[:6]))})"
+    elif isinstance(out, torch.Tensor):
+        what = f"a tensor of shape {tuple(out.shape)} for a batch of {len(x)}"
+    else:
+        what = f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list))
+                                            else "")
+    raise TechniqueError(f"model '{name}' returned {what}: modelopt scores one tensor of "
+                         "outputs, batch first (a classifier's (batch, classes) scores); "
+                         "return that alone from forward")
+
