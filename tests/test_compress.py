@@ -102,6 +102,14 @@ def test_unstructured_pruning_reaches_the_projections_of_attention():
             assert torch.allclose(m(x), fast, atol=1e-6)
 
 
+def test_structured_pruning_refuses_attention_it_cannot_slim_saying_why():
+    """The slimmed model differed from the masked one by 2.0 and the cell failed on that
+    number: the masks never reached in_proj_weight."""
+    with pytest.raises(TechniqueError, match=r"l1_structured: nn.MultiheadAttention \(attn\) "
+                                             r"cannot lose channels here"):
+        run({"name": "l1_structured", "amount": 0.5}, Attending())
+
+
 def test_random_differs_from_l1_on_the_same_weights():
     a, b = mlp(), mlp()
     torch.manual_seed(1)

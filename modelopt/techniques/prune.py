@@ -243,6 +243,8 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
     check that it computes what the masked model computes."""
     spec = as_choice("prune", spec)
     p: Pruning = spec.build()
+    if p.structured:
+        _structurally_prunable(model, spec.name)
     before, zeros_before = _histogram(model), _zeros(model)
     example = data.x_test[:1]
     calib = _calibration(p, data) if p.structured else None  # the same batches every round
@@ -276,6 +278,20 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
         check_unstructured(model, spec.name, p, zeros_before)
     return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed,
                   seconds, diff, done)
+
+
+def _structurally_prunable(model: nn.Module, method: str) -> None:
+    """nn.MultiheadAttention keeps its query/key/value projections in one bare parameter,
+    which the masks (weights and biases of layers) do not reach: the slimmed model then
+    differed from the masked one and the cell failed on a number that named no cause."""
+    found = [n or "the model" for n, m in model.named_modules()
+             if isinstance(m, nn.MultiheadAttention)]
+    if found:
+        raise TechniqueError(
+            f"{method}: nn.MultiheadAttention ({_listed(found)}) cannot lose channels here: its "
+            "query/key/value projections are one parameter (in_proj_weight), not layers. "
+            "Prune it unstructured, or write its projections as nn.Linear layers and declare "
+            "its heads (head_projections(), docs/how-to/your-model-and-data.md)")
 
 
 def _calibration(p: Pruning, data: Data) -> structured.Calibration:
