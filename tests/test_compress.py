@@ -110,6 +110,30 @@ def test_structured_pruning_refuses_attention_it_cannot_slim_saying_why():
         run({"name": "l1_structured", "amount": 0.5}, Attending())
 
 
+class Transposed(nn.Module):
+    """An encoder's weight used again, transposed, to decode: outside its layer."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.enc, self.head = nn.Linear(12, hidden), nn.Linear(12, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.enc(x))
+        return self.head(nn.functional.linear(h, self.enc.weight.t()))
+
+
+@pytest.mark.parametrize("hidden, said", [
+    (16, r"Torch-Pruning could not follow this model's graph \(IndexError: "),
+    (8, r"the slimmed model \(channels removed by Torch-Pruning\) does not run "
+        r"\(RuntimeError: mat1 and mat2 shapes cannot be multiplied")])
+def test_a_graph_torch_pruning_cannot_follow_is_said_as_such(hidden, said):
+    """Torch-Pruning's IndexError (more hidden units than features), or the slimmed model's
+    RuntimeError (fewer), reached the record raw, naming no cause."""
+    torch.manual_seed(0)
+    with pytest.raises(TechniqueError, match=said + ".*transposed"):
+        run({"name": "l1_structured", "amount": 0.5}, Transposed(hidden))
+
+
 def test_random_differs_from_l1_on_the_same_weights():
     a, b = mlp(), mlp()
     torch.manual_seed(1)

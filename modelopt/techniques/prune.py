@@ -17,7 +17,7 @@ from modelopt.spec.registries import PRUNERS
 from modelopt.spec.registry import Fraction, NonNegativeInt, PositiveInt
 from modelopt.techniques import structured, tasks
 from modelopt.techniques.data import Data, train_sample
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.errors import TechniqueError, first_line
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -213,7 +213,15 @@ def check_slimmed(slimmed: nn.Module, masked: nn.Module, x: torch.Tensor) -> flo
     """max |slimmed(x) - masked(x)|; raises TechniqueError past atol + rtol x max |masked(x)|."""
     with torch.no_grad():
         ref = masked(x)
-        diff = float((slimmed(x) - ref).abs().max())
+        try:
+            out = slimmed(x)
+        except Exception as exc:  # noqa: BLE001 - e.g. a matmul of shapes that no longer fit
+            raise TechniqueError(
+                f"the slimmed model (channels removed by Torch-Pruning) does not run "
+                f"({first_line(exc)}): Torch-Pruning did not follow every use of the removed "
+                "channels, as a weight used outside its layer (shared, or transposed as "
+                "F.linear(h, layer.weight.t())) is not followed") from None
+        diff = float((out - ref).abs().max())
     tol = SLIM_ATOL + SLIM_RTOL * float(ref.abs().max())
     if not diff <= tol:  # NaN fails too
         raise TechniqueError(

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.errors import TechniqueError, first_line
 
 # one removed group: (module name, Torch-Pruning's handler, channel indices)
 Record = tuple[str, Callable, list[int]]
@@ -135,16 +135,25 @@ def choose(model: nn.Module, criterion: str, ratio: float, example: torch.Tensor
     # embedding tables' outputs are a transformer's residual width, shared by every block:
     # kept, so that pruning removes attention heads and MLP channels, as asked
     kept = [output_layer(probe), *(m for m in probe.modules() if isinstance(m, nn.Embedding))]
-    pruner = tp.pruner.BasePruner(probe, example.cpu(), importance=_Dead(imp), pruning_ratio=ratio,
-                                  ignored_layers=kept, num_heads=heads,
-                                  prune_num_heads=bool(heads), prune_head_dims=False,
-                                  head_pruning_ratio=ratio if heads else 0.0)
     names = {m: n for n, m in probe.named_modules()}
     chosen: list[Record] = []
-    for group in pruner.step(interactive=True):
-        dep, idxs = group[0]
-        chosen.append((names[dep.target.module], dep.handler, sorted(int(i) for i in idxs)))
-        group.prune()
+    try:
+        pruner = tp.pruner.BasePruner(
+            probe, example.cpu(), importance=_Dead(imp), pruning_ratio=ratio,
+            ignored_layers=kept, num_heads=heads, prune_num_heads=bool(heads),
+            prune_head_dims=False, head_pruning_ratio=ratio if heads else 0.0)
+        for group in pruner.step(interactive=True):
+            dep, idxs = group[0]
+            chosen.append((names[dep.target.module], dep.handler, sorted(int(i) for i in idxs)))
+            group.prune()
+    except TechniqueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Torch-Pruning's reason, named
+        raise TechniqueError(
+            f"Torch-Pruning could not follow this model's graph ({first_line(exc)}); it "
+            "removes a channel from the layers that use it, and a weight used outside its "
+            "layer (shared, or transposed as F.linear(h, layer.weight.t())) is one it "
+            "cannot follow") from None
     return chosen
 
 
