@@ -70,6 +70,22 @@ class _Offset(nn.Linear):
         return super().forward(x) + self.offset
 
 
+class _Transposed(nn.Module):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.enc, self.head = nn.Linear(n_in, 8), nn.Linear(n_in, n_out)
+
+    def forward(self, x):
+        h = nn.functional.relu(self.enc(x.flatten(1)))
+        return self.head(nn.functional.linear(h, self.enc.weight.t()))
+
+
+@MODELS.register("test_transposed", accepts=("vector",))
+def test_transposed(input_shape: tuple, num_outputs: int, /) -> nn.Module:
+    """An encoder's weight used again, transposed, outside its layer (tied weights)."""
+    return _Transposed(input_shape[0], num_outputs)
+
+
 @MODELS.register("test_unrebuildable", accepts=("signal", "vector", "image"))
 def test_unrebuildable(input_shape: tuple, num_outputs: int, /) -> nn.Module:
     """A model that cannot be rebuilt from its state_dict (the timing stage's fall-back)."""

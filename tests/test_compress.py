@@ -202,6 +202,27 @@ matrix:
     assert m["train_seconds"] == pytest.approx(30 * 64 / m["train_samples_s"] + m["finetune_seconds"])
 
 
+def test_a_shipped_model_that_does_not_run_fails_as_what_made_it():
+    """torchao's int8 weight cannot be transposed outside its layer: the cell failed with
+    torchao's NotImplementedError, as if modelopt had."""
+    from modelopt.run.cell import run_cell
+    from modelopt.spec.suite import parse
+
+    cell = parse("""
+name: transposed
+seeds: [0]
+plugins: [tests.plugins]
+defaults:
+  dataset: {name: synthetic, n_samples: 100, n_features: 12, n_classes: 4}
+  model: test_transposed
+  train: {steps: 2, batch_size: 32, eval_every: 2}
+  quantize: int8_dynamic
+""").cells[0]
+    with pytest.raises(TechniqueError, match=r"the shipped model \(int8_dynamic\) does not run "
+                                             r"on the test inputs: NotImplementedError: "):
+        run_cell(cell, 0)
+
+
 def test_activation_pruning_removes_dead_neurons_first():
     torch.manual_seed(0)
     m = build({"name": "mlp", "hidden": 10, "depth": 1}, (12,), 4)

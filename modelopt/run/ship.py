@@ -20,7 +20,7 @@ from modelopt.spec.cell import Cell, Choice
 from modelopt.techniques import tasks
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.deploy import Format
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.errors import TechniqueError, first_line
 
 
 @dataclass
@@ -69,7 +69,7 @@ def deploy(cell: Cell, trained: Trained) -> Deployed:
     if shipped is trained.net:
         return Deployed(shipped, model, info, {}, on=on)
     if outputs is None:
-        outputs = predict(shipped, trained.data.x_test, on, cell.train.settings.eval_batch_size)
+        outputs = shipped_outputs(shipped, trained.data, on, cell)
     bad = int((~torch.isfinite(outputs)).sum())
     if bad:  # e.g. float16's range (±65504) overflowed: never figures of something else
         raise TechniqueError(f"the shipped model's test outputs are not finite ({bad} of "
@@ -104,9 +104,23 @@ def ship_checked(cell: Cell, model: nn.Module, data: Data, on
     if shipped is model:
         return shipped, info, None
     reference = predict(model, data.x_test, on, cell.train.settings.eval_batch_size)
-    outputs = predict(shipped, data.x_test, on, cell.train.settings.eval_batch_size)
+    outputs = shipped_outputs(shipped, data, on, cell)
     info.update(check_outputs(outputs, reference, data, cell))
     return shipped, info, outputs
+
+
+def shipped_outputs(shipped: nn.Module, data: Data, on, cell: Cell) -> torch.Tensor:
+    """The shipped model's test outputs. One that does not run (torchao's int8 weight used
+    transposed outside its layer, an ONNX Runtime session that cannot be made) fails the
+    cell as what the quantizer and format made, not as a library's bare error."""
+    try:
+        return predict(shipped, data.x_test, on, cell.train.settings.eval_batch_size)
+    except TechniqueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the library's reason, named
+        made = " on ".join(c.name for c in (cell.compress.quantize, cell.deploy) if c)
+        raise TechniqueError(f"the shipped model ({made or 'eager'}) does not run on the test "
+                             f"inputs: {first_line(exc)}") from exc
 
 
 def on_its_device(model: nn.Module, fmt: Format) -> nn.Module:
