@@ -52,6 +52,11 @@ def test_a_deployed_artifact_is_measured_checked_and_timed(fmt, kind, tmp_path):
     assert isinstance(model, kind) and y.shape == (len(out.batch), 4)
     with torch.inference_mode():
         assert torch.allclose(y, eager.models["model"].shipped(out.batch), atol=1e-4)
+    # the package is the user's to take home, beside the data it is made again from
+    assert sorted(p.name for p in tmp_path.iterdir()) == (
+        ["c-0-model.pt", "c-0-model.pt2"] if fmt == "export" else ["c-0-model.pt"])
+    if fmt == "export":
+        assert (tmp_path / "c-0-model.pt2").read_bytes() == out.models["model"].shipped.blob
 
 
 def test_an_artifact_that_computes_something_else_fails_the_cell():

@@ -206,7 +206,9 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
                   "(`torch.load(path, weights_only=True)['state']`; the slimmed model's where "
                   "pruning removed channels; the float weights an int8 or bf16 / fp16 model is "
                   "made from); "
-                  "a `.onnx` file is the model ONNX Runtime or OpenVINO runs.", "", home, ""]
+                  "a `.onnx` file is the model ONNX Runtime or OpenVINO runs; a `.pt2` file "
+                  "the AOTInductor package `deploy: export` ships "
+                  "(`torch._inductor.aoti_load_package(path)`).", "", home, ""]
     return lines
 
 

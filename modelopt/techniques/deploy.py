@@ -139,6 +139,8 @@ class Compiled(nn.Module):
 class Packaged(nn.Module):
     """An AOTInductor package, loaded on first call from its bytes."""
 
+    suffix = ".pt2"  # the run directory keeps its file for the user (run/timing.py)
+
     def __init__(self, blob: bytes, device: str):
         super().__init__()
         self.blob = blob
