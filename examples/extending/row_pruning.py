@@ -13,7 +13,7 @@ from torch import nn
 
 from modelopt.spec.registries import PRUNERS
 from modelopt.spec.registry import Fraction, NonNegativeInt, PositiveInt
-from modelopt.techniques.prune import Pruning, layers
+from modelopt.techniques.prune import Pruning, weights
 
 
 def row_mask(weight: torch.Tensor, amount: float) -> torch.Tensor:
@@ -31,6 +31,6 @@ def row_magnitude(*, amount: Fraction = 0.5, finetune_steps: NonNegativeInt = 0,
                   rounds: PositiveInt = 1) -> Pruning:
     """Zero the weights smallest relative to their output row's largest (per neuron)."""
     def mask(model: nn.Module, amount: float, data) -> None:  # one round's masks
-        for _, layer in layers(model):
-            tprune.custom_from_mask(layer, "weight", row_mask(layer.weight, amount))
+        for _, module, name in weights(model):  # name: "weight", or attention's in_proj_weight
+            tprune.custom_from_mask(module, name, row_mask(getattr(module, name), amount))
     return Pruning(amount, finetune_steps, rounds, mask)

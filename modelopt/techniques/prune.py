@@ -54,6 +54,12 @@ def weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
 ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
+def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The Linear and Conv layers, by name: what a plugin pruner written before `weights`
+    masks (on a model with attention the cell's check then names the projections it left)."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+
+
 def _unstructured(method, global_: bool):
     def mask(model: nn.Module, amount: float, data: Data) -> None:
         targets = [(m, w) for _, m, w in weights(model)]
