@@ -11,6 +11,7 @@ from torch import nn
 from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import MODELS
 from modelopt.spec.registry import Fraction, NonNegativeInt, Positive, PositiveInt
+from modelopt.techniques.errors import TechniqueError
 
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu"]
 
@@ -168,8 +169,6 @@ def check_outputs(net: nn.Module, x: torch.Tensor, name: str) -> None:
     scores and every runtime ships. A dict or a tuple (logits and features) failed deep in
     training or evaluation (`'dict' object has no attribute 'float'`); said here, on two
     samples, before the cell trains."""
-    from modelopt.techniques.errors import TechniqueError
-
     if not len(x):  # no test split to try it on: its first use says
         return
     was = net.training
@@ -189,4 +188,3 @@ def check_outputs(net: nn.Module, x: torch.Tensor, name: str) -> None:
     raise TechniqueError(f"model '{name}' returned {what}: modelopt scores one tensor of "
                          "outputs, batch first (a classifier's (batch, classes) scores); "
                          "return that alone from forward")
-

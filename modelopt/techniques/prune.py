@@ -20,6 +20,7 @@ from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.errors import TechniqueError, first_line
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,6 @@ def weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
             out += [(f"{n}.{w}" if n else w, m, w) for w in ATTENTION_WEIGHTS
                     if getattr(m, w, None) is not None]
     return out
-
-
-ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
 def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
