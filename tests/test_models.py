@@ -123,3 +123,19 @@ def test_a_timm_model_builds_where_timm_is_installed():
 
     net = build({"name": "timm", "arch": "resnet10t"}, (1, 32, 32), 4).eval()
     assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 4)
+
+
+def test_a_model_that_cannot_take_the_datas_inputs_is_said_before_training():
+    """torchvision's ViT asserts 224x224 images; small_input gave it a 3x3 stem it then ran
+    past its position embeddings. Both said, naming what to set."""
+    from modelopt.spec.registry import RegistryError
+
+    with pytest.raises(RegistryError, match=r"VisionTransformer takes 224x224 images .* set "
+                                            r"small_input: false, and the dataset's image_size"):
+        build({"name": "torchvision", "arch": "vit_b_16"}, (3, 32, 32), 3)
+    vit = build({"name": "torchvision", "arch": "vit_b_16", "small_input": False}, (3, 32, 32), 3)
+    with pytest.raises(TechniqueError, match=r"model 'vit' does not run on the data's inputs "
+                                             r"\(a batch of shape \(2, 3, 32, 32\)\): "
+                                             r"AssertionError: Wrong image height"):
+        check_outputs(vit, torch.randn(2, 3, 32, 32), "vit")
+

@@ -11,7 +11,7 @@ from torch import nn
 from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import MODELS
 from modelopt.spec.registry import Fraction, NonNegativeInt, Positive, PositiveInt
-from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.errors import TechniqueError, first_line
 
 Activation = Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "silu"]
 
@@ -173,8 +173,12 @@ def check_outputs(net: nn.Module, x: torch.Tensor, name: str) -> None:
         return
     was = net.training
     net.eval()
-    with torch.no_grad():
-        out = net(x)
+    try:
+        with torch.no_grad():
+            out = net(x)
+    except Exception as exc:  # noqa: BLE001 - e.g. a fixed input size: the model's reason
+        raise TechniqueError(f"model '{name}' does not run on the data's inputs (a batch of "
+                             f"shape {tuple(x.shape)}): {first_line(exc)}") from exc
     net.train(was)
     if isinstance(out, torch.Tensor) and out.dim() and len(out) == len(x):
         return

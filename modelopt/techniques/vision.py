@@ -61,6 +61,12 @@ def adapt(model: nn.Module, channels: int, small_input: bool) -> nn.Module:
     found = _first(model, nn.Conv2d)
     if found is None:
         raise RegistryError("the model has no Conv2d to adapt to the images")
+    fixed = getattr(model, "image_size", None)  # torchvision's ViT: patches of one grid
+    if small_input and isinstance(fixed, int):
+        raise RegistryError(
+            f"{type(model).__name__} takes {fixed}x{fixed} images (its position embeddings "
+            "are for one grid of patches), so small_input cannot shrink its stem: set "
+            f"small_input: false, and the dataset's image_size: {fixed}")
     parent, name, conv = found
     if conv.in_channels != channels or small_input:
         k, s, p = ((3, 3), 1, 1) if small_input else (conv.kernel_size, conv.stride, conv.padding)
