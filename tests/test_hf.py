@@ -134,3 +134,25 @@ def test_a_hf_models_own_state_dict_loads_as_trained_weights(tmp_path):
     weights.load_into(fresh, torch.load(path), str(path))
     x = torch.randint(1, 30, (1, 16))
     assert torch.allclose(fresh(x), trained(x))
+
+
+def test_gpt2s_blocks_are_weighted_layers_and_its_tied_head_is_its_embedding():
+    """GPT-2 builds its blocks from transformers' Conv1D: unstructured pruning zeroed only the
+    lm_head, which is the embedding table (tied), and int8 counted one layer of five."""
+    from modelopt.run import measure
+    from modelopt.techniques import prune, quantize
+
+    gpt2 = {"model_type": "gpt2", "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 32}
+    torch.manual_seed(0)
+    m = hf.hf((16, 30), 30, config=gpt2).eval()
+    blocks = ["attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"]
+    assert [n for n, _, _ in prune.weights(m)] == [f"model.transformer.h.0.{b}" for b in blocks]
+    p = prune.PRUNERS.build("l1_unstructured", amount=0.5)
+    before = prune._zeros(m)
+    p.mask(m, 0.5, None)
+    prune.make_permanent(m)
+    prune.check_unstructured(m, "l1_unstructured", p, before)  # each block at 50 %
+    assert not (m.model.transformer.wte.weight == 0).any()  # the table (and head) whole
+    assert quantize._weighted(m) == 5  # four blocks and the head
+    x = torch.randint(1, 30, (1, 16))
+    assert measure.flops_nonzero(m, x) < 0.8 * measure.flops(m, x)

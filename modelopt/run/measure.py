@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from modelopt.techniques import attention
+from modelopt.techniques.layers import weighted
 
 # ---------------------------------------------------------------- size
 
@@ -94,7 +95,7 @@ def flops_nonzero(model: nn.Module, example: torch.Tensor) -> int:
     root = type(model).__name__
     total = float(counter.get_total_flops())
     for name, mod in model.named_modules():
-        if name and isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        if name and weighted(mod):
             layer = sum(counts.get(f"{root}.{name}", {}).values())
             density = float((mod.weight != 0).float().mean())
             total -= layer * (1.0 - density)

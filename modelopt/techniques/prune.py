@@ -18,8 +18,9 @@ from modelopt.spec.registry import Fraction, NonNegativeInt, PositiveInt
 from modelopt.techniques import structured, tasks
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.errors import TechniqueError, first_line
+from modelopt.techniques.layers import TORCH, weighted
 
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+PRUNABLE = TORCH  # the torch layers; weights() adds transformers' Conv1D and attention
 ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
 
 
@@ -39,17 +40,26 @@ class Pruning:
 
 def weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """The weight matrices and kernels unstructured pruning targets, as (name, module, the
-    module's name for it): each Linear's and Conv's `weight`, and nn.MultiheadAttention's
+    module's name for it): each Linear's and Conv's `weight` (transformers' Conv1D too,
+    layers.py), and nn.MultiheadAttention's
     query/key/value projections (`in_proj_weight`, or `q_proj_weight`... where keys and
     values have sizes of their own; its output projection is a Linear already)."""
     out = []
     for n, m in model.named_modules():
-        if isinstance(m, PRUNABLE):
+        if weighted(m):
             out.append((n, m, "weight"))
         elif isinstance(m, nn.MultiheadAttention):
             out += [(f"{n}.{w}" if n else w, m, w) for w in ATTENTION_WEIGHTS
                     if getattr(m, w, None) is not None]
-    return out
+    # an output layer tied to the embedding table (GPT-2's lm_head) is that table: left whole
+    tables = {id(e.weight) for e in model.modules() if isinstance(e, nn.Embedding)}
+    return [(n, m, w) for n, m, w in out if id(_parameter(m, w)) not in tables]
+
+
+def _parameter(m: nn.Module, name: str) -> torch.Tensor:
+    """The parameter behind `name`: `weight_orig` once torch's pruning masks it."""
+    orig = getattr(m, f"{name}_orig", None)
+    return orig if orig is not None else getattr(m, name)
 
 
 def layers(model: nn.Module) -> list[tuple[str, nn.Module]]:

@@ -17,6 +17,7 @@ from modelopt.spec.registries import QUANTIZERS
 from modelopt.spec.registry import Positive, PositiveInt
 from modelopt.techniques import program
 from modelopt.techniques.errors import TechniqueError, first_line
+from modelopt.techniques.layers import hf_conv1d
 
 Hook = Callable[[nn.Module], None]
 # (the trained model, training inputs: calibration, and the example export traces with)
@@ -141,7 +142,7 @@ WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GRU)
 
 
 def _weighted(model: nn.Module) -> int:
-    return sum(isinstance(m, WEIGHTED) for m in model.modules())
+    return sum(isinstance(m, WEIGHTED) or hf_conv1d(m) for m in model.modules())
 
 
 def _linears(model: nn.Module, name: str) -> list[nn.Linear]:
