@@ -156,3 +156,31 @@ def test_gpt2s_blocks_are_weighted_layers_and_its_tied_head_is_its_embedding():
     assert quantize._weighted(m) == 5  # four blocks and the head
     x = torch.randint(1, 30, (1, 16))
     assert measure.flops_nonzero(m, x) < 0.8 * measure.flops(m, x)
+
+
+def test_a_classifier_numbering_its_classes_otherwise_than_the_data_is_refused():
+    """A saved pos/neg classifier (id2label 0: pos, 1: neg) scored 0 % on a table whose
+    labels modelopt numbered in sorted order (neg 0, pos 1), and nothing said why. The
+    table's `classes:` numbers them as the model does."""
+    from modelopt.techniques import text
+    from modelopt.techniques.models import check_classes
+
+    bert = {"model_type": "bert", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "id2label": {0: "pos", 1: "neg"}}
+    m = hf.hf((16, 30), 2, config=bert)
+    assert m.class_names == ["pos", "neg"]
+    texts, labels = ["good", "fine", "bad", "awful"] * 3, ["pos", "pos", "neg", "neg"] * 3
+    sorted_ = text.labelled("csv", texts, labels, "char", 16, "end", "right", 0.5, 0)
+    with pytest.raises(TechniqueError, match=r"numbers its classes pos, neg .* the dataset "
+                                             r"numbers them neg, pos: .*`classes: \[pos, neg\]`"):
+        check_classes(m, sorted_, "hf")
+    own = text.labelled("csv", texts, labels, "char", 16, "end", "right", 0.5, 0,
+                        classes=["pos", "neg"])
+    check_classes(m, own, "hf")
+    assert own.info["class_names"] == ["pos", "neg"]
+    from modelopt.techniques.data import numbered
+
+    assert numbered("csv", labels, ["pos", "neg"])[1].tolist() == [0, 0, 1, 1] * 3
+    with pytest.raises(ValueError, match=r"csv: classes \['pos', 'bad'\] are not the labels"):
+        text.labelled("csv", texts, labels, "char", 16, "end", "right", 0.5, 0,
+                      classes=["pos", "bad"])

@@ -24,6 +24,7 @@ from modelopt.techniques.stream import Stream
 
 Split = Annotated[float, Field(gt=0, lt=1)]  # a share of the samples: some on either side
 Classes = Annotated[int, Field(ge=2)]
+ClassNames = Annotated[list[str], Field(min_length=2)]  # labels in a model's own class order
 
 __all__ = ["DATASETS", "Data", "DataUnavailable", "load", "rows", "split_validation"]
 
@@ -266,11 +267,12 @@ def csv(seed: int, /, path: str, target: str, task: str = "auto",
         test_fraction: Split = 0.2, split_seed: int = 0, text: str | None = None,
         tokenizer: str = "char", max_length: PositiveInt = 128,
         truncation: Literal["end", "start"] = "end",
-        padding: Literal["right", "left"] = "right") -> Data:
+        padding: Literal["right", "left"] = "right", classes: ClassNames | None = None) -> Data:
     """A local CSV table: numeric feature columns and a `target` label column. The task
     follows the labels (`auto`: strings, booleans or integers are classes, floats a
     regression target) unless `task` names one. With `text`, a text classification table:
-    that column's texts tokenized (techniques/text.py), its other columns unused."""
+    that column's texts tokenized (techniques/text.py), its other columns unused. Classes
+    are numbered in sorted order, or in `classes`' (a trained model's own numbering)."""
     import pandas as pd
 
     params = {"path": path, "target": target, "text": text, "tokenizer": tokenizer, "task": task}
@@ -280,7 +282,7 @@ def csv(seed: int, /, path: str, target: str, task: str = "auto",
         from modelopt.techniques import text as texts
 
         return texts.table("csv", path, target, text, tokenizer, max_length, truncation,
-                           padding, test_fraction, split_seed)
+                           padding, test_fraction, split_seed, classes=classes)
     df = pd.read_csv(Path(path).expanduser())
     no_holes(df, Path(path).expanduser())
     features = df.drop(columns=[target])
@@ -289,11 +291,26 @@ def csv(seed: int, /, path: str, target: str, task: str = "auto",
                        split_seed, task)
     from sklearn.model_selection import train_test_split
 
-    labels, y = np.unique(df[target].to_numpy(), return_inverse=True)
+    labels, y = numbered("csv", df[target].to_numpy(), classes)
     xtr, xte, ytr, yte = train_test_split(features.to_numpy(np.float32), y,
                                           test_size=test_fraction, random_state=split_seed,
                                           stratify=y)
-    return to_data("csv", xtr, ytr, xte, yte, len(labels), task)
+    return replace(to_data("csv", xtr, ytr, xte, yte, len(labels), task),
+                   info={"class_names": [str(c) for c in labels]})
+
+
+def numbered(name: str, labels, classes: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
+    """The class names and each label's class index: in sorted order, or in `classes`' (a
+    trained model numbers its classes its own way: its scores are read in that order)."""
+    if classes is None:
+        return np.unique(labels, return_inverse=True)
+    said = np.asarray(labels).astype(str)
+    found = set(said.tolist())
+    if set(classes) != found or len(set(classes)) != len(classes):
+        raise ValueError(f"{name}: classes {list(classes)} are not the labels found, each once: "
+                         f"{', '.join(sorted(found))}")
+    index = {c: i for i, c in enumerate(classes)}
+    return np.asarray(classes), np.asarray([index[v] for v in said.tolist()])
 
 
 def standardize_targets(data: Data) -> Data:

@@ -31,6 +31,11 @@ class HFText(nn.Module):
     def __init__(self, model: nn.Module, causal: bool):
         super().__init__()
         self.model, self.causal = model, causal
+        # a classifier's own class order (id2label), where its config names its classes
+        labels = getattr(model.config, "id2label", None) or {}
+        names = [str(labels.get(i, "")) for i in range(len(labels))]
+        generic = names == [f"LABEL_{i}" for i in range(len(names))]
+        self.class_names = None if causal or generic else names
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         mask = (idx != 0).long()

@@ -192,3 +192,18 @@ def check_outputs(net: nn.Module, x: torch.Tensor, name: str) -> None:
     raise TechniqueError(f"model '{name}' returned {what}: modelopt scores one tensor of "
                          "outputs, batch first (a classifier's (batch, classes) scores); "
                          "return that alone from forward")
+
+
+def check_classes(net: nn.Module, data, name: str) -> None:
+    """A trained classifier numbers its classes its own way (`class_names`: a Hugging Face
+    config's id2label); the data numbers them in sorted order unless its `classes:` says.
+    The same names in another order read every score against another class (a saved
+    pos/neg classifier scored 0 % and nothing said why)."""
+    own, theirs = getattr(net, "class_names", None), data.info.get("class_names")
+    if not own or not theirs or list(own) == list(theirs) or sorted(own) != sorted(theirs):
+        return
+    raise TechniqueError(
+        f"model '{name}' numbers its classes {', '.join(own)} (its config's id2label); the "
+        f"dataset numbers them {', '.join(theirs)}: its scores would be read against the "
+        f"wrong classes. Give the dataset `classes: [{', '.join(own)}]`")
+

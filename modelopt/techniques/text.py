@@ -20,7 +20,7 @@ import torch
 from modelopt.spec.registries import DATASETS, TASKS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques import ngram, tokenize
-from modelopt.techniques.data import Data, Split, no_holes
+from modelopt.techniques.data import ClassNames, Data, Split, no_holes, numbered
 from modelopt.techniques.errors import DataUnavailable
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "python_docs.txt.gz"
@@ -107,12 +107,14 @@ def corpus(seed: int, /, path: str | None = None, tokenizer: str = "char",
 # ---------------------------------------------------------------- classification
 
 def labelled(name: str, texts: list[str], labels, tokenizer: str, max_length: int,
-             truncation: str, padding: str, test_fraction: float, split_seed: int) -> Data:
+             truncation: str, padding: str, test_fraction: float, split_seed: int,
+             classes: list[str] | None = None) -> Data:
     """Texts with class labels, split at random (stratified) as the other tables are; the
-    tokenizer's vocabulary is the training split's."""
+    tokenizer's vocabulary is the training split's. Classes are numbered in sorted order,
+    or in `classes`' (data.numbered)."""
     from sklearn.model_selection import train_test_split
 
-    classes, y = np.unique(np.asarray(labels), return_inverse=True)
+    classes, y = numbered(name, np.asarray(labels), classes)
     if len(classes) < 2:
         raise ValueError(f"{name}: the labels have {len(classes)} class; classification "
                          "needs two or more")
@@ -131,13 +133,13 @@ def labelled(name: str, texts: list[str], labels, tokenizer: str, max_length: in
                 len(classes), "classification", name, info=info, vocab_size=tok.vocab_size)
 
 
-def table(name: str, path: str, target: str, text: str, *args) -> Data:
+def table(name: str, path: str, target: str, text: str, *args, classes=None) -> Data:
     """A table's `text` column classified by its `target` column (`labelled`'s *args)."""
     p = Path(path).expanduser()
     df = _READERS[name](p)
     complete(name, p, df[[target, text]])
     return labelled(name, df[text].astype(str).tolist(), df[target].astype(str).to_numpy(),
-                    *args)
+                    *args, classes=classes)
 
 
 def check_table(name: str, params: dict) -> None:
@@ -198,11 +200,12 @@ _READERS = {"csv": _read_csv, "jsonl": _read_jsonl}
                    preflight=lambda p: check_table("jsonl", p))
 def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "char",
           max_length: PositiveInt = 128, truncation: Truncation = "end",
-          padding: Padding = "right", test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+          padding: Padding = "right", test_fraction: Split = 0.2, split_seed: int = 0,
+          classes: ClassNames | None = None) -> Data:
     """Text classification from a local JSON Lines file: one object per line with a `text`
-    field and a `target` label."""
-    return table("jsonl", path, target, text, tokenizer,
-                 max_length, truncation, padding, test_fraction, split_seed)
+    field and a `target` label. Classes are numbered in sorted order, or in `classes`'."""
+    return table("jsonl", path, target, text, tokenizer, max_length, truncation, padding,
+                 test_fraction, split_seed, classes=classes)
 
 
 def _check_folder(params: dict) -> None:
@@ -217,11 +220,13 @@ def _check_folder(params: dict) -> None:
 @DATASETS.register("text_folder", task="classification", input="tokens", preflight=_check_folder)
 def text_folder(seed: int, /, root: str, tokenizer: str = "char", max_length: PositiveInt = 128,
                 truncation: Truncation = "end", padding: Padding = "right",
-                test_fraction: Split = 0.2, split_seed: int = 0) -> Data:
+                test_fraction: Split = 0.2, split_seed: int = 0,
+                classes: ClassNames | None = None) -> Data:
     """Text classification from ROOT/<class>/*.txt: one UTF-8 text per file, the folder
-    names the class (as torchvision's ImageFolder does for images)."""
+    names the class (as torchvision's ImageFolder does for images). Classes are numbered
+    in sorted order, or in `classes`'."""
     _check_folder({"root": root, "tokenizer": tokenizer})
     files = sorted(Path(root).expanduser().glob("*/*.txt"))
     texts = [f.read_text(encoding="utf-8") for f in files]
     return labelled("text_folder", texts, [f.parent.name for f in files], tokenizer,
-                    max_length, truncation, padding, test_fraction, split_seed)
+                    max_length, truncation, padding, test_fraction, split_seed, classes)
