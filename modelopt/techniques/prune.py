@@ -242,8 +242,23 @@ def check_slimmed(slimmed: nn.Module, masked: nn.Module, x: torch.Tensor) -> flo
             f"the slimmed model (channels removed by Torch-Pruning) differs from the masked model"
             f" by up to {diff:.3g} on {len(x)} test inputs, past the tolerance {tol:.3g}"
             f" ({SLIM_ATOL:g} + {SLIM_RTOL:g} x max |masked output|): it does not compute what the"
-            " pruned model computes, so its size and latency would describe another model")
+            " pruned model computes, so its size and latency would describe another model"
+            + _likely_causes(masked))
     return diff
+
+
+def _likely_causes(model: nn.Module) -> str:
+    """What in a model masks cannot stand for: a channel masked to zero still counts in a
+    normalization over channels (a removed one does not), and a bare parameter is slimmed
+    by Torch-Pruning but reached by no mask (masks are on layers' weights and biases)."""
+    norms = [n for n, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
+    bare = [n for n, _ in model.named_parameters()
+            if n.rsplit(".", 1)[-1] not in ("weight", "bias")]
+    causes = ([f"normalization over channels ({_listed(norms)}), whose statistics count a "
+               "masked channel as a zero and a removed one not at all"] if norms else []) + (
+        [f"parameters outside its layers ({_listed(bare)}), which Torch-Pruning slims and no "
+         "mask reaches"] if bare else [])
+    return f". Likely causes: {'; '.join(causes)}" if causes else ""
 
 
 # ---------------------------------------------------------------- applying
