@@ -150,6 +150,11 @@ matrix:
     assert isinstance(model, Program)
     with torch.inference_mode():
         assert model(batch).shape == (len(batch), 4)
+    # the int8 program is the user's to take home (never read back): it loads and runs
+    saved = tmp_path / "c-0-model.pt2"
+    assert saved.read_bytes() == out.models["model"].shipped.blob
+    with torch.inference_mode():
+        assert torch.allclose(torch.export.load(saved).module()(batch), model(batch))
 
 
 @pytest.mark.parametrize("name", ["int8_dynamic", "int8_weight_only"])

@@ -208,7 +208,10 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
                   "made from); "
                   "a `.onnx` file is the model ONNX Runtime or OpenVINO runs; a `.pt2` file "
                   "the AOTInductor package `deploy: export` ships "
-                  "(`torch._inductor.aoti_load_package(path)`).", "", home, ""]
+                  "(`torch._inductor.aoti_load_package(path)`) or, for static int8 shipped "
+                  "eager, the exported int8 program (`torch.export.load(path).module()`, "
+                  "after `import torchao.quantization.pt2e`).",
+                  "", home, ""]
     return lines
 
 

@@ -13,6 +13,8 @@ from torch import nn
 
 
 class Program(nn.Module):
+    suffix = ".pt2"  # the run directory keeps its saved program for the user (run/timing.py)
+
     def __init__(self, program: torch.export.ExportedProgram, blob: bytes | None = None):
         super().__init__()
         self.program = program.module()
