@@ -33,7 +33,11 @@ def cell(quantize="none", deploy="onnxruntime"):
 
 
 def ops(model) -> set[str]:
-    return {n.op_type for n in onnx.load_from_string(model.blob).graph.node}
+    return set(ops_of(model.blob))
+
+
+def ops_of(blob: bytes) -> list[str]:
+    return [n.op_type for n in onnx.load_from_string(blob).graph.node]
 
 
 def test_a_float_model_ships_as_an_onnx_file_run_by_onnx_runtime(tmp_path):
@@ -246,8 +250,10 @@ def test_attention_exports_and_a_failed_export_prints_no_graph(capfd):
             return self.attn(x, x, x, need_weights=False)[0]
 
     m, x = Attending().eval(), torch.randn(2, 3, 8)
-    got = onnx_runtime.OrtModel(onnx_runtime.export_onnx(m, x))(torch.randn(5, 3, 8))
-    assert got.shape == (5, 3, 8)
+    blob = onnx_runtime.export_onnx(m, x)
+    assert onnx_runtime.OrtModel(blob)(torch.randn(5, 3, 8)).shape == (5, 3, 8)
+    # two layers (its projections in, out); q kᵀ and the weights x v are MatMuls of no weight
+    assert ops_of(blob).count("MatMul") == 3 and onnx_runtime._facts(blob, None)["float_layers"] == 2
 
     class Histogram(torch.nn.Module):
         def forward(self, x):

@@ -217,14 +217,17 @@ def _export(model: nn.Module, x: torch.Tensor, folder: str, runtime: str = "onnx
 
 def _facts(blob: bytes, scheme: str | None) -> dict:
     """What the record says about the artifact: bytes, opset, runtime, and how many of its
-    weighted layers (Conv, Gemm, MatMul) run in int8 and how many in float."""
+    weighted layers (Conv, Gemm, MatMul with a weight) run in int8 and how many in float."""
     import onnx
 
     graph = onnx.load_from_string(blob).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     int8_ops = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul",
                 "DynamicQuantizeMatMul"}
-    weighted = [n for n in graph.node if n.op_type in {"Conv", "Gemm", "MatMul"}]
+    # a layer has a weight: a MatMul of two activations (attention's q kᵀ) is none
+    weights = {i.name for i in graph.initializer} | dequantized
+    weighted = [n for n in graph.node if n.op_type in {"Conv", "Gemm", "MatMul"}
+                and any(i in weights for i in n.input[:2])]
     # a QDQ layer: its weight input is a dequantized int8 initializer
     qdq = [n for n in weighted if len(n.input) > 1 and n.input[1] in dequantized]
     n_int8 = len(qdq) + sum(n.op_type in int8_ops for n in graph.node)
