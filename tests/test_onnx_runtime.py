@@ -226,14 +226,29 @@ class Branching(torch.nn.Module):
         return self.b(x)
 
 
+class ShapeChecked(torch.nn.Module):
+    """Checks its input's width as nanoGPT checks its sequence length: under the trace a
+    size is a tensor too, and the check warns as a branch on a value does."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        assert x.size(1) <= 4, "too wide"
+        return self.fc(x) / x.norm(dim=1, keepdim=True)  # nan on a row of zeros, alike
+
+
 def test_a_branch_on_a_tensors_value_is_refused_naming_its_line():
     """The file kept the branch of the traced batch and computed another model on inputs
-    that took the other; its outputs matched on the traced batch and the cell read ok."""
+    that took the other; its outputs matched on the traced batch and the cell read ok. A
+    check of a size warns alike and ships: the file computes the model on other inputs."""
     from modelopt.techniques.errors import TechniqueError
 
     with pytest.raises(TechniqueError, match=r"deploy: openvino: the model branches on a "
                        r"tensor's value at test_onnx_runtime.py:\d+ \(`if x.mean\(\) > 0:`\)"):
         onnx_runtime.export_onnx(Branching().eval(), torch.ones(3, 4), "openvino")
+    onnx_runtime.export_onnx(ShapeChecked().eval(), torch.randn(3, 4))
 
 
 def test_attention_exports_and_a_failed_export_prints_no_graph(capfd):

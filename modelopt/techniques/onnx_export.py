@@ -3,10 +3,11 @@ dimension): what every ONNX-based runtime ships (onnxruntime, openvino).
 
 A trace records the operations one example batch ran. A Python `if` on a tensor's value in
 the model's own code is kept as the branch that batch took, and the file would compute
-another model on inputs that take the other: such a model is refused, as torch.export
-refuses it for static int8. Branches inside installed libraries (transformers' attention
-masks) are theirs to make traceable; the cell's check of the file's outputs on the whole
-test split stands for them."""
+another model on inputs that take the other: where the model's code branched and the file
+differs from the model on other inputs, it is refused, as torch.export refuses it for
+static int8. Branches inside installed libraries (transformers' attention masks) are theirs
+to make traceable; the cell's check of the file's outputs on the whole test split stands
+for them."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import sys
 import sysconfig
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -29,9 +31,10 @@ from modelopt.techniques.errors import TechniqueError, first_line
 OPSET = 17  # ONNX Runtime 1.20+ runs it; the TorchScript exporter's best-tested opset
 
 
-def trace(model: nn.Module, x: torch.Tensor, path: str, runtime: str) -> None:
-    """Write `model`'s ONNX file, traced on `x`, to `path`; a failure of the exporter, or a
-    branch on a tensor's value in the model's own code, is the cell's error."""
+def trace(model: nn.Module, x: torch.Tensor, path: str, runtime: str) -> str | None:
+    """Write `model`'s ONNX file, traced on `x`, to `path` (the exporter's failure is the
+    cell's error); returns where the model's own code branched on a traced tensor, for
+    `branched` to try the file on other inputs."""
     with quiet() as caught, attention.unfused(), torch.no_grad():
         try:
             with _c_stderr_muted():  # the exporter prints its whole graph when it fails
@@ -41,12 +44,31 @@ def trace(model: nn.Module, x: torch.Tensor, path: str, runtime: str) -> None:
         except Exception as exc:  # noqa: BLE001 - the exporter's reason, named
             raise TechniqueError(f"deploy: {runtime}: torch.onnx.export failed: "
                                  f"{first_line(exc)}") from None
-    where = own_branch(caught)
-    if where:
+    return own_branch(caught)
+
+
+def branched(where: str, runtime: str, differs: Callable[[torch.Tensor], bool],
+             x: torch.Tensor) -> None:
+    """A branch on a traced tensor (`where`) is a shape check (`assert x.size(1) <= n`: one
+    shape is traced, one runs) or a choice by value (`if x.mean() > 0`), which the warning
+    does not tell apart: the file is tried on inputs of the traced shape whose values are
+    not the traced batch's, and one whose outputs differ from the model's fails the cell."""
+    if any(differs(probe) for probe in _probes(x)):
         raise TechniqueError(
             f"deploy: {runtime}: the model branches on a tensor's value at {where}: its ONNX "
-            "file, a trace of one batch, would keep only the branch that batch took. Write "
-            "the branch as tensor operations (torch.where), or ship it eager or compiled")
+            "file, a trace of one batch, kept only the branch that batch took and computes "
+            "another model on other inputs. Write the branch as tensor operations "
+            "(torch.where), or ship it eager or compiled")
+
+
+def _probes(x: torch.Tensor) -> list[torch.Tensor]:
+    """Inputs of `x`'s shape and kind with other values: negated, scaled, noise, zeros;
+    token ids reversed and drawn at random among those seen."""
+    g = torch.Generator().manual_seed(0)
+    if x.is_floating_point():
+        return [-x, 10 * x, torch.randn(x.shape, generator=g).to(x), torch.zeros_like(x)]
+    top = int(x.max()) + 1 if x.numel() else 1
+    return [x.flip(-1), torch.randint(0, top, x.shape, generator=g).to(x)]
 
 
 def own_branch(caught: list[warnings.WarningMessage]) -> str | None:

@@ -31,7 +31,7 @@ from modelopt.spec.registries import DEPLOYERS
 from modelopt.techniques import precision
 from modelopt.techniques.deploy import Format
 from modelopt.techniques.errors import TechniqueError, first_line
-from modelopt.techniques.onnx_export import OPSET, quiet, trace
+from modelopt.techniques.onnx_export import OPSET, branched, quiet, trace
 from modelopt.techniques.quantize import Intent
 
 PROVIDER = "CPUExecutionProvider"
@@ -204,15 +204,31 @@ def _export(model: nn.Module, x: torch.Tensor, folder: str, runtime: str = "onnx
     """The float model as an ONNX file in `folder`, checked against the model on `x`."""
     path = os.path.join(folder, "model.onnx")
     model = model.eval()  # on the CPU: a cell hands both runtimes a CPU copy (Format.cpu)
-    trace(model, x, path, runtime)
-    with torch.no_grad():
-        want = model(x).float().cpu().numpy()
-    got = _session(_read(path)).run(None, {"x": x.cpu().numpy()})[0]
-    diff = float(np.abs(got - want).max()) if want.size else 0.0
-    if not diff <= 1e-3 * (1 + float(np.abs(want).max())):
+    where = trace(model, x, path, runtime)
+    session = _session(_read(path))
+    diff = _diff(model, session, x)
+    if diff is not None:
         raise TechniqueError(f"deploy: {runtime}: the exported model's outputs differ from "
                              f"the model's (max |diff| {diff:.3g})")
+    if where:
+        branched(where, runtime,
+                 lambda probe: _diff(model, session, probe, alike_nan=True) is not None, x)
     return path
+
+
+def _diff(model: nn.Module, session, x: torch.Tensor, alike_nan: bool = False
+          ) -> float | None:
+    """max |file(x) - model(x)| where past 1e-3 of the outputs' scale, else None;
+    `alike_nan`: a value both make inf or nan is alike (a probe of zeros may divide by 0)."""
+    with torch.no_grad():
+        want = model(x).float().cpu().numpy()
+    got = session.run(None, {"x": x.cpu().numpy()})[0]
+    d = np.abs(got - want)
+    if alike_nan:
+        d = np.where((got == want) | (np.isnan(got) & np.isnan(want)), 0.0, d)
+        want = np.where(np.isfinite(want), want, 0.0)
+    diff = float(d.max()) if want.size else 0.0
+    return None if diff <= 1e-3 * (1 + float(np.abs(want).max())) else diff
 
 
 def _facts(blob: bytes, scheme: str | None) -> dict:
@@ -221,13 +237,15 @@ def _facts(blob: bytes, scheme: str | None) -> dict:
     import onnx
 
     graph = onnx.load_from_string(blob).graph
-    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    stored = {i.name for i in graph.initializer}
+    # int8 weights: a stored tensor dequantized (QDQ also dequantizes activations)
+    dequantized = {n.output[0] for n in graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in stored}
     int8_ops = {"MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul",
                 "DynamicQuantizeMatMul"}
     # a layer has a weight: a MatMul of two activations (attention's q kᵀ) is none
-    weights = {i.name for i in graph.initializer} | dequantized
     weighted = [n for n in graph.node if n.op_type in {"Conv", "Gemm", "MatMul"}
-                and any(i in weights for i in n.input[:2])]
+                and any(i in stored | dequantized for i in n.input[:2])]
     # a QDQ layer: its weight input is a dequantized int8 initializer
     qdq = [n for n in weighted if len(n.input) > 1 and n.input[1] in dequantized]
     n_int8 = len(qdq) + sum(n.op_type in int8_ops for n in graph.node)
