@@ -102,6 +102,43 @@ def test_unstructured_pruning_reaches_the_projections_of_attention():
             assert torch.allclose(m(x), fast, atol=1e-6)
 
 
+def test_a_pruner_written_for_layers_is_checked_on_what_it_masked():
+    """A plugin masking `layers(model)` (Linear and convolutions) left in_proj_weight whole,
+    and the check of every weight failed it on a model with attention."""
+    torch.manual_seed(0)
+    m, p = Attending(), prune.PRUNERS.build("l1_unstructured", amount=0.5)
+    before = prune._zeros(m)
+    for _, layer in prune.layers(m):
+        torch.nn.utils.prune.l1_unstructured(layer, "weight", amount=0.5)
+    masked = {n for n, mod, w in prune.weights(m) if hasattr(mod, f"{w}_mask")}
+    prune.make_permanent(m)
+    prune.check_unstructured(m, "mine", p, before, masked)
+    with pytest.raises(TechniqueError, match=r"layer 'attn.in_proj_weight': 0.0 %"):
+        prune.check_unstructured(m, "mine", p, before)
+    with pytest.raises(TechniqueError, match=r"mine put a mask on no weight"):
+        prune.check_unstructured(m, "mine", p, before, set())
+
+
+def test_attention_fine_tunes_with_its_masks_held():
+    """nn.MultiheadAttention reads out_proj's weight without calling out_proj, whose pruning
+    hook then never ran: the second fine-tuning step failed ('backward through the graph a
+    second time') and the masked weights would have trained."""
+    torch.manual_seed(0)
+    m, x = Attending(), torch.randn(8, 12)
+
+    def finetune(model, steps, phase):
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(steps):
+            opt.zero_grad()
+            model(x).pow(2).sum().backward()
+            opt.step()
+        return Done(0.1, steps)
+
+    run({"name": "l1_unstructured", "amount": 0.5, "finetune_steps": 3}, m, finetune=finetune)
+    assert sparsity(m.attn.out_proj.weight) == pytest.approx(0.5, abs=0.01)
+    assert sparsity(m.attn.in_proj_weight) == pytest.approx(0.5, abs=0.01)
+
+
 def test_structured_pruning_refuses_attention_it_cannot_slim_saying_why():
     """The slimmed model differed from the masked one by 2.0 and the cell failed on that
     number: the masks never reached in_proj_weight."""

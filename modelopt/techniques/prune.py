@@ -170,10 +170,16 @@ def _pct(x: float) -> str:
 
 
 def check_unstructured(model: nn.Module, method: str, p: Pruning,
-                       before: dict[str, tuple[int, int]]) -> None:
+                       before: dict[str, tuple[int, int]], masked: set[str] | None = None
+                       ) -> None:
     """The zeroed fraction of the targeted weights (all of them for global pruning, each layer
-    otherwise) is `amount`, within torch's rounding of amount x n to whole weights each round."""
-    ws = {name: getattr(m, a).detach() for name, m, a in weights(model)}
+    otherwise) is `amount`, within torch's rounding of amount x n to whole weights each round.
+    `masked`: the weights the method put masks on (a plugin written for `layers` masks no
+    attention projection), else every one `weights` lists."""
+    if masked is not None and not masked:
+        raise TechniqueError(f"{method} put a mask on no weight of the model")
+    ws = {name: getattr(m, a).detach() for name, m, a in weights(model)
+          if masked is None or name in masked}
     groups = {"over all targeted layers": list(ws)} if p.global_ else {f"layer {n!r}": [n] for n in ws}
     wrong = []
     for label, names in groups.items():
@@ -295,11 +301,13 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
             structured.mask(model, chosen, example)
         else:
             p.mask(model, 1 - (1 - target) / (1 - previous), data)
+            _masks_follow_attention(model)
         steps = p.finetune_steps // p.rounds
         if steps > 0:
             outcome = finetune(model, steps, f"finetune{r}" if p.rounds > 1 else "finetune")
             seconds += outcome.train_seconds
             done += outcome.steps
+    masked = {n for n, m, w in weights(model) if hasattr(m, f"{w}_mask")}
     make_permanent(model)
     info: dict = {"prune_amount": p.amount}
     slimmed, diff = None, None
@@ -312,9 +320,26 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
         slimmed = slimmed.to(next(model.parameters()).device)
         info.update(channels_removed=share)
     else:
-        check_unstructured(model, spec.name, p, zeros_before)
+        check_unstructured(model, spec.name, p, zeros_before, masked)
     return Pruned(info, outcome, {"before": before, "after": _histogram(model)}, slimmed,
                   seconds, diff, done)
+
+
+def _masks_follow_attention(model: nn.Module) -> None:
+    """nn.MultiheadAttention reads its out_proj's weight without calling out_proj, so
+    torch's pruning hook there (weight = weight_orig x mask, made anew each call) never ran:
+    fine-tuning trained a stale weight and failed on its second backward. The attention
+    runs out_proj's pruning hooks itself before each call."""
+    for m in model.modules():
+        if (isinstance(m, nn.MultiheadAttention)
+                and _out_proj_masks not in m._forward_pre_hooks.values()):
+            m.register_forward_pre_hook(_out_proj_masks)
+
+
+def _out_proj_masks(mha: nn.MultiheadAttention, inputs) -> None:
+    for hook in list(mha.out_proj._forward_pre_hooks.values()):
+        if isinstance(hook, tprune.BasePruningMethod):
+            hook(mha.out_proj, inputs)
 
 
 def _structurally_prunable(model: nn.Module, method: str) -> None:
