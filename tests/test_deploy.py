@@ -183,3 +183,18 @@ def test_a_runtime_carries_out_the_quantizers_intent_its_own_way():
     with pytest.raises(SuiteError, match=r"test_no_intent' cannot ship on deploy "
                                          r"'test_own_int8': the quantizer states no intent"):
         parse(RUNTIME.replace("QUANT", "test_no_intent"))
+
+
+def test_a_librarys_bare_assert_is_said_by_where_it_failed():
+    """ONNX Runtime's shape inference asserts without a message: a cell read 'quantization
+    failed: AssertionError: ' and nothing more."""
+    from modelopt.techniques.errors import first_line
+
+    def _infer_reshape():
+        raise AssertionError  # a bare assert (pytest's would carry its own message)
+
+    try:
+        _infer_reshape()
+    except AssertionError as exc:
+        assert first_line(exc).startswith("AssertionError in _infer_reshape (test_deploy.py:")
+    assert first_line(ValueError("why\nmore")) == "ValueError: why"
