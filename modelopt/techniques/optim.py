@@ -14,6 +14,7 @@ from torch import nn
 from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from modelopt.spec.registry import NonNegative, Positive, PositiveInt, Probability
+from modelopt.techniques.errors import TechniqueError
 
 Betas = tuple[Probability, Probability]
 
@@ -109,10 +110,15 @@ def _groups_first(name: str, cls: type) -> tuple[Callable, float]:
         hints = {}
     decay = sig.parameters.get("weight_decay")
     own = [p.replace(annotation=_numbers_only(hints.get(p.name, typing.Any)))
-           for p in rest if p.name != "weight_decay"]
+           for p in rest if p.name != "weight_decay"
+           and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # not *args, **kwargs
 
     def fn(params, /, **kw) -> torch.optim.Optimizer:
-        return cls(params, **kw)
+        if decay is None and any(g.get("weight_decay") for g in params):
+            raise TechniqueError(f"optimizer '{name}': {cls.__name__} takes no weight_decay; "
+                                 "leave weight_decay out")
+        return cls([{k: v for k, v in g.items() if k != "weight_decay" or decay}
+                    for g in params], **kw)
 
     fn.__signature__ = inspect.Signature(
         [first.replace(kind=first.POSITIONAL_ONLY, annotation=first.empty), *own])
