@@ -1,6 +1,7 @@
 """Hugging Face transformers models as modelopt models (techniques/hf.py): built from a
 config or a local folder, never downloaded; trained, quantized and scored like ours."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -172,7 +173,7 @@ def test_a_classifier_numbering_its_classes_otherwise_than_the_data_is_refused()
     texts, labels = ["good", "fine", "bad", "awful"] * 3, ["pos", "pos", "neg", "neg"] * 3
     sorted_ = text.labelled("csv", texts, labels, "char", 16, "end", "right", 0.5, 0)
     with pytest.raises(TechniqueError, match=r"numbers its classes pos, neg .* the dataset "
-                                             r"numbers them neg, pos: .*`classes: \[pos, neg\]`"):
+                                             r"numbers them neg, pos: .*`classes: \[\"pos\", \"neg\"\]`"):
         check_classes(m, sorted_, "hf")
     own = text.labelled("csv", texts, labels, "char", 16, "end", "right", 0.5, 0,
                         classes=["pos", "neg"])
@@ -181,6 +182,7 @@ def test_a_classifier_numbering_its_classes_otherwise_than_the_data_is_refused()
     from modelopt.techniques.data import numbered
 
     assert numbered("csv", labels, ["pos", "neg"])[1].tolist() == [0, 0, 1, 1] * 3
+    assert numbered("csv", np.array([0, 1, 1]), [1, 0])[1].tolist() == [1, 0, 0]  # numbers
     with pytest.raises(ValueError, match=r"csv: classes \['pos', 'bad'\] are not the labels"):
         text.labelled("csv", texts, labels, "char", 16, "end", "right", 0.5, 0,
                       classes=["pos", "bad"])

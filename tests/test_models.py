@@ -3,7 +3,7 @@ import torch
 
 from modelopt.techniques.data import DATASETS
 from modelopt.techniques.errors import TechniqueError
-from modelopt.techniques.models import MODELS, build, check_outputs
+from modelopt.techniques.models import MODELS, build, check_forward
 
 # token inputs: 16 ids below 30 (a model is built for (sequence length, vocabulary))
 SHAPES = {"signal": (1, 40), "vector": (12,), "image": (1, 8, 8), "tokens": (16, 30)}
@@ -28,7 +28,7 @@ def test_every_model_runs_on_every_input_it_accepts(name):
         out = model(sample(kind))
         # a class score per input, or (a language model's) per position of the input
         assert out.shape in ((3, 10), (3, SHAPES[kind][0], 10))
-        check_outputs(model, sample(kind), name)
+        check_forward(model, sample(kind), name)
 
 
 class Returning(torch.nn.Module):
@@ -50,8 +50,8 @@ def test_a_model_that_returns_other_than_one_tensor_of_the_batch_is_said(make, s
     """A dict of logits and features failed in training as `'dict' object has no attribute
     'float'`, in every cell."""
     with pytest.raises(TechniqueError, match=f"model 'mine' {said}: modelopt scores one tensor"):
-        check_outputs(Returning(make), torch.randn(2, 4), "mine")
-    check_outputs(Returning(lambda y: y), torch.randn(2, 4), "mine")
+        check_forward(Returning(make), torch.randn(2, 4), "mine")
+    check_forward(Returning(lambda y: y), torch.randn(2, 4), "mine")
 
 
 def test_every_dataset_declares_an_input_kind():
@@ -137,5 +137,5 @@ def test_a_model_that_cannot_take_the_datas_inputs_is_said_before_training():
     with pytest.raises(TechniqueError, match=r"model 'vit' does not run on the data's inputs "
                                              r"\(a batch of shape \(2, 3, 32, 32\)\): "
                                              r"AssertionError: Wrong image height"):
-        check_outputs(vit, torch.randn(2, 3, 32, 32), "vit")
+        check_forward(vit, torch.randn(2, 3, 32, 32), "vit")
 

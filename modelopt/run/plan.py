@@ -82,7 +82,7 @@ def build_net(cell: Cell, data: data_mod.Data, device, seed: int) -> nn.Module:
     (paired seeds)."""
     torch.manual_seed(seed)
     net = models.build(cell.model, data.input_shape, data.num_outputs).to(device)
-    models.check_outputs(net, data.x_test[:2].to(device), cell.model.name)
+    models.check_forward(net, data.x_test[:3].to(device), cell.model.name)
     models.check_classes(net, data, cell.model.name)
     return net
 

@@ -24,7 +24,7 @@ from modelopt.techniques.stream import Stream
 
 Split = Annotated[float, Field(gt=0, lt=1)]  # a share of the samples: some on either side
 Classes = Annotated[int, Field(ge=2)]
-ClassNames = Annotated[list[str], Field(min_length=2)]  # labels in a model's own class order
+ClassNames = Annotated[list[str | int], Field(min_length=2)]  # labels in a model's own order
 
 __all__ = ["DATASETS", "Data", "DataUnavailable", "load", "rows", "split_validation"]
 
@@ -304,6 +304,7 @@ def numbered(name: str, labels, classes: list[str] | None) -> tuple[np.ndarray, 
     trained model numbers its classes its own way: its scores are read in that order)."""
     if classes is None:
         return np.unique(labels, return_inverse=True)
+    classes = [str(c) for c in classes]  # integer labels written as numbers
     said = np.asarray(labels).astype(str)
     found = set(said.tolist())
     if set(classes) != found or len(set(classes)) != len(classes):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Literal
 
@@ -164,11 +165,12 @@ def build(spec: Choice | dict, input_shape: tuple, num_outputs: int,
     return net
 
 
-def check_outputs(net: nn.Module, x: torch.Tensor, name: str) -> None:
+def check_forward(net: nn.Module, x: torch.Tensor, name: str) -> None:
     """A model returns one tensor whose first dimension is the batch: what every task
     scores and every runtime ships. A dict or a tuple (logits and features) failed deep in
-    training or evaluation (`'dict' object has no attribute 'float'`); said here, on two
-    samples, before the cell trains."""
+    training or evaluation (`'dict' object has no attribute 'float'`); said here, on three
+    samples (two would pass a two-class model's scores without their batch), before the
+    cell trains."""
     if not len(x):  # no test split to try it on: its first use says
         return
     was = net.training
@@ -205,5 +207,5 @@ def check_classes(net: nn.Module, data, name: str) -> None:
     raise TechniqueError(
         f"model '{name}' numbers its classes {', '.join(own)} (its config's id2label); the "
         f"dataset numbers them {', '.join(theirs)}: its scores would be read against the "
-        f"wrong classes. Give the dataset `classes: [{', '.join(own)}]`")
+        f"wrong classes. Give the dataset `classes: {json.dumps(list(own))}`")
 
