@@ -73,7 +73,7 @@ def _count(model: nn.Module, example: torch.Tensor):
 
     was_training = model.training
     model.eval()
-    counter = FlopCounterMode(display=False, custom_mapping=attention.FLOP_FORMULAS)
+    counter = FlopCounterMode(display=False, custom_mapping=attention.flop_formulas())
     with torch.no_grad(), attention.unfused(), counter:  # attention as its math
         model(example)
     model.train(was_training)

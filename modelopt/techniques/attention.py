@@ -7,7 +7,7 @@
   made of.
 - On the CPU, scaled_dot_product_attention runs `_scaled_dot_product_flash_attention_for_cpu`,
   for which torch.utils.flop_counter (torch 2.14) has no formula while it has the GPU
-  kernels': q kᵀ and the weights times v went uncounted. FLOP_FORMULAS counts it with the
+  kernels': q kᵀ and the weights times v went uncounted. `flop_formulas()` counts it with the
   GPU kernels' formula, so a model's FLOPs are the same wherever it is counted (an upper
   bound for causal or masked attention, torch's convention)."""
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from torch.utils.flop_counter import sdpa_flop_count
 
 
 @contextlib.contextmanager
@@ -32,7 +31,11 @@ def unfused():
 
 def _cpu_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
                     ) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-FLOP_FORMULAS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}
+def flop_formulas() -> dict:
+    """FlopCounterMode's `custom_mapping`: the CPU kernel counted as the GPU kernels are."""
+    return {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops}

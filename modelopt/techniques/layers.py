@@ -19,3 +19,14 @@ def hf_conv1d(m: nn.Module) -> bool:
 def weighted(m: nn.Module) -> bool:
     """A Linear, Conv1d/2d or transformers' Conv1D: one weight matrix or kernel."""
     return isinstance(m, TORCH) or hf_conv1d(m)
+
+
+# what Torch-Pruning removes channels of: a Linear and a convolution of any dimension
+CHANNELLED = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def tables(model: nn.Module) -> set[int]:
+    """The ids of the model's embedding tables: a token's vectors, never decayed nor pruned
+    (an output layer tied to one shares its id)."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+

@@ -119,3 +119,4 @@ def _c_stderr_muted():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            torch._C._jit_set_onnx_log_output_stream("stdout")  # torch's own default

@@ -15,6 +15,7 @@ from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from modelopt.spec.registry import NonNegative, Positive, PositiveInt, Probability
 from modelopt.techniques.errors import TechniqueError
+from modelopt.techniques.layers import tables
 
 Betas = tuple[Probability, Probability]
 
@@ -24,8 +25,8 @@ def decayed(model: nn.Module) -> list[torch.Tensor]:
     not decayed or penalised (the l2 and l1 terms below skip them too): an embedding row
     is a token's vector, and shrinking the rows of rare tokens toward zero is no
     regularization of the map (minGPT's choice)."""
-    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    return [p for p in model.parameters() if p.dim() > 1 and id(p) not in tables]
+    embeddings = tables(model)
+    return [p for p in model.parameters() if p.dim() > 1 and id(p) not in embeddings]
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:

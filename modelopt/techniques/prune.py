@@ -18,7 +18,7 @@ from modelopt.spec.registry import Fraction, NonNegativeInt, PositiveInt
 from modelopt.techniques import structured, tasks
 from modelopt.techniques.data import Data, train_sample
 from modelopt.techniques.errors import TechniqueError, first_line
-from modelopt.techniques.layers import TORCH, weighted
+from modelopt.techniques.layers import TORCH, tables, weighted
 
 PRUNABLE = TORCH  # the torch layers; weights() adds transformers' Conv1D and attention
 ATTENTION_WEIGHTS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight")
@@ -52,8 +52,8 @@ def weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
             out += [(f"{n}.{w}" if n else w, m, w) for w in ATTENTION_WEIGHTS
                     if getattr(m, w, None) is not None]
     # an output layer tied to the embedding table (GPT-2's lm_head) is that table: left whole
-    tables = {id(e.weight) for e in model.modules() if isinstance(e, nn.Embedding)}
-    return [(n, m, w) for n, m, w in out if id(_parameter(m, w)) not in tables]
+    embeddings = tables(model)
+    return [(n, m, w) for n, m, w in out if id(_parameter(m, w)) not in embeddings]
 
 
 def _parameter(m: nn.Module, name: str) -> torch.Tensor:
@@ -253,13 +253,17 @@ def check_slimmed(slimmed: nn.Module, masked: nn.Module, x: torch.Tensor) -> flo
     return diff
 
 
+CHANNEL_NORMS = (nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", nn.LayerNorm))  # 2.4+
+
+
 def _likely_causes(model: nn.Module) -> str:
     """What in a model masks cannot stand for: a channel masked to zero still counts in a
     normalization over channels (a removed one does not), and a bare parameter is slimmed
     by Torch-Pruning but reached by no mask (masks are on layers' weights and biases)."""
-    norms = [n for n, m in model.named_modules() if isinstance(m, (nn.LayerNorm, nn.GroupNorm))]
+    norms = [n for n, m in model.named_modules() if isinstance(m, CHANNEL_NORMS)]
+    # a layer's own tensors are weight / bias (a GRU's weight_ih_l0 ...): the rest are bare
     bare = [n for n, _ in model.named_parameters()
-            if n.rsplit(".", 1)[-1] not in ("weight", "bias")]
+            if not n.rsplit(".", 1)[-1].startswith(("weight", "bias"))]
     causes = ([f"normalization over channels ({_listed(norms)}), whose statistics count a "
                "masked channel as a zero and a removed one not at all"] if norms else []) + (
         [f"parameters outside its layers ({_listed(bare)}), which Torch-Pruning slims and no "

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from modelopt.techniques.errors import TechniqueError, first_line
+from modelopt.techniques.layers import CHANNELLED
 
 # one removed group: (module name, Torch-Pruning's handler, channel indices)
 Record = tuple[str, Callable, list[int]]
@@ -28,7 +29,7 @@ Record = tuple[str, Callable, list[int]]
 
 def output_layer(model: nn.Module) -> nn.Module:
     """The classifier: the last Linear / Conv defined. Its outputs are the classes; never pruned."""
-    found = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    found = [m for m in model.modules() if isinstance(m, CHANNELLED)]
     if not found:
         raise TechniqueError("structured pruning found no Linear or Conv layer in the model")
     return found[-1]
@@ -67,7 +68,7 @@ class _Activations:
             mean = a.mean([d for d in range(a.dim()) if d != channel])
             module._importance = getattr(module, "_importance", 0) + mean
 
-        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+        layers = [m for m in model.modules() if isinstance(m, CHANNELLED)]
         handles = [m.register_forward_hook(hook) for m in layers]
         with torch.no_grad():
             for x in batches:
@@ -153,7 +154,7 @@ def choose(model: nn.Module, criterion: str, ratio: float, example: torch.Tensor
             f"Torch-Pruning could not follow this model's graph ({first_line(exc)}); it "
             "removes a channel from the layers that use it, and a weight used outside its "
             "layer (shared, or transposed as F.linear(h, layer.weight.t())) is one it "
-            "cannot follow") from None
+            "cannot follow") from exc
     return chosen
 
 
@@ -233,7 +234,7 @@ def zeroed_channels(model: nn.Module) -> dict[str, tuple[int, int]]:
     out = output_layer(model)
     return {n: (int((m.weight.detach().flatten(1).abs().sum(1) == 0).sum()), m.weight.shape[0])
             for n, m in model.named_modules()
-            if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m is not out}
+            if isinstance(m, CHANNELLED) and m is not out}
 
 
 def make_permanent(model: nn.Module) -> None:
