@@ -338,3 +338,23 @@ def test_a_decoder_shipped_in_bf16_is_timed_decoding_in_bf16():
 
     (gen, _) = T.generation_calls(Compiled(half, "default", None), x)["generate"]
     assert gen.model is half.model and gen.step is not None  # compiled, decoding in bf16
+
+
+def test_classes_that_are_not_the_labels_are_refused_when_the_suite_loads(tmp_path):
+    """`classes:` (a trained model's own numbering) naming a label the file lacks was found
+    by each cell as it read its data, after the suite had started."""
+    from modelopt.spec.suite import SuiteError, parse
+
+    (tmp_path / "t.csv").write_text("x,label\n1.0,pos\n2.0,neg\n3.0,pos\n4.0,neg\n")
+    table = f"{{name: csv, path: '{tmp_path}/t.csv', target: label, classes: [pos, bad]}}"
+    with pytest.raises(SuiteError, match=r"dataset.*csv: classes \['pos', 'bad'\] are not the "
+                                         r"labels found, each once: neg, pos"):
+        parse(f"name: c\ndefaults: {{dataset: {table}, model: mlp}}\n")
+    for c in ("a", "b"):
+        (tmp_path / "f" / c).mkdir(parents=True)
+        (tmp_path / "f" / c / "1.txt").write_text(f"text {c}")
+    folder = f"{{name: text_folder, root: '{tmp_path}/f', classes: [b, a, a]}}"
+    with pytest.raises(SuiteError, match=r"text_folder: classes \['b', 'a', 'a'\] are not"):
+        parse(f"name: c\ndefaults: {{dataset: {folder}, model: transformer}}\n")
+    parse(f"name: c\ndefaults: {{dataset: {folder.replace(', a, a]', ', a]')}, "
+          "model: transformer}\n")

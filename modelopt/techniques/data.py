@@ -214,9 +214,10 @@ def _check_csv(params: dict) -> None:
     if bad:
         raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
     no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole,
-    holes = _labels(str(p), params["target"], p.stat().st_mtime_ns)[1]  # as they decide the task
+    _, holes, found = _labels(str(p), params["target"], p.stat().st_mtime_ns)  # (the task)
     if holes:
         raise ValueError(holes)
+    classes_are("csv", params.get("classes"), found)
 
 
 def no_holes(df, p: Path, name: str = "csv", where: str = "lines", first: int = 2) -> None:
@@ -245,10 +246,10 @@ def _csv_task(params: dict) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None]:
-    """The task the label column says, and why it cannot be used (empty values; None: it
-    can). Read once per file version: validation asks for every cell, and the run for
-    every record it writes."""
+def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None, frozenset]:
+    """The task the label column says, why it cannot be used (empty values; None: it
+    can), and its labels as text. Read once per file version: validation asks for every
+    cell, and the run for every record it writes."""
     import pandas as pd
 
     column = pd.read_csv(path, usecols=[target])
@@ -258,7 +259,7 @@ def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None]:
     except ValueError as exc:
         holes = str(exc)
     task = "regression" if pd.api.types.is_float_dtype(column[target]) else "classification"
-    return task, holes
+    return task, holes, frozenset(column[target].astype(str))
 
 
 @DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv,
@@ -304,14 +305,22 @@ def numbered(name: str, labels, classes: list[str] | None) -> tuple[np.ndarray, 
     trained model numbers its classes its own way: its scores are read in that order)."""
     if classes is None:
         return np.unique(labels, return_inverse=True)
-    classes = [str(c) for c in classes]  # integer labels written as numbers
     said = np.asarray(labels).astype(str)
-    found = set(said.tolist())
-    if set(classes) != found or len(set(classes)) != len(classes):
-        raise ValueError(f"{name}: classes {list(classes)} are not the labels found, each once: "
-                         f"{', '.join(sorted(found))}")
+    classes = classes_are(name, classes, set(said.tolist()))
     index = {c: i for i, c in enumerate(classes)}
     return np.asarray(classes), np.asarray([index[v] for v in said.tolist()])
+
+
+def classes_are(name: str, classes: list | None, found) -> list[str] | None:
+    """`classes` as text (integer labels are written as numbers), checked to be the labels
+    `found`, each once: when the suite loads, and again when a cell reads the file."""
+    if classes is None:
+        return None
+    classes = [str(c) for c in classes]
+    if set(classes) != set(found) or len(set(classes)) != len(classes):
+        raise ValueError(f"{name}: classes {classes} are not the labels found, each once: "
+                         f"{', '.join(sorted(found))}")
+    return classes
 
 
 def standardize_targets(data: Data) -> Data:

@@ -20,7 +20,7 @@ import torch
 from modelopt.spec.registries import DATASETS, TASKS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques import ngram, tokenize
-from modelopt.techniques.data import ClassNames, Data, Split, no_holes, numbered
+from modelopt.techniques.data import ClassNames, Data, Split, classes_are, no_holes, numbered
 from modelopt.techniques.errors import DataUnavailable
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "python_docs.txt.gz"
@@ -157,21 +157,24 @@ def check_table(name: str, params: dict) -> None:
     if missing:
         raise ValueError(f"{name}: {p} has no column {', '.join(map(repr, missing))}; "
                          f"columns: {', '.join(map(str, columns))}")
-    holes = _holes(name, str(p), params["target"], params["text"], p.stat().st_mtime_ns)
+    holes, found = _holes(name, str(p), params["target"], params["text"], p.stat().st_mtime_ns)
     if holes:
         raise ValueError(holes)
+    classes_are(name, params.get("classes"), found)
 
 
 @functools.lru_cache(maxsize=32)
-def _holes(name: str, path: str, target: str, text: str, mtime_ns: int) -> str | None:
-    """Why the table's two columns cannot be used (a value missing), read whole once per
-    file version: validation asks for every cell."""
+def _holes(name: str, path: str, target: str, text: str, mtime_ns: int
+           ) -> tuple[str | None, frozenset]:
+    """Why the table's two columns cannot be used (a value missing), and its labels as
+    text, read whole once per file version: validation asks for every cell."""
     p = Path(path)
+    df = _READERS[name](p)[[target, text]]
     try:
-        complete(name, p, _READERS[name](p)[[target, text]])
+        complete(name, p, df)
     except ValueError as exc:
-        return str(exc)
-    return None
+        return str(exc), frozenset()
+    return None, frozenset(df[target].astype(str))
 
 
 def complete(name: str, p: Path, df) -> None:
@@ -211,10 +214,12 @@ def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "cha
 def _check_folder(params: dict) -> None:
     root = Path(params["root"]).expanduser()
     classes = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
-    if len([d for d in classes if any(d.glob("*.txt"))]) < 2:
+    found = {d.name for d in classes if any(d.glob("*.txt"))}
+    if len(found) < 2:
         raise DataUnavailable(f"text_folder: {root.resolve()} needs a folder per class, each "
                               "holding .txt files (two classes at least)")
     tokenize.check(params.get("tokenizer", "char"))
+    classes_are("text_folder", params.get("classes"), found)
 
 
 @DATASETS.register("text_folder", task="classification", input="tokens", preflight=_check_folder)
@@ -225,7 +230,7 @@ def text_folder(seed: int, /, root: str, tokenizer: str = "char", max_length: Po
     """Text classification from ROOT/<class>/*.txt: one UTF-8 text per file, the folder
     names the class (as torchvision's ImageFolder does for images). Classes are numbered
     in sorted order, or in `classes`'."""
-    _check_folder({"root": root, "tokenizer": tokenizer})
+    _check_folder({"root": root, "tokenizer": tokenizer, "classes": classes})
     files = sorted(Path(root).expanduser().glob("*/*.txt"))
     texts = [f.read_text(encoding="utf-8") for f in files]
     return labelled("text_folder", texts, [f.parent.name for f in files], tokenizer,
