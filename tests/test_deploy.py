@@ -193,8 +193,7 @@ def test_a_librarys_bare_assert_is_said_by_where_it_failed():
     def _infer_reshape():
         raise AssertionError  # a bare assert (pytest's would carry its own message)
 
-    try:
+    with pytest.raises(AssertionError) as raised:
         _infer_reshape()
-    except AssertionError as exc:
-        assert first_line(exc).startswith("AssertionError in _infer_reshape (test_deploy.py:")
+    assert first_line(raised.value).startswith("AssertionError in _infer_reshape (test_deploy.py:")
     assert first_line(ValueError("why\nmore")) == "ValueError: why"

@@ -23,7 +23,12 @@ def _of(body: bytes) -> str:
 
 def seal(body: bytes) -> bytes:
     """A record's JSON text (an object, without the digest) with its digest as the last key."""
-    return body[:-1] + b', "' + KEY.encode() + b'": "' + _of(body).encode() + b'"}'
+    return _ending(body, _of(body))
+
+
+def _ending(body: bytes, value: str) -> bytes:
+    """`body`, a JSON object's text, with `"digest": value` as its last key."""
+    return body[:-1] + b', "' + KEY.encode() + b'": "' + value.encode() + b'"}'
 
 
 def line(body: bytes, state: str) -> bytes:
@@ -32,7 +37,7 @@ def line(body: bytes, state: str) -> bytes:
     neither vouches for it nor hides that it was changed); an `unsealed` one stays bare."""
     if state == "sealed":
         return seal(body)
-    return body[:-1] + b', "' + KEY.encode() + b'": "changed"}' if state == "edited" else body
+    return _ending(body, "changed") if state == "edited" else body
 
 
 def sealed(line: bytes) -> bool:

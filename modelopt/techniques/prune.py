@@ -41,9 +41,9 @@ class Pruning:
 def weights(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     """The weight matrices and kernels unstructured pruning targets, as (name, module, the
     module's name for it): each Linear's and Conv's `weight` (transformers' Conv1D too,
-    layers.py), and nn.MultiheadAttention's
-    query/key/value projections (`in_proj_weight`, or `q_proj_weight`... where keys and
-    values have sizes of their own; its output projection is a Linear already)."""
+    layers.py), and nn.MultiheadAttention's query/key/value projections (`in_proj_weight`,
+    or `q_proj_weight`... where keys and values have sizes of their own; its output
+    projection is a Linear already)."""
     out = []
     for n, m in model.named_modules():
         if weighted(m):
@@ -239,8 +239,7 @@ def check_slimmed(slimmed: nn.Module, masked: nn.Module, x: torch.Tensor) -> flo
             raise TechniqueError(
                 f"the slimmed model (channels removed by Torch-Pruning) does not run "
                 f"({first_line(exc)}): Torch-Pruning did not follow every use of the removed "
-                "channels, as a weight used outside its layer (shared, or transposed as "
-                "F.linear(h, layer.weight.t())) is not followed") from None
+                f"channels, as {structured.OUTSIDE_ITS_LAYER} is not followed") from None
         diff = float((out - ref).abs().max())
     tol = SLIM_ATOL + SLIM_RTOL * float(ref.abs().max())
     if not diff <= tol:  # NaN fails too

@@ -23,6 +23,10 @@ from torch.nn.utils import prune as tprune
 from modelopt.techniques.errors import TechniqueError, first_line
 from modelopt.techniques.layers import CHANNELLED
 
+# a use of a channel Torch-Pruning's graph does not see (said where pruning fails on one)
+OUTSIDE_ITS_LAYER = ("a weight used outside its layer (shared, or transposed as "
+                     "F.linear(h, layer.weight.t()))")
+
 # one removed group: (module name, Torch-Pruning's handler, channel indices)
 Record = tuple[str, Callable, list[int]]
 
@@ -152,9 +156,8 @@ def choose(model: nn.Module, criterion: str, ratio: float, example: torch.Tensor
     except Exception as exc:  # noqa: BLE001 - Torch-Pruning's reason, named
         raise TechniqueError(
             f"Torch-Pruning could not follow this model's graph ({first_line(exc)}); it "
-            "removes a channel from the layers that use it, and a weight used outside its "
-            "layer (shared, or transposed as F.linear(h, layer.weight.t())) is one it "
-            "cannot follow") from exc
+            f"removes a channel from the layers that use it, and {OUTSIDE_ITS_LAYER} is one "
+            "it cannot follow") from exc
     return chosen
 
 
