@@ -138,7 +138,8 @@ def cmd_report(args) -> int:
         except _SHAPES as exc:
             return _not_ours(args.dirs, exc)
         pages.append((suite, f"{suite}.md", n))
-        print(f"wrote {out / (suite + '.md')}" + ("" if docs.get(suite) else
+        print(f"wrote {out / (suite + '.md')}" + ("" if docs.get(suite) or not any(
+              latency.artifacts(d) for d in args.dirs) else
               " (not timed: no latency or speed-ups; `modelopt time DIR` times them"
               + (", since models were saved after its timing.json" if any(
                   latency.stale(d) for d in args.dirs) else "") + ")"), file=sys.stderr)
@@ -222,17 +223,14 @@ def cmd_compare(args) -> int:
         return time_saved(items, user, plan, progress=progress, pairs=pairs)
 
     try:
-        rules = {}
-        # the runs' own figures first (thresholds may name them), the suite's thresholds, --fail-on
-        compare.declare_side(args.baseline)
-        for metric, text in compare.declare_side(args.current).items():
-            rules.update([compare.parse_threshold(f"{metric}:{text}")])
-        for text in args.fail_on or []:
-            rules.update([compare.parse_threshold(text)])
+        # the runs' own figures first (thresholds may name them), the suites' tolerances
+        rules, said = compare.tolerances(compare.declare_side(args.baseline),
+                                         compare.declare_side(args.current), args.fail_on or [])
         cmp = compare.compare(args.baseline, args.current, rules,
                               allow_missing=args.allow_missing,
                               timer=None if args.no_retime else timer,
                               processes=args.timing_processes, progress=progress)
+        cmp.tolerances = said
     except (compare.CompareError, store.ResultsError) as exc:
         if args.out:  # what a pull request's comment then says, instead of nothing
             Path(args.out).write_text(f"**modelopt compare could not compare** (exit 2): {exc}\n")
@@ -298,6 +296,8 @@ def cmd_export(args) -> int:
         return _err(f"no results to export in {', '.join(args.results)}")
     try:
         entries = EXPORTERS[args.format](df)
+        for note in export.left_out(df, args.results):
+            print(f"modelopt: warning: {note}", file=sys.stderr)
     except _SHAPES as exc:
         return _not_ours(args.results, exc)
     out = Path(args.out)

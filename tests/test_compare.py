@@ -440,6 +440,15 @@ def test_a_baseline_from_another_cpu_is_flagged(baseline, tmp_path):
     assert "another CPU" in cmp.machines and "AMD EPYC 7B13 (avx2)" in cmp.machines
     assert cmp.machines in gate_page.markdown(cmp)
 
+    def other_stack(rec):
+        rec.env = {**rec.env, "torch": "2.9.0+cpu", "cpu_count": 16}
+
+    cmp = compare.compare(baseline, current_with(tmp_path / "s", baseline, other_stack),
+                          timer=None)
+    assert "another CPU" not in cmp.machines
+    assert f"torch {rec.env['torch']} → 2.9.0+cpu" in cmp.machines
+    assert f"cores {rec.env['cpu_count']} → 16" in cmp.machines
+
 
 def test_flags_a_baseline_did_not_look_for_are_unknown_not_absent(baseline, tmp_path):
     """Records name the flags they looked for; a baseline written when the list was shorter
@@ -496,3 +505,91 @@ def test_suite_thresholds_are_checked_before_anything_runs(tmp_path, thresholds,
     else:
         assert r.returncode == 2 and error in r.stderr, r.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_the_baseline_suites_tolerances_judge_and_a_difference_is_said():
+    rules, note = compare.tolerances({"accuracy": "1"}, {"accuracy": "5", "f1_macro": "3"}, [])
+    assert rules["accuracy"].tolerance == 0.01 and rules["f1_macro"].tolerance == 0.03
+    assert "accuracy: baseline 1, current 5, judged by the baseline's" in note
+    assert "f1_macro: baseline default, current 3, judged by the current's" in note
+    rules, note = compare.tolerances({"accuracy": "1"}, {"accuracy": "5"}, ["accuracy:2"])
+    assert rules["accuracy"].tolerance == 0.02 and note == ""  # --fail-on: both sides'
+
+
+def test_a_clear_drop_within_its_tolerance_is_shown_and_passes(baseline, tmp_path):
+    first = results.read(baseline)[0].cell_id
+
+    def worse(rec):
+        if rec.cell_id == first:  # 3 points down on every seed, give or take 0.1
+            rec.metrics["accuracy"] -= 0.03 + 0.001 * (rec.seed - 1)
+
+    cur = current_with(tmp_path, baseline, worse)
+    r = cli(baseline, cur, "--no-retime", "--fail-on", "accuracy:5")
+    assert r.returncode == 0, r.stdout
+    assert "↘ worse, within tolerance" in r.stdout and "1 worse within tolerance" in r.stderr
+    assert cli(baseline, cur, "--no-retime", "--fail-on", "accuracy:2").returncode == 1
+
+
+def test_allow_missing_never_covers_a_cell_the_current_suite_lists_and_did_not_run(
+        baseline, tmp_path):
+    first = results.read(baseline)[0].cell_id
+    out = current_with(tmp_path, baseline, lambda rec: rec.cell_id != first)
+    (out / "suite.json").write_text((baseline / "suite.json").read_text())  # it lists `first`
+    r = cli(baseline, out, "--no-retime", "--allow-missing")
+    assert r.returncode == 1 and "not run: the current run's suite lists this cell" in r.stdout
+    assert "Only in the baseline" not in r.stdout
+
+
+def test_a_cell_whose_code_differs_is_judged_on_each_runs_own_timing(baseline, tmp_path):
+    """Re-timing would rebuild both models with this checkout's code; a forward made 40x
+    slower shows in the runs' own timings, and the gate judges those."""
+    import shutil
+
+    first = results.read(baseline)[0].cell_id
+    sides = {}
+    for side, slower in (("base", 1.0), ("cur", 40.0)):
+        d = tmp_path / side
+        shutil.copytree(baseline, d)
+        (d / "results.jsonl").unlink()
+        for rec in results.read(baseline):
+            if rec.cell_id == first:
+                rec.extra["code"] = f"code-of-{side}"
+            results.append(d, rec)
+        doc = json.loads((baseline / "timing.json").read_text())
+        for row in doc["rows"]:
+            if row["cell_id"] == first:
+                for k in ("ms_batch1", "p90_ms_batch1", "ms_batch"):
+                    row[k] *= slower
+        (d / "timing.json").write_text(json.dumps(doc))
+        sides[side] = d
+    cmp = compare.compare(sides["base"], sides["cur"], timer=time_artifacts)
+    own = [r for r in cmp.rows if "each run's own timing" in r.note]
+    assert {r.cell_id for r in own} == {first} and own
+    assert {(r.metric, r.verdict) for r in own} >= {("latency_ms_p50", "regressed")}
+    assert all(r.change > 10 for r in own if r.metric.startswith("latency_ms"))
+    # the other cell is still re-timed side by side
+    assert any(r.note == "re-timed side by side" and r.cell_id != first for r in cmp.rows)
+    assert "judged on each run's own timing" in cmp.latency
+
+
+def test_export_says_what_it_leaves_out(baseline, tmp_path):
+    """A cell with no seed ok exports nothing, and saved models trained again since their
+    timing export no latency: both are said, not dropped unseen."""
+    import os
+    import shutil
+
+    first = results.read(baseline)[0].cell_id
+    cur = tmp_path / "cur"
+    shutil.copytree(baseline, cur)
+    (cur / "results.jsonl").unlink()
+    for rec in results.read(baseline):
+        if rec.cell_id == first:
+            rec.status, rec.error, rec.metrics = "diverged", "loss nan", {"diverged_at_step": 3}
+        results.append(cur, rec)
+    model = next((cur / "models").glob("*.pt"))
+    os.utime(model, (model.stat().st_mtime + 60,) * 2)  # saved after its timing
+    r = subprocess.run([sys.executable, "-m", "modelopt", "export", str(cur), "--out",
+                        str(tmp_path / "ex")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "1 cell(s) with no seed ok export nothing" in r.stderr and "diverged 3" in r.stderr
+    assert "not timed since they were saved again" in r.stderr

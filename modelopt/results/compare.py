@@ -8,33 +8,25 @@ from __future__ import annotations
 
 import re
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from modelopt.results import latency, paired, sides
 from modelopt.results import metrics as M
-from modelopt.results.files import inert
+from modelopt.results import paired, sides
 from modelopt.results.labels import names
+from modelopt.results.retime import LATENCY, Timer, latency_rows
 from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
-from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
+from modelopt.results.stats import ALPHA
+from modelopt.results.verdicts import CLEAR, Row, change_of, decide, verdict
 from modelopt.spec.registry import closest
 
 # its pull-request comment is gate_page's (markdown, summary)
-__all__ = ["CompareError", "Comparison", "Row", "Side", "compare", "declare_side", "load_side",
-           "parse_threshold"]
+__all__ = ["CLEAR", "LATENCY", "CompareError", "Comparison", "Row", "Side", "Timer", "compare",
+           "declare_side", "load_side", "parse_threshold", "tolerances", "verdict"]
 PROBED = "train_samples_s"  # gated per unit of machine speed (x machine_probe_ms)
 # a training speed measured over less than this (seconds of training, every seed, both
 # sides) is start-up and noise: reported, not gated
 MIN_TRAIN_S = 2.0
-# a timed model's latency as a figure: (its kind, batch 1 or the batch) -> column
-LATENCY = {(kind, which): figures[i] for kind, figures in M.LATENCY_FIGURES.items()
-           for i, which in enumerate(("ms_batch1", "ms_batch"))}
-# a causal decoder's generation, timed in the same processes: its first new token, and each
-# token after it (the row's generation less its first token, per token)
-LATENCY |= {(kind, field_): M.column(kind, name) for kind in M.LATENCY_FIGURES
-            for field_, name in (("ms_first_token", "first_token_ms"),
-                                 ("ms_per_token", "per_token_ms"))}
 
 
 def parse_threshold(text: str) -> tuple[str, M.Metric]:
@@ -57,57 +49,23 @@ def parse_threshold(text: str) -> tuple[str, M.Metric]:
     return name, base.with_tolerance(kind, value / 100 if kind != "absolute" else value)
 
 
-# ---------------------------------------------------------------- verdicts
-
-@dataclass
-class Row:
-    cell_id: str
-    metric: str
-    baseline: float | None
-    current: float | None
-    change: float | None  # relative (fraction) for relative tolerances, absolute otherwise
-    verdict: str  # ok | regressed | improved | noise
-    p_value: float | None = None
-    # the change's interval, in its units: 90 % paired over seeds (Welch's for training
-    # speed); re-timed latency: 95 % of current/baseline over the timing processes
-    ci: tuple[float, float] | None = None
-    n: int = 0  # the replicates: paired seeds, test samples, or timing processes
-    note: str = ""
-
-
-def _change(metric: M.Metric, b: float, c: float) -> tuple[float, float]:
-    """(change as shown, how much worse it is in the tolerance's units: > 0 is worse)."""
-    change = (c - b) / abs(b) if metric.kind == "relative" and b != 0 else c - b
-    return change, (-change if metric.higher_is_better else change)
-
-
-def verdict(metric: M.Metric, base: list[float], cur: list[float]
-            ) -> tuple[str, float, float | None, tuple[float, float] | None]:
-    """Worse than the tolerance AND (with >= 2 seeds a side) a one-sided p < ALPHA in the
-    direction of the change (the gate asks "worse?", and "better?", never "different?"):
-    regressed; worse than the tolerance but not significant: noise. Counts (exact) have no
-    noise. Figures that training produces are paired by seed; timings are not (Welch). Also
-    the change's 90 % interval, in its units, whose end clears 0 exactly when p < ALPHA
-    (None: one seed, or a count)."""
-    b, c = statistics.fmean(base), statistics.fmean(cur)
-    change, worse = _change(metric, b, c)
-    test, interval = (welch_p, welch_ci) if metric.timing else (paired_p, paired_ci)
-    two_sided = None if metric.kind == "exact" else test(base, cur)
-    p = None if two_sided is None else two_sided / 2  # in the direction the mean moved
-    ci = None if metric.kind == "exact" else interval(base, cur, GATE_LEVEL)
-    if ci is not None and metric.kind == "relative" and b != 0:  # a count or a time: it
-        ci = (max(ci[0] / abs(b), -1.0), ci[1] / abs(b))  # falls by 100 % at most
-    return _decide(worse, metric.tolerance, p is None or p < ALPHA), change, p, ci
-
-
-def _decide(worse: float, tolerance: float, significant: bool) -> str:
-    """Beyond the tolerance and significant: regressed or improved; beyond it but not
-    significant: noise (only a worse figure is worth reporting as such)."""
-    if worse > tolerance + 1e-12:
-        return "regressed" if significant else "noise"
-    if -worse > tolerance + 1e-12 and significant:
-        return "improved"
-    return "ok"
+def tolerances(baseline: dict[str, str], current: dict[str, str], fail_on: list[str]
+               ) -> tuple[dict[str, M.Metric], str]:
+    """The tolerances to judge by: the baseline suite's (the branch a change merges into,
+    so a change cannot loosen what it is judged by), those only the current suite sets,
+    then --fail-on over both; and a note where the two suites' differ."""
+    rules = dict(parse_threshold(f"{k}:{v}") for k, v in {**current, **baseline}.items())
+    given = dict(parse_threshold(text) for text in fail_on)
+    rules.update(given)
+    said = {k: (baseline.get(k), current.get(k)) for k in sorted(set(baseline) | set(current))
+            if k not in given and str(baseline.get(k)).strip() != str(current.get(k)).strip()}
+    if not said:
+        return rules, ""
+    return rules, ("The two runs' suites set other tolerances (" + "; ".join(
+        f"{k}: baseline {b or 'default'}, current {c or 'default'}, judged by "
+        f"{'the baseline' if b is not None else 'the current'}'s" for k, (b, c) in said.items())
+        + "): where the baseline's suite sets one, it judges, so that a change cannot loosen "
+        "its own gate; `--fail-on METRIC:TOL` sets one for both.")
 
 
 def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
@@ -141,6 +99,7 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         if not pairs:
             continue
         v, change, p, ci = verdict(metric, [b for b, _ in pairs], [c for _, c in pairs])
+        b_mean, c_mean = (statistics.fmean(x) for x in zip(*pairs))
         # the figures shown are the products judged, so the row says so whatever else it says
         note = "× machine_probe_ms: per machine speed" if name == PROBED else ""
         n = len(pairs)
@@ -148,14 +107,14 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
         if samples is not None and metric.kind != "exact":
             # one-sided, in the direction the figure moved; alike on every sample: no change
             p = 1.0 if samples.alike else samples.p / 2
-            v, ci = _decide(_change(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
+            v, ci = decide(change_of(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
             note, n = samples.words(), samples.n  # the samples are the replicates
+        if v == "ok" and p is not None and p < CLEAR and change_of(metric, b_mean, c_mean)[1] > 0:
+            v = "worse"  # within its tolerance, but clearly worse: said, never failing
         if name == PROBED and _short_training(base, cur, cid, seeds):
-            v = "ok"
+            v = "not gated"
             note += f"; under {MIN_TRAIN_S:g} s of training: reported, not gated"
-        rows.append(Row(cid, name, statistics.fmean(b for b, _ in pairs),
-                        statistics.fmean(c for _, c in pairs), change, v, p, ci,
-                        n=n, note=note))
+        rows.append(Row(cid, name, b_mean, c_mean, change, v, p, ci, n=n, note=note))
     return rows
 
 
@@ -195,56 +154,18 @@ def _status_row(cid: str, base: Side, cur: Side) -> Row | None:
     return None
 
 
-# Rebuilds and times saved models side by side: timer(artifacts, plan, pairs, progress)
-# -> an object with .rows (one per process and model), .skipped ({artifact key: why it
-# could not be rebuilt}) and .processes (how many ran: as many as latency.Plan says the
-# pairs' ratios need). The command passes the run layer's timing.time_saved with the
-# user's own code; results itself never runs a model.
-Timer = Callable[..., object]
+def _unrun(base: Side, cur: Side) -> list[str]:
+    """Baseline cells with an ok seed that the current run's suite still lists and its
+    results hold nothing of: not run (stopped, skipped), never a cell the suite dropped,
+    so --allow-missing does not cover them."""
+    return sorted(c for c in base.status if c not in cur.status and base.ok_seeds(c)
+                  and cur.planned is not None and c in cur.planned)
 
 
-def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metric],
-                timer: Timer, plan: latency.Plan, progress=None
-                ) -> tuple[list[Row], dict[str, str], int]:
-    """Both runs' saved models timed in the same K processes, interleaved: per cell the
-    ratio current/baseline within each process, an interval over the processes. Also
-    returns, per cell, why its models could not be re-timed, and K."""
-    items = []
-    for cid in cells:
-        seeds = base.ok_seeds(cid) & cur.ok_seeds(cid)
-        for label, side in (("baseline", base), ("current", cur)):
-            own = {(side.own.get(cid, cid), s) for s in seeds}  # its files' own id
-            items += [replace(a, cell_id=cid, recorded=side.configs.get(cid))
-                      for a in latency.artifacts(side.run_dir, own, label)]
-    if not items:
-        return [], {}, 0
-    pairs = [({"side": "current", "cell_id": cid, "kind": kind},
-              {"side": "baseline", "cell_id": cid, "kind": kind})
-             for cid, kind in sorted({(a.cell_id, a.kind) for a in items})]
-    timed = timer(items, plan, pairs, progress)
-    rows_t = [{**r, "ms_per_token": latency.per_token_ms(r)}
-              if r.get("ms_generate") is not None else r for r in timed.rows]
-    skipped = {key.split(":")[1]: inert(f"{key.split(':')[0]}: {why}")  # a file's text in it
-               for key, why in timed.skipped.items()}
-    out = []
-    for cid in cells:
-        for (kind, field_), name in LATENCY.items():
-            metric = rules[name]
-            pick = {"cell_id": cid, "kind": kind}
-            r = latency.ratio(rows_t, {**pick, "side": "current"}, {**pick, "side": "baseline"},
-                             field_)
-            if r is None:
-                continue
-            b = statistics.median(x[field_] for x in rows_t if x["side"] == "baseline"
-                                  and x["cell_id"] == cid and x["kind"] == kind)
-            c = statistics.median(x[field_] for x in rows_t if x["side"] == "current"
-                                  and x["cell_id"] == cid and x["kind"] == kind)
-            change = r.mean - 1
-            # significant: the interval over the processes excludes 1 on the side of the change
-            significant = r.n < 2 or (r.ci_low > 1 if change > 0 else r.ci_high < 1)
-            out.append(Row(cid, name, b, c, change, _decide(change, metric.tolerance, significant),
-                           ci=(r.ci_low - 1, r.ci_high - 1), n=r.n, note="re-timed side by side"))
-    return out, skipped, timed.processes
+def _not_run(cid: str, base: Side) -> Row:
+    return Row(cid, "status", len(base.ok_seeds(cid)), 0, None, "regressed",
+               note="not run: the current run's suite lists this cell, and its results hold "
+                    "no record of it")
 
 
 @dataclass
@@ -258,6 +179,7 @@ class Comparison:
     common: int = -1  # cells on both sides; none in common is a failure whatever is allowed
     not_retimed: dict[str, str] = field(default_factory=dict)  # cell_id -> why
     machines: str = ""  # where the two sides' CPUs differ, said so
+    tolerances: str = ""  # where the two suites set other tolerances, said so
     data: str = ""  # where the two sides read different data files or your code, said so
 
     @property
@@ -282,43 +204,21 @@ def compare(baseline: str | Path, current: str | Path,
         raise CompareError(f"different suites: baseline '{base.suite}', current '{cur.suite}'")
     rules = {**M.TABLE, **(thresholds or {})}
     common = [c for c in base.status if c in cur.status]
-    rows: list[Row] = []
+    rows: list[Row] = [_not_run(cid, base) for cid in _unrun(base, cur)]
     trainings: dict = {}
     for cid in sorted(common):
         status = _status_row(cid, base, cur)
         if status:
             rows.append(status)
         rows += _figure_rows(cid, base, cur, rules, metrics, trainings)
-    skipped: dict[str, str] = {}
     labels = names({**cur.configs, **{c: cfg for c, cfg in base.configs.items() if cfg}})
-    note = ("not gated: latency from two separate runs differs by the machine as much as "
-            "by the code; " + ("re-timing was turned off (--no-retime)" if not timer else
-                               "compare two results directories with their saved models to "
-                               "re-time them side by side"))
-    if timer and base.run_dir and cur.run_dir and all(
-            latency.artifacts(d) for d in (base.run_dir, cur.run_dir)):
-        both = [c for c in common if base.ok_seeds(c) & cur.ok_seeds(c)]
-        plan = latency.Plan.given(processes)
-        try:
-            timed, skipped, processes = retime_rows(base, cur, both, rules, timer, plan,
-                                                    progress)
-        except latency.TimingError as exc:  # e.g. a timing process that died
-            timed, note = [], f"not gated: re-timing the saved models failed ({exc})"
-        rows += [r for r in timed if not metrics or r.metric in metrics]
-        if timed:
-            note = (f"re-timed: both runs' saved models in the same {processes} fresh "
-                    "processes, interleaved; *baseline* and *current* are each side's median "
-                    "over the processes, the change (what is judged) the paired ratio, current "
-                    "over baseline round by round within each process, with its 95 % interval "
-                    "over the processes, so the two can differ by the noise the pairing removes")
-        elif skipped:  # both sides saved models, and none could be rebuilt as recorded
-            note = ("not gated: both runs saved their models, but none could be rebuilt here "
-                    "to re-time side by side (below: why); latency from two separate runs "
-                    "differs by the machine as much as by the code")
-        if skipped:
-            note += ("; not re-timed, so not gated on latency: " + "; ".join(
-                f"{labels.get(c, c[:8])} ({why})" for c, why in sorted(skipped.items())))
-    return Comparison(rows, sorted(set(base.status) - set(cur.status)),
+    timed, note, skipped = latency_rows(base, cur, common, rules, timer, processes, progress,
+                                        labels)
+    rows += [r for r in timed if not metrics or r.metric in metrics]
+    same = Path(baseline).resolve() == Path(current).resolve()
+    return Comparison(rows, sorted(set(base.status) - set(cur.status) - set(_unrun(base, cur))),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
                       len(common), skipped, machines_note(base, cur),
-                      data_note(base, cur, common, labels))
+                      f"The baseline and the current run are the same, {current}: it is "
+                      "compared with itself (a check of the gate, not of a change)." if same
+                      else data_note(base, cur, common, labels))

@@ -36,3 +36,29 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
                 entry["range"] = f"± {float(r.get(f'{metric}_std', 0) or 0):.4g}"
             out["bigger" if rule.higher_is_better else "smaller"].append(entry)
     return out
+
+
+def left_out(df, dirs: list) -> list[str]:
+    """What an export leaves out that a dashboard's reader would miss, said on the command
+    line: cells with no seed ok (their series stop), and directories whose saved models
+    were never timed, or trained again since (no latency series)."""
+    from modelopt.results import latency
+    from modelopt.results.labels import joined, label_columns
+    from modelopt.results.report import aggregate
+
+    out = []
+    for suite, part in df.groupby("suite", sort=False):
+        agg = aggregate(part)
+        none = agg[agg["n"] == 0]
+        if not none.empty:
+            labels = label_columns(agg)
+            names = [f"[{joined(r, labels)}] ({', '.join(f'{k} {v}' for k, v in r['statuses'].items())})"
+                     for _, r in none.iterrows()]
+            out.append(f"{suite}: {len(names)} cell(s) with no seed ok export nothing: "
+                       + "; ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+    for d in dirs:
+        if latency.artifacts(d) and latency.current(d) is None:
+            out.append(f"{d}: its saved models are not timed" + (
+                " since they were saved again" if latency.read(d) else "")
+                + ": no latency exported (`modelopt time DIR` times them)")
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from modelopt.results import metrics as M
-from modelopt.results.compare import LATENCY
+from modelopt.results.compare import CLEAR, LATENCY
 from modelopt.results.stats import ALPHA, GATE_LEVEL
 
 if TYPE_CHECKING:
@@ -47,8 +47,8 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
 
     rules = {**M.TABLE, **(rules or {})}
     icon = {"regressed": "❌ regressed", "improved": "✅ improved", "noise": "〰 within noise",
-            "ok": "ok"}
-    shown = [r for r in cmp.rows if all_rows or r.verdict != "ok"]
+            "worse": "↘ worse, within tolerance", "ok": "ok", "not gated": "not gated"}
+    shown = [r for r in cmp.rows if all_rows or r.verdict not in ("ok", "not gated")]
     body = []
     for r in shown:
         metric = rules.get(r.metric)
@@ -58,15 +58,16 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
         body.append([cmp.labels.get(r.cell_id, r.cell_id[:8]), name, _num(r.baseline),
                      _num(r.current), _fmt_change(r, metric), _fmt_tolerance(metric), p,
                      r.n or "–", verdict])
-    lines = [summary(cmp), ""] + [x for note in (cmp.machines, cmp.data) if note
-                                  for x in (note, "")]
+    lines = [summary(cmp), ""] + [x for note in (cmp.machines, cmp.data, cmp.tolerances)
+                                  if note for x in (note, "")]
     if body:
         lines.append(tabulate(body, headers=["cell", "metric", "baseline", "current",
                                              "change [interval]", "tolerance", "p",
                                              "n", "verdict"],
                               tablefmt="github", disable_numparse=True))
     elif cmp.rows:
-        lines.append(f"All {len(cmp.rows)} compared figures are within their tolerances.")
+        lines.append(f"All {len(cmp.rows)} compared figure{'s' * (len(cmp.rows) != 1)} are "
+                     "within their tolerances.")
     if any(r.n == 2 and r.ci is not None and r.metric not in LATENCY.values() for r in cmp.rows):
         lines += ["", "Two seeds a side give the paired test one degree of freedom: a change "
                   "is significant only where the two seeds' changes differ by less than about a "
@@ -83,7 +84,8 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
               "failed, timed out, diverged or absent now regresses. A figure regresses when it "
               "is worse than its tolerance and a one-sided paired t-test over the seeds (is it "
               f"worse?) gives p < {ALPHA}, i.e. its {100 * GATE_LEVEL:.0f} % interval excludes no change "
-              "(worse but not significant: within noise). Where seeds cannot test it (one seed "
+              "(worse but not significant: within noise; within its tolerance with p < "
+              f"{CLEAR}: worse, within tolerance, which never fails). Where seeds cannot test it (one seed "
               "a side, or seeds whose figures tie: a loaded model's copies, counted once, or "
               "ties by chance, averaged sample by sample), it is tested on the test samples "
               "where both records kept them: accuracy by McNemar's exact test on those one run "
@@ -113,7 +115,10 @@ def summary(cmp: Comparison) -> str:
     # latency left ungated is said here, not only under the table: a green line read alone
     unsure = ("latency not gated (the note says why)" if cmp.latency.startswith("not gated")
               else f"latency of {len(cmp.not_retimed)} cell(s) not gated" * bool(cmp.not_retimed))
-    return (f"**{status}**: {n_reg} regressed, {n_imp} improved, {len(cmp.rows)} figures "
+    n_worse = sum(r.verdict == "worse" for r in cmp.rows)
+    return (f"**{status}**: {n_reg} regressed, {n_imp} improved"
+            + (f", {n_worse} worse within tolerance" if n_worse else "")
+            + f", {len(cmp.rows)} figure{'s' * (len(cmp.rows) != 1)} "
             f"over {cells} cell{'s' * (cells != 1)} compared" + (f"; {unsure}" if unsure else "")
             + (f"; {missing} cell{'s' * (missing != 1)} on one side only"
                + (" (allowed)" if cmp.allow_missing else "") if missing else ""))

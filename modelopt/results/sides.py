@@ -26,6 +26,10 @@ class CompareError(ValueError):
 EARLIER_CHECKED = frozenset(("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16"))
 
 
+# what a record's env names that moves speed figures besides the CPU, as the note says it
+STACK = {"torch": "torch", "torchao": "torchao", "cpu_count": "cores"}
+
+
 @dataclass(frozen=True)
 class Machine:
     """A CPU as a record names it: its model, the instruction-set flags it has, and the flags
@@ -61,6 +65,8 @@ class Side:
     # share its training figures, which are then one observation, not one per cell
     train_keys: dict[str, dict[int, str]] = field(default_factory=dict)
     machines: set[Machine] = field(default_factory=set)  # the CPUs its records were made on
+    # what else its records ran with that moves speed figures: torch, torchao, cores
+    stack: dict[str, set[str]] = field(default_factory=dict)
     # per cell: the fingerprints of the files its data was read from (spec/data_files.py)
     data_files: dict[str, dict[str, str]] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)  # per cell: your code's hash
@@ -70,6 +76,9 @@ class Side:
     # per cell, per seed: how each test sample went (spec/outcomes.py), read once: a figure
     # the seeds cannot test is tested on the samples
     outcomes: dict[str, dict[int, outcomes.Outcomes]] = field(default_factory=dict)
+    # the cells its suite.json says the run set out to run (None: not said, e.g. a
+    # pytest-benchmark JSON): a cell listed there and absent from its results was not run
+    planned: frozenset[str] | None = None
 
 
     def ok_seeds(self, cid: str) -> set[int]:
@@ -115,7 +124,7 @@ def load_side(path: str | Path) -> Side:
     if p.is_file() and p.suffix == ".json":
         return _load_benchmark_json(p)
     try:
-        store.declare_run(p)
+        meta = store.declare_run(p)
         recs = [r.model_dump() for r in store.read(p)]
     except store.ResultsError as exc:
         raise CompareError(str(exc)) from None
@@ -125,6 +134,8 @@ def load_side(path: str | Path) -> Side:
                            "compare one at a time")
     side = _collect(recs, suites.pop() if suites else None)
     side.run_dir = p if p.is_dir() else p.parent
+    if meta is not None and meta.cells is not None:
+        side.planned = frozenset(meta.cells)
     return side
 
 
@@ -189,6 +200,9 @@ def _collect(recs: list[dict], suite: str | None) -> Side:
         env = r.get("env") or {}
         if env.get("cpu"):
             side.machines.add(Machine.of(env))
+        for key in STACK:
+            if env.get(key) is not None:
+                side.stack.setdefault(key, set()).add(str(env[key])[:40])
         key = (r.get("extra") or {}).get("train_key")
         if isinstance(key, str):
             side.train_keys.setdefault(cid, {})[seed] = key
@@ -291,13 +305,18 @@ def machines_note(base: Side, cur: Side) -> str:
     """A baseline taken on another CPU (model or int8 / half instruction sets) compares
     machines as much as code: latency, training speed and int8's gains move with them. Flags
     are compared where every record looked for them (older records looked for fewer)."""
+    stack = [f"{said} {', '.join(sorted(base.stack[k]))} → {', '.join(sorted(cur.stack[k]))}"
+             for k, said in STACK.items() if base.stack.get(k) and cur.stack.get(k)
+             and base.stack[k] != cur.stack[k]]
+    stack_note = (f"The two runs ran on other software or cores ({'; '.join(stack)}): speed "
+                  "figures compare those too." if stack else "")
     if not base.machines or not cur.machines:
-        return ""
+        return stack_note
     checked = frozenset.intersection(*(m.checked for m in base.machines | cur.machines))
     names = [sorted({m.seen(checked) for m in side.machines}) for side in (base, cur)]
     if names[0] == names[1]:
-        return ""
+        return stack_note
     names = ["; ".join(side) for side in names]
     return (f"The baseline was made on another CPU ({names[0]}) than the current run "
             f"({names[1]}): speed figures compare the machines too, and the gains of int8 and "
-            "half precision depend on the instruction sets named.")
+            "half precision depend on the instruction sets named." + f" {stack_note}" * bool(stack))
