@@ -81,10 +81,38 @@ def test_a_missing_folder_and_preprocessing_are_refused_when_the_suite_loads(tmp
         parse(f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, "
               f"root: {tmp_path / 'nowhere'}}}}}\n")
     root = make_folder(tmp_path / "imgs")
-    with pytest.raises(SuiteError, match=r"preprocess cannot apply to dataset 'imagefolder': it "
-                                         r"streams"):
+    with pytest.raises(SuiteError, match=r"preprocess 'standardize' cannot apply to dataset "
+                                         r"'imagefolder': it streams .* only subsample"):
         parse(f"name: a\ndefaults: {{model: cnn2d, preprocess: [standardize], dataset: "
               f"{{name: imagefolder, root: {root}}}}}\n")
+
+
+def test_subsample_keeps_a_balanced_share_of_a_streamed_split_after_validation(tmp_path):
+    """Data efficiency on your own images: subsample reads the labels alone, so the streamed
+    split keeps its files' positions; validation and test keep every sample."""
+    from modelopt.techniques import preprocess
+
+    root = make_folder(tmp_path / "imgs", per_class=20)
+    full = load(root, val=0.25, test_fraction=0.25, image_size=8)
+    sub = preprocess.apply([{"name": "subsample", "fraction": 0.25, "balanced": True}],
+                           full, seed=0)
+    # 60 images: 15 test, 11 validation, 34 training; a quarter of each class's
+    each = torch.bincount(full.y_train).tolist()
+    assert full.n_train == 34 and len(full.x_val) == 11
+    assert torch.bincount(sub.y_train).tolist() == [max(1, round(n / 4)) for n in each]
+    assert len(sub.stream) == sub.n_train < 10
+    assert torch.equal(sub.x_val, full.x_val) and torch.equal(sub.x_test, full.x_test)
+    kept = set(sub.stream.indices.tolist())
+    assert kept <= set(full.stream.indices.tolist())
+    # each kept file's label is the one the split says: positions and labels moved together
+    targets = torch.as_tensor(sub.stream.plain.targets)
+    assert torch.equal(targets[sub.stream.indices], sub.y_train)
+    x, y = next(sub.stream.batches(4, seed=0))
+    assert x.shape == (4, 3, 8, 8) and set(y.tolist()) <= {0, 1, 2}
+    suite = parse(f"name: a\nseeds: [0]\ndefaults: {{model: cnn2d, dataset: {{name: "
+                  f"imagefolder, root: {root}, workers: 0}}, preprocess: [{{name: subsample, "
+                  f"balanced: true}}]}}\nmatrix:\n  preprocess.fraction: [0.25, 1.0]\n")
+    assert len(suite.cells) == 2
 
 
 def test_normalize_takes_one_value_per_channel_when_the_suite_loads(tmp_path):

@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 
 from modelopt.results import page as pages
@@ -40,6 +42,26 @@ def test_a_tuned_value_a_technique_does_not_take_is_named_with_its_cell():
         parse(one + "tune:\n  optimizer.lrr: [0.1]\n")
 
 
+def test_a_techniques_parameter_is_tuned_only_where_the_cell_names_it():
+    """`distill.temperature` tunes the kd cells; the from-scratch cell beside them runs
+    once, in a group of its own, so the two sit in one table."""
+    import pytest
+
+    from modelopt.spec.schema import SuiteError
+
+    kd = BASE.replace("  optimizer: [sgd, adam]\n",
+                      "  distill: [none, {name: kd, teacher: {model: linear, "
+                      "train: {steps: 5}}}]\n")
+    s = parse(kd + "tune:\n  distill.temperature: [2, 8]\n  optimizer.lr: [0.01, 0.1]\n")
+    values = sorted(json.dumps(c.group["values"], sort_keys=True) for c in s.cells)
+    scratch = [v for v in values if "temperature" not in v]
+    assert len(s.cells) == 6 and len(scratch) == 2  # 2 x 2 kd settings, 2 rates from scratch
+    assert all(c.group["kind"] == "tune" for c in s.cells)
+    with pytest.raises(SuiteError, match=r"tune.prune.amount: sets a parameter of prune, and "
+                                         r"no cell names one"):
+        parse(kd + "tune:\n  prune.amount: [0.2, 0.5]\n")
+
+
 def test_cv_expands_into_folds_with_disjoint_validation():
     from modelopt.techniques.data import load
 
@@ -68,6 +90,9 @@ def test_tune_picks_by_validation_not_test():
     assert best.iloc[0]["accuracy"] == 0.70
     page = pages.suite_page(df, "t")
     assert "chosen on validation" in page and "optimizer.lr=0.01" in page
+    assert "validation split holds" not in page  # records that did not say its size
+    page = pages.suite_page(df.assign(val_samples=144), "t")
+    assert "The validation split holds 144 samples (one sample: 0.69 pt of accuracy)" in page
 
 
 def test_a_setting_that_lost_seeds_is_not_chosen_over_one_that_kept_them():
@@ -114,3 +139,30 @@ def test_the_cross_validation_table_puts_the_best_on_held_out_folds_first():
     order = [name for line in text.splitlines() for name in ("adamw", "sgd", "adam")
              if f"| {name} " in line]
     assert order == ["sgd", "adam", "adamw"], text
+    assert "| reference " in text.splitlines()[2]  # the first row's Δ is against itself
+
+
+def test_cross_validated_rows_differ_by_a_corrected_interval_paired_by_fold():
+    """Each row's test figure less the first row's, paired by fold and seed; the interval is
+    the corrected resampled t's (wider than the plain paired t's, since folds share
+    training samples)."""
+    from modelopt.results import stats
+
+    def fold(cell, name, k, seed, val, test):
+        return {**row(cell, seed, 0.01, val, test),
+                "cell": {**row(cell, 0, 0.01, 0, 0)["cell"], "optimizer": {"name": name}},
+                "group": {"kind": "cv", "id": name, "values": {"train.folds": 3, "train.fold": k}}}
+
+    base = [0.80, 0.82, 0.78, 0.81, 0.79, 0.80]
+    drop = [0.02, 0.03, 0.01, 0.02, 0.03, 0.02]
+    keys = [(k, s) for k in range(3) for s in range(2)]
+    df = pd.DataFrame([fold(f"a{k}", "adam", k, s, 0.9, b) for (k, s), b in zip(keys, base)]
+                      + [fold(f"b{k}", "sgd", k, s, 0.7, b - d)
+                         for (k, s), b, d in zip(keys, base, drop)])
+    text = tables.cv_table(df, report.aggregate(df))
+    diffs = [-d for d in drop]
+    lo, hi = stats.cv_ci(diffs, 3)
+    plain = stats.paired_ci(base, [b - d for b, d in zip(base, drop)])
+    assert hi - lo > plain[1] - plain[0]
+    sgd = next(line for line in text.splitlines() if "| sgd " in line)
+    assert f"-2.2 pt [{100 * lo:+.1f}, {100 * hi:+.1f}]" in sgd, text

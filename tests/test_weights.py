@@ -94,6 +94,22 @@ def test_weights_that_do_not_fit_are_refused_before_anything_runs(tmp_path):
         load(str(path))
 
 
+def test_weights_for_another_number_of_image_channels_name_the_channels_key():
+    from modelopt.techniques.errors import TechniqueError
+    from modelopt.techniques.weights import load_into
+
+    def net(channels):
+        return torch.nn.Sequential(torch.nn.Conv2d(channels, 4, 3), torch.nn.Flatten(),
+                                   torch.nn.LazyLinear(2))
+
+    rgb = {k: v for k, v in net(3).state_dict().items() if not k.startswith("2.")}
+    grey = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))
+    with pytest.raises(TechniqueError, match=r"0.weight takes 3 input channel\(s\), and the "
+                                             r"images here have 1: give the dataset "
+                                             r"`channels: 3`"):
+        load_into(grey, rgb, "rgb.pth", outputs=2)
+
+
 def test_checkpoints_wrappers_and_other_formats_load(tmp_path):
     """A checkpoint dict (its state_dict found, or under the key named), DDP's `module.`
     prefix, a Lightning module's (`model.` before every name), safetensors, and a source of
@@ -313,6 +329,23 @@ def test_a_cell_that_trains_nothing_and_loads_nothing_is_warned(tmp_path):
     path.write_text(path.read_text().replace("weights:", "weight:"))
     with pytest.raises(SuiteError, match=r"no parameter 'weight' \(did you mean 'weights'\?\)"):
         load(str(path))
+
+
+def test_a_distill_teacher_loading_weights_without_steps_is_warned(tmp_path):
+    """A teacher is a cell of its own: given weights and no steps, it is fine-tuned 1,000
+    steps before it teaches, as a cell is; said at load, naming the student."""
+    trained_file(tmp_path)
+    path = tmp_path / "kd.yaml"
+    teacher = "{model: {name: mlp, hidden: 16, weights: model.pth}TRAIN}"
+    text = SUITE.replace("PLUGINS", "").replace(", weights: WEIGHTS", "").replace(
+        "HIDDEN", "8").replace("  quantize: [none, int8_dynamic]",
+                               f"  distill: [{{name: kd, teacher: {teacher}}}]")
+    path.write_text(text.replace("TRAIN", ""))
+    said = [w for w in load(str(path)).warnings if "distill teacher" in w]
+    assert len(said) == 1 and "its distill teacher would load trained weights and train " \
+        "them 1000 more steps" in said[0] and "distill=kd" in said[0]
+    path.write_text(text.replace("TRAIN", ", train: {steps: 0}"))
+    assert not [w for w in load(str(path)).warnings if "distill teacher" in w]
 
 
 def test_compare_pairs_a_cell_with_retrained_weights_and_re_times_it(tmp_path):

@@ -179,8 +179,8 @@ class Comparison:
     common: int = -1  # cells on both sides; none in common is a failure whatever is allowed
     not_retimed: dict[str, str] = field(default_factory=dict)  # cell_id -> why
     machines: str = ""  # where the two sides' CPUs differ, said so
-    tolerances: str = ""  # where the two suites set other tolerances, said so
     data: str = ""  # where the two sides read different data files or your code, said so
+    tolerances: str = ""  # where the two suites set other tolerances, said so
 
     @property
     def regressions(self) -> list[Row]:

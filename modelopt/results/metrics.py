@@ -49,6 +49,11 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("time_to_target_s", "time to target s", "f1", False, unit="s", timing=True),
     _m("teacher_accuracy", "teacher %", "pct", True, "points", _POINT, "fraction"),
     _m("teacher_cached", "teacher cached", "bool"),
+    _m("teacher_params", "teacher params", "int"),
+    _m("teacher_train_seconds", "teacher train s", "f1", unit="s"),  # its own training, once
+    # the test split's most common class's share: what always answering it scores; a
+    # teacher at or below it teaches nothing (its classes in another order?)
+    _m("teacher_majority", "majority class %", "pct"),
     # the trained network came from another cell of the run with the same training (dense.py)
     _m("dense_reused", "dense reused", "bool"),
     # ---- what the model costs (counts are exact: the same seed gives the same model)
@@ -92,6 +97,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     # ---- data
     _m("train_samples", "train samples", "int"),
     _m("test_samples", "test samples", "int"),  # what one point of accuracy is
+    _m("val_samples", "validation samples", "int"),  # what a tuned choice is made on
     _m("duplicates_dropped", "duplicates dropped", "int"),
     _m("input_mb_dense", "input MB dense", "f2", unit="MB"),
     _m("input_mb_sparse", "input MB sparse", "f2", unit="MB"),

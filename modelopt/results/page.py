@@ -105,6 +105,19 @@ def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:
             + (_grain(d, sizes[0]) if len(sizes) == 1 and one_dataset else ""))
 
 
+def _val_split(d: pd.DataFrame) -> str:
+    """How many samples the choice was made on: settings a point apart on 150 samples are
+    one or two samples apart."""
+    if "val_samples" not in d.columns or not d["val_samples"].notna().any():
+        return ""
+    sizes = sorted({int(n) for n in d["val_samples"].dropna()})
+    span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
+    grain = (f" (one sample: {100 / max(sizes[0], 1):.2g} pt of accuracy)"
+             if "accuracy" in d.columns else "")
+    return (f" The validation split holds {span} samples{grain}: settings closer than their "
+            "seeds' spread, or than a few samples, are not told apart.")
+
+
 def _grain(d: pd.DataFrame, n: int) -> str:
     """What one test sample is worth in accuracy, and the split's own sampling noise at the
     cells' accuracy: a loaded model evaluated once has no seeds to show it, and +11 pt on
@@ -158,11 +171,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
         COUNTS, SPEEDUPS,
         "",
     ]
-    tune = tune_table(agg, primary)
-    if tune:  # for a tuned suite the choice is the headline; every setting follows
-        lines += ["## Tuned: the best setting per cell, chosen on validation", "",
-                  "Each row's setting has the best mean validation score over the seeds; the "
-                  "test figure beside it was never used for the choice.", "", tune, ""]
+    lines += _chosen(d, agg, primary)
     kinds = list(dict.fromkeys(agg["task"]))
     for task in kinds:  # cells of two tasks are never ranked together
         lines += _task_sections(d, agg[agg["task"] == task], task, baseline, timing_doc,
@@ -174,6 +183,30 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     for title, path in plots:
         lines += [f"## {title}", "", f"![{title}]({path})", ""]
     return "\n".join(lines)
+
+
+def _chosen(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
+    """A tuned suite's choice, or a cross-validated suite's figures over its folds: its
+    result, first; each setting's or fold's row follows."""
+    tune, cv = tune_table(agg, primary), cv_table(d, agg, primary)
+    if tune:
+        return ["## Tuned: the best setting per cell, chosen on validation", "",
+                "Each row's setting has the best mean validation score over the seeds; the "
+                "test figure beside it was never used for the choice." + _val_split(d),
+                "", tune, ""]
+    if cv:
+        return ["## Cross-validated: each cell over its folds", "", CV_WORDS, "", cv, ""]
+    return []
+
+
+CV_WORDS = (
+    "Each of the k folds of the training split is the validation split once, while the model "
+    "trains on the other k − 1 (with 2 folds, on half the training split: its figures sit below "
+    "a model trained on all of it). Figures are mean ± std over every fold × seed; test is the "
+    "test split, which takes no part in any fold. Δ is each row's test figure less the first "
+    "row's, paired by fold and seed, with the corrected resampled t-interval (Nadeau & Bengio, "
+    "2003: the folds share training samples, so a plain t-interval would be too narrow). The "
+    "rows below, one per fold, are single folds.")
 
 
 def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
@@ -195,9 +228,6 @@ def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:
                       "the same format (1 = fastest; ≈: another cell's latency is within 3 %, "
                       "the noise between two models of one architecture), mean ± std over "
                       "seeds.", "", ranked, ""]
-    cv = cv_table(d, agg, primary)
-    if cv:
-        lines += ["## Cross-validation", "", cv, ""]
     home = take_home(d, agg)
     if home:
         lines += ["## Take it home: what each cell ships, in the run directory", "",

@@ -8,7 +8,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
-from modelopt.results import tasks
+from modelopt.results import stats, tasks
 from modelopt.results.headline import shipped_figure
 from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
 from modelopt.results.order import ranked
@@ -27,7 +27,8 @@ def tuned(agg: pd.DataFrame) -> pd.DataFrame:
         whole = g[g["n"] == g["runs"]]
         best = (whole if whole["val_score"].notna().any() else g)
         best = best.loc[best["val_score"].idxmax()].copy()
-        best["chosen"] = ", ".join(f"{k}={v}" for k, v in best["group"]["values"].items())
+        best["chosen"] = ", ".join(f"{k}={v}" for k, v in best["group"]["values"].items()) \
+            or "– (no tuned technique)"
         best["candidates"] = len(g)
         rows.append(best)
     return pd.DataFrame(rows)
@@ -65,14 +66,16 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
 
 def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> str:
     """Cross-validation: mean ± std over every fold x seed of each matrix cell, best on the
-    held-out folds first (validation scores are higher-better, as `tune` chooses by)."""
+    held-out folds first (validation scores are higher-better, as `tune` chooses by), and
+    each row's test figure against the first row's, paired by fold and seed, with the
+    corrected resampled t-interval (stats.cv_ci)."""
     cv = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "cv")]
     if cv.empty:
         return ""
     folds_of = cv.groupby(cv["group"].map(lambda x: x["id"]), sort=False)
     kind = _kind(metric)
     labels = [c for c in label_columns(cv) if c != "axis:train"]
-    rows, scores = [], []
+    rows, scores, by_run, k = [], [], [], 0
     for _, g in folds_of:
         runs = df[df["cell_id"].isin(g["cell_id"]) & (df["status"] == "ok")]
         vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
@@ -81,16 +84,38 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
             fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
             len(g), len(vals)])
         scores.append({**g.iloc[0][["cell_id", *labels]], "val_score": val.mean()})
-    rows = [rows[i] for i in ranked(pd.DataFrame(scores), "val_score").index]
-    headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}", "folds",
-                                          "n (folds × seeds)"]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+        by_run.append({(grp["values"].get("train.fold"), s): v for grp, s, v in
+                       zip(runs.loc[vals.index, "group"], runs.loc[vals.index, "seed"], vals)})
+        k = max(k, len(g))
+    order = list(ranked(pd.DataFrame(scores), "val_score").index)
+    first = by_run[order[0]]
+    out = []
+    for i in order:
+        pairs = [(first[key], v) for key, v in by_run[i].items() if key in first]
+        out.append(rows[i][:-2] + [_cv_delta(pairs, k, kind) if i != order[0] else "reference"]
+                   + rows[i][-2:])
+    headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}",
+                                          "Δ test [95 % interval]", "folds", "n (folds × seeds)"]
+    return tabulate(out, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+def _cv_delta(pairs: list[tuple[float, float]], folds: int, kind: str) -> str:
+    diffs = [c - b for b, c in pairs]
+    if not diffs:
+        return "–"
+    ci = stats.cv_ci(diffs, folds)
+    scale, unit, form = (100, " pt", "+.1f") if kind == "pct" else (1, "", "+.3g")
+    mean = sum(diffs) / len(diffs) * scale
+    return f"{mean:{form}}{unit}" + ("" if ci is None else
+                                     f" [{ci[0] * scale:{form}}, {ci[1] * scale:{form}}]")
 
 
 def distill_table(agg: pd.DataFrame) -> str:
     """Per distilled student: the teacher, the same student from scratch (same data, same
     seeds), the distilled student and the difference, in its task's headline figure (a
-    suite may hold several tasks), mean ± std over seeds."""
+    suite may hold several tasks), mean ± std over seeds; the teacher's and the student's
+    parameters and the teacher's own training time (the cost its figure hides). A note names
+    teachers no better than always answering the test split's most common class."""
     ok = agg[agg["n"] > 0]
     students = ok[ok["cell"].map(lambda c: bool(c.get("distill")))]
     if students.empty:
@@ -102,7 +127,7 @@ def distill_table(agg: pd.DataFrame) -> str:
     scratch = {without_distill(c): r for c, (_, r) in zip(ok["cell"], ok.iterrows())
                if not c.get("distill")}
     labels = [c for c in label_columns(ok) if c != "axis:distill"]
-    rows = []
+    rows, blind = [], []
     for _, r in students.iterrows():
         d, primary = r["cell"]["distill"], tasks.headline(r["task"])
         kind, base = _kind(primary), scratch.get(without_distill(r["cell"]))
@@ -110,15 +135,24 @@ def distill_table(agg: pd.DataFrame) -> str:
             f"{100 * (r[primary] - base[primary]):+.1f} pt" if kind == "pct"
             else f"{r[primary] - base[primary]:+.3g}")
         teacher = f"teacher_{primary}"
+        name = spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"})
         rows.append([r[c] for c in labels] + [
-            spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"}),
-            _title(primary), fmt(r.get(teacher), r.get(f"{teacher}_std"), kind),
+            name, _title(primary), fmt(r.get(teacher), r.get(f"{teacher}_std"), kind),
             fmt(base[primary], base[f"{primary}_std"], kind) if base is not None else "–",
-            fmt(r[primary], r[f"{primary}_std"], kind), delta, int(r["n"])])
+            fmt(r[primary], r[f"{primary}_std"], kind), delta,
+            f"{figure(r, 'teacher_params')} → {figure(r, 'params')}",
+            figure(r, "teacher_train_seconds"), int(r["n"])])
+        if (r.get("teacher_majority") or 0) > 0 and r.get(teacher) <= r["teacher_majority"]:
+            blind.append(f"{joined(r, labels) or name} ({fmt(r.get(teacher), None, kind)}, "
+                         f"majority class {fmt(r['teacher_majority'], None, kind)})")
     headers = [c[5:] for c in labels] + ["distillation", "figure", "teacher",
                                           "student from scratch", "student distilled", "Δ",
-                                          "n"]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+                                          "params teacher → student", "teacher train s", "n"]
+    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+    return table + ("" if not blind else (
+        "\n\nNo better than always answering the test split's most common class: the teacher "
+        f"of {'; '.join(blind)}. A state_dict trained with its classes in another order "
+        "teaches them wrongly: give the dataset `classes:` in the teacher's order."))
 
 
 def scaling_table(agg: pd.DataFrame) -> str:

@@ -219,6 +219,7 @@ def _merge(cell: Cell, trained: Trained, compressed: Compressed, test: dict,
     # the budget's, not the technique's (the report's headline says so)
     metrics["steps_total"] = outcome.steps + (pruned.finetuned_steps if pruned else 0)
     metrics["test_samples"] = len(trained.data.y_test)  # the figures' own sampling: 1 of N
+    metrics["val_samples"] = len(trained.data.y_val)  # what tune and early stopping read
     metrics.update({**deployed.info, **deployed.test, **counts, **extra_figures})
     if outcomes.KEY in metrics:  # the shipped model's, as its figures are: not a figure
         extra[outcomes.KEY] = metrics.pop(outcomes.KEY)

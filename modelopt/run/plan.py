@@ -121,7 +121,12 @@ def teacher(student: Cell, seed: int, backend, data: data_mod.Data) -> tuple[nn.
     net = distill.frozen(trained.net)
     task = tasks.of(data)
     figure = task.headline_of(score(predict(net, data.x_test, backend), data.y_test, data.task))
-    return net, {"teacher_cached": cached, f"teacher_{task.info.headline}": figure}
+    info = {"teacher_cached": cached, f"teacher_{task.info.headline}": figure,
+            "teacher_params": sum(p.numel() for p in net.parameters()),
+            "teacher_train_seconds": trained.outcome.train_seconds}
+    if task.info.headline == "accuracy" and len(data.y_test):  # a classifier's
+        info["teacher_majority"] = float(data.y_test.bincount().max()) / len(data.y_test)
+    return net, info
 
 
 def finetuner(cell: Cell, data: data_mod.Data, backend, seed: int):

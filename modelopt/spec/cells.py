@@ -193,6 +193,20 @@ def resolve_cell(defaults: dict, overrides: dict, regs: dict[str, Registry],
     return out
 
 
+def _streamed_preprocess(specs: list[dict], dname: str, regs: dict[str, Registry]) -> None:
+    """A split streamed from files is never whole in memory: only preprocessing that reads
+    the labels alone applies (subsample); scaling is the dataset's own (mean / std)."""
+    reg = regs["preprocess"]
+    for spec in specs:
+        if not reg.info(spec["name"]).streams:
+            fit = [n for n in reg.names() if reg.info(n).streams and n != "none"]
+            raise RegistryError(f"preprocess '{spec['name']}' cannot apply to dataset "
+                                f"'{dname}': it streams its training split from files, never "
+                                f"whole in memory, and only {', '.join(fit)} (which reads the "
+                                "labels alone) applies to it; the dataset's own parameters "
+                                "scale and augment its images, or `augment`")
+
+
 def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
     """Inputs the dataset gives must suit the model and the augmentations; the loss and
     distillation must suit the task."""
@@ -204,10 +218,8 @@ def _check_compatible(cell: dict, regs: dict[str, Registry]) -> None:
     teacher = (cell.get("distill") or {}).get("teacher")
     if teacher:  # it reads the student's inputs and scores the student's task
         _model_fits(teacher["model"], "distill teacher's model", dname, kind, task, regs)
-    if cell.get("preprocess") and regs["dataset"].info(dname).workers is not None:
-        raise RegistryError(f"preprocess cannot apply to dataset '{dname}': it streams its "
-                            "training split from files, never whole in memory; use its own "
-                            "parameters (size, augmentation) or `augment`")
+    if dinfo.workers is not None:
+        _streamed_preprocess(cell.get("preprocess") or [], dname, regs)
     if cell["train"].get("folds") and dinfo.fixed_validation:
         raise RegistryError(f"cv does not apply to dataset '{dname}': it fixes its validation "
                             "split by position (run without cv)")

@@ -30,7 +30,8 @@ class DatasetInfo:
     preflight: Callable[[dict], None] | None = None
     # streams its training split from files in DataLoader worker processes: how many
     # workers, from its parameters (the scheduler counts them as cores the cell takes).
-    # The training split is then not in memory, so preprocessing cannot apply.
+    # The training split is then not in memory: only preprocessing that reads the labels
+    # alone (PreprocessInfo.streams) applies.
     workers: Callable[[dict], int] | None = None
     # fixes its validation split (a corpus: by position), so cv cannot carve folds of it
     fixed_validation: bool = False
@@ -73,6 +74,9 @@ class PreprocessInfo:
     last: bool = False  # changes how inputs are stored: nothing may follow it
     # keeps a subset of the training rows (a KD teacher still trains on all of them)
     selects_rows: bool = False
+    # needs the labels alone, not the inputs: it applies to a training split streamed from
+    # files too (an image folder's)
+    streams: bool = False
 
 
 @dataclass(frozen=True)

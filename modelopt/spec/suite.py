@@ -184,11 +184,15 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
         return config
 
     cells, seen, named = [], set(), {}  # named: each cell as the matrix wrote it
+    tuned: set[str] = set()  # the tune keys some cell names the technique of
     for combo in combos:
         label = ", ".join(f"{k}={short(v) if v is not None else UNNAMED.get(k, 'none')}"
                           for k, v in combo.items())  # deploy=eager, as the tables name it
         base = resolved(f"cell [{label}]" if label else "defaults", combo)  # no matrix: one cell
         for kind, values in variants:
+            if kind == "tune":  # a technique's parameter, where the cell names the technique
+                values = {k: v for k, v in values.items() if base.get(k.partition(".")[0])}
+                tuned.update(values)
             where = f"{kind} [{', '.join(filter(None, (label, str(values))))}]"
             config = resolved(where, {**combo, **values}) if values else base
             group = {"kind": kind, "id": cell_id(base), "values": values} if kind else None
@@ -197,16 +201,9 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
                 seen.add(cell.cell_id)
                 cells.append(cell)
                 named[cell.cell_id] = where if values else (label or "defaults")
-    if spec.match_budget:
-        if spec.tune or spec.cv:
-            raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
-                             "matched rows as a suite of their own")
-        cells += budget.matched(cells, path)
+    cells += _matched(spec, cells, tuned, path)
     inputs = {c.cell_id: _inputs(c, path) for c in cells}
-    identity: dict = {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}
-    if any(inputs.values()):  # data files, the user's code: changed, another content
-        identity["inputs"] = sorted({json.dumps(i, sort_keys=True) for i in inputs.values()})
-    content_hash = hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    content_hash = _content_hash(spec, cells, inputs)
     merges = tuple(_merge_warning(i, joined, spec.include[i], _config_of(defaults, joined[0], regs))
                    for i, joined in merged)
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
@@ -215,6 +212,26 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
                  patterns.expected_failures(spec, cells, guard, regs),
                  _baseline(spec, cells, guard, regs, merges),
                  {cid: i for cid, i in inputs.items() if i})
+
+
+def _matched(spec: SuiteFile, cells: list[Cell], tuned: set[str], path: str) -> list[Cell]:
+    """Every tune key names a technique some cell has; match_budget's extra rows."""
+    for key in set(spec.tune or {}) - tuned:
+        raise SuiteError(path, f"tune.{key}", f"sets a parameter of {key.partition('.')[0]}, "
+                         "and no cell names one")
+    if not spec.match_budget:
+        return []
+    if spec.tune or spec.cv:
+        raise SuiteError(path, "match_budget", "is not combined with tune or cv; run the "
+                         "matched rows as a suite of their own")
+    return budget.matched(cells, path)
+
+
+def _content_hash(spec: SuiteFile, cells: list[Cell], inputs: dict) -> str:
+    identity: dict = {"seeds": spec.seeds, "cells": [c.cell_id for c in cells]}
+    if any(inputs.values()):  # data files, the user's code: changed, another content
+        identity["inputs"] = sorted({json.dumps(i, sort_keys=True) for i in inputs.values()})
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _baseline(spec: SuiteFile, cells: list[Cell], guard, regs, merges: tuple[str, ...]):

@@ -39,7 +39,10 @@ def warnings(cells: list[Cell], named: dict[str, str] | None = None) -> tuple[st
     the matrix wrote them, else by id)."""
     found: dict[str, list[str]] = {}
     for c in cells:
-        for why in _odd(c):
+        # a teacher is trained as a cell of its own, by the same defaults (1,000 steps)
+        teacher = [f"its distill teacher would {why}" for why in _odd(c.teacher())] \
+            if c.train.distill is not None else []
+        for why in _odd(c) + teacher:
             found.setdefault(why, []).append((named or {}).get(c.cell_id) or c.cell_id)
     return tuple(f"{len(ids)} cell(s) ({'; '.join(ids[:4])}{' ...' if len(ids) > 4 else ''})"
                  f": {why}" for why, ids in found.items())

@@ -23,7 +23,7 @@ def _dims(x: torch.Tensor, per_feature: bool) -> tuple[int, ...]:
     return (0,) if per_feature else tuple(range(x.dim()))
 
 
-@PREPROCESS.register("none")
+@PREPROCESS.register("none", streams=True)
 def none(data: Data, seed: int, /) -> Data:
     """Leave the inputs as they are."""
     return data
@@ -92,12 +92,14 @@ def minmax(data: Data, seed: int, /, low: float = 0.0, high: float = 1.0,
     return replace(data, x_train=f(data.x_train), x_val=f(data.x_val), x_test=f(data.x_test))
 
 
-@PREPROCESS.register("subsample", selects_rows=True)
+@PREPROCESS.register("subsample", selects_rows=True, streams=True)
 def subsample(data: Data, seed: int, /, fraction: Annotated[float, Field(gt=0, le=1)] = 0.1,
               balanced: bool = False) -> Data:
-    """Train on a random (or class-balanced) fraction of the training split."""
+    """Train on a random (or class-balanced: each class's share kept, at least one sample)
+    fraction of the training split, after validation is carved out (validation and test keep
+    every sample); an image folder's too, whose images stay on disk."""
     g = torch.Generator().manual_seed(20_011 + seed)
-    n = len(data.x_train)
+    n = data.n_train
     if balanced and tasks.of(data).info.class_outputs:
         keep = []
         for c in torch.unique(data.y_train):
@@ -108,6 +110,9 @@ def subsample(data: Data, seed: int, /, fraction: Annotated[float, Field(gt=0, l
     else:
         keep = torch.randperm(n, generator=g)[:max(1, int(round(n * fraction)))]
     info = {**data.info, "train_samples": len(keep)}
+    if data.stream is not None:  # the files' positions kept; nothing decoded
+        return replace(data, y_train=data.y_train[keep], stream=data.stream.take(keep),
+                       info=info)
     return replace(data, x_train=data.x_train[keep], y_train=data.y_train[keep], info=info)
 
 

@@ -149,9 +149,17 @@ def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
         head = next((k for k in own if k in state and state[k].shape != own[k].shape
                      and own[k].shape[:1] == (outputs,) and state[k].shape[1:] == own[k].shape[1:]),
                     None)
+        # the first layer's input channels alone: grey images for an RGB model, or back
+        stem = next((k for k in own if own[k].dim() == 4), None)
+        stem = stem if stem in state and state[stem].dim() == 4 and state[stem].shape[1] != \
+            own[stem].shape[1] and state[stem].shape[0] == own[stem].shape[0] else None
         if head and not hint:  # the output layer alone: the number of classes differs
             hint = (f"the data here has {outputs} classes (outputs), and the weights' "
                     f"{head} {state[head].shape[0]}: they were trained on other classes")
+        elif stem and not hint:
+            hint = (f"the weights' {stem} takes {state[stem].shape[1]} input channel(s), and "
+                    f"the images here have {own[stem].shape[1]}: give the dataset "
+                    f"`channels: {state[stem].shape[1]}`")
         raise TechniqueError(f"weights {path} do not fit the model its spec builds: "
                              + "; ".join(parts) + (f". {hint}" if hint else ""))
     net.load_state_dict(state)
