@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -320,6 +321,10 @@ def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
         runner.merge([o["c"]], o["m"])
     r = run_cli("run", str(p), "--shard", "1/3", "--out", o["a"], "--no-timing")
     assert r.returncode == 0 and "in all 1 ok of 1 (shard 1/3)" in r.stderr, r.stderr
+    with runner.writer_lock(Path(o["a"])):  # a shard still running: its last records to come
+        with pytest.raises(runner.RunLocked, match=r"a.? is being written by a modelopt run "
+                                                    r"\(pid \d+"):
+            runner.merge([o["a"], o["c"]], o["m"])
     r = run_cli("merge", o["a"], o["c"], "--out", o["m"])
     assert r.returncode == 0 and "1 of the suite's runs have no result" in r.stderr, r.stderr
     assert "model=" in r.stderr.split("no result")[1]  # named by its axes

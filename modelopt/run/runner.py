@@ -221,6 +221,22 @@ def writer_lock(out: Path):
         os.close(fd)
 
 
+def being_written(out: Path) -> str | None:
+    """Who holds the writer lock of a results directory (None: no run is writing it)."""
+    path = out / LOCK_FILE
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return path.read_text(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
+
+
 def scheduler(suite: Suite, out: Path, jobs: int, on_record, fail_fast: bool,
               executor: str = "local", ray_address: str | None = None,
               train_once: bool = True, own_dir: str | None = None) -> Scheduler:
@@ -309,6 +325,10 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
         raise ResumeError(why)
     for d in dirs:  # nothing is copied through a link to a file elsewhere
         no_links(d)
+        held = being_written(Path(d))
+        if held:  # its last records and models are still to come
+            raise RunLocked(f"{d} is being written by a modelopt run ({held}); merge it "
+                            "when that run has finished")
     records: dict = {}
     source: dict = {}  # the directory each kept record came from: its models come with it
     read = 0
