@@ -14,7 +14,6 @@ from torch import nn
 from modelopt.spec.cell import Choice, chosen
 from modelopt.spec.registries import OPTIMIZERS, REGULARIZERS, SCHEDULES
 from modelopt.spec.registry import NonNegative, Positive, PositiveInt, Probability
-from modelopt.techniques.errors import TechniqueError
 from modelopt.techniques.layers import tables
 
 Betas = tuple[Probability, Probability]
@@ -53,16 +52,18 @@ def optimizer(name: str, weight_decay: float = 0.0, **facts):
     return deco
 
 
-def taking_the_model(name: str, fn: Callable, weight_decay: float = 0.0) -> Callable:
+def taking_the_model(name: str, fn: Callable, weight_decay: float | None = 0.0) -> Callable:
     """The entry of `fn(params, /, ...)`: a function of the model that passes `fn` its
-    parameter groups, with `weight_decay` and `decay_all` added to what a suite may set."""
+    parameter groups, with `weight_decay` and `decay_all` added to what a suite may set
+    (`weight_decay=None`: the optimizer has none, and a suite setting it is refused when it
+    loads)."""
     first = next(iter(inspect.signature(fn).parameters.values()), None)
     if first is None or first.kind is not first.POSITIONAL_ONLY:
         # else the suite would be asked for the groups, as a parameter of its own
         raise TypeError(f"optimizer '{name}': {fn.__name__} takes the parameter groups "
                         f"first, positional-only: def {fn.__name__}(params, /, lr=...)")
 
-    def entry(model, /, *, weight_decay: float = weight_decay, decay_all: bool = False,
+    def entry(model, /, *, weight_decay: float = weight_decay or 0.0, decay_all: bool = False,
               **params) -> torch.optim.Optimizer:
         made = fn(param_groups(model, weight_decay, decay_all), **params)
         if not isinstance(made, torch.optim.Optimizer):  # e.g. a `return` left out
@@ -73,12 +74,12 @@ def taking_the_model(name: str, fn: Callable, weight_decay: float = 0.0) -> Call
     own = [p for p in inspect.signature(fn).parameters.values()
            if p.kind is not p.POSITIONAL_ONLY]
     kw = inspect.Parameter.KEYWORD_ONLY
+    decays = [inspect.Parameter("weight_decay", kw, default=weight_decay, annotation=NonNegative),
+              inspect.Parameter("decay_all", kw, default=False, annotation=bool)]
+    decays = decays if weight_decay is not None else []
     entry.__signature__ = inspect.Signature([
-        inspect.Parameter("model", inspect.Parameter.POSITIONAL_ONLY), *own,
-        inspect.Parameter("weight_decay", kw, default=weight_decay, annotation=NonNegative),
-        inspect.Parameter("decay_all", kw, default=False, annotation=bool)])
-    entry.__annotations__ = {**fn.__annotations__, "weight_decay": NonNegative,
-                             "decay_all": bool}
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_ONLY), *own, *decays])
+    entry.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in decays}}
     entry.__doc__, entry.__name__, entry.__module__ = fn.__doc__, fn.__name__, fn.__module__
     return entry
 
@@ -92,7 +93,7 @@ def by_import_path(name: str, fn: Callable) -> Callable:
     return taking_the_model(name, fn)
 
 
-def _groups_first(name: str, cls: type) -> tuple[Callable, float]:
+def _groups_first(name: str, cls: type) -> tuple[Callable, float | None]:
     """`cls(params, lr=..., ...)` as `fn(params, /, lr=..., ...)`, with its own default of
     weight_decay (AdamW's 0.01), which the parameter groups carry, and the `Tensor` left
     out of annotations such as `lr: float | Tensor` (a suite writes numbers)."""
@@ -114,10 +115,7 @@ def _groups_first(name: str, cls: type) -> tuple[Callable, float]:
            for p in rest if p.name != "weight_decay"
            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]  # not *args, **kwargs
 
-    def fn(params, /, **kw) -> torch.optim.Optimizer:
-        if decay is None and any(g.get("weight_decay") for g in params):
-            raise TechniqueError(f"optimizer '{name}': {cls.__name__} takes no weight_decay; "
-                                 "leave weight_decay out")
+    def fn(params, /, **kw) -> torch.optim.Optimizer:  # no weight decay: none in its groups
         return cls([{k: v for k, v in g.items() if k != "weight_decay" or decay}
                     for g in params], **kw)
 
@@ -126,7 +124,9 @@ def _groups_first(name: str, cls: type) -> tuple[Callable, float]:
     fn.__annotations__ = {p.name: p.annotation for p in own}
     fn.__name__ = cls.__name__
     fn.__doc__ = (inspect.getdoc(cls) or cls.__name__).split("\n\n")[0]
-    return fn, float(decay.default) if decay and decay.default is not decay.empty else 0.0
+    if decay is None:
+        return fn, None
+    return fn, float(decay.default) if decay.default is not decay.empty else 0.0
 
 
 def _numbers_only(hint):
