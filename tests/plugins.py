@@ -133,6 +133,24 @@ def tiny_net(input_shape: tuple, num_outputs: int, /, width: int = 8) -> nn.Modu
                          nn.Linear(width, num_outputs))
 
 
+class _Attending(nn.Module):
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.embed, self.attn = nn.Linear(n_in, 16), nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, n_out)
+
+    def forward(self, x):
+        h = self.embed(x.flatten(1)).unsqueeze(1)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].squeeze(1))
+
+
+def attending_net(input_shape: tuple, num_outputs: int, /) -> nn.Module:
+    """Not registered (`tests.plugins:attending_net`): a layer of nn.MultiheadAttention."""
+    import math
+
+    return _Attending(math.prod(input_shape), num_outputs)
+
+
 def plain_nadam(params, /, lr: float = 2e-3, momentum_decay: float = 4e-3):
     """Not registered: suites name it by import path, `tests.plugins:plain_nadam`."""
     import torch

@@ -1,3 +1,4 @@
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -145,6 +146,24 @@ def test_structured_pruning_refuses_attention_it_cannot_slim_saying_why():
     with pytest.raises(TechniqueError, match=r"l1_structured: nn.MultiheadAttention \(attn\) "
                                              r"cannot lose channels here"):
         run({"name": "l1_structured", "amount": 0.5}, Attending())
+
+
+def test_structured_pruning_of_attention_fails_the_cell_before_it_trains():
+    from modelopt.run.cell import run_cell
+
+    suite = parse("""
+name: attending
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 200, n_features: 8, n_classes: 3}
+  model: "tests.plugins:attending_net"
+  train: {steps: 400}
+  prune: {name: l1_structured, amount: 0.5}
+""")
+    with pytest.raises(TechniqueError, match=r"cannot lose channels here") as refused:
+        run_cell(suite.cells[0], 0)
+    frames = [f.name for f in traceback.extract_tb(refused.value.__traceback__)]
+    assert "build_net" in frames and "fit" not in frames  # refused, not trained first
 
 
 class Transposed(nn.Module):

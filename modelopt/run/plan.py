@@ -13,7 +13,7 @@ from modelopt.run.train import Diverged, Outcome, Plan, fit, predict, score
 from modelopt.spec.cell import Cell
 from modelopt.spec.schema import DEFAULT_STEPS, TrainConfig
 from modelopt.techniques import data as data_mod
-from modelopt.techniques import distill, losses, models, optim, preprocess, tasks
+from modelopt.techniques import distill, losses, models, optim, preprocess, prune, tasks
 
 
 def total_steps(settings: TrainConfig, n_train: int, full_batch: bool) -> int:
@@ -84,6 +84,9 @@ def build_net(cell: Cell, data: data_mod.Data, device, seed: int) -> nn.Module:
     net = models.build(cell.model, data.input_shape, data.num_outputs).to(device)
     models.check_forward(net, data.x_test[:3].to(device), cell.model.name)
     models.check_classes(net, data, cell.model.name)
+    pruning = cell.compress.prune
+    if pruning is not None and pruning.info.structured:  # refused now, not after training
+        prune.structurally_prunable(net, pruning.name)
     return net
 
 

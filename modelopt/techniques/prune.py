@@ -290,7 +290,7 @@ def apply(spec: Choice | dict, model: nn.Module, data: Data, finetune) -> Pruned
     spec = as_choice("prune", spec)
     p: Pruning = spec.build()
     if p.structured:
-        _structurally_prunable(model, spec.name)
+        structurally_prunable(model, spec.name)
     before, zeros_before = _histogram(model), _zeros(model)
     example = data.x_test[:1]
     calib = _calibration(p, data) if p.structured else None  # the same batches every round
@@ -345,10 +345,11 @@ def _out_proj_masks(mha: nn.MultiheadAttention, inputs) -> None:
             hook(mha.out_proj, inputs)
 
 
-def _structurally_prunable(model: nn.Module, method: str) -> None:
+def structurally_prunable(model: nn.Module, method: str) -> None:
     """nn.MultiheadAttention keeps its query/key/value projections in one bare parameter,
     which the masks (weights and biases of layers) do not reach: the slimmed model then
-    differed from the masked one and the cell failed on a number that named no cause."""
+    differed from the masked one and the cell failed on a number that named no cause. Checked
+    where the network is built, before it trains, and again where it is pruned."""
     found = [n or "the model" for n, m in model.named_modules()
              if isinstance(m, nn.MultiheadAttention)]
     if found:
