@@ -511,3 +511,24 @@ def test_a_joined_include_suggests_a_matrix_value_that_works():
     assert "`train.batch_size: [100]`" in said and "`optimizer.lr: [0.001]`" in said, said
     fixed = parse(text.replace("{more}", "  train.batch_size: [100]\n  optimizer.lr: [0.001]\n"))
     assert len(fixed.cells) == 4 and not fixed.warnings
+
+
+def test_a_teacher_optimised_otherwise_than_the_suites_defaults_is_warned():
+    """A teacher takes only the keys it names: the suite's AdamW does not reach it, and the
+    page's teacher (trained with Adam) read worse than the student, unexplained."""
+    text = """
+name: kd
+seeds: [0]
+defaults:
+  dataset: {name: synthetic, n_samples: 200}
+  model: linear
+  optimizer: {name: adamw, lr: 0.003}
+  train: {steps: 10}
+matrix:
+  distill: [none, {name: kd, teacher: {model: {name: mlp, hidden: 8}TEACHER}}]
+"""
+    said = [w for w in parse(text.replace("TEACHER", "")).warnings if "distill teacher" in w]
+    assert len(said) == 1 and "trains with optimizer adam(" in said[0]
+    assert "not the suite's defaults' adamw(lr=0.003" in said[0] and "distill=kd" in said[0]
+    named = text.replace("TEACHER", ", optimizer: {name: adamw, lr: 0.003}")
+    assert not [w for w in parse(named).warnings if "distill teacher" in w]

@@ -208,7 +208,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
                    for i, joined in merged)
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
                  merges + tuple(unused) + _seen_validation(spec, cells)
-                 + training.warnings(cells, named),
+                 + training.warnings(cells, named, spec.defaults, regs),
                  patterns.expected_failures(spec, cells, guard, regs),
                  _baseline(spec, cells, guard, regs, merges),
                  {cid: i for cid, i in inputs.items() if i})

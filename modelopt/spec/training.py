@@ -34,15 +34,17 @@ def needs_validation(config: dict) -> None:
 CELL_CHECKS.append(needs_validation)
 
 
-def warnings(cells: list[Cell], named: dict[str, str] | None = None) -> tuple[str, ...]:
+def warnings(cells: list[Cell], named: dict[str, str] | None = None,
+             defaults: dict | None = None, regs=None) -> tuple[str, ...]:
     """The suite's warnings about its cells' training, each naming its cells (`named`: as
-    the matrix wrote them, else by id)."""
+    the matrix wrote them, else by id); `defaults`: the suite's, as written."""
     found: dict[str, list[str]] = {}
+    builtin = _teachers_defaults(defaults or {}, regs)
     for c in cells:
         # a teacher is trained as a cell of its own, by the same defaults (1,000 steps)
         teacher = [f"its distill teacher would {why}" for why in _odd(c.teacher())] \
             if c.train.distill is not None else []
-        for why in _odd(c) + teacher:
+        for why in _odd(c) + teacher + _not_the_suites(c, builtin):
             found.setdefault(why, []).append((named or {}).get(c.cell_id) or c.cell_id)
     return tuple(f"{len(ids)} cell(s) ({'; '.join(ids[:4])}{' ...' if len(ids) > 4 else ''})"
                  f": {why}" for why, ids in found.items())
@@ -72,6 +74,38 @@ def _odd(c: Cell) -> list[str]:
         out.append(f"train.target {settings.target:g} is above 1, and a {c.task} validation "
                    "score (accuracy, R²) is at most 1: it is never reached (0.8 is 80 %)")
     return out
+
+
+# how a teacher is optimised: what it does not name is the built-in default's, never the
+# suite's defaults' (its training is its own; the student's data it shares)
+HOW = ("optimizer", "schedule", "regularization", "loss")
+
+
+def _teachers_defaults(defaults: dict, regs) -> dict[str, tuple]:
+    """Per key of HOW the suite's defaults set otherwise than the built-in default:
+    (the built-in's, the suite's), checked as a teacher's are."""
+    from modelopt.spec import keys as K
+    from modelopt.spec.cells import check_spec, normalize
+
+    out = {}
+    for key in HOW:
+        if regs is None or defaults.get(key) is None:
+            continue
+        builtin = check_spec(key, normalize(key, K.DEFAULTS.get(key)), regs)
+        theirs = check_spec(key, normalize(key, defaults[key]), regs)
+        if theirs != builtin:
+            out[key] = (builtin, theirs)
+    return out
+
+
+def _not_the_suites(c: Cell, builtin: dict[str, tuple]) -> list[str]:
+    from modelopt.spec.patterns import short
+
+    teacher = c.train.distill.params.get("teacher") if c.train.distill is not None else None
+    return [f"its distill teacher trains with {key} {short(mine)}, the built-in default, not "
+            f"the suite's defaults' {short(theirs)}: a teacher takes only the keys it names; "
+            f"give it `{key}:` to train it so" for key, (mine, theirs) in builtin.items()
+            if teacher and teacher.get(key) == mine]
 
 
 def _loads(c: Cell) -> bool:
