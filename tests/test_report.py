@@ -582,7 +582,7 @@ def test_a_fine_tuned_row_is_compared_with_the_dense_row_trained_as_long():
     bases, _ = report.baselines(agg, None)
     assert bases["p"]["cell_id"] == "d400" and bases["d300"]["cell_id"] == "d300"
     head = pages.suite_page(pd.DataFrame(rows), "s").split("## Every figure")[0]
-    assert "-10.0 pt" in head and "compared with a baseline trained as many" in head
+    assert "-10.0 pt" in head and "with a baseline is compared with one trained as many" in head
 
 
 def test_a_spread_is_given_to_two_significant_digits_and_large_figures_in_full():

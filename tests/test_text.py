@@ -188,6 +188,19 @@ def test_a_corpus_that_leaves_no_training_text_or_is_not_utf8_says_so(tmp_path):
         DATASETS.build("corpus", 0, path=str(latin))
 
 
+def test_a_window_longer_than_a_split_is_refused_when_the_suite_loads(tmp_path):
+    """It failed every cell once the run had started, naming no split."""
+    small = tmp_path / "small.txt"
+    small.write_text("hello world. " * 1500, encoding="utf-8")  # 19,500 characters
+    text = ("name: t\ndefaults: {dataset: {name: corpus, path: " + str(small)
+            + ", block_size: BLOCK}, model: {name: gpt, dim: 16, depth: 1, heads: 2}}\n")
+    with pytest.raises(SuiteError, match=r"defaults.dataset: corpus: its validation split "
+                                         r"holds 975 tokens, fewer than one window of "
+                                         r"block_size \+ 1 = 1025"):
+        parse(text.replace("BLOCK", "1024"))
+    assert parse(text.replace("BLOCK", "512")).cells
+
+
 def test_a_folder_of_txt_files_per_class(tmp_path):
     for cls, words in (("neg", "bad awful"), ("pos", "good great")):
         (tmp_path / cls).mkdir()

@@ -244,8 +244,8 @@ def _budgets(ok: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
                 "steps to tell (`match_budget: true`; docs/how-to/trained-weights.md: fair "
                 "budgets).")
     if bases:
-        return ("\n\nRows trained for different numbers of steps (*steps trained*); each is "
-                "compared with a baseline trained as many.")
+        return ("\n\nRows trained for different numbers of steps (*steps trained*); each row "
+                "with a baseline is compared with one trained as many.")
     return ("\n\nRows trained for different numbers of steps (*steps trained*: training and "
             "fine-tuning of the model that ships).")
 

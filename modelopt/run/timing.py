@@ -127,7 +127,9 @@ def time_artifacts(items: list[Artifact], plan: Plan = Plan(), threads: int = 1,
     note, k = "", 0
     while True:
         if progress:
-            progress(k, max(plan.processes, k + 1), note)
+            # past the processes planned, of the most it may run (the count does not creep)
+            progress(k, plan.processes if k < plan.processes else max(plan.max_processes, k + 1),
+                     note)
         # the first process decides which models are rebuilt: one verdict per model, so a
         # model is timed from the same source in every process
         jobs = [Job(a.key, str(a.path), None if a.key in out.skipped else a.recipe,

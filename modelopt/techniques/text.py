@@ -58,13 +58,49 @@ def _check_corpus(params: dict) -> None:
     path = params.get("path")
     if path is not None and not Path(path).expanduser().is_file():
         raise DataUnavailable(f"corpus: no file at {Path(path).expanduser().resolve()}")
+    block = params.get("block_size", 128)
+    for split, n in zip(SPLITS, _split_tokens(
+            path and str(Path(path).expanduser().resolve()), params.get("tokenizer", "char"),
+            params.get("validation_fraction", 0.05), params.get("test_fraction", 0.05),
+            params.get("max_chars"))):
+        _fits(n, block, split)
 
 
-def windows(ids: np.ndarray, block: int, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+SPLITS = ("training", "validation", "test")
+
+
+@functools.lru_cache(maxsize=8)
+def _split_tokens(path, tokenizer, validation_fraction, test_fraction, max_chars
+                  ) -> tuple[int, int, int]:
+    """How many tokens each split of the corpus holds (the suite's check: a window longer
+    than a split failed every cell once it ran)."""
+    train, val, test = _splits(read_corpus(path)[:max_chars], tokenizer, validation_fraction,
+                               test_fraction)[1:4]
+    return len(train), len(val), len(test)
+
+
+def _splits(text: str, tokenizer: str, validation_fraction: float, test_fraction: float):
+    """(tokenizer, training, validation and test token ids, the test text), split by
+    position."""
+    a = int(len(text) * (1 - validation_fraction - test_fraction))
+    b = int(len(text) * (1 - test_fraction))
+    if a <= 0 or b <= a:
+        raise ValueError("corpus: validation_fraction + test_fraction leave no training text")
+    tok = tokenize.make(tokenizer, text[:a])
+    return (tok, *(tok.encode(t) for t in (text[:a], text[a:b], text[b:])), text[b:])
+
+
+def _fits(n: int, block: int, split: str) -> None:
+    if n < block + 1:
+        raise ValueError(f"corpus: its {split} split holds {n} tokens, fewer than one window "
+                         f"of block_size + 1 = {block + 1}; lower block_size (or give the "
+                         f"{split} split a larger fraction)")
+
+
+def windows(ids: np.ndarray, block: int, stride: int, split: str = "a"
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and next-token targets of every window of block + 1 tokens, `stride` apart."""
-    if len(ids) < block + 1:
-        raise ValueError(f"corpus: a split of {len(ids)} tokens is shorter than one window of "
-                         f"block_size + 1 = {block + 1}; lower block_size")
+    _fits(len(ids), block, split)
     w = np.lib.stride_tricks.sliding_window_view(ids, block + 1)[::stride]
     w = torch.from_numpy(np.array(w))  # a copy: the window view is read-only
     return w[:, :-1].contiguous(), w[:, 1:].contiguous()
@@ -83,19 +119,14 @@ def corpus(seed: int, /, path: str | None = None, tokenizer: str = "char",
     position, `stride` apart in training (default: block_size, no overlap) and never
     overlapping in validation and test. Count-based baselines (n-gram, Kneser-Ney) are
     fitted on the same splits and recorded beside every cell's figures."""
-    text = read_corpus(path)[:max_chars]
-    a = int(len(text) * (1 - validation_fraction - test_fraction))
-    b = int(len(text) * (1 - test_fraction))
-    if a <= 0 or b <= a:
-        raise ValueError("corpus: validation_fraction + test_fraction leave no training text")
-    tok = tokenize.make(tokenizer, text[:a])
-    train, val, test = (tok.encode(t) for t in (text[:a], text[a:b], text[b:]))
-    x_train, y_train = windows(train, block_size, stride or block_size)
-    x_val, y_val = windows(val, block_size, block_size)
-    x_test, y_test = windows(test, block_size, block_size)
+    tok, train, val, test, test_text = _splits(read_corpus(path)[:max_chars], tokenizer,
+                                               validation_fraction, test_fraction)
+    x_train, y_train = windows(train, block_size, stride or block_size, "training")
+    x_val, y_val = windows(val, block_size, block_size, "validation")
+    x_test, y_test = windows(test, block_size, block_size, "test")
     # the baselines score the tokens the test windows predict, from the same streams
     covered = test[:len(x_test) * block_size + 1]
-    chars_per_token = len(text[b:]) / max(1, len(test))
+    chars_per_token = len(test_text) / max(1, len(test))
     nats = ngram.baselines(train, val[:len(x_val) * block_size + 1], covered, tok.vocab_size)
     info = {"tokenizer": tok.name, "vocab_size": tok.vocab_size, "seq_len": block_size,
             "chars_per_token": chars_per_token, "train_tokens": len(train),
