@@ -336,11 +336,18 @@ def test_thresholds_from_the_command_line(baseline, tmp_path):
     # latency is a ratio of re-timed models: a bare number would be misread
     assert cli(baseline, cur, "--fail-on", "latency_ms_p50:0.5").returncode == 2
     assert cli(baseline, cur, "--fail-on", "train_seconds:5%").returncode == 2  # not gated
-    # the suite's own tolerance, read from beside the results whichever way they are named
+    # the suites' own tolerance, read from beside the results whichever way they are named;
+    # the current suite alone cannot loosen its gate (the baseline's has the default)
+    import shutil
+
     meta = json.loads((baseline / "suite.json").read_text())
     (cur / "suite.json").write_text(json.dumps({**meta, "thresholds": {"accuracy": "5"}}))
-    assert cli(baseline, cur, "--no-retime").returncode == 0
-    assert cli(baseline / "results.jsonl", cur / "results.jsonl").returncode == 0
+    assert cli(baseline, cur, "--no-retime").returncode == 1
+    base = tmp_path / "base"
+    shutil.copytree(baseline, base, ignore=shutil.ignore_patterns("models", "dense"))
+    (base / "suite.json").write_text(json.dumps({**meta, "thresholds": {"accuracy": "5"}}))
+    assert cli(base, cur, "--no-retime").returncode == 0
+    assert cli(base / "results.jsonl", cur / "results.jsonl").returncode == 0
 
 
 def test_corrupt_baseline_exits_2_with_file_and_line(baseline, tmp_path):
@@ -507,13 +514,21 @@ def test_suite_thresholds_are_checked_before_anything_runs(tmp_path, thresholds,
         assert not (tmp_path / "out").exists()
 
 
-def test_the_baseline_suites_tolerances_judge_and_a_difference_is_said():
-    rules, note = compare.tolerances({"accuracy": "1"}, {"accuracy": "5", "f1_macro": "3"}, [])
-    assert rules["accuracy"].tolerance == 0.01 and rules["f1_macro"].tolerance == 0.03
+def test_the_stricter_suites_tolerance_judges_and_a_difference_is_said():
+    """A change can tighten its gate, never loosen it; a bad tolerance names whose it is."""
+    rules, note = compare.tolerances({"accuracy": "1"}, {"accuracy": "5", "f1_macro": "0.5",
+                                                         "r2": "0.5"}, [])
+    assert rules["accuracy"].tolerance == 0.01 and rules["f1_macro"].tolerance == 0.005
+    assert rules["r2"].tolerance == M.TABLE["r2"].tolerance  # 0.5 is looser than the default
     assert "accuracy: baseline 1, current 5, judged by the baseline's" in note
-    assert "f1_macro: baseline default, current 3, judged by the current's" in note
+    assert "f1_macro: baseline default, current 0.5, judged by the current's" in note
+    rules, _ = compare.tolerances({"accuracy": "1"}, {"accuracy": "0.5%"}, [])
+    assert rules["accuracy"].kind == "points"  # other kinds: the baseline's
     rules, note = compare.tolerances({"accuracy": "1"}, {"accuracy": "5"}, ["accuracy:2"])
     assert rules["accuracy"].tolerance == 0.02 and note == ""  # --fail-on: both sides'
+    with pytest.raises(compare.CompareError, match=r"the baseline's suite: threshold "
+                                                   r"'accuracy:abc'"):
+        compare.tolerances({"accuracy": "abc"}, {}, [])
 
 
 def test_a_clear_drop_within_its_tolerance_is_shown_and_passes(baseline, tmp_path):
@@ -570,6 +585,11 @@ def test_a_cell_whose_code_differs_is_judged_on_each_runs_own_timing(baseline, t
     # the other cell is still re-timed side by side
     assert any(r.note == "re-timed side by side" and r.cell_id != first for r in cmp.rows)
     assert "judged on each run's own timing" in cmp.latency
+    # without a timing of its own on one side, the cell is not gated on latency, and the
+    # summary line says so
+    (sides["cur"] / "timing.json").unlink()
+    cmp = compare.compare(sides["base"], sides["cur"], timer=time_artifacts)
+    assert first in cmp.not_retimed and "latency of 1 cell(s) not gated" in gate_page.summary(cmp)
 
 
 def test_export_says_what_it_leaves_out(baseline, tmp_path):

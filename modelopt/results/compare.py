@@ -17,7 +17,7 @@ from modelopt.results.labels import names
 from modelopt.results.retime import LATENCY, Timer, latency_rows
 from modelopt.results.sides import CompareError, Side, data_note, declare_side, load_side, machines_note
 from modelopt.results.stats import ALPHA
-from modelopt.results.verdicts import CLEAR, Row, change_of, decide, verdict
+from modelopt.results.verdicts import CLEAR, Row, change_of, clearly_worse, decide, verdict
 from modelopt.spec.registry import closest
 
 # its pull-request comment is gate_page's (markdown, summary)
@@ -51,21 +51,34 @@ def parse_threshold(text: str) -> tuple[str, M.Metric]:
 
 def tolerances(baseline: dict[str, str], current: dict[str, str], fail_on: list[str]
                ) -> tuple[dict[str, M.Metric], str]:
-    """The tolerances to judge by: the baseline suite's (the branch a change merges into,
-    so a change cannot loosen what it is judged by), those only the current suite sets,
-    then --fail-on over both; and a note where the two suites' differ."""
-    rules = dict(parse_threshold(f"{k}:{v}") for k, v in {**current, **baseline}.items())
-    given = dict(parse_threshold(text) for text in fail_on)
+    """The tolerances to judge by: per figure, the stricter of the two suites' (a suite that
+    sets none has the default), so that a change can tighten its gate and never loosen it;
+    where the two are of other kinds (points, %), the baseline's. --fail-on sets one for
+    both. Also a note where the suites differ, and which was used."""
+    sides = {"the baseline's suite": baseline, "the current run's suite": current}
+    parsed = {who: dict(_parsed(f"{k}:{v}", who) for k, v in given.items())
+              for who, given in sides.items()}
+    given = dict(_parsed(text, "--fail-on") for text in fail_on)
+    rules, said = {}, []
+    for k in sorted(set(baseline) | set(current)):
+        b, c = (parsed[who].get(k, M.TABLE[k]) for who in sides)
+        rules[k] = c if c.kind == b.kind and c.tolerance < b.tolerance else b
+        if k not in given and (b.kind, b.tolerance) != (c.kind, c.tolerance):
+            said.append(f"{k}: baseline {baseline.get(k, 'default')}, current "
+                        f"{current.get(k, 'default')}, judged by the "
+                        f"{'current' if rules[k] is c else 'baseline'}'s")
     rules.update(given)
-    said = {k: (baseline.get(k), current.get(k)) for k in sorted(set(baseline) | set(current))
-            if k not in given and str(baseline.get(k)).strip() != str(current.get(k)).strip()}
-    if not said:
-        return rules, ""
-    return rules, ("The two runs' suites set other tolerances (" + "; ".join(
-        f"{k}: baseline {b or 'default'}, current {c or 'default'}, judged by "
-        f"{'the baseline' if b is not None else 'the current'}'s" for k, (b, c) in said.items())
-        + "): where the baseline's suite sets one, it judges, so that a change cannot loosen "
-        "its own gate; `--fail-on METRIC:TOL` sets one for both.")
+    return rules, ("" if not said else "The two runs' suites set other tolerances ("
+                   + "; ".join(said) + "): each figure is judged by the stricter, so that a "
+                   "change cannot loosen its own gate (the baseline's where the two are of "
+                   "other kinds); `--fail-on METRIC:TOL` sets one for both.")
+
+
+def _parsed(text: str, where: str) -> tuple[str, M.Metric]:
+    try:
+        return parse_threshold(text)
+    except CompareError as exc:
+        raise CompareError(f"{where}: {exc}") from None
 
 
 def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
@@ -109,8 +122,8 @@ def _figure_rows(cid: str, base: Side, cur: Side, rules: dict[str, M.Metric],
             p = 1.0 if samples.alike else samples.p / 2
             v, ci = decide(change_of(metric, *pairs[0])[1], metric.tolerance, p < ALPHA), None
             note, n = samples.words(), samples.n  # the samples are the replicates
-        if v == "ok" and p is not None and p < CLEAR and change_of(metric, b_mean, c_mean)[1] > 0:
-            v = "worse"  # within its tolerance, but clearly worse: said, never failing
+        v = clearly_worse(v, change_of(metric, b_mean, c_mean)[1], metric.tolerance,
+                          p is not None and p < CLEAR)
         if name == PROBED and _short_training(base, cur, cid, seeds):
             v = "not gated"
             note += f"; under {MIN_TRAIN_S:g} s of training: reported, not gated"
@@ -181,6 +194,7 @@ class Comparison:
     machines: str = ""  # where the two sides' CPUs differ, said so
     data: str = ""  # where the two sides read different data files or your code, said so
     tolerances: str = ""  # where the two suites set other tolerances, said so
+    not_run: list[str] = field(default_factory=list)  # listed by the current suite, not run
 
     @property
     def regressions(self) -> list[Row]:
@@ -204,7 +218,8 @@ def compare(baseline: str | Path, current: str | Path,
         raise CompareError(f"different suites: baseline '{base.suite}', current '{cur.suite}'")
     rules = {**M.TABLE, **(thresholds or {})}
     common = [c for c in base.status if c in cur.status]
-    rows: list[Row] = [_not_run(cid, base) for cid in _unrun(base, cur)]
+    unrun = _unrun(base, cur)
+    rows: list[Row] = [_not_run(cid, base) for cid in unrun]
     trainings: dict = {}
     for cid in sorted(common):
         status = _status_row(cid, base, cur)
@@ -216,9 +231,9 @@ def compare(baseline: str | Path, current: str | Path,
                                         labels)
     rows += [r for r in timed if not metrics or r.metric in metrics]
     same = Path(baseline).resolve() == Path(current).resolve()
-    return Comparison(rows, sorted(set(base.status) - set(cur.status) - set(_unrun(base, cur))),
+    return Comparison(rows, sorted(set(base.status) - set(cur.status) - set(unrun)),
                       sorted(set(cur.status) - set(base.status)), labels, allow_missing, note,
                       len(common), skipped, machines_note(base, cur),
                       f"The baseline and the current run are the same, {current}: it is "
                       "compared with itself (a check of the gate, not of a change)." if same
-                      else data_note(base, cur, common, labels))
+                      else data_note(base, cur, common, labels), not_run=unrun)

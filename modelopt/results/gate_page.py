@@ -105,20 +105,24 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
 def summary(cmp: Comparison) -> str:
     n_reg = len(cmp.regressions)
     n_imp = sum(r.verdict == "improved" for r in cmp.rows)
-    cells = len({r.cell_id for r in cmp.rows})
+    compared = [r for r in cmp.rows if r.cell_id not in cmp.not_run]
+    cells = len({r.cell_id for r in compared})
     missing = len(cmp.only_baseline) + len(cmp.only_current)
     status = "REGRESSION" if cmp.failed else "OK"
+    unrun = f"; {len(cmp.not_run)} not run, though the current suite lists them" * bool(
+        cmp.not_run)
     if cmp.common == 0:
-        return (f"**{status}**: the two sides have no cell in common ({len(cmp.only_baseline)} "
-                f"in the baseline, {len(cmp.only_current)} in the current run): nothing was "
-                "compared")
+        return (f"**{status}**: the two sides have no cell in common "
+                f"({len(cmp.only_baseline) + len(cmp.not_run)} in the baseline, "
+                f"{len(cmp.only_current)} in the current run): nothing was compared{unrun}")
     # latency left ungated is said here, not only under the table: a green line read alone
     unsure = ("latency not gated (the note says why)" if cmp.latency.startswith("not gated")
               else f"latency of {len(cmp.not_retimed)} cell(s) not gated" * bool(cmp.not_retimed))
     n_worse = sum(r.verdict == "worse" for r in cmp.rows)
     return (f"**{status}**: {n_reg} regressed, {n_imp} improved"
             + (f", {n_worse} worse within tolerance" if n_worse else "")
-            + f", {len(cmp.rows)} figure{'s' * (len(cmp.rows) != 1)} "
-            f"over {cells} cell{'s' * (cells != 1)} compared" + (f"; {unsure}" if unsure else "")
+            + f", {len(compared)} figure{'s' * (len(compared) != 1)} "
+            f"over {cells} cell{'s' * (cells != 1)} compared{unrun}"
+            + (f"; {unsure}" if unsure else "")
             + (f"; {missing} cell{'s' * (missing != 1)} on one side only"
                + (" (allowed)" if cmp.allow_missing else "") if missing else ""))

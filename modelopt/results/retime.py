@@ -12,7 +12,7 @@ from modelopt.results import latency
 from modelopt.results import metrics as M
 from modelopt.results.files import inert
 from modelopt.results.sides import Side
-from modelopt.results.verdicts import Row, decide, verdict
+from modelopt.results.verdicts import CLEAR, Row, clearly_worse, decide, verdict
 
 # a timed model's latency as a figure: (its kind, batch 1 or the batch) -> column
 LATENCY = {(kind, which): figures[i] for kind, figures in M.LATENCY_FIGURES.items()
@@ -70,8 +70,10 @@ def retime_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.Metr
             change = r.mean - 1
             # significant: the interval over the processes excludes 1 on the side of the change
             significant = r.n < 2 or (r.ci_low > 1 if change > 0 else r.ci_high < 1)
-            out.append(Row(cid, name, b, c, change, decide(change, metric.tolerance, significant),
-                           ci=(r.ci_low - 1, r.ci_high - 1), n=r.n, note="re-timed side by side"))
+            v = clearly_worse(decide(change, metric.tolerance, significant), change,
+                              metric.tolerance, r.n >= 2 and significant)
+            out.append(Row(cid, name, b, c, change, v, ci=(r.ci_low - 1, r.ci_high - 1),
+                           n=r.n, note="re-timed side by side"))
     return out, skipped, timed.processes
 
 
@@ -98,6 +100,7 @@ def own_timing_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.
                     for rows, side in per_side)
             if b and c:
                 v, change, p, ci = verdict(rules[name], b, c)
+                v = clearly_worse(v, change, rules[name].tolerance, p is not None and p < CLEAR)
                 out.append(Row(cid, name, statistics.median(b), statistics.median(c), change,
                                v, p, ci, n=min(len(b), len(c)),
                                note="each run's own timing: your code differs"))
@@ -117,6 +120,8 @@ def latency_rows(base: Side, cur: Side, common: list[str], rules: dict[str, M.Me
                and base.code[c] != cur.code[c]]
     rows = own_timing_rows(base, cur, recoded, rules)
     both = [c for c in both if c not in recoded]
+    untimed = {c: "your code differs between the runs, and one has no timing of its own"
+               for c in recoded if not any(r.cell_id == c for r in rows)}
     note = ("not gated: latency from two separate runs differs by the machine as much as by "
             "the code; compare two results directories with their saved models to re-time "
             "them side by side")
@@ -146,11 +151,13 @@ def latency_rows(base: Side, cur: Side, common: list[str], rules: dict[str, M.Me
     if recoded:
         own = sorted({labels.get(r.cell_id, r.cell_id[:8]) for r in rows
                       if r.cell_id in recoded})
-        said = (f"{len(own)} cell(s) whose code of yours differs between the runs "
-                f"({'; '.join(own[:4])}{' ...' if len(own) > 4 else ''}) are judged on each "
-                "run's own timing, Welch's test over its timing processes (re-timing would "
-                "build both with this checkout's code): two runs differ by the machine as well"
-                if own else "not gated: the cells whose code of yours differs between the "
-                "runs have no timing of their own on both sides")
+        said = "; ".join(filter(None, [
+            f"{len(own)} cell(s) whose code of yours differs between the runs "
+            f"({'; '.join(own[:4])}{' ...' if len(own) > 4 else ''}) are judged on each run's "
+            "own timing, Welch's test over its timing processes (re-timing would build both "
+            "with this checkout's code): two runs differ by the machine as well" if own else "",
+            "not gated: " + ", ".join(labels.get(c, c[:8]) for c in sorted(untimed))
+            + ": your code differs between the runs, and one has no timing of its own"
+            if untimed else ""]))
         note = f"{note}; {said}" if both else said
-    return rows, note, skipped
+    return rows, note, {**skipped, **untimed}

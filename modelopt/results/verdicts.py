@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from modelopt.results import metrics as M
 from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch_ci, welch_p
 
-# a figure within its tolerance whose test gives p below this is shown as worse (never a
-# failure): strict, since a table of many figures would show some at ALPHA by chance alone
+# a figure within its tolerance whose test gives p below this, worse by at least half its
+# tolerance, is shown as worse (never a failure): strict, since a table of many figures would
+# show some at ALPHA by chance alone
 CLEAR = 0.001
 
 
@@ -64,3 +65,12 @@ def decide(worse: float, tolerance: float, significant: bool) -> str:
     if -worse > tolerance + 1e-12 and significant:
         return "improved"
     return "ok"
+
+
+def clearly_worse(verdict: str, worse: float, tolerance: float, clear: bool) -> str:
+    """An ok figure clearly worse (`clear`: its test says so) by at least half its
+    tolerance: "worse" (within tolerance), shown and never failing; a deterministic shift of
+    a fraction of the tolerance (a megabyte of memory) is not worth a pull request's line."""
+    if verdict == "ok" and clear and worse > 0 and worse >= tolerance / 2:
+        return "worse"
+    return verdict
