@@ -200,15 +200,25 @@ def test_distill_table_gives_the_teachers_cost_and_names_a_teacher_at_chance():
     """The teacher's and the student's parameters and the teacher's training time; a teacher
     no better than always answering the most common class (a state_dict whose classes are in
     another order) is named under the table."""
-    kd = {"name": "kd", "temperature": 4.0, "alpha": 0.9, "teacher": {"model": {"name": "cnn"}}}
+    loaded = {"model": {"name": "cnn", "weights": {"path": "t.pth", "sha256": "ab" * 32}}}
+    kd = {"name": "kd", "temperature": 4.0, "alpha": 0.9, "teacher": loaded}
     rows = [base_row("s", 0, {"distill": None}, accuracy=0.89, params=11_642)]
     rows += [base_row("k", 0, {"distill": kd}, accuracy=0.02, params=11_642,
                       teacher_accuracy=0.003, teacher_majority=0.11, teacher_params=11_181_642,
                       teacher_train_seconds=35.9)]
     table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
     assert "11,181,642 → 11,642" in table and "35.9" in table, table
-    assert "No better than always answering the test split's most common class" in table
-    assert "(0.3, majority class 11.0)" in table and "`classes:`" in table
+    assert "No better than always answering the test split's most common class (11.0 %)" in table
+    assert "teacher 0.3 %" in table and "`classes:`" in table
+    # trained here, it trained too little; better than chance but worse than its student
+    # trained from scratch, it can only pull the student down
+    kd["teacher"] = {"model": {"name": "cnn"}}
+    table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
+    assert "trained too little" in table and "`classes:`" not in table
+    rows[1]["teacher_accuracy"] = 0.5
+    table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
+    assert "A teacher worse than its student trained from scratch (89.0 %)" in table
+    assert "most common class" not in table
 
 
 def test_heatmap_learning_curve_grad_norms_confusion_render():

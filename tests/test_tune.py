@@ -142,10 +142,9 @@ def test_the_cross_validation_table_puts_the_best_on_held_out_folds_first():
     assert "| reference " in text.splitlines()[2]  # the first row's Δ is against itself
 
 
-def test_cross_validated_rows_differ_by_a_corrected_interval_paired_by_fold():
-    """Each row's test figure less the first row's, paired by fold and seed; the interval is
-    the corrected resampled t's (wider than the plain paired t's, since folds share
-    training samples)."""
+def test_cross_validated_rows_differ_by_seed_each_a_whole_cross_validation():
+    """Each row's test figure less the first row's: per seed the mean over its folds, paired
+    by seed, a t-interval over the seeds (the folds of one seed are not independent)."""
     from modelopt.results import stats
 
     def fold(cell, name, k, seed, val, test):
@@ -153,16 +152,18 @@ def test_cross_validated_rows_differ_by_a_corrected_interval_paired_by_fold():
                 "cell": {**row(cell, 0, 0.01, 0, 0)["cell"], "optimizer": {"name": name}},
                 "group": {"kind": "cv", "id": name, "values": {"train.folds": 3, "train.fold": k}}}
 
-    base = [0.80, 0.82, 0.78, 0.81, 0.79, 0.80]
-    drop = [0.02, 0.03, 0.01, 0.02, 0.03, 0.02]
-    keys = [(k, s) for k in range(3) for s in range(2)]
+    keys = [(k, s) for k in range(3) for s in range(3)]
+    base = [0.80 + 0.01 * (k - s) for k, s in keys]
+    drop = [0.02 + 0.005 * s + 0.002 * k for k, s in keys]
     df = pd.DataFrame([fold(f"a{k}", "adam", k, s, 0.9, b) for (k, s), b in zip(keys, base)]
                       + [fold(f"b{k}", "sgd", k, s, 0.7, b - d)
                          for (k, s), b, d in zip(keys, base, drop)])
     text = tables.cv_table(df, report.aggregate(df))
-    diffs = [-d for d in drop]
-    lo, hi = stats.cv_ci(diffs, 3)
-    plain = stats.paired_ci(base, [b - d for b, d in zip(base, drop)])
-    assert hi - lo > plain[1] - plain[0]
+    by_seed = [[b for (k, s), b in zip(keys, base) if s == seed] for seed in range(3)]
+    cur = [[b - d for (k, s), b, d in zip(keys, base, drop) if s == seed] for seed in range(3)]
+    mean = [sum(x) / 3 for x in by_seed]
+    lo, hi = stats.paired_ci(mean, [sum(x) / 3 for x in cur])
     sgd = next(line for line in text.splitlines() if "| sgd " in line)
-    assert f"-2.2 pt [{100 * lo:+.1f}, {100 * hi:+.1f}]" in sgd, text
+    assert f"-2.7 pt [{100 * lo:+.1f}, {100 * hi:+.1f}]" in sgd, text
+    one = df[df["seed"] == 0]
+    assert "(1 seed)" in tables.cv_table(one, report.aggregate(one))

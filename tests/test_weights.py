@@ -105,8 +105,8 @@ def test_weights_for_another_number_of_image_channels_name_the_channels_key():
     rgb = {k: v for k, v in net(3).state_dict().items() if not k.startswith("2.")}
     grey = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))
     with pytest.raises(TechniqueError, match=r"0.weight takes 3 input channel\(s\), and the "
-                                             r"images here have 1: give the dataset "
-                                             r"`channels: 3`"):
+                                             r"images here have 1: the model was trained on images "
+                                             r"of 3 channel\(s\) \(an image folder.s `channels: 3`"):
         load_into(grey, rgb, "rgb.pth", outputs=2)
 
 

@@ -21,6 +21,9 @@ def spec_label(spec, differing: set[str]) -> str:
         return "none"
     if isinstance(spec, list):
         return "+".join(spec_label(s, differing) for s in spec) or "none"
+    if isinstance(spec, dict) and "name" not in spec:  # a parameter's value (a teacher)
+        return _fmt_param(spec) if "model" in spec or "sha256" in spec else ", ".join(
+            f"{k}={_fmt_param(v)}" for k, v in sorted(spec.items()))
     # by name: two cells that wrote them in another order read alike
     params = [f"{k}={_fmt_param(v)}" for k, v in sorted(spec.items())
               if k != "name" and k in differing]

@@ -204,9 +204,10 @@ CV_WORDS = (
     "trains on the other k − 1 (with 2 folds, on half the training split: its figures sit below "
     "a model trained on all of it). Figures are mean ± std over every fold × seed; test is the "
     "test split, which takes no part in any fold. Δ is each row's test figure less the first "
-    "row's, paired by fold and seed, with the corrected resampled t-interval (Nadeau & Bengio, "
-    "2003: the folds share training samples, so a plain t-interval would be too narrow). The "
-    "rows below, one per fold, are single folds.")
+    "row's, per seed the mean over its folds (one whole cross-validation each), paired by seed, "
+    "with a 95 % t-interval over the seeds: the folds of one seed share training samples and "
+    "the test split, so they are not independent replicates; with one seed, Δ has no "
+    "interval. The rows below, one per fold, are single folds.")
 
 
 def _comparisons(d: pd.DataFrame, agg: pd.DataFrame, primary: str) -> list[str]:

@@ -135,7 +135,7 @@ def fmt(value: float, std: float | None, kind: str) -> str:
         if abs(v) >= 10 ** int(kind[1:]):  # 3,120 (an MSE), never 3.12e+03
             return f"{v:,.0f}"
         return f"{v:.{int(kind[1:])}g}"
-    if std is None or std == 0:
+    if std is None or std <= 1e-12 * max(1.0, abs(value)):  # equal figures, summed apart
         return one(value)
     fixed = kind in ("pct", "int") or kind.startswith("f")
     shown = one(std)

@@ -55,20 +55,6 @@ def paired_ci(base: list[float], cur: list[float], level: float = 0.95
     return mean - half, mean + half
 
 
-def cv_ci(diffs: list[float], folds: int, level: float = 0.95) -> tuple[float, float] | None:
-    """Interval of the mean paired difference over k-fold cross-validation's fold x seed
-    pairs, by the corrected resampled t (Nadeau & Bengio 2003; Bouckaert & Frank 2004): the
-    folds' models share most of their training samples, so their differences are not
-    independent, and the plain t-interval would be too narrow. The variance is scaled by
-    1/J + 1/(k - 1) instead of 1/J (J pairs; 1/(k - 1) the held-out over the trained share)."""
-    n = len(diffs)
-    if n < 2 or folds < 2:
-        return None
-    mean = statistics.fmean(diffs)
-    half = _t(n - 1, level) * math.sqrt((1 / n + 1 / (folds - 1)) * statistics.variance(diffs))
-    return mean - half, mean + half
-
-
 def welch_ci(base: list[float], cur: list[float], level: float = 0.95
              ) -> tuple[float, float] | None:
     """Welch interval (95 % unless `level` says) of mean(cur) - mean(base): for speed,

@@ -8,6 +8,7 @@ import json
 import pandas as pd
 from tabulate import tabulate
 
+from modelopt.results import metrics as M
 from modelopt.results import stats, tasks
 from modelopt.results.headline import shipped_figure
 from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
@@ -67,15 +68,15 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
 def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> str:
     """Cross-validation: mean ± std over every fold x seed of each matrix cell, best on the
     held-out folds first (validation scores are higher-better, as `tune` chooses by), and
-    each row's test figure against the first row's, paired by fold and seed, with the
-    corrected resampled t-interval (stats.cv_ci)."""
+    each row's test figure against the first row's: per seed, the mean over its folds (one
+    cross-validation each), paired by seed, with a t-interval over the seeds."""
     cv = agg[agg["group"].map(lambda g: bool(g) and g.get("kind") == "cv")]
     if cv.empty:
         return ""
     folds_of = cv.groupby(cv["group"].map(lambda x: x["id"]), sort=False)
     kind = _kind(metric)
     labels = [c for c in label_columns(cv) if c != "axis:train"]
-    rows, scores, by_run, k = [], [], [], 0
+    rows, scores, per_seed = [], [], []
     for _, g in folds_of:
         runs = df[df["cell_id"].isin(g["cell_id"]) & (df["status"] == "ok")]
         vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
@@ -84,29 +85,29 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
             fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
             len(g), len(vals)])
         scores.append({**g.iloc[0][["cell_id", *labels]], "val_score": val.mean()})
-        by_run.append({(grp["values"].get("train.fold"), s): v for grp, s, v in
-                       zip(runs.loc[vals.index, "group"], runs.loc[vals.index, "seed"], vals)})
-        k = max(k, len(g))
+        # a seed whose folds did not all finish is no whole cross-validation: left out
+        whole = runs.loc[vals.index].assign(v=vals).groupby("seed")["v"]
+        per_seed.append(whole.mean()[whole.count() == len(g)].to_dict())
     order = list(ranked(pd.DataFrame(scores), "val_score").index)
-    first = by_run[order[0]]
+    first = per_seed[order[0]]
     out = []
     for i in order:
-        pairs = [(first[key], v) for key, v in by_run[i].items() if key in first]
-        out.append(rows[i][:-2] + [_cv_delta(pairs, k, kind) if i != order[0] else "reference"]
+        pairs = [(first[seed], v) for seed, v in per_seed[i].items() if seed in first]
+        out.append(rows[i][:-2] + [_cv_delta(pairs, kind) if i != order[0] else "reference"]
                    + rows[i][-2:])
     headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}",
-                                          "Δ test [95 % interval]", "folds", "n (folds × seeds)"]
+                                          "Δ test [95 % interval over seeds]", "folds",
+                                          "n (folds × seeds)"]
     return tabulate(out, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _cv_delta(pairs: list[tuple[float, float]], folds: int, kind: str) -> str:
-    diffs = [c - b for b, c in pairs]
-    if not diffs:
+def _cv_delta(pairs: list[tuple[float, float]], kind: str) -> str:
+    if not pairs:
         return "–"
-    ci = stats.cv_ci(diffs, folds)
+    ci = stats.paired_ci([b for b, _ in pairs], [c for _, c in pairs])
     scale, unit, form = (100, " pt", "+.1f") if kind == "pct" else (1, "", "+.3g")
-    mean = sum(diffs) / len(diffs) * scale
-    return f"{mean:{form}}{unit}" + ("" if ci is None else
+    mean = sum(c - b for b, c in pairs) / len(pairs) * scale
+    return f"{mean:{form}}{unit}" + (" (1 seed)" if ci is None else
                                      f" [{ci[0] * scale:{form}}, {ci[1] * scale:{form}}]")
 
 
@@ -128,6 +129,9 @@ def distill_table(agg: pd.DataFrame) -> str:
                if not c.get("distill")}
     labels = [c for c in label_columns(ok) if c != "axis:distill"]
     rows, blind = [], []
+    teachers = {json.dumps(c["distill"]["teacher"], sort_keys=True) for c in students["cell"]}
+    models = [c["distill"]["teacher"]["model"] for c in students["cell"]]
+    varying = {k for m in models for k in m if len({json.dumps(x.get(k)) for x in models}) > 1}
     for _, r in students.iterrows():
         d, primary = r["cell"]["distill"], tasks.headline(r["task"])
         kind, base = _kind(primary), scratch.get(without_distill(r["cell"]))
@@ -136,23 +140,45 @@ def distill_table(agg: pd.DataFrame) -> str:
             else f"{r[primary] - base[primary]:+.3g}")
         teacher = f"teacher_{primary}"
         name = spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"})
+        if len(teachers) > 1:  # two students may differ by their teacher alone
+            name += f", teacher {spec_label(d['teacher']['model'], varying)}"
         rows.append([r[c] for c in labels] + [
             name, _title(primary), fmt(r.get(teacher), r.get(f"{teacher}_std"), kind),
             fmt(base[primary], base[f"{primary}_std"], kind) if base is not None else "–",
             fmt(r[primary], r[f"{primary}_std"], kind), delta,
             f"{figure(r, 'teacher_params')} → {figure(r, 'params')}",
             figure(r, "teacher_train_seconds"), int(r["n"])])
-        if (r.get("teacher_majority") or 0) > 0 and r.get(teacher) <= r["teacher_majority"]:
-            blind.append(f"{joined(r, labels) or name} ({fmt(r.get(teacher), None, kind)}, "
-                         f"majority class {fmt(r['teacher_majority'], None, kind)})")
+        blind += _weak_teacher(r, base, primary, joined(r, labels) or name)
     headers = [c[5:] for c in labels] + ["distillation", "figure", "teacher",
                                           "student from scratch", "student distilled", "Δ",
                                           "params teacher → student", "teacher train s", "n"]
     table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
-    return table + ("" if not blind else (
-        "\n\nNo better than always answering the test split's most common class: the teacher "
-        f"of {'; '.join(blind)}. A state_dict trained with its classes in another order "
-        "teaches them wrongly: give the dataset `classes:` in the teacher's order."))
+    return table + "".join(f"\n\n{note}" for note in dict.fromkeys(blind))
+
+
+def _weak_teacher(r: pd.Series, base: pd.Series | None, primary: str, name: str) -> list[str]:
+    """What a teacher's figure says of it: no better than always answering the most common
+    class (loaded: its classes in another order?; trained here: too little), or worse than
+    the student it teaches trained from scratch (means over seeds)."""
+    figure_, kind = r.get(f"teacher_{primary}"), _kind(primary)
+    if figure_ is None or pd.isna(figure_):
+        return []
+    pct = " %" if kind == "pct" else ""
+    said = f"{name}: teacher {fmt(figure_, None, kind)}{pct}"
+    if (r.get("teacher_majority") or 0) > 0 and figure_ <= r["teacher_majority"]:
+        loaded = bool(r["cell"]["distill"]["teacher"]["model"].get("weights"))
+        return [f"No better than always answering the test split's most common class "
+                f"({fmt(r['teacher_majority'], None, kind)}{pct}): {said}. " + (
+                    "A state_dict trained with its classes in another order teaches them "
+                    "wrongly: give the dataset `classes:` in the teacher's order (where it "
+                    "takes them)." if loaded else "It trained too little to teach anything: "
+                    "give it more steps.")]
+    worse = base is not None and (figure_ < base[primary] if M.TABLE[primary].higher_is_better
+                                  else figure_ > base[primary])
+    return [f"A teacher worse than its student trained from scratch "
+            f"({fmt(base[primary], None, kind)}{pct}) can only pull it toward worse answers: "
+            f"{said}. Train it longer, or check what it trains with (a teacher takes only the "
+            "keys it names)."] if worse else []
 
 
 def scaling_table(agg: pd.DataFrame) -> str:

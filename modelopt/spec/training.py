@@ -42,7 +42,9 @@ def warnings(cells: list[Cell], named: dict[str, str] | None = None,
     builtin = _teachers_defaults(defaults or {}, regs)
     for c in cells:
         # a teacher is trained as a cell of its own, by the same defaults (1,000 steps)
-        teacher = [f"its distill teacher would {why}" for why in _odd(c.teacher())] \
+        teacher = [f"its distill teacher would {why} (in the teacher's own keys: `distill: "
+                   "{name: kd, teacher: {model: ..., train: ...}}`)"
+                   for why in _odd(c.teacher(), "it teaches as")] \
             if c.train.distill is not None else []
         for why in _odd(c) + teacher + _not_the_suites(c, builtin):
             found.setdefault(why, []).append((named or {}).get(c.cell_id) or c.cell_id)
@@ -50,14 +52,14 @@ def warnings(cells: list[Cell], named: dict[str, str] | None = None,
                  f": {why}" for why, ids in found.items())
 
 
-def _odd(c: Cell) -> list[str]:
+def _odd(c: Cell, measured: str = "they measure the model as") -> list[str]:
     settings, out = c.train.settings, []
     steps = settings.steps if settings.steps is not None else (
         None if settings.epochs else DEFAULT_STEPS)
     if steps == 0 and not _loads(c):
-        out.append("train 0 steps and load no weights: they measure the model as its factory "
-                   "initialises it (random weights, unless your factory loads its own); name "
-                   "the file with `model: {name: ..., weights: PATH}`")
+        out.append(f"train 0 steps and load no weights: {measured} its factory initialises it "
+                   "(random weights, unless your factory loads its own); name the file with "
+                   "`model: {name: ..., weights: PATH}`")
     if settings.steps is None and not settings.epochs and c.model.params.get("weights"):
         out.append(f"load trained weights and train them {DEFAULT_STEPS} more steps (the "
                    "default; your model fine-tuned, not as you trained it): `train: {steps: "

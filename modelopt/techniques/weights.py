@@ -158,8 +158,9 @@ def load_into(net: nn.Module, state: dict[str, torch.Tensor], path: str,
                     f"{head} {state[head].shape[0]}: they were trained on other classes")
         elif stem and not hint:
             hint = (f"the weights' {stem} takes {state[stem].shape[1]} input channel(s), and "
-                    f"the images here have {own[stem].shape[1]}: give the dataset "
-                    f"`channels: {state[stem].shape[1]}`")
+                    f"the images here have {own[stem].shape[1]}: the model was trained on "
+                    f"images of {state[stem].shape[1]} channel(s) (an image folder's "
+                    f"`channels: {state[stem].shape[1]}`, where it is 1 or 3)")
         raise TechniqueError(f"weights {path} do not fit the model its spec builds: "
                              + "; ".join(parts) + (f". {hint}" if hint else ""))
     net.load_state_dict(state)
