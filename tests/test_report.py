@@ -1,4 +1,5 @@
 import io
+import json
 import os
 import time
 
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelopt.results import diagnostics, plots, report, tables
+from modelopt.results import diagnostics, labels, plots, report, tables
 from modelopt.results import page as pages
 from modelopt.spec import outcomes
 
@@ -769,3 +770,13 @@ def test_the_latency_plot_says_it_left_the_reference_path_off():
             for s in (0, 1)]
     fig = plots.accuracy_vs_latency(report.aggregate(pd.DataFrame(rows)))
     assert "1 int8 reference-path row(s) left off" in fig.axes[0].get_xlabel()
+
+
+def test_an_axis_of_teachers_is_labelled_not_a_key_error():
+    """Two kd cells differing only by their teacher: the heatmap's axis is `distill.teacher`,
+    a mapping without a name, and labelling it raised KeyError: 'name' (no report)."""
+    from modelopt.results import diagnostics
+
+    teacher = {"model": {"name": "cnn2d", "channels": 16}, "train": {"steps": 10}}
+    assert diagnostics._tick(json.dumps(teacher)) == "cnn2d(channels=16)"
+    assert labels.spec_label({"steps": 10, "batch_size": 8}, set()) == "batch_size=8, steps=10"
