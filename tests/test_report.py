@@ -780,3 +780,24 @@ def test_an_axis_of_teachers_is_labelled_not_a_key_error():
     teacher = {"model": {"name": "cnn2d", "channels": 16}, "train": {"steps": 10}}
     assert diagnostics._tick(json.dumps(teacher)) == "cnn2d(channels=16)"
     assert labels.spec_label({"steps": 10, "batch_size": 8}, set()) == "batch_size=8, steps=10"
+
+
+def test_a_language_model_worse_than_counts_is_said_and_its_tokens_counted():
+    from modelopt.results import store
+    from modelopt.run.runner import declarations
+    from modelopt.spec.suite import parse
+
+    lm = parse("name: lm\ndefaults: {dataset: {name: corpus, max_chars: 20000, block_size: 32},"
+               " model: {name: gpt, dim: 16, depth: 1, heads: 2}}\n")
+    task_docs, figures = declarations(lm)  # what its suite.json declares
+    store.declare_figures(figures, task_docs, "lm suite.json")
+    rows = [base_row(cid, s, {"model": {"name": "gpt", "dim": dim}}, task="language_modelling",
+                     perplexity=ppl + 0.01 * s, baseline_kneser_ney_perplexity=1.552,
+                     test_samples=13, seq_len=64)
+            for cid, dim, ppl in (("small", 16, 3.9), ("big", 64, 1.4)) for s in (0, 1)]
+    page = pages.suite_page(pd.DataFrame(rows), "s")
+    assert "**1 of 2 cell(s) predict worse than counts**" in page
+    assert "Kneser-Ney trigram's on the same test tokens (1.552)" in page
+    assert "test split: 13 windows of 64 tokens, 832 tokens predicted" in page
+    better = [r for r in rows if r["cell_id"] == "big"]
+    assert "predict worse than counts" not in pages.suite_page(pd.DataFrame(better), "s")

@@ -101,8 +101,31 @@ def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:
         return ""
     sizes = sorted({int(n) for n in d["test_samples"].dropna()})
     span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
+    lengths = sorted({int(n) for n in d.get("seq_len", pd.Series(dtype=float)).dropna()})
+    if set(d["task"]) == {"language_modelling"} and len(sizes) == len(lengths) == 1:
+        # a window of a text predicts each of its tokens: the tokens are what a figure is of
+        return (f" (test split: {span} windows of {lengths[0]} tokens, "
+                f"{sizes[0] * lengths[0]:,} tokens predicted)")
     return (f" (test split: {span} samples)"
             + (_grain(d, sizes[0]) if len(sizes) == 1 and one_dataset else ""))
+
+
+def counts_note(agg: pd.DataFrame) -> str:
+    """A language model whose test perplexity is above the Kneser-Ney trigram's, fitted on
+    the same training tokens and scored on the same test tokens, learned less than counts
+    of three tokens: said where it happens, not left to a column of the wide table."""
+    kn, ppl = "baseline_kneser_ney_perplexity", "perplexity"
+    if kn not in agg.columns or ppl not in agg.columns:
+        return ""
+    both = agg[agg[kn].notna() & agg[ppl].notna()]
+    worse = both[both[ppl] > both[kn]]
+    if worse.empty:
+        return ""
+    return (f"- **{len(worse)} of {len(both)} cell(s) predict worse than counts**: their test "
+            f"perplexity is above the Kneser-Ney trigram's on the same test tokens "
+            f"({both[kn].min():.4g}"
+            + (f" to {both[kn].max():.4g}" if both[kn].max() != both[kn].min() else "")
+            + "): train longer, or give the model more room, before reading its other figures")
 
 
 def _val_split(d: pd.DataFrame) -> str:
@@ -161,7 +184,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
            "not timed (`modelopt time DIR` times the saved models side by side)"),
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
         *filter(None, [_absent(planned or {}, set(zip(d["cell_id"], d["seed"]))),
-                       kernels_note(d)]),
+                       kernels_note(d), counts_note(agg)]),
         f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
         f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
         "the best validation score (chosen on validation only; absent where the shipped model "
