@@ -158,6 +158,14 @@ def test_csv_with_a_text_column_is_a_text_classification_table(tmp_path):
     assert torch.equal(j.x_train, d.x_train) and torch.equal(j.y_test, d.y_test)
 
 
+def test_a_text_table_without_text_names_the_key_to_give(tmp_path):
+    csv, _, _ = _write_table(tmp_path)
+    with pytest.raises(SuiteError, match=r"non-numeric feature columns \['sentence', 'extra'\].*name the "
+                                         r"text column: `text: sentence`"):
+        parse(f"name: t\ndefaults: {{dataset: {{name: csv, path: '{csv}', target: label}}, "
+              "model: mlp}\n")
+
+
 def test_a_missing_text_or_label_is_refused_naming_its_row(tmp_path):
     rows = [("the cat purrs", "cat"), ("the dog barks", "dog")] * 4
     csv = tmp_path / "t.csv"

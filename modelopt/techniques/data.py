@@ -212,7 +212,11 @@ def _check_csv(params: dict) -> None:
     bad = [c for c in head.columns
            if c != params["target"] and not pd.api.types.is_numeric_dtype(head[c])]
     if bad:
-        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first")
+        # a column of words with spaces is text a tokenizer reads: `text: COLUMN`
+        words = [c for c in bad if head[c].astype(str).str.contains(" ").mean() > 0.5]
+        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first"
+                         + (f", or, for a text classifier, name the text column: `text: "
+                            f"{words[0]}` (docs/how-to/text.md)" if words else ""))
     no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole,
     _, holes, found = _labels(str(p), params["target"], p.stat().st_mtime_ns)  # (the task)
     if holes:
