@@ -801,3 +801,11 @@ def test_a_language_model_worse_than_counts_is_said_and_its_tokens_counted():
     assert "test split: 13 windows of 64 tokens, 832 tokens predicted" in page
     better = [r for r in rows if r["cell_id"] == "big"]
     assert "predict worse than counts" not in pages.suite_page(pd.DataFrame(better), "s")
+
+
+def test_the_share_of_texts_cut_at_max_length_is_said():
+    rows = [base_row("c", s, {}, accuracy=0.8, truncated_share=0.1, seq_len=64) for s in (0, 1)]
+    assert "10 % of the texts cut at max_length 64" in pages.suite_page(pd.DataFrame(rows), "s")
+    rows = [{**r, "truncated_share": 0.0} for r in rows]
+    assert "cut at max_length" not in pages.suite_page(pd.DataFrame(rows), "s")
+

@@ -75,7 +75,9 @@ COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per m
           "zeros counted); latency: per call at batch 1 and at the training batch size, median "
           "over the timing processes of each process's median block; size: bytes of what "
           "ships, the saved state_dict (eager, compile) or the runtime's file (export's "
-          "package, the ONNX model of ONNX Runtime and OpenVINO)")
+          "package, the ONNX model of ONNX Runtime and OpenVINO), which holds the graph "
+          "beside the weights: tens of kB that outweigh the weights of a very small model, "
+          "so int8 there can read larger than the float state_dict")
 SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (*batch-1*: at "
             "batch 1, one request at a time), the ratio taken within each timing process, mean "
             "and 95 % t-interval over the processes; **≈** "
@@ -102,12 +104,21 @@ def _test_split(d: pd.DataFrame, one_dataset: bool) -> str:
     sizes = sorted({int(n) for n in d["test_samples"].dropna()})
     span = f"{sizes[0]:,}" + (f" to {sizes[-1]:,}" if len(sizes) > 1 else "")
     lengths = sorted({int(n) for n in d.get("seq_len", pd.Series(dtype=float)).dropna()})
-    if set(d["task"]) == {"language_modelling"} and len(sizes) == len(lengths) == 1:
+    if set(d.get("task", ())) == {"language_modelling"} and len(sizes) == len(lengths) == 1:
         # a window of a text predicts each of its tokens: the tokens are what a figure is of
         return (f" (test split: {span} windows of {lengths[0]} tokens, "
                 f"{sizes[0] * lengths[0]:,} tokens predicted)")
     return (f" (test split: {span} samples)"
             + (_grain(d, sizes[0]) if len(sizes) == 1 and one_dataset else ""))
+
+
+def _cut(d: pd.DataFrame) -> str:
+    """The share of texts longer than max_length, whose tails no model saw."""
+    if "truncated_share" not in d.columns or not (d["truncated_share"].fillna(0) > 0).any():
+        return ""
+    share, length = d["truncated_share"].max(), d.get("seq_len", pd.Series(dtype=float)).max()
+    return (f"; {100 * share:.0f} % of the texts cut at max_length"
+            + ("" if pd.isna(length) else f" {int(length)}") + " (their tails never read)")
 
 
 def counts_note(agg: pd.DataFrame) -> str:
@@ -166,7 +177,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
     env = describe_env(d)
     seeds = sorted(d["seed"].unique().tolist())
     datasets = ", ".join(sorted({c["dataset"]["name"] for c in d["cell"]}))
-    datasets += _test_split(d, one_dataset="," not in datasets)
+    datasets += _test_split(d, one_dataset="," not in datasets) + _cut(d)
     trained = _weights(d["cell"])
     if trained:  # where the models came from, named even when every cell shares them
         datasets += f" · **trained weights**: {trained}"
