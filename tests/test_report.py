@@ -220,6 +220,11 @@ def test_distill_table_gives_the_teachers_cost_and_names_a_teacher_at_chance():
     table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
     assert "A teacher worse than its student trained from scratch (89.0 %)" in table
     assert "most common class" not in table
+    # two students whose teachers differ by their training alone are told apart
+    longer = {**kd, "teacher": {"model": {"name": "cnn"}, "train": {"steps": 4000}}}
+    rows.append(base_row("k2", 0, {"distill": longer}, accuracy=0.9, teacher_accuracy=0.95))
+    table = tables.distill_table(report.aggregate(pd.DataFrame(rows)))
+    assert "teacher cnn train steps=4000" in table and "teacher cnn train none" in table, table
 
 
 def test_heatmap_learning_curve_grad_norms_confusion_render():
@@ -808,4 +813,8 @@ def test_the_share_of_texts_cut_at_max_length_is_said():
     assert "10 % of the texts cut at max_length 64" in pages.suite_page(pd.DataFrame(rows), "s")
     rows = [{**r, "truncated_share": 0.0} for r in rows]
     assert "cut at max_length" not in pages.suite_page(pd.DataFrame(rows), "s")
+    # two lengths: the share named with its own length
+    rows = [base_row(f"c{n}", 0, {"dataset": {"name": "csv", "max_length": n}}, accuracy=0.8,
+                     truncated_share=share, seq_len=n) for n, share in ((64, 0.3), (256, 0.02))]
+    assert "30 % of the texts cut at max_length 64" in pages.suite_page(pd.DataFrame(rows), "s")
 

@@ -529,6 +529,6 @@ matrix:
 """
     said = [w for w in parse(text.replace("TEACHER", "")).warnings if "distill teacher" in w]
     assert len(said) == 1 and "trains with optimizer adam(" in said[0]
-    assert "not the suite's defaults' adamw(lr=0.003" in said[0] and "distill=kd" in said[0]
+    assert "the suite's defaults with adamw(lr=0.003" in said[0] and "distill=kd" in said[0]
     named = text.replace("TEACHER", ", optimizer: {name: adamw, lr: 0.003}")
     assert not [w for w in parse(named).warnings if "distill teacher" in w]

@@ -342,7 +342,7 @@ def test_a_distill_teacher_loading_weights_without_steps_is_warned(tmp_path):
                                f"  distill: [{{name: kd, teacher: {teacher}}}]")
     path.write_text(text.replace("TRAIN", ""))
     said = [w for w in load(str(path)).warnings if "distill teacher" in w]
-    assert len(said) == 1 and "its distill teacher would load trained weights and train " \
+    assert len(said) == 1 and "its distill teacher: load trained weights and train " \
         "them 1000 more steps" in said[0] and "distill=kd" in said[0]
     path.write_text(text.replace("TRAIN", ", train: {steps: 0}"))
     assert not [w for w in load(str(path)).warnings if "distill teacher" in w]

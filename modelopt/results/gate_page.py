@@ -80,14 +80,23 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
                       + (" (allowed by --allow-missing)" if cmp.allow_missing else
                          " (fails the gate; --allow-missing to accept)") + ": "
                       + "; ".join(cmp.labels.get(i, i[:8]) for i in ids)]  # labels hold commas
-    lines += ["", "How the gate decides: a cell with a seed that was ok in the baseline and is "
+    lines += ["", _method(cmp)]
+    return "\n".join(lines)
+
+
+
+def _method(cmp: Comparison) -> str:
+    """How the gate decides, under the table."""
+    return ("How the gate decides: a cell with a seed that was ok in the baseline and is "
               "failed, timed out, diverged or absent now regresses. A figure regresses when it "
               "is worse than its tolerance and a one-sided paired t-test over the seeds (is it "
               f"worse?) gives p < {ALPHA}, i.e. its {100 * GATE_LEVEL:.0f} % interval excludes no change "
-              "(worse but not significant: within noise; within its tolerance with p < "
-              f"{CLEAR}: worse, within tolerance, which never fails). Where seeds cannot test it (one seed "
-              "a side, or seeds whose figures tie: a loaded model's copies, counted once, or "
-              "ties by chance, averaged sample by sample), it is tested on the test samples "
+              "(worse but not significant: within noise; within its tolerance but worse by at "
+              f"least half of it with p < {CLEAR}, or a re-timed latency whose interval "
+              "excludes no change: worse, within tolerance, which never fails). Where seeds "
+              "cannot test it (one seed a side, or seeds whose figures tie: a loaded model's "
+              "copies, counted once, or ties by chance, averaged sample by sample), it is "
+              "tested on the test samples "
               "where both records kept them: accuracy by McNemar's exact test on those one run "
               "got right and the other wrong (its sign-flip form over seeds averaged), macro "
               "F1, precision and recall by swapping the two runs' classes chosen at random "
@@ -98,12 +107,11 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
               "Counts (params, FLOPs, size) are exact. train_samples_s is compared per unit of "
               "the machine's speed (× machine_probe_ms, a fixed workload timed in the cell's "
               "own process before and after training), with Welch's t-test: seeds pair what "
-              f"training produces, not its speed. Latency: {cmp.latency}."]
-    return "\n".join(lines)
+              f"training produces, not its speed. Latency: {cmp.latency}.")
 
 
 def summary(cmp: Comparison) -> str:
-    n_reg = len(cmp.regressions)
+    n_reg = sum(r.cell_id not in cmp.not_run for r in cmp.regressions)  # not run: said apart
     n_imp = sum(r.verdict == "improved" for r in cmp.rows)
     compared = [r for r in cmp.rows if r.cell_id not in cmp.not_run]
     cells = len({r.cell_id for r in compared})
@@ -116,7 +124,9 @@ def summary(cmp: Comparison) -> str:
                 f"({len(cmp.only_baseline) + len(cmp.not_run)} in the baseline, "
                 f"{len(cmp.only_current)} in the current run): nothing was compared{unrun}")
     # latency left ungated is said here, not only under the table: a green line read alone
-    unsure = ("latency not gated (the note says why)" if cmp.latency.startswith("not gated")
+    some = any(r.metric in LATENCY.values() for r in cmp.rows)  # e.g. on a run's own timing
+    unsure = (f"latency {'partly ' * some}not gated (the note says why)"
+              if cmp.latency.startswith("not gated")
               else f"latency of {len(cmp.not_retimed)} cell(s) not gated" * bool(cmp.not_retimed))
     n_worse = sum(r.verdict == "worse" for r in cmp.rows)
     return (f"**{status}**: {n_reg} regressed, {n_imp} improved"

@@ -116,7 +116,8 @@ def _cut(d: pd.DataFrame) -> str:
     """The share of texts longer than max_length, whose tails no model saw."""
     if "truncated_share" not in d.columns or not (d["truncated_share"].fillna(0) > 0).any():
         return ""
-    share, length = d["truncated_share"].max(), d.get("seq_len", pd.Series(dtype=float)).max()
+    most = d.loc[d["truncated_share"].idxmax()]  # its own length: cells may differ
+    share, length = most["truncated_share"], most.get("seq_len")
     return (f"; {100 * share:.0f} % of the texts cut at max_length"
             + ("" if pd.isna(length) else f" {int(length)}") + " (their tails never read)")
 

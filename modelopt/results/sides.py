@@ -134,7 +134,7 @@ def load_side(path: str | Path) -> Side:
                            "compare one at a time")
     side = _collect(recs, suites.pop() if suites else None)
     side.run_dir = p if p.is_dir() else p.parent
-    if meta is not None and meta.cells is not None:
+    if meta is not None and meta.cells is not None and meta.shard is None:  # a shard: a share
         side.planned = frozenset(meta.cells)
     return side
 

@@ -58,6 +58,7 @@ class RunMeta(BaseModel):
     # the run's identity (run/changes.py), absent where an older modelopt wrote the file;
     # typed and bounded: a file from elsewhere is read, never trusted
     cells: list[CellId] | None = Field(None, max_length=MAX_CELLS)
+    shard: str | None = Field(None, pattern=r"^\d{1,6}/\d{1,6}$")  # a share of the cells ran
     seeds: list[StrictInt] | None = Field(None, max_length=1_000)
     inputs: dict[CellId, Inputs] | None = Field(None, max_length=MAX_CELLS)
     labels: dict[CellId, Annotated[str, StringConstraints(max_length=2_000)]] | None = Field(

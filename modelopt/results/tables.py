@@ -129,9 +129,12 @@ def distill_table(agg: pd.DataFrame) -> str:
                if not c.get("distill")}
     labels = [c for c in label_columns(ok) if c != "axis:distill"]
     rows, blind = [], []
-    teachers = {json.dumps(c["distill"]["teacher"], sort_keys=True) for c in students["cell"]}
-    models = [c["distill"]["teacher"]["model"] for c in students["cell"]]
+    all_ = [c["distill"]["teacher"] for c in students["cell"]]
+    models = [t["model"] for t in all_]
     varying = {k for m in models for k in m if len({json.dumps(x.get(k)) for x in models}) > 1}
+    # how else two teachers differ (their training, optimizer): named beside the model
+    others = {k for t in all_ for k in t
+              if k != "model" and len({json.dumps(x.get(k), sort_keys=True) for x in all_}) > 1}
     for _, r in students.iterrows():
         d, primary = r["cell"]["distill"], tasks.headline(r["task"])
         kind, base = _kind(primary), scratch.get(without_distill(r["cell"]))
@@ -140,8 +143,10 @@ def distill_table(agg: pd.DataFrame) -> str:
             else f"{r[primary] - base[primary]:+.3g}")
         teacher = f"teacher_{primary}"
         name = spec_label({k: v for k, v in d.items() if k != "teacher"}, set(d) - {"teacher"})
-        if len(teachers) > 1:  # two students may differ by their teacher alone
-            name += f", teacher {spec_label(d['teacher']['model'], varying)}"
+        if varying or others:  # two students may differ by their teacher alone
+            name += f", teacher {spec_label(d['teacher']['model'], varying)}" + "".join(
+                f" {k} {spec_label(d['teacher'].get(k), set(d['teacher'].get(k) or {}))}"
+                for k in sorted(others))
         rows.append([r[c] for c in labels] + [
             name, _title(primary), fmt(r.get(teacher), r.get(f"{teacher}_std"), kind),
             fmt(base[primary], base[f"{primary}_std"], kind) if base is not None else "–",
@@ -166,7 +171,8 @@ def _weak_teacher(r: pd.Series, base: pd.Series | None, primary: str, name: str)
     pct = " %" if kind == "pct" else ""
     said = f"{name}: teacher {fmt(figure_, None, kind)}{pct}"
     if (r.get("teacher_majority") or 0) > 0 and figure_ <= r["teacher_majority"]:
-        loaded = bool(r["cell"]["distill"]["teacher"]["model"].get("weights"))
+        model = r["cell"]["distill"]["teacher"]["model"]  # weights, or hf's own path
+        loaded = bool(model.get("weights") or model.get("path"))
         return [f"No better than always answering the test split's most common class "
                 f"({fmt(r['teacher_majority'], None, kind)}{pct}): {said}. " + (
                     "A state_dict trained with its classes in another order teaches them "

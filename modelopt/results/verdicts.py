@@ -12,7 +12,8 @@ from modelopt.results.stats import ALPHA, GATE_LEVEL, paired_ci, paired_p, welch
 
 # a figure within its tolerance whose test gives p below this, worse by at least half its
 # tolerance, is shown as worse (never a failure): strict, since a table of many figures would
-# show some at ALPHA by chance alone
+# show some at ALPHA by chance alone (re-timed latency has no p: its 95 % interval, over
+# processes whose pairing leaves little noise, and the half-tolerance bar decide)
 CLEAR = 0.001
 
 

@@ -107,15 +107,19 @@ def check_figures(suite: Suite) -> None:
             raise SuiteError(suite.path, f"thresholds.{metric}", str(exc)) from None
 
 
-def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool) -> set:
+def prepare(out_dir: Path, suite: Suite, resume: bool, force: bool,
+            shard: tuple[int, int] | None = None) -> set:
     """Note the suite beside its results and return the (cell_id, seed) pairs already ok
-    (none without `resume`); refuses results of a changed suite unless forced."""
+    (none without `resume`); refuses results of a changed suite unless forced. A shard's
+    run says so: its cells are the suite's, its results a share of them."""
     meta_path = out_dir / RUN_META
     meta = {"suite": suite.name, "content_hash": suite.content_hash, "path": suite.path,
             "description": suite.spec.description, "thresholds": suite.spec.thresholds,
             "baseline": suite.baseline, "expected_failures": dict(suite.expected_failures)}
     meta["tasks"], meta["metrics"] = declarations(suite)
     meta.update(changes.identity(suite))
+    if shard is not None:
+        meta["shard"] = f"{shard[0]}/{shard[1]}"
     old = store.read_meta(out_dir) if meta_path.exists() else None
     if old is not None and old.suite != suite.name:  # not even forced: compare, time and
         raise ResumeError(  # report read a results directory as one suite's
@@ -171,7 +175,7 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
     out = Path(out_dir)
     jobs = jobs or default_jobs()
     with writer_lock(out):
-        done = prepare(out, suite, resume, force)
+        done = prepare(out, suite, resume, force, shard)
         if not resume:  # a rerun from scratch trains its networks and teachers anew
             shutil.rmtree(out / dense.DIR, ignore_errors=True)
         todo = plan_jobs(suite, jobs, shard, done, train_once)
@@ -350,7 +354,8 @@ def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[s
     if out.is_dir() and any(out.iterdir()):  # what is there (a planted link) is not written through
         raise ResumeError(f"{out} is not empty; merge into a new (or empty) directory")
     out.mkdir(parents=True, exist_ok=True)
-    write_whole(out / RUN_META, json.dumps(metas[0], indent=2).encode())
+    merged = {k: v for k, v in metas[0].items() if k != "shard"}  # the shards together
+    write_whole(out / RUN_META, json.dumps(merged, indent=2).encode())
     for rec in records.values():
         store.append(out, rec)
     # the saved models come along; their latency is timed anew by `modelopt time`, since

@@ -42,7 +42,7 @@ def warnings(cells: list[Cell], named: dict[str, str] | None = None,
     builtin = _teachers_defaults(defaults or {}, regs)
     for c in cells:
         # a teacher is trained as a cell of its own, by the same defaults (1,000 steps)
-        teacher = [f"its distill teacher would {why} (in the teacher's own keys: `distill: "
+        teacher = [f"its distill teacher: {why} (in the teacher's own keys: `distill: "
                    "{name: kd, teacher: {model: ..., train: ...}}`)"
                    for why in _odd(c.teacher(), "it teaches as")] \
             if c.train.distill is not None else []
@@ -104,10 +104,10 @@ def _not_the_suites(c: Cell, builtin: dict[str, tuple]) -> list[str]:
     from modelopt.spec.patterns import short
 
     teacher = c.train.distill.params.get("teacher") if c.train.distill is not None else None
-    return [f"its distill teacher trains with {key} {short(mine)}, the built-in default, not "
-            f"the suite's defaults' {short(theirs)}: a teacher takes only the keys it names; "
-            f"give it `{key}:` to train it so" for key, (mine, theirs) in builtin.items()
-            if teacher and teacher.get(key) == mine]
+    return [f"its distill teacher trains with {key} {short(mine)}, the suite's defaults with "
+            f"{short(theirs)}: a teacher takes only the keys it names (the built-in defaults "
+            f"otherwise); name its `{key}:` as you mean it" for key, (mine, theirs) in
+            builtin.items() if teacher and teacher.get(key) == mine]
 
 
 def _loads(c: Cell) -> bool:

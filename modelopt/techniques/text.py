@@ -58,11 +58,11 @@ def _check_corpus(params: dict) -> None:
     path = params.get("path")
     if path is not None and not Path(path).expanduser().is_file():
         raise DataUnavailable(f"corpus: no file at {Path(path).expanduser().resolve()}")
-    block = params.get("block_size", 128)
+    block, where = params.get("block_size", 128), path and Path(path).expanduser().resolve()
     for split, n in zip(SPLITS, _split_tokens(
-            path and str(Path(path).expanduser().resolve()), params.get("tokenizer", "char"),
-            params.get("validation_fraction", 0.05), params.get("test_fraction", 0.05),
-            params.get("max_chars"))):
+            where and str(where), where and where.stat().st_mtime_ns,  # an edit: read again
+            params.get("tokenizer", "char"), params.get("validation_fraction", 0.05),
+            params.get("test_fraction", 0.05), params.get("max_chars"))):
         _fits(n, block, split)
 
 
@@ -70,7 +70,7 @@ SPLITS = ("training", "validation", "test")
 
 
 @functools.lru_cache(maxsize=8)
-def _split_tokens(path, tokenizer, validation_fraction, test_fraction, max_chars
+def _split_tokens(path, mtime, tokenizer, validation_fraction, test_fraction, max_chars
                   ) -> tuple[int, int, int]:
     """How many tokens each split of the corpus holds (the suite's check: a window longer
     than a split failed every cell once it ran)."""
