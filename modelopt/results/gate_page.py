@@ -84,7 +84,6 @@ def markdown(cmp: Comparison, rules: dict[str, M.Metric] | None = None,
     return "\n".join(lines)
 
 
-
 def _method(cmp: Comparison) -> str:
     """How the gate decides, under the table."""
     return ("How the gate decides: a cell with a seed that was ok in the baseline and is "

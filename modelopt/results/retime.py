@@ -107,9 +107,12 @@ def own_timing_rows(base: Side, cur: Side, cells: list[str], rules: dict[str, M.
     return out
 
 
+UNTIMED = "your code differs between the runs, and one has no timing of its own"
+
+
 def latency_rows(base: Side, cur: Side, common: list[str], rules: dict[str, M.Metric],
-             timer: Timer | None, processes: int | None, progress, labels: dict[str, str]
-             ) -> tuple[list[Row], str, dict[str, str]]:
+                 timer: Timer | None, processes: int | None, progress, labels: dict[str, str]
+                 ) -> tuple[list[Row], str, dict[str, str]]:
     """Latency rows, how they were judged (the note under the table), and the cells whose
     models could not be re-timed, with why."""
     if not timer:
@@ -120,8 +123,7 @@ def latency_rows(base: Side, cur: Side, common: list[str], rules: dict[str, M.Me
                and base.code[c] != cur.code[c]]
     rows = own_timing_rows(base, cur, recoded, rules)
     both = [c for c in both if c not in recoded]
-    untimed = {c: "your code differs between the runs, and one has no timing of its own"
-               for c in recoded if not any(r.cell_id == c for r in rows)}
+    untimed = {c: UNTIMED for c in recoded if not any(r.cell_id == c for r in rows)}
     note = ("not gated: latency from two separate runs differs by the machine as much as by "
             "the code; compare two results directories with their saved models to re-time "
             "them side by side")
@@ -157,7 +159,6 @@ def latency_rows(base: Side, cur: Side, common: list[str], rules: dict[str, M.Me
             "own timing, Welch's test over its timing processes (re-timing would build both "
             "with this checkout's code): two runs differ by the machine as well" if own else "",
             "not gated: " + ", ".join(labels.get(c, c[:8]) for c in sorted(untimed))
-            + ": your code differs between the runs, and one has no timing of its own"
-            if untimed else ""]))
+            + f": {UNTIMED}" if untimed else ""]))
         note = f"{note}; {said}" if both else said
     return rows, note, {**skipped, **untimed}

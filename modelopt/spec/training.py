@@ -5,6 +5,8 @@ warm-up longer than the training, a model measured untrained) are warned of."""
 
 from __future__ import annotations
 
+import copy
+
 from modelopt.spec.cell import Cell
 from modelopt.spec.registries import CELL_CHECKS, SCHEDULES
 from modelopt.spec.registry import RegistryError
@@ -93,8 +95,8 @@ def _teachers_defaults(defaults: dict, regs) -> dict[str, tuple]:
     for key in HOW:
         if regs is None or defaults.get(key) is None:
             continue
-        builtin = check_spec(key, normalize(key, K.DEFAULTS.get(key)), regs)
-        theirs = check_spec(key, normalize(key, defaults[key]), regs)
+        builtin = check_spec(key, normalize(key, copy.deepcopy(K.DEFAULTS.get(key))), regs)
+        theirs = check_spec(key, normalize(key, copy.deepcopy(defaults[key])), regs)
         if theirs != builtin:
             out[key] = (builtin, theirs)
     return out
