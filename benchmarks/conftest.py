@@ -18,7 +18,7 @@ def pytest_addoption(parser):
                     "false alarms and power, runner throughput); they take 10-20 minutes")
     group.addoption("--results-out", default=None,
                     help="results directory to append to (default .benchmarks/modelopt/<suite "
-                    "name> under pytest's rootdir)")
+                    "name> in the directory pytest runs in, beside pytest-benchmark's own)")
 
 
 SUITE = pytest.StashKey()  # the suite, loaded and checked once per session
@@ -72,11 +72,21 @@ def results_dir(request, suite):
     """Where the cells' records and models go: beside pytest-benchmark's own files, never in
     tracked files. suite.json is written as `modelopt run` writes it, so report, compare and
     `modelopt time` read the directory like any run's."""
+    import warnings
+
+    from modelopt.results import store
     from modelopt.run import runner
 
+    # where pytest runs, as pytest-benchmark keeps its own: a `--suite PATH` elsewhere moves
+    # pytest's rootdir, and the results would follow the suite file
     out = Path(request.config.getoption("--results-out")
-               or request.config.rootpath / ".benchmarks" / "modelopt" / suite.name)
+               or request.config.invocation_params.dir / ".benchmarks" / "modelopt" / suite.name)
     try:
+        old = store.read_meta(out) if (out / "suite.json").is_file() else None
+        why = runner.refusal(out, old, suite)
+        if why:  # kept, as pytest reruns its cells; a report of the folder would mix them
+            warnings.warn(f"modelopt: {why}. Its earlier records stay beside this run's: give "
+                          "--results-out a fresh folder to report this version alone", stacklevel=1)
         runner.prepare(out, suite, resume=False, force=True)
     except (runner.ResumeError, ValueError) as exc:  # another suite's folder: said once
         pytest.exit(f"modelopt: {exc}", returncode=pytest.ExitCode.USAGE_ERROR)

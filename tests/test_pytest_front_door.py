@@ -141,3 +141,13 @@ def test_a_diverged_cell_is_a_finding_as_modelopt_run_counts_it(tmp_path):
     (tmp_path / "f.json").write_text(json.dumps(doc))
     with pytest.raises(compare.CompareError, match="untimed cell 0 is not a result record"):
         compare.compare(out, tmp_path / "f.json", timer=None)
+    # the suite edited, the same folder: its earlier records stay (pytest reruns the cells),
+    # and the session says so rather than a report mixing two versions unsaid
+    (tmp_path / "s.yaml").write_text(SUITE.replace("STEPS", "21").replace("[0, 1, 2]", "[0]"))
+    again = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only",
+                            "-q", f"--suite={tmp_path / 's.yaml'}", "--results-out", str(out)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=300)
+    text = again.stdout + again.stderr
+    assert again.returncode == 0, text
+    assert "holds results of suite 'door' with a different content" in text, text
+    assert "Its earlier records stay beside this run's" in text

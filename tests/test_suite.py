@@ -382,6 +382,11 @@ def test_expect_failure_names_cells_by_their_settings_and_refuses_what_matches_n
     assert (cell["model"]["name"], cell["train"]["batch_size"], why) == ("mlp", 64, "too wide here")
     assert suite.expected_failure(cid) == "too wide here"
     assert parse(two, "suite.yaml").content_hash == suite.content_hash  # the same cells
+    from pathlib import Path
+
+    from modelopt.run.preview import plan
+    said = plan(suite, Path("/nonexistent/out"), jobs=1)  # named by its axes, not its hash
+    assert "expected to fail: mlp · batch_size=64 (too wide here)" in said, said
     e = err(two + "expect_failure:\n  - cell: {model: gru}\n    reason: x\n")
     assert e.where == "expect_failure[0].cell" and "matches no cell" in e.message
     e = err(two + "expect_failure:\n  - cell: {modle: mlp}\n    reason: x\n")
@@ -532,3 +537,14 @@ matrix:
     assert "the suite's defaults with adamw(lr=0.003" in said[0] and "distill=kd" in said[0]
     named = text.replace("TEACHER", ", optimizer: {name: adamw, lr: 0.003}")
     assert not [w for w in parse(named).warnings if "distill teacher" in w]
+
+
+def test_a_key_given_twice_is_refused_and_a_merge_key_is_not():
+    """PyYAML keeps the last of two equal keys: a matrix axis written twice vanished."""
+    head = "name: m\nseeds: [0]\ndefaults: {dataset: {name: synthetic, n_samples: 300}, model: mlp}\n"
+    with pytest.raises(SuiteError, match=r"not valid YAML: line 6, column 3: the key 'optimizer' "
+                                         r"is given twice in one mapping"):
+        parse(head + "matrix:\n  optimizer: [sgd, adam]\n  optimizer: [adamw]\n")
+    merged = parse(head + "matrix:\n  optimizer:\n    - &a {name: sgd, lr: 0.1}\n"
+                   "    - {<<: *a, lr: 0.2}\n")  # a merge key's keys given again, on purpose
+    assert sorted(c.as_config()["optimizer"]["lr"] for c in merged.cells) == [0.1, 0.2]

@@ -14,9 +14,10 @@ from modelopt.spec.schema import Suite
 
 
 def failure(exc: BaseException, prefix: str = "") -> dict:
-    tb = traceback.format_exc().strip().splitlines()
+    # the last frames whole (a cut by lines began mid-frame), without the message again
+    frames = "".join(traceback.format_tb(exc.__traceback__, limit=-4)).rstrip()
     return {"status": "failed", "error": f"{prefix}{type(exc).__name__}: {exc}",
-            "traceback": "\n".join(tb[-12:])}
+            "traceback": frames}
 
 
 def payload(run: Callable, cell_id: str, seed: int, model_dir: str | None,

@@ -42,6 +42,13 @@ def trains_alike(suite: Suite) -> list[str]:
     return [str(shared.index(k) + 1) if k in shared else "-" for k in keys]
 
 
+def _expected(suite: Suite, labels) -> list[str]:
+    """The cells the suite expects to fail, by their axes: never ok, so run on every resume."""
+    named = {c.cell_id: " · ".join(map(str, labels.iloc[i])) for i, c in enumerate(suite.cells)}
+    return [f"expected to fail: {named.get(cid, cid)} ({why}); it runs, and its failure does "
+            "not fail the run" for cid, why in suite.expected_failures]
+
+
 def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
          shard: tuple[int, int] | None = None) -> str:
     done, seconds = earlier(out, suite)
@@ -68,7 +75,8 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
     lines = [f"{part}{suite.name}: "
              + (f"{runs} of the {len(suite.runs())} runs, of {len(mine)} cells and seeds "
                 f"{sorted({s for _, s in ours})}" if shard else
-                f"{len(mine)} cells x {len(suite.seeds)} seeds = {runs} runs")
+                f"{len(mine)} cell{'s' * (len(mine) != 1)} x {len(suite.seeds)} "
+                f"seed{'s' * (len(suite.seeds) != 1)} = {runs} run{'s' * (runs != 1)}")
              + f" ({suite.path}); results in {out}", ""]
     if shard and not runs:
         return "\n".join(lines + [f"note: {shards.empty_note(suite, shard)}"])
@@ -84,16 +92,15 @@ def plan(suite: Suite, out: Path, jobs: int, train_once: bool = True,
                      + ("recorded as skipped (skip_unavailable)" if suite.spec.skip_unavailable
                         else "recorded as failed (skip_unavailable: true records it skipped)"))
     lines += narrowed(suite, jobs, [labels.iloc[i] for i in mine], mine)
-    for cid, why in suite.expected_failures:  # never ok, so run again on every resume
-        lines.append(f"expected to fail: {cid} ({why}); it runs, and its failure does not "
-                     "fail the run")
+    lines += _expected(suite, labels)
     if todo and todo_s:
         lines.append(f"estimate: about {todo_s / max(1, jobs):.0f} s at --jobs {jobs} from earlier "
                      "results of the same cells" + (f" ({unknown} cell(s) with no ok result "
                                                      "there: not counted)" if unknown else "")
                      + ", plus starting the workers (seconds, once) and the timing stage")
     elif todo:
-        lines.append("estimate: none (no earlier results of these cells in that directory)")
+        lines.append("estimate: none (no earlier ok result of these cells in that directory "
+                     "to time them by)")
     meta = store.read_meta(out) if out.is_dir() else None
     if meta is not None and meta.suite != suite.name:
         lines.append(f"note: `run` will refuse {out}: it holds results of suite '{meta.suite}'; "

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from modelopt.spec import budget, data_files, explain, patterns, plugins, training, weights
+from modelopt.spec import budget, data_files, explain, patterns, plugins, training, weights, yaml_doc
 from modelopt.spec.cell import Cell
 from modelopt.spec.cells import (
     _normalize_axis_value,
@@ -41,7 +41,7 @@ __all__ = ["Cell", "Suite", "SuiteError", "SuiteFile", "load", "parse", "cell_id
 def _read(text: str | bytes, path: str) -> SuiteFile:
     """The YAML document, checked against the top-level schema."""
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml_doc.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
