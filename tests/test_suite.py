@@ -548,3 +548,7 @@ def test_a_key_given_twice_is_refused_and_a_merge_key_is_not():
     merged = parse(head + "matrix:\n  optimizer:\n    - &a {name: sgd, lr: 0.1}\n"
                    "    - {<<: *a, lr: 0.2}\n")  # a merge key's keys given again, on purpose
     assert sorted(c.as_config()["optimizer"]["lr"] for c in merged.cells) == [0.1, 0.2]
+    # `quantize: no` is YAML's false: said so, with what to write
+    with pytest.raises(SuiteError, match=r"got False \(YAML reads yes/no/on/off as true/false"):
+        parse(head.replace("model: mlp}", "model: mlp, quantize: no}"))
+

@@ -38,7 +38,9 @@ def spec_of(value: Any, key: str) -> dict | None:
         if not isinstance(value["name"], str):
             raise RegistryError(f"{key} name must be a string, got {value['name']!r}")
         return dict(value)
-    raise RegistryError(f"{key} must be a name or a mapping with 'name', got {value!r}")
+    raise RegistryError(f"{key} must be a name or a mapping with 'name', got {value!r}"
+                        + (" (YAML reads yes/no/on/off as true/false: write none, or quote "
+                           "the name)" if isinstance(value, bool) else ""))
 
 
 def normalize(key: str, value: Any):
