@@ -552,3 +552,13 @@ def test_a_key_given_twice_is_refused_and_a_merge_key_is_not():
     with pytest.raises(SuiteError, match=r"got False \(YAML reads yes/no/on/off as true/false"):
         parse(head.replace("model: mlp}", "model: mlp, quantize: no}"))
 
+
+
+def test_two_matrix_values_of_one_cell_are_warned_of():
+    text = ("name: m\nseeds: [0]\ndefaults: {dataset: {name: synthetic, n_samples: 300}, "
+            "model: mlp}\nmatrix:\n  optimizer: [adam, {name: adam, lr: 0.001}]\n")
+    suite = parse(text)
+    assert len(suite.cells) == 1
+    assert any("1 combination(s) are a cell another one names" in w
+               and "optimizer=adam(lr=0.001) is optimizer=adam" in w for w in suite.warnings)
+    assert not [w for w in parse(text.replace("0.001", "0.002")).warnings if "combination" in w]

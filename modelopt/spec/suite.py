@@ -183,7 +183,7 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
             guard(where, check, config)
         return config
 
-    cells, seen, named = [], set(), {}  # named: each cell as the matrix wrote it
+    cells, seen, named, same = [], set(), {}, []  # named: each cell as the matrix wrote it
     tuned: set[str] = set()  # the tune keys some cell names the technique of
     for combo in combos:
         label = ", ".join(f"{k}={short(v) if v is not None else UNNAMED.get(k, 'none')}"
@@ -201,17 +201,25 @@ def _parse(text: str | bytes, path: str, launched_world: int | None, folder: str
                 seen.add(cell.cell_id)
                 cells.append(cell)
                 named[cell.cell_id] = where if values else (label or "defaults")
+            elif not values:  # said: an axis of two values that plans one cell reads wrong
+                same.append(f"{label} is {named[cell.cell_id]}")
     cells += _matched(spec, cells, tuned, path)
     inputs = {c.cell_id: _inputs(c, path) for c in cells}
     content_hash = _content_hash(spec, cells, inputs)
     merges = tuple(_merge_warning(i, joined, spec.include[i], _config_of(defaults, joined[0], regs))
                    for i, joined in merged)
     return Suite(spec.name, path, tuple(spec.seeds), tuple(cells), spec, content_hash,
-                 merges + tuple(unused) + _seen_validation(spec, cells)
+                 merges + tuple(unused) + _seen_validation(spec, cells) + _alike(same)
                  + training.warnings(cells, named, spec.defaults, regs),
                  patterns.expected_failures(spec, cells, guard, regs),
                  _baseline(spec, cells, guard, regs, merges),
                  {cid: i for cid, i in inputs.items() if i})
+
+
+def _alike(same: list[str]) -> tuple[str, ...]:
+    return tuple(f"matrix: {len(same)} combination(s) are a cell another one names, run once "
+                 f"({'; '.join(same[:3])}{' ...' if len(same) > 3 else ''}): the same settings "
+                 "written two ways" for _ in same[:1])
 
 
 def _matched(spec: SuiteFile, cells: list[Cell], tuned: set[str], path: str) -> list[Cell]:
