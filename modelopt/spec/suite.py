@@ -53,7 +53,7 @@ def _read(text: str | bytes, path: str) -> SuiteFile:
         raise SuiteError(path, "", "nested too deeply") from None
     if doc is None:
         raise SuiteError(path, "", "the file is empty; a suite needs at least `name` and "
-                         "`defaults` (or `matrix`): see suites/tiny.yaml")
+                         "`defaults` (or `matrix`): docs/reference/suite-file.md")
     if not isinstance(doc, dict):
         raise SuiteError(path, "", f"a suite is a mapping with name, matrix, ...; got {type(doc).__name__}")
     if _too_large(doc):
