@@ -83,7 +83,8 @@ def results_dir(request, suite):
                or request.config.invocation_params.dir / ".benchmarks" / "modelopt" / suite.name)
     try:
         old = store.read_meta(out) if (out / "suite.json").is_file() else None
-        why = runner.refusal(out, old, suite)
+        # another suite's folder is refused by prepare; this suite's earlier version is kept
+        why = runner.refusal(out, old, suite) if old and old.suite == suite.name else None
         if why:  # kept, as pytest reruns its cells; a report of the folder would mix them
             warnings.warn(f"modelopt: {why}. Its earlier records stay beside this run's: give "
                           "--results-out a fresh folder to report this version alone", stacklevel=1)
