@@ -295,8 +295,8 @@ def cmd_export(args) -> int:
     if df.empty:
         return _err(f"no results to export in {', '.join(args.results)}")
     try:
-        entries = EXPORTERS[args.format](df)
-        for note in export.left_out(df, args.results):
+        entries = EXPORTERS[args.format](tables := export.per_suite(df))
+        for note in export.left_out(tables, args.results):
             print(f"modelopt: warning: {note}", file=sys.stderr)
     except _SHAPES as exc:
         return _not_ours(args.results, exc)

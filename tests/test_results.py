@@ -74,7 +74,7 @@ def test_results_of_unregistered_models_and_datasets_report_without_their_code(t
             metrics={"accuracy": acc, "params": 10}))
     df = results.load(tmp_path)
     assert "sines" in pages.suite_page(df, "mine")
-    assert export.github_action_benchmark(df)["bigger"]
+    assert export.github_action_benchmark(export.per_suite(df))["bigger"]
     assert not compare.compare(tmp_path, tmp_path).failed
 
 

@@ -2,27 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from modelopt.results import metrics as M
 
 
-def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, list[dict]]:
+@dataclass(frozen=True)
+class SuiteTable:
+    """One suite's cells aggregated over seeds, with the axes that name them."""
+    suite: str
+    agg: object  # pandas.DataFrame, one row per cell
+    labels: list[str]
+
+
+def per_suite(df) -> list[SuiteTable]:
+    """Aggregated once per export: the exporter and `left_out` read the same tables. Each
+    suite's cells are named by its own axes, so a series keeps its name (the dashboard's
+    key) whichever other suites are exported beside it."""
+    from modelopt.results.labels import label_columns
+    from modelopt.results.report import aggregate
+
+    tables = []
+    for suite, part in df.groupby("suite", sort=False):
+        agg = aggregate(part)
+        tables.append(SuiteTable(str(suite), agg, label_columns(agg)))
+    return tables
+
+
+def github_action_benchmark(tables: list[SuiteTable],
+                            metrics: list[str] | None = None) -> dict[str, list[dict]]:
     """{"bigger": [...], "smaller": [...]}: entries {name, unit, value, range, extra} for
     benchmark-action/github-action-benchmark's customBiggerIsBetter / customSmallerIsBetter.
     One entry per cell and metric: the mean over seeds that finished ok, ± std as range
     (none with one seed)."""
-    from modelopt.results.labels import joined, label_columns, n_seeds
-    from modelopt.results.report import aggregate
+    from modelopt.results.labels import joined, n_seeds
 
     out: dict[str, list[dict]] = {"bigger": [], "smaller": []}
-    # each suite's cells named by its own axes: a series keeps its name (the dashboard's
-    # key) whichever other suites are exported beside it
-    labelled = []
-    for _, part in df.groupby("suite", sort=False):
-        agg = aggregate(part)
-        labels = label_columns(agg)
-        labelled += [(r, joined(r, labels)) for _, r in agg[agg["n"] > 0].iterrows()]
+    labelled = [(r, joined(r, t.labels)) for t in tables
+                for _, r in t.agg[t.agg["n"] > 0].iterrows()]
     for r, label in labelled:
         for metric in metrics or [m.name for m in M.directed()]:
             value = r.get(metric)
@@ -38,23 +57,20 @@ def github_action_benchmark(df, metrics: list[str] | None = None) -> dict[str, l
     return out
 
 
-def left_out(df, dirs: list) -> list[str]:
+def left_out(tables: list[SuiteTable], dirs: list) -> list[str]:
     """What an export leaves out that a dashboard's reader would miss, said on the command
     line: cells with no seed ok (their series stop), and directories whose saved models
     were never timed, or trained again since (no latency series)."""
     from modelopt.results import latency
-    from modelopt.results.labels import joined, label_columns
-    from modelopt.results.report import aggregate
+    from modelopt.results.labels import joined
 
     out = []
-    for suite, part in df.groupby("suite", sort=False):
-        agg = aggregate(part)
-        none = agg[agg["n"] == 0]
+    for t in tables:
+        none = t.agg[t.agg["n"] == 0]
         if not none.empty:
-            labels = label_columns(agg)
-            names = [f"[{joined(r, labels)}] ({', '.join(f'{k} {v}' for k, v in r['statuses'].items())})"
+            names = [f"[{joined(r, t.labels)}] ({', '.join(f'{k} {v}' for k, v in r['statuses'].items())})"
                      for _, r in none.iterrows()]
-            out.append(f"{suite}: {len(names)} cell(s) with no seed ok export nothing: "
+            out.append(f"{t.suite}: {len(names)} cell(s) with no seed ok export nothing: "
                        + "; ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
     for d in dirs:
         if latency.artifacts(d) and latency.current(d) is None:
