@@ -339,7 +339,8 @@ PLUGIN_BASE = "name: own\ndefaults: {dataset: synthetic, model: mlp}\n"
 PLUGIN_MISTAKES = {  # module, its source, what the suite's defaults add, what the error says
     # the module itself raised while importing
     "raises": ("broken", "raise RuntimeError('half-written')\n", "",
-               r"plugins\[0\]: importing 'broken' raised RuntimeError: half-written"),
+               r"plugins\[0\]: importing 'broken' raised RuntimeError: half-written \(at "
+               r".*broken\.py:1\)"),
     # found beside the suite, but what it imports is not installed: said so, not "put it
     # beside the suite file"
     "dependency": ("needs_more", "import no_such_dependency_pkg\n", "",

@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import os
 import sys
+import traceback
 
 from modelopt.spec.keys import BY_KEY
 from modelopt.spec.registry import Registry
@@ -55,7 +56,17 @@ def import_module(name: str):
                           "installed, on PYTHONPATH, or beside the suite file (in the working "
                           "directory, for --plugins)") from None
     except Exception as exc:  # noqa: BLE001 - the module itself raised while importing
-        raise PluginError(f"importing '{name}' raised {type(exc).__name__}: {exc}") from None
+        raise PluginError(f"importing '{name}' raised {type(exc).__name__}: {exc}"
+                          + _where(exc)) from None
+
+
+def _where(exc: BaseException) -> str:
+    """ " (at file:line)" of the innermost frame that raised: the line to mend in a plugin
+    (a SyntaxError names its own line in its message)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) or not frames:
+        return ""
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})"
 
 
 def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Registry]:
