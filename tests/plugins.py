@@ -5,7 +5,7 @@ import time
 
 from torch import nn
 
-from modelopt.spec.registries import DEPLOYERS, METRICS, MODELS, QUANTIZERS, WEIGHTS
+from modelopt.spec.registries import AUGMENT, DEPLOYERS, METRICS, MODELS, QUANTIZERS, WEIGHTS
 
 
 class _Crash(nn.Linear):
@@ -204,3 +204,19 @@ def test_figure(*, figure: str = "test_value", returns: str = "number"):
 
     value = {"number": 0.5, "tensor": torch.tensor(0.5), "nan": float("nan"), "none": None}
     return Measure((Metric(figure, figure, "f3", True),), lambda e: {figure: value[returns]})
+
+
+@AUGMENT.register("test_draws", inputs=("vector",))
+def test_draws():
+    """Noise, and each process's first draws written to $MODELOPT_TEST_DRAWS/<pid>: from the
+    augmentation's generator and from torch's global one (dropout's)."""
+    import torch
+
+    def fn(x, g):
+        noise = torch.randn(x.shape, generator=g)
+        out = os.path.join(os.environ["MODELOPT_TEST_DRAWS"], str(os.getpid()))
+        if not os.path.exists(out):
+            with open(out, "w") as f:
+                f.write(f"{noise.flatten()[:3].tolist()} {torch.rand(2).tolist()}")
+        return x + 0.1 * noise
+    return fn

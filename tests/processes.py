@@ -14,3 +14,10 @@ def leftovers(mark: str) -> list:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return found
+
+
+def signal_mask(conn) -> None:
+    """Send the signals this process has blocked (a process's target, for a forkserver)."""
+    import signal
+
+    conn.send(sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])))

@@ -6,7 +6,7 @@ import torch
 
 from modelopt.run import backends, ddp
 from modelopt.run.plan import load_data, train_here
-from modelopt.spec.suite import parse
+from modelopt.spec.suite import SuiteError, parse
 
 SUITE = """
 name: b
@@ -47,6 +47,23 @@ def test_ddp_two_ranks_matches_single_process_weights():
         # (two half-batch means averaged by all-reduce vs one mean)
         assert torch.allclose(w, state[name], atol=1e-5), name
     assert ranks_alive() == []
+
+
+def test_each_rank_draws_its_own_augmentation_and_dropout(tmp_path, monkeypatch):
+    """With one seed everywhere, rank 1 drew the very noise rank 0 drew for its half of
+    the batch (and the same dropout masks): half the independent draws of one process."""
+    monkeypatch.setenv("MODELOPT_TEST_DRAWS", str(tmp_path))
+    cfg = parse(SUITE.replace("train:", "augment: [test_draws]\n  train:")).cells[1]
+    cfg.backend.build().train(cfg, 0, load_data(cfg, 0))
+    draws = [p.read_text() for p in tmp_path.iterdir()]
+    assert len(draws) == 2 and draws[0] != draws[1], draws
+    assert ranks_alive() == []
+
+
+def test_a_batch_that_does_not_divide_among_the_ranks_is_refused_at_load():
+    with pytest.raises(SuiteError, match=r"train.batch_size 65 does not divide among backend "
+                       r"ddp's world_size 2 ranks: give a multiple of 2"):
+        parse(SUITE.replace("batch_size: 64", "batch_size: 65"))
 
 
 def test_a_rank_that_raises_fails_the_cell_and_leaves_no_process():

@@ -353,18 +353,36 @@ def test_scaling_table():
                                ("two", {"name": "cpu", "threads": 2}, 1500.0),
                                ("ddp", {"name": "ddp", "world_size": 2, "threads": 1}, 1800.0)):
         rows.append(base_row(cid, 0, {"backend": backend}, accuracy=0.5, train_samples_s=rate))
-    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)))
-    assert "| cpu(threads=2)" in t and "1.50" in t and "0.75" in t and "0.90" in t
+    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)), pd.DataFrame(rows))
+    assert "| cpu(threads=2)" in t and "1.50 (1 seed)" in t and "0.75 (1 seed)" in t
+    assert "0.90 (1 seed)" in t
     assert "| ddp(threads=1, world_size=2)" in t  # as the other tables name it
+    assert "peak RSS is its coordinating process's" in t
     # two models: each backend against the one-core cell of its own model (the mlp's speed-up
     # was taken against the linear model's one core, and their rows could not be told apart)
     rows += [base_row(f"m{cid}", 0, {"backend": b, "model": {"name": "cnn"}}, accuracy=0.5,
                       train_samples_s=rate)
              for cid, b, rate in (("one", {"name": "cpu", "threads": 1}, 500.0),
                                   ("two", {"name": "cpu", "threads": 2}, 900.0))]
-    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)))
+    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)), pd.DataFrame(rows))
     cnn = [line for line in t.splitlines() if line.startswith("| cnn ")]
-    assert len(cnn) == 2 and "1.80" in cnn[1] and "0.90" in cnn[1], t
+    assert len(cnn) == 2 and "1.80 (1 seed)" in cnn[1] and "0.90 (1 seed)" in cnn[1], t
+
+
+def test_scaling_is_paired_by_seed_with_its_interval():
+    """The speed-up was a ratio of means, with no n and no interval: 0.70 read as a finding
+    where the headline beside it said ≈ 0.69 [0.15, 3.11]."""
+    rows = [base_row(cid, seed, {"backend": backend}, accuracy=0.5, train_samples_s=rate)
+            for cid, backend, rates in (("one", {"name": "cpu", "threads": 1}, (1000, 800, 1200)),
+                                        ("two", {"name": "cpu", "threads": 2}, (1500, 1200, 1800)),
+                                        ("wob", {"name": "cpu", "threads": 4}, (500, 1600, 1200)))
+            for seed, rate in enumerate(rates)]
+    t = tables.scaling_table(report.aggregate(pd.DataFrame(rows)), pd.DataFrame(rows))
+    two = next(line for line in t.splitlines() if line.startswith("| cpu(threads=2)"))
+    assert "| 3 " in two and "1.50 [1.50, 1.50]" in two and "0.75 [0.75, 0.75]" in two, t
+    wobbly = next(line for line in t.splitlines() if line.startswith("| cpu(threads=4)"))
+    assert "≈ " in wobbly, t
+    assert "coordinating process" not in t  # no ddp row
 
 
 def test_each_row_is_compared_with_the_baseline_of_its_own_group():
@@ -818,3 +836,20 @@ def test_the_share_of_texts_cut_at_max_length_is_said():
                      truncated_share=share, seq_len=n) for n, share in ((64, 0.3), (256, 0.02))]
     assert "30 % of the texts cut at max_length 64" in pages.suite_page(pd.DataFrame(rows), "s")
 
+
+
+def test_two_seeds_that_cannot_test_a_large_gain_say_so_rather_than_within_noise():
+    """96 % against 66 % on both seeds (Δ 0.275 and 0.325) is p 0.053 at one degree of
+    freedom: it read "≈ +30.0 pt", within noise."""
+    from modelopt.results import headline
+
+    rows = [base_row(cid, s, {}, accuracy=acc)
+            for cid, accs in (("base", (0.66, 0.65)), ("std", (0.935, 0.975)))
+            for s, acc in enumerate(accs)]
+    df = pd.DataFrame(rows)
+    base, r = (pd.Series({"cell_id": c}) for c in ("base", "std"))
+    said = headline._delta(df, r, base, "accuracy")
+    assert said == "+30.0 pt (2 seeds: paired t p 0.053, too few to tell)", said
+    # three seeds, as spread: tested, and told from noise
+    rows += [base_row("base", 2, {}, accuracy=0.67), base_row("std", 2, {}, accuracy=0.97)]
+    assert headline._delta(pd.DataFrame(rows), r, base, "accuracy") == "+30.0 pt"

@@ -518,3 +518,29 @@ def test_a_gpu_cell_waits_while_another_gpu_cell_runs():
     sched.active[object()] = SimpleNamespace(job=on_gpu)  # one GPU cell running
     assert sched._waits(dataclasses.replace(on_gpu, seed=1))
     assert not sched._waits(dataclasses.replace(on_gpu, seed=1, gpus=0))
+
+
+MASK = """
+import signal
+from multiprocessing import resource_tracker
+from modelopt.run.processes import context
+from tests.processes import signal_mask
+
+resource_tracker.ensure_running()  # as a DataLoader or a plugin in this process would have
+ctx = context()
+parent, child = ctx.Pipe()
+held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+proc = ctx.Process(target=signal_mask, args=(child,))
+proc.start()  # as the scheduler starts a cell: Ctrl-C and SIGTERM held meanwhile
+signal.pthread_sigmask(signal.SIG_SETMASK, held)
+print(parent.recv())
+proc.join()
+"""
+
+
+def test_cells_are_started_hearing_sigterm_and_sigint():
+    """The forkserver started lazily inside the scheduler's mask passed it on to every cell,
+    rank and timing process: deaf to SIGTERM, a timed-out cell's ranks trained on."""
+    r = subprocess.run([sys.executable, "-c", MASK], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -107,7 +107,10 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
     value = f"{100 * change:+.1f} pt" if M.TABLE[key].unit == "fraction" else f"{change:+.3g}"
     alike = len(set(before)) == 1 and len(set(after)) == 1
     if len(seeds) > 1 and not alike:
-        return ("≈ " if paired_p(before, after) >= ALPHA else "") + value
+        p = paired_p(before, after)
+        if len(seeds) == 2 and p >= ALPHA:  # one degree of freedom: 96 % vs 66 % read ≈
+            return f"{value} (2 seeds: paired t p {p_words(p)}, too few to tell)"
+        return ("≈ " if p >= ALPHA else "") + value
     samples = _samples(ok, (base["cell_id"], r["cell_id"]), seeds, key)
     if samples is not None:
         return (f"{'≈ ' if samples.p >= ALPHA else ''}{value} "
@@ -153,18 +156,35 @@ def _training_speedup(df: pd.DataFrame, r: pd.Series, base: pd.Series | None) ->
         return "–"
     if r["cell_id"] == base["cell_id"]:
         return "baseline"
+    return ratio_words(training_ratio(df, base["cell_id"], r["cell_id"]))
+
+
+def training_ratio(df: pd.DataFrame, base_id: str, cell_id: str
+                   ) -> tuple[float, float, float, int] | None:
+    """(geometric mean, 95 % low, high, seeds) of cell_id's training samples/s over
+    base_id's, paired by seed; None without a seed both trained."""
     ok = df[df["status"] == "ok"]
     a, b = (ok[ok["cell_id"] == c].set_index("seed")["train_samples_s"]
-            for c in (base["cell_id"], r["cell_id"]))
+            for c in (base_id, cell_id))
     seeds = sorted(s for s in set(a.dropna().index) & set(b.dropna().index)
                    if a[s] > 0 and b[s] > 0)
     if not seeds:
-        return "–"
+        return None
     mean, low, high = (math.exp(v) for v in latency.t_interval(
         [math.log(float(b[s] / a[s])) for s in seeds]))
-    if len(seeds) == 1:
-        return f"{mean:.2f} (1 seed)"
-    return f"{'≈ ' if low <= 1 <= high else ''}{mean:.2f} [{low:.2f}, {high:.2f}]"
+    return mean, low, high, len(seeds)
+
+
+def ratio_words(ratio: tuple[float, float, float, int] | None, per: float = 1.0) -> str:
+    """A training ratio (divided by `per`: cores, for an efficiency) as the pages write it:
+    the ratio itself marked ≈ where its interval includes 1 (no difference)."""
+    if ratio is None:
+        return "–"
+    mean, low, high, n = ratio
+    if n == 1:
+        return f"{mean / per:.2f} (1 seed)"
+    return (f"{'≈ ' if per == 1 and low <= 1 <= high else ''}{mean / per:.2f} "
+            f"[{low / per:.2f}, {high / per:.2f}]")
 
 
 def _backends_differ(ok: pd.DataFrame, bases: dict[str, pd.Series]) -> bool:

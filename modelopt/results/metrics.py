@@ -116,7 +116,7 @@ TABLE: dict[str, Metric] = {m.name: m for m in [
     _m("train_tokens_s", "train tokens/s", "f0", True, unit="tokens/s", timing=True),
     # the machine's speed, not the model's: no direction (compare divides training speed by it)
     _m("machine_probe_ms", "machine probe ms", "g3", unit="ms", timing=True),
-    _m("ddp_startup_s", "ddp start-up s", "f1", False, unit="s", timing=True),
+    _m("ddp_startup_s", "ddp outside steps s", "f1", False, unit="s", timing=True),
     _m("ddp_world_size", "ddp ranks", "int"),
     # ---- latency, from the run's timing stage (timing.py). Gated only when compare re-times
     # both runs' saved models side by side

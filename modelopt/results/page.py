@@ -83,7 +83,10 @@ SPEEDUPS = ("- speed-up: the baseline's batch latency over the shipped model's (
             "and 95 % t-interval over the processes; **≈** "
             "marks a difference within noise (an interval that includes 1, or a test with "
             "p ≥ 0.05: paired t over seeds; not marked, a Δ the split tells from noise, not "
-            "one large enough to matter); a Δ of one seed, or of seeds whose figures tie "
+            "one large enough to matter); with two seeds that t-test has one degree of "
+            "freedom, and a Δ it cannot tell from noise is marked *(2 seeds: … too few to "
+            "tell)* rather than ≈ (a real 30-point gain can read so): run three seeds to test "
+            "it; a Δ of one seed, or of seeds whose figures tie "
             "(a loaded model evaluated as it is: copies, counted once; other ties averaged "
             "sample by sample), is tested on the test samples instead, the two models paired "
             "sample by sample: *(McNemar p …)*, McNemar's exact test on the samples only one "
@@ -373,7 +376,7 @@ def _task_sections(d: pd.DataFrame, part: pd.DataFrame, task: str, baseline: dic
     lines += [f"## Every figure{title}", "",
               table(part, shown + declared_figures(part, shown), sort_by=tasks.headline(task)),
               ""]
-    scaling = scaling_table(part)
+    scaling = scaling_table(part, d)
     if scaling:
         lines += ["### Scaling", "", scaling, ""]
     return lines

@@ -10,8 +10,8 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import stats, tasks
-from modelopt.results.headline import shipped_figure
-from modelopt.results.labels import axis_labels, joined, label_columns, spec_label
+from modelopt.results.headline import ratio_words, shipped_figure, training_ratio
+from modelopt.results.labels import axis_labels, joined, label_columns, n_seeds, spec_label
 from modelopt.results.order import ranked
 from modelopt.results.report import _kind, _title, figure, fmt
 
@@ -187,10 +187,11 @@ def _weak_teacher(r: pd.Series, base: pd.Series | None, primary: str, name: str)
             "keys it names)."] if worse else []
 
 
-def scaling_table(agg: pd.DataFrame) -> str:
+def scaling_table(agg: pd.DataFrame, df: pd.DataFrame) -> str:
     """Training throughput per backend against the one-core CPU cell of the same other axes
-    (model, loss, ...): speed-up and efficiency (speed-up / cores, the cores the backend
-    took: threads x ranks). GPU cells have no efficiency per core."""
+    (model, loss, ...): speed-up paired by seed with its 95 % interval, and efficiency
+    (speed-up / cores, the cores the backend took: threads x ranks). GPU cells have no
+    efficiency per core."""
     ok = agg[agg["n"] > 0]
     if ok.empty or "train_samples_s" not in agg.columns or "axis:backend" not in ok.columns:
         return ""
@@ -209,15 +210,22 @@ def scaling_table(agg: pd.DataFrame) -> str:
         base = ok.loc[first, "train_samples_s"]
         for i in [first] + [i for i in group.index if i != first]:  # the one-core cell first
             r = ok.loc[i]
-            speedup = r["train_samples_s"] / base
+            ratio = training_ratio(df, ok.loc[first, "cell_id"], r["cell_id"])
             rows.append([*(r[c] for c in others), r["axis:backend"], int(cores[i]),
+                         n_seeds(int(r["n"])),
                          fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),
-                         f"{speedup:.2f}", "–" if on_gpu[i] else f"{speedup / cores[i]:.2f}"])
+                         "1 (itself)" if i == first else ratio_words(ratio),
+                         "–" if on_gpu[i] or i == first else ratio_words(ratio, cores[i])])
     if not rows:
         return ""
     return tabulate(rows, headers=[c[5:] for c in others] + [
-        "backend", "cores", "train samples/s", "speed-up ×", "efficiency"],
-        tablefmt="github", disable_numparse=True)
+        "backend", "cores", "n", "train samples/s", "speed-up × [95 % CI]", "efficiency"],
+        tablefmt="github", disable_numparse=True) + (
+        "\n\n*speed-up ×*: samples per second trained over the one-core cell's, paired by "
+        "seed (geometric mean, 95 % interval; ≈: it includes 1).") + (
+        " A ddp row's peak RSS is its coordinating process's, not its ranks'; the ranks' time "
+        "outside their training steps is `ddp_startup_s` (in `report --csv`)."
+        if backend.map(lambda b: b.get("name") == "ddp").any() else "")
 
 
 # two models of one architecture, timed in the same processes, read within 3 % of each other

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from multiprocessing import forkserver
 import signal
 import threading
 from datetime import datetime, timezone
@@ -20,6 +21,15 @@ def context():
     if _CTX is None:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["modelopt.run.preload"])
+        # started now, with SIGINT and SIGTERM open: every cell, rank and timing process
+        # inherits the server's signal mask, and a server started lazily by the first
+        # start (which the scheduler makes with both blocked, see Scheduler._start) would
+        # leave them all deaf to SIGTERM: a timed-out cell's ranks trained on as orphans
+        held = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            forkserver.ensure_running()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         _CTX = ctx
     return _CTX
 

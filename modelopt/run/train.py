@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -105,6 +106,31 @@ def _memory_batches(data: Data, batch: int, seed: int, shard: tuple[int, int] | 
             yield rows(x_train, idx), y_train[idx], batch
 
 
+def _global_batch(n: int, plan: Plan) -> int:
+    """The batch every step takes, across all ranks: a multiple of the world size, so each
+    rank's share is equal (a full batch drops its last n % world samples, as every epoch
+    drops its tail)."""
+    batch = n if plan.full_batch else min(plan.batch_size, n)
+    if plan.shard is not None:
+        world = plan.shard[1]
+        if plan.full_batch or batch < plan.batch_size:
+            batch -= batch % world
+        if batch == 0 or batch % world:
+            raise ValueError(f"a batch of {batch} does not divide among {world} ranks (of "
+                             f"{n} training samples): give train.batch_size a multiple of "
+                             f"{world}")
+    return batch
+
+
+def rank_seed(seed: int, shard: tuple[int, int] | None) -> int:
+    """The seed of a rank's random draws (augmentation, dropout): the cell's own on rank 0
+    and alone, another on each other rank. With one seed everywhere each rank drew the same
+    noise for its share of the batch: half the independent draws of one process."""
+    if shard is None or shard[0] == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, shard[0]]).generate_state(1)[0] >> 1)
+
+
 class _StepLosses:
     """Each step's loss read as a number, and whether it was finite on every rank.
 
@@ -150,15 +176,18 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
     """
     net = model if net is None else net
     dev = backend.device
-    n = data.n_train
-    batch = n if plan.full_batch else min(plan.batch_size, n)
+    batch = _global_batch(data.n_train, plan)
+    draws = rank_seed(seed, plan.shard)
+    if draws != seed:  # dropout and the like: this rank's own (the network is rank 0's)
+        torch.manual_seed(draws)
     if data.stream is not None:  # decoded and augmented in worker processes
-        loader = data.stream.batches(batch, seed, plan.shard, pin=dev.startswith("cuda"))
+        loader = data.stream.batches(batch, seed, plan.shard, pin=dev.startswith("cuda"),
+                                     draws=draws)
         batches = ((xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True), batch)
                    for xb, yb in loader)
     else:
         batches = _memory_batches(data, batch, seed, plan.shard, dev)
-    aug_gen = torch.Generator().manual_seed(seed + 1)  # CPU: same draws on every device
+    aug_gen = torch.Generator().manual_seed(draws + 1)  # CPU: same draws on every device
     scaler = backend.grad_scaler()
     task = tasks.of(data)
 

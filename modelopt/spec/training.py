@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 
 from modelopt.spec.cell import Cell
-from modelopt.spec.registries import CELL_CHECKS, SCHEDULES
+from modelopt.spec.registries import CELL_CHECKS, SCHEDULES, spans_ranks
 from modelopt.spec.registry import RegistryError
 from modelopt.spec.schema import DEFAULT_STEPS
 
@@ -34,6 +34,21 @@ def needs_validation(config: dict) -> None:
 
 
 CELL_CHECKS.append(needs_validation)
+
+
+def divides_across_ranks(config: dict) -> None:
+    """Each rank takes an equal share of every batch: DDP averages the ranks' gradients with
+    equal weight, so unequal shares would weigh samples unequally (and a rank with none
+    would read NaN)."""
+    world = config["backend"].get("world_size")
+    batch = config["train"]["batch_size"]
+    if spans_ranks(config["backend"]) and world and batch % world:
+        raise RegistryError(f"train.batch_size {batch} does not divide among backend "
+                            f"{config['backend']['name']}'s world_size {world} ranks: give a "
+                            f"multiple of {world} (each rank takes batch_size / world_size)")
+
+
+CELL_CHECKS.append(divides_across_ranks)
 
 
 def warnings(cells: list[Cell], named: dict[str, str] | None = None,

@@ -69,12 +69,16 @@ class Stream:
         return decode(self.plain, idx.tolist(), self.workers)
 
     def batches(self, batch: int, seed: int, shard: tuple[int, int] | None = None,
-                pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Training batches (inputs, labels), endlessly; the workers stop with the iterator."""
+                pin: bool = False, draws: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches (inputs, labels), endlessly; the workers stop with the iterator.
+        `seed` orders the samples (alike on every rank); `draws` seeds the workers'
+        augmentation (a rank's own, see train.rank_seed)."""
         loader = DataLoader(Subset(self.augmented, self.indices.tolist()),
                             batch_sampler=EpochBatches(len(self), batch, seed, shard),
                             num_workers=self.workers, pin_memory=pin,
-                            generator=torch.Generator().manual_seed(seed),
+                            generator=torch.Generator().manual_seed(
+                                seed if draws is None else draws),
                             multiprocessing_context=_start_method() if self.workers else None)
         return iter(loader)
 
