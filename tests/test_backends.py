@@ -1,4 +1,8 @@
 import os
+import subprocess
+import sys
+import time
+import uuid
 
 import psutil
 import pytest
@@ -7,6 +11,7 @@ import torch
 from modelopt.run import backends, ddp
 from modelopt.run.plan import load_data, train_here
 from modelopt.spec.suite import SuiteError, parse
+from tests.processes import leftovers
 
 SUITE = """
 name: b
@@ -70,6 +75,14 @@ def test_a_rank_that_raises_fails_the_cell_and_leaves_no_process():
     cfg = parse(SUITE.replace("model: {name: mlp, hidden: 16}",
                               "model: {name: test_crash, how: raise}")).cells[1]
     with pytest.raises(ddp.RankFailed, match="rank [01]: RuntimeError: deliberate"):
+        cfg.backend.build().train(cfg, 0, load_data(cfg, 0))
+    assert ranks_alive() == []
+
+
+def test_a_rank_that_dies_is_named_not_its_peers_broken_collective():
+    cfg = parse(SUITE.replace("model: {name: mlp, hidden: 16}",
+                              "model: {name: test_crash, how: exit, rank: 1}")).cells[1]
+    with pytest.raises(ddp.RankFailed, match="rank 1: process 1 terminated with exit code 3"):
         cfg.backend.build().train(cfg, 0, load_data(cfg, 0))
     assert ranks_alive() == []
 
@@ -287,3 +300,25 @@ def test_a_diverging_ddp_cell_is_diverged_not_failed():
     out = run_cell(cfg, 0)
     assert out.status == "diverged" and "NaN/inf at train step" in out.error
     assert ranks_alive() == []
+
+
+def test_a_ddp_cell_ended_at_its_timeout_leaves_no_rank_and_no_folder(tmp_path):
+    """The scheduler's SIGTERM killed the cell's process at once: its ranks were left to
+    torch's parent-death signal and its rendezvous folder stayed."""
+    mark, scratch = uuid.uuid4().hex, tmp_path / "tmp"
+    scratch.mkdir()
+    (tmp_path / "s.yaml").write_text(SUITE.replace("model: {name: mlp, hidden: 16}",
+                                                   "model: {name: test_crash, how: sleep}")
+                                     .replace("eval_every: 10}", "eval_every: 10, timeout_s: 8}")
+                                     .replace("backend: [cpu, ", "backend: ["))
+    env = {**os.environ, "MODELOPT_TEST_MARK": mark, "TMPDIR": str(scratch)}
+    r = subprocess.run([sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"),
+                        "--out", str(tmp_path / "o"), "--jobs", "2"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert "1 timeout" in r.stderr, r.stderr
+    deadline = time.monotonic() + 10
+    while leftovers(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [" ".join(p.cmdline())[:200] for p in leftovers(mark)] == []
+    # torch keeps its compile cache there; the cell's own folder (tempfile's tmp*) is gone
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("tmp")] == []

@@ -176,3 +176,18 @@ def test_the_stage_does_not_make_precise_a_speed_up_across_devices_it_never_repo
     for r in found:
         del r["device"]
     assert latency.widest(found, [(base, same), (base, apart)]) > alone
+
+
+def test_a_timing_process_that_goes_silent_is_ended_not_waited_for():
+    """recv() waited for as long as the process took: a runtime that hung stalled the run."""
+    import multiprocessing as mp
+
+    from modelopt.run import timing
+
+    mine, theirs = mp.Pipe()
+    theirs.send(("alive", None))
+    theirs.send(("ok", {"a": 1}))
+    assert timing._answer(mine, stall_s=5) == ("ok", {"a": 1})  # past the heartbeats
+    theirs.send(("alive", None))
+    status, why = timing._answer(mine, stall_s=0.3)  # a heartbeat, then silence
+    assert status == "error" and why.startswith("it sent nothing for 0 s"), why

@@ -8,8 +8,11 @@ path a single process takes, with its share of each global batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 import time
 import traceback
 from datetime import timedelta
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 
 from modelopt.run.backends import DDP
+from modelopt.run.processes import interrupt
 from modelopt.run.train import Diverged
 from modelopt.spec.cell import Cell
 
@@ -34,6 +38,16 @@ def is_peer_error(exc: BaseException) -> bool:
     import torch.distributed as dist
 
     return isinstance(exc, dist.DistError) or any(w in str(exc) for w in PEER_WORDS)
+
+
+# A process group's collectives give up after this when a cell has no timeout_s.
+GROUP_TIMEOUT = timedelta(minutes=30)
+
+
+def group_timeout(timeout_s: float | None) -> timedelta:
+    """How long a rank's collective waits: the cell's parent ends it at timeout_s, and the
+    group's own limit only catches what the parent misses."""
+    return max(GROUP_TIMEOUT, timedelta(seconds=(timeout_s or 0) + 60))
 
 
 def join_group(backend: DDP, rank: int, world: int, timeout: timedelta, *, store=None,
@@ -57,7 +71,8 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, cell: Cell, seed: int
     plugins.load(cell.plugins)  # user plugins register in each rank too
     mine = backend.as_rank(rank, backend.world_size, rank)
     mine.prepare(backend.threads or 1)
-    join_group(mine, rank, backend.world_size, timedelta(minutes=30), init_file=init_file)
+    join_group(mine, rank, backend.world_size, group_timeout(cell.train.settings.timeout_s),
+               init_file=init_file)
     try:
         trained = mine.train(cell, seed, None)
         result = {"state": {k: v.cpu() for k, v in trained.net.state_dict().items()},
@@ -89,7 +104,7 @@ def spawn(backend: DDP, cell: Cell, seed: int, data):
     from modelopt.techniques import models
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp_dir:
+    with tempfile.TemporaryDirectory() as tmp_dir, _terminated_as_interrupt():
         init_file = os.path.join(tmp_dir, "rendezvous")  # file:// avoids port clashes
         # spawn: each rank a fresh interpreter, sharing no state with this process
         ctx = tmp.start_processes(_spawned_rank, args=(backend, init_file, cell, seed, tmp_dir),
@@ -117,10 +132,35 @@ def spawn(backend: DDP, cell: Cell, seed: int, data):
     return Trained(net.to(backend.device), data, outcome, info)
 
 
+@contextlib.contextmanager
+def _terminated_as_interrupt():
+    """SIGTERM (the scheduler ending a cell at its timeout) raises here, so that the ranks are
+    killed and the rendezvous folder removed on the way out: by default the cell's process
+    died at once, and a rank still starting (before torch's parent-death signal is set)
+    trained on as an orphan."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _first_error(folder: Path, exc: Exception) -> str:
-    """The error of the rank that caused the failure (not one whose collective broke after)."""
-    for kind in ("cause", "peer"):
-        found = sorted(folder.glob(f"error-{kind}-*.txt"))
-        if found:
-            return found[0].read_text()
+    """The error of the rank that caused the failure (not one whose collective broke after):
+    a rank's own exception, else a rank that died without one (killed, os._exit: its peers'
+    broken collectives are what it caused), else a peer's."""
+    import torch.multiprocessing as tmp
+
+    found = sorted(folder.glob("error-cause-*.txt"))
+    if found:
+        return found[0].read_text()
+    if isinstance(exc, tmp.ProcessExitedException):
+        hint = " (SIGKILL: often the out-of-memory killer)" if exc.signal_name == "SIGKILL" else ""
+        return f"rank {exc.error_index}: {exc}{hint}"
+    found = sorted(folder.glob("error-peer-*.txt"))
+    if found:
+        return found[0].read_text()
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)

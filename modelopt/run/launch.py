@@ -34,8 +34,6 @@ from modelopt.spec.schema import Suite
 # How long a rank waits for the others (for rank 0's plan, or for rank 0 to finish measuring
 # a cell) before giving up: generous, since rank 0 may run long cells meanwhile.
 WAIT = timedelta(hours=24)
-# A process group's collectives give up after this when a cell has no timeout_s.
-GROUP_TIMEOUT = timedelta(minutes=30)
 # A rank whose collective failed waits this long for the rank that caused it to say why.
 PEER_GRACE_S = 10.0
 
@@ -107,8 +105,7 @@ def _rank_child(index: int, cell: Cell, cell_id: str, seed: int, launch: Launch,
     from modelopt.spec import plugins
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    # the parents end a cell at timeout_s; the group's own limit only catches what they miss
-    timeout = max(GROUP_TIMEOUT, timedelta(seconds=(timeout_s or 0) + 60))
+    timeout = ddp.group_timeout(timeout_s)
     env = {"launcher": "torchrun" if "TORCHELASTIC_RUN_ID" in os.environ else "env",
            "world_size": launch.world, "local_world_size": launch.local_world}
 

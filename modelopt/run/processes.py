@@ -61,12 +61,14 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def interrupt(signum, frame):
+    """A signal handler: the signal read as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
 def sigterm_as_interrupt() -> None:
     """SIGTERM raises KeyboardInterrupt, so a run ends its cells and keeps its results as on
     Ctrl-C instead of dying with its children orphaned."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
     signal.signal(signal.SIGTERM, interrupt)
 
 

@@ -51,7 +51,10 @@ def child(conn, jobs: list[Job], rounds: int, threads: int, order_seed: int,
         silence_pytree_log()  # the models built here may import torchao
         plugins.load(plugin_ctx)  # the user's own code only: never a path from a results file
         took = {"build": 0.0, "warm": 0.0, "rounds": 0.0}  # where the stage's time goes
-        timers, skipped, files = _prepare(jobs, took)
+        def beat():  # the parent ends a process that sends nothing for STALL_S
+            conn.send(("alive", None))
+
+        timers, skipped, files = _prepare(jobs, took, beat)
         t2 = time.perf_counter()
         rng = random.Random(order_seed)
         blocks: dict = {k: [] for k in timers}
@@ -60,6 +63,7 @@ def child(conn, jobs: list[Job], rounds: int, threads: int, order_seed: int,
             rng.shuffle(order)
             for k in order:
                 blocks[k].append(block(*timers[k]))
+            beat()
         took["rounds"] = time.perf_counter() - t2
         out: dict = {}
         for (key, batch), ms in blocks.items():
@@ -93,7 +97,7 @@ def _build(job: Job, skipped: dict):
             return None if job.own is None else _own_copy(job.own)
 
 
-def _prepare(jobs: list[Job], took: dict) -> tuple[dict, dict, dict]:
+def _prepare(jobs: list[Job], took: dict, beat=lambda: None) -> tuple[dict, dict, dict]:
     """Each model built and warmed up, with the calls per block (per batch size) that last
     about BLOCK_S: ({(key, batch): (model, input, calls per block, prime)}, {key: why
     not}, {key: (model, inputs) pickled} of the models this process built that are a
@@ -123,6 +127,7 @@ def _prepare(jobs: list[Job], took: dict) -> tuple[dict, dict, dict]:
             timers[(job.key, name)] = (call, x, max(1, int(BLOCK_S / max(per_call, 1e-9))),
                                        prime_before(per_call))
         took["warm"] += time.perf_counter() - t1
+        beat()
     return timers, skipped, files
 
 

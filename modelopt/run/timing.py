@@ -183,7 +183,7 @@ def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: d
     proc.start()
     end.close()
     try:
-        status, payload = parent.recv()
+        status, payload = _answer(parent)
     except EOFError:
         proc.join()
         status, payload = "error", f"the timing process died (exit code {proc.exitcode})"
@@ -196,6 +196,24 @@ def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: d
     if status != "ok":
         raise TimingError(f"timing process {k}: {payload}")
     return payload
+
+
+# A timing process says it is alive after each model it builds and each round it times; one
+# silent for this long hangs (a runtime's deadlock, a GPU that stopped): it is ended, and the
+# stage fails saying so rather than waiting forever.
+STALL_S = 900.0
+
+
+def _answer(conn, stall_s: float | None = None) -> tuple[str, object]:
+    """The timing process's final message, past its heartbeats."""
+    stall_s = STALL_S if stall_s is None else stall_s
+    while True:
+        if not conn.poll(stall_s):
+            return "error", (f"it sent nothing for {stall_s:.0f} s (building or timing one "
+                             "model, or one round of them, hangs): ended")
+        status, payload = conn.recv()
+        if status != "alive":
+            return status, payload
 
 
 def _row(a: Artifact, timed: dict, k: int) -> dict:
