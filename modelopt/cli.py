@@ -31,17 +31,14 @@ def _execute(suite, out: Path, launched, args, progress):
     """The run itself: this process's share of a torchrun launch, or the whole suite."""
     from modelopt.run import launch, runner
 
+    both = dict(resume=not args.no_resume, force=args.force, fail_fast=args.fail_fast,
+                on_record=progress.record, on_plan=progress.plan, on_timing=progress.timing,
+                timing_processes=args.timing_processes, train_once=not args.train_each,
+                timing_stage=not args.no_timing)
     if launched:
-        return launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(),
-                          resume=not args.no_resume, force=args.force, fail_fast=args.fail_fast,
-                          on_record=progress.record, on_plan=progress.plan,
-                          timing_processes=args.timing_processes, on_timing=progress.timing)
-    return runner.run(suite, out, jobs=args.jobs, resume=not args.no_resume, force=args.force,
-                      shard=args.shard, fail_fast=args.fail_fast, on_record=progress.record,
-                      on_plan=progress.plan, executor=args.executor,
-                      ray_address=args.ray_address, on_timing=progress.timing,
-                      timing_processes=args.timing_processes, train_once=not args.train_each,
-                      timing_stage=not args.no_timing)
+        return launch.run(suite, out, launched, jobs=args.jobs or runner.default_jobs(), **both)
+    return runner.run(suite, out, jobs=args.jobs, shard=args.shard, executor=args.executor,
+                      ray_address=args.ray_address, **both)
 
 
 def _plan(suite, out: Path, args) -> int:
@@ -177,10 +174,10 @@ def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: 
 
 def cmd_merge(args) -> int:
     from modelopt.results import store
-    from modelopt.run import runner
+    from modelopt.run import merge, runner
 
     try:
-        n, left, missing = runner.merge(args.dirs, args.out)
+        n, left, missing = merge.merge(args.dirs, args.out)
     except (runner.ResumeError, store.ResultsError) as exc:
         return _err(str(exc))
     twice = (f"; left out {left} duplicate(s): a cell x seed an earlier directory already "

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from modelopt.results import store as results
-from modelopt.run import launch
+from modelopt.run import launch, runner
 from modelopt.spec.suite import parse
 from tests.processes import leftovers
 
@@ -83,14 +83,27 @@ backend: [{name: ddp, dist_backend: gloo}]
   model: [{name: test_crash, how: raise, rank: 1}, {name: mlp, hidden: 16}]""")
     (tmp_path / "s.yaml").write_text(suite)
     mark = uuid.uuid4().hex
-    (run,) = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")], mark)
+    (run,) = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o"), "--no-timing"],
+                      mark)
     assert run.returncode == 1, run.stdout[-3000:]  # a failed cell: exit 1, after the rest ran
+    assert not (tmp_path / "o" / "timing.json").exists()  # --no-timing holds under torchrun
     recs = {r.cell["model"]["name"]: r for r in results.read(tmp_path / "o")}
     assert recs["test_crash"].status == "failed"
     # the cell's error is rank 1's own, not rank 0's broken connection
     assert recs["test_crash"].error.startswith("rank 1: RuntimeError: deliberate failure")
     assert recs["mlp"].status == "ok"  # the next cell ran in a fresh process group
     assert leftovers(mark) == []
+
+
+def test_a_launched_run_holds_its_results_directory_as_a_plain_run_does(tmp_path):
+    """Rank 0 wrote into a directory another run was writing: the lock was a plain run's."""
+    (tmp_path / "s.yaml").write_text(SUITE)
+    with runner.writer_lock(tmp_path / "o"):
+        (run,) = torchrun([str(tmp_path / "s.yaml"), "--out", str(tmp_path / "o")],
+                          uuid.uuid4().hex)
+    assert run.returncode != 0 and "is being written by another modelopt run" in run.stdout, \
+        run.stdout[-3000:]
+    assert not (tmp_path / "o" / "results.jsonl").exists()
 
 
 def test_ranks_started_by_another_launcher(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from modelopt.results import latency
 from modelopt.results import store as results
-from modelopt.run import runner
+from modelopt.run import merge, runner
 from modelopt.spec.suite import load, parse
 
 REQUIRED_METRICS = ["accuracy", "accuracy_best_val", "f1_macro", "loss", "params",
@@ -268,11 +268,11 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
                on_plan=lambda *n: plans.append(n))
     assert plans == [(2, 0)]
     with pytest.raises(runner.ResumeError, match="named twice"):
-        runner.merge([tmp_path / "s2", tmp_path / "s2"], tmp_path / "twice")
-    n, left, missing = runner.merge([tmp_path / "s2", tmp_path / "s3"], tmp_path / "part")
+        merge.merge([tmp_path / "s2", tmp_path / "s2"], tmp_path / "twice")
+    n, left, missing = merge.merge([tmp_path / "s2", tmp_path / "s3"], tmp_path / "part")
     assert (n, left, len(missing)) == (4, 0, 2)  # shard 1/3 not merged: its runs named
     assert all(m.startswith("model=") and " seed " in m for m in missing)
-    n, left, missing = runner.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged")
+    n, left, missing = merge.merge([tmp_path / f"s{i}" for i in (1, 2, 3)], tmp_path / "merged")
     assert (n, left, missing) == (6, 2, [])  # s1 also holds shard 2's runs
     key = lambda r: (r.cell_id, r.seed)  # noqa: E731
     whole = {key(r): r for r in results.read(tmp_path / "all")}
@@ -295,14 +295,14 @@ def test_shards_merged_equal_one_unsharded_run(tmp_path):
     for p in (tmp_path / "again" / "models").glob("*.pt"):
         p.write_bytes(b"another run's model")
     # the second run's duplicates are counted as left out, not dropped unsaid
-    assert runner.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == (6, 6, [])
+    assert merge.merge([tmp_path / "all", tmp_path / "again"], tmp_path / "both") == (6, 6, [])
     assert all((tmp_path / "both" / "models" / p.name).read_bytes() == p.read_bytes()
                for p in (tmp_path / "all" / "models").glob("*.pt"))
     other = tmp_path / "other"
     runner.run(parse(SHARDS.replace("steps: 10", "steps: 11")), other, jobs=2, shard=(1, 3))
     with pytest.raises(runner.ResumeError, match=r"different suites: .*other against .*s1: "
                        r"3 cell\(s\) new \(model=linear, train=steps=11; .*3 cell\(s\) of .*s1 no longer"):
-        runner.merge([tmp_path / "s1", other], tmp_path / "bad")
+        merge.merge([tmp_path / "s1", other], tmp_path / "bad")
 
 
 def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
@@ -318,13 +318,13 @@ def test_an_empty_shard_a_missing_one_and_an_untimed_merge_are_said(tmp_path):
     assert r.returncode == 0 and "holds none of the suite's 2 runs" in r.stderr, r.stderr
     assert "use at most 2 shard(s)" in r.stderr and "this run nothing to run" in r.stderr
     with pytest.raises(runner.ResumeError, match="nothing to merge"):
-        runner.merge([o["c"]], o["m"])
+        merge.merge([o["c"]], o["m"])
     r = run_cli("run", str(p), "--shard", "1/3", "--out", o["a"], "--no-timing")
     assert r.returncode == 0 and "in all 1 ok of 1 (shard 1/3)" in r.stderr, r.stderr
     with runner.writer_lock(Path(o["a"])):  # a shard still running: its last records to come
         with pytest.raises(runner.RunLocked, match=r"a.? is being written by a modelopt run "
                                                     r"\(pid \d+"):
-            runner.merge([o["a"], o["c"]], o["m"])
+            merge.merge([o["a"], o["c"]], o["m"])
     r = run_cli("merge", o["a"], o["c"], "--out", o["m"])
     assert r.returncode == 0 and "1 of the suite's runs have no result" in r.stderr, r.stderr
     assert "model=" in r.stderr.split("no result")[1]  # named by its axes
@@ -486,7 +486,7 @@ seeds: [0]
 defaults:
   dataset: {{name: synthetic, n_samples: 200}}
   model: mlp
-  train: {{steps: 5}}
+  train: {{steps: 5, batch_size: {world * 10}}}
 matrix:
   backend: [cpu, {{name: ddp, world_size: {world}}}]
 """)

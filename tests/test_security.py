@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from modelopt.results import store
-from modelopt.run import runner
+from modelopt.run import merge, runner
 from modelopt.spec.suite import SuiteError, parse
 
 SUITE = """
@@ -647,7 +647,7 @@ def test_merge_vouches_only_for_lines_as_modelopt_wrote_them(run_dir, tmp_path):
 
     edited = copy_of(run_dir, tmp_path, "edited")
     edit_record(edited, lambda r: r["metrics"].update(accuracy=1.0), line=0)
-    runner.merge([edited], tmp_path / "merged")
+    merge.merge([edited], tmp_path / "merged")
     merged = tmp_path / "merged" / "results.jsonl"
     lines = merged.read_bytes().splitlines()
     assert sum(not written.sealed(line) for line in lines) == 1 and len(lines) == 2

@@ -207,7 +207,6 @@ def scaling_table(agg: pd.DataFrame, df: pd.DataFrame) -> str:
         if one.empty or len(group) < 2:
             continue  # nothing to scale against, or nothing scaled
         first = one.index[0]
-        base = ok.loc[first, "train_samples_s"]
         for i in [first] + [i for i in group.index if i != first]:  # the one-core cell first
             r = ok.loc[i]
             ratio = training_ratio(df, ok.loc[first, "cell_id"], r["cell_id"])

@@ -268,27 +268,45 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         on_record: Callable[[Record], None] | None = None,
         on_plan: Callable[[int, int], None] | None = None,
         timing_processes: int | None = None,
-        on_timing: Callable[[int, int, str], None] | None = None) -> Summary:
-    """This rank's part of a launched run. Every rank must load the same suite."""
+        on_timing: Callable[[int, int, str], None] | None = None, train_once: bool = True,
+        timing_stage: bool = True) -> Summary:
+    """This rank's part of a launched run. Every rank must load the same suite. Rank 0
+    writes the results directory, holding it as a plain run does (runner.writing)."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _run(suite, Path(out_dir), launch, jobs, resume, force, fail_fast, on_record,
-                    on_plan, timing_processes, on_timing)
+        with contextlib.ExitStack() as held:
+            done, own = held.enter_context(runner.writing(Path(out_dir), suite, resume, force)
+                                           ) if launch.rank == 0 else (None, None)
+            return _run(suite, Path(out_dir), launch, Options(
+                jobs, fail_fast, on_record, on_plan, timing_processes, on_timing, train_once,
+                timing_stage), done, own)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(suite: Suite, out: Path, launch: Launch, jobs: int, resume: bool, force: bool,
-         fail_fast: bool, on_record, on_plan, timing_processes: int | None,
-         on_timing=None) -> Summary:
+@dataclass(frozen=True)
+class Options:
+    """What `run` was asked beside the suite and where."""
+    jobs: int
+    fail_fast: bool
+    on_record: Callable | None
+    on_plan: Callable | None
+    timing_processes: int | None
+    on_timing: Callable | None
+    train_once: bool
+    timing_stage: bool
+
+
+def _run(suite: Suite, out: Path, launch: Launch, o: Options, done: set | None,
+         own: str | None) -> Summary:
     store = connect(launch, WAIT, host=launch.rank == 0)
     sched, todo = None, None
     if launch.rank == 0:
-        done = runner.prepare(out, suite, resume, force)
-        todo = runner.plan_jobs(suite, jobs, None, done)
-        if on_plan:
-            on_plan(len(todo), len(done))
-        sched = runner.scheduler(suite, out, jobs, on_record, fail_fast)
+        todo = runner.plan_jobs(suite, o.jobs, None, done, o.train_once)
+        if o.on_plan:
+            o.on_plan(len(todo), len(done))
+        sched = runner.scheduler(suite, out, o.jobs, o.on_record, o.fail_fast,
+                                 train_once=o.train_once, own_dir=own)
     ranked = _agree(suite, store, launch, todo)
     summary = sched.summary if sched else Summary()
     try:
@@ -304,8 +322,8 @@ def _run(suite: Suite, out: Path, launch: Launch, jobs: int, resume: bool, force
     if rest and not stopped:
         sched.run(rest)
     _wait_for_the_others(store, launch.world - 1)
-    if not summary.interrupted:  # the other ranks are done: the machine is rank 0's to time on
-        runner.time_or_keep(summary, out, suite, timing_processes, on_timing)
+    if not summary.interrupted and o.timing_stage:  # the machine is rank 0's to time on now
+        runner.time_or_keep(summary, out, suite, o.timing_processes, o.on_timing, own)
     return summary
 
 

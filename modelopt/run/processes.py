@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from multiprocessing import forkserver
 import signal
 import threading
 from datetime import datetime, timezone
+from multiprocessing import forkserver
 
 _CTX = None
 

@@ -1,5 +1,5 @@
 """A suite's run: what is left to do (resume, shards), the scheduler, appending each record,
-then the timing stage; and merging shard directories."""
+then the timing stage (merging shard directories: merge.py)."""
 
 from __future__ import annotations
 
@@ -174,22 +174,31 @@ def run(suite: Suite, out_dir: str | Path, *, jobs: int | None = None, resume: b
     `train_once`: cells that share their training share one trained network (dense.py)."""
     out = Path(out_dir)
     jobs = jobs or default_jobs()
+    with writing(out, suite, resume, force, shard) as (done, own):
+        todo = plan_jobs(suite, jobs, shard, done, train_once)
+        if on_plan:  # of this shard's runs: a directory may hold another shard's too
+            on_plan(len(todo), len(done & shards.keys_of(suite, shard)))
+        sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address,
+                          train_once, own)
+        summary = sched.run(todo)
+        if not summary.interrupted and timing_stage:
+            time_or_keep(summary, out, suite, timing_processes, on_timing, own)
+    return summary
+
+
+@contextlib.contextmanager
+def writing(out: Path, suite: Suite, resume: bool, force: bool,
+            shard: tuple[int, int] | None = None):
+    """What a run holds while it writes `out` (a plain run, or rank 0 of a launched one): the
+    writer lock; the runs already ok (`prepare`); and its own pickled copies of its models,
+    private to it (0700, deleted at the end): what its timing stage times where a model
+    cannot be rebuilt from data. Yields (done, that folder)."""
     with writer_lock(out):
         done = prepare(out, suite, resume, force, shard)
         if not resume:  # a rerun from scratch trains its networks and teachers anew
             shutil.rmtree(out / dense.DIR, ignore_errors=True)
-        todo = plan_jobs(suite, jobs, shard, done, train_once)
-        if on_plan:  # of this shard's runs: a directory may hold another shard's too
-            on_plan(len(todo), len(done & shards.keys_of(suite, shard)))
-        # this run's own pickled copies of its models, private to it (0700, deleted at the
-        # end): what its timing stage times where a model cannot be rebuilt from data
         with tempfile.TemporaryDirectory(prefix="modelopt-own-") as own:
-            sched = scheduler(suite, out, jobs, on_record, fail_fast, executor, ray_address,
-                              train_once, own)
-            summary = sched.run(todo)
-            if not summary.interrupted and timing_stage:
-                time_or_keep(summary, out, suite, timing_processes, on_timing, own)
-    return summary
+            yield done, own
 
 
 LOCK_FILE = ".modelopt.lock"
@@ -305,96 +314,3 @@ def time_run(out: Path, suite: Suite, processes: int | None = None,
     except KeyboardInterrupt:
         return False
     return True
-
-
-def merge(dirs: list[str | Path], out_dir: str | Path) -> tuple[int, int, list[str]]:
-    """Combine shard directories of one suite into `out_dir`; returns the records written,
-    those left out because another directory has the same cell x seed (the first ok one is
-    kept), and the suite's runs none of them holds (by suite.json; named). Refuses
-    directories of different suites (name or content), one named twice, and no results."""
-    seen = [Path(d).resolve() for d in dirs]
-    twice = sorted({str(d) for d, p in zip(dirs, seen) if seen.count(p) > 1})
-    if twice:
-        raise ResumeError(f"{', '.join(twice)}: named twice; name each shard's directory once")
-    metas = []
-    for d in dirs:
-        if not Path(d).is_dir():
-            raise ResumeError(f"{d}: no such directory")
-        meta = store.read_meta(d)
-        if meta is None:
-            raise ResumeError(f"{d}: no {RUN_META} here; is it a `modelopt run` output directory?")
-        metas.append(meta.kept())
-    if len({(m.get("suite"), m.get("content_hash")) for m in metas}) > 1 and (
-            why := _unlike(dirs, metas)):
-        raise ResumeError(why)
-    for d in dirs:  # nothing is copied through a link to a file elsewhere
-        no_links(d)
-        held = being_written(Path(d))
-        if held:  # its last records and models are still to come
-            raise RunLocked(f"{d} is being written by a modelopt run ({held}); merge it "
-                            "when that run has finished")
-    records: dict = {}
-    source: dict = {}  # the directory each kept record came from: its models come with it
-    read = 0
-    for d in dirs:
-        if not store.results_path(d).exists():  # a shard that had no cells
-            continue
-        for rec in store.read(d, verbatim=True):  # copied as written; readers make it inert
-            read += 1
-            # an ok result beats a failed one for the same cell x seed
-            if rec.key not in records or not records[rec.key].ok:
-                records[rec.key], source[rec.key] = rec, d
-    if not records:
-        raise ResumeError(f"nothing to merge: no results in {', '.join(map(str, dirs))}")
-    out = Path(out_dir)
-    if out.is_symlink() and not out.exists() or out.exists() and not out.is_dir():
-        raise ResumeError(f"{out} is not a directory; merge into a new (or empty) directory")
-    if store.results_path(out).exists():
-        raise ResumeError(f"{out} already holds results; merge into a new directory")
-    if out.is_dir() and any(out.iterdir()):  # what is there (a planted link) is not written through
-        raise ResumeError(f"{out} is not empty; merge into a new (or empty) directory")
-    out.mkdir(parents=True, exist_ok=True)
-    merged = {k: v for k, v in metas[0].items() if k != "shard"}  # the shards together
-    write_whole(out / RUN_META, json.dumps(merged, indent=2).encode())
-    for rec in records.values():
-        store.append(out, rec)
-    # the saved models come along; their latency is timed anew by `modelopt time`, since
-    # shards timed on different machines cannot be paired
-    for d in dirs:
-        for p in latency.artifacts(d):
-            if source.get((p.cell_id, p.seed)) is d:
-                (out / latency.MODELS_DIR).mkdir(exist_ok=True)
-                shutil.copy2(p.path, out / latency.MODELS_DIR / p.path.name)
-    return len(records), read - len(records), _missing(metas[0], records)
-
-
-def _unlike(dirs: list, metas: list[dict]) -> str:
-    """Why shard directories of different content hashes cannot be merged: their suites'
-    names and hashes, and what differs from the first (where their suite.json keep the
-    identity to tell); "" where nothing does (the same cells in another order)."""
-    listing = "; ".join(f"{d}: {m.get('suite')} ({m.get('content_hash')})"
-                        for d, m in zip(dirs, metas))
-    first = metas[0]
-    if len({m.get("suite") for m in metas}) == 1 and all("cells" in m for m in metas) and not any(
-            changes.between(first, m, {}) for m in metas[1:]):
-        return ""
-    configs = {r.cell_id: r.cell for d in dirs if store.results_path(d).exists()
-               for r in store.read(d)}
-    by: dict[str, list[str]] = {}  # what differs -> the shards it differs in (said once)
-    for d, m in zip(dirs[1:], metas[1:]):
-        if m.get("suite") == first.get("suite") and "cells" in m and "cells" in first:
-            said = "; ".join(changes.between(first, m, configs, f"of {dirs[0]}"))
-            if said:
-                by.setdefault(said, []).append(str(d))
-    words = [f"{', '.join(ds)} against {dirs[0]}: {said}" for said, ds in by.items()]
-    return (f"cannot merge results of different suites: {listing}"
-            + (". " + ". ".join(words) if words else ""))
-
-
-def _missing(meta: dict, records: dict) -> list[str]:
-    """The runs (cell x seed) of the suite, as suite.json lists them, without a record."""
-    if "cells" not in meta:  # written by an older modelopt: no list to check against
-        return []
-    gone = [(c, s) for c in meta["cells"] for s in meta.get("seeds") or [] if (c, s) not in records]
-    named = meta.get("labels") or {}
-    return [f"{named.get(c) or c[:8]} seed {s}" for c, s in gone]
