@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modelopt.run.backends import Backend
+from modelopt.run.backends import Backend, on_device_of
 from modelopt.techniques import tasks
 from modelopt.techniques.data import Data, rows
 
@@ -91,8 +91,13 @@ def _memory_batches(data: Data, batch: int, seed: int, shard: tuple[int, int] | 
                     dev: torch.device):
     """Endless (inputs, labels, global batch size) from in-memory tensors: slices of a seeded
     permutation per epoch (the tail dropped; no per-sample Python); rank r of a process group
-    takes r::world of each global batch."""
-    x_train, y_train = data.x_train.to(dev), data.y_train.to(dev)
+    takes r::world of each global batch. The training set moves to the device now, before
+    the clock starts, not inside the first timed step."""
+    return _slices(data.x_train.to(dev), data.y_train.to(dev), batch, seed, shard)
+
+
+def _slices(x_train: torch.Tensor, y_train: torch.Tensor, batch: int, seed: int,
+            shard: tuple[int, int] | None):
     gen = torch.Generator().manual_seed(seed)  # on the CPU: the same order on every device
     while True:
         order = torch.randperm(len(x_train), generator=gen)
@@ -188,6 +193,9 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
     else:
         batches = _memory_batches(data, batch, seed, plan.shard, dev)
     aug_gen = torch.Generator().manual_seed(draws + 1)  # CPU: same draws on every device
+    # evaluated as the final figures are (cell.py): on the device, without autocast, so an
+    # AMP cell's best-validation figures and curves read as its final ones do
+    plain = on_device_of(net)
     scaler = backend.grad_scaler()
     task = tasks.of(data)
 
@@ -244,8 +252,8 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         if at_eval:
             if plan.record_grad_norms:
                 grad_norms.append({"step": step, "phase": plan.phase, **_layer_grad_norms(net)})
-            val = score(predict(net, data.x_val, backend, eval_batch), data.y_val, data.task)
-            test = score(predict(net, data.x_test, backend, eval_batch), data.y_test, data.task)
+            val = score(predict(net, data.x_val, plain, eval_batch), data.y_val, data.task)
+            test = score(predict(net, data.x_test, plain, eval_batch), data.y_test, data.task)
             curves.append({"phase": plan.phase, "step": step, "train_loss": loss_sum / loss_count,
                            "val_score": val, "seconds": seconds, "lr": lr})
             loss_sum, loss_count = 0.0, 0
