@@ -102,6 +102,20 @@ def test_csv_task_follows_the_label_column(tmp_path):
     assert out.status == "ok" and 0 <= out.metrics["accuracy"] <= 1
 
 
+def test_an_integer_quantity_read_as_classes_is_refused_saying_task_regression(tmp_path):
+    """140 prices over 400 rows were 140 classes, and the run failed in every cell with
+    scikit-learn's "The least populated classes in y have only 1 member"."""
+    rows = [f"{i % 7},{(i * 3) % 5},{100 + (i * 37) % 140}" for i in range(400)]
+    (tmp_path / "p.csv").write_text("a,b,price\n" + "\n".join(rows) + "\n5,5,999\n")
+    text = ("name: c\nseeds: [0]\ndefaults:\n  model: mlp\n  train: {steps: 5}\n"
+            f"  dataset: {{name: csv, path: {tmp_path}/p.csv, target: price}}\n")
+    with pytest.raises(SuiteError, match=r"'price' in .*p.csv is read as 141 classes, and 1 of "
+                       r"them have a single sample \(999\).*say `task: regression`"):
+        parse(text)
+    assert parse(text.replace("target: price", "target: price, task: regression")
+                 ).cells[0].task == "regression"
+
+
 def test_empty_values_in_a_csv_are_refused_naming_where(tmp_path):
     """A blank feature would make training diverge, and a blank integer label would turn
     the classes into a regression target: both are refused when the suite loads."""

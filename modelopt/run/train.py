@@ -103,7 +103,7 @@ def _slices(x_train: torch.Tensor, y_train: torch.Tensor, batch: int, seed: int,
         order = torch.randperm(len(x_train), generator=gen)
         if x_train.is_cuda:  # one copy per epoch that does not wait for the GPU (a copy
             # from pageable memory per step synchronised the stream every step)
-            order = order.pin_memory().to(dev, non_blocking=True)
+            order = order.pin_memory().to(x_train.device, non_blocking=True)
         for pos in range(0, len(x_train) - batch + 1, batch):
             idx = order[pos:pos + batch]
             if shard is not None:

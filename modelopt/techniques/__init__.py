@@ -1,6 +1,7 @@
 """modelopt's techniques: importing this package registers every one of them."""
 
 from modelopt.techniques import (  # noqa: F401
+    csv_data,
     data,
     deploy,
     distill,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import torch
@@ -161,7 +160,7 @@ def synthetic(seed: int, /, n_samples: PositiveInt = 2000, n_features: PositiveI
 
 # ---------------------------------------------------------------- regression
 
-def _values(name, x, y, test_fraction, split_seed, task) -> Data:
+def of_values(name, x, y, test_fraction, split_seed, task) -> Data:
     """A dataset whose targets are values (no classes), split at random."""
     from sklearn.model_selection import train_test_split
 
@@ -177,7 +176,7 @@ def diabetes(seed: int, /, test_fraction: Split = 0.2, split_seed: int = 0) -> D
     from sklearn.datasets import load_diabetes
 
     d = load_diabetes()
-    return _values("diabetes", d.data, d.target, test_fraction, split_seed, "regression")
+    return of_values("diabetes", d.data, d.target, test_fraction, split_seed, "regression")
 
 
 @DATASETS.register("synthetic_regression", task="regression", input="vector")
@@ -190,38 +189,7 @@ def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features
     x, y = make_regression(n_samples=n_samples, n_features=n_features,
                            n_informative=min(n_informative, n_features), noise=noise,
                            random_state=data_seed)
-    return _values("synthetic_regression", x, y, test_fraction, data_seed, "regression")
-
-
-def _check_csv(params: dict) -> None:
-    """The file exists, has the target column, and its other columns are numbers (read from
-    its first 1,000 rows, so a large file is not read whole to validate a suite)."""
-    import pandas as pd
-
-    p = Path(params["path"]).expanduser()
-    if not p.is_file():
-        raise DataUnavailable(f"csv: no file at {p.resolve()}")
-    if params.get("text") is not None:  # a text table (techniques/text.py)
-        from modelopt.techniques import text
-
-        return text.check_table("csv", params)
-    head = pd.read_csv(p, nrows=1000)
-    if params["target"] not in head.columns:
-        raise ValueError(f"csv: {p} has no column '{params['target']}'; columns: "
-                         f"{', '.join(head.columns)}")
-    bad = [c for c in head.columns
-           if c != params["target"] and not pd.api.types.is_numeric_dtype(head[c])]
-    if bad:
-        # a column of words with spaces is text a tokenizer reads: `text: COLUMN`
-        words = [c for c in bad if head[c].astype(str).str.contains(" ").mean() > 0.5]
-        raise ValueError(f"csv: non-numeric feature columns {bad} in {p}; encode them first"
-                         + (f", or, for a text classifier, name the text column: `text: "
-                            f"{words[0]}` (docs/how-to/text.md)" if words else ""))
-    no_holes(head, p)  # the rest of the file when the cell reads it; the labels whole,
-    _, holes, found = _labels(str(p), params["target"], p.stat().st_mtime_ns)  # (the task)
-    if holes:
-        raise ValueError(holes)
-    classes_are("csv", params.get("classes"), found)
+    return of_values("synthetic_regression", x, y, test_fraction, data_seed, "regression")
 
 
 def no_holes(df, p: Path, name: str = "csv", where: str = "lines", first: int = 2) -> None:
@@ -236,72 +204,6 @@ def no_holes(df, p: Path, name: str = "csv", where: str = "lines", first: int = 
         raise ValueError(f"{name}: {p} has empty values ("
                          + ", ".join(f"'{c}': {n}" for c, n in holes.items())
                          + f"; first on {where} {', '.join(rows)}); fill or drop them first")
-
-
-def _csv_task(params: dict) -> str:
-    """`task`, or with `auto` the label column's: strings, booleans or integers are classes,
-    floats are a regression target (say `task: regression` for integer quantities)."""
-    if params.get("task", "auto") != "auto":
-        return params["task"]
-    if params.get("text") is not None:
-        return "classification"  # texts are classified (text.check_table)
-    p = Path(params["path"]).expanduser()
-    return _labels(str(p), params["target"], p.stat().st_mtime_ns)[0]
-
-
-@functools.lru_cache(maxsize=32)
-def _labels(path: str, target: str, mtime_ns: int) -> tuple[str, str | None, frozenset]:
-    """The task the label column says, why it cannot be used (empty values; None: it
-    can), and its labels as text. Read once per file version: validation asks for every
-    cell, and the run for every record it writes."""
-    import pandas as pd
-
-    column = pd.read_csv(path, usecols=[target])
-    try:
-        no_holes(column, Path(path))
-        holes = None
-    except ValueError as exc:
-        holes = str(exc)
-    task = "regression" if pd.api.types.is_float_dtype(column[target]) else "classification"
-    return task, holes, frozenset(column[target].astype(str))
-
-
-@DATASETS.register("csv", input="vector", task_from=_csv_task, preflight=_check_csv,
-                   input_from=lambda p: "tokens" if p.get("text") is not None else "vector")
-def csv(seed: int, /, path: str, target: str, task: str = "auto",
-        test_fraction: Split = 0.2, split_seed: int = 0, text: str | None = None,
-        tokenizer: str = "char", max_length: PositiveInt = 128,
-        truncation: Literal["end", "start"] = "end",
-        padding: Literal["right", "left"] = "right", classes: ClassNames | None = None) -> Data:
-    """A local CSV table: numeric feature columns and a `target` label column. The task
-    follows the labels (`auto`: strings, booleans or integers are classes, floats a
-    regression target) unless `task` names one. With `text`, a text classification table:
-    that column's texts tokenized (techniques/text.py), its other columns unused. Classes
-    are numbered in sorted order, or in `classes`' (a trained model's own numbering)."""
-    import pandas as pd
-
-    params = {"path": path, "target": target, "text": text, "tokenizer": tokenizer, "task": task}
-    _check_csv(params)
-    task = _csv_task(params)
-    if text is not None:  # a text classification table (techniques/text.py)
-        from modelopt.techniques import text as texts
-
-        return texts.table("csv", path, target, text, tokenizer, max_length, truncation,
-                           padding, test_fraction, split_seed, classes=classes)
-    df = pd.read_csv(Path(path).expanduser())
-    no_holes(df, Path(path).expanduser())
-    features = df.drop(columns=[target])
-    if not tasks.get(task).info.class_outputs:
-        return _values("csv", features.to_numpy(), df[target].to_numpy(), test_fraction,
-                       split_seed, task)
-    from sklearn.model_selection import train_test_split
-
-    labels, y = numbered("csv", df[target].to_numpy(), classes)
-    xtr, xte, ytr, yte = train_test_split(features.to_numpy(np.float32), y,
-                                          test_size=test_fraction, random_state=split_seed,
-                                          stratify=y)
-    return replace(to_data("csv", xtr, ytr, xte, yte, len(labels), task),
-                   info={"class_names": [str(c) for c in labels]})
 
 
 def numbered(name: str, labels, classes: list[str] | None) -> tuple[np.ndarray, np.ndarray]:
