@@ -631,6 +631,9 @@ def test_a_spread_is_given_to_two_significant_digits_and_large_figures_in_full()
     assert report.fmt(0.015, 7.8e-05, "g3") == "0.015 ± 0.000078"
     assert report.fmt(139218.0, 41656.0, "f0") == "139,218 ± 41,656"
     assert report.fmt(0.929, 0.0003, "pct") == "92.9 ± 0.030"
+    # a figure its own digits would show as 0 (a training of 0.04 s read "0.0 ± 0.0022")
+    assert report.fmt(0.04, 0.0022, "f1") == "0.04 ± 0.0022"
+    assert report.fmt(0.0, None, "f1") == "0.0"
 
 
 def test_the_page_says_how_many_test_samples_a_point_is():

@@ -135,13 +135,16 @@ def fmt(value: float, std: float | None, kind: str) -> str:
         if abs(v) >= 10 ** int(kind[1:]):  # 3,120 (an MSE), never 3.12e+03
             return f"{v:,.0f}"
         return f"{v:.{int(kind[1:])}g}"
+    mean = one(value)
+    if kind.startswith("f") and value and float(mean.replace(",", "")) == 0:
+        mean = f"{value:.2g}"  # 0.04 s of training is not "0.0"
     if std is None or std <= 1e-12 * max(1.0, abs(value)):  # equal figures, summed apart
-        return one(value)
+        return mean
     fixed = kind in ("pct", "int") or kind.startswith("f")
     shown = one(std)
     if fixed and float(shown.replace(",", "")) != 0:
-        return f"{one(value)} ± {shown}"
-    return f"{one(value)} ± {_spread(scale * std)}"
+        return f"{mean} ± {shown}"
+    return f"{mean} ± {_spread(scale * std)}"
 
 
 def _spread(std: float) -> str:
