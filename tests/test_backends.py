@@ -42,7 +42,8 @@ def test_ddp_two_ranks_matches_single_process_weights():
     cells = parse(SUITE).cells
     cpu_cfg, ddp_cfg = cells
     cpu_cfg.backend.build().prepare(1)
-    single = train_here(cpu_cfg.backend.build(), cpu_cfg, 0).net
+    alone = train_here(cpu_cfg.backend.build(), cpu_cfg, 0)
+    single = alone.net
     ranked = ddp_cfg.backend.build().train(ddp_cfg, 0, load_data(ddp_cfg, 0))
     state, outcome = ranked.net.state_dict(), ranked.outcome
     assert ranked.info["ddp_startup_s"] > 0 and ranked.info["ddp_world_size"] == 2
@@ -51,6 +52,11 @@ def test_ddp_two_ranks_matches_single_process_weights():
         # same global batch, same initial weights: only the summation order differs
         # (two half-batch means averaged by all-reduce vs one mean)
         assert torch.allclose(w, state[name], atol=1e-5), name
+    # the curves' training loss is the global batch's, as one process reads it (it was rank
+    # 0's half of the batch)
+    pairs = [(a["train_loss"], b["train_loss"]) for a, b in zip(alone.outcome.curves,
+                                                                outcome.curves)]
+    assert len(pairs) == 2 and all(abs(a - b) < 1e-5 for a, b in pairs), pairs
     assert ranks_alive() == []
 
 

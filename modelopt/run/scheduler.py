@@ -256,7 +256,9 @@ class RayScheduler(Scheduler):
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                      runtime_env={"env_vars": env_vars} if env_vars else None)
-        remote = ray.remote(_child_main)
+        # max_calls=1: each cell in a fresh worker process, as a local run's (a reused worker
+        # carried threads, deterministic mode and plugins from cell to cell)
+        remote = ray.remote(max_calls=1)(_child_main)
         pending: dict = {}
         try:
             for job in jobs_list:

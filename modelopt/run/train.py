@@ -137,7 +137,10 @@ def rank_seed(seed: int, shard: tuple[int, int] | None) -> int:
 
 
 class _StepLosses:
-    """Each step's loss read as a number, and whether it was finite on every rank.
+    """Each step's loss read as a number, and whether it was finite on every rank. Under DDP
+    the loss is the mean over the ranks' shares (the global batch's, as one process would
+    read it; rank 0's own share's was a half-batch's): non-finite where any rank's is, so
+    every rank stops at the same step, or they would hang.
 
     On CUDA a step's loss is read once the next step is queued: reading it at once (.item(),
     a synchronisation) left the GPU idle while the CPU queued each next step. Where the clock
@@ -146,15 +149,15 @@ class _StepLosses:
 
     def __init__(self, lag: bool, shard: tuple[int, int] | None):
         self.lag, self.shard = lag, shard
-        self.pending: list[tuple[int, torch.Tensor, torch.Tensor | None]] = []
+        self.pending: list[tuple[int, torch.Tensor]] = []
 
     def add(self, step: int, loss: torch.Tensor) -> None:
         loss = loss.detach()
-        flag = None
-        if self.shard is not None:  # every rank stops at the same step, or they would hang
-            flag = torch.isfinite(loss).float().reshape(1)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        self.pending.append((step, loss, flag))
+        if self.shard is not None:
+            loss = loss.float().reshape(1).clone()
+            torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.SUM)
+            loss /= self.shard[1]
+        self.pending.append((step, loss))
 
     def read(self, everything: bool) -> list[tuple[int, float, bool]]:
         """(step, loss, finite) of the steps read now, oldest first."""
@@ -162,10 +165,9 @@ class _StepLosses:
         ready = self.pending[:len(self.pending) - keep]
         self.pending = self.pending[len(ready):]
         out = []
-        for step, loss, flag in ready:
+        for step, loss in ready:
             value = loss.item()
-            out.append((step, value, bool(flag.item() > 0) if flag is not None
-                        else math.isfinite(value)))
+            out.append((step, value, math.isfinite(value)))
         return out
 
 
