@@ -133,7 +133,7 @@ def test_a_cell_trains_a_torchvision_model_on_streamed_images_and_counts_its_wor
     from modelopt.run.scheduler import job
 
     root = make_folder(tmp_path / "imgs")
-    suite = parse(f"""
+    text = f"""
 name: own-images
 seeds: [0]
 defaults:
@@ -141,9 +141,13 @@ defaults:
   model: mobilenet_v3_small
   train: {{steps: 6, batch_size: 6, eval_every: 3, val_fraction: 0.2}}
   prune: {{name: l1_structured, amount: 0.5, finetune_steps: 2}}
-""")
-    (cell,) = suite.cells
+"""
+    (cell,) = parse(text).cells
     assert job(cell, 0, jobs=4).slots == 2  # its thread and its loader worker
+    # two ranks, each with its own thread and its own loader worker
+    (ranked,) = parse(text.replace("  model:", "  backend: {name: ddp, world_size: 2}\n  model:")
+                      ).cells
+    assert job(ranked, 0, jobs=8).slots == 4
     out = run_cell(cell, 0)
     m = out.metrics
     assert out.status == "ok" and m["final_step"] == 6 and 0 <= m["accuracy"] <= 1

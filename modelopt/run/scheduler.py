@@ -33,14 +33,16 @@ class Job:
 
 def job(cell: Cell, seed: int, jobs: int, shared: set[str] = frozenset()) -> Job:
     """A cell x seed with what its backend takes of the machine (at most all of it), and the
-    worker processes of a dataset that streams: cores too, or cells would oversubscribe.
+    worker processes of a dataset that streams (each rank's own, under ddp): cores too, or
+    cells would oversubscribe.
     `shared`: the training keys several of the run's cells share (dense.shared_keys)."""
     timeout = cell.train.settings.timeout_s
     try:
         b = cell.backend.build()
     except backends.BackendUnavailable as exc:
         return Job(cell, seed, 1, 0, timeout, str(exc))
-    cores = b.cores() + _loader_workers(cell.data.dataset)
+    ranks = getattr(b, "world_size", 1) if cell.backend.info.ranks else 1
+    cores = b.cores() + ranks * _loader_workers(cell.data.dataset)
     k = dense.key(cell, seed)
     return Job(cell, seed, max(1, min(cores, jobs)), b.gpus(), timeout, None, b.threads or 1,
                k if k in shared else None)
