@@ -75,6 +75,18 @@ def test_a_batch_that_does_not_divide_among_the_ranks_is_refused_at_load():
     with pytest.raises(SuiteError, match=r"train.batch_size 65 does not divide among backend "
                        r"ddp's world_size 2 ranks: give a multiple of 2"):
         parse(SUITE.replace("batch_size: 64", "batch_size: 65"))
+    # a full-batch optimizer takes no batch_size: nothing to divide
+    assert parse(SUITE.replace("batch_size: 64", "batch_size: 65").replace(
+        "{name: sgd, lr: 0.1}", "{name: gd, lr: 0.1}")).cells
+
+
+def test_a_ranks_seed_is_its_own_for_any_seed_the_suite_takes():
+    """SeedSequence refused a negative seed: a ddp cell with seed -3 failed on rank 1."""
+    from modelopt.run.train import rank_seed
+
+    assert rank_seed(-3, None) == rank_seed(-3, (0, 2)) == -3
+    others = {rank_seed(s, (r, 4)) for s in (-3, 0, 5) for r in (1, 2, 3)}
+    assert len(others) == 9 and all(0 <= v < 2**31 for v in others)
 
 
 def test_a_rank_that_raises_fails_the_cell_and_leaves_no_process():
@@ -328,3 +340,18 @@ def test_a_ddp_cell_ended_at_its_timeout_leaves_no_rank_and_no_folder(tmp_path):
     assert [" ".join(p.cmdline())[:200] for p in leftovers(mark)] == []
     # torch keeps its compile cache there; the cell's own folder (tempfile's tmp*) is gone
     assert [p.name for p in scratch.iterdir() if p.name.startswith("tmp")] == []
+
+
+def test_a_full_batch_under_ranks_is_the_same_samples_every_step():
+    """Cut to a multiple of the world size, a full batch dropped another sample each epoch:
+    the objective changed from step to step, no longer gradient descent."""
+    import numpy as np
+
+    from modelopt.run.train import _memory_batches
+    from modelopt.techniques.data import to_data
+
+    x = np.arange(14, dtype=np.float32).reshape(7, 2)  # column 0 names the sample
+    data = to_data("t", x, np.arange(7) % 2, x[:2], np.arange(2), 2)
+    gens = [_memory_batches(data, 6, 0, (r, 2), "cpu", whole=True) for r in (0, 1)]
+    steps = [sorted(v for g in gens for v in next(g)[0][:, 0].tolist()) for _ in range(4)]
+    assert steps == [[0.0, 2.0, 4.0, 6.0, 8.0, 10.0]] * 4, steps

@@ -104,20 +104,34 @@ def test_a_launched_run_holds_its_results_directory_as_a_plain_run_does(tmp_path
     assert run.returncode != 0 and "is being written by another modelopt run" in run.stdout, \
         run.stdout[-3000:]
     assert not (tmp_path / "o" / "results.jsonl").exists()
+    # without torchrun's agent to end them, the other ranks hear why rank 0 stopped (they
+    # waited 24 hours for a store that never came)
+    with runner.writer_lock(tmp_path / "o"):
+        procs = env_ranks(tmp_path / "s.yaml", tmp_path / "o", uuid.uuid4().hex)
+        (_, rank1), (_, rank0) = (p.communicate(timeout=120) for p in procs)
+    assert [p.returncode for p in procs] == [2, 2], (rank1, rank0)
+    assert "is being written by another modelopt run" in rank0
+    assert "rank 0 on " in rank1 and "stopped before any cell" in rank1, rank1
 
 
-def test_ranks_started_by_another_launcher(tmp_path):
-    """No torchrun agent: rank 0 serves the store itself, and stays until rank 1 is done."""
-    (tmp_path / "s.yaml").write_text(SUITE.replace("backend: [cpu, ", "backend: ["))
-    port, mark = free_port(), uuid.uuid4().hex
-    procs = []
+def env_ranks(suite, out, mark: str) -> list[subprocess.Popen]:
+    """Ranks 1 and 0 of `modelopt run` as a launcher other than torchrun starts them."""
+    port, procs = free_port(), []
     for rank in (1, 0):  # rank 1 first: it waits for rank 0's store to appear
         env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
         env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), MODELOPT_TEST_MARK=mark)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "modelopt", "run", str(tmp_path / "s.yaml"), "--out",
-             str(tmp_path / "o"), "-q"], env=env, stderr=subprocess.PIPE, text=True))
+            [sys.executable, "-m", "modelopt", "run", str(suite), "--out", str(out), "-q"],
+            env=env, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def test_ranks_started_by_another_launcher(tmp_path):
+    """No torchrun agent: rank 0 serves the store itself, and stays until rank 1 is done."""
+    (tmp_path / "s.yaml").write_text(SUITE.replace("backend: [cpu, ", "backend: ["))
+    mark = uuid.uuid4().hex
+    procs = env_ranks(tmp_path / "s.yaml", tmp_path / "o", mark)
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     (rec,) = results.read(tmp_path / "o")

@@ -341,6 +341,10 @@ PLUGIN_MISTAKES = {  # module, its source, what the suite's defaults add, what t
     "raises": ("broken", "raise RuntimeError('half-written')\n", "",
                r"plugins\[0\]: importing 'broken' raised RuntimeError: half-written \(at "
                r".*broken\.py:1\)"),
+    # raised inside a library its code calls: the plugin's own line is the one named
+    "raises_within": ("calls_badly", "import json\n\nCONFIG = json.loads('{')\n", "",
+                      r"importing 'calls_badly' raised JSONDecodeError: .* \(at "
+                      r".*calls_badly\.py:3\)"),
     # found beside the suite, but what it imports is not installed: said so, not "put it
     # beside the suite file"
     "dependency": ("needs_more", "import no_such_dependency_pkg\n", "",

@@ -190,4 +190,4 @@ def test_a_timing_process_that_goes_silent_is_ended_not_waited_for():
     assert timing._answer(mine, stall_s=5) == ("ok", {"a": 1})  # past the heartbeats
     theirs.send(("alive", None))
     status, why = timing._answer(mine, stall_s=0.3)  # a heartbeat, then silence
-    assert status == "error" and why.startswith("it sent nothing for 0 s"), why
+    assert status == "error" and why.startswith("it sent nothing for 0.3 s"), why

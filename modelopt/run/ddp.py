@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from modelopt.run.backends import DDP
-from modelopt.run.processes import interrupt
+from modelopt.run.processes import interrupt, signal_words
 from modelopt.run.train import Diverged
 from modelopt.spec.cell import Cell
 
@@ -68,6 +68,7 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, cell: Cell, seed: int
 
     from modelopt.spec import plugins
 
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held while spawned (spawn)
     plugins.load(cell.plugins)  # user plugins register in each rank too
     mine = backend.as_rank(rank, backend.world_size, rank)
     mine.prepare(backend.threads or 1)
@@ -106,16 +107,23 @@ def spawn(backend: DDP, cell: Cell, seed: int, data):
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp_dir, _terminated_as_interrupt():
         init_file = os.path.join(tmp_dir, "rendezvous")  # file:// avoids port clashes
-        # spawn: each rank a fresh interpreter, sharing no state with this process
-        ctx = tmp.start_processes(_spawned_rank, args=(backend, init_file, cell, seed, tmp_dir),
-                                  nprocs=backend.world_size, join=False, start_method="spawn")
+        ctx = None
         try:
+            # SIGTERM waits until every rank is started and held by `ctx` (one started a
+            # moment before would escape the kill below); each rank opens it again
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:  # spawn: each rank a fresh interpreter, sharing no state with this process
+                ctx = tmp.start_processes(_spawned_rank, nprocs=backend.world_size, join=False,
+                                          args=(backend, init_file, cell, seed, tmp_dir),
+                                          start_method="spawn")
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             while not ctx.join(grace_period=2):
                 pass
         except (tmp.ProcessRaisedException, tmp.ProcessExitedException) as exc:
-            raise RankFailed(_first_error(Path(tmp_dir), exc)) from None
+            raise RankFailed(_first_error(Path(tmp_dir), exc, ctx.processes)) from None
         finally:  # on Ctrl-C too: no rank outlives the cell
-            for proc in ctx.processes:
+            for proc in ctx.processes if ctx is not None else []:
                 if proc.is_alive():
                     proc.kill()
                     proc.join()
@@ -148,18 +156,20 @@ def _terminated_as_interrupt():
         signal.signal(signal.SIGTERM, before)
 
 
-def _first_error(folder: Path, exc: Exception) -> str:
+def _first_error(folder: Path, exc: Exception, procs=()) -> str:
     """The error of the rank that caused the failure (not one whose collective broke after):
     a rank's own exception, else a rank that died without one (killed, os._exit: its peers'
-    broken collectives are what it caused), else a peer's."""
-    import torch.multiprocessing as tmp
-
+    broken collectives are what it caused; whichever torch's join saw first), else a
+    peer's."""
     found = sorted(folder.glob("error-cause-*.txt"))
     if found:
         return found[0].read_text()
-    if isinstance(exc, tmp.ProcessExitedException):
-        hint = " (SIGKILL: often the out-of-memory killer)" if exc.signal_name == "SIGKILL" else ""
-        return f"rank {exc.error_index}: {exc}{hint}"
+    said = {p.stem.rpartition("-")[2] for p in folder.glob("error-*-*.txt")}
+    for rank, proc in enumerate(procs):
+        code = proc.exitcode
+        if code not in (None, 0) and str(rank) not in said:
+            how = (f"with {signal_words(-code)}" if code < 0 else f"with exit code {code}")
+            return f"rank {rank}: process {rank} terminated {how}"
     found = sorted(folder.glob("error-peer-*.txt"))
     if found:
         return found[0].read_text()

@@ -233,6 +233,9 @@ def _agree(suite: Suite, store, launch: Launch, todo: list[Job] | None) -> list[
         return ranked
     store.wait(["plan"], WAIT)
     plan = json.loads(store.get("plan"))
+    if "error" in plan:
+        store.add("left", 1)
+        raise LaunchError(f"rank 0 on {plan['host']} stopped before any cell: {plan['error']}")
     if plan["hash"] != suite.content_hash:
         raise LaunchError(f"rank {launch.rank} loaded a different suite than rank 0 on "
                           f"{plan['host']} (content hash {suite.content_hash} vs "
@@ -274,12 +277,23 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
     writes the results directory, holding it as a plain run does (runner.writing)."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        # the store first: rank 0 may serve it, and a refusal below is posted there for the
+        # other ranks to say (they waited for a store that never came)
+        store = connect(launch, WAIT, host=launch.rank == 0)
         with contextlib.ExitStack() as held:
-            done, own = held.enter_context(runner.writing(Path(out_dir), suite, resume, force)
-                                           ) if launch.rank == 0 else (None, None)
+            done, own = None, None
+            if launch.rank == 0:
+                try:
+                    done, own = held.enter_context(runner.writing(Path(out_dir), suite, resume,
+                                                                  force))
+                except Exception as exc:
+                    store.set("plan", json.dumps({"error": str(exc),
+                                                  "host": socket.gethostname()}))
+                    _wait_for_the_others(store, launch.world - 1)  # it may serve the store
+                    raise
             return _run(suite, Path(out_dir), launch, Options(
                 jobs, fail_fast, on_record, on_plan, timing_processes, on_timing, train_once,
-                timing_stage), done, own)
+                timing_stage), store, done, own)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -297,9 +311,8 @@ class Options:
     timing_stage: bool
 
 
-def _run(suite: Suite, out: Path, launch: Launch, o: Options, done: set | None,
+def _run(suite: Suite, out: Path, launch: Launch, o: Options, store, done: set | None,
          own: str | None) -> Summary:
-    store = connect(launch, WAIT, host=launch.rank == 0)
     sched, todo = None, None
     if launch.rank == 0:
         todo = runner.plan_jobs(suite, o.jobs, None, done, o.train_once)

@@ -47,13 +47,18 @@ def end(proc, grace_s: float = 3.0) -> None:
 def exit_reason(code: int | None) -> str:
     """Why a process that never reported ended, in words."""
     if code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = str(-code)
-        hint = " (SIGKILL: often the out-of-memory killer)" if name == "SIGKILL" else ""
-        return f"the cell's process died from signal {name}{hint}"
+        return f"the cell's process died from {signal_words(-code)}"
     return f"the cell's process exited with code {code} without reporting a result"
+
+
+def signal_words(number: int) -> str:
+    """"signal SIGKILL (...)": a signal that ended a process, by name where it has one."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        name = str(number)
+    hint = " (SIGKILL: often the out-of-memory killer)" if name == "SIGKILL" else ""
+    return f"signal {name}{hint}"
 
 
 def now() -> str:

@@ -13,6 +13,7 @@ Ratios against a baseline are taken within a process; the K processes are the re
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -200,17 +201,20 @@ def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: d
 
 # A timing process says it is alive after each model it builds and each round it times; one
 # silent for this long hangs (a runtime's deadlock, a GPU that stopped): it is ended, and the
-# stage fails saying so rather than waiting forever.
+# stage fails saying so rather than waiting forever. A model whose build (an OpenVINO
+# compile, an int8 calibration) takes longer: MODELOPT_TIMING_STALL_S.
 STALL_S = 900.0
 
 
 def _answer(conn, stall_s: float | None = None) -> tuple[str, object]:
     """The timing process's final message, past its heartbeats."""
-    stall_s = STALL_S if stall_s is None else stall_s
+    if stall_s is None:
+        stall_s = float(os.environ.get("MODELOPT_TIMING_STALL_S", STALL_S))
     while True:
         if not conn.poll(stall_s):
-            return "error", (f"it sent nothing for {stall_s:.0f} s (building or timing one "
-                             "model, or one round of them, hangs): ended")
+            return "error", (f"it sent nothing for {stall_s:g} s (building or timing one "
+                             "model, or one round of them, hangs; a build that needs longer: "
+                             "set MODELOPT_TIMING_STALL_S): ended")
         status, payload = conn.recv()
         if status != "alive":
             return status, payload

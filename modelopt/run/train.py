@@ -88,12 +88,16 @@ def _layer_grad_norms(model: nn.Module) -> dict[str, float]:
 
 
 def _memory_batches(data: Data, batch: int, seed: int, shard: tuple[int, int] | None,
-                    dev: torch.device):
+                    dev: torch.device, whole: bool = False):
     """Endless (inputs, labels, global batch size) from in-memory tensors: slices of a seeded
     permutation per epoch (the tail dropped; no per-sample Python); rank r of a process group
-    takes r::world of each global batch. The training set moves to the device now, before
-    the clock starts, not inside the first timed step."""
-    return _slices(data.x_train.to(dev), data.y_train.to(dev), batch, seed, shard)
+    takes r::world of each global batch. `whole`: every step takes the same `batch` samples
+    (a full batch cut to a multiple of the world size: the same samples every step, or the
+    objective would change from step to step). The training set moves to the device now,
+    before the clock starts, not inside the first timed step."""
+    x, y = (data.x_train[:batch], data.y_train[:batch]) if whole else (data.x_train,
+                                                                      data.y_train)
+    return _slices(x.to(dev), y.to(dev), batch, seed, shard)
 
 
 def _slices(x_train: torch.Tensor, y_train: torch.Tensor, batch: int, seed: int,
@@ -133,7 +137,8 @@ def rank_seed(seed: int, shard: tuple[int, int] | None) -> int:
     noise for its share of the batch: half the independent draws of one process."""
     if shard is None or shard[0] == 0:
         return seed
-    return int(np.random.SeedSequence([seed, shard[0]]).generate_state(1)[0] >> 1)
+    # SeedSequence takes no negative entropy; a suite's seeds may be negative
+    return int(np.random.SeedSequence([seed % 2**32, shard[0]]).generate_state(1)[0] >> 1)
 
 
 class _StepLosses:
@@ -193,7 +198,9 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         batches = ((xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True), batch)
                    for xb, yb in loader)
     else:
-        batches = _memory_batches(data, batch, seed, plan.shard, dev)
+        batches = _memory_batches(data, batch, seed, plan.shard, dev,
+                                  whole=batch < data.n_train and (plan.full_batch or
+                                                                  data.n_train <= plan.batch_size))
     aug_gen = torch.Generator().manual_seed(draws + 1)  # CPU: same draws on every device
     # evaluated as the final figures are (cell.py): on the device, without autocast, so an
     # AMP cell's best-validation figures and curves read as its final ones do

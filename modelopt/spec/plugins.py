@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import os
 import sys
+import sysconfig
 import traceback
 
 from modelopt.spec.keys import BY_KEY
@@ -61,12 +62,16 @@ def import_module(name: str):
 
 
 def _where(exc: BaseException) -> str:
-    """ " (at file:line)" of the innermost frame that raised: the line to mend in a plugin
-    (a SyntaxError names its own line in its message)."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    if isinstance(exc, SyntaxError) or not frames:
+    """ " (at file:line)" of the innermost frame of the user's own code (not an installed
+    library's, the standard library's or the import machinery's, where a call of theirs may
+    raise): the line to mend (a SyntaxError names its own line in its message)."""
+    if isinstance(exc, SyntaxError):
         return ""
-    return f" (at {frames[-1].filename}:{frames[-1].lineno})"
+    libraries = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<")
+              and not any(f.filename.startswith(lib) for lib in libraries)]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
 
 
 def load(ctx: dict | list[str] | tuple[str, ...] | None = None) -> dict[str, Registry]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 
 from modelopt.spec.cell import Cell
-from modelopt.spec.registries import CELL_CHECKS, SCHEDULES, spans_ranks
+from modelopt.spec.registries import CELL_CHECKS, OPTIMIZERS, SCHEDULES, spans_ranks
 from modelopt.spec.registry import RegistryError
 from modelopt.spec.schema import DEFAULT_STEPS
 
@@ -42,7 +42,8 @@ def divides_across_ranks(config: dict) -> None:
     would read NaN)."""
     world = config["backend"].get("world_size")
     batch = config["train"]["batch_size"]
-    if spans_ranks(config["backend"]) and world and batch % world:
+    full = OPTIMIZERS.info(config["optimizer"]["name"]).full_batch  # batch_size unused
+    if spans_ranks(config["backend"]) and world and batch % world and not full:
         raise RegistryError(f"train.batch_size {batch} does not divide among backend "
                             f"{config['backend']['name']}'s world_size {world} ranks: give a "
                             f"multiple of {world} (each rank takes batch_size / world_size)")

@@ -5,7 +5,8 @@ The batch order is the in-memory path's (train.fit): a seeded permutation per ep
 tail dropped, rank r of a process group taking r::world of each global batch. So the same
 seed visits the same images in the same batches whatever the number of workers; random
 augmentation in a worker draws from a generator seeded from the run's seed (DataLoader's
-`generator`), so it repeats for a given number of workers.
+`generator`; under DDP each rank's own seed, train.rank_seed), so it repeats for a given
+number of workers.
 """
 
 from __future__ import annotations
