@@ -166,6 +166,16 @@ def test_a_text_table_without_text_names_the_key_to_give(tmp_path):
               "model: mlp}\n")
 
 
+def test_a_class_of_one_text_is_refused_when_the_suite_loads(tmp_path):
+    """It failed every cell with scikit-learn's stratify error, naming no column."""
+    rows = [("the cat purrs", "cat"), ("the dog barks", "dog")] * 4 + [("a bird", "bird")]
+    (tmp_path / "t.csv").write_text("sentence,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
+    with pytest.raises(SuiteError, match=r"csv: 'label' in .*t.csv is read as 3 classes, and 1 "
+                       r"of them have a single sample \(bird\).*merge or drop the rare"):
+        parse(f"name: t\ndefaults: {{dataset: {{name: csv, path: '{tmp_path}/t.csv', "
+              "target: label, text: sentence}, model: transformer}\n")
+
+
 def test_a_missing_text_or_label_is_refused_naming_its_row(tmp_path):
     rows = [("the cat purrs", "cat"), ("the dog barks", "dog")] * 4
     csv = tmp_path / "t.csv"

@@ -22,6 +22,7 @@ from modelopt.techniques.data import (
     no_holes,
     numbered,
     of_values,
+    single_samples,
     to_data,
 )
 from modelopt.techniques.errors import DataUnavailable
@@ -57,14 +58,10 @@ def _check_csv(params: dict) -> None:
         raise ValueError(holes)
     classes_are("csv", params.get("classes"), found)
     if lonely and tasks.get(_csv_task(params)).info.class_outputs:
-        # the split keeps each class's share in training and test: one sample cannot be
-        # shared (scikit-learn's own words named no column and no task)
-        raise ValueError(
-            f"csv: '{params['target']}' in {p} is read as {len(found)} classes, and "
-            f"{len(lonely)} of them have a single sample ({', '.join(lonely[:5])}"
-            f"{' ...' if len(lonely) > 5 else ''}): a class needs two, one for training and "
-            "one for test. A quantity written as integers (a price, a count) is a "
-            "regression target: say `task: regression`; else merge or drop the rare classes")
+        raise ValueError(single_samples(
+            "csv", params["target"], p, found, lonely, "a quantity written as integers (a "
+            "price, a count) is a regression target: say `task: regression`; else merge or "
+            "drop the rare classes"))
 
 
 def _csv_task(params: dict) -> str:

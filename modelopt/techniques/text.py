@@ -20,7 +20,15 @@ import torch
 from modelopt.spec.registries import DATASETS, TASKS
 from modelopt.spec.registry import PositiveInt
 from modelopt.techniques import ngram, tokenize
-from modelopt.techniques.data import ClassNames, Data, Split, classes_are, no_holes, numbered
+from modelopt.techniques.data import (
+    ClassNames,
+    Data,
+    Split,
+    classes_are,
+    no_holes,
+    numbered,
+    single_samples,
+)
 from modelopt.techniques.errors import DataUnavailable
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "python_docs.txt.gz"
@@ -188,24 +196,29 @@ def check_table(name: str, params: dict) -> None:
     if missing:
         raise ValueError(f"{name}: {p} has no column {', '.join(map(repr, missing))}; "
                          f"columns: {', '.join(map(str, columns))}")
-    holes, found = _holes(name, str(p), params["target"], params["text"], p.stat().st_mtime_ns)
+    holes, found, lonely = _holes(name, str(p), params["target"], params["text"],
+                                  p.stat().st_mtime_ns)
     if holes:
         raise ValueError(holes)
     classes_are(name, params.get("classes"), found)
+    if lonely:
+        raise ValueError(single_samples(name, params["target"], p, found, lonely))
 
 
 @functools.lru_cache(maxsize=32)
 def _holes(name: str, path: str, target: str, text: str, mtime_ns: int
-           ) -> tuple[str | None, frozenset]:
-    """Why the table's two columns cannot be used (a value missing), and its labels as
-    text, read whole once per file version: validation asks for every cell."""
+           ) -> tuple[str | None, frozenset, list[str]]:
+    """Why the table's two columns cannot be used (a value missing), its labels as text,
+    and those only one row has; read whole once per file version: validation asks for
+    every cell."""
     p = Path(path)
     df = _READERS[name](p)[[target, text]]
     try:
         complete(name, p, df)
     except ValueError as exc:
-        return str(exc), frozenset()
-    return None, frozenset(df[target].astype(str))
+        return str(exc), frozenset(), []
+    counts = df[target].astype(str).value_counts()
+    return None, frozenset(counts.index), sorted(counts.index[counts == 1])
 
 
 def complete(name: str, p: Path, df) -> None:
