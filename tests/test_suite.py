@@ -345,6 +345,10 @@ PLUGIN_MISTAKES = {  # module, its source, what the suite's defaults add, what t
     "raises_within": ("calls_badly", "import json\n\nCONFIG = json.loads('{')\n", "",
                       r"importing 'calls_badly' raised JSONDecodeError: .* \(at "
                       r".*calls_badly\.py:3\)"),
+    # or inside modelopt's own registry (an editable install is no library path)
+    "registers_badly": ("regs_badly", "from modelopt.spec.registries import LOSSES\n\n"
+                        "@LOSSES.register('regs_badly_x', bogus=True)\ndef f():\n    pass\n",
+                        "", r"unexpected keyword argument 'bogus' \(at .*regs_badly\.py:3\)"),
     # found beside the suite, but what it imports is not installed: said so, not "put it
     # beside the suite file"
     "dependency": ("needs_more", "import no_such_dependency_pkg\n", "",

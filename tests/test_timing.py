@@ -182,12 +182,23 @@ def test_a_timing_process_that_goes_silent_is_ended_not_waited_for():
     """recv() waited for as long as the process took: a runtime that hung stalled the run."""
     import multiprocessing as mp
 
-    from modelopt.run import timing
+    from modelopt.results.latency import TimingError
+    from modelopt.run import rounds
 
     mine, theirs = mp.Pipe()
     theirs.send(("alive", None))
     theirs.send(("ok", {"a": 1}))
-    assert timing._answer(mine, stall_s=5) == ("ok", {"a": 1})  # past the heartbeats
+    assert rounds.answer(mine, stall_s=5) == ("ok", {"a": 1})  # past the heartbeats
     theirs.send(("alive", None))
-    status, why = timing._answer(mine, stall_s=0.3)  # a heartbeat, then silence
+    status, why = rounds.answer(mine, stall_s=0.3)  # a heartbeat, then silence
     assert status == "error" and why.startswith("it sent nothing for 0.3 s"), why
+    # the limit is read before any process starts: a mistyped one is said, inf is none
+    for raw, limit in (("120", 120.0), ("inf", None)):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MODELOPT_TIMING_STALL_S", raw)
+            assert rounds.stall_limit() == limit
+    for raw in ("abc", "0", "-5", "nan"):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MODELOPT_TIMING_STALL_S", raw)
+            with pytest.raises(TimingError, match="MODELOPT_TIMING_STALL_S="):
+                rounds.stall_limit()

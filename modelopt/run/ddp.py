@@ -68,7 +68,6 @@ def _spawned_rank(rank: int, backend: DDP, init_file: str, cell: Cell, seed: int
 
     from modelopt.spec import plugins
 
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # held while spawned (spawn)
     plugins.load(cell.plugins)  # user plugins register in each rank too
     mine = backend.as_rank(rank, backend.world_size, rank)
     mine.prepare(backend.threads or 1)
@@ -105,19 +104,16 @@ def spawn(backend: DDP, cell: Cell, seed: int, data):
     from modelopt.techniques import models
 
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp_dir, _terminated_as_interrupt():
+    with tempfile.TemporaryDirectory() as tmp_dir, _Terminated() as terminated:
         init_file = os.path.join(tmp_dir, "rendezvous")  # file:// avoids port clashes
         ctx = None
         try:
-            # SIGTERM waits until every rank is started and held by `ctx` (one started a
-            # moment before would escape the kill below); each rank opens it again
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-            try:  # spawn: each rank a fresh interpreter, sharing no state with this process
+            # a SIGTERM waits until every rank is started and held by `ctx` (one started a
+            # moment before would escape the kill below)
+            with terminated.held():  # spawn: each rank a fresh interpreter, sharing nothing
                 ctx = tmp.start_processes(_spawned_rank, nprocs=backend.world_size, join=False,
                                           args=(backend, init_file, cell, seed, tmp_dir),
                                           start_method="spawn")
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)
             while not ctx.join(grace_period=2):
                 pass
         except (tmp.ProcessRaisedException, tmp.ProcessExitedException) as exc:
@@ -140,34 +136,62 @@ def spawn(backend: DDP, cell: Cell, seed: int, data):
     return Trained(net.to(backend.device), data, outcome, info)
 
 
-@contextlib.contextmanager
-def _terminated_as_interrupt():
-    """SIGTERM (the scheduler ending a cell at its timeout) raises here, so that the ranks are
-    killed and the rendezvous folder removed on the way out: by default the cell's process
-    died at once, and a rank still starting (before torch's parent-death signal is set)
-    trained on as an orphan."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
+class _Terminated:
+    """SIGTERM (the scheduler ending a cell at its timeout) raises KeyboardInterrupt while
+    this is entered, so that the ranks are killed and the rendezvous folder removed on the
+    way out: by default the cell's process died at once, and a rank still starting (before
+    torch's parent-death signal is set) trained on as an orphan. Within `held()` it is
+    noted and raised at its end (a signal mask would not do: the kernel hands a blocked
+    signal to another of the process's threads, and Python runs the handler anyway)."""
+
+    def __init__(self):
+        self.holding = self.pending = False
+        self.before = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # only it sets handlers
+            self.before = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None:
+            signal.signal(signal.SIGTERM, self.before)
+
+    def _handle(self, signum, frame):
+        if self.holding:
+            self.pending = True
+        else:
+            interrupt(signum, frame)
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        if self.pending:
+            interrupt(signal.SIGTERM, None)
 
 
 def _first_error(folder: Path, exc: Exception, procs=()) -> str:
     """The error of the rank that caused the failure (not one whose collective broke after):
-    a rank's own exception, else a rank that died without one (killed, os._exit: its peers'
-    broken collectives are what it caused; whichever torch's join saw first), else a
-    peer's."""
+    a rank's own exception (written by the rank; or raised before it could write, in torch's
+    words), else a rank that died without one (killed, os._exit: its peers' broken
+    collectives are what it caused; whichever torch's join saw first; not one torch's join
+    ended with SIGTERM itself), else a peer's."""
+    import torch.multiprocessing as tmp
+
     found = sorted(folder.glob("error-cause-*.txt"))
     if found:
         return found[0].read_text()
     said = {p.stem.rpartition("-")[2] for p in folder.glob("error-*-*.txt")}
+    if isinstance(exc, tmp.ProcessRaisedException) and str(exc.error_index) not in said:
+        lines = str(exc).strip().splitlines()
+        return f"rank {exc.error_index}: {lines[-1] if lines else repr(exc)}"
     for rank, proc in enumerate(procs):
         code = proc.exitcode
-        if code not in (None, 0) and str(rank) not in said:
+        if code not in (None, 0, -signal.SIGTERM) and str(rank) not in said:
             how = (f"with {signal_words(-code)}" if code < 0 else f"with exit code {code}")
             return f"rank {rank}: process {rank} terminated {how}"
     found = sorted(folder.glob("error-peer-*.txt"))

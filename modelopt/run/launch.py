@@ -280,22 +280,34 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
         # the store first: rank 0 may serve it, and a refusal below is posted there for the
         # other ranks to say (they waited for a store that never came)
         store = connect(launch, WAIT, host=launch.rank == 0)
+        o = Options(jobs, fail_fast, on_record, on_plan, timing_processes, on_timing,
+                    train_once, timing_stage)
         with contextlib.ExitStack() as held:
-            done, own = None, None
+            todo, sched, own = None, None, None
             if launch.rank == 0:
                 try:
                     done, own = held.enter_context(runner.writing(Path(out_dir), suite, resume,
                                                                   force))
-                except Exception as exc:
-                    store.set("plan", json.dumps({"error": str(exc),
-                                                  "host": socket.gethostname()}))
-                    _wait_for_the_others(store, launch.world - 1)  # it may serve the store
+                    todo = runner.plan_jobs(suite, o.jobs, None, done, o.train_once)
+                    if o.on_plan:
+                        o.on_plan(len(todo), len(done))
+                    sched = runner.scheduler(suite, Path(out_dir), o.jobs, o.on_record,
+                                             o.fail_fast, train_once=o.train_once, own_dir=own)
+                except BaseException as exc:  # Ctrl-C too: the others hear it
+                    _refuse(store, launch, exc)
                     raise
-            return _run(suite, Path(out_dir), launch, Options(
-                jobs, fail_fast, on_record, on_plan, timing_processes, on_timing, train_once,
-                timing_stage), store, done, own)
+            return _run(suite, Path(out_dir), launch, o, store, todo, sched, own)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _refuse(store, launch: Launch, exc: BaseException) -> None:
+    """Rank 0 stopped before posting its plan: said to the other ranks where they wait for
+    it, and rank 0 (which may serve the store) stays until they have read it."""
+    why = str(exc) or type(exc).__name__
+    store.set("plan", json.dumps({"error": why, "host": socket.gethostname()}))
+    _wait_for_the_others(store, launch.world - 1,
+                         limit_s=5.0 if isinstance(exc, KeyboardInterrupt) else 60.0)
 
 
 @dataclass(frozen=True)
@@ -311,15 +323,8 @@ class Options:
     timing_stage: bool
 
 
-def _run(suite: Suite, out: Path, launch: Launch, o: Options, store, done: set | None,
-         own: str | None) -> Summary:
-    sched, todo = None, None
-    if launch.rank == 0:
-        todo = runner.plan_jobs(suite, o.jobs, None, done, o.train_once)
-        if o.on_plan:
-            o.on_plan(len(todo), len(done))
-        sched = runner.scheduler(suite, out, o.jobs, o.on_record, o.fail_fast,
-                                 train_once=o.train_once, own_dir=own)
+def _run(suite: Suite, out: Path, launch: Launch, o: Options, store, todo: list[Job] | None,
+         sched: Scheduler | None, own: str | None) -> Summary:
     ranked = _agree(suite, store, launch, todo)
     summary = sched.summary if sched else Summary()
     try:

@@ -1,15 +1,18 @@
 """One timing process of the timing stage (run/timing.py): every saved model built again
 (or taken as the first process built it), warmed up, then timed in interleaved, shuffled
-rounds of blocks (run/blocks.py)."""
+rounds of blocks (run/blocks.py); and its heartbeats, which the stage reads (`answer`)."""
 
 from __future__ import annotations
 
+import math
+import os
 import pickle
 import random
 import time
 import warnings
 from dataclasses import dataclass
 
+from modelopt.results.latency import TimingError
 from modelopt.run import rebuild
 from modelopt.run.blocks import block, prime_before, warm
 
@@ -141,3 +144,38 @@ def _own_copy(path: str):
     model = saved["model"].eval()
     device = rebuild.device_of(model, model)
     return model, saved["example"].to(device), saved["batch"].to(device)
+
+
+# A timing process says it is alive after each model it builds and each round it times; one
+# silent for this long hangs (a runtime's deadlock, a GPU that stopped): it is ended, and the
+# stage fails saying so rather than waiting forever. A model whose build (an OpenVINO
+# compile, an int8 calibration) takes longer: MODELOPT_TIMING_STALL_S.
+STALL_S = 900.0
+
+
+def stall_limit() -> float | None:
+    """MODELOPT_TIMING_STALL_S, checked before any timing process starts: seconds above 0,
+    or inf for no limit (None)."""
+    raw = os.environ.get("MODELOPT_TIMING_STALL_S")
+    if raw is None:
+        return STALL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise TimingError(f"MODELOPT_TIMING_STALL_S={raw!r}: give the seconds a timing process "
+                          "may send nothing for (above 0; inf: no limit)")
+    return None if math.isinf(value) else value
+
+
+def answer(conn, stall_s: float | None = STALL_S) -> tuple[str, object]:
+    """The timing process's final message, past its heartbeats (None: however long)."""
+    while True:
+        if not conn.poll(stall_s):
+            return "error", (f"it sent nothing for {stall_s:g} s (building or timing one "
+                             "model, or one round of them, hangs; a build that needs longer: "
+                             "set MODELOPT_TIMING_STALL_S): ended")
+        status, payload = conn.recv()
+        if status != "alive":
+            return status, payload

@@ -13,7 +13,6 @@ Ratios against a baseline are taken within a process; the K processes are the re
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from modelopt.results.latency import (
     write,
 )
 from modelopt.run import rebuild
-from modelopt.run.rounds import BLOCK_S, Job, child
+from modelopt.run.rounds import BLOCK_S, Job, answer, child, stall_limit
 
 VERIFIED = ".verified"  # beside an own copy: its rebuild from the saved data was checked
 
@@ -120,6 +119,7 @@ def time_artifacts(items: list[Artifact], plan: Plan = Plan(), threads: int = 1,
     `progress(k, n, note)`: process k of about n is starting."""
     from modelopt.run.processes import context
 
+    stall_s = stall_limit()  # said before any process starts
     ctx = context()
     out = Timed([])
     rows: list[tuple[str, dict]] = []  # (artifact key, row)
@@ -137,7 +137,7 @@ def time_artifacts(items: list[Artifact], plan: Plan = Plan(), threads: int = 1,
                     str(a.own_copy) if a.own_copy else None, files.get(a.key),
                     a.own_copy is not None and a.own_copy.with_suffix(VERIFIED).is_file())
                 for a in items]
-        timed, why, took, made = _process(ctx, jobs, plan.rounds, threads, k, plugins)
+        timed, why, took, made = _process(ctx, jobs, plan.rounds, threads, k, plugins, stall_s)
         files = files or made
         out.seconds.append({stage: round(v, 2) for stage, v in took.items()})
         if k:  # rebuilt in the first process, not in this one: its outputs vary
@@ -177,14 +177,15 @@ def _enough(plan: Plan, done: int, wide: float | None, timed: bool) -> tuple[str
                 f"(at most {plan.max_processes})")
 
 
-def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: dict | None):
+def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: dict | None,
+             stall_s: float | None):
     """One fresh timing process (rounds.child); its payload, or TimingError."""
     parent, end = ctx.Pipe()
     proc = ctx.Process(target=child, args=(end, jobs, rounds, threads, k, plugins))
     proc.start()
     end.close()
     try:
-        status, payload = _answer(parent)
+        status, payload = answer(parent, stall_s)
     except EOFError:
         proc.join()
         status, payload = "error", f"the timing process died (exit code {proc.exitcode})"
@@ -197,27 +198,6 @@ def _process(ctx, jobs: list[Job], rounds: int, threads: int, k: int, plugins: d
     if status != "ok":
         raise TimingError(f"timing process {k}: {payload}")
     return payload
-
-
-# A timing process says it is alive after each model it builds and each round it times; one
-# silent for this long hangs (a runtime's deadlock, a GPU that stopped): it is ended, and the
-# stage fails saying so rather than waiting forever. A model whose build (an OpenVINO
-# compile, an int8 calibration) takes longer: MODELOPT_TIMING_STALL_S.
-STALL_S = 900.0
-
-
-def _answer(conn, stall_s: float | None = None) -> tuple[str, object]:
-    """The timing process's final message, past its heartbeats."""
-    if stall_s is None:
-        stall_s = float(os.environ.get("MODELOPT_TIMING_STALL_S", STALL_S))
-    while True:
-        if not conn.poll(stall_s):
-            return "error", (f"it sent nothing for {stall_s:g} s (building or timing one "
-                             "model, or one round of them, hangs; a build that needs longer: "
-                             "set MODELOPT_TIMING_STALL_S): ended")
-        status, payload = conn.recv()
-        if status != "alive":
-            return status, payload
 
 
 def _row(a: Artifact, timed: dict, k: int) -> dict:

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import importlib
 import os
+import site
 import sys
 import sysconfig
 import traceback
@@ -25,6 +26,7 @@ from modelopt.spec.keys import BY_KEY
 from modelopt.spec.registry import Registry
 
 BUILTIN = ("modelopt.techniques", "modelopt.run.backends")
+_MODELOPT = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # editable
 
 
 class PluginError(ImportError):
@@ -67,7 +69,8 @@ def _where(exc: BaseException) -> str:
     raise): the line to mend (a SyntaxError names its own line in its message)."""
     if isinstance(exc, SyntaxError):
         return ""
-    libraries = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    libraries = ({sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+                 | set(site.getsitepackages()) | {site.getusersitepackages(), _MODELOPT})
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if not f.filename.startswith("<")
               and not any(f.filename.startswith(lib) for lib in libraries)]
