@@ -151,7 +151,7 @@ def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: 
     """One suite's page, figures and (with `csv`) table; returns its number of cells."""
     import pandas as pd
 
-    from modelopt.results import headline, page, plots, report
+    from modelopt.results import export, headline, page, plots, report
 
     d = df[df["suite"] == suite]
     agg = report.aggregate(d)
@@ -168,7 +168,7 @@ def _report_suite(df, suite: str, out: Path, meta: dict, doc: dict | None, csv: 
     if csv:
         parts = [headline.add_speedups(part, doc, report.baselines(part, meta.get("baseline"))[0])
                  for _, part in agg.groupby("task", sort=False)]  # a task's own baseline
-        report.csv_table(pd.concat(parts)).to_csv(out / f"{suite}.csv", index=False)
+        export.csv_table(pd.concat(parts)).to_csv(out / f"{suite}.csv", index=False)
     return len(agg)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modelopt.results import diagnostics, labels, plots, report, tables
+from modelopt.results import diagnostics, export, labels, plots, report, tables
 from modelopt.results import page as pages
 from modelopt.spec import outcomes
 
@@ -147,12 +147,12 @@ def test_one_seed_shows_no_spread_rather_than_none():
     """A cell of one seed: its CSV spread is empty (not 0), and the plot does not call the
     points it rings better beyond noise."""
     agg = report.aggregate(rows())
-    table = report.csv_table(agg).set_index("cell_id")
+    table = export.csv_table(agg).set_index("cell_id")
     assert pd.isna(table.loc["cnn", "accuracy_std"])
     assert table.loc["mlp", "accuracy_std"] == pytest.approx(0.1)
     # a yes/no figure is a share of the seeds, with no spread (0.5 ± 0.71 meant nothing)
     flags = rows().assign(dense_reused=[True, False, True, True, None])
-    shares = report.csv_table(report.aggregate(flags))
+    shares = export.csv_table(report.aggregate(flags))
     assert "dense_reused" in shares.columns and "dense_reused_std" not in shares.columns
 
     def ringed(frame):
@@ -856,3 +856,19 @@ def test_two_seeds_that_cannot_test_a_large_gain_say_so_rather_than_within_noise
     # three seeds, as spread: tested, and told from noise
     rows += [base_row("base", 2, {}, accuracy=0.67), base_row("std", 2, {}, accuracy=0.97)]
     assert headline._delta(pd.DataFrame(rows), r, base, "accuracy") == "+30.0 pt"
+
+
+def test_a_figure_only_some_seeds_have_counts_its_own_seeds():
+    """time_to_target_s of one seed in three was exported as "n=3 seeds", "± 0"."""
+    rows = [base_row("c", s, {}, accuracy=0.8 + 0.01 * s, **({"time_to_target_s": 5.0}
+                                                             if s == 0 else {}))
+            for s in (0, 1, 2)]
+    df = pd.DataFrame(rows)
+    entries = export.github_action_benchmark(export.per_suite(df))["smaller"]
+    (ttt,) = [e for e in entries if e["name"].endswith("time_to_target_s")]
+    assert ttt["extra"].startswith("n=1 seed;") and "range" not in ttt, ttt
+    (acc,) = [e for e in export.github_action_benchmark(export.per_suite(df))["bigger"]
+              if e["name"].endswith(" accuracy")]
+    assert acc["extra"].startswith("n=3 seeds;") and acc["range"] == "± 0.01"
+    table = export.csv_table(report.aggregate(df))
+    assert pd.isna(table["time_to_target_s_std"].iloc[0]) and table["accuracy_std"].iloc[0] > 0

@@ -1,10 +1,12 @@
-"""Exports: github-action-benchmark's custom JSON (one file per direction)."""
+"""Exports: github-action-benchmark's custom JSON (one file per direction), and the
+aggregated table as `report --csv` writes it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from modelopt.results import metrics as M
 
@@ -48,10 +50,11 @@ def github_action_benchmark(tables: list[SuiteTable],
             if value is None or (isinstance(value, float) and np.isnan(value)):
                 continue
             rule = M.TABLE[metric]
+            own = r.get(f"{metric}_n")  # a figure not every seed has: its own count
+            n = int(r["n"] if own is None or pd.isna(own) else own)
             entry = {"name": f"{r['suite']} [{label}] {metric}", "unit": rule.unit or "value",
-                     "value": float(value),
-                     "extra": f"n={n_seeds(int(r['n']))}; cell {r['cell_id']}"}
-            if int(r["n"]) > 1:  # one seed has no spread: no range, rather than "± 0"
+                     "value": float(value), "extra": f"n={n_seeds(n)}; cell {r['cell_id']}"}
+            if n > 1:  # one seed has no spread: no range, rather than "± 0"
                 entry["range"] = f"± {float(r.get(f'{metric}_std', 0) or 0):.4g}"
             out["bigger" if rule.higher_is_better else "smaller"].append(entry)
     return out
@@ -77,4 +80,21 @@ def left_out(tables: list[SuiteTable], dirs: list) -> list[str]:
             out.append(f"{d}: its saved models are not timed" + (
                 " since they were saved again" if latency.read(d) else "")
                 + ": no latency exported (`modelopt time DIR` times them)")
+    return out
+
+
+def csv_table(agg: pd.DataFrame) -> pd.DataFrame:
+    """The aggregated table as `report --csv` gives it: a spread of fewer than two seeds is empty,
+    not 0 (one seed shows no spread; it does not show that there is none), and a yes/no
+    figure is the share of seeds that said yes, without a spread."""
+    drop = [c for c in ("cell", "statuses") if c in agg.columns]
+    yes_no = [n for n, m in M.TABLE.items() if m.fmt == "bool" or n == "target_reached"]
+    drop += [f"{n}_std" for n in yes_no if f"{n}_std" in agg.columns]
+    out = agg.drop(columns=drop)
+    for c in [c for c in out.columns if c.endswith("_std")]:  # a figure's own n, else the cell's
+        own = out[f"{c[:-4]}_n"].fillna(out["n"]) if f"{c[:-4]}_n" in out.columns else out["n"]
+        out.loc[own < 2, c] = float("nan")
+    text = [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])]  # a sheet
+    # runs a cell that starts `=` (or + - @) as a formula: such text is quoted
+    out[text] = out[text].map(lambda v: f"'{v}" if isinstance(v, str) and v and v[0] in "=+-@" else v)
     return out

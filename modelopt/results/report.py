@@ -101,6 +101,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
                 continue
             row[col] = float(vals.mean())
             row[f"{col}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            if len(vals) < len(ok):  # a figure not every seed has (time_to_target_s): its n
+                row[f"{col}_n"] = len(vals)
         rows.append(row)
     agg = pd.DataFrame(rows)
     labels = []
@@ -379,21 +381,3 @@ def _figure_of(column: str) -> str:
         if column.startswith(f"{kind}_") and column[len(kind) + 1:] in M.PER_MODEL:
             return column[len(kind) + 1:]
     return column
-
-
-def csv_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """The aggregated table as the CSV gives it: a spread of fewer than two seeds is empty,
-    not 0 (one seed shows no spread; it does not show that there is none), and a yes/no
-    figure is the share of seeds that said yes, without a spread."""
-    drop = [c for c in ("cell", "statuses") if c in agg.columns]
-    yes_no = [n for n, m in M.TABLE.items() if m.fmt == "bool" or n == "target_reached"]
-    drop += [f"{n}_std" for n in yes_no if f"{n}_std" in agg.columns]
-    out = agg.drop(columns=drop)
-    std = [c for c in out.columns if c.endswith("_std")]
-    out.loc[out["n"] < 2, std] = float("nan")
-    text = [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])]  # a sheet
-    # runs a cell that starts `=` (or + - @) as a formula: such text is quoted
-    out[text] = out[text].map(lambda v: f"'{v}" if isinstance(v, str) and v and v[0] in "=+-@" else v)
-    return out
-
-
