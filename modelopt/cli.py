@@ -298,10 +298,10 @@ def cmd_export(args) -> int:
     except _SHAPES as exc:
         return _not_ours(args.results, exc)
     out = Path(args.out)
+    if empty := [d for d in ("bigger", "smaller") if not entries[d]]:  # neither file, then
+        return _err(f"no {empty[0]}-is-better figures to export (no ok cells?)")
     out.mkdir(parents=True, exist_ok=True)
     for direction, name in (("bigger", "bigger_is_better.json"), ("smaller", "smaller_is_better.json")):
-        if not entries[direction]:
-            return _err(f"no {direction}-is-better figures to export (no ok cells?)")
         (out / name).write_text(json.dumps(entries[direction], indent=1) + "\n")
         print(f"wrote {out / name} ({len(entries[direction])} entries)", file=sys.stderr)
     return 0

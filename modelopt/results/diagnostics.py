@@ -250,10 +250,11 @@ def weight_histograms(df: pd.DataFrame, agg: pd.DataFrame) -> plt.Figure | None:
                       color=color, fill=name == "before", alpha=0.5 if name == "before" else 1)
         ax.set_xscale("log")
         ax.set_xlabel("|weight| (nonzero)")
-        ax.set_title(f"{r['method']}, sparsity {100 * r['sparsity_']:.0f} %", fontsize=8)
+        ax.set_title(f"{r['method']}, sparsity {100 * r['sparsity_']:.0f} %, seed "
+                     f"{r['seed']}", fontsize=8)
         ax.legend(fontsize=7)
     axs[0][0].set_ylabel("weights")
-    fig.suptitle("Weight magnitudes before and after pruning (seed 0)")
+    fig.suptitle("Weight magnitudes before and after pruning (one seed each)")
     fig.tight_layout()
     return fig
 

@@ -88,7 +88,7 @@ def tradeoff(agg: pd.DataFrame, x: str, y: str = "accuracy", xlabel: str = "",
     sign = -1 if M.TABLE[y].higher_is_better is False else 1  # perplexity: lower is better
     _ring(ax, datasets, xs, [sign * v for v in ys], spreads, xspreads, sign * scale,
           one_seed=ok["n"].min() < 2)
-    if logx and min(xs) > 0 and max(xs) / min(xs) > 10:  # log only where it spreads the data
+    if logx and xs and min(xs) > 0 and max(xs) / min(xs) > 10:  # log where it spreads them
         ax.set_xscale("log")
     ax.set_xlabel((xlabel or x) + (f"\n{left} int8 reference-path row(s) left off: their "
                                     "latency is not int8's" if left else ""))
@@ -159,7 +159,8 @@ def chained(curves: list[dict], x: str) -> list[dict]:
 
 
 def _mean_curve(curves_list: list[list[dict]], x: str) -> tuple[list, list, list]:
-    """Mean and std of the validation score over seeds, aligned by evaluation index."""
+    """Mean and std (over seeds, ddof 1 as the tables': one seed has none) of the validation
+    score, aligned by evaluation index."""
     import numpy as np
 
     runs = [chained(curves, x) for curves in curves_list]
@@ -168,7 +169,7 @@ def _mean_curve(curves_list: list[list[dict]], x: str) -> tuple[list, list, list
     vals = np.array([[r[i]["val_score"] if r[i]["val_score"] is not None else np.nan
                       for i in range(n)] for r in runs], dtype=float)
     return list(xs), list(np.nanmean(vals, axis=0)) if n else [], \
-        list(np.nanstd(vals, axis=0)) if n else []
+        list(np.nanstd(vals, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n)) if n else []
 
 
 def training_curves(df: pd.DataFrame, agg: pd.DataFrame | None = None) -> plt.Figure:
