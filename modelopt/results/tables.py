@@ -209,7 +209,8 @@ def scaling_table(agg: pd.DataFrame, df: pd.DataFrame) -> str:
         first = one.index[0]
         for i in [first] + [i for i in group.index if i != first]:  # the one-core cell first
             r = ok.loc[i]
-            ratio = training_ratio(df, ok.loc[first, "cell_id"], r["cell_id"])
+            ratio = None if i == first else training_ratio(df, ok.loc[first, "cell_id"],
+                                                            r["cell_id"])
             rows.append([*(r[c] for c in others), r["axis:backend"], int(cores[i]),
                          n_seeds(int(r["n"])),
                          fmt(r["train_samples_s"], r.get("train_samples_s_std"), "f0"),

@@ -115,20 +115,22 @@ def _slices(x_train: torch.Tensor, y_train: torch.Tensor, batch: int, seed: int,
             yield rows(x_train, idx), y_train[idx], batch
 
 
-def _global_batch(n: int, plan: Plan) -> int:
+def _global_batch(n: int, plan: Plan) -> tuple[int, bool]:
     """The batch every step takes, across all ranks: a multiple of the world size, so each
-    rank's share is equal (a full batch drops its last n % world samples, as every epoch
-    drops its tail)."""
-    batch = n if plan.full_batch else min(plan.batch_size, n)
+    rank's share is equal; and whether it is a whole split cut to that multiple (a full
+    batch, or a split smaller than the batch, drops its last n % world samples), which
+    every step then takes alike (see _memory_batches)."""
+    whole = plan.full_batch or n < plan.batch_size
+    batch = n if whole else plan.batch_size
     if plan.shard is not None:
         world = plan.shard[1]
-        if plan.full_batch or batch < plan.batch_size:
+        if whole:
             batch -= batch % world
         if batch == 0 or batch % world:
             raise ValueError(f"a batch of {batch} does not divide among {world} ranks (of "
                              f"{n} training samples): give train.batch_size a multiple of "
                              f"{world}")
-    return batch
+    return batch, whole and batch < n
 
 
 def rank_seed(seed: int, shard: tuple[int, int] | None) -> int:
@@ -188,7 +190,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
     """
     net = model if net is None else net
     dev = backend.device
-    batch = _global_batch(data.n_train, plan)
+    batch, whole = _global_batch(data.n_train, plan)
     draws = rank_seed(seed, plan.shard)
     if draws != seed:  # dropout and the like: this rank's own (the network is rank 0's)
         torch.manual_seed(draws)
@@ -198,9 +200,7 @@ def fit(model: nn.Module, data: Data, plan: Plan, backend: Backend, seed: int,
         batches = ((xb.to(dev, non_blocking=True), yb.to(dev, non_blocking=True), batch)
                    for xb, yb in loader)
     else:
-        batches = _memory_batches(data, batch, seed, plan.shard, dev,
-                                  whole=batch < data.n_train and (plan.full_batch or
-                                                                  data.n_train <= plan.batch_size))
+        batches = _memory_batches(data, batch, seed, plan.shard, dev, whole)
     aug_gen = torch.Generator().manual_seed(draws + 1)  # CPU: same draws on every device
     # evaluated as the final figures are (cell.py): on the device, without autocast, so an
     # AMP cell's best-validation figures and curves read as its final ones do
