@@ -82,6 +82,26 @@ def test_mixed_tasks_are_reported_in_separate_tables(tmp_path):
         assert "accuracy" not in reg and "R²" in reg
 
 
+def test_a_regression_cell_worse_than_the_mean_is_said_on_the_page():
+    """R² -20 sat in the wide table like any other figure: below 0 a constant, the test
+    targets' mean, predicts better, and the page says so above the tables."""
+    import pandas as pd
+
+    from modelopt.results import page as pages
+
+    def row(cid, seed, r2):
+        return {"suite": "m", "cell_id": cid, "seed": seed, "status": "ok", "error": None,
+                "cell": {"dataset": {"name": "diabetes"}, "model": {"name": "mlp"}},
+                "curves": [], "extra": {}, "env": {}, "started_at": None, "duration_s": 1,
+                "r2": r2, "rmse": 50.0}
+    rows = [row("good", s, 0.45 + 0.01 * s) for s in (0, 1)]
+    assert "predict worse than the mean" not in pages.suite_page(pd.DataFrame(rows), "m")
+    rows += [row("bad", s, -20.0 - s) for s in (0, 1)]
+    page = pages.suite_page(pd.DataFrame(rows), "m")
+    assert ("**1 of 2 cell(s) predict worse than the mean**: their test R² is below 0 "
+            "(lowest -20.5)") in page
+
+
 def test_csv_task_follows_the_label_column(tmp_path):
     """String (or integer) labels are classes, floats a regression target, unless told."""
 

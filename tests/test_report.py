@@ -717,7 +717,14 @@ def test_a_figure_within_the_seeds_spread_of_the_best_is_bolded_with_it():
     assert text.count("**") == 4 and "**2.5" not in text, text
     one_seed = [r for r in rows if r["seed"] == 0]  # no spread: the best alone
     assert report.table(report.aggregate(pd.DataFrame(one_seed)), ["latency_ms_p50"]).count("**") == 2
-    assert "within a standard deviation over seeds" in pages.suite_page(pd.DataFrame(rows), "s")
+    assert "within one pooled standard deviation over seeds" in pages.suite_page(
+        pd.DataFrame(rows), "s")
+    noisy = [base_row(cid, s, {"prune": p}, accuracy=0.9, r2=r2)
+             for cid, p, spread in (("a", None, [0.989, 0.991]),
+                                    ("b", {"name": "l1_structured"}, [-10.7, -0.9]))
+             for s, r2 in enumerate(spread)]  # -5.8 ± 6.9 beside 0.990 ± 0.001
+    text = report.table(report.aggregate(pd.DataFrame(noisy)), ["r2"])
+    assert text.count("**") == 2 and "**0.99" in text, text
 
 
 def test_labels_say_what_a_cell_that_names_no_loss_or_pruning_uses():

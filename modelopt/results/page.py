@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from modelopt.results import metrics as M
 from modelopt.results import tasks
+from modelopt.results.floors import floor_notes
 from modelopt.results.headline import UNTESTED, add_speedups, cross_device_note, headline
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.report import (
@@ -67,8 +68,9 @@ def _each(values) -> str:
 
 
 # the legend of the figures every page has, whatever the suite
-BOLD = ("**bold**: the best of a column, and every figure within a standard deviation over "
-        "seeds of it (the larger of the two): a difference that small is the seeds' noise")
+BOLD = ("**bold**: the best of a column, and every figure within one pooled standard "
+        "deviation over seeds of it (the root mean square of the two rows' spreads): a "
+        "difference that small is the seeds' noise")
 OF_TEST = ("of the test split, by the model that ships (after its last training step; as "
            "loaded where a cell trains none)")
 COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "
@@ -123,24 +125,6 @@ def _cut(d: pd.DataFrame) -> str:
     share, length = most["truncated_share"], most.get("seq_len")
     return (f"; {100 * share:.0f} % of the texts cut at max_length"
             + ("" if pd.isna(length) else f" {int(length)}") + " (their tails never read)")
-
-
-def counts_note(agg: pd.DataFrame) -> str:
-    """A language model whose test perplexity is above the Kneser-Ney trigram's, fitted on
-    the same training tokens and scored on the same test tokens, learned less than counts
-    of three tokens: said where it happens, not left to a column of the wide table."""
-    kn, ppl = "baseline_kneser_ney_perplexity", "perplexity"
-    if kn not in agg.columns or ppl not in agg.columns:
-        return ""
-    both = agg[agg[kn].notna() & agg[ppl].notna()]
-    worse = both[both[ppl] > both[kn]]
-    if worse.empty:
-        return ""
-    return (f"- **{len(worse)} of {len(both)} cell(s) predict worse than counts**: their test "
-            f"perplexity is above the Kneser-Ney trigram's on the same test tokens "
-            f"({both[kn].min():.4g}"
-            + (f" to {both[kn].max():.4g}" if both[kn].max() != both[kn].min() else "")
-            + "): train longer, or give the model more room, before reading its other figures")
 
 
 def _val_split(d: pd.DataFrame) -> str:
@@ -199,7 +183,7 @@ def suite_page(df: pd.DataFrame, suite: str, plots: list[tuple[str, str]] = (),
            "not timed (`modelopt time DIR` times the saved models side by side)"),
         f"- **torch** {env['torch']} · **commit** {env['commit']} · **date** {env['date']}",
         *filter(None, [_absent(planned or {}, set(zip(d["cell_id"], d["seed"]))),
-                       kernels_note(d), counts_note(agg)]),
+                       kernels_note(d), *floor_notes(agg)]),
         f"- {M.TABLE[primary].title.removesuffix(' %')}: {OF_TEST}; "
         f"*{M.TABLE[primary + '_best_val'].title.removesuffix(' %')}*: at the evaluation with "
         "the best validation score (chosen on validation only; absent where the shipped model "
