@@ -498,6 +498,21 @@ def test_exclude_names_a_technique_as_baseline_does_and_a_refused_baseline_says_
     assert "`deploy: [eager]`" in said
 
 
+def test_a_baseline_that_matches_two_cells_alike_is_refused_when_the_suite_loads():
+    """`baseline: {model: cnn}` over two widths left the int8 rows with no baseline, said
+    on the page only after the whole run; named with the parameter that picks one."""
+    text = ("name: b\ndefaults: {dataset: mnist1d}\nbaseline: BASE\nmatrix:\n"
+            "  model: [{name: cnn, channels: 8}, {name: cnn, channels: 16}]\n"
+            "  quantize: [none, int8_dynamic]\n")
+    with pytest.raises(SuiteError) as refused:
+        parse(text.replace("BASE", "{model: cnn}"))
+    said = str(refused.value)
+    assert "baseline: matches two cells alike (model: cnn(channels=8) and " in said, said
+    assert "cnn(channels=16))" in said and "(as model: cnn(channels=8))" in said
+    assert len(parse(text.replace("BASE", "{quantize: none}")).cells) == 4
+    assert len(parse(text.replace("BASE", "{model: {name: cnn, channels: 8}}")).cells) == 4
+
+
 @pytest.mark.parametrize("part", ["exclude", "include"])
 @pytest.mark.parametrize("entry, said", [
     ("{optimizer: rmsprp}", "[0].optimizer: unknown optimizer 'rmsprp' (did you mean 'rmsprop'?)"),

@@ -7,6 +7,7 @@ matches no cell is refused, saying which setting no cell has."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,8 +40,38 @@ def baseline(spec: SuiteFile, cells: list[Cell], guard: Guard, regs) -> dict | N
     if not spec.baseline:
         return None
     want = pattern("baseline", spec.baseline, guard, regs)
-    matched("baseline", want, guard, [c.as_config() for c in cells])
+    configs = [c.as_config() for c in cells]
+    _one_each(want, guard, [configs[i] for i in matched("baseline", want, guard, configs)])
     return want
+
+
+def _one_each(want: dict, guard: Guard, hits: list[dict]) -> None:
+    """Each cell is compared with the baseline cell equal to it on every key the baseline
+    does not name: two it matches that differ only in keys it names leave every cell like
+    them with none (their relative columns empty, found after the whole run): refused."""
+    alike: dict[str, dict] = {}
+    for config in hits:
+        rest = json.dumps({k: v for k, v in config.items() if k not in want}, sort_keys=True,
+                          default=str)
+        first = alike.setdefault(rest, config)
+        if first is not config:
+            apart = {k: _differing(first.get(k), config.get(k)) for k in want
+                     if first.get(k) != config.get(k)}
+            said = "; ".join(f"{k}: {a} and {b}" for k, (a, b) in apart.items())
+            key, (one, _) = next(iter(apart.items()))
+            raise SuiteError(guard.path, "baseline", (
+                f"matches two cells alike ({said}), and each cell is compared with the one "
+                "equal to it on every key the baseline does not name: give it the parameters "
+                f"that pick one (as {key}: {one}), or name the keys your compressed cells "
+                "differ in instead"))
+
+
+def _differing(a: Any, b: Any) -> tuple[str, str]:
+    """Two settings of one technique by the parameters they differ in: `cnn(channels=8)`."""
+    if isinstance(a, dict) and isinstance(b, dict) and a.get("name") == b.get("name"):
+        keys = ["name"] + [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
+        return short({k: a.get(k) for k in keys}), short({k: b.get(k) for k in keys})
+    return short(a), short(b)
 
 
 def matched(where: str, want: dict, guard: Guard, configs: list[dict]) -> list[int]:
