@@ -85,6 +85,14 @@ def test_a_missing_folder_and_preprocessing_are_refused_when_the_suite_loads(tmp
                                          r"'imagefolder': it streams .* only subsample"):
         parse(f"name: a\ndefaults: {{model: cnn2d, preprocess: [standardize], dataset: "
               f"{{name: imagefolder, root: {root}}}}}\n")
+    # a class of one image failed every cell with scikit-learn's stratify error
+    make_folder(tmp_path / "imgs", classes=("yak",), per_class=1)
+    text = f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, root: {root}}}}}\n"
+    with pytest.raises(SuiteError, match=r"imagefolder: 1 class folder\(s\) of .* hold a "
+                                         r"single image \(yak\): the test split takes a share"):
+        parse(text)
+    test_root = make_folder(tmp_path / "t", ("cat", "dog", "owl", "yak"))
+    assert parse(text.replace("}}\n", f", test_root: {test_root}}}}}\n")).cells
 
 
 def test_subsample_keeps_a_balanced_share_of_a_streamed_split_after_validation(tmp_path):

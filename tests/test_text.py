@@ -227,6 +227,13 @@ def test_a_folder_of_txt_files_per_class(tmp_path):
     d = DATASETS.build("text_folder", 0, root=str(tmp_path), test_fraction=0.5)
     assert d.num_classes == 2 and len(d.y_train) == len(d.y_test) == 6
     assert d.info["class_names"] == ["neg", "pos"]
+    (tmp_path / "odd").mkdir()  # one text: no stratified split can share it
+    (tmp_path / "odd" / "0.txt").write_text("meh", encoding="utf-8")
+    text = (f"name: t\ndefaults: {{dataset: {{name: text_folder, root: '{tmp_path}'}}, "
+            "model: transformer}\n")
+    with pytest.raises(SuiteError, match=r"text_folder: 1 class folder\(s\) of .* hold a "
+                                         r"single .txt \(odd\): a class needs two texts"):
+        parse(text)
 
 
 def test_suites_check_text_data_and_models_before_running(tmp_path):
@@ -383,7 +390,8 @@ def test_classes_that_are_not_the_labels_are_refused_when_the_suite_loads(tmp_pa
         parse(f"name: c\ndefaults: {{dataset: {table}, model: mlp}}\n")
     for c in ("a", "b"):
         (tmp_path / "f" / c).mkdir(parents=True)
-        (tmp_path / "f" / c / "1.txt").write_text(f"text {c}")
+        for i in (1, 2):
+            (tmp_path / "f" / c / f"{i}.txt").write_text(f"text {c} {i}")
     folder = f"{{name: text_folder, root: '{tmp_path}/f', classes: [b, a, a]}}"
     with pytest.raises(SuiteError, match=r"text_folder: classes \['b', 'a', 'a'\] are not"):
         parse(f"name: c\ndefaults: {{dataset: {folder}, model: transformer}}\n")

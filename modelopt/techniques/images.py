@@ -4,6 +4,7 @@ out as such a folder, so the image path runs on real files without a download.""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Literal
@@ -31,11 +32,19 @@ def _workers(params: dict) -> int:
     return auto_workers() if w is None else int(w)
 
 
-def _classes(root: Path) -> list[str]:
+def _classes(root: Path) -> dict[str, int]:
+    """Each class folder of ROOT that holds images, sorted, with its number of images up to
+    two (a folder of a million is not listed whole for every cell)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    return sorted(d.name for d in root.iterdir()
-                  if d.is_dir() and any(f.suffix.lower() in IMG_EXTENSIONS for f in d.iterdir()))
+    counts = {}
+    for d in sorted(root.iterdir()):
+        if d.is_dir():
+            images = (f for f in d.iterdir() if f.suffix.lower() in IMG_EXTENSIONS)
+            n = sum(1 for _ in itertools.islice(images, 2))
+            if n:
+                counts[d.name] = n
+    return counts
 
 
 def _check_folder(params: dict) -> None:
@@ -49,11 +58,19 @@ def _check_folder(params: dict) -> None:
         root = Path(params[key]).expanduser()
         if not root.is_dir():
             raise DataUnavailable(f"imagefolder: {key} {root.resolve()} is not a folder. {hint}")
-        found[key] = _classes(root)
+        counts = _classes(root)
+        found[key] = list(counts)
         if len(found[key]) < 2:
             raise DataUnavailable(f"imagefolder: {key} {root.resolve()} has "
                                   f"{len(found[key])} class folder(s) with images; need 2 or "
                                   f"more. {hint}")
+        lonely = [name for name, n in counts.items() if n == 1]
+        if key == "root" and params.get("test_root") is None and lonely:
+            raise ValueError(  # scikit-learn's stratified split names no folder
+                f"imagefolder: {len(lonely)} class folder(s) of {root.resolve()} hold a single "
+                f"image ({', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}): the test "
+                "split takes a share of each class, so a class needs two images; add images "
+                "there, remove those folders, or give a test_root")
     if "test_root" in found and found["test_root"] != found["root"]:
         raise ValueError(f"imagefolder: test_root's classes {found['test_root']} differ from "
                          f"root's {found['root']}")

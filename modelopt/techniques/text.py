@@ -258,12 +258,19 @@ def jsonl(seed: int, /, path: str, target: str, text: str, tokenizer: str = "cha
 def _check_folder(params: dict) -> None:
     root = Path(params["root"]).expanduser()
     classes = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
-    found = {d.name for d in classes if any(d.glob("*.txt"))}
+    counts = {d.name: sum(1 for _ in d.glob("*.txt")) for d in classes}
+    found = frozenset(name for name, n in counts.items() if n)
     if len(found) < 2:
         raise DataUnavailable(f"text_folder: {root.resolve()} needs a folder per class, each "
                               "holding .txt files (two classes at least)")
     tokenize.check(params.get("tokenizer", "char"))
     classes_are("text_folder", params.get("classes"), found)
+    lonely = sorted(name for name, n in counts.items() if n == 1)
+    if lonely:
+        raise ValueError(f"text_folder: {len(lonely)} class folder(s) of {root.resolve()} "
+                         f"hold a single .txt ({', '.join(lonely[:5])}"
+                         f"{' ...' if len(lonely) > 5 else ''}): a class needs two texts, one "
+                         "for training and one for test; add texts there, or remove them")
 
 
 @DATASETS.register("text_folder", task="classification", input="tokens", preflight=_check_folder)
