@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -114,15 +115,17 @@ def test_a_launched_run_holds_its_results_directory_as_a_plain_run_does(tmp_path
     assert "rank 0 on " in rank1 and "stopped before any cell" in rank1, rank1
 
 
-def env_ranks(suite, out, mark: str) -> list[subprocess.Popen]:
-    """Ranks 1 and 0 of `modelopt run` as a launcher other than torchrun starts them."""
+def env_ranks(suite, out, mark: str, other=None) -> list[subprocess.Popen]:
+    """Ranks 1 and 0 of `modelopt run` as a launcher other than torchrun starts them (rank 1
+    with the `other` suite where given)."""
     port, procs = free_port(), []
     for rank in (1, 0):  # rank 1 first: it waits for rank 0's store to appear
         env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
         env.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), MODELOPT_TEST_MARK=mark)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "modelopt", "run", str(suite), "--out", str(out), "-q"],
+            [sys.executable, "-m", "modelopt", "run", str(other if rank and other else suite),
+             "--out", str(out), "-q"],
             env=env, stderr=subprocess.PIPE, text=True))
     return procs
 
@@ -138,6 +141,31 @@ def test_ranks_started_by_another_launcher(tmp_path):
     assert rec.status == "ok" and rec.env["world_size"] == 2
     assert rec.env["launcher"] == "env"
     assert leftovers(mark) == []
+
+
+def test_a_rank_with_another_suite_fails_the_ranked_cells_at_once_and_the_rest_run(tmp_path):
+    """Rank 1 refused rank 0's plan and left; rank 0 waited in the cell's process group for
+    it until the group's timeout (30 minutes by default), then ran the rest."""
+    (tmp_path / "s.yaml").write_text(SUITE)
+    (tmp_path / "t.yaml").write_text(SUITE.replace("steps: 20", "steps: 21"))
+    mark = uuid.uuid4().hex
+    procs = env_ranks(tmp_path / "s.yaml", tmp_path / "o", mark, other=tmp_path / "t.yaml")
+    (_, rank1), (_, rank0) = (p.communicate(timeout=240) for p in procs)
+    assert [p.returncode for p in procs] == [2, 1], (rank1, rank0)
+    assert "loaded a different suite than rank 0" in rank1, rank1
+    recs = {r.cell["backend"]["name"]: r for r in results.read(tmp_path / "o")}
+    assert recs["cpu"].status == "ok"
+    assert recs["ddp"].status == "failed" and "rank 1 on " in recs["ddp"].error
+    assert "loaded a different suite than rank 0" in recs["ddp"].error
+    assert leftovers(mark) == []
+
+
+def test_a_rank_that_reaches_no_store_says_so():
+    """A rank started after rank 0 had stopped tried to connect for 24 hours."""
+    lone = launch.Launch(1, 2, 1, 2, "127.0.0.1", free_port(), 0)
+    with pytest.raises(launch.LaunchError, match=r"rank 1: nothing answered at 127.0.0.1:\d+ "
+                                                 r"within 1 s: rank 0 serves the run's store"):
+        launch.connect(lone, launch.WAIT, reach=timedelta(seconds=1))
 
 
 def test_the_launched_world_is_every_ddp_cells_world_size():

@@ -34,8 +34,13 @@ from modelopt.spec.schema import Suite
 # How long a rank waits for the others (for rank 0's plan, or for rank 0 to finish measuring
 # a cell) before giving up: generous, since rank 0 may run long cells meanwhile.
 WAIT = timedelta(hours=24)
+# How long a rank tries to reach the store rank 0 (or torchrun's agent) serves before it
+# says nobody is there: the default timeout of torch's own process groups.
+REACH = timedelta(minutes=30)
 # A rank whose collective failed waits this long for the rank that caused it to say why.
 PEER_GRACE_S = 10.0
+# The store's key under which a rank that will join no cell says why.
+REFUSED = "refused"
 
 
 class LaunchError(RuntimeError):
@@ -78,15 +83,26 @@ def from_env(environ=None) -> Launch | None:
     return launch
 
 
-def connect(launch: Launch, timeout: timedelta, host: bool = False):
-    """A client of the launcher's store; `host`: serve it (rank 0's parent does so when the
-    launcher does not, as torch's own env:// rendezvous decides)."""
+def connect(launch: Launch, timeout: timedelta, host: bool = False,
+            reach: timedelta | None = None):
+    """A client of the launcher's store, tried for `reach` (default: `timeout`), whose
+    waits last `timeout`; `host`: serve it (rank 0's parent does so when the launcher does
+    not, as torch's own env:// rendezvous decides)."""
     import torch.distributed as dist
 
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(launch.addr, launch.port, launch.world if host and not agent else None,
-                          is_master=host and not agent, timeout=timeout,
-                          wait_for_workers=False)
+    try:
+        store = dist.TCPStore(launch.addr, launch.port,
+                              launch.world if host and not agent else None,
+                              is_master=host and not agent, timeout=reach or timeout,
+                              wait_for_workers=False)
+    except dist.DistNetworkError as exc:
+        raise LaunchError(
+            f"rank {launch.rank}: nothing answered at {launch.addr}:{launch.port} within "
+            f"{(reach or timeout).total_seconds():g} s: rank 0 serves the run's store there "
+            "(or torchrun's agent does); start it with the same MASTER_ADDR and MASTER_PORT, "
+            f"or check that it has not already stopped ({exc})") from None
+    store.set_timeout(timeout)
     return dist.PrefixStore(launch.prefix, store)
 
 
@@ -196,6 +212,8 @@ def _watch(ctx, out: str, store, abort: str, deadline: float | None, launch: Lau
                         + exit_reason(exc.exit_code if exc.signal_name is None else -_signum(exc))}
         if store.check([abort]):  # another rank failed or ran out of time
             return json.loads(store.get(abort))
+        if store.check([REFUSED]):  # a rank left before any cell: the group is never whole
+            return {"status": "failed", "error": store.get(REFUSED).decode()}
         if deadline is not None and time.monotonic() > deadline:
             return {"status": "timeout", "error": f"exceeded timeout_s={job.timeout_s:g} "
                     f"(on rank {launch.rank}); every rank's process was ended"}
@@ -237,9 +255,12 @@ def _agree(suite: Suite, store, launch: Launch, todo: list[Job] | None) -> list[
         store.add("left", 1)
         raise LaunchError(f"rank 0 on {plan['host']} stopped before any cell: {plan['error']}")
     if plan["hash"] != suite.content_hash:
-        raise LaunchError(f"rank {launch.rank} loaded a different suite than rank 0 on "
-                          f"{plan['host']} (content hash {suite.content_hash} vs "
-                          f"{plan['hash']}): every node needs the same suite file")
+        why = (f"rank {launch.rank} on {socket.gethostname()} loaded a different suite than "
+               f"rank 0 on {plan['host']} (content hash {suite.content_hash} vs "
+               f"{plan['hash']}): every node needs the same suite file")
+        store.compare_set(REFUSED, "", why)  # rank 0 fails the cells that need this rank
+        store.add("left", 1)
+        raise LaunchError(why)
     cells = {c.cell_id: c for c in suite.cells}
     return [Job(cells[cid], seed, 1, 0, cells[cid].train.settings.timeout_s)
             for cid, seed in plan["jobs"]]
@@ -279,7 +300,7 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
     try:
         # the store first: rank 0 may serve it, and a refusal below is posted there for the
         # other ranks to say (they waited for a store that never came)
-        store = connect(launch, WAIT, host=launch.rank == 0)
+        store = connect(launch, WAIT, host=launch.rank == 0, reach=REACH)
         o = Options(jobs, fail_fast, on_record, on_plan, timing_processes, on_timing,
                     train_once, timing_stage)
         with contextlib.ExitStack() as held:
