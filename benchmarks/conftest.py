@@ -135,6 +135,17 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                                "untimed": config.stash.get(UNTIMED, [])}
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)  # after pytest-benchmark's own wrapper
+def pytest_runtest_makereport(item, call):
+    """A cell that failed was never to be timed: its failure says why, without
+    pytest-benchmark's "fixture was not used at all" warning beside it (which it leaves out
+    for skipped tests only)."""
+    yield
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    if fixture is not None and fixture.extra_info.get("status") not in (None, "ok"):
+        fixture.skipped = True
+
+
 def pytest_collection_modifyitems(config, items):
     """`pytest benchmarks/` runs the suite; modelopt's self-benchmarks only with --harness."""
     if config.getoption("--harness"):

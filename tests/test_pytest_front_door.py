@@ -151,3 +151,19 @@ def test_a_diverged_cell_is_a_finding_as_modelopt_run_counts_it(tmp_path):
     assert again.returncode == 0, text
     assert "holds results of suite 'door' with a different content" in text, text
     assert "Its earlier records stay beside this run's" in text
+
+
+def test_a_failed_cell_fails_its_test_without_the_unused_fixture_warning(tmp_path):
+    """pytest-benchmark warned "Benchmark fixture was not used at all" beside each failed
+    cell's failure: a cell that failed was never to be timed, and its error says why."""
+    (tmp_path / "s.yaml").write_text(
+        SUITE.replace("STEPS", "5").replace("[0, 1, 2]", "[0]")
+        + "matrix:\n  model: [linear, {name: test_crash, how: raise}]\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only",
+                          "-q", "--suite", str(tmp_path / "s.yaml"), "--results-out",
+                          str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    text = run.stdout + run.stderr
+    assert run.returncode == 1 and re.search(r"1 failed, 1 passed", text), text
+    assert "failed: RuntimeError: deliberate failure in forward" in text, text
+    assert "not used at all" not in text, text
