@@ -295,7 +295,7 @@ def test_headline_shows_what_would_ship_against_the_baseline_with_intervals():
 @pytest.mark.parametrize("seeds, step, words", [
     ((0,), 0.001, "-2.0 pt (1 seed)"),  # nothing to test with one seed
     ((0, 1, 2), 0.0, "-2.0 pt (seeds alike)"),  # copies of one evaluation, not replicates
-    ((0, 1, 2), 0.001, "| -2.0 pt "),  # replicates that each lost 2 points: no noise
+    ((0, 1, 2), 0.001, "| -2.0 pt (3 seeds: paired t p < 0.001) "),  # each lost 2 points
 ])
 def test_a_delta_with_nothing_to_test_says_why_instead_of_within_noise(seeds, step, words):
     rows = [base_row(cid, s, {"prune": prune}, accuracy=acc + step * s)
@@ -743,6 +743,13 @@ def test_labels_say_what_a_cell_that_names_no_loss_or_pruning_uses():
             for s in (0, 1)]
     note = int8_notes(report.aggregate(pd.DataFrame(rows)))
     assert note == "int8 rows ran on: int8_dynamic: int8 kernels.", note
+    # two datasets: each int8 row named with its own (three alike lines told nothing)
+    rows = [{**r, "cell_id": f"{r['cell_id']}-{ds}",
+             "cell": {**r["cell"], "dataset": {"name": ds}}}
+            for r in rows for ds in ("digits", "mnist1d")]
+    note = int8_notes(report.aggregate(pd.DataFrame(rows)))
+    assert note == ("int8 rows ran on: digits · int8_dynamic: int8 kernels; mnist1d · "
+                    "int8_dynamic: int8 kernels."), note
 
 
 def test_a_ddp_row_says_how_many_processes_it_trained_on():
@@ -862,7 +869,8 @@ def test_two_seeds_that_cannot_test_a_large_gain_say_so_rather_than_within_noise
     assert said == "+30.0 pt (2 seeds: paired t p 0.053, too few to tell)", said
     # three seeds, as spread: tested, and told from noise
     rows += [base_row("base", 2, {}, accuracy=0.67), base_row("std", 2, {}, accuracy=0.97)]
-    assert headline._delta(pd.DataFrame(rows), r, base, "accuracy") == "+30.0 pt"
+    assert headline._delta(pd.DataFrame(rows), r, base, "accuracy") == \
+        "+30.0 pt (3 seeds: paired t p 0.0023)"
 
 
 def test_a_figure_only_some_seeds_have_counts_its_own_seeds():
@@ -879,3 +887,19 @@ def test_a_figure_only_some_seeds_have_counts_its_own_seeds():
     assert acc["extra"].startswith("n=3 seeds;") and acc["range"] == "± 0.01"
     table = export.csv_table(report.aggregate(df))
     assert pd.isna(table["time_to_target_s_std"].iloc[0]) and table["accuracy_std"].iloc[0] > 0
+
+
+def test_a_score_its_seeds_agree_on_says_so_and_counts_stay_bare():
+    """Two seeds at 0.415 each showed `41.5` beside n 2, read as one seed's figure."""
+    rows = [base_row(cid, s, {"prune": p}, accuracy=acc + d * s, params=1000,
+                     task="classification")
+            for cid, p, acc, d in (("a", None, 0.415, 0.0),
+                                   ("b", {"name": "l1_structured"}, 0.4, 0.01))
+            for s in (0, 1)]
+    agg = report.aggregate(pd.DataFrame(rows))
+    text = report.table(agg, ["accuracy", "params"])
+    assert "**41.5 ± 0**" in text and "40.5 ± 0.7" in text and "1,000 ± 0" not in text, text
+    page = pages.suite_page(pd.DataFrame(rows), "s", baseline={"prune": "none"})
+    assert "| 41.5 ± 0 " in page.split("## Every figure")[0]
+    one = report.table(report.aggregate(pd.DataFrame(rows[:1])), ["accuracy"])
+    assert "41.5 ±" not in one  # one seed: no spread to speak of

@@ -40,6 +40,7 @@ def test_one_baseline_for_every_runtime_ranks_them():
     table = runtime_table(a, bases)
     assert "onnxruntime 3.60×" in table and "do not rank" not in table
     assert "46.4 kB" not in table and table.count("30.0 kB") == 4
+    assert "| baseline · 30.0 kB" in table and "≈ 1.00" not in table  # not over itself
 
 
 def test_a_runner_up_inside_the_winners_interval_is_named_as_a_tie():

@@ -254,6 +254,13 @@ def test_suite_file_mistakes_have_their_own_messages(tmp_path):
     with pytest.raises(SuiteError, match=r"defaults.train.step: unknown key 'step' \(did you "
                                          r"mean 'steps'\?\)"):
         parse("name: s\ndefaults:\n  dataset: synthetic\n  model: mlp\n  train: {step: 50}\n")
+    # a cell's key written at the top level: said where it goes (was "unknown key; allowed:
+    # name, description, seeds, ...", the top level's keys only)
+    with pytest.raises(SuiteError, match=r"preprocess: unknown key at the top level: "
+                                         r"`preprocess` is a cell's key, set under `defaults:`"):
+        parse("name: s\npreprocess: [standardize]\ndefaults: {dataset: synthetic, model: mlp}\n")
+    with pytest.raises(SuiteError, match=r"baselin: unknown key \(did you mean 'baseline'"):
+        parse("name: s\nbaselin: {model: mlp}\ndefaults: {dataset: synthetic, model: mlp}\n")
 
 
 def test_a_factory_named_by_import_path_is_checked_and_trains(tmp_path):

@@ -165,5 +165,13 @@ def test_cross_validated_rows_differ_by_seed_each_a_whole_cross_validation():
     lo, hi = stats.paired_ci(mean, [sum(x) / 3 for x in cur])
     sgd = next(line for line in text.splitlines() if "| sgd " in line)
     assert f"-2.7 pt [{100 * lo:+.1f}, {100 * hi:+.1f}]" in sgd, text
+    assert "test accuracy %" in text.splitlines()[0] and "fold) %" in text.splitlines()[0]
+    # seeds that disagree on the sign: the interval holds 0, marked ≈ as the headline marks
+    mixed = pd.DataFrame([fold(f"a{k}", "adam", k, s, 0.9, b) for (k, s), b in zip(keys, base)]
+                         + [fold(f"b{k}", "sgd", k, s, 0.7, b + 0.03 * (s - 1))
+                            for (k, s), b in zip(keys, base)])  # per seed -3, 0, +3 pt
+    within = next(line for line in tables.cv_table(mixed, report.aggregate(mixed)).splitlines()
+                  if "| sgd " in line)
+    assert "| ≈ " in within, within
     one = df[df["seed"] == 0]
     assert "(1 seed)" in tables.cv_table(one, report.aggregate(one))

@@ -12,7 +12,15 @@ from modelopt.results import latency, paired, tasks
 from modelopt.results import metrics as M
 from modelopt.results.labels import joined, label_columns
 from modelopt.results.order import ranked
-from modelopt.results.report import _kind, _title, baselines, fmt, n_words, shipped_column
+from modelopt.results.report import (
+    _kind,
+    _title,
+    baselines,
+    fmt,
+    n_words,
+    scored,
+    shipped_column,
+)
 from modelopt.results.runtimes import best_runtimes, speedup_words
 from modelopt.results.stats import ALPHA, paired_p
 from modelopt.spec import outcomes
@@ -110,7 +118,7 @@ def _delta(df: pd.DataFrame, r: pd.Series, base: pd.Series, key: str) -> str:
         p = paired_p(before, after)
         if len(seeds) == 2 and p >= ALPHA:  # one degree of freedom: 96 % vs 66 % read ≈
             return f"{value} (2 seeds: paired t p {p_words(p)}, too few to tell)"
-        return ("≈ " if p >= ALPHA else "") + value
+        return f"{'≈ ' if p >= ALPHA else ''}{value} ({len(seeds)} seeds: paired t p {p_words(p)})"
     samples = _samples(ok, (base["cell_id"], r["cell_id"]), seeds, key)
     if samples is not None:
         return (f"{'≈ ' if samples.p >= ALPHA else ''}{value} "
@@ -219,7 +227,8 @@ def headline(df: pd.DataFrame, agg: pd.DataFrame, bases: dict[str, pd.Series], t
         size, _ = shipped_figure(r, "size_bytes")
         lat, lat_sd = shipped_figure(r, "latency_ms_batch_p50")
         base = bases.get(r["cell_id"])
-        row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key))]
+        row = [r[c] for c in labels] + [fmt(r.get(key), r.get(f"{key}_std"), _kind(key),
+                                            agreed=scored(r, key))]
         if bases:
             row.append(_delta(df, r, base, key) if base is not None else "–")
         if uneven:

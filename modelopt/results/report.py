@@ -114,10 +114,12 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return agg
 
 
-def fmt(value: float, std: float | None, kind: str) -> str:
+def fmt(value: float, std: float | None, kind: str, agreed: bool = False) -> str:
     """A mean ± its seeds' spread as a table shows it: the mean in its metric's format, the
     spread in the same format where that shows it, else to two significant digits (0.401 ±
-    0.0014, 0.3 ± 0.043: never ± 0.00137 beside 2, nor ± 0.0 for a spread that is not)."""
+    0.0014, 0.3 ± 0.043: never ± 0.00137 beside 2, nor ± 0.0 for a spread that is not).
+    `agreed`: a score over two or more seeds, said `± 0` where they agree exactly (bare, it
+    read as one seed's); counts (parameters, bytes) stay bare."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     scale = 100 if kind == "pct" else 1
@@ -141,7 +143,7 @@ def fmt(value: float, std: float | None, kind: str) -> str:
     if kind.startswith("f") and value and float(mean.replace(",", "")) == 0:
         mean = f"{value:.2g}"  # 0.04 s of training is not "0.0"
     if std is None or std <= 1e-12 * max(1.0, abs(value)):  # equal figures, summed apart
-        return mean
+        return f"{mean} ± 0" if agreed and std is not None and not math.isnan(std) else mean
     fixed = kind in ("pct", "int") or kind.startswith("f")
     shown = one(std)
     if fixed and float(shown.replace(",", "")) != 0:
@@ -296,9 +298,15 @@ def figure(r: pd.Series, m: str, bold: bool = False) -> str:
         return _reached(r)
     if m.startswith("speedup_") and is_reference(r):
         return "reference path"  # quantize / dequantize around float kernels: not int8's speed
-    cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m))
+    cell = fmt(r.get(m), r.get(f"{m}_std"), _kind(m), agreed=scored(r, m))
     cell = f"**{cell}**" if bold else cell
     return _to_target(cell, r) if m in TO_TARGET else cell
+
+
+def scored(r: pd.Series, m: str) -> bool:
+    """Whether `m` is one of the row's task scores (accuracy, F1, loss, R²) over two or more
+    seeds: figures that differ from seed to seed unless the seeds agree."""
+    return r.get("n", 0) >= 2 and m in tasks.info(r["task"]).columns if "task" in r else False
 
 
 def n_words(r: pd.Series) -> str:

@@ -104,7 +104,9 @@ def runtime_table(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
         by_runtime = {runtime_of(r): r for _, r in group.iterrows()}
         for name in runtimes:
             r = by_runtime.get(name)
-            row.append("–" if r is None else f"{speedup_words(r)}" + _size(r))
+            own = r is not None and bases.get(r["cell_id"]) is not None and \
+                bases[r["cell_id"]]["cell_id"] == r["cell_id"]  # not ≈ 1.00 [1.00, 1.00]
+            row.append("–" if r is None else ("baseline" if own else speedup_words(r)) + _size(r))
         row.append(best.get(first["cell_id"], "–"))
         rows.append(row)
     headers = ["technique"] + [f"{name}: speed-up × [95 % CI] · size" for name in runtimes]
@@ -134,8 +136,11 @@ def int8_notes(agg: pd.DataFrame) -> str:
     if "text:int8_path" not in ok.columns:
         return ""
     notes = []
-    short = [c for c in label_columns(ok) if c[5:] in ("model", "prune", "quantize", "deploy")]
-    for _, r in ok[ok["text:int8_path"].notna()].iterrows():
+    rows = ok[ok["text:int8_path"].notna()]
+    # the techniques, and any other axis that tells the int8 rows apart (the dataset)
+    short = [c for c in label_columns(ok) if c[5:] in ("model", "prune", "quantize", "deploy")
+             or rows[c].astype(str).nunique() > 1]
+    for _, r in rows.iterrows():
         # what the row is, without the techniques it does not use (`none · int8_dynamic`)
         label = " · ".join(str(r[c]) for c in short if r[c] != "none") or joined(
             r, label_columns(ok), " · ", keyed=False)

@@ -59,7 +59,8 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
             fmt(r.get(metric), r.get(f"{metric}_std"), kind)]
             + [figure(r, m) for m in speed]
             + [int(r["n"]), int(r["candidates"])])
-    headers = ([c[5:] for c in labels] + ["chosen on validation", "validation",
+    headers = ([c[5:] for c in labels] + ["chosen on validation",
+                                          "validation" + (" %" if kind == "pct" else ""),
                                           f"test {_title(metric)}"]
                + [_title(m) for m in speed] + ["n", "settings tried"])
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
@@ -82,8 +83,8 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
         vals = pd.to_numeric(runs.get(metric), errors="coerce").dropna()
         val = pd.to_numeric(runs.get("val_score"), errors="coerce").dropna()
         rows.append([g.iloc[0][c] for c in labels] + [
-            fmt(val.mean(), val.std(ddof=1), kind), fmt(vals.mean(), vals.std(ddof=1), kind),
-            len(g), len(vals)])
+            fmt(val.mean(), val.std(ddof=1), kind, agreed=len(val) > 1),
+            fmt(vals.mean(), vals.std(ddof=1), kind, agreed=len(vals) > 1), len(g), len(vals)])
         scores.append({**g.iloc[0][["cell_id", *labels]], "val_score": val.mean()})
         # a seed whose folds did not all finish is no whole cross-validation: left out
         whole = runs.loc[vals.index].assign(v=vals).groupby("seed")["v"]
@@ -95,7 +96,9 @@ def cv_table(df: pd.DataFrame, agg: pd.DataFrame, metric: str = "accuracy") -> s
         pairs = [(first[seed], v) for seed, v in per_seed[i].items() if seed in first]
         out.append(rows[i][:-2] + [_cv_delta(pairs, kind) if i != order[0] else "reference"]
                    + rows[i][-2:])
-    headers = [c[5:] for c in labels] + ["validation (held-out fold)", f"test {metric}",
+    headers = [c[5:] for c in labels] + ["validation (held-out fold)"
+                                          + (" %" if kind == "pct" else ""),
+                                          f"test {_title(metric)}",
                                           "Δ test [95 % interval over seeds]", "folds",
                                           "n (folds × seeds)"]
     return tabulate(out, headers=headers, tablefmt="github", disable_numparse=True)
@@ -107,8 +110,11 @@ def _cv_delta(pairs: list[tuple[float, float]], kind: str) -> str:
     ci = stats.paired_ci([b for b, _ in pairs], [c for _, c in pairs])
     scale, unit, form = (100, " pt", "+.1f") if kind == "pct" else (1, "", "+.3g")
     mean = sum(c - b for b, c in pairs) / len(pairs) * scale
-    return f"{mean:{form}}{unit}" + (" (1 seed)" if ci is None else
-                                     f" [{ci[0] * scale:{form}}, {ci[1] * scale:{form}}]")
+    if ci is None:
+        return f"{mean:{form}}{unit} (1 seed)"
+    within = ci[0] <= 0 <= ci[1]  # the interval holds no difference: ≈, as the headline's
+    return (f"{'≈ ' if within else ''}{mean:{form}}{unit} "
+            f"[{ci[0] * scale:{form}}, {ci[1] * scale:{form}}]")
 
 
 def distill_table(agg: pd.DataFrame) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from modelopt.spec.keys import KEYS
 from modelopt.spec.registry import closest
 from modelopt.spec.schema import CVConfig, ExpectedFailure, SuiteFile, TrainConfig
+
+CELL_KEYS = frozenset(k.name for k in KEYS)
 
 
 def telling(errors: list[dict]) -> dict:
@@ -25,6 +28,10 @@ def where(err: ValidationError) -> tuple[str, str]:
         fields = {"expect_failure": ExpectedFailure, "cv": CVConfig}.get(
             first["loc"][0], SuiteFile).model_fields if len(first["loc"]) > 1 else SuiteFile.model_fields
         msg = f"unknown key{closest(first['loc'][-1], fields)}; allowed: {', '.join(fields)}"
+        if len(first["loc"]) == 1 and first["loc"][0] in CELL_KEYS:
+            msg = (f"unknown key at the top level: `{key}` is a cell's key, set under "
+                   f"`defaults:` (every cell: `defaults: {{{key}: ...}}`), or under `matrix:` "
+                   "as a list of values to compare, or in an `include:` entry")
     return key, msg
 
 

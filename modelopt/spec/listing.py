@@ -48,6 +48,12 @@ def _word(value) -> str:
     return str(value)
 
 
+def _by_params(info: dict, fact: str) -> str:
+    """Where the entry's parameters decide a fact (`input_from`: csv's `text:` gives
+    tokens), its value is the default only, and said so."""
+    return ", or as its parameters say" if callable(info.get(f"{fact}_from")) else ""
+
+
 def _entries(reg):
     """(name, parameters, facts, doc) of each entry, as words (no code reprs)."""
     for e in reg.entries():
@@ -55,7 +61,8 @@ def _entries(reg):
             f"{p.name}: {describe(p.annotation)}"
             + ("" if p.default is inspect.Parameter.empty else f" = {p.default!r}")
             for p in e.params)
-        facts = "".join(f" [{k}={_word(v)}]" for k, v in asdict(e.info).items()
+        info = asdict(e.info)
+        facts = "".join(f" [{k}={_word(v)}{_by_params(info, k)}]" for k, v in info.items()
                         if v not in (None, False, ()) and not callable(v))
         yield e.name, params, facts + _origin(e.fn), e.doc
 

@@ -83,7 +83,8 @@ def _user_params(fn: Callable) -> tuple[Param, ...]:
 def closest(name: str, choices) -> str:
     # matched without case, so 'BF16' finds 'bf16' (difflib alone scores them 0.5 and drops it)
     by_lower = {str(c).lower(): c for c in choices}
-    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1)
+    # 0.7, not difflib's 0.6: `widht` read as `weights` (0.67), a typo of neither
+    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.7)
     return f" (did you mean '{by_lower[match[0]]}'?)" if match else ""
 
 
