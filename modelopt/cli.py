@@ -74,7 +74,9 @@ def cmd_run(args) -> int:
         suite = load(args.suite, launched.world if launched else None)
         runner.check_figures(suite)
     except SuiteError as exc:
-        return _err(str(exc))
+        code = _err(str(exc))  # said first: rank 0 may start long after this rank
+        launch.tell_rank0(launched, str(exc))
+        return code
     out = Path(args.out or Path("results") / suite.name)
     if args.dry_run:
         return _plan(suite, out, args)

@@ -88,10 +88,13 @@ def test_a_missing_folder_and_preprocessing_are_refused_when_the_suite_loads(tmp
     # a class of one image failed every cell with scikit-learn's stratify error
     make_folder(tmp_path / "imgs", classes=("yak",), per_class=1)
     text = f"name: a\ndefaults: {{model: cnn2d, dataset: {{name: imagefolder, root: {root}}}}}\n"
-    with pytest.raises(SuiteError, match=r"imagefolder: 1 class folder\(s\) of .* hold a "
-                                         r"single image \(yak\): the test split takes a share"):
+    with pytest.raises(SuiteError, match=r"imagefolder: 4 classes in the class folders of .*, "
+                                         r"and 1 of them have a single sample \(yak\)"):
         parse(text)
     test_root = make_folder(tmp_path / "t", ("cat", "dog", "owl", "yak"))
+    make_folder(tmp_path / "imgs" / "yak" / "more", classes=("x",), per_class=1)
+    assert parse(text).cells  # a second image a level below, where ImageFolder reads it too
+    (tmp_path / "imgs" / "yak" / "more" / "x" / "0.png").unlink()
     assert parse(text.replace("}}\n", f", test_root: {test_root}}}}}\n")).cells
 
 

@@ -143,20 +143,25 @@ def test_ranks_started_by_another_launcher(tmp_path):
     assert leftovers(mark) == []
 
 
-def test_a_rank_with_another_suite_fails_the_ranked_cells_at_once_and_the_rest_run(tmp_path):
-    """Rank 1 refused rank 0's plan and left; rank 0 waited in the cell's process group for
-    it until the group's timeout (30 minutes by default), then ran the rest."""
+@pytest.mark.parametrize("change, said", [
+    (("steps: 20", "steps: 21"), "loaded a different suite than rank 0"),
+    (("seeds: [0]", "seeds: [0]\nplugins: [not_on_this_node]"), "not_on_this_node"),
+])
+def test_a_rank_whose_suite_differs_or_fails_to_load_fails_the_ranked_cells_at_once(
+        tmp_path, change, said):
+    """Rank 1 refused rank 0's plan (or could not load the suite) and left; rank 0 waited in
+    the cell's process group for it until the group's timeout (30 minutes by default)."""
     (tmp_path / "s.yaml").write_text(SUITE)
-    (tmp_path / "t.yaml").write_text(SUITE.replace("steps: 20", "steps: 21"))
+    (tmp_path / "t.yaml").write_text(SUITE.replace(*change))
     mark = uuid.uuid4().hex
     procs = env_ranks(tmp_path / "s.yaml", tmp_path / "o", mark, other=tmp_path / "t.yaml")
     (_, rank1), (_, rank0) = (p.communicate(timeout=240) for p in procs)
     assert [p.returncode for p in procs] == [2, 1], (rank1, rank0)
-    assert "loaded a different suite than rank 0" in rank1, rank1
+    assert said in rank1, rank1
     recs = {r.cell["backend"]["name"]: r for r in results.read(tmp_path / "o")}
-    assert recs["cpu"].status == "ok"
+    assert recs["cpu"].status == "ok"  # the rest of the suite ran on rank 0
     assert recs["ddp"].status == "failed" and "rank 1 on " in recs["ddp"].error
-    assert "loaded a different suite than rank 0" in recs["ddp"].error
+    assert said in recs["ddp"].error, recs["ddp"].error
     assert leftovers(mark) == []
 
 
@@ -166,6 +171,13 @@ def test_a_rank_that_reaches_no_store_says_so():
     with pytest.raises(launch.LaunchError, match=r"rank 1: nothing answered at 127.0.0.1:\d+ "
                                                  r"within 1 s: rank 0 serves the run's store"):
         launch.connect(lone, launch.WAIT, reach=timedelta(seconds=1))
+    with socket.socket() as taken:  # rank 0 serving on a port another holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host = launch.Launch(0, 2, 0, 2, "127.0.0.1", taken.getsockname()[1], 0)
+        with pytest.raises(launch.LaunchError, match=r"rank 0 cannot serve the run's store at "
+                                                     r"127.0.0.1:\d+ .*another port"):
+            launch.connect(host, launch.WAIT, host=True, reach=timedelta(seconds=1))
 
 
 def test_the_launched_world_is_every_ddp_cells_world_size():

@@ -129,7 +129,7 @@ def test_an_integer_quantity_read_as_classes_is_refused_saying_task_regression(t
     (tmp_path / "p.csv").write_text("a,b,price\n" + "\n".join(rows) + "\n5,5,999\n")
     text = ("name: c\nseeds: [0]\ndefaults:\n  model: mlp\n  train: {steps: 5}\n"
             f"  dataset: {{name: csv, path: {tmp_path}/p.csv, target: price}}\n")
-    with pytest.raises(SuiteError, match=r"'price' in .*p.csv is read as 141 classes, and 1 of "
+    with pytest.raises(SuiteError, match=r"141 classes in 'price' of .*p.csv, and 1 of "
                        r"them have a single sample \(999\).*say `task: regression`"):
         parse(text)
     assert parse(text.replace("target: price", "target: price, task: regression")

@@ -45,6 +45,14 @@ def test_unknown_name_lists_choices_and_closest():
     assert "did you mean 'adam'" in e.message and "sgd" in e.message
     # a name in the wrong case is the closest of all, though difflib alone would not say so
     assert "did you mean 'bf16'" in err(BASE + "matrix:\n  quantize: [BF16]\n").message
+    # two letters swapped in a short name is that name; a weak match of another length is
+    # none (`widht` was "did you mean 'weights'?" of a model taking `hidden`)
+    assert "did you mean 'mlp'" in err(BASE + "matrix:\n  model: [mpl]\n").message
+    from modelopt.spec.registry import closest
+
+    assert "did you mean 'width'" in err(BASE + "matrix:\n  model: [{name: mlp, widht: 32}]\n"
+                                         ).message
+    assert closest("widht", ["hidden", "weights"]) == ""  # a plugin's net taking `hidden`
 
 
 def test_unknown_parameter_names_what_is_accepted():
@@ -514,8 +522,9 @@ def test_a_baseline_that_matches_two_cells_alike_is_refused_when_the_suite_loads
     with pytest.raises(SuiteError) as refused:
         parse(text.replace("BASE", "{model: cnn}"))
     said = str(refused.value)
-    assert "baseline: matches two cells alike (model: cnn(channels=8) and " in said, said
-    assert "cnn(channels=16))" in said and "(as model: cnn(channels=8))" in said
+    assert ("baseline: matches two cells alike (model: {name: cnn, channels: 8} and {name: "
+            "cnn, channels: 16}): each cell is compared") in said, said
+    assert "pick one cell for all (model: {name: cnn, channels: 8})" in said
     assert len(parse(text.replace("BASE", "{quantize: none}")).cells) == 4
     assert len(parse(text.replace("BASE", "{model: {name: cnn, channels: 8}}")).cells) == 4
 

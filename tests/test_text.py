@@ -170,7 +170,7 @@ def test_a_class_of_one_text_is_refused_when_the_suite_loads(tmp_path):
     """It failed every cell with scikit-learn's stratify error, naming no column."""
     rows = [("the cat purrs", "cat"), ("the dog barks", "dog")] * 4 + [("a bird", "bird")]
     (tmp_path / "t.csv").write_text("sentence,label\n" + "".join(f"{t},{y}\n" for t, y in rows))
-    with pytest.raises(SuiteError, match=r"csv: 'label' in .*t.csv is read as 3 classes, and 1 "
+    with pytest.raises(SuiteError, match=r"csv: 3 classes in 'label' of .*t.csv, and 1 "
                        r"of them have a single sample \(bird\).*merge or drop the rare"):
         parse(f"name: t\ndefaults: {{dataset: {{name: csv, path: '{tmp_path}/t.csv', "
               "target: label, text: sentence}, model: transformer}\n")
@@ -231,8 +231,8 @@ def test_a_folder_of_txt_files_per_class(tmp_path):
     (tmp_path / "odd" / "0.txt").write_text("meh", encoding="utf-8")
     text = (f"name: t\ndefaults: {{dataset: {{name: text_folder, root: '{tmp_path}'}}, "
             "model: transformer}\n")
-    with pytest.raises(SuiteError, match=r"text_folder: 1 class folder\(s\) of .* hold a "
-                                         r"single .txt \(odd\): a class needs two texts"):
+    with pytest.raises(SuiteError, match=r"text_folder: 3 classes in the class folders of .*, "
+                                         r"and 1 of them have a single sample \(odd\)"):
         parse(text)
 
 

@@ -68,9 +68,8 @@ def _each(values) -> str:
 
 
 # the legend of the figures every page has, whatever the suite
-BOLD = ("**bold**: the best of a column, and every figure within one pooled standard "
-        "deviation over seeds of it (the root mean square of the two rows' spreads): a "
-        "difference that small is the seeds' noise")
+BOLD = ("**bold**: the best of a column, and every figure within the best's own standard "
+        "deviation over seeds: a difference that small is the best's seed-to-seed noise")
 OF_TEST = ("of the test split, by the model that ships (after its last training step; as "
            "loaded where a cell trains none)")
 COUNTS = ("- FLOPs: one sample's forward pass, torch.utils.flop_counter (2 per multiply-add, "

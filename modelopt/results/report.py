@@ -3,7 +3,6 @@ DataFrames in, DataFrames and strings out."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import pandas as pd
@@ -14,8 +13,9 @@ from modelopt.results import tasks
 from modelopt.results.labels import axis_labels, joined, label_columns
 from modelopt.results.order import ranked
 from modelopt.results.runtimes import is_reference
+from modelopt.spec import match
 from modelopt.spec.keys import IMPLIED, compression_keys
-from modelopt.spec.match import within
+from modelopt.spec.match import config_matches
 
 
 def _title(m: str) -> str:
@@ -122,6 +122,8 @@ def fmt(value: float, std: float | None, kind: str, agreed: bool = False) -> str
     read as one seed's); counts (parameters, bytes) stay bare."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
+    if std is not None and math.isnan(std):  # one value (a fold, a seed): no spread to say
+        std = None
     scale = 100 if kind == "pct" else 1
 
     def one(v):
@@ -143,7 +145,7 @@ def fmt(value: float, std: float | None, kind: str, agreed: bool = False) -> str
     if kind.startswith("f") and value and float(mean.replace(",", "")) == 0:
         mean = f"{value:.2g}"  # 0.04 s of training is not "0.0"
     if std is None or std <= 1e-12 * max(1.0, abs(value)):  # equal figures, summed apart
-        return f"{mean} ± 0" if agreed and std is not None and not math.isnan(std) else mean
+        return f"{mean} ± 0" if agreed and std is not None else mean
     fixed = kind in ("pct", "int") or kind.startswith("f")
     shown = one(std)
     if fixed and float(shown.replace(",", "")) != 0:
@@ -213,8 +215,7 @@ def _candidates(agg: pd.DataFrame, spec: dict | None):
         keys, how = set(spec), "the suite's `baseline:`"
         implied = {k: None if v in (IMPLIED.get(k), {"name": IMPLIED.get(k)}) else v
                    for k, v in spec.items()}  # `deploy: eager` is no deploy key
-        cands = [r for _, r in ok.iterrows()
-                 if all(within(v, r["cell"].get(k)) for k, v in implied.items())]
+        cands = [r for _, r in ok.iterrows() if config_matches(r["cell"], implied)]
     else:
         keys = set(COMPRESSION_KEYS)
         how = "the suite names no `baseline:`, so the uncompressed cell"
@@ -223,8 +224,7 @@ def _candidates(agg: pd.DataFrame, spec: dict | None):
             return None
 
     def rest(cell: dict) -> str:
-        return json.dumps({k: v for k, v in cell.items() if k not in keys}, sort_keys=True,
-                          default=str)
+        return match.rest(cell, keys)
 
     by_rest: dict[str, list] = {}
     for c in cands:
@@ -306,7 +306,9 @@ def figure(r: pd.Series, m: str, bold: bool = False) -> str:
 def scored(r: pd.Series, m: str) -> bool:
     """Whether `m` is one of the row's task scores (accuracy, F1, loss, R²) over two or more
     seeds: figures that differ from seed to seed unless the seeds agree."""
-    return r.get("n", 0) >= 2 and m in tasks.info(r["task"]).columns if "task" in r else False
+    seeds = r.get(f"{m}_n")  # a figure only some seeds have counts its own
+    seeds = r.get("n", 0) if seeds is None or pd.isna(seeds) else seeds
+    return "task" in r and seeds >= 2 and m in tasks.info(r["task"]).columns
 
 
 def n_words(r: pd.Series) -> str:
@@ -367,14 +369,14 @@ def _mean_std(r: pd.Series, column: str) -> tuple[float, float] | None:
 def _ties(value: tuple[float, float] | None, best: tuple[float, float], kind: str) -> bool:
     """A mean that reads as the best is bolded as the best: equal but for float rounding
     (two rows of identical seeds), or to the digits shown (1.00 beside a bold 1.00), or
-    within one pooled standard deviation over seeds of it (the root mean square of the two
-    rows' spreads): a latency 0.5 % above the best, with seeds 3 % apart, is no slower. Not
-    the larger spread: R² -5.8 ± 6.9 was bolded beside 0.990 ± 0.001, whose seeds agree."""
+    within the best row's own standard deviation over seeds: a latency 0.5 % above the best,
+    whose seeds are 3 % apart, is no slower. Not the other row's spread: R² -3.0 ± 6.9 was
+    bolded beside 0.990 ± 0.001, whose seeds agree."""
     if value is None:
         return False
-    (v, std), (b, best_std) = value, best
+    v, (b, best_std) = value[0], best
     return (math.isclose(v, b, rel_tol=1e-9, abs_tol=1e-12) or fmt(v, None, kind) == fmt(b, None, kind)
-            or abs(v - b) <= math.sqrt((std ** 2 + best_std ** 2) / 2))
+            or abs(v - b) <= best_std)
 
 
 def shipped_column(r: pd.Series, m: str) -> str:

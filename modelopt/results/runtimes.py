@@ -104,9 +104,12 @@ def runtime_table(agg: pd.DataFrame, bases: dict[str, pd.Series]) -> str:
         by_runtime = {runtime_of(r): r for _, r in group.iterrows()}
         for name in runtimes:
             r = by_runtime.get(name)
-            own = r is not None and bases.get(r["cell_id"]) is not None and \
-                bases[r["cell_id"]]["cell_id"] == r["cell_id"]  # not ≈ 1.00 [1.00, 1.00]
-            row.append("–" if r is None else ("baseline" if own else speedup_words(r)) + _size(r))
+            if r is None:
+                row.append("–")
+                continue
+            base = bases.get(r["cell_id"])
+            own = base is not None and base["cell_id"] == r["cell_id"]  # not ≈ 1.00 [1.00, 1.00]
+            row.append(("baseline" if own else speedup_words(r)) + _size(r))
         row.append(best.get(first["cell_id"], "–"))
         rows.append(row)
     headers = ["technique"] + [f"{name}: speed-up × [95 % CI] · size" for name in runtimes]

@@ -13,7 +13,7 @@ from modelopt.results import stats, tasks
 from modelopt.results.headline import ratio_words, shipped_figure, training_ratio
 from modelopt.results.labels import axis_labels, joined, label_columns, n_seeds, spec_label
 from modelopt.results.order import ranked
-from modelopt.results.report import _kind, _title, figure, fmt
+from modelopt.results.report import _kind, _title, figure, fmt, scored
 
 
 def tuned(agg: pd.DataFrame) -> pd.DataFrame:
@@ -56,7 +56,7 @@ def tune_table(agg: pd.DataFrame, metric: str = "accuracy") -> str:
     for (_, r), (_, lab) in zip(best.iterrows(), names.iterrows()):
         rows.append([lab[c] for c in labels] + [
             r["chosen"], fmt(r["val_score"], r.get("val_score_std"), kind),
-            fmt(r.get(metric), r.get(f"{metric}_std"), kind)]
+            fmt(r.get(metric), r.get(f"{metric}_std"), kind, agreed=scored(r, metric))]
             + [figure(r, m) for m in speed]
             + [int(r["n"]), int(r["candidates"])])
     headers = ([c[5:] for c in labels] + ["chosen on validation",

@@ -97,6 +97,10 @@ def connect(launch: Launch, timeout: timedelta, host: bool = False,
                               is_master=host and not agent, timeout=reach or timeout,
                               wait_for_workers=False)
     except dist.DistNetworkError as exc:
+        if host and not agent:  # serving it: the port is another's
+            raise LaunchError(f"rank 0 cannot serve the run's store at {launch.addr}:"
+                              f"{launch.port} ({exc}): is another run using MASTER_PORT? "
+                              "Give every rank another port") from None
         raise LaunchError(
             f"rank {launch.rank}: nothing answered at {launch.addr}:{launch.port} within "
             f"{(reach or timeout).total_seconds():g} s: rank 0 serves the run's store there "
@@ -171,6 +175,8 @@ def run_rank(launch: Launch, store, key: str, job: Job, model_dir: str) -> dict:
 
     import torch.multiprocessing as tmp
 
+    if store.check([REFUSED]):  # a rank left before any cell: no group can form
+        return {"status": "failed", "error": store.get(REFUSED).decode()}
     context()  # the forkserver, preloaded, that start_processes forks from
     abort = f"{key}/abort"
     deadline = time.monotonic() + job.timeout_s if job.timeout_s else None
@@ -320,6 +326,20 @@ def run(suite: Suite, out_dir: str | Path, launch: Launch, *, jobs: int, resume:
             return _run(suite, Path(out_dir), launch, o, store, todo, sched, own)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def tell_rank0(launch: Launch | None, why: str) -> None:
+    """A rank other than 0 that stops before its part (its suite did not load here: a data
+    folder or a plugin this node lacks) says why where rank 0 looks, so rank 0 fails the
+    ddp cells at once rather than waiting for their process groups' timeout."""
+    if launch is None or launch.rank == 0:
+        return
+    try:
+        store = connect(launch, WAIT, reach=REACH)
+    except LaunchError:
+        return  # nobody to tell: the error is said here already
+    store.compare_set(REFUSED, "", f"rank {launch.rank} on {socket.gethostname()}: {why}")
+    store.add("left", 1)
 
 
 def _refuse(store, launch: Launch, exc: BaseException) -> None:

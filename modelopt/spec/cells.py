@@ -306,23 +306,6 @@ def _excludes(entry: dict, combo: dict) -> bool:
     return all(k in combo and within(v, combo[k]) for k, v in entry.items())
 
 
-def config_value(config: dict, key: str):
-    """A resolved cell's setting at a (possibly dotted) key; None where it has none (a
-    technique left off: `deploy: eager` is no deploy key)."""
-    have: object = config
-    for part in key.split("."):
-        if not isinstance(have, dict):
-            return None
-        have = have.get(part)
-    return have
-
-
-def config_matches(config: dict, pattern: dict) -> bool:
-    """Whether a resolved cell config holds every (normalized, possibly dotted) axis value
-    of `pattern` (within)."""
-    return all(within(want, config_value(config, key)) for key, want in pattern.items())
-
-
 def expand(matrix: dict[str, list], include: list[dict], exclude: list[dict],
            merged: list | None = None, unused: list | None = None) -> list[dict]:
     """GitHub Actions' strategy.matrix: product, then exclude, then include. An include

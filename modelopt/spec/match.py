@@ -7,6 +7,7 @@ the registries."""
 
 from __future__ import annotations
 
+import json
 from pathlib import PurePath
 
 OFF_WORDS = (None, "none", "off", [])
@@ -51,3 +52,33 @@ def _same_file(written: str, resolved) -> bool:
     while tail and tail[0] == "..":
         tail = tail[1:]
     return bool(tail) and PurePath(str(resolved)).parts[-len(tail):] == tail
+
+
+def config_value(config: dict, key: str):
+    """A resolved cell's setting at a (possibly dotted) key; None where it has none (a
+    technique left off: `deploy: eager` is no deploy key)."""
+    have: object = config
+    for part in key.split("."):
+        if not isinstance(have, dict):
+            return None
+        have = have.get(part)
+    return have
+
+
+def config_matches(config: dict, pattern: dict) -> bool:
+    """Whether a resolved cell config holds every (normalized, possibly dotted) axis value
+    of `pattern` (within)."""
+    return all(within(want, config_value(config, key)) for key, want in pattern.items())
+
+
+def rest(config: dict, keys) -> str:
+    """A cell's settings but `keys` (a dotted one: that parameter of its technique), as
+    one string: the cells a baseline cell is compared with are those of its rest."""
+    out = dict(config)
+    for key in keys:
+        head, _, param = key.partition(".")
+        if not param:
+            out.pop(head, None)
+        elif isinstance(out.get(head), dict):
+            out[head] = {k: v for k, v in out[head].items() if k != param}
+    return json.dumps(out, sort_keys=True, default=str)

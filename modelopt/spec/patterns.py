@@ -7,14 +7,13 @@ matches no cell is refused, saying which setting no cell has."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from modelopt.spec import keys as K
 from modelopt.spec.cell import Cell
-from modelopt.spec.cells import _normalize_axis_value, check_spec, config_matches, config_value
-from modelopt.spec.match import within
+from modelopt.spec.cells import _normalize_axis_value, check_spec
+from modelopt.spec.match import config_matches, config_value, rest, within
 from modelopt.spec.registry import closest
 from modelopt.spec.schema import SuiteError, SuiteFile
 
@@ -47,31 +46,43 @@ def baseline(spec: SuiteFile, cells: list[Cell], guard: Guard, regs) -> dict | N
 
 def _one_each(want: dict, guard: Guard, hits: list[dict]) -> None:
     """Each cell is compared with the baseline cell equal to it on every key the baseline
-    does not name: two it matches that differ only in keys it names leave every cell like
-    them with none (their relative columns empty, found after the whole run): refused."""
+    does not name (match.rest, as the report pairs them): two it matches that differ only in
+    keys it names leave every cell like them with none (their relative columns empty,
+    found after the whole run): refused."""
     alike: dict[str, dict] = {}
     for config in hits:
-        rest = json.dumps({k: v for k, v in config.items() if k not in want}, sort_keys=True,
-                          default=str)
-        first = alike.setdefault(rest, config)
-        if first is not config:
-            apart = {k: _differing(first.get(k), config.get(k)) for k in want
-                     if first.get(k) != config.get(k)}
-            said = "; ".join(f"{k}: {a} and {b}" for k, (a, b) in apart.items())
-            key, (one, _) = next(iter(apart.items()))
-            raise SuiteError(guard.path, "baseline", (
-                f"matches two cells alike ({said}), and each cell is compared with the one "
-                "equal to it on every key the baseline does not name: give it the parameters "
-                f"that pick one (as {key}: {one}), or name the keys your compressed cells "
-                "differ in instead"))
+        first = alike.setdefault(rest(config, want), config)
+        if first is config:
+            continue
+        apart = {k: _differing(config_value(first, k), config_value(config, k)) for k in want
+                 if config_value(first, k) != config_value(config, k)}
+        said = "; ".join(f"{k}: {a} and {b}" for k, (a, b) in apart.items())
+        key, (one, _) = next(iter(apart.items()))
+        raise SuiteError(guard.path, "baseline", (
+            f"matches two cells alike ({said}): each cell is compared with the baseline cell "
+            "equal to it on every key the baseline does not name, so no cell like these has "
+            "one. Name instead the keys the cells to compare differ in (as `baseline: "
+            f"{{quantize: none}}`), or pick one cell for all ({key}: {one})"))
 
 
 def _differing(a: Any, b: Any) -> tuple[str, str]:
-    """Two settings of one technique by the parameters they differ in: `cnn(channels=8)`."""
+    """Two settings of one technique as a suite writes them, by the parameters they differ
+    in: `{name: cnn, channels: 8}`."""
     if isinstance(a, dict) and isinstance(b, dict) and a.get("name") == b.get("name"):
         keys = ["name"] + [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
-        return short({k: a.get(k) for k in keys}), short({k: b.get(k) for k in keys})
-    return short(a), short(b)
+        a, b = {k: a.get(k) for k in keys}, {k: b.get(k) for k in keys}
+    return _flow(a), _flow(b)
+
+
+def _flow(value: Any) -> str:
+    """A setting in YAML's flow style, as a suite file would hold it."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if value is None or isinstance(value, bool):
+        return str(value).lower()  # none, true, false
+    return str(value)
 
 
 def matched(where: str, want: dict, guard: Guard, configs: list[dict]) -> list[int]:

@@ -83,8 +83,12 @@ def _user_params(fn: Callable) -> tuple[Param, ...]:
 def closest(name: str, choices) -> str:
     # matched without case, so 'BF16' finds 'bf16' (difflib alone scores them 0.5 and drops it)
     by_lower = {str(c).lower(): c for c in choices}
-    # 0.7, not difflib's 0.6: `widht` read as `weights` (0.67), a typo of neither
-    match = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.7)
+    typed = str(name).lower()
+    # a weak match (difflib's 0.6 to 0.7) only of a name as long, give or take a letter:
+    # `mpl` is `mlp`, but `widht` is not `weights`
+    match = [m for m in difflib.get_close_matches(typed, list(by_lower), n=3)
+             if abs(len(m) - len(typed)) <= 1
+             or difflib.SequenceMatcher(None, typed, m).ratio() >= 0.7]
     return f" (did you mean '{by_lower[match[0]]}'?)" if match else ""
 
 

@@ -19,13 +19,13 @@ from modelopt.spec.cells import (
     _split_dotted,
     cell_id,
     check_spec,
-    config_value,
     expand,
     names_by_path,
     resolve_cell,
 )
 from modelopt.spec.keys import IMPLIED, UNNAMED
 from modelopt.spec.keys import REQUIRED as REQUIRED_KEYS
+from modelopt.spec.match import config_value
 from modelopt.spec.patterns import short
 from modelopt.spec.registries import CELL_CHECKS, spans_ranks
 from modelopt.spec.registry import NestedError, RegistryError

@@ -59,7 +59,7 @@ def _check_csv(params: dict) -> None:
     classes_are("csv", params.get("classes"), found)
     if lonely and tasks.get(_csv_task(params)).info.class_outputs:
         raise ValueError(single_samples(
-            "csv", params["target"], p, found, lonely, "a quantity written as integers (a "
+            "csv", f"'{params['target']}' of {p}", found, lonely, "a quantity written as integers (a "
             "price, a count) is a regression target: say `task: regression`; else merge or "
             "drop the rare classes"))
 

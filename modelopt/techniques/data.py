@@ -192,14 +192,14 @@ def synthetic_regression(seed: int, /, n_samples: PositiveInt = 1000, n_features
     return of_values("synthetic_regression", x, y, test_fraction, data_seed, "regression")
 
 
-def single_samples(name: str, target: str, where: Path, found: frozenset, lonely: list[str],
+def single_samples(name: str, what: str, found, lonely: list[str],
                    hint: str = "merge or drop the rare classes") -> str:
     """Why a split that keeps each class's share in training and test cannot be made: a
-    class with one sample cannot be shared (scikit-learn's own words named no column)."""
-    return (f"{name}: '{target}' in {where} is read as {len(found)} classes, and "
-            f"{len(lonely)} of them have a single sample ({', '.join(lonely[:5])}"
-            f"{' ...' if len(lonely) > 5 else ''}): a class needs two, one for training and "
-            f"one for test; {hint}")
+    class with one sample cannot be shared (scikit-learn's own words named no column or
+    folder). `what` holds the classes: `'label' of t.csv`, `the class folders of ROOT`."""
+    return (f"{name}: {len(found)} classes in {what}, and {len(lonely)} of them have a "
+            f"single sample ({', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}): a "
+            f"class needs two, one for training and one for test; {hint}")
 
 
 def no_holes(df, p: Path, name: str = "csv", where: str = "lines", first: int = 2) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from modelopt.spec.registries import DATASETS
 from modelopt.spec.registry import Fraction, NonNegative, NonNegativeInt, PositiveInt
-from modelopt.techniques.data import Data, Split
+from modelopt.techniques.data import Data, Split, single_samples
 from modelopt.techniques.errors import DataUnavailable
 from modelopt.techniques.stream import Stream
 
@@ -40,7 +40,8 @@ def _classes(root: Path) -> dict[str, int]:
     counts = {}
     for d in sorted(root.iterdir()):
         if d.is_dir():
-            images = (f for f in d.iterdir() if f.suffix.lower() in IMG_EXTENSIONS)
+            # every level below, as ImageFolder reads it
+            images = (f for f in d.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
             n = sum(1 for _ in itertools.islice(images, 2))
             if n:
                 counts[d.name] = n
@@ -66,11 +67,9 @@ def _check_folder(params: dict) -> None:
                                   f"more. {hint}")
         lonely = [name for name, n in counts.items() if n == 1]
         if key == "root" and params.get("test_root") is None and lonely:
-            raise ValueError(  # scikit-learn's stratified split names no folder
-                f"imagefolder: {len(lonely)} class folder(s) of {root.resolve()} hold a single "
-                f"image ({', '.join(lonely[:5])}{' ...' if len(lonely) > 5 else ''}): the test "
-                "split takes a share of each class, so a class needs two images; add images "
-                "there, remove those folders, or give a test_root")
+            raise ValueError(single_samples(
+                "imagefolder", f"the class folders of {root.resolve()}", found[key], lonely,
+                "add images there, remove those folders, or give a test_root"))
     if "test_root" in found and found["test_root"] != found["root"]:
         raise ValueError(f"imagefolder: test_root's classes {found['test_root']} differ from "
                          f"root's {found['root']}")
