@@ -82,6 +82,40 @@ def test_a_pickle_payload_in_a_saved_model_is_never_run(run_dir, tmp_path):
     assert "not re-timed" in r.stdout and "can run code" in r.stdout
 
 
+def test_a_model_file_that_would_unpack_to_gigabytes_is_not_loaded(run_dir, tmp_path):
+    """torch.load reads deflated zip entries: 1.5 MB of zeros re-zipped unpacked to 2.4 GB
+    in the timing process. torch.save stores its entries as they are; anything else is
+    refused before loading."""
+    import zipfile
+
+    evil = copy_of(run_dir, tmp_path)
+    victim = sorted((evil / "models").glob("*-model.pt"))[0]
+    with zipfile.ZipFile(victim) as old:
+        entries = [(i.filename, old.read(i)) for i in old.infolist()]
+    with zipfile.ZipFile(victim, "w", zipfile.ZIP_DEFLATED) as new:
+        for name, data in entries:
+            new.writestr(name, data)
+    r = cli("time", evil, "--force")
+    assert r.returncode == 0 and "not timed" in r.stderr, r.stderr  # the others are
+    assert "entries are compressed, which torch.save never does" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", ["report", "time", "export"])
+@pytest.mark.parametrize("planted", ["fifo", "folder"])
+def test_a_fifo_or_a_folder_in_place_of_a_results_file_is_refused_not_waited_on(
+        run_dir, tmp_path, command, planted):
+    """A FIFO named results.jsonl blocked every command for ever; a folder was a traceback."""
+    evil = copy_of(run_dir, tmp_path)
+    (evil / "results.jsonl").unlink()
+    os.mkfifo(evil / "results.jsonl") if planted == "fifo" else (evil / "results.jsonl").mkdir()
+    out = ["--out", tmp_path / "o"] if command != "time" else []
+    r = subprocess.run([sys.executable, "-m", "modelopt", command, str(evil), *map(str, out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    what = "a FIFO or device" if planted == "fifo" else "a folder"
+    assert f"results.jsonl is {what}, not a file" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_code_named_in_a_results_directory_is_not_imported(run_dir, tmp_path):
     marker = tmp_path / "IMPORTED"
     evil = copy_of(run_dir, tmp_path)
@@ -106,6 +140,20 @@ def test_code_named_in_a_results_directory_is_not_imported(run_dir, tmp_path):
     r = cli("time", evil, "--plugins", "subprocess")
     assert not marker.exists() and r.returncode == 1, r.stderr
     assert "never imported from there" in r.stderr
+
+
+def test_a_module_planted_in_the_working_directory_is_not_imported(run_dir, tmp_path):
+    """`python -m modelopt` put the working directory first on sys.path: run inside a
+    received results directory, its `tabulate.py` ran in place of the library."""
+    evil = copy_of(run_dir, tmp_path)
+    for name in ("tabulate", "pydantic", "yaml", "pandas"):
+        (evil / f"{name}.py").write_text(f"open({str(tmp_path / name)!r}, 'w')\n")
+    r = subprocess.run([sys.executable, "-m", "modelopt", "report", ".", "--out", "r"],
+                       capture_output=True, text=True, cwd=evil,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+                       | {"MODELOPT_PLUGINS": ""})
+    assert r.returncode == 0, r.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "copy"]
 
 
 def test_a_suite_name_from_a_results_file_cannot_write_outside_out(run_dir, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TypeVar
 
@@ -79,13 +80,28 @@ def no_links(root: str | Path) -> None:
 
 def open_own(path: str | Path, flags: int) -> int:
     """os.open of a results directory's file that refuses a symbolic link in its place
-    (O_NOFOLLOW), as no_links does, for a link planted after that check."""
+    (O_NOFOLLOW), as no_links does, for a link planted after that check, and anything but
+    a plain file: a FIFO would block its reader for ever (opened without blocking, then
+    refused), a folder raises mid-read."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except IsADirectoryError:
+        raise not_a_file(Path(path), "a folder") from None
     except OSError:
         if Path(path).is_symlink():
             raise linked(Path(path)) from None
         raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise not_a_file(Path(path), "a folder" if stat.S_ISDIR(mode) else "a FIFO or device")
+    os.set_blocking(fd, True)  # a plain file's reads never wait: as opened by open()
+    return fd
+
+
+def not_a_file(path: Path, what: str) -> ResultsError:
+    return ResultsError(f"{path} is {what}, not a file: a results directory holds plain "
+                        "files where modelopt writes them; was it made by hand?")
 
 
 def read_own(path: str | Path) -> bytes:

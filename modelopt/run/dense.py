@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 
 from modelopt.results.files import open_own
+from modelopt.run import rebuild
 from modelopt.run.train import Outcome
 from modelopt.spec import data_files, keys, plugins
 from modelopt.spec.cell import Cell
@@ -114,7 +115,7 @@ def reuse(path: str | Path | None, build: Callable[[], torch.nn.Module],
         if path.exists():
             net = build()
             try:  # data only (weights_only): a file that holds anything else is not used
-                saved = torch.load(path, weights_only=True, map_location="cpu")
+                saved = rebuild.load_data(path)
                 device = next(net.parameters()).device
                 net.load_state_dict({k: v.to(device) for k, v in saved["state"].items()})
                 trained = Trained(net, None, Outcome(**saved["outcome"]), saved["info"])

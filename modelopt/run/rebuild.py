@@ -13,13 +13,16 @@ shipped model computed on the saved batch, or it is not timed (docs/explanation/
 
 from __future__ import annotations
 
+import os
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from modelopt.results.files import open_own
 from modelopt.spec.cell import Cell, Choice
 
 FORMAT = 2  # 1: a pickled module (before 0.2); never loaded
@@ -80,10 +83,29 @@ def device_of(model: nn.Module, fallback: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def load_data(path: str | Path):
+    """torch.load of a file a run saved, as data only (weights_only=True: no fall-back), and
+    only as torch.save writes it: a plain file (a FIFO blocked its reader for ever, a link
+    read another file) holding a zip archive of uncompressed entries (a deflated one of a
+    1.5 MB file unpacked to 2.4 GB of memory)."""
+    with os.fdopen(open_own(path, os.O_RDONLY), "rb") as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                packed = [i.filename for i in archive.infolist()
+                          if i.compress_type != zipfile.ZIP_STORED]
+        except zipfile.BadZipFile:
+            raise ValueError("not the zip archive torch.save writes") from None
+        if packed:
+            raise ValueError(f"{len(packed)} of its entries are compressed, which torch.save "
+                             "never does: one could unpack to gigabytes")
+        f.seek(0)
+        return torch.load(f, weights_only=True, map_location="cpu")
+
+
 def read(path: str | Path) -> dict:
-    """The saved document, read as data (weights_only=True: no fall-back)."""
+    """The saved document, read as data (load_data)."""
     try:
-        doc = torch.load(path, weights_only=True, map_location="cpu")
+        doc = load_data(path)
     except pickle.UnpicklingError:
         raise NotRebuildable(f"{Path(path).name} is not a file of tensors and numbers but holds "
                              "pickled objects, which can run code when loaded (a model saved by "
