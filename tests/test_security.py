@@ -233,6 +233,12 @@ def test_a_link_planted_in_a_results_directory_sends_no_write_or_copy_elsewhere(
     with pytest.raises(store.ResultsError, match="a symbolic link"):
         store.append(out, store.read(run_dir)[0])
     assert victim.read_text() == "mine"
+    # a linked models/ folder: compare re-timed another folder's models as this run's
+    elsewhere = copy_of(run_dir, tmp_path, "models-link")
+    shutil.move(elsewhere / "models", tmp_path / "their-models")
+    (elsewhere / "models").symlink_to(tmp_path / "their-models")
+    code, out, err = main(capsys, "compare", run_dir, elsewhere)
+    assert code == 2 and "models: a symbolic link" in err, (out, err)
 
 
 def with_metric(run_dir, tmp_path, value):
@@ -343,6 +349,9 @@ def test_a_suite_file_given_for_results_is_said_to_be_no_results_file(tmp_path, 
 HOSTILE = {  # what a record from elsewhere may hold, and where the error points
     "accuracy of 400 digits": (lambda r: r["metrics"].update(accuracy=10 ** 400), "accuracy"),
     "a model that is a number": (lambda r: r["cell"].update(model=5), "cell.model"),
+    "two models in one cell": (lambda r: r["cell"].update(model=[{"name": "mlp"}] * 2),
+                               "cell.model"),
+    "no cell at all": (lambda r: r.update(cell=None), "cell"),
     "a cpu that is a number": (lambda r: r["env"].update(cpu=5), "env.cpu"),
     "a curve step that is a word": (lambda r: r["curves"].append({"step": "x"}), "step"),
     "a group without an id": (lambda r: r.update(group={"kind": "tune"}), "group"),
@@ -379,10 +388,16 @@ def test_a_suite_is_read_from_one_directory(run_dir, tmp_path, capsys):
     assert code == 2 and "given twice" in err and "merge" not in err, err
 
 
-@pytest.mark.parametrize("field,value", [("side", "evil"), ("cell_id", "../../etc/x")])
+@pytest.mark.parametrize("field,value", [
+    ("side", "evil"), ("cell_id", "../../etc/x"),
+    ("ms_batch1", 1e308), ("rounds_batch1", [1e-308]),  # their ratio: a traceback in stdev
+    ("ms_generate", 1.0),  # before its first token: -4 ms per new token on the page
+])
 def test_a_timing_row_names_only_what_a_run_can_time(run_dir, tmp_path, capsys, field, value):
     bad = copy_of(run_dir, tmp_path)
     doc = json.loads((bad / "timing.json").read_text())
+    doc["rows"][0].update({"ms_first_token": 5.0, "new_tokens": 8} if field == "ms_generate"
+                          else {})
     doc["rows"][0][field] = value
     (bad / "timing.json").write_text(json.dumps(doc))
     code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
@@ -585,8 +600,8 @@ def test_a_timing_or_suite_json_of_another_suite_does_not_stand_in_for_its_own(
 
 
 @pytest.mark.parametrize("change,said", [
-    (lambda d: d["rows"][0].update(ms_batch1=0.0), "greater than 0"),
-    (lambda d: d["rows"][0].update(rounds_batch=[-1.0] * 8), "greater than 0")])
+    (lambda d: d["rows"][0].update(ms_batch1=0.0), "greater than or equal to 0.000001"),
+    (lambda d: d["rows"][0].update(rounds_batch=[-1.0] * 8), "greater than or equal to 0.000001")])
 def test_a_latency_of_zero_or_less_is_refused(run_dir, tmp_path, capsys, change, said):
     bad = copy_of(run_dir, tmp_path)
     edit_json(bad / "timing.json", change)
@@ -766,3 +781,15 @@ def test_time_refuses_a_linked_saved_model_with_a_message(run_dir, tmp_path, cap
     saved.symlink_to(run_dir / "results.jsonl")
     code, _, err = main(capsys, "time", bad)
     assert code == 2 and "a symbolic link" in err, err
+
+
+@pytest.mark.parametrize("headline", ["zz", 1])
+def test_a_task_declaration_naming_no_declared_figure_is_refused(run_dir, tmp_path, capsys,
+                                                                  headline):
+    """suite.json's task whose headline or columns name no figure: KeyError in report."""
+    bad = copy_of(run_dir, tmp_path)
+    meta = json.loads((bad / "suite.json").read_text())
+    meta["tasks"]["mine"] = {"headline": headline, "columns": [headline]}
+    (bad / "suite.json").write_text(json.dumps(meta))
+    code, _, err = main(capsys, "report", bad, "--out", tmp_path / "r")
+    assert code == 2 and "suite.json" in err and "not a declared figure" in err, err

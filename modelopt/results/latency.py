@@ -12,14 +12,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelopt.results.files import ResultsError, linked, read_json, write_whole
 from modelopt.results.metrics import LATENCY_FIGURES, column
 from modelopt.results.record import CELL_ID
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-Ms = Annotated[float, Field(allow_inf_nan=False, gt=0)]  # a time measured: never 0 or less
+# a time measured: never 0 or less, and between a nanosecond and days (1e308 against 1e-308
+# made a ratio no statistic can hold)
+Ms = Annotated[float, Field(allow_inf_nan=False, ge=1e-6, le=1e9)]
 Rounds = Annotated[list[Ms], Field(max_length=100_000)]
 
 MODELS_DIR = "models"
@@ -62,8 +64,11 @@ def artifacts(run_dir: str | Path, keys: set[tuple[str, int]] | None = None,
               side: str = "") -> list[Artifact]:
     """The saved models of a run (of the given (cell_id, seed) pairs only, if given)."""
     run_dir = Path(run_dir)
+    models = (run_dir if run_dir.is_dir() else run_dir.parent) / MODELS_DIR
+    if models.is_symlink():  # its models would be another folder's (compare re-timed them)
+        raise linked(models)
     found = []
-    for p in sorted((run_dir if run_dir.is_dir() else run_dir.parent).glob(f"{MODELS_DIR}/*.pt")):
+    for p in sorted(models.glob("*.pt")):
         parts = p.stem.rsplit("-", 2)
         if (len(parts) != 3 or not parts[1].isdigit() or parts[2] not in LATENCY_FIGURES
                 or not p.is_file()):
@@ -101,6 +106,13 @@ class TimingRow(BaseModel):
     ms_first_token: Ms | None = None
     ms_generate: Ms | None = None
     new_tokens: Annotated[int, Field(ge=2)] | None = None
+
+    @model_validator(mode="after")
+    def _generation_after_first_token(self):
+        first, whole = self.ms_first_token, self.ms_generate
+        if first is not None and whole is not None and whole <= first:  # < 0 ms per token
+            raise ValueError("ms_generate is no longer than ms_first_token")
+        return self
 
 
 class TimingDoc(BaseModel):

@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from modelopt.spec.keys import SINGLE
+
 # names that become file names (reports/<suite>.md, models/<cell>-<seed>-<kind>.pt): no
 # path separators, and no leading dot (so never `.` or `..`)
 SAFE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -94,16 +96,19 @@ class Record(BaseModel):
 
     @field_validator("cell")
     @classmethod
-    def _cell_shape(cls, cell: dict | None) -> dict | None:
+    def _cell_shape(cls, cell: dict | None, info: ValidationInfo) -> dict | None:
         """A cell config as a run writes it: each technique absent, a mapping with a name,
-        or a list of them; `train` and `plugins` mappings. What labels, tables and the
-        rebuild read of it is then there (a record from elsewhere is data, checked)."""
+        or a list of them where the key takes several; `train` and `plugins` mappings. What
+        labels, tables and the rebuild read of it is then there (a record from elsewhere is
+        data, checked)."""
+        if cell is None and (info.context or {}).get("results_line"):  # a run writes it; a
+            raise ValueError("cell: a record holds its cell's config (a mapping)")  # JSON may not
         for key, value in (cell or {}).items():
             if key in ("train", "plugins"):
                 ok = value is None or isinstance(value, dict)
             else:
                 ok = value is None or _named(value) or (
-                    isinstance(value, list) and all(_named(v) for v in value))
+                    key not in SINGLE and isinstance(value, list) and all(map(_named, value)))
             if not ok:
                 raise ValueError(f"cell.{key} is {str(value)[:80]!r}: a technique is a "
                                  "mapping with a name (or a list of them)")

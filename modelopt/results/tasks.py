@@ -30,7 +30,12 @@ def declare_all(docs: dict[str, dict], where: str = M.RUN_META) -> None:
     is a ValueError naming `where`."""
     for name, doc in docs.items():
         try:
-            declare(name, TaskInfo.from_dict(doc))
+            info = TaskInfo.from_dict(doc)
+            odd = [c for c in (info.headline, *info.columns)
+                   if not isinstance(c, str) or c not in M.TABLE]
+            if odd:  # a page would look up a figure nothing declares
+                raise ValueError(f"its figures name {odd[0]!r}, which is not a declared figure")
+            declare(name, info)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: a task declaration that cannot be read ({exc})") \
                 from None

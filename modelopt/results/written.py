@@ -89,7 +89,9 @@ def blame(files: list[Path], exc: Exception) -> str:
         return (f"{_listed(lines['unsealed'])}: the results hold something modelopt does not "
                 f"write ({what}), in lines that carry no digest (written by another tool, or a "
                 "modelopt before digests: then it may be a bug in modelopt; please report it)")
-    print(f"modelopt: error: every line of {', '.join(map(str, files))} is as modelopt wrote "
-          f"it, yet it could not be read ({what}): a bug in modelopt; please report it with "
-          "the traceback below", file=sys.stderr)
+    print(f"modelopt: error: every line of {', '.join(map(str, files))} carries the digest "
+          f"modelopt writes, yet it could not be read ({what}): a bug in modelopt, or lines "
+          "made to look like its own (a digest catches accidents; anyone can compute one). "
+          "If the results are yours, please report it with the traceback below",
+          file=sys.stderr)
     raise exc
