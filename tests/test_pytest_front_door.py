@@ -141,6 +141,15 @@ def test_a_diverged_cell_is_a_finding_as_modelopt_run_counts_it(tmp_path):
     (tmp_path / "f.json").write_text(json.dumps(doc))
     with pytest.raises(compare.CompareError, match="untimed cell 0 is not a result record"):
         compare.compare(out, tmp_path / "f.json", timer=None)
+    doc["modelopt"]["untimed"][0]["status"] = "ok"  # it hid the benchmarked cell
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    with pytest.raises(compare.CompareError, match="untimed cell 0 says ok"):
+        compare.compare(out, tmp_path / "f.json", timer=None)
+    doc["modelopt"]["untimed"] = []
+    doc["benchmarks"] *= 2  # the later one won, unsaid
+    (tmp_path / "f.json").write_text(json.dumps(doc))
+    with pytest.raises(compare.CompareError, match="seed 0 appears twice"):
+        compare.compare(out, tmp_path / "f.json", timer=None)
     # the suite edited, the same folder: its earlier records stay (pytest reruns the cells),
     # and the session says so rather than a report mixing two versions unsaid
     (tmp_path / "s.yaml").write_text(SUITE.replace("STEPS", "21").replace("[0, 1, 2]", "[0]"))

@@ -348,10 +348,10 @@ def test_a_suite_file_given_for_results_is_said_to_be_no_results_file(tmp_path, 
 
 HOSTILE = {  # what a record from elsewhere may hold, and where the error points
     "accuracy of 400 digits": (lambda r: r["metrics"].update(accuracy=10 ** 400), "accuracy"),
+    "accuracy below nothing": (lambda r: r["metrics"].update(accuracy=-5), "a share is between"),
     "a model that is a number": (lambda r: r["cell"].update(model=5), "cell.model"),
     "two models in one cell": (lambda r: r["cell"].update(model=[{"name": "mlp"}] * 2),
                                "cell.model"),
-    "no cell at all": (lambda r: r.update(cell=None), "cell"),
     "a cpu that is a number": (lambda r: r["env"].update(cpu=5), "env.cpu"),
     "a curve step that is a word": (lambda r: r["curves"].append({"step": "x"}), "step"),
     "a group without an id": (lambda r: r.update(group={"kind": "tune"}), "group"),

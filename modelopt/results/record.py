@@ -96,13 +96,11 @@ class Record(BaseModel):
 
     @field_validator("cell")
     @classmethod
-    def _cell_shape(cls, cell: dict | None, info: ValidationInfo) -> dict | None:
+    def _cell_shape(cls, cell: dict | None) -> dict | None:
         """A cell config as a run writes it: each technique absent, a mapping with a name,
         or a list of them where the key takes several; `train` and `plugins` mappings. What
         labels, tables and the rebuild read of it is then there (a record from elsewhere is
         data, checked)."""
-        if cell is None and (info.context or {}).get("results_line"):  # a run writes it; a
-            raise ValueError("cell: a record holds its cell's config (a mapping)")  # JSON may not
         for key, value in (cell or {}).items():
             if key in ("train", "plugins"):
                 ok = value is None or isinstance(value, dict)
@@ -212,5 +210,8 @@ def checked_figures(metrics: dict, strict: bool, declared_as=lambda name: name) 
             isinstance(value, bool) and declared is not None and declared.gated)
         if declared is not None and not descriptive and not number:
             raise ValueError(f"figure '{name}' is {value!r}: a number is declared")
+        share = declared is not None and (declared.fmt == "pct" or declared.unit == "fraction")
+        if strict and share and not 0 <= value <= 1:  # 1e308 read as "improved" by the gate
+            raise ValueError(f"figure '{name}' is {value!r}: a share is between 0 and 1")
         out[name] = value
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,11 +173,21 @@ def _load_benchmark_json(p: Path) -> Side:
     if not all(isinstance(u, dict) for u in untimed):  # a list: `_declared` checked it
         raise CompareError(f"{p}: its modelopt block's untimed cells are not a list of cells")
     for i, u in enumerate(untimed):
+        if u.get("status") == "ok":  # it would hide the benchmarked cell of that name
+            raise CompareError(f"{p}: untimed cell {i} says ok; a cell that finished ok is "
+                               "among the benchmarks, not its modelopt block's untimed cells")
         recs.append(_record(p, f"untimed cell {i}", {
             "suite": str(block.get("suite") or "benchmarks"), "cell_id": u.get("cell_id"),
             "seed": u.get("seed", 0), "status": u.get("status"), "error": u.get("error"),
             "cell": u.get("cell"), "extra": u.get("extra") or {}}))
-    return _collect(recs, suites.pop() if len(suites) == 1 else None)
+    if len(suites) > 1:  # as a results directory of two suites is refused
+        raise CompareError(f"{p}: holds benchmarks of several suites ({', '.join(sorted(suites))})"
+                           "; compare one suite's run at a time")
+    twice = [k for k, n in Counter((r["cell_id"], r["seed"]) for r in recs).items() if n > 1]
+    if twice:  # the later one silently won
+        raise CompareError(f"{p}: cell {twice[0][0]} seed {twice[0][1]} appears twice; one "
+                           "result per cell and seed")
+    return _collect(recs, suites.pop() if suites else None)
 
 
 def _record(p: Path, what: str, rec: dict) -> dict:

@@ -161,7 +161,7 @@ def read(path: str | Path, latest: bool = True, verbatim: bool = False) -> list[
         try:
             doc = json.loads(line)
             rec = Record.model_validate(doc if verbatim else inert(doc),
-                                        context={"from_file": True, "results_line": True})
+                                        context={"from_file": True})
             rec.line_state = written.state(line)
         except ValidationError as exc:
             first = exc.errors()[0]
