@@ -210,7 +210,7 @@ def checked_figures(metrics: dict, strict: bool, declared_as=lambda name: name) 
             isinstance(value, bool) and declared is not None and declared.gated)
         if declared is not None and not descriptive and not number:
             raise ValueError(f"figure '{name}' is {value!r}: a number is declared")
-        share = declared is not None and (declared.fmt == "pct" or declared.unit == "fraction")
+        share = declared is not None and declared.unit == "fraction"  # accuracy, F1
         if strict and share and not 0 <= value <= 1:  # 1e308 read as "improved" by the gate
             raise ValueError(f"figure '{name}' is {value!r}: a share is between 0 and 1")
         out[name] = value
